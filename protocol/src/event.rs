@@ -1,0 +1,299 @@
+//! A run is a stream of events.
+//!
+//! Machines produce events about their shards; the coordinator gives each one
+//! a run-wide sequence number and a coordinator timestamp, stores it and fans it
+//! out to every reporter (terminal, JUnit, JSON lines, WebSocket watchers).
+//! Test events carry run, machine, role, suite and test by name so that each
+//! JSON line stands on its own.
+
+use serde::{Deserialize, Serialize};
+
+/// How a test (or a shard) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Passed,
+    Failed,
+    Skipped,
+    TimedOut,
+    /// The instance trapped without a test failure of its own (out of
+    /// memory, stack overflow, a bad instruction).
+    Crashed,
+    /// Failed at first, passed on a retry.
+    Flaky,
+    /// The machine running it went away.
+    Lost,
+}
+
+impl Outcome {
+    /// Whether this outcome makes the run fail.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::TimedOut | Outcome::Crashed | Outcome::Lost)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+            Outcome::TimedOut => "timed-out",
+            Outcome::Crashed => "crashed",
+            Outcome::Flaky => "flaky",
+            Outcome::Lost => "lost",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which part of a run an event is about.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ShardRef {
+    /// Shard number, unique within the run.
+    pub shard: u32,
+    pub machine: String,
+    pub role: String,
+    /// The suite's display name (file stem or crate name).
+    pub suite: String,
+    /// Instance index within the role.
+    pub instance: u32,
+}
+
+/// Counts of test outcomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub passed: u32,
+    pub failed: u32,
+    pub skipped: u32,
+    pub timed_out: u32,
+    pub crashed: u32,
+    pub flaky: u32,
+    pub lost: u32,
+}
+
+impl Summary {
+    pub fn add(&mut self, outcome: Outcome) {
+        let slot = match outcome {
+            Outcome::Passed => &mut self.passed,
+            Outcome::Failed => &mut self.failed,
+            Outcome::Skipped => &mut self.skipped,
+            Outcome::TimedOut => &mut self.timed_out,
+            Outcome::Crashed => &mut self.crashed,
+            Outcome::Flaky => &mut self.flaky,
+            Outcome::Lost => &mut self.lost,
+        };
+        *slot += 1;
+    }
+    pub fn total(&self) -> u32 {
+        self.passed + self.failed + self.skipped + self.timed_out + self.crashed + self.flaky + self.lost
+    }
+    pub fn failures(&self) -> u32 {
+        self.failed + self.timed_out + self.crashed + self.lost
+    }
+    pub fn success(&self) -> bool {
+        self.failures() == 0
+    }
+}
+
+/// What a shard is, as announced at the start of a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    #[serde(flatten)]
+    pub shard: ShardRef,
+    pub profile: String,
+    /// Hex sha256 of the suite component.
+    pub suite_sha256: String,
+}
+
+/// A sync operation observed by the coordinator, shown on the run's timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum SyncOp {
+    Signal { state: String, value: u64 },
+    BarrierReleased { state: String, target: u64 },
+    BarrierFailed { state: String, target: u64, reason: String },
+    Publish { topic: String, seq: u64 },
+}
+
+/// An event as stored and streamed: numbered and timed by the coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub run: String,
+    /// Run-wide sequence number, from 1, without gaps.
+    pub seq: u64,
+    /// Coordinator time, microseconds since the Unix epoch. For events from a
+    /// machine this is the machine's time corrected by its clock offset.
+    pub at_us: i64,
+    /// The producing machine's own clock, when the event came from a machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_at_us: Option<i64>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// Everything that can happen in a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum EventKind {
+    RunStarted {
+        plan: String,
+        shards: Vec<ShardInfo>,
+    },
+    ShardStarted {
+        #[serde(flatten)]
+        shard: ShardRef,
+        /// Tests the suite listed, in order.
+        tests: Vec<String>,
+    },
+    TestStarted {
+        #[serde(flatten)]
+        shard: ShardRef,
+        test: String,
+        attempt: u32,
+    },
+    TestFinished {
+        #[serde(flatten)]
+        shard: ShardRef,
+        test: String,
+        outcome: Outcome,
+        duration_ms: u64,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        /// Captured stdout and stderr, capped by the plan's output limit.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        output: String,
+    },
+    Log {
+        #[serde(flatten)]
+        shard: ShardRef,
+        test: String,
+        level: String,
+        message: String,
+    },
+    Sync {
+        #[serde(flatten)]
+        shard: ShardRef,
+        #[serde(flatten)]
+        op: SyncOp,
+    },
+    ShardFinished {
+        #[serde(flatten)]
+        shard: ShardRef,
+        summary: Summary,
+        /// Why the shard could not run its tests, if it could not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    RunFinished {
+        summary: Summary,
+        duration_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cancelled: Option<String>,
+    },
+}
+
+impl EventKind {
+    /// The shard this event is about, if any.
+    pub fn shard(&self) -> Option<&ShardRef> {
+        match self {
+            EventKind::ShardStarted { shard, .. }
+            | EventKind::TestStarted { shard, .. }
+            | EventKind::TestFinished { shard, .. }
+            | EventKind::Log { shard, .. }
+            | EventKind::Sync { shard, .. }
+            | EventKind::ShardFinished { shard, .. } => Some(shard),
+            EventKind::RunStarted { .. } | EventKind::RunFinished { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard() -> ShardRef {
+        ShardRef {
+            shard: 2,
+            machine: "box-1".into(),
+            role: "client".into(),
+            suite: "kv-client".into(),
+            instance: 0,
+        }
+    }
+
+    #[test]
+    fn events_round_trip_and_read_flat() {
+        let events = vec![
+            EventKind::RunStarted {
+                plan: "demo".into(),
+                shards: vec![ShardInfo { shard: shard(), profile: "p".into(), suite_sha256: "ab".into() }],
+            },
+            EventKind::ShardStarted { shard: shard(), tests: vec!["a".into()] },
+            EventKind::TestStarted { shard: shard(), test: "a".into(), attempt: 1 },
+            EventKind::TestFinished {
+                shard: shard(),
+                test: "a".into(),
+                outcome: Outcome::TimedOut,
+                duration_ms: 12,
+                attempt: 1,
+                message: Some("timed out after 1s".into()),
+                output: "hello\n".into(),
+            },
+            EventKind::Log { shard: shard(), test: "a".into(), level: "info".into(), message: "m".into() },
+            EventKind::Sync { shard: shard(), op: SyncOp::Signal { state: "ready".into(), value: 1 } },
+            EventKind::Sync {
+                shard: shard(),
+                op: SyncOp::BarrierFailed { state: "s".into(), target: 2, reason: "lost".into() },
+            },
+            EventKind::ShardFinished { shard: shard(), summary: Summary::default(), error: None },
+            EventKind::RunFinished { summary: Summary::default(), duration_ms: 5, cancelled: None },
+        ];
+        for (i, kind) in events.into_iter().enumerate() {
+            let ev = Event { run: "r1".into(), seq: i as u64 + 1, at_us: 10, machine_at_us: Some(9), kind };
+            let json = serde_json::to_string(&ev).unwrap();
+            let back: Event = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, ev, "{json}");
+        }
+    }
+
+    #[test]
+    fn test_events_name_everything_on_one_line() {
+        let ev = Event {
+            run: "r1".into(),
+            seq: 7,
+            at_us: 1,
+            machine_at_us: None,
+            kind: EventKind::TestFinished {
+                shard: shard(),
+                test: "verifies".into(),
+                outcome: Outcome::Passed,
+                duration_ms: 3,
+                attempt: 1,
+                message: None,
+                output: String::new(),
+            },
+        };
+        let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
+        for key in ["run", "machine", "role", "suite", "test", "outcome", "duration_ms"] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        assert_eq!(v["type"], "test-finished");
+        assert_eq!(v["outcome"], "passed");
+    }
+
+    #[test]
+    fn summary_counts_failures() {
+        let mut s = Summary::default();
+        for o in [Outcome::Passed, Outcome::Flaky, Outcome::Skipped] {
+            s.add(o);
+        }
+        assert!(s.success());
+        s.add(Outcome::Lost);
+        assert!(!s.success());
+        assert_eq!(s.total(), 4);
+    }
+}

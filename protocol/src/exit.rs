@@ -1,0 +1,10 @@
+//! The `ensemble` process's documented exit codes.
+
+/// Every test passed (skipped and ignored tests do not count against a run).
+pub const SUCCESS: i32 = 0;
+/// At least one test failed, timed out, crashed or was lost.
+pub const TESTS_FAILED: i32 = 1;
+/// The plan, a suite or the command line was invalid; nothing ran.
+pub const BAD_INPUT: i32 = 2;
+/// Ensemble itself failed (I/O, internal error, coordinator unreachable).
+pub const INTERNAL: i32 = 3;

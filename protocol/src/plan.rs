@@ -1,0 +1,487 @@
+//! Test plans: what runs where, and how.
+//!
+//! A plan is parsed from TOML (or JSON, from the browser) into these types and
+//! then validated as a whole. Every error names the field path it is about
+//! (`entries[1].profile`) and, for files, the file, so that the CLI and the
+//! browser can show it next to what is wrong. Parsing and validation live here,
+//! in one place, so every front end accepts and rejects exactly the same plans.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::units::{ByteSize, HumanDuration};
+
+/// A named, typed set of entries plus the settings of its runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub kind: PlanType,
+    #[serde(default)]
+    pub settings: Settings,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<Profile>,
+    #[serde(default)]
+    pub entries: Vec<Entry>,
+}
+
+/// How entries map onto machine profiles.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlanType {
+    /// Each entry runs on its own profile; the parts coordinate.
+    #[default]
+    Distributed,
+    /// Every entry runs on every profile (or on the entry's own, if it names one).
+    CrossPlatform,
+}
+
+impl fmt::Display for PlanType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PlanType::Distributed => "distributed",
+            PlanType::CrossPlatform => "cross-platform",
+        })
+    }
+}
+
+/// Whether entries start together or one after another.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Execution {
+    /// All entries start at once (needed when parts coordinate).
+    #[default]
+    Parallel,
+    /// Entries run one after another, in plan order.
+    Sequential,
+}
+
+/// Settings that apply to every test of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub execution: Execution,
+    /// Per-test limit unless a test declares its own.
+    pub test_timeout: HumanDuration,
+    /// Extra attempts for a failed test; a test that passes on retry is flaky.
+    pub retries: u32,
+    /// Linear memory a test instance may grow to.
+    pub memory_limit: ByteSize,
+    /// Stop scheduling tests after the first failure.
+    pub fail_fast: bool,
+    /// Default wait limit for a barrier whose caller passes no timeout.
+    pub barrier_timeout: HumanDuration,
+    /// Captured stdout+stderr kept per test; the rest is counted and dropped.
+    pub output_limit: ByteSize,
+    /// Re-run the shards of a lost machine on another matching idle machine.
+    pub rerun_lost: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            execution: Execution::Parallel,
+            test_timeout: HumanDuration::from_secs(60),
+            retries: 0,
+            memory_limit: ByteSize::mib(256),
+            fail_fast: false,
+            barrier_timeout: HumanDuration::from_secs(60),
+            output_limit: ByteSize::mib(1),
+            rerun_lost: false,
+        }
+    }
+}
+
+/// A saved selector of machines.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub name: String,
+    /// Labels a machine must carry (all of them). Empty: any machine.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Pin the profile to one machine by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    /// How many machines (instances) the profile takes.
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One suite placed in the plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// A path (relative to the plan file) to a `.wasm` suite or a suite crate
+    /// directory, or `sha256:<hex>` for a suite already known to the server.
+    pub suite: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Defaults to the suite's file stem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, deserialize_with = "scalar_map", skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Capabilities::is_empty")]
+    pub capabilities: Capabilities,
+}
+
+impl Entry {
+    /// The role name: explicit, or the stem of the suite path.
+    pub fn role_name(&self) -> String {
+        if let Some(role) = &self.role {
+            return role.clone();
+        }
+        let trimmed = self.suite.trim_end_matches(['/', '\\']);
+        let stem = Path::new(trimmed).file_stem().and_then(|s| s.to_str()).unwrap_or(trimmed);
+        stem.replace('_', "-")
+    }
+}
+
+/// Host access granted to an entry's sandbox. Nothing is granted by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// `host:port` patterns the suite may connect to; `*` matches any host or port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub net: Vec<String>,
+    /// Names of host environment variables the suite may read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+}
+
+impl Capabilities {
+    pub fn is_empty(&self) -> bool {
+        self.net.is_empty() && self.env.is_empty()
+    }
+}
+
+/// Params are strings to the suite, but people write `keys = 100` in TOML.
+fn scalar_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    let raw: BTreeMap<String, Scalar> = BTreeMap::deserialize(d)
+        .map_err(|e| serde::de::Error::custom(format!("{e}; params are strings, numbers or booleans")))?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Scalar::S(s) => s,
+                Scalar::I(i) => i.to_string(),
+                Scalar::F(f) => f.to_string(),
+                Scalar::B(b) => b.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
+}
+
+/// One thing wrong with a plan, at a field path such as `entries[0].profile`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() || self.path == "." {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// A plan that could not be read or is not valid; lists every problem found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct PlanError {
+    pub file: Option<PathBuf>,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            Some(file) => write!(f, "invalid plan {}", file.display())?,
+            None => f.write_str("invalid plan")?,
+        }
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl PlanError {
+    fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { file: None, problems: vec![Problem { path: path.into(), message: message.into() }] }
+    }
+    /// Attaches the file the plan came from.
+    pub fn in_file(mut self, file: impl Into<PathBuf>) -> Self {
+        self.file = Some(file.into());
+        self
+    }
+}
+
+impl Plan {
+    /// Parses and validates a plan written in TOML.
+    pub fn from_toml(text: &str) -> Result<Plan, PlanError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| PlanError::one("", e.to_string()))?;
+        let plan: Plan = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            PlanError::one(path, inner.to_string().trim_end().to_string())
+        })?;
+        plan.validate()?;
+        Ok(plan)
+    }
+
+    /// Parses and validates a plan sent as JSON (the REST API and the browser).
+    pub fn from_json(text: &str) -> Result<Plan, PlanError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let plan: Plan = serde_path_to_error::deserialize(de)
+            .map_err(|e| PlanError::one(e.path().to_string(), e.inner().to_string()))?;
+        plan.validate()?;
+        Ok(plan)
+    }
+
+    /// Writes the plan back as TOML (export); `from_toml` reads it unchanged.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("plans always serialize to TOML")
+    }
+
+    /// The profile an entry runs on, by name.
+    pub fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.iter().find(|p| p.name == name)
+    }
+
+    /// Checks the plan as a whole; returns every problem found, each at its path.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        let problems = self.problems();
+        if problems.is_empty() { Ok(()) } else { Err(PlanError { file: None, problems }) }
+    }
+
+    /// Every problem of the plan (empty when valid). Used for inline errors.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |path: String, message: String| out.push(Problem { path, message });
+        if self.name.trim().is_empty() {
+            bad("name".into(), "a plan needs a name".into());
+        }
+        let s = &self.settings;
+        if s.test_timeout.0.is_zero() {
+            bad("settings.test_timeout".into(), "must be longer than zero".into());
+        }
+        if s.barrier_timeout.0.is_zero() {
+            bad("settings.barrier_timeout".into(), "must be longer than zero".into());
+        }
+        if s.memory_limit.0 < (1 << 20) || s.memory_limit.0 > (4 << 30) {
+            bad(
+                "settings.memory_limit".into(),
+                format!("{} is out of range; a wasm32 instance takes from 1MiB to 4GiB", s.memory_limit),
+            );
+        }
+        if s.retries > 100 {
+            bad("settings.retries".into(), format!("{} retries is more than the limit of 100", s.retries));
+        }
+        let mut names = BTreeSet::new();
+        for (i, p) in self.profiles.iter().enumerate() {
+            if p.name.trim().is_empty() {
+                bad(format!("profiles[{i}].name"), "a profile needs a name".into());
+            } else if !names.insert(p.name.as_str()) {
+                bad(format!("profiles[{i}].name"), format!("another profile is already named {:?}", p.name));
+            }
+            if p.count == 0 {
+                bad(format!("profiles[{i}].count"), "must be at least 1".into());
+            }
+            if p.machine.is_some() && p.count > 1 {
+                bad(format!("profiles[{i}].count"), "a profile pinned to one machine takes exactly 1".into());
+            }
+        }
+        if self.entries.is_empty() {
+            bad("entries".into(), "a plan needs at least one entry (a suite to run)".into());
+        }
+        if self.kind == PlanType::CrossPlatform && self.profiles.is_empty() {
+            bad("profiles".into(), "a cross-platform plan needs at least one profile".into());
+        }
+        let known = || {
+            if names.is_empty() {
+                "the plan has no profiles".to_string()
+            } else {
+                format!("profiles: {}", names.iter().copied().collect::<Vec<_>>().join(", "))
+            }
+        };
+        let mut roles = BTreeMap::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            if e.suite.trim().is_empty() {
+                bad(format!("entries[{i}].suite"), "names no suite".into());
+            }
+            match (&e.profile, self.kind) {
+                (None, PlanType::Distributed) => bad(
+                    format!("entries[{i}].profile"),
+                    format!("a distributed plan links every entry to a profile ({})", known()),
+                ),
+                (Some(p), _) if !names.contains(p.as_str()) => {
+                    bad(format!("entries[{i}].profile"), format!("no profile named {p:?} ({})", known()))
+                }
+                _ => {}
+            }
+            let role = e.role_name();
+            if role.is_empty() || !role.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                bad(
+                    format!("entries[{i}].role"),
+                    format!("{role:?} is not a valid role: use letters, digits, '-', '_' or '.'"),
+                );
+            }
+            if let Some(prev) = roles.insert(role.clone(), i) {
+                bad(
+                    format!("entries[{i}].role"),
+                    format!(
+                        "role {role:?} is already taken by entries[{prev}]; give one of them `role = \"…\"`"
+                    ),
+                );
+            }
+            for (j, pat) in e.capabilities.net.iter().enumerate() {
+                if let Err(m) = check_net_pattern(pat) {
+                    bad(format!("entries[{i}].capabilities.net[{j}]"), m);
+                }
+            }
+            for (j, var) in e.capabilities.env.iter().enumerate() {
+                if var.is_empty() || var.contains('=') || var.contains('\0') {
+                    bad(
+                        format!("entries[{i}].capabilities.env[{j}]"),
+                        format!("{var:?} is not a variable name"),
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A `net` grant is `host:port`, where either side may be `*`.
+fn check_net_pattern(pat: &str) -> Result<(), String> {
+    let Some((host, port)) = pat.rsplit_once(':') else {
+        return Err(format!("{pat:?} is not host:port (e.g. \"127.0.0.1:8080\" or \"*:443\")"));
+    };
+    if host.is_empty() {
+        return Err(format!("{pat:?} has no host; use \"*\" for any host"));
+    }
+    if port != "*" && port.parse::<u16>().is_err() {
+        return Err(format!("{pat:?} has no valid port (1-65535 or \"*\")"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEMO: &str = r#"
+name = "demo"
+type = "distributed"
+[settings]
+execution = "parallel"
+test_timeout = "30s"
+retries = 1
+memory_limit = "128MiB"
+fail_fast = false
+[[profiles]]
+name = "server-box"
+labels = { os = "linux" }
+[[profiles]]
+name = "client-box"
+count = 2
+[[entries]]
+suite = "kv_server.wasm"
+profile = "server-box"
+params = { keys = 100, verbose = true, greeting = "hi" }
+capabilities = { net = ["127.0.0.1:8080"], env = ["TOKEN"] }
+[[entries]]
+suite = "../examples/kv-client/"
+profile = "client-box"
+"#;
+
+    #[test]
+    fn parses_the_documented_shape() {
+        let plan = Plan::from_toml(DEMO).unwrap();
+        assert_eq!(plan.kind, PlanType::Distributed);
+        assert_eq!(plan.settings.test_timeout.0.as_secs(), 30);
+        assert_eq!(plan.settings.memory_limit, ByteSize::mib(128));
+        assert_eq!(plan.profiles[1].count, 2);
+        assert_eq!(plan.entries[0].params["keys"], "100");
+        assert_eq!(plan.entries[0].params["verbose"], "true");
+        assert_eq!(plan.entries[0].role_name(), "kv-server");
+        assert_eq!(plan.entries[1].role_name(), "kv-client");
+        assert_eq!(plan.entries[0].capabilities.env, ["TOKEN"]);
+    }
+
+    #[test]
+    fn toml_round_trips() {
+        let plan = Plan::from_toml(DEMO).unwrap();
+        let again = Plan::from_toml(&plan.to_toml()).unwrap();
+        assert_eq!(plan, again);
+        let json = serde_json::to_string(&plan).unwrap();
+        assert_eq!(Plan::from_json(&json).unwrap(), plan);
+    }
+
+    #[test]
+    fn type_errors_name_the_field_path() {
+        let text = DEMO.replace("test_timeout = \"30s\"", "test_timeout = \"30 parsecs\"");
+        let err = Plan::from_toml(&text).unwrap_err();
+        assert_eq!(err.problems[0].path, "settings.test_timeout");
+        assert!(err.problems[0].message.contains("30 parsecs"), "{err}");
+        let err = Plan::from_toml(&DEMO.replace("count = 2", "count = \"two\"")).unwrap_err();
+        assert_eq!(err.problems[0].path, "profiles[1].count");
+        let err = Plan::from_toml(&DEMO.replace("retries = 1", "retries = 1\ncolour = \"red\"")).unwrap_err();
+        assert_eq!(err.problems[0].path, "settings.colour");
+        assert!(err.to_string().contains("colour"), "{err}");
+        let err = Plan::from_toml("name = [").unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn validation_lists_every_problem_at_its_path() {
+        let text = DEMO
+            .replace("profile = \"client-box\"", "profile = \"nowhere\"")
+            .replace("127.0.0.1:8080", "localhost")
+            .replace("memory_limit = \"128MiB\"", "memory_limit = \"8GiB\"");
+        let err = Plan::from_toml(&text).unwrap_err().in_file("plans/demo.toml");
+        let paths: Vec<_> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["settings.memory_limit", "entries[0].capabilities.net[0]", "entries[1].profile"]);
+        let shown = err.to_string();
+        assert!(shown.contains("plans/demo.toml"), "{shown}");
+        assert!(shown.contains("no profile named \"nowhere\" (profiles: client-box, server-box)"), "{shown}");
+    }
+
+    #[test]
+    fn distributed_entries_need_a_profile_and_unique_roles() {
+        let text = "name = \"x\"\n[[entries]]\nsuite = \"a.wasm\"\n[[entries]]\nsuite = \"dir/a\"\n";
+        let err = Plan::from_toml(text).unwrap_err();
+        let paths: Vec<_> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["entries[0].profile", "entries[1].profile", "entries[1].role"]);
+    }
+
+    #[test]
+    fn cross_platform_entries_may_omit_the_profile() {
+        let text = "name = \"x\"\ntype = \"cross-platform\"\n[[profiles]]\nname = \"linux\"\nlabels = { os = \"linux\" }\n[[entries]]\nsuite = \"a.wasm\"\n";
+        let plan = Plan::from_toml(text).unwrap();
+        assert_eq!(plan.kind, PlanType::CrossPlatform);
+        assert_eq!(plan.profiles[0].count, 1);
+    }
+}

@@ -1,0 +1,212 @@
+//! Messages between the coordinator and its machines.
+//!
+//! The coordinator and a machine exchange [`ToMachine`] and [`FromMachine`]
+//! values over a message channel: an in-process channel when `ensemble run`
+//! runs a plan alone, a WebSocket (one JSON text frame per message) when
+//! machines join a server. Nothing in either side depends on which it is.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{EventKind, ShardRef};
+use crate::plan::Capabilities;
+
+/// A machine's self-description, sent when it joins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineInfo {
+    pub name: String,
+    /// Includes the built-in `os` and `arch` labels.
+    pub labels: BTreeMap<String, String>,
+    /// How many shards it runs at once.
+    pub slots: u32,
+    pub facts: Facts,
+}
+
+/// What a machine reports about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    pub os: String,
+    pub arch: String,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    pub ensemble_version: String,
+    pub wasmtime_version: String,
+}
+
+/// Limits and policies a machine applies to every test of a shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub test_timeout_ms: u64,
+    pub memory_limit_bytes: u64,
+    pub output_limit_bytes: u64,
+    pub retries: u32,
+    pub fail_fast: bool,
+    pub barrier_timeout_ms: u64,
+}
+
+/// One shard handed to a machine: a suite instance to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub run: String,
+    pub shard: ShardRef,
+    /// How many instances the shard's role has in the run.
+    pub instance_count: u32,
+    pub suite_sha256: String,
+    pub params: BTreeMap<String, String>,
+    pub capabilities: Capabilities,
+    pub limits: Limits,
+}
+
+/// A guest's coordination request, forwarded to the run's sync service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "kebab-case")]
+pub enum SyncCall {
+    Signal {
+        state: String,
+    },
+    Barrier {
+        state: String,
+        target: u64,
+        timeout_ms: u64,
+    },
+    SignalAndWait {
+        state: String,
+        target: u64,
+        timeout_ms: u64,
+    },
+    Publish {
+        topic: String,
+        payload: String,
+    },
+    /// The message at `index` (0-based) of `topic`, waiting for it if needed.
+    Next {
+        topic: String,
+        index: u64,
+        timeout_ms: u64,
+    },
+}
+
+/// Why a sync call failed; mirrors the suite ABI's `sync-error`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncFailure {
+    Timeout,
+    Lost,
+    Cancelled,
+    Invalid,
+}
+
+/// The answer to a [`SyncCall`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "kebab-case")]
+pub enum SyncReply {
+    /// A counter or sequence number (signal, publish, signal-and-wait).
+    Value {
+        value: u64,
+    },
+    /// A barrier was reached.
+    Released,
+    /// A topic message (next).
+    Message {
+        payload: String,
+    },
+    Error {
+        kind: SyncFailure,
+        message: String,
+    },
+}
+
+/// Coordinator → machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ToMachine {
+    /// Run this shard.
+    Assign { assignment: Assignment },
+    /// Stop the run's shards on this machine: running tests end, the rest are skipped.
+    Cancel { run: String, reason: String },
+    /// The answer to the machine's sync call `id`.
+    SyncReply { id: u64, reply: SyncReply },
+    /// Events of `shard` up to `seq` are stored; the machine may forget them.
+    Ack { run: String, shard: u32, seq: u64 },
+}
+
+/// Machine → coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum FromMachine {
+    /// Something happened in a shard. `seq` counts from 1 per shard, so the
+    /// coordinator can drop duplicates after a reconnect.
+    Event { run: String, shard: u32, seq: u64, at_us: i64, event: EventKind },
+    /// A guest's sync call; answered with [`ToMachine::SyncReply`] with the same id.
+    Sync { id: u64, run: String, shard: u32, call: SyncCall },
+    /// The shard is finished and every event of it was sent.
+    ShardDone { run: String, shard: u32 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Summary;
+
+    #[test]
+    fn messages_round_trip() {
+        let shard = ShardRef {
+            shard: 1,
+            machine: "m".into(),
+            role: "server".into(),
+            suite: "kv-server".into(),
+            instance: 0,
+        };
+        let to = vec![
+            ToMachine::Assign {
+                assignment: Assignment {
+                    run: "r".into(),
+                    shard: shard.clone(),
+                    instance_count: 1,
+                    suite_sha256: "00".into(),
+                    params: [("keys".to_string(), "10".to_string())].into(),
+                    capabilities: Capabilities::default(),
+                    limits: Limits {
+                        test_timeout_ms: 1,
+                        memory_limit_bytes: 2,
+                        output_limit_bytes: 3,
+                        retries: 0,
+                        fail_fast: true,
+                        barrier_timeout_ms: 4,
+                    },
+                },
+            },
+            ToMachine::Cancel { run: "r".into(), reason: "fail-fast".into() },
+            ToMachine::SyncReply {
+                id: 3,
+                reply: SyncReply::Error { kind: SyncFailure::Lost, message: "role server on m".into() },
+            },
+            ToMachine::Ack { run: "r".into(), shard: 1, seq: 9 },
+        ];
+        for m in to {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(serde_json::from_str::<ToMachine>(&json).unwrap(), m, "{json}");
+        }
+        let from = vec![
+            FromMachine::Event {
+                run: "r".into(),
+                shard: 1,
+                seq: 1,
+                at_us: 5,
+                event: EventKind::ShardFinished { shard, summary: Summary::default(), error: None },
+            },
+            FromMachine::Sync {
+                id: 1,
+                run: "r".into(),
+                shard: 1,
+                call: SyncCall::Next { topic: "t".into(), index: 0, timeout_ms: 10 },
+            },
+            FromMachine::ShardDone { run: "r".into(), shard: 1 },
+        ];
+        for m in from {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(serde_json::from_str::<FromMachine>(&json).unwrap(), m, "{json}");
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The table of tests behind [`suite!`](crate::suite): [`TestCase`] and
+//! [`Suite`].
+//!
+//! Both are built in a `static` at compile time, so a duplicate test name is
+//! a compile error rather than a surprise at run time.
+
+use crate::bindings::exports::ensemble::suite::tests as wit;
+use crate::{FailureKind, TestResult, fail};
+
+/// One test of a suite: its name, attributes and function.
+///
+/// Usually built by [`suite!`](crate::suite); the builder methods are `const`
+/// so that the whole table is a `static`.
+#[derive(Debug, Clone, Copy)]
+pub struct TestCase {
+    name: &'static str,
+    tags: &'static [&'static str],
+    ignored: bool,
+    timeout_ms: Option<u64>,
+    func: fn() -> TestResult,
+}
+
+impl TestCase {
+    /// A test named `name` running `func`, without tags or timeout, not ignored.
+    pub const fn new(name: &'static str, func: fn() -> TestResult) -> Self {
+        Self { name, tags: &[], ignored: false, timeout_ms: None, func }
+    }
+
+    /// Marks the test as ignored: listed, but run only when asked for.
+    pub const fn ignore(mut self) -> Self {
+        self.ignored = true;
+        self
+    }
+
+    /// Sets the test's tags.
+    pub const fn with_tags(mut self, tags: &'static [&'static str]) -> Self {
+        self.tags = tags;
+        self
+    }
+
+    /// Overrides the plan's test timeout for this test, in milliseconds.
+    pub const fn with_timeout_ms(mut self, timeout_ms: u64) -> Self {
+        self.timeout_ms = Some(timeout_ms);
+        self
+    }
+
+    /// Renames the test.
+    pub const fn with_name(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
+    }
+
+    /// The test's name, unique within its suite.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The test's tags.
+    pub const fn tags(&self) -> &'static [&'static str] {
+        self.tags
+    }
+
+    /// Whether the test is ignored unless asked for.
+    pub const fn is_ignored(&self) -> bool {
+        self.ignored
+    }
+
+    /// The test's own timeout, in milliseconds, if it has one.
+    pub const fn timeout_ms(&self) -> Option<u64> {
+        self.timeout_ms
+    }
+
+    /// Runs the test in the current instance.
+    pub fn run(&self) -> TestResult {
+        (self.func)()
+    }
+}
+
+/// All tests of a suite, in the order they run.
+#[derive(Debug, Clone, Copy)]
+pub struct Suite {
+    tests: &'static [TestCase],
+}
+
+impl Suite {
+    /// A suite of `tests`.
+    ///
+    /// # Panics
+    ///
+    /// If two tests share a name. In a `static` (as [`suite!`](crate::suite)
+    /// uses it) that is a compile-time error.
+    pub const fn new(tests: &'static [TestCase]) -> Self {
+        let mut i = 0;
+        while i < tests.len() {
+            let mut j = i + 1;
+            while j < tests.len() {
+                if str_eq(tests[i].name, tests[j].name) {
+                    panic!("two tests of the suite have the same name");
+                }
+                j += 1;
+            }
+            i += 1;
+        }
+        Self { tests }
+    }
+
+    /// The tests, in declaration order.
+    pub const fn tests(&self) -> &'static [TestCase] {
+        self.tests
+    }
+
+    /// The test called `name`, if any.
+    pub fn find(&self, name: &str) -> Option<&'static TestCase> {
+        self.tests.iter().find(|test| test.name == name)
+    }
+
+    /// Runs the test called `name` in the current instance; an unknown name
+    /// fails.
+    pub fn run(&self, name: &str) -> TestResult {
+        match self.find(name) {
+            Some(test) => test.run(),
+            None => {
+                let known: Vec<&str> = self.tests.iter().map(|test| test.name).collect();
+                Err(fail(format!("no test named `{name}` in this suite (it has: {})", known.join(", "))))
+            }
+        }
+    }
+
+    /// The list in the ABI's terms (`tests.list`).
+    #[doc(hidden)]
+    pub fn __wit_list(&self) -> Vec<wit::TestInfo> {
+        self.tests
+            .iter()
+            .map(|test| wit::TestInfo {
+                name: test.name.to_owned(),
+                tags: test.tags.iter().map(|tag| (*tag).to_owned()).collect(),
+                ignored: test.ignored,
+                timeout_ms: test.timeout_ms,
+            })
+            .collect()
+    }
+
+    /// Runs a test in the ABI's terms (`tests.run`).
+    #[doc(hidden)]
+    pub fn __wit_run(&self, name: &str) -> wit::TestResult {
+        to_wit(self.run(name))
+    }
+}
+
+/// Maps a [`TestResult`] to the ABI's `test-result`.
+fn to_wit(result: TestResult) -> wit::TestResult {
+    match result {
+        Ok(()) => wit::TestResult::Pass,
+        Err(failure) => match failure.kind() {
+            FailureKind::Fail => wit::TestResult::Fail(failure.into_message()),
+            FailureKind::Skip => wit::TestResult::Skip(failure.into_message()),
+        },
+    }
+}
+
+/// `a == b`, usable in `const fn` (where `PartialEq` is not).
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{check, check_eq, check_ne, skip};
+
+    fn passes() -> TestResult {
+        check!(1 < 2);
+        check_eq!("a".repeat(2), "aa");
+        check_ne!(1, 2, "numbers");
+        Ok(())
+    }
+
+    fn fails() -> TestResult {
+        check_eq!(vec![1, 2], vec![1, 3], "vectors of {}", "ints");
+        Ok(())
+    }
+
+    fn skips() -> TestResult {
+        Err(skip("not here"))
+    }
+
+    fn unit() {}
+
+    fn io_error() -> std::io::Result<()> {
+        Err(std::io::Error::other("disk on fire"))
+    }
+
+    mod nested {
+        pub fn inner() -> crate::TestResult {
+            Ok(())
+        }
+    }
+
+    crate::suite! {
+        passes,
+        #[ignore] fails,
+        /// A doc comment.
+        #[tags("net", "slow")] #[timeout_ms(2_000)] skips,
+        unit,
+        #[name("io-error")] io_error,
+        nested::inner,
+    }
+
+    #[test]
+    fn lists_tests_with_attributes() {
+        let list = ENSEMBLE_SUITE.__wit_list();
+        let names: Vec<&str> = list.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["passes", "fails", "skips", "unit", "io-error", "nested::inner"]);
+        assert!(!list[0].ignored && list[1].ignored);
+        assert_eq!(list[2].tags, ["net", "slow"]);
+        assert_eq!(list[2].timeout_ms, Some(2000));
+        assert_eq!(list[0].timeout_ms, None);
+    }
+
+    #[test]
+    fn runs_tests_by_name() {
+        assert!(matches!(ENSEMBLE_SUITE.__wit_run("passes"), wit::TestResult::Pass));
+        assert!(matches!(ENSEMBLE_SUITE.__wit_run("unit"), wit::TestResult::Pass));
+        assert!(matches!(ENSEMBLE_SUITE.__wit_run("nested::inner"), wit::TestResult::Pass));
+        match ENSEMBLE_SUITE.__wit_run("fails") {
+            wit::TestResult::Fail(message) => {
+                assert!(
+                    message.starts_with("vectors of ints: check_eq failed: vec![1, 2] == vec![1, 3]"),
+                    "{message}"
+                );
+                assert!(message.contains("left: [1, 2]"), "{message}");
+                assert!(message.contains("right: [1, 3]"), "{message}");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        match ENSEMBLE_SUITE.__wit_run("skips") {
+            wit::TestResult::Skip(reason) => assert_eq!(reason, "not here"),
+            other => panic!("expected a skip, got {other:?}"),
+        }
+        match ENSEMBLE_SUITE.__wit_run("io-error") {
+            wit::TestResult::Fail(message) => assert_eq!(message, "disk on fire"),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_test_fails_naming_it() {
+        let failure = ENSEMBLE_SUITE.run("nope").unwrap_err();
+        assert!(!failure.is_skip());
+        assert!(failure.message().starts_with("no test named `nope`"), "{}", failure.message());
+        assert!(failure.message().contains("passes, fails"));
+    }
+
+    #[test]
+    fn str_eq_compares_bytes() {
+        assert!(str_eq("abc", "abc"));
+        assert!(!str_eq("abc", "abd"));
+        assert!(!str_eq("ab", "abc"));
+    }
+}

@@ -1,1 +1,17 @@
-//! placeholder
+//! Ensemble's runner: the `ensemble` binary's logic.
+//!
+//! - [`sandbox`]: the wasmtime sandbox that lists and runs tests.
+//! - [`agent`]: a machine executing the shards assigned to it.
+//! - [`coordinator`]: turns a plan into shards, dispatches them, serves sync
+//!   and merges every machine's events into one numbered stream.
+//! - [`report`]: reporters fed by that stream (terminal, JUnit, JSON lines).
+//! - [`standalone`]: `ensemble run` on one host.
+//! - [`cli`]: the command line.
+
+pub mod agent;
+pub mod cli;
+pub mod coordinator;
+pub mod report;
+pub mod sandbox;
+pub mod standalone;
+pub mod suites;

@@ -1,0 +1,337 @@
+//! A machine: executes the shards assigned to it.
+//!
+//! The agent reads [`ToMachine`] messages and writes [`FromMachine`] messages;
+//! it does not know whether they cross a process boundary. Each assignment
+//! becomes a tracked task that fetches the suite by sha256, loads it into the
+//! sandbox, lists its tests and runs each in a fresh instance — retrying
+//! failures as the plan allows — while streaming numbered events. Guest sync
+//! calls leave as [`FromMachine::Sync`] and wait for the matching reply.
+//!
+//! Invariant: every assignment ends with exactly one `shard-finished` event
+//! followed by [`FromMachine::ShardDone`], whatever the suite does.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ensemble_protocol::event::{EventKind, Outcome, ShardRef, Summary};
+use ensemble_protocol::wire::{
+    Assignment, Facts, FromMachine, MachineInfo, SyncCall, SyncFailure, SyncReply, ToMachine,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::sandbox::{Grants, LoadedSuite, Sandbox, SyncPort, TestCase, TestEnv, TestRun};
+
+/// Where an agent gets suite bytes by sha256 (a local map in standalone runs,
+/// the coordinator's HTTP API when joined to a server).
+#[async_trait]
+pub trait SuiteSource: Send + Sync {
+    async fn fetch(&self, sha256: &str) -> anyhow::Result<Arc<Vec<u8>>>;
+}
+
+/// Suites held in memory, by sha256.
+#[derive(Default)]
+pub struct MemorySuites(Mutex<HashMap<String, Arc<Vec<u8>>>>);
+
+impl MemorySuites {
+    pub fn insert(&self, sha256: String, bytes: Arc<Vec<u8>>) {
+        self.0.lock().expect("suites lock").insert(sha256, bytes);
+    }
+}
+
+#[async_trait]
+impl SuiteSource for MemorySuites {
+    async fn fetch(&self, sha256: &str) -> anyhow::Result<Arc<Vec<u8>>> {
+        self.0
+            .lock()
+            .expect("suites lock")
+            .get(sha256)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no suite with sha256 {sha256}"))
+    }
+}
+
+/// This host's facts and built-in labels.
+pub fn local_facts() -> Facts {
+    Facts {
+        os: std::env::consts::OS.to_string(),
+        arch: std::env::consts::ARCH.to_string(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        memory_bytes: total_memory(),
+        ensemble_version: env!("CARGO_PKG_VERSION").to_string(),
+        wasmtime_version: crate::sandbox::WASMTIME_VERSION.to_string(),
+    }
+}
+
+fn total_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(0)
+}
+
+/// Microseconds since the Unix epoch on this machine's clock.
+pub fn now_us() -> i64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<SyncReply>>>>;
+
+/// A machine executing shards in the process-wide sandbox.
+pub struct Agent {
+    pub info: MachineInfo,
+    sandbox: Arc<Sandbox>,
+    suites: Arc<dyn SuiteSource>,
+}
+
+impl Agent {
+    pub fn new(info: MachineInfo, sandbox: Arc<Sandbox>, suites: Arc<dyn SuiteSource>) -> Self {
+        Self { info, sandbox, suites }
+    }
+
+    /// Serves assignments until `inbox` closes or `shutdown` fires; waits for
+    /// its shard tasks before returning.
+    pub async fn serve(
+        self: Arc<Self>,
+        mut inbox: mpsc::UnboundedReceiver<ToMachine>,
+        outbox: mpsc::UnboundedSender<FromMachine>,
+        shutdown: CancellationToken,
+    ) {
+        let pending: Pending = Arc::default();
+        let next_id = Arc::new(AtomicU64::new(1));
+        let mut runs: HashMap<String, Arc<RunCancel>> = HashMap::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.info.slots.max(1) as usize));
+        let tasks = TaskTracker::new();
+        loop {
+            let msg = tokio::select! {
+                m = inbox.recv() => m,
+                _ = shutdown.cancelled() => None,
+            };
+            let Some(msg) = msg else { break };
+            match msg {
+                ToMachine::Assign { assignment } => {
+                    let cancel = runs
+                        .entry(assignment.run.clone())
+                        .or_insert_with(|| {
+                            Arc::new(RunCancel { token: shutdown.child_token(), why: Mutex::default() })
+                        })
+                        .clone();
+                    let link = Arc::new(ShardLink {
+                        run: assignment.run.clone(),
+                        shard: assignment.shard.clone(),
+                        outbox: outbox.clone(),
+                        seq: AtomicU64::new(0),
+                        pending: pending.clone(),
+                        next_id: next_id.clone(),
+                        cancel,
+                    });
+                    let (this, slots) = (self.clone(), slots.clone());
+                    tasks.spawn(async move {
+                        let _slot = slots.acquire_owned().await;
+                        this.run_shard(assignment, link).await;
+                    });
+                }
+                ToMachine::Cancel { run, reason } => {
+                    tracing::info!(%run, %reason, "cancelling run");
+                    if let Some(c) = runs.get(&run) {
+                        c.cancel(reason);
+                    }
+                }
+                ToMachine::SyncReply { id, reply } => {
+                    if let Some(tx) = pending.lock().expect("pending lock").remove(&id) {
+                        let _ = tx.send(reply);
+                    }
+                }
+                ToMachine::Ack { .. } => {}
+            }
+        }
+        shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    async fn run_shard(&self, a: Assignment, link: Arc<ShardLink>) {
+        let mut summary = Summary::default();
+        let cancel = link.cancel.clone();
+        let error = self.run_tests(&a, &link, &cancel, &mut summary).await.err();
+        if let Some(e) = &error {
+            tracing::warn!(shard = a.shard.shard, suite = %a.shard.suite, "shard failed: {e}");
+        }
+        link.emit(EventKind::ShardFinished { shard: a.shard.clone(), summary, error });
+        let _ = link.outbox.send(FromMachine::ShardDone { run: a.run.clone(), shard: a.shard.shard });
+    }
+
+    async fn run_tests(
+        &self,
+        a: &Assignment,
+        link: &Arc<ShardLink>,
+        cancel: &RunCancel,
+        summary: &mut Summary,
+    ) -> Result<(), String> {
+        let bytes =
+            self.suites.fetch(&a.suite_sha256).await.map_err(|e| format!("fetching the suite: {e:#}"))?;
+        let suite =
+            self.sandbox.load(bytes).await.map_err(|e| format!("loading suite {}: {e}", a.shard.suite))?;
+        let env = Arc::new(TestEnv {
+            run_id: a.run.clone(),
+            role: a.shard.role.clone(),
+            instance: a.shard.instance,
+            instance_count: a.instance_count,
+            machine: a.shard.machine.clone(),
+            params: a.params.clone(),
+            grants: Grants::new(&a.capabilities)?,
+            memory_limit: a.limits.memory_limit_bytes,
+            output_limit: a.limits.output_limit_bytes,
+            test_timeout: Duration::from_millis(a.limits.test_timeout_ms),
+            barrier_timeout_ms: a.limits.barrier_timeout_ms,
+            sync: link.clone(),
+        });
+        let tests = suite.list(&env).await.map_err(|e| format!("suite {}: {e}", a.shard.suite))?;
+        link.emit(EventKind::ShardStarted {
+            shard: a.shard.clone(),
+            tests: tests.iter().map(|t| t.name.clone()).collect(),
+        });
+        for test in &tests {
+            let (outcome, run, attempt) = if cancel.token.is_cancelled() {
+                (Outcome::Skipped, skipped(cancel.reason()), 1)
+            } else if test.ignored {
+                (Outcome::Skipped, skipped("ignored".into()), 1)
+            } else {
+                Self::run_with_retries(&suite, test, &env, link, cancel, a.limits.retries).await
+            };
+            summary.add(outcome);
+            link.emit(EventKind::TestFinished {
+                shard: a.shard.clone(),
+                test: test.name.clone(),
+                outcome,
+                duration_ms: u64::try_from(run.duration.as_millis()).unwrap_or(u64::MAX),
+                attempt,
+                message: run.message,
+                output: run.output,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs a test, retrying failures; a pass after a failure is flaky.
+    async fn run_with_retries(
+        suite: &LoadedSuite,
+        test: &TestCase,
+        env: &Arc<TestEnv>,
+        link: &Arc<ShardLink>,
+        cancel: &RunCancel,
+        retries: u32,
+    ) -> (Outcome, TestRun, u32) {
+        let mut attempt = 1;
+        loop {
+            link.emit(EventKind::TestStarted { shard: link.shard.clone(), test: test.name.clone(), attempt });
+            let run = tokio::select! {
+                r = suite.run(test, env) => r,
+                _ = cancel.token.cancelled() => skipped(cancel.reason()),
+            };
+            if run.outcome.is_failure() && attempt <= retries && !cancel.token.is_cancelled() {
+                attempt += 1;
+                continue;
+            }
+            let outcome =
+                if run.outcome == Outcome::Passed && attempt > 1 { Outcome::Flaky } else { run.outcome };
+            return (outcome, run, attempt);
+        }
+    }
+}
+
+/// Cancellation of one run on this machine, with the coordinator's reason.
+#[derive(Default)]
+struct RunCancel {
+    token: CancellationToken,
+    why: Mutex<Option<String>>,
+}
+
+impl RunCancel {
+    fn cancel(&self, reason: String) {
+        self.why.lock().expect("reason lock").get_or_insert(reason);
+        self.token.cancel();
+    }
+
+    fn reason(&self) -> String {
+        let why = self.why.lock().expect("reason lock").clone();
+        format!("cancelled: {}", why.unwrap_or_else(|| "the run was cancelled".into()))
+    }
+}
+
+fn skipped(message: String) -> TestRun {
+    TestRun {
+        outcome: Outcome::Skipped,
+        message: Some(message),
+        output: String::new(),
+        duration: Duration::ZERO,
+    }
+}
+
+/// One shard's link to the coordinator: numbered events out, sync calls out
+/// and their replies back.
+struct ShardLink {
+    run: String,
+    shard: ShardRef,
+    outbox: mpsc::UnboundedSender<FromMachine>,
+    seq: AtomicU64,
+    pending: Pending,
+    next_id: Arc<AtomicU64>,
+    cancel: Arc<RunCancel>,
+}
+
+impl ShardLink {
+    fn emit(&self, event: EventKind) {
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let msg = FromMachine::Event {
+            run: self.run.clone(),
+            shard: self.shard.shard,
+            seq,
+            at_us: now_us(),
+            event,
+        };
+        // A closed outbox means the coordinator is gone; the shard winds down.
+        let _ = self.outbox.send(msg);
+    }
+}
+
+#[async_trait]
+impl SyncPort for ShardLink {
+    async fn call(&self, call: SyncCall) -> SyncReply {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("pending lock").insert(id, tx);
+        let sent =
+            self.outbox.send(FromMachine::Sync { id, run: self.run.clone(), shard: self.shard.shard, call });
+        let gone =
+            || SyncReply::Error { kind: SyncFailure::Cancelled, message: "the coordinator is gone".into() };
+        if sent.is_err() {
+            return gone();
+        }
+        tokio::select! {
+            r = rx => r.unwrap_or_else(|_| gone()),
+            _ = self.cancel.token.cancelled() => {
+                self.pending.lock().expect("pending lock").remove(&id);
+                SyncReply::Error { kind: SyncFailure::Cancelled, message: self.cancel.reason() }
+            }
+        }
+    }
+
+    fn log(&self, test: &str, level: &str, message: &str) {
+        self.emit(EventKind::Log {
+            shard: self.shard.clone(),
+            test: test.to_string(),
+            level: level.to_string(),
+            message: message.to_string(),
+        });
+    }
+}

@@ -1,0 +1,247 @@
+//! The sync service of one run: signals, barriers and topics.
+//!
+//! Semantics follow Testground's sync service: a state is a counter that
+//! `signal` increments and `barrier` waits on; a topic is an append-only list
+//! of messages that every subscriber replays from the first. Waits have
+//! timeouts, and when a party of the run is lost (or the run is cancelled)
+//! every wait still pending fails at once with the reason — no hang.
+//!
+//! The service is per run and in memory: one `Mutex` for the state plus a
+//! `Notify` that wakes every waiter on each change. Waiters re-check their
+//! condition, so spurious wake-ups are harmless.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ensemble_protocol::event::SyncOp;
+use ensemble_protocol::wire::{SyncCall, SyncFailure, SyncReply};
+use tokio::sync::Notify;
+
+#[derive(Default)]
+struct State {
+    counters: HashMap<String, u64>,
+    topics: HashMap<String, Vec<String>>,
+    /// Set when a party is lost or the run is cancelled: every wait fails.
+    broken: Option<(SyncFailure, String)>,
+}
+
+/// Coordination state of one run.
+#[derive(Default)]
+pub struct SyncService {
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+/// Topic payloads above this size are refused: topics live in memory.
+const MAX_PAYLOAD: usize = 1 << 20;
+
+impl SyncService {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fails every pending and future wait of the run with `reason`.
+    pub fn break_run(&self, kind: SyncFailure, reason: String) {
+        let mut st = self.state.lock().expect("sync lock");
+        if st.broken.is_none() {
+            st.broken = Some((kind, reason));
+        }
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
+    fn err(kind: SyncFailure, message: String) -> SyncReply {
+        SyncReply::Error { kind, message }
+    }
+
+    /// Handles one call; returns the reply and the operation to show on the
+    /// run's timeline, if any.
+    pub async fn handle(&self, call: SyncCall) -> (SyncReply, Option<SyncOp>) {
+        match call {
+            SyncCall::Signal { state } => {
+                let value = self.signal(&state);
+                (SyncReply::Value { value }, Some(SyncOp::Signal { state, value }))
+            }
+            SyncCall::Barrier { state, target, timeout_ms } => {
+                self.barrier(state, target, timeout_ms, None).await
+            }
+            SyncCall::SignalAndWait { state, target, timeout_ms } => {
+                let value = self.signal(&state);
+                self.barrier(state, target, timeout_ms, Some(value)).await
+            }
+            SyncCall::Publish { topic, payload } => {
+                if payload.len() > MAX_PAYLOAD {
+                    let msg =
+                        format!("payload of {} bytes is over the limit of {MAX_PAYLOAD}", payload.len());
+                    return (Self::err(SyncFailure::Invalid, msg), None);
+                }
+                let seq = {
+                    let mut st = self.state.lock().expect("sync lock");
+                    let list = st.topics.entry(topic.clone()).or_default();
+                    list.push(payload);
+                    list.len() as u64
+                };
+                self.changed.notify_waiters();
+                (SyncReply::Value { value: seq }, Some(SyncOp::Publish { topic, seq }))
+            }
+            SyncCall::Next { topic, index, timeout_ms } => {
+                let what = format!("message {} of topic {topic:?}", index + 1);
+                let got = self
+                    .wait(timeout_ms, &what, |st| {
+                        st.topics.get(&topic).and_then(|l| l.get(index as usize)).cloned()
+                    })
+                    .await;
+                (got.map_or_else(|e| e, |payload| SyncReply::Message { payload }), None)
+            }
+        }
+    }
+
+    fn signal(&self, state: &str) -> u64 {
+        let value = {
+            let mut st = self.state.lock().expect("sync lock");
+            let c = st.counters.entry(state.to_string()).or_default();
+            *c += 1;
+            *c
+        };
+        self.changed.notify_waiters();
+        value
+    }
+
+    async fn barrier(
+        &self,
+        state: String,
+        target: u64,
+        timeout_ms: u64,
+        signalled: Option<u64>,
+    ) -> (SyncReply, Option<SyncOp>) {
+        let what = format!("barrier {state:?} to reach {target}");
+        let res = self
+            .wait(timeout_ms, &what, |st| {
+                (st.counters.get(&state).copied().unwrap_or(0) >= target).then_some(())
+            })
+            .await;
+        match res {
+            Ok(()) => {
+                let reply = match signalled {
+                    Some(value) => SyncReply::Value { value },
+                    None => SyncReply::Released,
+                };
+                (reply, Some(SyncOp::BarrierReleased { state, target }))
+            }
+            Err(reply) => {
+                let reason = match &reply {
+                    SyncReply::Error { message, .. } => message.clone(),
+                    _ => String::new(),
+                };
+                (reply, Some(SyncOp::BarrierFailed { state, target, reason }))
+            }
+        }
+    }
+
+    /// Waits until `ready` yields a value, the run breaks, or the timeout.
+    async fn wait<T>(
+        &self,
+        timeout_ms: u64,
+        what: &str,
+        ready: impl Fn(&State) -> Option<T>,
+    ) -> Result<T, SyncReply> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+        loop {
+            // Register for the wake-up before checking, so no change is missed.
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = self.state.lock().expect("sync lock");
+                if let Some(v) = ready(&st) {
+                    return Ok(v);
+                }
+                if let Some((kind, reason)) = &st.broken {
+                    return Err(Self::err(*kind, format!("{what}: {reason}")));
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let current = {
+                    let st = self.state.lock().expect("sync lock");
+                    ready(&st)
+                };
+                return current.ok_or_else(|| {
+                    Self::err(SyncFailure::Timeout, format!("{what}: timed out after {timeout_ms} ms"))
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn barrier(state: &str, target: u64, timeout_ms: u64) -> SyncCall {
+        SyncCall::Barrier { state: state.into(), target, timeout_ms }
+    }
+
+    #[tokio::test]
+    async fn barrier_releases_when_the_count_is_reached() {
+        let s = Arc::new(SyncService::new());
+        let waiter = tokio::spawn({
+            let s = s.clone();
+            async move { s.handle(barrier("ready", 2, 60_000)).await }
+        });
+        assert_eq!(
+            s.handle(SyncCall::Signal { state: "ready".into() }).await.0,
+            SyncReply::Value { value: 1 }
+        );
+        assert_eq!(
+            s.handle(SyncCall::Signal { state: "ready".into() }).await.0,
+            SyncReply::Value { value: 2 }
+        );
+        let (reply, op) = waiter.await.unwrap();
+        assert_eq!(reply, SyncReply::Released);
+        assert_eq!(op, Some(SyncOp::BarrierReleased { state: "ready".into(), target: 2 }));
+    }
+
+    #[tokio::test]
+    async fn topics_replay_from_the_first_message() {
+        let s = SyncService::new();
+        for p in ["a", "b"] {
+            s.handle(SyncCall::Publish { topic: "t".into(), payload: p.into() }).await;
+        }
+        for (i, want) in ["a", "b"].iter().enumerate() {
+            let call = SyncCall::Next { topic: "t".into(), index: i as u64, timeout_ms: 10 };
+            assert_eq!(s.handle(call).await.0, SyncReply::Message { payload: want.to_string() });
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_time_out_with_a_message() {
+        let s = SyncService::new();
+        let (reply, _) = s.handle(barrier("never", 1, 50)).await;
+        let SyncReply::Error { kind, message } = reply else { panic!("{reply:?}") };
+        assert_eq!(kind, SyncFailure::Timeout);
+        assert!(message.contains("barrier \"never\" to reach 1: timed out"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_lost_party_fails_every_wait_at_once() {
+        let s = Arc::new(SyncService::new());
+        let waiter = tokio::spawn({
+            let s = s.clone();
+            async move {
+                s.handle(SyncCall::Next { topic: "never".into(), index: 0, timeout_ms: 3_600_000 }).await
+            }
+        });
+        tokio::task::yield_now().await;
+        s.break_run(SyncFailure::Lost, "role server on machine box-1 was lost".into());
+        let (reply, _) = waiter.await.unwrap();
+        assert_eq!(
+            reply,
+            SyncReply::Error {
+                kind: SyncFailure::Lost,
+                message: "message 1 of topic \"never\": role server on machine box-1 was lost".into()
+            }
+        );
+    }
+}

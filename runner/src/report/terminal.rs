@@ -1,0 +1,135 @@
+//! The terminal reporter: a line per finished test, failures with their
+//! message and output, a progress bar while the run goes (only on a terminal),
+//! and a readable summary at the end.
+
+use std::io::Write;
+use std::time::Duration;
+
+use ensemble_protocol::{Event, EventKind, Outcome};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::Reporter;
+
+pub struct TerminalReporter {
+    out: Box<dyn Write + Send>,
+    bar: ProgressBar,
+    /// (label, message) of every failed test, repeated in the summary.
+    failures: Vec<(String, String)>,
+    /// Print captured output of failing tests.
+    show_output: bool,
+}
+
+impl TerminalReporter {
+    pub fn new(out: Box<dyn Write + Send>, progress: bool) -> Self {
+        let bar = if progress { ProgressBar::new(0) } else { ProgressBar::hidden() };
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+                .expect("valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Self { out, bar, failures: Vec::new(), show_output: true }
+    }
+
+    fn line(&mut self, text: &str) {
+        self.bar.suspend(|| {
+            let _ = writeln!(self.out, "{text}");
+            let _ = self.out.flush();
+        });
+    }
+}
+
+fn tag(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Passed => "    PASS",
+        Outcome::Failed => "    FAIL",
+        Outcome::Skipped => "    SKIP",
+        Outcome::TimedOut => " TIMEOUT",
+        Outcome::Crashed => "   CRASH",
+        Outcome::Flaky => "   FLAKY",
+        Outcome::Lost => "    LOST",
+    }
+}
+
+impl Reporter for TerminalReporter {
+    fn event(&mut self, event: &Event) -> anyhow::Result<()> {
+        match &event.kind {
+            EventKind::RunStarted { plan, shards } => {
+                self.line(&format!("Running plan {plan:?}: {} shard(s), run {}", shards.len(), event.run));
+                for s in shards {
+                    let sh = &s.shard;
+                    self.line(&format!(
+                        "  shard {}: {} ({}) on {} [profile {}]",
+                        sh.shard, sh.role, sh.suite, sh.machine, s.profile
+                    ));
+                }
+            }
+            EventKind::ShardStarted { tests, .. } => self.bar.inc_length(tests.len() as u64),
+            EventKind::TestStarted { shard, test, .. } => {
+                self.bar.set_message(format!("{}::{test}", shard.role))
+            }
+            EventKind::TestFinished { shard, test, outcome, duration_ms, attempt, message, output } => {
+                self.bar.inc(1);
+                let label = format!("{}@{} {test}", shard.role, shard.machine);
+                let retry = if *attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
+                let mut text =
+                    format!("{} [{:>7.3}s] {label}{retry}", tag(*outcome), *duration_ms as f64 / 1000.0);
+                if let Some(m) = message.as_deref().filter(|_| *outcome == Outcome::Skipped) {
+                    text.push_str(&format!(" — {m}"));
+                }
+                self.line(&text);
+                if outcome.is_failure() {
+                    let msg = message.clone().unwrap_or_else(|| outcome.to_string());
+                    let mut detail = indent(&msg);
+                    if self.show_output && !output.trim().is_empty() {
+                        detail.push_str(&format!("\n      --- output ---\n{}", indent(output.trim_end())));
+                    }
+                    self.line(&detail);
+                    self.failures.push((label, msg.lines().next().unwrap_or_default().to_string()));
+                }
+            }
+            EventKind::ShardFinished { shard, error: Some(e), .. } => {
+                self.line(&format!("   ERROR shard {} ({}@{}): {e}", shard.shard, shard.role, shard.machine));
+                self.failures.push((format!("{}@{} (shard)", shard.role, shard.machine), e.clone()));
+            }
+            EventKind::RunFinished { summary: s, duration_ms, cancelled } => {
+                self.bar.finish_and_clear();
+                let mut parts = vec![format!("{} passed", s.passed)];
+                for (n, what) in [
+                    (s.failed, "failed"),
+                    (s.timed_out, "timed out"),
+                    (s.crashed, "crashed"),
+                    (s.lost, "lost"),
+                    (s.flaky, "flaky"),
+                    (s.skipped, "skipped"),
+                ] {
+                    if n > 0 {
+                        parts.push(format!("{n} {what}"));
+                    }
+                }
+                self.line("────────────");
+                if let Some(reason) = cancelled {
+                    self.line(&format!("Run stopped early: {reason}"));
+                }
+                if !self.failures.is_empty() {
+                    self.line("Failures:");
+                    for (label, msg) in self.failures.clone() {
+                        self.line(&format!("  {label}: {msg}"));
+                    }
+                }
+                let verdict = if s.success() && self.failures.is_empty() { "PASSED" } else { "FAILED" };
+                self.line(&format!(
+                    "{verdict}: {} test(s) in {:.2}s: {}",
+                    s.total(),
+                    *duration_ms as f64 / 1000.0,
+                    parts.join(", ")
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("      {l}")).collect::<Vec<_>>().join("\n")
+}

@@ -1,0 +1,503 @@
+//! The wasmtime sandbox that runs suites.
+//!
+//! One [`Sandbox`] per process owns the engine (pooling allocator, epoch
+//! interruption driven by a 10 ms ticker thread), the linker of the suite world
+//! and the compiled-artifact cache. [`Sandbox::load`] turns suite bytes into a
+//! [`LoadedSuite`]: compiled once per process (and cached on disk across
+//! processes), kind detected (suite world, libtest harness or plain command),
+//! pre-instantiated. Every test then runs in a fresh instance with its own
+//! store, memory limit, captured output and timeout.
+//!
+//! Invariants: a guest can never take the runner down — traps, timeouts and
+//! limit hits all end as a [`TestRun`]; and a guest sees only what its
+//! [`Grants`] allow.
+
+mod cache;
+pub mod caps;
+mod command;
+mod host;
+mod limits;
+pub mod output;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ensemble_protocol::Outcome;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
+
+pub use cache::ArtifactCache;
+pub use caps::Grants;
+pub use host::SyncPort;
+use host::{HostState, SuitePre};
+use limits::MemoryLimiter;
+use output::Capture;
+
+/// The ABI version this runner implements (the WIT package version).
+pub const SUITE_WORLD: &str = "ensemble:suite/tests@0.1.0";
+
+/// The wasmtime release this runner embeds (pinned in the workspace manifest).
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// How often the engine's epoch advances; the granularity of timeouts.
+const TICK: Duration = Duration::from_millis(10);
+/// A guest that ignores cancellation is trapped this long after its deadline.
+const HARD_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Why a suite could not be loaded or listed.
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("listing the tests failed: {0}")]
+    List(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What kind of program a suite is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SuiteKind {
+    /// Exports `ensemble:suite/tests`.
+    Suite,
+    /// A WASI command that is a Rust libtest harness.
+    Libtest,
+    /// Any other WASI command: one test, exit code 0 passes.
+    Command,
+}
+
+impl SuiteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuiteKind::Suite => "ensemble suite",
+            SuiteKind::Libtest => "libtest harness (WASI command)",
+            SuiteKind::Command => "WASI command",
+        }
+    }
+}
+
+/// A test as listed by a suite.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestCase {
+    pub name: String,
+    pub tags: Vec<String>,
+    pub ignored: bool,
+    pub timeout: Option<Duration>,
+}
+
+/// Everything a test instance may see of the run, plus its limits.
+pub struct TestEnv {
+    pub run_id: String,
+    pub role: String,
+    pub instance: u32,
+    pub instance_count: u32,
+    pub machine: String,
+    pub params: BTreeMap<String, String>,
+    pub grants: Grants,
+    pub memory_limit: u64,
+    pub output_limit: u64,
+    pub test_timeout: Duration,
+    pub barrier_timeout_ms: u64,
+    pub sync: Arc<dyn SyncPort>,
+}
+
+/// The result of running one test once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRun {
+    pub outcome: Outcome,
+    pub message: Option<String>,
+    pub output: String,
+    pub duration: Duration,
+}
+
+/// Sizing of the engine.
+#[derive(Clone, Debug)]
+pub struct SandboxOptions {
+    /// Where compiled artifacts are cached; `None` disables the disk cache.
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Test instances that may be alive at once (pool size).
+    pub max_instances: u32,
+    /// The largest memory limit a plan may set.
+    pub max_memory: u64,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        Self { cache_dir: Some(ArtifactCache::default_dir()), max_instances: 64, max_memory: 4 << 30 }
+    }
+}
+
+/// The per-process engine, linker and caches.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Option<ArtifactCache>,
+    loaded: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<LoadedSuite>>>>>,
+    ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Hex sha256 of suite bytes: the suite's identity everywhere.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Sandbox {
+    pub fn new(opts: SandboxOptions) -> anyhow::Result<Sandbox> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(opts.max_instances)
+            .total_core_instances(opts.max_instances * 8)
+            .max_core_instances_per_component(32)
+            .total_memories(opts.max_instances * 2)
+            .max_memories_per_component(4)
+            .total_tables(opts.max_instances * 8)
+            .max_tables_per_component(16)
+            .total_stacks(opts.max_instances)
+            .max_memory_size(usize::try_from(opts.max_memory).unwrap_or(usize::MAX))
+            .max_unused_warm_slots(8);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        host::Suite::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+
+        let ticker = Arc::new(AtomicBool::new(false));
+        let (stop, ticking) = (ticker.clone(), engine.weak());
+        std::thread::Builder::new().name("ensemble-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(TICK);
+                match ticking.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })?;
+        let cache = opts.cache_dir.map(|dir| ArtifactCache::new(dir, &engine));
+        Ok(Sandbox { engine, linker, cache, loaded: Mutex::default(), ticker })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles (or loads from cache) and pre-instantiates a suite. Each sha256
+    /// is compiled at most once per process, even when asked concurrently.
+    pub async fn load(self: &Arc<Self>, bytes: Arc<Vec<u8>>) -> Result<Arc<LoadedSuite>, SuiteError> {
+        let sha = sha256_hex(&bytes);
+        let cell = self.loaded.lock().expect("sandbox lock").entry(sha.clone()).or_default().clone();
+        let this = self.clone();
+        cell.get_or_try_init(|| async move {
+            tokio::task::spawn_blocking(move || this.load_blocking(&bytes, sha).map(Arc::new))
+                .await
+                .map_err(|e| SuiteError::Internal(format!("compiling the suite panicked: {e}")))?
+        })
+        .await
+        .cloned()
+    }
+
+    fn compile(&self, bytes: &[u8], sha: &str) -> Result<Component, SuiteError> {
+        if let Some(c) = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, sha)) {
+            return Ok(c);
+        }
+        if !bytes.starts_with(b"\0asm") {
+            return Err(SuiteError::Invalid("not a WebAssembly file (it does not start with \\0asm)".into()));
+        }
+        if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+            return Err(SuiteError::Invalid(
+                "this is a core WebAssembly module, not a component; build the suite for \
+                 wasm32-wasip2 (or wrap the module with `wasm-tools component new`)"
+                    .into(),
+            ));
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| SuiteError::Invalid(format!("not a valid WebAssembly component: {e:#}")))?;
+        if let Some(cache) = &self.cache {
+            cache.store(sha, &component);
+        }
+        Ok(component)
+    }
+
+    fn load_blocking(&self, bytes: &[u8], sha: String) -> Result<LoadedSuite, SuiteError> {
+        let component = self.compile(bytes, &sha)?;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            SuiteError::Invalid(format!(
+                "the suite needs imports that Ensemble does not provide ({e:#}); a suite may import \
+                 ensemble:suite/{{context,sync,log}}@0.1.0 and WASI 0.2 (imports: {})",
+                imports.join(", ")
+            ))
+        })?;
+        let kind_pre = if exports.iter().any(|e| e == SUITE_WORLD) {
+            let pre = SuitePre::new(pre).map_err(|e| {
+                SuiteError::Invalid(format!("the suite exports {SUITE_WORLD} with the wrong shape: {e:#}"))
+            })?;
+            KindPre::Suite(pre)
+        } else if exports.iter().any(|e| e.starts_with("wasi:cli/run@0.2")) {
+            let pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(|e| {
+                SuiteError::Invalid(format!("the component exports wasi:cli/run with the wrong shape: {e:#}"))
+            })?;
+            if command::looks_like_libtest(bytes) { KindPre::Libtest(pre) } else { KindPre::Command(pre) }
+        } else if exports.iter().any(|e| e.starts_with("ensemble:suite/tests@")) {
+            return Err(SuiteError::Invalid(format!(
+                "the suite was built for another version of the suite ABI ({}); this runner implements {SUITE_WORLD}",
+                exports.iter().find(|e| e.starts_with("ensemble:suite/tests@")).map_or("", |s| s.as_str())
+            )));
+        } else {
+            return Err(SuiteError::Invalid(format!(
+                "the component is not a suite: it exports neither {SUITE_WORLD} nor wasi:cli/run (exports: {})",
+                if exports.is_empty() { "none".to_string() } else { exports.join(", ") }
+            )));
+        };
+        Ok(LoadedSuite { sha256: sha, size: bytes.len(), imports, exports, pre: kind_pre })
+    }
+}
+
+enum KindPre {
+    Suite(SuitePre<HostState>),
+    Libtest(wasmtime_wasi::p2::bindings::CommandPre<HostState>),
+    Command(wasmtime_wasi::p2::bindings::CommandPre<HostState>),
+}
+
+/// A compiled, pre-instantiated suite, ready to list and run tests.
+pub struct LoadedSuite {
+    pub sha256: String,
+    pub size: usize,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    pre: KindPre,
+}
+
+/// What one instance did, before it is judged.
+enum Finished<T> {
+    Returned(T),
+    Trapped(wasmtime::Error),
+    TimedOut,
+}
+
+impl LoadedSuite {
+    pub fn kind(&self) -> SuiteKind {
+        match self.pre {
+            KindPre::Suite(_) => SuiteKind::Suite,
+            KindPre::Libtest(_) => SuiteKind::Libtest,
+            KindPre::Command(_) => SuiteKind::Command,
+        }
+    }
+
+    fn engine(&self) -> &Engine {
+        match &self.pre {
+            KindPre::Suite(p) => p.engine(),
+            KindPre::Libtest(p) | KindPre::Command(p) => p.engine(),
+        }
+    }
+
+    /// A fresh store for one instance, with its limits and captured output.
+    fn store(
+        &self,
+        env: &Arc<TestEnv>,
+        test: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> (Store<HostState>, Capture) {
+        let capture = Capture::new(usize::try_from(env.output_limit).unwrap_or(usize::MAX));
+        let state = HostState {
+            wasi: env.grants.wasi_ctx(&capture, args),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(env.memory_limit),
+            env: env.clone(),
+            test: test.to_string(),
+        };
+        let mut store = Store::new(self.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        // Yield to tokio at every tick so that the test's timeout (and a
+        // cancelled run) can drop the call even in a busy loop; trap as a last
+        // resort if the future is somehow not dropped.
+        let hard_stop = Instant::now() + timeout + HARD_STOP_GRACE;
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() > hard_stop { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        store.set_epoch_deadline(1);
+        (store, capture)
+    }
+
+    /// Runs `body` in a fresh instance under the timeout.
+    async fn within<T, F>(store: &mut Store<HostState>, timeout: Duration, body: F) -> Finished<T>
+    where
+        F: AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<T>,
+    {
+        match tokio::time::timeout(timeout, body(store)).await {
+            Err(_) => Finished::TimedOut,
+            Ok(Ok(v)) => Finished::Returned(v),
+            Ok(Err(e)) => Finished::Trapped(e),
+        }
+    }
+
+    /// Lists the suite's tests (in a fresh instance of their own).
+    pub async fn list(&self, env: &Arc<TestEnv>) -> Result<Vec<TestCase>, SuiteError> {
+        let timeout = env.test_timeout;
+        match &self.pre {
+            KindPre::Suite(pre) => {
+                let (mut store, capture) = self.store(env, "", &[], timeout);
+                let listed = Self::within(&mut store, timeout, async |store| {
+                    let suite = pre.instantiate_async(&mut *store).await?;
+                    suite.ensemble_suite_tests().call_list(&mut *store).await
+                })
+                .await;
+                match listed {
+                    Finished::Returned(list) => Ok(list
+                        .into_iter()
+                        .map(|t| TestCase {
+                            name: t.name,
+                            tags: t.tags,
+                            ignored: t.ignored,
+                            timeout: t.timeout_ms.map(Duration::from_millis),
+                        })
+                        .collect()),
+                    Finished::Trapped(e) => {
+                        Err(SuiteError::List(capture.panic_message().unwrap_or_else(|| format!("{e:#}"))))
+                    }
+                    Finished::TimedOut => Err(SuiteError::List(format!("timed out after {timeout:?}"))),
+                }
+            }
+            KindPre::Libtest(_) => command::list_libtest(self, env).await,
+            KindPre::Command(_) => Ok(vec![TestCase {
+                name: command::COMMAND_TEST.to_string(),
+                tags: vec![],
+                ignored: false,
+                timeout: None,
+            }]),
+        }
+    }
+
+    /// Runs one test in a fresh instance.
+    pub async fn run(&self, test: &TestCase, env: &Arc<TestEnv>) -> TestRun {
+        let timeout = test.timeout.unwrap_or(env.test_timeout);
+        let started = Instant::now();
+        let (outcome, message, capture) = match &self.pre {
+            KindPre::Suite(pre) => {
+                let (mut store, capture) = self.store(env, &test.name, &[], timeout);
+                let done = Self::within(&mut store, timeout, async |store| {
+                    let suite = pre.instantiate_async(&mut *store).await?;
+                    suite.ensemble_suite_tests().call_run(&mut *store, &test.name).await
+                })
+                .await;
+                let (o, m) = match done {
+                    Finished::Returned(host::TestResult::Pass) => (Outcome::Passed, None),
+                    Finished::Returned(host::TestResult::Fail(m)) => (Outcome::Failed, Some(m)),
+                    Finished::Returned(host::TestResult::Skip(r)) => (Outcome::Skipped, Some(r)),
+                    other => judge_abnormal(other, &store, &capture, timeout),
+                };
+                (o, m, capture)
+            }
+            KindPre::Libtest(pre) | KindPre::Command(pre) => {
+                let args = command::args_for(self.kind(), &test.name);
+                let (mut store, capture) = self.store(env, &test.name, &args, timeout);
+                let done = Self::within(&mut store, timeout, async |store| {
+                    let cmd = pre.instantiate_async(&mut *store).await?;
+                    cmd.wasi_cli_run().call_run(&mut *store).await
+                })
+                .await;
+                let (o, m) = match done {
+                    Finished::Returned(status) => {
+                        command::judge_exit(self.kind(), if status.is_ok() { 0 } else { 1 }, &capture)
+                    }
+                    Finished::Trapped(e) if e.downcast_ref::<wasmtime_wasi::I32Exit>().is_some() => {
+                        let code = e.downcast_ref::<wasmtime_wasi::I32Exit>().map_or(1, |x| x.0);
+                        command::judge_exit(self.kind(), code, &capture)
+                    }
+                    other => judge_abnormal(other, &store, &capture, timeout),
+                };
+                (o, m, capture)
+            }
+        };
+        TestRun { outcome, message, output: capture.text(), duration: started.elapsed() }
+    }
+}
+
+/// Turns a trap or a timeout into an outcome and a message a person can act on.
+fn judge_abnormal<T>(
+    done: Finished<T>,
+    store: &Store<HostState>,
+    capture: &Capture,
+    timeout: Duration,
+) -> (Outcome, Option<String>) {
+    match done {
+        Finished::TimedOut => {
+            (Outcome::TimedOut, Some(format!("timed out after {}", humantime::format_duration(timeout))))
+        }
+        Finished::Trapped(e) => {
+            if let Some(msg) = store.data().limiter.message() {
+                return (Outcome::Crashed, Some(msg));
+            }
+            if let Some(panic) = capture.panic_message() {
+                return (Outcome::Failed, Some(panic));
+            }
+            let what = match e.downcast_ref::<wasmtime::Trap>() {
+                Some(wasmtime::Trap::StackOverflow) => {
+                    "stack overflow: the test recursed too deeply (wasm call stack exhausted)".to_string()
+                }
+                Some(wasmtime::Trap::Interrupt) => {
+                    return (
+                        Outcome::TimedOut,
+                        Some(format!(
+                            "timed out after {} (interrupted)",
+                            humantime::format_duration(timeout)
+                        )),
+                    );
+                }
+                Some(trap) => format!("the instance trapped: {trap}"),
+                None => format!("the instance failed: {}", e.root_cause()),
+            };
+            (Outcome::Crashed, Some(format!("{what}\n{e:?}")))
+        }
+        Finished::Returned(_) => unreachable!("judge_abnormal is only called for traps and timeouts"),
+    }
+}
+
+/// A sync port for contexts outside a run (inspecting a suite): every sync
+/// call fails with a clear message, logs are dropped.
+struct NoRun;
+
+#[async_trait::async_trait]
+impl SyncPort for NoRun {
+    async fn call(&self, _: ensemble_protocol::wire::SyncCall) -> ensemble_protocol::wire::SyncReply {
+        ensemble_protocol::wire::SyncReply::Error {
+            kind: ensemble_protocol::wire::SyncFailure::Invalid,
+            message: "sync is only available inside a run".into(),
+        }
+    }
+    fn log(&self, _: &str, _: &str, _: &str) {}
+}
+
+impl TestEnv {
+    /// The environment used to list a suite's tests outside any run.
+    pub fn inspection(role: &str) -> TestEnv {
+        TestEnv {
+            run_id: String::new(),
+            role: role.to_string(),
+            instance: 0,
+            instance_count: 1,
+            machine: String::new(),
+            params: BTreeMap::new(),
+            grants: Grants::default(),
+            memory_limit: 256 << 20,
+            output_limit: 1 << 20,
+            test_timeout: Duration::from_secs(30),
+            barrier_timeout_ms: 1,
+            sync: Arc::new(NoRun),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Resolving a plan entry's `suite` to bytes.
+//!
+//! An entry names a `.wasm` component or a suite crate's directory, relative
+//! to the plan file. A crate is built for `wasm32-wasip2` with cargo first —
+//! incrementally, the way `cargo test` builds tests — so a plan over source
+//! works on a fresh clone with no manual step. Errors name the entry field
+//! and the path.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use ensemble_protocol::plan::{Plan, Problem};
+
+use crate::sandbox::sha256_hex;
+
+/// A suite read (or built) from disk.
+#[derive(Clone, Debug)]
+pub struct LocalSuite {
+    pub name: String,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub bytes: Arc<Vec<u8>>,
+}
+
+/// A suite that could not be resolved, at its plan field.
+#[derive(Debug, thiserror::Error)]
+#[error("{problem}")]
+pub struct SuiteLoadError {
+    pub problem: Problem,
+}
+
+/// Reads or builds every entry's suite, in entry order.
+pub fn resolve_all(plan: &Plan, plan_dir: &Path) -> Result<Vec<LocalSuite>, SuiteLoadError> {
+    plan.entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            resolve(&plan_dir.join(&e.suite)).map_err(|message| SuiteLoadError {
+                problem: Problem { path: format!("entries[{i}].suite"), message },
+            })
+        })
+        .collect()
+}
+
+/// Reads a `.wasm` file, or builds a crate directory and reads its output.
+pub fn resolve(path: &Path) -> Result<LocalSuite, String> {
+    let shown = path.display().to_string();
+    let wasm = if path.is_dir() {
+        build_crate(path)?
+    } else if path.is_file() {
+        path.to_path_buf()
+    } else {
+        return Err(format!("{shown}: no such file or directory"));
+    };
+    let bytes = std::fs::read(&wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
+    let name = if path.is_dir() { crate_dir_name(path) } else { file_stem(&wasm) };
+    Ok(LocalSuite { name, sha256: sha256_hex(&bytes), path: wasm, bytes: Arc::new(bytes) })
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_stem().and_then(|s| s.to_str()).unwrap_or("suite").replace('_', "-")
+}
+
+fn crate_dir_name(dir: &Path) -> String {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    dir.file_name().and_then(|s| s.to_str()).unwrap_or("suite").to_string()
+}
+
+/// Builds the crate at `dir` for wasm32-wasip2 (release) and returns the
+/// component it produced.
+pub fn build_crate(dir: &Path) -> Result<PathBuf, String> {
+    let manifest = dir.join("Cargo.toml");
+    if !manifest.is_file() {
+        return Err(format!(
+            "{} is a directory without a Cargo.toml; name a .wasm file or a suite crate",
+            dir.display()
+        ));
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--target", "wasm32-wasip2", "--message-format=json-render-diagnostics"])
+        .arg("--manifest-path")
+        .arg(&manifest);
+    // Flags meant for the host (e.g. from an enclosing cargo) break the wasm link.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.stderr(std::process::Stdio::inherit());
+    eprintln!("Building suite crate {} for wasm32-wasip2…", dir.display());
+    let out = cmd.output().map_err(|e| format!("could not run cargo to build {}: {e}", dir.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building {} failed (see cargo's output above); if the target is missing, run \
+             `rustup target add wasm32-wasip2`",
+            dir.display()
+        ));
+    }
+    let want = manifest.canonicalize().unwrap_or(manifest);
+    let mut found = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let same = msg["manifest_path"].as_str().is_some_and(|p| Path::new(p) == want);
+        if !same {
+            continue;
+        }
+        let files = msg["filenames"].as_array().into_iter().flatten().filter_map(|f| f.as_str());
+        if let Some(f) = files.filter(|f| f.ends_with(".wasm")).last() {
+            found = Some(PathBuf::from(f));
+        }
+    }
+    found.ok_or_else(|| {
+        format!("building {} produced no .wasm component; a suite crate is a cdylib or a bin", dir.display())
+    })
+}

@@ -15,10 +15,10 @@ use super::{Finished, KindPre, LoadedSuite, SuiteError, SuiteKind, TestCase, Tes
 /// The name of the single test of a plain command suite.
 pub const COMMAND_TEST: &str = "main";
 
-/// Strings every libtest harness carries (its own command-line options).
+/// Strings every libtest harness carries (its option parser's names).
 pub fn looks_like_libtest(bytes: &[u8]) -> bool {
     let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-    has(b"RUST_TEST_THREADS") && has(b"--exact")
+    has(b"RUST_TEST_THREADS") && has(b"include-ignored")
 }
 
 /// argv for running `test` (argv[0] is a name, as a shell would pass).

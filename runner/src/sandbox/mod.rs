@@ -445,9 +445,18 @@ fn judge_abnormal<T>(
             if let Some(panic) = capture.panic_message() {
                 return (Outcome::Failed, Some(panic));
             }
+            let chain = format!("{e:#}");
             let what = match e.downcast_ref::<wasmtime::Trap>() {
                 Some(wasmtime::Trap::StackOverflow) => {
                     "stack overflow: the test recursed too deeply (wasm call stack exhausted)".to_string()
+                }
+                // Rust and C keep their stack in linear memory, growing down from
+                // its start: overflowing it wraps to an address near 4 GiB.
+                Some(wasmtime::Trap::MemoryOutOfBounds)
+                    if chain.contains("memory fault at wasm address 0xfff") =>
+                {
+                    "stack overflow: the suite's stack (in linear memory) overflowed; unbounded recursion?"
+                        .to_string()
                 }
                 Some(wasmtime::Trap::Interrupt) => {
                     return (
@@ -461,7 +470,9 @@ fn judge_abnormal<T>(
                 Some(trap) => format!("the instance trapped: {trap}"),
                 None => format!("the instance failed: {}", e.root_cause()),
             };
-            (Outcome::Crashed, Some(format!("{what}\n{e:?}")))
+            let backtrace =
+                e.downcast_ref::<wasmtime::WasmBacktrace>().map(|b| format!("\n{b}")).unwrap_or_default();
+            (Outcome::Crashed, Some(format!("{what}{backtrace}")))
         }
         Finished::Returned(_) => unreachable!("judge_abnormal is only called for traps and timeouts"),
     }

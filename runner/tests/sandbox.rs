@@ -1,0 +1,301 @@
+//! The sandbox against real suites: every example suite, every hostile case,
+//! and bad components. Each hostile case must end as a clear test outcome
+//! while the same sandbox (the runner process) keeps working.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ensemble_artifacts as artifacts;
+use ensemble_protocol::Capabilities;
+use ensemble_protocol::Outcome;
+use ensemble_protocol::wire::{SyncCall, SyncFailure, SyncReply};
+use ensemble_runner::sandbox::{
+    Grants, LoadedSuite, Sandbox, SandboxOptions, SuiteKind, SyncPort, TestCase, TestEnv, TestRun,
+};
+
+/// Records log lines; refuses sync (these suites run alone).
+#[derive(Default)]
+struct Port {
+    logs: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl SyncPort for Port {
+    async fn call(&self, _: SyncCall) -> SyncReply {
+        SyncReply::Error { kind: SyncFailure::Invalid, message: "no sync in this test".into() }
+    }
+    fn log(&self, test: &str, level: &str, message: &str) {
+        self.logs.lock().unwrap().push(format!("{test} {level} {message}"));
+    }
+}
+
+fn sandbox() -> Arc<Sandbox> {
+    let dir = tempfile::tempdir().unwrap().keep();
+    Arc::new(
+        Sandbox::new(SandboxOptions { cache_dir: Some(dir), max_instances: 16, ..SandboxOptions::default() })
+            .unwrap(),
+    )
+}
+
+fn env(params: &[(&str, &str)], caps: Capabilities, port: Arc<Port>) -> Arc<TestEnv> {
+    env_with_timeout(params, caps, port, Duration::from_millis(1500))
+}
+
+fn env_with_timeout(
+    params: &[(&str, &str)],
+    caps: Capabilities,
+    port: Arc<Port>,
+    timeout: Duration,
+) -> Arc<TestEnv> {
+    Arc::new(TestEnv {
+        run_id: "run-test".into(),
+        role: "hostile".into(),
+        instance: 0,
+        instance_count: 1,
+        machine: "local".into(),
+        params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        grants: Grants::new(&caps).unwrap(),
+        memory_limit: 64 << 20,
+        output_limit: 64 << 10,
+        test_timeout: timeout,
+        barrier_timeout_ms: 100,
+        sync: port,
+    })
+}
+
+async fn load(sb: &Arc<Sandbox>, path: &str) -> Arc<LoadedSuite> {
+    let bytes = Arc::new(std::fs::read(path).unwrap());
+    sb.load(bytes).await.unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+async fn run(suite: &LoadedSuite, name: &str, env: &Arc<TestEnv>) -> TestRun {
+    let tests = suite.list(env).await.unwrap();
+    let case = tests.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no test {name} in {tests:?}"));
+    suite.run(case, env).await
+}
+
+fn msg(r: &TestRun) -> &str {
+    r.message.as_deref().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basics_reports_every_kind_of_outcome() {
+    let sb = sandbox();
+    let suite = load(&sb, artifacts::BASICS).await;
+    assert_eq!(suite.kind(), SuiteKind::Suite);
+    let port = Arc::new(Port::default());
+    let env = env(&[("greeting", "hello"), ("expected", "hello")], Capabilities::default(), port.clone());
+    let tests = suite.list(&env).await.unwrap();
+    let tagged = tests.iter().find(|t| t.name == "tagged_with_timeout").unwrap();
+    assert_eq!(tagged.tags, ["demo", "tags"]);
+    assert_eq!(tagged.timeout, Some(Duration::from_secs(5)));
+    assert!(tests.iter().find(|t| t.name == "ignored").unwrap().ignored);
+    let mut got = BTreeMap::new();
+    for t in tests.iter().filter(|t| !t.ignored) {
+        got.insert(t.name.clone(), suite.run(t, &env).await);
+    }
+    for name in
+        ["adds", "concatenates", "reads_context", "greeting_param", "logs_and_prints", "tagged_with_timeout"]
+    {
+        assert_eq!(got[name].outcome, Outcome::Passed, "{name}: {:?}", got[name]);
+    }
+    assert_eq!(got["fails_check_eq"].outcome, Outcome::Failed);
+    assert!(msg(&got["fails_check_eq"]).contains("left: 4"), "{:?}", got["fails_check_eq"]);
+    assert_eq!(got["skips"].outcome, Outcome::Skipped);
+    // A panic fails only its own test, with the panic's message.
+    assert_eq!(got["panics"].outcome, Outcome::Failed);
+    assert!(msg(&got["panics"]).starts_with("boom: the answer was 42 (panicked at"), "{:?}", got["panics"]);
+    assert!(!got["logs_and_prints"].output.is_empty());
+    assert!(
+        port.logs.lock().unwrap().iter().any(|l| l.starts_with("logs_and_prints ")),
+        "log lines reach the port"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_loop_and_an_hour_long_sleep_time_out() {
+    let sb = sandbox();
+    let suite = load(&sb, artifacts::HOSTILE).await;
+    let env = env(&[], Capabilities::default(), Arc::default());
+    for name in ["busy_loop", "long_sleep"] {
+        let r = run(&suite, name, &env).await;
+        assert_eq!(r.outcome, Outcome::TimedOut, "{name}: {r:?}");
+        assert!(msg(&r).starts_with("timed out after 1s 500ms"), "{name}: {r:?}");
+        assert!(r.duration < Duration::from_secs(10), "{name} was not stopped: {r:?}");
+    }
+    assert_eq!(run(&suite, "passes", &env).await.outcome, Outcome::Passed, "the sandbox still works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_hog_and_unbounded_recursion_fail_clearly() {
+    let sb = sandbox();
+    let suite = load(&sb, artifacts::HOSTILE).await;
+    let env = env(&[], Capabilities::default(), Arc::default());
+    let hog = run(&suite, "memory_hog", &env).await;
+    assert_eq!(hog.outcome, Outcome::Crashed, "{hog:?}");
+    assert!(msg(&hog).starts_with("memory limit of 64MiB exceeded"), "{hog:?}");
+    let deep = run(&suite, "deep_recursion", &env).await;
+    assert_eq!(deep.outcome, Outcome::Crashed, "{deep:?}");
+    assert!(msg(&deep).starts_with("stack overflow"), "{deep:?}");
+    assert_eq!(run(&suite, "passes", &env).await.outcome, Outcome::Passed, "the sandbox still works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_never_visible() {
+    let sb = sandbox();
+    let suite = load(&sb, artifacts::HOSTILE).await;
+    let env = env(&[("path", "/etc/passwd")], Capabilities::default(), Arc::default());
+    let r = run(&suite, "read_file", &env).await;
+    assert_eq!(r.outcome, Outcome::Failed, "{r:?}");
+    assert!(msg(&r).contains("/etc/passwd"), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_access_needs_a_grant() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let sb = sandbox();
+    let suite = load(&sb, artifacts::HOSTILE).await;
+    let denied =
+        run(&suite, "connect", &env(&[("addr", &addr)], Capabilities::default(), Arc::default())).await;
+    assert_eq!(denied.outcome, Outcome::Failed, "{denied:?}");
+    let other_port = Capabilities { net: vec!["127.0.0.1:1".into()], env: vec![] };
+    let denied = run(&suite, "connect", &env(&[("addr", &addr)], other_port, Arc::default())).await;
+    assert_eq!(
+        denied.outcome,
+        Outcome::Failed,
+        "a grant for another port does not open this one: {denied:?}"
+    );
+    let granted = Capabilities { net: vec![addr.clone()], env: vec![] };
+    let ok = run(&suite, "connect", &env(&[("addr", &addr)], granted, Arc::default())).await;
+    assert_eq!(ok.outcome, Outcome::Passed, "{ok:?}");
+    drop(listener);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_variables_need_a_grant() {
+    // cargo sets CARGO_MANIFEST_DIR for every test process.
+    let var = "CARGO_MANIFEST_DIR";
+    assert!(std::env::var(var).is_ok());
+    let sb = sandbox();
+    let suite = load(&sb, artifacts::HOSTILE).await;
+    let denied =
+        run(&suite, "read_env", &env(&[("name", var)], Capabilities::default(), Arc::default())).await;
+    assert_eq!(denied.outcome, Outcome::Failed, "{denied:?}");
+    let caps = Capabilities { net: vec![], env: vec![var.into()] };
+    let ok = run(&suite, "read_env", &env(&[("name", var)], caps, Arc::default())).await;
+    assert_eq!(ok.outcome, Outcome::Passed, "{ok:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_output_is_capped() {
+    let sb = sandbox();
+    let suite = load(&sb, artifacts::HOSTILE).await;
+    let long = env_with_timeout(&[], Capabilities::default(), Arc::default(), Duration::from_secs(120));
+    let r = run(&suite, "output_flood", &long).await;
+    assert_eq!(r.outcome, Outcome::Passed, "{}", msg(&r));
+    assert!(r.output.len() < (64 << 10) + 200, "kept {} bytes", r.output.len());
+    assert!(
+        r.output.contains("[ensemble: output truncated at 65536 bytes;"),
+        "{}",
+        &r.output[r.output.len() - 200..]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_components_get_clear_errors_and_the_sandbox_survives() {
+    let sb = sandbox();
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("garbage", b"this is not wasm".to_vec(), "not a WebAssembly file"),
+        ("core module", wat("(module)"), "core WebAssembly module, not a component"),
+        ("truncated", artifacts_prefix(), "not a valid WebAssembly component"),
+        ("wrong world", wat("(component)"), "is not a suite: it exports neither"),
+    ];
+    for (what, bytes, want) in cases {
+        let err = match sb.load(Arc::new(bytes)).await {
+            Ok(_) => panic!("{what} loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(want), "{what}: {err}");
+    }
+    let unknown_import =
+        wat(r#"(component (import "acme:secret/door@1.0.0" (instance (export "open" (func)))))"#);
+    let err = match sb.load(Arc::new(unknown_import)).await {
+        Ok(s) => panic!("loaded a component importing an unknown interface as {:?}", s.kind()),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("needs imports that Ensemble does not provide") && err.contains("acme:secret/door"),
+        "{err}"
+    );
+    let suite = load(&sb, artifacts::HOSTILE).await;
+    let r = run(&suite, "passes", &env(&[], Capabilities::default(), Arc::default())).await;
+    assert_eq!(r.outcome, Outcome::Passed);
+}
+
+fn wat(text: &str) -> Vec<u8> {
+    wat::parse_str(text).unwrap()
+}
+
+fn artifacts_prefix() -> Vec<u8> {
+    let bytes = std::fs::read(artifacts::BASICS).unwrap();
+    bytes[..bytes.len() / 2].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libtest_harnesses_run_each_test_alone() {
+    let sb = sandbox();
+    let suite = load(&sb, artifacts::LIBTEST_DEMO).await;
+    assert_eq!(suite.kind(), SuiteKind::Libtest);
+    let env = env(&[], Capabilities::default(), Arc::default());
+    let tests = suite.list(&env).await.unwrap();
+    let names: Vec<(&str, bool)> = tests.iter().map(|t| (t.name.as_str(), t.ignored)).collect();
+    assert_eq!(
+        names,
+        [
+            ("tests::adds", false),
+            ("tests::fails_assert_eq", false),
+            ("tests::greets", false),
+            ("tests::ignored", true)
+        ]
+    );
+    let by_name = |n: &str| tests.iter().find(|t| t.name == n).unwrap().clone();
+    assert_eq!(suite.run(&by_name("tests::adds"), &env).await.outcome, Outcome::Passed);
+    let failed = suite.run(&by_name("tests::fails_assert_eq"), &env).await;
+    assert_eq!(failed.outcome, Outcome::Failed, "{failed:?}");
+    assert!(msg(&failed).contains("fails on purpose"), "{failed:?}");
+    let missing = TestCase { name: "tests::nope".into(), tags: vec![], ignored: false, timeout: None };
+    assert_eq!(suite.run(&missing, &env).await.outcome, Outcome::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_commands_are_one_test() {
+    let sb = sandbox();
+    let suite = load(&sb, artifacts::HELLO_COMMAND).await;
+    assert_eq!(suite.kind(), SuiteKind::Command);
+    let env = env(&[], Capabilities::default(), Arc::default());
+    let r = run(&suite, "main", &env).await;
+    assert_eq!(r.outcome, Outcome::Passed, "{r:?}");
+    assert!(r.output.contains("hello from a WASI command suite"), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_suites_are_cached_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || SandboxOptions {
+        cache_dir: Some(dir.path().to_path_buf()),
+        max_instances: 4,
+        ..SandboxOptions::default()
+    };
+    let first = Arc::new(Sandbox::new(opts()).unwrap());
+    let suite = load(&first, artifacts::HELLO_COMMAND).await;
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].to_string_lossy().starts_with(&suite.sha256));
+    // A second process (here: a second engine) loads the artifact instead of compiling.
+    let second = Arc::new(Sandbox::new(opts()).unwrap());
+    let again = load(&second, artifacts::HELLO_COMMAND).await;
+    assert_eq!(again.sha256, suite.sha256);
+}

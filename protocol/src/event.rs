@@ -112,10 +112,24 @@ pub struct ShardInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum SyncOp {
-    Signal { state: String, value: u64 },
-    BarrierReleased { state: String, target: u64 },
-    BarrierFailed { state: String, target: u64, reason: String },
-    Publish { topic: String, seq: u64 },
+    Signal {
+        state: String,
+        value: u64,
+    },
+    BarrierReleased {
+        state: String,
+        target: u64,
+    },
+    BarrierFailed {
+        state: String,
+        target: u64,
+        reason: String,
+    },
+    /// `message_seq` is the message's number within its topic (from 1).
+    Publish {
+        topic: String,
+        message_seq: u64,
+    },
 }
 
 /// An event as stored and streamed: numbered and timed by the coordinator.
@@ -245,6 +259,8 @@ mod tests {
             },
             EventKind::Log { shard: shard(), test: "a".into(), level: "info".into(), message: "m".into() },
             EventKind::Sync { shard: shard(), op: SyncOp::Signal { state: "ready".into(), value: 1 } },
+            EventKind::Sync { shard: shard(), op: SyncOp::Publish { topic: "t".into(), message_seq: 3 } },
+            EventKind::Sync { shard: shard(), op: SyncOp::BarrierReleased { state: "s".into(), target: 2 } },
             EventKind::Sync {
                 shard: shard(),
                 op: SyncOp::BarrierFailed { state: "s".into(), target: 2, reason: "lost".into() },

@@ -209,6 +209,10 @@ impl Agent {
                 Self::run_with_retries(&suite, test, &env, link, cancel, a.limits.retries).await
             };
             summary.add(outcome);
+            if outcome.is_failure() && a.limits.fail_fast {
+                // Stop here at once; the coordinator stops the other machines.
+                cancel.cancel(format!("fail-fast: {} ({}) {outcome}", test.name, a.shard.role));
+            }
             link.emit(EventKind::TestFinished {
                 shard: a.shard.clone(),
                 test: test.name.clone(),

@@ -83,7 +83,7 @@ impl SyncService {
                     list.len() as u64
                 };
                 self.changed.notify_waiters();
-                (SyncReply::Value { value: seq }, Some(SyncOp::Publish { topic, seq }))
+                (SyncReply::Value { value: seq }, Some(SyncOp::Publish { topic, message_seq: seq }))
             }
             SyncCall::Next { topic, index, timeout_ms } => {
                 let what = format!("message {} of topic {topic:?}", index + 1);

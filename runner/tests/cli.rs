@@ -1,0 +1,164 @@
+//! The `ensemble` binary as a user runs it: plans from files, exit codes,
+//! reports on disk, and errors that name what was wrong.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ensemble_protocol::{Event, EventKind, Outcome};
+
+fn ensemble(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ensemble"))
+        .args(args)
+        .env("ENSEMBLE_CACHE_DIR", cache)
+        .output()
+        .expect("ensemble runs")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A plan file in `dir` whose entries point at the built example suites.
+fn write_plan(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("plan.toml");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+fn basics_plan(settings: &str) -> String {
+    format!(
+        "name = \"basics\"\ntype = \"cross-platform\"\n[settings]\n{settings}\n[[profiles]]\nname = \"here\"\n\
+         [[entries]]\nsuite = {:?}\nparams = {{ greeting = \"hello\" }}\n",
+        ensemble_artifacts::BASICS
+    )
+}
+
+#[test]
+fn a_failing_suite_exits_1_with_readable_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(dir.path(), &basics_plan("test_timeout = \"10s\""));
+    let (junit, json) = (dir.path().join("out.xml"), dir.path().join("out.jsonl"));
+    let out = ensemble(
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--junit",
+            junit.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("FAIL [") && shown.contains("basics@here fails_check_eq"), "{shown}");
+    assert!(
+        shown.contains("FAILED: 10 test(s)") && shown.contains("6 passed, 2 failed, 2 skipped"),
+        "{shown}"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<testsuites name=\"basics\" tests=\"10\" failures=\"2\""), "{xml}");
+    let events: Vec<Event> =
+        std::fs::read_to_string(&json).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(matches!(events.first().unwrap().kind, EventKind::RunStarted { .. }));
+    assert!(matches!(events.last().unwrap().kind, EventKind::RunFinished { .. }));
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1, "sequence numbers have no gaps");
+    }
+    let panicked = events.iter().find_map(|e| match &e.kind {
+        EventKind::TestFinished { test, outcome, message, .. } if test == "panics" => {
+            Some((*outcome, message.clone()))
+        }
+        _ => None,
+    });
+    let (outcome, message) = panicked.unwrap();
+    assert_eq!(outcome, Outcome::Failed);
+    assert!(message.unwrap().contains("boom: the answer was 42"));
+}
+
+#[test]
+fn retries_and_fail_fast_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(dir.path(), &basics_plan("retries = 1\nfail_fast = true"));
+    let json = dir.path().join("out.jsonl");
+    let out = ensemble(&["run", plan.to_str().unwrap(), "--json", json.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let events: Vec<Event> =
+        std::fs::read_to_string(&json).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let finished: Vec<(String, Outcome, u32, Option<String>)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::TestFinished { test, outcome, attempt, message, .. } => {
+                Some((test.clone(), *outcome, *attempt, message.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let failed = finished.iter().find(|f| f.0 == "fails_check_eq").unwrap();
+    assert_eq!((failed.1, failed.2), (Outcome::Failed, 2), "a failure is retried once");
+    let after = finished.iter().find(|f| f.0 == "panics").unwrap();
+    assert_eq!(after.1, Outcome::Skipped, "fail-fast skips the rest: {after:?}");
+    assert!(after.3.as_deref().unwrap().starts_with("cancelled: fail-fast: fails_check_eq"), "{after:?}");
+    let EventKind::RunFinished { cancelled, .. } = &events.last().unwrap().kind else { panic!() };
+    assert!(cancelled.as_deref().unwrap().contains("fail-fast"));
+}
+
+#[test]
+fn bad_plans_exit_2_naming_the_field_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(dir.path(), &basics_plan("test_timeout = \"soon\""));
+    let out = ensemble(&["run", plan.to_str().unwrap()], dir.path());
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("plan.toml") && shown.contains("settings.test_timeout") && shown.contains("\"soon\""),
+        "{shown}"
+    );
+
+    let missing = basics_plan("").replace(ensemble_artifacts::BASICS, "nowhere/suite.wasm");
+    let plan = write_plan(dir.path(), &missing);
+    let out = ensemble(&["plan", "check", plan.to_str().unwrap()], dir.path());
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("entries[0].suite") && shown.contains("nowhere/suite.wasm"), "{shown}");
+
+    let not_wasm = dir.path().join("notes.wasm");
+    std::fs::write(&not_wasm, "hello").unwrap();
+    let plan = write_plan(
+        dir.path(),
+        &basics_plan("").replace(ensemble_artifacts::BASICS, not_wasm.to_str().unwrap()),
+    );
+    let out = ensemble(&["plan", "check", plan.to_str().unwrap()], dir.path());
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("entries[0].suite") && shown.contains("not a WebAssembly file"), "{shown}");
+
+    let out = ensemble(&["run"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2: {}", text(&out));
+}
+
+#[test]
+fn plan_check_accepts_a_good_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(dir.path(), &basics_plan(""));
+    let out = ensemble(&["plan", "check", plan.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("plan \"basics\" is valid (cross-platform, 1 profile(s), 1 entry)"));
+}
+
+#[test]
+fn suite_inspect_shows_kind_tests_and_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ensemble(&["suite", "inspect", ensemble_artifacts::BASICS], dir.path());
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("kind:    ensemble suite"), "{shown}");
+    assert!(shown.contains("  ignored  (ignored)"), "{shown}");
+    assert!(shown.contains("  tagged_with_timeout  (tags: demo, tags; timeout: 5s)"), "{shown}");
+    assert!(shown.contains("ensemble:suite/context@0.1.0"), "{shown}");
+    let out = ensemble(&["suite", "inspect", ensemble_artifacts::LIBTEST_DEMO], dir.path());
+    let shown = text(&out);
+    assert!(shown.contains("kind:    libtest harness") && shown.contains("tests::adds"), "{shown}");
+    let out = ensemble(&["suite", "inspect", "/nonexistent.wasm"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -68,6 +68,8 @@
 //! each other share data through the [`sync`] primitives (topics and states),
 //! which are scoped to the run and shared by every machine taking part in it.
 
+#![warn(missing_docs)]
+
 mod context;
 mod failure;
 mod macros;
@@ -107,7 +109,7 @@ pub mod prelude {
     pub use crate::{
         Failure, IntoTestResult, TestResult, check, check_eq, check_ne, fail, instance_count, instance_index,
         log, machine, param, param_or, param_parse, param_parse_or, param_required, params, role, run_id,
-        skip,
+        skip, suite,
     };
 }
 
@@ -115,10 +117,37 @@ pub mod prelude {
 /// [`bindings::exports::ensemble::suite::tests::Guest`], as the crate's suite.
 ///
 /// Only for hand-written implementations of the ABI; [`suite!`] calls it for
-/// you. Invoke it once per crate.
+/// you. Invoke it once per crate, at module level.
+///
+/// ```
+/// use ensemble_sdk::bindings::exports::ensemble::suite::tests::{Guest, TestInfo, TestResult};
+///
+/// struct MySuite;
+///
+/// impl Guest for MySuite {
+///     fn list() -> Vec<TestInfo> {
+///         vec![TestInfo { name: "only".into(), tags: vec![], ignored: false, timeout_ms: None }]
+///     }
+///
+///     fn run(name: String) -> TestResult {
+///         match name.as_str() {
+///             "only" => TestResult::Pass,
+///             _ => TestResult::Fail(format!("no test named `{name}`")),
+///         }
+///     }
+/// }
+///
+/// ensemble_sdk::export!(MySuite);
+/// # fn main() {}
+/// ```
 #[macro_export]
 macro_rules! export {
     ($ty:ident) => {
-        $crate::bindings::__export_suite!($ty with_types_in $crate::bindings);
+        // FFI glue (`export_name`, `link_section`, `unsafe`): allowed here so
+        // that suites may `#![deny(unsafe_code)]`.
+        #[allow(unsafe_code)]
+        const _: () = {
+    $crate::bindings::__export_suite!($ty with_types_in $crate::bindings);
+        };
     };
 }

@@ -171,6 +171,22 @@ macro_rules! __check_cmp {
 /// assert!(ENSEMBLE_SUITE.run("server::ready").is_ok());
 /// # }
 /// ```
+///
+/// Mistakes are compile errors: a duplicate test name,
+///
+/// ```compile_fail,E0080
+/// fn twice() {}
+/// ensemble_sdk::suite! { twice, twice }
+/// # fn main() {}
+/// ```
+///
+/// or an unknown attribute.
+///
+/// ```compile_fail
+/// fn flaky() {}
+/// ensemble_sdk::suite! { #[retries(3)] flaky }
+/// # fn main() {}
+/// ```
 #[macro_export]
 macro_rules! suite {
     ($( $( #[ $($attr:tt)* ] )* $first:ident $(:: $rest:ident)* ),* $(,)?) => {
@@ -194,6 +210,9 @@ macro_rules! suite {
             ),*
         ]);
 
+        // The export is FFI glue (`export_name`, `link_section`, `unsafe`):
+        // allowed here so that suites may `#![deny(unsafe_code)]`.
+        #[allow(unsafe_code)]
         const _: () = {
             #[allow(dead_code)]
             struct EnsembleSuite;

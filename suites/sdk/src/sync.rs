@@ -109,7 +109,7 @@ impl Subscription {
 /// A timeout in whole milliseconds, rounded up so that a short but non-zero
 /// timeout still waits, and saturating at `u64::MAX`.
 fn millis(timeout: Duration) -> u64 {
-    let whole = timeout.as_millis() + u128::from(timeout.subsec_nanos() % 1_000_000 != 0);
+    let whole = timeout.as_millis() + u128::from(!timeout.subsec_nanos().is_multiple_of(1_000_000));
     u64::try_from(whole).unwrap_or(u64::MAX)
 }
 

@@ -1,0 +1,116 @@
+//! Tests that misbehave on purpose, for the runner's sandbox tests: each one
+//! probes a limit (timeout, memory, stack, output) or a capability (files,
+//! sockets, environment) that the sandbox must enforce.
+//!
+//! The capability probes pass only when the access SUCCEEDED, so a sandbox
+//! test expects them to fail unless the plan entry granted the capability.
+//!
+//! | test | behaviour | params |
+//! |---|---|---|
+//! | `busy_loop` | spins forever (needs the epoch timeout) | |
+//! | `long_sleep` | sleeps one hour in a host call | |
+//! | `memory_hog` | allocates and touches 16 MiB chunks forever | |
+//! | `deep_recursion` | recurses without bound (stack overflow trap) | |
+//! | `read_file` | passes iff reading the file succeeds | `path`, default `/etc/hostname` |
+//! | `connect` | passes iff a TCP connection is established | `addr` (required) |
+//! | `read_env` | passes iff the variable is visible | `name`, default `HOME` |
+//! | `output_flood` | writes 64 MiB of lines to stdout, then passes | |
+//! | `passes` | passes at once (per-test overhead benchmark) | |
+
+use std::hint::black_box;
+use std::io::Write as _;
+
+use ensemble_sdk::prelude::*;
+
+fn busy_loop() -> TestResult {
+    let mut counter = 0u64;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+fn long_sleep() -> TestResult {
+    std::thread::sleep(std::time::Duration::from_secs(60 * 60));
+    Ok(())
+}
+
+fn memory_hog() -> TestResult {
+    const CHUNK: usize = 16 << 20;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        // Touch every page so the memory is really used, not just reserved.
+        for (i, byte) in chunk.iter_mut().step_by(4096).enumerate() {
+            *byte = black_box(i as u8 | 1);
+        }
+        chunks.push(black_box(chunk));
+        log::debug(format!("holding {} MiB", chunks.len() * 16));
+    }
+}
+
+fn deep_recursion() -> TestResult {
+    let depth = recurse(black_box(0));
+    Err(fail(format!("recursion ended at depth {depth}")))
+}
+
+/// Never returns in practice (the stack runs out long before `u64::MAX`):
+/// the frame buffer and the use of the result after the call keep it from
+/// becoming a loop or a tail call.
+fn recurse(depth: u64) -> u64 {
+    if black_box(depth) == u64::MAX {
+        return depth;
+    }
+    let frame = black_box([depth as u8; 256]);
+    let below = recurse(black_box(depth + 1));
+    below + u64::from(frame[(depth % 256) as usize])
+}
+
+fn read_file() -> TestResult {
+    let path = param_or("path", "/etc/hostname");
+    let text = std::fs::read_to_string(&path).map_err(|e| fail(format!("reading {path}: {e}")))?;
+    println!("read {} bytes from {path}", text.len());
+    Ok(())
+}
+
+fn connect() -> TestResult {
+    let addr = param_required("addr")?;
+    let stream =
+        std::net::TcpStream::connect(&addr).map_err(|e| fail(format!("connecting to {addr}: {e}")))?;
+    println!("connected to {addr} from {:?}", stream.local_addr());
+    Ok(())
+}
+
+fn read_env() -> TestResult {
+    let name = param_or("name", "HOME");
+    let value = std::env::var(&name).map_err(|e| fail(format!("reading ${name}: {e}")))?;
+    println!("${name} is {} bytes long", value.len());
+    Ok(())
+}
+
+fn output_flood() -> TestResult {
+    // 1 Mi lines of 64 bytes: 64 MiB, written in large blocks (stdout alone
+    // would flush at every newline).
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
+    for i in 0..(1u32 << 20) {
+        // "flood line " + 8 digits + " " + 43 x's + "\n" = 64 bytes.
+        writeln!(out, "flood line {i:08} {:x<43}", "")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn passes() -> TestResult {
+    Ok(())
+}
+
+ensemble_sdk::suite! {
+    busy_loop,
+    long_sleep,
+    memory_hog,
+    deep_recursion,
+    read_file,
+    connect,
+    read_env,
+    output_flood,
+    passes,
+}

@@ -7,6 +7,7 @@
 //! Every wire type is owned, tagged with `type` in kebab-case, and round-trips
 //! through JSON (see the tests beside each type).
 
+pub mod api;
 pub mod event;
 pub mod exit;
 pub mod plan;

@@ -121,6 +121,13 @@ pub enum SyncReply {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ToMachine {
+    /// The join was accepted.
+    Welcome { protocol: u32, coordinator: String },
+    /// The join was refused (bad token, name taken, protocol mismatch); the
+    /// connection closes after this message.
+    Rejected { reason: String },
+    /// A clock probe: answer with [`FromMachine::Pong`] at once.
+    Ping { id: u64, coordinator_us: i64 },
     /// Run this shard.
     Assign { assignment: Assignment },
     /// Stop the run's shards on this machine: running tests end, the rest are skipped.
@@ -135,6 +142,18 @@ pub enum ToMachine {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum FromMachine {
+    /// The first message on a connection.
+    Hello {
+        protocol: u32,
+        /// The token, for transports that cannot send an Authorization header.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        machine: MachineInfo,
+    },
+    /// The answer to [`ToMachine::Ping`], with the machine's clock reading.
+    Pong { id: u64, coordinator_us: i64, machine_us: i64 },
+    /// Sent periodically so the coordinator knows the machine is alive.
+    Heartbeat,
     /// Something happened in a shard. `seq` counts from 1 per shard, so the
     /// coordinator can drop duplicates after a reconnect.
     Event { run: String, shard: u32, seq: u64, at_us: i64, event: EventKind },
@@ -183,6 +202,9 @@ mod tests {
                 reply: SyncReply::Error { kind: SyncFailure::Lost, message: "role server on m".into() },
             },
             ToMachine::Ack { run: "r".into(), shard: 1, seq: 9 },
+            ToMachine::Welcome { protocol: 1, coordinator: "c".into() },
+            ToMachine::Rejected { reason: "bad token".into() },
+            ToMachine::Ping { id: 1, coordinator_us: 2 },
         ];
         for m in to {
             let json = serde_json::to_string(&m).unwrap();
@@ -203,6 +225,18 @@ mod tests {
                 call: SyncCall::Next { topic: "t".into(), index: 0, timeout_ms: 10 },
             },
             FromMachine::ShardDone { run: "r".into(), shard: 1 },
+            FromMachine::Hello {
+                protocol: 1,
+                token: Some("t".into()),
+                machine: MachineInfo {
+                    name: "m".into(),
+                    labels: [("os".to_string(), "linux".to_string())].into(),
+                    slots: 2,
+                    facts: Facts::default(),
+                },
+            },
+            FromMachine::Pong { id: 1, coordinator_us: 2, machine_us: 3 },
+            FromMachine::Heartbeat,
         ];
         for m in from {
             let json = serde_json::to_string(&m).unwrap();

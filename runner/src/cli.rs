@@ -34,6 +34,13 @@ enum Command {
     /// Run a test plan (standalone: every profile gets an in-process machine).
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
+    /// Serve the coordinator: REST API, WebSockets, and a machine of its own.
+    Serve(ServeArgs),
+    /// Join a coordinator as a machine and run the shards it assigns.
+    Runner(RunnerArgs),
+    /// Start a whole local setup: a server, two runner processes with different
+    /// labels, the example suites and a distributed demo plan.
+    Demo(DemoArgs),
     /// Work with plan files.
     #[command(subcommand)]
     Plan(PlanCommand),
@@ -55,8 +62,92 @@ struct RunArgs {
     /// Never draw a progress bar (it is drawn only on a terminal anyway).
     #[arg(long)]
     no_progress: bool,
+    /// Run on a coordinator (`ensemble serve`) instead of in this process;
+    /// suites are uploaded first when the server lacks them.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// The server's token.
+    #[arg(long, env = "ENSEMBLE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(flatten)]
     cache: CacheArgs,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the URL is printed).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    listen: std::net::SocketAddr,
+    /// Where plans, suites, runs and events are stored.
+    #[arg(long, default_value = "ensemble-data")]
+    data_dir: PathBuf,
+    /// Require this token from machines and API clients.
+    #[arg(long, env = "ENSEMBLE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The name of the server's own machine.
+    #[arg(long, default_value = "local")]
+    name: String,
+    /// Do not run tests on the server's own machine.
+    #[arg(long)]
+    no_local_machine: bool,
+    /// Labels of the server's own machine (besides `os` and `arch`).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Shards the server's own machine runs at once.
+    #[arg(long)]
+    slots: Option<u32>,
+    /// A machine silent this long is offline and its shards lost.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    heartbeat_timeout: std::time::Duration,
+    /// The largest suite upload accepted.
+    #[arg(long, default_value = "64MiB")]
+    max_suite_size: ensemble_protocol::units::ByteSize,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+#[derive(Args, Debug)]
+struct RunnerArgs {
+    /// The coordinator's URL, e.g. http://10.0.0.5:7878.
+    #[arg(long, value_name = "URL")]
+    join: String,
+    #[arg(long, env = "ENSEMBLE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// This machine's name [default: the host name].
+    #[arg(long)]
+    name: Option<String>,
+    /// Labels profiles select by (besides the built-in `os` and `arch`).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Shards run at once [default: the number of CPUs].
+    #[arg(long)]
+    slots: Option<u32>,
+    /// How often to tell the coordinator this machine is alive.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    heartbeat: std::time::Duration,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Address for the demo server.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    listen: std::net::SocketAddr,
+    /// Where the demo server keeps its data [default: a temporary directory].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<ensemble_protocol::units::HumanDuration>().map(|d| d.0)
 }
 
 #[derive(Args, Debug)]
@@ -125,6 +216,7 @@ pub fn main() -> i32 {
             tracing_subscriber::EnvFilter::try_from_env("ENSEMBLE_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -145,6 +237,9 @@ pub fn main() -> i32 {
 async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     match cli.command {
         Command::Run(args) => run(args).await,
+        Command::Serve(args) => serve(args).await,
+        Command::Runner(args) => runner(args).await,
+        Command::Demo(args) => crate::demo::demo(args.listen, args.data_dir).await.map_err(internal),
         Command::Plan(PlanCommand::Check { file, no_suites, cache }) => check(&file, no_suites, &cache).await,
         Command::Suite(SuiteCommand::Inspect { file, cache }) => inspect(&file, &cache).await,
     }
@@ -193,18 +288,12 @@ async fn load_suites(
 
 async fn run(args: RunArgs) -> Result<i32, Failure> {
     let plan = load_plan(&args.plan).map_err(bad)?;
+    if let Some(server) = &args.server {
+        return run_remote(&args, plan, server).await;
+    }
     let sandbox = args.cache.sandbox().map_err(internal)?;
     let suites = load_suites(&plan, &args.plan, &sandbox).await?;
-    let stdout = std::io::stdout();
-    let progress = !args.no_progress && std::io::stderr().is_terminal();
-    let mut reporters: Vec<Box<dyn Reporter>> =
-        vec![Box::new(TerminalReporter::new(Box::new(stdout), progress))];
-    if let Some(path) = &args.junit {
-        reporters.push(Box::new(JunitReporter::new(path.clone())));
-    }
-    if let Some(path) = &args.json {
-        reporters.push(Box::new(JsonLines::create(path).map_err(bad)?));
-    }
+    let mut reporters = reporters(&args)?;
     let result = crate::standalone::run(&plan, &suites, sandbox, &mut reporters).await.map_err(|e| {
         if e.downcast_ref::<crate::coordinator::matching::Unsatisfiable>().is_some() {
             bad(e)
@@ -278,4 +367,156 @@ async fn inspect(file: &Path, cache: &CacheArgs) -> Result<i32, Failure> {
         println!("  {e}");
     }
     Ok(exit::SUCCESS)
+}
+
+fn reporters(args: &RunArgs) -> Result<Vec<Box<dyn Reporter>>, Failure> {
+    let progress = !args.no_progress && std::io::stderr().is_terminal();
+    let mut reporters: Vec<Box<dyn Reporter>> =
+        vec![Box::new(TerminalReporter::new(Box::new(std::io::stdout()), progress))];
+    if let Some(path) = &args.junit {
+        reporters.push(Box::new(JunitReporter::new(path.clone())));
+    }
+    if let Some(path) = &args.json {
+        reporters.push(Box::new(JsonLines::create(path).map_err(bad)?));
+    }
+    Ok(reporters)
+}
+
+/// `ensemble run PLAN --server URL`: upload suites, start, watch.
+async fn run_remote(args: &RunArgs, mut plan: Plan, server: &str) -> Result<i32, Failure> {
+    let client = crate::remote::Client::new(server, args.token.clone());
+    let dir = plan_dir(&args.plan);
+    let plan2 = plan.clone();
+    let resolved = tokio::task::spawn_blocking(move || suites::resolve_all(&plan2, &dir))
+        .await
+        .map_err(internal)?
+        .map_err(|e| bad(anyhow::anyhow!("invalid plan {}\n  {}", args.plan.display(), e.problem)))?;
+    for (entry, suite) in plan.entries.iter_mut().zip(&resolved) {
+        let meta = client
+            .ensure_suite(&suite.name, &suite.bytes)
+            .await
+            .map_err(|e| if e.to_string().contains("not a usable suite") { bad(e) } else { internal(e) })?;
+        entry.suite = format!("{}{}", ensemble_protocol::api::SHA_PREFIX, meta.sha256);
+        entry.role.get_or_insert_with(|| suite.name.clone());
+    }
+    let run = client.start_run(&plan).await.map_err(|e| {
+        // A plan the server refuses (unsatisfiable, invalid) is bad input.
+        if e.to_string().contains(" 409 ") || e.to_string().contains(" 422 ") { bad(e) } else { internal(e) }
+    })?;
+    let mut reporters = reporters(args)?;
+    let mut summary = None;
+    let mut shard_failed = false;
+    client
+        .watch(&run, 1, |ev| {
+            match &ev.kind {
+                ensemble_protocol::EventKind::RunFinished { summary: s, .. } => summary = Some(*s),
+                ensemble_protocol::EventKind::ShardFinished { error: Some(_), .. } => shard_failed = true,
+                _ => {}
+            }
+            for r in reporters.iter_mut() {
+                if let Err(e) = r.event(&ev) {
+                    tracing::warn!("a reporter failed: {e:#}");
+                }
+            }
+        })
+        .await
+        .map_err(internal)?;
+    for r in reporters.iter_mut() {
+        r.finish().map_err(internal)?;
+    }
+    Ok(match summary {
+        Some(s) if s.success() && !shard_failed => exit::SUCCESS,
+        _ => exit::TESTS_FAILED,
+    })
+}
+
+fn machine_info(
+    name: String,
+    labels: Vec<(String, String)>,
+    slots: Option<u32>,
+) -> ensemble_protocol::wire::MachineInfo {
+    let facts = crate::agent::local_facts();
+    let mut all: std::collections::BTreeMap<String, String> =
+        [("os".to_string(), facts.os.clone()), ("arch".to_string(), facts.arch.clone())].into();
+    all.extend(labels);
+    ensemble_protocol::wire::MachineInfo {
+        name,
+        labels: all,
+        slots: slots.unwrap_or(facts.cpus.max(2)),
+        facts,
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<i32, Failure> {
+    if !args.listen.ip().is_loopback() && args.token.is_none() {
+        return Err(bad(anyhow::anyhow!(
+            "refusing to listen on {} without a token: anyone who can reach it could run code on \
+             your machines. Pass --token (or ENSEMBLE_TOKEN), or listen on 127.0.0.1",
+            args.listen
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| bad(anyhow::anyhow!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener.local_addr().map_err(internal)?;
+    let sandbox = args.cache.sandbox().map_err(internal)?;
+    let local =
+        (!args.no_local_machine).then(|| machine_info(args.name.clone(), args.labels.clone(), args.slots));
+    let opts = crate::server::ServeOptions {
+        listener,
+        data_dir: args.data_dir.clone(),
+        config: crate::server::HubConfig {
+            name: args.name.clone(),
+            token: args.token.clone(),
+            heartbeat_timeout: args.heartbeat_timeout,
+            max_suite_bytes: usize::try_from(args.max_suite_size.0).unwrap_or(usize::MAX),
+        },
+        local_machine: local,
+    };
+    // The first line names the address, so scripts (and tests) can find a port 0.
+    println!("ensemble serve: listening on http://{addr}");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    crate::server::serve(opts, sandbox, shutdown).await.map_err(internal)?;
+    Ok(exit::SUCCESS)
+}
+
+async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
+    let name = args.name.clone().unwrap_or_else(hostname);
+    let info = machine_info(name, args.labels.clone(), args.slots);
+    let sandbox = args.cache.sandbox().map_err(internal)?;
+    let cache_dir = args.cache.cache_dir.clone().unwrap_or_else(ArtifactCache::default_dir);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    let opts = crate::remote::JoinOptions {
+        url: args.join.clone(),
+        token: args.token.clone(),
+        info,
+        cache_dir,
+        heartbeat: args.heartbeat,
+    };
+    match crate::remote::join(opts, sandbox, shutdown).await {
+        Ok(()) => Ok(exit::SUCCESS),
+        Err(e) if e.downcast_ref::<crate::remote::Refused>().is_some() => Err(bad(e)),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "machine".to_string())
 }

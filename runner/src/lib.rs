@@ -11,7 +11,11 @@
 pub mod agent;
 pub mod cli;
 pub mod coordinator;
+pub mod demo;
+pub mod remote;
 pub mod report;
 pub mod sandbox;
+pub mod server;
 pub mod standalone;
+pub mod store;
 pub mod suites;

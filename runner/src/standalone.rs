@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Agent, MemorySuites, local_facts};
-use crate::coordinator::{self, MachineLink, RunResult, SuiteRef};
+use crate::coordinator::{self, Inbound, MachineLink, RunResult, SuiteRef};
 use crate::report::Reporter;
 use crate::sandbox::Sandbox;
 use crate::suites::LocalSuite;
@@ -69,16 +69,17 @@ pub async fn run(
         let (from_tx, mut from_rx) = mpsc::unbounded_channel();
         let agent = Arc::new(Agent::new(info.clone(), sandbox.clone(), store.clone()));
         tasks.push(tokio::spawn(agent.serve(to_rx, from_tx, shutdown.child_token())));
-        // Tag each machine's messages with its index on the shared inbound channel.
+        // Tag each machine's messages with its index on the shared inbound
+        // channel; in-process machines share the coordinator's clock.
         let in_tx = in_tx.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(msg) = from_rx.recv().await {
-                if in_tx.send((index, msg)).is_err() {
+                if in_tx.send(Inbound::Message { machine: index, msg, clock_offset_us: 0 }).is_err() {
                     break;
                 }
             }
         }));
-        links.push(MachineLink { info, tx: to_tx });
+        links.push(MachineLink { info, port: Arc::new(to_tx) });
     }
     drop(in_tx);
     let refs: Vec<SuiteRef> =

@@ -53,11 +53,11 @@ fn a_failing_suite_exits_1_with_readable_reports() {
     assert_eq!(out.status.code(), Some(1), "{shown}");
     assert!(shown.contains("FAIL [") && shown.contains("basics@here fails_check_eq"), "{shown}");
     assert!(
-        shown.contains("FAILED: 10 test(s)") && shown.contains("6 passed, 2 failed, 2 skipped"),
+        shown.contains("FAILED: 11 test(s)") && shown.contains("7 passed, 2 failed, 2 skipped"),
         "{shown}"
     );
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert!(xml.contains("<testsuites name=\"basics\" tests=\"10\" failures=\"2\""), "{xml}");
+    assert!(xml.contains("<testsuites name=\"basics\" tests=\"11\" failures=\"2\""), "{xml}");
     let events: Vec<Event> =
         std::fs::read_to_string(&json).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(matches!(events.first().unwrap().kind, EventKind::RunStarted { .. }));

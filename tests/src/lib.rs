@@ -1,11 +1,20 @@
 //! Helpers for Ensemble's end-to-end tests: real `ensemble` processes.
 //!
-//! The tests here run the binary the workspace built (`cargo test --workspace`
-//! builds it next to the test executables), against the repository's own plan
-//! files, exactly as a user would.
+//! The tests run the binary the workspace built (`cargo test --workspace`
+//! builds it next to the test executables) as separate processes talking over
+//! loopback: a server bound to port 0 (its first line of output names the
+//! address), runners joining it, and the CLI. Nothing sleeps to wait: tests
+//! long-poll the API or follow the run's event stream.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use ensemble_protocol::Event;
+use futures::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -27,11 +36,167 @@ pub fn ensemble_bin() -> PathBuf {
 }
 
 /// Runs `ensemble` with `args` in the repository root, with a private cache.
-pub fn ensemble(args: &[&str], cache: &std::path::Path) -> Output {
+pub fn ensemble(args: &[&str], cache: &Path) -> Output {
     Command::new(ensemble_bin())
         .args(args)
         .current_dir(repo_root())
         .env("ENSEMBLE_CACHE_DIR", cache)
         .output()
         .expect("ensemble runs")
+}
+
+/// A child process, killed (SIGKILL) when dropped. Its stderr goes to a log
+/// file that [`Proc::log`] reads, for assertion messages.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crashed machine would die.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running `ensemble serve`.
+pub struct Server {
+    pub proc: Proc,
+    pub url: String,
+    pub token: String,
+}
+
+/// Starts `ensemble serve` on a free loopback port with `extra` arguments.
+pub fn start_server(dir: &Path, data_dir: &Path, token: &str, extra: &[&str]) -> Server {
+    let log = dir.join(format!("serve-{}.log", unique()));
+    let mut child = Command::new(ensemble_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--token", token, "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env("ENSEMBLE_CACHE_DIR", dir.join("cache-server"))
+        .env("ENSEMBLE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(File::create(&log).expect("log file"))
+        .spawn()
+        .expect("ensemble serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("serve prints its address");
+    let proc = Proc { child, log };
+    let url = line
+        .trim()
+        .strip_prefix("ensemble serve: listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}; log:\n{}", proc.log()))
+        .to_string();
+    Server { proc, url, token: token.to_string() }
+}
+
+/// Starts `ensemble runner` joining `server` as `name` with `labels`.
+pub fn start_runner(dir: &Path, server: &Server, name: &str, labels: &[&str], token: Option<&str>) -> Proc {
+    let log = dir.join(format!("runner-{name}-{}.log", unique()));
+    let mut cmd = Command::new(ensemble_bin());
+    cmd.args(["runner", "--join", &server.url, "--name", name, "--token", token.unwrap_or(&server.token)]);
+    for l in labels {
+        cmd.args(["--label", l]);
+    }
+    let child = cmd
+        .env("ENSEMBLE_CACHE_DIR", dir.join(format!("cache-{name}")))
+        .env("ENSEMBLE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).expect("log file"))
+        .spawn()
+        .expect("ensemble runner starts");
+    Proc { child, log }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Server {
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        let resp =
+            self.http().get(format!("{}{path}", self.url)).bearer_auth(&self.token).send().await.unwrap();
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let resp = self
+            .http()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Waits (long-poll, no sleeping) until `n` machines are online.
+    pub async fn wait_online(&self, n: usize) -> serde_json::Value {
+        let machines = self.get(&format!("/api/machines?min_online={n}&wait_ms=60000")).await;
+        let online = machines.as_array().unwrap().iter().filter(|m| m["state"] != "offline").count();
+        assert!(online >= n, "only {online} machines online: {machines}");
+        machines
+    }
+
+    /// Uploads a suite file; returns its sha256.
+    pub async fn upload(&self, path: &str, name: &str) -> String {
+        let bytes = std::fs::read(path).unwrap();
+        let resp = self
+            .http()
+            .post(format!("{}/api/suites?name={name}", self.url))
+            .bearer_auth(&self.token)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "upload {name}: {}", resp.status());
+        let meta: serde_json::Value = resp.json().await.unwrap();
+        meta["sha256"].as_str().unwrap().to_string()
+    }
+
+    /// Starts a run of an inline plan (JSON); returns its id.
+    pub async fn start_run(&self, plan: serde_json::Value) -> String {
+        let (status, body) = self.post("/api/runs", serde_json::json!({ "plan": plan })).await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Follows a run's event stream from `from`, calling `each` for every
+    /// event until `run-finished` (or until `each` returns false).
+    pub async fn watch(&self, run: &str, from: u64, mut each: impl FnMut(&Event) -> bool) {
+        let url = format!("{}/api/runs/{run}/events?from={from}", self.url.replacen("http://", "ws://", 1));
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert("authorization", format!("Bearer {}", self.token).parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("event stream");
+        while let Some(Ok(msg)) = ws.next().await {
+            let Message::Text(text) = msg else { continue };
+            let ev: Event = serde_json::from_str(&text).unwrap();
+            let done = matches!(ev.kind, ensemble_protocol::EventKind::RunFinished { .. });
+            if !each(&ev) || done {
+                return;
+            }
+        }
+    }
 }

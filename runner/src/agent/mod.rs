@@ -151,7 +151,11 @@ impl Agent {
                         let _ = tx.send(reply);
                     }
                 }
-                ToMachine::Ack { .. } => {}
+                // Acks and the link-level messages are the transport's business.
+                ToMachine::Ack { .. }
+                | ToMachine::Welcome { .. }
+                | ToMachine::Rejected { .. }
+                | ToMachine::Ping { .. } => {}
             }
         }
         shutdown.cancel();

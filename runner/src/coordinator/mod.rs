@@ -18,9 +18,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ensemble_protocol::event::{Event, EventKind, ShardInfo, Summary};
+use ensemble_protocol::event::{Event, EventKind, Outcome, ShardInfo, Summary};
 use ensemble_protocol::plan::{Execution, Plan};
-use ensemble_protocol::wire::{Assignment, FromMachine, Limits, MachineInfo, SyncFailure, ToMachine};
+use ensemble_protocol::wire::{
+    Assignment, FromMachine, Limits, MachineInfo, SyncFailure, SyncReply, ToMachine,
+};
 use tokio::sync::mpsc;
 
 use crate::agent::now_us;
@@ -35,10 +37,36 @@ pub struct SuiteRef {
     pub sha256: String,
 }
 
+/// How the coordinator reaches a machine. In-process machines are a channel;
+/// remote ones resolve to their current connection at each send, so a machine
+/// that reconnected mid-run keeps receiving its replies.
+pub trait MachinePort: Send + Sync {
+    /// Sends a message; false when the machine cannot be reached now.
+    fn send(&self, msg: ToMachine) -> bool;
+}
+
+impl MachinePort for mpsc::UnboundedSender<ToMachine> {
+    fn send(&self, msg: ToMachine) -> bool {
+        mpsc::UnboundedSender::send(self, msg).is_ok()
+    }
+}
+
 /// A machine as the coordinator sees it: who it is and how to reach it.
 pub struct MachineLink {
     pub info: MachineInfo,
-    pub tx: mpsc::UnboundedSender<ToMachine>,
+    pub port: Arc<dyn MachinePort>,
+}
+
+/// What reaches a run from outside.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A message of machine `machine` (an index into the run's machines),
+    /// whose clock runs `clock_offset_us` ahead of the coordinator's.
+    Message { machine: usize, msg: FromMachine, clock_offset_us: i64 },
+    /// The machine is gone (connection lost past the heartbeat timeout).
+    Lost { machine: usize, reason: String },
+    /// Stop the run (a user asked).
+    Cancel { reason: String },
 }
 
 /// The result of a finished run.
@@ -48,6 +76,8 @@ pub struct RunResult {
     pub summary: Summary,
     /// Shards that could not run their tests, with why.
     pub shard_errors: Vec<String>,
+    /// Why the run stopped early, if it did.
+    pub cancelled: Option<String>,
 }
 
 impl RunResult {
@@ -71,17 +101,25 @@ struct Stream<'a> {
 }
 
 impl Stream<'_> {
-    fn emit(&mut self, kind: EventKind, machine_at_us: Option<i64>) {
-        self.seq += 1;
-        // In-process machines share our clock; remote machines' offsets are
-        // applied by their transport before events reach the run.
-        let ev = Event {
+    /// An event of the coordinator's own, at its current time.
+    fn emit(&mut self, kind: EventKind) {
+        self.push(Event {
             run: self.run.clone(),
-            seq: self.seq,
-            at_us: machine_at_us.unwrap_or_else(now_us),
-            machine_at_us,
+            seq: self.seq + 1,
+            at_us: now_us(),
+            machine_at_us: None,
             kind,
-        };
+        });
+    }
+
+    /// A machine's event: `at_us` on the coordinator's clock, `machine_at_us` on its own.
+    fn emit_at(&mut self, kind: EventKind, at_us: i64, machine_at_us: i64) {
+        let seq = self.seq + 1;
+        self.push(Event { run: self.run.clone(), seq, at_us, machine_at_us: Some(machine_at_us), kind });
+    }
+
+    fn push(&mut self, ev: Event) {
+        self.seq = ev.seq;
         for r in self.reporters.iter_mut() {
             if let Err(e) = r.event(&ev) {
                 tracing::warn!("a reporter failed: {e:#}");
@@ -109,7 +147,7 @@ pub async fn run_plan(
     plan: &Plan,
     suites: &[SuiteRef],
     machines: &[MachineLink],
-    inbound: &mut mpsc::UnboundedReceiver<(usize, FromMachine)>,
+    inbound: &mut mpsc::UnboundedReceiver<Inbound>,
     reporters: &mut [Box<dyn Reporter>],
 ) -> Result<RunResult, matching::Unsatisfiable> {
     let infos: Vec<MachineInfo> = machines.iter().map(|m| m.info.clone()).collect();
@@ -117,20 +155,17 @@ pub async fn run_plan(
     let shards = matching::place(plan, &names, &infos)?;
     let started = Instant::now();
     let mut stream = Stream { run: run.clone(), seq: 0, reporters };
-    stream.emit(
-        EventKind::RunStarted {
-            plan: plan.name.clone(),
-            shards: shards
-                .iter()
-                .map(|s| ShardInfo {
-                    shard: s.shard.clone(),
-                    profile: s.profile.clone(),
-                    suite_sha256: suites[s.entry].sha256.clone(),
-                })
-                .collect(),
-        },
-        None,
-    );
+    stream.emit(EventKind::RunStarted {
+        plan: plan.name.clone(),
+        shards: shards
+            .iter()
+            .map(|s| ShardInfo {
+                shard: s.shard.clone(),
+                profile: s.profile.clone(),
+                suite_sha256: suites[s.entry].sha256.clone(),
+            })
+            .collect(),
+    });
 
     // Sequential plans run entry after entry; parallel ones all at once.
     let groups: Vec<Vec<&ShardPlan>> = match plan.settings.execution {
@@ -157,15 +192,22 @@ pub async fn run_plan(
                 capabilities: entry.capabilities.clone(),
                 limits: limits.clone(),
             };
-            let _ = machines[s.machine_index].tx.send(ToMachine::Assign { assignment });
+            if !machines[s.machine_index].port.send(ToMachine::Assign { assignment }) {
+                tracing::warn!(machine = %s.shard.machine, "could not reach the machine to assign a shard");
+            }
         }
     };
 
     let sync = Arc::new(SyncService::new());
-    let (ops_tx, mut ops_rx) = mpsc::unbounded_channel();
+    let (ops_tx, mut ops_rx) = mpsc::unbounded_channel::<SyncDone>();
     let mut summary = Summary::default();
     let mut shard_errors = Vec::new();
     let mut last_seq: HashMap<u32, u64> = HashMap::new();
+    // The test each shard is running, to report it lost with its machine.
+    let mut running_test: HashMap<u32, String> = HashMap::new();
+    // Sync calls by (shard, call id): a machine that reconnects resends the
+    // calls it has no answer for; each is performed once and answered again.
+    let mut sync_calls: HashMap<(u32, u64), Option<SyncReply>> = HashMap::new();
     let mut done: HashSet<u32> = HashSet::new();
     let mut cancelled: Option<String> = None;
     let mut group = 0;
@@ -173,25 +215,81 @@ pub async fn run_plan(
         assign(g);
     }
     while done.len() < shards.len() {
-        let (m, msg) = tokio::select! {
+        let input = tokio::select! {
             Some(x) = inbound.recv() => x,
-            Some((shard, op)) = ops_rx.recv() => {
-                if let Some(s) = by_no.get(&shard) {
-                    stream.emit(EventKind::Sync { shard: s.shard.clone(), op }, None);
+            Some(d) = ops_rx.recv() => {
+                if let (Some(op), Some(s)) = (d.op, by_no.get(&d.shard)) {
+                    stream.emit(EventKind::Sync { shard: s.shard.clone(), op });
+                }
+                sync_calls.insert((d.shard, d.id), Some(d.reply.clone()));
+                if let Some(s) = by_no.get(&d.shard) {
+                    machines[s.machine_index].port.send(ToMachine::SyncReply { id: d.id, reply: d.reply });
                 }
                 continue;
             }
             else => break,
         };
+        let (m, msg, offset) = match input {
+            Inbound::Message { machine, msg, clock_offset_us } => (machine, msg, clock_offset_us),
+            Inbound::Cancel { reason } => {
+                if cancelled.is_none() {
+                    cancel_run(machines, &run, &sync, &reason);
+                    cancelled = Some(reason);
+                }
+                continue;
+            }
+            Inbound::Lost { machine, reason } => {
+                let name = &machines[machine].info.name;
+                let gone: Vec<&ShardPlan> = shards
+                    .iter()
+                    .filter(|s| s.machine_index == machine && !done.contains(&s.shard.shard))
+                    .collect();
+                for s in gone {
+                    let sref = &s.shard;
+                    let why = format!("machine {name} was lost: {reason}");
+                    let test = running_test.remove(&sref.shard).unwrap_or_else(|| "(shard)".to_string());
+                    summary.add(Outcome::Lost);
+                    stream.emit(EventKind::TestFinished {
+                        shard: sref.clone(),
+                        test,
+                        outcome: Outcome::Lost,
+                        duration_ms: 0,
+                        attempt: 1,
+                        message: Some(why.clone()),
+                        output: String::new(),
+                    });
+                    let mut lost = Summary::default();
+                    lost.add(Outcome::Lost);
+                    stream.emit(EventKind::ShardFinished {
+                        shard: sref.clone(),
+                        summary: lost,
+                        error: Some(why),
+                    });
+                    sync.break_run(
+                        SyncFailure::Lost,
+                        format!("role {} on machine {name} was lost ({reason})", sref.role),
+                    );
+                    done.insert(sref.shard);
+                }
+                advance(&groups, &mut group, &done, &assign);
+                continue;
+            }
+        };
         match msg {
             FromMachine::Event { run: r, shard, seq, at_us, event } if r == run => {
                 let last = last_seq.entry(shard).or_default();
-                if seq <= *last {
-                    continue; // a resent duplicate
+                if seq <= *last || done.contains(&shard) {
+                    // A resent duplicate, or news from a shard already given up as lost.
+                    machines[m].port.send(ToMachine::Ack { run: run.clone(), shard, seq: *last });
+                    continue;
                 }
                 *last = seq;
                 match &event {
+                    EventKind::TestStarted { test, .. } => {
+                        running_test.insert(shard, test.clone());
+                    }
                     EventKind::TestFinished { outcome, test, shard: sref, .. } => {
+                        running_test.remove(&shard);
                         summary.add(*outcome);
                         if outcome.is_failure() && plan.settings.fail_fast && cancelled.is_none() {
                             let reason = format!("fail-fast: {test} ({}) {outcome}", sref.role);
@@ -209,49 +307,78 @@ pub async fn run_plan(
                     }
                     _ => {}
                 }
-                stream.emit(event, Some(at_us));
+                // The machine's clock, corrected onto the coordinator's timeline.
+                stream.emit_at(event, at_us - offset, at_us);
+                machines[m].port.send(ToMachine::Ack { run: run.clone(), shard, seq });
             }
-            FromMachine::Sync { id, run: r, shard, call } if r == run => {
-                let (sync, ops, tx) = (sync.clone(), ops_tx.clone(), machines[m].tx.clone());
-                tokio::spawn(async move {
-                    let (reply, op) = sync.handle(call).await;
-                    if let Some(op) = op {
-                        let _ = ops.send((shard, op));
-                    }
-                    let _ = tx.send(ToMachine::SyncReply { id, reply });
-                });
-            }
+            FromMachine::Sync { id, run: r, shard, call } if r == run => match sync_calls.get(&(shard, id)) {
+                Some(Some(reply)) => {
+                    machines[m].port.send(ToMachine::SyncReply { id, reply: reply.clone() });
+                }
+                Some(None) => {} // still waiting; the answer goes to the current connection
+                None => {
+                    sync_calls.insert((shard, id), None);
+                    let (sync, ops) = (sync.clone(), ops_tx.clone());
+                    tokio::spawn(async move {
+                        let (reply, op) = sync.handle(call).await;
+                        let _ = ops.send(SyncDone { shard, id, reply, op });
+                    });
+                }
+            },
             FromMachine::ShardDone { run: r, shard } if r == run => {
-                done.insert(shard);
-                let current_done =
-                    groups.get(group).is_some_and(|g| g.iter().all(|s| done.contains(&s.shard.shard)));
-                if current_done && group + 1 < groups.len() {
-                    group += 1;
-                    assign(&groups[group]);
+                machines[m].port.send(ToMachine::Ack { run: run.clone(), shard, seq: SHARD_DONE_ACK });
+                if done.insert(shard) {
+                    advance(&groups, &mut group, &done, &assign);
                 }
             }
             other => tracing::debug!("ignoring a message of another run: {other:?}"),
         }
     }
     // Let the last sync operations reach the timeline before closing it.
-    while let Ok((shard, op)) = ops_rx.try_recv() {
-        if let Some(s) = by_no.get(&shard) {
-            stream.emit(EventKind::Sync { shard: s.shard.clone(), op }, None);
+    while let Ok(d) = ops_rx.try_recv() {
+        if let (Some(op), Some(s)) = (d.op, by_no.get(&d.shard)) {
+            stream.emit(EventKind::Sync { shard: s.shard.clone(), op });
         }
     }
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    stream.emit(EventKind::RunFinished { summary, duration_ms, cancelled }, None);
+    stream.emit(EventKind::RunFinished { summary, duration_ms, cancelled: cancelled.clone() });
     for r in stream.reporters.iter_mut() {
         if let Err(e) = r.finish() {
             tracing::warn!("a reporter failed to finish: {e:#}");
         }
     }
-    Ok(RunResult { run, summary, shard_errors })
+    Ok(RunResult { run, summary, shard_errors, cancelled })
+}
+
+/// The `seq` of the [`ToMachine::Ack`] that acknowledges a `shard-done`.
+pub const SHARD_DONE_ACK: u64 = u64::MAX;
+
+/// A finished sync call, back on the run's loop.
+struct SyncDone {
+    shard: u32,
+    id: u64,
+    reply: SyncReply,
+    op: Option<ensemble_protocol::event::SyncOp>,
+}
+
+/// Starts the next sequential group once the current one is done.
+fn advance(
+    groups: &[Vec<&ShardPlan>],
+    group: &mut usize,
+    done: &HashSet<u32>,
+    assign: &impl Fn(&[&ShardPlan]),
+) {
+    while groups.get(*group).is_some_and(|g| g.iter().all(|s| done.contains(&s.shard.shard)))
+        && *group + 1 < groups.len()
+    {
+        *group += 1;
+        assign(&groups[*group]);
+    }
 }
 
 fn cancel_run(machines: &[MachineLink], run: &str, sync: &SyncService, reason: &str) {
     sync.break_run(SyncFailure::Cancelled, reason.to_string());
     for m in machines {
-        let _ = m.tx.send(ToMachine::Cancel { run: run.to_string(), reason: reason.to_string() });
+        m.port.send(ToMachine::Cancel { run: run.to_string(), reason: reason.to_string() });
     }
 }

@@ -8,6 +8,7 @@
 //! | `greeting_param` | passes when param `greeting` equals param `expected` (default `"hello"`) |
 //! | `logs_and_prints` | passes; writes log lines, stdout and stderr |
 //! | `tagged_with_timeout` | passes; tags `demo`, `tags`, timeout 5 s |
+//! | `naps` | passes after sleeping param `nap_ms` (default 0): a slow test for demos and tests |
 //! | `fails_check_eq` | fails: `check_eq!(2 + 2, 5)` |
 //! | `skips` | skipped |
 //! | `panics` | fails by panicking with `boom: …` |
@@ -62,6 +63,12 @@ fn tagged_with_timeout() -> TestResult {
     Ok(())
 }
 
+fn naps() -> TestResult {
+    let nap_ms: u64 = param_parse_or("nap_ms", 0)?;
+    std::thread::sleep(std::time::Duration::from_millis(nap_ms));
+    Ok(())
+}
+
 fn fails_check_eq() -> TestResult {
     check_eq!(2 + 2, 5, "arithmetic is broken on purpose");
     Ok(())
@@ -87,6 +94,7 @@ ensemble_sdk::suite! {
     greeting_param,
     logs_and_prints,
     #[tags("demo", "tags")] #[timeout_ms(5000)] tagged_with_timeout,
+    naps,
     fails_check_eq,
     skips,
     panics,

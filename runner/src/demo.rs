@@ -1,0 +1,112 @@
+//! `ensemble demo`: a whole distributed setup on this host, in one command.
+//!
+//! Starts `ensemble serve` and two `ensemble runner` processes (labels
+//! `tier=server` and `tier=client`), builds and uploads the example suites,
+//! stores the distributed demo plan (kv-server and kv-client on different
+//! machines) and prints the URL and the commands to try. Ctrl-C stops it all.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, bail};
+use ensemble_protocol::Plan;
+
+use crate::remote::Client;
+
+/// The demo plan, found from the working directory or the source tree.
+fn demo_plan_path() -> PathBuf {
+    let rel = Path::new("suites/plans/demo-distributed.toml");
+    if rel.is_file() {
+        return rel.to_path_buf();
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// Children killed when the demo ends, however it ends.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
+    let exe = std::env::current_exe().context("finding the ensemble binary")?;
+    let data_dir = match data_dir {
+        Some(d) => d,
+        None => tempfile_dir()?,
+    };
+    let mut children = Children(Vec::new());
+    let mut server = Command::new(&exe)
+        .args(["serve", "--listen", &listen.to_string(), "--data-dir"])
+        .arg(&data_dir)
+        .args(["--name", "coordinator"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting ensemble serve")?;
+    let stdout = server.stdout.take().context("server stdout")?;
+    children.0.push(server);
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first)?;
+    let Some(url) = first.trim().strip_prefix("ensemble serve: listening on ").map(str::to_string) else {
+        bail!("ensemble serve did not start (it said {first:?})");
+    };
+    for (name, tier) in [("runner-server", "server"), ("runner-client", "client")] {
+        let child = Command::new(&exe)
+            .args(["runner", "--join", &url, "--name", name, "--label", &format!("tier={tier}")])
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting runner {name}"))?;
+        children.0.push(child);
+    }
+    let client = Client::new(&url, None);
+    let machines = client.get_json("/api/machines?min_online=3&wait_ms=60000").await?;
+    let count = machines.as_array().map_or(0, Vec::len);
+    if count < 3 {
+        bail!("only {count} of 3 machines came online");
+    }
+
+    let path = demo_plan_path();
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut plan = Plan::from_toml(&text).map_err(|e| e.in_file(&path))?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let plan2 = plan.clone();
+    let resolved = tokio::task::spawn_blocking(move || crate::suites::resolve_all(&plan2, &dir)).await??;
+    for (entry, suite) in plan.entries.iter_mut().zip(&resolved) {
+        let meta = client.ensure_suite(&suite.name, &suite.bytes).await?;
+        entry.suite = format!("{}{}", ensemble_protocol::api::SHA_PREFIX, meta.sha256);
+    }
+    let stored = client.post_json("/api/plans", &serde_json::to_value(&plan)?).await?;
+    let plan_id = stored["id"].as_str().unwrap_or_default().to_string();
+
+    println!();
+    println!("Ensemble demo is up: {url}");
+    println!(
+        "  machines: coordinator (the server itself), runner-server (tier=server), runner-client (tier=client)"
+    );
+    println!(
+        "  plan:     {:?} stored as {plan_id} — kv-server and kv-client on different machines",
+        plan.name
+    );
+    println!();
+    println!("Try:");
+    println!("  ensemble run {} --server {url}", path.display());
+    println!("  curl -s -X POST {url}/api/runs -d '{{\"plan_id\":\"{plan_id}\"}}'");
+    println!("  curl -s {url}/api/machines");
+    println!();
+    println!("Press Ctrl-C to stop the demo.");
+    tokio::signal::ctrl_c().await?;
+    drop(children);
+    Ok(ensemble_protocol::exit::SUCCESS)
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("ensemble-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

@@ -1,0 +1,140 @@
+//! The machine side of the WebSocket: `GET /api/machines/join`.
+//!
+//! A machine sends `hello` first (with the token unless its Authorization
+//! header carried it); the server answers `welcome` or `rejected` and closes.
+//! Then both sides exchange one JSON message per text frame. The server
+//! probes the machine's clock with pings — a burst at join, then periodically
+//! — and keeps the lowest-round-trip estimate. A frame that is not a valid
+//! message is logged with what was wrong and skipped; the link stays up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ensemble_protocol::PROTOCOL_VERSION;
+use ensemble_protocol::wire::{FromMachine, ToMachine};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use warp::ws::{Message, WebSocket};
+
+use super::{Hub, token_ok};
+use crate::agent::now_us;
+
+/// Pings sent right after a machine joins, to estimate its clock quickly.
+const JOIN_PINGS: u64 = 8;
+/// How often the clock estimate is refreshed afterwards.
+const PING_EVERY: Duration = Duration::from_secs(5);
+
+fn text(msg: &ToMachine) -> Message {
+    Message::text(serde_json::to_string(msg).expect("wire messages serialize"))
+}
+
+pub async fn serve_machine(
+    socket: WebSocket,
+    header: Option<String>,
+    peer: Option<SocketAddr>,
+    hub: Arc<Hub>,
+) {
+    let (mut tx, mut rx) = socket.split();
+    let header_token = header.as_deref().and_then(|h| h.strip_prefix("Bearer ")).map(str::to_string);
+
+    // The hello, within a few seconds.
+    let hello = tokio::time::timeout(Duration::from_secs(10), rx.next()).await;
+    let Ok(Some(Ok(first))) = hello else {
+        tracing::warn!(?peer, "a machine connected but sent no hello");
+        return;
+    };
+    let (protocol, token, info) = match first.to_str().ok().map(serde_json::from_str::<FromMachine>) {
+        Some(Ok(FromMachine::Hello { protocol, token, machine })) => (protocol, token, machine),
+        other => {
+            let why = match other {
+                Some(Err(e)) => format!("the first frame is not a hello message: {e}"),
+                _ => "the first frame must be a hello message (text)".to_string(),
+            };
+            tracing::warn!(?peer, "{why}");
+            let _ = tx.send(text(&ToMachine::Rejected { reason: why })).await;
+            return;
+        }
+    };
+    let reject = |reason: String| ToMachine::Rejected { reason };
+    if protocol != PROTOCOL_VERSION {
+        let why =
+            format!("protocol version {protocol} is not supported; this server speaks {PROTOCOL_VERSION}");
+        let _ = tx.send(text(&reject(why))).await;
+        return;
+    }
+    if let Some(expected) = &hub.config.token {
+        let given = header_token.or(token);
+        if !given.is_some_and(|g| token_ok(expected, &g)) {
+            tracing::warn!(?peer, machine = %info.name, "refused a machine with a missing or wrong token");
+            let _ = tx.send(text(&reject("wrong or missing token".into()))).await;
+            let _ = tx.close().await;
+            return;
+        }
+    }
+    if info.name.trim().is_empty() {
+        let _ = tx.send(text(&reject("the machine has no name".into()))).await;
+        return;
+    }
+    let name = info.name.clone();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+    let generation = match hub.connect(info, out_tx, false) {
+        Ok(g) => g,
+        Err(why) => {
+            tracing::warn!(?peer, machine = %name, "{why}");
+            let _ = tx.send(text(&reject(why))).await;
+            return;
+        }
+    };
+    tracing::info!(?peer, machine = %name, "machine joined");
+    let welcome = ToMachine::Welcome { protocol: PROTOCOL_VERSION, coordinator: hub.config.name.clone() };
+    if tx.send(text(&welcome)).await.is_err() {
+        hub.disconnect(&name, generation);
+        return;
+    }
+
+    let mut ping_id = 0u64;
+    let mut pings = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            _ = pings.tick() => {
+                ping_id += 1;
+                if ping_id == JOIN_PINGS {
+                    pings = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+                }
+                if tx.send(text(&ToMachine::Ping { id: ping_id, coordinator_us: now_us() })).await.is_err() {
+                    break;
+                }
+            }
+            out = out_rx.recv() => match out {
+                Some(msg) => if tx.send(text(&msg)).await.is_err() { break },
+                // The hub dropped this connection (kicked, lost or replaced).
+                None => break,
+            },
+            incoming = rx.next() => match incoming {
+                Some(Ok(frame)) if frame.is_text() => {
+                    let Ok(body) = frame.to_str() else { continue };
+                    match serde_json::from_str::<FromMachine>(body) {
+                        Ok(FromMachine::Pong { coordinator_us, machine_us, .. }) => {
+                            hub.clock_sample(&name, coordinator_us, machine_us, now_us());
+                            hub.on_message(&name, FromMachine::Heartbeat);
+                        }
+                        Ok(msg) => hub.on_message(&name, msg),
+                        Err(e) => tracing::warn!(machine = %name, "skipping a frame that is not a valid message: {e}: {}",
+                            body.chars().take(200).collect::<String>()),
+                    }
+                }
+                Some(Ok(frame)) if frame.is_close() => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::info!(machine = %name, "connection error: {e}");
+                    break;
+                }
+                None => break,
+            },
+        }
+    }
+    hub.disconnect(&name, generation);
+    let _ = tx.close().await;
+    tracing::info!(machine = %name, "machine disconnected");
+}

@@ -1,0 +1,249 @@
+//! The coordinator's embedded store: SQLite (WAL) under `--data-dir`, plus
+//! suite bytes stored content-addressed on disk (`suites/<sha256>.wasm`).
+//!
+//! Plans, suites, runs and every run event persist, so a restarted `serve`
+//! loses nothing finished. Rows hold JSON of the `protocol` types, which are
+//! the one definition of their shape. A run still `running` when the process
+//! stopped is marked `interrupted` on the next open.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use ensemble_protocol::Event;
+use ensemble_protocol::api::{RunMeta, RunState, StoredPlan, SuiteMeta};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Mutex<Connection>>,
+    suites_dir: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS plans  (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS suites (sha256 TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs   (id TEXT PRIMARY KEY, started_us INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (run TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL,
+                                   PRIMARY KEY (run, seq));
+";
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("protocol types serialize")
+}
+
+fn parse<T: serde::de::DeserializeOwned>(s: String) -> rusqlite::Result<T> {
+    serde_json::from_str(&s)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> anyhow::Result<Store> {
+        let suites_dir = dir.join("suites");
+        std::fs::create_dir_all(&suites_dir).with_context(|| format!("creating {}", suites_dir.display()))?;
+        let path = dir.join("ensemble.db");
+        let db = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        db.execute_batch(SCHEMA)?;
+        let store = Store { db: Arc::new(Mutex::new(db)), suites_dir };
+        store.mark_interrupted()?;
+        Ok(store)
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().expect("store lock")
+    }
+
+    fn mark_interrupted(&self) -> anyhow::Result<()> {
+        for mut run in self.runs()? {
+            if run.state == RunState::Running {
+                run.state = RunState::Interrupted;
+                self.put_run(&run)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- suites ----
+
+    pub fn suite_path(&self, sha256: &str) -> PathBuf {
+        self.suites_dir.join(format!("{sha256}.wasm"))
+    }
+
+    /// Stores suite bytes (atomically) and their metadata.
+    pub fn put_suite(&self, meta: &SuiteMeta, bytes: &[u8]) -> anyhow::Result<()> {
+        let path = self.suite_path(&meta.sha256);
+        if !path.is_file() {
+            let tmp = self.suites_dir.join(format!(".upload-{}-{}", meta.sha256, std::process::id()));
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        self.db().execute(
+            "INSERT OR REPLACE INTO suites (sha256, body) VALUES (?1, ?2)",
+            params![meta.sha256, json(meta)],
+        )?;
+        Ok(())
+    }
+
+    pub fn suite(&self, sha256: &str) -> anyhow::Result<Option<SuiteMeta>> {
+        let row = self
+            .db()
+            .query_row("SELECT body FROM suites WHERE sha256 = ?1", [sha256], |r| parse(r.get(0)?))
+            .optional()?;
+        Ok(row)
+    }
+
+    pub fn suite_bytes(&self, sha256: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.suite_path(sha256)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn suites(&self) -> anyhow::Result<Vec<SuiteMeta>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT body FROM suites ORDER BY sha256")?;
+        let rows = stmt.query_map([], |r| parse(r.get(0)?))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    // ---- plans ----
+
+    pub fn put_plan(&self, plan: &StoredPlan) -> anyhow::Result<()> {
+        self.db().execute(
+            "INSERT OR REPLACE INTO plans (id, body) VALUES (?1, ?2)",
+            params![plan.id, json(plan)],
+        )?;
+        Ok(())
+    }
+
+    pub fn plan(&self, id: &str) -> anyhow::Result<Option<StoredPlan>> {
+        let row = self
+            .db()
+            .query_row("SELECT body FROM plans WHERE id = ?1", [id], |r| parse(r.get(0)?))
+            .optional()?;
+        Ok(row)
+    }
+
+    pub fn plans(&self) -> anyhow::Result<Vec<StoredPlan>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT body FROM plans")?;
+        let mut rows: Vec<StoredPlan> =
+            stmt.query_map([], |r| parse(r.get(0)?))?.collect::<Result<_, _>>()?;
+        rows.sort_by_key(|p| p.created_us);
+        Ok(rows)
+    }
+
+    /// Deletes a plan; false when there was none.
+    pub fn delete_plan(&self, id: &str) -> anyhow::Result<bool> {
+        Ok(self.db().execute("DELETE FROM plans WHERE id = ?1", [id])? > 0)
+    }
+
+    // ---- runs and events ----
+
+    pub fn put_run(&self, run: &RunMeta) -> anyhow::Result<()> {
+        self.db().execute(
+            "INSERT OR REPLACE INTO runs (id, started_us, body) VALUES (?1, ?2, ?3)",
+            params![run.id, run.started_us, json(run)],
+        )?;
+        Ok(())
+    }
+
+    pub fn run(&self, id: &str) -> anyhow::Result<Option<RunMeta>> {
+        let row = self
+            .db()
+            .query_row("SELECT body FROM runs WHERE id = ?1", [id], |r| parse(r.get(0)?))
+            .optional()?;
+        Ok(row)
+    }
+
+    /// Every run, newest first.
+    pub fn runs(&self) -> anyhow::Result<Vec<RunMeta>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT body FROM runs ORDER BY started_us DESC")?;
+        let rows = stmt.query_map([], |r| parse(r.get(0)?))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn put_event(&self, event: &Event) -> anyhow::Result<()> {
+        self.db().execute(
+            "INSERT OR IGNORE INTO events (run, seq, body) VALUES (?1, ?2, ?3)",
+            params![event.run, event.seq as i64, json(event)],
+        )?;
+        Ok(())
+    }
+
+    /// Events of `run` with `seq >= from`, in order.
+    pub fn events(&self, run: &str, from: u64) -> anyhow::Result<Vec<Event>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT body FROM events WHERE run = ?1 AND seq >= ?2 ORDER BY seq")?;
+        let rows = stmt
+            .query_map(params![run, from as i64], |r| parse(r.get(0)?))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ensemble_protocol::{EventKind, Plan, Summary};
+
+    fn plan() -> Plan {
+        Plan::from_toml(
+            "name = \"p\"\n[[profiles]]\nname = \"a\"\n[[entries]]\nsuite = \"x.wasm\"\nprofile = \"a\"\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn everything_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put_plan(&StoredPlan { id: "p1".into(), plan: plan(), created_us: 1, updated_us: 1 }).unwrap();
+            let meta = SuiteMeta {
+                sha256: "ab".into(),
+                name: "x".into(),
+                size: 3,
+                kind: "ensemble suite".into(),
+                tests: vec![],
+                imports: vec![],
+                uploaded_us: 1,
+            };
+            s.put_suite(&meta, b"abc").unwrap();
+            let run = |state| RunMeta {
+                id: format!("{state:?}"),
+                plan: plan(),
+                state,
+                started_us: 5,
+                finished_us: None,
+                summary: None,
+            };
+            s.put_run(&run(RunState::Passed)).unwrap();
+            s.put_run(&run(RunState::Running)).unwrap();
+            let ev = Event {
+                run: "Passed".into(),
+                seq: 1,
+                at_us: 0,
+                machine_at_us: None,
+                kind: EventKind::RunFinished { summary: Summary::default(), duration_ms: 1, cancelled: None },
+            };
+            s.put_event(&ev).unwrap();
+            s.put_event(&ev).unwrap(); // duplicates are ignored
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.plans().unwrap()[0].plan, plan());
+        assert_eq!(s.suite_bytes("ab").unwrap().unwrap(), b"abc");
+        assert_eq!(s.suite("ab").unwrap().unwrap().name, "x");
+        assert_eq!(s.run("Passed").unwrap().unwrap().state, RunState::Passed);
+        assert_eq!(s.run("Running").unwrap().unwrap().state, RunState::Interrupted);
+        assert_eq!(s.events("Passed", 1).unwrap().len(), 1);
+        assert!(s.delete_plan("p1").unwrap());
+        assert!(!s.delete_plan("p1").unwrap());
+    }
+}

@@ -1,0 +1,310 @@
+//! Distributed runs with real processes on loopback: `ensemble serve`, runners
+//! joining it over WebSockets, and the CLI submitting plans.
+
+use std::collections::BTreeMap;
+
+use ensemble_protocol::event::SyncOp;
+use ensemble_protocol::{Event, EventKind, Outcome};
+use ensemble_tests::{Server, ensemble, start_runner, start_server};
+use serde_json::json;
+
+const TOKEN: &str = "test-token";
+
+fn events_of(path: &std::path::Path) -> Vec<Event> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A plan running `basics` twice: role `sleeper` on tier=a (its `naps` test
+/// sleeps `nap_ms`) and role `other` on tier=b.
+fn two_part_plan(sha: &str, nap_ms: u64) -> serde_json::Value {
+    json!({
+        "name": "two-part",
+        "type": "distributed",
+        "settings": { "test_timeout": "60s", "barrier_timeout": "60s" },
+        "profiles": [
+            { "name": "a", "labels": { "tier": "a" } },
+            { "name": "b", "labels": { "tier": "b" } }
+        ],
+        "entries": [
+            { "suite": format!("sha256:{sha}"), "profile": "a", "role": "sleeper",
+              "params": { "greeting": "hello", "nap_ms": nap_ms.to_string() } },
+            { "suite": format!("sha256:{sha}"), "profile": "b", "role": "other", "params": { "greeting": "hello" } }
+        ]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_distributed_demo_runs_its_roles_on_two_machines() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
+    let _a = start_runner(dir.path(), &server, "box-server", &["tier=server"], None);
+    let _b = start_runner(dir.path(), &server, "box-client", &["tier=client"], None);
+    let machines = server.wait_online(3).await;
+    for m in machines.as_array().unwrap() {
+        assert!(m["clock_uncertainty_us"].as_i64().is_some(), "clock estimate shown per machine: {m}");
+        assert!(m["facts"]["cpus"].as_u64().unwrap() >= 1, "{m}");
+        assert!(m["labels"]["os"].is_string() && m["labels"]["arch"].is_string(), "{m}");
+    }
+
+    let json_out = dir.path().join("out.jsonl");
+    let out = tokio::task::spawn_blocking({
+        let (url, json_out, cache) = (server.url.clone(), json_out.clone(), dir.path().join("cache-cli"));
+        move || {
+            ensemble(
+                &[
+                    "run",
+                    "suites/plans/demo-distributed.toml",
+                    "--server",
+                    &url,
+                    "--token",
+                    TOKEN,
+                    "--json",
+                    json_out.to_str().unwrap(),
+                ],
+                &cache,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\nserver log:\n{}", text(&out), server.proc.log());
+    let events = events_of(&json_out);
+    let mut machine_of = BTreeMap::new();
+    for e in &events {
+        if let EventKind::TestFinished { shard, outcome, .. } = &e.kind {
+            assert_eq!(*outcome, Outcome::Passed, "{e:?}");
+            machine_of.insert(shard.role.clone(), shard.machine.clone());
+            assert!(e.machine_at_us.is_some(), "machine events carry the machine's own time too");
+        }
+    }
+    assert_eq!(machine_of["server"], "box-server");
+    assert_eq!(machine_of["client"], "box-client");
+    assert!(events.iter().any(|e| matches!(&e.kind, EventKind::Sync { op: SyncOp::BarrierReleased { state, .. }, .. } if state == "server-ready")));
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1, "one run-wide sequence without gaps");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let mut bad = start_runner(dir.path(), &server, "intruder", &[], Some("not-the-token"));
+    let status = bad.child.wait().unwrap();
+    assert_eq!(status.code(), Some(2), "a refused runner exits 2: {}", bad.log());
+    assert!(bad.log().contains("refused this machine: wrong or missing token"), "{}", bad.log());
+    let resp =
+        server.http().get(format!("{}/api/machines", server.url)).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    assert!(resp.text().await.unwrap().contains("wrong token"));
+    let machines = server.get("/api/machines").await;
+    assert_eq!(machines.as_array().unwrap().len(), 0, "the intruder never registered: {machines}");
+    assert!(server.proc.log().contains("refused a machine with a missing or wrong token"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsatisfiable_plans_are_refused_with_an_explanation() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let _a = start_runner(dir.path(), &server, "only-server", &["tier=server"], None);
+    server.wait_online(1).await;
+    let out = tokio::task::spawn_blocking({
+        let (url, cache) = (server.url.clone(), dir.path().join("cache-cli"));
+        move || {
+            ensemble(
+                &["run", "suites/plans/demo-distributed.toml", "--server", &url, "--token", TOKEN],
+                &cache,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("profile \"client-box\" needs 1 machine(s) with tier=client but 0 match"),
+        "{shown}"
+    );
+    assert!(shown.contains("machines online: only-server (arch="), "{shown}");
+    assert!(shown.contains("tier=server)"), "{shown}");
+}
+
+/// Starts a two-part run and returns (run id, the sleeper's machine name).
+async fn start_two_part(server: &Server, nap_ms: u64) -> String {
+    let sha = server.upload(ensemble_artifacts::BASICS, "basics").await;
+    server.start_run(two_part_plan(&sha, nap_ms)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runner_is_lost_and_the_run_still_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(
+        dir.path(),
+        &dir.path().join("data"),
+        TOKEN,
+        &["--no-local-machine", "--heartbeat-timeout", "2s"],
+    );
+    let mut sleeper = start_runner(dir.path(), &server, "box-a", &["tier=a"], None);
+    let _other = start_runner(dir.path(), &server, "box-b", &["tier=b"], None);
+    server.wait_online(2).await;
+    let run = start_two_part(&server, 600_000).await;
+    // Kill box-a with SIGKILL the moment its long test starts.
+    let mut events = Vec::new();
+    server
+        .watch(&run, 1, |e| {
+            events.push(e.clone());
+            if let EventKind::TestStarted { test, shard, .. } = &e.kind
+                && test == "naps"
+                && shard.role == "sleeper"
+            {
+                sleeper.kill();
+            }
+            true
+        })
+        .await;
+    let lost: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::TestFinished { outcome: Outcome::Lost, .. }))
+        .collect();
+    assert_eq!(lost.len(), 1, "{events:#?}");
+    let EventKind::TestFinished { test, message, shard, .. } = &lost[0].kind else { unreachable!() };
+    assert_eq!((test.as_str(), shard.machine.as_str()), ("naps", "box-a"));
+    assert!(message.as_deref().unwrap().contains("machine box-a was lost"), "{message:?}");
+    let EventKind::RunFinished { summary, .. } = &events.last().unwrap().kind else {
+        panic!("no run-finished")
+    };
+    assert_eq!(summary.lost, 1);
+    let run_meta = server.get(&format!("/api/runs/{run}")).await;
+    assert_eq!(run_meta["state"], "failed");
+    let machines = server.get("/api/machines").await;
+    let a = machines.as_array().unwrap().iter().find(|m| m["name"] == "box-a").unwrap();
+    assert_eq!(a["state"], "offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_resumes_without_missing_or_duplicated_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let a = start_runner(dir.path(), &server, "box-a", &["tier=a"], None);
+    let _b = start_runner(dir.path(), &server, "box-b", &["tier=b"], None);
+    server.wait_online(2).await;
+    let run = start_two_part(&server, 1_500).await;
+    let mut kicked = false;
+    let mut events = Vec::new();
+    let srv = &server;
+    let mut kick = None;
+    server
+        .watch(&run, 1, |e| {
+            events.push(e.clone());
+            if let EventKind::TestStarted { test, shard, .. } = &e.kind
+                && test == "naps"
+                && shard.role == "sleeper"
+                && !kicked
+            {
+                kicked = true;
+                // Drop box-a's WebSocket while its test runs; it must reconnect and resend.
+                let (http, url, token) = (srv.http(), srv.url.clone(), srv.token.clone());
+                kick = Some(tokio::spawn(async move {
+                    http.post(format!("{url}/api/machines/box-a/disconnect")).bearer_auth(token).send().await
+                }));
+            }
+            true
+        })
+        .await;
+    let kicked_ok = kick.expect("the long test started").await.unwrap().unwrap();
+    assert!(kicked_ok.status().is_success());
+    assert_eq!(a.log().matches("box-a joined").count(), 2, "box-a reconnected once:\n{}", a.log());
+    let mut finished: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1, "no gaps and no duplicates in the run's sequence");
+        if let EventKind::TestFinished { shard, test, outcome, .. } = &e.kind {
+            assert_ne!(*outcome, Outcome::Lost, "{e:?}");
+            *finished.entry((shard.role.clone(), test.clone())).or_default() += 1;
+        }
+    }
+    assert_eq!(finished.len(), 22, "every test of both parts reported: {finished:?}");
+    assert!(finished.values().all(|&n| n == 1), "each test exactly once: {finished:?}");
+    // The replay of a finished run is the same stream.
+    let mut replay = Vec::new();
+    server
+        .watch(&run, 1, |e| {
+            replay.push(e.clone());
+            true
+        })
+        .await;
+    assert_eq!(replay, events);
+    let mut tail = Vec::new();
+    server
+        .watch(&run, 10, |e| {
+            tail.push(e.seq);
+            true
+        })
+        .await;
+    assert_eq!(tail.first(), Some(&10), "?from= replays from that sequence number");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_keeps_its_plans_suites_and_finished_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let plan_id;
+    let run;
+    {
+        let server = start_server(dir.path(), &data, TOKEN, &[]);
+        server.wait_online(1).await;
+        let sha = server.upload(ensemble_artifacts::HELLO_COMMAND, "hello").await;
+        let toml = format!(
+            "name = \"kept\"\ntype = \"cross-platform\"\n[[profiles]]\nname = \"any\"\n[[entries]]\nsuite = \"sha256:{sha}\"\n"
+        );
+        let resp = server
+            .http()
+            .post(format!("{}/api/plans/import", server.url))
+            .bearer_auth(TOKEN)
+            .body(toml)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+        let stored: serde_json::Value = resp.json().await.unwrap();
+        plan_id = stored["id"].as_str().unwrap().to_string();
+        let (status, body) = server.post("/api/runs", json!({ "plan_id": plan_id })).await;
+        assert_eq!(status, 201, "{body}");
+        run = body["id"].as_str().unwrap().to_string();
+        let mut last = None;
+        server
+            .watch(&run, 1, |e| {
+                last = Some(e.kind.clone());
+                true
+            })
+            .await;
+        assert!(matches!(last, Some(EventKind::RunFinished { .. })));
+        // Dropping the server kills it (SIGKILL): no chance to tidy up.
+    }
+    let server = start_server(dir.path(), &data, TOKEN, &[]);
+    let plans = server.get("/api/plans").await;
+    assert_eq!(plans[0]["id"], plan_id.as_str());
+    assert_eq!(plans[0]["plan"]["name"], "kept");
+    let toml = server
+        .http()
+        .get(format!("{}/api/plans/{plan_id}/toml", server.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(toml.text().await.unwrap().contains("name = \"kept\""));
+    let got = server.get(&format!("/api/runs/{run}")).await;
+    assert_eq!(got["state"], "passed", "{got}");
+    assert_eq!(server.get("/api/suites").await.as_array().unwrap().len(), 1);
+    let mut replayed = 0;
+    server
+        .watch(&run, 1, |_| {
+            replayed += 1;
+            true
+        })
+        .await;
+    assert!(replayed >= 4, "the finished run's events are still there ({replayed})");
+}

@@ -69,6 +69,9 @@ struct RunArgs {
     /// The server's token.
     #[arg(long, env = "ENSEMBLE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Trust this CA (PEM) for an https:// server.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -102,6 +105,12 @@ struct ServeArgs {
     /// The largest suite upload accepted.
     #[arg(long, default_value = "64MiB")]
     max_suite_size: ensemble_protocol::units::ByteSize,
+    /// Serve HTTPS/WSS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -125,6 +134,9 @@ struct RunnerArgs {
     /// How often to tell the coordinator this machine is alive.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     heartbeat: std::time::Duration,
+    /// Trust this CA (PEM) for an https:// coordinator.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -384,7 +396,8 @@ fn reporters(args: &RunArgs) -> Result<Vec<Box<dyn Reporter>>, Failure> {
 
 /// `ensemble run PLAN --server URL`: upload suites, start, watch.
 async fn run_remote(args: &RunArgs, mut plan: Plan, server: &str) -> Result<i32, Failure> {
-    let client = crate::remote::Client::new(server, args.token.clone());
+    let tls = crate::tls::client_config(args.ca_file.as_deref()).map_err(bad)?;
+    let client = crate::remote::Client::new(server, args.token.clone(), tls).map_err(internal)?;
     let dir = plan_dir(&args.plan);
     let plan2 = plan.clone();
     let resolved = tokio::task::spawn_blocking(move || suites::resolve_all(&plan2, &dir))
@@ -459,6 +472,11 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
         .await
         .map_err(|e| bad(anyhow::anyhow!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr().map_err(internal)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key).map_err(bad)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let sandbox = args.cache.sandbox().map_err(internal)?;
     let local =
         (!args.no_local_machine).then(|| machine_info(args.name.clone(), args.labels.clone(), args.slots));
@@ -472,9 +490,10 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
             max_suite_bytes: usize::try_from(args.max_suite_size.0).unwrap_or(usize::MAX),
         },
         local_machine: local,
+        tls,
     };
     // The first line names the address, so scripts (and tests) can find a port 0.
-    println!("ensemble serve: listening on http://{addr}");
+    println!("ensemble serve: listening on {scheme}://{addr}");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -504,6 +523,7 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
         info,
         cache_dir,
         heartbeat: args.heartbeat,
+        tls: crate::tls::client_config(args.ca_file.as_deref()).map_err(bad)?,
     };
     match crate::remote::join(opts, sandbox, shutdown).await {
         Ok(()) => Ok(exit::SUCCESS),

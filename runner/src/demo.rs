@@ -64,7 +64,7 @@ pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> an
             .with_context(|| format!("starting runner {name}"))?;
         children.0.push(child);
     }
-    let client = Client::new(&url, None);
+    let client = Client::new(&url, None, crate::tls::client_config(None)?)?;
     let machines = client.get_json("/api/machines?min_online=3&wait_ms=60000").await?;
     let count = machines.as_array().map_or(0, Vec::len);
     if count < 3 {

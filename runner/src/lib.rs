@@ -19,3 +19,4 @@ pub mod server;
 pub mod standalone;
 pub mod store;
 pub mod suites;
+pub mod tls;

@@ -46,11 +46,23 @@ pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    tls: Tls,
+}
+
+/// Client-side TLS for `https://` and `wss://` URLs.
+pub type Tls = Arc<rustls::ClientConfig>;
+
+fn connector(tls: &Tls) -> tokio_tungstenite::Connector {
+    tokio_tungstenite::Connector::Rustls(tls.clone())
 }
 
 impl Client {
-    pub fn new(base: &str, token: Option<String>) -> Client {
-        Client { base: base.trim_end_matches('/').to_string(), token, http: reqwest::Client::new() }
+    pub fn new(base: &str, token: Option<String>, tls: Tls) -> anyhow::Result<Client> {
+        let mut config = (*tls).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let http =
+            reqwest::Client::builder().use_preconfigured_tls(config).build().context("setting up HTTP")?;
+        Ok(Client { base: base.trim_end_matches('/').to_string(), token, http, tls })
     }
 
     pub fn base(&self) -> &str {
@@ -131,7 +143,14 @@ impl Client {
             if let Some(t) = &self.token {
                 request.headers_mut().insert("authorization", format!("Bearer {t}").parse()?);
             }
-            let (mut ws, _) = tokio_tungstenite::connect_async(request).await.context("watching the run")?;
+            let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+                request,
+                None,
+                false,
+                Some(connector(&self.tls)),
+            )
+            .await
+            .context("watching the run")?;
             while let Some(frame) = ws.next().await {
                 let Ok(Message::Text(text)) = frame else { break };
                 let ev: Event = serde_json::from_str(&text).context("an event from the server")?;
@@ -241,6 +260,7 @@ pub struct JoinOptions {
     pub info: MachineInfo,
     pub cache_dir: PathBuf,
     pub heartbeat: Duration,
+    pub tls: Tls,
 }
 
 /// Runs a machine joined to a coordinator until `shutdown` or a refusal.
@@ -249,7 +269,7 @@ pub async fn join(
     sandbox: Arc<Sandbox>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let client = Client::new(&opts.url, opts.token.clone());
+    let client = Client::new(&opts.url, opts.token.clone(), opts.tls.clone())?;
     let suites = Arc::new(RemoteSuites::new(client, opts.cache_dir.join("suites")));
     let agent = Arc::new(Agent::new(opts.info.clone(), sandbox, suites));
     let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
@@ -281,6 +301,20 @@ pub async fn join(
     result
 }
 
+/// Whether connecting failed because the server's certificate is not trusted.
+fn is_trust_error(e: &tokio_tungstenite::tungstenite::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    match e {
+        Error::Tls(_) => true,
+        Error::Io(io) => {
+            io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).is_some_and(|r| {
+                matches!(r, rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+            })
+        }
+        _ => false,
+    }
+}
+
 /// One connection: hello, resend what is unacknowledged, then pump.
 async fn session(
     opts: &JoinOptions,
@@ -294,8 +328,19 @@ async fn session(
     if let Some(t) = &opts.token {
         request.headers_mut().insert("authorization", format!("Bearer {t}").parse()?);
     }
-    let (ws, _) =
-        tokio_tungstenite::connect_async(request).await.with_context(|| format!("connecting to {url}"))?;
+    let connected =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector(&opts.tls)))
+            .await;
+    let (ws, _) = match connected {
+        Ok(ws) => ws,
+        // An untrusted certificate will not fix itself by retrying.
+        Err(e) if is_trust_error(&e) => {
+            return Err(
+                Refused(format!("TLS with {url} failed: {e}; pass the server's CA with --ca-file")).into()
+            );
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("connecting to {url}"))),
+    };
     let (mut tx, mut rx) = ws.split();
     let send =
         |msg: &FromMachine| Message::text(serde_json::to_string(msg).expect("wire messages serialize"));

@@ -35,6 +35,11 @@ const SUITES: &[(&str, &str, &str)] = &[
         "The `libtest-demo` libtest harness, a WASI command (`--list`, `--exact NAME`).",
     ),
     ("HELLO_COMMAND", "hello_command", "The `hello-command` WASI command: one test, exit code 0 passes."),
+    (
+        "BENCH_PARTIES",
+        "bench_parties",
+        "The `bench-parties` suite: barrier rounds and event bursts for benchmarks.",
+    ),
 ];
 
 fn main() {

@@ -21,8 +21,14 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repository").to_path_buf()
 }
 
+/// Set by a caller that knows the binary (a bench: `CARGO_BIN_EXE_ensemble`).
+pub static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 /// The `ensemble` binary of this build (target/<profile>/ensemble).
 pub fn ensemble_bin() -> PathBuf {
+    if let Some(bin) = BIN.get() {
+        return bin.clone();
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/ensemble
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
@@ -105,12 +111,25 @@ pub fn start_server(dir: &Path, data_dir: &Path, token: &str, extra: &[&str]) ->
 
 /// Starts `ensemble runner` joining `server` as `name` with `labels`.
 pub fn start_runner(dir: &Path, server: &Server, name: &str, labels: &[&str], token: Option<&str>) -> Proc {
+    start_runner_with(dir, server, name, labels, token, &[])
+}
+
+/// [`start_runner`] with extra arguments (e.g. `--slots 32`).
+pub fn start_runner_with(
+    dir: &Path,
+    server: &Server,
+    name: &str,
+    labels: &[&str],
+    token: Option<&str>,
+    extra: &[&str],
+) -> Proc {
     let log = dir.join(format!("runner-{name}-{}.log", unique()));
     let mut cmd = Command::new(ensemble_bin());
     cmd.args(["runner", "--join", &server.url, "--name", name, "--token", token.unwrap_or(&server.token)]);
     for l in labels {
         cmd.args(["--label", l]);
     }
+    cmd.args(extra);
     let child = cmd
         .env("ENSEMBLE_CACHE_DIR", dir.join(format!("cache-{name}")))
         .env("ENSEMBLE_LOG", "info")
@@ -121,6 +140,18 @@ pub fn start_runner(dir: &Path, server: &Server, name: &str, labels: &[&str], to
     Proc { child, log }
 }
 
+/// An HTTP client trusting `roots` (reqwest is built without a default TLS
+/// provider; the runner picks `ring` explicitly, and so do the tests).
+pub fn http_client(roots: rustls::RootCertStore) -> reqwest::Client {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder().use_preconfigured_tls(config).build().expect("an HTTP client")
+}
+
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -129,7 +160,7 @@ fn unique() -> u64 {
 
 impl Server {
     pub fn http(&self) -> reqwest::Client {
-        reqwest::Client::new()
+        http_client(rustls::RootCertStore::empty())
     }
 
     pub async fn get(&self, path: &str) -> serde_json::Value {

@@ -56,3 +56,70 @@ fn the_demo_plan_passes_with_both_roles_coordinating() {
     assert!(xml.contains("tests=\"6\" failures=\"0\" errors=\"0\""), "{xml}");
     assert_eq!(xml.matches("<testsuite ").count(), 2, "a testsuite per shard: {xml}");
 }
+
+/// The README's first command: `ensemble demo` brings up a server, two runner
+/// processes and the distributed demo plan, ready to run.
+#[test]
+fn ensemble_demo_brings_up_a_ready_setup() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(ensemble_tests::ensemble_bin())
+        .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .current_dir(ensemble_tests::repo_root())
+        .env("ENSEMBLE_CACHE_DIR", dir.path().join("cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("the demo prints its URL").unwrap();
+        if let Some(url) = line.strip_prefix("Ensemble demo is up: ") {
+            break url.to_string();
+        }
+    };
+    let result = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let server = ensemble_tests::Server {
+            proc: ensemble_tests::Proc {
+                child: Command::new("true").spawn().unwrap(),
+                log: dir.path().join("none"),
+            },
+            url: url.clone(),
+            token: String::new(),
+        };
+        let machines = server.wait_online(3).await;
+        let plans = server.get("/api/plans").await;
+        let plan_id = plans[0]["id"].as_str().unwrap().to_string();
+        let (status, body) = server.post("/api/runs", serde_json::json!({ "plan_id": plan_id })).await;
+        assert_eq!(status, 201, "{body}");
+        let run = body["id"].as_str().unwrap().to_string();
+        let mut roles = std::collections::BTreeMap::new();
+        let mut summary = None;
+        server
+            .watch(&run, 1, |e| {
+                match &e.kind {
+                    EventKind::TestFinished { shard, .. } => {
+                        roles.insert(shard.role.clone(), shard.machine.clone());
+                    }
+                    EventKind::RunFinished { summary: s, .. } => summary = Some(*s),
+                    _ => {}
+                }
+                true
+            })
+            .await;
+        (machines, roles, summary)
+    });
+    // Stop the demo the way a person does (Ctrl-C), so it stops its children.
+    let _ = Command::new("kill").args(["-INT", &demo.id().to_string()]).status();
+    let stopped = demo.wait().unwrap();
+    let (machines, roles, summary) = result;
+    let names: Vec<&str> = machines.as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["coordinator", "runner-client", "runner-server"]);
+    assert_eq!(roles["server"], "runner-server");
+    assert_eq!(roles["client"], "runner-client");
+    assert!(summary.unwrap().success() && summary.unwrap().passed == 6, "{summary:?}");
+    assert!(stopped.success(), "the demo exits cleanly on Ctrl-C: {stopped:?}");
+}

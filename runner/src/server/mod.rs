@@ -559,6 +559,8 @@ pub struct ServeOptions {
     pub config: HubConfig,
     /// The server's own machine, unless `--no-local-machine`.
     pub local_machine: Option<ensemble_protocol::wire::MachineInfo>,
+    /// Terminate TLS with this configuration (`--tls-cert`/`--tls-key`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves the API until `shutdown`.
@@ -583,8 +585,14 @@ pub async fn serve(
             }
         });
     }
-    let server =
-        warp::serve(routes(hub)).incoming(opts.listener).graceful(async move { shutdown.cancelled().await });
-    server.run().await;
+    match opts.tls {
+        Some(tls) => crate::tls::serve(opts.listener, tls, warp::service(routes(hub)), shutdown).await,
+        None => {
+            let server = warp::serve(routes(hub))
+                .incoming(opts.listener)
+                .graceful(async move { shutdown.cancelled().await });
+            server.run().await;
+        }
+    }
     Ok(())
 }

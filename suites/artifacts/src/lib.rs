@@ -21,7 +21,7 @@ mod tests {
     fn every_suite_is_a_component() {
         assert_eq!(
             ALL.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
-            ["BASICS", "KV_SERVER", "KV_CLIENT", "HOSTILE", "LIBTEST_DEMO", "HELLO_COMMAND"]
+            ["BASICS", "KV_SERVER", "KV_CLIENT", "HOSTILE", "LIBTEST_DEMO", "HELLO_COMMAND", "BENCH_PARTIES"]
         );
         for (name, path) in ALL {
             let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{name}: {path}: {e}"));

@@ -77,8 +77,6 @@ pub struct Settings {
     pub barrier_timeout: HumanDuration,
     /// Captured stdout+stderr kept per test; the rest is counted and dropped.
     pub output_limit: ByteSize,
-    /// Re-run the shards of a lost machine on another matching idle machine.
-    pub rerun_lost: bool,
 }
 
 impl Default for Settings {
@@ -91,7 +89,6 @@ impl Default for Settings {
             fail_fast: false,
             barrier_timeout: HumanDuration::from_secs(60),
             output_limit: ByteSize::mib(1),
-            rerun_lost: false,
         }
     }
 }

@@ -8,6 +8,10 @@
 //! - [`standalone`]: `ensemble run` on one host.
 //! - [`cli`]: the command line.
 
+// The API's warp filter chain is deep; release builds need more room to
+// prove its futures `Unpin`.
+#![recursion_limit = "512"]
+
 pub mod agent;
 pub mod cli;
 pub mod coordinator;

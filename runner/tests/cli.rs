@@ -162,3 +162,14 @@ fn suite_inspect_shows_kind_tests_and_imports() {
     let out = ensemble(&["suite", "inspect", "/nonexistent.wasm"], dir.path());
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn serve_refuses_a_public_address_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = ensemble(&["serve", "--listen", "0.0.0.0:0", "--data-dir", data.to_str().unwrap()], dir.path());
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("refusing to listen on 0.0.0.0:0 without a token"), "{shown}");
+    assert!(!data.exists(), "nothing was started");
+}

@@ -140,7 +140,7 @@ async fn start_two_part(server: &Server, nap_ms: u64) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_runner_is_lost_and_the_run_still_finishes() {
+async fn a_killed_runner_is_lost_its_partners_waits_fail_at_once_and_the_run_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(
         dir.path(),
@@ -151,12 +151,32 @@ async fn a_killed_runner_is_lost_and_the_run_still_finishes() {
     let mut sleeper = start_runner(dir.path(), &server, "box-a", &["tier=a"], None);
     let _other = start_runner(dir.path(), &server, "box-b", &["tier=b"], None);
     server.wait_online(2).await;
-    let run = start_two_part(&server, 600_000).await;
-    // Kill box-a with SIGKILL the moment its long test starts.
+    let basics = server.upload(ensemble_artifacts::BASICS, "basics").await;
+    let parties = server.upload(ensemble_artifacts::BENCH_PARTIES, "bench-parties").await;
+    // `waiter` waits (up to 10 minutes) at a barrier that `sleeper` would join
+    // after its long nap; box-a dies first.
+    let plan = json!({
+        "name": "lost-party",
+        "type": "distributed",
+        "settings": { "test_timeout": "10m", "barrier_timeout": "10m" },
+        "profiles": [
+            { "name": "a", "labels": { "tier": "a" } },
+            { "name": "b", "labels": { "tier": "b" } }
+        ],
+        "entries": [
+            { "suite": format!("sha256:{basics}"), "profile": "a", "role": "sleeper",
+              "params": { "greeting": "hello", "nap_ms": "600000" } },
+            { "suite": format!("sha256:{parties}"), "profile": "b", "role": "waiter",
+              "params": { "parties": "2", "rounds": "1" } }
+        ]
+    });
+    let run = server.start_run(plan).await;
+    let started = std::time::Instant::now();
     let mut events = Vec::new();
     server
         .watch(&run, 1, |e| {
             events.push(e.clone());
+            // Kill box-a with SIGKILL the moment its long test starts.
             if let EventKind::TestStarted { test, shard, .. } = &e.kind
                 && test == "naps"
                 && shard.role == "sleeper"
@@ -166,14 +186,26 @@ async fn a_killed_runner_is_lost_and_the_run_still_finishes() {
             true
         })
         .await;
-    let lost: Vec<&Event> = events
-        .iter()
-        .filter(|e| matches!(&e.kind, EventKind::TestFinished { outcome: Outcome::Lost, .. }))
-        .collect();
-    assert_eq!(lost.len(), 1, "{events:#?}");
-    let EventKind::TestFinished { test, message, shard, .. } = &lost[0].kind else { unreachable!() };
-    assert_eq!((test.as_str(), shard.machine.as_str()), ("naps", "box-a"));
-    assert!(message.as_deref().unwrap().contains("machine box-a was lost"), "{message:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(120), "nobody waited out a timeout");
+    let finished = |role: &str, test: &str| {
+        events.iter().find_map(|e| match &e.kind {
+            EventKind::TestFinished { shard, test: t, outcome, message, .. }
+                if shard.role == role && t == test =>
+            {
+                Some((*outcome, message.clone().unwrap_or_default(), shard.machine.clone()))
+            }
+            _ => None,
+        })
+    };
+    let (outcome, message, machine) = finished("sleeper", "naps").expect("the lost test is reported");
+    assert_eq!((outcome, machine.as_str()), (Outcome::Lost, "box-a"));
+    assert!(message.contains("machine box-a was lost"), "{message}");
+    let (outcome, message, _) = finished("waiter", "barriers").expect("the waiter's test ends");
+    assert_eq!(outcome, Outcome::Failed, "{message}");
+    assert!(
+        message.contains("role sleeper on machine box-a was lost"),
+        "the failure names the lost party: {message}"
+    );
     let EventKind::RunFinished { summary, .. } = &events.last().unwrap().kind else {
         panic!("no run-finished")
     };
@@ -183,6 +215,38 @@ async fn a_killed_runner_is_lost_and_the_run_still_finishes() {
     let machines = server.get("/api/machines").await;
     let a = machines.as_array().unwrap().iter().find(|m| m["name"] == "box-a").unwrap();
     assert_eq!(a["state"], "offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_can_be_cancelled_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let _a = start_runner(dir.path(), &server, "box-a", &["tier=a"], None);
+    let _b = start_runner(dir.path(), &server, "box-b", &["tier=b"], None);
+    server.wait_online(2).await;
+    let run = start_two_part(&server, 600_000).await;
+    let mut last = None;
+    let srv = &server;
+    let mut cancel = None;
+    server
+        .watch(&run, 1, |e| {
+            if let EventKind::TestStarted { test, .. } = &e.kind
+                && test == "naps"
+                && cancel.is_none()
+            {
+                let (http, url, token, run) = (srv.http(), srv.url.clone(), srv.token.clone(), run.clone());
+                cancel = Some(tokio::spawn(async move {
+                    http.post(format!("{url}/api/runs/{run}/cancel")).bearer_auth(token).send().await
+                }));
+            }
+            last = Some(e.kind.clone());
+            true
+        })
+        .await;
+    assert!(cancel.unwrap().await.unwrap().unwrap().status().is_success());
+    let Some(EventKind::RunFinished { cancelled, .. }) = last else { panic!("{last:?}") };
+    assert_eq!(cancelled.as_deref(), Some("cancelled by a user"));
+    assert_eq!(server.get(&format!("/api/runs/{run}")).await["state"], "cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -386,7 +386,9 @@ impl Hub {
             match result {
                 Ok(r) => {
                     meta.summary = Some(r.summary);
-                    meta.state = if r.cancelled.is_some() && !r.summary.success() {
+                    // Fail-fast stops a failed run; any other stop is a cancel.
+                    let user_cancel = r.cancelled.as_deref().is_some_and(|c| !c.starts_with("fail-fast"));
+                    meta.state = if user_cancel {
                         RunState::Cancelled
                     } else if r.success() {
                         RunState::Passed

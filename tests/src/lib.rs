@@ -51,6 +51,18 @@ pub fn ensemble(args: &[&str], cache: &Path) -> Output {
         .expect("ensemble runs")
 }
 
+/// [`ensemble`] from async code: the command runs on a blocking thread.
+pub async fn ensemble_async(args: &[&str], cache: &Path) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let cache = cache.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ensemble(&args, &cache)
+    })
+    .await
+    .expect("the ensemble command thread")
+}
+
 /// A child process, killed (SIGKILL) when dropped. Its stderr goes to a log
 /// file that [`Proc::log`] reads, for assertion messages.
 pub struct Proc {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use ensemble_protocol::event::SyncOp;
 use ensemble_protocol::{Event, EventKind, Outcome};
-use ensemble_tests::{Server, ensemble, start_runner, start_server};
+use ensemble_tests::{Proc, Server, ensemble_async, start_runner, start_server};
 use serde_json::json;
 
 const TOKEN: &str = "test-token";
@@ -18,23 +18,32 @@ fn text(out: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-/// A plan running `basics` twice: role `sleeper` on tier=a (its `naps` test
-/// sleeps `nap_ms`) and role `other` on tier=b.
-fn two_part_plan(sha: &str, nap_ms: u64) -> serde_json::Value {
+/// A distributed plan over profiles `a` (label tier=a) and `b` (tier=b).
+fn tier_plan(name: &str, timeout: &str, entries: serde_json::Value) -> serde_json::Value {
     json!({
-        "name": "two-part",
+        "name": name,
         "type": "distributed",
-        "settings": { "test_timeout": "60s", "barrier_timeout": "60s" },
+        "settings": { "test_timeout": timeout, "barrier_timeout": timeout },
         "profiles": [
             { "name": "a", "labels": { "tier": "a" } },
             { "name": "b", "labels": { "tier": "b" } }
         ],
-        "entries": [
+        "entries": entries
+    })
+}
+
+/// `basics` twice: role `sleeper` on tier=a (its `naps` test sleeps `nap_ms`)
+/// and role `other` on tier=b.
+fn two_part_plan(sha: &str, nap_ms: u64) -> serde_json::Value {
+    tier_plan(
+        "two-part",
+        "60s",
+        json!([
             { "suite": format!("sha256:{sha}"), "profile": "a", "role": "sleeper",
               "params": { "greeting": "hello", "nap_ms": nap_ms.to_string() } },
             { "suite": format!("sha256:{sha}"), "profile": "b", "role": "other", "params": { "greeting": "hello" } }
-        ]
-    })
+        ]),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,26 +60,20 @@ async fn the_distributed_demo_runs_its_roles_on_two_machines() {
     }
 
     let json_out = dir.path().join("out.jsonl");
-    let out = tokio::task::spawn_blocking({
-        let (url, json_out, cache) = (server.url.clone(), json_out.clone(), dir.path().join("cache-cli"));
-        move || {
-            ensemble(
-                &[
-                    "run",
-                    "suites/plans/demo-distributed.toml",
-                    "--server",
-                    &url,
-                    "--token",
-                    TOKEN,
-                    "--json",
-                    json_out.to_str().unwrap(),
-                ],
-                &cache,
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let out = ensemble_async(
+        &[
+            "run",
+            "suites/plans/demo-distributed.toml",
+            "--server",
+            &server.url,
+            "--token",
+            TOKEN,
+            "--json",
+            json_out.to_str().unwrap(),
+        ],
+        &dir.path().join("cache-cli"),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}\nserver log:\n{}", text(&out), server.proc.log());
     let events = events_of(&json_out);
     let mut machine_of = BTreeMap::new();
@@ -112,17 +115,11 @@ async fn unsatisfiable_plans_are_refused_with_an_explanation() {
     let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
     let _a = start_runner(dir.path(), &server, "only-server", &["tier=server"], None);
     server.wait_online(1).await;
-    let out = tokio::task::spawn_blocking({
-        let (url, cache) = (server.url.clone(), dir.path().join("cache-cli"));
-        move || {
-            ensemble(
-                &["run", "suites/plans/demo-distributed.toml", "--server", &url, "--token", TOKEN],
-                &cache,
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let out = ensemble_async(
+        &["run", "suites/plans/demo-distributed.toml", "--server", &server.url, "--token", TOKEN],
+        &dir.path().join("cache-cli"),
+    )
+    .await;
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(2), "{shown}");
     assert!(
@@ -131,6 +128,19 @@ async fn unsatisfiable_plans_are_refused_with_an_explanation() {
     );
     assert!(shown.contains("machines online: only-server (arch="), "{shown}");
     assert!(shown.contains("tier=server)"), "{shown}");
+}
+
+/// A server (without a machine of its own) and two runners, box-a (tier=a)
+/// and box-b (tier=b), both online.
+async fn two_tier_cluster(server_args: &[&str]) -> (tempfile::TempDir, Server, Proc, Proc) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--no-local-machine"];
+    args.extend_from_slice(server_args);
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &args);
+    let a = start_runner(dir.path(), &server, "box-a", &["tier=a"], None);
+    let b = start_runner(dir.path(), &server, "box-b", &["tier=b"], None);
+    server.wait_online(2).await;
+    (dir, server, a, b)
 }
 
 /// Starts a two-part run and returns (run id, the sleeper's machine name).
@@ -155,21 +165,16 @@ async fn a_killed_runner_is_lost_its_partners_waits_fail_at_once_and_the_run_fin
     let parties = server.upload(ensemble_artifacts::BENCH_PARTIES, "bench-parties").await;
     // `waiter` waits (up to 10 minutes) at a barrier that `sleeper` would join
     // after its long nap; box-a dies first.
-    let plan = json!({
-        "name": "lost-party",
-        "type": "distributed",
-        "settings": { "test_timeout": "10m", "barrier_timeout": "10m" },
-        "profiles": [
-            { "name": "a", "labels": { "tier": "a" } },
-            { "name": "b", "labels": { "tier": "b" } }
-        ],
-        "entries": [
+    let plan = tier_plan(
+        "lost-party",
+        "10m",
+        json!([
             { "suite": format!("sha256:{basics}"), "profile": "a", "role": "sleeper",
               "params": { "greeting": "hello", "nap_ms": "600000" } },
             { "suite": format!("sha256:{parties}"), "profile": "b", "role": "waiter",
               "params": { "parties": "2", "rounds": "1" } }
-        ]
-    });
+        ]),
+    );
     let run = server.start_run(plan).await;
     let started = std::time::Instant::now();
     let mut events = Vec::new();
@@ -219,11 +224,7 @@ async fn a_killed_runner_is_lost_its_partners_waits_fail_at_once_and_the_run_fin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_can_be_cancelled_through_the_api() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
-    let _a = start_runner(dir.path(), &server, "box-a", &["tier=a"], None);
-    let _b = start_runner(dir.path(), &server, "box-b", &["tier=b"], None);
-    server.wait_online(2).await;
+    let (_dir, server, _a, _b) = two_tier_cluster(&[]).await;
     let run = start_two_part(&server, 600_000).await;
     let mut last = None;
     let srv = &server;
@@ -251,11 +252,7 @@ async fn a_run_can_be_cancelled_through_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_resumes_without_missing_or_duplicated_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
-    let a = start_runner(dir.path(), &server, "box-a", &["tier=a"], None);
-    let _b = start_runner(dir.path(), &server, "box-b", &["tier=b"], None);
-    server.wait_online(2).await;
+    let (_dir, server, a, _b) = two_tier_cluster(&[]).await;
     let run = start_two_part(&server, 1_500).await;
     let mut kicked = false;
     let mut events = Vec::new();

@@ -2,7 +2,7 @@
 //! trusting a CA file, and the CLI submitting a plan over HTTPS/WSS. A runner
 //! that does not trust the certificate is refused with a clear message.
 
-use ensemble_tests::{ensemble, start_runner_with, start_server};
+use ensemble_tests::{ensemble_async, start_runner_with, start_server};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 /// Writes a CA and a server certificate for 127.0.0.1; returns (ca, cert, key) paths.
@@ -49,10 +49,22 @@ async fn runners_and_clients_reach_a_tls_server_trusting_its_ca() {
     assert_eq!(status.code(), Some(2), "{}", untrusting.log());
     assert!(untrusting.log().contains("pass the server's CA with --ca-file"), "{}", untrusting.log());
 
-    let _a =
-        start_runner_with(dir.path(), &server, "tls-server", &["tier=server"], None, &["--ca-file", &ca]);
-    let _b =
-        start_runner_with(dir.path(), &server, "tls-client", &["tier=client"], None, &["--ca-file", &ca]);
+    let _a = start_runner_with(
+        dir.path(),
+        &server,
+        "tls-server",
+        &["tier=server"],
+        None,
+        &["--ca-file", ca.as_str()],
+    );
+    let _b = start_runner_with(
+        dir.path(),
+        &server,
+        "tls-client",
+        &["tier=client"],
+        None,
+        &["--ca-file", ca.as_str()],
+    );
     // The test's own client trusts the CA too.
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls::pki_types::CertificateDer::from(rcgen_ca_der(&ca))).unwrap();
@@ -66,26 +78,20 @@ async fn runners_and_clients_reach_a_tls_server_trusting_its_ca() {
     let machines: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(machines.as_array().unwrap().len(), 2, "{machines}");
 
-    let out = tokio::task::spawn_blocking({
-        let (url, cache) = (server.url.clone(), dir.path().join("cache-cli"));
-        move || {
-            ensemble(
-                &[
-                    "run",
-                    "suites/plans/demo-distributed.toml",
-                    "--server",
-                    &url,
-                    "--token",
-                    "tls-token",
-                    "--ca-file",
-                    &ca,
-                ],
-                &cache,
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let out = ensemble_async(
+        &[
+            "run",
+            "suites/plans/demo-distributed.toml",
+            "--server",
+            &server.url,
+            "--token",
+            "tls-token",
+            "--ca-file",
+            ca.as_str(),
+        ],
+        &dir.path().join("cache-cli"),
+    )
+    .await;
     let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{shown}\n{}", server.proc.log());
     assert!(shown.contains("PASSED: 6 test(s)"), "{shown}");

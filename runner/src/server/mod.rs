@@ -100,6 +100,16 @@ fn auth(hub: Arc<Hub>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
         .untuple_one()
 }
 
+/// `/api/{name}` exactly (a collection).
+fn collection(name: &'static str) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::path("api").and(warp::path(name)).and(warp::path::end())
+}
+
+/// A request body of at most `max` bytes.
+fn body(max: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(max).and(warp::body::bytes())
+}
+
 /// All routes of the API.
 pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let api = warp::path("api");
@@ -110,9 +120,7 @@ pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         json(&serde_json::json!({ "ok": true, "version": env!("CARGO_PKG_VERSION"), "protocol": ensemble_protocol::PROTOCOL_VERSION }))
     });
 
-    let machines = api
-        .and(warp::path("machines"))
-        .and(warp::path::end())
+    let machines = collection("machines")
         .and(warp::get())
         .and(a())
         .and(warp::query::<HashMap<String, String>>())
@@ -141,22 +149,17 @@ pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Inf
                 .on_upgrade(move |socket| join::serve_machine(socket, header, addr, hub))
         });
 
-    let suites_list = api
-        .and(warp::path("suites"))
-        .and(warp::path::end())
+    let suites_list = collection("suites")
         .and(warp::get())
         .and(a())
         .and(h())
         .and_then(|hub: Arc<Hub>| async move { hub.store.suites().map(|s| json(&s)).map_err(internal) });
     let max = hub.config.max_suite_bytes as u64;
-    let suites_upload = api
-        .and(warp::path("suites"))
-        .and(warp::path::end())
+    let suites_upload = collection("suites")
         .and(warp::post())
         .and(a())
         .and(warp::query::<HashMap<String, String>>())
-        .and(warp::body::content_length_limit(max))
-        .and(warp::body::bytes())
+        .and(body(max))
         .and(h())
         .and_then(upload_suite);
     let suite_get = api
@@ -180,28 +183,20 @@ pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Inf
             },
         );
 
-    let plans_list = api
-        .and(warp::path("plans"))
-        .and(warp::path::end())
+    let plans_list = collection("plans")
         .and(warp::get())
         .and(a())
         .and(h())
         .and_then(|hub: Arc<Hub>| async move { hub.store.plans().map(|p| json(&p)).map_err(internal) });
-    let plans_create = api
-        .and(warp::path("plans"))
-        .and(warp::path::end())
-        .and(warp::post())
-        .and(a())
-        .and(warp::body::content_length_limit(4 << 20))
-        .and(warp::body::bytes())
-        .and(h())
-        .and_then(|body: Bytes, hub: Arc<Hub>| async move { save_plan(&hub, None, parse_json_plan(&body)?) });
+    let plans_create =
+        collection("plans").and(warp::post()).and(a()).and(body(4 << 20)).and(h()).and_then(
+            |body: Bytes, hub: Arc<Hub>| async move { save_plan(&hub, None, parse_json_plan(&body)?) },
+        );
     let plans_import = api
         .and(warp::path!("plans" / "import"))
         .and(warp::post())
         .and(a())
-        .and(warp::body::content_length_limit(4 << 20))
-        .and(warp::body::bytes())
+        .and(body(4 << 20))
         .and(h())
         .and_then(|body: Bytes, hub: Arc<Hub>| async move {
             let text = std::str::from_utf8(&body)
@@ -228,8 +223,7 @@ pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(warp::path!("plans" / String))
         .and(warp::put())
         .and(a())
-        .and(warp::body::content_length_limit(4 << 20))
-        .and(warp::body::bytes())
+        .and(body(4 << 20))
         .and(h())
         .and_then(|id: String, body: Bytes, hub: Arc<Hub>| async move {
             find_plan(&hub, &id)?;
@@ -245,22 +239,13 @@ pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         },
     );
 
-    let runs_list = api
-        .and(warp::path("runs"))
-        .and(warp::path::end())
+    let runs_list = collection("runs")
         .and(warp::get())
         .and(a())
         .and(h())
         .and_then(|hub: Arc<Hub>| async move { hub.store.runs().map(|r| json(&r)).map_err(internal) });
-    let runs_start = api
-        .and(warp::path("runs"))
-        .and(warp::path::end())
-        .and(warp::post())
-        .and(a())
-        .and(warp::body::content_length_limit(4 << 20))
-        .and(warp::body::bytes())
-        .and(h())
-        .and_then(start_run);
+    let runs_start =
+        collection("runs").and(warp::post()).and(a()).and(body(4 << 20)).and(h()).and_then(start_run);
     let run_get = api.and(warp::path!("runs" / String)).and(warp::get()).and(a()).and(h()).and_then(
         |id: String, hub: Arc<Hub>| async move {
             match hub.store.run(&id).map_err(internal)? {

@@ -165,8 +165,7 @@ impl Agent {
 
     async fn run_shard(&self, a: Assignment, link: Arc<ShardLink>) {
         let mut summary = Summary::default();
-        let cancel = link.cancel.clone();
-        let error = self.run_tests(&a, &link, &cancel, &mut summary).await.err();
+        let error = self.run_tests(&a, &link, &mut summary).await.err();
         if let Some(e) = &error {
             tracing::warn!(shard = a.shard.shard, suite = %a.shard.suite, "shard failed: {e}");
         }
@@ -178,9 +177,9 @@ impl Agent {
         &self,
         a: &Assignment,
         link: &Arc<ShardLink>,
-        cancel: &RunCancel,
         summary: &mut Summary,
     ) -> Result<(), String> {
+        let cancel = &link.cancel;
         let bytes =
             self.suites.fetch(&a.suite_sha256).await.map_err(|e| format!("fetching the suite: {e:#}"))?;
         let suite =
@@ -210,7 +209,7 @@ impl Agent {
             } else if test.ignored {
                 (Outcome::Skipped, skipped("ignored".into()), 1)
             } else {
-                Self::run_with_retries(&suite, test, &env, link, cancel, a.limits.retries).await
+                Self::run_with_retries(&suite, test, &env, link, a.limits.retries).await
             };
             summary.add(outcome);
             if outcome.is_failure() && a.limits.fail_fast {
@@ -236,9 +235,9 @@ impl Agent {
         test: &TestCase,
         env: &Arc<TestEnv>,
         link: &Arc<ShardLink>,
-        cancel: &RunCancel,
         retries: u32,
     ) -> (Outcome, TestRun, u32) {
+        let cancel = &link.cancel;
         let mut attempt = 1;
         loop {
             link.emit(EventKind::TestStarted { shard: link.shard.clone(), test: test.name.clone(), attempt });

@@ -234,7 +234,7 @@ impl Hub {
         let Some(e) = machines.get_mut(name) else { return false };
         if let ToMachine::Assign { assignment } = &msg {
             e.running.insert((assignment.run.clone(), assignment.shard.shard), assignment.shard.clone());
-            self.changed.send_modify(|n| *n += 1);
+            self.bump();
         }
         e.conn.as_ref().is_some_and(|c| c.tx.send(msg).is_ok())
     }
@@ -256,7 +256,7 @@ impl Hub {
             if let FromMachine::ShardDone { run, shard } = &msg
                 && e.running.remove(&(run.clone(), *shard)).is_some()
             {
-                self.changed.send_modify(|n| *n += 1);
+                self.bump();
             }
             e.clock.offset_us
         };

@@ -57,6 +57,23 @@ impl Store {
         self.db.lock().expect("store lock")
     }
 
+    /// The JSON body of the one row `sql` selects, parsed.
+    fn one<T: serde::de::DeserializeOwned>(&self, sql: &str, key: &str) -> anyhow::Result<Option<T>> {
+        Ok(self.db().query_row(sql, [key], |r| parse(r.get(0)?)).optional()?)
+    }
+
+    /// The JSON bodies of every row `sql` selects, parsed, in order.
+    fn all<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> anyhow::Result<Vec<T>> {
+        let db = self.db();
+        let mut stmt = db.prepare(sql)?;
+        let rows = stmt.query_map(args, |r| parse(r.get(0)?))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     fn mark_interrupted(&self) -> anyhow::Result<()> {
         for mut run in self.runs()? {
             if run.state == RunState::Running {
@@ -89,11 +106,7 @@ impl Store {
     }
 
     pub fn suite(&self, sha256: &str) -> anyhow::Result<Option<SuiteMeta>> {
-        let row = self
-            .db()
-            .query_row("SELECT body FROM suites WHERE sha256 = ?1", [sha256], |r| parse(r.get(0)?))
-            .optional()?;
-        Ok(row)
+        self.one("SELECT body FROM suites WHERE sha256 = ?1", sha256)
     }
 
     pub fn suite_bytes(&self, sha256: &str) -> anyhow::Result<Option<Vec<u8>>> {
@@ -105,10 +118,7 @@ impl Store {
     }
 
     pub fn suites(&self) -> anyhow::Result<Vec<SuiteMeta>> {
-        let db = self.db();
-        let mut stmt = db.prepare("SELECT body FROM suites ORDER BY sha256")?;
-        let rows = stmt.query_map([], |r| parse(r.get(0)?))?.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.all("SELECT body FROM suites ORDER BY sha256", [])
     }
 
     // ---- plans ----
@@ -122,18 +132,11 @@ impl Store {
     }
 
     pub fn plan(&self, id: &str) -> anyhow::Result<Option<StoredPlan>> {
-        let row = self
-            .db()
-            .query_row("SELECT body FROM plans WHERE id = ?1", [id], |r| parse(r.get(0)?))
-            .optional()?;
-        Ok(row)
+        self.one("SELECT body FROM plans WHERE id = ?1", id)
     }
 
     pub fn plans(&self) -> anyhow::Result<Vec<StoredPlan>> {
-        let db = self.db();
-        let mut stmt = db.prepare("SELECT body FROM plans")?;
-        let mut rows: Vec<StoredPlan> =
-            stmt.query_map([], |r| parse(r.get(0)?))?.collect::<Result<_, _>>()?;
+        let mut rows: Vec<StoredPlan> = self.all("SELECT body FROM plans", [])?;
         rows.sort_by_key(|p| p.created_us);
         Ok(rows)
     }
@@ -154,19 +157,12 @@ impl Store {
     }
 
     pub fn run(&self, id: &str) -> anyhow::Result<Option<RunMeta>> {
-        let row = self
-            .db()
-            .query_row("SELECT body FROM runs WHERE id = ?1", [id], |r| parse(r.get(0)?))
-            .optional()?;
-        Ok(row)
+        self.one("SELECT body FROM runs WHERE id = ?1", id)
     }
 
     /// Every run, newest first.
     pub fn runs(&self) -> anyhow::Result<Vec<RunMeta>> {
-        let db = self.db();
-        let mut stmt = db.prepare("SELECT body FROM runs ORDER BY started_us DESC")?;
-        let rows = stmt.query_map([], |r| parse(r.get(0)?))?.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.all("SELECT body FROM runs ORDER BY started_us DESC", [])
     }
 
     pub fn put_event(&self, event: &Event) -> anyhow::Result<()> {
@@ -179,12 +175,10 @@ impl Store {
 
     /// Events of `run` with `seq >= from`, in order.
     pub fn events(&self, run: &str, from: u64) -> anyhow::Result<Vec<Event>> {
-        let db = self.db();
-        let mut stmt = db.prepare("SELECT body FROM events WHERE run = ?1 AND seq >= ?2 ORDER BY seq")?;
-        let rows = stmt
-            .query_map(params![run, from as i64], |r| parse(r.get(0)?))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.all(
+            "SELECT body FROM events WHERE run = ?1 AND seq >= ?2 ORDER BY seq",
+            params![run, from as i64],
+        )
     }
 }
 

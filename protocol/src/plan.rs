@@ -109,6 +109,27 @@ pub struct Profile {
     pub count: u32,
 }
 
+impl Profile {
+    /// Whether a machine is one this profile selects: the named machine, or
+    /// one carrying every label. Placement and the plan editor's live
+    /// "machines matching now" count both use this.
+    pub fn matches(&self, m: &crate::wire::MachineInfo) -> bool {
+        match &self.machine {
+            Some(name) => &m.name == name,
+            None => self.labels.iter().all(|(k, v)| m.labels.get(k) == Some(v)),
+        }
+    }
+
+    /// What the profile asks for, in words: `machine = "box-1"`, `tier=server`, `any machine`.
+    pub fn describe(&self) -> String {
+        match &self.machine {
+            Some(name) => format!("machine = {name:?}"),
+            None if self.labels.is_empty() => "any machine".to_string(),
+            None => self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
+        }
+    }
+}
+
 fn one() -> u32 {
     1
 }

@@ -29,21 +29,6 @@ pub struct ShardPlan {
 #[error("{0}")]
 pub struct Unsatisfiable(pub String);
 
-fn matches(profile: &Profile, m: &MachineInfo) -> bool {
-    match &profile.machine {
-        Some(name) => &m.name == name,
-        None => profile.labels.iter().all(|(k, v)| m.labels.get(k) == Some(v)),
-    }
-}
-
-fn describe(profile: &Profile) -> String {
-    match &profile.machine {
-        Some(name) => format!("machine = {name:?}"),
-        None if profile.labels.is_empty() => "any machine".to_string(),
-        None => profile.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
-    }
-}
-
 /// Picks `count` machines for each profile, spreading load: among matching
 /// machines, those given the fewest shards so far come first.
 pub fn place(
@@ -56,13 +41,13 @@ pub fn place(
     let mut problems = Vec::new();
     for profile in &plan.profiles {
         let mut candidates: Vec<usize> =
-            (0..machines.len()).filter(|&i| matches(profile, &machines[i])).collect();
+            (0..machines.len()).filter(|&i| profile.matches(&machines[i])).collect();
         if candidates.len() < profile.count as usize {
             problems.push(format!(
                 "profile {:?} needs {} machine(s) with {} but {} match",
                 profile.name,
                 profile.count,
-                describe(profile),
+                profile.describe(),
                 candidates.len()
             ));
             continue;

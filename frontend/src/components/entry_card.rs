@@ -1,0 +1,129 @@
+//! One suite of the plan being edited: its role, the machine profile it is
+//! linked to (with how many online machines match now), params and grants.
+
+use ensemble_protocol::PlanType;
+use ensemble_protocol::api::suite_sha;
+use yew::prelude::*;
+
+use crate::app::use_session;
+use crate::components::field::{Field, aria_error};
+use crate::dom::{input_value, select_value, textarea_value};
+use crate::format::short_sha;
+use crate::state::editor::{EditorAction, EditorState, EntryText};
+
+/// The select value that means "make a new profile for this suite".
+const NEW_PROFILE: &str = "\u{1}new";
+
+#[derive(Properties, PartialEq)]
+pub struct Props {
+    pub editor: UseReducerHandle<EditorState>,
+    pub index: usize,
+}
+
+#[component]
+pub fn EntryCard(props: &Props) -> Html {
+    let session = use_session();
+    let ed = &props.editor;
+    let i = props.index;
+    let Some(entry) = ed.plan.entries.get(i) else { return html! {} };
+    let id = |f: &str| format!("entry-{i}-{f}");
+    let dispatch = |make: fn(usize, String) -> EditorAction| {
+        let ed = ed.clone();
+        Callback::from(move |v: String| ed.dispatch(make(i, v)))
+    };
+
+    let suite = suite_sha(&entry.suite).and_then(|sha| session.suite(sha));
+    let suite_line = match (suite, suite_sha(&entry.suite)) {
+        (Some(s), _) => {
+            format!("{} · {} · {} tests · sha256:{}", s.name, s.kind, s.tests.len(), short_sha(&s.sha256))
+        }
+        (None, Some(sha)) => format!("sha256:{} (not in this server's catalog)", short_sha(sha)),
+        (None, None) => format!("{} (a path: only for `ensemble run` on the command line)", entry.suite),
+    };
+
+    let role_err = ed.error(&format!("entries[{i}].role"));
+    let profile_err = ed.error(&format!("entries[{i}].profile"));
+    let params_err = ed.error(&EntryText::Params.path(i));
+    let net_err = ed.error(&EntryText::Net.path(i));
+    let env_err = ed.error(&EntryText::Env.path(i));
+
+    let on_role = dispatch(EditorAction::SetRole);
+    let on_profile = {
+        let ed = ed.clone();
+        Callback::from(move |e: Event| {
+            let v = select_value(&e);
+            ed.dispatch(match v.as_str() {
+                NEW_PROFILE => EditorAction::NewProfileFor(i),
+                "" => EditorAction::LinkProfile(i, None),
+                name => EditorAction::LinkProfile(i, Some(name.to_string())),
+            })
+        })
+    };
+    let text = |f: EntryText| {
+        let ed = ed.clone();
+        move |v: String| ed.dispatch(EditorAction::SetEntryText(i, f, v))
+    };
+    let on_params = text(EntryText::Params);
+    let on_net = text(EntryText::Net);
+    let on_env = text(EntryText::Env);
+    let remove = {
+        let ed = ed.clone();
+        Callback::from(move |_| ed.dispatch(EditorAction::RemoveEntry(i)))
+    };
+
+    let linked = entry.profile.as_ref().and_then(|p| ed.plan.profile(p));
+    let matches = linked.map(|p| (session.matching(p).len(), p.count as usize));
+    let none_label = match ed.plan.kind {
+        PlanType::Distributed => "— pick a profile —",
+        PlanType::CrossPlatform => "every profile of the plan",
+    };
+    let (role_invalid, role_desc) = aria_error(&id("role"), &role_err);
+    let (profile_invalid, profile_desc) = aria_error(&id("profile"), &profile_err);
+
+    html! {
+        <fieldset class="card entry" data-index={i.to_string()} data-role={entry.role_name()}>
+            <legend>{format!("Suite {}: {}", i + 1, entry.role_name())}</legend>
+            <p class="suite-line">{suite_line}</p>
+            <div class="grid">
+                <Field id={id("role")} label="Role" hint={Some(AttrValue::from("what the other parts call this one"))} error={role_err.clone()}>
+                    <input id={id("role")} type="text" value={entry.role.clone().unwrap_or_default()}
+                        aria-invalid={role_invalid} aria-describedby={role_desc}
+                        oninput={Callback::from(move |e: InputEvent| on_role.emit(input_value(&e)))} />
+                </Field>
+                <Field id={id("profile")} label="Machine profile" error={profile_err.clone()}>
+                    <select id={id("profile")} onchange={on_profile} aria-invalid={profile_invalid} aria-describedby={profile_desc}>
+                        <option value="" selected={entry.profile.is_none()}>{none_label}</option>
+                        { for ed.plan.profiles.iter().map(|p| html! {
+                            <option value={p.name.clone()} selected={entry.profile.as_deref() == Some(p.name.as_str())}>
+                                {format!("{} ({})", p.name, p.describe())}
+                            </option>
+                        }) }
+                        <option value={NEW_PROFILE}>{"+ New profile for this suite"}</option>
+                    </select>
+                    <small class={classes!("matches", matches.map(|(n, want)| if n >= want { "enough" } else { "short" }))} id={id("matches")} aria-live="polite">
+                        {match matches {
+                            Some((n, want)) => format!("{n} machine{} online match{} now (needs {want})", if n == 1 { "" } else { "s" }, if n == 1 { "es" } else { "" }),
+                            None => String::new(),
+                        }}
+                    </small>
+                </Field>
+                <Field id={id("params")} label="Params" hint={Some(AttrValue::from("one key=value per line"))} error={params_err.clone()}>
+                    <textarea id={id("params")} rows="2" value={ed.entry_text(i, EntryText::Params)}
+                        aria-invalid={aria_error(&id("params"), &params_err).0}
+                        oninput={Callback::from(move |e: InputEvent| on_params(textarea_value(&e)))} />
+                </Field>
+                <Field id={id("net")} label="Network grants" hint={Some(AttrValue::from("host:port, comma separated; * matches any"))} error={net_err.clone()}>
+                    <input id={id("net")} type="text" value={ed.entry_text(i, EntryText::Net)} placeholder="127.0.0.1:8080"
+                        aria-invalid={aria_error(&id("net"), &net_err).0}
+                        oninput={Callback::from(move |e: InputEvent| on_net(input_value(&e)))} />
+                </Field>
+                <Field id={id("env")} label="Environment variables it may read" hint={Some(AttrValue::from("names, comma separated"))} error={env_err.clone()}>
+                    <input id={id("env")} type="text" value={ed.entry_text(i, EntryText::Env)}
+                        aria-invalid={aria_error(&id("env"), &env_err).0}
+                        oninput={Callback::from(move |e: InputEvent| on_env(input_value(&e)))} />
+                </Field>
+            </div>
+            <button type="button" class="small danger" onclick={remove} aria-label={format!("Remove suite {}", entry.role_name())}>{"Remove"}</button>
+        </fieldset>
+    }
+}

@@ -1,0 +1,10 @@
+//! Small building blocks of the pages.
+
+pub mod entry_card;
+pub mod field;
+pub mod nav;
+pub mod profile_card;
+pub mod test_table;
+pub mod timeline;
+pub mod token_prompt;
+pub mod upload;

@@ -1,0 +1,90 @@
+//! One machine profile of the plan being edited: labels or a machine, count,
+//! and the online machines that match it now.
+
+use yew::prelude::*;
+
+use crate::app::use_session;
+use crate::components::field::{Field, aria_error};
+use crate::dom::{input_value, select_value};
+use crate::state::editor::{EditorAction, EditorState};
+
+#[derive(Properties, PartialEq)]
+pub struct Props {
+    pub editor: UseReducerHandle<EditorState>,
+    pub index: usize,
+}
+
+#[component]
+pub fn ProfileCard(props: &Props) -> Html {
+    let session = use_session();
+    let ed = &props.editor;
+    let j = props.index;
+    let Some(profile) = ed.plan.profiles.get(j) else { return html! {} };
+    let id = |f: &str| format!("profile-{j}-{f}");
+    let name_err = ed.error(&format!("profiles[{j}].name"));
+    let labels_err = ed.error(&format!("profiles[{j}].labels"));
+    let count_err = ed.error(&format!("profiles[{j}].count"));
+    let send = |make: fn(usize, String) -> EditorAction| {
+        let ed = ed.clone();
+        Callback::from(move |e: InputEvent| ed.dispatch(make(j, input_value(&e))))
+    };
+    let on_machine = {
+        let ed = ed.clone();
+        Callback::from(move |e: Event| {
+            let v = select_value(&e);
+            ed.dispatch(EditorAction::SetProfileMachine(j, (!v.is_empty()).then_some(v)))
+        })
+    };
+    let remove = {
+        let ed = ed.clone();
+        Callback::from(move |_| ed.dispatch(EditorAction::RemoveProfile(j)))
+    };
+    let matching = session.matching(profile);
+    let users: Vec<String> = ed
+        .plan
+        .entries
+        .iter()
+        .filter(|e| e.profile.as_deref() == Some(profile.name.as_str()))
+        .map(|e| e.role_name())
+        .collect();
+    let mut names: Vec<String> = session.machines.iter().map(|m| m.info.name.clone()).collect();
+    if let Some(m) = profile.machine.as_ref().filter(|m| !names.contains(m)) {
+        names.push(m.clone());
+    }
+    html! {
+        <fieldset class="card profile" data-index={j.to_string()} data-name={profile.name.clone()}>
+            <legend>{format!("Profile: {}", profile.name)}</legend>
+            <div class="grid">
+                <Field id={id("name")} label="Name" error={name_err.clone()}>
+                    <input id={id("name")} type="text" value={profile.name.clone()} aria-invalid={aria_error(&id("name"), &name_err).0}
+                        oninput={send(EditorAction::SetProfileName)} />
+                </Field>
+                <Field id={id("labels")} label="Labels a machine must have" hint={Some(AttrValue::from("key=value, comma separated; empty: any machine"))} error={labels_err.clone()}>
+                    <input id={id("labels")} type="text" value={ed.labels_text(j)} placeholder="os=linux, tier=server"
+                        aria-invalid={aria_error(&id("labels"), &labels_err).0}
+                        oninput={send(EditorAction::SetProfileLabels)} disabled={profile.machine.is_some()} />
+                </Field>
+                <Field id={id("machine")} label="Or one machine by name">
+                    <select id={id("machine")} onchange={on_machine}>
+                        <option value="" selected={profile.machine.is_none()}>{"— by labels —"}</option>
+                        { for names.iter().map(|n| html! {
+                            <option value={n.clone()} selected={profile.machine.as_deref() == Some(n.as_str())}>{n.clone()}</option>
+                        }) }
+                    </select>
+                </Field>
+                <Field id={id("count")} label="Machines" hint={Some(AttrValue::from("instances of each linked suite"))} error={count_err.clone()}>
+                    <input id={id("count")} type="number" min="1" value={ed.count_text(j)} aria-invalid={aria_error(&id("count"), &count_err).0}
+                        oninput={send(EditorAction::SetProfileCount)} />
+                </Field>
+            </div>
+            <p class={classes!("matches", if matching.len() >= profile.count as usize { "enough" } else { "short" })} id={id("matches")} aria-live="polite">
+                {format!("{} online machine{} match now", matching.len(), if matching.len() == 1 { "" } else { "s" })}
+                if !matching.is_empty() {
+                    {": "}{matching.iter().map(|m| m.info.name.clone()).collect::<Vec<_>>().join(", ")}
+                }
+            </p>
+            <p class="muted">{if users.is_empty() { "No suite uses this profile yet.".to_string() } else { format!("Used by: {}", users.join(", ")) }}</p>
+            <button type="button" class="small danger" onclick={remove} aria-label={format!("Remove profile {}", profile.name)}>{"Remove profile"}</button>
+        </fieldset>
+    }
+}

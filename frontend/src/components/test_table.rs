@@ -1,0 +1,81 @@
+//! The run's tests: a filtered table that renders only the rows in view, so
+//! a 10,000-test run scrolls smoothly.
+
+use yew::prelude::*;
+
+use crate::format::duration_ms;
+use crate::state::RunView;
+
+/// Height of one row in pixels (the stylesheet agrees: `.tests tr`).
+pub const ROW_HEIGHT: usize = 32;
+/// Height of the scrolling area in rows.
+const VISIBLE: usize = 14;
+/// Rows rendered beyond the visible ones, above and below.
+const OVERSCAN: usize = 8;
+
+#[derive(Properties)]
+pub struct Props {
+    pub view: UseReducerHandle<RunView>,
+    pub version: u64,
+    /// Row indices to show, in order (already filtered).
+    pub rows: std::rc::Rc<Vec<usize>>,
+    pub selected: Option<usize>,
+    pub on_select: Callback<usize>,
+}
+
+impl PartialEq for Props {
+    fn eq(&self, o: &Self) -> bool {
+        self.version == o.version
+            && std::rc::Rc::ptr_eq(&self.rows, &o.rows)
+            && self.selected == o.selected
+            && self.on_select == o.on_select
+    }
+}
+
+#[component]
+pub fn TestTable(props: &Props) -> Html {
+    let scroll = use_state(|| 0usize);
+    let onscroll = {
+        let scroll = scroll.clone();
+        Callback::from(move |e: Event| {
+            let el: web_sys::Element = e.target_unchecked_into();
+            scroll.set(el.scroll_top().max(0) as usize);
+        })
+    };
+    let n = props.rows.len();
+    let first = (*scroll / ROW_HEIGHT).saturating_sub(OVERSCAN).min(n);
+    let last = (first + VISIBLE + 2 * OVERSCAN).min(n);
+    let view = &*props.view;
+    let rows = props.rows[first..last].iter().map(|&i| {
+        let r = &view.rows[i];
+        let on_select = props.on_select.clone();
+        let selected = props.selected == Some(i);
+        html! {
+            <tr key={i} class={classes!(r.status.class(), selected.then_some("selected"))} data-test={r.test.clone()}>
+                <td class="name">
+                    <button type="button" class="linkish" aria-pressed={if selected { "true" } else { "false" }}
+                        onclick={Callback::from(move |_| on_select.emit(i))}>{r.test.clone()}</button>
+                </td>
+                <td><span class={classes!("status", r.status.class())}>{r.status.class()}</span></td>
+                <td class="num">{r.duration_ms.map(duration_ms).unwrap_or_default()}</td>
+                <td>{r.shard.machine.clone()}</td>
+                <td>{r.shard.role.clone()}</td>
+            </tr>
+        }
+    });
+    let above = first * ROW_HEIGHT;
+    let below = (n - last) * ROW_HEIGHT;
+    html! {
+        <div class="tests-scroll" id="tests-scroll" {onscroll} style={format!("max-height:{}px", (VISIBLE + 1) * ROW_HEIGHT)} tabindex="0" aria-label="tests">
+            <table class="tests" id="tests">
+                <thead><tr><th scope="col">{"Test"}</th><th scope="col">{"Status"}</th><th scope="col">{"Duration"}</th><th scope="col">{"Machine"}</th><th scope="col">{"Role"}</th></tr></thead>
+                <tbody>
+                    if above > 0 { <tr class="spacer" aria-hidden="true"><td colspan="5" style={format!("height:{above}px")}></td></tr> }
+                    { for rows }
+                    if below > 0 { <tr class="spacer" aria-hidden="true"><td colspan="5" style={format!("height:{below}px")}></td></tr> }
+                </tbody>
+            </table>
+            if n == 0 { <p class="muted">{"No tests match."}</p> }
+        </div>
+    }
+}

@@ -1,0 +1,275 @@
+//! The plan editor: name and type, suites (from the catalog or uploaded),
+//! each linked to a machine profile, settings; save and run.
+
+use ensemble_protocol::PlanType;
+use ensemble_protocol::plan::Execution;
+use yew::prelude::*;
+use yew_router::prelude::*;
+
+use crate::app::{Route, failure_text, use_session};
+use crate::components::entry_card::EntryCard;
+use crate::components::field::{Field, aria_error};
+use crate::components::profile_card::ProfileCard;
+use crate::components::upload::SuiteUpload;
+use crate::dom::{checked, input_value, select_value};
+use crate::services::ApiFailure;
+use crate::state::editor::{EditorAction, EditorState, SettingField};
+
+#[derive(Properties, PartialEq)]
+pub struct Props {
+    /// The stored plan to edit; `None` for a new plan.
+    pub id: Option<String>,
+}
+
+#[component]
+pub fn EditorPage(props: &Props) -> Html {
+    let session = use_session();
+    let navigator = use_navigator().expect("inside the router");
+    let ed = use_reducer(EditorState::new);
+    let banner = use_state(|| None::<(bool, String)>);
+    let busy = use_state(|| false);
+    let pick = use_state(String::new);
+
+    // Load the stored plan (again when the route's id changes).
+    use_effect_with(props.id.clone(), {
+        let ed = ed.clone();
+        let session = session.clone();
+        let banner = banner.clone();
+        move |id: &Option<String>| {
+            if let Some(id) = id.clone().filter(|id| ed.id.as_deref() != Some(id.as_str())) {
+                wasm_bindgen_futures::spawn_local(async move {
+                    match session.api.plan(&id).await {
+                        Ok(stored) => ed.dispatch(EditorAction::Load(stored)),
+                        Err(e) => banner.set(Some((false, failure_text(&session, e)))),
+                    }
+                });
+            }
+        }
+    });
+
+    // Save (and then maybe run).
+    let save = {
+        let ed = ed.clone();
+        let session = session.clone();
+        let banner = banner.clone();
+        let busy = busy.clone();
+        let navigator = navigator.clone();
+        Callback::from(move |run_after: bool| {
+            ed.dispatch(EditorAction::Submitted);
+            let problems = ed.problems();
+            if !problems.is_empty() {
+                let n = problems.len();
+                banner.set(Some((
+                    false,
+                    format!("{n} problem{} to fix, marked below.", if n == 1 { "" } else { "s" }),
+                )));
+                return;
+            }
+            let ed = ed.clone();
+            let session = session.clone();
+            let banner = banner.clone();
+            let busy = busy.clone();
+            let navigator = navigator.clone();
+            busy.set(true);
+            wasm_bindgen_futures::spawn_local(async move {
+                let saved = session.api.save_plan(ed.id.as_deref(), &ed.plan).await;
+                match saved {
+                    Ok(stored) => {
+                        let id = stored.id.clone();
+                        let was_new = ed.id.is_none();
+                        ed.dispatch(EditorAction::Saved(stored));
+                        if run_after {
+                            match session.api.start_run(&id).await {
+                                Ok(run) => navigator.push(&Route::Run { id: run }),
+                                Err(e) => banner.set(Some((
+                                    false,
+                                    format!(
+                                        "Saved, but the run did not start: {}",
+                                        failure_text(&session, e)
+                                    ),
+                                ))),
+                            }
+                        } else {
+                            banner.set(Some((true, "Saved.".into())));
+                            if was_new {
+                                navigator.replace(&Route::Plan { id });
+                            }
+                        }
+                    }
+                    Err(ApiFailure::Server { error, .. }) if !error.problems.is_empty() => {
+                        banner.set(Some((false, error.error.clone())));
+                        ed.dispatch(EditorAction::Rejected(error.problems));
+                    }
+                    Err(e) => banner.set(Some((false, failure_text(&session, e)))),
+                }
+                busy.set(false);
+            });
+        })
+    };
+    let on_save = {
+        let save = save.clone();
+        Callback::from(move |e: SubmitEvent| {
+            e.prevent_default();
+            save.emit(false);
+        })
+    };
+    let on_run = Callback::from(move |_| save.emit(true));
+
+    let name_err = ed.error("name");
+    let on_name = {
+        let ed = ed.clone();
+        Callback::from(move |e: InputEvent| ed.dispatch(EditorAction::SetName(input_value(&e))))
+    };
+    let kind_radio = |kind: PlanType, title: &'static str, about: &'static str| {
+        let ed2 = ed.clone();
+        let value = kind.to_string();
+        html! {
+            <label class="choice">
+                <input type="radio" name="plan-type" value={value.clone()} checked={ed.plan.kind == kind}
+                    onchange={Callback::from(move |_| ed2.dispatch(EditorAction::SetType(kind)))} />
+                <span><strong>{title}</strong><br /><small>{about}</small></span>
+            </label>
+        }
+    };
+
+    // Adding suites from the catalog.
+    let mut catalog = session.suites.clone();
+    catalog.sort_by(|a, b| a.name.cmp(&b.name));
+    let on_pick = {
+        let pick = pick.clone();
+        Callback::from(move |e: Event| pick.set(select_value(&e)))
+    };
+    let add_picked = {
+        let ed = ed.clone();
+        let pick = pick.clone();
+        let session = session.clone();
+        Callback::from(move |_| {
+            if let Some(s) = session.suite(&pick) {
+                ed.dispatch(EditorAction::AddSuite(s.clone()));
+            }
+        })
+    };
+    let on_uploaded = {
+        let ed = ed.clone();
+        Callback::from(move |meta| ed.dispatch(EditorAction::AddSuite(meta)))
+    };
+    let add_profile = {
+        let ed = ed.clone();
+        Callback::from(move |_| ed.dispatch(EditorAction::AddProfile))
+    };
+
+    let setting = |f: SettingField, label: &'static str, hint: &'static str| {
+        let ed2 = ed.clone();
+        let id = f.path().trim_start_matches("settings.").to_string();
+        let err = ed.error(f.path());
+        html! {
+            <Field id={id.clone()} label={label} hint={Some(AttrValue::from(hint))} error={err.clone()}>
+                <input id={id.clone()} type="text" value={ed.setting_text(f)} aria-invalid={aria_error(&id, &err).0}
+                    aria-describedby={aria_error(&id, &err).1}
+                    oninput={Callback::from(move |e: InputEvent| ed2.dispatch(EditorAction::SetSetting(f, input_value(&e))))} />
+            </Field>
+        }
+    };
+    let on_execution = {
+        let ed = ed.clone();
+        Callback::from(move |e: Event| {
+            let x =
+                if select_value(&e) == "sequential" { Execution::Sequential } else { Execution::Parallel };
+            ed.dispatch(EditorAction::SetExecution(x))
+        })
+    };
+    let on_fail_fast = {
+        let ed = ed.clone();
+        Callback::from(move |e: Event| ed.dispatch(EditorAction::SetFailFast(checked(&e))))
+    };
+    let entries_err = ed.error("entries");
+    let profiles_err = ed.error("profiles");
+    let export = ed.id.as_ref().map(|id| session.api.url_with_token(&format!("/api/plans/{id}/toml")));
+    let title =
+        if props.id.is_none() { "New test plan".to_string() } else { format!("Plan: {}", ed.plan.name) };
+
+    html! {
+        <section class="page editor">
+            <div class="page-head">
+                <h1>{title}</h1>
+                <div class="actions">
+                    if ed.dirty { <span class="muted" id="unsaved">{"Unsaved changes"}</span> }
+                    if let Some(href) = export {
+                        <a class="button" href={href} download={format!("{}.toml", ed.plan.name)}>{"Export TOML"}</a>
+                    }
+                </div>
+            </div>
+            if let Some((ok, msg)) = &*banner {
+                <p class={classes!("banner", if *ok { "ok" } else { "error" })} role="status" id="editor-banner">{msg.clone()}</p>
+            }
+            <form onsubmit={on_save} novalidate=true>
+                <section class="step" aria-labelledby="step-plan">
+                    <h2 id="step-plan">{"1. Plan"}</h2>
+                    <Field id="plan-name" label="Name" error={name_err.clone()}>
+                        <input id="plan-name" type="text" value={ed.plan.name.clone()} oninput={on_name}
+                            aria-invalid={aria_error("plan-name", &name_err).0} aria-describedby={aria_error("plan-name", &name_err).1} />
+                    </Field>
+                    <div role="radiogroup" aria-label="Plan type" class="choices">
+                        {kind_radio(PlanType::Distributed, "Distributed", "Each suite runs on its own machine profile; the parts coordinate.")}
+                        {kind_radio(PlanType::CrossPlatform, "Cross-platform", "Every suite runs on every profile.")}
+                    </div>
+                </section>
+
+                <section class="step" aria-labelledby="step-suites">
+                    <h2 id="step-suites">{"2. Suites"}</h2>
+                    if let Some(e) = entries_err { <p class="field-error" role="alert">{e}</p> }
+                    { for (0..ed.plan.entries.len()).map(|i| html! { <EntryCard key={i} editor={ed.clone()} index={i} /> }) }
+                    <div class="add-suite">
+                        <div class="field">
+                            <label for="add-suite-select">{"Add a suite from the catalog"}</label>
+                            <div class="inline">
+                                <select id="add-suite-select" onchange={on_pick}>
+                                    <option value="" selected={pick.is_empty()}>{"— choose a suite —"}</option>
+                                    { for catalog.iter().map(|s| html! {
+                                        <option value={s.sha256.clone()} selected={*pick == s.sha256}>{format!("{} ({} tests, {})", s.name, s.tests.len(), s.kind)}</option>
+                                    }) }
+                                </select>
+                                <button type="button" id="add-suite" onclick={add_picked} disabled={pick.is_empty()}>{"Add suite"}</button>
+                            </div>
+                        </div>
+                        <SuiteUpload id="editor-upload" on_stored={on_uploaded} />
+                    </div>
+                </section>
+
+                <section class="step" aria-labelledby="step-profiles">
+                    <h2 id="step-profiles">{"3. Machine profiles"}</h2>
+                    <p class="muted">{"A profile picks machines by labels (or one by name). Link each suite to one above; the counts follow the machines online."}</p>
+                    if let Some(e) = profiles_err { <p class="field-error" role="alert">{e}</p> }
+                    { for (0..ed.plan.profiles.len()).map(|j| html! { <ProfileCard key={j} editor={ed.clone()} index={j} /> }) }
+                    <button type="button" id="add-profile" onclick={add_profile}>{"Add profile"}</button>
+                </section>
+
+                <section class="step" aria-labelledby="step-settings">
+                    <h2 id="step-settings">{"4. Settings"}</h2>
+                    <div class="grid">
+                        <Field id="execution" label="Execution">
+                            <select id="execution" onchange={on_execution}>
+                                <option value="parallel" selected={ed.plan.settings.execution == Execution::Parallel}>{"Parallel: all suites at once"}</option>
+                                <option value="sequential" selected={ed.plan.settings.execution == Execution::Sequential}>{"Sequential: one after another"}</option>
+                            </select>
+                        </Field>
+                        {setting(SettingField::TestTimeout, "Test timeout", "e.g. 30s, 2m")}
+                        {setting(SettingField::Retries, "Retries", "extra attempts for a failed test")}
+                        {setting(SettingField::MemoryLimit, "Memory limit", "per test instance, e.g. 256MiB")}
+                        {setting(SettingField::BarrierTimeout, "Barrier timeout", "default wait for barriers")}
+                        {setting(SettingField::OutputLimit, "Output kept per test", "e.g. 1MiB")}
+                        <div class="field checkbox">
+                            <input id="fail_fast" type="checkbox" checked={ed.plan.settings.fail_fast} onchange={on_fail_fast} />
+                            <label for="fail_fast">{"Fail fast: stop after the first failure"}</label>
+                        </div>
+                    </div>
+                </section>
+
+                <div class="form-actions">
+                    <button type="submit" id="save" disabled={*busy}>{if ed.id.is_some() { "Save" } else { "Create plan" }}</button>
+                    <button type="button" class="primary" id="run" onclick={on_run} disabled={*busy}>{"Save and run"}</button>
+                </div>
+            </form>
+        </section>
+    }
+}

@@ -1,0 +1,62 @@
+//! Machines, live: state, labels, facts, clock offset and what each runs;
+//! and how to add one.
+
+use ensemble_protocol::api::MachineState;
+use yew::prelude::*;
+use yew_router::prelude::*;
+
+use crate::app::{Route, use_session};
+use crate::format::{bytes, offset_us};
+
+#[component]
+pub fn MachinesPage() -> Html {
+    let session = use_session();
+    let origin = web_sys::window().and_then(|w| w.location().origin().ok()).unwrap_or_default();
+    let token = session.api.token.clone().unwrap_or_else(|| "TOKEN".into());
+    let join = format!("ensemble runner --join {origin} --token {token} --name NAME --label tier=client");
+    let mut machines = session.machines.clone();
+    machines.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+    let rows = machines.iter().map(|m| {
+        let state = match m.state {
+            MachineState::Online => "online",
+            MachineState::Busy => "busy",
+            MachineState::Offline => "offline",
+        };
+        let f = &m.info.facts;
+        html! {
+            <tr key={m.info.name.clone()} data-machine={m.info.name.clone()}>
+                <th scope="row">{m.info.name.clone()}</th>
+                <td><span class={classes!("state", state)}>{state}</span></td>
+                <td>{ for m.info.labels.iter().map(|(k, v)| html! { <span class="chip">{format!("{k}={v}")}</span> }) }</td>
+                <td>{format!("{}/{} · {} CPUs · {}", f.os, f.arch, f.cpus, bytes(f.memory_bytes))}<br />
+                    <small class="muted">{format!("ensemble {} · wasmtime {} · {} slot{}", f.ensemble_version, f.wasmtime_version, m.info.slots, if m.info.slots == 1 { "" } else { "s" })}</small></td>
+                <td class="num">{offset_us(m.clock_offset_us, m.clock_uncertainty_us)}</td>
+                <td>
+                    if m.running.is_empty() { <span class="muted">{"idle"}</span> }
+                    { for m.running.iter().map(|s| html! { <div>{format!("{} ({}) #{}", s.role, s.suite, s.shard)}</div> }) }
+                </td>
+            </tr>
+        }
+    });
+    html! {
+        <section class="page">
+            <div class="page-head"><h1>{"Machines"}</h1></div>
+            if !session.machines_loaded {
+                <p class="muted">{"Loading…"}</p>
+            } else if machines.is_empty() {
+                <p class="empty">{"No machines have joined yet."}</p>
+            } else {
+                <table class="list" id="machines">
+                    <thead><tr><th scope="col">{"Name"}</th><th scope="col">{"State"}</th><th scope="col">{"Labels"}</th><th scope="col">{"Facts"}</th><th scope="col">{"Clock offset"}</th><th scope="col">{"Running"}</th></tr></thead>
+                    <tbody>{ for rows }</tbody>
+                </table>
+            }
+            <section class="hint-box" aria-labelledby="join-title">
+                <h2 id="join-title">{"Add a machine"}</h2>
+                <p>{"On the machine, run (with your own name and labels; plans pick machines by labels):"}</p>
+                <pre id="join-command"><code>{join}</code></pre>
+                <p class="muted">{"Runners dial out to this server, so they need no open port. Then link a profile to them in a "}<Link<Route> to={Route::Plans}>{"plan"}</Link<Route>>{"."}</p>
+            </section>
+        </section>
+    }
+}

@@ -1,0 +1,264 @@
+//! A run, live: summary, one lane per machine on the shared timeline, sync
+//! events, and the tests with a filter and each one's output. Opened mid-run
+//! or after the end, the server replays the events from the first, so the
+//! page shows the same thing either way.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use ensemble_protocol::Outcome;
+use ensemble_protocol::api::{RunMeta, RunState};
+use yew::prelude::*;
+use yew_router::prelude::*;
+
+use crate::app::{Route, failure_text, use_session};
+use crate::components::test_table::TestTable;
+use crate::components::timeline::Timeline;
+use crate::dom::{input_value, select_value};
+use crate::format::{duration_ms, offset_us};
+use crate::pages::runs::state_name;
+use crate::services::events::{self, StreamEnd, Watch};
+use crate::state::run::{Show, Status, Stream};
+use crate::state::{RunAction, RunView};
+
+#[derive(Properties, PartialEq)]
+pub struct Props {
+    pub id: String,
+}
+
+/// Sync events listed at most (the newest); the timeline shows them all.
+const SYNC_SHOWN: usize = 200;
+
+#[component]
+pub fn RunPage(props: &Props) -> Html {
+    let session = use_session();
+    let view = use_reducer({
+        let id = props.id.clone();
+        move || RunView::new(&id)
+    });
+    let watch = use_mut_ref(|| None::<Watch>);
+    let attempt = use_state(|| 0u32);
+    let meta = use_state(|| None::<RunMeta>);
+    let filter = use_state(String::new);
+    let show = use_state(|| Show::All);
+    let selected = use_state(|| None::<usize>);
+    let notice = use_state(|| None::<String>);
+
+    // Open the stream from where the view is; again after each reconnect.
+    use_effect_with((props.id.clone(), *attempt), {
+        let view = view.clone();
+        let api = session.api.clone();
+        let watch: Rc<RefCell<Option<Watch>>> = watch.clone();
+        move |(id, _): &(String, u32)| {
+            let on_events = {
+                let view = view.clone();
+                Callback::from(move |evs| view.dispatch(RunAction::Events(evs)))
+            };
+            let on_end = {
+                let view = view.clone();
+                Callback::from(move |end| {
+                    view.dispatch(RunAction::Stream(match end {
+                        StreamEnd::Closed => Stream::Ended,
+                        StreamEnd::Failed(m) => Stream::Failed(m),
+                    }))
+                })
+            };
+            view.dispatch(RunAction::Stream(Stream::Connecting));
+            *watch.borrow_mut() = Some(events::watch(&api, id, view.last_seq + 1, on_events, on_end));
+            move || drop(watch.borrow_mut().take())
+        }
+    });
+
+    // The stream ended before the run did: ask the server, and reconnect
+    // while the run goes on (the server went away, or the network did).
+    use_effect_with((view.stream.clone(), view.finished.is_some()), {
+        let session = session.clone();
+        let attempt = attempt.clone();
+        let meta = meta.clone();
+        let id = props.id.clone();
+        move |(stream, finished): &(Stream, bool)| {
+            let alive = Rc::new(Cell::new(true));
+            let still = alive.clone();
+            let ended = matches!(stream, Stream::Ended | Stream::Failed(_));
+            if ended || *finished {
+                wasm_bindgen_futures::spawn_local(async move {
+                    match session.api.run(&id).await {
+                        Ok(m) if m.state == RunState::Running && ended => {
+                            meta.set(Some(m));
+                            gloo_timers::future::TimeoutFuture::new(1_000).await;
+                            if still.get() {
+                                attempt.set(*attempt + 1);
+                            }
+                        }
+                        Ok(m) => meta.set(Some(m)),
+                        Err(e) => {
+                            failure_text(&session, e);
+                        }
+                    }
+                });
+            }
+            move || alive.set(false)
+        }
+    });
+
+    let rows = use_memo((view.version, (*filter).clone(), *show), {
+        let view = view.clone();
+        move |(_, text, show): &(u64, String, Show)| view.filtered(text, *show)
+    });
+    let on_select = {
+        let selected = selected.clone();
+        Callback::from(move |i: usize| selected.set(Some(i)))
+    };
+    let on_filter = {
+        let filter = filter.clone();
+        Callback::from(move |e: InputEvent| filter.set(input_value(&e)))
+    };
+    let on_show = {
+        let show = show.clone();
+        Callback::from(move |e: Event| show.set(Show::from_name(&select_value(&e))))
+    };
+    let cancel = {
+        let session = session.clone();
+        let notice = notice.clone();
+        let id = props.id.clone();
+        Callback::from(move |_| {
+            let session = session.clone();
+            let notice = notice.clone();
+            let id = id.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Err(e) = session.api.cancel_run(&id).await {
+                    notice.set(Some(failure_text(&session, e)));
+                }
+            });
+        })
+    };
+
+    let state = match (&view.finished, meta.as_ref().map(|m| m.state)) {
+        (Some(f), _) if f.cancelled.is_some() => "cancelled",
+        (Some(f), _) if f.summary.success() => "passed",
+        (Some(_), _) => "failed",
+        (None, Some(s)) if s != RunState::Running => state_name(s),
+        (None, _) => "running",
+    };
+    let (t0, t1) = view.span();
+    let elapsed = view.finished.as_ref().map_or(((t1 - t0) / 1000).max(0) as u64, |f| f.duration_ms);
+    let clocks: BTreeMap<String, String> = session
+        .machines
+        .iter()
+        .map(|m| (m.info.name.clone(), offset_us(m.clock_offset_us, m.clock_uncertainty_us)))
+        .collect();
+    let stream_note = match &view.stream {
+        Stream::Connecting => Some("connecting…".to_string()),
+        Stream::Live => None,
+        Stream::Ended if view.finished.is_none() && state == "running" => Some("reconnecting…".to_string()),
+        Stream::Ended => None,
+        Stream::Failed(m) => Some(format!("stream broken ({m}); reconnecting…")),
+    };
+    let count = |label: &'static str, n: u32, class: &'static str| {
+        html! { <li class={classes!("count", class, (n == 0).then_some("zero"))} data-count={class}><strong>{n}</strong>{format!(" {label}")}</li> }
+    };
+    let detail = selected.and_then(|i| view.rows.get(i).cloned());
+    let sync_skip = view.sync.len().saturating_sub(SYNC_SHOWN);
+
+    html! {
+        <section class="page run">
+            <div class="page-head">
+                <h1>
+                    {format!("Run {}", props.id)}
+                    if let Some(p) = &view.plan { <small class="muted">{format!(" · plan {p}")}</small> }
+                </h1>
+                <div class="actions">
+                    <span class={classes!("state", state)} id="run-state" aria-live="polite">{state}</span>
+                    <span class="muted" id="run-elapsed">{duration_ms(elapsed)}</span>
+                    if let Some(n) = stream_note { <span class="muted">{n}</span> }
+                    if state == "running" {
+                        <button type="button" class="danger" onclick={cancel}>{"Cancel run"}</button>
+                    }
+                    <Link<Route> to={Route::Runs} classes="button">{"All runs"}</Link<Route>>
+                </div>
+            </div>
+            if let Some(n) = &*notice { <p class="banner error" role="alert">{n.clone()}</p> }
+            if let Some(f) = &view.finished {
+                if let Some(why) = &f.cancelled { <p class="banner error">{format!("Cancelled: {why}")}</p> }
+            }
+            <ul class="summary" id="summary" aria-label="summary">
+                {count("passed", view.count(Outcome::Passed), "passed")}
+                {count("failed", view.count(Outcome::Failed), "failed")}
+                {count("timed out", view.count(Outcome::TimedOut), "timed-out")}
+                {count("crashed", view.count(Outcome::Crashed), "crashed")}
+                {count("lost", view.count(Outcome::Lost), "lost")}
+                {count("flaky", view.count(Outcome::Flaky), "flaky")}
+                {count("skipped", view.count(Outcome::Skipped), "skipped")}
+                {count("running", view.running, "running")}
+                {count("pending", view.pending() as u32, "pending")}
+            </ul>
+
+            <Timeline view={view.clone()} version={view.version} clocks={clocks} on_select={on_select.clone()} />
+
+            <div class="run-columns">
+                <section class="tests-panel" aria-labelledby="tests-title">
+                    <h2 id="tests-title">{format!("Tests ({} of {})", rows.len(), view.rows.len())}</h2>
+                    <div class="inline filters">
+                        <label for="test-filter">{"Filter"}</label>
+                        <input id="test-filter" type="search" placeholder="test, role, machine or suite" value={(*filter).clone()} oninput={on_filter} />
+                        <label for="test-show">{"Show"}</label>
+                        <select id="test-show" onchange={on_show}>
+                            { for Show::ALL.iter().map(|s| html! { <option value={s.name()} selected={*show == *s}>{s.name()}</option> }) }
+                        </select>
+                    </div>
+                    <TestTable view={view.clone()} version={view.version} rows={rows.clone()} selected={*selected} on_select={on_select} />
+                </section>
+
+                <section class="detail" id="test-detail" aria-labelledby="detail-title" aria-live="polite">
+                    <h2 id="detail-title">{"Test"}</h2>
+                    {match detail {
+                        None => html! { <p class="muted">{"Pick a test in the table or on the timeline to see its message and output."}</p> },
+                        Some(r) => html! {
+                            <>
+                                <h3 class="detail-name">{r.test.clone()}</h3>
+                                <p>
+                                    <span class={classes!("status", r.status.class())}>{r.status.class()}</span>
+                                    {format!(" on {} · role {} · suite {} · instance {}", r.shard.machine, r.shard.role, r.shard.suite, r.shard.instance)}
+                                    if let Some(ms) = r.duration_ms { {format!(" · {}", duration_ms(ms))} }
+                                    if r.attempt > 1 { {format!(" · attempt {}", r.attempt)} }
+                                </p>
+                                if let Some(m) = &r.message {
+                                    <h4>{"Message"}</h4>
+                                    <pre class="message">{m.clone()}</pre>
+                                }
+                                if !r.logs.is_empty() {
+                                    <h4>{"Log"}</h4>
+                                    <pre class="logs">{r.logs.join("\n")}</pre>
+                                }
+                                <h4>{"Output"}</h4>
+                                if r.output.is_empty() {
+                                    <p class="muted">{if r.status == Status::Running || r.status == Status::Pending { "Not finished yet." } else { "No output." }}</p>
+                                } else {
+                                    <pre class="output">{r.output.clone()}</pre>
+                                }
+                            </>
+                        },
+                    }}
+                </section>
+            </div>
+
+            <section class="sync" aria-labelledby="sync-title">
+                <h2 id="sync-title">{format!("Sync events ({})", view.sync.len())}</h2>
+                if view.sync.is_empty() {
+                    <p class="muted">{"No signals, barriers or publishes yet."}</p>
+                } else {
+                    if sync_skip > 0 { <p class="muted">{format!("{sync_skip} earlier events not listed (they are on the timeline)")}</p> }
+                    <ol class="sync-events" id="sync-events">
+                        { for view.sync[sync_skip..].iter().map(|s| html! {
+                            <li key={s.seq} class={classes!(s.failed.then_some("failed"))}>
+                                <span class="muted">{format!("+{} ", duration_ms(((s.at_us - t0) / 1000).max(0) as u64))}</span>
+                                <strong>{s.role.clone()}</strong>{format!(" on {}: {}", s.machine, s.text)}
+                            </li>
+                        }) }
+                    </ol>
+                }
+            </section>
+        </section>
+    }
+}

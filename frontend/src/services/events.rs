@@ -1,0 +1,85 @@
+//! A run's event stream: `GET /api/runs/{id}/events?from=SEQ` over a WebSocket.
+//! The server replays from `from`, then sends live events until the run ends.
+
+use ensemble_protocol::Event;
+use futures::StreamExt;
+use futures::future::{AbortHandle, Abortable};
+use gloo_net::websocket::Message;
+use gloo_net::websocket::futures::WebSocket;
+use yew::Callback;
+
+use super::Api;
+
+/// How a stream ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEnd {
+    /// The server closed it (after the run finished, or it went away).
+    Closed,
+    /// It could not be opened or broke.
+    Failed(String),
+}
+
+/// Stops the stream when dropped.
+#[derive(Debug)]
+pub struct Watch(AbortHandle);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The WebSocket URL for a path on this page's server.
+fn ws_url(path: &str) -> String {
+    let loc = web_sys::window().map(|w| w.location());
+    let host = loc.as_ref().and_then(|l| l.host().ok()).unwrap_or_default();
+    let secure = loc.and_then(|l| l.protocol().ok()).is_some_and(|p| p == "https:");
+    format!("{}://{host}{path}", if secure { "wss" } else { "ws" })
+}
+
+/// Streams events from `from` on. Events arrive in batches (everything the
+/// socket had ready), so a replay of thousands of events re-renders a few
+/// times rather than once per event.
+pub fn watch(
+    api: &Api,
+    run: &str,
+    from: u64,
+    on_events: Callback<Vec<Event>>,
+    on_end: Callback<StreamEnd>,
+) -> Watch {
+    let url = ws_url(&api.url_with_token(&format!("/api/runs/{run}/events?from={from}")));
+    let (handle, registration) = AbortHandle::new_pair();
+    let task = async move {
+        let socket = match WebSocket::open(&url) {
+            Ok(s) => s,
+            Err(e) => return on_end.emit(StreamEnd::Failed(e.to_string())),
+        };
+        let mut batches = socket.ready_chunks(512);
+        while let Some(batch) = batches.next().await {
+            let mut events = Vec::with_capacity(batch.len());
+            let mut failure = None;
+            for msg in batch {
+                match msg {
+                    Ok(Message::Text(text)) => match serde_json::from_str::<Event>(&text) {
+                        Ok(ev) => events.push(ev),
+                        Err(e) => failure = Some(format!("an event the app cannot read: {e}")),
+                    },
+                    Ok(Message::Bytes(_)) => {}
+                    Err(gloo_net::websocket::WebSocketError::ConnectionClose(_)) => {}
+                    Err(e) => failure = Some(e.to_string()),
+                }
+            }
+            if !events.is_empty() {
+                on_events.emit(events);
+            }
+            if let Some(f) = failure {
+                return on_end.emit(StreamEnd::Failed(f));
+            }
+        }
+        on_end.emit(StreamEnd::Closed);
+    };
+    wasm_bindgen_futures::spawn_local(async move {
+        let _ = Abortable::new(task, registration).await;
+    });
+    Watch(handle)
+}

@@ -1,0 +1,628 @@
+//! The plan editor: a `Plan` being edited, the text of fields that must parse
+//! (durations, sizes, label lists), and which problems to show where.
+//!
+//! Problems come from `Plan::problems()` — the same validation the CLI and
+//! the server apply — plus this editor's own parse errors, each keyed by the
+//! plan field path (`entries[1].profile`) so the page shows it next to that field.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use ensemble_protocol::api::{SHA_PREFIX, StoredPlan, SuiteMeta};
+use ensemble_protocol::plan::{Execution, Problem};
+use ensemble_protocol::units::{ByteSize, HumanDuration};
+use ensemble_protocol::{Entry, Plan, PlanType, Profile, Settings};
+use yew::Reducible;
+
+/// Settings edited as text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SettingField {
+    TestTimeout,
+    BarrierTimeout,
+    Retries,
+    MemoryLimit,
+    OutputLimit,
+}
+
+impl SettingField {
+    pub const ALL: [SettingField; 5] = [
+        SettingField::TestTimeout,
+        SettingField::Retries,
+        SettingField::MemoryLimit,
+        SettingField::BarrierTimeout,
+        SettingField::OutputLimit,
+    ];
+
+    pub fn path(self) -> &'static str {
+        match self {
+            SettingField::TestTimeout => "settings.test_timeout",
+            SettingField::BarrierTimeout => "settings.barrier_timeout",
+            SettingField::Retries => "settings.retries",
+            SettingField::MemoryLimit => "settings.memory_limit",
+            SettingField::OutputLimit => "settings.output_limit",
+        }
+    }
+
+    fn format(self, s: &Settings) -> String {
+        match self {
+            SettingField::TestTimeout => s.test_timeout.to_string(),
+            SettingField::BarrierTimeout => s.barrier_timeout.to_string(),
+            SettingField::Retries => s.retries.to_string(),
+            SettingField::MemoryLimit => s.memory_limit.to_string(),
+            SettingField::OutputLimit => s.output_limit.to_string(),
+        }
+    }
+
+    fn apply(self, s: &mut Settings, text: &str) -> Result<(), String> {
+        match self {
+            SettingField::TestTimeout => s.test_timeout = text.parse::<HumanDuration>()?,
+            SettingField::BarrierTimeout => s.barrier_timeout = text.parse::<HumanDuration>()?,
+            SettingField::MemoryLimit => s.memory_limit = text.parse::<ByteSize>()?,
+            SettingField::OutputLimit => s.output_limit = text.parse::<ByteSize>()?,
+            SettingField::Retries => {
+                s.retries = text.trim().parse().map_err(|_| format!("{text:?} is not a whole number"))?
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An entry field edited as text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryText {
+    Params,
+    Net,
+    Env,
+}
+
+impl EntryText {
+    pub fn path(self, i: usize) -> String {
+        match self {
+            EntryText::Params => format!("entries[{i}].params"),
+            EntryText::Net => format!("entries[{i}].capabilities.net"),
+            EntryText::Env => format!("entries[{i}].capabilities.env"),
+        }
+    }
+}
+
+pub enum EditorAction {
+    Load(StoredPlan),
+    SetName(String),
+    SetType(PlanType),
+    AddSuite(SuiteMeta),
+    RemoveEntry(usize),
+    SetRole(usize, String),
+    LinkProfile(usize, Option<String>),
+    /// Create a profile named after the entry's role and link it.
+    NewProfileFor(usize),
+    SetEntryText(usize, EntryText, String),
+    AddProfile,
+    RemoveProfile(usize),
+    SetProfileName(usize, String),
+    SetProfileLabels(usize, String),
+    SetProfileMachine(usize, Option<String>),
+    SetProfileCount(usize, String),
+    SetExecution(Execution),
+    SetFailFast(bool),
+    SetSetting(SettingField, String),
+    /// A save was tried: show every problem.
+    Submitted,
+    Saved(StoredPlan),
+    /// The server refused the plan, with field problems.
+    Rejected(Vec<Problem>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EditorState {
+    /// The stored plan's id; `None` until first saved.
+    pub id: Option<String>,
+    pub plan: Plan,
+    /// What the person typed into fields that must parse, by field path.
+    raw: BTreeMap<String, String>,
+    parse_errors: BTreeMap<String, String>,
+    touched: BTreeSet<String>,
+    pub submitted: bool,
+    server_problems: Vec<Problem>,
+    /// Changed since loaded or saved.
+    pub dirty: bool,
+}
+
+impl Default for EditorState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EditorState {
+    /// A new, empty distributed plan.
+    pub fn new() -> Self {
+        Self {
+            id: None,
+            plan: Plan {
+                name: String::new(),
+                kind: PlanType::Distributed,
+                settings: Settings::default(),
+                profiles: Vec::new(),
+                entries: Vec::new(),
+            },
+            raw: BTreeMap::new(),
+            parse_errors: BTreeMap::new(),
+            touched: BTreeSet::new(),
+            submitted: false,
+            server_problems: Vec::new(),
+            dirty: false,
+        }
+    }
+
+    pub fn loaded(stored: StoredPlan) -> Self {
+        Self { id: Some(stored.id), plan: stored.plan, ..Self::new() }
+    }
+
+    /// Every problem, by field path (several at one path are joined).
+    pub fn problems(&self) -> BTreeMap<String, String> {
+        let mut out: BTreeMap<String, String> = BTreeMap::new();
+        let mut add = |path: &str, msg: &str| {
+            out.entry(path.to_string())
+                .and_modify(|m| {
+                    m.push_str("; ");
+                    m.push_str(msg)
+                })
+                .or_insert_with(|| msg.to_string());
+        };
+        for (path, msg) in &self.parse_errors {
+            add(path, msg);
+        }
+        for p in self.plan.problems().iter().chain(&self.server_problems) {
+            // A field that does not parse shows that, not the stale value's problem.
+            if !self.parse_errors.keys().any(|k| within(&p.path, k)) {
+                add(&p.path, &p.message);
+            }
+        }
+        out
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.problems().is_empty()
+    }
+
+    /// The problem to show beside the field at `path` (covering its sub-paths,
+    /// e.g. `entries[0].capabilities.net[2]` for the net field), once the
+    /// field was touched or a save was tried.
+    pub fn error(&self, path: &str) -> Option<String> {
+        if !self.submitted && !self.touched.contains(path) {
+            return None;
+        }
+        let msgs: Vec<String> = self
+            .problems()
+            .into_iter()
+            .filter(|(p, _)| within(p, path))
+            .map(|(p, m)| if p == path { m } else { format!("{}: {m}", &p[path.len()..]) })
+            .collect();
+        (!msgs.is_empty()).then(|| msgs.join("; "))
+    }
+
+    /// The text a parsed field shows: what was typed, or the plan's value.
+    pub fn setting_text(&self, f: SettingField) -> String {
+        self.raw.get(f.path()).cloned().unwrap_or_else(|| f.format(&self.plan.settings))
+    }
+
+    pub fn entry_text(&self, i: usize, f: EntryText) -> String {
+        if let Some(t) = self.raw.get(&f.path(i)) {
+            return t.clone();
+        }
+        let Some(e) = self.plan.entries.get(i) else { return String::new() };
+        match f {
+            EntryText::Params => {
+                e.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n")
+            }
+            EntryText::Net => e.capabilities.net.join(", "),
+            EntryText::Env => e.capabilities.env.join(", "),
+        }
+    }
+
+    pub fn labels_text(&self, j: usize) -> String {
+        if let Some(t) = self.raw.get(&format!("profiles[{j}].labels")) {
+            return t.clone();
+        }
+        self.plan.profiles.get(j).map(|p| format_labels(&p.labels)).unwrap_or_default()
+    }
+
+    pub fn count_text(&self, j: usize) -> String {
+        if let Some(t) = self.raw.get(&format!("profiles[{j}].count")) {
+            return t.clone();
+        }
+        self.plan.profiles.get(j).map(|p| p.count.to_string()).unwrap_or_default()
+    }
+
+    /// Sets a parsed field: keeps the text, applies it when it parses.
+    fn parsed(
+        &mut self,
+        path: String,
+        text: String,
+        apply: impl FnOnce(&mut Plan, &str) -> Result<(), String>,
+    ) {
+        match apply(&mut self.plan, &text) {
+            Ok(()) => self.parse_errors.remove(&path),
+            Err(e) => self.parse_errors.insert(path.clone(), e),
+        };
+        self.raw.insert(path.clone(), text);
+        self.touched.insert(path);
+    }
+
+    /// Forgets per-field text and marks under a list whose indices shift.
+    fn forget_under(&mut self, prefix: &str) {
+        self.raw.retain(|k, _| !k.starts_with(prefix));
+        self.parse_errors.retain(|k, _| !k.starts_with(prefix));
+        self.touched.retain(|k| !k.starts_with(prefix));
+    }
+
+    fn unique_role(&self, base: &str) -> String {
+        let base: String = base
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' })
+            .collect();
+        let base = if base.is_empty() { "suite".to_string() } else { base };
+        let taken: BTreeSet<String> = self.plan.entries.iter().map(Entry::role_name).collect();
+        unique(&base, |n| taken.contains(n))
+    }
+
+    fn unique_profile(&self, base: &str) -> String {
+        unique(base, |n| self.plan.profiles.iter().any(|p| p.name == n))
+    }
+}
+
+/// `base`, or `base-2`, `base-3`, ... whichever is free.
+fn unique(base: &str, taken: impl Fn(&str) -> bool) -> String {
+    if !taken(base) {
+        return base.to_string();
+    }
+    (2..).map(|n| format!("{base}-{n}")).find(|n| !taken(n)).expect("some name is free")
+}
+
+/// Whether `path` is `field` or inside it.
+fn within(path: &str, field: &str) -> bool {
+    path == field
+        || path.strip_prefix(field).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+}
+
+/// `k=v, k2=v2` (commas or new lines between pairs).
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for pair in text.split([',', '\n']).map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err(format!("{pair:?} is not key=value (e.g. tier=server)"));
+        };
+        let (k, v) = (k.trim(), v.trim());
+        if k.is_empty() {
+            return Err(format!("{pair:?} has no key"));
+        }
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(format!("label {k:?} is given twice"));
+        }
+    }
+    Ok(out)
+}
+
+pub fn format_labels(labels: &BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+}
+
+/// One `key=value` per line.
+pub fn parse_params(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(format!("{line:?} is not key=value"));
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(format!("{line:?} has no key"));
+        }
+        if out.insert(k.to_string(), v.trim().to_string()).is_some() {
+            return Err(format!("param {k:?} is given twice"));
+        }
+    }
+    Ok(out)
+}
+
+fn parse_list(text: &str) -> Vec<String> {
+    text.split([',', '\n', ' ']).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+/// A name for a copy of a plan that no plan has yet.
+pub fn copy_name(name: &str, existing: &[&str]) -> String {
+    let first = format!("{name} (copy)");
+    if !existing.contains(&first.as_str()) {
+        return first;
+    }
+    (2..)
+        .map(|n| format!("{name} (copy {n})"))
+        .find(|n| !existing.contains(&n.as_str()))
+        .expect("a free name")
+}
+
+impl Reducible for EditorState {
+    type Action = EditorAction;
+
+    fn reduce(self: Rc<Self>, action: EditorAction) -> Rc<Self> {
+        let mut s = (*self).clone();
+        let edit = !matches!(
+            action,
+            EditorAction::Load(_)
+                | EditorAction::Submitted
+                | EditorAction::Saved(_)
+                | EditorAction::Rejected(_)
+        );
+        if edit {
+            s.dirty = true;
+            s.server_problems.clear();
+        }
+        match action {
+            EditorAction::Load(stored) => s = EditorState::loaded(stored),
+            EditorAction::SetName(name) => {
+                s.plan.name = name;
+                s.touched.insert("name".into());
+            }
+            EditorAction::SetType(kind) => s.plan.kind = kind,
+            EditorAction::AddSuite(meta) => {
+                let role = s.unique_role(&meta.name.replace('_', "-"));
+                s.plan.entries.push(Entry {
+                    suite: format!("{SHA_PREFIX}{}", meta.sha256),
+                    profile: None,
+                    role: Some(role),
+                    params: BTreeMap::new(),
+                    capabilities: Default::default(),
+                });
+            }
+            EditorAction::RemoveEntry(i) if i < s.plan.entries.len() => {
+                s.plan.entries.remove(i);
+                s.forget_under("entries[");
+            }
+            EditorAction::SetRole(i, role) => {
+                if let Some(e) = s.plan.entries.get_mut(i) {
+                    let role = role.trim().to_string();
+                    e.role = (!role.is_empty()).then_some(role);
+                    s.touched.insert(format!("entries[{i}].role"));
+                }
+            }
+            EditorAction::LinkProfile(i, profile) => {
+                if let Some(e) = s.plan.entries.get_mut(i) {
+                    e.profile = profile;
+                    s.touched.insert(format!("entries[{i}].profile"));
+                }
+            }
+            EditorAction::NewProfileFor(i) => {
+                if let Some(role) = s.plan.entries.get(i).map(Entry::role_name) {
+                    let name = s.unique_profile(&format!("{role}-machine"));
+                    s.plan.profiles.push(Profile {
+                        name: name.clone(),
+                        labels: BTreeMap::new(),
+                        machine: None,
+                        count: 1,
+                    });
+                    s.plan.entries[i].profile = Some(name);
+                }
+            }
+            EditorAction::SetEntryText(i, field, text) => {
+                if i < s.plan.entries.len() {
+                    s.parsed(field.path(i), text, |plan, t| {
+                        let e = &mut plan.entries[i];
+                        match field {
+                            EntryText::Params => e.params = parse_params(t)?,
+                            EntryText::Net => e.capabilities.net = parse_list(t),
+                            EntryText::Env => e.capabilities.env = parse_list(t),
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            EditorAction::AddProfile => {
+                let name = s.unique_profile("profile");
+                s.plan.profiles.push(Profile { name, labels: BTreeMap::new(), machine: None, count: 1 });
+            }
+            EditorAction::RemoveProfile(j) if j < s.plan.profiles.len() => {
+                let gone = s.plan.profiles.remove(j).name;
+                for e in &mut s.plan.entries {
+                    if e.profile.as_deref() == Some(gone.as_str()) {
+                        e.profile = None;
+                    }
+                }
+                s.forget_under("profiles[");
+            }
+            EditorAction::SetProfileName(j, name) => {
+                if let Some(p) = s.plan.profiles.get_mut(j) {
+                    let old = std::mem::replace(&mut p.name, name.trim().to_string());
+                    let new = p.name.clone();
+                    // Links follow the profile through a rename.
+                    for e in &mut s.plan.entries {
+                        if e.profile.as_deref() == Some(old.as_str()) {
+                            e.profile = Some(new.clone());
+                        }
+                    }
+                    s.touched.insert(format!("profiles[{j}].name"));
+                }
+            }
+            EditorAction::SetProfileLabels(j, text) => {
+                if j < s.plan.profiles.len() {
+                    s.parsed(format!("profiles[{j}].labels"), text, |plan, t| {
+                        plan.profiles[j].labels = parse_labels(t)?;
+                        Ok(())
+                    });
+                }
+            }
+            EditorAction::SetProfileMachine(j, machine) => {
+                if let Some(p) = s.plan.profiles.get_mut(j) {
+                    p.machine = machine.filter(|m| !m.is_empty());
+                    s.touched.insert(format!("profiles[{j}].count"));
+                }
+            }
+            EditorAction::SetProfileCount(j, text) => {
+                if j < s.plan.profiles.len() {
+                    s.parsed(format!("profiles[{j}].count"), text, |plan, t| {
+                        plan.profiles[j].count =
+                            t.trim().parse().map_err(|_| format!("{t:?} is not a whole number"))?;
+                        Ok(())
+                    });
+                }
+            }
+            EditorAction::SetExecution(x) => s.plan.settings.execution = x,
+            EditorAction::SetFailFast(on) => s.plan.settings.fail_fast = on,
+            EditorAction::SetSetting(f, text) => {
+                s.parsed(f.path().to_string(), text, |plan, t| f.apply(&mut plan.settings, t));
+            }
+            EditorAction::Submitted => s.submitted = true,
+            EditorAction::Saved(stored) => {
+                // Keep what is typed; the stored plan is what was sent.
+                s.id = Some(stored.id);
+                s.plan = stored.plan;
+                s.dirty = false;
+                s.server_problems.clear();
+            }
+            EditorAction::Rejected(problems) => {
+                s.submitted = true;
+                s.server_problems = problems;
+            }
+            EditorAction::RemoveEntry(_) | EditorAction::RemoveProfile(_) => {}
+        }
+        Rc::new(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn suite(name: &str, fill: char) -> SuiteMeta {
+        SuiteMeta {
+            sha256: std::iter::repeat_n(fill, 64).collect(),
+            name: name.into(),
+            size: 1,
+            kind: "suite".into(),
+            tests: vec![],
+            imports: vec![],
+            uploaded_us: 0,
+        }
+    }
+
+    fn apply(s: Rc<EditorState>, actions: Vec<EditorAction>) -> Rc<EditorState> {
+        actions.into_iter().fold(s, |s, a| s.reduce(a))
+    }
+
+    #[test]
+    fn the_seed_flow_builds_a_valid_distributed_plan() {
+        let s = apply(
+            Rc::new(EditorState::new()),
+            vec![
+                EditorAction::SetName("kv across two boxes".into()),
+                EditorAction::SetType(PlanType::Distributed),
+                EditorAction::AddSuite(suite("kv-server", 'a')),
+                EditorAction::AddSuite(suite("kv-client", 'b')),
+            ],
+        );
+        // Not linked yet: the same problem the CLI reports, at the same field.
+        let problems = s.problems();
+        assert!(problems["entries[0].profile"].contains("links every entry to a profile"), "{problems:?}");
+        assert_eq!(s.error("entries[0].profile"), None, "shown only once touched or submitted");
+        let s = apply(
+            s,
+            vec![
+                EditorAction::NewProfileFor(0),
+                EditorAction::NewProfileFor(1),
+                EditorAction::SetProfileLabels(0, "tier=server".into()),
+                EditorAction::SetProfileLabels(1, "tier = client".into()),
+                EditorAction::SetSetting(SettingField::TestTimeout, "30s".into()),
+                EditorAction::SetSetting(SettingField::Retries, "2".into()),
+                EditorAction::SetFailFast(true),
+            ],
+        );
+        assert!(s.is_valid(), "{:?}", s.problems());
+        let plan = &s.plan;
+        assert_eq!(plan.entries[0].profile.as_deref(), Some("kv-server-machine"));
+        assert_eq!(plan.entries[1].profile.as_deref(), Some("kv-client-machine"));
+        assert_eq!(plan.profiles[1].labels["tier"], "client");
+        assert_eq!(plan.entries[0].suite, format!("sha256:{}", "a".repeat(64)));
+        assert_eq!(plan.settings.test_timeout.as_millis_u64(), 30_000);
+        assert_eq!(plan.settings.retries, 2);
+        // What the editor makes, the TOML reader takes back unchanged.
+        assert_eq!(&Plan::from_toml(&plan.to_toml()).unwrap(), plan);
+    }
+
+    #[test]
+    fn parse_errors_stay_on_their_field_and_keep_the_text() {
+        let s = apply(
+            Rc::new(EditorState::new()),
+            vec![
+                EditorAction::SetSetting(SettingField::TestTimeout, "soon".into()),
+                EditorAction::SetSetting(SettingField::MemoryLimit, "12 parsecs".into()),
+            ],
+        );
+        assert_eq!(s.setting_text(SettingField::TestTimeout), "soon");
+        assert!(s.error("settings.test_timeout").unwrap().contains("invalid duration"));
+        assert!(s.error("settings.memory_limit").unwrap().contains("invalid size"));
+        // The plan keeps its last good value.
+        assert_eq!(s.plan.settings.test_timeout.as_millis_u64(), 60_000);
+        let s = s.reduce(EditorAction::SetSetting(SettingField::TestTimeout, "2m".into()));
+        assert_eq!(s.error("settings.test_timeout"), None);
+        assert_eq!(s.plan.settings.test_timeout.as_millis_u64(), 120_000);
+        let s = s.reduce(EditorAction::SetSetting(SettingField::MemoryLimit, "0".into()));
+        assert!(s.error("settings.memory_limit").unwrap().contains("out of range"));
+    }
+
+    #[test]
+    fn submitting_shows_every_problem_and_nested_ones_on_their_field() {
+        let s = apply(
+            Rc::new(EditorState::new()),
+            vec![
+                EditorAction::AddSuite(suite("kv-server", 'a')),
+                EditorAction::SetEntryText(0, EntryText::Net, "127.0.0.1:80, nohost".into()),
+                EditorAction::SetEntryText(0, EntryText::Params, "keys=100\nbroken".into()),
+            ],
+        );
+        assert!(s.error("name").is_none());
+        let s = s.reduce(EditorAction::Submitted);
+        assert!(s.error("name").unwrap().contains("needs a name"));
+        assert!(s.error("entries[0].capabilities.net").unwrap().contains("[1]: \"nohost\" is not host:port"));
+        assert!(s.error("entries[0].params").unwrap().contains("\"broken\" is not key=value"));
+        assert!(s.error("entries[0].profile").is_some());
+    }
+
+    #[test]
+    fn renaming_and_removing_profiles_keeps_links_right() {
+        let s = apply(
+            Rc::new(EditorState::new()),
+            vec![
+                EditorAction::AddSuite(suite("a", 'a')),
+                EditorAction::AddSuite(suite("a", 'b')),
+                EditorAction::NewProfileFor(0),
+                EditorAction::LinkProfile(1, Some("a-machine".into())),
+                EditorAction::SetProfileName(0, "servers".into()),
+            ],
+        );
+        assert_eq!(s.plan.entries[1].role.as_deref(), Some("a-2"), "roles are unique");
+        assert_eq!(s.plan.entries[0].profile.as_deref(), Some("servers"));
+        assert_eq!(s.plan.entries[1].profile.as_deref(), Some("servers"));
+        let s = s.reduce(EditorAction::RemoveProfile(0));
+        assert!(s.plan.entries.iter().all(|e| e.profile.is_none()));
+        let s = s.reduce(EditorAction::SetProfileLabels(0, "x".into()));
+        assert!(s.plan.profiles.is_empty(), "editing a removed profile is ignored");
+    }
+
+    #[test]
+    fn server_problems_show_until_the_next_edit() {
+        let s = Rc::new(EditorState::new())
+            .reduce(EditorAction::Rejected(vec![Problem { path: "name".into(), message: "taken".into() }]));
+        assert!(s.error("name").unwrap().contains("taken"));
+        let s = s.reduce(EditorAction::SetName("x".into()));
+        assert!(s.error("name").is_none_or(|m| !m.contains("taken")));
+    }
+
+    #[test]
+    fn labels_params_and_copy_names() {
+        assert_eq!(parse_labels("a=1, b = 2\nc=").unwrap().len(), 3);
+        assert!(parse_labels("a=1, a=2").unwrap_err().contains("twice"));
+        assert!(parse_labels("tier").unwrap_err().contains("key=value"));
+        assert_eq!(parse_params("x = 1\n\ny=a,b").unwrap()["y"], "a,b");
+        assert_eq!(copy_name("demo", &["demo"]), "demo (copy)");
+        assert_eq!(copy_name("demo", &["demo", "demo (copy)"]), "demo (copy 2)");
+    }
+}

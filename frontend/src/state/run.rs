@@ -1,0 +1,613 @@
+//! A run as the run view shows it, rebuilt from its event stream: lanes per
+//! machine, one row per test, sync events and counts. The same fold serves a
+//! live run, a run opened mid-way (the server replays from the start) and a
+//! finished one. Rows are `Rc`s so each batch of events copies pointers, not
+//! tests: a 10,000-test run stays cheap to update.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use ensemble_protocol::event::SyncOp;
+use ensemble_protocol::{Event, EventKind, Outcome, ShardRef, Summary};
+use yew::Reducible;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Listed by its suite, not started.
+    Pending,
+    Running,
+    Done(Outcome),
+}
+
+impl Status {
+    /// The CSS class and filter name.
+    pub fn class(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Done(o) => o.as_str(),
+        }
+    }
+
+    /// Higher is more worth seeing (a bucket of bars shows its worst).
+    fn severity(self) -> u8 {
+        match self {
+            Status::Pending => 0,
+            Status::Done(Outcome::Skipped) => 1,
+            Status::Done(Outcome::Passed) => 2,
+            Status::Running => 3,
+            Status::Done(Outcome::Flaky) => 4,
+            Status::Done(_) => 5,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TestRow {
+    pub shard: ShardRef,
+    pub test: String,
+    pub status: Status,
+    pub attempt: u32,
+    pub started_us: Option<i64>,
+    pub finished_us: Option<i64>,
+    pub duration_ms: Option<u64>,
+    pub message: Option<String>,
+    pub output: String,
+    pub logs: Vec<String>,
+}
+
+/// A sync event on the timeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncRow {
+    pub seq: u64,
+    pub at_us: i64,
+    pub machine: String,
+    pub role: String,
+    pub text: String,
+    /// Barrier failures are worth a colour.
+    pub failed: bool,
+}
+
+/// One machine's lane.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lane {
+    pub machine: String,
+    pub shards: Vec<ShardRef>,
+    pub rows: Vec<usize>,
+    /// Shards that could not run, with why.
+    pub errors: Vec<String>,
+    /// Indices into `RunView::sync`.
+    pub marks: Vec<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    pub summary: Summary,
+    pub duration_ms: u64,
+    pub cancelled: Option<String>,
+    pub at_us: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stream {
+    Connecting,
+    Live,
+    Ended,
+    Failed(String),
+}
+
+/// What a filter keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Show {
+    All,
+    Failures,
+    Passed,
+    Running,
+    Pending,
+}
+
+impl Show {
+    pub const ALL: [Show; 5] = [Show::All, Show::Failures, Show::Passed, Show::Running, Show::Pending];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Show::All => "all",
+            Show::Failures => "failures",
+            Show::Passed => "passed",
+            Show::Running => "running",
+            Show::Pending => "pending",
+        }
+    }
+
+    pub fn from_name(n: &str) -> Show {
+        Show::ALL.into_iter().find(|s| s.name() == n).unwrap_or(Show::All)
+    }
+
+    fn keeps(self, s: Status) -> bool {
+        match self {
+            Show::All => true,
+            Show::Failures => matches!(s, Status::Done(o) if o.is_failure()),
+            Show::Passed => matches!(s, Status::Done(Outcome::Passed | Outcome::Flaky)),
+            Show::Running => s == Status::Running,
+            Show::Pending => s == Status::Pending,
+        }
+    }
+}
+
+/// A bar on a lane, positioned as fractions of the run's span.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bar {
+    pub from: f64,
+    pub to: f64,
+    pub class: &'static str,
+    pub title: String,
+    /// The test, when the bar is one test (not a bucket of many).
+    pub row: Option<usize>,
+}
+
+/// Lanes with more tests than this are drawn as buckets.
+pub const MAX_BARS: usize = 300;
+/// Buckets per lane when bucketing.
+pub const BUCKETS: usize = 150;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunView {
+    pub run: String,
+    pub plan: Option<String>,
+    pub last_seq: u64,
+    pub started_us: Option<i64>,
+    pub last_at_us: i64,
+    pub finished: Option<Finished>,
+    pub lanes: Vec<Lane>,
+    pub rows: Vec<Rc<TestRow>>,
+    index: HashMap<(u32, String), usize>,
+    pub sync: Vec<SyncRow>,
+    pub counts: BTreeMap<Outcome, u32>,
+    pub running: u32,
+    pub stream: Stream,
+    /// Counts reductions: components compare this instead of the whole view.
+    pub version: u64,
+}
+
+pub enum RunAction {
+    Events(Vec<Event>),
+    Stream(Stream),
+}
+
+const MAX_LOGS_PER_TEST: usize = 500;
+
+impl RunView {
+    pub fn new(run: &str) -> Self {
+        Self {
+            run: run.to_string(),
+            plan: None,
+            last_seq: 0,
+            started_us: None,
+            last_at_us: 0,
+            finished: None,
+            lanes: Vec::new(),
+            rows: Vec::new(),
+            index: HashMap::new(),
+            sync: Vec::new(),
+            counts: BTreeMap::new(),
+            running: 0,
+            stream: Stream::Connecting,
+            version: 0,
+        }
+    }
+
+    pub fn count(&self, o: Outcome) -> u32 {
+        self.counts.get(&o).copied().unwrap_or(0)
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.counts.iter().filter(|(o, _)| o.is_failure()).map(|(_, n)| n).sum()
+    }
+
+    pub fn pending(&self) -> usize {
+        self.rows.iter().filter(|r| r.status == Status::Pending).count()
+    }
+
+    /// The timeline's span: run start to its end, or to the latest event.
+    pub fn span(&self) -> (i64, i64) {
+        let t0 = self.started_us.unwrap_or(self.last_at_us);
+        let t1 = self.finished.as_ref().map_or(self.last_at_us, |f| f.at_us).max(t0 + 1_000);
+        (t0, t1)
+    }
+
+    fn lane_mut(&mut self, machine: &str) -> &mut Lane {
+        let i = match self.lanes.iter().position(|l| l.machine == machine) {
+            Some(i) => i,
+            None => {
+                self.lanes.push(Lane {
+                    machine: machine.to_string(),
+                    shards: Vec::new(),
+                    rows: Vec::new(),
+                    errors: Vec::new(),
+                    marks: Vec::new(),
+                });
+                self.lanes.len() - 1
+            }
+        };
+        &mut self.lanes[i]
+    }
+
+    fn add_shard(&mut self, shard: &ShardRef) {
+        let lane = self.lane_mut(&shard.machine);
+        if !lane.shards.iter().any(|s| s.shard == shard.shard) {
+            lane.shards.push(shard.clone());
+        }
+    }
+
+    /// The row of a test, made (pending) if new.
+    fn row(&mut self, shard: &ShardRef, test: &str) -> usize {
+        let key = (shard.shard, test.to_string());
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        self.add_shard(shard);
+        let i = self.rows.len();
+        self.rows.push(Rc::new(TestRow {
+            shard: shard.clone(),
+            test: test.to_string(),
+            status: Status::Pending,
+            attempt: 0,
+            started_us: None,
+            finished_us: None,
+            duration_ms: None,
+            message: None,
+            output: String::new(),
+            logs: Vec::new(),
+        }));
+        self.index.insert(key, i);
+        self.lane_mut(&shard.machine).rows.push(i);
+        i
+    }
+
+    fn set_status(&mut self, i: usize, status: Status) {
+        let old = self.rows[i].status;
+        match old {
+            Status::Running => self.running -= 1,
+            Status::Done(o) => *self.counts.entry(o).or_default() -= 1,
+            Status::Pending => {}
+        }
+        match status {
+            Status::Running => self.running += 1,
+            Status::Done(o) => *self.counts.entry(o).or_default() += 1,
+            Status::Pending => {}
+        }
+        Rc::make_mut(&mut self.rows[i]).status = status;
+    }
+
+    pub fn apply(&mut self, ev: Event) {
+        if ev.seq <= self.last_seq {
+            return; // seen already (a reconnect replays from where it asked)
+        }
+        self.last_seq = ev.seq;
+        self.last_at_us = self.last_at_us.max(ev.at_us);
+        match ev.kind {
+            EventKind::RunStarted { plan, shards } => {
+                self.plan = Some(plan);
+                self.started_us = Some(ev.at_us);
+                for s in &shards {
+                    self.add_shard(&s.shard);
+                }
+            }
+            EventKind::ShardStarted { shard, tests } => {
+                self.add_shard(&shard);
+                for t in &tests {
+                    self.row(&shard, t);
+                }
+            }
+            EventKind::TestStarted { shard, test, attempt } => {
+                let i = self.row(&shard, &test);
+                self.set_status(i, Status::Running);
+                let row = Rc::make_mut(&mut self.rows[i]);
+                row.attempt = attempt;
+                if row.started_us.is_none() {
+                    row.started_us = Some(ev.at_us);
+                }
+            }
+            EventKind::TestFinished { shard, test, outcome, duration_ms, attempt, message, output } => {
+                let i = self.row(&shard, &test);
+                self.set_status(i, Status::Done(outcome));
+                let row = Rc::make_mut(&mut self.rows[i]);
+                row.attempt = attempt;
+                row.duration_ms = Some(duration_ms);
+                row.finished_us = Some(ev.at_us);
+                row.started_us.get_or_insert(ev.at_us - (duration_ms as i64) * 1000);
+                row.message = message;
+                row.output = output;
+            }
+            EventKind::Log { shard, test, level, message } => {
+                let i = self.row(&shard, &test);
+                let row = Rc::make_mut(&mut self.rows[i]);
+                if row.logs.len() < MAX_LOGS_PER_TEST {
+                    row.logs.push(format!("[{level}] {message}"));
+                }
+            }
+            EventKind::Sync { shard, op } => {
+                self.add_shard(&shard);
+                let (text, failed) = match op {
+                    SyncOp::Signal { state, value } => (format!("signal {state} = {value}"), false),
+                    SyncOp::BarrierReleased { state, target } => {
+                        (format!("barrier {state} released ({target} parties)"), false)
+                    }
+                    SyncOp::BarrierFailed { state, target, reason } => {
+                        (format!("barrier {state} ({target} parties) failed: {reason}"), true)
+                    }
+                    SyncOp::Publish { topic, message_seq } => {
+                        (format!("publish on {topic} (message {message_seq})"), false)
+                    }
+                };
+                self.sync.push(SyncRow {
+                    seq: ev.seq,
+                    at_us: ev.at_us,
+                    machine: shard.machine.clone(),
+                    role: shard.role.clone(),
+                    text,
+                    failed,
+                });
+                let k = self.sync.len() - 1;
+                self.lane_mut(&shard.machine).marks.push(k);
+            }
+            EventKind::ShardFinished { shard, error, .. } => {
+                if let Some(e) = error {
+                    self.lane_mut(&shard.machine)
+                        .errors
+                        .push(format!("{} ({}): {e}", shard.role, shard.suite));
+                }
+            }
+            EventKind::RunFinished { summary, duration_ms, cancelled } => {
+                self.finished = Some(Finished { summary, duration_ms, cancelled, at_us: ev.at_us });
+            }
+        }
+    }
+
+    /// Rows the filter keeps, in arrival order.
+    pub fn filtered(&self, text: &str, show: Show) -> Vec<usize> {
+        let needle = text.trim().to_lowercase();
+        (0..self.rows.len())
+            .filter(|&i| {
+                let r = &self.rows[i];
+                show.keeps(r.status)
+                    && (needle.is_empty()
+                        || [&r.test, &r.shard.role, &r.shard.machine, &r.shard.suite]
+                            .iter()
+                            .any(|f| f.to_lowercase().contains(&needle)))
+            })
+            .collect()
+    }
+
+    /// The bars of a lane: one per test while few, else buckets of time that
+    /// show their worst status — a lane never draws more than `MAX_BARS`.
+    pub fn bars(&self, lane: &Lane) -> Vec<Bar> {
+        let (t0, t1) = self.span();
+        let width = (t1 - t0) as f64;
+        let frac = |t: i64| ((t - t0) as f64 / width).clamp(0.0, 1.0);
+        let placed: Vec<(usize, f64, f64)> = lane
+            .rows
+            .iter()
+            .filter_map(|&i| {
+                let r = &self.rows[i];
+                let start = r.started_us?;
+                let end = r.finished_us.unwrap_or(t1);
+                Some((i, frac(start), frac(end)))
+            })
+            .collect();
+        if placed.len() <= MAX_BARS {
+            return placed
+                .into_iter()
+                .map(|(i, from, to)| {
+                    let r = &self.rows[i];
+                    Bar {
+                        from,
+                        to,
+                        class: r.status.class(),
+                        title: format!("{} · {} · {}", r.test, r.shard.role, r.status.class()),
+                        row: Some(i),
+                    }
+                })
+                .collect();
+        }
+        let mut buckets: Vec<(Option<Status>, u32)> = vec![(None, 0); BUCKETS];
+        for &(i, from, to) in &placed {
+            let a = ((from * BUCKETS as f64) as usize).min(BUCKETS - 1);
+            let b = ((to * BUCKETS as f64) as usize).min(BUCKETS - 1);
+            let st = self.rows[i].status;
+            for slot in &mut buckets[a..=b] {
+                slot.1 += 1;
+                if slot.0.is_none_or(|s| st.severity() > s.severity()) {
+                    slot.0 = Some(st);
+                }
+            }
+        }
+        buckets
+            .into_iter()
+            .enumerate()
+            .filter_map(|(k, (st, n))| {
+                let st = st?;
+                Some(Bar {
+                    from: k as f64 / BUCKETS as f64,
+                    to: (k + 1) as f64 / BUCKETS as f64,
+                    class: st.class(),
+                    title: format!("{n} tests, the worst {}", st.class()),
+                    row: None,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Reducible for RunView {
+    type Action = RunAction;
+
+    fn reduce(self: Rc<Self>, action: RunAction) -> Rc<Self> {
+        let mut s = Rc::unwrap_or_clone(self);
+        s.version += 1;
+        match action {
+            RunAction::Events(events) => {
+                for ev in events {
+                    s.apply(ev);
+                }
+                if s.stream == Stream::Connecting {
+                    s.stream = Stream::Live;
+                }
+            }
+            RunAction::Stream(st) => s.stream = st,
+        }
+        Rc::new(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ensemble_protocol::event::ShardInfo;
+
+    fn shard(n: u32, machine: &str, role: &str) -> ShardRef {
+        ShardRef { shard: n, machine: machine.into(), role: role.into(), suite: role.into(), instance: 0 }
+    }
+
+    fn ev(seq: u64, at_ms: i64, kind: EventKind) -> Event {
+        Event { run: "r".into(), seq, at_us: at_ms * 1000, machine_at_us: None, kind }
+    }
+
+    fn finished(s: &ShardRef, test: &str, outcome: Outcome, message: Option<&str>) -> EventKind {
+        EventKind::TestFinished {
+            shard: s.clone(),
+            test: test.into(),
+            outcome,
+            duration_ms: 10,
+            attempt: 1,
+            message: message.map(Into::into),
+            output: "out\n".into(),
+        }
+    }
+
+    fn two_machine_run() -> Vec<Event> {
+        let server = shard(0, "box-a", "kv-server");
+        let client = shard(1, "box-b", "kv-client");
+        vec![
+            ev(
+                1,
+                0,
+                EventKind::RunStarted {
+                    plan: "kv".into(),
+                    shards: [&server, &client]
+                        .iter()
+                        .map(|s| ShardInfo {
+                            shard: (*s).clone(),
+                            profile: "p".into(),
+                            suite_sha256: "x".into(),
+                        })
+                        .collect(),
+                },
+            ),
+            ev(2, 1, EventKind::ShardStarted { shard: server.clone(), tests: vec!["serves".into()] }),
+            ev(
+                3,
+                1,
+                EventKind::ShardStarted {
+                    shard: client.clone(),
+                    tests: vec!["reads".into(), "writes".into()],
+                },
+            ),
+            ev(4, 2, EventKind::TestStarted { shard: server.clone(), test: "serves".into(), attempt: 1 }),
+            ev(5, 2, EventKind::TestStarted { shard: client.clone(), test: "reads".into(), attempt: 1 }),
+            ev(
+                6,
+                3,
+                EventKind::Sync {
+                    shard: server.clone(),
+                    op: SyncOp::BarrierReleased { state: "ready".into(), target: 2 },
+                },
+            ),
+            ev(7, 20, finished(&client, "reads", Outcome::Passed, None)),
+            ev(8, 21, EventKind::TestStarted { shard: client.clone(), test: "writes".into(), attempt: 1 }),
+            ev(9, 30, finished(&client, "writes", Outcome::Failed, Some("expected 2, got 3"))),
+            ev(10, 40, finished(&server, "serves", Outcome::Passed, None)),
+            ev(
+                11,
+                41,
+                EventKind::RunFinished {
+                    summary: Summary { passed: 2, failed: 1, ..Default::default() },
+                    duration_ms: 41,
+                    cancelled: None,
+                },
+            ),
+        ]
+    }
+
+    fn fold(events: Vec<Event>) -> RunView {
+        let mut v = RunView::new("r");
+        for e in events {
+            v.apply(e);
+        }
+        v
+    }
+
+    #[test]
+    fn a_run_folds_into_lanes_rows_sync_and_counts() {
+        let v = fold(two_machine_run());
+        assert_eq!(v.lanes.iter().map(|l| l.machine.as_str()).collect::<Vec<_>>(), ["box-a", "box-b"]);
+        assert_eq!(v.rows.len(), 3);
+        assert_eq!((v.count(Outcome::Passed), v.count(Outcome::Failed), v.running), (2, 1, 0));
+        let failed = &v.rows[v.filtered("", Show::Failures)[0]];
+        assert_eq!(failed.test, "writes");
+        assert_eq!(failed.message.as_deref(), Some("expected 2, got 3"));
+        assert_eq!(v.sync[0].text, "barrier ready released (2 parties)");
+        assert_eq!(v.lanes[0].marks, [0]);
+        assert_eq!(v.span(), (0, 41_000));
+        let bars = v.bars(&v.lanes[1]);
+        assert_eq!(bars.len(), 2);
+        assert!((bars[1].from - 21.0 / 41.0).abs() < 1e-9 && bars[1].class == "failed");
+    }
+
+    #[test]
+    fn mid_run_state_shows_running_and_pending_tests() {
+        let v = fold(two_machine_run().into_iter().take(5).collect());
+        assert_eq!(v.running, 2);
+        assert_eq!(v.pending(), 1);
+        assert_eq!(v.filtered("", Show::Running).len(), 2);
+        assert_eq!(v.filtered("WRITES", Show::All).len(), 1, "the filter ignores case");
+        assert!(v.finished.is_none());
+        // A running bar reaches the latest event.
+        assert_eq!(v.bars(&v.lanes[0])[0].to, 1.0);
+    }
+
+    #[test]
+    fn replays_and_reconnects_do_not_count_twice() {
+        let events = two_machine_run();
+        let mut v = fold(events[..8].to_vec());
+        // A reconnect asks from last_seq + 1, but a server may resend more.
+        for e in events[5..].iter().cloned() {
+            v.apply(e);
+        }
+        assert_eq!(v, fold(events));
+    }
+
+    #[test]
+    fn ten_thousand_tests_draw_a_bounded_number_of_bars() {
+        let s = shard(0, "box-a", "big");
+        let mut events = vec![ev(1, 0, EventKind::ShardStarted { shard: s.clone(), tests: vec![] })];
+        let mut seq = 1;
+        for t in 0..10_000 {
+            seq += 1;
+            events.push(ev(
+                seq,
+                t,
+                EventKind::TestStarted { shard: s.clone(), test: format!("t{t}"), attempt: 1 },
+            ));
+            seq += 1;
+            let outcome = if t == 5_000 { Outcome::Failed } else { Outcome::Passed };
+            events.push(ev(seq, t + 1, finished(&s, &format!("t{t}"), outcome, None)));
+        }
+        let v = fold(events);
+        assert_eq!(v.rows.len(), 10_000);
+        let bars = v.bars(&v.lanes[0]);
+        assert!(bars.len() <= BUCKETS, "{}", bars.len());
+        assert!(bars.iter().any(|b| b.class == "failed"), "a failure is never hidden in a bucket");
+        assert_eq!(v.filtered("", Show::Failures).len(), 1);
+    }
+}

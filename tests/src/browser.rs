@@ -1,0 +1,654 @@
+//! End-to-end browser tests: a headless Chromium driven over WebDriver.
+//!
+//! [`Browser::start`] runs a private `chromedriver` (on a port the kernel picks),
+//! which starts Chromium with a fresh profile in a temporary directory. The
+//! helpers wait for a condition with a deadline (30 s by default) by polling the
+//! page, never by sleeping a fixed time; when one fails, its error names what it
+//! waited for and shows the page's URL, the start of its text and the browser
+//! console, so a failing test can be diagnosed from its output alone.
+//!
+//! Dropping a [`Browser`] kills chromedriver and the Chromium processes it
+//! started; [`Browser::close`] ends the session cleanly first.
+//!
+//! The binaries default to Debian's (`apt-get install -y chromium chromium-driver`);
+//! `ENSEMBLE_CHROMIUM` and `ENSEMBLE_CHROMEDRIVER` name others.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use fantoccini::elements::Element;
+use fantoccini::error::{CmdError, ErrorStatus};
+use fantoccini::wd::{TimeoutConfiguration, WebDriverCompatibleCommand};
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{Value as Json, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long a helper waits for its condition unless [`Browser::set_timeout`] says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long chromedriver and Chromium may take to start (a loaded machine is slow).
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The bound on each request made to describe a failure.
+const DIAGNOSTIC_TIMEOUT: Duration = Duration::from_secs(5);
+/// The pause between two checks of a condition.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How much of the page's text a failure shows.
+const PAGE_TEXT_CHARS: usize = 2000;
+/// How many browser console entries a failure shows (the last ones).
+const CONSOLE_ENTRIES: usize = 30;
+const INSTALL_HINT: &str = "install them with `apt-get install -y chromium chromium-driver`";
+
+/// A headless Chromium session, with its chromedriver and profile.
+pub struct Browser {
+    /// The WebDriver session, for whatever the helpers don't cover.
+    pub client: Client,
+    timeout: Duration,
+    /// The browser console so far (chromedriver hands each entry out once).
+    console: Mutex<Vec<String>>,
+    // Fields drop in order: the session, then chromedriver and the Chromium
+    // processes under it, then the profile directory they were using.
+    driver: Driver,
+    profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium session with a fresh profile.
+    pub async fn start() -> anyhow::Result<Browser> {
+        let chromium = binary("ENSEMBLE_CHROMIUM", "/usr/bin/chromium")?;
+        let chromedriver = binary("ENSEMBLE_CHROMEDRIVER", "/usr/bin/chromedriver")?;
+        let profile = tempfile::Builder::new()
+            .prefix("ensemble-browser-")
+            .tempdir()
+            .context("creating a profile directory")?;
+        let user_data = profile.path().join("chromium");
+        std::fs::create_dir(&user_data).with_context(|| format!("creating {}", user_data.display()))?;
+
+        let driver = Driver::start(&chromedriver, profile.path()).await?;
+        let mut builder = ClientBuilder::new(HttpConnector::new());
+        builder.capabilities(capabilities(&chromium, &user_data));
+        let client = match tokio::time::timeout(STARTUP_TIMEOUT, builder.connect(&driver.url())).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                bail!("chromedriver could not start {}: {e}\n{}", chromium.display(), driver.log_tail())
+            }
+            Err(_) => bail!(
+                "{} did not start within {STARTUP_TIMEOUT:?}\n{}",
+                chromium.display(),
+                driver.log_tail()
+            ),
+        };
+        Ok(Browser { client, timeout: DEFAULT_TIMEOUT, console: Mutex::default(), driver, profile })
+    }
+
+    /// The deadline of each helper (30 s unless set).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sets the deadline of each helper, and the session's page load and script
+    /// timeouts to match.
+    pub async fn set_timeout(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.timeout = timeout;
+        let timeouts = TimeoutConfiguration::new(Some(timeout), Some(timeout), None);
+        self.bounded("setting the session's timeouts", self.client.update_timeouts(timeouts)).await
+    }
+
+    /// The URL of chromedriver (`http://127.0.0.1:<port>/`).
+    pub fn driver_url(&self) -> String {
+        self.driver.url()
+    }
+
+    /// The temporary directory holding Chromium's profile (`chromium/`) and
+    /// chromedriver's log (`chromedriver.log`, with Chromium's own), removed on drop.
+    pub fn profile_dir(&self) -> &Path {
+        self.profile.path()
+    }
+
+    /// Navigates to `url` and waits for the page to load.
+    pub async fn goto(&self, url: &str) -> anyhow::Result<()> {
+        self.bounded(&format!("loading {url}"), self.client.goto(url)).await
+    }
+
+    /// The current URL.
+    pub async fn current_url(&self) -> anyhow::Result<String> {
+        self.bounded("reading the current URL", self.client.current_url()).await.map(String::from)
+    }
+
+    /// Waits until an element matches the CSS `selector`, and returns the first one.
+    pub async fn wait_css(&self, selector: &str) -> anyhow::Result<Element> {
+        self.poll(&format!("an element matching `{selector}`"), async |client| {
+            Ok(Ok(client.find(Locator::Css(selector)).await?))
+        })
+        .await
+    }
+
+    /// Waits until no element matches the CSS `selector`.
+    pub async fn wait_absent(&self, selector: &str) -> anyhow::Result<()> {
+        self.poll(&format!("no element to match `{selector}`"), async |client| {
+            let found = client.find_all(Locator::Css(selector)).await?;
+            Ok(if found.is_empty() { Ok(()) } else { Err(format!("{} element(s) still match", found.len())) })
+        })
+        .await
+    }
+
+    /// Waits until an element matching the CSS `selector` shows `needle` in its
+    /// (rendered, visible) text, and returns that element.
+    pub async fn wait_text(&self, selector: &str, needle: &str) -> anyhow::Result<Element> {
+        self.poll(
+            &format!("an element matching `{selector}` with text containing {needle:?}"),
+            async |client| {
+                let mut seen = Vec::new();
+                for element in client.find_all(Locator::Css(selector)).await? {
+                    let text = element.text().await?;
+                    if text.contains(needle) {
+                        return Ok(Ok(element));
+                    }
+                    seen.push(truncate(&text, 200));
+                }
+                Ok(Err(if seen.is_empty() {
+                    "no element matches".to_string()
+                } else {
+                    format!("the matching elements' texts are {seen:?}")
+                }))
+            },
+        )
+        .await
+    }
+
+    /// Waits for an element matching `selector` and returns its visible text.
+    pub async fn text(&self, selector: &str) -> anyhow::Result<String> {
+        let element = self.wait_css(selector).await?;
+        self.bounded(&format!("reading the text of `{selector}`"), element.text()).await
+    }
+
+    /// Waits until the first element matching `selector` is displayed and
+    /// enabled, then clicks it.
+    pub async fn click(&self, selector: &str) -> anyhow::Result<()> {
+        self.poll(&format!("clicking `{selector}`"), async |client| {
+            let element = match interactable(client, selector).await? {
+                Ok(element) => element,
+                Err(why) => return Ok(Err(why)),
+            };
+            element.click().await?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    /// Waits for the input matching `selector`, clears it and types `text`; done
+    /// when the input's value is `text`.
+    pub async fn fill(&self, selector: &str, text: &str) -> anyhow::Result<()> {
+        self.poll(&format!("filling `{selector}` with {text:?}"), async |client| {
+            let element = match interactable(client, selector).await? {
+                Ok(element) => element,
+                Err(why) => return Ok(Err(why)),
+            };
+            element.clear().await?;
+            element.send_keys(text).await?;
+            let value = element.prop("value").await?.unwrap_or_default();
+            Ok(if value == text { Ok(()) } else { Err(format!("its value is {value:?} after typing")) })
+        })
+        .await
+    }
+
+    /// Waits for the `<select>` matching `selector` to have an option whose
+    /// value is `value`, and selects it (by clicking it, as a user would).
+    pub async fn select_by_value(&self, selector: &str, value: &str) -> anyhow::Result<()> {
+        self.poll(&format!("selecting {value:?} in `{selector}`"), async |client| {
+            let select = match interactable(client, selector).await? {
+                Ok(select) => select,
+                Err(why) => return Ok(Err(why)),
+            };
+            let mut values = Vec::new();
+            for option in select.find_all(Locator::Css("option")).await? {
+                let option_value = option.prop("value").await?.unwrap_or_default();
+                if option_value == value {
+                    option.click().await?;
+                    let selected = select.prop("value").await?.unwrap_or_default();
+                    return Ok(if selected == value {
+                        Ok(())
+                    } else {
+                        Err(format!("its value is {selected:?} after clicking the option"))
+                    });
+                }
+                values.push(option_value);
+            }
+            Ok(Err(format!("its options' values are {values:?}")))
+        })
+        .await
+    }
+
+    /// Writes a PNG of the viewport to `path`, creating its directory.
+    pub async fn screenshot_to(&self, path: impl AsRef<Path>) -> anyhow::Result<()> {
+        let path = path.as_ref();
+        let png = self.bounded("taking a screenshot", self.client.screenshot()).await?;
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(path, png).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Runs `script` (a function body; `arguments` holds `args`) in the page and
+    /// returns its result.
+    pub async fn execute(&self, script: &str, args: Vec<Json>) -> anyhow::Result<Json> {
+        self.bounded("running a script", self.client.execute(script, args)).await
+    }
+
+    /// Every browser console entry of the session so far, as `LEVEL message`
+    /// (messages, uncaught errors, failed requests).
+    pub async fn console_log(&self) -> anyhow::Result<Vec<String>> {
+        let entries = self.bounded("reading the browser console", self.client.issue_cmd(BrowserLog)).await?;
+        Ok(self.keep_console(&entries))
+    }
+
+    /// Adds the entries chromedriver returned (it returns each once) to those
+    /// seen before, and returns them all.
+    fn keep_console(&self, entries: &Json) -> Vec<String> {
+        let mut console = self.console.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        console.extend(entries.as_array().into_iter().flatten().map(|entry| {
+            let field = |name| entry.get(name).and_then(Json::as_str).unwrap_or_default();
+            format!("{} {}", field("level"), field("message"))
+        }));
+        console.clone()
+    }
+
+    /// Polls `check` until it returns `Some`, for at most the deadline.
+    /// "No such element" and other transient WebDriver errors count as not yet.
+    pub async fn wait_until<T>(
+        &self,
+        what: &str,
+        mut check: impl AsyncFnMut(&Client) -> Result<Option<T>, CmdError>,
+    ) -> anyhow::Result<T> {
+        self.poll(what, async |client| Ok(check(client).await?.ok_or_else(|| "not yet".to_string()))).await
+    }
+
+    /// Ends the session (Chromium quits), then stops chromedriver.
+    pub async fn close(self) -> anyhow::Result<()> {
+        let Browser { client, timeout, driver, profile, .. } = self;
+        let closed = tokio::time::timeout(timeout, client.close()).await;
+        drop(driver);
+        drop(profile);
+        match closed {
+            Ok(result) => result.context("ending the browser session"),
+            Err(_) => bail!("ending the browser session took more than {timeout:?}"),
+        }
+    }
+
+    /// The page's URL, the start of its text and the end of the browser console:
+    /// what a failure shows.
+    pub async fn diagnostics(&self) -> String {
+        async fn bounded<T>(future: impl Future<Output = Result<T, CmdError>>) -> Result<T, String> {
+            match tokio::time::timeout(DIAGNOSTIC_TIMEOUT, future).await {
+                Ok(result) => result.map_err(|e| format!("<unavailable: {e}>")),
+                Err(_) => Err(format!("<unavailable: no answer within {DIAGNOSTIC_TIMEOUT:?}>")),
+            }
+        }
+        let url = bounded(self.client.current_url()).await.map(String::from).unwrap_or_else(|e| e);
+        let script = "return document.body ? document.body.innerText : '<the page has no body>'";
+        let text = match bounded(self.client.execute(script, Vec::new())).await {
+            Ok(Json::String(text)) => truncate(&text, PAGE_TEXT_CHARS),
+            Ok(other) => other.to_string(),
+            Err(e) => e,
+        };
+        let (entries, error) = match bounded(self.client.issue_cmd(BrowserLog)).await {
+            Ok(entries) => (self.keep_console(&entries), None),
+            Err(e) => (self.keep_console(&Json::Null), Some(e)),
+        };
+        let skipped = entries.len().saturating_sub(CONSOLE_ENTRIES);
+        let mut console = entries[skipped..].iter().map(|entry| format!("    {entry}")).collect::<Vec<_>>();
+        if skipped > 0 {
+            console.insert(0, format!("    … {skipped} earlier entries"));
+        }
+        if let Some(error) = error {
+            console.push(format!("    {error}"));
+        }
+        if console.is_empty() {
+            console.push("    <empty>".to_string());
+        }
+        let console = console.join("\n");
+        format!(
+            "  page URL: {url}\n  page text (first {PAGE_TEXT_CHARS} characters):\n{}\n  browser console:\n{console}",
+            indent(&text)
+        )
+    }
+
+    /// Runs one WebDriver command with the deadline; a failure is described.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        command: impl Future<Output = Result<T, CmdError>>,
+    ) -> anyhow::Result<T> {
+        match tokio::time::timeout(self.timeout, command).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.failure(what, &format!("failed: {e}")).await),
+            Err(_) => Err(self.failure(what, &format!("no answer within {:?}", self.timeout)).await),
+        }
+    }
+
+    /// Polls `check` until it returns `Ok(Ok(value))` or the deadline passes.
+    /// `Ok(Err(why))` means "not yet, because `why`" (shown on a timeout), as do
+    /// transient WebDriver errors; other errors fail at once.
+    async fn poll<T>(
+        &self,
+        what: &str,
+        mut check: impl AsyncFnMut(&Client) -> Result<Result<T, String>, CmdError>,
+    ) -> anyhow::Result<T> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let last = match tokio::time::timeout(remaining.max(POLL_INTERVAL), check(&self.client)).await {
+                Ok(Ok(Ok(value))) => return Ok(value),
+                Ok(Ok(Err(why))) => why,
+                Ok(Err(e)) if is_transient(&e) => e.to_string(),
+                Ok(Err(e)) => {
+                    return Err(self.failure(&format!("waiting for {what}"), &format!("{e}")).await);
+                }
+                Err(_) => "a check did not finish in time".to_string(),
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                let detail = format!("timed out after {:?}; last: {last}", self.timeout);
+                return Err(self.failure(&format!("waiting for {what}"), &detail).await);
+            }
+            tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
+        }
+    }
+
+    async fn failure(&self, what: &str, detail: &str) -> anyhow::Error {
+        anyhow!("browser: {what}: {detail}\n{}", self.diagnostics().await)
+    }
+}
+
+/// The first element matching `selector` if it is displayed and enabled, or
+/// why not.
+async fn interactable(client: &Client, selector: &str) -> Result<Result<Element, String>, CmdError> {
+    let element = client.find(Locator::Css(selector)).await?;
+    Ok(if !element.is_displayed().await? {
+        Err("the element is not displayed".to_string())
+    } else if !element.is_enabled().await? {
+        Err("the element is disabled".to_string())
+    } else {
+        Ok(element)
+    })
+}
+
+/// Errors that a later check may not meet: the page is still changing.
+fn is_transient(error: &CmdError) -> bool {
+    let CmdError::Standard(error) = error else { return false };
+    match error.error {
+        ErrorStatus::NoSuchElement
+        | ErrorStatus::StaleElementReference
+        | ErrorStatus::DetachedShadowRoot
+        | ErrorStatus::ElementNotInteractable
+        | ErrorStatus::ElementClickIntercepted
+        | ErrorStatus::InvalidElementState
+        | ErrorStatus::MoveTargetOutOfBounds => true,
+        // Chromium answers these while a navigation replaces the document.
+        ErrorStatus::UnknownError | ErrorStatus::JavascriptError => {
+            let message = error.message.to_lowercase();
+            message.contains("execution context") || message.contains("loading status")
+        }
+        _ => false,
+    }
+}
+
+/// chromedriver's (non-standard, but Selenium's) command for the browser console.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(&self, base_url: &url::Url, session_id: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/se/log", session_id.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(json!({ "type": "browser" }).to_string()))
+    }
+}
+
+/// The session's capabilities: headless Chromium with a private profile.
+fn capabilities(chromium: &Path, user_data: &Path) -> serde_json::Map<String, Json> {
+    let args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--mute-audio",
+        "--window-size=1400,900",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain([format!("--user-data-dir={}", user_data.display())])
+    .collect::<Vec<_>>();
+    let capabilities = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": { "binary": chromium, "args": args },
+        // Keeps the console for `console_log` and failures.
+        "goog:loggingPrefs": { "browser": "ALL" },
+        "timeouts": { "pageLoad": DEFAULT_TIMEOUT.as_millis() as u64, "script": DEFAULT_TIMEOUT.as_millis() as u64 },
+    });
+    match capabilities {
+        Json::Object(capabilities) => capabilities,
+        _ => unreachable!("a JSON object"),
+    }
+}
+
+/// The binary named by `$variable`, or `default`, which must exist.
+fn binary(variable: &str, default: &str) -> anyhow::Result<PathBuf> {
+    let (named, by) = match std::env::var_os(variable) {
+        Some(value) if !value.is_empty() => (PathBuf::from(value), format!("${variable}")),
+        _ => (PathBuf::from(default), format!("the default (set ${variable} to use another)")),
+    };
+    // A bare name is looked up on $PATH.
+    let found = if named.components().count() == 1 {
+        std::env::var_os("PATH")
+            .iter()
+            .flat_map(std::env::split_paths)
+            .map(|dir| dir.join(&named))
+            .find(|path| path.is_file())
+    } else {
+        Some(named.clone()).filter(|path| path.is_file())
+    };
+    found.ok_or_else(|| {
+        anyhow!(
+            "browser tests need Chromium and chromedriver: {} ({by}) is missing; {INSTALL_HINT}",
+            named.display()
+        )
+    })
+}
+
+/// A running chromedriver. Dropping it kills chromedriver and every process
+/// under it: Chromium outlives a killed chromedriver otherwise.
+struct Driver {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Driver {
+    /// Starts chromedriver on a port of the kernel's choosing (`--port=0`; it
+    /// reports the port it got), or, should it not report one, on ports picked
+    /// here (another process may take one first: then the next one).
+    async fn start(binary: &Path, dir: &Path) -> anyhow::Result<Driver> {
+        let mut failures = Vec::new();
+        for attempt in 0..4 {
+            let port = if attempt == 0 { 0 } else { free_port()? };
+            match Driver::start_on(binary, dir, port).await {
+                Ok(driver) => return Ok(driver),
+                Err(e) => failures.push(format!("{e:#}")),
+            }
+        }
+        bail!("could not start {}:\n{}", binary.display(), failures.join("\n"))
+    }
+
+    async fn start_on(binary: &Path, dir: &Path, requested: u16) -> anyhow::Result<Driver> {
+        let stderr = dir.join("chromedriver.stderr");
+        let stderr_file =
+            std::fs::File::create(&stderr).with_context(|| format!("creating {}", stderr.display()))?;
+        let log = dir.join("chromedriver.log");
+        let mut child = Command::new(binary)
+            .arg(format!("--port={requested}"))
+            // A verbose log, with Chromium's own (--enable-chrome-logs): shown
+            // when Chromium does not start.
+            .arg(format!("--log-path={}", log.display()))
+            .arg("--enable-chrome-logs")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr_file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("running {}; {INSTALL_HINT}", binary.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        // From here on, dropping `driver` kills chromedriver.
+        let mut driver = Driver { child, port: requested, dir: dir.to_path_buf() };
+        let mut lines = BufReader::new(stdout).lines();
+        let mut output = Vec::new();
+        // "ChromeDriver was started successfully on port 41573." once it listens.
+        let started = tokio::time::timeout(STARTUP_TIMEOUT, async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some((_, after)) = line.split_once("started successfully") {
+                    let reported = after.split_once("port ").and_then(|(_, port)| {
+                        port.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u16>().ok()
+                    });
+                    return Ok(Some(reported));
+                }
+                output.push(line);
+            }
+            Ok::<_, std::io::Error>(None)
+        })
+        .await;
+        match started {
+            Ok(Ok(Some(reported))) => match (requested, reported) {
+                (0, Some(port)) if port != 0 => driver.port = port,
+                (0, _) => bail!("chromedriver did not report the port it got: {output:?}"),
+                (_, Some(port)) if port != requested => {
+                    bail!("chromedriver is on port {port}, not {requested}")
+                }
+                _ => {}
+            },
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                let status = driver.child.wait().await.map(|s| s.to_string()).unwrap_or_default();
+                bail!(
+                    "chromedriver exited ({status}) before it was ready; its output: {output:?}\n{}",
+                    driver.log_tail()
+                );
+            }
+            Err(_) => bail!("chromedriver was not ready within {STARTUP_TIMEOUT:?}; its output: {output:?}"),
+        }
+        // Keep reading, so that chromedriver never blocks writing to a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(driver)
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    /// The ends of chromedriver's stderr and log, for errors.
+    fn log_tail(&self) -> String {
+        let tail = |name: &str, max: usize| {
+            let text = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+            let start = text.char_indices().rev().nth(max).map_or(0, |(at, _)| at);
+            if text.trim().is_empty() { "    <empty>".to_string() } else { indent(&text[start..]) }
+        };
+        format!(
+            "  chromedriver's stderr:\n{}\n  the end of chromedriver's log:\n{}",
+            tail("chromedriver.stderr", 1000),
+            tail("chromedriver.log", 4000)
+        )
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let Some(pid) = self.child.id() else { return };
+        let descendants = processes::descendants(pid);
+        let _ = self.child.start_kill();
+        processes::kill_and_wait(&descendants, Duration::from_secs(5));
+    }
+}
+
+/// The processes under a process, from /proc (Linux).
+mod processes {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    /// The state and parent of process `pid`, from /proc/<pid>/stat.
+    fn stat(pid: u32) -> Option<(char, u32)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (command) state ppid ...": the command may hold spaces and parentheses.
+        let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let parent = fields.next()?.parse().ok()?;
+        Some((state, parent))
+    }
+
+    /// Every process under `root` (children, their children, …).
+    pub(super) fn descendants(root: u32) -> Vec<u32> {
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some((_, parent)) = stat(pid) {
+                children.entry(parent).or_default().push(pid);
+            }
+        }
+        let mut found = Vec::new();
+        let mut next = vec![root];
+        while let Some(pid) = next.pop() {
+            for &child in children.get(&pid).into_iter().flatten() {
+                found.push(child);
+                next.push(child);
+            }
+        }
+        found
+    }
+
+    fn alive(pid: u32) -> bool {
+        matches!(stat(pid), Some((state, _)) if state != 'Z' && state != 'X')
+    }
+
+    /// SIGKILLs `pids` and waits (at most `limit`) until they are gone, so that
+    /// nothing writes to the profile directory as it is removed.
+    pub(super) fn kill_and_wait(pids: &[u32], limit: Duration) {
+        for &pid in pids {
+            if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        let deadline = Instant::now() + limit;
+        while pids.iter().any(|&pid| alive(pid)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The first `max` characters of `text`, marked when cut.
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}… [cut at {max} characters]", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|line| format!("    {line}")).collect::<Vec<_>>().join("\n")
+}

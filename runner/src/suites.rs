@@ -67,18 +67,6 @@ fn crate_dir_name(dir: &Path) -> String {
     dir.file_name().and_then(|s| s.to_str()).unwrap_or("suite").to_string()
 }
 
-/// Settings of an enclosing cargo meant for the host: leaked into the nested
-/// build they break the wasm link.
-const HOST_ONLY_VARS: [&str; 7] = [
-    "CARGO_ENCODED_RUSTFLAGS",
-    "RUSTFLAGS",
-    "CARGO_BUILD_RUSTFLAGS",
-    "CARGO_TARGET_DIR",
-    "CARGO_BUILD_TARGET",
-    "RUSTC_WORKSPACE_WRAPPER",
-    "RUSTC_WRAPPER",
-];
-
 /// Builds the crate at `dir` for wasm32-wasip2 (release) and returns the
 /// component it produced.
 pub fn build_crate(dir: &Path) -> Result<PathBuf, String> {
@@ -94,7 +82,7 @@ pub fn build_crate(dir: &Path) -> Result<PathBuf, String> {
     cmd.args(["build", "--release", "--target", "wasm32-wasip2", "--message-format=json-render-diagnostics"])
         .arg("--manifest-path")
         .arg(&manifest);
-    for var in HOST_ONLY_VARS {
+    for var in ensemble_build_support::HOST_ONLY_VARS {
         cmd.env_remove(var);
     }
     cmd.stderr(std::process::Stdio::inherit());

@@ -34,6 +34,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// The bound on each request made to describe a failure.
 const DIAGNOSTIC_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a check may take past the deadline.
+const CHECK_GRACE: Duration = Duration::from_secs(2);
 /// The pause between two checks of a condition.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How much of the page's text a failure shows.
@@ -338,17 +340,19 @@ impl Browser {
         mut check: impl AsyncFnMut(&Client) -> Result<Result<T, String>, CmdError>,
     ) -> anyhow::Result<T> {
         let deadline = Instant::now() + self.timeout;
+        let mut last = "no check finished".to_string();
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let last = match tokio::time::timeout(remaining.max(POLL_INTERVAL), check(&self.client)).await {
+            // A check started just before the deadline may still finish.
+            let budget = deadline.saturating_duration_since(Instant::now()).max(CHECK_GRACE);
+            match tokio::time::timeout(budget, check(&self.client)).await {
                 Ok(Ok(Ok(value))) => return Ok(value),
-                Ok(Ok(Err(why))) => why,
-                Ok(Err(e)) if is_transient(&e) => e.to_string(),
+                Ok(Ok(Err(why))) => last = why,
+                Ok(Err(e)) if is_transient(&e) => last = e.to_string(),
                 Ok(Err(e)) => {
                     return Err(self.failure(&format!("waiting for {what}"), &format!("{e}")).await);
                 }
-                Err(_) => "a check did not finish in time".to_string(),
-            };
+                Err(_) => last = format!("{last} (then a check did not finish within {budget:?})"),
+            }
             let now = Instant::now();
             if now >= deadline {
                 let detail = format!("timed out after {:?}; last: {last}", self.timeout);
@@ -572,16 +576,17 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let Some(pid) = self.child.id() else { return };
-        let descendants = processes::descendants(pid);
+        // Chromium's processes are under chromedriver, or (once their parent
+        // quit) name the profile, which is under `dir`, on their command line.
+        let ours = processes::find(self.child.id(), &self.dir.to_string_lossy());
         let _ = self.child.start_kill();
-        processes::kill_and_wait(&descendants, Duration::from_secs(5));
+        processes::kill_and_wait(&ours, Duration::from_secs(5));
     }
 }
 
 /// The processes under a process, from /proc (Linux).
 mod processes {
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
     use std::time::{Duration, Instant};
 
     /// The state and parent of process `pid`, from /proc/<pid>/stat.
@@ -594,9 +599,11 @@ mod processes {
         Some((state, parent))
     }
 
-    /// Every process under `root` (children, their children, …).
-    pub(super) fn descendants(root: u32) -> Vec<u32> {
+    /// Every process under `root` (children, their children, …) and every
+    /// process whose command line contains `marker`, but this one.
+    pub(super) fn find(root: Option<u32>, marker: &str) -> Vec<u32> {
         let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        let mut found = HashSet::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
                 continue;
@@ -604,16 +611,21 @@ mod processes {
             if let Some((_, parent)) = stat(pid) {
                 children.entry(parent).or_default().push(pid);
             }
-        }
-        let mut found = Vec::new();
-        let mut next = vec![root];
-        while let Some(pid) = next.pop() {
-            for &child in children.get(&pid).into_iter().flatten() {
-                found.push(child);
-                next.push(child);
+            let command = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if !marker.is_empty() && String::from_utf8_lossy(&command).contains(marker) {
+                found.insert(pid);
             }
         }
-        found
+        let mut next = Vec::from_iter(root);
+        while let Some(pid) = next.pop() {
+            for &child in children.get(&pid).into_iter().flatten() {
+                if found.insert(child) {
+                    next.push(child);
+                }
+            }
+        }
+        found.remove(&std::process::id());
+        found.into_iter().collect()
     }
 
     fn alive(pid: u32) -> bool {

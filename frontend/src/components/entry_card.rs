@@ -11,9 +11,6 @@ use crate::dom::{input_value, select_value, textarea_value};
 use crate::format::short_sha;
 use crate::state::editor::{EditorAction, EditorState, EntryText};
 
-/// The select value that means "make a new profile for this suite".
-const NEW_PROFILE: &str = "\u{1}new";
-
 #[derive(Properties, PartialEq)]
 pub struct Props {
     pub editor: UseReducerHandle<EditorState>,
@@ -52,11 +49,7 @@ pub fn EntryCard(props: &Props) -> Html {
         let ed = ed.clone();
         Callback::from(move |e: Event| {
             let v = select_value(&e);
-            ed.dispatch(match v.as_str() {
-                NEW_PROFILE => EditorAction::NewProfileFor(i),
-                "" => EditorAction::LinkProfile(i, None),
-                name => EditorAction::LinkProfile(i, Some(name.to_string())),
-            })
+            ed.dispatch(EditorAction::LinkProfile(i, (!v.is_empty()).then_some(v)))
         })
     };
     let text = |f: EntryText| {
@@ -66,6 +59,10 @@ pub fn EntryCard(props: &Props) -> Html {
     let on_params = text(EntryText::Params);
     let on_net = text(EntryText::Net);
     let on_env = text(EntryText::Env);
+    let new_profile = {
+        let ed = ed.clone();
+        Callback::from(move |_| ed.dispatch(EditorAction::NewProfileFor(i)))
+    };
     let remove = {
         let ed = ed.clone();
         Callback::from(move |_| ed.dispatch(EditorAction::RemoveEntry(i)))
@@ -98,8 +95,9 @@ pub fn EntryCard(props: &Props) -> Html {
                                 {format!("{} ({})", p.name, p.describe())}
                             </option>
                         }) }
-                        <option value={NEW_PROFILE}>{"+ New profile for this suite"}</option>
                     </select>
+                    <button type="button" class="small" id={id("new-profile")} onclick={new_profile}
+                        aria-label={format!("New profile for {}", entry.role_name())}>{"New profile for this suite"}</button>
                     <small class={classes!("matches", matches.map(|(n, want)| if n >= want { "enough" } else { "short" }))} id={id("matches")} aria-live="polite">
                         {match matches {
                             Some((n, want)) => format!("{n} machine{} online match{} now (needs {want})", if n == 1 { "" } else { "s" }, if n == 1 { "es" } else { "" }),

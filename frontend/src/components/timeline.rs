@@ -34,46 +34,54 @@ pub fn Timeline(props: &Props) -> Html {
         let left = k as f64 * 25.0;
         html! { <span class="tick" style={format!("left:{left}%")}>{duration_ms(total_ms * k / 4)}</span> }
     });
+    let frac = |t: i64| ((t - t0) as f64 / (t1 - t0) as f64 * 100.0).clamp(0.0, 100.0);
     let lanes = view.lanes.iter().map(|lane| {
-        let bars = view.bars(lane).into_iter().map(|b| {
-            let style = format!("left:{:.3}%;width:max({:.3}%,3px)", b.from * 100.0, (b.to - b.from) * 100.0);
-            match b.row {
-                Some(i) => {
-                    let on_select = props.on_select.clone();
-                    html! {
-                        <button type="button" class={classes!("bar", b.class)} {style} title={b.title.clone()}
-                            aria-label={b.title} onclick={Callback::from(move |_| on_select.emit(i))}></button>
+        // One track per shard: parts that share a machine run side by side.
+        let tracks = lane.shards.iter().map(|shard| {
+            let bars = view.bars(&view.shard_rows(lane, shard.shard)).into_iter().map(|b| {
+                let style = format!(
+                    "left:min({:.3}%,calc(100% - 3px));width:max({:.3}%,3px)",
+                    b.from * 100.0,
+                    (b.to - b.from) * 100.0
+                );
+                match b.row {
+                    Some(i) => {
+                        let on_select = props.on_select.clone();
+                        html! {
+                            <button type="button" class={classes!("bar", b.class)} {style} title={b.title.clone()}
+                                aria-label={b.title} onclick={Callback::from(move |_| on_select.emit(i))}></button>
+                        }
                     }
+                    None => html! { <span class={classes!("bar", b.class)} {style} title={b.title}></span> },
                 }
-                None => html! { <span class={classes!("bar", b.class)} {style} title={b.title}></span> },
-            }
-        });
-        let marks = lane.marks.iter().filter_map(|&k| view.sync.get(k)).map(|s| {
-            let left = ((s.at_us - t0) as f64 / (t1 - t0) as f64 * 100.0).clamp(0.0, 100.0);
+            });
+            let marks = lane.marks.iter().filter_map(|&k| view.sync.get(k)).filter(|s| s.shard == shard.shard).map(|s| {
+                html! {
+                    <span class={classes!("mark", s.failed.then_some("failed"))} style={format!("left:{:.3}%", frac(s.at_us))}
+                        title={format!("{}: {}", s.role, s.text)}></span>
+                }
+            });
+            let name = if shard.role == shard.suite { shard.role.clone() } else { format!("{} ({})", shard.role, shard.suite) };
             html! {
-                <span class={classes!("mark", s.failed.then_some("failed"))} style={format!("left:{left:.3}%")}
-                    title={format!("{}: {}", s.role, s.text)}></span>
+                <div class="track-row" data-role={shard.role.clone()}>
+                    <span class="track-name" title={name.clone()}>{name.clone()}</span>
+                    <div class="track" role="group" aria-label={format!("{name} on {}", lane.machine)}>
+                        { for bars }
+                        { for marks }
+                    </div>
+                </div>
             }
         });
-        let roles: Vec<String> = lane
-            .shards
-            .iter()
-            .map(|s| if s.role == s.suite { s.role.clone() } else { format!("{} ({})", s.role, s.suite) })
-            .collect();
         html! {
             <div class="lane" data-machine={lane.machine.clone()}>
                 <div class="lane-head">
                     <strong class="lane-machine">{lane.machine.clone()}</strong>
-                    <span class="lane-roles">{roles.join(", ")}</span>
                     if let Some(c) = props.clocks.get(&lane.machine) {
                         <span class="lane-clock" title="clock offset to the coordinator">{format!("clock {c}")}</span>
                     }
                     <span class="lane-count">{format!("{} tests", lane.rows.len())}</span>
                 </div>
-                <div class="track" role="group" aria-label={format!("tests on {}", lane.machine)}>
-                    { for bars }
-                    { for marks }
-                </div>
+                { for tracks }
                 { for lane.errors.iter().map(|e| html! { <p class="lane-error">{e.clone()}</p> }) }
             </div>
         }
@@ -84,7 +92,7 @@ pub fn Timeline(props: &Props) -> Html {
             if view.lanes.is_empty() {
                 <p class="muted">{"Waiting for the first events…"}</p>
             } else {
-                <div class="axis">{ for ticks }</div>
+                <div class="axis-row"><span class="track-name"></span><div class="axis">{ for ticks }</div></div>
                 { for lanes }
                 <p class="legend">
                     <span class="key passed"></span>{"passed "}

@@ -29,6 +29,12 @@ pub struct Props {
 
 /// Sync events listed at most (the newest); the timeline shows them all.
 const SYNC_SHOWN: usize = 200;
+/// How often a live run's timeline moves on between events.
+const TICK_MS: u32 = 500;
+
+fn browser_now_us() -> i64 {
+    (js_sys::Date::now() * 1000.0) as i64
+}
 
 #[component]
 pub fn RunPage(props: &Props) -> Html {
@@ -53,7 +59,9 @@ pub fn RunPage(props: &Props) -> Html {
         move |(id, _): &(String, u32)| {
             let on_events = {
                 let view = view.clone();
-                Callback::from(move |evs| view.dispatch(RunAction::Events(evs)))
+                Callback::from(move |events| {
+                    view.dispatch(RunAction::Events { events, received_us: browser_now_us() })
+                })
             };
             let on_end = {
                 let view = view.clone();
@@ -98,6 +106,24 @@ pub fn RunPage(props: &Props) -> Html {
                     }
                 });
             }
+            move || alive.set(false)
+        }
+    });
+
+    // While the run goes, move the timeline's end with the clock.
+    use_effect_with(view.finished.is_some(), {
+        let view = view.clone();
+        move |finished: &bool| {
+            let alive = Rc::new(Cell::new(!*finished));
+            let still = alive.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                while still.get() {
+                    gloo_timers::future::TimeoutFuture::new(TICK_MS).await;
+                    if still.get() {
+                        view.dispatch(RunAction::Tick(browser_now_us()));
+                    }
+                }
+            });
             move || alive.set(false)
         }
     });

@@ -6,6 +6,9 @@ use crate::app::use_session;
 use crate::components::upload::SuiteUpload;
 use crate::format::{bytes, local_time, short_sha};
 
+/// Tests listed per suite at most (a suite may have thousands).
+const TESTS_SHOWN: usize = 200;
+
 #[component]
 pub fn SuitesPage() -> Html {
     let session = use_session();
@@ -30,7 +33,7 @@ pub fn SuitesPage() -> Html {
                         <details>
                             <summary>{format!("Tests ({})", s.tests.len())}</summary>
                             <ul class="test-list">
-                                { for s.tests.iter().map(|t| html! {
+                                { for s.tests.iter().take(TESTS_SHOWN).map(|t| html! {
                                     <li>
                                         <code>{t.name.clone()}</code>
                                         if t.ignored { <span class="chip">{"ignored"}</span> }
@@ -39,6 +42,9 @@ pub fn SuitesPage() -> Html {
                                     </li>
                                 }) }
                             </ul>
+                            if s.tests.len() > TESTS_SHOWN {
+                                <p class="muted">{format!("… and {} more", s.tests.len() - TESTS_SHOWN)}</p>
+                            }
                             if !s.imports.is_empty() {
                                 <p class="muted">{format!("Imports: {}", s.imports.join(", "))}</p>
                             }

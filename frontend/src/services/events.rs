@@ -1,9 +1,10 @@
-//! A run's event stream: `GET /api/runs/{id}/events?from=SEQ` over a WebSocket.
+//! A run's event stream over a WebSocket: `GET /api/events/{id}?from=SEQ` (the
+//! same stream as `/api/runs/{id}/events`, at a prefix a dev proxy can route).
 //! The server replays from `from`, then sends live events until the run ends.
 
 use ensemble_protocol::Event;
 use futures::StreamExt;
-use futures::future::{AbortHandle, Abortable};
+use futures::future::{AbortHandle, Abortable, Either, select};
 use gloo_net::websocket::Message;
 use gloo_net::websocket::futures::WebSocket;
 use yew::Callback;
@@ -37,9 +38,13 @@ fn ws_url(path: &str) -> String {
     format!("{}://{host}{path}", if secure { "wss" } else { "ws" })
 }
 
-/// Streams events from `from` on. Events arrive in batches (everything the
-/// socket had ready), so a replay of thousands of events re-renders a few
-/// times rather than once per event.
+/// Events are handed on at most this often (a replay of thousands of
+/// events re-renders the page a few times, not once per event)...
+const FLUSH_MS: u32 = 60;
+/// ...or when this many have arrived.
+const MAX_BATCH: usize = 5_000;
+
+/// Streams events from `from` on, in batches.
 pub fn watch(
     api: &Api,
     run: &str,
@@ -47,15 +52,29 @@ pub fn watch(
     on_events: Callback<Vec<Event>>,
     on_end: Callback<StreamEnd>,
 ) -> Watch {
-    let url = ws_url(&api.url_with_token(&format!("/api/runs/{run}/events?from={from}")));
+    let url = ws_url(&api.url_with_token(&format!("/api/events/{run}?from={from}")));
     let (handle, registration) = AbortHandle::new_pair();
     let task = async move {
-        let socket = match WebSocket::open(&url) {
+        let mut socket = match WebSocket::open(&url) {
             Ok(s) => s,
             Err(e) => return on_end.emit(StreamEnd::Failed(e.to_string())),
         };
-        let mut batches = socket.ready_chunks(512);
-        while let Some(batch) = batches.next().await {
+        let mut ended = false;
+        while !ended {
+            // Wait for one message, then gather what comes in the next FLUSH_MS.
+            let Some(first) = socket.next().await else { break };
+            let mut batch = vec![first];
+            let mut deadline = gloo_timers::future::TimeoutFuture::new(FLUSH_MS);
+            while batch.len() < MAX_BATCH {
+                match select(socket.next(), &mut deadline).await {
+                    Either::Left((Some(msg), _)) => batch.push(msg),
+                    Either::Left((None, _)) => {
+                        ended = true;
+                        break;
+                    }
+                    Either::Right(_) => break,
+                }
+            }
             let mut events = Vec::with_capacity(batch.len());
             let mut failure = None;
             for msg in batch {
@@ -65,7 +84,7 @@ pub fn watch(
                         Err(e) => failure = Some(format!("an event the app cannot read: {e}")),
                     },
                     Ok(Message::Bytes(_)) => {}
-                    Err(gloo_net::websocket::WebSocketError::ConnectionClose(_)) => {}
+                    Err(gloo_net::websocket::WebSocketError::ConnectionClose(_)) => ended = true,
                     Err(e) => failure = Some(e.to_string()),
                 }
             }

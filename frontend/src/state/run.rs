@@ -60,6 +60,7 @@ pub struct TestRow {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SyncRow {
     pub seq: u64,
+    pub shard: u32,
     pub at_us: i64,
     pub machine: String,
     pub role: String,
@@ -167,10 +168,20 @@ pub struct RunView {
     pub stream: Stream,
     /// Counts reductions: components compare this instead of the whole view.
     pub version: u64,
+    /// The coordinator's clock, advanced between events while the run goes.
+    pub now_us: i64,
+    /// Browser clock minus coordinator clock, as low as seen on arrival.
+    skew_us: Option<i64>,
 }
 
 pub enum RunAction {
-    Events(Vec<Event>),
+    /// Events as they arrived, with the browser's clock at arrival.
+    Events {
+        events: Vec<Event>,
+        received_us: i64,
+    },
+    /// The browser's clock now: moves a live run's timeline between events.
+    Tick(i64),
     Stream(Stream),
 }
 
@@ -193,6 +204,8 @@ impl RunView {
             running: 0,
             stream: Stream::Connecting,
             version: 0,
+            now_us: 0,
+            skew_us: None,
         }
     }
 
@@ -208,11 +221,20 @@ impl RunView {
         self.rows.iter().filter(|r| r.status == Status::Pending).count()
     }
 
-    /// The timeline's span: run start to its end, or to the latest event.
+    /// The timeline's span: run start to its end, or to now (the latest
+    /// event, or the clock between events).
     pub fn span(&self) -> (i64, i64) {
         let t0 = self.started_us.unwrap_or(self.last_at_us);
-        let t1 = self.finished.as_ref().map_or(self.last_at_us, |f| f.at_us).max(t0 + 1_000);
-        (t0, t1)
+        let end = match &self.finished {
+            Some(f) => f.at_us,
+            None => self.last_at_us.max(self.now_us),
+        };
+        (t0, end.max(t0 + 1_000))
+    }
+
+    /// Rows of one shard of a lane, in order.
+    pub fn shard_rows(&self, lane: &Lane, shard: u32) -> Vec<usize> {
+        lane.rows.iter().copied().filter(|&i| self.rows[i].shard.shard == shard).collect()
     }
 
     fn lane_mut(&mut self, machine: &str) -> &mut Lane {
@@ -342,6 +364,7 @@ impl RunView {
                 };
                 self.sync.push(SyncRow {
                     seq: ev.seq,
+                    shard: shard.shard,
                     at_us: ev.at_us,
                     machine: shard.machine.clone(),
                     role: shard.role.clone(),
@@ -379,14 +402,14 @@ impl RunView {
             .collect()
     }
 
-    /// The bars of a lane: one per test while few, else buckets of time that
-    /// show their worst status — a lane never draws more than `MAX_BARS`.
-    pub fn bars(&self, lane: &Lane) -> Vec<Bar> {
+    /// The bars of a track (some rows): one per test while few, else
+    /// buckets of time that show their worst status — a track never draws
+    /// more than `MAX_BARS`. Worse bars come last, to be drawn on top.
+    pub fn bars(&self, rows: &[usize]) -> Vec<Bar> {
         let (t0, t1) = self.span();
         let width = (t1 - t0) as f64;
         let frac = |t: i64| ((t - t0) as f64 / width).clamp(0.0, 1.0);
-        let placed: Vec<(usize, f64, f64)> = lane
-            .rows
+        let mut placed: Vec<(usize, f64, f64)> = rows
             .iter()
             .filter_map(|&i| {
                 let r = &self.rows[i];
@@ -396,6 +419,7 @@ impl RunView {
             })
             .collect();
         if placed.len() <= MAX_BARS {
+            placed.sort_by_key(|&(i, ..)| self.rows[i].status.severity());
             return placed
                 .into_iter()
                 .map(|(i, from, to)| {
@@ -422,20 +446,23 @@ impl RunView {
                 }
             }
         }
-        buckets
+        let mut bars: Vec<(u8, Bar)> = buckets
             .into_iter()
             .enumerate()
             .filter_map(|(k, (st, n))| {
                 let st = st?;
-                Some(Bar {
+                let bar = Bar {
                     from: k as f64 / BUCKETS as f64,
                     to: (k + 1) as f64 / BUCKETS as f64,
                     class: st.class(),
                     title: format!("{n} tests, the worst {}", st.class()),
                     row: None,
-                })
+                };
+                Some((st.severity(), bar))
             })
-            .collect()
+            .collect();
+        bars.sort_by_key(|(severity, _)| *severity);
+        bars.into_iter().map(|(_, bar)| bar).collect()
     }
 }
 
@@ -446,12 +473,21 @@ impl Reducible for RunView {
         let mut s = Rc::unwrap_or_clone(self);
         s.version += 1;
         match action {
-            RunAction::Events(events) => {
+            RunAction::Events { events, received_us } => {
+                if let Some(newest) = events.iter().map(|e| e.at_us).max() {
+                    let skew = received_us - newest;
+                    s.skew_us = Some(s.skew_us.map_or(skew, |k| k.min(skew)));
+                }
                 for ev in events {
                     s.apply(ev);
                 }
                 if s.stream == Stream::Connecting {
                     s.stream = Stream::Live;
+                }
+            }
+            RunAction::Tick(now) => {
+                if let (None, Some(skew)) = (&s.finished, s.skew_us) {
+                    s.now_us = now - skew;
                 }
             }
             RunAction::Stream(st) => s.stream = st,
@@ -559,9 +595,11 @@ mod tests {
         assert_eq!(v.sync[0].text, "barrier ready released (2 parties)");
         assert_eq!(v.lanes[0].marks, [0]);
         assert_eq!(v.span(), (0, 41_000));
-        let bars = v.bars(&v.lanes[1]);
+        let client = &v.lanes[1];
+        let bars = v.bars(&v.shard_rows(client, 1));
         assert_eq!(bars.len(), 2);
-        assert!((bars[1].from - 21.0 / 41.0).abs() < 1e-9 && bars[1].class == "failed");
+        assert!((bars[1].from - 21.0 / 41.0).abs() < 1e-9 && bars[1].class == "failed", "failures on top");
+        assert_eq!(v.shard_rows(client, 0), Vec::<usize>::new());
     }
 
     #[test]
@@ -573,7 +611,22 @@ mod tests {
         assert_eq!(v.filtered("WRITES", Show::All).len(), 1, "the filter ignores case");
         assert!(v.finished.is_none());
         // A running bar reaches the latest event.
-        assert_eq!(v.bars(&v.lanes[0])[0].to, 1.0);
+        assert_eq!(v.bars(&v.lanes[0].rows)[0].to, 1.0);
+    }
+
+    #[test]
+    fn a_live_timeline_moves_on_between_events() {
+        let events: Vec<Event> = two_machine_run().into_iter().take(5).collect();
+        // The browser's clock is 7 s ahead; the batch arrived 1 ms after its newest event.
+        let v = Rc::new(RunView::new("r")).reduce(RunAction::Events { events, received_us: 7_003_000 });
+        assert_eq!(v.span(), (0, 2_000));
+        let v = v.reduce(RunAction::Tick(7_501_000));
+        assert_eq!(v.span(), (0, 500_000), "half a second later");
+        // A finished run keeps its end.
+        let v =
+            v.reduce(RunAction::Events { events: two_machine_run()[5..].to_vec(), received_us: 7_600_000 });
+        let v = v.reduce(RunAction::Tick(9_000_000));
+        assert_eq!(v.span(), (0, 41_000));
     }
 
     #[test]
@@ -605,9 +658,9 @@ mod tests {
         }
         let v = fold(events);
         assert_eq!(v.rows.len(), 10_000);
-        let bars = v.bars(&v.lanes[0]);
+        let bars = v.bars(&v.lanes[0].rows);
         assert!(bars.len() <= BUCKETS, "{}", bars.len());
-        assert!(bars.iter().any(|b| b.class == "failed"), "a failure is never hidden in a bucket");
+        assert_eq!(bars.last().unwrap().class, "failed", "a failure is never hidden in a bucket");
         assert_eq!(v.filtered("", Show::Failures).len(), 1);
     }
 }

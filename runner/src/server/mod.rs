@@ -16,6 +16,7 @@
 
 mod hub;
 mod join;
+mod ui;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -264,8 +265,10 @@ pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Inf
                 }
             },
         );
+    // The same stream also at `/api/events/{id}`, a prefix of WebSockets
+    // only, which a dev proxy (Trunk's) can route apart from the REST API.
     let run_events = api
-        .and(warp::path!("runs" / String / "events"))
+        .and(warp::path!("runs" / String / "events").or(warp::path!("events" / String)).unify())
         .and(warp::ws())
         .and(a())
         .and(warp::query::<HashMap<String, String>>())
@@ -303,6 +306,7 @@ pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .or(run_cancel)
         .or(run_events)
         .or(run_get)
+        .or(ui::routes())
         .recover(recover)
 }
 

@@ -1,0 +1,123 @@
+//! Running a nested cargo for another target (the example suites for
+//! `wasm32-wasip2`, the browser app for `wasm32-unknown-unknown`) from a
+//! build script or from the runner, without the outer build's host settings.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Settings of an enclosing cargo meant for the host: leaked into a nested
+/// build for wasm they break the link, and a wrapper (clippy-driver) would
+/// lint the nested crates.
+pub const HOST_ONLY_VARS: [&str; 7] = [
+    "CARGO_ENCODED_RUSTFLAGS",
+    "RUSTFLAGS",
+    "CARGO_BUILD_RUSTFLAGS",
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "RUSTC_WRAPPER",
+];
+
+/// Fails with the command to run when the standard library of `target` is
+/// missing (rustup does not add targets on its own on every machine).
+pub fn check_target_installed(target: &str) {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let output = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", target])
+        .output()
+        .expect("run rustc --print target-libdir");
+    let libdir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    let has_std = fs::read_dir(&libdir)
+        .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libstd-")))
+        .unwrap_or(false);
+    if !output.status.success() || !has_std {
+        panic!(
+            "the Rust target {target} is not installed (no std in {}); run `rustup target add {target}`",
+            libdir.display()
+        );
+    }
+}
+
+/// A target directory for nested builds shared by every build of this
+/// workspace (check, clippy and test builds have different `OUT_DIR`s, and
+/// building the nested crates once is enough): `<target dir>/nested/<name>`.
+pub fn shared_target_dir(out_dir: &Path, name: &str) -> PathBuf {
+    // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out, or with
+    // --target <triple>, <target>/<triple>/<profile>/build/<pkg>-<hash>/out.
+    let build = out_dir.ancestors().find(|p| p.file_name().is_some_and(|n| n == "build"));
+    match build.and_then(Path::parent).and_then(Path::parent) {
+        Some(target) => target.join("nested").join(name),
+        None => out_dir.join(name),
+    }
+}
+
+/// Runs `cargo <args> --release --locked --target <target>` on `manifest`
+/// with JSON messages, and returns its stdout. Panics with cargo's stderr
+/// when it fails. `env` adds variables (e.g. profile settings).
+pub fn nested_cargo(
+    manifest: &Path,
+    target_dir: &Path,
+    target: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> String {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args(args)
+        .args(["--release", "--locked", "--target", target, "--message-format=json-render-diagnostics"])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(target_dir);
+    for var in HOST_ONLY_VARS {
+        command.env_remove(var);
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().unwrap_or_else(|error| panic!("failed to run {command:?}: {error}"));
+    if !output.status.success() {
+        panic!(
+            "a nested build failed ({}):\n{command:?}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    String::from_utf8(output.stdout).expect("cargo's JSON messages are UTF-8")
+}
+
+/// Tells cargo to re-run the build script when anything under `dir` changes,
+/// skipping `target` and hidden directories (they change on every build).
+pub fn watch_dir(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        println!("cargo:rerun-if-changed={}", dir.display());
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == "target" || name.starts_with('.') {
+            continue;
+        }
+        println!("cargo:rerun-if-changed={}", entry.path().display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_builds_share_one_dir_per_workspace_target() {
+        let a = shared_target_dir(Path::new("/w/target/debug/build/x-1/out"), "ui");
+        let b = shared_target_dir(Path::new("/w/target/debug/build/x-2/out"), "ui");
+        assert_eq!(a, PathBuf::from("/w/target/nested/ui"));
+        assert_eq!(a, b);
+        let cross =
+            shared_target_dir(Path::new("/w/target/x86_64-unknown-linux-gnu/release/build/x-1/out"), "ui");
+        assert_eq!(cross, PathBuf::from("/w/target/x86_64-unknown-linux-gnu/nested/ui"));
+    }
+}

@@ -1,0 +1,220 @@
+//! The browser app end to end: real headless Chromium (through chromedriver)
+//! against `ensemble serve` with two runner processes. A person's path:
+//! give the token, build a distributed plan in the editor (suites from an
+//! upload and from the catalog, each linked to its own machine profile),
+//! run it, watch both machines' lanes, reload mid-run, open a failure.
+//!
+//! With `ENSEMBLE_UPDATE_SCREENSHOTS=1` the test also writes the README's
+//! screenshots to `docs/screenshots/`.
+
+use std::path::PathBuf;
+
+use ensemble_tests::browser::Browser;
+use ensemble_tests::{Server, repo_root, start_runner_with, start_server};
+
+const TOKEN: &str = "browser-token";
+
+/// Where screenshots go: the README's folder when asked to update them,
+/// else a scratch folder (taking them still checks they can be taken).
+fn screenshot(dir: &std::path::Path, name: &str) -> PathBuf {
+    if std::env::var_os("ENSEMBLE_UPDATE_SCREENSHOTS").is_some() {
+        repo_root().join("docs/screenshots").join(name)
+    } else {
+        dir.join(name)
+    }
+}
+
+async fn fail_with_logs<T>(r: anyhow::Result<T>, browser: &Browser, server: &Server) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!(
+            "{e:#}\n--- page ---\n{}\n--- server log ---\n{}",
+            browser.diagnostics().await,
+            server.proc.log()
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let _a = start_runner_with(dir.path(), &server, "box-server", &["tier=server"], None, &["--slots", "4"]);
+    let _b = start_runner_with(dir.path(), &server, "box-client", &["tier=client"], None, &["--slots", "4"]);
+    server.wait_online(2).await;
+    // Two suites are in the catalog already; the third is uploaded in the editor.
+    server.upload(ensemble_artifacts::KV_CLIENT, "kv-client").await;
+    server.upload(ensemble_artifacts::BASICS, "basics").await;
+
+    let mut browser = Browser::start().await.expect("headless Chromium starts");
+    browser.set_timeout(std::time::Duration::from_secs(60)).await.unwrap();
+    let b = &browser;
+    let steps = async {
+        // The token: asked once, a wrong one is named as such.
+        b.goto(&server.url).await?;
+        b.fill("#token", "not-the-token").await?;
+        b.click("#token-submit").await?;
+        b.wait_text("#token-refused", "refused that token").await?;
+        b.fill("#token", TOKEN).await?;
+        b.click("#token-submit").await?;
+        b.wait_text("h1", "Test plans").await?;
+        b.wait_text("#machines-online", "2 machines online").await?;
+
+        // Machines: both runners, live, with the join hint.
+        b.click("a[href='/machines']").await?;
+        b.wait_text("tr[data-machine='box-server']", "online").await?;
+        b.wait_text("tr[data-machine='box-client']", "tier=client").await?;
+        b.wait_text("#join-command", "ensemble runner --join").await?;
+
+        // A new distributed plan.
+        b.click("nav a[href='/']").await?;
+        b.click("a[href='/plans/new']").await?;
+        b.fill("#plan-name", "kv across two machines").await?;
+        // Suite 1, uploaded with the file picker.
+        b.wait_css("#editor-upload").await?.send_keys(ensemble_artifacts::KV_SERVER).await?;
+        b.wait_css(".entry[data-index='0']").await?;
+        // Suites 2 and 3 from the catalog.
+        for suite in ["kv-client", "basics"] {
+            let sha = server
+                .get("/api/suites")
+                .await
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == suite)
+                .unwrap()["sha256"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            b.select_by_value("#add-suite-select", &sha).await?;
+            b.click("#add-suite").await?;
+        }
+        b.wait_css(".entry[data-index='2']").await?;
+        // Saving before linking profiles shows the problem next to the field.
+        b.click("#save").await?;
+        b.wait_text("#entry-0-profile-error", "links every entry to a profile").await?;
+        // Each kv role gets a profile of its own; basics shares the client's.
+        b.click("#entry-0-new-profile").await?;
+        b.fill("#profile-0-labels", "tier=server").await?;
+        b.wait_text("#profile-0-matches", "1 online machine match now: box-server").await?;
+        b.click("#entry-1-new-profile").await?;
+        b.fill("#profile-1-labels", "tier=client").await?;
+        b.wait_text("#entry-1-matches", "1 machine online matches now").await?;
+        let client_profile = b.wait_css("#profile-1-name").await?.prop("value").await?.unwrap_or_default();
+        b.select_by_value("#entry-2-profile", &client_profile).await?;
+        b.fill("#entry-2-params", "greeting=hello\nnap_ms=6000").await?;
+        b.fill("#test_timeout", "soon").await?;
+        b.wait_text("#test_timeout-error", "invalid duration").await?;
+        b.fill("#test_timeout", "45s").await?;
+        b.wait_absent("#test_timeout-error").await?;
+        b.wait_absent(".field-error").await?;
+        b.screenshot_to(screenshot(dir.path(), "plan-editor.png")).await?;
+
+        // Save and run: the run view, live.
+        b.click("#run").await?;
+        b.wait_css(".lane[data-machine='box-server']").await?;
+        b.wait_css(".lane[data-machine='box-client']").await?;
+        b.wait_text("tr[data-test='naps']", "running").await?;
+        // Reload mid-run: the view is rebuilt from the replayed events.
+        b.client.refresh().await?;
+        b.wait_text("tr[data-test='naps']", "running").await?;
+        b.wait_text("#run-state", "running").await?;
+        b.wait_text("tr[data-test='adds']", "passed").await?;
+        b.wait_css(".lane[data-machine='box-server'] .bar").await?;
+        b.wait_text("#sync-events", "barrier server-ready released").await?;
+        b.screenshot_to(screenshot(dir.path(), "run-live.png")).await?;
+
+        // The end: every result, and a failure's message.
+        b.wait_text("#run-state", "failed").await?;
+        b.wait_absent("#tests tr.running, #tests tr.pending").await?;
+        let rows = b.client.find_all(fantoccini::Locator::Css("#tests tbody tr[data-test]")).await?;
+        let total = server
+            .get("/api/suites")
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["tests"].as_array().unwrap().len())
+            .sum::<usize>();
+        anyhow::ensure!(rows.len() == total, "{} rows for {total} tests", rows.len());
+        let runs = server.get("/api/runs").await;
+        let failed = runs[0]["summary"]["failed"].as_u64().unwrap_or_default();
+        anyhow::ensure!(failed >= 1, "basics fails on purpose: {runs}");
+        b.wait_text("#summary [data-count='failed']", &format!("{failed} failed")).await?;
+        b.click("tr[data-test='fails_check_eq'] button").await?;
+        b.wait_text("#test-detail pre.message", "arithmetic is broken on purpose").await?;
+        b.wait_text("#test-detail", "on box-client").await?;
+        b.screenshot_to(screenshot(dir.path(), "run-finished.png")).await?;
+
+        // The run is in the history, and the plan in the list.
+        b.click("a[href='/runs']").await?;
+        b.wait_text("#runs", "kv across two machines").await?;
+        b.click("nav a[href='/']").await?;
+        b.wait_text("#plans", "kv across two machines").await?;
+        anyhow::Ok(())
+    };
+    let outcome = steps.await;
+    fail_with_logs(outcome, &browser, &server).await;
+    browser.close().await.unwrap();
+}
+
+/// Ten thousand tests: the run view renders a window of the table and a
+/// bounded number of bars, so the page stays usable while the whole run
+/// streams in and after. The time to show every result is printed (speed is
+/// measured, not asserted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_thousand_test_run_stays_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let _a = start_runner_with(dir.path(), &server, "box-a", &["tier=a"], None, &[]);
+    server.wait_online(1).await;
+    let sha = server.upload(ensemble_artifacts::MANY_TESTS, "many-tests").await;
+    let run = server
+        .start_run(serde_json::json!({
+            "name": "ten thousand",
+            "type": "distributed",
+            "profiles": [{ "name": "a", "labels": { "tier": "a" } }],
+            "entries": [{ "suite": format!("sha256:{sha}"), "profile": "a", "role": "many" }]
+        }))
+        .await;
+
+    let mut browser = Browser::start().await.expect("headless Chromium starts");
+    browser.set_timeout(std::time::Duration::from_secs(120)).await.unwrap();
+    let b = &browser;
+    let steps = async {
+        b.goto(&server.url).await?;
+        b.fill("#token", TOKEN).await?;
+        b.click("#token-submit").await?;
+        b.wait_text("#machines-online", "1 machine online").await?;
+        // Opened while the run goes: replay, then live.
+        b.goto(&format!("{}/runs/{run}", server.url)).await?;
+        let started = std::time::Instant::now();
+        b.wait_text("#run-state", "failed").await?;
+        b.wait_text("#tests-title", "Tests (10000 of 10000)").await?;
+        let loaded = started.elapsed();
+        let rendered = b.client.find_all(fantoccini::Locator::Css("#tests tr[data-test]")).await?.len();
+        anyhow::ensure!(rendered <= 40, "{rendered} table rows in the page for 10000 tests");
+        let bars = b.client.find_all(fantoccini::Locator::Css(".bar")).await?.len();
+        anyhow::ensure!(bars <= 150, "{bars} bars drawn for 10000 tests");
+        // The filter finds the failure; its message is one click away.
+        b.fill("#test-filter", "t05000").await?;
+        b.wait_text("#tests-title", "Tests (1 of 10000)").await?;
+        b.click("tr[data-test='t05000'] button").await?;
+        b.wait_text("#test-detail pre.message", "t05000 fails on purpose").await?;
+        // Emptied as a person would: select all, delete.
+        b.wait_css("#test-filter").await?.send_keys("\u{E009}a\u{E000}\u{E003}").await?;
+        b.wait_text("#tests-title", "Tests (10000 of 10000)").await?;
+        b.select_by_value("#test-show", "failures").await?;
+        b.wait_text("#tests-title", "Tests (1 of 10000)").await?;
+        b.select_by_value("#test-show", "all").await?;
+        // Scrolling to the end brings the last rows in.
+        b.wait_text("#tests-title", "Tests (10000 of 10000)").await?;
+        b.execute("document.getElementById('tests-scroll').scrollTop = 1e9;", vec![]).await?;
+        b.wait_css("tr[data-test='t09999']").await?;
+        eprintln!("10000-test run view: all 10000 results shown {loaded:?} after the page opened");
+        anyhow::Ok(())
+    };
+    let outcome = steps.await;
+    fail_with_logs(outcome, &browser, &server).await;
+    browser.close().await.unwrap();
+}

@@ -23,6 +23,10 @@ fn demo_plan_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
+/// Example suites (crates under `suites/examples`) added to the catalog
+/// besides the demo plan's own.
+const CATALOG: [&str; 3] = ["basics", "hello-command", "many-tests"];
+
 /// Children killed when the demo ends, however it ends.
 struct Children(Vec<Child>);
 
@@ -75,6 +79,7 @@ pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> an
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut plan = Plan::from_toml(&text).map_err(|e| e.in_file(&path))?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let examples = dir.join("../examples");
     let plan2 = plan.clone();
     let resolved = tokio::task::spawn_blocking(move || crate::suites::resolve_all(&plan2, &dir)).await??;
     for (entry, suite) in plan.entries.iter_mut().zip(&resolved) {
@@ -83,6 +88,14 @@ pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> an
     }
     let stored = client.post_json("/api/plans", &serde_json::to_value(&plan)?).await?;
     let plan_id = stored["id"].as_str().unwrap_or_default().to_string();
+    // More suites in the catalog, to build plans of one's own in the browser.
+    for name in CATALOG {
+        let crate_dir = examples.join(name);
+        let suite = tokio::task::spawn_blocking(move || crate::suites::resolve(&crate_dir))
+            .await?
+            .map_err(|e| anyhow::anyhow!("building the example suite {name}: {e}"))?;
+        client.ensure_suite(&suite.name, &suite.bytes).await?;
+    }
 
     println!();
     println!("Ensemble demo is up: {url}");
@@ -94,7 +107,10 @@ pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> an
         plan.name
     );
     println!();
-    println!("Try:");
+    println!("  suites:   kv-server, kv-client, {}", CATALOG.join(", "));
+    println!();
+    println!("Open {url} in a browser: run the plan, watch it live, or build a plan of your own.");
+    println!("Or from a terminal:");
     println!("  ensemble run {} --server {url}", path.display());
     println!("  curl -s -X POST {url}/api/runs -d '{{\"plan_id\":\"{plan_id}\"}}'");
     println!("  curl -s {url}/api/machines");

@@ -24,6 +24,16 @@ fn screenshot(dir: &std::path::Path, name: &str) -> PathBuf {
     }
 }
 
+/// The sha256 of the stored suite named `name`.
+async fn stored_sha(server: &Server, name: &str) -> String {
+    let suites = server.get("/api/suites").await;
+    let suite = suites.as_array().unwrap().iter().find(|s| s["name"] == name);
+    suite
+        .and_then(|s| s["sha256"].as_str())
+        .unwrap_or_else(|| panic!("no suite {name}: {suites}"))
+        .to_string()
+}
+
 async fn fail_with_logs<T>(r: anyhow::Result<T>, browser: &Browser, server: &Server) -> T {
     match r {
         Ok(v) => v,
@@ -75,17 +85,7 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         b.wait_css(".entry[data-index='0']").await?;
         // Suites 2 and 3 from the catalog.
         for suite in ["kv-client", "basics"] {
-            let sha = server
-                .get("/api/suites")
-                .await
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["name"] == suite)
-                .unwrap()["sha256"]
-                .as_str()
-                .unwrap()
-                .to_string();
+            let sha = stored_sha(&server, suite).await;
             b.select_by_value("#add-suite-select", &sha).await?;
             b.click("#add-suite").await?;
         }
@@ -108,7 +108,11 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         b.fill("#test_timeout", "45s").await?;
         b.wait_absent("#test_timeout-error").await?;
         b.wait_absent(".field-error").await?;
+        // The whole editor in one picture.
+        b.client.set_window_size(1400, 2000).await?;
+        b.execute("window.scrollTo(0, 0)", vec![]).await?;
         b.screenshot_to(screenshot(dir.path(), "plan-editor.png")).await?;
+        b.client.set_window_size(1400, 1000).await?;
 
         // Save and run: the run view, live.
         b.click("#run").await?;
@@ -122,6 +126,7 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         b.wait_text("tr[data-test='adds']", "passed").await?;
         b.wait_css(".lane[data-machine='box-server'] .bar").await?;
         b.wait_text("#sync-events", "barrier server-ready released").await?;
+        b.execute("window.scrollTo(0, 0)", vec![]).await?;
         b.screenshot_to(screenshot(dir.path(), "run-live.png")).await?;
 
         // The end: every result, and a failure's message.
@@ -151,6 +156,36 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         b.wait_text("#runs", "kv across two machines").await?;
         b.click("nav a[href='/']").await?;
         b.wait_text("#plans", "kv across two machines").await?;
+
+        // Plans: duplicate, export, import, delete.
+        b.click("tr[data-plan='kv across two machines'] button[aria-label^='Duplicate']").await?;
+        b.wait_css("tr[data-plan='kv across two machines (copy)']").await?;
+        let export = b
+            .wait_css("tr[data-plan='kv across two machines'] a[download]")
+            .await?
+            .attr("href")
+            .await?
+            .unwrap_or_default();
+        anyhow::ensure!(export.ends_with(&format!("/toml?token={TOKEN}")), "export link {export}");
+        let kv_client = stored_sha(&server, "kv-client").await;
+        let toml = dir.path().join("imported.toml");
+        std::fs::write(
+            &toml,
+            format!(
+                "name = \"imported\"\ntype = \"cross-platform\"\n[[profiles]]\nname = \"any\"\n[[entries]]\nsuite = \"sha256:{kv_client}\"\n"
+            ),
+        )?;
+        b.wait_css("#import-toml").await?.send_keys(&toml.display().to_string()).await?;
+        b.wait_text(".banner.ok", "Imported imported.toml as plan \"imported\"").await?;
+        b.wait_css("tr[data-plan='imported']").await?;
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "name = \"bad\"\n[[entries]]\nsuite = \"sha256:00\"\nprofile = \"nowhere\"\n")?;
+        b.wait_css("#import-toml").await?.send_keys(&bad.display().to_string()).await?;
+        b.wait_text(".banner.error", "bad.toml").await?;
+        b.wait_text(".banner.error", "no profile named \"nowhere\"").await?;
+        b.click("tr[data-plan='imported'] button[aria-label^='Delete']").await?;
+        b.client.accept_alert().await?;
+        b.wait_absent("tr[data-plan='imported']").await?;
         anyhow::Ok(())
     };
     let outcome = steps.await;

@@ -91,6 +91,15 @@ fn ensemble_demo_brings_up_a_ready_setup() {
             token: String::new(),
         };
         let machines = server.wait_online(3).await;
+        // The URL opens the browser app, with example suites in the catalog.
+        let page = server.http().get(&url).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("/assets/ensemble_frontend.js"), "{page}");
+        let suites = server.get("/api/suites").await;
+        let names: Vec<&str> =
+            suites.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+        for name in ["kv-server", "kv-client", "basics", "hello-command", "many-tests"] {
+            assert!(names.iter().any(|n| n.replace('_', "-") == name), "{name} not in {names:?}");
+        }
         let plans = server.get("/api/plans").await;
         let plan_id = plans[0]["id"].as_str().unwrap().to_string();
         let (status, body) = server.post("/api/runs", serde_json::json!({ "plan_id": plan_id })).await;

@@ -1,8 +1,9 @@
 //! Paths to the example suites, compiled for `wasm32-wasip2` by this crate's
 //! build script, so that tests never depend on a manual build.
 //!
-//! Each constant is the absolute path of a WebAssembly component inside this
-//! crate's `OUT_DIR`. Editing a suite, the SDK or the WIT re-runs the build
+//! Each constant is the absolute path of a WebAssembly component under the
+//! target directory (`target/nested/example-suites`, shared by every build of
+//! the workspace). Editing a suite, the SDK or the WIT re-runs the build
 //! script, which rebuilds what changed. Only tests should depend on this
 //! crate: whatever depends on it rebuilds whenever a suite changes.
 //!
@@ -21,7 +22,16 @@ mod tests {
     fn every_suite_is_a_component() {
         assert_eq!(
             ALL.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
-            ["BASICS", "KV_SERVER", "KV_CLIENT", "HOSTILE", "LIBTEST_DEMO", "HELLO_COMMAND", "BENCH_PARTIES"]
+            [
+                "BASICS",
+                "KV_SERVER",
+                "KV_CLIENT",
+                "HOSTILE",
+                "LIBTEST_DEMO",
+                "HELLO_COMMAND",
+                "MANY_TESTS",
+                "BENCH_PARTIES"
+            ]
         );
         for (name, path) in ALL {
             let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{name}: {path}: {e}"));

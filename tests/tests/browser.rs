@@ -93,6 +93,7 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         // Saving before linking profiles shows the problem next to the field.
         b.click("#save").await?;
         b.wait_text("#entry-0-profile-error", "links every entry to a profile").await?;
+        b.wait_text("#editor-problems", "3 problems to fix").await?;
         // Each kv role gets a profile of its own; basics shares the client's.
         b.click("#entry-0-new-profile").await?;
         b.fill("#profile-0-labels", "tier=server").await?;
@@ -108,6 +109,7 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         b.fill("#test_timeout", "45s").await?;
         b.wait_absent("#test_timeout-error").await?;
         b.wait_absent(".field-error").await?;
+        b.wait_absent("#editor-problems").await?;
         // The whole editor in one picture.
         b.client.set_window_size(1400, 2000).await?;
         b.execute("window.scrollTo(0, 0)", vec![]).await?;

@@ -53,7 +53,7 @@ pub fn TestTable(props: &Props) -> Html {
         html! {
             <tr key={i} class={classes!(r.status.class(), selected.then_some("selected"))} data-test={r.test.clone()}>
                 <td class="name">
-                    <button type="button" class="linkish" aria-pressed={if selected { "true" } else { "false" }}
+                    <button type="button" class="linkish" title={r.test.clone()} aria-pressed={if selected { "true" } else { "false" }}
                         onclick={Callback::from(move |_| on_select.emit(i))}>{r.test.clone()}</button>
                 </td>
                 <td><span class={classes!("status", r.status.class())}>{r.status.class()}</span></td>

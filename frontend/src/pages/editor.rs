@@ -56,13 +56,9 @@ pub fn EditorPage(props: &Props) -> Html {
         let navigator = navigator.clone();
         Callback::from(move |run_after: bool| {
             ed.dispatch(EditorAction::Submitted);
-            let problems = ed.problems();
-            if !problems.is_empty() {
-                let n = problems.len();
-                banner.set(Some((
-                    false,
-                    format!("{n} problem{} to fix, marked below.", if n == 1 { "" } else { "s" }),
-                )));
+            if !ed.is_valid() {
+                // The live count of problems shows above the form now.
+                banner.set(None);
                 return;
             }
             let ed = ed.clone();
@@ -182,6 +178,7 @@ pub fn EditorPage(props: &Props) -> Html {
         let ed = ed.clone();
         Callback::from(move |e: Event| ed.dispatch(EditorAction::SetFailFast(checked(&e))))
     };
+    let problem_count = ed.problems().len();
     let entries_err = ed.error("entries");
     let profiles_err = ed.error("profiles");
     let export = ed.id.as_ref().map(|id| session.api.url_with_token(&format!("/api/plans/{id}/toml")));
@@ -199,6 +196,11 @@ pub fn EditorPage(props: &Props) -> Html {
                     }
                 </div>
             </div>
+            if ed.submitted && problem_count > 0 {
+                <p class="banner error" role="status" id="editor-problems">
+                    {format!("{problem_count} problem{} to fix, marked below.", if problem_count == 1 { "" } else { "s" })}
+                </p>
+            }
             if let Some((ok, msg)) = &*banner {
                 <p class={classes!("banner", if *ok { "ok" } else { "error" })} role="status" id="editor-banner">{msg.clone()}</p>
             }

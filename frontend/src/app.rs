@@ -42,7 +42,8 @@ fn switch(route: Route) -> Html {
         Route::Machines => html! { <pages::machines::MachinesPage /> },
         Route::Suites => html! { <pages::suites::SuitesPage /> },
         Route::Runs => html! { <pages::runs::RunsPage /> },
-        Route::Run { id } => html! { <pages::run::RunPage {id} /> },
+        // Keyed: another run is another page, not this one's state with a new id.
+        Route::Run { id } => html! { <pages::run::RunPage key={id.as_str()} id={id.clone()} /> },
         Route::NotFound => html! {
             <section class="page"><h1>{"Not found"}</h1><p>{"There is no page here. "}<Link<Route> to={Route::Plans}>{"Go to the plans"}</Link<Route>></p></section>
         },
@@ -64,6 +65,23 @@ pub fn failure_text(session: &SessionHandle, failure: ApiFailure) -> String {
         session.dispatch(SessionAction::AuthRequired);
     }
     failure.to_string()
+}
+
+/// Reloads the suite catalog when a page that shows it opens (another
+/// client may have uploaded suites since).
+#[hook]
+pub fn use_fresh_suites() {
+    let session = use_session();
+    use_effect_with((), move |_| {
+        wasm_bindgen_futures::spawn_local(async move {
+            match session.api.suites().await {
+                Ok(list) => session.dispatch(SessionAction::Suites(list)),
+                Err(e) => {
+                    failure_text(&session, e);
+                }
+            }
+        });
+    });
 }
 
 /// How often the machine list (and with it every "machines matching now"

@@ -56,6 +56,19 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
     server.upload(ensemble_artifacts::KV_CLIENT, "kv-client").await;
     server.upload(ensemble_artifacts::BASICS, "basics").await;
 
+    // The app's pages are the app (deep links work); the API stays the API.
+    let http = server.http();
+    for (path, status, body) in [
+        ("/runs/some-run", 200, "/assets/ensemble_frontend.js"),
+        ("/assets/style.css", 200, ".topbar"),
+        ("/assets/nope.js", 404, ""),
+        ("/api/nope", 404, "no such endpoint"),
+    ] {
+        let resp = http.get(format!("{}{path}", server.url)).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "GET {path}");
+        assert!(resp.text().await.unwrap().contains(body), "GET {path}");
+    }
+
     let mut browser = Browser::start().await.expect("headless Chromium starts");
     browser.set_timeout(std::time::Duration::from_secs(60)).await.unwrap();
     let b = &browser;

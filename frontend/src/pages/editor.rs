@@ -6,7 +6,7 @@ use ensemble_protocol::plan::Execution;
 use yew::prelude::*;
 use yew_router::prelude::*;
 
-use crate::app::{Route, failure_text, use_session};
+use crate::app::{Route, failure_text, use_fresh_suites, use_session};
 use crate::components::entry_card::EntryCard;
 use crate::components::field::{Field, aria_error};
 use crate::components::profile_card::ProfileCard;
@@ -24,6 +24,7 @@ pub struct Props {
 #[component]
 pub fn EditorPage(props: &Props) -> Html {
     let session = use_session();
+    use_fresh_suites();
     let navigator = use_navigator().expect("inside the router");
     let ed = use_reducer(EditorState::new);
     let banner = use_state(|| None::<(bool, String)>);

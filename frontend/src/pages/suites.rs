@@ -2,7 +2,7 @@
 
 use yew::prelude::*;
 
-use crate::app::use_session;
+use crate::app::{use_fresh_suites, use_session};
 use crate::components::upload::SuiteUpload;
 use crate::format::{bytes, local_time, short_sha};
 
@@ -12,6 +12,7 @@ const TESTS_SHOWN: usize = 200;
 #[component]
 pub fn SuitesPage() -> Html {
     let session = use_session();
+    use_fresh_suites();
     let mut suites = session.suites.clone();
     suites.sort_by(|a, b| a.name.cmp(&b.name).then(b.uploaded_us.cmp(&a.uploaded_us)));
     html! {

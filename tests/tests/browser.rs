@@ -249,7 +249,8 @@ async fn a_ten_thousand_test_run_stays_usable() {
         // The filter finds the failure; its message is one click away.
         b.fill("#test-filter", "t05000").await?;
         b.wait_text("#tests-title", "Tests (1 of 10000)").await?;
-        b.click("tr[data-test='t05000'] button").await?;
+        // By keyboard: Enter on the test opens it.
+        b.wait_css("tr[data-test='t05000'] button").await?.send_keys("\u{E007}").await?;
         b.wait_text("#test-detail pre.message", "t05000 fails on purpose").await?;
         // Emptied as a person would: select all, delete.
         b.wait_css("#test-filter").await?.send_keys("\u{E009}a\u{E000}\u{E003}").await?;

@@ -31,6 +31,11 @@ pub fn offset_us(offset: i64, uncertainty: i64) -> String {
     format!("{sign}{} ± {}", ms(offset.abs()), ms(uncertainty))
 }
 
+/// `1 test`, `3 tests`.
+pub fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
 /// The first 12 hex digits of a sha256.
 pub fn short_sha(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
@@ -63,5 +68,6 @@ mod tests {
         assert_eq!(bytes(4 << 20), "4.0 MiB");
         assert_eq!(offset_us(-1200, 50), "-1.20 ms ± 0.05 ms");
         assert_eq!(short_sha("abcdef0123456789"), "abcdef012345");
+        assert_eq!((plural(1, "test"), plural(2, "test")), ("1 test".into(), "2 tests".into()));
     }
 }

@@ -8,7 +8,7 @@ use yew::prelude::*;
 use crate::app::use_session;
 use crate::components::field::{Field, aria_error};
 use crate::dom::{input_value, select_value, textarea_value};
-use crate::format::short_sha;
+use crate::format::{plural, short_sha};
 use crate::state::editor::{EditorAction, EditorState, EntryText};
 
 #[derive(Properties, PartialEq)]
@@ -32,7 +32,13 @@ pub fn EntryCard(props: &Props) -> Html {
     let suite = suite_sha(&entry.suite).and_then(|sha| session.suite(sha));
     let suite_line = match (suite, suite_sha(&entry.suite)) {
         (Some(s), _) => {
-            format!("{} · {} · {} tests · sha256:{}", s.name, s.kind, s.tests.len(), short_sha(&s.sha256))
+            format!(
+                "{} · {} · {} · sha256:{}",
+                s.name,
+                s.kind,
+                plural(s.tests.len(), "test"),
+                short_sha(&s.sha256)
+            )
         }
         (None, Some(sha)) => format!("sha256:{} (not in this server's catalog)", short_sha(sha)),
         (None, None) => format!("{} (a path: only for `ensemble run` on the command line)", entry.suite),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use yew::prelude::*;
 
-use crate::format::duration_ms;
+use crate::format::{duration_ms, plural};
 use crate::state::RunView;
 
 #[derive(Properties)]
@@ -80,7 +80,7 @@ pub fn Timeline(props: &Props) -> Html {
                     if let Some(c) = props.clocks.get(&lane.machine) {
                         <span class="lane-clock" title="clock offset to the coordinator">{format!("clock {c}")}</span>
                     }
-                    <span class="lane-count">{format!("{} tests", lane.rows.len())}</span>
+                    <span class="lane-count">{plural(lane.rows.len(), "test")}</span>
                 </div>
                 { for tracks }
                 { for lane.errors.iter().map(|e| html! { <p class="lane-error">{e.clone()}</p> }) }

@@ -3,6 +3,8 @@
 use ensemble_protocol::api::SuiteMeta;
 use yew::prelude::*;
 
+use crate::format::plural;
+
 use crate::app::{failure_text, use_session};
 use crate::dom::{dropped_files, picked_files};
 use crate::state::SessionAction;
@@ -42,7 +44,10 @@ pub fn SuiteUpload(props: &Props) -> Html {
                         Ok(meta) => {
                             out.push((
                                 true,
-                                format!("{file_name}: stored as {name} ({} tests)", meta.tests.len()),
+                                format!(
+                                    "{file_name}: stored as {name} ({})",
+                                    plural(meta.tests.len(), "test")
+                                ),
                             ));
                             session.dispatch(SessionAction::SuiteStored(meta.clone()));
                             on_stored.emit(meta);

@@ -4,6 +4,8 @@
 use ensemble_protocol::PlanType;
 use ensemble_protocol::plan::Execution;
 use yew::prelude::*;
+
+use crate::format::plural;
 use yew_router::prelude::*;
 
 use crate::app::{Route, failure_text, use_fresh_suites, use_session};
@@ -229,7 +231,7 @@ pub fn EditorPage(props: &Props) -> Html {
                                 <select id="add-suite-select" onchange={on_pick}>
                                     <option value="" selected={pick.is_empty()}>{"— choose a suite —"}</option>
                                     { for catalog.iter().map(|s| html! {
-                                        <option value={s.sha256.clone()} selected={*pick == s.sha256}>{format!("{} ({} tests, {})", s.name, s.tests.len(), s.kind)}</option>
+                                        <option value={s.sha256.clone()} selected={*pick == s.sha256}>{format!("{} ({}, {})", s.name, plural(s.tests.len(), "test"), s.kind)}</option>
                                     }) }
                                 </select>
                                 <button type="button" id="add-suite" onclick={add_picked} disabled={pick.is_empty()}>{"Add suite"}</button>

@@ -4,7 +4,7 @@ use yew::prelude::*;
 
 use crate::app::{use_fresh_suites, use_session};
 use crate::components::upload::SuiteUpload;
-use crate::format::{bytes, local_time, short_sha};
+use crate::format::{bytes, local_time, plural, short_sha};
 
 /// Tests listed per suite at most (a suite may have thousands).
 const TESTS_SHOWN: usize = 200;
@@ -28,7 +28,7 @@ pub fn SuitesPage() -> Html {
                         <h2>{s.name.clone()}</h2>
                         <p class="meta">
                             <span class="chip">{s.kind.clone()}</span>
-                            {format!(" {} · {} tests · uploaded {} · ", bytes(s.size), s.tests.len(), local_time(s.uploaded_us))}
+                            {format!(" {} · {} · uploaded {} · ", bytes(s.size), plural(s.tests.len(), "test"), local_time(s.uploaded_us))}
                             <code title={s.sha256.clone()}>{format!("sha256:{}…", short_sha(&s.sha256))}</code>
                         </p>
                         <details>
@@ -47,7 +47,10 @@ pub fn SuitesPage() -> Html {
                                 <p class="muted">{format!("… and {} more", s.tests.len() - TESTS_SHOWN)}</p>
                             }
                             if !s.imports.is_empty() {
-                                <p class="muted">{format!("Imports: {}", s.imports.join(", "))}</p>
+                                <details class="imports">
+                                    <summary>{format!("Imports ({})", s.imports.len())}</summary>
+                                    <ul>{ for s.imports.iter().map(|i| html! { <li><code>{i.clone()}</code></li> }) }</ul>
+                                </details>
                             }
                         </details>
                     </article>

@@ -18,6 +18,7 @@ use crate::components::timeline::Timeline;
 use crate::dom::{input_value, select_value};
 use crate::format::{duration_ms, offset_us};
 use crate::pages::runs::state_name;
+use crate::services::ApiFailure;
 use crate::services::events::{self, StreamEnd, Watch};
 use crate::state::run::{Show, Status, Stream};
 use crate::state::{RunAction, RunView};
@@ -91,15 +92,20 @@ pub fn RunPage(props: &Props) -> Html {
             let ended = matches!(stream, Stream::Ended | Stream::Failed(_));
             if ended || *finished {
                 wasm_bindgen_futures::spawn_local(async move {
+                    let reconnect_after = async |ms: u32| {
+                        gloo_timers::future::TimeoutFuture::new(ms).await;
+                        if still.get() {
+                            attempt.set(*attempt + 1);
+                        }
+                    };
                     match session.api.run(&id).await {
                         Ok(m) if m.state == RunState::Running && ended => {
                             meta.set(Some(m));
-                            gloo_timers::future::TimeoutFuture::new(1_000).await;
-                            if still.get() {
-                                attempt.set(*attempt + 1);
-                            }
+                            reconnect_after(1_000).await;
                         }
                         Ok(m) => meta.set(Some(m)),
+                        // The server is out of reach: keep trying while the stream is down.
+                        Err(ApiFailure::Network(_)) if ended => reconnect_after(2_000).await,
                         Err(e) => {
                             failure_text(&session, e);
                         }

@@ -92,7 +92,8 @@ const MACHINE_REFRESH_MS: u32 = 2_000;
 pub fn App() -> Html {
     let session = use_reducer(|| Session::new(storage::load_token()));
 
-    // Keep machines fresh while the token works; load the suite catalog.
+    // Keep machines fresh while the token works (pages that show the suite
+    // catalog load it themselves: `use_fresh_suites`).
     use_effect_with(session.api.clone(), {
         let dispatcher = session.dispatcher();
         move |api: &crate::services::Api| {
@@ -100,18 +101,9 @@ pub fn App() -> Html {
             let api = api.clone();
             let still = alive.clone();
             wasm_bindgen_futures::spawn_local(async move {
-                let mut first = true;
                 while still.get() {
                     match api.machines().await {
-                        Ok(m) if still.get() => {
-                            dispatcher.dispatch(SessionAction::Machines(m));
-                            if first {
-                                if let Ok(s) = api.suites().await {
-                                    dispatcher.dispatch(SessionAction::Suites(s));
-                                }
-                                first = false;
-                            }
-                        }
+                        Ok(m) if still.get() => dispatcher.dispatch(SessionAction::Machines(m)),
                         Ok(_) => break,
                         Err(ApiFailure::Unauthorized) => {
                             if api.token.is_some() {

@@ -1,6 +1,5 @@
 //! Reading values out of DOM events.
 
-use wasm_bindgen::JsCast;
 use web_sys::{HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
 use yew::prelude::*;
 
@@ -42,13 +41,4 @@ fn files_of(list: Option<web_sys::FileList>) -> Vec<web_sys::File> {
 pub async fn file_text(file: &web_sys::File) -> Result<String, String> {
     let text = wasm_bindgen_futures::JsFuture::from(file.text()).await.map_err(|e| format!("{e:?}"))?;
     text.as_string().ok_or_else(|| "the file is not text".to_string())
-}
-
-/// Whether a key event is Enter or Space (for clickable non-buttons).
-pub fn is_activation(e: &KeyboardEvent) -> bool {
-    matches!(e.key().as_str(), "Enter" | " ")
-}
-
-pub fn unchecked<T: JsCast>(v: wasm_bindgen::JsValue) -> T {
-    v.unchecked_into()
 }

@@ -134,7 +134,8 @@ pub fn RunPage(props: &Props) -> Html {
         }
     });
 
-    let rows = use_memo((view.version, (*filter).clone(), *show), {
+    // Rows change only with events (not with the clock's ticks).
+    let rows = use_memo((view.last_seq, (*filter).clone(), *show), {
         let view = view.clone();
         move |(_, text, show): &(u64, String, Show)| view.filtered(text, *show)
     });

@@ -1,10 +1,22 @@
-//! The REST API's resources, as the server returns them and clients send them.
+//! The REST API, whole: its routes, the request, query and response types of
+//! each, and the one error body.
+//!
+//! The server's handlers return these types and the clients (the CLI's
+//! `Client`, the tests, the browser's `services::api`) read them; no side
+//! builds or parses JSON by hand. Paths come from [`routes`], which encodes
+//! every path segment. An error is always [`ApiError`]: a typed
+//! [`ErrorKind`] that fixes the HTTP status, a message for people, and
+//! field-level details for plan problems.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::event::{ShardRef, Summary};
+use crate::machine::MachineInfo;
 use crate::plan::{Plan, Problem};
-use crate::wire::MachineInfo;
+pub use crate::plan::{SHA_PREFIX, suite_sha};
+use crate::verdict::Verdict;
 
 /// Whether a machine can take work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +62,8 @@ pub struct SuiteMeta {
     pub kind: String,
     pub tests: Vec<TestMeta>,
     pub imports: Vec<String>,
+    #[serde(default)]
+    pub exports: Vec<String>,
     pub uploaded_us: i64,
 }
 
@@ -72,6 +86,16 @@ pub enum RunState {
     Cancelled,
     /// The coordinator stopped while the run was going.
     Interrupted,
+}
+
+impl From<Verdict> for RunState {
+    fn from(v: Verdict) -> RunState {
+        match v {
+            Verdict::Passed => RunState::Passed,
+            Verdict::Failed => RunState::Failed,
+            Verdict::Cancelled => RunState::Cancelled,
+        }
+    }
 }
 
 /// A run, as listed.
@@ -98,19 +122,301 @@ pub struct RunRequest {
     pub plan_id: Option<String>,
 }
 
-/// The body of every error response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiError {
-    pub error: String,
-    /// Field-level problems, for plan validation errors.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub problems: Vec<Problem>,
+/// What kind of error an API call met; it fixes the HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// The request is malformed (a query, a JSON body, an encoding).
+    BadRequest,
+    /// No token, or a wrong one.
+    Unauthorized,
+    NotFound,
+    MethodNotAllowed,
+    /// The resource is not in a state that allows this (a run not running).
+    Conflict,
+    /// The body is over the route's limit.
+    PayloadTooLarge,
+    /// The plan is invalid; `details` lists each problem at its field path.
+    InvalidPlan,
+    /// The upload is not a usable suite.
+    InvalidSuite,
+    /// The plan is valid but the machines online now cannot run it.
+    Unsatisfiable,
+    /// The server failed (I/O, a bug).
+    Internal,
 }
 
-/// The `sha256:` prefix of a suite reference inside a plan.
-pub const SHA_PREFIX: &str = "sha256:";
+impl ErrorKind {
+    /// The HTTP status an error of this kind is sent with.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::BadRequest => 400,
+            ErrorKind::Unauthorized => 401,
+            ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::Conflict | ErrorKind::Unsatisfiable => 409,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::InvalidPlan | ErrorKind::InvalidSuite => 422,
+            ErrorKind::Internal => 500,
+        }
+    }
 
-/// The sha256 a plan entry's suite names, if it names one.
-pub fn suite_sha(suite: &str) -> Option<&str> {
-    suite.strip_prefix(SHA_PREFIX).filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    /// Whether the caller's input was at fault (the CLI exits 2 for these).
+    pub fn is_bad_input(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::BadRequest
+                | ErrorKind::InvalidPlan
+                | ErrorKind::InvalidSuite
+                | ErrorKind::Unsatisfiable
+                | ErrorKind::PayloadTooLarge
+        )
+    }
+}
+
+/// The body of every error response: `{ "error": { "kind", "message", "details" } }`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: ErrorBody,
+}
+
+/// What went wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// Field-level problems (for [`ErrorKind::InvalidPlan`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<Problem>,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError { error: ErrorBody { kind, message: message.into(), details: Vec::new() } }
+    }
+
+    pub fn with_details(mut self, details: Vec<Problem>) -> ApiError {
+        self.error.details = details;
+        self
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.error.kind
+    }
+
+    pub fn message(&self) -> &str {
+        &self.error.message
+    }
+
+    pub fn details(&self) -> &[Problem] {
+        &self.error.details
+    }
+
+    pub fn status(&self) -> u16 {
+        self.error.kind.status()
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.error.message)?;
+        // Details the message already names are not repeated.
+        for p in self.error.details.iter().filter(|p| !self.error.message.contains(&p.to_string())) {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<crate::plan::PlanError> for ApiError {
+    fn from(e: crate::plan::PlanError) -> ApiError {
+        let message = match e.problems.as_slice() {
+            [one] => format!("invalid plan: {one}"),
+            many => format!("invalid plan: {} problems", many.len()),
+        };
+        ApiError::new(ErrorKind::InvalidPlan, message).with_details(e.problems)
+    }
+}
+
+/// `GET /api/health`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub ok: bool,
+    pub version: String,
+    pub protocol: u32,
+}
+
+/// `POST /api/runs` answers with the new run's id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCreated {
+    pub id: String,
+}
+
+/// `POST /api/runs/{id}/cancel`: the run was asked to stop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCancelling {
+    pub cancelling: String,
+}
+
+/// `DELETE /api/plans/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanDeleted {
+    pub deleted: String,
+}
+
+/// `POST /api/machines/{name}/disconnect`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineDisconnected {
+    pub disconnected: String,
+}
+
+/// `GET /api/machines` query: `min_online=N` waits (up to `wait_ms`, default
+/// 10 s) until N machines are online, so clients wait for an event instead of
+/// polling.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachinesQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_online: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// `POST /api/suites` query: the suite's display name (default: the start of
+/// its sha256).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The run event WebSocket's query: replay from this sequence number (default 1).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u64>,
+}
+
+/// The API's paths. Functions encode their parameters as path segments.
+pub mod routes {
+    use super::encode;
+
+    pub const HEALTH: &str = "/api/health";
+    pub const MACHINES: &str = "/api/machines";
+    /// The machines' WebSocket.
+    pub const MACHINE_JOIN: &str = "/api/machines/join";
+    pub const SUITES: &str = "/api/suites";
+    pub const PLANS: &str = "/api/plans";
+    /// `POST` a plan as TOML.
+    pub const PLAN_IMPORT: &str = "/api/plans/import";
+    pub const RUNS: &str = "/api/runs";
+
+    pub fn machine_disconnect(name: &str) -> String {
+        format!("{MACHINES}/{}/disconnect", encode(name))
+    }
+    /// The suite's bytes (`GET`, `HEAD`).
+    pub fn suite(sha256: &str) -> String {
+        format!("{SUITES}/{}", encode(sha256))
+    }
+    /// The suite's metadata.
+    pub fn suite_inspect(sha256: &str) -> String {
+        format!("{SUITES}/{}/inspect", encode(sha256))
+    }
+    /// Upload with a display name.
+    pub fn suite_upload(name: &str) -> String {
+        format!("{SUITES}?name={}", encode(name))
+    }
+    pub fn plan(id: &str) -> String {
+        format!("{PLANS}/{}", encode(id))
+    }
+    pub fn plan_toml(id: &str) -> String {
+        format!("{PLANS}/{}/toml", encode(id))
+    }
+    pub fn run(id: &str) -> String {
+        format!("{RUNS}/{}", encode(id))
+    }
+    pub fn run_cancel(id: &str) -> String {
+        format!("{RUNS}/{}/cancel", encode(id))
+    }
+    /// The run's event WebSocket, replaying from `from`.
+    pub fn run_events(id: &str, from: u64) -> String {
+        format!("{RUNS}/{}/events?from={from}", encode(id))
+    }
+    /// The same stream under a WebSocket-only prefix, which a dev proxy
+    /// (Trunk's) can route apart from the REST API.
+    pub fn events(id: &str, from: u64) -> String {
+        format!("/api/events/{}?from={from}", encode(id))
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters, so a
+/// value is one path segment or one query value whatever it holds. (Written
+/// here because this crate stays dependency-light for the browser build.)
+pub fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes a percent-encoded path segment; None when it is not valid
+/// percent-encoding of UTF-8.
+pub fn decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_inverts_encoding() {
+        for s in ["plan-1", "my suite/ä?&=%", ""] {
+            assert_eq!(decode(&encode(s)).as_deref(), Some(s));
+        }
+        assert_eq!(decode("%zz"), None);
+        assert_eq!(decode("%4"), None);
+        assert_eq!(decode("%FF"), None, "not UTF-8");
+    }
+
+    #[test]
+    fn errors_have_one_shape_and_a_status_per_kind() {
+        let e = ApiError::new(ErrorKind::InvalidPlan, "invalid plan")
+            .with_details(vec![Problem { path: "entries[0].profile".into(), message: "m".into() }]);
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["error"]["kind"], "invalid-plan");
+        assert_eq!(v["error"]["details"][0]["path"], "entries[0].profile");
+        assert_eq!(serde_json::from_value::<ApiError>(v).unwrap(), e);
+        assert_eq!(e.status(), 422);
+        assert_eq!(ErrorKind::Unsatisfiable.status(), 409);
+        assert!(ErrorKind::Unsatisfiable.is_bad_input());
+        assert!(!ErrorKind::Internal.is_bad_input());
+    }
+
+    #[test]
+    fn routes_encode_their_segments() {
+        assert_eq!(routes::plan("plan-1"), "/api/plans/plan-1");
+        assert_eq!(routes::suite_upload("my suite/ä"), "/api/suites?name=my%20suite%2F%C3%A4");
+        assert_eq!(routes::machine_disconnect("a/b?c"), "/api/machines/a%2Fb%3Fc/disconnect");
+        assert_eq!(routes::run_events("r", 3), "/api/runs/r/events?from=3");
+    }
 }

@@ -8,46 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How a test (or a shard) ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    Passed,
-    Failed,
-    Skipped,
-    TimedOut,
-    /// The instance trapped without a test failure of its own (out of
-    /// memory, stack overflow, a bad instruction).
-    Crashed,
-    /// Failed at first, passed on a retry.
-    Flaky,
-    /// The machine running it went away.
-    Lost,
-}
-
-impl Outcome {
-    /// Whether this outcome makes the run fail.
-    pub fn is_failure(self) -> bool {
-        matches!(self, Outcome::Failed | Outcome::TimedOut | Outcome::Crashed | Outcome::Lost)
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Passed => "passed",
-            Outcome::Failed => "failed",
-            Outcome::Skipped => "skipped",
-            Outcome::TimedOut => "timed-out",
-            Outcome::Crashed => "crashed",
-            Outcome::Flaky => "flaky",
-            Outcome::Lost => "lost",
-        }
-    }
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::outcome::{Outcome, Summary};
+use crate::verdict::{CancelReason, Verdict};
 
 /// Which part of a run an event is about.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -60,42 +22,6 @@ pub struct ShardRef {
     pub suite: String,
     /// Instance index within the role.
     pub instance: u32,
-}
-
-/// Counts of test outcomes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Summary {
-    pub passed: u32,
-    pub failed: u32,
-    pub skipped: u32,
-    pub timed_out: u32,
-    pub crashed: u32,
-    pub flaky: u32,
-    pub lost: u32,
-}
-
-impl Summary {
-    pub fn add(&mut self, outcome: Outcome) {
-        let slot = match outcome {
-            Outcome::Passed => &mut self.passed,
-            Outcome::Failed => &mut self.failed,
-            Outcome::Skipped => &mut self.skipped,
-            Outcome::TimedOut => &mut self.timed_out,
-            Outcome::Crashed => &mut self.crashed,
-            Outcome::Flaky => &mut self.flaky,
-            Outcome::Lost => &mut self.lost,
-        };
-        *slot += 1;
-    }
-    pub fn total(&self) -> u32 {
-        self.passed + self.failed + self.skipped + self.timed_out + self.crashed + self.flaky + self.lost
-    }
-    pub fn failures(&self) -> u32 {
-        self.failed + self.timed_out + self.crashed + self.lost
-    }
-    pub fn success(&self) -> bool {
-        self.failures() == 0
-    }
 }
 
 /// What a shard is, as announced at the start of a run.
@@ -205,14 +131,27 @@ pub enum EventKind {
     RunFinished {
         summary: Summary,
         duration_ms: u64,
+        /// Shards that could not run their tests (each said why in its
+        /// `shard-finished`).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        shard_errors: u32,
+        /// Why the run stopped early, if it did.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        cancelled: Option<String>,
+        cancelled: Option<CancelReason>,
+        /// The run's final state, from [`Verdict::decide`]: readers use it
+        /// rather than deciding again.
+        verdict: Verdict,
     },
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl EventKind {
-    /// The shard this event is about, if any.
-    pub fn shard(&self) -> Option<&ShardRef> {
+    /// The shard this event is about, to overwrite with the coordinator's own
+    /// record (a machine speaks for a shard by number only).
+    pub fn shard_mut(&mut self) -> Option<&mut ShardRef> {
         match self {
             EventKind::ShardStarted { shard, .. }
             | EventKind::TestStarted { shard, .. }
@@ -266,7 +205,20 @@ mod tests {
                 op: SyncOp::BarrierFailed { state: "s".into(), target: 2, reason: "lost".into() },
             },
             EventKind::ShardFinished { shard: shard(), summary: Summary::default(), error: None },
-            EventKind::RunFinished { summary: Summary::default(), duration_ms: 5, cancelled: None },
+            EventKind::RunFinished {
+                summary: Summary::default(),
+                duration_ms: 5,
+                shard_errors: 0,
+                cancelled: None,
+                verdict: Verdict::Passed,
+            },
+            EventKind::RunFinished {
+                summary: Summary::default(),
+                duration_ms: 5,
+                shard_errors: 1,
+                cancelled: Some(CancelReason::User),
+                verdict: Verdict::Failed,
+            },
         ];
         for (i, kind) in events.into_iter().enumerate() {
             let ev = Event { run: "r1".into(), seq: i as u64 + 1, at_us: 10, machine_at_us: Some(9), kind };
@@ -299,17 +251,5 @@ mod tests {
         }
         assert_eq!(v["type"], "test-finished");
         assert_eq!(v["outcome"], "passed");
-    }
-
-    #[test]
-    fn summary_counts_failures() {
-        let mut s = Summary::default();
-        for o in [Outcome::Passed, Outcome::Flaky, Outcome::Skipped] {
-            s.add(o);
-        }
-        assert!(s.success());
-        s.add(Outcome::Lost);
-        assert!(!s.success());
-        assert_eq!(s.total(), 4);
     }
 }

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::grant::{NetGrant, check_env_name};
+use crate::machine::MachineInfo;
 use crate::units::{ByteSize, HumanDuration};
 
 /// A named, typed set of entries plus the settings of its runs.
@@ -113,7 +115,7 @@ impl Profile {
     /// Whether a machine is one this profile selects: the named machine, or
     /// one carrying every label. Placement and the plan editor's live
     /// "machines matching now" count both use this.
-    pub fn matches(&self, m: &crate::wire::MachineInfo) -> bool {
+    pub fn matches(&self, m: &MachineInfo) -> bool {
         match &self.machine {
             Some(name) => &m.name == name,
             None => self.labels.iter().all(|(k, v)| m.labels.get(k) == Some(v)),
@@ -158,7 +160,7 @@ impl Entry {
         if let Some(role) = &self.role {
             return role.clone();
         }
-        if let Some(hex) = crate::api::suite_sha(&self.suite) {
+        if let Some(hex) = suite_sha(&self.suite) {
             // A stored suite named by hash; servers fill in the suite's name.
             return format!("suite-{}", &hex[..12]);
         }
@@ -379,16 +381,13 @@ impl Plan {
                 );
             }
             for (j, pat) in e.capabilities.net.iter().enumerate() {
-                if let Err(m) = check_net_pattern(pat) {
+                if let Err(m) = NetGrant::parse(pat) {
                     bad(format!("entries[{i}].capabilities.net[{j}]"), m);
                 }
             }
             for (j, var) in e.capabilities.env.iter().enumerate() {
-                if var.is_empty() || var.contains('=') || var.contains('\0') {
-                    bad(
-                        format!("entries[{i}].capabilities.env[{j}]"),
-                        format!("{var:?} is not a variable name"),
-                    );
+                if let Err(m) = check_env_name(var) {
+                    bad(format!("entries[{i}].capabilities.env[{j}]"), m);
                 }
             }
         }
@@ -396,18 +395,12 @@ impl Plan {
     }
 }
 
-/// A `net` grant is `host:port`, where either side may be `*`.
-fn check_net_pattern(pat: &str) -> Result<(), String> {
-    let Some((host, port)) = pat.rsplit_once(':') else {
-        return Err(format!("{pat:?} is not host:port (e.g. \"127.0.0.1:8080\" or \"*:443\")"));
-    };
-    if host.is_empty() {
-        return Err(format!("{pat:?} has no host; use \"*\" for any host"));
-    }
-    if port != "*" && port.parse::<u16>().is_err() {
-        return Err(format!("{pat:?} has no valid port (1-65535 or \"*\")"));
-    }
-    Ok(())
+/// The `sha256:` prefix of a suite reference inside a plan.
+pub const SHA_PREFIX: &str = "sha256:";
+
+/// The sha256 a plan entry's suite names, if it names one (`sha256:<hex>`).
+pub fn suite_sha(suite: &str) -> Option<&str> {
+    suite.strip_prefix(SHA_PREFIX).filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
@@ -505,5 +498,16 @@ profile = "client-box"
         let plan = Plan::from_toml(text).unwrap();
         assert_eq!(plan.kind, PlanType::CrossPlatform);
         assert_eq!(plan.profiles[0].count, 1);
+    }
+
+    #[test]
+    fn net_grants_follow_the_sandbox_rule() {
+        let with = |grant: &str| DEMO.replace("127.0.0.1:8080", grant);
+        for ok in ["127.0.0.1:8080", "*:443", "localhost:*", "[::1]:9000", "*:*"] {
+            assert!(Plan::from_toml(&with(ok)).is_ok(), "{ok} should be accepted");
+        }
+        let err = Plan::from_toml(&with("example.com:80")).unwrap_err();
+        assert_eq!(err.problems[0].path, "entries[0].capabilities.net[0]");
+        assert!(err.problems[0].message.contains("IP address"), "{err}");
     }
 }

@@ -10,29 +10,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{EventKind, ShardRef};
+pub use crate::machine::{Facts, MachineInfo};
 use crate::plan::Capabilities;
-
-/// A machine's self-description, sent when it joins.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MachineInfo {
-    pub name: String,
-    /// Includes the built-in `os` and `arch` labels.
-    pub labels: BTreeMap<String, String>,
-    /// How many shards it runs at once.
-    pub slots: u32,
-    pub facts: Facts,
-}
-
-/// What a machine reports about itself.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Facts {
-    pub os: String,
-    pub arch: String,
-    pub cpus: u32,
-    pub memory_bytes: u64,
-    pub ensemble_version: String,
-    pub wasmtime_version: String,
-}
+use crate::verdict::CancelReason;
 
 /// Limits and policies a machine applies to every test of a shard.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,11 +111,14 @@ pub enum ToMachine {
     /// Run this shard.
     Assign { assignment: Assignment },
     /// Stop the run's shards on this machine: running tests end, the rest are skipped.
-    Cancel { run: String, reason: String },
+    Cancel { run: String, reason: CancelReason },
     /// The answer to the machine's sync call `id`.
     SyncReply { id: u64, reply: SyncReply },
     /// Events of `shard` up to `seq` are stored; the machine may forget them.
     Ack { run: String, shard: u32, seq: u64 },
+    /// The shard's [`FromMachine::ShardDone`] arrived: the machine may forget
+    /// everything of that shard.
+    AckShardDone { run: String, shard: u32 },
 }
 
 /// Machine → coordinator.
@@ -196,7 +179,8 @@ mod tests {
                     },
                 },
             },
-            ToMachine::Cancel { run: "r".into(), reason: "fail-fast".into() },
+            ToMachine::Cancel { run: "r".into(), reason: CancelReason::User },
+            ToMachine::AckShardDone { run: "r".into(), shard: 1 },
             ToMachine::SyncReply {
                 id: 3,
                 reply: SyncReply::Error { kind: SyncFailure::Lost, message: "role server on m".into() },

@@ -81,9 +81,8 @@ async fn barrier_latency(server: &Server, sha: &str) {
         percentile(&lat, 0.99) as f64 / 1000.0,
         *lat.last().unwrap() as f64 / 1000.0,
     );
-    let machines = server.get("/api/machines").await;
-    let unc: Vec<i64> =
-        machines.as_array().unwrap().iter().filter_map(|m| m["clock_uncertainty_us"].as_i64()).collect();
+    let machines = server.client().machines().await.unwrap();
+    let unc: Vec<i64> = machines.iter().map(|m| m.clock_uncertainty_us).collect();
     println!("  (clock offset uncertainty per machine: {unc:?} µs)");
 }
 

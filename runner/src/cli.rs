@@ -10,10 +10,13 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use ensemble_protocol::exit;
-use ensemble_protocol::plan::{Plan, PlanError};
 
+use ensemble_client::Client;
+use ensemble_protocol::{EventKind, Verdict};
+
+use crate::prepare::{self, PlanFile, Prepared};
 use crate::report::{JsonLines, JunitReporter, Reporter, TerminalReporter};
-use crate::sandbox::{ArtifactCache, Sandbox, SandboxOptions, TestEnv};
+use crate::sandbox::{ArtifactCache, Sandbox, SandboxOptions};
 use crate::suites;
 
 const EXIT_CODES: &str = "Exit codes:
@@ -257,74 +260,38 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     }
 }
 
-/// Reads and validates a plan file.
-pub fn load_plan(path: &Path) -> Result<Plan, PlanError> {
-    let text = std::fs::read_to_string(path).map_err(|e| PlanError {
-        file: Some(path.to_path_buf()),
-        problems: vec![ensemble_protocol::Problem {
-            path: String::new(),
-            message: format!("cannot read it: {e}"),
-        }],
-    })?;
-    Plan::from_toml(&text).map_err(|e| e.in_file(path))
-}
-
-fn plan_dir(path: &Path) -> PathBuf {
-    path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into())
-}
-
-/// Loads every suite of the plan into the sandbox, so a bad suite is
-/// reported (exit 2) before anything runs.
-async fn load_suites(
-    plan: &Plan,
-    file: &Path,
-    sandbox: &Arc<Sandbox>,
-) -> Result<Vec<suites::LocalSuite>, Failure> {
-    let dir = plan_dir(file);
-    let plan2 = plan.clone();
-    let resolved = tokio::task::spawn_blocking(move || suites::resolve_all(&plan2, &dir))
-        .await
-        .map_err(internal)?
-        .map_err(|e| bad(anyhow::anyhow!("invalid plan {}\n  {}", file.display(), e.problem)))?;
-    for (i, s) in resolved.iter().enumerate() {
-        sandbox.load(s.bytes.clone()).await.map_err(|e| {
-            bad(anyhow::anyhow!(
-                "invalid plan {}\n  entries[{i}].suite: {}: {e}",
-                file.display(),
-                s.path.display()
-            ))
-        })?;
+/// The exit code for a plan that could not be prepared.
+fn prepared(e: Prepared) -> Failure {
+    match e {
+        Prepared::Invalid(message) => bad(anyhow::anyhow!(message)),
+        Prepared::Internal(e) => internal(e),
     }
-    Ok(resolved)
 }
 
 async fn run(args: RunArgs) -> Result<i32, Failure> {
-    let plan = load_plan(&args.plan).map_err(bad)?;
+    let file = prepare::resolve(&args.plan).await.map_err(prepared)?;
     if let Some(server) = &args.server {
-        return run_remote(&args, plan, server).await;
+        return run_remote(&args, &file, server).await;
     }
     let sandbox = args.cache.sandbox().map_err(internal)?;
-    let suites = load_suites(&plan, &args.plan, &sandbox).await?;
-    let mut reporters = reporters(&args)?;
-    let result = crate::standalone::run(&plan, &suites, sandbox, &mut reporters).await.map_err(|e| {
-        if e.downcast_ref::<crate::coordinator::matching::Unsatisfiable>().is_some() {
-            bad(e)
-        } else {
-            internal(e)
-        }
-    })?;
-    Ok(if result.success() { exit::SUCCESS } else { exit::TESTS_FAILED })
+    file.load(&sandbox).await.map_err(prepared)?;
+    let reporters = reporters(&args)?;
+    let result = crate::standalone::run(&file.plan, &file.suites, sandbox, reporters).await.map_err(bad)?;
+    Ok(result.verdict.exit_code())
 }
 
-async fn check(file: &Path, no_suites: bool, cache: &CacheArgs) -> Result<i32, Failure> {
-    let plan = load_plan(file).map_err(bad)?;
-    if !no_suites {
+async fn check(path: &Path, no_suites: bool, cache: &CacheArgs) -> Result<i32, Failure> {
+    let plan = if no_suites {
+        prepare::read_plan(path).map_err(bad)?
+    } else {
+        let file = prepare::resolve(path).await.map_err(prepared)?;
         let sandbox = cache.sandbox().map_err(internal)?;
-        load_suites(&plan, file, &sandbox).await?;
-    }
+        file.load(&sandbox).await.map_err(prepared)?;
+        file.plan
+    };
     println!(
         "{}: plan {:?} is valid ({}, {} profile(s), {} entr{})",
-        file.display(),
+        path.display(),
         plan.name,
         plan.kind,
         plan.profiles.len(),
@@ -341,22 +308,17 @@ async fn inspect(file: &Path, cache: &CacheArgs) -> Result<i32, Failure> {
         .map_err(internal)?
         .map_err(|e| bad(anyhow::anyhow!(e)))?;
     let sandbox = cache.sandbox().map_err(internal)?;
-    let suite = sandbox
-        .load(local.bytes.clone())
-        .await
-        .map_err(|e| bad(anyhow::Error::new(e).context(format!("{}", local.path.display()))))?;
-    let env = Arc::new(TestEnv::inspection(&local.name));
-    let tests = suite
-        .list(&env)
+    let meta = sandbox
+        .inspect(local.bytes.clone(), &local.name)
         .await
         .map_err(|e| bad(anyhow::Error::new(e).context(local.path.display().to_string())))?;
-    println!("suite:   {}", local.name);
+    println!("suite:   {}", meta.name);
     println!("file:    {}", local.path.display());
-    println!("kind:    {}", suite.kind().as_str());
-    println!("size:    {} bytes", suite.size);
-    println!("sha256:  {}", suite.sha256);
-    println!("tests:   {}", tests.len());
-    for t in &tests {
+    println!("kind:    {}", meta.kind);
+    println!("size:    {} bytes", meta.size);
+    println!("sha256:  {}", meta.sha256);
+    println!("tests:   {}", meta.tests.len());
+    for t in &meta.tests {
         let mut notes = Vec::new();
         if t.ignored {
             notes.push("ignored".to_string());
@@ -364,18 +326,21 @@ async fn inspect(file: &Path, cache: &CacheArgs) -> Result<i32, Failure> {
         if !t.tags.is_empty() {
             notes.push(format!("tags: {}", t.tags.join(", ")));
         }
-        if let Some(d) = t.timeout {
-            notes.push(format!("timeout: {}", humantime::format_duration(d)));
+        if let Some(ms) = t.timeout_ms {
+            notes.push(format!(
+                "timeout: {}",
+                humantime::format_duration(std::time::Duration::from_millis(ms))
+            ));
         }
         let notes = if notes.is_empty() { String::new() } else { format!("  ({})", notes.join("; ")) };
         println!("  {}{notes}", t.name);
     }
     println!("imports:");
-    for i in &suite.imports {
+    for i in &meta.imports {
         println!("  {i}");
     }
     println!("exports:");
-    for e in &suite.exports {
+    for e in &meta.exports {
         println!("  {e}");
     }
     Ok(exit::SUCCESS)
@@ -394,37 +359,21 @@ fn reporters(args: &RunArgs) -> Result<Vec<Box<dyn Reporter>>, Failure> {
     Ok(reporters)
 }
 
-/// `ensemble run PLAN --server URL`: upload suites, start, watch.
-async fn run_remote(args: &RunArgs, mut plan: Plan, server: &str) -> Result<i32, Failure> {
-    let tls = crate::tls::client_config(args.ca_file.as_deref()).map_err(bad)?;
-    let client = crate::remote::Client::new(server, args.token.clone(), tls).map_err(internal)?;
-    let dir = plan_dir(&args.plan);
-    let plan2 = plan.clone();
-    let resolved = tokio::task::spawn_blocking(move || suites::resolve_all(&plan2, &dir))
-        .await
-        .map_err(internal)?
-        .map_err(|e| bad(anyhow::anyhow!("invalid plan {}\n  {}", args.plan.display(), e.problem)))?;
-    for (entry, suite) in plan.entries.iter_mut().zip(&resolved) {
-        let meta = client
-            .ensure_suite(&suite.name, &suite.bytes)
-            .await
-            .map_err(|e| if e.to_string().contains("not a usable suite") { bad(e) } else { internal(e) })?;
-        entry.suite = format!("{}{}", ensemble_protocol::api::SHA_PREFIX, meta.sha256);
-        entry.role.get_or_insert_with(|| suite.name.clone());
-    }
-    let run = client.start_run(&plan).await.map_err(|e| {
-        // A plan the server refuses (unsatisfiable, invalid) is bad input.
-        if e.to_string().contains(" 409 ") || e.to_string().contains(" 422 ") { bad(e) } else { internal(e) }
-    })?;
+/// `ensemble run PLAN --server URL`: upload suites, start, watch. The exit
+/// code comes from the run's verdict, as in a standalone run.
+async fn run_remote(args: &RunArgs, file: &PlanFile, server: &str) -> Result<i32, Failure> {
+    let tls = ensemble_client::tls_config(args.ca_file.as_deref()).map_err(bad)?;
+    let client = Client::new(server, args.token.clone(), tls).map_err(internal)?;
+    let plan = file.upload(&client).await.map_err(prepared)?;
+    let client_failure =
+        |e: ensemble_client::ClientError| if e.is_bad_input() { bad(e) } else { internal(e) };
+    let run = client.start_plan(&plan).await.map_err(client_failure)?;
     let mut reporters = reporters(args)?;
-    let mut summary = None;
-    let mut shard_failed = false;
+    let mut verdict = None;
     client
-        .watch(&run, 1, |ev| {
-            match &ev.kind {
-                ensemble_protocol::EventKind::RunFinished { summary: s, .. } => summary = Some(*s),
-                ensemble_protocol::EventKind::ShardFinished { error: Some(_), .. } => shard_failed = true,
-                _ => {}
+        .watch(&run.id, 1, |ev| {
+            if let EventKind::RunFinished { verdict: v, .. } = &ev.kind {
+                verdict = Some(*v);
             }
             for r in reporters.iter_mut() {
                 if let Err(e) = r.event(&ev) {
@@ -437,10 +386,7 @@ async fn run_remote(args: &RunArgs, mut plan: Plan, server: &str) -> Result<i32,
     for r in reporters.iter_mut() {
         r.finish().map_err(internal)?;
     }
-    Ok(match summary {
-        Some(s) if s.success() && !shard_failed => exit::SUCCESS,
-        _ => exit::TESTS_FAILED,
-    })
+    Ok(verdict.unwrap_or(Verdict::Failed).exit_code())
 }
 
 fn machine_info(
@@ -483,11 +429,12 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
     let opts = crate::server::ServeOptions {
         listener,
         data_dir: args.data_dir.clone(),
-        config: crate::server::HubConfig {
+        config: crate::coordinator::CoordinatorConfig {
             name: args.name.clone(),
             token: args.token.clone(),
             heartbeat_timeout: args.heartbeat_timeout,
             max_suite_bytes: usize::try_from(args.max_suite_size.0).unwrap_or(usize::MAX),
+            shutdown_grace: SHUTDOWN_GRACE,
         },
         local_machine: local,
         tls,
@@ -496,13 +443,9 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
     println!("ensemble serve: listening on {scheme}://{addr}");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        stop.cancel();
-    });
+    let shutdown = stop_on_signal();
     crate::server::serve(opts, sandbox, shutdown).await.map_err(internal)?;
+    eprintln!("ensemble serve: stopped");
     Ok(exit::SUCCESS)
 }
 
@@ -511,24 +454,60 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
     let info = machine_info(name, args.labels.clone(), args.slots);
     let sandbox = args.cache.sandbox().map_err(internal)?;
     let cache_dir = args.cache.cache_dir.clone().unwrap_or_else(ArtifactCache::default_dir);
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        stop.cancel();
-    });
-    let opts = crate::remote::JoinOptions {
+    let shutdown = stop_on_signal();
+    let opts = crate::agent::join::JoinOptions {
         url: args.join.clone(),
         token: args.token.clone(),
         info,
         cache_dir,
         heartbeat: args.heartbeat,
-        tls: crate::tls::client_config(args.ca_file.as_deref()).map_err(bad)?,
+        tls: ensemble_client::tls_config(args.ca_file.as_deref()).map_err(bad)?,
     };
-    match crate::remote::join(opts, sandbox, shutdown).await {
-        Ok(()) => Ok(exit::SUCCESS),
-        Err(e) if e.downcast_ref::<crate::remote::Refused>().is_some() => Err(bad(e)),
+    match crate::agent::join::join(opts, sandbox, shutdown).await {
+        Ok(()) => {
+            eprintln!("ensemble runner: stopped");
+            Ok(exit::SUCCESS)
+        }
+        Err(e) if e.downcast_ref::<crate::agent::join::Refused>().is_some() => Err(bad(e)),
         Err(e) => Err(internal(e)),
+    }
+}
+
+/// How long `serve` waits, when stopping, for its runs' machines to wind
+/// the runs down before it gives their unfinished shards up as lost.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A token cancelled on Ctrl-C or SIGTERM, for a clean stop.
+pub fn stop_on_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let stop = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        stop.cancel();
+    });
+    token
+}
+
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

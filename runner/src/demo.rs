@@ -10,9 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, bail};
-use ensemble_protocol::Plan;
 
-use crate::remote::Client;
+use ensemble_client::Client;
 
 /// The demo plan, found from the working directory or the source tree.
 fn demo_plan_path() -> PathBuf {
@@ -68,33 +67,25 @@ pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> an
             .with_context(|| format!("starting runner {name}"))?;
         children.0.push(child);
     }
-    let client = Client::new(&url, None, crate::tls::client_config(None)?)?;
-    let machines = client.get_json("/api/machines?min_online=3&wait_ms=60000").await?;
-    let count = machines.as_array().map_or(0, Vec::len);
-    if count < 3 {
-        bail!("only {count} of 3 machines came online");
+    let client = Client::new(&url, None, ensemble_client::tls_config(None)?)?;
+    let machines = client.wait_machines(3, std::time::Duration::from_secs(60)).await?;
+    let online = machines.iter().filter(|m| m.state != ensemble_protocol::api::MachineState::Offline).count();
+    if online < 3 {
+        bail!("only {online} of 3 machines came online");
     }
 
     let path = demo_plan_path();
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut plan = Plan::from_toml(&text).map_err(|e| e.in_file(&path))?;
-    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let examples = dir.join("../examples");
-    let plan2 = plan.clone();
-    let resolved = tokio::task::spawn_blocking(move || crate::suites::resolve_all(&plan2, &dir)).await??;
-    for (entry, suite) in plan.entries.iter_mut().zip(&resolved) {
-        let meta = client.ensure_suite(&suite.name, &suite.bytes).await?;
-        entry.suite = format!("{}{}", ensemble_protocol::api::SHA_PREFIX, meta.sha256);
-    }
-    let stored = client.post_json("/api/plans", &serde_json::to_value(&plan)?).await?;
-    let plan_id = stored["id"].as_str().unwrap_or_default().to_string();
+    let file = crate::prepare::resolve(&path).await?;
+    let plan = file.upload(&client).await?;
+    let examples = path.parent().map(Path::to_path_buf).unwrap_or_default().join("../examples");
+    let plan_id = client.create_plan(&plan).await?.id;
     // More suites in the catalog, to build plans of one's own in the browser.
     for name in CATALOG {
         let crate_dir = examples.join(name);
         let suite = tokio::task::spawn_blocking(move || crate::suites::resolve(&crate_dir))
             .await?
             .map_err(|e| anyhow::anyhow!("building the example suite {name}: {e}"))?;
-        client.ensure_suite(&suite.name, &suite.bytes).await?;
+        client.ensure_suite(&suite.name, &suite.sha256, &suite.bytes).await?;
     }
 
     println!();
@@ -116,7 +107,7 @@ pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> an
     println!("  curl -s {url}/api/machines");
     println!();
     println!("Press Ctrl-C to stop the demo.");
-    tokio::signal::ctrl_c().await?;
+    crate::cli::wait_for_signal().await;
     drop(children);
     Ok(ensemble_protocol::exit::SUCCESS)
 }

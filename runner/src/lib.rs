@@ -1,12 +1,28 @@
-//! Ensemble's runner: the `ensemble` binary's logic.
+//! Ensemble's runner: the `ensemble` binary's logic (`main.rs` only calls
+//! [`cli::main`]).
 //!
-//! - [`sandbox`]: the wasmtime sandbox that lists and runs tests.
-//! - [`agent`]: a machine executing the shards assigned to it.
-//! - [`coordinator`]: turns a plan into shards, dispatches them, serves sync
-//!   and merges every machine's events into one numbered stream.
-//! - [`report`]: reporters fed by that stream (terminal, JUnit, JSON lines).
-//! - [`standalone`]: `ensemble run` on one host.
-//! - [`cli`]: the command line.
+//! - [`sandbox`]: the wasmtime sandbox that inspects suites and runs tests,
+//!   each in a fresh instance, with limits and granted capabilities only.
+//! - [`agent`]: a machine executing the shards assigned to it; its [`agent::link`]
+//!   (resend buffer, acknowledgements) is used by every wiring, and
+//!   [`agent::join`] is the remote one (`ensemble runner --join`).
+//! - [`coordinator`]: the service core — machines and clocks, placement, the
+//!   run [`coordinator::Dispatcher`], sync, and plans/suites/runs with their
+//!   lifecycle.
+//! - [`server`]: `ensemble serve`'s HTTP skin over the coordinator.
+//! - [`store`]: SQLite (WAL) under `--data-dir`, suite bytes by sha256.
+//! - [`report`]: reporters fed by a run's event stream: terminal, JUnit,
+//!   JSON lines, and the store with the live broadcast.
+//! - [`prepare`]: the one path from a plan file to a runnable plan (resolve,
+//!   build, load or upload suites).
+//! - [`suites`]: resolving an entry's suite to bytes (building crates).
+//! - [`standalone`]: `ensemble run` on one host: the dispatcher with
+//!   in-process machines.
+//! - [`demo`]: `ensemble demo`, a whole local setup.
+//! - [`tls`]: the server side of TLS.
+//! - [`cli`]: the command line and its exit codes.
+//!
+//! The REST client is its own crate, `ensemble-client`.
 
 // The API's warp filter chain is deep; release builds need more room to
 // prove its futures `Unpin`.
@@ -16,7 +32,7 @@ pub mod agent;
 pub mod cli;
 pub mod coordinator;
 pub mod demo;
-pub mod remote;
+pub mod prepare;
 pub mod report;
 pub mod sandbox;
 pub mod server;

@@ -1,9 +1,12 @@
-//! `ensemble run PLAN` without a server: an in-process coordinator and one
-//! in-process machine per profile instance, so a distributed plan runs whole
-//! on one host with its sync working across the shards.
+//! `ensemble run PLAN` without a server: the coordinator's [`Dispatcher`]
+//! with one in-process machine per profile instance, so a distributed plan
+//! runs whole on one host with its sync working across the shards.
 //!
-//! Machines are wired to the coordinator with the same message types a
-//! WebSocket carries; only the channel differs.
+//! Machines are wired to the dispatcher through the same [`Link`] and
+//! message types a remote runner's WebSocket carries; only the channel
+//! differs. Every task started here ends before [`run`] returns.
+//!
+//! [`Link`]: crate::agent::link::Link
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,9 +15,12 @@ use ensemble_protocol::plan::Plan;
 use ensemble_protocol::wire::MachineInfo;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::agent::link::pump_in_process;
 use crate::agent::{Agent, MemorySuites, local_facts};
-use crate::coordinator::{self, Inbound, MachineLink, RunResult, SuiteRef};
+use crate::coordinator::matching::{self, Unsatisfiable};
+use crate::coordinator::{Dispatcher, Inbound, MachineLink, RunResult, SuiteRef, new_run_id};
 use crate::report::Reporter;
 use crate::sandbox::Sandbox;
 use crate::suites::LocalSuite;
@@ -47,49 +53,48 @@ pub fn local_machines(plan: &Plan, shards_hint: usize) -> Vec<MachineInfo> {
     out
 }
 
-/// Runs a plan on in-process machines, feeding `reporters`.
+/// Runs a plan on in-process machines, feeding `reporters`. Fails only when
+/// the plan cannot be placed.
 pub async fn run(
     plan: &Plan,
     suites: &[LocalSuite],
     sandbox: Arc<Sandbox>,
-    reporters: &mut [Box<dyn Reporter>],
-) -> anyhow::Result<RunResult> {
+    reporters: Vec<Box<dyn Reporter>>,
+) -> Result<RunResult, Unsatisfiable> {
     let store = Arc::new(MemorySuites::default());
     for s in suites {
         store.insert(s.sha256.clone(), s.bytes.clone());
     }
     let shards_hint = plan.entries.len() * plan.profiles.len().max(1);
     let infos = local_machines(plan, shards_hint);
+    let names: Vec<String> = suites.iter().map(|s| s.name.clone()).collect();
+    let shards = matching::place(plan, &names, &infos)?;
+
     let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
     let (in_tx, mut in_rx) = mpsc::unbounded_channel();
     let mut links = Vec::new();
-    let mut tasks = Vec::new();
     for (index, info) in infos.into_iter().enumerate() {
         let (to_tx, to_rx) = mpsc::unbounded_channel();
-        let (from_tx, mut from_rx) = mpsc::unbounded_channel();
+        let (agent_in_tx, agent_in_rx) = mpsc::unbounded_channel();
+        let (agent_out_tx, agent_out_rx) = mpsc::unbounded_channel();
         let agent = Arc::new(Agent::new(info.clone(), sandbox.clone(), store.clone()));
-        tasks.push(tokio::spawn(agent.serve(to_rx, from_tx, shutdown.child_token())));
-        // Tag each machine's messages with its index on the shared inbound
-        // channel; in-process machines share the coordinator's clock.
+        tasks.spawn(agent.serve(agent_in_rx, agent_out_tx, shutdown.child_token()));
+        // In-process machines share the coordinator's clock.
         let in_tx = in_tx.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(msg) = from_rx.recv().await {
-                if in_tx.send(Inbound::Message { machine: index, msg, clock_offset_us: 0 }).is_err() {
-                    break;
-                }
-            }
+        tasks.spawn(pump_in_process(agent_out_rx, agent_in_tx, to_rx, move |msg| {
+            in_tx.send(Inbound::Message { machine: index, msg, clock_offset_us: 0 }).is_ok()
         }));
         links.push(MachineLink { info, port: Arc::new(to_tx) });
     }
     drop(in_tx);
-    let refs: Vec<SuiteRef> =
-        suites.iter().map(|s| SuiteRef { name: s.name.clone(), sha256: s.sha256.clone() }).collect();
-    let result =
-        coordinator::run_plan(coordinator::new_run_id(), plan, &refs, &links, &mut in_rx, reporters).await;
+    let refs = suites.iter().map(|s| SuiteRef { name: s.name.clone(), sha256: s.sha256.clone() }).collect();
+    let dispatcher = Dispatcher::new(new_run_id(), plan, refs, links, shards, reporters);
+    let result = dispatcher.run(&mut in_rx).await;
+    // The dispatcher is gone, and with it the machines' ports: each pump
+    // closes its agent's inbox and the agents wind down.
     shutdown.cancel();
-    drop(links);
-    for t in tasks {
-        let _ = t.await;
-    }
-    Ok(result?)
+    tasks.close();
+    tasks.wait().await;
+    Ok(result)
 }

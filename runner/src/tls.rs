@@ -1,6 +1,6 @@
-//! TLS: the coordinator terminates it itself (rustls via tokio-rustls; warp
-//! 0.4 has no TLS feature), and runners and the CLI reach `https://` and
-//! `wss://` URLs trusting a given CA file (or the public web roots).
+//! TLS on the server side: the coordinator terminates it itself (rustls via
+//! tokio-rustls; warp 0.4 has no TLS feature). The client side (a CA file or
+//! the public web roots) is `ensemble_client::tls_config`.
 //!
 //! rustls uses the `ring` provider, chosen explicitly, so no process-wide
 //! default provider is needed.
@@ -41,26 +41,6 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::Serv
         .context("the certificate and key do not make a usable pair")?;
     // WebSocket upgrades need HTTP/1.1.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// The client side: trust `ca_file` if given, else the public web roots.
-pub fn client_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            for cert in certs(path)? {
-                roots
-                    .add(cert)
-                    .with_context(|| format!("{} is not a usable CA certificate", path.display()))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     Ok(Arc::new(config))
 }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ensemble_protocol::{Event, EventKind, Outcome};
+use ensemble_protocol::{CancelReason, Event, EventKind, Outcome, Verdict};
 
 fn ensemble(args: &[&str], cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ensemble"))
@@ -99,8 +99,10 @@ fn retries_and_fail_fast_apply() {
     let after = finished.iter().find(|f| f.0 == "panics").unwrap();
     assert_eq!(after.1, Outcome::Skipped, "fail-fast skips the rest: {after:?}");
     assert!(after.3.as_deref().unwrap().starts_with("cancelled: fail-fast: fails_check_eq"), "{after:?}");
-    let EventKind::RunFinished { cancelled, .. } = &events.last().unwrap().kind else { panic!() };
-    assert!(cancelled.as_deref().unwrap().contains("fail-fast"));
+    let EventKind::RunFinished { cancelled, verdict, .. } = &events.last().unwrap().kind else { panic!() };
+    let Some(CancelReason::FailFast { test, outcome, .. }) = cancelled else { panic!("{cancelled:?}") };
+    assert_eq!((test.as_str(), *outcome), ("fails_check_eq", Outcome::Failed));
+    assert_eq!(*verdict, Verdict::Failed, "fail-fast stops a failed run");
 }
 
 #[test]
@@ -172,4 +174,39 @@ fn serve_refuses_a_public_address_without_a_token() {
     assert_eq!(out.status.code(), Some(2), "{shown}");
     assert!(shown.contains("refusing to listen on 0.0.0.0:0 without a token"), "{shown}");
     assert!(!data.exists(), "nothing was started");
+}
+
+#[test]
+fn a_plan_that_checks_never_fails_later_for_a_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_grants = |grants: &str| {
+        format!(
+            "name = \"grants\"\ntype = \"cross-platform\"\n[[profiles]]\nname = \"here\"\n\
+             [[entries]]\nsuite = {:?}\ncapabilities = {{ net = [{grants}], env = [\"HOME\"] }}\n",
+            ensemble_artifacts::HELLO_COMMAND
+        )
+    };
+    // An address with a port, and wildcards: accepted by the check, and the
+    // run starts its shard with them (no shard error, exit 0).
+    let good =
+        write_plan(dir.path(), &with_grants("\"127.0.0.1:8080\", \"*:443\", \"localhost:*\", \"[::1]:9\""));
+    let out = ensemble(&["plan", "check", good.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let json = dir.path().join("out.jsonl");
+    let out = ensemble(&["run", good.to_str().unwrap(), "--json", json.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let events: Vec<Event> =
+        std::fs::read_to_string(&json).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(events.iter().all(|e| !matches!(&e.kind, EventKind::ShardFinished { error: Some(_), .. })));
+    // A host name is refused by the check itself, at its field, never later.
+    let named = write_plan(dir.path(), &with_grants("\"example.com:80\""));
+    for cmd in [&["plan", "check"][..], &["run"][..]] {
+        let mut args = cmd.to_vec();
+        args.push(named.to_str().unwrap());
+        let out = ensemble(&args, dir.path());
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {shown}");
+        assert!(shown.contains("entries[0].capabilities.net[0]"), "{shown}");
+        assert!(shown.contains("the host must be an IP address"), "{shown}");
+    }
 }

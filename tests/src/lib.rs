@@ -4,17 +4,19 @@
 //! builds it next to the test executables) as separate processes talking over
 //! loopback: a server bound to port 0 (its first line of output names the
 //! address), runners joining it, and the CLI. Nothing sleeps to wait: tests
-//! long-poll the API or follow the run's event stream.
+//! long-poll the API or follow the run's event stream, through the one typed
+//! client (`ensemble-client`) the CLI uses too.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use ensemble_protocol::Event;
+pub use ensemble_client::{Client, ClientError, tls_with_roots};
+use ensemble_protocol::api::{MachineState, MachineStatus, routes};
+use ensemble_protocol::{Event, Plan};
 use futures::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 pub mod browser;
 
@@ -154,18 +156,6 @@ pub fn start_runner_with(
     Proc { child, log }
 }
 
-/// An HTTP client trusting `roots` (reqwest is built without a default TLS
-/// provider; the runner picks `ring` explicitly, and so do the tests).
-pub fn http_client(roots: rustls::RootCertStore) -> reqwest::Client {
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder().use_preconfigured_tls(config).build().expect("an HTTP client")
-}
-
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -173,68 +163,39 @@ fn unique() -> u64 {
 }
 
 impl Server {
-    pub fn http(&self) -> reqwest::Client {
-        http_client(rustls::RootCertStore::empty())
-    }
-
-    pub async fn get(&self, path: &str) -> serde_json::Value {
-        let resp =
-            self.http().get(format!("{}{path}", self.url)).bearer_auth(&self.token).send().await.unwrap();
-        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
-        resp.json().await.unwrap()
-    }
-
-    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let resp = self
-            .http()
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    /// The typed API client, with the server's token.
+    pub fn client(&self) -> Client {
+        Client::new(&self.url, Some(self.token.clone()), tls_with_roots(rustls::RootCertStore::empty()))
+            .expect("an API client")
     }
 
     /// Waits (long-poll, no sleeping) until `n` machines are online.
-    pub async fn wait_online(&self, n: usize) -> serde_json::Value {
-        let machines = self.get(&format!("/api/machines?min_online={n}&wait_ms=60000")).await;
-        let online = machines.as_array().unwrap().iter().filter(|m| m["state"] != "offline").count();
-        assert!(online >= n, "only {online} machines online: {machines}");
+    pub async fn wait_online(&self, n: usize) -> Vec<MachineStatus> {
+        let machines = self.client().wait_machines(n, std::time::Duration::from_secs(60)).await.unwrap();
+        let online = machines.iter().filter(|m| m.state != MachineState::Offline).count();
+        assert!(online >= n, "only {online} machines online: {machines:?}");
         machines
     }
 
     /// Uploads a suite file; returns its sha256.
     pub async fn upload(&self, path: &str, name: &str) -> String {
         let bytes = std::fs::read(path).unwrap();
-        let resp = self
-            .http()
-            .post(format!("{}/api/suites?name={name}", self.url))
-            .bearer_auth(&self.token)
-            .body(bytes)
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "upload {name}: {}", resp.status());
-        let meta: serde_json::Value = resp.json().await.unwrap();
-        meta["sha256"].as_str().unwrap().to_string()
+        let meta =
+            self.client().upload_suite(name, bytes).await.unwrap_or_else(|e| panic!("upload {name}: {e}"));
+        meta.sha256
     }
 
-    /// Starts a run of an inline plan (JSON); returns its id.
+    /// Starts a run of an inline plan (JSON, checked as the server would);
+    /// returns its id.
     pub async fn start_run(&self, plan: serde_json::Value) -> String {
-        let (status, body) = self.post("/api/runs", serde_json::json!({ "plan": plan })).await;
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_str().unwrap().to_string()
+        let plan = Plan::from_json(&plan.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        self.client().start_plan(&plan).await.unwrap_or_else(|e| panic!("{e}")).id
     }
 
     /// Follows a run's event stream from `from`, calling `each` for every
     /// event until `run-finished` (or until `each` returns false).
     pub async fn watch(&self, run: &str, from: u64, mut each: impl FnMut(&Event) -> bool) {
-        let url = format!("{}/api/runs/{run}/events?from={from}", self.url.replacen("http://", "ws://", 1));
-        let mut req = url.into_client_request().unwrap();
-        req.headers_mut().insert("authorization", format!("Bearer {}", self.token).parse().unwrap());
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("event stream");
+        let mut ws = self.client().websocket(&routes::run_events(run, from)).await.expect("event stream");
         while let Some(Ok(msg)) = ws.next().await {
             let Message::Text(text) = msg else { continue };
             let ev: Event = serde_json::from_str(&text).unwrap();

@@ -26,12 +26,9 @@ fn screenshot(dir: &std::path::Path, name: &str) -> PathBuf {
 
 /// The sha256 of the stored suite named `name`.
 async fn stored_sha(server: &Server, name: &str) -> String {
-    let suites = server.get("/api/suites").await;
-    let suite = suites.as_array().unwrap().iter().find(|s| s["name"] == name);
-    suite
-        .and_then(|s| s["sha256"].as_str())
-        .unwrap_or_else(|| panic!("no suite {name}: {suites}"))
-        .to_string()
+    let suites = server.client().suites().await.unwrap();
+    let suite = suites.iter().find(|s| s.name == name);
+    suite.map(|s| s.sha256.clone()).unwrap_or_else(|| panic!("no suite {name}: {suites:?}"))
 }
 
 async fn fail_with_logs<T>(r: anyhow::Result<T>, browser: &Browser, server: &Server) -> T {
@@ -57,14 +54,14 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
     server.upload(ensemble_artifacts::BASICS, "basics").await;
 
     // The app's pages are the app (deep links work); the API stays the API.
-    let http = server.http();
+    let client = server.client();
     for (path, status, body) in [
         ("/runs/some-run", 200, "/assets/ensemble_frontend.js"),
         ("/assets/style.css", 200, ".topbar"),
         ("/assets/nope.js", 404, ""),
         ("/api/nope", 404, "no such endpoint"),
     ] {
-        let resp = http.get(format!("{}{path}", server.url)).send().await.unwrap();
+        let resp = client.request(reqwest::Method::GET, path).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), status, "GET {path}");
         assert!(resp.text().await.unwrap().contains(body), "GET {path}");
     }
@@ -148,18 +145,11 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         b.wait_text("#run-state", "failed").await?;
         b.wait_absent("#tests tr.running, #tests tr.pending").await?;
         let rows = b.client.find_all(fantoccini::Locator::Css("#tests tbody tr[data-test]")).await?;
-        let total = server
-            .get("/api/suites")
-            .await
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["tests"].as_array().unwrap().len())
-            .sum::<usize>();
+        let total = server.client().suites().await?.iter().map(|s| s.tests.len()).sum::<usize>();
         anyhow::ensure!(rows.len() == total, "{} rows for {total} tests", rows.len());
-        let runs = server.get("/api/runs").await;
-        let failed = runs[0]["summary"]["failed"].as_u64().unwrap_or_default();
-        anyhow::ensure!(failed >= 1, "basics fails on purpose: {runs}");
+        let runs = server.client().runs().await?;
+        let failed = runs[0].summary.map(|s| s.failed).unwrap_or_default();
+        anyhow::ensure!(failed >= 1, "basics fails on purpose: {runs:?}");
         b.wait_text("#summary [data-count='failed']", &format!("{failed} failed")).await?;
         b.click("tr[data-test='fails_check_eq'] button").await?;
         b.wait_text("#test-detail pre.message", "arithmetic is broken on purpose").await?;

@@ -92,19 +92,17 @@ fn ensemble_demo_brings_up_a_ready_setup() {
         };
         let machines = server.wait_online(3).await;
         // The URL opens the browser app, with example suites in the catalog.
-        let page = server.http().get(&url).send().await.unwrap().text().await.unwrap();
+        let client = server.client().with_token(None);
+        let page = client.request(reqwest::Method::GET, "/").send().await.unwrap().text().await.unwrap();
         assert!(page.contains("/assets/ensemble_frontend.js"), "{page}");
-        let suites = server.get("/api/suites").await;
-        let names: Vec<&str> =
-            suites.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+        let suites = client.suites().await.unwrap();
+        let names: Vec<&str> = suites.iter().map(|s| s.name.as_str()).collect();
         for name in ["kv-server", "kv-client", "basics", "hello-command", "many-tests"] {
             assert!(names.iter().any(|n| n.replace('_', "-") == name), "{name} not in {names:?}");
         }
-        let plans = server.get("/api/plans").await;
-        let plan_id = plans[0]["id"].as_str().unwrap().to_string();
-        let (status, body) = server.post("/api/runs", serde_json::json!({ "plan_id": plan_id })).await;
-        assert_eq!(status, 201, "{body}");
-        let run = body["id"].as_str().unwrap().to_string();
+        let plans = client.plans().await.unwrap();
+        let req = ensemble_protocol::api::RunRequest { plan: None, plan_id: Some(plans[0].id.clone()) };
+        let run = client.start_run(&req).await.unwrap().id;
         let mut roles = std::collections::BTreeMap::new();
         let mut summary = None;
         server
@@ -125,7 +123,7 @@ fn ensemble_demo_brings_up_a_ready_setup() {
     let _ = Command::new("kill").args(["-INT", &demo.id().to_string()]).status();
     let stopped = demo.wait().unwrap();
     let (machines, roles, summary) = result;
-    let names: Vec<&str> = machines.as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = machines.iter().map(|m| m.info.name.as_str()).collect();
     assert_eq!(names, ["coordinator", "runner-client", "runner-server"]);
     assert_eq!(roles["server"], "runner-server");
     assert_eq!(roles["client"], "runner-client");

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use ensemble_protocol::api::{ErrorKind, MachineState, RunRequest, RunState};
 use ensemble_protocol::event::SyncOp;
-use ensemble_protocol::{Event, EventKind, Outcome};
+use ensemble_protocol::{CancelReason, Event, EventKind, Outcome, Verdict};
 use ensemble_tests::{Proc, Server, ensemble_async, start_runner, start_server};
 use serde_json::json;
 
@@ -53,10 +54,9 @@ async fn the_distributed_demo_runs_its_roles_on_two_machines() {
     let _a = start_runner(dir.path(), &server, "box-server", &["tier=server"], None);
     let _b = start_runner(dir.path(), &server, "box-client", &["tier=client"], None);
     let machines = server.wait_online(3).await;
-    for m in machines.as_array().unwrap() {
-        assert!(m["clock_uncertainty_us"].as_i64().is_some(), "clock estimate shown per machine: {m}");
-        assert!(m["facts"]["cpus"].as_u64().unwrap() >= 1, "{m}");
-        assert!(m["labels"]["os"].is_string() && m["labels"]["arch"].is_string(), "{m}");
+    for m in &machines {
+        assert!(m.info.facts.cpus >= 1, "{m:?}");
+        assert!(m.info.labels.contains_key("os") && m.info.labels.contains_key("arch"), "{m:?}");
     }
 
     let json_out = dir.path().join("out.jsonl");
@@ -100,12 +100,12 @@ async fn wrong_tokens_are_refused() {
     let status = bad.child.wait().unwrap();
     assert_eq!(status.code(), Some(2), "a refused runner exits 2: {}", bad.log());
     assert!(bad.log().contains("refused this machine: wrong or missing token"), "{}", bad.log());
-    let resp =
-        server.http().get(format!("{}/api/machines", server.url)).bearer_auth("nope").send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 401);
-    assert!(resp.text().await.unwrap().contains("wrong token"));
-    let machines = server.get("/api/machines").await;
-    assert_eq!(machines.as_array().unwrap().len(), 0, "the intruder never registered: {machines}");
+    let refused = server.client().with_token(Some("nope".into())).machines().await.unwrap_err();
+    assert_eq!(refused.status(), Some(401));
+    assert_eq!(refused.kind(), Some(ErrorKind::Unauthorized));
+    assert!(refused.to_string().contains("wrong token"), "{refused}");
+    let machines = server.client().machines().await.unwrap();
+    assert!(machines.is_empty(), "the intruder never registered: {machines:?}");
     assert!(server.proc.log().contains("refused a machine with a missing or wrong token"));
 }
 
@@ -215,11 +215,10 @@ async fn a_killed_runner_is_lost_its_partners_waits_fail_at_once_and_the_run_fin
         panic!("no run-finished")
     };
     assert_eq!(summary.lost, 1);
-    let run_meta = server.get(&format!("/api/runs/{run}")).await;
-    assert_eq!(run_meta["state"], "failed");
-    let machines = server.get("/api/machines").await;
-    let a = machines.as_array().unwrap().iter().find(|m| m["name"] == "box-a").unwrap();
-    assert_eq!(a["state"], "offline");
+    assert_eq!(server.client().run(&run).await.unwrap().state, RunState::Failed);
+    let machines = server.client().machines().await.unwrap();
+    let a = machines.iter().find(|m| m.info.name == "box-a").unwrap();
+    assert_eq!(a.state, MachineState::Offline);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,19 +234,18 @@ async fn a_run_can_be_cancelled_through_the_api() {
                 && test == "naps"
                 && cancel.is_none()
             {
-                let (http, url, token, run) = (srv.http(), srv.url.clone(), srv.token.clone(), run.clone());
-                cancel = Some(tokio::spawn(async move {
-                    http.post(format!("{url}/api/runs/{run}/cancel")).bearer_auth(token).send().await
-                }));
+                let (client, run) = (srv.client(), run.clone());
+                cancel = Some(tokio::spawn(async move { client.cancel_run(&run).await }));
             }
             last = Some(e.kind.clone());
             true
         })
         .await;
-    assert!(cancel.unwrap().await.unwrap().unwrap().status().is_success());
-    let Some(EventKind::RunFinished { cancelled, .. }) = last else { panic!("{last:?}") };
-    assert_eq!(cancelled.as_deref(), Some("cancelled by a user"));
-    assert_eq!(server.get(&format!("/api/runs/{run}")).await["state"], "cancelled");
+    assert_eq!(cancel.unwrap().await.unwrap().unwrap().cancelling, run);
+    let Some(EventKind::RunFinished { cancelled, verdict, .. }) = last else { panic!("{last:?}") };
+    assert_eq!(cancelled, Some(CancelReason::User));
+    assert_eq!(verdict, Verdict::Cancelled);
+    assert_eq!(server.client().run(&run).await.unwrap().state, RunState::Cancelled);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,16 +266,14 @@ async fn a_dropped_connection_resumes_without_missing_or_duplicated_events() {
             {
                 kicked = true;
                 // Drop box-a's WebSocket while its test runs; it must reconnect and resend.
-                let (http, url, token) = (srv.http(), srv.url.clone(), srv.token.clone());
-                kick = Some(tokio::spawn(async move {
-                    http.post(format!("{url}/api/machines/box-a/disconnect")).bearer_auth(token).send().await
-                }));
+                let client = srv.client();
+                kick = Some(tokio::spawn(async move { client.disconnect_machine("box-a").await }));
             }
             true
         })
         .await;
     let kicked_ok = kick.expect("the long test started").await.unwrap().unwrap();
-    assert!(kicked_ok.status().is_success());
+    assert_eq!(kicked_ok.disconnected, "box-a");
     assert_eq!(a.log().matches("box-a joined").count(), 2, "box-a reconnected once:\n{}", a.log());
     let mut finished: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (i, e) in events.iter().enumerate() {
@@ -321,20 +317,9 @@ async fn a_restarted_server_keeps_its_plans_suites_and_finished_runs() {
         let toml = format!(
             "name = \"kept\"\ntype = \"cross-platform\"\n[[profiles]]\nname = \"any\"\n[[entries]]\nsuite = \"sha256:{sha}\"\n"
         );
-        let resp = server
-            .http()
-            .post(format!("{}/api/plans/import", server.url))
-            .bearer_auth(TOKEN)
-            .body(toml)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 201);
-        let stored: serde_json::Value = resp.json().await.unwrap();
-        plan_id = stored["id"].as_str().unwrap().to_string();
-        let (status, body) = server.post("/api/runs", json!({ "plan_id": plan_id })).await;
-        assert_eq!(status, 201, "{body}");
-        run = body["id"].as_str().unwrap().to_string();
+        plan_id = server.client().import_plan(&toml).await.unwrap().id;
+        let req = RunRequest { plan: None, plan_id: Some(plan_id.clone()) };
+        run = server.client().start_run(&req).await.unwrap().id;
         let mut last = None;
         server
             .watch(&run, 1, |e| {
@@ -346,20 +331,14 @@ async fn a_restarted_server_keeps_its_plans_suites_and_finished_runs() {
         // Dropping the server kills it (SIGKILL): no chance to tidy up.
     }
     let server = start_server(dir.path(), &data, TOKEN, &[]);
-    let plans = server.get("/api/plans").await;
-    assert_eq!(plans[0]["id"], plan_id.as_str());
-    assert_eq!(plans[0]["plan"]["name"], "kept");
-    let toml = server
-        .http()
-        .get(format!("{}/api/plans/{plan_id}/toml", server.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert!(toml.text().await.unwrap().contains("name = \"kept\""));
-    let got = server.get(&format!("/api/runs/{run}")).await;
-    assert_eq!(got["state"], "passed", "{got}");
-    assert_eq!(server.get("/api/suites").await.as_array().unwrap().len(), 1);
+    let client = server.client();
+    let plans = client.plans().await.unwrap();
+    assert_eq!(plans[0].id, plan_id);
+    assert_eq!(plans[0].plan.name, "kept");
+    assert!(client.plan_toml(&plan_id).await.unwrap().contains("name = \"kept\""));
+    let got = client.run(&run).await.unwrap();
+    assert_eq!(got.state, RunState::Passed, "{got:?}");
+    assert_eq!(client.suites().await.unwrap().len(), 1);
     let mut replayed = 0;
     server
         .watch(&run, 1, |_| {
@@ -368,4 +347,97 @@ async fn a_restarted_server_keeps_its_plans_suites_and_finished_runs() {
         })
         .await;
     assert!(replayed >= 4, "the finished run's events are still there ({replayed})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_gets_the_same_counts_verdict_and_exit_code_standalone_and_through_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
+    server.wait_online(1).await;
+    let cache = dir.path().join("cache-cli");
+    let standalone_json = dir.path().join("standalone.jsonl");
+    let standalone = ensemble_async(
+        &["run", "suites/plans/basics.toml", "--json", standalone_json.to_str().unwrap()],
+        &cache,
+    )
+    .await;
+    let served_json = dir.path().join("served.jsonl");
+    let served = ensemble_async(
+        &[
+            "run",
+            "suites/plans/basics.toml",
+            "--server",
+            &server.url,
+            "--token",
+            TOKEN,
+            "--json",
+            served_json.to_str().unwrap(),
+        ],
+        &cache,
+    )
+    .await;
+    // basics fails on purpose: exit 1 both ways.
+    assert_eq!(standalone.status.code(), Some(1), "{}", text(&standalone));
+    assert_eq!(served.status.code(), standalone.status.code(), "{}", text(&served));
+    let end = |path: &std::path::Path| match events_of(path).pop().map(|e| e.kind) {
+        Some(EventKind::RunFinished { summary, shard_errors, cancelled, verdict, .. }) => {
+            (summary, shard_errors, cancelled, verdict)
+        }
+        other => panic!("the last event is {other:?}"),
+    };
+    let (a, b) = (end(&standalone_json), end(&served_json));
+    assert_eq!(a, b, "the same plan, the same result");
+    assert_eq!(a.3, Verdict::Failed);
+    assert!(a.0.failed >= 1 && a.0.passed >= 1, "{a:?}");
+    for out in [&standalone, &served] {
+        assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED:"), "{}", text(out));
+    }
+}
+
+/// Sends SIGTERM to `proc` and waits (up to a minute) for it to exit.
+async fn terminate(proc: &mut Proc) -> std::process::ExitStatus {
+    let pid = rustix::process::Pid::from_raw(proc.child.id() as i32).expect("a child pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    let mut child = std::mem::replace(&mut proc.child, std::process::Command::new("true").spawn().unwrap());
+    let waited = tokio::task::spawn_blocking(move || child.wait());
+    tokio::time::timeout(std::time::Duration::from_secs(60), waited)
+        .await
+        .expect("the process stops within a minute of SIGTERM")
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_serve_and_runners_cleanly_and_the_run_ends_cancelled() {
+    let (dir, mut server, mut a, mut b) = two_tier_cluster(&[]).await;
+    let run = start_two_part(&server, 600_000).await;
+    // Stop the server while the sleeper's long test runs.
+    server
+        .watch(&run, 1, |e| {
+            !matches!(&e.kind, EventKind::TestStarted { test, shard, .. } if test == "naps" && shard.role == "sleeper")
+        })
+        .await;
+    let status = terminate(&mut server.proc).await;
+    assert_eq!(status.code(), Some(0), "{}", server.proc.log());
+    assert!(server.proc.log().contains("ensemble serve: stopped"), "{}", server.proc.log());
+    for runner in [&mut a, &mut b] {
+        let status = terminate(runner).await;
+        assert_eq!(status.code(), Some(0), "{}", runner.log());
+        assert!(runner.log().contains("ensemble runner: stopped"), "{}", runner.log());
+    }
+    // The run ended before the server did: cancelled for the shutdown, and
+    // stored so, with its last event.
+    let again = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let meta = again.client().run(&run).await.unwrap();
+    assert_eq!(meta.state, RunState::Cancelled, "{meta:?}");
+    let mut last = None;
+    again
+        .watch(&run, 1, |e| {
+            last = Some(e.kind.clone());
+            true
+        })
+        .await;
+    let Some(EventKind::RunFinished { cancelled, verdict, .. }) = last else { panic!("{last:?}") };
+    assert_eq!(cancelled, Some(CancelReason::ShuttingDown));
+    assert_eq!(verdict, Verdict::Cancelled);
 }

@@ -68,15 +68,14 @@ async fn runners_and_clients_reach_a_tls_server_trusting_its_ca() {
     // The test's own client trusts the CA too.
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls::pki_types::CertificateDer::from(rcgen_ca_der(&ca))).unwrap();
-    let http = ensemble_tests::http_client(roots);
-    let resp = http
-        .get(format!("{}/api/machines?min_online=2&wait_ms=60000", server.url))
-        .bearer_auth("tls-token")
-        .send()
-        .await
-        .unwrap();
-    let machines: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(machines.as_array().unwrap().len(), 2, "{machines}");
+    let client = ensemble_tests::Client::new(
+        &server.url,
+        Some("tls-token".into()),
+        ensemble_tests::tls_with_roots(roots),
+    )
+    .unwrap();
+    let machines = client.wait_machines(2, std::time::Duration::from_secs(60)).await.unwrap();
+    assert_eq!(machines.len(), 2, "{machines:?}");
 
     let out = ensemble_async(
         &[

@@ -5,10 +5,10 @@ use ensemble_protocol::PlanType;
 use ensemble_protocol::api::suite_sha;
 use yew::prelude::*;
 
-use crate::app::use_session;
 use crate::components::field::{Field, aria_error};
 use crate::dom::{input_value, select_value, textarea_value};
 use crate::format::{plural, short_sha};
+use crate::hooks::use_session;
 use crate::state::editor::{EditorAction, EditorState, EntryText};
 
 #[derive(Properties, PartialEq)]

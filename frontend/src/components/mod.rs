@@ -4,6 +4,7 @@ pub mod entry_card;
 pub mod field;
 pub mod nav;
 pub mod profile_card;
+pub mod run_state;
 pub mod test_table;
 pub mod timeline;
 pub mod token_prompt;

@@ -4,7 +4,8 @@ use ensemble_protocol::api::MachineState;
 use yew::prelude::*;
 use yew_router::prelude::*;
 
-use crate::app::{Route, use_session};
+use crate::hooks::use_session;
+use crate::routes::Route;
 use crate::services::storage;
 use crate::state::{AuthState, SessionAction};
 

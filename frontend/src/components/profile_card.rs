@@ -3,9 +3,9 @@
 
 use yew::prelude::*;
 
-use crate::app::use_session;
 use crate::components::field::{Field, aria_error};
 use crate::dom::{input_value, select_value};
+use crate::hooks::use_session;
 use crate::state::editor::{EditorAction, EditorState};
 
 #[derive(Properties, PartialEq)]

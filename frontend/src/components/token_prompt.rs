@@ -2,8 +2,8 @@
 
 use yew::prelude::*;
 
-use crate::app::use_session;
 use crate::dom::input_value;
+use crate::hooks::use_session;
 use crate::services::storage;
 use crate::state::SessionAction;
 

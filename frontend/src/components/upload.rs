@@ -5,8 +5,8 @@ use yew::prelude::*;
 
 use crate::format::plural;
 
-use crate::app::{failure_text, use_session};
 use crate::dom::{dropped_files, picked_files};
+use crate::hooks::{failure_text, use_session};
 use crate::state::SessionAction;
 
 #[derive(Properties, PartialEq)]

@@ -8,12 +8,13 @@ use yew::prelude::*;
 use crate::format::plural;
 use yew_router::prelude::*;
 
-use crate::app::{Route, failure_text, use_fresh_suites, use_session};
 use crate::components::entry_card::EntryCard;
 use crate::components::field::{Field, aria_error};
 use crate::components::profile_card::ProfileCard;
 use crate::components::upload::SuiteUpload;
 use crate::dom::{checked, input_value, select_value};
+use crate::hooks::{failure_text, use_fresh_suites, use_session};
+use crate::routes::Route;
 use crate::services::ApiFailure;
 use crate::state::editor::{EditorAction, EditorState, SettingField};
 
@@ -95,9 +96,10 @@ pub fn EditorPage(props: &Props) -> Html {
                             }
                         }
                     }
-                    Err(ApiFailure::Server { error, .. }) if !error.problems.is_empty() => {
-                        banner.set(Some((false, error.error.clone())));
-                        ed.dispatch(EditorAction::Rejected(error.problems));
+                    // Field-level problems show at their fields; the message above.
+                    Err(ApiFailure::Server { error, .. }) if !error.details().is_empty() => {
+                        banner.set(Some((false, error.message().to_string())));
+                        ed.dispatch(EditorAction::Rejected(error));
                     }
                     Err(e) => banner.set(Some((false, failure_text(&session, e)))),
                 }
@@ -184,7 +186,7 @@ pub fn EditorPage(props: &Props) -> Html {
     let problem_count = ed.problems().len();
     let entries_err = ed.error("entries");
     let profiles_err = ed.error("profiles");
-    let export = ed.id.as_ref().map(|id| session.api.url_with_token(&format!("/api/plans/{id}/toml")));
+    let export = ed.id.as_ref().map(|id| session.api.plan_toml_url(id));
     let title =
         if props.id.is_none() { "New test plan".to_string() } else { format!("Plan: {}", ed.plan.name) };
 

@@ -5,8 +5,9 @@ use ensemble_protocol::api::MachineState;
 use yew::prelude::*;
 use yew_router::prelude::*;
 
-use crate::app::{Route, use_session};
 use crate::format::{bytes, offset_us};
+use crate::hooks::use_session;
+use crate::routes::Route;
 
 #[component]
 pub fn MachinesPage() -> Html {

@@ -4,9 +4,10 @@ use ensemble_protocol::api::StoredPlan;
 use yew::prelude::*;
 use yew_router::prelude::*;
 
-use crate::app::{Route, failure_text, use_session};
 use crate::dom::{file_text, picked_files};
 use crate::format::local_time;
+use crate::hooks::{failure_text, use_session};
+use crate::routes::Route;
 use crate::state::editor::copy_name;
 
 #[component]
@@ -66,7 +67,7 @@ pub fn PlansPage() -> Html {
                     let text = file_text(&file).await.map_err(crate::services::ApiFailure::Network)?;
                     let stored = api.import_plan(text).await.map_err(|e| match e {
                         crate::services::ApiFailure::Server { status, mut error } => {
-                            error.error = format!("{name}: {}", error.error);
+                            error.error.message = format!("{name}: {}", error.message());
                             crate::services::ApiFailure::Server { status, error }
                         }
                         other => other,
@@ -138,7 +139,7 @@ pub fn PlansPage() -> Html {
                         }));
                     })
                 };
-                let export = session.api.url_with_token(&format!("/api/plans/{id}/toml"));
+                let export = session.api.plan_toml_url(&id);
                 let file = format!("{}.toml", p.plan.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-"));
                 html! {
                     <tr key={id.clone()} data-plan={p.plan.name.clone()}>

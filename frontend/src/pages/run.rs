@@ -12,12 +12,13 @@ use ensemble_protocol::api::{RunMeta, RunState};
 use yew::prelude::*;
 use yew_router::prelude::*;
 
-use crate::app::{Route, failure_text, use_session};
+use crate::components::run_state::StateBadge;
 use crate::components::test_table::TestTable;
 use crate::components::timeline::Timeline;
 use crate::dom::{input_value, select_value};
 use crate::format::{duration_ms, offset_us};
-use crate::pages::runs::state_name;
+use crate::hooks::{failure_text, use_session};
+use crate::routes::Route;
 use crate::services::ApiFailure;
 use crate::services::events::{self, StreamEnd, Watch};
 use crate::state::run::{Show, Status, Stream};
@@ -167,13 +168,9 @@ pub fn RunPage(props: &Props) -> Html {
         })
     };
 
-    let state = match (&view.finished, meta.as_ref().map(|m| m.state)) {
-        (Some(f), _) if f.cancelled.is_some() => "cancelled",
-        (Some(f), _) if f.summary.success() => "passed",
-        (Some(_), _) => "failed",
-        (None, Some(s)) if s != RunState::Running => state_name(s),
-        (None, _) => "running",
-    };
+    // Once finished, the coordinator's verdict; before, what the server lists.
+    let state = view.state(meta.as_ref().map(|m| m.state));
+    let running = state == RunState::Running;
     let (t0, t1) = view.span();
     let elapsed = view.finished.as_ref().map_or(((t1 - t0) / 1000).max(0) as u64, |f| f.duration_ms);
     let clocks: BTreeMap<String, String> = session
@@ -184,7 +181,7 @@ pub fn RunPage(props: &Props) -> Html {
     let stream_note = match &view.stream {
         Stream::Connecting => Some("connecting…".to_string()),
         Stream::Live => None,
-        Stream::Ended if view.finished.is_none() && state == "running" => Some("reconnecting…".to_string()),
+        Stream::Ended if view.finished.is_none() && running => Some("reconnecting…".to_string()),
         Stream::Ended => None,
         Stream::Failed(m) => Some(format!("stream broken ({m}); reconnecting…")),
     };
@@ -202,10 +199,10 @@ pub fn RunPage(props: &Props) -> Html {
                     if let Some(p) = &view.plan { <small class="muted">{format!(" · plan {p}")}</small> }
                 </h1>
                 <div class="actions">
-                    <span class={classes!("state", state)} id="run-state" aria-live="polite">{state}</span>
+                    <StateBadge {state} id="run-state" live=true />
                     <span class="muted" id="run-elapsed">{duration_ms(elapsed)}</span>
                     if let Some(n) = stream_note { <span class="muted">{n}</span> }
-                    if state == "running" {
+                    if running {
                         <button type="button" class="danger" onclick={cancel}>{"Cancel run"}</button>
                     }
                     <Link<Route> to={Route::Runs} classes="button">{"All runs"}</Link<Route>>
@@ -213,7 +210,7 @@ pub fn RunPage(props: &Props) -> Html {
             </div>
             if let Some(n) = &*notice { <p class="banner error" role="alert">{n.clone()}</p> }
             if let Some(f) = &view.finished {
-                if let Some(why) = &f.cancelled { <p class="banner error">{format!("Cancelled: {why}")}</p> }
+                if let Some(why) = &f.cancelled { <p class="banner error">{format!("Stopped early: {why}")}</p> }
             }
             <ul class="summary" id="summary" aria-label="summary">
                 {count("passed", view.count(Outcome::Passed), "passed")}

@@ -4,18 +4,10 @@ use ensemble_protocol::api::{RunMeta, RunState};
 use yew::prelude::*;
 use yew_router::prelude::*;
 
-use crate::app::{Route, failure_text, use_session};
+use crate::components::run_state::StateBadge;
 use crate::format::{duration_ms, local_time};
-
-pub fn state_name(s: RunState) -> &'static str {
-    match s {
-        RunState::Running => "running",
-        RunState::Passed => "passed",
-        RunState::Failed => "failed",
-        RunState::Cancelled => "cancelled",
-        RunState::Interrupted => "interrupted",
-    }
-}
+use crate::hooks::{failure_text, use_session};
+use crate::routes::Route;
 
 #[component]
 pub fn RunsPage() -> Html {
@@ -63,14 +55,13 @@ pub fn RunsPage() -> Html {
                         <thead><tr><th scope="col">{"Run"}</th><th scope="col">{"Plan"}</th><th scope="col">{"Outcome"}</th><th scope="col">{"Started"}</th><th scope="col">{"Duration"}</th><th scope="col">{"Tests"}</th></tr></thead>
                         <tbody>
                         { for list.iter().map(|r| {
-                            let st = state_name(r.state);
                             let duration = r.finished_us.map(|f| duration_ms(((f - r.started_us) / 1000).max(0) as u64));
                             let counts = r.summary.map(|s| format!("{} passed, {} failed, {} skipped", s.passed + s.flaky, s.failures(), s.skipped));
                             html! {
                                 <tr key={r.id.clone()} data-run={r.id.clone()}>
                                     <td><Link<Route> to={Route::Run { id: r.id.clone() }}>{r.id.clone()}</Link<Route>></td>
                                     <td>{r.plan.name.clone()}</td>
-                                    <td><span class={classes!("state", st)}>{st}</span></td>
+                                    <td><StateBadge state={r.state} /></td>
                                     <td>{local_time(r.started_us)}</td>
                                     <td class="num">{duration.unwrap_or_else(|| "…".into())}</td>
                                     <td>{counts.unwrap_or_default()}</td>

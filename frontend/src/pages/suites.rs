@@ -2,9 +2,9 @@
 
 use yew::prelude::*;
 
-use crate::app::{use_fresh_suites, use_session};
 use crate::components::upload::SuiteUpload;
 use crate::format::{bytes, local_time, plural, short_sha};
+use crate::hooks::{use_fresh_suites, use_session};
 
 /// Tests listed per suite at most (a suite may have thousands).
 const TESTS_SHOWN: usize = 200;

@@ -1,11 +1,14 @@
-//! The coordinator's REST API (`/api/...`), as typed async calls.
+//! The coordinator's REST API (`/api/...`), as typed async calls. Paths come
+//! from `ensemble_protocol::api::routes` (which encodes their parameters),
+//! bodies are the protocol's types, and every error is its `ApiError`.
 
 use std::fmt;
 
 use ensemble_protocol::Plan;
-use ensemble_protocol::api::{ApiError, MachineStatus, RunMeta, RunRequest, StoredPlan, SuiteMeta};
+use ensemble_protocol::api::{
+    self, ApiError, ErrorKind, MachineStatus, RunCreated, RunMeta, RunRequest, StoredPlan, SuiteMeta, routes,
+};
 use gloo_net::http::{Request, RequestBuilder, Response};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 /// Why a call failed.
@@ -13,7 +16,9 @@ use serde::de::DeserializeOwned;
 pub enum ApiFailure {
     /// 401: the server wants a (different) token.
     Unauthorized,
-    /// The server answered with an error body.
+    /// The server answered with an error: its `ApiError` body, or one made
+    /// from an unreadable body (`error_from_body`). `status` is the HTTP
+    /// status it came with.
     Server { status: u16, error: ApiError },
     /// The request never got an answer (server down, network).
     Network(String),
@@ -23,7 +28,8 @@ impl fmt::Display for ApiFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ApiFailure::Unauthorized => f.write_str("the server refused the access token"),
-            ApiFailure::Server { status, error } => write!(f, "{} (HTTP {status})", error.error),
+            // The message, then each field-level detail it does not already state.
+            ApiFailure::Server { status, error } => write!(f, "{error} (HTTP {status})"),
             ApiFailure::Network(e) => write!(f, "could not reach the server: {e}"),
         }
     }
@@ -35,11 +41,6 @@ pub type ApiResult<T> = Result<T, ApiFailure>;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Api {
     pub token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Created {
-    id: String,
 }
 
 impl Api {
@@ -60,10 +61,15 @@ impl Api {
         match &self.token {
             Some(t) => {
                 let sep = if path.contains('?') { '&' } else { '?' };
-                format!("{path}{sep}token={}", String::from(js_sys::encode_uri_component(t)))
+                format!("{path}{sep}token={}", api::encode(t))
             }
             None => path.to_string(),
         }
+    }
+
+    /// The link that downloads a stored plan as TOML.
+    pub fn plan_toml_url(&self, id: &str) -> String {
+        self.url_with_token(&routes::plan_toml(id))
     }
 
     async fn send(&self, req: RequestBuilder, body: Option<Body>) -> ApiResult<Response> {
@@ -84,61 +90,61 @@ impl Api {
     }
 
     pub async fn machines(&self) -> ApiResult<Vec<MachineStatus>> {
-        self.json(Request::get("/api/machines"), None).await
+        self.json(Request::get(routes::MACHINES), None).await
     }
 
     pub async fn suites(&self) -> ApiResult<Vec<SuiteMeta>> {
-        self.json(Request::get("/api/suites"), None).await
+        self.json(Request::get(routes::SUITES), None).await
     }
 
     /// Uploads a suite component (a `File` or any blob) under a display name.
     pub async fn upload_suite(&self, name: &str, bytes: wasm_bindgen::JsValue) -> ApiResult<SuiteMeta> {
-        let url = format!("/api/suites?name={}", String::from(js_sys::encode_uri_component(name)));
-        self.json(Request::post(&url), Some(Body::Raw(bytes, "application/wasm"))).await
+        self.json(Request::post(&routes::suite_upload(name)), Some(Body::Raw(bytes, "application/wasm")))
+            .await
     }
 
     pub async fn plans(&self) -> ApiResult<Vec<StoredPlan>> {
-        self.json(Request::get("/api/plans"), None).await
+        self.json(Request::get(routes::PLANS), None).await
     }
 
     pub async fn plan(&self, id: &str) -> ApiResult<StoredPlan> {
-        self.json(Request::get(&format!("/api/plans/{id}")), None).await
+        self.json(Request::get(&routes::plan(id)), None).await
     }
 
     /// Creates (`id == None`) or replaces a plan.
     pub async fn save_plan(&self, id: Option<&str>, plan: &Plan) -> ApiResult<StoredPlan> {
         let body = Body::json(plan)?;
         match id {
-            None => self.json(Request::post("/api/plans"), Some(body)).await,
-            Some(id) => self.json(Request::put(&format!("/api/plans/{id}")), Some(body)).await,
+            None => self.json(Request::post(routes::PLANS), Some(body)).await,
+            Some(id) => self.json(Request::put(&routes::plan(id)), Some(body)).await,
         }
     }
 
     pub async fn import_plan(&self, toml: String) -> ApiResult<StoredPlan> {
-        self.json(Request::post("/api/plans/import"), Some(Body::Raw(toml.into(), "application/toml"))).await
+        self.json(Request::post(routes::PLAN_IMPORT), Some(Body::Raw(toml.into(), "application/toml"))).await
     }
 
     pub async fn delete_plan(&self, id: &str) -> ApiResult<()> {
-        self.send(Request::delete(&format!("/api/plans/{id}")), None).await.map(drop)
+        self.send(Request::delete(&routes::plan(id)), None).await.map(drop)
     }
 
     pub async fn runs(&self) -> ApiResult<Vec<RunMeta>> {
-        self.json(Request::get("/api/runs"), None).await
+        self.json(Request::get(routes::RUNS), None).await
     }
 
     pub async fn run(&self, id: &str) -> ApiResult<RunMeta> {
-        self.json(Request::get(&format!("/api/runs/{id}")), None).await
+        self.json(Request::get(&routes::run(id)), None).await
     }
 
     /// Starts a stored plan; returns the run id.
     pub async fn start_run(&self, plan_id: &str) -> ApiResult<String> {
         let req = RunRequest { plan: None, plan_id: Some(plan_id.to_string()) };
-        let created: Created = self.json(Request::post("/api/runs"), Some(Body::json(&req)?)).await?;
+        let created: RunCreated = self.json(Request::post(routes::RUNS), Some(Body::json(&req)?)).await?;
         Ok(created.id)
     }
 
     pub async fn cancel_run(&self, id: &str) -> ApiResult<()> {
-        self.send(Request::post(&format!("/api/runs/{id}/cancel")), None).await.map(drop)
+        self.send(Request::post(&routes::run_cancel(id)), None).await.map(drop)
     }
 }
 
@@ -163,9 +169,64 @@ async fn check(resp: Response) -> ApiResult<Response> {
         return Err(ApiFailure::Unauthorized);
     }
     let text = resp.text().await.unwrap_or_default();
-    let error = serde_json::from_str::<ApiError>(&text).unwrap_or_else(|_| ApiError {
-        error: if text.trim().is_empty() { resp.status_text() } else { text },
-        problems: Vec::new(),
-    });
-    Err(ApiFailure::Server { status, error })
+    Err(ApiFailure::Server { status, error: error_from_body(status, &resp.status_text(), text) })
+}
+
+/// The error an error response carries: its `ApiError` body, or (from
+/// something other than the coordinator, such as a proxy) one made of the
+/// body's text, or of the status text when the body is empty.
+fn error_from_body(status: u16, status_text: &str, text: String) -> ApiError {
+    serde_json::from_str::<ApiError>(&text).unwrap_or_else(|_| {
+        let kind = if (400..500).contains(&status) { ErrorKind::BadRequest } else { ErrorKind::Internal };
+        ApiError::new(kind, if text.trim().is_empty() { status_text.to_string() } else { text })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ensemble_protocol::Problem;
+
+    #[test]
+    fn error_bodies_are_read_typed_or_made_from_their_text() {
+        let sent = ApiError::new(ErrorKind::InvalidPlan, "invalid plan: name: taken")
+            .with_details(vec![Problem { path: "name".into(), message: "taken".into() }]);
+        let read = error_from_body(422, "Unprocessable Entity", serde_json::to_string(&sent).unwrap());
+        assert_eq!(read, sent);
+        assert_eq!(read.details()[0].path, "name");
+        // Not the coordinator's body (a proxy's page, an empty answer).
+        let e = error_from_body(502, "Bad Gateway", "upstream down".into());
+        assert_eq!((e.kind(), e.message()), (ErrorKind::Internal, "upstream down"));
+        let e = error_from_body(404, "Not Found", " ".into());
+        assert_eq!((e.kind(), e.message()), (ErrorKind::BadRequest, "Not Found"));
+        assert!(e.details().is_empty());
+    }
+
+    #[test]
+    fn failures_read_as_their_message_and_status() {
+        let e = ApiError::new(ErrorKind::Conflict, "run r1 is not running");
+        let failure = ApiFailure::Server { status: 409, error: e };
+        assert_eq!(failure.to_string(), "run r1 is not running (HTTP 409)");
+        // Plan problems: each once, whether the message states it or not.
+        let problem = |path: &str| Problem { path: path.into(), message: "bad".into() };
+        let one = ApiError::new(ErrorKind::InvalidPlan, "invalid plan: name: bad")
+            .with_details(vec![problem("name")]);
+        let failure = ApiFailure::Server { status: 422, error: one };
+        assert_eq!(failure.to_string(), "invalid plan: name: bad (HTTP 422)");
+        let two = ApiError::new(ErrorKind::InvalidPlan, "invalid plan: 2 problems")
+            .with_details(vec![problem("name"), problem("entries[0].role")]);
+        let failure = ApiFailure::Server { status: 422, error: two };
+        assert_eq!(
+            failure.to_string(),
+            "invalid plan: 2 problems\n  name: bad\n  entries[0].role: bad (HTTP 422)"
+        );
+    }
+
+    #[test]
+    fn token_links_encode_the_token() {
+        let api = Api::new(Some("a b&c".into()));
+        assert_eq!(api.plan_toml_url("p 1"), "/api/plans/p%201/toml?token=a%20b%26c");
+        assert_eq!(api.url_with_token("/x?y=1"), "/x?y=1&token=a%20b%26c");
+        assert_eq!(Api::new(None).plan_toml_url("p"), "/api/plans/p/toml");
+    }
 }

@@ -1,8 +1,10 @@
-//! A run's event stream over a WebSocket: `GET /api/events/{id}?from=SEQ` (the
-//! same stream as `/api/runs/{id}/events`, at a prefix a dev proxy can route).
-//! The server replays from `from`, then sends live events until the run ends.
+//! A run's event stream over a WebSocket: `GET /api/events/{id}?from=SEQ`
+//! (`routes::events`: the same stream as `/api/runs/{id}/events`, at a
+//! prefix a dev proxy can route). The server replays from `from`, then sends
+//! live events until the run ends.
 
 use ensemble_protocol::Event;
+use ensemble_protocol::api::routes;
 use futures::StreamExt;
 use futures::future::{AbortHandle, Abortable, Either, select};
 use gloo_net::websocket::Message;
@@ -52,7 +54,7 @@ pub fn watch(
     on_events: Callback<Vec<Event>>,
     on_end: Callback<StreamEnd>,
 ) -> Watch {
-    let url = ws_url(&api.url_with_token(&format!("/api/events/{run}?from={from}")));
+    let url = ws_url(&api.url_with_token(&routes::events(run, from)));
     let (handle, registration) = AbortHandle::new_pair();
     let task = async move {
         let mut socket = match WebSocket::open(&url) {

@@ -2,13 +2,14 @@
 //! (durations, sizes, label lists), and which problems to show where.
 //!
 //! Problems come from `Plan::problems()` — the same validation the CLI and
-//! the server apply — plus this editor's own parse errors, each keyed by the
-//! plan field path (`entries[1].profile`) so the page shows it next to that field.
+//! the server apply — plus this editor's own parse errors and the details of
+//! the server's last refusal (`ApiError::details`), each keyed by the plan
+//! field path (`entries[1].profile`) so the page shows it next to that field.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use ensemble_protocol::api::{SHA_PREFIX, StoredPlan, SuiteMeta};
+use ensemble_protocol::api::{ApiError, SHA_PREFIX, StoredPlan, SuiteMeta};
 use ensemble_protocol::plan::{Execution, Problem};
 use ensemble_protocol::units::{ByteSize, HumanDuration};
 use ensemble_protocol::{Entry, Plan, PlanType, Profile, Settings};
@@ -108,8 +109,8 @@ pub enum EditorAction {
     /// A save was tried: show every problem.
     Submitted,
     Saved(StoredPlan),
-    /// The server refused the plan, with field problems.
-    Rejected(Vec<Problem>),
+    /// The server refused the plan; its details are problems at field paths.
+    Rejected(ApiError),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -478,9 +479,9 @@ impl Reducible for EditorState {
                 s.dirty = false;
                 s.server_problems.clear();
             }
-            EditorAction::Rejected(problems) => {
+            EditorAction::Rejected(error) => {
                 s.submitted = true;
-                s.server_problems = problems;
+                s.server_problems = error.details().to_vec();
             }
             EditorAction::RemoveEntry(_) | EditorAction::RemoveProfile(_) => {}
         }
@@ -491,6 +492,7 @@ impl Reducible for EditorState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ensemble_protocol::api::ErrorKind;
 
     fn suite(name: &str, fill: char) -> SuiteMeta {
         SuiteMeta {
@@ -500,6 +502,7 @@ mod tests {
             kind: "suite".into(),
             tests: vec![],
             imports: vec![],
+            exports: vec![],
             uploaded_us: 0,
         }
     }
@@ -608,12 +611,26 @@ mod tests {
     }
 
     #[test]
-    fn server_problems_show_until_the_next_edit() {
-        let s = Rc::new(EditorState::new())
-            .reduce(EditorAction::Rejected(vec![Problem { path: "name".into(), message: "taken".into() }]));
+    fn server_problems_show_at_their_fields_until_the_next_edit() {
+        let s = apply(
+            Rc::new(EditorState::new()),
+            vec![EditorAction::SetName("kv".into()), EditorAction::AddSuite(suite("kv-server", 'a'))],
+        );
+        let problem = |path: &str, message: &str| Problem { path: path.into(), message: message.into() };
+        let refusal = ApiError::new(ErrorKind::InvalidPlan, "invalid plan: 2 problems").with_details(vec![
+            problem("name", "taken"),
+            problem("entries[0].capabilities.net[0]", "no such host"),
+        ]);
+        // As the server sends it.
+        let refusal: ApiError = serde_json::from_value(serde_json::to_value(&refusal).unwrap()).unwrap();
+        let s = s.reduce(EditorAction::Rejected(refusal));
+        assert!(s.submitted, "a refusal shows every problem");
         assert!(s.error("name").unwrap().contains("taken"));
+        assert_eq!(s.error("entries[0].capabilities.net").as_deref(), Some("[0]: no such host"));
+        assert!(s.problems()["entries[0].capabilities.net[0]"].contains("no such host"));
         let s = s.reduce(EditorAction::SetName("x".into()));
         assert!(s.error("name").is_none_or(|m| !m.contains("taken")));
+        assert_eq!(s.error("entries[0].capabilities.net"), None);
     }
 
     #[test]

@@ -7,8 +7,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
+use ensemble_protocol::api::RunState;
 use ensemble_protocol::event::SyncOp;
-use ensemble_protocol::{Event, EventKind, Outcome, ShardRef, Summary};
+use ensemble_protocol::{CancelReason, Event, EventKind, Outcome, ShardRef, Summary, Verdict};
 use yew::Reducible;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,11 +82,18 @@ pub struct Lane {
     pub marks: Vec<usize>,
 }
 
+/// How the run ended, as its `run-finished` event says.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Finished {
     pub summary: Summary,
     pub duration_ms: u64,
-    pub cancelled: Option<String>,
+    /// Shards that could not run their tests (their lanes say why).
+    pub shard_errors: u32,
+    /// Why the run stopped early, if it did.
+    pub cancelled: Option<CancelReason>,
+    /// The run's final state, decided by the coordinator: the view shows it
+    /// rather than deciding again from the counts.
+    pub verdict: Verdict,
     pub at_us: i64,
 }
 
@@ -215,6 +223,17 @@ impl RunView {
 
     pub fn failures(&self) -> u32 {
         self.counts.iter().filter(|(o, _)| o.is_failure()).map(|(_, n)| n).sum()
+    }
+
+    /// The run's state: its verdict once finished; before that, the state
+    /// the server lists (`listed`, when known: a run the coordinator lost
+    /// ends without a `run-finished`), else running.
+    pub fn state(&self, listed: Option<RunState>) -> RunState {
+        match (&self.finished, listed) {
+            (Some(f), _) => f.verdict.into(),
+            (None, Some(s)) => s,
+            (None, None) => RunState::Running,
+        }
     }
 
     pub fn pending(&self) -> usize {
@@ -381,8 +400,15 @@ impl RunView {
                         .push(format!("{} ({}): {e}", shard.role, shard.suite));
                 }
             }
-            EventKind::RunFinished { summary, duration_ms, cancelled } => {
-                self.finished = Some(Finished { summary, duration_ms, cancelled, at_us: ev.at_us });
+            EventKind::RunFinished { summary, duration_ms, shard_errors, cancelled, verdict } => {
+                self.finished = Some(Finished {
+                    summary,
+                    duration_ms,
+                    shard_errors,
+                    cancelled,
+                    verdict,
+                    at_us: ev.at_us,
+                });
             }
         }
     }
@@ -569,7 +595,9 @@ mod tests {
                 EventKind::RunFinished {
                     summary: Summary { passed: 2, failed: 1, ..Default::default() },
                     duration_ms: 41,
+                    shard_errors: 0,
                     cancelled: None,
+                    verdict: Verdict::Failed,
                 },
             ),
         ]
@@ -589,6 +617,7 @@ mod tests {
         assert_eq!(v.lanes.iter().map(|l| l.machine.as_str()).collect::<Vec<_>>(), ["box-a", "box-b"]);
         assert_eq!(v.rows.len(), 3);
         assert_eq!((v.count(Outcome::Passed), v.count(Outcome::Failed), v.running), (2, 1, 0));
+        assert_eq!(v.state(None), RunState::Failed);
         let failed = &v.rows[v.filtered("", Show::Failures)[0]];
         assert_eq!(failed.test, "writes");
         assert_eq!(failed.message.as_deref(), Some("expected 2, got 3"));
@@ -610,6 +639,8 @@ mod tests {
         assert_eq!(v.filtered("", Show::Running).len(), 2);
         assert_eq!(v.filtered("WRITES", Show::All).len(), 1, "the filter ignores case");
         assert!(v.finished.is_none());
+        assert_eq!(v.state(None), RunState::Running);
+        assert_eq!(v.state(Some(RunState::Interrupted)), RunState::Interrupted, "the server lost it");
         // A running bar reaches the latest event.
         assert_eq!(v.bars(&v.lanes[0].rows)[0].to, 1.0);
     }
@@ -627,6 +658,43 @@ mod tests {
             v.reduce(RunAction::Events { events: two_machine_run()[5..].to_vec(), received_us: 7_600_000 });
         let v = v.reduce(RunAction::Tick(9_000_000));
         assert_eq!(v.span(), (0, 41_000));
+    }
+
+    #[test]
+    fn the_final_state_is_the_verdict_not_the_counts() {
+        let s = shard(0, "box-a", "kv");
+        let ran = vec![
+            ev(1, 0, EventKind::ShardStarted { shard: s.clone(), tests: vec!["t".into()] }),
+            ev(2, 1, EventKind::TestStarted { shard: s.clone(), test: "t".into(), attempt: 1 }),
+            ev(3, 2, finished(&s, "t", Outcome::Passed, None)),
+        ];
+        let end = |shard_errors, cancelled, verdict| {
+            let kind = EventKind::RunFinished {
+                summary: Summary { passed: 1, ..Default::default() },
+                duration_ms: 5,
+                shard_errors,
+                cancelled,
+                verdict,
+            };
+            fold([ran.clone(), vec![ev(4, 5, kind)]].concat())
+        };
+        // Every test passed, but a shard could not run its tests.
+        let v = end(1, None, Verdict::Failed);
+        assert_eq!((v.failures(), v.state(None)), (0, RunState::Failed));
+        assert_eq!(v.finished.as_ref().map(|f| f.shard_errors), Some(1));
+        // Stopped from outside before a failure: cancelled, and why in words.
+        let v = end(0, Some(CancelReason::User), Verdict::Cancelled);
+        assert_eq!(v.state(Some(RunState::Running)), RunState::Cancelled);
+        let why = v.finished.and_then(|f| f.cancelled).map(|r| r.to_string());
+        assert_eq!(why.as_deref(), Some("cancelled by a user"));
+        // Fail-fast stops a run for a failure: it failed, it was not cancelled.
+        let ff = CancelReason::FailFast { test: "t".into(), role: "kv".into(), outcome: Outcome::Failed };
+        let v = end(0, Some(ff), Verdict::Failed);
+        assert_eq!(v.state(None), RunState::Failed);
+        let why = v.finished.and_then(|f| f.cancelled).map(|r| r.to_string());
+        assert_eq!(why.as_deref(), Some("fail-fast: t (kv) failed"));
+        // A run that passed.
+        assert_eq!(end(0, None, Verdict::Passed).state(None), RunState::Passed);
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl Reducible for Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ensemble_protocol::wire::{Facts, MachineInfo};
+    use ensemble_protocol::machine::{Facts, MachineInfo};
 
     fn machine(name: &str, tier: &str, state: MachineState) -> MachineStatus {
         MachineStatus {

@@ -7,8 +7,16 @@
 //! failures as the plan allows — while streaming numbered events. Guest sync
 //! calls leave as [`FromMachine::Sync`] and wait for the matching reply.
 //!
-//! Invariant: every assignment ends with exactly one `shard-finished` event
-//! followed by [`FromMachine::ShardDone`], whatever the suite does.
+//! Invariants: every assignment ends with exactly one `shard-finished` event
+//! followed by [`FromMachine::ShardDone`], whatever the suite does; a run's
+//! state on this machine (its cancellation) lives while it has shards here
+//! and is dropped with the last one.
+//!
+//! [`link`] carries these messages to the coordinator in every wiring, and
+//! [`join`] is the remote one (`ensemble runner --join`).
+
+pub mod join;
+pub mod link;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,23 +116,33 @@ impl Agent {
     ) {
         let pending: Pending = Arc::default();
         let next_id = Arc::new(AtomicU64::new(1));
-        let mut runs: HashMap<String, Arc<RunCancel>> = HashMap::new();
+        // Per run: its cancellation and how many of its shards are here.
+        let mut runs: HashMap<String, (Arc<RunCancel>, usize)> = HashMap::new();
+        let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<String>();
         let slots = Arc::new(tokio::sync::Semaphore::new(self.info.slots.max(1) as usize));
         let tasks = TaskTracker::new();
         loop {
             let msg = tokio::select! {
                 m = inbox.recv() => m,
+                Some(run) = ended_rx.recv() => {
+                    if let Some((_, shards)) = runs.get_mut(&run) {
+                        *shards -= 1;
+                        if *shards == 0 {
+                            runs.remove(&run);
+                        }
+                    }
+                    continue;
+                }
                 _ = shutdown.cancelled() => None,
             };
             let Some(msg) = msg else { break };
             match msg {
                 ToMachine::Assign { assignment } => {
-                    let cancel = runs
-                        .entry(assignment.run.clone())
-                        .or_insert_with(|| {
-                            Arc::new(RunCancel { token: shutdown.child_token(), why: Mutex::default() })
-                        })
-                        .clone();
+                    let (cancel, shards) = runs.entry(assignment.run.clone()).or_insert_with(|| {
+                        (Arc::new(RunCancel { token: shutdown.child_token(), why: Mutex::default() }), 0)
+                    });
+                    *shards += 1;
+                    let cancel = cancel.clone();
                     let link = Arc::new(ShardLink {
                         run: assignment.run.clone(),
                         shard: assignment.shard.clone(),
@@ -134,16 +152,20 @@ impl Agent {
                         next_id: next_id.clone(),
                         cancel,
                     });
-                    let (this, slots) = (self.clone(), slots.clone());
+                    let (this, slots, ended) = (self.clone(), slots.clone(), ended_tx.clone());
                     tasks.spawn(async move {
-                        let _slot = slots.acquire_owned().await;
-                        this.run_shard(assignment, link).await;
+                        let run = assignment.run.clone();
+                        {
+                            let _slot = slots.acquire_owned().await;
+                            this.run_shard(assignment, link).await;
+                        }
+                        let _ = ended.send(run);
                     });
                 }
                 ToMachine::Cancel { run, reason } => {
                     tracing::info!(%run, %reason, "cancelling run");
-                    if let Some(c) = runs.get(&run) {
-                        c.cancel(reason);
+                    if let Some((c, _)) = runs.get(&run) {
+                        c.cancel(reason.to_string());
                     }
                 }
                 ToMachine::SyncReply { id, reply } => {
@@ -153,6 +175,7 @@ impl Agent {
                 }
                 // Acks and the link-level messages are the transport's business.
                 ToMachine::Ack { .. }
+                | ToMachine::AckShardDone { .. }
                 | ToMachine::Welcome { .. }
                 | ToMachine::Rejected { .. }
                 | ToMachine::Ping { .. } => {}

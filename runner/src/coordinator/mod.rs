@@ -1,89 +1,64 @@
-//! The coordinator: runs a plan across machines.
+//! The coordinator: Ensemble's service core. The HTTP server (`server/`) is a
+//! thin skin over [`Coordinator`]; `ensemble run` drives the same
+//! [`Dispatcher`] with in-process machines.
 //!
-//! [`run_plan`] places the plan's entries on machines ([`matching`]), sends
-//! each machine its assignments, serves the run's [`sync`] calls and merges
-//! every machine's events into one stream: deduplicated by (shard, seq),
-//! numbered run-wide without gaps, stamped with coordinator time, and handed
-//! to every [`Reporter`]. It talks to machines only through message channels,
-//! so in-process machines and remote ones look the same.
+//! - [`machines`]: the machine registry, clocks, and who is offline.
+//! - [`matching`]: placement, plan → shards (run once per run).
+//! - [`dispatcher`]: one run's state and rules, one input at a time.
+//! - [`sync`]: a run's barriers, signals and topics.
+//! - [`Coordinator`]: plans, suites, runs and their lifecycle, the watchdog.
 //!
-//! Invariants: each run emits `run-started` first and `run-finished` last;
-//! a shard that ends abnormally breaks the run's sync so no party waits
-//! forever on it.
+//! Every operation the API offers is a method here that takes and returns
+//! `protocol::api` types, and fails with a typed [`ApiError`]. Store work runs
+//! on the blocking pool. Every task the coordinator spawns (the watchdog, each
+//! run, each run's store writer) is tracked and ends on [`Coordinator::shutdown`]:
+//! running runs are cancelled (`shutting-down`), and a run whose machines do
+//! not answer within the grace period has its unfinished shards lost.
 
+pub mod dispatcher;
+pub mod machines;
 pub mod matching;
 pub mod sync;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use ensemble_protocol::event::{Event, EventKind, Outcome, ShardInfo, Summary};
-use ensemble_protocol::plan::{Execution, Plan};
-use ensemble_protocol::wire::{
-    Assignment, FromMachine, Limits, MachineInfo, SyncFailure, SyncReply, ToMachine,
+use ensemble_protocol::api::{
+    ApiError, ErrorKind, MachineDisconnected, MachineStatus, PlanDeleted, RunCancelling, RunCreated, RunMeta,
+    RunRequest, RunState, StoredPlan, SuiteMeta, suite_sha,
 };
-use tokio::sync::mpsc;
+use ensemble_protocol::wire::{FromMachine, MachineInfo, ToMachine};
+use ensemble_protocol::{CancelReason, Event, Plan};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use dispatcher::{Dispatcher, Inbound, MachineLink, MachinePort, RunResult, SuiteRef};
+use machines::Machines;
 
 use crate::agent::now_us;
 use crate::report::Reporter;
-use matching::ShardPlan;
-use sync::SyncService;
+use crate::report::store::{RunRecorder, write_events};
+use crate::sandbox::{Sandbox, sha256_hex};
+use crate::store::Store;
 
-/// A plan entry's suite, resolved to content.
+/// Settings of a coordinator.
 #[derive(Clone, Debug)]
-pub struct SuiteRef {
+pub struct CoordinatorConfig {
     pub name: String,
-    pub sha256: String,
+    pub token: Option<String>,
+    pub heartbeat_timeout: Duration,
+    pub max_suite_bytes: usize,
+    /// How long a shutdown waits for cancelled runs to wind down.
+    pub shutdown_grace: Duration,
 }
 
-/// How the coordinator reaches a machine. In-process machines are a channel;
-/// remote ones resolve to their current connection at each send, so a machine
-/// that reconnected mid-run keeps receiving its replies.
-pub trait MachinePort: Send + Sync {
-    /// Sends a message; false when the machine cannot be reached now.
-    fn send(&self, msg: ToMachine) -> bool;
-}
-
-impl MachinePort for mpsc::UnboundedSender<ToMachine> {
-    fn send(&self, msg: ToMachine) -> bool {
-        mpsc::UnboundedSender::send(self, msg).is_ok()
-    }
-}
-
-/// A machine as the coordinator sees it: who it is and how to reach it.
-pub struct MachineLink {
-    pub info: MachineInfo,
-    pub port: Arc<dyn MachinePort>,
-}
-
-/// What reaches a run from outside.
-#[derive(Debug)]
-pub enum Inbound {
-    /// A message of machine `machine` (an index into the run's machines),
-    /// whose clock runs `clock_offset_us` ahead of the coordinator's.
-    Message { machine: usize, msg: FromMachine, clock_offset_us: i64 },
-    /// The machine is gone (connection lost past the heartbeat timeout).
-    Lost { machine: usize, reason: String },
-    /// Stop the run (a user asked).
-    Cancel { reason: String },
-}
-
-/// The result of a finished run.
-#[derive(Clone, Debug)]
-pub struct RunResult {
-    pub run: String,
-    pub summary: Summary,
-    /// Shards that could not run their tests, with why.
-    pub shard_errors: Vec<String>,
-    /// Why the run stopped early, if it did.
-    pub cancelled: Option<String>,
-}
-
-impl RunResult {
-    pub fn success(&self) -> bool {
-        self.summary.success() && self.shard_errors.is_empty()
-    }
+struct ActiveRun {
+    inbound: mpsc::UnboundedSender<Inbound>,
+    /// Machine names by their index in the run.
+    machines: Vec<String>,
+    events: broadcast::Sender<Event>,
 }
 
 /// A fresh run id: time-ordered and unique within a coordinator.
@@ -93,292 +68,379 @@ pub fn new_run_id() -> String {
     format!("run-{:x}-{}", now_us(), N.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Numbers, stamps and fans out events.
-struct Stream<'a> {
-    run: String,
-    seq: u64,
-    reporters: &'a mut [Box<dyn Reporter>],
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!("internal error: {e:#}");
+    ApiError::new(ErrorKind::Internal, format!("internal error: {e:#}"))
 }
 
-impl Stream<'_> {
-    /// An event of the coordinator's own, at its current time.
-    fn emit(&mut self, kind: EventKind) {
-        self.push(Event {
-            run: self.run.clone(),
-            seq: self.seq + 1,
-            at_us: now_us(),
-            machine_at_us: None,
-            kind,
+fn not_found(what: &str, id: &str) -> ApiError {
+    ApiError::new(ErrorKind::NotFound, format!("no {what} {id:?}"))
+}
+
+/// The coordinator's shared state.
+pub struct Coordinator {
+    store: Store,
+    sandbox: Arc<Sandbox>,
+    pub config: CoordinatorConfig,
+    machines: Arc<Machines>,
+    runs: Mutex<HashMap<String, ActiveRun>>,
+    /// Each run's dispatcher and store writer; closed when shutting down.
+    run_tasks: TaskTracker,
+    /// The watchdog.
+    tasks: TaskTracker,
+    /// Fires once the runs are over: connections and the watchdog end.
+    shutdown: CancellationToken,
+}
+
+impl Coordinator {
+    /// A coordinator over `store`; its watchdog runs until [`Coordinator::shutdown`].
+    pub fn new(store: Store, sandbox: Arc<Sandbox>, config: CoordinatorConfig) -> Arc<Coordinator> {
+        let core = Arc::new(Coordinator {
+            store,
+            sandbox,
+            config,
+            machines: Arc::default(),
+            runs: Mutex::default(),
+            run_tasks: TaskTracker::new(),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
         });
+        core.tasks.spawn(Self::watchdog(Arc::downgrade(&core), core.shutdown.clone()));
+        core
     }
 
-    /// A machine's event: `at_us` on the coordinator's clock, `machine_at_us` on its own.
-    fn emit_at(&mut self, kind: EventKind, at_us: i64, machine_at_us: i64) {
-        let seq = self.seq + 1;
-        self.push(Event { run: self.run.clone(), seq, at_us, machine_at_us: Some(machine_at_us), kind });
+    /// Fires when the coordinator shuts down; connections end on it.
+    pub fn stopping(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 
-    fn push(&mut self, ev: Event) {
-        self.seq = ev.seq;
-        for r in self.reporters.iter_mut() {
-            if let Err(e) = r.event(&ev) {
-                tracing::warn!("a reporter failed: {e:#}");
+    /// Refuses new runs, cancels the running ones and waits (up to the grace
+    /// period) for their machines to wind them down, ends what is left, then
+    /// closes every connection and task.
+    pub async fn shutdown(&self) {
+        self.run_tasks.close();
+        for run in self.runs.lock().expect("runs lock").values() {
+            let _ = run.inbound.send(Inbound::Cancel { reason: CancelReason::ShuttingDown });
+        }
+        if tokio::time::timeout(self.config.shutdown_grace, self.run_tasks.wait()).await.is_err() {
+            // Machines that did not answer in time: closing a run's input ends
+            // it, and what did not finish is lost.
+            tracing::warn!("runs did not wind down in time; ending them");
+            self.runs.lock().expect("runs lock").clear();
+            self.run_tasks.wait().await;
+        }
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    // ---- machines ----
+
+    pub fn machine_statuses(&self) -> Vec<MachineStatus> {
+        self.machines.statuses()
+    }
+
+    /// The machines, once at least `min_online` are online or `wait` passed.
+    pub async fn wait_machines(&self, min_online: usize, wait: Duration) -> Vec<MachineStatus> {
+        let mut changes = self.machines.subscribe();
+        let _ = tokio::time::timeout(wait, async {
+            while self.machines.online() < min_online {
+                if changes.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        self.machines.statuses()
+    }
+
+    /// Closes a remote machine's connection (it reconnects).
+    pub fn disconnect_machine(&self, name: &str) -> Result<MachineDisconnected, ApiError> {
+        if self.machines.kick(name) {
+            Ok(MachineDisconnected { disconnected: name.to_string() })
+        } else {
+            Err(ApiError::new(ErrorKind::NotFound, format!("no remote machine named {name:?}")))
+        }
+    }
+
+    /// Registers a connection of a machine; see [`Machines::connect`].
+    pub fn connect(
+        &self,
+        info: MachineInfo,
+        tx: mpsc::UnboundedSender<ToMachine>,
+        local: bool,
+    ) -> Result<u64, String> {
+        self.machines.connect(info, tx, local)
+    }
+
+    /// The connection `generation` of `name` closed.
+    pub fn disconnected(&self, name: &str, generation: u64) {
+        self.machines.disconnect(name, generation);
+    }
+
+    pub fn clock_sample(&self, name: &str, t0: i64, t1: i64, t2: i64) {
+        self.machines.clock_sample(name, t0, t1, t2);
+    }
+
+    /// Routes a message of machine `name` (after its hello) to its run.
+    pub fn on_message(&self, name: &str, msg: FromMachine) {
+        let Some(offset) = self.machines.heard(name, &msg) else { return };
+        let run = match &msg {
+            FromMachine::Event { run, .. }
+            | FromMachine::Sync { run, .. }
+            | FromMachine::ShardDone { run, .. } => run,
+            FromMachine::Pong { .. } | FromMachine::Heartbeat | FromMachine::Hello { .. } => return,
+        };
+        let runs = self.runs.lock().expect("runs lock");
+        let Some(active) = runs.get(run) else {
+            tracing::debug!(%run, machine = name, "message for a run that is not active");
+            return;
+        };
+        if let Some(index) = active.machines.iter().position(|m| m == name) {
+            let _ = active.inbound.send(Inbound::Message { machine: index, msg, clock_offset_us: offset });
+        }
+    }
+
+    async fn watchdog(core: std::sync::Weak<Coordinator>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let Some(core) = core.upgrade() else { return };
+            let lost = core.machines.expire(core.config.heartbeat_timeout);
+            if lost.is_empty() {
+                continue;
+            }
+            let runs = core.runs.lock().expect("runs lock");
+            for (name, reason) in lost {
+                for active in runs.values() {
+                    if let Some(index) = active.machines.iter().position(|m| *m == name) {
+                        let _ = active.inbound.send(Inbound::Lost { machine: index, reason: reason.clone() });
+                    }
+                }
             }
         }
     }
-}
 
-fn limits(plan: &Plan) -> Limits {
-    let s = &plan.settings;
-    Limits {
-        test_timeout_ms: s.test_timeout.as_millis_u64(),
-        memory_limit_bytes: s.memory_limit.0,
-        output_limit_bytes: s.output_limit.0,
-        retries: s.retries,
-        fail_fast: s.fail_fast,
-        barrier_timeout_ms: s.barrier_timeout.as_millis_u64(),
+    // ---- suites ----
+
+    pub async fn suites(&self) -> Result<Vec<SuiteMeta>, ApiError> {
+        self.store.call(|s| s.suites()).await.map_err(internal)
     }
-}
 
-/// Runs `plan` on `machines`, whose messages arrive on `inbound` tagged with
-/// their index. Returns when every shard is done.
-pub async fn run_plan(
-    run: String,
-    plan: &Plan,
-    suites: &[SuiteRef],
-    machines: &[MachineLink],
-    inbound: &mut mpsc::UnboundedReceiver<Inbound>,
-    reporters: &mut [Box<dyn Reporter>],
-) -> Result<RunResult, matching::Unsatisfiable> {
-    let infos: Vec<MachineInfo> = machines.iter().map(|m| m.info.clone()).collect();
-    let names: Vec<String> = suites.iter().map(|s| s.name.clone()).collect();
-    let shards = matching::place(plan, &names, &infos)?;
-    let started = Instant::now();
-    let mut stream = Stream { run: run.clone(), seq: 0, reporters };
-    stream.emit(EventKind::RunStarted {
-        plan: plan.name.clone(),
-        shards: shards
-            .iter()
-            .map(|s| ShardInfo {
-                shard: s.shard.clone(),
-                profile: s.profile.clone(),
-                suite_sha256: suites[s.entry].sha256.clone(),
-            })
-            .collect(),
-    });
+    pub async fn suite(&self, sha256: &str) -> Result<SuiteMeta, ApiError> {
+        let sha = sha256.to_string();
+        self.store
+            .call(move |s| s.suite(&sha))
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| not_found("suite", sha256))
+    }
 
-    // Sequential plans run entry after entry; parallel ones all at once.
-    let groups: Vec<Vec<&ShardPlan>> = match plan.settings.execution {
-        Execution::Parallel => vec![shards.iter().collect()],
-        Execution::Sequential => {
-            let mut by_entry: BTreeMap<usize, Vec<&ShardPlan>> = BTreeMap::new();
-            for s in &shards {
-                by_entry.entry(s.entry).or_default().push(s);
-            }
-            by_entry.into_values().collect()
+    pub async fn suite_bytes(&self, sha256: &str) -> Result<Vec<u8>, ApiError> {
+        let sha = sha256.to_string();
+        self.store
+            .call(move |s| s.suite_bytes(&sha))
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| not_found("suite", sha256))
+    }
+
+    /// Stores an uploaded suite after inspecting it; returns its metadata and
+    /// whether it is new.
+    pub async fn add_suite(
+        &self,
+        name: Option<String>,
+        bytes: Vec<u8>,
+    ) -> Result<(SuiteMeta, bool), ApiError> {
+        let sha = sha256_hex(&bytes);
+        let known = sha.clone();
+        if let Some(meta) = self.store.call(move |s| s.suite(&known)).await.map_err(internal)? {
+            return Ok((meta, false));
         }
-    };
-    let by_no: HashMap<u32, &ShardPlan> = shards.iter().map(|s| (s.shard.shard, s)).collect();
-    let limits = limits(plan);
-    let assign = |group: &[&ShardPlan]| {
-        for s in group {
-            let entry = &plan.entries[s.entry];
-            let assignment = Assignment {
-                run: run.clone(),
-                shard: s.shard.clone(),
-                instance_count: s.instance_count,
-                suite_sha256: suites[s.entry].sha256.clone(),
-                params: entry.params.clone(),
-                capabilities: entry.capabilities.clone(),
-                limits: limits.clone(),
+        let name = name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| sha[..12].to_string());
+        let bytes = Arc::new(bytes);
+        let meta = self.sandbox.inspect(bytes.clone(), &name).await.map_err(|e| {
+            ApiError::new(ErrorKind::InvalidSuite, format!("the upload {name:?} is not a usable suite: {e}"))
+        })?;
+        let stored = meta.clone();
+        self.store.call(move |s| s.put_suite(&stored, &bytes)).await.map_err(internal)?;
+        Ok((meta, true))
+    }
+
+    // ---- plans ----
+
+    pub async fn plans(&self) -> Result<Vec<StoredPlan>, ApiError> {
+        self.store.call(|s| s.plans()).await.map_err(internal)
+    }
+
+    pub async fn plan(&self, id: &str) -> Result<StoredPlan, ApiError> {
+        let key = id.to_string();
+        self.store.call(move |s| s.plan(&key)).await.map_err(internal)?.ok_or_else(|| not_found("plan", id))
+    }
+
+    /// Creates (`id == None`) or replaces a plan; returns it and whether it is new.
+    pub async fn save_plan(
+        &self,
+        id: Option<String>,
+        mut plan: Plan,
+    ) -> Result<(StoredPlan, bool), ApiError> {
+        self.name_roles(&mut plan).await?;
+        plan.validate().map_err(ApiError::from)?;
+        let now = now_us();
+        let (id, created, new) = match id {
+            Some(id) => {
+                let created = self.plan(&id).await?.created_us;
+                (id, created, false)
+            }
+            None => (format!("plan-{now:x}"), now, true),
+        };
+        let stored = StoredPlan { id, plan, created_us: created, updated_us: now };
+        let row = stored.clone();
+        self.store.call(move |s| s.put_plan(&row)).await.map_err(internal)?;
+        Ok((stored, new))
+    }
+
+    pub async fn delete_plan(&self, id: &str) -> Result<PlanDeleted, ApiError> {
+        let key = id.to_string();
+        if self.store.call(move |s| s.delete_plan(&key)).await.map_err(internal)? {
+            Ok(PlanDeleted { deleted: id.to_string() })
+        } else {
+            Err(not_found("plan", id))
+        }
+    }
+
+    /// Gives entries naming a stored suite by hash the suite's name as their role.
+    async fn name_roles(&self, plan: &mut Plan) -> Result<(), ApiError> {
+        for e in &mut plan.entries {
+            if e.role.is_none()
+                && let Some(sha) = suite_sha(&e.suite)
+            {
+                let sha = sha.to_string();
+                if let Some(meta) = self.store.call(move |s| s.suite(&sha)).await.map_err(internal)? {
+                    e.role = Some(meta.name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- runs ----
+
+    pub async fn runs(&self) -> Result<Vec<RunMeta>, ApiError> {
+        self.store.call(|s| s.runs()).await.map_err(internal)
+    }
+
+    pub async fn run(&self, id: &str) -> Result<RunMeta, ApiError> {
+        let key = id.to_string();
+        self.store.call(move |s| s.run(&key)).await.map_err(internal)?.ok_or_else(|| not_found("run", id))
+    }
+
+    /// Events of `run` from `from`, as stored.
+    pub async fn events(&self, run: &str, from: u64) -> Result<Vec<Event>, ApiError> {
+        let key = run.to_string();
+        self.store.call(move |s| s.events(&key, from)).await.map_err(internal)
+    }
+
+    /// Live events of an active run (None when it is not running). Every
+    /// event sent here is already stored, so subscribe, then replay.
+    pub fn subscribe_run(&self, id: &str) -> Option<broadcast::Receiver<Event>> {
+        self.runs.lock().expect("runs lock").get(id).map(|r| r.events.subscribe())
+    }
+
+    /// Asks a running run to stop.
+    pub fn cancel_run(&self, id: &str) -> Result<RunCancelling, ApiError> {
+        let runs = self.runs.lock().expect("runs lock");
+        match runs.get(id) {
+            Some(r) if r.inbound.send(Inbound::Cancel { reason: CancelReason::User }).is_ok() => {
+                Ok(RunCancelling { cancelling: id.to_string() })
+            }
+            _ => Err(ApiError::new(ErrorKind::Conflict, format!("run {id:?} is not running"))),
+        }
+    }
+
+    /// Starts a run of a stored or inline plan whose entries name stored
+    /// suites as `sha256:<hex>`. Refuses plans that cannot be placed on the
+    /// machines online now, before anything runs.
+    pub async fn start_run(self: &Arc<Self>, req: RunRequest) -> Result<RunCreated, ApiError> {
+        if self.run_tasks.is_closed() {
+            return Err(ApiError::new(ErrorKind::Conflict, "the coordinator is shutting down"));
+        }
+        let mut plan = match (req.plan, req.plan_id) {
+            (Some(plan), None) => plan,
+            (None, Some(id)) => self.plan(&id).await?.plan,
+            _ => {
+                return Err(ApiError::new(ErrorKind::BadRequest, "send exactly one of `plan` and `plan_id`"));
+            }
+        };
+        self.name_roles(&mut plan).await?;
+        plan.validate().map_err(ApiError::from)?;
+        let mut suites = Vec::new();
+        for (i, e) in plan.entries.iter().enumerate() {
+            let invalid = |message: String| {
+                ApiError::from(ensemble_protocol::PlanError {
+                    file: None,
+                    problems: vec![ensemble_protocol::Problem {
+                        path: format!("entries[{i}].suite"),
+                        message,
+                    }],
+                })
             };
-            if !machines[s.machine_index].port.send(ToMachine::Assign { assignment }) {
-                tracing::warn!(machine = %s.shard.machine, "could not reach the machine to assign a shard");
-            }
+            let Some(sha) = suite_sha(&e.suite) else {
+                return Err(invalid(format!(
+                    "{:?} is not a suite reference (sha256:<hex>); upload the suite first",
+                    e.suite
+                )));
+            };
+            let key = sha.to_string();
+            let Some(meta) = self.store.call(move |s| s.suite(&key)).await.map_err(internal)? else {
+                return Err(invalid(format!("no suite with sha256 {sha} was uploaded")));
+            };
+            suites.push(SuiteRef { name: meta.name, sha256: meta.sha256 });
         }
-    };
+        let links = self.machines.links();
+        let infos: Vec<MachineInfo> = links.iter().map(|l| l.info.clone()).collect();
+        let names: Vec<String> = suites.iter().map(|s| s.name.clone()).collect();
+        let shards = matching::place(&plan, &names, &infos)
+            .map_err(|e| ApiError::new(ErrorKind::Unsatisfiable, e.0))?;
 
-    let sync = Arc::new(SyncService::new());
-    let (ops_tx, mut ops_rx) = mpsc::unbounded_channel::<SyncDone>();
-    let mut summary = Summary::default();
-    let mut shard_errors = Vec::new();
-    let mut last_seq: HashMap<u32, u64> = HashMap::new();
-    // The test each shard is running, to report it lost with its machine.
-    let mut running_test: HashMap<u32, String> = HashMap::new();
-    // Sync calls by (shard, call id): a machine that reconnects resends the
-    // calls it has no answer for; each is performed once and answered again.
-    let mut sync_calls: HashMap<(u32, u64), Option<SyncReply>> = HashMap::new();
-    let mut done: HashSet<u32> = HashSet::new();
-    let mut cancelled: Option<String> = None;
-    let mut group = 0;
-    if let Some(g) = groups.first() {
-        assign(g);
-    }
-    while done.len() < shards.len() {
-        let input = tokio::select! {
-            Some(x) = inbound.recv() => x,
-            Some(d) = ops_rx.recv() => {
-                if let (Some(op), Some(s)) = (d.op, by_no.get(&d.shard)) {
-                    stream.emit(EventKind::Sync { shard: s.shard.clone(), op });
-                }
-                sync_calls.insert((d.shard, d.id), Some(d.reply.clone()));
-                if let Some(s) = by_no.get(&d.shard) {
-                    machines[s.machine_index].port.send(ToMachine::SyncReply { id: d.id, reply: d.reply });
-                }
-                continue;
-            }
-            else => break,
+        let id = new_run_id();
+        let meta = RunMeta {
+            id: id.clone(),
+            plan: plan.clone(),
+            state: RunState::Running,
+            started_us: now_us(),
+            finished_us: None,
+            summary: None,
         };
-        let (m, msg, offset) = match input {
-            Inbound::Message { machine, msg, clock_offset_us } => (machine, msg, clock_offset_us),
-            Inbound::Cancel { reason } => {
-                if cancelled.is_none() {
-                    cancel_run(machines, &run, &sync, &reason);
-                    cancelled = Some(reason);
-                }
-                continue;
-            }
-            Inbound::Lost { machine, reason } => {
-                let name = &machines[machine].info.name;
-                let gone: Vec<&ShardPlan> = shards
-                    .iter()
-                    .filter(|s| s.machine_index == machine && !done.contains(&s.shard.shard))
-                    .collect();
-                for s in gone {
-                    let sref = &s.shard;
-                    let why = format!("machine {name} was lost: {reason}");
-                    let test = running_test.remove(&sref.shard).unwrap_or_else(|| "(shard)".to_string());
-                    summary.add(Outcome::Lost);
-                    stream.emit(EventKind::TestFinished {
-                        shard: sref.clone(),
-                        test,
-                        outcome: Outcome::Lost,
-                        duration_ms: 0,
-                        attempt: 1,
-                        message: Some(why.clone()),
-                        output: String::new(),
-                    });
-                    let mut lost = Summary::default();
-                    lost.add(Outcome::Lost);
-                    stream.emit(EventKind::ShardFinished {
-                        shard: sref.clone(),
-                        summary: lost,
-                        error: Some(why),
-                    });
-                    sync.break_run(
-                        SyncFailure::Lost,
-                        format!("role {} on machine {name} was lost ({reason})", sref.role),
-                    );
-                    done.insert(sref.shard);
-                }
-                advance(&groups, &mut group, &done, &assign);
-                continue;
-            }
-        };
-        match msg {
-            FromMachine::Event { run: r, shard, seq, at_us, event } if r == run => {
-                let last = last_seq.entry(shard).or_default();
-                if seq <= *last || done.contains(&shard) {
-                    // A resent duplicate, or news from a shard already given up as lost.
-                    machines[m].port.send(ToMachine::Ack { run: run.clone(), shard, seq: *last });
-                    continue;
-                }
-                *last = seq;
-                match &event {
-                    EventKind::TestStarted { test, .. } => {
-                        running_test.insert(shard, test.clone());
-                    }
-                    EventKind::TestFinished { outcome, test, shard: sref, .. } => {
-                        running_test.remove(&shard);
-                        summary.add(*outcome);
-                        if outcome.is_failure() && plan.settings.fail_fast && cancelled.is_none() {
-                            let reason = format!("fail-fast: {test} ({}) {outcome}", sref.role);
-                            cancel_run(machines, &run, &sync, &reason);
-                            cancelled = Some(reason);
-                        }
-                    }
-                    EventKind::ShardFinished { error: Some(e), shard: sref, .. } => {
-                        shard_errors
-                            .push(format!("shard {} ({} on {}): {e}", sref.shard, sref.role, sref.machine));
-                        sync.break_run(
-                            SyncFailure::Lost,
-                            format!("role {} on machine {} could not run: {e}", sref.role, sref.machine),
-                        );
-                    }
-                    _ => {}
-                }
-                // The machine's clock, corrected onto the coordinator's timeline.
-                stream.emit_at(event, at_us - offset, at_us);
-                machines[m].port.send(ToMachine::Ack { run: run.clone(), shard, seq });
-            }
-            FromMachine::Sync { id, run: r, shard, call } if r == run => match sync_calls.get(&(shard, id)) {
-                Some(Some(reply)) => {
-                    machines[m].port.send(ToMachine::SyncReply { id, reply: reply.clone() });
-                }
-                Some(None) => {} // still waiting; the answer goes to the current connection
-                None => {
-                    sync_calls.insert((shard, id), None);
-                    let (sync, ops) = (sync.clone(), ops_tx.clone());
-                    tokio::spawn(async move {
-                        let (reply, op) = sync.handle(call).await;
-                        let _ = ops.send(SyncDone { shard, id, reply, op });
-                    });
-                }
+        let row = meta.clone();
+        self.store.call(move |s| s.put_run(&row)).await.map_err(internal)?;
+        let (inbound_tx, mut inbound_rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(4096);
+        self.runs.lock().expect("runs lock").insert(
+            id.clone(),
+            ActiveRun {
+                inbound: inbound_tx,
+                machines: infos.iter().map(|m| m.name.clone()).collect(),
+                events: events.clone(),
             },
-            FromMachine::ShardDone { run: r, shard } if r == run => {
-                machines[m].port.send(ToMachine::Ack { run: run.clone(), shard, seq: SHARD_DONE_ACK });
-                if done.insert(shard) {
-                    advance(&groups, &mut group, &done, &assign);
-                }
-            }
-            other => tracing::debug!("ignoring a message of another run: {other:?}"),
-        }
-    }
-    // Let the last sync operations reach the timeline before closing it.
-    while let Ok(d) = ops_rx.try_recv() {
-        if let (Some(op), Some(s)) = (d.op, by_no.get(&d.shard)) {
-            stream.emit(EventKind::Sync { shard: s.shard.clone(), op });
-        }
-    }
-    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    stream.emit(EventKind::RunFinished { summary, duration_ms, cancelled: cancelled.clone() });
-    for r in stream.reporters.iter_mut() {
-        if let Err(e) = r.finish() {
-            tracing::warn!("a reporter failed to finish: {e:#}");
-        }
-    }
-    Ok(RunResult { run, summary, shard_errors, cancelled })
-}
-
-/// The `seq` of the [`ToMachine::Ack`] that acknowledges a `shard-done`.
-pub const SHARD_DONE_ACK: u64 = u64::MAX;
-
-/// A finished sync call, back on the run's loop.
-struct SyncDone {
-    shard: u32,
-    id: u64,
-    reply: SyncReply,
-    op: Option<ensemble_protocol::event::SyncOp>,
-}
-
-/// Starts the next sequential group once the current one is done.
-fn advance(
-    groups: &[Vec<&ShardPlan>],
-    group: &mut usize,
-    done: &HashSet<u32>,
-    assign: &impl Fn(&[&ShardPlan]),
-) {
-    while groups.get(*group).is_some_and(|g| g.iter().all(|s| done.contains(&s.shard.shard)))
-        && *group + 1 < groups.len()
-    {
-        *group += 1;
-        assign(&groups[*group]);
-    }
-}
-
-fn cancel_run(machines: &[MachineLink], run: &str, sync: &SyncService, reason: &str) {
-    sync.break_run(SyncFailure::Cancelled, reason.to_string());
-    for m in machines {
-        m.port.send(ToMachine::Cancel { run: run.to_string(), reason: reason.to_string() });
+        );
+        let (records_tx, records_rx) = mpsc::unbounded_channel();
+        let writer = self.run_tasks.spawn(write_events(self.store.clone(), records_rx, events));
+        let reporters: Vec<Box<dyn Reporter>> = vec![Box::new(RunRecorder::new(meta, records_tx))];
+        let dispatcher = Dispatcher::new(id.clone(), &plan, suites, links, shards, reporters);
+        let core = self.clone();
+        let run = id.clone();
+        self.run_tasks.spawn(async move {
+            let result = dispatcher.run(&mut inbound_rx).await;
+            tracing::info!(%run, verdict = %result.verdict, "run over");
+            // The run leaves the active list only once all it said is stored:
+            // a watcher that finds it inactive replays it whole.
+            let _ = writer.await;
+            core.runs.lock().expect("runs lock").remove(&run);
+        });
+        Ok(RunCreated { id })
     }
 }

@@ -1,11 +1,14 @@
 //! Reporters: consumers of a run's event stream.
 //!
-//! The terminal, JUnit XML, JSON lines and (for servers) WebSocket watchers are
-//! all just reporters: the coordinator hands each one every event in order and
-//! calls [`Reporter::finish`] once after `run-finished`.
+//! The terminal, JUnit XML, JSON lines and (for servers) the store with its
+//! live broadcast to WebSocket watchers are all just reporters: the
+//! dispatcher hands each one every event in order and calls
+//! [`Reporter::finish`] once after `run-finished`. None decides whether a run
+//! passed: `run-finished` carries the verdict.
 
 mod json;
 mod junit;
+pub mod store;
 mod terminal;
 
 use ensemble_protocol::Event;

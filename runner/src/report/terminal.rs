@@ -91,7 +91,7 @@ impl Reporter for TerminalReporter {
                 self.line(&format!("   ERROR shard {} ({}@{}): {e}", shard.shard, shard.role, shard.machine));
                 self.failures.push((format!("{}@{} (shard)", shard.role, shard.machine), e.clone()));
             }
-            EventKind::RunFinished { summary: s, duration_ms, cancelled } => {
+            EventKind::RunFinished { summary: s, duration_ms, cancelled, verdict, .. } => {
                 self.bar.finish_and_clear();
                 let mut parts = vec![format!("{} passed", s.passed)];
                 for (n, what) in [
@@ -116,7 +116,7 @@ impl Reporter for TerminalReporter {
                         self.line(&format!("  {label}: {msg}"));
                     }
                 }
-                let verdict = if s.success() && self.failures.is_empty() { "PASSED" } else { "FAILED" };
+                let verdict = verdict.as_str().to_uppercase();
                 self.line(&format!(
                     "{verdict}: {} test(s) in {:.2}s: {}",
                     s.total(),

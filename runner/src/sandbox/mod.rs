@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ensemble_protocol::Outcome;
+use ensemble_protocol::api::{SuiteMeta, TestMeta};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
@@ -142,6 +143,34 @@ pub struct Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Sandbox {
+    /// Loads a suite and lists its tests: the one inspection behind
+    /// `ensemble suite inspect` and the server's suite uploads.
+    pub async fn inspect(self: &Arc<Self>, bytes: Arc<Vec<u8>>, name: &str) -> Result<SuiteMeta, SuiteError> {
+        let suite = self.load(bytes).await?;
+        let env = Arc::new(TestEnv::inspection(name));
+        let tests = suite.list(&env).await?;
+        Ok(SuiteMeta {
+            sha256: suite.sha256.clone(),
+            name: name.to_string(),
+            size: suite.size as u64,
+            kind: suite.kind().as_str().to_string(),
+            tests: tests
+                .into_iter()
+                .map(|t| TestMeta {
+                    name: t.name,
+                    tags: t.tags,
+                    ignored: t.ignored,
+                    timeout_ms: t.timeout.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                })
+                .collect(),
+            imports: suite.imports.clone(),
+            exports: suite.exports.clone(),
+            uploaded_us: crate::agent::now_us(),
+        })
     }
 }
 

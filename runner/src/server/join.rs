@@ -17,8 +17,9 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use warp::ws::{Message, WebSocket};
 
-use super::{Hub, token_ok};
+use super::auth::{bearer, token_ok};
 use crate::agent::now_us;
+use crate::coordinator::Coordinator;
 
 /// Pings sent right after a machine joins, to estimate its clock quickly.
 const JOIN_PINGS: u64 = 8;
@@ -29,14 +30,15 @@ fn text(msg: &ToMachine) -> Message {
     Message::text(serde_json::to_string(msg).expect("wire messages serialize"))
 }
 
+/// Serves one machine's connection until it closes or the coordinator stops.
 pub async fn serve_machine(
     socket: WebSocket,
     header: Option<String>,
     peer: Option<SocketAddr>,
-    hub: Arc<Hub>,
+    core: Arc<Coordinator>,
 ) {
     let (mut tx, mut rx) = socket.split();
-    let header_token = header.as_deref().and_then(|h| h.strip_prefix("Bearer ")).map(str::to_string);
+    let header_token = bearer(header.as_deref()).map(str::to_string);
 
     // The hello, within a few seconds.
     let hello = tokio::time::timeout(Duration::from_secs(10), rx.next()).await;
@@ -63,7 +65,7 @@ pub async fn serve_machine(
         let _ = tx.send(text(&reject(why))).await;
         return;
     }
-    if let Some(expected) = &hub.config.token {
+    if let Some(expected) = &core.config.token {
         let given = header_token.or(token);
         if !given.is_some_and(|g| token_ok(expected, &g)) {
             tracing::warn!(?peer, machine = %info.name, "refused a machine with a missing or wrong token");
@@ -78,7 +80,7 @@ pub async fn serve_machine(
     }
     let name = info.name.clone();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-    let generation = match hub.connect(info, out_tx, false) {
+    let generation = match core.connect(info, out_tx, false) {
         Ok(g) => g,
         Err(why) => {
             tracing::warn!(?peer, machine = %name, "{why}");
@@ -87,16 +89,18 @@ pub async fn serve_machine(
         }
     };
     tracing::info!(?peer, machine = %name, "machine joined");
-    let welcome = ToMachine::Welcome { protocol: PROTOCOL_VERSION, coordinator: hub.config.name.clone() };
+    let welcome = ToMachine::Welcome { protocol: PROTOCOL_VERSION, coordinator: core.config.name.clone() };
     if tx.send(text(&welcome)).await.is_err() {
-        hub.disconnect(&name, generation);
+        core.disconnected(&name, generation);
         return;
     }
 
     let mut ping_id = 0u64;
     let mut pings = tokio::time::interval(Duration::from_millis(20));
+    let stop = core.stopping();
     loop {
         tokio::select! {
+            _ = stop.cancelled() => break,
             _ = pings.tick() => {
                 ping_id += 1;
                 if ping_id == JOIN_PINGS {
@@ -108,7 +112,7 @@ pub async fn serve_machine(
             }
             out = out_rx.recv() => match out {
                 Some(msg) => if tx.send(text(&msg)).await.is_err() { break },
-                // The hub dropped this connection (kicked, lost or replaced).
+                // The registry dropped this connection (kicked, lost or replaced).
                 None => break,
             },
             incoming = rx.next() => match incoming {
@@ -116,10 +120,10 @@ pub async fn serve_machine(
                     let Ok(body) = frame.to_str() else { continue };
                     match serde_json::from_str::<FromMachine>(body) {
                         Ok(FromMachine::Pong { coordinator_us, machine_us, .. }) => {
-                            hub.clock_sample(&name, coordinator_us, machine_us, now_us());
-                            hub.on_message(&name, FromMachine::Heartbeat);
+                            core.clock_sample(&name, coordinator_us, machine_us, now_us());
+                            core.on_message(&name, FromMachine::Heartbeat);
                         }
-                        Ok(msg) => hub.on_message(&name, msg),
+                        Ok(msg) => core.on_message(&name, msg),
                         Err(e) => tracing::warn!(machine = %name, "skipping a frame that is not a valid message: {e}: {}",
                             body.chars().take(200).collect::<String>()),
                     }
@@ -134,7 +138,7 @@ pub async fn serve_machine(
             },
         }
     }
-    hub.disconnect(&name, generation);
+    core.disconnected(&name, generation);
     let _ = tx.close().await;
     tracing::info!(machine = %name, "machine disconnected");
 }

@@ -5,6 +5,16 @@
 //! loses nothing finished. Rows hold JSON of the `protocol` types, which are
 //! the one definition of their shape. A run still `running` when the process
 //! stopped is marked `interrupted` on the next open.
+//!
+//! Every method blocks on SQLite; async code calls them through
+//! [`Store::call`], which runs the work on tokio's blocking pool, never on an
+//! async worker. A run's events are written in batches, one transaction per
+//! batch ([`Store::write_batch`]), together with the run's state when it
+//! changes, so a run's end and its last events commit at once.
+//!
+//! `synchronous = NORMAL` with WAL: a commit survives a crash of the process
+//! (the WAL is written before the commit returns); only a power loss can
+//! lose the last commits, which keeps batches cheap.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -51,6 +61,16 @@ impl Store {
         let store = Store { db: Arc::new(Mutex::new(db)), suites_dir };
         store.mark_interrupted()?;
         Ok(store)
+    }
+
+    /// Runs blocking store work off the async workers.
+    pub async fn call<T, F>(&self, f: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> anyhow::Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store)).await.context("a store task panicked")?
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -166,10 +186,26 @@ impl Store {
     }
 
     pub fn put_event(&self, event: &Event) -> anyhow::Result<()> {
-        self.db().execute(
-            "INSERT OR IGNORE INTO events (run, seq, body) VALUES (?1, ?2, ?3)",
-            params![event.run, event.seq as i64, json(event)],
-        )?;
+        self.write_batch(std::slice::from_ref(event), &[])
+    }
+
+    /// Writes `events` and `runs` in one transaction.
+    pub fn write_batch(&self, events: &[Event], runs: &[RunMeta]) -> anyhow::Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        {
+            let mut put =
+                tx.prepare_cached("INSERT OR IGNORE INTO events (run, seq, body) VALUES (?1, ?2, ?3)")?;
+            for e in events {
+                put.execute(params![e.run, e.seq as i64, json(e)])?;
+            }
+            let mut put =
+                tx.prepare_cached("INSERT OR REPLACE INTO runs (id, started_us, body) VALUES (?1, ?2, ?3)")?;
+            for r in runs {
+                put.execute(params![r.id, r.started_us, json(r)])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -207,6 +243,7 @@ mod tests {
                 kind: "ensemble suite".into(),
                 tests: vec![],
                 imports: vec![],
+                exports: vec![],
                 uploaded_us: 1,
             };
             s.put_suite(&meta, b"abc").unwrap();
@@ -225,7 +262,13 @@ mod tests {
                 seq: 1,
                 at_us: 0,
                 machine_at_us: None,
-                kind: EventKind::RunFinished { summary: Summary::default(), duration_ms: 1, cancelled: None },
+                kind: EventKind::RunFinished {
+                    summary: Summary::default(),
+                    duration_ms: 1,
+                    shard_errors: 0,
+                    cancelled: None,
+                    verdict: ensemble_protocol::Verdict::Passed,
+                },
             };
             s.put_event(&ev).unwrap();
             s.put_event(&ev).unwrap(); // duplicates are ignored

@@ -1,0 +1,410 @@
+//! The one typed client of Ensemble's REST API and WebSockets, used by the
+//! CLI (`ensemble run --server`), `ensemble demo`, runners (suite fetches and
+//! the machine WebSocket) and the end-to-end tests.
+//!
+//! Every call takes and returns `protocol::api` types at the paths of
+//! `protocol::api::routes`. A failed call is a [`ClientError`]: either the
+//! server's typed [`ApiError`] with its HTTP status, or a transport failure;
+//! callers decide by [`ErrorKind`], never by the text.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ensemble_protocol::api::{
+    ApiError, ErrorKind, Health, MachineDisconnected, MachineStatus, PlanDeleted, RunCancelling, RunCreated,
+    RunMeta, RunRequest, StoredPlan, SuiteMeta, routes,
+};
+use ensemble_protocol::{Event, EventKind, Plan};
+use futures::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Client-side TLS for `https://` and `wss://` URLs.
+pub type Tls = Arc<rustls::ClientConfig>;
+
+/// A WebSocket to the coordinator.
+pub type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("{what}: the server answered {status}: {error}")]
+    Api { what: String, status: u16, error: ApiError },
+    /// No answer, or one that could not be read.
+    #[error("{what}: {message}")]
+    Transport { what: String, message: String },
+    /// The server's TLS certificate is not trusted.
+    #[error("TLS with {url} failed: {message}; pass the server's CA with --ca-file")]
+    Untrusted { url: String, message: String },
+}
+
+impl ClientError {
+    /// The server's error kind, when the server answered.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            ClientError::Api { error, .. } => Some(error.kind()),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether the caller's input was at fault (a bad plan, suite or request).
+    pub fn is_bad_input(&self) -> bool {
+        self.kind().is_some_and(ErrorKind::is_bad_input)
+    }
+
+    fn transport(what: &str, e: impl std::fmt::Display) -> ClientError {
+        ClientError::Transport { what: what.to_string(), message: format!("{e:#}") }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Client TLS trusting `roots`.
+pub fn tls_with_roots(roots: rustls::RootCertStore) -> Tls {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// Client TLS trusting the CA certificates (PEM) in `ca_file`, or the public
+/// web roots without one.
+pub fn tls_config(ca_file: Option<&Path>) -> anyhow::Result<Tls> {
+    use anyhow::Context;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("reading certificates from {}", path.display()))?
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .with_context(|| format!("{} holds a malformed certificate", path.display()))?;
+            if certs.is_empty() {
+                anyhow::bail!("{} holds no PEM certificate", path.display());
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .with_context(|| format!("{} is not a usable CA certificate", path.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(tls_with_roots(roots))
+}
+
+/// An HTTP(S) base URL and a path turned into the matching WebSocket URL.
+pub fn ws_url(base: &str, path: &str) -> String {
+    let base = base.trim_end_matches('/');
+    let base = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base.to_string()
+    };
+    format!("{base}{path}")
+}
+
+/// Whether a WebSocket connect failed because the certificate is not trusted.
+fn is_trust_error(e: &tokio_tungstenite::tungstenite::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    match e {
+        Error::Tls(_) => true,
+        Error::Io(io) => {
+            io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).is_some_and(|r| {
+                matches!(r, rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+            })
+        }
+        _ => false,
+    }
+}
+
+/// A coordinator's API at one base URL, with one token (or none).
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+    tls: Tls,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<String>, tls: Tls) -> Result<Client> {
+        let mut config = (*tls).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .build()
+            .map_err(|e| ClientError::transport("setting up HTTP", e))?;
+        Ok(Client { base: base.trim_end_matches('/').to_string(), token, http, tls })
+    }
+
+    /// The same server with another token (or none).
+    pub fn with_token(&self, token: Option<String>) -> Client {
+        Client { token, ..self.clone() }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A request to `path` with the token, for calls this client has no
+    /// method for (tests that send what a well-behaved client never would).
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    /// Sends a request; a non-success answer becomes [`ClientError::Api`].
+    pub async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let resp = req.send().await.map_err(|e| ClientError::transport(what, e))?;
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        let error = serde_json::from_str::<ApiError>(&body).unwrap_or_else(|_| {
+            let kind = if status >= 500 { ErrorKind::Internal } else { ErrorKind::BadRequest };
+            ApiError::new(kind, if body.trim().is_empty() { format!("HTTP {status}") } else { body })
+        });
+        Err(ClientError::Api { what: what.to_string(), status, error })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, what: &str, req: reqwest::RequestBuilder) -> Result<T> {
+        let resp = self.send(what, req).await?;
+        let bytes = resp.bytes().await.map_err(|e| ClientError::transport(what, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::transport(what, format!("an unreadable answer: {e}")))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, what: &str, path: &str) -> Result<T> {
+        self.json(what, self.request(reqwest::Method::GET, path)).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, what: &str, path: &str, body: &B) -> Result<T> {
+        self.json(what, self.request(reqwest::Method::POST, path).json(body)).await
+    }
+
+    // ---- health and machines ----
+
+    pub async fn health(&self) -> Result<Health> {
+        self.get("checking the server's health", routes::HEALTH).await
+    }
+
+    pub async fn machines(&self) -> Result<Vec<MachineStatus>> {
+        self.get("listing machines", routes::MACHINES).await
+    }
+
+    /// The machines once `min_online` are online, or after `wait` (the
+    /// server long-polls: no polling here).
+    pub async fn wait_machines(&self, min_online: usize, wait: Duration) -> Result<Vec<MachineStatus>> {
+        let path = format!("{}?min_online={min_online}&wait_ms={}", routes::MACHINES, wait.as_millis());
+        self.get("waiting for machines", &path).await
+    }
+
+    pub async fn disconnect_machine(&self, name: &str) -> Result<MachineDisconnected> {
+        self.json(
+            &format!("disconnecting machine {name}"),
+            self.request(reqwest::Method::POST, &routes::machine_disconnect(name)),
+        )
+        .await
+    }
+
+    // ---- suites ----
+
+    pub async fn suites(&self) -> Result<Vec<SuiteMeta>> {
+        self.get("listing suites", routes::SUITES).await
+    }
+
+    pub async fn suite(&self, sha256: &str) -> Result<SuiteMeta> {
+        self.get("reading a suite", &routes::suite_inspect(sha256)).await
+    }
+
+    pub async fn suite_bytes(&self, sha256: &str) -> Result<Vec<u8>> {
+        let what = format!("fetching suite {sha256}");
+        let resp = self.send(&what, self.request(reqwest::Method::GET, &routes::suite(sha256))).await?;
+        Ok(resp.bytes().await.map_err(|e| ClientError::transport(&what, e))?.to_vec())
+    }
+
+    /// Whether the server has the suite (`HEAD`).
+    pub async fn has_suite(&self, sha256: &str) -> Result<bool> {
+        let what = "looking up a suite";
+        match self.send(what, self.request(reqwest::Method::HEAD, &routes::suite(sha256))).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.status() == Some(404) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn upload_suite(&self, name: &str, bytes: Vec<u8>) -> Result<SuiteMeta> {
+        let req = self
+            .request(reqwest::Method::POST, &routes::suite_upload(name))
+            .header("content-type", "application/wasm")
+            .body(bytes);
+        self.json(&format!("uploading suite {name}"), req).await
+    }
+
+    /// Uploads a suite unless the server has it already; returns its metadata.
+    pub async fn ensure_suite(&self, name: &str, sha256: &str, bytes: &[u8]) -> Result<SuiteMeta> {
+        if self.has_suite(sha256).await? {
+            return self.suite(sha256).await;
+        }
+        self.upload_suite(name, bytes.to_vec()).await
+    }
+
+    // ---- plans ----
+
+    pub async fn plans(&self) -> Result<Vec<StoredPlan>> {
+        self.get("listing plans", routes::PLANS).await
+    }
+
+    pub async fn plan(&self, id: &str) -> Result<StoredPlan> {
+        self.get(&format!("reading plan {id}"), &routes::plan(id)).await
+    }
+
+    pub async fn create_plan(&self, plan: &Plan) -> Result<StoredPlan> {
+        self.post(&format!("saving plan {:?}", plan.name), routes::PLANS, plan).await
+    }
+
+    pub async fn update_plan(&self, id: &str, plan: &Plan) -> Result<StoredPlan> {
+        let req = self.request(reqwest::Method::PUT, &routes::plan(id)).json(plan);
+        self.json(&format!("saving plan {id}"), req).await
+    }
+
+    pub async fn import_plan(&self, toml: &str) -> Result<StoredPlan> {
+        let req = self
+            .request(reqwest::Method::POST, routes::PLAN_IMPORT)
+            .header("content-type", "application/toml")
+            .body(toml.to_string());
+        self.json("importing a plan", req).await
+    }
+
+    pub async fn plan_toml(&self, id: &str) -> Result<String> {
+        let what = format!("exporting plan {id}");
+        let resp = self.send(&what, self.request(reqwest::Method::GET, &routes::plan_toml(id))).await?;
+        resp.text().await.map_err(|e| ClientError::transport(&what, e))
+    }
+
+    pub async fn delete_plan(&self, id: &str) -> Result<PlanDeleted> {
+        self.json(&format!("deleting plan {id}"), self.request(reqwest::Method::DELETE, &routes::plan(id)))
+            .await
+    }
+
+    // ---- runs ----
+
+    pub async fn runs(&self) -> Result<Vec<RunMeta>> {
+        self.get("listing runs", routes::RUNS).await
+    }
+
+    pub async fn run(&self, id: &str) -> Result<RunMeta> {
+        self.get(&format!("reading run {id}"), &routes::run(id)).await
+    }
+
+    pub async fn start_run(&self, req: &RunRequest) -> Result<RunCreated> {
+        self.post("starting the run", routes::RUNS, req).await
+    }
+
+    /// Starts a run of an inline plan whose suites are uploaded.
+    pub async fn start_plan(&self, plan: &Plan) -> Result<RunCreated> {
+        self.start_run(&RunRequest { plan: Some(plan.clone()), plan_id: None }).await
+    }
+
+    pub async fn cancel_run(&self, id: &str) -> Result<RunCancelling> {
+        self.json(
+            &format!("cancelling run {id}"),
+            self.request(reqwest::Method::POST, &routes::run_cancel(id)),
+        )
+        .await
+    }
+
+    // ---- WebSockets ----
+
+    /// Opens a WebSocket at `path` (token in the Authorization header).
+    pub async fn websocket(&self, path: &str) -> Result<WebSocket> {
+        let url = ws_url(&self.base, path);
+        let what = format!("connecting to {url}");
+        let mut request = url.as_str().into_client_request().map_err(|e| ClientError::transport(&what, e))?;
+        if let Some(t) = &self.token {
+            let value = format!("Bearer {t}").parse().map_err(|e| ClientError::transport(&what, e))?;
+            request.headers_mut().insert("authorization", value);
+        }
+        let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
+        match tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector)).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(e) if is_trust_error(&e) => Err(ClientError::Untrusted { url, message: e.to_string() }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let status = resp.status().as_u16();
+                let body =
+                    resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().to_string();
+                let error = serde_json::from_str::<ApiError>(&body).unwrap_or_else(|_| {
+                    ApiError::new(ErrorKind::BadRequest, format!("HTTP {status}: {body}"))
+                });
+                Err(ClientError::Api { what, status, error })
+            }
+            Err(e) => Err(ClientError::transport(&what, e)),
+        }
+    }
+
+    /// Follows a run's events from `from` until `run-finished`, calling
+    /// `each`; resumes where it stopped if the stream breaks.
+    pub async fn watch(&self, run: &str, from: u64, mut each: impl FnMut(Event)) -> Result<()> {
+        let mut next = from.max(1);
+        loop {
+            let mut ws = self.websocket(&routes::run_events(run, next)).await?;
+            while let Some(frame) = ws.next().await {
+                let Ok(Message::Text(text)) = frame else { break };
+                let ev: Event = serde_json::from_str(&text)
+                    .map_err(|e| ClientError::transport("reading the run's events", e))?;
+                next = ev.seq + 1;
+                let done = matches!(ev.kind, EventKind::RunFinished { .. });
+                each(ev);
+                if done {
+                    return Ok(());
+                }
+            }
+            // The stream broke before the end: resume where it stopped.
+            tracing::info!(run, next, "event stream closed early; resuming");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_urls_follow_the_scheme() {
+        assert_eq!(ws_url("http://h:1/", "/api/x"), "ws://h:1/api/x");
+        assert_eq!(ws_url("https://h", "/api/x"), "wss://h/api/x");
+    }
+}

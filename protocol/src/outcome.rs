@@ -1,0 +1,98 @@
+//! How tests end, and their counts. A leaf module: events, verdicts and the
+//! API all build on it.
+
+use serde::{Deserialize, Serialize};
+
+/// How a test (or a shard) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Passed,
+    Failed,
+    Skipped,
+    TimedOut,
+    /// The instance trapped without a test failure of its own (out of
+    /// memory, stack overflow, a bad instruction).
+    Crashed,
+    /// Failed at first, passed on a retry.
+    Flaky,
+    /// The machine running it went away.
+    Lost,
+}
+
+impl Outcome {
+    /// Whether this outcome makes the run fail.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::TimedOut | Outcome::Crashed | Outcome::Lost)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+            Outcome::TimedOut => "timed-out",
+            Outcome::Crashed => "crashed",
+            Outcome::Flaky => "flaky",
+            Outcome::Lost => "lost",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Counts of test outcomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub passed: u32,
+    pub failed: u32,
+    pub skipped: u32,
+    pub timed_out: u32,
+    pub crashed: u32,
+    pub flaky: u32,
+    pub lost: u32,
+}
+
+impl Summary {
+    pub fn add(&mut self, outcome: Outcome) {
+        let slot = match outcome {
+            Outcome::Passed => &mut self.passed,
+            Outcome::Failed => &mut self.failed,
+            Outcome::Skipped => &mut self.skipped,
+            Outcome::TimedOut => &mut self.timed_out,
+            Outcome::Crashed => &mut self.crashed,
+            Outcome::Flaky => &mut self.flaky,
+            Outcome::Lost => &mut self.lost,
+        };
+        *slot += 1;
+    }
+    pub fn total(&self) -> u32 {
+        self.passed + self.failed + self.skipped + self.timed_out + self.crashed + self.flaky + self.lost
+    }
+    pub fn failures(&self) -> u32 {
+        self.failed + self.timed_out + self.crashed + self.lost
+    }
+    pub fn success(&self) -> bool {
+        self.failures() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_counts_failures() {
+        let mut s = Summary::default();
+        for o in [Outcome::Passed, Outcome::Flaky, Outcome::Skipped] {
+            s.add(o);
+        }
+        assert!(s.success());
+        s.add(Outcome::Lost);
+        assert!(!s.success());
+        assert_eq!(s.total(), 4);
+    }
+}

@@ -1,0 +1,193 @@
+//! `ensemble runner --join URL`: a machine joined to a coordinator.
+//!
+//! Dials the coordinator's machine WebSocket, says hello, and runs assigned
+//! shards in the local sandbox. It reconnects with backoff; its [`Link`]
+//! keeps every event, unanswered sync call and shard-done until the
+//! coordinator acknowledges it and resends the rest after a reconnect (the
+//! coordinator drops duplicates). Suites are fetched by sha256 through the
+//! REST API, checked against their hash, and cached on disk.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+use async_trait::async_trait;
+use ensemble_client::{Client, ClientError, Tls};
+use ensemble_protocol::PROTOCOL_VERSION;
+use ensemble_protocol::api::routes;
+use ensemble_protocol::wire::{FromMachine, MachineInfo, ToMachine};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::link::Link;
+use super::{Agent, SuiteSource, now_us};
+use crate::sandbox::{Sandbox, sha256_hex};
+
+/// Suites fetched from the coordinator by sha256, cached on disk.
+pub struct RemoteSuites {
+    client: Client,
+    dir: PathBuf,
+}
+
+impl RemoteSuites {
+    pub fn new(client: Client, dir: PathBuf) -> Self {
+        Self { client, dir }
+    }
+}
+
+#[async_trait]
+impl SuiteSource for RemoteSuites {
+    async fn fetch(&self, sha256: &str) -> anyhow::Result<Arc<Vec<u8>>> {
+        let path = self.dir.join(format!("{sha256}.wasm"));
+        if let Ok(bytes) = tokio::fs::read(&path).await
+            && sha256_hex(&bytes) == sha256
+        {
+            return Ok(Arc::new(bytes));
+        }
+        let bytes = self.client.suite_bytes(sha256).await?;
+        if sha256_hex(&bytes) != sha256 {
+            bail!("the server sent bytes that do not hash to {sha256}");
+        }
+        tokio::fs::create_dir_all(&self.dir).await.ok();
+        let tmp = self.dir.join(format!(".{sha256}.{}", std::process::id()));
+        if tokio::fs::write(&tmp, &bytes).await.is_ok() {
+            let _ = tokio::fs::rename(&tmp, &path).await;
+        }
+        Ok(Arc::new(bytes))
+    }
+}
+
+/// Why a machine stopped for good.
+#[derive(Debug, thiserror::Error)]
+#[error("the coordinator refused this machine: {0}")]
+pub struct Refused(pub String);
+
+/// Options of `ensemble runner`.
+pub struct JoinOptions {
+    pub url: String,
+    pub token: Option<String>,
+    pub info: MachineInfo,
+    pub cache_dir: PathBuf,
+    pub heartbeat: Duration,
+    pub tls: Tls,
+}
+
+/// Runs a machine joined to a coordinator until `shutdown` or a refusal.
+pub async fn join(
+    opts: JoinOptions,
+    sandbox: Arc<Sandbox>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let client = Client::new(&opts.url, opts.token.clone(), opts.tls.clone())?;
+    let suites = Arc::new(RemoteSuites::new(client.clone(), opts.cache_dir.join("suites")));
+    let agent = Arc::new(Agent::new(opts.info.clone(), sandbox, suites));
+    let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+    let (outbox_tx, mut outbox_rx) = mpsc::unbounded_channel();
+    let agent_task = tokio::spawn(agent.serve(inbox_rx, outbox_tx, shutdown.child_token()));
+    let mut link = Link::default();
+    let mut backoff = Duration::from_millis(100);
+    let result = loop {
+        if shutdown.is_cancelled() {
+            break Ok(());
+        }
+        match session(&opts, &client, &inbox_tx, &mut outbox_rx, &mut link, &shutdown).await {
+            Ok(()) => break Ok(()),
+            Err(e) if e.downcast_ref::<Refused>().is_some() => break Err(e),
+            Err(e) => {
+                tracing::warn!("connection to {} lost: {e:#}; reconnecting in {backoff:?}", opts.url);
+                eprintln!("ensemble runner: connection to {} lost: {e:#}; reconnecting", opts.url);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => break Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    shutdown.cancel();
+    drop(inbox_tx);
+    let _ = agent_task.await;
+    result
+}
+
+/// One connection: hello, resend what is unacknowledged, then pump.
+async fn session(
+    opts: &JoinOptions,
+    client: &Client,
+    inbox: &mpsc::UnboundedSender<ToMachine>,
+    outbox: &mut mpsc::UnboundedReceiver<FromMachine>,
+    link: &mut Link,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let ws = match client.websocket(routes::MACHINE_JOIN).await {
+        Ok(ws) => ws,
+        // An untrusted certificate will not fix itself by retrying.
+        Err(e @ ClientError::Untrusted { .. }) => return Err(Refused(e.to_string()).into()),
+        Err(e) => return Err(e.into()),
+    };
+    let (mut tx, mut rx) = ws.split();
+    let send =
+        |msg: &FromMachine| Message::text(serde_json::to_string(msg).expect("wire messages serialize"));
+    let hello = FromMachine::Hello {
+        protocol: PROTOCOL_VERSION,
+        token: opts.token.clone(),
+        machine: opts.info.clone(),
+    };
+    tx.send(send(&hello)).await?;
+    match rx.next().await {
+        Some(Ok(Message::Text(t))) => match serde_json::from_str::<ToMachine>(&t)? {
+            ToMachine::Welcome { coordinator, .. } => {
+                tracing::info!(%coordinator, machine = %opts.info.name, "joined");
+                eprintln!("ensemble runner: {} joined {} ({coordinator})", opts.info.name, opts.url);
+            }
+            ToMachine::Rejected { reason } => return Err(Refused(reason).into()),
+            other => bail!("expected a welcome, got {other:?}"),
+        },
+        other => bail!("the coordinator closed the connection before welcoming us ({other:?})"),
+    }
+    for msg in link.replay() {
+        tx.send(send(&msg)).await?;
+    }
+    let mut heartbeat = tokio::time::interval(opts.heartbeat);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = tx.close().await;
+                return Ok(());
+            }
+            _ = heartbeat.tick() => tx.send(send(&FromMachine::Heartbeat)).await?,
+            out = outbox.recv() => {
+                let Some(msg) = out else { return Ok(()) };
+                link.outgoing(&msg);
+                tx.send(send(&msg)).await?;
+            }
+            incoming = rx.next() => match incoming {
+                Some(Ok(Message::Text(t))) => {
+                    let msg = match serde_json::from_str::<ToMachine>(&t) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!("skipping a frame that is not a valid message: {e}");
+                            continue;
+                        }
+                    };
+                    match link.incoming(msg) {
+                        Some(ToMachine::Ping { id, coordinator_us }) => {
+                            tx.send(send(&FromMachine::Pong { id, coordinator_us, machine_us: now_us() })).await?;
+                        }
+                        Some(ToMachine::Rejected { reason }) => return Err(Refused(reason).into()),
+                        Some(other) => {
+                            let _ = inbox.send(other);
+                        }
+                        None => {}
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None => bail!("the coordinator closed the connection"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+            },
+        }
+    }
+}

@@ -1,0 +1,547 @@
+//! The dispatcher: one run's state, changed one input at a time.
+//!
+//! [`Dispatcher`] owns everything a run knows — its shards and where they
+//! run, the sequential group in progress, each shard's last event number,
+//! the outcome counts, pending sync calls, why it was cancelled — and
+//! [`Dispatcher::run`]'s loop only maps inputs to `handle_*` calls. Machines
+//! are reached through [`MachinePort`]s and events leave through reporters, so
+//! unit tests drive a dispatcher with scripted machine messages, no sockets
+//! and no wasm.
+//!
+//! Rules it keeps:
+//! - `run-started` is the first event and `run-finished` (with the one
+//!   [`Verdict`]) the last; events are numbered run-wide without gaps.
+//! - A machine speaks only for the shards assigned to it, and a shard's
+//!   events are taken strictly in order (`seq` = last + 1): duplicates after a
+//!   reconnect are acknowledged and dropped, anything else is refused. The
+//!   shard a machine event names is overwritten with the coordinator's record.
+//! - A shard that ends abnormally (lost, could not run) breaks the run's sync,
+//!   so no party waits forever on it.
+//! - Sequential plans assign entry after entry; a cancelled run still assigns
+//!   the rest, followed at once by the cancel, so their tests show as skipped.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ensemble_protocol::event::{Event, EventKind, Outcome, ShardInfo, Summary, SyncOp};
+use ensemble_protocol::plan::{Execution, Plan};
+use ensemble_protocol::verdict::{CancelReason, Verdict};
+use ensemble_protocol::wire::{
+    Assignment, FromMachine, Limits, MachineInfo, SyncCall, SyncFailure, SyncReply, ToMachine,
+};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+use super::matching::ShardPlan;
+use super::sync::SyncService;
+use crate::agent::now_us;
+use crate::report::Reporter;
+
+/// A plan entry's suite, resolved to content.
+#[derive(Clone, Debug)]
+pub struct SuiteRef {
+    pub name: String,
+    pub sha256: String,
+}
+
+/// How the coordinator reaches a machine. In-process machines are a channel;
+/// remote ones resolve to their current connection at each send, so a machine
+/// that reconnected mid-run keeps receiving its replies.
+pub trait MachinePort: Send + Sync {
+    /// Sends a message; false when the machine cannot be reached now.
+    fn send(&self, msg: ToMachine) -> bool;
+}
+
+impl MachinePort for mpsc::UnboundedSender<ToMachine> {
+    fn send(&self, msg: ToMachine) -> bool {
+        mpsc::UnboundedSender::send(self, msg).is_ok()
+    }
+}
+
+/// A machine as a run sees it: who it is and how to reach it.
+pub struct MachineLink {
+    pub info: MachineInfo,
+    pub port: Arc<dyn MachinePort>,
+}
+
+/// What reaches a run from outside.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A message of machine `machine` (an index into the run's machines),
+    /// whose clock runs `clock_offset_us` ahead of the coordinator's.
+    Message { machine: usize, msg: FromMachine, clock_offset_us: i64 },
+    /// The machine is gone (connection lost past the heartbeat timeout).
+    Lost { machine: usize, reason: String },
+    /// Stop the run.
+    Cancel { reason: CancelReason },
+}
+
+/// The result of a finished run.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub run: String,
+    pub summary: Summary,
+    /// Shards that could not run their tests, with why.
+    pub shard_errors: Vec<String>,
+    /// Why the run stopped early, if it did.
+    pub cancelled: Option<CancelReason>,
+    pub verdict: Verdict,
+}
+
+/// A finished sync call, back on the run's loop.
+#[derive(Debug)]
+pub struct SyncDone {
+    shard: u32,
+    id: u64,
+    reply: SyncReply,
+    op: Option<SyncOp>,
+}
+
+/// Numbers, stamps and fans out events.
+struct Stream {
+    run: String,
+    seq: u64,
+    reporters: Vec<Box<dyn Reporter>>,
+}
+
+impl Stream {
+    fn push(&mut self, kind: EventKind, at_us: i64, machine_at_us: Option<i64>) {
+        self.seq += 1;
+        let ev = Event { run: self.run.clone(), seq: self.seq, at_us, machine_at_us, kind };
+        for r in &mut self.reporters {
+            if let Err(e) = r.event(&ev) {
+                tracing::warn!("a reporter failed: {e:#}");
+            }
+        }
+    }
+
+    /// An event of the coordinator's own, at its current time.
+    fn emit(&mut self, kind: EventKind) {
+        self.push(kind, now_us(), None);
+    }
+}
+
+/// The limits every shard of `plan` runs under.
+pub fn limits(plan: &Plan) -> Limits {
+    let s = &plan.settings;
+    Limits {
+        test_timeout_ms: s.test_timeout.as_millis_u64(),
+        memory_limit_bytes: s.memory_limit.0,
+        output_limit_bytes: s.output_limit.0,
+        retries: s.retries,
+        fail_fast: s.fail_fast,
+        barrier_timeout_ms: s.barrier_timeout.as_millis_u64(),
+    }
+}
+
+/// One run's state; see the module docs for its rules.
+pub struct Dispatcher {
+    run: String,
+    plan_name: String,
+    fail_fast: bool,
+    shards: Vec<ShardPlan>,
+    assignments: Vec<Assignment>,
+    suites: Vec<SuiteRef>,
+    /// Shard indices per group: one group for parallel plans, one per entry
+    /// for sequential ones.
+    groups: Vec<Vec<usize>>,
+    group: usize,
+    machines: Vec<MachineLink>,
+    /// Shard number → index into `shards`.
+    by_no: HashMap<u32, usize>,
+    stream: Stream,
+    summary: Summary,
+    shard_errors: Vec<String>,
+    last_seq: HashMap<u32, u64>,
+    /// The test each shard is running, to report it lost with its machine.
+    running_test: HashMap<u32, String>,
+    /// Sync calls by (shard, call id): a machine that reconnects resends the
+    /// calls it has no answer for; each is performed once and answered again.
+    sync_calls: HashMap<(u32, u64), Option<SyncReply>>,
+    done: HashSet<u32>,
+    cancelled: Option<CancelReason>,
+    sync: Arc<SyncService>,
+    ops_tx: mpsc::UnboundedSender<SyncDone>,
+    ops_rx: mpsc::UnboundedReceiver<SyncDone>,
+    /// Sync calls in progress.
+    tasks: TaskTracker,
+    started: Instant,
+}
+
+impl Dispatcher {
+    /// A run of `plan` whose entries' suites are `suites`, placed as `shards`
+    /// on `machines` (indices of [`ShardPlan::machine_index`]).
+    pub fn new(
+        run: String,
+        plan: &Plan,
+        suites: Vec<SuiteRef>,
+        machines: Vec<MachineLink>,
+        shards: Vec<ShardPlan>,
+        reporters: Vec<Box<dyn Reporter>>,
+    ) -> Dispatcher {
+        let limits = limits(plan);
+        let assignments = shards
+            .iter()
+            .map(|s| {
+                let entry = &plan.entries[s.entry];
+                Assignment {
+                    run: run.clone(),
+                    shard: s.shard.clone(),
+                    instance_count: s.instance_count,
+                    suite_sha256: suites[s.entry].sha256.clone(),
+                    params: entry.params.clone(),
+                    capabilities: entry.capabilities.clone(),
+                    limits: limits.clone(),
+                }
+            })
+            .collect();
+        let groups = match plan.settings.execution {
+            Execution::Parallel => vec![(0..shards.len()).collect()],
+            Execution::Sequential => {
+                let mut by_entry: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+                for (i, s) in shards.iter().enumerate() {
+                    by_entry.entry(s.entry).or_default().push(i);
+                }
+                by_entry.into_values().collect()
+            }
+        };
+        let by_no = shards.iter().enumerate().map(|(i, s)| (s.shard.shard, i)).collect();
+        let (ops_tx, ops_rx) = mpsc::unbounded_channel();
+        Dispatcher {
+            stream: Stream { run: run.clone(), seq: 0, reporters },
+            run,
+            plan_name: plan.name.clone(),
+            fail_fast: plan.settings.fail_fast,
+            shards,
+            assignments,
+            suites,
+            groups,
+            group: 0,
+            machines,
+            by_no,
+            summary: Summary::default(),
+            shard_errors: Vec::new(),
+            last_seq: HashMap::new(),
+            running_test: HashMap::new(),
+            sync_calls: HashMap::new(),
+            done: HashSet::new(),
+            cancelled: None,
+            sync: Arc::new(SyncService::new()),
+            ops_tx,
+            ops_rx,
+            tasks: TaskTracker::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Runs to the end: every shard done (or lost). Returns the result after
+    /// `run-finished` went to every reporter.
+    pub async fn run(mut self, inbound: &mut mpsc::UnboundedReceiver<Inbound>) -> RunResult {
+        self.start();
+        self.drive(inbound).await
+    }
+
+    /// [`Dispatcher::run`] after [`Dispatcher::start`].
+    pub async fn drive(mut self, inbound: &mut mpsc::UnboundedReceiver<Inbound>) -> RunResult {
+        while !self.is_finished() {
+            tokio::select! {
+                input = inbound.recv() => match input {
+                    Some(input) => self.handle(input),
+                    // Nobody can reach the run any more (the coordinator is
+                    // gone): what did not finish is lost.
+                    None => self.handle_all_lost("the coordinator stopped"),
+                },
+                Some(done) = self.ops_rx.recv() => self.handle_sync_done(done),
+            }
+        }
+        self.finish().await
+    }
+
+    /// Announces the run and assigns the first group.
+    pub fn start(&mut self) {
+        let shards = self
+            .shards
+            .iter()
+            .map(|s| ShardInfo {
+                shard: s.shard.clone(),
+                profile: s.profile.clone(),
+                suite_sha256: self.suites[s.entry].sha256.clone(),
+            })
+            .collect();
+        self.stream.emit(EventKind::RunStarted { plan: self.plan_name.clone(), shards });
+        self.assign_group();
+    }
+
+    /// Whether every shard is done.
+    pub fn is_finished(&self) -> bool {
+        self.done.len() >= self.shards.len()
+    }
+
+    /// One input from outside.
+    pub fn handle(&mut self, input: Inbound) {
+        match input {
+            Inbound::Message { machine, msg, clock_offset_us } => {
+                self.handle_message(machine, msg, clock_offset_us)
+            }
+            Inbound::Lost { machine, reason } => self.handle_lost(machine, &reason),
+            Inbound::Cancel { reason } => self.handle_cancel(reason),
+        }
+    }
+
+    /// A message of machine index `m`.
+    pub fn handle_message(&mut self, m: usize, msg: FromMachine, clock_offset_us: i64) {
+        match msg {
+            FromMachine::Event { run, shard, seq, at_us, event } if run == self.run => {
+                self.handle_event(m, shard, seq, at_us, clock_offset_us, event)
+            }
+            FromMachine::Sync { id, run, shard, call } if run == self.run => {
+                self.handle_sync(m, shard, id, call)
+            }
+            FromMachine::ShardDone { run, shard } if run == self.run => self.handle_shard_done(m, shard),
+            other => tracing::debug!(run = %self.run, "ignoring a message not for this run: {other:?}"),
+        }
+    }
+
+    /// The shard's index when machine `m` runs shard number `shard`.
+    fn owned(&self, m: usize, shard: u32) -> Option<usize> {
+        let index = self.by_no.get(&shard).copied();
+        let owned = index.filter(|&i| self.shards[i].machine_index == m);
+        if owned.is_none() {
+            let name = self.machines.get(m).map_or("?", |l| l.info.name.as_str());
+            tracing::warn!(run = %self.run, machine = name, shard, "refusing a message for a shard this machine does not run");
+        }
+        owned
+    }
+
+    fn handle_event(
+        &mut self,
+        m: usize,
+        shard: u32,
+        seq: u64,
+        at_us: i64,
+        offset: i64,
+        mut event: EventKind,
+    ) {
+        let Some(index) = self.owned(m, shard) else { return };
+        let last = self.last_seq.get(&shard).copied().unwrap_or(0);
+        if seq <= last || self.done.contains(&shard) {
+            // A resent duplicate, or news from a shard already given up as lost.
+            self.send(m, ToMachine::Ack { run: self.run.clone(), shard, seq: last });
+            return;
+        }
+        if seq != last + 1 {
+            tracing::warn!(run = %self.run, shard, seq, last, "refusing an event out of order");
+            return;
+        }
+        let sref = self.shards[index].shard.clone();
+        match event.shard_mut() {
+            Some(s) => *s = sref.clone(),
+            None => {
+                tracing::warn!(run = %self.run, shard, "refusing a run-level event from a machine");
+                return;
+            }
+        }
+        self.last_seq.insert(shard, seq);
+        match &event {
+            EventKind::TestStarted { test, .. } => {
+                self.running_test.insert(shard, test.clone());
+            }
+            EventKind::TestFinished { outcome, test, .. } => {
+                self.running_test.remove(&shard);
+                self.summary.add(*outcome);
+                if outcome.is_failure() && self.fail_fast {
+                    let reason = CancelReason::FailFast {
+                        test: test.clone(),
+                        role: sref.role.clone(),
+                        outcome: *outcome,
+                    };
+                    self.handle_cancel(reason);
+                }
+            }
+            EventKind::ShardFinished { error: Some(e), .. } => {
+                self.shard_errors
+                    .push(format!("shard {} ({} on {}): {e}", sref.shard, sref.role, sref.machine));
+                self.sync.break_run(
+                    SyncFailure::Lost,
+                    format!("role {} on machine {} could not run: {e}", sref.role, sref.machine),
+                );
+            }
+            _ => {}
+        }
+        // The machine's clock, corrected onto the coordinator's timeline.
+        self.stream.push(event, at_us - offset, Some(at_us));
+        self.send(m, ToMachine::Ack { run: self.run.clone(), shard, seq });
+    }
+
+    fn handle_sync(&mut self, m: usize, shard: u32, id: u64, call: SyncCall) {
+        if self.owned(m, shard).is_none() {
+            return;
+        }
+        match self.sync_calls.get(&(shard, id)) {
+            Some(Some(reply)) => {
+                let reply = reply.clone();
+                self.send(m, ToMachine::SyncReply { id, reply });
+            }
+            Some(None) => {} // still waiting; the answer goes to the current connection
+            None => {
+                self.sync_calls.insert((shard, id), None);
+                let (sync, ops) = (self.sync.clone(), self.ops_tx.clone());
+                self.tasks.spawn(async move {
+                    let (reply, op) = sync.handle(call).await;
+                    let _ = ops.send(SyncDone { shard, id, reply, op });
+                });
+            }
+        }
+    }
+
+    /// A sync call finished: show it on the timeline and answer it.
+    pub fn handle_sync_done(&mut self, d: SyncDone) {
+        let Some(&index) = self.by_no.get(&d.shard) else { return };
+        if let Some(op) = d.op {
+            self.stream.emit(EventKind::Sync { shard: self.shards[index].shard.clone(), op });
+        }
+        self.sync_calls.insert((d.shard, d.id), Some(d.reply.clone()));
+        self.send(self.shards[index].machine_index, ToMachine::SyncReply { id: d.id, reply: d.reply });
+    }
+
+    fn handle_shard_done(&mut self, m: usize, shard: u32) {
+        if self.owned(m, shard).is_none() {
+            return;
+        }
+        self.send(m, ToMachine::AckShardDone { run: self.run.clone(), shard });
+        if self.done.insert(shard) {
+            self.advance();
+        }
+    }
+
+    /// Machine `m` is gone: what it had not finished is lost.
+    pub fn handle_lost(&mut self, m: usize, reason: &str) {
+        let name = self.machines.get(m).map_or_else(|| "?".to_string(), |l| l.info.name.clone());
+        let gone: Vec<usize> = (0..self.shards.len())
+            .filter(|&i| {
+                self.shards[i].machine_index == m && !self.done.contains(&self.shards[i].shard.shard)
+            })
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for i in gone {
+            let sref = self.shards[i].shard.clone();
+            let why = format!("machine {name} was lost: {reason}");
+            let test = self.running_test.remove(&sref.shard).unwrap_or_else(|| "(shard)".to_string());
+            self.summary.add(Outcome::Lost);
+            self.stream.emit(EventKind::TestFinished {
+                shard: sref.clone(),
+                test,
+                outcome: Outcome::Lost,
+                duration_ms: 0,
+                attempt: 1,
+                message: Some(why.clone()),
+                output: String::new(),
+            });
+            let mut lost = Summary::default();
+            lost.add(Outcome::Lost);
+            self.stream.emit(EventKind::ShardFinished {
+                shard: sref.clone(),
+                summary: lost,
+                error: Some(why),
+            });
+            self.sync.break_run(
+                SyncFailure::Lost,
+                format!("role {} on machine {name} was lost ({reason})", sref.role),
+            );
+            self.done.insert(sref.shard);
+        }
+        if self.fail_fast {
+            self.handle_cancel(CancelReason::MachineLost { machine: name, reason: reason.to_string() });
+        }
+        self.advance();
+    }
+
+    fn handle_all_lost(&mut self, reason: &str) {
+        for m in 0..self.machines.len() {
+            self.handle_lost(m, reason);
+        }
+    }
+
+    /// Stops the run: sync waits fail, every machine stops the run's shards.
+    /// The first reason wins.
+    pub fn handle_cancel(&mut self, reason: CancelReason) {
+        if self.cancelled.is_some() {
+            return;
+        }
+        tracing::info!(run = %self.run, %reason, "cancelling the run");
+        self.sync.break_run(SyncFailure::Cancelled, reason.to_string());
+        for m in 0..self.machines.len() {
+            self.send(m, ToMachine::Cancel { run: self.run.clone(), reason: reason.clone() });
+        }
+        self.cancelled = Some(reason);
+    }
+
+    /// Starts the next sequential group once the current one is done.
+    fn advance(&mut self) {
+        while self.group + 1 < self.groups.len()
+            && self.groups[self.group].iter().all(|&i| self.done.contains(&self.shards[i].shard.shard))
+        {
+            self.group += 1;
+            self.assign_group();
+        }
+    }
+
+    fn assign_group(&mut self) {
+        let Some(group) = self.groups.get(self.group).cloned() else { return };
+        for i in group {
+            let m = self.shards[i].machine_index;
+            if !self.send(m, ToMachine::Assign { assignment: self.assignments[i].clone() }) {
+                tracing::warn!(machine = %self.shards[i].shard.machine, "could not reach the machine to assign a shard");
+            }
+            if let Some(reason) = &self.cancelled {
+                // A cancelled run's later shards list their tests as skipped.
+                let cancel = ToMachine::Cancel { run: self.run.clone(), reason: reason.clone() };
+                self.send(m, cancel);
+            }
+        }
+    }
+
+    fn send(&self, m: usize, msg: ToMachine) -> bool {
+        self.machines.get(m).is_some_and(|l| l.port.send(msg))
+    }
+
+    /// Ends the run: waits for the sync calls still in flight (the run's
+    /// sync is broken first, so they fail at once), puts their operations on
+    /// the timeline, then emits `run-finished` with the verdict.
+    pub async fn finish(mut self) -> RunResult {
+        self.sync.break_run(SyncFailure::Cancelled, "the run is over".into());
+        self.tasks.close();
+        self.tasks.wait().await;
+        while let Ok(d) = self.ops_rx.try_recv() {
+            self.handle_sync_done(d);
+        }
+        let shard_errors = u32::try_from(self.shard_errors.len()).unwrap_or(u32::MAX);
+        let verdict = Verdict::decide(&self.summary, shard_errors, self.cancelled.as_ref());
+        let duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.stream.emit(EventKind::RunFinished {
+            summary: self.summary,
+            duration_ms,
+            shard_errors,
+            cancelled: self.cancelled.clone(),
+            verdict,
+        });
+        for r in &mut self.stream.reporters {
+            if let Err(e) = r.finish() {
+                tracing::warn!("a reporter failed to finish: {e:#}");
+            }
+        }
+        RunResult {
+            run: self.run,
+            summary: self.summary,
+            shard_errors: self.shard_errors,
+            cancelled: self.cancelled,
+            verdict,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

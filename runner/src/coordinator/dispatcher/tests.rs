@@ -1,0 +1,425 @@
+//! The dispatcher's rules, driven by scripted machine messages: no sockets,
+//! no wasm. Each machine is a channel the test reads what was sent to.
+
+use std::sync::{Arc, Mutex};
+
+use ensemble_protocol::event::{Event, EventKind, Outcome, ShardRef, Summary};
+use ensemble_protocol::plan::Plan;
+use ensemble_protocol::verdict::{CancelReason, Verdict};
+use ensemble_protocol::wire::{Facts, FromMachine, MachineInfo, SyncCall, SyncReply, ToMachine};
+use tokio::sync::mpsc;
+
+use super::{Dispatcher, Inbound, MachineLink, RunResult, SuiteRef};
+use crate::coordinator::matching;
+use crate::report::Reporter;
+
+const RUN: &str = "run-1";
+
+/// Two entries on two machines: `server` on m0, `client` on m1.
+fn plan(settings: &str) -> Plan {
+    Plan::from_toml(&format!(
+        r#"
+name = "p"
+[settings]
+{settings}
+[[profiles]]
+name = "a"
+labels = {{ tier = "a" }}
+[[profiles]]
+name = "b"
+labels = {{ tier = "b" }}
+[[entries]]
+suite = "server.wasm"
+profile = "a"
+role = "server"
+[[entries]]
+suite = "client.wasm"
+profile = "b"
+role = "client"
+"#
+    ))
+    .unwrap()
+}
+
+struct Collect(Arc<Mutex<Vec<Event>>>);
+
+impl Reporter for Collect {
+    fn event(&mut self, event: &Event) -> anyhow::Result<()> {
+        self.0.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+struct Harness {
+    d: Dispatcher,
+    to: Vec<mpsc::UnboundedReceiver<ToMachine>>,
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl Harness {
+    fn new(settings: &str) -> Harness {
+        let plan = plan(settings);
+        let infos: Vec<MachineInfo> = ["a", "b"]
+            .iter()
+            .map(|t| MachineInfo {
+                name: format!("m-{t}"),
+                labels: [("tier".to_string(), t.to_string())].into(),
+                slots: 2,
+                facts: Facts::default(),
+            })
+            .collect();
+        let names = vec!["server".to_string(), "client".to_string()];
+        let shards = matching::place(&plan, &names, &infos).unwrap();
+        let mut to = Vec::new();
+        let mut links = Vec::new();
+        for info in infos {
+            let (tx, rx) = mpsc::unbounded_channel();
+            to.push(rx);
+            links.push(MachineLink { info, port: Arc::new(tx) });
+        }
+        let suites = names.iter().map(|n| SuiteRef { name: n.clone(), sha256: format!("sha-{n}") }).collect();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let reporters: Vec<Box<dyn Reporter>> = vec![Box::new(Collect(events.clone()))];
+        let mut d = Dispatcher::new(RUN.into(), &plan, suites, links, shards, reporters);
+        d.start();
+        Harness { d, to, events }
+    }
+
+    /// What machine `m` was sent since the last look.
+    fn sent(&mut self, m: usize) -> Vec<ToMachine> {
+        let mut out = Vec::new();
+        while let Ok(msg) = self.to[m].try_recv() {
+            out.push(msg);
+        }
+        out
+    }
+
+    fn assigned(&mut self, m: usize) -> Vec<u32> {
+        self.sent(m)
+            .into_iter()
+            .filter_map(|msg| match msg {
+                ToMachine::Assign { assignment } => Some(assignment.shard.shard),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn event(&mut self, m: usize, shard: u32, seq: u64, event: EventKind) {
+        let msg = FromMachine::Event { run: RUN.into(), shard, seq, at_us: 1_000, event };
+        self.d.handle(Inbound::Message { machine: m, msg, clock_offset_us: 0 });
+    }
+
+    fn done(&mut self, m: usize, shard: u32) {
+        let msg = FromMachine::ShardDone { run: RUN.into(), shard };
+        self.d.handle(Inbound::Message { machine: m, msg, clock_offset_us: 0 });
+    }
+
+    /// A whole shard: one test with `outcome`, then shard-finished and done.
+    fn finish_shard(&mut self, m: usize, shard: u32, outcome: Outcome) {
+        self.event(m, shard, 1, finished(shard, "t", outcome));
+        let mut summary = Summary::default();
+        summary.add(outcome);
+        self.event(m, shard, 2, EventKind::ShardFinished { shard: sref(shard), summary, error: None });
+        self.done(m, shard);
+    }
+
+    fn kinds(&self) -> Vec<EventKind> {
+        self.events.lock().unwrap().iter().map(|e| e.kind.clone()).collect()
+    }
+
+    async fn end(self) -> (RunResult, Vec<Event>) {
+        assert!(self.d.is_finished(), "every shard should be done");
+        let events = self.events.clone();
+        let result = self.d.finish().await;
+        let all = events.lock().unwrap().clone();
+        (result, all)
+    }
+}
+
+/// A shard reference as a machine might send it (the dispatcher overwrites it).
+fn sref(shard: u32) -> ShardRef {
+    ShardRef { shard, machine: "anything".into(), role: "r".into(), suite: "s".into(), instance: 0 }
+}
+
+fn finished(shard: u32, test: &str, outcome: Outcome) -> EventKind {
+    EventKind::TestFinished {
+        shard: sref(shard),
+        test: test.into(),
+        outcome,
+        duration_ms: 1,
+        attempt: 1,
+        message: None,
+        output: String::new(),
+    }
+}
+
+fn verdict_of(events: &[Event]) -> Verdict {
+    match &events.last().unwrap().kind {
+        EventKind::RunFinished { verdict, .. } => *verdict,
+        other => panic!("the last event is {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_parallel_plan_assigns_every_shard_at_once_and_numbers_events_without_gaps() {
+    let mut h = Harness::new("");
+    assert_eq!(h.assigned(0), [1]);
+    assert_eq!(h.assigned(1), [2]);
+    h.finish_shard(0, 1, Outcome::Passed);
+    h.finish_shard(1, 2, Outcome::Passed);
+    let (result, events) = h.end().await;
+    assert_eq!(result.verdict, Verdict::Passed);
+    assert!(matches!(events[0].kind, EventKind::RunStarted { .. }));
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    assert_eq!(verdict_of(&events), Verdict::Passed);
+    // Machine events carry the coordinator's record of the shard.
+    let EventKind::TestFinished { shard, .. } = &events[1].kind else { panic!() };
+    assert_eq!((shard.machine.as_str(), shard.role.as_str()), ("m-a", "server"));
+}
+
+#[tokio::test]
+async fn a_sequential_plan_assigns_entry_after_entry() {
+    let mut h = Harness::new("execution = \"sequential\"");
+    assert_eq!(h.assigned(0), [1]);
+    assert_eq!(h.assigned(1), Vec::<u32>::new(), "the second entry waits for the first");
+    h.finish_shard(0, 1, Outcome::Passed);
+    assert_eq!(h.assigned(1), [2]);
+    h.finish_shard(1, 2, Outcome::Passed);
+    let (result, _) = h.end().await;
+    assert_eq!(result.verdict, Verdict::Passed);
+}
+
+#[tokio::test]
+async fn duplicates_are_acknowledged_and_dropped_and_gaps_refused() {
+    let mut h = Harness::new("");
+    h.sent(0);
+    h.event(0, 1, 1, finished(1, "a", Outcome::Passed));
+    h.event(0, 1, 1, finished(1, "a", Outcome::Passed)); // resent after a reconnect
+    h.event(0, 1, 9, finished(1, "b", Outcome::Failed)); // a jump: refused
+    let acks: Vec<u64> = h
+        .sent(0)
+        .into_iter()
+        .filter_map(|m| match m {
+            ToMachine::Ack { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, [1, 1], "the duplicate is acknowledged again, the jump not at all");
+    let finished_tests = h.kinds().iter().filter(|k| matches!(k, EventKind::TestFinished { .. })).count();
+    assert_eq!(finished_tests, 1);
+}
+
+#[tokio::test]
+async fn a_machine_speaks_only_for_its_own_shards() {
+    let mut h = Harness::new("");
+    // m-b forges a pass and a shard-done for m-a's shard, and news of a shard
+    // that does not exist.
+    h.event(1, 1, 1, finished(1, "t", Outcome::Passed));
+    h.done(1, 1);
+    h.event(1, 99, 1, finished(99, "t", Outcome::Passed));
+    // A run-level event is never a machine's to send.
+    h.event(
+        1,
+        2,
+        1,
+        EventKind::RunFinished {
+            summary: Summary::default(),
+            duration_ms: 0,
+            shard_errors: 0,
+            cancelled: None,
+            verdict: Verdict::Passed,
+        },
+    );
+    assert_eq!(h.kinds().len(), 1, "only run-started: {:?}", h.kinds());
+    assert!(!h.d.is_finished());
+    h.finish_shard(0, 1, Outcome::Failed);
+    h.finish_shard(1, 2, Outcome::Passed);
+    let (result, _) = h.end().await;
+    assert_eq!(result.summary.failed, 1);
+    assert_eq!(result.summary.passed, 1);
+    assert_eq!(result.verdict, Verdict::Failed);
+}
+
+#[tokio::test]
+async fn a_pass_on_retry_is_flaky_and_the_run_passes() {
+    let mut h = Harness::new("retries = 2");
+    h.finish_shard(0, 1, Outcome::Flaky);
+    h.finish_shard(1, 2, Outcome::Passed);
+    let (result, events) = h.end().await;
+    assert_eq!(result.summary.flaky, 1);
+    assert_eq!(result.verdict, Verdict::Passed);
+    assert_eq!(verdict_of(&events), Verdict::Passed);
+}
+
+#[tokio::test]
+async fn fail_fast_cancels_every_machine_and_fails_the_run() {
+    let mut h = Harness::new("fail_fast = true");
+    h.sent(0);
+    h.sent(1);
+    h.event(0, 1, 1, finished(1, "breaks", Outcome::TimedOut));
+    let expected =
+        CancelReason::FailFast { test: "breaks".into(), role: "server".into(), outcome: Outcome::TimedOut };
+    for m in 0..2 {
+        let cancels: Vec<CancelReason> = h
+            .sent(m)
+            .into_iter()
+            .filter_map(|msg| match msg {
+                ToMachine::Cancel { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cancels, [expected.clone()], "machine {m}");
+    }
+    // A second failure does not cancel again.
+    h.event(1, 2, 1, finished(2, "also", Outcome::Failed));
+    assert!(h.sent(1).iter().all(|m| !matches!(m, ToMachine::Cancel { .. })));
+    h.event(0, 1, 2, EventKind::ShardFinished { shard: sref(1), summary: Summary::default(), error: None });
+    h.done(0, 1);
+    h.event(1, 2, 2, EventKind::ShardFinished { shard: sref(2), summary: Summary::default(), error: None });
+    h.done(1, 2);
+    let (result, events) = h.end().await;
+    assert_eq!(result.cancelled, Some(expected));
+    assert_eq!(result.verdict, Verdict::Failed);
+    assert_eq!(verdict_of(&events), Verdict::Failed);
+}
+
+#[tokio::test]
+async fn a_cancelled_sequential_run_still_lists_the_later_shards_as_skipped() {
+    let mut h = Harness::new("execution = \"sequential\"");
+    h.d.handle(Inbound::Cancel { reason: CancelReason::User });
+    h.finish_shard(0, 1, Outcome::Skipped);
+    let sent = h.sent(1);
+    assert!(
+        matches!(
+            sent.as_slice(),
+            [ToMachine::Cancel { .. }, ToMachine::Assign { .. }, ToMachine::Cancel { .. }]
+        ),
+        "{sent:?}"
+    );
+    h.finish_shard(1, 2, Outcome::Skipped);
+    let (result, _) = h.end().await;
+    assert_eq!(result.verdict, Verdict::Cancelled);
+}
+
+#[tokio::test]
+async fn a_lost_machine_loses_its_running_test_and_fails_waits_at_once() {
+    let mut h = Harness::new("");
+    h.event(1, 2, 1, EventKind::TestStarted { shard: sref(2), test: "waits".into(), attempt: 1 });
+    // The server's shard waits at a barrier for the client.
+    let call = SyncCall::Barrier { state: "ready".into(), target: 2, timeout_ms: 60_000 };
+    h.d.handle(Inbound::Message {
+        machine: 0,
+        msg: FromMachine::Sync { id: 7, run: RUN.into(), shard: 1, call },
+        clock_offset_us: 0,
+    });
+    h.d.handle(Inbound::Lost { machine: 1, reason: "silent for 10s".into() });
+    // The barrier fails at once, naming the lost role.
+    let done = h.d.ops_rx.recv().await.unwrap();
+    h.d.handle_sync_done(done);
+    let reply = h.sent(0).into_iter().find_map(|m| match m {
+        ToMachine::SyncReply { id: 7, reply } => Some(reply),
+        _ => None,
+    });
+    match reply {
+        Some(SyncReply::Error { message, .. }) => assert!(message.contains("role client"), "{message}"),
+        other => panic!("expected a failed barrier, got {other:?}"),
+    }
+    let lost = h.kinds().into_iter().find_map(|k| match k {
+        EventKind::TestFinished { test, outcome: Outcome::Lost, message, .. } => Some((test, message)),
+        _ => None,
+    });
+    let (test, message) = lost.expect("the running test is reported lost");
+    assert_eq!(test, "waits");
+    assert!(message.unwrap().contains("machine m-b was lost: silent for 10s"));
+    h.finish_shard(0, 1, Outcome::Failed);
+    let (result, _) = h.end().await;
+    assert_eq!(result.summary.lost, 1);
+    assert_eq!(result.verdict, Verdict::Failed);
+    assert_eq!(result.cancelled, None, "without fail-fast a loss does not stop the run");
+}
+
+#[tokio::test]
+async fn with_fail_fast_a_lost_machine_stops_the_run() {
+    let mut h = Harness::new("fail_fast = true");
+    h.d.handle(Inbound::Lost { machine: 1, reason: "gone".into() });
+    h.finish_shard(0, 1, Outcome::Skipped);
+    let (result, _) = h.end().await;
+    assert_eq!(
+        result.cancelled,
+        Some(CancelReason::MachineLost { machine: "m-b".into(), reason: "gone".into() })
+    );
+    assert_eq!(result.verdict, Verdict::Failed);
+}
+
+#[tokio::test]
+async fn sync_calls_are_performed_once_and_answered_again_when_resent() {
+    let mut h = Harness::new("");
+    h.sent(0);
+    let signal = |h: &mut Harness| {
+        let call = SyncCall::Signal { state: "ready".into() };
+        h.d.handle(Inbound::Message {
+            machine: 0,
+            msg: FromMachine::Sync { id: 1, run: RUN.into(), shard: 1, call },
+            clock_offset_us: 0,
+        });
+    };
+    signal(&mut h);
+    let done = h.d.ops_rx.recv().await.unwrap();
+    h.d.handle_sync_done(done);
+    signal(&mut h); // resent after a reconnect
+    let replies: Vec<SyncReply> = h
+        .sent(0)
+        .into_iter()
+        .filter_map(|m| match m {
+            ToMachine::SyncReply { id: 1, reply } => Some(reply),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies, [SyncReply::Value { value: 1 }, SyncReply::Value { value: 1 }]);
+    let signals = h.kinds().iter().filter(|k| matches!(k, EventKind::Sync { .. })).count();
+    assert_eq!(signals, 1, "performed and shown once");
+    // Another machine cannot call sync for this shard.
+    let call = SyncCall::Signal { state: "ready".into() };
+    h.d.handle(Inbound::Message {
+        machine: 1,
+        msg: FromMachine::Sync { id: 2, run: RUN.into(), shard: 1, call },
+        clock_offset_us: 0,
+    });
+    assert!(h.d.sync_calls.get(&(1, 2)).is_none());
+}
+
+#[tokio::test]
+async fn a_shard_that_could_not_run_fails_the_run() {
+    let mut h = Harness::new("");
+    h.event(
+        0,
+        1,
+        1,
+        EventKind::ShardFinished {
+            shard: sref(1),
+            summary: Summary::default(),
+            error: Some("fetching the suite: gone".into()),
+        },
+    );
+    h.done(0, 1);
+    h.finish_shard(1, 2, Outcome::Passed);
+    let (result, events) = h.end().await;
+    assert_eq!(result.shard_errors.len(), 1);
+    assert_eq!(result.verdict, Verdict::Failed);
+    let EventKind::RunFinished { shard_errors, .. } = &events.last().unwrap().kind else { panic!() };
+    assert_eq!(*shard_errors, 1);
+}
+
+#[tokio::test]
+async fn the_loop_ends_when_the_inputs_end() {
+    let h = Harness::new("");
+    let (tx, mut rx) = mpsc::unbounded_channel::<Inbound>();
+    tx.send(Inbound::Cancel { reason: CancelReason::ShuttingDown }).unwrap();
+    drop(tx);
+    // No machine answers any more: everything left is lost, and the run ends.
+    let result = h.d.drive(&mut rx).await;
+    assert_eq!(result.summary.lost, 2);
+    assert_eq!(result.cancelled, Some(CancelReason::ShuttingDown));
+    assert_eq!(result.verdict, Verdict::Cancelled, "stopped from outside");
+}

@@ -1,0 +1,343 @@
+//! The machine registry: who is connected, their clocks, what they run.
+//!
+//! Every machine — remote over a WebSocket or the server's own in-process
+//! one — is registered here by name and reached through a [`RegistryPort`],
+//! which resolves to the machine's *current* connection at each send, so a
+//! machine that reconnects mid-run keeps its shards. [`Machines::expire`]
+//! marks machines whose connection is gone past the heartbeat timeout
+//! offline; the coordinator's watchdog calls it and tells their runs.
+//!
+//! Invariants: at most one live connection per name (a second is refused
+//! while the first is connected and not offline); a connection's close only
+//! clears the registry if it is still the current one (its generation).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use ensemble_protocol::api::{MachineState, MachineStatus};
+use ensemble_protocol::event::ShardRef;
+use ensemble_protocol::wire::{FromMachine, MachineInfo, ToMachine};
+use tokio::sync::{mpsc, watch};
+
+use super::dispatcher::{MachineLink, MachinePort};
+use crate::agent::now_us;
+
+/// Clock samples kept per machine; the best (lowest round trip) wins.
+const CLOCK_SAMPLES: usize = 16;
+
+/// A machine's clock relative to the coordinator's, from ping exchanges.
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    samples: VecDeque<(i64, i64)>,
+    pub offset_us: i64,
+    pub uncertainty_us: i64,
+}
+
+impl Clock {
+    /// Adds one exchange: sent at `t0` (coordinator), stamped `t1` by the
+    /// machine, received at `t2` (coordinator). The machine stamped somewhere
+    /// in [t0, t2], so assuming the middle is right to ± rtt/2.
+    pub fn add(&mut self, t0: i64, t1: i64, t2: i64) {
+        let rtt = (t2 - t0).max(0);
+        let offset = t1 - (t0 + t2) / 2;
+        self.samples.push_back((rtt, offset));
+        if self.samples.len() > CLOCK_SAMPLES {
+            self.samples.pop_front();
+        }
+        if let Some(&(rtt, offset)) = self.samples.iter().min_by_key(|(rtt, _)| *rtt) {
+            self.offset_us = offset;
+            self.uncertainty_us = rtt / 2 + 1;
+        }
+    }
+}
+
+struct Conn {
+    generation: u64,
+    tx: mpsc::UnboundedSender<ToMachine>,
+}
+
+struct Entry {
+    info: MachineInfo,
+    conn: Option<Conn>,
+    clock: Clock,
+    last_seen: Instant,
+    last_seen_us: i64,
+    offline: bool,
+    /// The server's own machine: never times out, cannot be kicked.
+    local: bool,
+    running: BTreeMap<(String, u32), ShardRef>,
+}
+
+impl Entry {
+    fn status(&self) -> MachineStatus {
+        let state = if self.offline {
+            MachineState::Offline
+        } else if self.running.is_empty() {
+            MachineState::Online
+        } else {
+            MachineState::Busy
+        };
+        MachineStatus {
+            info: self.info.clone(),
+            state,
+            clock_offset_us: self.clock.offset_us,
+            clock_uncertainty_us: self.clock.uncertainty_us,
+            running: self.running.values().cloned().collect(),
+            last_seen_us: self.last_seen_us,
+        }
+    }
+
+    fn touch(&mut self) {
+        self.last_seen = Instant::now();
+        self.last_seen_us = now_us();
+    }
+}
+
+/// The registry; shared as `Arc<Machines>`.
+pub struct Machines {
+    entries: Mutex<BTreeMap<String, Entry>>,
+    changed: watch::Sender<u64>,
+    generation: AtomicU64,
+}
+
+impl Default for Machines {
+    fn default() -> Self {
+        Machines { entries: Mutex::default(), changed: watch::channel(0).0, generation: AtomicU64::new(0) }
+    }
+}
+
+impl Machines {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.entries.lock().expect("machines lock")
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Resolves when machines change (join, leave, busy, idle).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub fn statuses(&self) -> Vec<MachineStatus> {
+        self.lock().values().map(Entry::status).collect()
+    }
+
+    /// How many machines are not offline.
+    pub fn online(&self) -> usize {
+        self.lock().values().filter(|e| !e.offline).count()
+    }
+
+    /// Registers a connection of machine `info`; returns its generation, or
+    /// why it is refused (a live machine of that name is connected).
+    pub fn connect(
+        &self,
+        info: MachineInfo,
+        tx: mpsc::UnboundedSender<ToMachine>,
+        local: bool,
+    ) -> Result<u64, String> {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut entries = self.lock();
+        if let Some(old) = entries.get(&info.name)
+            && old.conn.as_ref().is_some_and(|c| !c.tx.is_closed())
+            && !old.offline
+        {
+            return Err(format!("a machine named {:?} is already connected", info.name));
+        }
+        let entry = entries.entry(info.name.clone()).or_insert_with(|| Entry {
+            info: info.clone(),
+            conn: None,
+            clock: Clock::default(),
+            last_seen: Instant::now(),
+            last_seen_us: now_us(),
+            offline: false,
+            local,
+            running: BTreeMap::new(),
+        });
+        if entry.offline {
+            // A machine given up as lost starts afresh: its old shards are over.
+            entry.running.clear();
+            entry.clock = Clock::default();
+        }
+        entry.info = info;
+        entry.conn = Some(Conn { generation, tx });
+        entry.offline = false;
+        entry.local = local;
+        entry.touch();
+        drop(entries);
+        self.bump();
+        Ok(generation)
+    }
+
+    /// The connection `generation` of `name` closed.
+    pub fn disconnect(&self, name: &str, generation: u64) {
+        if let Some(e) = self.lock().get_mut(name)
+            && e.conn.as_ref().is_some_and(|c| c.generation == generation)
+        {
+            e.conn = None;
+        }
+    }
+
+    /// Closes a remote machine's connection now (it will reconnect); false
+    /// if there is no such remote machine.
+    pub fn kick(&self, name: &str) -> bool {
+        match self.lock().get_mut(name) {
+            Some(e) if !e.local => {
+                e.conn = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends to `name`'s current connection; records assignments as running.
+    fn send_to(&self, name: &str, msg: ToMachine) -> bool {
+        let mut entries = self.lock();
+        let Some(e) = entries.get_mut(name) else { return false };
+        let assigned = if let ToMachine::Assign { assignment } = &msg {
+            e.running.insert((assignment.run.clone(), assignment.shard.shard), assignment.shard.clone());
+            true
+        } else {
+            false
+        };
+        let sent = e.conn.as_ref().is_some_and(|c| c.tx.send(msg).is_ok());
+        drop(entries);
+        if assigned {
+            self.bump();
+        }
+        sent
+    }
+
+    /// Records a clock sample for `name`.
+    pub fn clock_sample(&self, name: &str, t0: i64, t1: i64, t2: i64) {
+        if let Some(e) = self.lock().get_mut(name) {
+            e.clock.add(t0, t1, t2);
+        }
+    }
+
+    /// Notes that `name` spoke (and what it finished); returns its clock
+    /// offset, or None for an unknown machine.
+    pub fn heard(&self, name: &str, msg: &FromMachine) -> Option<i64> {
+        let mut entries = self.lock();
+        let e = entries.get_mut(name)?;
+        e.touch();
+        let finished = match msg {
+            FromMachine::ShardDone { run, shard } => e.running.remove(&(run.clone(), *shard)).is_some(),
+            _ => false,
+        };
+        let offset = e.clock.offset_us;
+        drop(entries);
+        if finished {
+            self.bump();
+        }
+        Some(offset)
+    }
+
+    /// The machines that can take work now, each reached through the registry.
+    pub fn links(self: &Arc<Self>) -> Vec<MachineLink> {
+        self.lock()
+            .values()
+            .filter(|e| !e.offline && e.conn.is_some())
+            .map(|e| MachineLink {
+                info: e.info.clone(),
+                port: Arc::new(RegistryPort { machines: Arc::downgrade(self), name: e.info.name.clone() }),
+            })
+            .collect()
+    }
+
+    /// Marks remote machines silent for longer than `timeout` offline;
+    /// returns their names with why.
+    pub fn expire(&self, timeout: Duration) -> Vec<(String, String)> {
+        let mut lost = Vec::new();
+        for (name, e) in self.lock().iter_mut() {
+            if e.local || e.offline {
+                continue;
+            }
+            let silent = e.last_seen.elapsed();
+            if silent > timeout {
+                let how = if e.conn.is_none() { "disconnected" } else { "silent" };
+                let reason = format!("{how} for {} (heartbeat timeout {})", fmt_ms(silent), fmt_ms(timeout));
+                tracing::warn!(machine = %name, "{reason}; marking it offline");
+                e.offline = true;
+                e.conn = None;
+                e.running.clear();
+                lost.push((name.clone(), reason));
+            }
+        }
+        if !lost.is_empty() {
+            self.bump();
+        }
+        lost
+    }
+}
+
+fn fmt_ms(d: Duration) -> String {
+    humantime::format_duration(Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+        .to_string()
+}
+
+/// Reaches a registered machine through its current connection.
+struct RegistryPort {
+    machines: Weak<Machines>,
+    name: String,
+}
+
+impl MachinePort for RegistryPort {
+    fn send(&self, msg: ToMachine) -> bool {
+        self.machines.upgrade().is_some_and(|m| m.send_to(&self.name, msg))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ensemble_protocol::wire::Facts;
+
+    fn info(name: &str) -> MachineInfo {
+        MachineInfo { name: name.into(), labels: Default::default(), slots: 1, facts: Facts::default() }
+    }
+
+    #[test]
+    fn the_lowest_round_trip_sample_wins() {
+        let mut c = Clock::default();
+        // Machine 5_000 µs ahead; a slow exchange, then a fast one.
+        c.add(0, 5_000 + 400, 1_000);
+        c.add(10_000, 15_000 + 50, 10_100);
+        assert_eq!(c.offset_us, 5_000);
+        assert_eq!(c.uncertainty_us, 51);
+        c.add(20_000, 25_000 + 900, 22_000);
+        assert_eq!(c.offset_us, 5_000, "a worse sample does not replace a better one");
+    }
+
+    #[test]
+    fn one_live_connection_per_name_and_stale_closes_are_ignored() {
+        let m = Arc::new(Machines::default());
+        let (tx1, _rx1) = mpsc::unbounded_channel();
+        let g1 = m.connect(info("a"), tx1, false).unwrap();
+        let (tx2, _rx2) = mpsc::unbounded_channel();
+        assert!(m.connect(info("a"), tx2.clone(), false).unwrap_err().contains("already connected"));
+        m.disconnect("a", g1);
+        let g2 = m.connect(info("a"), tx2, false).unwrap();
+        m.disconnect("a", g1); // the old connection's late close
+        assert_eq!(m.links().len(), 1);
+        m.disconnect("a", g2);
+        assert_eq!(m.links().len(), 0);
+    }
+
+    #[test]
+    fn silent_remote_machines_expire_and_local_ones_never() {
+        let m = Machines::default();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        m.connect(info("remote"), tx.clone(), false).unwrap();
+        m.connect(info("local"), tx, true).unwrap();
+        let lost = m.expire(Duration::ZERO);
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].0, "remote");
+        assert!(lost[0].1.starts_with("silent for"), "{}", lost[0].1);
+        assert_eq!(m.online(), 1);
+        assert!(m.expire(Duration::ZERO).is_empty(), "already offline");
+    }
+}

@@ -1,0 +1,147 @@
+//! The store and the live broadcast, as one reporter: [`RunRecorder`].
+//!
+//! The dispatcher hands the recorder each event; a writer task
+//! ([`write_events`]) commits them to the store in batches, one transaction
+//! per batch, and only then fans them out to live watchers. So whatever a
+//! watcher (the browser, `ensemble run --server`) sees is already on disk,
+//! and a watcher that subscribes, then replays the store, misses nothing.
+//! `run-finished` is committed in the same transaction as the run's final
+//! state, which comes from the event's verdict.
+
+use ensemble_protocol::api::{RunMeta, RunState};
+use ensemble_protocol::{Event, EventKind};
+use tokio::sync::{broadcast, mpsc};
+
+use super::Reporter;
+use crate::agent::now_us;
+use crate::store::Store;
+
+/// What the writer commits.
+#[derive(Debug)]
+pub enum Record {
+    Event(Event),
+    /// The last event with the run's final state, in one transaction.
+    Finished(Event, RunMeta),
+}
+
+/// Records a run: its events, then its final state.
+pub struct RunRecorder {
+    tx: mpsc::UnboundedSender<Record>,
+    meta: RunMeta,
+}
+
+impl RunRecorder {
+    /// A recorder of the run `meta` (stored as running beforehand), feeding
+    /// the writer behind `tx`.
+    pub fn new(meta: RunMeta, tx: mpsc::UnboundedSender<Record>) -> RunRecorder {
+        RunRecorder { tx, meta }
+    }
+}
+
+impl Reporter for RunRecorder {
+    fn event(&mut self, event: &Event) -> anyhow::Result<()> {
+        let record = match &event.kind {
+            EventKind::RunFinished { summary, verdict, .. } => {
+                let mut meta = self.meta.clone();
+                meta.state = RunState::from(*verdict);
+                meta.summary = Some(*summary);
+                meta.finished_us = Some(now_us());
+                Record::Finished(event.clone(), meta)
+            }
+            _ => Record::Event(event.clone()),
+        };
+        self.tx.send(record).map_err(|_| anyhow::anyhow!("the store writer stopped"))
+    }
+}
+
+/// Most records committed in one transaction.
+const BATCH: usize = 4096;
+
+/// Commits records in batches, then broadcasts their events; returns when
+/// every sender is gone and everything is written.
+pub async fn write_events(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<Record>,
+    live: broadcast::Sender<Event>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let records = std::mem::take(&mut batch);
+        let written = store
+            .call(move |s| {
+                let mut events = Vec::with_capacity(records.len());
+                let mut runs = Vec::new();
+                for r in records {
+                    match r {
+                        Record::Event(e) => events.push(e),
+                        Record::Finished(e, meta) => {
+                            events.push(e);
+                            runs.push(meta);
+                        }
+                    }
+                }
+                s.write_batch(&events, &runs)?;
+                Ok(events)
+            })
+            .await;
+        match written {
+            Ok(events) => {
+                for e in events {
+                    if matches!(e.kind, EventKind::RunFinished { .. }) {
+                        tracing::info!(run = %e.run, "run finished");
+                    }
+                    // No watcher is fine: they replay from the store when they come.
+                    let _ = live.send(e);
+                }
+            }
+            Err(e) => tracing::error!("could not store a batch of events: {e:#}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ensemble_protocol::{Plan, Summary, Verdict};
+
+    #[tokio::test]
+    async fn watchers_see_only_what_is_on_disk_and_the_end_with_its_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let plan = Plan::from_toml(
+            "name = \"p\"\n[[profiles]]\nname = \"a\"\n[[entries]]\nsuite = \"x.wasm\"\nprofile = \"a\"\n",
+        )
+        .unwrap();
+        let meta = RunMeta {
+            id: "r".into(),
+            plan,
+            state: RunState::Running,
+            started_us: 1,
+            finished_us: None,
+            summary: None,
+        };
+        store.put_run(&meta).unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (live, mut watch) = broadcast::channel(16);
+        let writer = tokio::spawn(write_events(store.clone(), rx, live));
+        let mut rec = RunRecorder::new(meta, tx);
+        let ev = |seq, kind| Event { run: "r".into(), seq, at_us: 0, machine_at_us: None, kind };
+        rec.event(&ev(1, EventKind::RunStarted { plan: "p".into(), shards: vec![] })).unwrap();
+        let end = EventKind::RunFinished {
+            summary: Summary::default(),
+            duration_ms: 1,
+            shard_errors: 0,
+            cancelled: None,
+            verdict: Verdict::Passed,
+        };
+        rec.event(&ev(2, end)).unwrap();
+        for seq in 1..=2 {
+            let got = watch.recv().await.unwrap();
+            assert_eq!(got.seq, seq);
+            assert!(store.events("r", seq).unwrap().iter().any(|e| e.seq == seq), "event {seq} is stored");
+        }
+        assert_eq!(store.run("r").unwrap().unwrap().state, RunState::Passed, "the state came with the end");
+        drop(rec);
+        writer.await.unwrap();
+    }
+}

@@ -1,0 +1,41 @@
+//! `/api/machines`: the machines, long-polled for a count online, and
+//! disconnecting one. (The machines' own WebSocket is `server::join`.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ensemble_protocol::api::MachinesQuery;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+
+use super::{authorized, collection, item_action};
+use crate::coordinator::Coordinator;
+use crate::server::error::{fail, json};
+
+/// The longest a `min_online` wait may last.
+const MAX_WAIT: Duration = Duration::from_secs(120);
+
+pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
+    let list = collection("machines")
+        .and(warp::get())
+        .and(authorized(core))
+        .and(warp::query::<MachinesQuery>())
+        .then(list);
+    let disconnect = item_action("machines", "disconnect").and(warp::post()).and(authorized(core)).and_then(
+        |name: String, core: Arc<Coordinator>| async move {
+            core.disconnect_machine(&name).map(|r| json(&r)).map_err(fail)
+        },
+    );
+    list.or(disconnect).unify().boxed()
+}
+
+async fn list(core: Arc<Coordinator>, query: MachinesQuery) -> warp::reply::Response {
+    let machines = match query.min_online {
+        Some(n) => {
+            let wait = Duration::from_millis(query.wait_ms.unwrap_or(10_000)).min(MAX_WAIT);
+            core.wait_machines(n, wait).await
+        }
+        None => core.machine_statuses(),
+    };
+    json(&machines)
+}

@@ -1,0 +1,78 @@
+//! `/api/plans`: stored plans — create, read, replace, delete, and TOML
+//! import and export. Every plan is validated by `Plan::problems()`; a bad
+//! one is refused with each problem at its field path.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ensemble_protocol::Plan;
+use ensemble_protocol::api::ApiError;
+use warp::filters::BoxedFilter;
+use warp::http::header::CONTENT_TYPE;
+use warp::{Filter, Rejection, Reply};
+
+use super::{MAX_PLAN_BYTES, authorized, body, collection, item, item_action, text};
+use crate::coordinator::Coordinator;
+use crate::server::error::{created, fail, json};
+
+fn parse_json(body: &Bytes) -> Result<Plan, Rejection> {
+    Plan::from_json(&text(body, "plan")?).map_err(|e| fail(ApiError::from(e)))
+}
+
+pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
+    let list = collection("plans")
+        .and(warp::get())
+        .and(authorized(core))
+        .and_then(|core: Arc<Coordinator>| async move { core.plans().await.map(|p| json(&p)).map_err(fail) });
+    let create =
+        collection("plans").and(warp::post()).and(authorized(core)).and(body(MAX_PLAN_BYTES)).and_then(
+            |core: Arc<Coordinator>, body: Bytes| async move {
+                core.save_plan(None, parse_json(&body)?).await.map(created).map_err(fail)
+            },
+        );
+    let import = warp::path!("api" / "plans" / "import")
+        .and(warp::post())
+        .and(authorized(core))
+        .and(body(MAX_PLAN_BYTES))
+        .and_then(|core: Arc<Coordinator>, body: Bytes| async move {
+            let plan = Plan::from_toml(&text(&body, "TOML")?).map_err(|e| fail(ApiError::from(e)))?;
+            core.save_plan(None, plan).await.map(created).map_err(fail)
+        });
+    let get =
+        item("plans").and(warp::get()).and(authorized(core)).and_then(
+            |id: String, core: Arc<Coordinator>| async move {
+                core.plan(&id).await.map(|p| json(&p)).map_err(fail)
+            },
+        );
+    let export = item_action("plans", "toml").and(warp::get()).and(authorized(core)).and_then(
+        |id: String, core: Arc<Coordinator>| async move {
+            let p = core.plan(&id).await.map_err(fail)?;
+            Ok::<_, Rejection>(
+                warp::reply::with_header(p.plan.to_toml(), CONTENT_TYPE, "application/toml").into_response(),
+            )
+        },
+    );
+    let put = item("plans").and(warp::put()).and(authorized(core)).and(body(MAX_PLAN_BYTES)).and_then(
+        |id: String, core: Arc<Coordinator>, body: Bytes| async move {
+            core.save_plan(Some(id), parse_json(&body)?).await.map(created).map_err(fail)
+        },
+    );
+    let delete = item("plans").and(warp::delete()).and(authorized(core)).and_then(
+        |id: String, core: Arc<Coordinator>| async move {
+            core.delete_plan(&id).await.map(|d| json(&d)).map_err(fail)
+        },
+    );
+    list.or(create)
+        .unify()
+        .or(import)
+        .unify()
+        .or(export)
+        .unify()
+        .or(get)
+        .unify()
+        .or(put)
+        .unify()
+        .or(delete)
+        .unify()
+        .boxed()
+}

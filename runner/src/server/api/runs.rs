@@ -1,0 +1,139 @@
+//! `/api/runs`: start, list, read and cancel runs, and the run event
+//! WebSocket (`/api/runs/{id}/events?from=SEQ`, also at `/api/events/{id}`),
+//! which replays the stored events from `SEQ` and then follows live.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ensemble_protocol::api::{ErrorKind, EventsQuery, RunRequest};
+use ensemble_protocol::{Event, EventKind};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::broadcast::error::RecvError;
+use warp::filters::BoxedFilter;
+use warp::ws::{Message, WebSocket};
+use warp::{Filter, Rejection, Reply};
+
+use super::{MAX_PLAN_BYTES, authorized, body, collection, item, item_action};
+use crate::coordinator::Coordinator;
+use crate::server::error::{fail, json, json_with, reject};
+
+pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
+    let list = collection("runs")
+        .and(warp::get())
+        .and(authorized(core))
+        .and_then(|core: Arc<Coordinator>| async move { core.runs().await.map(|r| json(&r)).map_err(fail) });
+    let start =
+        collection("runs").and(warp::post()).and(authorized(core)).and(body(MAX_PLAN_BYTES)).and_then(
+            |core: Arc<Coordinator>, body: Bytes| async move {
+                let req: RunRequest = serde_json::from_slice(&body).map_err(|e| {
+                    reject(ErrorKind::BadRequest, format!("the run request is not valid JSON: {e}"))
+                })?;
+                core.start_run(req).await.map(|r| json_with(&r, 201)).map_err(fail)
+            },
+        );
+    let get =
+        item("runs").and(warp::get()).and(authorized(core)).and_then(
+            |id: String, core: Arc<Coordinator>| async move {
+                core.run(&id).await.map(|r| json(&r)).map_err(fail)
+            },
+        );
+    let cancel =
+        item_action("runs", "cancel").and(warp::post()).and(authorized(core)).and_then(
+            |id: String, core: Arc<Coordinator>| async move {
+                core.cancel_run(&id).map(|r| json(&r)).map_err(fail)
+            },
+        );
+    // The same stream also under `/api/events/{id}`, a prefix of WebSockets
+    // only, which a dev proxy (Trunk's) can route apart from the REST API.
+    let under_runs = item_action("runs", "events");
+    let under_events = item("events");
+    let events = under_runs
+        .or(under_events)
+        .unify()
+        .and(warp::ws())
+        .and(authorized(core))
+        .and(warp::query::<EventsQuery>())
+        .and_then(|id: String, ws: warp::ws::Ws, core: Arc<Coordinator>, query: EventsQuery| async move {
+            core.run(&id).await.map_err(fail)?;
+            let from = query.from.unwrap_or(1);
+            let stop = core.stopping();
+            Ok::<_, Rejection>(
+                ws.on_upgrade(move |socket| async move {
+                    tokio::select! {
+                        _ = watch_run(socket, core, id, from) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                })
+                .into_response(),
+            )
+        });
+    events.or(list).unify().or(start).unify().or(cancel).unify().or(get).unify().boxed()
+}
+
+fn frame(ev: &Event) -> Message {
+    Message::text(serde_json::to_string(ev).expect("events serialize"))
+}
+
+/// Sends the stored events from `*next` on; true when `run-finished` was among them.
+async fn replay(
+    tx: &mut futures::stream::SplitSink<WebSocket, Message>,
+    core: &Coordinator,
+    run: &str,
+    next: &mut u64,
+) -> Result<bool, ()> {
+    let events = core.events(run, *next).await.map_err(|e| tracing::warn!("replay failed: {e}"))?;
+    let mut finished = false;
+    for ev in events {
+        *next = ev.seq + 1;
+        finished |= matches!(ev.kind, EventKind::RunFinished { .. });
+        tx.send(frame(&ev)).await.map_err(|_| ())?;
+    }
+    Ok(finished)
+}
+
+/// Streams a run's events: replay from `from`, then live until it finishes.
+/// Live events are stored before they are sent, so subscribing first and
+/// replaying second leaves no gap.
+async fn watch_run(socket: WebSocket, core: Arc<Coordinator>, run: String, from: u64) {
+    let (mut tx, mut rx) = socket.split();
+    let mut live = core.subscribe_run(&run);
+    let mut next = from.max(1);
+    match replay(&mut tx, &core, &run, &mut next).await {
+        Ok(true) | Err(()) => {
+            let _ = tx.close().await;
+            return;
+        }
+        Ok(false) => {}
+    }
+    let Some(live_rx) = live.as_mut() else {
+        // Not running any more: everything is stored; send what is left.
+        let _ = replay(&mut tx, &core, &run, &mut next).await;
+        let _ = tx.close().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            ev = live_rx.recv() => match ev {
+                Ok(ev) if ev.seq < next => {}
+                Ok(ev) => {
+                    next = ev.seq + 1;
+                    let done = matches!(ev.kind, EventKind::RunFinished { .. });
+                    if tx.send(frame(&ev)).await.is_err() || done {
+                        break;
+                    }
+                }
+                // Fell behind the live stream: catch up from the store.
+                Err(RecvError::Lagged(_)) => match replay(&mut tx, &core, &run, &mut next).await {
+                    Ok(false) => {}
+                    _ => break,
+                },
+                Err(RecvError::Closed) => {
+                    let _ = replay(&mut tx, &core, &run, &mut next).await;
+                    break;
+                }
+            },
+            msg = rx.next() => if msg.is_none_or(|m| m.is_err()) { return },
+        }
+    }
+    let _ = tx.close().await;
+}

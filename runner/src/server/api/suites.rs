@@ -1,0 +1,43 @@
+//! `/api/suites`: the suite catalog, uploads (inspected before they are
+//! stored), and suite bytes by sha256 for runners.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ensemble_protocol::api::UploadQuery;
+use warp::filters::BoxedFilter;
+use warp::http::header::CONTENT_TYPE;
+use warp::{Filter, Reply};
+
+use super::{authorized, body, collection, item, item_action};
+use crate::coordinator::Coordinator;
+use crate::server::error::{created, fail, json};
+
+pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
+    let max = core.config.max_suite_bytes as u64;
+    let list = collection("suites").and(warp::get()).and(authorized(core)).and_then(
+        |core: Arc<Coordinator>| async move { core.suites().await.map(|s| json(&s)).map_err(fail) },
+    );
+    let upload = collection("suites")
+        .and(warp::post())
+        .and(authorized(core))
+        .and(warp::query::<UploadQuery>())
+        .and(body(max))
+        .and_then(|core: Arc<Coordinator>, query: UploadQuery, body: Bytes| async move {
+            core.add_suite(query.name, body.to_vec()).await.map(created).map_err(fail)
+        });
+    let inspect = item_action("suites", "inspect").and(warp::get()).and(authorized(core)).and_then(
+        |sha: String, core: Arc<Coordinator>| async move {
+            core.suite(&sha).await.map(|m| json(&m)).map_err(fail)
+        },
+    );
+    let bytes = item("suites").and(warp::get().or(warp::head()).unify()).and(authorized(core)).and_then(
+        |sha: String, core: Arc<Coordinator>| async move {
+            let bytes = core.suite_bytes(&sha).await.map_err(fail)?;
+            Ok::<_, warp::Rejection>(
+                warp::reply::with_header(bytes, CONTENT_TYPE, "application/wasm").into_response(),
+            )
+        },
+    );
+    list.or(upload).unify().or(inspect).unify().or(bytes).unify().boxed()
+}

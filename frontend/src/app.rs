@@ -31,7 +31,7 @@ fn switch(route: Route) -> Html {
 
 #[component]
 pub fn App() -> Html {
-    let session = use_reducer(|| Session::new(storage::load_token()));
+    let session = use_reducer(|| Session::new(storage::take_token_from_url().or_else(storage::load_token)));
     use_machine_refresh(&session);
 
     let body = match &session.auth {

@@ -130,12 +130,17 @@ pub enum ErrorKind {
     BadRequest,
     /// No token, or a wrong one.
     Unauthorized,
+    /// The request came from a place this server does not answer (another
+    /// origin, a foreign host name).
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     /// The resource is not in a state that allows this (a run not running).
     Conflict,
     /// The body is over the route's limit.
     PayloadTooLarge,
+    /// The body's content type is not the route's.
+    UnsupportedMediaType,
     /// The plan is invalid; `details` lists each problem at its field path.
     InvalidPlan,
     /// The upload is not a usable suite.
@@ -152,10 +157,12 @@ impl ErrorKind {
         match self {
             ErrorKind::BadRequest => 400,
             ErrorKind::Unauthorized => 401,
+            ErrorKind::Forbidden => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::Conflict | ErrorKind::Unsatisfiable => 409,
             ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::InvalidPlan | ErrorKind::InvalidSuite => 422,
             ErrorKind::Internal => 500,
         }

@@ -76,6 +76,25 @@ impl NetGrant {
     }
 }
 
+impl NetGrant {
+    /// Whether every connection this grant admits is admitted by `wider`
+    /// too (a plan's grant against what a machine's operator allows).
+    pub fn within(&self, wider: &NetGrant) -> bool {
+        let loopback = |ip: &IpAddr| {
+            let ip = ip.to_canonical();
+            ip == IpAddr::V4(Ipv4Addr::LOCALHOST) || ip == IpAddr::V6(Ipv6Addr::LOCALHOST)
+        };
+        let host = match (&wider.host, &self.host) {
+            (HostPattern::Any, _) => true,
+            (HostPattern::Localhost, HostPattern::Localhost) => true,
+            (HostPattern::Localhost, HostPattern::Ip(ip)) => loopback(ip),
+            (HostPattern::Ip(a), HostPattern::Ip(b)) => a.to_canonical() == b.to_canonical(),
+            _ => false,
+        };
+        host && wider.port.is_none_or(|p| self.port == Some(p))
+    }
+}
+
 impl fmt::Display for NetGrant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.host {
@@ -91,10 +110,20 @@ impl fmt::Display for NetGrant {
     }
 }
 
-/// Checks an `env` grant: the name of one host environment variable.
+/// Variables of this prefix hold Ensemble's own settings and secrets (the
+/// token): no plan may grant them.
+pub const RESERVED_ENV_PREFIX: &str = "ENSEMBLE_";
+
+/// Checks an `env` grant: the name of one host environment variable, not
+/// one of Ensemble's own.
 pub fn check_env_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.contains('=') || name.contains('\0') {
         return Err(format!("{name:?} is not a variable name"));
+    }
+    if name.to_ascii_uppercase().starts_with(RESERVED_ENV_PREFIX) {
+        return Err(format!(
+            "{name:?} is reserved: {RESERVED_ENV_PREFIX}* variables hold Ensemble's own settings"
+        ));
     }
     Ok(())
 }
@@ -136,6 +165,20 @@ mod tests {
         assert!(check_env_name("A=B").is_err());
         assert!(check_env_name("").is_err());
         assert!(check_env_name("HOME").is_ok());
+        assert!(check_env_name("ENSEMBLE_TOKEN").unwrap_err().contains("reserved"));
+        assert!(check_env_name("ensemble_token").unwrap_err().contains("reserved"));
+    }
+
+    #[test]
+    fn a_grant_is_within_a_wider_one() {
+        let g = |s: &str| NetGrant::parse(s).unwrap();
+        assert!(g("127.0.0.1:80").within(&g("127.0.0.1:*")));
+        assert!(g("127.0.0.1:80").within(&g("localhost:80")));
+        assert!(g("[::1]:80").within(&g("localhost:*")));
+        assert!(g("10.0.0.1:80").within(&g("*:80")));
+        assert!(!g("127.0.0.1:*").within(&g("127.0.0.1:80")), "any port is wider than one");
+        assert!(!g("*:80").within(&g("127.0.0.1:80")));
+        assert!(!g("10.0.0.1:80").within(&g("localhost:*")));
     }
 
     #[test]

@@ -29,3 +29,76 @@ pub struct Facts {
     pub ensemble_version: String,
     pub wasmtime_version: String,
 }
+
+/// The longest machine name.
+pub const MAX_NAME: usize = 64;
+/// The most labels a machine may have, and their sizes.
+pub const MAX_LABELS: usize = 32;
+const MAX_LABEL_KEY: usize = 64;
+const MAX_LABEL_VALUE: usize = 256;
+/// The longest reported fact.
+const MAX_FACT: usize = 256;
+
+/// Checks a machine name: 1 to 64 of letters, digits, `.`, `_` and `-`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || ".-_".contains(c);
+    if name.is_empty() || name.len() > MAX_NAME || !name.chars().all(ok_char) {
+        let shown: String = name.chars().take(MAX_NAME).collect();
+        return Err(format!(
+            "{shown:?} is not a valid machine name: use 1 to {MAX_NAME} letters, digits, '.', '_' or '-'"
+        ));
+    }
+    Ok(())
+}
+
+impl MachineInfo {
+    /// Checks what a machine says of itself before anyone stores or shows it.
+    pub fn check(&self) -> Result<(), String> {
+        check_name(&self.name)?;
+        if self.labels.len() > MAX_LABELS {
+            return Err(format!("{} labels is more than the limit of {MAX_LABELS}", self.labels.len()));
+        }
+        for (k, v) in &self.labels {
+            if k.is_empty()
+                || k.len() > MAX_LABEL_KEY
+                || v.len() > MAX_LABEL_VALUE
+                || k.contains(char::is_control)
+            {
+                let key: String = k.chars().take(MAX_LABEL_KEY).collect();
+                return Err(format!(
+                    "label {key:?} is not valid: keys take 1 to {MAX_LABEL_KEY} characters, values up to {MAX_LABEL_VALUE}"
+                ));
+            }
+        }
+        let f = &self.facts;
+        for fact in [&f.os, &f.arch, &f.ensemble_version, &f.wasmtime_version] {
+            if fact.len() > MAX_FACT {
+                return Err(format!("a fact of {} bytes is over the limit of {MAX_FACT}", fact.len()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str) -> MachineInfo {
+        MachineInfo { name: name.into(), labels: BTreeMap::new(), slots: 1, facts: Facts::default() }
+    }
+
+    #[test]
+    fn names_and_labels_are_bounded() {
+        assert!(info("box-1.lab_2").check().is_ok());
+        for bad in ["", "has space", "new\nline", &"x".repeat(65)] {
+            assert!(info(bad).check().is_err(), "{bad:?}");
+        }
+        let mut many = info("m");
+        many.labels = (0..33).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        assert!(many.check().unwrap_err().contains("labels"));
+        let mut big = info("m");
+        big.labels.insert("k".into(), "v".repeat(1 << 20));
+        assert!(big.check().is_err());
+    }
+}

@@ -300,8 +300,20 @@ impl Plan {
         if problems.is_empty() { Ok(()) } else { Err(PlanError { file: None, problems }) }
     }
 
-    /// Every problem of the plan (empty when valid). Used for inline errors.
+    /// Every problem of the plan (empty when valid), at most
+    /// [`MAX_PROBLEMS`] of them (the last one says how many more). Used for
+    /// inline errors.
     pub fn problems(&self) -> Vec<Problem> {
+        let mut all = self.all_problems();
+        if all.len() > MAX_PROBLEMS {
+            let more = all.len() - (MAX_PROBLEMS - 1);
+            all.truncate(MAX_PROBLEMS - 1);
+            all.push(Problem { path: String::new(), message: format!("… and {more} more problems") });
+        }
+        all
+    }
+
+    fn all_problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         let mut bad = |path: String, message: String| out.push(Problem { path, message });
         if self.name.trim().is_empty() {
@@ -318,6 +330,12 @@ impl Plan {
             bad(
                 "settings.memory_limit".into(),
                 format!("{} is out of range; a wasm32 instance takes from 1MiB to 4GiB", s.memory_limit),
+            );
+        }
+        if s.output_limit.0 > MAX_OUTPUT_LIMIT {
+            bad(
+                "settings.output_limit".into(),
+                format!("{} is over the limit of 8MiB of output kept per test", s.output_limit),
             );
         }
         if s.retries > 100 {
@@ -343,13 +361,17 @@ impl Plan {
         if self.kind == PlanType::CrossPlatform && self.profiles.is_empty() {
             bad("profiles".into(), "a cross-platform plan needs at least one profile".into());
         }
-        let known = || {
-            if names.is_empty() {
-                "the plan has no profiles".to_string()
-            } else {
-                format!("profiles: {}", names.iter().copied().collect::<Vec<_>>().join(", "))
-            }
+        // Computed once and bounded: a plan with thousands of profiles must not
+        // repeat all their names in every problem.
+        let known = if names.is_empty() {
+            "the plan has no profiles".to_string()
+        } else {
+            let shown: Vec<&str> = names.iter().copied().take(KNOWN_SHOWN).collect();
+            let more = names.len().saturating_sub(KNOWN_SHOWN);
+            let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
+            format!("profiles: {}{tail}", shown.join(", "))
         };
+        let known = || known.as_str();
         let mut roles = BTreeMap::new();
         for (i, e) in self.entries.iter().enumerate() {
             if e.suite.trim().is_empty() {
@@ -394,6 +416,13 @@ impl Plan {
         out
     }
 }
+
+/// Most problems one validation reports.
+pub const MAX_PROBLEMS: usize = 100;
+/// Profile names listed in a problem about an unknown profile.
+const KNOWN_SHOWN: usize = 10;
+/// The most output kept per test: it travels in one event.
+pub const MAX_OUTPUT_LIMIT: u64 = 8 << 20;
 
 /// The `sha256:` prefix of a suite reference inside a plan.
 pub const SHA_PREFIX: &str = "sha256:";
@@ -509,5 +538,22 @@ profile = "client-box"
         let err = Plan::from_toml(&with("example.com:80")).unwrap_err();
         assert_eq!(err.problems[0].path, "entries[0].capabilities.net[0]");
         assert!(err.problems[0].message.contains("IP address"), "{err}");
+    }
+
+    #[test]
+    fn validation_stays_small_for_huge_plans() {
+        let mut text = String::from("name = \"big\"\n");
+        for i in 0..5_000 {
+            text.push_str(&format!("[[profiles]]\nname = \"p{i}\"\n"));
+        }
+        for i in 0..1_000 {
+            text.push_str(&format!("[[entries]]\nsuite = \"s{i}.wasm\"\nprofile = \"nowhere\"\n"));
+        }
+        let err = Plan::from_toml(&text).unwrap_err();
+        assert_eq!(err.problems.len(), MAX_PROBLEMS);
+        assert!(err.problems.last().unwrap().message.contains("more problems"), "{err}");
+        let shown = err.to_string();
+        assert!(shown.len() < 64 << 10, "the error stays small: {} bytes", shown.len());
+        assert!(shown.contains("and 4990 more"), "{}", &shown[..500]);
     }
 }

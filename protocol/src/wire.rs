@@ -103,9 +103,14 @@ pub enum SyncReply {
 pub enum ToMachine {
     /// The join was accepted.
     Welcome { protocol: u32, coordinator: String },
-    /// The join was refused (bad token, name taken, protocol mismatch); the
-    /// connection closes after this message.
-    Rejected { reason: String },
+    /// The join was refused (name taken, protocol mismatch, a bad hello);
+    /// the connection closes after this message. With `retry`, the machine
+    /// may try again later (its own old connection is still closing).
+    Rejected {
+        reason: String,
+        #[serde(default)]
+        retry: bool,
+    },
     /// A clock probe: answer with [`FromMachine::Pong`] at once.
     Ping { id: u64, coordinator_us: i64 },
     /// Run this shard.
@@ -187,7 +192,7 @@ mod tests {
             },
             ToMachine::Ack { run: "r".into(), shard: 1, seq: 9 },
             ToMachine::Welcome { protocol: 1, coordinator: "c".into() },
-            ToMachine::Rejected { reason: "bad token".into() },
+            ToMachine::Rejected { reason: "bad token".into(), retry: true },
             ToMachine::Ping { id: 1, coordinator_us: 2 },
         ];
         for m in to {

@@ -12,12 +12,15 @@ use clap::{Args, Parser, Subcommand};
 use ensemble_protocol::exit;
 
 use ensemble_client::Client;
-use ensemble_protocol::{EventKind, Verdict};
+use ensemble_protocol::Verdict;
+use ensemble_protocol::api::RunState;
 
 use crate::prepare::{self, PlanFile, Prepared};
 use crate::report::{JsonLines, JunitReporter, Reporter, TerminalReporter};
-use crate::sandbox::{ArtifactCache, Sandbox, SandboxOptions};
+use crate::sandbox::{ArtifactCache, HostPolicy, Sandbox, SandboxOptions};
+use crate::signals::stop_on_signal;
 use crate::suites;
+use ensemble_protocol::grant::{HostPattern, NetGrant};
 
 const EXIT_CODES: &str = "Exit codes:
   0  every test passed (skipped and ignored tests do not count against a run)
@@ -108,6 +111,8 @@ struct ServeArgs {
     /// The largest suite upload accepted.
     #[arg(long, default_value = "64MiB")]
     max_suite_size: ensemble_protocol::units::ByteSize,
+    #[command(flatten)]
+    policy: PolicyArgs,
     /// Serve HTTPS/WSS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -141,7 +146,35 @@ struct RunnerArgs {
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
     #[command(flatten)]
+    policy: PolicyArgs,
+    #[command(flatten)]
     cache: CacheArgs,
+}
+
+/// What plans may grant the suites this machine runs. Nothing by default:
+/// a plan's `env` and `net` grants must be within these, or its shard fails
+/// with a message naming the flag. `ENSEMBLE_*` variables and the
+/// coordinator's own address are never reachable.
+#[derive(Args, Debug)]
+struct PolicyArgs {
+    /// Host environment variables plans may grant (comma-separated or
+    /// repeated; a trailing `*` matches a prefix).
+    #[arg(long = "allow-env", value_name = "NAME", value_delimiter = ',')]
+    allow_env: Vec<String>,
+    /// Addresses plans may let suites connect to (`host:port`, `*` for any
+    /// host or port; comma-separated or repeated).
+    #[arg(long = "allow-net", value_name = "HOST:PORT", value_delimiter = ',', value_parser = parse_net)]
+    allow_net: Vec<NetGrant>,
+}
+
+impl PolicyArgs {
+    fn policy(&self, command: &str, deny_net: Vec<NetGrant>) -> HostPolicy {
+        HostPolicy::allowing(command, self.allow_env.clone(), self.allow_net.clone(), deny_net)
+    }
+}
+
+fn parse_net(s: &str) -> Result<NetGrant, String> {
+    NetGrant::parse(s)
 }
 
 #[derive(Args, Debug)]
@@ -369,12 +402,8 @@ async fn run_remote(args: &RunArgs, file: &PlanFile, server: &str) -> Result<i32
         |e: ensemble_client::ClientError| if e.is_bad_input() { bad(e) } else { internal(e) };
     let run = client.start_plan(&plan).await.map_err(client_failure)?;
     let mut reporters = reporters(args)?;
-    let mut verdict = None;
     client
         .watch(&run.id, 1, |ev| {
-            if let EventKind::RunFinished { verdict: v, .. } = &ev.kind {
-                verdict = Some(*v);
-            }
             for r in reporters.iter_mut() {
                 if let Err(e) = r.event(&ev) {
                     tracing::warn!("a reporter failed: {e:#}");
@@ -386,7 +415,16 @@ async fn run_remote(args: &RunArgs, file: &PlanFile, server: &str) -> Result<i32
     for r in reporters.iter_mut() {
         r.finish().map_err(internal)?;
     }
-    Ok(verdict.unwrap_or(Verdict::Failed).exit_code())
+    // The stored run is the truth, not what came over the stream: it is
+    // committed before `run-finished` is sent.
+    let meta = client.run(&run.id).await.map_err(internal)?;
+    let verdict = match meta.state {
+        RunState::Passed => Verdict::Passed,
+        RunState::Cancelled => Verdict::Cancelled,
+        RunState::Failed | RunState::Interrupted => Verdict::Failed,
+        RunState::Running => return Err(internal(anyhow::anyhow!("run {} is still running", run.id))),
+    };
+    Ok(verdict.exit_code())
 }
 
 fn machine_info(
@@ -407,13 +445,15 @@ fn machine_info(
 }
 
 async fn serve(args: ServeArgs) -> Result<i32, Failure> {
-    if !args.listen.ip().is_loopback() && args.token.is_none() {
-        return Err(bad(anyhow::anyhow!(
-            "refusing to listen on {} without a token: anyone who can reach it could run code on \
-             your machines. Pass --token (or ENSEMBLE_TOKEN), or listen on 127.0.0.1",
-            args.listen
-        )));
-    }
+    // Always a token: without --token, the one kept in the data dir (made on
+    // first start), so a web page the user visits cannot drive the server.
+    let (token, token_file) = match &args.token {
+        Some(t) => (t.clone(), None),
+        None => {
+            let (token, path) = crate::store::server_token(&args.data_dir).map_err(internal)?;
+            (token, Some(path))
+        }
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| bad(anyhow::anyhow!("cannot listen on {}: {e}", args.listen)))?;
@@ -431,16 +471,26 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
         data_dir: args.data_dir.clone(),
         config: crate::coordinator::CoordinatorConfig {
             name: args.name.clone(),
-            token: args.token.clone(),
+            token: Some(token.clone()),
             heartbeat_timeout: args.heartbeat_timeout,
             max_suite_bytes: usize::try_from(args.max_suite_size.0).unwrap_or(usize::MAX),
             shutdown_grace: SHUTDOWN_GRACE,
+            loopback_only: addr.ip().is_loopback(),
         },
         local_machine: local,
+        // Suites on the server's own machine never reach the server itself.
+        policy: args.policy.policy("ensemble serve", vec![listen_grant(addr)]),
         tls,
     };
     // The first line names the address, so scripts (and tests) can find a port 0.
     println!("ensemble serve: listening on {scheme}://{addr}");
+    if let Some(path) = token_file {
+        println!(
+            "ensemble serve: the token is in {} (pass it with --token or ENSEMBLE_TOKEN)",
+            path.display()
+        );
+        println!("ensemble serve: open {scheme}://{addr}/?token={}", ensemble_protocol::api::encode(&token));
+    }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     let shutdown = stop_on_signal();
@@ -455,7 +505,9 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
     let sandbox = args.cache.sandbox().map_err(internal)?;
     let cache_dir = args.cache.cache_dir.clone().unwrap_or_else(ArtifactCache::default_dir);
     let shutdown = stop_on_signal();
+    let deny = crate::agent::join::coordinator_addresses(&args.join).await;
     let opts = crate::agent::join::JoinOptions {
+        policy: args.policy.policy("ensemble runner", deny),
         url: args.join.clone(),
         token: args.token.clone(),
         info,
@@ -473,43 +525,15 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
     }
 }
 
+/// The address a server listens on, as a grant that matches it.
+fn listen_grant(addr: std::net::SocketAddr) -> NetGrant {
+    let host = if addr.ip().is_unspecified() { HostPattern::Any } else { HostPattern::Ip(addr.ip()) };
+    NetGrant { host, port: Some(addr.port()) }
+}
+
 /// How long `serve` waits, when stopping, for its runs' machines to wind
 /// the runs down before it gives their unfinished shards up as lost.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// A token cancelled on Ctrl-C or SIGTERM, for a clean stop.
-pub fn stop_on_signal() -> tokio_util::sync::CancellationToken {
-    let token = tokio_util::sync::CancellationToken::new();
-    let stop = token.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        stop.cancel();
-    });
-    token
-}
-
-/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
-pub async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -44,11 +44,13 @@ pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> an
         Some(d) => d,
         None => tempfile_dir()?,
     };
+    let (token, _) = crate::store::server_token(&data_dir)?;
     let mut children = Children(Vec::new());
     let mut server = Command::new(&exe)
         .args(["serve", "--listen", &listen.to_string(), "--data-dir"])
         .arg(&data_dir)
         .args(["--name", "coordinator"])
+        .env("ENSEMBLE_TOKEN", &token)
         .stdout(Stdio::piped())
         .spawn()
         .context("starting ensemble serve")?;
@@ -62,12 +64,13 @@ pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> an
     for (name, tier) in [("runner-server", "server"), ("runner-client", "client")] {
         let child = Command::new(&exe)
             .args(["runner", "--join", &url, "--name", name, "--label", &format!("tier={tier}")])
+            .env("ENSEMBLE_TOKEN", &token)
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting runner {name}"))?;
         children.0.push(child);
     }
-    let client = Client::new(&url, None, ensemble_client::tls_config(None)?)?;
+    let client = Client::new(&url, Some(token.clone()), ensemble_client::tls_config(None)?)?;
     let machines = client.wait_machines(3, std::time::Duration::from_secs(60)).await?;
     let online = machines.iter().filter(|m| m.state != ensemble_protocol::api::MachineState::Offline).count();
     if online < 3 {
@@ -100,14 +103,20 @@ pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> an
     println!();
     println!("  suites:   kv-server, kv-client, {}", CATALOG.join(", "));
     println!();
-    println!("Open {url} in a browser: run the plan, watch it live, or build a plan of your own.");
+    let open = format!("{url}/?token={}", ensemble_protocol::api::encode(&token));
+    println!("  token:    {token}");
+    println!();
+    println!("Open {open} in a browser: run the plan, watch it live, or build a plan of your own.");
     println!("Or from a terminal:");
+    println!("  export ENSEMBLE_TOKEN={token}");
     println!("  ensemble run {} --server {url}", path.display());
-    println!("  curl -s -X POST {url}/api/runs -d '{{\"plan_id\":\"{plan_id}\"}}'");
-    println!("  curl -s {url}/api/machines");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $ENSEMBLE_TOKEN\" -H 'Content-Type: application/json' \\\n       -X POST {url}/api/runs -d '{{\"plan_id\":\"{plan_id}\"}}'"
+    );
+    println!("  curl -s -H \"Authorization: Bearer $ENSEMBLE_TOKEN\" {url}/api/machines");
     println!();
     println!("Press Ctrl-C to stop the demo.");
-    crate::cli::wait_for_signal().await;
+    crate::signals::wait_for_signal().await;
     drop(children);
     Ok(ensemble_protocol::exit::SUCCESS)
 }

@@ -20,6 +20,8 @@
 //!   in-process machines.
 //! - [`demo`]: `ensemble demo`, a whole local setup.
 //! - [`tls`]: the server side of TLS.
+//! - [`signals`]: stopping cleanly on Ctrl-C and SIGTERM.
+//! - [`time`]: the wall clock every part stamps events with.
 //! - [`cli`]: the command line and its exit codes.
 //!
 //! The REST client is its own crate, `ensemble-client`.
@@ -36,7 +38,9 @@ pub mod prepare;
 pub mod report;
 pub mod sandbox;
 pub mod server;
+pub mod signals;
 pub mod standalone;
 pub mod store;
 pub mod suites;
+pub mod time;
 pub mod tls;

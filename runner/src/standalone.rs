@@ -22,7 +22,7 @@ use crate::agent::{Agent, MemorySuites, local_facts};
 use crate::coordinator::matching::{self, Unsatisfiable};
 use crate::coordinator::{Dispatcher, Inbound, MachineLink, RunResult, SuiteRef, new_run_id};
 use crate::report::Reporter;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{HostPolicy, Sandbox};
 use crate::suites::LocalSuite;
 
 /// The machines a plan gets when it runs alone: one per profile instance,
@@ -78,7 +78,7 @@ pub async fn run(
         let (to_tx, to_rx) = mpsc::unbounded_channel();
         let (agent_in_tx, agent_in_rx) = mpsc::unbounded_channel();
         let (agent_out_tx, agent_out_rx) = mpsc::unbounded_channel();
-        let agent = Arc::new(Agent::new(info.clone(), sandbox.clone(), store.clone()));
+        let agent = Arc::new(Agent::new(info.clone(), sandbox.clone(), store.clone(), HostPolicy::open()));
         tasks.spawn(agent.serve(agent_in_rx, agent_out_tx, shutdown.child_token()));
         // In-process machines share the coordinator's clock.
         let in_tx = in_tx.clone();

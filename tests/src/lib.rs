@@ -192,6 +192,17 @@ impl Server {
         self.client().start_plan(&plan).await.unwrap_or_else(|e| panic!("{e}")).id
     }
 
+    /// Every event of a run, from the first until `run-finished`.
+    pub async fn events(&self, run: &str) -> Vec<Event> {
+        let mut events = Vec::new();
+        self.watch(run, 1, |e| {
+            events.push(e.clone());
+            true
+        })
+        .await;
+        events
+    }
+
     /// Follows a run's event stream from `from`, calling `each` for every
     /// event until `run-finished` (or until `each` returns false).
     pub async fn watch(&self, run: &str, from: u64, mut each: impl FnMut(&Event) -> bool) {

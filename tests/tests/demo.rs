@@ -81,6 +81,21 @@ fn ensemble_demo_brings_up_a_ready_setup() {
             break url.to_string();
         }
     };
+    // It made a token, and prints it and a URL that carries it.
+    let (token, open) = {
+        let mut token = None;
+        loop {
+            let line = lines.next().expect("the demo prints its token and link").unwrap();
+            if let Some(t) = line.trim().strip_prefix("token:") {
+                token = Some(t.trim().to_string());
+            }
+            if let Some(rest) = line.strip_prefix("Open ") {
+                let link = rest.split_whitespace().next().unwrap().to_string();
+                break (token.expect("the token comes first"), link);
+            }
+        }
+    };
+    assert_eq!(open, format!("{url}/?token={token}"));
     let result = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let server = ensemble_tests::Server {
             proc: ensemble_tests::Proc {
@@ -88,11 +103,14 @@ fn ensemble_demo_brings_up_a_ready_setup() {
                 log: dir.path().join("none"),
             },
             url: url.clone(),
-            token: String::new(),
+            token: token.clone(),
         };
+        // Without the token, the API refuses (a web page cannot drive the demo).
+        let refused = server.client().with_token(None).plans().await.unwrap_err();
+        assert_eq!(refused.status(), Some(401), "{refused}");
         let machines = server.wait_online(3).await;
         // The URL opens the browser app, with example suites in the catalog.
-        let client = server.client().with_token(None);
+        let client = server.client();
         let page = client.request(reqwest::Method::GET, "/").send().await.unwrap().text().await.unwrap();
         assert!(page.contains("/assets/ensemble_frontend.js"), "{page}");
         let suites = client.suites().await.unwrap();

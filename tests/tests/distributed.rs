@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use ensemble_protocol::api::{ErrorKind, MachineState, RunRequest, RunState};
 use ensemble_protocol::event::SyncOp;
 use ensemble_protocol::{CancelReason, Event, EventKind, Outcome, Verdict};
-use ensemble_tests::{Proc, Server, ensemble_async, start_runner, start_server};
+use ensemble_tests::{Proc, Server, ensemble_async, start_runner, start_runner_with, start_server};
 use serde_json::json;
 
 const TOKEN: &str = "test-token";
@@ -99,14 +99,14 @@ async fn wrong_tokens_are_refused() {
     let mut bad = start_runner(dir.path(), &server, "intruder", &[], Some("not-the-token"));
     let status = bad.child.wait().unwrap();
     assert_eq!(status.code(), Some(2), "a refused runner exits 2: {}", bad.log());
-    assert!(bad.log().contains("refused this machine: wrong or missing token"), "{}", bad.log());
+    assert!(bad.log().contains("refused this machine: wrong token (pass it with --token"), "{}", bad.log());
     let refused = server.client().with_token(Some("nope".into())).machines().await.unwrap_err();
     assert_eq!(refused.status(), Some(401));
     assert_eq!(refused.kind(), Some(ErrorKind::Unauthorized));
     assert!(refused.to_string().contains("wrong token"), "{refused}");
     let machines = server.client().machines().await.unwrap();
     assert!(machines.is_empty(), "the intruder never registered: {machines:?}");
-    assert!(server.proc.log().contains("refused a machine with a missing or wrong token"));
+    assert!(server.proc.log().contains("rejected a request with a wrong token"), "{}", server.proc.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,13 +286,7 @@ async fn a_dropped_connection_resumes_without_missing_or_duplicated_events() {
     assert_eq!(finished.len(), 22, "every test of both parts reported: {finished:?}");
     assert!(finished.values().all(|&n| n == 1), "each test exactly once: {finished:?}");
     // The replay of a finished run is the same stream.
-    let mut replay = Vec::new();
-    server
-        .watch(&run, 1, |e| {
-            replay.push(e.clone());
-            true
-        })
-        .await;
+    let replay = server.events(&run).await;
     assert_eq!(replay, events);
     let mut tail = Vec::new();
     server
@@ -440,4 +434,67 @@ async fn sigterm_stops_serve_and_runners_cleanly_and_the_run_ends_cancelled() {
     let Some(EventKind::RunFinished { cancelled, verdict, .. }) = last else { panic!("{last:?}") };
     assert_eq!(cancelled, Some(CancelReason::ShuttingDown));
     assert_eq!(verdict, Verdict::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_bound_what_plans_grant_and_suites_never_reach_the_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let _closed = start_runner(dir.path(), &server, "closed", &["tier=a"], None);
+    let _open = start_runner_with(
+        dir.path(),
+        &server,
+        "open",
+        &["tier=b"],
+        None,
+        &["--allow-env", "HOME", "--allow-net", "127.0.0.1:*", "--slots", "3"],
+    );
+    server.wait_online(2).await;
+    let hostile = server.upload(ensemble_artifacts::HOSTILE, "hostile").await;
+    // An honest service on loopback that suites may reach, and the
+    // coordinator, which they may not, whatever the grant says.
+    let honest = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let honest_addr = honest.local_addr().unwrap().to_string();
+    let coordinator_addr = server.url.trim_start_matches("http://").to_string();
+    let entry = |role: &str, profile: &str, addr: &str| {
+        json!({ "suite": format!("sha256:{hostile}"), "profile": profile, "role": role,
+                "params": { "addr": addr, "name": "HOME" },
+                "capabilities": { "net": ["127.0.0.1:*"], "env": ["HOME"] } })
+    };
+    let plan = tier_plan(
+        "grants",
+        "1s",
+        json!([
+            entry("on-closed", "a", &honest_addr),
+            entry("to-honest", "b", &honest_addr),
+            entry("to-coordinator", "b", &coordinator_addr)
+        ]),
+    );
+    let run = server.start_run(plan).await;
+    let events = server.events(&run).await;
+    let shard_error = |role: &str| {
+        events.iter().find_map(|e| match &e.kind {
+            EventKind::ShardFinished { shard, error, .. } if shard.role == role => Some(error.clone()),
+            _ => None,
+        })
+    };
+    let outcome = |role: &str, test: &str| {
+        events.iter().find_map(|e| match &e.kind {
+            EventKind::TestFinished { shard, test: t, outcome, message, .. }
+                if shard.role == role && t == test =>
+            {
+                Some((*outcome, message.clone().unwrap_or_default()))
+            }
+            _ => None,
+        })
+    };
+    let refused = shard_error("on-closed").flatten().expect("the closed machine refuses the grants");
+    assert!(refused.contains("`ensemble runner --allow-env HOME`"), "{refused}");
+    assert_eq!(shard_error("to-honest"), Some(None));
+    assert_eq!(outcome("to-honest", "read_env").map(|o| o.0), Some(Outcome::Passed));
+    assert_eq!(outcome("to-honest", "connect").map(|o| o.0), Some(Outcome::Passed), "{events:?}");
+    let (blocked, why) = outcome("to-coordinator", "connect").expect("the probe ran");
+    assert_eq!(blocked, Outcome::Failed, "the coordinator is out of reach: {why}");
+    assert!(why.contains(&format!("connecting to {coordinator_addr}")), "{why}");
+    drop(honest);
 }

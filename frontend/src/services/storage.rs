@@ -21,3 +21,41 @@ pub fn forget_token() {
         let _ = s.remove_item(KEY);
     }
 }
+
+/// A token handed over in the page's address (`?token=T`, as `ensemble
+/// serve` and `ensemble demo` print it): kept like a typed one, and taken out
+/// of the address bar so it is not bookmarked or shared by accident.
+pub fn take_token_from_url() -> Option<String> {
+    let window = web_sys::window()?;
+    let location = window.location();
+    let search = location.search().ok()?;
+    let token = token_in_query(&search)?;
+    save_token(&token);
+    if let (Ok(history), Ok(path)) = (window.history(), location.pathname()) {
+        let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&path));
+    }
+    Some(token)
+}
+
+/// The `token` parameter of a query string (`?a=1&token=T`), decoded.
+pub fn token_in_query(search: &str) -> Option<String> {
+    search
+        .trim_start_matches('?')
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .and_then(ensemble_protocol::api::decode)
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_in_query;
+
+    #[test]
+    fn a_token_is_read_from_the_query() {
+        assert_eq!(token_in_query("?token=abc").as_deref(), Some("abc"));
+        assert_eq!(token_in_query("?x=1&token=a%20b").as_deref(), Some("a b"));
+        assert_eq!(token_in_query("?x=1"), None);
+        assert_eq!(token_in_query("?token="), None);
+    }
+}

@@ -15,7 +15,7 @@ use anyhow::bail;
 use async_trait::async_trait;
 use ensemble_client::{Client, ClientError, Tls};
 use ensemble_protocol::PROTOCOL_VERSION;
-use ensemble_protocol::api::routes;
+use ensemble_protocol::api::{ErrorKind, routes};
 use ensemble_protocol::wire::{FromMachine, MachineInfo, ToMachine};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -23,8 +23,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::link::Link;
-use super::{Agent, SuiteSource, now_us};
-use crate::sandbox::{Sandbox, sha256_hex};
+use super::{Agent, SuiteSource};
+use crate::sandbox::{HostPolicy, Sandbox, sha256_hex};
+use crate::time::now_us;
+use ensemble_protocol::grant::{HostPattern, NetGrant};
 
 /// Suites fetched from the coordinator by sha256, cached on disk.
 pub struct RemoteSuites {
@@ -73,6 +75,35 @@ pub struct JoinOptions {
     pub cache_dir: PathBuf,
     pub heartbeat: Duration,
     pub tls: Tls,
+    /// What plans may grant on this machine.
+    pub policy: HostPolicy,
+}
+
+/// The coordinator's addresses (from its URL), for suites never to reach.
+pub async fn coordinator_addresses(url: &str) -> Vec<NetGrant> {
+    let (secure, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            (scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("wss"), rest)
+        }
+        None => (false, url),
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let default_port = if secure { 443 } else { 80 };
+    let target = if authority.ends_with(']') || !authority.contains(':') {
+        format!("{authority}:{default_port}")
+    } else {
+        authority.to_string()
+    };
+    match tokio::net::lookup_host(target.as_str()).await {
+        Ok(addrs) => {
+            addrs.map(|a| NetGrant { host: HostPattern::Ip(a.ip()), port: Some(a.port()) }).collect()
+        }
+        Err(e) => {
+            tracing::warn!("cannot resolve the coordinator's address {target}: {e}");
+            Vec::new()
+        }
+    }
 }
 
 /// Runs a machine joined to a coordinator until `shutdown` or a refusal.
@@ -83,7 +114,7 @@ pub async fn join(
 ) -> anyhow::Result<()> {
     let client = Client::new(&opts.url, opts.token.clone(), opts.tls.clone())?;
     let suites = Arc::new(RemoteSuites::new(client.clone(), opts.cache_dir.join("suites")));
-    let agent = Arc::new(Agent::new(opts.info.clone(), sandbox, suites));
+    let agent = Arc::new(Agent::new(opts.info.clone(), sandbox, suites, opts.policy.clone()));
     let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
     let (outbox_tx, mut outbox_rx) = mpsc::unbounded_channel();
     let agent_task = tokio::spawn(agent.serve(inbox_rx, outbox_tx, shutdown.child_token()));
@@ -126,6 +157,12 @@ async fn session(
         Ok(ws) => ws,
         // An untrusted certificate will not fix itself by retrying.
         Err(e @ ClientError::Untrusted { .. }) => return Err(Refused(e.to_string()).into()),
+        // A wrong token will not fix itself by retrying either.
+        Err(ClientError::Api { error, .. }) if error.kind() == ErrorKind::Unauthorized => {
+            return Err(
+                Refused(format!("{} (pass it with --token or ENSEMBLE_TOKEN)", error.message())).into()
+            );
+        }
         Err(e) => return Err(e.into()),
     };
     let (mut tx, mut rx) = ws.split();
@@ -143,7 +180,8 @@ async fn session(
                 tracing::info!(%coordinator, machine = %opts.info.name, "joined");
                 eprintln!("ensemble runner: {} joined {} ({coordinator})", opts.info.name, opts.url);
             }
-            ToMachine::Rejected { reason } => return Err(Refused(reason).into()),
+            ToMachine::Rejected { reason, retry: false } => return Err(Refused(reason).into()),
+            ToMachine::Rejected { reason, retry: true } => bail!("the coordinator asked to retry: {reason}"),
             other => bail!("expected a welcome, got {other:?}"),
         },
         other => bail!("the coordinator closed the connection before welcoming us ({other:?})"),
@@ -177,7 +215,10 @@ async fn session(
                         Some(ToMachine::Ping { id, coordinator_us }) => {
                             tx.send(send(&FromMachine::Pong { id, coordinator_us, machine_us: now_us() })).await?;
                         }
-                        Some(ToMachine::Rejected { reason }) => return Err(Refused(reason).into()),
+                        Some(ToMachine::Rejected { reason, retry: false }) => return Err(Refused(reason).into()),
+                        Some(ToMachine::Rejected { reason, retry: true }) => {
+                            bail!("the coordinator asked to retry: {reason}")
+                        }
                         Some(other) => {
                             let _ = inbox.send(other);
                         }

@@ -32,7 +32,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::sandbox::{Grants, LoadedSuite, Sandbox, SyncPort, TestCase, TestEnv, TestRun};
+use crate::sandbox::{Grants, HostPolicy, LoadedSuite, Sandbox, SyncPort, TestCase, TestEnv, TestRun};
+use crate::time::now_us;
 
 /// Where an agent gets suite bytes by sha256 (a local map in standalone runs,
 /// the coordinator's HTTP API when joined to a server).
@@ -86,10 +87,27 @@ fn total_memory() -> u64 {
         .unwrap_or(0)
 }
 
-/// Microseconds since the Unix epoch on this machine's clock.
-pub fn now_us() -> i64 {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+/// The longest test message or log line sent; a suite decides their size,
+/// and an event must always fit the link.
+pub const MAX_MESSAGE: usize = 64 << 10;
+/// The most output sent per test (the most a plan may keep).
+pub const MAX_OUTPUT: usize = ensemble_protocol::plan::MAX_OUTPUT_LIMIT as usize;
+
+/// `text` cut to at most `max` bytes (at a character boundary), saying how
+/// much was cut: too much is shortened, never refused.
+pub fn cut(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let note_room = 64;
+    let mut end = max.saturating_sub(note_room);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let dropped = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("\n… ({dropped} more bytes cut)"));
+    text
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<SyncReply>>>>;
@@ -99,11 +117,18 @@ pub struct Agent {
     pub info: MachineInfo,
     sandbox: Arc<Sandbox>,
     suites: Arc<dyn SuiteSource>,
+    /// What plans may grant on this machine.
+    policy: HostPolicy,
 }
 
 impl Agent {
-    pub fn new(info: MachineInfo, sandbox: Arc<Sandbox>, suites: Arc<dyn SuiteSource>) -> Self {
-        Self { info, sandbox, suites }
+    pub fn new(
+        info: MachineInfo,
+        sandbox: Arc<Sandbox>,
+        suites: Arc<dyn SuiteSource>,
+        policy: HostPolicy,
+    ) -> Self {
+        Self { info, sandbox, suites, policy }
     }
 
     /// Serves assignments until `inbox` closes or `shutdown` fires; waits for
@@ -203,6 +228,8 @@ impl Agent {
         summary: &mut Summary,
     ) -> Result<(), String> {
         let cancel = &link.cancel;
+        // Grants first: a plan this machine does not allow fails before any download.
+        let grants = Grants::within(&a.capabilities, &self.policy)?;
         let bytes =
             self.suites.fetch(&a.suite_sha256).await.map_err(|e| format!("fetching the suite: {e:#}"))?;
         let suite =
@@ -214,7 +241,7 @@ impl Agent {
             instance_count: a.instance_count,
             machine: a.shard.machine.clone(),
             params: a.params.clone(),
-            grants: Grants::new(&a.capabilities)?,
+            grants,
             memory_limit: a.limits.memory_limit_bytes,
             output_limit: a.limits.output_limit_bytes,
             test_timeout: Duration::from_millis(a.limits.test_timeout_ms),
@@ -245,8 +272,8 @@ impl Agent {
                 outcome,
                 duration_ms: u64::try_from(run.duration.as_millis()).unwrap_or(u64::MAX),
                 attempt,
-                message: run.message,
-                output: run.output,
+                message: run.message.map(|m| cut(m, MAX_MESSAGE)),
+                output: cut(run.output, MAX_OUTPUT),
             });
         }
         Ok(())
@@ -361,7 +388,21 @@ impl SyncPort for ShardLink {
             shard: self.shard.clone(),
             test: test.to_string(),
             level: level.to_string(),
-            message: message.to_string(),
+            message: cut(message.to_string(), MAX_MESSAGE),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn long_text_is_cut_with_a_note_never_refused() {
+        assert_eq!(cut("short".into(), 100), "short");
+        let long = "é".repeat(100_000);
+        let shown = cut(long, 1_000);
+        assert!(shown.len() <= 1_000, "{}", shown.len());
+        assert!(shown.ends_with("more bytes cut)"), "{shown}");
     }
 }

@@ -35,8 +35,8 @@ use tokio_util::task::TaskTracker;
 
 use super::matching::ShardPlan;
 use super::sync::SyncService;
-use crate::agent::now_us;
 use crate::report::Reporter;
+use crate::time::now_us;
 
 /// A plan entry's suite, resolved to content.
 #[derive(Clone, Debug)]
@@ -370,7 +370,7 @@ impl Dispatcher {
             _ => {}
         }
         // The machine's clock, corrected onto the coordinator's timeline.
-        self.stream.push(event, at_us - offset, Some(at_us));
+        self.stream.push(event, at_us.saturating_sub(offset), Some(at_us));
         self.send(m, ToMachine::Ack { run: self.run.clone(), shard, seq });
     }
 

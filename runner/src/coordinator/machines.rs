@@ -22,7 +22,10 @@ use ensemble_protocol::wire::{FromMachine, MachineInfo, ToMachine};
 use tokio::sync::{mpsc, watch};
 
 use super::dispatcher::{MachineLink, MachinePort};
-use crate::agent::now_us;
+use crate::time::now_us;
+
+/// How long an offline machine stays listed before it is forgotten.
+const OFFLINE_RETENTION: Duration = Duration::from_secs(60 * 60);
 
 /// Clock samples kept per machine; the best (lowest round trip) wins.
 const CLOCK_SAMPLES: usize = 16;
@@ -40,8 +43,9 @@ impl Clock {
     /// machine, received at `t2` (coordinator). The machine stamped somewhere
     /// in [t0, t2], so assuming the middle is right to ± rtt/2.
     pub fn add(&mut self, t0: i64, t1: i64, t2: i64) {
-        let rtt = (t2 - t0).max(0);
-        let offset = t1 - (t0 + t2) / 2;
+        // A machine's reading is its own to say: saturate, never overflow.
+        let rtt = t2.saturating_sub(t0).max(0);
+        let offset = t1.saturating_sub(t0 / 2 + t2 / 2);
         self.samples.push_back((rtt, offset));
         if self.samples.len() > CLOCK_SAMPLES {
             self.samples.pop_front();
@@ -65,6 +69,8 @@ struct Entry {
     last_seen: Instant,
     last_seen_us: i64,
     offline: bool,
+    /// When it went offline; it is forgotten after [`OFFLINE_RETENTION`].
+    offline_since: Option<Instant>,
     /// The server's own machine: never times out, cannot be kicked.
     local: bool,
     running: BTreeMap<(String, u32), ShardRef>,
@@ -154,6 +160,7 @@ impl Machines {
             last_seen: Instant::now(),
             last_seen_us: now_us(),
             offline: false,
+            offline_since: None,
             local,
             running: BTreeMap::new(),
         });
@@ -165,6 +172,7 @@ impl Machines {
         entry.info = info;
         entry.conn = Some(Conn { generation, tx });
         entry.offline = false;
+        entry.offline_since = None;
         entry.local = local;
         entry.touch();
         drop(entries);
@@ -194,7 +202,7 @@ impl Machines {
     }
 
     /// Sends to `name`'s current connection; records assignments as running.
-    fn send_to(&self, name: &str, msg: ToMachine) -> bool {
+    pub fn send(&self, name: &str, msg: ToMachine) -> bool {
         let mut entries = self.lock();
         let Some(e) = entries.get_mut(name) else { return false };
         let assigned = if let ToMachine::Assign { assignment } = &msg {
@@ -252,7 +260,11 @@ impl Machines {
     /// returns their names with why.
     pub fn expire(&self, timeout: Duration) -> Vec<(String, String)> {
         let mut lost = Vec::new();
-        for (name, e) in self.lock().iter_mut() {
+        let mut entries = self.lock();
+        let before = entries.len();
+        entries.retain(|_, e| e.offline_since.is_none_or(|t| t.elapsed() < OFFLINE_RETENTION));
+        let forgotten = entries.len() < before;
+        for (name, e) in entries.iter_mut() {
             if e.local || e.offline {
                 continue;
             }
@@ -262,12 +274,14 @@ impl Machines {
                 let reason = format!("{how} for {} (heartbeat timeout {})", fmt_ms(silent), fmt_ms(timeout));
                 tracing::warn!(machine = %name, "{reason}; marking it offline");
                 e.offline = true;
+                e.offline_since = Some(Instant::now());
                 e.conn = None;
                 e.running.clear();
                 lost.push((name.clone(), reason));
             }
         }
-        if !lost.is_empty() {
+        drop(entries);
+        if !lost.is_empty() || forgotten {
             self.bump();
         }
         lost
@@ -287,7 +301,7 @@ struct RegistryPort {
 
 impl MachinePort for RegistryPort {
     fn send(&self, msg: ToMachine) -> bool {
-        self.machines.upgrade().is_some_and(|m| m.send_to(&self.name, msg))
+        self.machines.upgrade().is_some_and(|m| m.send(&self.name, msg))
     }
 }
 
@@ -310,6 +324,10 @@ mod tests {
         assert_eq!(c.uncertainty_us, 51);
         c.add(20_000, 25_000 + 900, 22_000);
         assert_eq!(c.offset_us, 5_000, "a worse sample does not replace a better one");
+        let mut wild = Clock::default();
+        wild.add(i64::MAX, i64::MIN, i64::MIN);
+        wild.add(i64::MIN, i64::MAX, i64::MAX);
+        assert!(wild.uncertainty_us >= 0);
     }
 
     #[test]

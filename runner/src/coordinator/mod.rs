@@ -28,7 +28,7 @@ use ensemble_protocol::api::{
     ApiError, ErrorKind, MachineDisconnected, MachineStatus, PlanDeleted, RunCancelling, RunCreated, RunMeta,
     RunRequest, RunState, StoredPlan, SuiteMeta, suite_sha,
 };
-use ensemble_protocol::wire::{FromMachine, MachineInfo, ToMachine};
+use ensemble_protocol::wire::{FromMachine, MachineInfo, SyncFailure, SyncReply, ToMachine};
 use ensemble_protocol::{CancelReason, Event, Plan};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -37,11 +37,11 @@ use tokio_util::task::TaskTracker;
 pub use dispatcher::{Dispatcher, Inbound, MachineLink, MachinePort, RunResult, SuiteRef};
 use machines::Machines;
 
-use crate::agent::now_us;
 use crate::report::Reporter;
 use crate::report::store::{RunRecorder, write_events};
 use crate::sandbox::{Sandbox, sha256_hex};
 use crate::store::Store;
+use crate::time::now_us;
 
 /// Settings of a coordinator.
 #[derive(Clone, Debug)]
@@ -52,6 +52,8 @@ pub struct CoordinatorConfig {
     pub max_suite_bytes: usize,
     /// How long a shutdown waits for cancelled runs to wind down.
     pub shutdown_grace: Duration,
+    /// The server listens on loopback only: it answers only to loopback names.
+    pub loopback_only: bool,
 }
 
 struct ActiveRun {
@@ -193,7 +195,22 @@ impl Coordinator {
         };
         let runs = self.runs.lock().expect("runs lock");
         let Some(active) = runs.get(run) else {
-            tracing::debug!(%run, machine = name, "message for a run that is not active");
+            // The run is over (or unknown here): tell the machine to forget
+            // the message, so it stops resending it.
+            tracing::debug!(%run, machine = ?name, "message for a run that is not active");
+            let forget = match msg {
+                FromMachine::Event { run, shard, seq, .. } => ToMachine::Ack { run, shard, seq },
+                FromMachine::ShardDone { run, shard } => ToMachine::AckShardDone { run, shard },
+                FromMachine::Sync { id, run, .. } => ToMachine::SyncReply {
+                    id,
+                    reply: SyncReply::Error {
+                        kind: SyncFailure::Cancelled,
+                        message: format!("run {run} is not running"),
+                    },
+                },
+                _ => return,
+            };
+            self.machines.send(name, forget);
             return;
         };
         if let Some(index) = active.machines.iter().position(|m| m == name) {
@@ -338,10 +355,10 @@ impl Coordinator {
         self.store.call(move |s| s.run(&key)).await.map_err(internal)?.ok_or_else(|| not_found("run", id))
     }
 
-    /// Events of `run` from `from`, as stored.
-    pub async fn events(&self, run: &str, from: u64) -> Result<Vec<Event>, ApiError> {
+    /// At most `limit` events of `run` from `from`, as stored.
+    pub async fn events(&self, run: &str, from: u64, limit: u32) -> Result<Vec<Event>, ApiError> {
         let key = run.to_string();
-        self.store.call(move |s| s.events(&key, from)).await.map_err(internal)
+        self.store.call(move |s| s.events_page(&key, from, limit)).await.map_err(internal)
     }
 
     /// Live events of an active run (None when it is not running). Every

@@ -13,15 +13,15 @@ use ensemble_protocol::{Event, EventKind};
 use tokio::sync::{broadcast, mpsc};
 
 use super::Reporter;
-use crate::agent::now_us;
 use crate::store::Store;
+use crate::time::now_us;
 
 /// What the writer commits.
 #[derive(Debug)]
 pub enum Record {
     Event(Event),
     /// The last event with the run's final state, in one transaction.
-    Finished(Event, RunMeta),
+    Finished(Event, Box<RunMeta>),
 }
 
 /// Records a run: its events, then its final state.
@@ -46,7 +46,7 @@ impl Reporter for RunRecorder {
                 meta.state = RunState::from(*verdict);
                 meta.summary = Some(*summary);
                 meta.finished_us = Some(now_us());
-                Record::Finished(event.clone(), meta)
+                Record::Finished(event.clone(), Box::new(meta))
             }
             _ => Record::Event(event.clone()),
         };
@@ -76,7 +76,7 @@ pub async fn write_events(
                         Record::Event(e) => events.push(e),
                         Record::Finished(e, meta) => {
                             events.push(e);
-                            runs.push(meta);
+                            runs.push(*meta);
                         }
                     }
                 }

@@ -31,7 +31,7 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 
 pub use cache::ArtifactCache;
-pub use caps::Grants;
+pub use caps::{Grants, HostPolicy};
 pub use host::SyncPort;
 use host::{HostState, SuitePre};
 use limits::MemoryLimiter;
@@ -169,7 +169,7 @@ impl Sandbox {
                 .collect(),
             imports: suite.imports.clone(),
             exports: suite.exports.clone(),
-            uploaded_us: crate::agent::now_us(),
+            uploaded_us: crate::time::now_us(),
         })
     }
 }

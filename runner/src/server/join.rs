@@ -17,10 +17,13 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use warp::ws::{Message, WebSocket};
 
-use super::auth::{bearer, token_ok};
-use crate::agent::now_us;
 use crate::coordinator::Coordinator;
+use crate::time::now_us;
 
+/// A machine that does not take a message within this long is disconnected.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest hello accepted.
+const MAX_HELLO: usize = 64 << 10;
 /// Pings sent right after a machine joins, to estimate its clock quickly.
 const JOIN_PINGS: u64 = 8;
 /// How often the clock estimate is refreshed afterwards.
@@ -31,51 +34,44 @@ fn text(msg: &ToMachine) -> Message {
 }
 
 /// Serves one machine's connection until it closes or the coordinator stops.
-pub async fn serve_machine(
-    socket: WebSocket,
-    header: Option<String>,
-    peer: Option<SocketAddr>,
-    core: Arc<Coordinator>,
-) {
+pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Arc<Coordinator>) {
     let (mut tx, mut rx) = socket.split();
-    let header_token = bearer(header.as_deref()).map(str::to_string);
+    let reject = |reason: String, retry: bool| ToMachine::Rejected { reason, retry };
 
-    // The hello, within a few seconds.
+    // The hello, small and within a few seconds. (The token was checked
+    // before the upgrade.)
     let hello = tokio::time::timeout(Duration::from_secs(10), rx.next()).await;
     let Ok(Some(Ok(first))) = hello else {
         tracing::warn!(?peer, "a machine connected but sent no hello");
         return;
     };
-    let (protocol, token, info) = match first.to_str().ok().map(serde_json::from_str::<FromMachine>) {
-        Some(Ok(FromMachine::Hello { protocol, token, machine })) => (protocol, token, machine),
+    if first.as_bytes().len() > MAX_HELLO {
+        let why = format!("the hello is over the limit of {MAX_HELLO} bytes");
+        tracing::warn!(?peer, "{why}");
+        let _ = tx.send(text(&reject(why, false))).await;
+        return;
+    }
+    let (protocol, info) = match first.to_str().ok().map(serde_json::from_str::<FromMachine>) {
+        Some(Ok(FromMachine::Hello { protocol, machine, .. })) => (protocol, machine),
         other => {
             let why = match other {
                 Some(Err(e)) => format!("the first frame is not a hello message: {e}"),
                 _ => "the first frame must be a hello message (text)".to_string(),
             };
             tracing::warn!(?peer, "{why}");
-            let _ = tx.send(text(&ToMachine::Rejected { reason: why })).await;
+            let _ = tx.send(text(&reject(why, false))).await;
             return;
         }
     };
-    let reject = |reason: String| ToMachine::Rejected { reason };
     if protocol != PROTOCOL_VERSION {
         let why =
             format!("protocol version {protocol} is not supported; this server speaks {PROTOCOL_VERSION}");
-        let _ = tx.send(text(&reject(why))).await;
+        let _ = tx.send(text(&reject(why, false))).await;
         return;
     }
-    if let Some(expected) = &core.config.token {
-        let given = header_token.or(token);
-        if !given.is_some_and(|g| token_ok(expected, &g)) {
-            tracing::warn!(?peer, machine = %info.name, "refused a machine with a missing or wrong token");
-            let _ = tx.send(text(&reject("wrong or missing token".into()))).await;
-            let _ = tx.close().await;
-            return;
-        }
-    }
-    if info.name.trim().is_empty() {
-        let _ = tx.send(text(&reject("the machine has no name".into()))).await;
+    if let Err(why) = info.check() {
+        tracing::warn!(?peer, "refused a machine: {why}");
+        let _ = tx.send(text(&reject(why, false))).await;
         return;
     }
     let name = info.name.clone();
@@ -83,12 +79,13 @@ pub async fn serve_machine(
     let generation = match core.connect(info, out_tx, false) {
         Ok(g) => g,
         Err(why) => {
-            tracing::warn!(?peer, machine = %name, "{why}");
-            let _ = tx.send(text(&reject(why))).await;
+            // Its old connection may still be closing: the machine retries.
+            tracing::warn!(?peer, machine = ?name, "{why}");
+            let _ = tx.send(text(&reject(why, true))).await;
             return;
         }
     };
-    tracing::info!(?peer, machine = %name, "machine joined");
+    tracing::info!(?peer, machine = ?name, "machine joined");
     let welcome = ToMachine::Welcome { protocol: PROTOCOL_VERSION, coordinator: core.config.name.clone() };
     if tx.send(text(&welcome)).await.is_err() {
         core.disconnected(&name, generation);
@@ -106,12 +103,16 @@ pub async fn serve_machine(
                 if ping_id == JOIN_PINGS {
                     pings = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
                 }
-                if tx.send(text(&ToMachine::Ping { id: ping_id, coordinator_us: now_us() })).await.is_err() {
+                let ping = text(&ToMachine::Ping { id: ping_id, coordinator_us: now_us() });
+                if !matches!(tokio::time::timeout(SEND_TIMEOUT, tx.send(ping)).await, Ok(Ok(()))) {
                     break;
                 }
             }
             out = out_rx.recv() => match out {
-                Some(msg) => if tx.send(text(&msg)).await.is_err() { break },
+                // A machine that does not read is let go (it reconnects).
+                Some(msg) => if !matches!(tokio::time::timeout(SEND_TIMEOUT, tx.send(text(&msg))).await, Ok(Ok(()))) {
+                    break
+                },
                 // The registry dropped this connection (kicked, lost or replaced).
                 None => break,
             },
@@ -124,14 +125,14 @@ pub async fn serve_machine(
                             core.on_message(&name, FromMachine::Heartbeat);
                         }
                         Ok(msg) => core.on_message(&name, msg),
-                        Err(e) => tracing::warn!(machine = %name, "skipping a frame that is not a valid message: {e}: {}",
+                        Err(e) => tracing::warn!(machine = ?name, "skipping a frame that is not a valid message: {e}: {}",
                             body.chars().take(200).collect::<String>()),
                     }
                 }
                 Some(Ok(frame)) if frame.is_close() => break,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    tracing::info!(machine = %name, "connection error: {e}");
+                    tracing::info!(machine = ?name, "connection error: {e}");
                     break;
                 }
                 None => break,
@@ -140,5 +141,5 @@ pub async fn serve_machine(
     }
     core.disconnected(&name, generation);
     let _ = tx.close().await;
-    tracing::info!(machine = %name, "machine disconnected");
+    tracing::info!(machine = ?name, "machine disconnected");
 }

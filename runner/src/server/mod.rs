@@ -14,7 +14,9 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod guard;
 mod join;
+pub mod listen;
 mod ui;
 
 use std::sync::Arc;
@@ -27,26 +29,29 @@ use crate::coordinator::{Coordinator, CoordinatorConfig};
 use crate::sandbox::Sandbox;
 use crate::store::Store;
 
+/// The largest frame a machine may send: an event with the most output a
+/// plan may keep (8 MiB), escaped.
+const MAX_MACHINE_FRAME: usize = 64 << 20;
+
 /// Every route: the API, the machines' WebSocket, the app, and the error body.
 pub fn routes(core: &Arc<Coordinator>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
     let join_core = core.clone();
+    // The token is checked before the upgrade: nothing unauthenticated gets
+    // a socket.
     let join = warp::path!("api" / "machines" / "join")
+        .and(auth::required(core.clone()))
         .and(warp::ws())
-        .and(warp::header::optional::<String>("authorization"))
         .and(warp::addr::remote())
-        .map(move |ws: warp::ws::Ws, header: Option<String>, addr| {
+        .map(move |ws: warp::ws::Ws, addr| {
             let core = join_core.clone();
-            ws.max_message_size(16 << 20)
-                .on_upgrade(move |socket| join::serve_machine(socket, header, addr, core))
+            ws.max_message_size(MAX_MACHINE_FRAME)
+                .on_upgrade(move |socket| join::serve_machine(socket, addr, core))
         });
-    join.map(Reply::into_response)
-        .or(api::routes(core))
-        .unify()
-        .or(ui::routes())
-        .unify()
-        .recover(error::recover)
-        .unify()
-        .boxed()
+    // Everything under /api answers only to its own origin (and, on
+    // loopback, to loopback names).
+    let api = guard::same_origin(core.config.loopback_only)
+        .and(join.map(Reply::into_response).or(api::routes(core)).unify());
+    api.or(ui::routes()).unify().recover(error::recover).unify().boxed()
 }
 
 /// Suites for the server's own machine: straight from the store.
@@ -71,6 +76,8 @@ pub struct ServeOptions {
     pub config: CoordinatorConfig,
     /// The server's own machine, unless `--no-local-machine`.
     pub local_machine: Option<ensemble_protocol::wire::MachineInfo>,
+    /// What plans may grant on the server's own machine.
+    pub policy: crate::sandbox::HostPolicy,
     /// Terminate TLS with this configuration (`--tls-cert`/`--tls-key`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -90,7 +97,7 @@ pub async fn serve(
         let (agent_out_tx, agent_out_rx) = tokio::sync::mpsc::unbounded_channel();
         let name = info.name.clone();
         core.connect(info.clone(), to_tx, true).map_err(anyhow::Error::msg)?;
-        let agent = Arc::new(Agent::new(info, sandbox, Arc::new(StoreSuites(store))));
+        let agent = Arc::new(Agent::new(info, sandbox, Arc::new(StoreSuites(store)), opts.policy));
         let agent_task = tokio::spawn(agent.serve(agent_in_rx, agent_out_tx, shutdown.child_token()));
         let deliver_core = core.clone();
         let pump = tokio::spawn(pump_in_process(agent_out_rx, agent_in_tx, to_rx, move |msg| {
@@ -100,15 +107,7 @@ pub async fn serve(
         local = Some((agent_task, pump));
     }
     let stop = shutdown.clone();
-    let server = async {
-        match opts.tls {
-            Some(tls) => crate::tls::serve(opts.listener, tls, warp::service(routes(&core)), stop).await,
-            None => {
-                let server = warp::serve(routes(&core)).incoming(opts.listener);
-                server.graceful(async move { stop.cancelled().await }).run().await
-            }
-        }
-    };
+    let server = listen::serve(opts.listener, opts.tls, warp::service(routes(&core)), stop);
     // Machines stay connected while the runs wind down, so their cancel
     // reaches them; the coordinator closes the connections after.
     let closing = async {

@@ -48,6 +48,29 @@ fn parse<T: serde::de::DeserializeOwned>(s: String) -> rusqlite::Result<T> {
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
+/// The server's token when it is given none: read from `dir/token`, or made
+/// (32 random bytes, hex) and written there, readable by its owner only.
+/// Returns the token and the file.
+pub fn server_token(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
+    let path = dir.join("token");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && !text.trim().is_empty()
+    {
+        return Ok((text.trim().to_string(), path));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
+    let token = hex::encode(bytes);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, token.as_bytes())?;
+    Ok((token, path))
+}
+
 impl Store {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<Store> {
@@ -106,13 +129,16 @@ impl Store {
 
     // ---- suites ----
 
-    pub fn suite_path(&self, sha256: &str) -> PathBuf {
-        self.suites_dir.join(format!("{sha256}.wasm"))
+    /// Where a suite's bytes live; None when `sha256` is not 64 hex digits
+    /// (so it never names another path).
+    pub fn suite_path(&self, sha256: &str) -> Option<PathBuf> {
+        let valid = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        valid.then(|| self.suites_dir.join(format!("{}.wasm", sha256.to_ascii_lowercase())))
     }
 
     /// Stores suite bytes (atomically) and their metadata.
     pub fn put_suite(&self, meta: &SuiteMeta, bytes: &[u8]) -> anyhow::Result<()> {
-        let path = self.suite_path(&meta.sha256);
+        let path = self.suite_path(&meta.sha256).context("a suite's sha256 is not 64 hex digits")?;
         if !path.is_file() {
             let tmp = self.suites_dir.join(format!(".upload-{}-{}", meta.sha256, std::process::id()));
             std::fs::write(&tmp, bytes)?;
@@ -130,7 +156,8 @@ impl Store {
     }
 
     pub fn suite_bytes(&self, sha256: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        match std::fs::read(self.suite_path(sha256)) {
+        let Some(path) = self.suite_path(sha256) else { return Ok(None) };
+        match std::fs::read(path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
@@ -211,9 +238,14 @@ impl Store {
 
     /// Events of `run` with `seq >= from`, in order.
     pub fn events(&self, run: &str, from: u64) -> anyhow::Result<Vec<Event>> {
+        self.events_page(run, from, u32::MAX)
+    }
+
+    /// At most `limit` events of `run` with `seq >= from`, in order.
+    pub fn events_page(&self, run: &str, from: u64, limit: u32) -> anyhow::Result<Vec<Event>> {
         self.all(
-            "SELECT body FROM events WHERE run = ?1 AND seq >= ?2 ORDER BY seq",
-            params![run, from as i64],
+            "SELECT body FROM events WHERE run = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+            params![run, from as i64, limit],
         )
     }
 }
@@ -237,7 +269,7 @@ mod tests {
             let s = Store::open(dir.path()).unwrap();
             s.put_plan(&StoredPlan { id: "p1".into(), plan: plan(), created_us: 1, updated_us: 1 }).unwrap();
             let meta = SuiteMeta {
-                sha256: "ab".into(),
+                sha256: "ab".repeat(32),
                 name: "x".into(),
                 size: 3,
                 kind: "ensemble suite".into(),
@@ -275,8 +307,11 @@ mod tests {
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.plans().unwrap()[0].plan, plan());
-        assert_eq!(s.suite_bytes("ab").unwrap().unwrap(), b"abc");
-        assert_eq!(s.suite("ab").unwrap().unwrap().name, "x");
+        let sha = "ab".repeat(32);
+        assert_eq!(s.suite_bytes(&sha).unwrap().unwrap(), b"abc");
+        assert_eq!(s.suite(&sha).unwrap().unwrap().name, "x");
+        // Anything but 64 hex digits names no file at all.
+        assert_eq!(s.suite_bytes("../ensemble.db").unwrap(), None);
         assert_eq!(s.run("Passed").unwrap().unwrap().state, RunState::Passed);
         assert_eq!(s.run("Running").unwrap().unwrap().state, RunState::Interrupted);
         assert_eq!(s.events("Passed", 1).unwrap().len(), 1);

@@ -269,7 +269,7 @@ async fn fail_fast_cancels_every_machine_and_fails_the_run() {
                 _ => None,
             })
             .collect();
-        assert_eq!(cancels, [expected.clone()], "machine {m}");
+        assert_eq!(cancels, std::slice::from_ref(&expected), "machine {m}");
     }
     // A second failure does not cancel again.
     h.event(1, 2, 1, finished(2, "also", Outcome::Failed));
@@ -386,7 +386,7 @@ async fn sync_calls_are_performed_once_and_answered_again_when_resent() {
         msg: FromMachine::Sync { id: 2, run: RUN.into(), shard: 1, call },
         clock_offset_us: 0,
     });
-    assert!(h.d.sync_calls.get(&(1, 2)).is_none());
+    assert!(!h.d.sync_calls.contains_key(&(1, 2)));
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ use warp::{Filter, Rejection, Reply};
 use super::{MAX_PLAN_BYTES, authorized, body, collection, item, item_action, text};
 use crate::coordinator::Coordinator;
 use crate::server::error::{created, fail, json};
+use crate::server::guard::{JSON, TOML, content_type};
 
 fn parse_json(body: &Bytes) -> Result<Plan, Rejection> {
     Plan::from_json(&text(body, "plan")?).map_err(|e| fail(ApiError::from(e)))
@@ -24,15 +25,18 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
         .and(warp::get())
         .and(authorized(core))
         .and_then(|core: Arc<Coordinator>| async move { core.plans().await.map(|p| json(&p)).map_err(fail) });
-    let create =
-        collection("plans").and(warp::post()).and(authorized(core)).and(body(MAX_PLAN_BYTES)).and_then(
-            |core: Arc<Coordinator>, body: Bytes| async move {
-                core.save_plan(None, parse_json(&body)?).await.map(created).map_err(fail)
-            },
-        );
+    let create = collection("plans")
+        .and(warp::post())
+        .and(authorized(core))
+        .and(content_type(JSON))
+        .and(body(MAX_PLAN_BYTES))
+        .and_then(|core: Arc<Coordinator>, body: Bytes| async move {
+            core.save_plan(None, parse_json(&body)?).await.map(created).map_err(fail)
+        });
     let import = warp::path!("api" / "plans" / "import")
         .and(warp::post())
         .and(authorized(core))
+        .and(content_type(TOML))
         .and(body(MAX_PLAN_BYTES))
         .and_then(|core: Arc<Coordinator>, body: Bytes| async move {
             let plan = Plan::from_toml(&text(&body, "TOML")?).map_err(|e| fail(ApiError::from(e)))?;
@@ -52,11 +56,14 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
             )
         },
     );
-    let put = item("plans").and(warp::put()).and(authorized(core)).and(body(MAX_PLAN_BYTES)).and_then(
-        |id: String, core: Arc<Coordinator>, body: Bytes| async move {
+    let put = item("plans")
+        .and(warp::put())
+        .and(authorized(core))
+        .and(content_type(JSON))
+        .and(body(MAX_PLAN_BYTES))
+        .and_then(|id: String, core: Arc<Coordinator>, body: Bytes| async move {
             core.save_plan(Some(id), parse_json(&body)?).await.map(created).map_err(fail)
-        },
-    );
+        });
     let delete = item("plans").and(warp::delete()).and(authorized(core)).and_then(
         |id: String, core: Arc<Coordinator>| async move {
             core.delete_plan(&id).await.map(|d| json(&d)).map_err(fail)

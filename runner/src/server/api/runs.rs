@@ -3,6 +3,7 @@
 //! which replays the stored events from `SEQ` and then follows live.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use ensemble_protocol::api::{ErrorKind, EventsQuery, RunRequest};
@@ -16,21 +17,24 @@ use warp::{Filter, Rejection, Reply};
 use super::{MAX_PLAN_BYTES, authorized, body, collection, item, item_action};
 use crate::coordinator::Coordinator;
 use crate::server::error::{fail, json, json_with, reject};
+use crate::server::guard::{JSON, content_type};
 
 pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
     let list = collection("runs")
         .and(warp::get())
         .and(authorized(core))
         .and_then(|core: Arc<Coordinator>| async move { core.runs().await.map(|r| json(&r)).map_err(fail) });
-    let start =
-        collection("runs").and(warp::post()).and(authorized(core)).and(body(MAX_PLAN_BYTES)).and_then(
-            |core: Arc<Coordinator>, body: Bytes| async move {
-                let req: RunRequest = serde_json::from_slice(&body).map_err(|e| {
-                    reject(ErrorKind::BadRequest, format!("the run request is not valid JSON: {e}"))
-                })?;
-                core.start_run(req).await.map(|r| json_with(&r, 201)).map_err(fail)
-            },
-        );
+    let start = collection("runs")
+        .and(warp::post())
+        .and(authorized(core))
+        .and(content_type(JSON))
+        .and(body(MAX_PLAN_BYTES))
+        .and_then(|core: Arc<Coordinator>, body: Bytes| async move {
+            let req: RunRequest = serde_json::from_slice(&body).map_err(|e| {
+                reject(ErrorKind::BadRequest, format!("the run request is not valid JSON: {e}"))
+            })?;
+            core.start_run(req).await.map(|r| json_with(&r, 201)).map_err(fail)
+        });
     let get =
         item("runs").and(warp::get()).and(authorized(core)).and_then(
             |id: String, core: Arc<Coordinator>| async move {
@@ -74,21 +78,42 @@ fn frame(ev: &Event) -> Message {
     Message::text(serde_json::to_string(ev).expect("events serialize"))
 }
 
-/// Sends the stored events from `*next` on; true when `run-finished` was among them.
+/// Events read from the store at once when replaying.
+const REPLAY_PAGE: u32 = 1000;
+/// A watcher that does not take an event within this long is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends one event, within [`SEND_TIMEOUT`].
+async fn send(tx: &mut futures::stream::SplitSink<WebSocket, Message>, ev: &Event) -> Result<(), ()> {
+    match tokio::time::timeout(SEND_TIMEOUT, tx.send(frame(ev))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Sends the stored events from `*next` on, a page at a time; true when
+/// `run-finished` was among them.
 async fn replay(
     tx: &mut futures::stream::SplitSink<WebSocket, Message>,
     core: &Coordinator,
     run: &str,
     next: &mut u64,
 ) -> Result<bool, ()> {
-    let events = core.events(run, *next).await.map_err(|e| tracing::warn!("replay failed: {e}"))?;
-    let mut finished = false;
-    for ev in events {
-        *next = ev.seq + 1;
-        finished |= matches!(ev.kind, EventKind::RunFinished { .. });
-        tx.send(frame(&ev)).await.map_err(|_| ())?;
+    loop {
+        let page =
+            core.events(run, *next, REPLAY_PAGE).await.map_err(|e| tracing::warn!("replay failed: {e}"))?;
+        let full = page.len() == REPLAY_PAGE as usize;
+        for ev in page {
+            *next = ev.seq + 1;
+            send(tx, &ev).await?;
+            if matches!(ev.kind, EventKind::RunFinished { .. }) {
+                return Ok(true);
+            }
+        }
+        if !full {
+            return Ok(false);
+        }
     }
-    Ok(finished)
 }
 
 /// Streams a run's events: replay from `from`, then live until it finishes.
@@ -118,7 +143,7 @@ async fn watch_run(socket: WebSocket, core: Arc<Coordinator>, run: String, from:
                 Ok(ev) => {
                     next = ev.seq + 1;
                     let done = matches!(ev.kind, EventKind::RunFinished { .. });
-                    if tx.send(frame(&ev)).await.is_err() || done {
+                    if send(&mut tx, &ev).await.is_err() || done {
                         break;
                     }
                 }

@@ -12,6 +12,7 @@ use warp::{Filter, Reply};
 use super::{authorized, body, collection, item, item_action};
 use crate::coordinator::Coordinator;
 use crate::server::error::{created, fail, json};
+use crate::server::guard::{WASM, content_type};
 
 pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
     let max = core.config.max_suite_bytes as u64;
@@ -21,6 +22,7 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
     let upload = collection("suites")
         .and(warp::post())
         .and(authorized(core))
+        .and(content_type(WASM))
         .and(warp::query::<UploadQuery>())
         .and(body(max))
         .and_then(|core: Arc<Coordinator>, query: UploadQuery, body: Bytes| async move {

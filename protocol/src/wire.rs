@@ -102,7 +102,15 @@ pub enum SyncReply {
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ToMachine {
     /// The join was accepted.
-    Welcome { protocol: u32, coordinator: String },
+    Welcome {
+        protocol: u32,
+        coordinator: String,
+        /// On a name's first join: the secret that proves this machine's
+        /// identity from now on. The machine keeps it and sends it in every
+        /// later hello; nobody else can take the name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        machine_secret: Option<String>,
+    },
     /// The join was refused (name taken, protocol mismatch, a bad hello);
     /// the connection closes after this message. With `retry`, the machine
     /// may try again later (its own old connection is still closing).
@@ -137,6 +145,9 @@ pub enum FromMachine {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
         machine: MachineInfo,
+        /// The secret the coordinator issued at this name's first join.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret: Option<String>,
     },
     /// The answer to [`ToMachine::Ping`], with the machine's clock reading.
     Pong { id: u64, coordinator_us: i64, machine_us: i64 },
@@ -191,7 +202,7 @@ mod tests {
                 reply: SyncReply::Error { kind: SyncFailure::Lost, message: "role server on m".into() },
             },
             ToMachine::Ack { run: "r".into(), shard: 1, seq: 9 },
-            ToMachine::Welcome { protocol: 1, coordinator: "c".into() },
+            ToMachine::Welcome { protocol: 1, coordinator: "c".into(), machine_secret: Some("s".into()) },
             ToMachine::Rejected { reason: "bad token".into(), retry: true },
             ToMachine::Ping { id: 1, coordinator_us: 2 },
         ];
@@ -217,6 +228,7 @@ mod tests {
             FromMachine::Hello {
                 protocol: 1,
                 token: Some("t".into()),
+                secret: Some("s".into()),
                 machine: MachineInfo {
                     name: "m".into(),
                     labels: [("os".to_string(), "linux".to_string())].into(),

@@ -90,9 +90,14 @@ struct ServeArgs {
     /// Where plans, suites, runs and events are stored.
     #[arg(long, default_value = "ensemble-data")]
     data_dir: PathBuf,
-    /// Require this token from machines and API clients.
+    /// The API token people and CI use [default: made on first start and
+    /// kept in DATA_DIR/token].
     #[arg(long, env = "ENSEMBLE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The token machines join with; it opens nothing else [default: made on
+    /// first start and kept in DATA_DIR/join-token].
+    #[arg(long, env = "ENSEMBLE_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
     /// The name of the server's own machine.
     #[arg(long, default_value = "local")]
     name: String,
@@ -128,7 +133,9 @@ struct RunnerArgs {
     /// The coordinator's URL, e.g. http://10.0.0.5:7878.
     #[arg(long, value_name = "URL")]
     join: String,
-    #[arg(long, env = "ENSEMBLE_TOKEN", hide_env_values = true)]
+    /// The coordinator's join token (`ensemble serve` keeps it in
+    /// DATA_DIR/join-token).
+    #[arg(long, env = "ENSEMBLE_JOIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// This machine's name [default: the host name].
     #[arg(long)]
@@ -450,9 +457,15 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
     let (token, token_file) = match &args.token {
         Some(t) => (t.clone(), None),
         None => {
-            let (token, path) = crate::store::server_token(&args.data_dir).map_err(internal)?;
+            let (token, path) = crate::store::kept_secret(&args.data_dir, "token").map_err(internal)?;
             (token, Some(path))
         }
+    };
+    // Machines get a token of their own, which opens nothing but the machine
+    // WebSocket.
+    let join_token = match &args.join_token {
+        Some(t) => t.clone(),
+        None => crate::store::kept_secret(&args.data_dir, "join-token").map_err(internal)?.0,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -472,6 +485,7 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
         config: crate::coordinator::CoordinatorConfig {
             name: args.name.clone(),
             token: Some(token.clone()),
+            join_token: Some(join_token.clone()),
             heartbeat_timeout: args.heartbeat_timeout,
             max_suite_bytes: usize::try_from(args.max_suite_size.0).unwrap_or(usize::MAX),
             shutdown_grace: SHUTDOWN_GRACE,
@@ -484,6 +498,10 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
     };
     // The first line names the address, so scripts (and tests) can find a port 0.
     println!("ensemble serve: listening on {scheme}://{addr}");
+    if args.join_token.is_none() {
+        let path = args.data_dir.join("join-token");
+        println!("ensemble serve: runners join with the token in {}", path.display());
+    }
     if let Some(path) = token_file {
         println!(
             "ensemble serve: the token is in {} (pass it with --token or ENSEMBLE_TOKEN)",

@@ -44,27 +44,32 @@ pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> an
         Some(d) => d,
         None => tempfile_dir()?,
     };
-    let (token, _) = crate::store::server_token(&data_dir)?;
+    let (token, _) = crate::store::kept_secret(&data_dir, "token")?;
+    let (join_token, _) = crate::store::kept_secret(&data_dir, "join-token")?;
     let mut children = Children(Vec::new());
     let mut server = Command::new(&exe)
         .args(["serve", "--listen", &listen.to_string(), "--data-dir"])
         .arg(&data_dir)
         .args(["--name", "coordinator"])
         .env("ENSEMBLE_TOKEN", &token)
+        .env("ENSEMBLE_JOIN_TOKEN", &join_token)
         .stdout(Stdio::piped())
         .spawn()
         .context("starting ensemble serve")?;
     let stdout = server.stdout.take().context("server stdout")?;
     children.0.push(server);
     let mut first = String::new();
-    BufReader::new(stdout).read_line(&mut first)?;
+    let mut out = BufReader::new(stdout);
+    out.read_line(&mut first)?;
+    // Keep reading what the server prints, so it never writes to a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let Some(url) = first.trim().strip_prefix("ensemble serve: listening on ").map(str::to_string) else {
         bail!("ensemble serve did not start (it said {first:?})");
     };
     for (name, tier) in [("runner-server", "server"), ("runner-client", "client")] {
         let child = Command::new(&exe)
             .args(["runner", "--join", &url, "--name", name, "--label", &format!("tier={tier}")])
-            .env("ENSEMBLE_TOKEN", &token)
+            .env("ENSEMBLE_JOIN_TOKEN", &join_token)
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting runner {name}"))?;

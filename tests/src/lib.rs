@@ -96,14 +96,31 @@ impl Drop for Proc {
 pub struct Server {
     pub proc: Proc,
     pub url: String,
+    /// The API token.
     pub token: String,
+    /// The token machines join with.
+    pub join_token: String,
+}
+
+/// The join token the test servers use beside API token `token`.
+pub fn join_token(token: &str) -> String {
+    format!("{token}-join")
 }
 
 /// Starts `ensemble serve` on a free loopback port with `extra` arguments.
 pub fn start_server(dir: &Path, data_dir: &Path, token: &str, extra: &[&str]) -> Server {
     let log = dir.join(format!("serve-{}.log", unique()));
     let mut child = Command::new(ensemble_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--token", token, "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            token,
+            "--join-token",
+            &join_token(token),
+            "--data-dir",
+        ])
         .arg(data_dir)
         .args(extra)
         .env("ENSEMBLE_CACHE_DIR", dir.join("cache-server"))
@@ -122,7 +139,7 @@ pub fn start_server(dir: &Path, data_dir: &Path, token: &str, extra: &[&str]) ->
         .strip_prefix("ensemble serve: listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}; log:\n{}", proc.log()))
         .to_string();
-    Server { proc, url, token: token.to_string() }
+    Server { proc, url, token: token.to_string(), join_token: join_token(token) }
 }
 
 /// Starts `ensemble runner` joining `server` as `name` with `labels`.
@@ -141,7 +158,15 @@ pub fn start_runner_with(
 ) -> Proc {
     let log = dir.join(format!("runner-{name}-{}.log", unique()));
     let mut cmd = Command::new(ensemble_bin());
-    cmd.args(["runner", "--join", &server.url, "--name", name, "--token", token.unwrap_or(&server.token)]);
+    cmd.args([
+        "runner",
+        "--join",
+        &server.url,
+        "--name",
+        name,
+        "--token",
+        token.unwrap_or(&server.join_token),
+    ]);
     for l in labels {
         cmd.args(["--label", l]);
     }
@@ -163,6 +188,11 @@ fn unique() -> u64 {
 }
 
 impl Server {
+    /// A client with the join token, for tests that act as a machine.
+    pub fn machine_client(&self) -> Client {
+        self.client().with_token(Some(self.join_token.clone()))
+    }
+
     /// The typed API client, with the server's token.
     pub fn client(&self) -> Client {
         Client::new(&self.url, Some(self.token.clone()), tls_with_roots(rustls::RootCertStore::empty()))

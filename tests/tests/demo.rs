@@ -104,6 +104,7 @@ fn ensemble_demo_brings_up_a_ready_setup() {
             },
             url: url.clone(),
             token: token.clone(),
+            join_token: String::new(),
         };
         // Without the token, the API refuses (a web page cannot drive the demo).
         let refused = server.client().with_token(None).plans().await.unwrap_err();

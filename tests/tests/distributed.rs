@@ -99,7 +99,11 @@ async fn wrong_tokens_are_refused() {
     let mut bad = start_runner(dir.path(), &server, "intruder", &[], Some("not-the-token"));
     let status = bad.child.wait().unwrap();
     assert_eq!(status.code(), Some(2), "a refused runner exits 2: {}", bad.log());
-    assert!(bad.log().contains("refused this machine: wrong token (pass it with --token"), "{}", bad.log());
+    assert!(
+        bad.log().contains("refused this machine: wrong token (pass it with the runner's --token"),
+        "{}",
+        bad.log()
+    );
     let refused = server.client().with_token(Some("nope".into())).machines().await.unwrap_err();
     assert_eq!(refused.status(), Some(401));
     assert_eq!(refused.kind(), Some(ErrorKind::Unauthorized));

@@ -33,6 +33,8 @@ async fn serve_without_a_token_makes_one_keeps_it_and_requires_it() {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut next = || lines.next().unwrap().unwrap();
         let url = next().strip_prefix("ensemble serve: listening on ").unwrap().to_string();
+        let join = next();
+        assert!(join.contains(&data.join("join-token").display().to_string()), "{join}");
         let file = next();
         let open = next();
         let token = std::fs::read_to_string(data.join("token")).unwrap();
@@ -42,6 +44,8 @@ async fn serve_without_a_token_makes_one_keeps_it_and_requires_it() {
     };
     let (mut first, url, token) = start();
     assert_eq!(token.len(), 64, "32 random bytes, hex");
+    let join_token = std::fs::read_to_string(data.join("join-token")).unwrap();
+    assert_ne!(join_token, token, "machines get a token of their own");
     let tls = ensemble_tests::tls_with_roots(rustls::RootCertStore::empty());
     let anonymous = ensemble_tests::Client::new(&url, None, tls.clone()).unwrap();
     assert_eq!(anonymous.plans().await.unwrap_err().status(), Some(401));
@@ -120,10 +124,23 @@ struct FakeMachine {
 
 impl FakeMachine {
     async fn join(server: &ensemble_tests::Server, name: &str, labels: &[(&str, &str)]) -> FakeMachine {
-        let ws = server.client().websocket(routes::MACHINE_JOIN).await.unwrap();
+        FakeMachine::try_join(server, name, labels, None)
+            .await
+            .unwrap_or_else(|why| panic!("not welcomed: {why}"))
+    }
+
+    /// Joins as `name` with `secret`; the refusal's reason if refused.
+    async fn try_join(
+        server: &ensemble_tests::Server,
+        name: &str,
+        labels: &[(&str, &str)],
+        secret: Option<String>,
+    ) -> Result<FakeMachine, String> {
+        let ws = server.machine_client().websocket(routes::MACHINE_JOIN).await.unwrap();
         let hello = FromMachine::Hello {
             protocol: PROTOCOL_VERSION,
             token: None,
+            secret,
             machine: MachineInfo {
                 name: name.into(),
                 labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -134,8 +151,12 @@ impl FakeMachine {
         let mut m = FakeMachine { ws };
         m.send(&hello).await;
         match m.recv().await {
-            ToMachine::Welcome { .. } => m,
-            other => panic!("not welcomed: {other:?}"),
+            ToMachine::Welcome { .. } => Ok(m),
+            ToMachine::Rejected { reason, retry } => {
+                assert!(!retry, "a refusal of identity is final");
+                Err(reason)
+            }
+            other => panic!("neither welcomed nor refused: {other:?}"),
         }
     }
 
@@ -299,7 +320,7 @@ async fn huge_and_secret_seeking_plans_are_refused_small() {
     let shown = err.to_string();
     assert!(shown.contains("settings.output_limit") && shown.contains("reserved"), "{shown}");
     // A machine whose name would forge log lines.
-    let mut ws = client.websocket(routes::MACHINE_JOIN).await.unwrap();
+    let mut ws = server.machine_client().websocket(routes::MACHINE_JOIN).await.unwrap();
     let hello = json!({ "type": "hello", "protocol": PROTOCOL_VERSION,
         "machine": { "name": "evil\nERROR forged line", "labels": {}, "slots": 1, "facts": {
             "os": "", "arch": "", "cpus": 1, "memory_bytes": 0, "ensemble_version": "", "wasmtime_version": "" } } });
@@ -311,4 +332,38 @@ async fn huge_and_secret_seeking_plans_are_refused_small() {
     assert!(reason.contains("not a valid machine name") && !retry, "{reason}");
     assert!(!server.proc.log().contains("\nERROR forged line"), "names are logged escaped");
     assert!(client.machines().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machines_and_people_hold_different_tokens_and_a_name_cannot_be_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    // The API token does not open the machine socket, nor the join token the API.
+    let mut with_api_token = start_runner(dir.path(), &server, "misled", &[], Some(TOKEN));
+    let status = with_api_token.child.wait().unwrap();
+    assert_eq!(status.code(), Some(2), "{}", with_api_token.log());
+    assert!(with_api_token.log().contains("wrong token"), "{}", with_api_token.log());
+    let refused = server.machine_client().plans().await.unwrap_err();
+    assert_eq!(refused.status(), Some(401));
+    // A runner's name is bound to it at its first join.
+    let real = start_runner(dir.path(), &server, "box", &["tier=a"], None);
+    server.wait_online(1).await;
+    for secret in [None, Some("guessed".to_string())] {
+        let why =
+            FakeMachine::try_join(&server, "box", &[("tier", "a")], secret).await.err().expect("refused");
+        assert!(why.contains("belongs to another machine"), "{why}");
+    }
+    // The real one reconnects with its secret and keeps its name.
+    server.client().disconnect_machine("box").await.unwrap();
+    server.wait_online(1).await;
+    let run = server
+        .start_run(json!({
+            "name": "after", "type": "cross-platform", "profiles": [{ "name": "any", "machine": "box" }],
+            "entries": [{ "suite": format!("sha256:{}", server.upload(ensemble_artifacts::HELLO_COMMAND, "hello").await) }]
+        }))
+        .await;
+    let events = server.events(&run).await;
+    let EventKind::RunFinished { verdict, .. } = &events.last().unwrap().kind else { panic!() };
+    assert_eq!(*verdict, Verdict::Passed, "{}", real.log());
+    assert!(real.log().matches("box joined").count() >= 2, "{}", real.log());
 }

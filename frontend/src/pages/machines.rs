@@ -13,8 +13,8 @@ use crate::routes::Route;
 pub fn MachinesPage() -> Html {
     let session = use_session();
     let origin = web_sys::window().and_then(|w| w.location().origin().ok()).unwrap_or_default();
-    let token = session.api.token.clone().unwrap_or_else(|| "TOKEN".into());
-    let join = format!("ensemble runner --join {origin} --token {token} --name NAME --label tier=client");
+    // Machines hold the join token, not the API token this page has.
+    let join = format!("ensemble runner --join {origin} --token JOIN_TOKEN --name NAME --label tier=client");
     let mut machines = session.machines.clone();
     machines.sort_by(|a, b| a.info.name.cmp(&b.info.name));
     let rows = machines.iter().map(|m| {
@@ -56,6 +56,7 @@ pub fn MachinesPage() -> Html {
                 <h2 id="join-title">{"Add a machine"}</h2>
                 <p>{"On the machine, run (with your own name and labels; plans pick machines by labels):"}</p>
                 <pre id="join-command"><code>{join}</code></pre>
+                <p class="muted">{"JOIN_TOKEN is the server's join token (ensemble serve --join-token, or the file join-token in its data directory): it lets a machine join and nothing else."}</p>
                 <p class="muted">{"Runners dial out to this server, so they need no open port. Then link a profile to them in a "}<Link<Route> to={Route::Plans}>{"plan"}</Link<Route>>{"."}</p>
             </section>
         </section>

@@ -79,6 +79,13 @@ pub struct JoinOptions {
     pub policy: HostPolicy,
 }
 
+/// Where the secret that proves this machine's name to this coordinator is
+/// kept: one file per (name, coordinator URL) under the cache dir.
+fn identity_file(opts: &JoinOptions) -> PathBuf {
+    let url = sha256_hex(opts.url.trim_end_matches('/').as_bytes());
+    opts.cache_dir.join("identities").join(format!("{}@{}", opts.info.name, &url[..16]))
+}
+
 /// The coordinator's addresses (from its URL), for suites never to reach.
 pub async fn coordinator_addresses(url: &str) -> Vec<NetGrant> {
     let (secure, rest) = match url.split_once("://") {
@@ -159,24 +166,31 @@ async fn session(
         Err(e @ ClientError::Untrusted { .. }) => return Err(Refused(e.to_string()).into()),
         // A wrong token will not fix itself by retrying either.
         Err(ClientError::Api { error, .. }) if error.kind() == ErrorKind::Unauthorized => {
-            return Err(
-                Refused(format!("{} (pass it with --token or ENSEMBLE_TOKEN)", error.message())).into()
-            );
+            return Err(Refused(error.message().to_string()).into());
         }
         Err(e) => return Err(e.into()),
     };
     let (mut tx, mut rx) = ws.split();
     let send =
         |msg: &FromMachine| Message::text(serde_json::to_string(msg).expect("wire messages serialize"));
+    let identity = identity_file(opts);
     let hello = FromMachine::Hello {
         protocol: PROTOCOL_VERSION,
-        token: opts.token.clone(),
+        token: None,
         machine: opts.info.clone(),
+        secret: std::fs::read_to_string(&identity).ok().map(|s| s.trim().to_string()),
     };
     tx.send(send(&hello)).await?;
     match rx.next().await {
         Some(Ok(Message::Text(t))) => match serde_json::from_str::<ToMachine>(&t)? {
-            ToMachine::Welcome { coordinator, .. } => {
+            ToMachine::Welcome { coordinator, machine_secret, .. } => {
+                if let Some(secret) = machine_secret {
+                    // This name's identity with this coordinator, from now on.
+                    if let Some(dir) = identity.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    crate::store::write_private(&identity, &secret)?;
+                }
                 tracing::info!(%coordinator, machine = %opts.info.name, "joined");
                 eprintln!("ensemble runner: {} joined {} ({coordinator})", opts.info.name, opts.url);
             }

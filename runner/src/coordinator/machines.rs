@@ -132,13 +132,15 @@ impl Machines {
         self.lock().values().map(Entry::status).collect()
     }
 
-    /// How many machines are not offline.
+    /// How many machines are connected now (and so can take work).
     pub fn online(&self) -> usize {
-        self.lock().values().filter(|e| !e.offline).count()
+        self.lock().values().filter(|e| !e.offline && e.conn.is_some()).count()
     }
 
     /// Registers a connection of machine `info`; returns its generation, or
-    /// why it is refused (a live machine of that name is connected).
+    /// why it is refused. A remote machine that proved its identity replaces
+    /// its own stale connection; the server's own machine is never replaced,
+    /// and never replaces a live one.
     pub fn connect(
         &self,
         info: MachineInfo,
@@ -150,6 +152,7 @@ impl Machines {
         if let Some(old) = entries.get(&info.name)
             && old.conn.as_ref().is_some_and(|c| !c.tx.is_closed())
             && !old.offline
+            && (old.local || local)
         {
             return Err(format!("a machine named {:?} is already connected", info.name));
         }
@@ -186,19 +189,24 @@ impl Machines {
             && e.conn.as_ref().is_some_and(|c| c.generation == generation)
         {
             e.conn = None;
+            self.bump();
         }
     }
 
     /// Closes a remote machine's connection now (it will reconnect); false
     /// if there is no such remote machine.
     pub fn kick(&self, name: &str) -> bool {
-        match self.lock().get_mut(name) {
+        let kicked = match self.lock().get_mut(name) {
             Some(e) if !e.local => {
                 e.conn = None;
                 true
             }
             _ => false,
+        };
+        if kicked {
+            self.bump();
         }
+        kicked
     }
 
     /// Sends to `name`'s current connection; records assignments as running.
@@ -331,18 +339,20 @@ mod tests {
     }
 
     #[test]
-    fn one_live_connection_per_name_and_stale_closes_are_ignored() {
+    fn a_machine_replaces_its_stale_connection_and_never_the_local_one() {
         let m = Arc::new(Machines::default());
         let (tx1, _rx1) = mpsc::unbounded_channel();
         let g1 = m.connect(info("a"), tx1, false).unwrap();
         let (tx2, _rx2) = mpsc::unbounded_channel();
-        assert!(m.connect(info("a"), tx2.clone(), false).unwrap_err().contains("already connected"));
-        m.disconnect("a", g1);
-        let g2 = m.connect(info("a"), tx2, false).unwrap();
+        // The same (proven) machine again replaces its stale connection.
+        let g2 = m.connect(info("a"), tx2.clone(), false).unwrap();
         m.disconnect("a", g1); // the old connection's late close
         assert_eq!(m.links().len(), 1);
         m.disconnect("a", g2);
         assert_eq!(m.links().len(), 0);
+        let (tx3, _rx3) = mpsc::unbounded_channel();
+        m.connect(info("local"), tx3.clone(), true).unwrap();
+        assert!(m.connect(info("local"), tx3, false).unwrap_err().contains("already connected"));
     }
 
     #[test]

@@ -47,7 +47,10 @@ use crate::time::now_us;
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
     pub name: String,
+    /// The API token: people and CI.
     pub token: Option<String>,
+    /// The join token: machines. It opens the machine WebSocket only.
+    pub join_token: Option<String>,
     pub heartbeat_timeout: Duration,
     pub max_suite_bytes: usize,
     /// How long a shutdown waits for cancelled runs to wind down.
@@ -162,6 +165,35 @@ impl Coordinator {
             Ok(MachineDisconnected { disconnected: name.to_string() })
         } else {
             Err(ApiError::new(ErrorKind::NotFound, format!("no remote machine named {name:?}")))
+        }
+    }
+
+    /// Checks a joining machine's identity: a name that joined before must
+    /// bring the secret it was given then; a new name is bound to a fresh
+    /// secret, returned to hand over in the welcome.
+    pub async fn admit(&self, name: &str, secret: Option<String>) -> Result<Option<String>, String> {
+        use sha2::{Digest, Sha256};
+        let hash = |s: &str| hex::encode(Sha256::digest(s.as_bytes()));
+        let key = name.to_string();
+        let known = self.store.call(move |s| s.machine_secret(&key)).await.map_err(|e| e.to_string())?;
+        match (known, secret) {
+            (Some(expected), Some(given)) if crate::server::auth::token_ok(&expected, &hash(&given)) => {
+                Ok(None)
+            }
+            (Some(_), _) => Err(format!(
+                "the machine name {name:?} belongs to another machine (it brought no secret, or the wrong one); \
+                 start this runner with another --name, or with the cache dir it joined from before"
+            )),
+            (None, _) => {
+                let fresh = crate::store::random_secret().map_err(|e| e.to_string())?;
+                let (key, digest) = (name.to_string(), hash(&fresh));
+                let bound = self
+                    .store
+                    .call(move |s| s.bind_machine(&key, &digest))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if bound { Ok(Some(fresh)) } else { Err(format!("the machine name {name:?} was just taken")) }
+            }
         }
     }
 

@@ -21,8 +21,37 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
     header.and_then(|h| h.strip_prefix("Bearer "))
 }
 
-/// Requires the server's token when it has one.
+/// Requires the server's API token when it has one.
 pub fn required(core: Arc<Coordinator>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    token(move || core.config.token.clone().map(|t| vec![t]), "--token or ENSEMBLE_TOKEN")
+}
+
+/// Requires the server's join token (machines) when it has one.
+pub fn join_required(core: Arc<Coordinator>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    token(
+        move || core.config.join_token.clone().map(|t| vec![t]),
+        "the runner's --token or ENSEMBLE_JOIN_TOKEN",
+    )
+}
+
+/// Requires either token: for what machines fetch (suite bytes) as well as people.
+pub fn either_required(core: Arc<Coordinator>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    token(
+        move || {
+            let tokens: Vec<String> =
+                core.config.token.iter().chain(core.config.join_token.iter()).cloned().collect();
+            (!tokens.is_empty()).then_some(tokens)
+        },
+        "--token or ENSEMBLE_TOKEN",
+    )
+}
+
+/// Requires one of the tokens `expected()` gives (none: open), naming `how`
+/// to pass it.
+fn token(
+    expected: impl Fn() -> Option<Vec<String>> + Clone + Send + Sync + 'static,
+    how: &'static str,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::addr::remote())
@@ -30,20 +59,20 @@ pub fn required(core: Arc<Coordinator>) -> impl Filter<Extract = (), Error = Rej
             move |header: Option<String>,
                   query: HashMap<String, String>,
                   addr: Option<std::net::SocketAddr>| {
-                let core = core.clone();
+                let expected = expected();
                 async move {
-                    let Some(expected) = &core.config.token else { return Ok(()) };
+                    let Some(expected) = expected else { return Ok(()) };
                     match bearer(header.as_deref()).or(query.get("token").map(String::as_str)) {
-                        Some(given) if token_ok(expected, given) => Ok(()),
+                        Some(given) if expected.iter().any(|e| token_ok(e, given)) => Ok(()),
                         Some(_) => {
                             tracing::warn!(peer = ?addr, "rejected a request with a wrong token");
-                            Err(reject(ErrorKind::Unauthorized, "wrong token"))
+                            Err(reject(ErrorKind::Unauthorized, format!("wrong token (pass it with {how})")))
                         }
                         None => {
                             tracing::warn!(peer = ?addr, "rejected a request without a token");
                             Err(reject(
                                 ErrorKind::Unauthorized,
-                                "this server needs a token: send `Authorization: Bearer <token>`",
+                                format!("this server needs a token: pass it with {how}"),
                             ))
                         }
                     }

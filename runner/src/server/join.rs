@@ -51,8 +51,8 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
         let _ = tx.send(text(&reject(why, false))).await;
         return;
     }
-    let (protocol, info) = match first.to_str().ok().map(serde_json::from_str::<FromMachine>) {
-        Some(Ok(FromMachine::Hello { protocol, machine, .. })) => (protocol, machine),
+    let (protocol, info, secret) = match first.to_str().ok().map(serde_json::from_str::<FromMachine>) {
+        Some(Ok(FromMachine::Hello { protocol, machine, secret, .. })) => (protocol, machine, secret),
         other => {
             let why = match other {
                 Some(Err(e)) => format!("the first frame is not a hello message: {e}"),
@@ -74,6 +74,14 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
         let _ = tx.send(text(&reject(why, false))).await;
         return;
     }
+    let machine_secret = match core.admit(&info.name, secret).await {
+        Ok(fresh) => fresh,
+        Err(why) => {
+            tracing::warn!(?peer, machine = ?info.name, "refused a machine: {why}");
+            let _ = tx.send(text(&reject(why, false))).await;
+            return;
+        }
+    };
     let name = info.name.clone();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     let generation = match core.connect(info, out_tx, false) {
@@ -86,7 +94,11 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
         }
     };
     tracing::info!(?peer, machine = ?name, "machine joined");
-    let welcome = ToMachine::Welcome { protocol: PROTOCOL_VERSION, coordinator: core.config.name.clone() };
+    let welcome = ToMachine::Welcome {
+        protocol: PROTOCOL_VERSION,
+        coordinator: core.config.name.clone(),
+        machine_secret,
+    };
     if tx.send(text(&welcome)).await.is_err() {
         core.disconnected(&name, generation);
         return;

@@ -17,12 +17,15 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// How long a client may take to send a request's headers (or its TLS handshake).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
+type Request = hyper::Request<hyper::body::Incoming>;
+type Infallible = std::convert::Infallible;
+
 /// What serves one connection's requests: a `warp::service(...)`.
 pub trait Service:
     tower_service::Service<
-        hyper::Request<hyper::body::Incoming>,
+        Request,
         Response = warp::reply::Response,
-        Error = std::convert::Infallible,
+        Error = Infallible,
         Future: Send + 'static,
     > + Clone
     + Send
@@ -32,9 +35,9 @@ pub trait Service:
 
 impl<S> Service for S where
     S: tower_service::Service<
-            hyper::Request<hyper::body::Incoming>,
+            Request,
             Response = warp::reply::Response,
-            Error = std::convert::Infallible,
+            Error = Infallible,
             Future: Send + 'static,
         > + Clone
         + Send

@@ -39,7 +39,7 @@ pub fn routes(core: &Arc<Coordinator>) -> warp::filters::BoxedFilter<(warp::repl
     // The token is checked before the upgrade: nothing unauthenticated gets
     // a socket.
     let join = warp::path!("api" / "machines" / "join")
-        .and(auth::required(core.clone()))
+        .and(auth::join_required(core.clone()))
         .and(warp::ws())
         .and(warp::addr::remote())
         .map(move |ws: warp::ws::Ws, addr| {

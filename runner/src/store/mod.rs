@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS suites (sha256 TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs   (id TEXT PRIMARY KEY, started_us INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (run TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL,
                                    PRIMARY KEY (run, seq));
+CREATE TABLE IF NOT EXISTS machines (name TEXT PRIMARY KEY, secret_sha256 TEXT NOT NULL);
 ";
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -48,27 +49,38 @@ fn parse<T: serde::de::DeserializeOwned>(s: String) -> rusqlite::Result<T> {
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
-/// The server's token when it is given none: read from `dir/token`, or made
-/// (32 random bytes, hex) and written there, readable by its owner only.
-/// Returns the token and the file.
-pub fn server_token(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
-    let path = dir.join("token");
+/// A secret of the server's when it is given none (its API token, its join
+/// token): read from `dir/file`, or made (32 random bytes, hex) and written
+/// there, readable by its owner only. Returns the secret and the file.
+pub fn kept_secret(dir: &Path, file: &str) -> anyhow::Result<(String, PathBuf)> {
+    let path = dir.join(file);
     if let Ok(text) = std::fs::read_to_string(&path)
         && !text.trim().is_empty()
     {
         return Ok((text.trim().to_string(), path));
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let secret = random_secret()?;
+    write_private(&path, &secret)?;
+    Ok((secret, path))
+}
+
+/// 32 random bytes, hex.
+pub fn random_secret() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
-    let token = hex::encode(bytes);
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a secret: {e}"))?;
+    Ok(hex::encode(bytes))
+}
+
+/// Writes a new file readable by its owner only.
+pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
-    std::io::Write::write_all(&mut file, token.as_bytes())?;
-    Ok((token, path))
+    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 impl Store {
@@ -214,6 +226,25 @@ impl Store {
 
     pub fn put_event(&self, event: &Event) -> anyhow::Result<()> {
         self.write_batch(std::slice::from_ref(event), &[])
+    }
+
+    // ---- machine identities ----
+
+    /// The sha256 of the secret bound to machine `name`, if it ever joined.
+    pub fn machine_secret(&self, name: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .db()
+            .query_row("SELECT secret_sha256 FROM machines WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Binds `name` to a secret (by its sha256); false if it is bound already.
+    pub fn bind_machine(&self, name: &str, secret_sha256: &str) -> anyhow::Result<bool> {
+        let n = self.db().execute(
+            "INSERT OR IGNORE INTO machines (name, secret_sha256) VALUES (?1, ?2)",
+            params![name, secret_sha256],
+        )?;
+        Ok(n == 1)
     }
 
     /// Writes `events` and `runs` in one transaction.

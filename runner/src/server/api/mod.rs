@@ -31,6 +31,14 @@ fn authorized(
     super::auth::required(core.clone()).map(move || handle.clone())
 }
 
+/// The coordinator, for a route machines use too (suite bytes): either token.
+fn machine_or_person(
+    core: &Arc<Coordinator>,
+) -> impl Filter<Extract = (Arc<Coordinator>,), Error = Rejection> + Clone + use<> {
+    let handle = core.clone();
+    super::auth::either_required(core.clone()).map(move || handle.clone())
+}
+
 /// `/api/{name}`: a collection.
 fn collection(name: &'static str) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::path("api").and(warp::path(name)).and(warp::path::end())

@@ -9,7 +9,7 @@ use warp::filters::BoxedFilter;
 use warp::http::header::CONTENT_TYPE;
 use warp::{Filter, Reply};
 
-use super::{authorized, body, collection, item, item_action};
+use super::{authorized, body, collection, item, item_action, machine_or_person};
 use crate::coordinator::Coordinator;
 use crate::server::error::{created, fail, json};
 use crate::server::guard::{WASM, content_type};
@@ -33,13 +33,14 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
             core.suite(&sha).await.map(|m| json(&m)).map_err(fail)
         },
     );
-    let bytes = item("suites").and(warp::get().or(warp::head()).unify()).and(authorized(core)).and_then(
-        |sha: String, core: Arc<Coordinator>| async move {
+    let bytes = item("suites")
+        .and(warp::get().or(warp::head()).unify())
+        .and(machine_or_person(core))
+        .and_then(|sha: String, core: Arc<Coordinator>| async move {
             let bytes = core.suite_bytes(&sha).await.map_err(fail)?;
             Ok::<_, warp::Rejection>(
                 warp::reply::with_header(bytes, CONTENT_TYPE, "application/wasm").into_response(),
             )
-        },
-    );
+        });
     list.or(upload).unify().or(inspect).unify().or(bytes).unify().boxed()
 }

@@ -23,6 +23,7 @@
 //! - [`signals`]: stopping cleanly on Ctrl-C and SIGTERM.
 //! - [`time`]: the wall clock every part stamps events with.
 //! - [`cli`]: the command line and its exit codes.
+//! - [`fuzzing`]: entry points of the fuzz targets (`fuzz/`) and their corpora.
 //!
 //! The REST client is its own crate, `ensemble-client`.
 
@@ -34,6 +35,7 @@ pub mod agent;
 pub mod cli;
 pub mod coordinator;
 pub mod demo;
+pub mod fuzzing;
 pub mod prepare;
 pub mod report;
 pub mod sandbox;

@@ -19,8 +19,12 @@
 //!   so no party waits forever on it.
 //! - Sequential plans assign entry after entry; a cancelled run still assigns
 //!   the rest, followed at once by the cancel, so their tests show as skipped.
+//! - With a store behind it ([`Dispatcher::durable`]), what tells a machine
+//!   that something is settled — an ack (it may forget the event), a
+//!   shard-done ack, a sync reply (a barrier released, a message published)
+//!   — leaves only once the events before it are committed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,7 +34,7 @@ use ensemble_protocol::verdict::{CancelReason, Verdict};
 use ensemble_protocol::wire::{
     Assignment, FromMachine, Limits, MachineInfo, SyncCall, SyncFailure, SyncReply, ToMachine,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 
 use super::matching::ShardPlan;
@@ -122,6 +126,18 @@ impl Stream {
     }
 }
 
+/// How long a finished run waits for its last events to be committed before
+/// it stops waiting to acknowledge them.
+const FINAL_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Resolves when the committed seq changes; never without a store.
+async fn changed(committed: &mut Option<watch::Receiver<u64>>) -> Result<(), watch::error::RecvError> {
+    match committed {
+        Some(c) => c.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The limits every shard of `plan` runs under.
 pub fn limits(plan: &Plan) -> Limits {
     let s = &plan.settings;
@@ -167,6 +183,10 @@ pub struct Dispatcher {
     /// Sync calls in progress.
     tasks: TaskTracker,
     started: Instant,
+    /// The last event sequence number the store has committed, when there is
+    /// a store; messages wait in `held` (with the seq they depend on) for it.
+    committed: Option<watch::Receiver<u64>>,
+    held: VecDeque<(u64, usize, ToMachine)>,
 }
 
 impl Dispatcher {
@@ -232,7 +252,16 @@ impl Dispatcher {
             ops_rx,
             tasks: TaskTracker::new(),
             started: Instant::now(),
+            committed: None,
+            held: VecDeque::new(),
         }
+    }
+
+    /// Holds acknowledgements and sync replies until the store has committed
+    /// the events they follow (`committed` carries the last committed seq).
+    pub fn durable(mut self, committed: watch::Receiver<u64>) -> Dispatcher {
+        self.committed = Some(committed);
+        self
     }
 
     /// Runs to the end: every shard done (or lost). Returns the result after
@@ -246,6 +275,7 @@ impl Dispatcher {
     pub async fn drive(mut self, inbound: &mut mpsc::UnboundedReceiver<Inbound>) -> RunResult {
         while !self.is_finished() {
             tokio::select! {
+                Ok(()) = changed(&mut self.committed) => self.handle_committed(),
                 input = inbound.recv() => match input {
                     Some(input) => self.handle(input),
                     // Nobody can reach the run any more (the coordinator is
@@ -327,7 +357,7 @@ impl Dispatcher {
         let last = self.last_seq.get(&shard).copied().unwrap_or(0);
         if seq <= last || self.done.contains(&shard) {
             // A resent duplicate, or news from a shard already given up as lost.
-            self.send(m, ToMachine::Ack { run: self.run.clone(), shard, seq: last });
+            self.send_durable(m, ToMachine::Ack { run: self.run.clone(), shard, seq: last });
             return;
         }
         if seq != last + 1 {
@@ -371,7 +401,7 @@ impl Dispatcher {
         }
         // The machine's clock, corrected onto the coordinator's timeline.
         self.stream.push(event, at_us.saturating_sub(offset), Some(at_us));
-        self.send(m, ToMachine::Ack { run: self.run.clone(), shard, seq });
+        self.send_durable(m, ToMachine::Ack { run: self.run.clone(), shard, seq });
     }
 
     fn handle_sync(&mut self, m: usize, shard: u32, id: u64, call: SyncCall) {
@@ -381,7 +411,7 @@ impl Dispatcher {
         match self.sync_calls.get(&(shard, id)) {
             Some(Some(reply)) => {
                 let reply = reply.clone();
-                self.send(m, ToMachine::SyncReply { id, reply });
+                self.send_durable(m, ToMachine::SyncReply { id, reply });
             }
             Some(None) => {} // still waiting; the answer goes to the current connection
             None => {
@@ -402,14 +432,17 @@ impl Dispatcher {
             self.stream.emit(EventKind::Sync { shard: self.shards[index].shard.clone(), op });
         }
         self.sync_calls.insert((d.shard, d.id), Some(d.reply.clone()));
-        self.send(self.shards[index].machine_index, ToMachine::SyncReply { id: d.id, reply: d.reply });
+        self.send_durable(
+            self.shards[index].machine_index,
+            ToMachine::SyncReply { id: d.id, reply: d.reply },
+        );
     }
 
     fn handle_shard_done(&mut self, m: usize, shard: u32) {
         if self.owned(m, shard).is_none() {
             return;
         }
-        self.send(m, ToMachine::AckShardDone { run: self.run.clone(), shard });
+        self.send_durable(m, ToMachine::AckShardDone { run: self.run.clone(), shard });
         if self.done.insert(shard) {
             self.advance();
         }
@@ -504,6 +537,26 @@ impl Dispatcher {
         }
     }
 
+    /// Sends once every event emitted so far is committed (at once without
+    /// a store).
+    fn send_durable(&mut self, m: usize, msg: ToMachine) {
+        if self.committed.is_none() {
+            self.send(m, msg);
+            return;
+        }
+        self.held.push_back((self.stream.seq, m, msg));
+        self.handle_committed();
+    }
+
+    /// The store committed more: send what waited for it.
+    pub fn handle_committed(&mut self) {
+        let Some(committed) = self.committed.as_ref().map(|c| *c.borrow()) else { return };
+        while self.held.front().is_some_and(|(seq, _, _)| *seq <= committed) {
+            let (_, m, msg) = self.held.pop_front().expect("checked above");
+            self.send(m, msg);
+        }
+    }
+
     fn send(&self, m: usize, msg: ToMachine) -> bool {
         self.machines.get(m).is_some_and(|l| l.port.send(msg))
     }
@@ -532,6 +585,14 @@ impl Dispatcher {
             if let Err(e) = r.finish() {
                 tracing::warn!("a reporter failed to finish: {e:#}");
             }
+        }
+        // The last acknowledgements, once the end is on disk (a store that
+        // cannot commit leaves them unsent: the machines resend, and an
+        // ended run acknowledges what it gets).
+        if let Some(committed) = self.committed.as_mut() {
+            let last = self.stream.seq;
+            let _ = tokio::time::timeout(FINAL_COMMIT_WAIT, committed.wait_for(|c| *c >= last)).await;
+            self.handle_committed();
         }
         RunResult {
             run: self.run,

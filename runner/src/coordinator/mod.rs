@@ -477,9 +477,11 @@ impl Coordinator {
             },
         );
         let (records_tx, records_rx) = mpsc::unbounded_channel();
-        let writer = self.run_tasks.spawn(write_events(self.store.clone(), records_rx, events));
+        let (committed_tx, committed_rx) = tokio::sync::watch::channel(0);
+        let writer = self.run_tasks.spawn(write_events(self.store.clone(), records_rx, events, committed_tx));
         let reporters: Vec<Box<dyn Reporter>> = vec![Box::new(RunRecorder::new(meta, records_tx))];
-        let dispatcher = Dispatcher::new(id.clone(), &plan, suites, links, shards, reporters);
+        let dispatcher =
+            Dispatcher::new(id.clone(), &plan, suites, links, shards, reporters).durable(committed_rx);
         let core = self.clone();
         let run = id.clone();
         self.run_tasks.spawn(async move {

@@ -10,7 +10,7 @@
 
 use ensemble_protocol::api::{RunMeta, RunState};
 use ensemble_protocol::{Event, EventKind};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::Reporter;
 use crate::store::Store;
@@ -57,12 +57,14 @@ impl Reporter for RunRecorder {
 /// Most records committed in one transaction.
 const BATCH: usize = 4096;
 
-/// Commits records in batches, then broadcasts their events; returns when
-/// every sender is gone and everything is written.
+/// Commits records in batches, then says how far it got (`committed`, the
+/// last seq on disk) and broadcasts their events; returns when every sender
+/// is gone and everything is written.
 pub async fn write_events(
     store: Store,
     mut rx: mpsc::UnboundedReceiver<Record>,
     live: broadcast::Sender<Event>,
+    committed: watch::Sender<u64>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
@@ -86,6 +88,9 @@ pub async fn write_events(
             .await;
         match written {
             Ok(events) => {
+                if let Some(last) = events.last() {
+                    committed.send_replace(last.seq);
+                }
                 for e in events {
                     if matches!(e.kind, EventKind::RunFinished { .. }) {
                         tracing::info!(run = %e.run, "run finished");
@@ -123,7 +128,8 @@ mod tests {
         store.put_run(&meta).unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let (live, mut watch) = broadcast::channel(16);
-        let writer = tokio::spawn(write_events(store.clone(), rx, live));
+        let (committed, _) = watch::channel(0);
+        let writer = tokio::spawn(write_events(store.clone(), rx, live, committed));
         let mut rec = RunRecorder::new(meta, tx);
         let ev = |seq, kind| Event { run: "r".into(), seq, at_us: 0, machine_at_us: None, kind };
         rec.event(&ev(1, EventKind::RunStarted { plan: "p".into(), shards: vec![] })).unwrap();

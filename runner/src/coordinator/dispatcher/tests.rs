@@ -7,7 +7,7 @@ use ensemble_protocol::event::{Event, EventKind, Outcome, ShardRef, Summary};
 use ensemble_protocol::plan::Plan;
 use ensemble_protocol::verdict::{CancelReason, Verdict};
 use ensemble_protocol::wire::{Facts, FromMachine, MachineInfo, SyncCall, SyncReply, ToMachine};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{Dispatcher, Inbound, MachineLink, RunResult, SuiteRef};
 use crate::coordinator::matching;
@@ -58,6 +58,11 @@ struct Harness {
 
 impl Harness {
     fn new(settings: &str) -> Harness {
+        Harness::with_store(settings, None)
+    }
+
+    /// A harness whose store commits what `committed` says.
+    fn with_store(settings: &str, committed: Option<watch::Receiver<u64>>) -> Harness {
         let plan = plan(settings);
         let infos: Vec<MachineInfo> = ["a", "b"]
             .iter()
@@ -80,7 +85,11 @@ impl Harness {
         let suites = names.iter().map(|n| SuiteRef { name: n.clone(), sha256: format!("sha-{n}") }).collect();
         let events = Arc::new(Mutex::new(Vec::new()));
         let reporters: Vec<Box<dyn Reporter>> = vec![Box::new(Collect(events.clone()))];
-        let mut d = Dispatcher::new(RUN.into(), &plan, suites, links, shards, reporters);
+        let d = Dispatcher::new(RUN.into(), &plan, suites, links, shards, reporters);
+        let mut d = match committed {
+            Some(c) => d.durable(c),
+            None => d,
+        };
         d.start();
         Harness { d, to, events }
     }
@@ -422,4 +431,29 @@ async fn the_loop_ends_when_the_inputs_end() {
     assert_eq!(result.summary.lost, 2);
     assert_eq!(result.cancelled, Some(CancelReason::ShuttingDown));
     assert_eq!(result.verdict, Verdict::Cancelled, "stopped from outside");
+}
+
+#[tokio::test]
+async fn acknowledgements_and_sync_replies_wait_for_the_commit() {
+    let (commit, committed) = watch::channel(0);
+    let mut h = Harness::with_store("", Some(committed));
+    h.sent(0);
+    // run-started is seq 1; this test result becomes seq 2.
+    h.event(0, 1, 1, finished(1, "a", Outcome::Passed));
+    let call = SyncCall::Signal { state: "ready".into() };
+    h.d.handle(Inbound::Message {
+        machine: 0,
+        msg: FromMachine::Sync { id: 4, run: RUN.into(), shard: 1, call },
+        clock_offset_us: 0,
+    });
+    let done = h.d.ops_rx.recv().await.unwrap();
+    h.d.handle_sync_done(done); // the signal is seq 3
+    assert!(h.sent(0).is_empty(), "nothing is settled before it is on disk");
+    commit.send_replace(2);
+    h.d.handle_committed();
+    assert!(matches!(h.sent(0).as_slice(), [ToMachine::Ack { seq: 1, .. }]), "the ack of seq 2 only");
+    commit.send_replace(3);
+    h.d.handle_committed();
+    let sent = h.sent(0);
+    assert!(matches!(sent.as_slice(), [ToMachine::SyncReply { id: 4, .. }]), "{sent:?}");
 }

@@ -1,0 +1,151 @@
+//! Entry points for the fuzz targets in `fuzz/` and for their saved corpora,
+//! which `runner/tests/fuzz_corpus.rs` replays on stable in `cargo test`.
+//! Each takes arbitrary bytes and must never panic, hang or grow without
+//! bound, whatever the bytes say.
+//!
+//! - [`plan`]: a plan as TOML and as JSON, parsed and validated.
+//! - [`wire`]: machine messages (one JSON document per line) decoded and
+//!   handed to a live run's [`Dispatcher`], as a hostile machine would send.
+//! - [`inspect`]: a suite component inspected by the sandbox.
+//! - [`replay`]: the event replay query with arbitrary run, start and limit.
+
+use std::sync::{Arc, OnceLock};
+
+use ensemble_protocol::event::{Event, EventKind, Summary};
+use ensemble_protocol::wire::{Facts, FromMachine, MachineInfo};
+use ensemble_protocol::{Plan, Verdict};
+use tokio::sync::mpsc;
+
+use crate::coordinator::matching;
+use crate::coordinator::{Dispatcher, Inbound, MachineLink, SuiteRef};
+use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::store::Store;
+
+/// One runtime for every input: the dispatcher spawns its sync calls on it.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"))
+}
+
+/// A plan as TOML and as JSON.
+pub fn plan(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    for plan in [Plan::from_toml(text), Plan::from_json(text)].into_iter().flatten() {
+        let _ = plan.problems();
+        let _ = Plan::from_toml(&plan.to_toml()).expect("a valid plan exports to TOML it reads back");
+    }
+}
+
+const WIRE_PLAN: &str = r#"
+name = "fuzz"
+[settings]
+fail_fast = true
+[[profiles]]
+name = "a"
+labels = { tier = "a" }
+[[profiles]]
+name = "b"
+labels = { tier = "b" }
+[[entries]]
+suite = "server.wasm"
+profile = "a"
+[[entries]]
+suite = "client.wasm"
+profile = "b"
+"#;
+
+/// Machine messages, one per line, from machine 0 or 1 (the line's first
+/// byte picks), into a running dispatcher; then the run is ended.
+pub fn wire(data: &[u8]) {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let plan = Plan::from_toml(WIRE_PLAN).expect("the fuzz plan is valid");
+    let infos: Vec<MachineInfo> = ["a", "b"]
+        .iter()
+        .map(|t| MachineInfo {
+            name: format!("m-{t}"),
+            labels: [("tier".to_string(), t.to_string())].into(),
+            slots: 2,
+            facts: Facts::default(),
+        })
+        .collect();
+    let names = vec!["server".to_string(), "client".to_string()];
+    let shards = matching::place(&plan, &names, &infos).expect("the fuzz plan places");
+    let links = infos
+        .into_iter()
+        .map(|info| {
+            // What the dispatcher sends is dropped: only its handling counts.
+            let (tx, _rx) = mpsc::unbounded_channel();
+            MachineLink { info, port: Arc::new(tx) }
+        })
+        .collect();
+    let suites = names.iter().map(|n| SuiteRef { name: n.clone(), sha256: n.clone() }).collect();
+    let mut d = Dispatcher::new("run-fuzz".into(), &plan, suites, links, shards, Vec::new());
+    d.start();
+    for line in data.split(|b| *b == b'\n') {
+        let Some((&who, json)) = line.split_first() else { continue };
+        let Ok(msg) = serde_json::from_slice::<FromMachine>(json) else { continue };
+        if let FromMachine::Hello { machine, .. } = &msg {
+            let _ = machine.check();
+        }
+        let machine = usize::from(who % 3); // 2 is a machine the run does not have
+        let offset = i64::from(who) << 40;
+        d.handle(Inbound::Message { machine, msg, clock_offset_us: offset });
+    }
+    d.handle(Inbound::Lost { machine: 0, reason: "fuzz".into() });
+    d.handle(Inbound::Lost { machine: 1, reason: "fuzz".into() });
+    let result = rt.block_on(d.finish());
+    assert!(matches!(result.verdict, Verdict::Passed | Verdict::Failed | Verdict::Cancelled));
+}
+
+fn sandbox() -> &'static Arc<Sandbox> {
+    static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
+    SANDBOX.get_or_init(|| {
+        let options = SandboxOptions { cache_dir: None, max_instances: 4, ..SandboxOptions::default() };
+        Arc::new(Sandbox::new(options).expect("a sandbox"))
+    })
+}
+
+/// A suite component, inspected (loaded, its tests listed).
+pub fn inspect(data: &[u8]) {
+    let rt = runtime();
+    let _ = rt.block_on(sandbox().inspect(Arc::new(data.to_vec()), "fuzz"));
+}
+
+fn replay_store() -> &'static Store {
+    static STORE: OnceLock<Store> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("ensemble-fuzz-replay-{}", std::process::id()));
+        let store = Store::open(&dir).expect("a store");
+        let events: Vec<Event> = (1..=50)
+            .map(|seq| Event {
+                run: "r".into(),
+                seq,
+                at_us: 0,
+                machine_at_us: None,
+                kind: EventKind::RunFinished {
+                    summary: Summary::default(),
+                    duration_ms: seq,
+                    shard_errors: 0,
+                    cancelled: None,
+                    verdict: Verdict::Passed,
+                },
+            })
+            .collect();
+        store.write_batch(&events, &[]).expect("events stored");
+        store
+    })
+}
+
+/// The replay query: run id, first seq and page size from the bytes.
+pub fn replay(data: &[u8]) {
+    if data.len() < 12 {
+        return;
+    }
+    let from = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+    let limit = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
+    let run = String::from_utf8_lossy(&data[12..]);
+    let page = replay_store().events_page(&run, from, limit).expect("the query runs");
+    assert!(page.len() <= limit as usize);
+    assert!(page.windows(2).all(|w| w[0].seq < w[1].seq), "in order");
+}

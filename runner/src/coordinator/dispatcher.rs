@@ -356,8 +356,10 @@ impl Dispatcher {
         let Some(index) = self.owned(m, shard) else { return };
         let last = self.last_seq.get(&shard).copied().unwrap_or(0);
         if seq <= last || self.done.contains(&shard) {
-            // A resent duplicate, or news from a shard already given up as lost.
-            self.send_durable(m, ToMachine::Ack { run: self.run.clone(), shard, seq: last });
+            // A resent duplicate, or news from a shard already given up as
+            // lost (which the machine may forget too).
+            let upto = if self.done.contains(&shard) { seq.max(last) } else { last };
+            self.send_durable(m, ToMachine::Ack { run: self.run.clone(), shard, seq: upto });
             return;
         }
         if seq != last + 1 {

@@ -457,3 +457,24 @@ async fn acknowledgements_and_sync_replies_wait_for_the_commit() {
     let sent = h.sent(0);
     assert!(matches!(sent.as_slice(), [ToMachine::SyncReply { id: 4, .. }]), "{sent:?}");
 }
+
+#[tokio::test]
+async fn news_from_a_shard_given_up_as_lost_is_acknowledged_and_dropped() {
+    let mut h = Harness::new("");
+    h.d.handle(Inbound::Lost { machine: 1, reason: "gone".into() });
+    h.sent(1);
+    let before = h.kinds().len();
+    // The machine comes back and resends what it had: forget it, record nothing.
+    h.event(1, 2, 1, finished(2, "late", Outcome::Passed));
+    h.event(1, 2, 2, finished(2, "later", Outcome::Passed));
+    let acks: Vec<u64> = h
+        .sent(1)
+        .into_iter()
+        .filter_map(|m| match m {
+            ToMachine::Ack { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, [1, 2]);
+    assert_eq!(h.kinds().len(), before);
+}

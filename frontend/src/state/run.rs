@@ -225,13 +225,16 @@ impl RunView {
         self.counts.iter().filter(|(o, _)| o.is_failure()).map(|(_, n)| n).sum()
     }
 
-    /// The run's state: its verdict once finished; before that, the state
-    /// the server lists (`listed`, when known: a run the coordinator lost
-    /// ends without a `run-finished`), else running.
+    /// The run's state: the stored run's (`listed`) once it is final — the
+    /// server's record is the truth, and it is committed with `run-finished`;
+    /// until the page has it, the streamed verdict; before either, the
+    /// listed state (a run the coordinator lost ends without a
+    /// `run-finished`), else running.
     pub fn state(&self, listed: Option<RunState>) -> RunState {
-        match (&self.finished, listed) {
-            (Some(f), _) => f.verdict.into(),
-            (None, Some(s)) => s,
+        match (listed, &self.finished) {
+            (Some(s), _) if s != RunState::Running => s,
+            (_, Some(f)) => f.verdict.into(),
+            (Some(s), None) => s,
             (None, None) => RunState::Running,
         }
     }
@@ -695,6 +698,8 @@ mod tests {
         assert_eq!(why.as_deref(), Some("fail-fast: t (kv) failed"));
         // A run that passed.
         assert_eq!(end(0, None, Verdict::Passed).state(None), RunState::Passed);
+        // Once the page has the stored run, its final state is the truth.
+        assert_eq!(end(0, None, Verdict::Passed).state(Some(RunState::Failed)), RunState::Failed);
     }
 
     #[test]

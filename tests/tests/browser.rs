@@ -222,10 +222,12 @@ async fn a_ten_thousand_test_run_stays_usable() {
     browser.set_timeout(std::time::Duration::from_secs(120)).await.unwrap();
     let b = &browser;
     let steps = async {
-        b.goto(&server.url).await?;
-        b.fill("#token", TOKEN).await?;
-        b.click("#token-submit").await?;
+        // The link `ensemble serve` prints hands the token over: no prompt,
+        // and the token leaves the address bar.
+        b.goto(&format!("{}/?token={TOKEN}", server.url)).await?;
         b.wait_text("#machines-online", "1 machine online").await?;
+        let address = b.current_url().await?;
+        anyhow::ensure!(!address.contains("token="), "the token stays in the address bar: {address}");
         // Opened while the run goes: replay, then live.
         b.goto(&format!("{}/runs/{run}", server.url)).await?;
         let started = std::time::Instant::now();

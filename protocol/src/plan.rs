@@ -351,6 +351,9 @@ impl Plan {
             if p.count == 0 {
                 bad(format!("profiles[{i}].count"), "must be at least 1".into());
             }
+            if let Err(m) = check_map(&p.labels, MAX_LABELS, MAX_KEY, MAX_LABEL_VALUE) {
+                bad(format!("profiles[{i}].labels"), m);
+            }
             if p.machine.is_some() && p.count > 1 {
                 bad(format!("profiles[{i}].count"), "a profile pinned to one machine takes exactly 1".into());
             }
@@ -387,6 +390,9 @@ impl Plan {
                 }
                 _ => {}
             }
+            if let Err(m) = check_map(&e.params, MAX_PARAMS, MAX_KEY, MAX_PARAM_VALUE) {
+                bad(format!("entries[{i}].params"), m);
+            }
             let role = e.role_name();
             if role.is_empty() || !role.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
                 bad(
@@ -415,6 +421,25 @@ impl Plan {
         }
         out
     }
+}
+
+/// Bounds on what a plan may carry to every machine of a run.
+const MAX_LABELS: usize = 32;
+const MAX_PARAMS: usize = 256;
+const MAX_KEY: usize = 64;
+const MAX_LABEL_VALUE: usize = 256;
+const MAX_PARAM_VALUE: usize = 64 << 10;
+
+/// Checks a map's size and its keys' and values' lengths.
+fn check_map(map: &BTreeMap<String, String>, most: usize, key: usize, value: usize) -> Result<(), String> {
+    if map.len() > most {
+        return Err(format!("{} entries is more than the limit of {most}", map.len()));
+    }
+    if let Some((k, _)) = map.iter().find(|(k, v)| k.is_empty() || k.len() > key || v.len() > value) {
+        let shown: String = k.chars().take(key).collect();
+        return Err(format!("{shown:?}: keys take 1 to {key} characters and values up to {value} bytes"));
+    }
+    Ok(())
 }
 
 /// Most problems one validation reports.
@@ -555,5 +580,18 @@ profile = "client-box"
         let shown = err.to_string();
         assert!(shown.len() < 64 << 10, "the error stays small: {} bytes", shown.len());
         assert!(shown.contains("and 4990 more"), "{}", &shown[..500]);
+    }
+
+    #[test]
+    fn labels_and_params_are_bounded() {
+        let big = DEMO.replace("greeting = \"hi\"", &format!("greeting = \"{}\"", "x".repeat(70_000)));
+        let err = Plan::from_toml(&big).unwrap_err();
+        assert_eq!(err.problems[0].path, "entries[0].params");
+        let many: String = (0..40).map(|i| format!("k{i} = \"v\", ")).collect();
+        let labels =
+            DEMO.replace("labels = { os = \"linux\" }", &format!("labels = {{ {many}os = \"linux\" }}"));
+        let err = Plan::from_toml(&labels).unwrap_err();
+        assert_eq!(err.problems[0].path, "profiles[0].labels");
+        assert!(err.problems[0].message.contains("limit of 32"), "{err}");
     }
 }

@@ -80,6 +80,8 @@ fn frame(ev: &Event) -> Message {
 
 /// Events read from the store at once when replaying.
 const REPLAY_PAGE: u32 = 1000;
+/// How often a watcher of a quiet run is pinged.
+const PING_EVERY: Duration = Duration::from_secs(20);
 /// A watcher that does not take an event within this long is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -136,8 +138,15 @@ async fn watch_run(socket: WebSocket, core: Arc<Coordinator>, run: String, from:
         let _ = tx.close().await;
         return;
     };
+    // A quiet run still pings its watchers, so a dead one is noticed.
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     loop {
         tokio::select! {
+            _ = ping.tick() => {
+                if !matches!(tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::ping(Vec::new()))).await, Ok(Ok(()))) {
+                    break;
+                }
+            }
             ev = live_rx.recv() => match ev {
                 Ok(ev) if ev.seq < next => {}
                 Ok(ev) => {

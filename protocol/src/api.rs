@@ -290,6 +290,29 @@ pub struct MachinesQuery {
     pub wait_ms: Option<u64>,
 }
 
+/// A page of a list (`GET /api/runs`, `/api/suites`, `/api/plans`):
+/// `?limit=N&offset=K`. Runs come newest first, suites by sha256, plans
+/// oldest first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u32>,
+}
+
+impl ListQuery {
+    /// Items per page when the query does not say.
+    pub const DEFAULT_LIMIT: u32 = 200;
+    /// The most items one page holds.
+    pub const MAX_LIMIT: u32 = 1000;
+
+    /// `(limit, offset)`, the limit clamped to 1..=[`Self::MAX_LIMIT`].
+    pub fn page(self) -> (u32, u32) {
+        (self.limit.unwrap_or(Self::DEFAULT_LIMIT).clamp(1, Self::MAX_LIMIT), self.offset.unwrap_or(0))
+    }
+}
+
 /// `POST /api/suites` query: the suite's display name (default: the start of
 /// its sha256).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -417,6 +440,13 @@ mod tests {
         assert_eq!(ErrorKind::Unsatisfiable.status(), 409);
         assert!(ErrorKind::Unsatisfiable.is_bad_input());
         assert!(!ErrorKind::Internal.is_bad_input());
+    }
+
+    #[test]
+    fn list_pages_are_bounded() {
+        assert_eq!(ListQuery::default().page(), (200, 0));
+        assert_eq!(ListQuery { limit: Some(1_000_000), offset: Some(5) }.page(), (1000, 5));
+        assert_eq!(ListQuery { limit: Some(0), offset: None }.page(), (1, 0));
     }
 
     #[test]

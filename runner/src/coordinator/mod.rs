@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ensemble_protocol::api::{
-    ApiError, ErrorKind, MachineDisconnected, MachineStatus, PlanDeleted, RunCancelling, RunCreated, RunMeta,
-    RunRequest, RunState, StoredPlan, SuiteMeta, suite_sha,
+    ApiError, ErrorKind, ListQuery, MachineDisconnected, MachineStatus, PlanDeleted, RunCancelling,
+    RunCreated, RunMeta, RunRequest, RunState, StoredPlan, SuiteMeta, suite_sha,
 };
 use ensemble_protocol::wire::{FromMachine, MachineInfo, SyncFailure, SyncReply, ToMachine};
 use ensemble_protocol::{CancelReason, Event, Plan};
@@ -275,8 +275,10 @@ impl Coordinator {
 
     // ---- suites ----
 
-    pub async fn suites(&self) -> Result<Vec<SuiteMeta>, ApiError> {
-        self.store.call(|s| s.suites()).await.map_err(internal)
+    /// A page of the suites (see [`ListQuery`]).
+    pub async fn suites(&self, query: ListQuery) -> Result<Vec<SuiteMeta>, ApiError> {
+        let (limit, offset) = query.page();
+        self.store.call(move |s| s.suites_page(limit, offset)).await.map_err(internal)
     }
 
     pub async fn suite(&self, sha256: &str) -> Result<SuiteMeta, ApiError> {
@@ -321,8 +323,10 @@ impl Coordinator {
 
     // ---- plans ----
 
-    pub async fn plans(&self) -> Result<Vec<StoredPlan>, ApiError> {
-        self.store.call(|s| s.plans()).await.map_err(internal)
+    /// A page of the plans (see [`ListQuery`]).
+    pub async fn plans(&self, query: ListQuery) -> Result<Vec<StoredPlan>, ApiError> {
+        let (limit, offset) = query.page();
+        self.store.call(move |s| s.plans_page(limit, offset)).await.map_err(internal)
     }
 
     pub async fn plan(&self, id: &str) -> Result<StoredPlan, ApiError> {
@@ -378,8 +382,10 @@ impl Coordinator {
 
     // ---- runs ----
 
-    pub async fn runs(&self) -> Result<Vec<RunMeta>, ApiError> {
-        self.store.call(|s| s.runs()).await.map_err(internal)
+    /// A page of the runs (see [`ListQuery`]).
+    pub async fn runs(&self, query: ListQuery) -> Result<Vec<RunMeta>, ApiError> {
+        let (limit, offset) = query.page();
+        self.store.call(move |s| s.runs_page(limit, offset)).await.map_err(internal)
     }
 
     pub async fn run(&self, id: &str) -> Result<RunMeta, ApiError> {

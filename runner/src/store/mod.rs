@@ -177,7 +177,12 @@ impl Store {
     }
 
     pub fn suites(&self) -> anyhow::Result<Vec<SuiteMeta>> {
-        self.all("SELECT body FROM suites ORDER BY sha256", [])
+        self.suites_page(u32::MAX, 0)
+    }
+
+    /// At most `limit` suites from `offset`, by sha256.
+    pub fn suites_page(&self, limit: u32, offset: u32) -> anyhow::Result<Vec<SuiteMeta>> {
+        self.all("SELECT body FROM suites ORDER BY sha256 LIMIT ?1 OFFSET ?2", params![limit, offset])
     }
 
     // ---- plans ----
@@ -195,9 +200,15 @@ impl Store {
     }
 
     pub fn plans(&self) -> anyhow::Result<Vec<StoredPlan>> {
-        let mut rows: Vec<StoredPlan> = self.all("SELECT body FROM plans", [])?;
-        rows.sort_by_key(|p| p.created_us);
-        Ok(rows)
+        self.plans_page(u32::MAX, 0)
+    }
+
+    /// At most `limit` plans from `offset`, oldest first.
+    pub fn plans_page(&self, limit: u32, offset: u32) -> anyhow::Result<Vec<StoredPlan>> {
+        self.all(
+            "SELECT body FROM plans ORDER BY json_extract(body, '$.created_us'), id LIMIT ?1 OFFSET ?2",
+            params![limit, offset],
+        )
     }
 
     /// Deletes a plan; false when there was none.
@@ -221,7 +232,15 @@ impl Store {
 
     /// Every run, newest first.
     pub fn runs(&self) -> anyhow::Result<Vec<RunMeta>> {
-        self.all("SELECT body FROM runs ORDER BY started_us DESC", [])
+        self.runs_page(u32::MAX, 0)
+    }
+
+    /// At most `limit` runs from `offset`, newest first.
+    pub fn runs_page(&self, limit: u32, offset: u32) -> anyhow::Result<Vec<RunMeta>> {
+        self.all(
+            "SELECT body FROM runs ORDER BY started_us DESC, id LIMIT ?1 OFFSET ?2",
+            params![limit, offset],
+        )
     }
 
     pub fn put_event(&self, event: &Event) -> anyhow::Result<()> {
@@ -346,6 +365,10 @@ mod tests {
         assert_eq!(s.run("Passed").unwrap().unwrap().state, RunState::Passed);
         assert_eq!(s.run("Running").unwrap().unwrap().state, RunState::Interrupted);
         assert_eq!(s.events("Passed", 1).unwrap().len(), 1);
+        assert_eq!(s.runs_page(1, 0).unwrap().len(), 1);
+        assert_eq!(s.runs_page(10, 1).unwrap().len(), 1);
+        assert!(s.runs_page(10, 2).unwrap().is_empty());
+        assert_eq!(s.plans_page(1, 0).unwrap()[0].id, "p1");
         assert!(s.delete_plan("p1").unwrap());
         assert!(!s.delete_plan("p1").unwrap());
     }

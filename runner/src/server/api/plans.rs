@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ensemble_protocol::Plan;
 use ensemble_protocol::api::ApiError;
+use ensemble_protocol::api::ListQuery;
 use warp::filters::BoxedFilter;
 use warp::http::header::CONTENT_TYPE;
 use warp::{Filter, Rejection, Reply};
@@ -21,10 +22,12 @@ fn parse_json(body: &Bytes) -> Result<Plan, Rejection> {
 }
 
 pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
-    let list = collection("plans")
-        .and(warp::get())
-        .and(authorized(core))
-        .and_then(|core: Arc<Coordinator>| async move { core.plans().await.map(|p| json(&p)).map_err(fail) });
+    let list =
+        collection("plans").and(warp::get()).and(authorized(core)).and(warp::query::<ListQuery>()).and_then(
+            |core: Arc<Coordinator>, query: ListQuery| async move {
+                core.plans(query).await.map(|p| json(&p)).map_err(fail)
+            },
+        );
     let create = collection("plans")
         .and(warp::post())
         .and(authorized(core))

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ensemble_protocol::api::ListQuery;
 use ensemble_protocol::api::{ErrorKind, EventsQuery, RunRequest};
 use ensemble_protocol::{Event, EventKind};
 use futures::{SinkExt, StreamExt};
@@ -20,10 +21,12 @@ use crate::server::error::{fail, json, json_with, reject};
 use crate::server::guard::{JSON, content_type};
 
 pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
-    let list = collection("runs")
-        .and(warp::get())
-        .and(authorized(core))
-        .and_then(|core: Arc<Coordinator>| async move { core.runs().await.map(|r| json(&r)).map_err(fail) });
+    let list =
+        collection("runs").and(warp::get()).and(authorized(core)).and(warp::query::<ListQuery>()).and_then(
+            |core: Arc<Coordinator>, query: ListQuery| async move {
+                core.runs(query).await.map(|r| json(&r)).map_err(fail)
+            },
+        );
     let start = collection("runs")
         .and(warp::post())
         .and(authorized(core))

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use ensemble_protocol::api::ListQuery;
 use ensemble_protocol::api::UploadQuery;
 use warp::filters::BoxedFilter;
 use warp::http::header::CONTENT_TYPE;
@@ -16,9 +17,12 @@ use crate::server::guard::{WASM, content_type};
 
 pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
     let max = core.config.max_suite_bytes as u64;
-    let list = collection("suites").and(warp::get()).and(authorized(core)).and_then(
-        |core: Arc<Coordinator>| async move { core.suites().await.map(|s| json(&s)).map_err(fail) },
-    );
+    let list =
+        collection("suites").and(warp::get()).and(authorized(core)).and(warp::query::<ListQuery>()).and_then(
+            |core: Arc<Coordinator>, query: ListQuery| async move {
+                core.suites(query).await.map(|s| json(&s)).map_err(fail)
+            },
+        );
     let upload = collection("suites")
         .and(warp::post())
         .and(authorized(core))

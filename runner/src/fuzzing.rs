@@ -36,6 +36,20 @@ pub fn plan(data: &[u8]) {
     }
 }
 
+/// Machines `m-<tier>` labelled `tier=<tier>`, as the fuzz plan and the
+/// dispatcher's unit tests place them.
+pub fn tier_machines(tiers: &[&str]) -> Vec<MachineInfo> {
+    tiers
+        .iter()
+        .map(|t| MachineInfo {
+            name: format!("m-{t}"),
+            labels: [("tier".to_string(), t.to_string())].into(),
+            slots: 2,
+            facts: Facts::default(),
+        })
+        .collect()
+}
+
 const WIRE_PLAN: &str = r#"
 name = "fuzz"
 [settings]
@@ -60,15 +74,7 @@ pub fn wire(data: &[u8]) {
     let rt = runtime();
     let _guard = rt.enter();
     let plan = Plan::from_toml(WIRE_PLAN).expect("the fuzz plan is valid");
-    let infos: Vec<MachineInfo> = ["a", "b"]
-        .iter()
-        .map(|t| MachineInfo {
-            name: format!("m-{t}"),
-            labels: [("tier".to_string(), t.to_string())].into(),
-            slots: 2,
-            facts: Facts::default(),
-        })
-        .collect();
+    let infos = tier_machines(&["a", "b"]);
     let names = vec!["server".to_string(), "client".to_string()];
     let shards = matching::place(&plan, &names, &infos).expect("the fuzz plan places");
     let links = infos

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use ensemble_protocol::event::{Event, EventKind, Outcome, ShardRef, Summary};
 use ensemble_protocol::plan::Plan;
 use ensemble_protocol::verdict::{CancelReason, Verdict};
-use ensemble_protocol::wire::{Facts, FromMachine, MachineInfo, SyncCall, SyncReply, ToMachine};
+use ensemble_protocol::wire::{FromMachine, SyncCall, SyncReply, ToMachine};
 use tokio::sync::{mpsc, watch};
 
 use super::{Dispatcher, Inbound, MachineLink, RunResult, SuiteRef};
@@ -64,15 +64,7 @@ impl Harness {
     /// A harness whose store commits what `committed` says.
     fn with_store(settings: &str, committed: Option<watch::Receiver<u64>>) -> Harness {
         let plan = plan(settings);
-        let infos: Vec<MachineInfo> = ["a", "b"]
-            .iter()
-            .map(|t| MachineInfo {
-                name: format!("m-{t}"),
-                labels: [("tier".to_string(), t.to_string())].into(),
-                slots: 2,
-                facts: Facts::default(),
-            })
-            .collect();
+        let infos = crate::fuzzing::tier_machines(&["a", "b"]);
         let names = vec!["server".to_string(), "client".to_string()];
         let shards = matching::place(&plan, &names, &infos).unwrap();
         let mut to = Vec::new();

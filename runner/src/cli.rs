@@ -457,7 +457,7 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
     let (token, token_file) = match &args.token {
         Some(t) => (t.clone(), None),
         None => {
-            let (token, path) = crate::store::kept_secret(&args.data_dir, "token").map_err(internal)?;
+            let (token, path) = crate::secret::kept_secret(&args.data_dir, "token").map_err(internal)?;
             (token, Some(path))
         }
     };
@@ -465,7 +465,7 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
     // WebSocket.
     let join_token = match &args.join_token {
         Some(t) => t.clone(),
-        None => crate::store::kept_secret(&args.data_dir, "join-token").map_err(internal)?.0,
+        None => crate::secret::kept_secret(&args.data_dir, "join-token").map_err(internal)?.0,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -44,8 +44,8 @@ pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> an
         Some(d) => d,
         None => tempfile_dir()?,
     };
-    let (token, _) = crate::store::kept_secret(&data_dir, "token")?;
-    let (join_token, _) = crate::store::kept_secret(&data_dir, "join-token")?;
+    let (token, _) = crate::secret::kept_secret(&data_dir, "token")?;
+    let (join_token, _) = crate::secret::kept_secret(&data_dir, "join-token")?;
     let mut children = Children(Vec::new());
     let mut server = Command::new(&exe)
         .args(["serve", "--listen", &listen.to_string(), "--data-dir"])

@@ -20,6 +20,7 @@
 //!   in-process machines.
 //! - [`demo`]: `ensemble demo`, a whole local setup.
 //! - [`tls`]: the server side of TLS.
+//! - [`secret`]: kept tokens, machine identities, constant-time compares.
 //! - [`signals`]: stopping cleanly on Ctrl-C and SIGTERM.
 //! - [`time`]: the wall clock every part stamps events with.
 //! - [`cli`]: the command line and its exit codes.
@@ -39,6 +40,7 @@ pub mod fuzzing;
 pub mod prepare;
 pub mod report;
 pub mod sandbox;
+pub mod secret;
 pub mod server;
 pub mod signals;
 pub mod standalone;

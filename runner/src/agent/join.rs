@@ -88,26 +88,23 @@ fn identity_file(opts: &JoinOptions) -> PathBuf {
 
 /// The coordinator's addresses (from its URL), for suites never to reach.
 pub async fn coordinator_addresses(url: &str) -> Vec<NetGrant> {
-    let (secure, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => {
-            (scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("wss"), rest)
-        }
-        None => (false, url),
+    let parsed = reqwest::Url::parse(url).ok();
+    let (Some(host), Some(port)) = (
+        parsed
+            .as_ref()
+            .and_then(|u| u.host_str())
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string()),
+        parsed.as_ref().and_then(|u| u.port_or_known_default()),
+    ) else {
+        tracing::warn!("cannot tell the coordinator's address from {url:?}");
+        return Vec::new();
     };
-    let authority = rest.split('/').next().unwrap_or_default();
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let default_port = if secure { 443 } else { 80 };
-    let target = if authority.ends_with(']') || !authority.contains(':') {
-        format!("{authority}:{default_port}")
-    } else {
-        authority.to_string()
-    };
-    match tokio::net::lookup_host(target.as_str()).await {
+    match tokio::net::lookup_host((host.as_str(), port)).await {
         Ok(addrs) => {
             addrs.map(|a| NetGrant { host: HostPattern::Ip(a.ip()), port: Some(a.port()) }).collect()
         }
         Err(e) => {
-            tracing::warn!("cannot resolve the coordinator's address {target}: {e}");
+            tracing::warn!("cannot resolve the coordinator's address {host}:{port}: {e}");
             Vec::new()
         }
     }
@@ -189,7 +186,7 @@ async fn session(
                     if let Some(dir) = identity.parent() {
                         std::fs::create_dir_all(dir)?;
                     }
-                    crate::store::write_private(&identity, &secret)?;
+                    crate::secret::write_private(&identity, &secret)?;
                 }
                 tracing::info!(%coordinator, machine = %opts.info.name, "joined");
                 eprintln!("ensemble runner: {} joined {} ({coordinator})", opts.info.name, opts.url);
@@ -244,5 +241,18 @@ async fn session(
                 Some(Err(e)) => return Err(e.into()),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_coordinators_address_comes_from_its_url() {
+        let grant = |s: &str| NetGrant::parse(s).unwrap();
+        assert_eq!(coordinator_addresses("http://127.0.0.1:7878/").await, [grant("127.0.0.1:7878")]);
+        assert_eq!(coordinator_addresses("https://[::1]/base").await, [grant("[::1]:443")]);
+        assert!(coordinator_addresses("no url").await.is_empty());
     }
 }

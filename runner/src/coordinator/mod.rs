@@ -177,15 +177,13 @@ impl Coordinator {
         let key = name.to_string();
         let known = self.store.call(move |s| s.machine_secret(&key)).await.map_err(|e| e.to_string())?;
         match (known, secret) {
-            (Some(expected), Some(given)) if crate::server::auth::token_ok(&expected, &hash(&given)) => {
-                Ok(None)
-            }
+            (Some(expected), Some(given)) if crate::secret::token_ok(&expected, &hash(&given)) => Ok(None),
             (Some(_), _) => Err(format!(
                 "the machine name {name:?} belongs to another machine (it brought no secret, or the wrong one); \
                  start this runner with another --name, or with the cache dir it joined from before"
             )),
             (None, _) => {
-                let fresh = crate::store::random_secret().map_err(|e| e.to_string())?;
+                let fresh = crate::secret::random_secret().map_err(|e| e.to_string())?;
                 let (key, digest) = (name.to_string(), hash(&fresh));
                 let bound = self
                     .store

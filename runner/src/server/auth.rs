@@ -9,12 +9,7 @@ use warp::{Filter, Rejection};
 
 use super::error::reject;
 use crate::coordinator::Coordinator;
-
-/// Constant-time token comparison.
-pub fn token_ok(expected: &str, given: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
-}
+use crate::secret::token_ok;
 
 /// The token of an `Authorization: Bearer T` header.
 pub fn bearer(header: Option<&str>) -> Option<&str> {

@@ -1,0 +1,47 @@
+//! Secrets: the server's tokens kept under its data dir, the machine
+//! identities runners keep, and comparing them in constant time. A leaf:
+//! the coordinator, the server and the agent all use it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// Constant-time token comparison.
+pub fn token_ok(expected: &str, given: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+}
+
+/// A secret of the server's when it is given none (its API token, its join
+/// token): read from `dir/file`, or made (32 random bytes, hex) and written
+/// there, readable by its owner only. Returns the secret and the file.
+pub fn kept_secret(dir: &Path, file: &str) -> anyhow::Result<(String, PathBuf)> {
+    let path = dir.join(file);
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && !text.trim().is_empty()
+    {
+        return Ok((text.trim().to_string(), path));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let secret = random_secret()?;
+    write_private(&path, &secret)?;
+    Ok((secret, path))
+}
+
+/// 32 random bytes, hex.
+pub fn random_secret() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a secret: {e}"))?;
+    Ok(hex::encode(bytes))
+}
+
+/// Writes a new file readable by its owner only.
+pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}

@@ -113,6 +113,9 @@ struct ServeArgs {
     /// A machine silent this long is offline and its shards lost.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     heartbeat_timeout: std::time::Duration,
+    /// How long an offline machine stays listed before it is forgotten.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    forget_offline_after: std::time::Duration,
     /// The largest suite upload accepted.
     #[arg(long, default_value = "64MiB")]
     max_suite_size: ensemble_protocol::units::ByteSize,
@@ -487,6 +490,7 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
             token: Some(token.clone()),
             join_token: Some(join_token.clone()),
             heartbeat_timeout: args.heartbeat_timeout,
+            offline_retention: args.forget_offline_after,
             max_suite_bytes: usize::try_from(args.max_suite_size.0).unwrap_or(usize::MAX),
             shutdown_grace: SHUTDOWN_GRACE,
             loopback_only: addr.ip().is_loopback(),

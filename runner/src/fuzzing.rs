@@ -96,7 +96,7 @@ pub fn wire(data: &[u8]) {
         }
         let machine = usize::from(who % 3); // 2 is a machine the run does not have
         let offset = i64::from(who) << 40;
-        d.handle(Inbound::Message { machine, msg, clock_offset_us: offset });
+        d.handle(Inbound::Message { machine, msg, clock_offset_us: offset, intake: None });
     }
     d.handle(Inbound::Lost { machine: 0, reason: "fuzz".into() });
     d.handle(Inbound::Lost { machine: 1, reason: "fuzz".into() });

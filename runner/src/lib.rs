@@ -23,6 +23,7 @@
 //! - [`secret`]: kept tokens, machine identities, constant-time compares.
 //! - [`signals`]: stopping cleanly on Ctrl-C and SIGTERM.
 //! - [`time`]: the wall clock every part stamps events with.
+//! - [`throttle`]: log lines a peer can cause, at a bounded rate.
 //! - [`cli`]: the command line and its exit codes.
 //! - [`fuzzing`]: entry points of the fuzz targets (`fuzz/`) and their corpora.
 //!
@@ -46,5 +47,6 @@ pub mod signals;
 pub mod standalone;
 pub mod store;
 pub mod suites;
+pub mod throttle;
 pub mod time;
 pub mod tls;

@@ -83,7 +83,7 @@ pub async fn run(
         // In-process machines share the coordinator's clock.
         let in_tx = in_tx.clone();
         tasks.spawn(pump_in_process(agent_out_rx, agent_in_tx, to_rx, move |msg| {
-            in_tx.send(Inbound::Message { machine: index, msg, clock_offset_us: 0 }).is_ok()
+            in_tx.send(Inbound::Message { machine: index, msg, clock_offset_us: 0, intake: None }).is_ok()
         }));
         links.push(MachineLink { info, port: Arc::new(to_tx) });
     }

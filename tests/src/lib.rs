@@ -14,8 +14,9 @@ use std::process::{Child, Command, Output, Stdio};
 
 pub use ensemble_client::{Client, ClientError, tls_with_roots};
 use ensemble_protocol::api::{MachineState, MachineStatus, routes};
-use ensemble_protocol::{Event, Plan};
-use futures::StreamExt;
+use ensemble_protocol::wire::{Facts, FromMachine, MachineInfo, ToMachine};
+use ensemble_protocol::{Event, PROTOCOL_VERSION, Plan};
+use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 pub mod browser;
@@ -77,6 +78,19 @@ pub struct Proc {
 impl Proc {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process's peak resident memory in bytes (`VmHWM`; Linux only).
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// How many files (sockets included) the process has open (Linux only).
+    pub fn open_files(&self) -> Option<usize> {
+        Some(std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).ok()?.count())
     }
 
     /// SIGKILL, as a crashed machine would die.
@@ -243,6 +257,67 @@ impl Server {
             let done = matches!(ev.kind, ensemble_protocol::EventKind::RunFinished { .. });
             if !each(&ev) || done {
                 return;
+            }
+        }
+    }
+}
+
+/// A machine that joins with the token and speaks the wire protocol itself.
+pub struct FakeMachine {
+    pub ws: ensemble_client::WebSocket,
+}
+
+impl FakeMachine {
+    pub async fn join(server: &Server, name: &str, labels: &[(&str, &str)]) -> FakeMachine {
+        FakeMachine::try_join(server, name, labels, None)
+            .await
+            .unwrap_or_else(|why| panic!("not welcomed: {why}"))
+    }
+
+    /// Joins as `name` with `secret`; the refusal's reason if refused.
+    pub async fn try_join(
+        server: &Server,
+        name: &str,
+        labels: &[(&str, &str)],
+        secret: Option<String>,
+    ) -> Result<FakeMachine, String> {
+        let ws = server.machine_client().websocket(routes::MACHINE_JOIN).await.unwrap();
+        let hello = FromMachine::Hello {
+            protocol: PROTOCOL_VERSION,
+            token: None,
+            secret,
+            machine: MachineInfo {
+                name: name.into(),
+                labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                slots: 4,
+                facts: Facts::default(),
+            },
+        };
+        let mut m = FakeMachine { ws };
+        m.send(&hello).await;
+        match m.recv().await {
+            ToMachine::Welcome { .. } => Ok(m),
+            ToMachine::Rejected { reason, retry } => {
+                assert!(!retry, "a refusal of identity is final");
+                Err(reason)
+            }
+            other => panic!("neither welcomed nor refused: {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, msg: &FromMachine) {
+        self.ws.send(Message::text(serde_json::to_string(msg).unwrap())).await.unwrap();
+    }
+
+    /// The next message that is not a ping (pings are answered).
+    pub async fn recv(&mut self) -> ToMachine {
+        loop {
+            let Some(Ok(Message::Text(text))) = self.ws.next().await else { panic!("the connection closed") };
+            match serde_json::from_str::<ToMachine>(&text).unwrap() {
+                ToMachine::Ping { id, coordinator_us } => {
+                    self.send(&FromMachine::Pong { id, coordinator_us, machine_us: coordinator_us }).await;
+                }
+                other => return other,
             }
         }
     }

@@ -8,9 +8,9 @@ use std::process::{Command, Stdio};
 
 use ensemble_protocol::api::{ErrorKind, RunState, routes};
 use ensemble_protocol::event::{EventKind, Outcome, ShardRef, Summary};
-use ensemble_protocol::wire::{Facts, FromMachine, MachineInfo, ToMachine};
+use ensemble_protocol::wire::{FromMachine, ToMachine};
 use ensemble_protocol::{PROTOCOL_VERSION, Verdict};
-use ensemble_tests::{Proc, ensemble_bin, start_runner, start_server};
+use ensemble_tests::{FakeMachine, Proc, ensemble_bin, start_runner, start_server};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -115,67 +115,6 @@ async fn web_pages_cannot_drive_a_loopback_server() {
         .unwrap();
     assert_eq!(status(own), 200);
     assert!(client.plans().await.unwrap().is_empty());
-}
-
-/// A machine that joins with the token and speaks the wire protocol itself.
-struct FakeMachine {
-    ws: ensemble_client::WebSocket,
-}
-
-impl FakeMachine {
-    async fn join(server: &ensemble_tests::Server, name: &str, labels: &[(&str, &str)]) -> FakeMachine {
-        FakeMachine::try_join(server, name, labels, None)
-            .await
-            .unwrap_or_else(|why| panic!("not welcomed: {why}"))
-    }
-
-    /// Joins as `name` with `secret`; the refusal's reason if refused.
-    async fn try_join(
-        server: &ensemble_tests::Server,
-        name: &str,
-        labels: &[(&str, &str)],
-        secret: Option<String>,
-    ) -> Result<FakeMachine, String> {
-        let ws = server.machine_client().websocket(routes::MACHINE_JOIN).await.unwrap();
-        let hello = FromMachine::Hello {
-            protocol: PROTOCOL_VERSION,
-            token: None,
-            secret,
-            machine: MachineInfo {
-                name: name.into(),
-                labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                slots: 4,
-                facts: Facts::default(),
-            },
-        };
-        let mut m = FakeMachine { ws };
-        m.send(&hello).await;
-        match m.recv().await {
-            ToMachine::Welcome { .. } => Ok(m),
-            ToMachine::Rejected { reason, retry } => {
-                assert!(!retry, "a refusal of identity is final");
-                Err(reason)
-            }
-            other => panic!("neither welcomed nor refused: {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, msg: &FromMachine) {
-        self.ws.send(Message::text(serde_json::to_string(msg).unwrap())).await.unwrap();
-    }
-
-    /// The next message that is not a ping (pings are answered).
-    async fn recv(&mut self) -> ToMachine {
-        loop {
-            let Some(Ok(Message::Text(text))) = self.ws.next().await else { panic!("the connection closed") };
-            match serde_json::from_str::<ToMachine>(&text).unwrap() {
-                ToMachine::Ping { id, coordinator_us } => {
-                    self.send(&FromMachine::Pong { id, coordinator_us, machine_us: coordinator_us }).await;
-                }
-                other => return other,
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,6 +37,7 @@ use ensemble_protocol::wire::{
 use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 
+use super::intake::Intake;
 use super::matching::ShardPlan;
 use super::sync::SyncService;
 use crate::report::Reporter;
@@ -71,10 +72,13 @@ pub struct MachineLink {
 
 /// What reaches a run from outside.
 #[derive(Debug)]
+// Nearly every input is a message: boxing it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub enum Inbound {
     /// A message of machine `machine` (an index into the run's machines),
-    /// whose clock runs `clock_offset_us` ahead of the coordinator's.
-    Message { machine: usize, msg: FromMachine, clock_offset_us: i64 },
+    /// whose clock runs `clock_offset_us` ahead of the coordinator's, and
+    /// the room it takes (given back once it is handled and stored).
+    Message { machine: usize, msg: FromMachine, clock_offset_us: i64, intake: Option<Intake> },
     /// The machine is gone (connection lost past the heartbeat timeout).
     Lost { machine: usize, reason: String },
     /// Stop the run.
@@ -186,7 +190,9 @@ pub struct Dispatcher {
     /// The last event sequence number the store has committed, when there is
     /// a store; messages wait in `held` (with the seq they depend on) for it.
     committed: Option<watch::Receiver<u64>>,
-    held: VecDeque<(u64, usize, ToMachine)>,
+    held: VecDeque<(u64, usize, ToMachine, Option<Intake>)>,
+    /// The room of the message being handled.
+    intake: Option<Intake>,
 }
 
 impl Dispatcher {
@@ -254,6 +260,7 @@ impl Dispatcher {
             started: Instant::now(),
             committed: None,
             held: VecDeque::new(),
+            intake: None,
         }
     }
 
@@ -311,8 +318,12 @@ impl Dispatcher {
     /// One input from outside.
     pub fn handle(&mut self, input: Inbound) {
         match input {
-            Inbound::Message { machine, msg, clock_offset_us } => {
-                self.handle_message(machine, msg, clock_offset_us)
+            Inbound::Message { machine, msg, clock_offset_us, intake } => {
+                // An acknowledgement sent durably keeps the room until the
+                // store commits; otherwise it is given back here.
+                self.intake = intake;
+                self.handle_message(machine, msg, clock_offset_us);
+                self.intake = None;
             }
             Inbound::Lost { machine, reason } => self.handle_lost(machine, &reason),
             Inbound::Cancel { reason } => self.handle_cancel(reason),
@@ -339,7 +350,7 @@ impl Dispatcher {
         let owned = index.filter(|&i| self.shards[i].machine_index == m);
         if owned.is_none() {
             let name = self.machines.get(m).map_or("?", |l| l.info.name.as_str());
-            tracing::warn!(run = %self.run, machine = name, shard, "refusing a message for a shard this machine does not run");
+            crate::throttled!(warn, 30, run = %self.run, machine = name, shard, "refusing a message for a shard this machine does not run");
         }
         owned
     }
@@ -363,14 +374,14 @@ impl Dispatcher {
             return;
         }
         if seq != last + 1 {
-            tracing::warn!(run = %self.run, shard, seq, last, "refusing an event out of order");
+            crate::throttled!(warn, 30, run = %self.run, shard, seq, last, "refusing an event out of order");
             return;
         }
         let sref = self.shards[index].shard.clone();
         match event.shard_mut() {
             Some(s) => *s = sref.clone(),
             None => {
-                tracing::warn!(run = %self.run, shard, "refusing a run-level event from a machine");
+                crate::throttled!(warn, 30, run = %self.run, shard, "refusing a run-level event from a machine");
                 return;
             }
         }
@@ -546,15 +557,16 @@ impl Dispatcher {
             self.send(m, msg);
             return;
         }
-        self.held.push_back((self.stream.seq, m, msg));
+        let intake = self.intake.take();
+        self.held.push_back((self.stream.seq, m, msg, intake));
         self.handle_committed();
     }
 
     /// The store committed more: send what waited for it.
     pub fn handle_committed(&mut self) {
         let Some(committed) = self.committed.as_ref().map(|c| *c.borrow()) else { return };
-        while self.held.front().is_some_and(|(seq, _, _)| *seq <= committed) {
-            let (_, m, msg) = self.held.pop_front().expect("checked above");
+        while self.held.front().is_some_and(|(seq, ..)| *seq <= committed) {
+            let (_, m, msg, _intake) = self.held.pop_front().expect("checked above");
             self.send(m, msg);
         }
     }

@@ -24,8 +24,9 @@ use tokio::sync::{mpsc, watch};
 use super::dispatcher::{MachineLink, MachinePort};
 use crate::time::now_us;
 
-/// How long an offline machine stays listed before it is forgotten.
-const OFFLINE_RETENTION: Duration = Duration::from_secs(60 * 60);
+/// Offline machines listed at most; past it the longest offline are
+/// forgotten first, so names made up by the thousand cannot grow the list.
+const MAX_OFFLINE: usize = 1000;
 
 /// Clock samples kept per machine; the best (lowest round trip) wins.
 const CLOCK_SAMPLES: usize = 16;
@@ -69,7 +70,7 @@ struct Entry {
     last_seen: Instant,
     last_seen_us: i64,
     offline: bool,
-    /// When it went offline; it is forgotten after [`OFFLINE_RETENTION`].
+    /// When it went offline; it is forgotten after the retention period.
     offline_since: Option<Instant>,
     /// The server's own machine: never times out, cannot be kicked.
     local: bool,
@@ -264,14 +265,14 @@ impl Machines {
             .collect()
     }
 
-    /// Marks remote machines silent for longer than `timeout` offline;
-    /// returns their names with why.
-    pub fn expire(&self, timeout: Duration) -> Vec<(String, String)> {
+    /// Marks remote machines silent for longer than `timeout` offline and
+    /// forgets those offline for longer than `retention`; returns the names
+    /// of the machines just marked offline, with why.
+    pub fn expire(&self, timeout: Duration, retention: Duration) -> Vec<(String, String)> {
         let mut lost = Vec::new();
         let mut entries = self.lock();
         let before = entries.len();
-        entries.retain(|_, e| e.offline_since.is_none_or(|t| t.elapsed() < OFFLINE_RETENTION));
-        let forgotten = entries.len() < before;
+        entries.retain(|_, e| e.offline_since.is_none_or(|t| t.elapsed() < retention));
         for (name, e) in entries.iter_mut() {
             if e.local || e.offline {
                 continue;
@@ -280,7 +281,7 @@ impl Machines {
             if silent > timeout {
                 let how = if e.conn.is_none() { "disconnected" } else { "silent" };
                 let reason = format!("{how} for {} (heartbeat timeout {})", fmt_ms(silent), fmt_ms(timeout));
-                tracing::warn!(machine = %name, "{reason}; marking it offline");
+                crate::throttled!(warn, 600, machine = %name, "{reason}; marking it offline");
                 e.offline = true;
                 e.offline_since = Some(Instant::now());
                 e.conn = None;
@@ -288,6 +289,15 @@ impl Machines {
                 lost.push((name.clone(), reason));
             }
         }
+        let mut offline: Vec<(Instant, String)> =
+            entries.iter().filter_map(|(n, e)| Some((e.offline_since?, n.clone()))).collect();
+        if offline.len() > MAX_OFFLINE {
+            offline.sort();
+            for (_, name) in &offline[..offline.len() - MAX_OFFLINE] {
+                entries.remove(name);
+            }
+        }
+        let forgotten = entries.len() < before;
         drop(entries);
         if !lost.is_empty() || forgotten {
             self.bump();
@@ -361,11 +371,31 @@ mod tests {
         let (tx, _rx) = mpsc::unbounded_channel();
         m.connect(info("remote"), tx.clone(), false).unwrap();
         m.connect(info("local"), tx, true).unwrap();
-        let lost = m.expire(Duration::ZERO);
+        let lost = m.expire(Duration::ZERO, Duration::from_secs(3600));
         assert_eq!(lost.len(), 1);
         assert_eq!(lost[0].0, "remote");
         assert!(lost[0].1.starts_with("silent for"), "{}", lost[0].1);
         assert_eq!(m.online(), 1);
-        assert!(m.expire(Duration::ZERO).is_empty(), "already offline");
+        assert!(m.expire(Duration::ZERO, Duration::from_secs(3600)).is_empty(), "already offline");
+    }
+
+    #[test]
+    fn offline_machines_are_forgotten_after_the_retention_period() {
+        let m = Machines::default();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        m.connect(info("gone"), tx, false).unwrap();
+        assert_eq!(m.expire(Duration::ZERO, Duration::from_secs(3600)).len(), 1);
+        assert_eq!(m.lock().len(), 1, "listed while within the retention period");
+        m.expire(Duration::ZERO, Duration::ZERO);
+        assert!(m.lock().is_empty(), "forgotten after it");
+
+        let (tx, _rx) = mpsc::unbounded_channel();
+        for i in 0..MAX_OFFLINE + 5 {
+            m.connect(info(&format!("m{i}")), tx.clone(), false).unwrap();
+            m.expire(Duration::ZERO, Duration::from_secs(3600));
+        }
+        let listed = m.lock();
+        assert_eq!(listed.len(), MAX_OFFLINE, "the longest offline go first");
+        assert!(!listed.contains_key("m0") && listed.contains_key(&format!("m{}", MAX_OFFLINE + 4)));
     }
 }

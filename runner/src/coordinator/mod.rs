@@ -6,6 +6,7 @@
 //! - [`matching`]: placement, plan → shards (run once per run).
 //! - [`dispatcher`]: one run's state and rules, one input at a time.
 //! - [`sync`]: a run's barriers, signals and topics.
+//! - [`intake`]: how much machines may have said that is not yet stored.
 //! - [`Coordinator`]: plans, suites, runs and their lifecycle, the watchdog.
 //!
 //! Every operation the API offers is a method here that takes and returns
@@ -16,6 +17,7 @@
 //! not answer within the grace period has its unfinished shards lost.
 
 pub mod dispatcher;
+pub mod intake;
 pub mod machines;
 pub mod matching;
 pub mod sync;
@@ -38,7 +40,7 @@ pub use dispatcher::{Dispatcher, Inbound, MachineLink, MachinePort, RunResult, S
 use machines::Machines;
 
 use crate::report::Reporter;
-use crate::report::store::{RunRecorder, write_events};
+use crate::report::store::{Live, RunRecorder, write_events};
 use crate::sandbox::{Sandbox, sha256_hex};
 use crate::store::Store;
 use crate::time::now_us;
@@ -52,6 +54,8 @@ pub struct CoordinatorConfig {
     /// The join token: machines. It opens the machine WebSocket only.
     pub join_token: Option<String>,
     pub heartbeat_timeout: Duration,
+    /// How long an offline machine stays listed before it is forgotten.
+    pub offline_retention: Duration,
     pub max_suite_bytes: usize,
     /// How long a shutdown waits for cancelled runs to wind down.
     pub shutdown_grace: Duration,
@@ -63,7 +67,7 @@ struct ActiveRun {
     inbound: mpsc::UnboundedSender<Inbound>,
     /// Machine names by their index in the run.
     machines: Vec<String>,
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<Live>,
 }
 
 /// A fresh run id: time-ordered and unique within a coordinator.
@@ -95,6 +99,8 @@ pub struct Coordinator {
     tasks: TaskTracker,
     /// Fires once the runs are over: connections and the watchdog end.
     shutdown: CancellationToken,
+    /// Room for what machines said that is not yet handled and stored.
+    intake: intake::Budget,
 }
 
 impl Coordinator {
@@ -109,6 +115,7 @@ impl Coordinator {
             run_tasks: TaskTracker::new(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            intake: intake::Budget::default(),
         });
         core.tasks.spawn(Self::watchdog(Arc::downgrade(&core), core.shutdown.clone()));
         core
@@ -215,7 +222,14 @@ impl Coordinator {
     }
 
     /// Routes a message of machine `name` (after its hello) to its run.
-    pub fn on_message(&self, name: &str, msg: FromMachine) {
+    /// The intake gate of a new machine connection.
+    pub fn intake_gate(&self) -> intake::Gate {
+        self.intake.gate()
+    }
+
+    /// A message of machine `name`, with the room it takes from the
+    /// machine's budget (none for the server's own machine).
+    pub fn on_message(&self, name: &str, msg: FromMachine, intake: Option<intake::Intake>) {
         let Some(offset) = self.machines.heard(name, &msg) else { return };
         let run = match &msg {
             FromMachine::Event { run, .. }
@@ -244,7 +258,12 @@ impl Coordinator {
             return;
         };
         if let Some(index) = active.machines.iter().position(|m| m == name) {
-            let _ = active.inbound.send(Inbound::Message { machine: index, msg, clock_offset_us: offset });
+            let _ = active.inbound.send(Inbound::Message {
+                machine: index,
+                msg,
+                clock_offset_us: offset,
+                intake,
+            });
         }
     }
 
@@ -256,7 +275,7 @@ impl Coordinator {
                 _ = shutdown.cancelled() => return,
             }
             let Some(core) = core.upgrade() else { return };
-            let lost = core.machines.expire(core.config.heartbeat_timeout);
+            let lost = core.machines.expire(core.config.heartbeat_timeout, core.config.offline_retention);
             if lost.is_empty() {
                 continue;
             }
@@ -397,9 +416,16 @@ impl Coordinator {
         self.store.call(move |s| s.events_page(&key, from, limit)).await.map_err(internal)
     }
 
+    /// The numbers and sizes of at most `limit` stored events of `run` from
+    /// `from` (see [`Store::event_sizes`]).
+    pub async fn event_sizes(&self, run: &str, from: u64, limit: u32) -> Result<Vec<(u64, usize)>, ApiError> {
+        let key = run.to_string();
+        self.store.call(move |s| s.event_sizes(&key, from, limit)).await.map_err(internal)
+    }
+
     /// Live events of an active run (None when it is not running). Every
     /// event sent here is already stored, so subscribe, then replay.
-    pub fn subscribe_run(&self, id: &str) -> Option<broadcast::Receiver<Event>> {
+    pub fn subscribe_run(&self, id: &str) -> Option<broadcast::Receiver<Live>> {
         self.runs.lock().expect("runs lock").get(id).map(|r| r.events.subscribe())
     }
 

@@ -16,6 +16,28 @@ use super::Reporter;
 use crate::store::Store;
 use crate::time::now_us;
 
+/// What live watchers get once it is stored.
+#[derive(Clone, Debug)]
+pub enum Live {
+    /// Shared by every watcher.
+    Event(std::sync::Arc<Event>),
+    /// An event too large to keep for every watcher (it may wait in the
+    /// broadcast for a slow one): only its number; read it from the store.
+    Stored(u64),
+}
+
+impl Live {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Live::Event(e) => e.seq,
+            Live::Stored(seq) => *seq,
+        }
+    }
+}
+
+/// Events larger than this (as JSON) go to live watchers as [`Live::Stored`].
+pub const LIVE_MAX_BYTES: usize = 16 << 10;
+
 /// What the writer commits.
 #[derive(Debug)]
 pub enum Record {
@@ -63,7 +85,7 @@ const BATCH: usize = 4096;
 pub async fn write_events(
     store: Store,
     mut rx: mpsc::UnboundedReceiver<Record>,
-    live: broadcast::Sender<Event>,
+    live: broadcast::Sender<Live>,
     committed: watch::Sender<u64>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
@@ -82,21 +104,26 @@ pub async fn write_events(
                         }
                     }
                 }
-                s.write_batch(&events, &runs)?;
-                Ok(events)
+                let sizes = s.write_batch(&events, &runs)?;
+                Ok((events, sizes))
             })
             .await;
         match written {
-            Ok(events) => {
+            Ok((events, sizes)) => {
                 if let Some(last) = events.last() {
                     committed.send_replace(last.seq);
                 }
-                for e in events {
+                for (e, size) in events.into_iter().zip(sizes) {
                     if matches!(e.kind, EventKind::RunFinished { .. }) {
                         tracing::info!(run = %e.run, "run finished");
                     }
+                    let live_event = if size > LIVE_MAX_BYTES {
+                        Live::Stored(e.seq)
+                    } else {
+                        Live::Event(std::sync::Arc::new(e))
+                    };
                     // No watcher is fine: they replay from the store when they come.
-                    let _ = live.send(e);
+                    let _ = live.send(live_event);
                 }
             }
             Err(e) => tracing::error!("could not store a batch of events: {e:#}"),
@@ -143,7 +170,8 @@ mod tests {
         rec.event(&ev(2, end)).unwrap();
         for seq in 1..=2 {
             let got = watch.recv().await.unwrap();
-            assert_eq!(got.seq, seq);
+            assert_eq!(got.seq(), seq);
+            assert!(matches!(got, Live::Event(_)), "small events go out whole");
             assert!(store.events("r", seq).unwrap().iter().any(|e| e.seq == seq), "event {seq} is stored");
         }
         assert_eq!(store.run("r").unwrap().unwrap().state, RunState::Passed, "the state came with the end");

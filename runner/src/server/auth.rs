@@ -60,11 +60,11 @@ fn token(
                     match bearer(header.as_deref()).or(query.get("token").map(String::as_str)) {
                         Some(given) if expected.iter().any(|e| token_ok(e, given)) => Ok(()),
                         Some(_) => {
-                            tracing::warn!(peer = ?addr, "rejected a request with a wrong token");
+                            crate::throttled!(warn, 20, peer = ?addr, "rejected a request with a wrong token");
                             Err(reject(ErrorKind::Unauthorized, format!("wrong token (pass it with {how})")))
                         }
                         None => {
-                            tracing::warn!(peer = ?addr, "rejected a request without a token");
+                            crate::throttled!(warn, 20, peer = ?addr, "rejected a request without a token");
                             Err(reject(
                                 ErrorKind::Unauthorized,
                                 format!("this server needs a token: pass it with {how}"),

@@ -42,12 +42,12 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
     // before the upgrade.)
     let hello = tokio::time::timeout(Duration::from_secs(10), rx.next()).await;
     let Ok(Some(Ok(first))) = hello else {
-        tracing::warn!(?peer, "a machine connected but sent no hello");
+        crate::throttled!(warn, 30, ?peer, "a machine connected but sent no hello");
         return;
     };
     if first.as_bytes().len() > MAX_HELLO {
         let why = format!("the hello is over the limit of {MAX_HELLO} bytes");
-        tracing::warn!(?peer, "{why}");
+        crate::throttled!(warn, 30, ?peer, "{why}");
         let _ = tx.send(text(&reject(why, false))).await;
         return;
     }
@@ -58,7 +58,7 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
                 Some(Err(e)) => format!("the first frame is not a hello message: {e}"),
                 _ => "the first frame must be a hello message (text)".to_string(),
             };
-            tracing::warn!(?peer, "{why}");
+            crate::throttled!(warn, 30, ?peer, "{why}");
             let _ = tx.send(text(&reject(why, false))).await;
             return;
         }
@@ -70,14 +70,14 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
         return;
     }
     if let Err(why) = info.check() {
-        tracing::warn!(?peer, "refused a machine: {why}");
+        crate::throttled!(warn, 30, ?peer, "refused a machine: {why}");
         let _ = tx.send(text(&reject(why, false))).await;
         return;
     }
     let machine_secret = match core.admit(&info.name, secret).await {
         Ok(fresh) => fresh,
         Err(why) => {
-            tracing::warn!(?peer, machine = ?info.name, "refused a machine: {why}");
+            crate::throttled!(warn, 30, ?peer, machine = ?info.name, "refused a machine: {why}");
             let _ = tx.send(text(&reject(why, false))).await;
             return;
         }
@@ -88,12 +88,12 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
         Ok(g) => g,
         Err(why) => {
             // Its old connection may still be closing: the machine retries.
-            tracing::warn!(?peer, machine = ?name, "{why}");
+            crate::throttled!(warn, 30, ?peer, machine = ?name, "{why}");
             let _ = tx.send(text(&reject(why, true))).await;
             return;
         }
     };
-    tracing::info!(?peer, machine = ?name, "machine joined");
+    crate::throttled!(info, 600, ?peer, machine = ?name, "machine joined");
     let welcome = ToMachine::Welcome {
         protocol: PROTOCOL_VERSION,
         coordinator: core.config.name.clone(),
@@ -104,6 +104,7 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
         return;
     }
 
+    let gate = core.intake_gate();
     let mut ping_id = 0u64;
     let mut pings = tokio::time::interval(Duration::from_millis(20));
     let stop = core.stopping();
@@ -130,21 +131,27 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
             },
             incoming = rx.next() => match incoming {
                 Some(Ok(frame)) if frame.is_text() => {
+                    // Nothing more is read from the machine until what it
+                    // said before is stored (see `coordinator::intake`).
+                    let intake = tokio::select! {
+                        intake = gate.admit(frame.as_bytes().len()) => intake,
+                        _ = stop.cancelled() => break,
+                    };
                     let Ok(body) = frame.to_str() else { continue };
                     match serde_json::from_str::<FromMachine>(body) {
                         Ok(FromMachine::Pong { coordinator_us, machine_us, .. }) => {
                             core.clock_sample(&name, coordinator_us, machine_us, now_us());
-                            core.on_message(&name, FromMachine::Heartbeat);
+                            core.on_message(&name, FromMachine::Heartbeat, None);
                         }
-                        Ok(msg) => core.on_message(&name, msg),
-                        Err(e) => tracing::warn!(machine = ?name, "skipping a frame that is not a valid message: {e}: {}",
+                        Ok(msg) => core.on_message(&name, msg, Some(intake)),
+                        Err(e) => crate::throttled!(warn, 30, machine = ?name, "skipping a frame that is not a valid message: {e}: {:?}",
                             body.chars().take(200).collect::<String>()),
                     }
                 }
                 Some(Ok(frame)) if frame.is_close() => break,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    tracing::info!(machine = ?name, "connection error: {e}");
+                    crate::throttled!(info, 120, machine = ?name, "connection error: {e}");
                     break;
                 }
                 None => break,
@@ -152,6 +159,7 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
         }
     }
     core.disconnected(&name, generation);
-    let _ = tx.close().await;
-    tracing::info!(machine = ?name, "machine disconnected");
+    // A machine that does not read is just dropped.
+    let _ = tokio::time::timeout(Duration::from_secs(5), tx.close()).await;
+    crate::throttled!(info, 600, machine = ?name, "machine disconnected");
 }

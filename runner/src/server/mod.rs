@@ -42,10 +42,13 @@ pub fn routes(core: &Arc<Coordinator>) -> warp::filters::BoxedFilter<(warp::repl
         .and(auth::join_required(core.clone()))
         .and(warp::ws())
         .and(warp::addr::remote())
-        .map(move |ws: warp::ws::Ws, addr| {
+        .and(listen::connection())
+        .map(move |ws: warp::ws::Ws, addr, held| {
             let core = join_core.clone();
-            ws.max_message_size(MAX_MACHINE_FRAME)
-                .on_upgrade(move |socket| join::serve_machine(socket, addr, core))
+            ws.max_message_size(MAX_MACHINE_FRAME).on_upgrade(move |socket| async move {
+                let _slot: Option<listen::Held> = held;
+                join::serve_machine(socket, addr, core).await
+            })
         });
     // Everything under /api answers only to its own origin (and, on
     // loopback, to loopback names).
@@ -101,7 +104,7 @@ pub async fn serve(
         let agent_task = tokio::spawn(agent.serve(agent_in_rx, agent_out_tx, shutdown.child_token()));
         let deliver_core = core.clone();
         let pump = tokio::spawn(pump_in_process(agent_out_rx, agent_in_tx, to_rx, move |msg| {
-            deliver_core.on_message(&name, msg);
+            deliver_core.on_message(&name, msg, None);
             true
         }));
         local = Some((agent_task, pump));

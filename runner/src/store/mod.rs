@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS events (run TEXT NOT NULL, seq INTEGER NOT NULL, body
 CREATE TABLE IF NOT EXISTS machines (name TEXT PRIMARY KEY, secret_sha256 TEXT NOT NULL);
 ";
 
+/// The most event bytes one page of [`Store::events_page`] reads.
+pub const PAGE_BYTES: usize = 16 << 20;
+
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("protocol types serialize")
 }
@@ -210,7 +213,7 @@ impl Store {
     }
 
     pub fn put_event(&self, event: &Event) -> anyhow::Result<()> {
-        self.write_batch(std::slice::from_ref(event), &[])
+        self.write_batch(std::slice::from_ref(event), &[]).map(drop)
     }
 
     // ---- machine identities ----
@@ -233,14 +236,18 @@ impl Store {
     }
 
     /// Writes `events` and `runs` in one transaction.
-    pub fn write_batch(&self, events: &[Event], runs: &[RunMeta]) -> anyhow::Result<()> {
+    /// Returns the size of each event as stored (its JSON), in order.
+    pub fn write_batch(&self, events: &[Event], runs: &[RunMeta]) -> anyhow::Result<Vec<usize>> {
         let mut db = self.db();
         let tx = db.transaction()?;
+        let mut sizes = Vec::with_capacity(events.len());
         {
             let mut put =
                 tx.prepare_cached("INSERT OR IGNORE INTO events (run, seq, body) VALUES (?1, ?2, ?3)")?;
             for e in events {
-                put.execute(params![e.run, e.seq as i64, json(e)])?;
+                let body = json(e);
+                sizes.push(body.len());
+                put.execute(params![e.run, e.seq as i64, body])?;
             }
             let mut put =
                 tx.prepare_cached("INSERT OR REPLACE INTO runs (id, started_us, body) VALUES (?1, ?2, ?3)")?;
@@ -249,7 +256,7 @@ impl Store {
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(sizes)
     }
 
     /// Events of `run` with `seq >= from`, in order.
@@ -257,12 +264,37 @@ impl Store {
         self.events_page(run, from, u32::MAX)
     }
 
-    /// At most `limit` events of `run` with `seq >= from`, in order.
+    /// The numbers and sizes (bytes of JSON) of at most `limit` events of
+    /// `run` with `seq >= from`, in order, without reading their bodies.
+    pub fn event_sizes(&self, run: &str, from: u64, limit: u32) -> anyhow::Result<Vec<(u64, usize)>> {
+        let db = self.db();
+        let mut stmt = db.prepare_cached(
+            "SELECT seq, octet_length(body) FROM events WHERE run = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![run, from as i64, limit], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as usize))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// At most `limit` events of `run` with `seq >= from`, in order, and no
+    /// more than [`PAGE_BYTES`] of them (but always the first): a page of
+    /// large events is short, and only an empty page means the end.
     pub fn events_page(&self, run: &str, from: u64, limit: u32) -> anyhow::Result<Vec<Event>> {
-        self.all(
-            "SELECT body FROM events WHERE run = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
-            params![run, from as i64, limit],
-        )
+        let db = self.db();
+        let mut stmt =
+            db.prepare_cached("SELECT body FROM events WHERE run = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3")?;
+        let mut rows = stmt.query(params![run, from as i64, limit])?;
+        let (mut page, mut bytes) = (Vec::new(), 0);
+        while let Some(row) = rows.next()? {
+            let body: String = row.get(0)?;
+            bytes += body.len();
+            page.push(parse(body)?);
+            if bytes >= PAGE_BYTES {
+                break;
+            }
+        }
+        Ok(page)
     }
 }
 

@@ -107,12 +107,12 @@ impl Harness {
 
     fn event(&mut self, m: usize, shard: u32, seq: u64, event: EventKind) {
         let msg = FromMachine::Event { run: RUN.into(), shard, seq, at_us: 1_000, event };
-        self.d.handle(Inbound::Message { machine: m, msg, clock_offset_us: 0 });
+        self.d.handle(Inbound::Message { machine: m, msg, clock_offset_us: 0, intake: None });
     }
 
     fn done(&mut self, m: usize, shard: u32) {
         let msg = FromMachine::ShardDone { run: RUN.into(), shard };
-        self.d.handle(Inbound::Message { machine: m, msg, clock_offset_us: 0 });
+        self.d.handle(Inbound::Message { machine: m, msg, clock_offset_us: 0, intake: None });
     }
 
     /// A whole shard: one test with `outcome`, then shard-finished and done.
@@ -313,6 +313,7 @@ async fn a_lost_machine_loses_its_running_test_and_fails_waits_at_once() {
         machine: 0,
         msg: FromMachine::Sync { id: 7, run: RUN.into(), shard: 1, call },
         clock_offset_us: 0,
+        intake: None,
     });
     h.d.handle(Inbound::Lost { machine: 1, reason: "silent for 10s".into() });
     // The barrier fails at once, naming the lost role.
@@ -363,6 +364,7 @@ async fn sync_calls_are_performed_once_and_answered_again_when_resent() {
             machine: 0,
             msg: FromMachine::Sync { id: 1, run: RUN.into(), shard: 1, call },
             clock_offset_us: 0,
+            intake: None,
         });
     };
     signal(&mut h);
@@ -386,6 +388,7 @@ async fn sync_calls_are_performed_once_and_answered_again_when_resent() {
         machine: 1,
         msg: FromMachine::Sync { id: 2, run: RUN.into(), shard: 1, call },
         clock_offset_us: 0,
+        intake: None,
     });
     assert!(!h.d.sync_calls.contains_key(&(1, 2)));
 }
@@ -437,6 +440,7 @@ async fn acknowledgements_and_sync_replies_wait_for_the_commit() {
         machine: 0,
         msg: FromMachine::Sync { id: 4, run: RUN.into(), shard: 1, call },
         clock_offset_us: 0,
+        intake: None,
     });
     let done = h.d.ops_rx.recv().await.unwrap();
     h.d.handle_sync_done(done); // the signal is seq 3

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ensemble_protocol::api::ListQuery;
-use ensemble_protocol::api::{ErrorKind, EventsQuery, RunRequest};
+use ensemble_protocol::api::{ApiError, ErrorKind, EventsQuery, RunRequest};
 use ensemble_protocol::{Event, EventKind};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
@@ -17,6 +17,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::{MAX_PLAN_BYTES, authorized, body, collection, item, item_action};
 use crate::coordinator::Coordinator;
+use crate::report::store::Live;
 use crate::server::error::{fail, json, json_with, reject};
 use crate::server::guard::{JSON, content_type};
 
@@ -60,20 +61,24 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
         .and(warp::ws())
         .and(authorized(core))
         .and(warp::query::<EventsQuery>())
-        .and_then(|id: String, ws: warp::ws::Ws, core: Arc<Coordinator>, query: EventsQuery| async move {
-            core.run(&id).await.map_err(fail)?;
-            let from = query.from.unwrap_or(1);
-            let stop = core.stopping();
-            Ok::<_, Rejection>(
-                ws.on_upgrade(move |socket| async move {
-                    tokio::select! {
-                        _ = watch_run(socket, core, id, from) => {}
-                        _ = stop.cancelled() => {}
-                    }
-                })
-                .into_response(),
-            )
-        });
+        .and(crate::server::listen::connection())
+        .and_then(
+            |id: String, ws: warp::ws::Ws, core: Arc<Coordinator>, query: EventsQuery, held| async move {
+                core.run(&id).await.map_err(fail)?;
+                let from = query.from.unwrap_or(1);
+                let stop = core.stopping();
+                Ok::<_, Rejection>(
+                    ws.on_upgrade(move |socket| async move {
+                        let _slot: Option<crate::server::listen::Held> = held;
+                        tokio::select! {
+                            _ = watch_run(socket, core, id, from) => {}
+                            _ = stop.cancelled() => {}
+                        }
+                    })
+                    .into_response(),
+                )
+            },
+        );
     events.or(list).unify().or(start).unify().or(cancel).unify().or(get).unify().boxed()
 }
 
@@ -81,18 +86,95 @@ fn frame(ev: &Event) -> Message {
     Message::text(serde_json::to_string(ev).expect("events serialize"))
 }
 
-/// Events read from the store at once when replaying.
+/// Most events read from the store at once when replaying.
 const REPLAY_PAGE: u32 = 1000;
+/// Most bytes of events read at once when replaying (but always one event).
+const PAGE_BYTES: usize = 4 << 20;
+/// What all replays together may hold, in KiB: the pages read and the
+/// frames being written. (Live events are small; larger ones reach watchers
+/// through a replay.) A watcher that does not read keeps its share until it
+/// is dropped; meanwhile others wait, so memory stays bounded however many
+/// watchers there are.
+const REPLAY_BUDGET_KIB: usize = 64 << 10;
 /// How often a watcher of a quiet run is pinged.
 const PING_EVERY: Duration = Duration::from_secs(20);
-/// A watcher that does not take an event within this long is dropped.
+/// A watcher that does not take an event within this long is dropped (it
+/// resumes from where it was when it comes back).
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// ... or within this long, when it holds room of the replay budget that
+/// others wait for: under memory pressure the slowest go first.
+const CONTENDED_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The replay budget: room and how many wait for it.
+struct Budget {
+    room: tokio::sync::Semaphore,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+static BUDGET: Budget = Budget {
+    room: tokio::sync::Semaphore::const_new(REPLAY_BUDGET_KIB),
+    waiting: std::sync::atomic::AtomicUsize::new(0),
+};
+
+/// Counts a waiter while it lives.
+struct Waiting;
+
+impl Waiting {
+    fn new() -> Waiting {
+        BUDGET.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        BUDGET.waiting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Budget {
+    /// Room for `bytes` (all of the budget at most), once there is.
+    async fn take(&'static self, bytes: usize) -> tokio::sync::SemaphorePermit<'static> {
+        let kib = bytes.div_ceil(1024).clamp(1, REPLAY_BUDGET_KIB) as u32;
+        let _waiting = Waiting::new();
+        self.room.acquire_many(kib).await.expect("never closed")
+    }
+
+    fn contended(&self) -> bool {
+        self.waiting.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+}
+
+/// Closes a watcher's socket; one that does not read is just dropped.
+async fn close(mut tx: futures::stream::SplitSink<WebSocket, Message>) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), tx.close()).await;
+}
 
 /// Sends one event, within [`SEND_TIMEOUT`].
 async fn send(tx: &mut futures::stream::SplitSink<WebSocket, Message>, ev: &Event) -> Result<(), ()> {
     match tokio::time::timeout(SEND_TIMEOUT, tx.send(frame(ev))).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
+    }
+}
+
+/// [`send`] while holding room of the replay budget: dropped sooner when
+/// others wait for it ([`CONTENDED_SEND_TIMEOUT`]).
+async fn send_holding(tx: &mut futures::stream::SplitSink<WebSocket, Message>, ev: &Event) -> Result<(), ()> {
+    let started = tokio::time::Instant::now();
+    let sending = tx.send(frame(ev));
+    tokio::pin!(sending);
+    let mut check = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            sent = &mut sending => return sent.map_err(drop),
+            _ = check.tick() => {
+                let waited = started.elapsed();
+                if waited >= SEND_TIMEOUT || (waited >= CONTENDED_SEND_TIMEOUT && BUDGET.contended()) {
+                    return Err(());
+                }
+            }
+        }
     }
 }
 
@@ -105,18 +187,28 @@ async fn replay(
     next: &mut u64,
 ) -> Result<bool, ()> {
     loop {
-        let page =
-            core.events(run, *next, REPLAY_PAGE).await.map_err(|e| tracing::warn!("replay failed: {e}"))?;
-        let full = page.len() == REPLAY_PAGE as usize;
+        let failed = |e: ApiError| tracing::warn!("replay failed: {}", e.error.message);
+        let sizes = core.event_sizes(run, *next, REPLAY_PAGE).await.map_err(failed)?;
+        if sizes.is_empty() {
+            return Ok(false);
+        }
+        // As many as fit in a page, at least one; room for the page and the
+        // frame being written.
+        let (mut take, mut bytes) = (0u32, 0usize);
+        for (_, size) in &sizes {
+            if take > 0 && bytes + size > PAGE_BYTES {
+                break;
+            }
+            (take, bytes) = (take + 1, bytes + size);
+        }
+        let _room = BUDGET.take(2 * bytes).await;
+        let page = core.events(run, *next, take).await.map_err(failed)?;
         for ev in page {
             *next = ev.seq + 1;
-            send(tx, &ev).await?;
+            send_holding(tx, &ev).await?;
             if matches!(ev.kind, EventKind::RunFinished { .. }) {
                 return Ok(true);
             }
-        }
-        if !full {
-            return Ok(false);
         }
     }
 }
@@ -130,7 +222,7 @@ async fn watch_run(socket: WebSocket, core: Arc<Coordinator>, run: String, from:
     let mut next = from.max(1);
     match replay(&mut tx, &core, &run, &mut next).await {
         Ok(true) | Err(()) => {
-            let _ = tx.close().await;
+            close(tx).await;
             return;
         }
         Ok(false) => {}
@@ -138,7 +230,7 @@ async fn watch_run(socket: WebSocket, core: Arc<Coordinator>, run: String, from:
     let Some(live_rx) = live.as_mut() else {
         // Not running any more: everything is stored; send what is left.
         let _ = replay(&mut tx, &core, &run, &mut next).await;
-        let _ = tx.close().await;
+        close(tx).await;
         return;
     };
     // A quiet run still pings its watchers, so a dead one is noticed.
@@ -151,8 +243,13 @@ async fn watch_run(socket: WebSocket, core: Arc<Coordinator>, run: String, from:
                 }
             }
             ev = live_rx.recv() => match ev {
-                Ok(ev) if ev.seq < next => {}
-                Ok(ev) => {
+                Ok(ev) if ev.seq() < next => {}
+                // Too large to pass around: it is in the store.
+                Ok(Live::Stored(_)) => match replay(&mut tx, &core, &run, &mut next).await {
+                    Ok(false) => {}
+                    _ => break,
+                },
+                Ok(Live::Event(ev)) => {
                     next = ev.seq + 1;
                     let done = matches!(ev.kind, EventKind::RunFinished { .. });
                     if send(&mut tx, &ev).await.is_err() || done {
@@ -172,5 +269,5 @@ async fn watch_run(socket: WebSocket, core: Arc<Coordinator>, run: String, from:
             msg = rx.next() => if msg.is_none_or(|m| m.is_err()) { return },
         }
     }
-    let _ = tx.close().await;
+    close(tx).await;
 }

@@ -14,15 +14,27 @@
 //! | `read_file` | passes iff reading the file succeeds | `path`, default `/etc/hostname` |
 //! | `connect` | passes iff a TCP connection is established | `addr` (required) |
 //! | `read_env` | passes iff the variable is visible | `name`, default `HOME` |
-//! | `output_flood` | writes 64 MiB of lines to stdout, then passes | |
+//! | `output_flood` | writes `mib` MiB of lines to stdout, then passes | `mib`, default 64 |
 //! | `passes` | passes at once (per-test overhead benchmark) | |
+//!
+//! With param `only` set to a test's name, every other test skips at once:
+//! a plan can run one behaviour of this suite.
 
 use std::hint::black_box;
 use std::io::Write as _;
 
 use ensemble_sdk::prelude::*;
 
+/// Skips the test unless param `only` is unset or names it.
+fn only(test: &str) -> TestResult {
+    match param("only") {
+        Some(only) if only != test => Err(skip(format!("only {only} runs"))),
+        _ => Ok(()),
+    }
+}
+
 fn busy_loop() -> TestResult {
+    only("busy_loop")?;
     let mut counter = 0u64;
     loop {
         counter = black_box(counter.wrapping_add(1));
@@ -30,11 +42,13 @@ fn busy_loop() -> TestResult {
 }
 
 fn long_sleep() -> TestResult {
+    only("long_sleep")?;
     std::thread::sleep(std::time::Duration::from_secs(60 * 60));
     Ok(())
 }
 
 fn memory_hog() -> TestResult {
+    only("memory_hog")?;
     const CHUNK: usize = 16 << 20;
     let mut chunks: Vec<Vec<u8>> = Vec::new();
     loop {
@@ -49,6 +63,7 @@ fn memory_hog() -> TestResult {
 }
 
 fn deep_recursion() -> TestResult {
+    only("deep_recursion")?;
     let depth = recurse(black_box(0));
     Err(fail(format!("recursion ended at depth {depth}")))
 }
@@ -66,6 +81,7 @@ fn recurse(depth: u64) -> u64 {
 }
 
 fn read_file() -> TestResult {
+    only("read_file")?;
     let path = param_or("path", "/etc/hostname");
     let text = std::fs::read_to_string(&path).map_err(|e| fail(format!("reading {path}: {e}")))?;
     println!("read {} bytes from {path}", text.len());
@@ -73,6 +89,7 @@ fn read_file() -> TestResult {
 }
 
 fn connect() -> TestResult {
+    only("connect")?;
     let addr = param_required("addr")?;
     let stream =
         std::net::TcpStream::connect(&addr).map_err(|e| fail(format!("connecting to {addr}: {e}")))?;
@@ -81,6 +98,7 @@ fn connect() -> TestResult {
 }
 
 fn read_env() -> TestResult {
+    only("read_env")?;
     let name = param_or("name", "HOME");
     let value = std::env::var(&name).map_err(|e| fail(format!("reading ${name}: {e}")))?;
     println!("${name} is {} bytes long", value.len());
@@ -88,10 +106,12 @@ fn read_env() -> TestResult {
 }
 
 fn output_flood() -> TestResult {
-    // 1 Mi lines of 64 bytes: 64 MiB, written in large blocks (stdout alone
+    only("output_flood")?;
+    // 16 Ki lines of 64 bytes a MiB, written in large blocks (stdout alone
     // would flush at every newline).
+    let mib: u32 = param_parse_or("mib", 64)?;
     let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
-    for i in 0..(1u32 << 20) {
+    for i in 0..mib.saturating_mul(1 << 14) {
         // "flood line " + 8 digits + " " + 43 x's + "\n" = 64 bytes.
         writeln!(out, "flood line {i:08} {:x<43}", "")?;
     }
@@ -100,6 +120,7 @@ fn output_flood() -> TestResult {
 }
 
 fn passes() -> TestResult {
+    only("passes")?;
     Ok(())
 }
 

@@ -2,6 +2,8 @@
 
 fn main() {
     bounded_heap();
+    #[cfg(unix)]
+    raise_open_files();
     std::process::exit(ensemble_runner::cli::main());
 }
 
@@ -17,5 +19,19 @@ fn bounded_heap() {
     // any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
+}
+
+/// A server holds up to 1,024 connections besides its files: the soft limit
+/// of open files (often 1,024) is raised to the hard one.
+#[cfg(unix)]
+fn raise_open_files() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            eprintln!("ensemble: could not raise the limit of open files: {e}");
+        }
     }
 }

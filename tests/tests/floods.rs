@@ -29,7 +29,11 @@ async fn floods_are_bounded_and_an_honest_run_beside_them_completes() {
     let hostile = server.upload(ensemble_artifacts::HOSTILE, "hostile").await;
     let log_before = std::fs::metadata(&server.proc.log).unwrap().len();
 
-    // 1,500 sockets that never send a byte, more than the cap of 1,024.
+    // 1,500 sockets that never send a byte, more than the cap of 1,024 (this
+    // process may need more than the usual soft limit of open files).
+    let mut files = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    files.current = files.maximum;
+    let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, files);
     let addr = server.url.strip_prefix("http://").unwrap().to_string();
     let mut idle = Vec::new();
     for _ in 0..1500 {

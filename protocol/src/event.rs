@@ -34,7 +34,21 @@ pub struct ShardInfo {
     pub suite_sha256: String,
 }
 
-/// A sync operation observed by the coordinator, shown on the run's timeline.
+/// Why a sync call failed; mirrors the suite ABI's `sync-error`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncFailure {
+    Timeout,
+    Lost,
+    Cancelled,
+    Invalid,
+}
+
+/// A sync operation the coordinator performed, shown on the run's timeline.
+/// Stored with the rest of the run, the operations are also the record the
+/// sync service is rebuilt from after a restart: signal counts (signals, and
+/// the signal of each signal-and-wait), topics (with their payloads), and
+/// the answer to each call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum SyncOp {
@@ -42,20 +56,33 @@ pub enum SyncOp {
         state: String,
         value: u64,
     },
+    /// `signalled`: the value of the call's own signal (signal-and-wait).
     BarrierReleased {
         state: String,
         target: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signalled: Option<u64>,
     },
     BarrierFailed {
         state: String,
         target: u64,
         reason: String,
+        #[serde(default = "timeout")]
+        kind: SyncFailure,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signalled: Option<u64>,
     },
     /// `message_seq` is the message's number within its topic (from 1).
     Publish {
         topic: String,
         message_seq: u64,
+        #[serde(default)]
+        payload: String,
     },
+}
+
+fn timeout() -> SyncFailure {
+    SyncFailure::Timeout
 }
 
 /// An event as stored and streamed: numbered and timed by the coordinator.
@@ -114,11 +141,14 @@ pub enum EventKind {
         level: String,
         message: String,
     },
+    /// `call`: the id of the machine's sync call it answered, per shard.
     Sync {
         #[serde(flatten)]
         shard: ShardRef,
         #[serde(flatten)]
         op: SyncOp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call: Option<u64>,
     },
     ShardFinished {
         #[serde(flatten)]
@@ -197,12 +227,31 @@ mod tests {
                 output: "hello\n".into(),
             },
             EventKind::Log { shard: shard(), test: "a".into(), level: "info".into(), message: "m".into() },
-            EventKind::Sync { shard: shard(), op: SyncOp::Signal { state: "ready".into(), value: 1 } },
-            EventKind::Sync { shard: shard(), op: SyncOp::Publish { topic: "t".into(), message_seq: 3 } },
-            EventKind::Sync { shard: shard(), op: SyncOp::BarrierReleased { state: "s".into(), target: 2 } },
             EventKind::Sync {
                 shard: shard(),
-                op: SyncOp::BarrierFailed { state: "s".into(), target: 2, reason: "lost".into() },
+                op: SyncOp::Signal { state: "ready".into(), value: 1 },
+                call: Some(4),
+            },
+            EventKind::Sync {
+                shard: shard(),
+                op: SyncOp::Publish { topic: "t".into(), message_seq: 3, payload: "{\"k\": 1}".into() },
+                call: Some(5),
+            },
+            EventKind::Sync {
+                shard: shard(),
+                op: SyncOp::BarrierReleased { state: "s".into(), target: 2, signalled: Some(2) },
+                call: None,
+            },
+            EventKind::Sync {
+                shard: shard(),
+                op: SyncOp::BarrierFailed {
+                    state: "s".into(),
+                    target: 2,
+                    reason: "lost".into(),
+                    kind: SyncFailure::Lost,
+                    signalled: None,
+                },
+                call: Some(6),
             },
             EventKind::ShardFinished { shard: shard(), summary: Summary::default(), error: None },
             EventKind::RunFinished {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::event::SyncFailure;
 use crate::event::{EventKind, ShardRef};
 pub use crate::machine::{Facts, MachineInfo};
 use crate::plan::Capabilities;
@@ -65,16 +66,6 @@ pub enum SyncCall {
         index: u64,
         timeout_ms: u64,
     },
-}
-
-/// Why a sync call failed; mirrors the suite ABI's `sync-error`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SyncFailure {
-    Timeout,
-    Lost,
-    Cancelled,
-    Invalid,
 }
 
 /// The answer to a [`SyncCall`].

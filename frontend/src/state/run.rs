@@ -370,17 +370,17 @@ impl RunView {
                     row.logs.push(format!("[{level}] {message}"));
                 }
             }
-            EventKind::Sync { shard, op } => {
+            EventKind::Sync { shard, op, .. } => {
                 self.add_shard(&shard);
                 let (text, failed) = match op {
                     SyncOp::Signal { state, value } => (format!("signal {state} = {value}"), false),
-                    SyncOp::BarrierReleased { state, target } => {
+                    SyncOp::BarrierReleased { state, target, .. } => {
                         (format!("barrier {state} released ({target} parties)"), false)
                     }
-                    SyncOp::BarrierFailed { state, target, reason } => {
+                    SyncOp::BarrierFailed { state, target, reason, .. } => {
                         (format!("barrier {state} ({target} parties) failed: {reason}"), true)
                     }
-                    SyncOp::Publish { topic, message_seq } => {
+                    SyncOp::Publish { topic, message_seq, .. } => {
                         (format!("publish on {topic} (message {message_seq})"), false)
                     }
                 };
@@ -585,7 +585,8 @@ mod tests {
                 3,
                 EventKind::Sync {
                     shard: server.clone(),
-                    op: SyncOp::BarrierReleased { state: "ready".into(), target: 2 },
+                    op: SyncOp::BarrierReleased { state: "ready".into(), target: 2, signalled: None },
+                    call: None,
                 },
             ),
             ev(7, 20, finished(&client, "reads", Outcome::Passed, None)),

@@ -442,7 +442,8 @@ impl Dispatcher {
     pub fn handle_sync_done(&mut self, d: SyncDone) {
         let Some(&index) = self.by_no.get(&d.shard) else { return };
         if let Some(op) = d.op {
-            self.stream.emit(EventKind::Sync { shard: self.shards[index].shard.clone(), op });
+            let shard = self.shards[index].shard.clone();
+            self.stream.emit(EventKind::Sync { shard, op, call: Some(d.id) });
         }
         self.sync_calls.insert((d.shard, d.id), Some(d.reply.clone()));
         self.send_durable(

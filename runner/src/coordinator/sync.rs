@@ -55,6 +55,46 @@ impl SyncService {
         SyncReply::Error { kind, message }
     }
 
+    /// The service as the stored operations `ops` left it (after a
+    /// restart): a state counts every signal recorded on it, a topic holds
+    /// the recorded messages in order. A call whose operation was not
+    /// recorded is performed again when its machine resends it.
+    pub fn restore<'a>(ops: impl IntoIterator<Item = &'a SyncOp>) -> SyncService {
+        let mut st = State::default();
+        let mut messages: HashMap<String, Vec<(u64, String)>> = HashMap::new();
+        for op in ops {
+            match op {
+                SyncOp::Signal { state, .. }
+                | SyncOp::BarrierReleased { state, signalled: Some(_), .. }
+                | SyncOp::BarrierFailed { state, signalled: Some(_), .. } => {
+                    *st.counters.entry(state.clone()).or_default() += 1;
+                }
+                SyncOp::Publish { topic, message_seq, payload } => {
+                    messages.entry(topic.clone()).or_default().push((*message_seq, payload.clone()));
+                }
+                SyncOp::BarrierReleased { .. } | SyncOp::BarrierFailed { .. } => {}
+            }
+        }
+        for (topic, mut list) in messages {
+            list.sort_by_key(|(seq, _)| *seq);
+            st.topics.insert(topic, list.into_iter().map(|(_, payload)| payload).collect());
+        }
+        SyncService { state: Mutex::new(st), changed: Notify::new() }
+    }
+
+    /// The answer a call got, from the operation it left.
+    pub fn reply_of(op: &SyncOp) -> SyncReply {
+        match op {
+            SyncOp::Signal { value, .. } => SyncReply::Value { value: *value },
+            SyncOp::BarrierReleased { signalled: Some(value), .. } => SyncReply::Value { value: *value },
+            SyncOp::BarrierReleased { signalled: None, .. } => SyncReply::Released,
+            SyncOp::BarrierFailed { reason, kind, .. } => {
+                SyncReply::Error { kind: *kind, message: reason.clone() }
+            }
+            SyncOp::Publish { message_seq, .. } => SyncReply::Value { value: *message_seq },
+        }
+    }
+
     /// Handles one call; returns the reply and the operation to show on the
     /// run's timeline, if any.
     pub async fn handle(&self, call: SyncCall) -> (SyncReply, Option<SyncOp>) {
@@ -79,11 +119,11 @@ impl SyncService {
                 let seq = {
                     let mut st = self.state.lock().expect("sync lock");
                     let list = st.topics.entry(topic.clone()).or_default();
-                    list.push(payload);
+                    list.push(payload.clone());
                     list.len() as u64
                 };
                 self.changed.notify_waiters();
-                (SyncReply::Value { value: seq }, Some(SyncOp::Publish { topic, message_seq: seq }))
+                (SyncReply::Value { value: seq }, Some(SyncOp::Publish { topic, message_seq: seq, payload }))
             }
             SyncCall::Next { topic, index, timeout_ms } => {
                 let what = format!("message {} of topic {topic:?}", index + 1);
@@ -127,14 +167,14 @@ impl SyncService {
                     Some(value) => SyncReply::Value { value },
                     None => SyncReply::Released,
                 };
-                (reply, Some(SyncOp::BarrierReleased { state, target }))
+                (reply, Some(SyncOp::BarrierReleased { state, target, signalled }))
             }
             Err(reply) => {
-                let reason = match &reply {
-                    SyncReply::Error { message, .. } => message.clone(),
-                    _ => String::new(),
+                let (kind, reason) = match &reply {
+                    SyncReply::Error { kind, message } => (*kind, message.clone()),
+                    _ => (SyncFailure::Timeout, String::new()),
                 };
-                (reply, Some(SyncOp::BarrierFailed { state, target, reason }))
+                (reply, Some(SyncOp::BarrierFailed { state, target, reason, kind, signalled }))
             }
         }
     }
@@ -200,7 +240,7 @@ mod tests {
         );
         let (reply, op) = waiter.await.unwrap();
         assert_eq!(reply, SyncReply::Released);
-        assert_eq!(op, Some(SyncOp::BarrierReleased { state: "ready".into(), target: 2 }));
+        assert_eq!(op, Some(SyncOp::BarrierReleased { state: "ready".into(), target: 2, signalled: None }));
     }
 
     #[tokio::test]
@@ -243,5 +283,32 @@ mod tests {
                 message: "message 1 of topic \"never\": role server on machine box-1 was lost".into()
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_restored_service_counts_what_was_recorded_and_answers_as_before() {
+        let s = SyncService::new();
+        let mut ops = Vec::new();
+        let mut record = |(reply, op): (SyncReply, Option<SyncOp>)| {
+            let op = op.expect("recorded");
+            assert_eq!(SyncService::reply_of(&op), reply, "the record gives the same answer");
+            ops.push(op);
+        };
+        record(s.handle(SyncCall::Signal { state: "ready".into() }).await);
+        record(
+            s.handle(SyncCall::SignalAndWait { state: "ready".into(), target: 2, timeout_ms: 1000 }).await,
+        );
+        record(s.handle(SyncCall::Publish { topic: "t".into(), payload: "one".into() }).await);
+        record(s.handle(SyncCall::Publish { topic: "t".into(), payload: "two".into() }).await);
+        record(s.handle(barrier("never", 1, 1)).await);
+        // Recorded out of order, as calls may finish.
+        ops.reverse();
+        let restored = SyncService::restore(&ops);
+        let (reply, _) = restored.handle(SyncCall::Signal { state: "ready".into() }).await;
+        assert_eq!(reply, SyncReply::Value { value: 3 }, "both signals counted, and the next is third");
+        for (i, want) in ["one", "two"].iter().enumerate() {
+            let call = SyncCall::Next { topic: "t".into(), index: i as u64, timeout_ms: 10 };
+            assert_eq!(restored.handle(call).await.0, SyncReply::Message { payload: want.to_string() });
+        }
     }
 }

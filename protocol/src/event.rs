@@ -32,6 +32,17 @@ pub struct ShardInfo {
     pub profile: String,
     /// Hex sha256 of the suite component.
     pub suite_sha256: String,
+    /// The plan entry it comes from (its index), and how many instances of
+    /// its role run: with these the coordinator can take the run up again
+    /// after a restart.
+    #[serde(default)]
+    pub entry: usize,
+    #[serde(default = "one")]
+    pub instance_count: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Why a sync call failed; mirrors the suite ABI's `sync-error`.
@@ -179,6 +190,19 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl EventKind {
+    /// The shard this event is about; none for run-level events.
+    pub fn shard(&self) -> Option<&ShardRef> {
+        match self {
+            EventKind::ShardStarted { shard, .. }
+            | EventKind::TestStarted { shard, .. }
+            | EventKind::TestFinished { shard, .. }
+            | EventKind::Log { shard, .. }
+            | EventKind::Sync { shard, .. }
+            | EventKind::ShardFinished { shard, .. } => Some(shard),
+            EventKind::RunStarted { .. } | EventKind::RunFinished { .. } => None,
+        }
+    }
+
     /// The shard this event is about, to overwrite with the coordinator's own
     /// record (a machine speaks for a shard by number only).
     pub fn shard_mut(&mut self) -> Option<&mut ShardRef> {
@@ -213,7 +237,13 @@ mod tests {
         let events = vec![
             EventKind::RunStarted {
                 plan: "demo".into(),
-                shards: vec![ShardInfo { shard: shard(), profile: "p".into(), suite_sha256: "ab".into() }],
+                shards: vec![ShardInfo {
+                    shard: shard(),
+                    profile: "p".into(),
+                    suite_sha256: "ab".into(),
+                    entry: 0,
+                    instance_count: 1,
+                }],
             },
             EventKind::ShardStarted { shard: shard(), tests: vec!["a".into()] },
             EventKind::TestStarted { shard: shard(), test: "a".into(), attempt: 1 },

@@ -565,6 +565,8 @@ mod tests {
                             shard: (*s).clone(),
                             profile: "p".into(),
                             suite_sha256: "x".into(),
+                            entry: 0,
+                            instance_count: 1,
                         })
                         .collect(),
                 },

@@ -143,6 +143,10 @@ impl Agent {
         let next_id = Arc::new(AtomicU64::new(1));
         // Per run: its cancellation and how many of its shards are here.
         let mut runs: HashMap<String, (Arc<RunCancel>, usize)> = HashMap::new();
+        // Every shard ever assigned here: a coordinator that restarted
+        // assigns again the shards it heard nothing of, and one held is
+        // not run twice.
+        let mut assigned: std::collections::HashSet<(String, u32)> = Default::default();
         let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<String>();
         let slots = Arc::new(tokio::sync::Semaphore::new(self.info.slots.max(1) as usize));
         let tasks = TaskTracker::new();
@@ -163,6 +167,10 @@ impl Agent {
             let Some(msg) = msg else { break };
             match msg {
                 ToMachine::Assign { assignment } => {
+                    if !assigned.insert((assignment.run.clone(), assignment.shard.shard)) {
+                        tracing::debug!(run = %assignment.run, shard = assignment.shard.shard, "already assigned here");
+                        continue;
+                    }
                     let (cancel, shards) = runs.entry(assignment.run.clone()).or_insert_with(|| {
                         (Arc::new(RunCancel { token: shutdown.child_token(), why: Mutex::default() }), 0)
                     });

@@ -26,7 +26,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ensemble_protocol::event::{Event, EventKind, Outcome, ShardInfo, Summary, SyncOp};
 use ensemble_protocol::plan::{Execution, Plan};
@@ -81,6 +81,8 @@ pub enum Inbound {
     Message { machine: usize, msg: FromMachine, clock_offset_us: i64, intake: Option<Intake> },
     /// The machine is gone (connection lost past the heartbeat timeout).
     Lost { machine: usize, reason: String },
+    /// The machine (re)connected: it is told again what it may have missed.
+    Connected { machine: usize },
     /// Stop the run.
     Cancel { reason: CancelReason },
 }
@@ -304,10 +306,149 @@ impl Dispatcher {
                 shard: s.shard.clone(),
                 profile: s.profile.clone(),
                 suite_sha256: self.suites[s.entry].sha256.clone(),
+                entry: s.entry,
+                instance_count: s.instance_count,
             })
             .collect();
         self.stream.emit(EventKind::RunStarted { plan: self.plan_name.clone(), shards });
         self.assign_group();
+    }
+
+    /// Takes up a run this coordinator started before it restarted, from
+    /// the run's stored `events` (all of them, in order): the machines are
+    /// the run's, in the order they first appear in `run-started`. Each
+    /// shard's last event number is the count of its machine's events
+    /// stored (a machine's events are taken strictly in order, and one not
+    /// stored was not acknowledged, so the machine resends it); a shard with
+    /// `shard-finished` stored is done; the outcome counts, the sync service
+    /// and the answers to sync calls are rebuilt from the stored events.
+    /// Nothing is emitted; call [`Dispatcher::resume_start`] next.
+    pub fn resume(
+        run: String,
+        plan: &Plan,
+        suites: Vec<SuiteRef>,
+        machines: Vec<MachineLink>,
+        events: &[Event],
+        reporters: Vec<Box<dyn Reporter>>,
+    ) -> Result<Dispatcher, String> {
+        let Some(EventKind::RunStarted { shards: infos, .. }) = events.first().map(|e| &e.kind) else {
+            return Err("its first event, run-started, was not stored".into());
+        };
+        if events.iter().any(|e| matches!(e.kind, EventKind::RunFinished { .. })) {
+            return Err("it has finished".into());
+        }
+        let mut shards = Vec::with_capacity(infos.len());
+        for info in infos {
+            let machine_index =
+                machines.iter().position(|l| l.info.name == info.shard.machine).ok_or_else(|| {
+                    format!(
+                        "machine {} of shard {} is not among its machines",
+                        info.shard.machine, info.shard.shard
+                    )
+                })?;
+            if info.entry >= plan.entries.len() || info.entry >= suites.len() {
+                return Err(format!(
+                    "shard {} names entry {}, which its plan lacks",
+                    info.shard.shard, info.entry
+                ));
+            }
+            shards.push(ShardPlan {
+                shard: info.shard.clone(),
+                entry: info.entry,
+                profile: info.profile.clone(),
+                machine_index,
+                instance_count: info.instance_count,
+            });
+        }
+        let mut d = Dispatcher::new(run, plan, suites, machines, shards, reporters);
+        let mut ops = Vec::new();
+        let mut lost_reason = None;
+        for e in events {
+            d.stream.seq = e.seq;
+            let Some(sref) = e.kind.shard().cloned() else { continue };
+            if e.machine_at_us.is_some() {
+                *d.last_seq.entry(sref.shard).or_default() += 1;
+            }
+            match &e.kind {
+                EventKind::TestStarted { test, .. } => {
+                    d.running_test.insert(sref.shard, test.clone());
+                }
+                EventKind::TestFinished { outcome, test, .. } => {
+                    d.running_test.remove(&sref.shard);
+                    d.summary.add(*outcome);
+                    if outcome.is_failure() && d.fail_fast && d.cancelled.is_none() {
+                        // Cancelled again by resume_start, once machines can hear it.
+                        d.cancelled = Some(CancelReason::FailFast {
+                            test: test.clone(),
+                            role: sref.role.clone(),
+                            outcome: *outcome,
+                        });
+                    }
+                }
+                EventKind::ShardFinished { error, .. } => {
+                    if let Some(e) = error {
+                        d.shard_errors
+                            .push(format!("shard {} ({} on {}): {e}", sref.shard, sref.role, sref.machine));
+                        lost_reason = Some(format!(
+                            "role {} on machine {} could not run: {e}",
+                            sref.role, sref.machine
+                        ));
+                    }
+                    d.done.insert(sref.shard);
+                }
+                EventKind::Sync { op, call, .. } => {
+                    if let Some(id) = call {
+                        d.sync_calls.insert((sref.shard, *id), Some(SyncService::reply_of(op)));
+                    }
+                    ops.push(op.clone());
+                }
+                _ => {}
+            }
+        }
+        let sync = SyncService::restore(&ops);
+        if let Some(reason) = lost_reason {
+            sync.break_run(SyncFailure::Lost, reason);
+        }
+        d.sync = Arc::new(sync);
+        d.group = d
+            .groups
+            .iter()
+            .position(|g| g.iter().any(|&i| !d.done.contains(&d.shards[i].shard.shard)))
+            .unwrap_or(d.groups.len().saturating_sub(1));
+        // Its clock: the run started when run-started was stamped.
+        let since = Duration::from_micros(u64::try_from(now_us() - events[0].at_us).unwrap_or(0));
+        d.started = Instant::now().checked_sub(since).unwrap_or_else(Instant::now);
+        Ok(d)
+    }
+
+    /// After [`Dispatcher::resume`]: a fail-fast run with a failure recorded
+    /// is cancelled again, and the machines connected are told what they
+    /// may have missed.
+    pub fn resume_start(&mut self) {
+        if let Some(reason) = self.cancelled.take() {
+            self.handle_cancel(reason);
+        }
+        for m in 0..self.machines.len() {
+            self.handle_connected(m);
+        }
+    }
+
+    /// Machine `m` (re)connected: the shards of the current group it has not
+    /// said a word about are assigned again (a machine ignores an
+    /// assignment it holds), and a cancelled run is cancelled again.
+    pub fn handle_connected(&mut self, m: usize) {
+        let Some(group) = self.groups.get(self.group).cloned() else { return };
+        for i in group {
+            let no = self.shards[i].shard.shard;
+            if self.shards[i].machine_index != m || self.done.contains(&no) || self.last_seq.contains_key(&no)
+            {
+                continue;
+            }
+            self.send(m, ToMachine::Assign { assignment: self.assignments[i].clone() });
+        }
+        if let Some(reason) = &self.cancelled {
+            self.send(m, ToMachine::Cancel { run: self.run.clone(), reason: reason.clone() });
+        }
     }
 
     /// Whether every shard is done.
@@ -326,6 +467,7 @@ impl Dispatcher {
                 self.intake = None;
             }
             Inbound::Lost { machine, reason } => self.handle_lost(machine, &reason),
+            Inbound::Connected { machine } => self.handle_connected(machine),
             Inbound::Cancel { reason } => self.handle_cancel(reason),
         }
     }

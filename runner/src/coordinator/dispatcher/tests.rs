@@ -67,16 +67,7 @@ impl Harness {
         let infos = crate::fuzzing::tier_machines(&["a", "b"]);
         let names = vec!["server".to_string(), "client".to_string()];
         let shards = matching::place(&plan, &names, &infos).unwrap();
-        let mut to = Vec::new();
-        let mut links = Vec::new();
-        for info in infos {
-            let (tx, rx) = mpsc::unbounded_channel();
-            to.push(rx);
-            links.push(MachineLink { info, port: Arc::new(tx) });
-        }
-        let suites = names.iter().map(|n| SuiteRef { name: n.clone(), sha256: format!("sha-{n}") }).collect();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let reporters: Vec<Box<dyn Reporter>> = vec![Box::new(Collect(events.clone()))];
+        let (suites, links, to, events, reporters) = Harness::parts();
         let d = Dispatcher::new(RUN.into(), &plan, suites, links, shards, reporters);
         let mut d = match committed {
             Some(c) => d.durable(c),
@@ -84,6 +75,56 @@ impl Harness {
         };
         d.start();
         Harness { d, to, events }
+    }
+
+    /// The same run taken up again from the events `stored` (a restarted
+    /// coordinator's view).
+    fn resume(settings: &str, stored: &[Event]) -> Harness {
+        let (suites, links, to, events, reporters) = Harness::parts();
+        let mut d =
+            Dispatcher::resume(RUN.into(), &plan(settings), suites, links, stored, reporters).unwrap();
+        d.resume_start();
+        Harness { d, to, events }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn parts() -> (
+        Vec<SuiteRef>,
+        Vec<MachineLink>,
+        Vec<mpsc::UnboundedReceiver<ToMachine>>,
+        Arc<Mutex<Vec<Event>>>,
+        Vec<Box<dyn Reporter>>,
+    ) {
+        let mut to = Vec::new();
+        let mut links = Vec::new();
+        for info in crate::fuzzing::tier_machines(&["a", "b"]) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            to.push(rx);
+            links.push(MachineLink { info, port: Arc::new(tx) });
+        }
+        let suites = ["server", "client"]
+            .iter()
+            .map(|n| SuiteRef { name: n.to_string(), sha256: format!("sha-{n}") })
+            .collect();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let reporters: Vec<Box<dyn Reporter>> = vec![Box::new(Collect(events.clone()))];
+        (suites, links, to, events, reporters)
+    }
+
+    fn sync(&mut self, m: usize, shard: u32, id: u64, call: SyncCall) {
+        let msg = FromMachine::Sync { id, run: RUN.into(), shard, call };
+        self.d.handle(Inbound::Message { machine: m, msg, clock_offset_us: 0, intake: None });
+    }
+
+    /// The replies machine `m` was sent since the last look, by call id.
+    fn replies(&mut self, m: usize) -> Vec<(u64, SyncReply)> {
+        self.sent(m)
+            .into_iter()
+            .filter_map(|msg| match msg {
+                ToMachine::SyncReply { id, reply } => Some((id, reply)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// What machine `m` was sent since the last look.
@@ -473,4 +514,52 @@ async fn news_from_a_shard_given_up_as_lost_is_acknowledged_and_dropped() {
         .collect();
     assert_eq!(acks, [1, 2]);
     assert_eq!(h.kinds().len(), before);
+}
+
+#[tokio::test]
+async fn a_resumed_run_takes_up_where_the_store_left_it() {
+    let mut h = Harness::new("");
+    h.event(0, 1, 1, EventKind::TestStarted { shard: sref(1), test: "t".into(), attempt: 1 });
+    h.sync(0, 1, 7, SyncCall::Signal { state: "ready".into() });
+    let done = h.d.ops_rx.recv().await.unwrap();
+    h.d.handle_sync_done(done);
+    h.event(0, 1, 2, finished(1, "t", Outcome::Passed));
+    // The coordinator dies before the last event is stored: the machine was
+    // never told it is settled, so it still holds it.
+    let all = h.events.lock().unwrap().clone();
+    let stored = &all[..all.len() - 1];
+
+    let mut r = Harness::resume("", stored);
+    assert_eq!(r.assigned(1), [2], "the shard whose machine said nothing is assigned again");
+    assert_eq!(r.assigned(0), Vec::<u32>::new(), "the shard that reported is not");
+    // The machine resends what was not acknowledged, and its sync call.
+    r.event(0, 1, 1, EventKind::TestStarted { shard: sref(1), test: "t".into(), attempt: 1 });
+    r.event(0, 1, 2, finished(1, "t", Outcome::Passed));
+    r.sync(0, 1, 7, SyncCall::Signal { state: "ready".into() });
+    assert_eq!(r.replies(0), [(7, SyncReply::Value { value: 1 })], "answered from the record");
+    // A new signal counts on top of the recorded one.
+    r.sync(1, 2, 1, SyncCall::Signal { state: "ready".into() });
+    let done = r.d.ops_rx.recv().await.unwrap();
+    r.d.handle_sync_done(done);
+    assert_eq!(r.replies(1), [(1, SyncReply::Value { value: 2 })]);
+    let mut summary = Summary::default();
+    summary.add(Outcome::Passed);
+    r.event(0, 1, 3, EventKind::ShardFinished { shard: sref(1), summary, error: None });
+    r.done(0, 1);
+    r.finish_shard(1, 2, Outcome::Passed);
+    let (result, events) = r.end().await;
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let first = stored.len() as u64 + 1;
+    assert_eq!(seqs, (first..first + events.len() as u64).collect::<Vec<_>>(), "numbering goes on, no gaps");
+    let started = events.iter().filter(|e| matches!(e.kind, EventKind::TestStarted { .. })).count();
+    assert_eq!(started, 0, "the duplicate was dropped");
+    assert_eq!(result.summary.passed, 2);
+    assert_eq!(result.verdict, Verdict::Passed);
+}
+
+#[test]
+fn a_run_without_its_start_or_already_finished_is_not_taken_up() {
+    let (suites, links, _to, _events, reporters) = Harness::parts();
+    let err = Dispatcher::resume(RUN.into(), &plan(""), suites, links, &[], reporters).err().unwrap();
+    assert!(err.contains("run-started"), "{err}");
 }

@@ -379,8 +379,27 @@ impl Client {
     /// `each`; resumes where it stopped if the stream breaks.
     pub async fn watch(&self, run: &str, from: u64, mut each: impl FnMut(Event)) -> Result<()> {
         let mut next = from.max(1);
+        // A server that restarts is waited for: up to this long without a
+        // connection, retrying with backoff.
+        const PATIENCE: Duration = Duration::from_secs(120);
+        let mut unreachable_since: Option<std::time::Instant> = None;
+        let mut backoff = Duration::from_millis(100);
         loop {
-            let mut ws = self.websocket(&routes::run_events(run, next)).await?;
+            let mut ws = match self.websocket(&routes::run_events(run, next)).await {
+                Ok(ws) => ws,
+                Err(e @ ClientError::Transport { .. }) => {
+                    let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > PATIENCE {
+                        return Err(e);
+                    }
+                    tracing::info!(run, "the server cannot be reached ({e}); retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            (unreachable_since, backoff) = (None, Duration::from_millis(100));
             while let Some(frame) = ws.next().await {
                 let Ok(Message::Text(text)) = frame else { break };
                 let ev: Event = serde_json::from_str(&text)

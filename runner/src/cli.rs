@@ -113,6 +113,10 @@ struct ServeArgs {
     /// A machine silent this long is offline and its shards lost.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     heartbeat_timeout: std::time::Duration,
+    /// How long a run taken up after a restart waits for its machines to
+    /// come back before their unfinished shards are lost.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    restart_grace: std::time::Duration,
     /// How long an offline machine stays listed before it is forgotten.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     forget_offline_after: std::time::Duration,
@@ -491,6 +495,7 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
             join_token: Some(join_token.clone()),
             heartbeat_timeout: args.heartbeat_timeout,
             offline_retention: args.forget_offline_after,
+            restart_grace: args.restart_grace,
             max_suite_bytes: usize::try_from(args.max_suite_size.0).unwrap_or(usize::MAX),
             shutdown_grace: SHUTDOWN_GRACE,
             loopback_only: addr.ip().is_loopback(),

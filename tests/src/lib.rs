@@ -123,12 +123,23 @@ pub fn join_token(token: &str) -> String {
 
 /// Starts `ensemble serve` on a free loopback port with `extra` arguments.
 pub fn start_server(dir: &Path, data_dir: &Path, token: &str, extra: &[&str]) -> Server {
+    start_server_on(dir, data_dir, token, "127.0.0.1:0", extra)
+}
+
+/// Starts `ensemble serve` again where `server` listened (after it died),
+/// on the same data dir, so its machines and watchers find it.
+pub fn restart_server(dir: &Path, data_dir: &Path, server: &Server, extra: &[&str]) -> Server {
+    let listen = server.url.strip_prefix("http://").expect("an http:// server");
+    start_server_on(dir, data_dir, &server.token, listen, extra)
+}
+
+fn start_server_on(dir: &Path, data_dir: &Path, token: &str, listen: &str, extra: &[&str]) -> Server {
     let log = dir.join(format!("serve-{}.log", unique()));
     let mut child = Command::new(ensemble_bin())
         .args([
             "serve",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--token",
             token,
             "--join-token",

@@ -128,7 +128,7 @@ pub async fn join(
         if shutdown.is_cancelled() {
             break Ok(());
         }
-        match session(&opts, &client, &inbox_tx, &mut outbox_rx, &mut link, &shutdown).await {
+        match session(&opts, &client, &inbox_tx, &mut outbox_rx, &mut link, &mut backoff, &shutdown).await {
             Ok(()) => break Ok(()),
             Err(e) if e.downcast_ref::<Refused>().is_some() => break Err(e),
             Err(e) => {
@@ -148,13 +148,15 @@ pub async fn join(
     result
 }
 
-/// One connection: hello, resend what is unacknowledged, then pump.
+/// One connection: hello, resend what is unacknowledged, then pump. Once
+/// welcomed, the next reconnect starts again from the shortest `backoff`.
 async fn session(
     opts: &JoinOptions,
     client: &Client,
     inbox: &mpsc::UnboundedSender<ToMachine>,
     outbox: &mut mpsc::UnboundedReceiver<FromMachine>,
     link: &mut Link,
+    backoff: &mut Duration,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let ws = match client.websocket(routes::MACHINE_JOIN).await {
@@ -189,6 +191,7 @@ async fn session(
                     crate::secret::write_private(&identity, &secret)?;
                 }
                 tracing::info!(%coordinator, machine = %opts.info.name, "joined");
+                *backoff = Duration::from_millis(100);
                 eprintln!("ensemble runner: {} joined {} ({coordinator})", opts.info.name, opts.url);
             }
             ToMachine::Rejected { reason, retry: false } => return Err(Refused(reason).into()),

@@ -253,6 +253,26 @@ impl Machines {
         Some(offset)
     }
 
+    /// Whether `name` is connected now.
+    pub fn connected(&self, name: &str) -> bool {
+        self.lock().get(name).is_some_and(|e| !e.offline && e.conn.is_some())
+    }
+
+    /// A link to `name` through the registry, connected or not (a run taken
+    /// up after a restart reaches its machines once they are back).
+    pub fn link(self: &Arc<Self>, name: &str) -> MachineLink {
+        let info = self.lock().get(name).map(|e| e.info.clone()).unwrap_or_else(|| MachineInfo {
+            name: name.to_string(),
+            labels: Default::default(),
+            slots: 1,
+            facts: Default::default(),
+        });
+        MachineLink {
+            info,
+            port: Arc::new(RegistryPort { machines: Arc::downgrade(self), name: name.to_string() }),
+        }
+    }
+
     /// The machines that can take work now, each reached through the registry.
     pub fn links(self: &Arc<Self>) -> Vec<MachineLink> {
         self.lock()

@@ -31,7 +31,7 @@ use ensemble_protocol::api::{
     RunCreated, RunMeta, RunRequest, RunState, StoredPlan, SuiteMeta, suite_sha,
 };
 use ensemble_protocol::wire::{FromMachine, MachineInfo, SyncFailure, SyncReply, ToMachine};
-use ensemble_protocol::{CancelReason, Event, Plan};
+use ensemble_protocol::{CancelReason, Event, EventKind, Plan};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,6 +54,8 @@ pub struct CoordinatorConfig {
     /// The join token: machines. It opens the machine WebSocket only.
     pub join_token: Option<String>,
     pub heartbeat_timeout: Duration,
+    /// How long a run taken up after a restart waits for its machines.
+    pub restart_grace: Duration,
     /// How long an offline machine stays listed before it is forgotten.
     pub offline_retention: Duration,
     pub max_suite_bytes: usize,
@@ -209,7 +211,15 @@ impl Coordinator {
         tx: mpsc::UnboundedSender<ToMachine>,
         local: bool,
     ) -> Result<u64, String> {
-        self.machines.connect(info, tx, local)
+        let name = info.name.clone();
+        let generation = self.machines.connect(info, tx, local)?;
+        // Its runs tell it again what it may have missed while away.
+        for run in self.runs.lock().expect("runs lock").values() {
+            if let Some(machine) = run.machines.iter().position(|m| *m == name) {
+                let _ = run.inbound.send(Inbound::Connected { machine });
+            }
+        }
+        Ok(generation)
     }
 
     /// The connection `generation` of `name` closed.
@@ -221,7 +231,6 @@ impl Coordinator {
         self.machines.clock_sample(name, t0, t1, t2);
     }
 
-    /// Routes a message of machine `name` (after its hello) to its run.
     /// The intake gate of a new machine connection.
     pub fn intake_gate(&self) -> intake::Gate {
         self.intake.gate()
@@ -456,6 +465,145 @@ impl Coordinator {
         };
         self.name_roles(&mut plan).await?;
         plan.validate().map_err(ApiError::from)?;
+        let suites = self.resolve_suites(&plan).await?;
+        let links = self.machines.links();
+        let infos: Vec<MachineInfo> = links.iter().map(|l| l.info.clone()).collect();
+        let names: Vec<String> = suites.iter().map(|s| s.name.clone()).collect();
+        let shards = matching::place(&plan, &names, &infos)
+            .map_err(|e| ApiError::new(ErrorKind::Unsatisfiable, e.0))?;
+
+        let id = new_run_id();
+        let meta = RunMeta {
+            id: id.clone(),
+            plan: plan.clone(),
+            state: RunState::Running,
+            started_us: now_us(),
+            finished_us: None,
+            summary: None,
+        };
+        let row = meta.clone();
+        self.store.call(move |s| s.put_run(&row)).await.map_err(internal)?;
+        let names = infos.iter().map(|m| m.name.clone()).collect();
+        let run = id.clone();
+        self.launch(meta, names, 0, false, move |reporters| {
+            Ok(Dispatcher::new(run, &plan, suites, links, shards, reporters))
+        })
+        .map_err(internal)?;
+        Ok(RunCreated { id })
+    }
+
+    /// A run's plumbing — its input, live broadcast and store writer (whose
+    /// events go on after `committed`) — around the dispatcher `build`
+    /// makes, which then runs to the end (taken up again first if `resumed`).
+    fn launch(
+        self: &Arc<Self>,
+        meta: RunMeta,
+        machines: Vec<String>,
+        committed: u64,
+        resumed: bool,
+        build: impl FnOnce(Vec<Box<dyn Reporter>>) -> Result<Dispatcher, String>,
+    ) -> Result<(), String> {
+        let id = meta.id.clone();
+        let (inbound_tx, mut inbound_rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(4096);
+        let (records_tx, records_rx) = mpsc::unbounded_channel();
+        let reporters: Vec<Box<dyn Reporter>> = vec![Box::new(RunRecorder::new(meta, records_tx))];
+        let (committed_tx, committed_rx) = tokio::sync::watch::channel(committed);
+        let mut dispatcher = build(reporters)?.durable(committed_rx);
+        self.runs
+            .lock()
+            .expect("runs lock")
+            .insert(id.clone(), ActiveRun { inbound: inbound_tx, machines, events: events.clone() });
+        let writer = self.run_tasks.spawn(write_events(self.store.clone(), records_rx, events, committed_tx));
+        let core = self.clone();
+        self.run_tasks.spawn(async move {
+            let result = if resumed {
+                dispatcher.resume_start();
+                dispatcher.drive(&mut inbound_rx).await
+            } else {
+                dispatcher.run(&mut inbound_rx).await
+            };
+            tracing::info!(run = %id, verdict = %result.verdict, "run over");
+            // The run leaves the active list only once all it said is stored:
+            // a watcher that finds it inactive replays it whole.
+            let _ = writer.await;
+            core.runs.lock().expect("runs lock").remove(&id);
+        });
+        Ok(())
+    }
+
+    /// Takes up the runs that were running when the coordinator stopped
+    /// (see [`Dispatcher::resume`]): their machines reconnect and resend
+    /// what was not acknowledged, and the runs go on. A machine not back
+    /// within the restart grace period is lost, as is at once `local`, the
+    /// coordinator's own machine, which restarted with it. A run that cannot
+    /// be taken up (its start was never stored) is marked interrupted.
+    pub async fn resume_runs(self: &Arc<Self>, local: Option<&str>) -> anyhow::Result<()> {
+        for meta in self.store.call(|s| s.running_runs()).await? {
+            let id = meta.id.clone();
+            match self.resume_run(meta.clone(), local).await {
+                Ok(()) => tracing::info!(run = %id, "taking the run up again after a restart"),
+                Err(why) => {
+                    tracing::warn!(run = %id, "the run is interrupted: it cannot be taken up again: {why}");
+                    let mut meta = meta;
+                    meta.state = RunState::Interrupted;
+                    meta.finished_us = Some(now_us());
+                    self.store.call(move |s| s.put_run(&meta)).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn resume_run(self: &Arc<Self>, meta: RunMeta, local: Option<&str>) -> Result<(), String> {
+        let key = meta.id.clone();
+        let run = key.clone();
+        let events = self.store.call(move |s| s.events(&run, 1)).await.map_err(|e| format!("{e:#}"))?;
+        let suites = self.resolve_suites(&meta.plan).await.map_err(|e| e.error.message)?;
+        let Some(EventKind::RunStarted { shards, .. }) = events.first().map(|e| &e.kind) else {
+            return Err("its first event, run-started, was not stored".into());
+        };
+        let mut names: Vec<String> = Vec::new();
+        for s in shards {
+            if !names.contains(&s.shard.machine) {
+                names.push(s.shard.machine.clone());
+            }
+        }
+        let links = names.iter().map(|n| self.machines.link(n)).collect();
+        let last = events.last().map_or(0, |e| e.seq);
+        let (id, plan) = (meta.id.clone(), meta.plan.clone());
+        self.launch(meta, names.clone(), last, true, move |reporters| {
+            Dispatcher::resume(id, &plan, suites, links, &events, reporters)
+        })?;
+        let Some(inbound) = self.runs.lock().expect("runs lock").get(&key).map(|r| r.inbound.clone()) else {
+            return Ok(());
+        };
+        if let Some(i) = local.and_then(|l| names.iter().position(|n| n == l)) {
+            let reason = "it is the coordinator's own machine, which restarted with it".to_string();
+            let _ = inbound.send(Inbound::Lost { machine: i, reason });
+        }
+        let grace = self.config.restart_grace;
+        let (machines, stop) = (self.machines.clone(), self.shutdown.clone());
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {}
+                _ = stop.cancelled() => return,
+            }
+            for (i, name) in names.iter().enumerate() {
+                if !machines.connected(name) {
+                    let reason = format!(
+                        "it did not come back within {} of the coordinator's restart",
+                        humantime::format_duration(grace)
+                    );
+                    let _ = inbound.send(Inbound::Lost { machine: i, reason });
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The suites a plan's entries name (`sha256:<hex>`, uploaded before).
+    async fn resolve_suites(&self, plan: &Plan) -> Result<Vec<SuiteRef>, ApiError> {
         let mut suites = Vec::new();
         for (i, e) in plan.entries.iter().enumerate() {
             let invalid = |message: String| {
@@ -479,49 +627,6 @@ impl Coordinator {
             };
             suites.push(SuiteRef { name: meta.name, sha256: meta.sha256 });
         }
-        let links = self.machines.links();
-        let infos: Vec<MachineInfo> = links.iter().map(|l| l.info.clone()).collect();
-        let names: Vec<String> = suites.iter().map(|s| s.name.clone()).collect();
-        let shards = matching::place(&plan, &names, &infos)
-            .map_err(|e| ApiError::new(ErrorKind::Unsatisfiable, e.0))?;
-
-        let id = new_run_id();
-        let meta = RunMeta {
-            id: id.clone(),
-            plan: plan.clone(),
-            state: RunState::Running,
-            started_us: now_us(),
-            finished_us: None,
-            summary: None,
-        };
-        let row = meta.clone();
-        self.store.call(move |s| s.put_run(&row)).await.map_err(internal)?;
-        let (inbound_tx, mut inbound_rx) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(4096);
-        self.runs.lock().expect("runs lock").insert(
-            id.clone(),
-            ActiveRun {
-                inbound: inbound_tx,
-                machines: infos.iter().map(|m| m.name.clone()).collect(),
-                events: events.clone(),
-            },
-        );
-        let (records_tx, records_rx) = mpsc::unbounded_channel();
-        let (committed_tx, committed_rx) = tokio::sync::watch::channel(0);
-        let writer = self.run_tasks.spawn(write_events(self.store.clone(), records_rx, events, committed_tx));
-        let reporters: Vec<Box<dyn Reporter>> = vec![Box::new(RunRecorder::new(meta, records_tx))];
-        let dispatcher =
-            Dispatcher::new(id.clone(), &plan, suites, links, shards, reporters).durable(committed_rx);
-        let core = self.clone();
-        let run = id.clone();
-        self.run_tasks.spawn(async move {
-            let result = dispatcher.run(&mut inbound_rx).await;
-            tracing::info!(%run, verdict = %result.verdict, "run over");
-            // The run leaves the active list only once all it said is stored:
-            // a watcher that finds it inactive replays it whole.
-            let _ = writer.await;
-            core.runs.lock().expect("runs lock").remove(&run);
-        });
-        Ok(RunCreated { id })
+        Ok(suites)
     }
 }

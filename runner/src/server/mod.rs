@@ -93,6 +93,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let store = Store::open(&opts.data_dir)?;
     let core = Coordinator::new(store.clone(), sandbox.clone(), opts.config);
+    core.resume_runs(opts.local_machine.as_ref().map(|m| m.name.as_str())).await?;
     let mut local = None;
     if let Some(info) = opts.local_machine {
         let (to_tx, to_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -62,9 +62,7 @@ impl Store {
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.execute_batch(SCHEMA)?;
-        let store = Store { db: Arc::new(Mutex::new(db)), suites_dir };
-        store.mark_interrupted()?;
-        Ok(store)
+        Ok(Store { db: Arc::new(Mutex::new(db)), suites_dir })
     }
 
     /// Runs blocking store work off the async workers.
@@ -98,14 +96,10 @@ impl Store {
         Ok(rows)
     }
 
-    fn mark_interrupted(&self) -> anyhow::Result<()> {
-        for mut run in self.runs()? {
-            if run.state == RunState::Running {
-                run.state = RunState::Interrupted;
-                self.put_run(&run)?;
-            }
-        }
-        Ok(())
+    /// The runs stored as running: after a restart, those the coordinator
+    /// takes up again (or marks interrupted).
+    pub fn running_runs(&self) -> anyhow::Result<Vec<RunMeta>> {
+        Ok(self.runs()?.into_iter().filter(|r| r.state == RunState::Running).collect())
     }
 
     // ---- suites ----
@@ -361,7 +355,9 @@ mod tests {
         // Anything but 64 hex digits names no file at all.
         assert_eq!(s.suite_bytes("../ensemble.db").unwrap(), None);
         assert_eq!(s.run("Passed").unwrap().unwrap().state, RunState::Passed);
-        assert_eq!(s.run("Running").unwrap().unwrap().state, RunState::Interrupted);
+        // Left running, for the coordinator to take up again.
+        let running: Vec<String> = s.running_runs().unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(running, ["Running"]);
         assert_eq!(s.events("Passed", 1).unwrap().len(), 1);
         assert_eq!(s.runs_page(1, 0).unwrap().len(), 1);
         assert_eq!(s.runs_page(10, 1).unwrap().len(), 1);

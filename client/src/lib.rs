@@ -384,6 +384,9 @@ impl Client {
         const PATIENCE: Duration = Duration::from_secs(120);
         let mut unreachable_since: Option<std::time::Instant> = None;
         let mut backoff = Duration::from_millis(100);
+        // A stream that ends with nothing new (the server dropped a slow
+        // watcher, say) is resumed after a growing pause, not at once.
+        let mut idle_backoff = Duration::ZERO;
         loop {
             let mut ws = match self.websocket(&routes::run_events(run, next)).await {
                 Ok(ws) => ws,
@@ -400,8 +403,16 @@ impl Client {
                 Err(e) => return Err(e),
             };
             (unreachable_since, backoff) = (None, Duration::from_millis(100));
+            let before = next;
             while let Some(frame) = ws.next().await {
-                let Ok(Message::Text(text)) = frame else { break };
+                let text = match frame {
+                    Ok(Message::Text(text)) => text,
+                    // Pings (answered by the socket) and the like.
+                    Ok(Message::Ping(_) | Message::Pong(_) | Message::Binary(_) | Message::Frame(_)) => {
+                        continue;
+                    }
+                    Ok(Message::Close(_)) | Err(_) => break,
+                };
                 let ev: Event = serde_json::from_str(&text)
                     .map_err(|e| ClientError::transport("reading the run's events", e))?;
                 next = ev.seq + 1;
@@ -413,6 +424,12 @@ impl Client {
             }
             // The stream broke before the end: resume where it stopped.
             tracing::info!(run, next, "event stream closed early; resuming");
+            idle_backoff = if next > before {
+                Duration::ZERO
+            } else {
+                (idle_backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5))
+            };
+            tokio::time::sleep(idle_backoff).await;
         }
     }
 }

@@ -181,6 +181,9 @@ pub struct Dispatcher {
     /// Sync calls by (shard, call id): a machine that reconnects resends the
     /// calls it has no answer for; each is performed once and answered again.
     sync_calls: HashMap<(u32, u64), Option<SyncReply>>,
+    /// The signal each signal-and-wait took (by shard and call id), taken
+    /// and recorded at once: a call resent while it waits only waits again.
+    signalled: HashMap<(u32, u64), u64>,
     done: HashSet<u32>,
     cancelled: Option<CancelReason>,
     sync: Arc<SyncService>,
@@ -253,6 +256,7 @@ impl Dispatcher {
             last_seq: HashMap::new(),
             running_test: HashMap::new(),
             sync_calls: HashMap::new(),
+            signalled: HashMap::new(),
             done: HashSet::new(),
             cancelled: None,
             sync: Arc::new(SyncService::new()),
@@ -397,8 +401,16 @@ impl Dispatcher {
                     d.done.insert(sref.shard);
                 }
                 EventKind::Sync { op, call, .. } => {
-                    if let Some(id) = call {
-                        d.sync_calls.insert((sref.shard, *id), Some(SyncService::reply_of(op)));
+                    match (op, call) {
+                        // A plain signal's answer, or the signal a
+                        // signal-and-wait took before it waited.
+                        (SyncOp::Signal { value, .. }, Some(id)) => {
+                            d.signalled.insert((sref.shard, *id), *value);
+                        }
+                        (_, Some(id)) => {
+                            d.sync_calls.insert((sref.shard, *id), Some(SyncService::reply_of(op)));
+                        }
+                        (_, None) => {}
                     }
                     ops.push(op.clone());
                 }
@@ -563,21 +575,65 @@ impl Dispatcher {
         if self.owned(m, shard).is_none() {
             return;
         }
-        match self.sync_calls.get(&(shard, id)) {
+        let key = (shard, id);
+        match self.sync_calls.get(&key) {
             Some(Some(reply)) => {
                 let reply = reply.clone();
                 self.send_durable(m, ToMachine::SyncReply { id, reply });
+                return;
             }
-            Some(None) => {} // still waiting; the answer goes to the current connection
-            None => {
-                self.sync_calls.insert((shard, id), None);
-                let (sync, ops) = (self.sync.clone(), self.ops_tx.clone());
-                self.tasks.spawn(async move {
-                    let (reply, op) = sync.handle(call).await;
-                    let _ = ops.send(SyncDone { shard, id, reply, op });
-                });
-            }
+            Some(None) => return, // still waiting; the answer goes to the current connection
+            None => {}
         }
+        // Signals and publishes happen here, one at a time, and are recorded
+        // as they happen (a restart rebuilds the counts from that record);
+        // only waits run apart.
+        let wait = match call {
+            SyncCall::Signal { state } => {
+                let value = match self.signalled.get(&key) {
+                    Some(&value) => value,
+                    None => self.take_signal(shard, id, &state),
+                };
+                self.handle_sync_done(SyncDone { shard, id, reply: SyncReply::Value { value }, op: None });
+                return;
+            }
+            SyncCall::Publish { topic, payload } => {
+                let (reply, op) = self.sync.publish(topic, payload);
+                self.handle_sync_done(SyncDone { shard, id, reply, op });
+                return;
+            }
+            SyncCall::SignalAndWait { state, target, timeout_ms } => {
+                let value = match self.signalled.get(&key) {
+                    Some(&value) => value,
+                    None => self.take_signal(shard, id, &state),
+                };
+                (SyncCall::Barrier { state, target, timeout_ms }, Some(value))
+            }
+            wait => (wait, None),
+        };
+        self.sync_calls.insert(key, None);
+        let (sync, ops) = (self.sync.clone(), self.ops_tx.clone());
+        self.tasks.spawn(async move {
+            let (reply, op) = match wait {
+                (SyncCall::Barrier { state, target, timeout_ms }, signalled) => {
+                    sync.barrier(state, target, timeout_ms, signalled).await
+                }
+                (other, _) => sync.handle(other).await,
+            };
+            let _ = ops.send(SyncDone { shard, id, reply, op });
+        });
+    }
+
+    /// Counts a signal of call `id` on `state` and records it at once.
+    fn take_signal(&mut self, shard: u32, id: u64, state: &str) -> u64 {
+        let value = self.sync.signal(state);
+        self.signalled.insert((shard, id), value);
+        if let Some(&index) = self.by_no.get(&shard) {
+            let sref = self.shards[index].shard.clone();
+            let op = SyncOp::Signal { state: state.to_string(), value };
+            self.stream.emit(EventKind::Sync { shard: sref, op, call: Some(id) });
+        }
+        value
     }
 
     /// A sync call finished: show it on the timeline and answer it.

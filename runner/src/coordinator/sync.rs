@@ -56,17 +56,18 @@ impl SyncService {
     }
 
     /// The service as the stored operations `ops` left it (after a
-    /// restart): a state counts every signal recorded on it, a topic holds
-    /// the recorded messages in order. A call whose operation was not
-    /// recorded is performed again when its machine resends it.
+    /// restart): a state counts every signal recorded on it (a
+    /// signal-and-wait records its signal as a `signal` at once), a topic
+    /// holds the recorded messages in order. The dispatcher performs signals
+    /// and publishes one at a time and records each as it happens, so the
+    /// record has no holes: a call whose operation was not recorded had not
+    /// happened, and is performed when its machine resends it.
     pub fn restore<'a>(ops: impl IntoIterator<Item = &'a SyncOp>) -> SyncService {
         let mut st = State::default();
         let mut messages: HashMap<String, Vec<(u64, String)>> = HashMap::new();
         for op in ops {
             match op {
-                SyncOp::Signal { state, .. }
-                | SyncOp::BarrierReleased { state, signalled: Some(_), .. }
-                | SyncOp::BarrierFailed { state, signalled: Some(_), .. } => {
+                SyncOp::Signal { state, .. } => {
                     *st.counters.entry(state.clone()).or_default() += 1;
                 }
                 SyncOp::Publish { topic, message_seq, payload } => {
@@ -110,21 +111,7 @@ impl SyncService {
                 let value = self.signal(&state);
                 self.barrier(state, target, timeout_ms, Some(value)).await
             }
-            SyncCall::Publish { topic, payload } => {
-                if payload.len() > MAX_PAYLOAD {
-                    let msg =
-                        format!("payload of {} bytes is over the limit of {MAX_PAYLOAD}", payload.len());
-                    return (Self::err(SyncFailure::Invalid, msg), None);
-                }
-                let seq = {
-                    let mut st = self.state.lock().expect("sync lock");
-                    let list = st.topics.entry(topic.clone()).or_default();
-                    list.push(payload.clone());
-                    list.len() as u64
-                };
-                self.changed.notify_waiters();
-                (SyncReply::Value { value: seq }, Some(SyncOp::Publish { topic, message_seq: seq, payload }))
-            }
+            SyncCall::Publish { topic, payload } => self.publish(topic, payload),
             SyncCall::Next { topic, index, timeout_ms } => {
                 let what = format!("message {} of topic {topic:?}", index + 1);
                 let got = self
@@ -137,7 +124,24 @@ impl SyncService {
         }
     }
 
-    fn signal(&self, state: &str) -> u64 {
+    /// Appends `payload` to `topic`: the reply and the operation.
+    pub fn publish(&self, topic: String, payload: String) -> (SyncReply, Option<SyncOp>) {
+        if payload.len() > MAX_PAYLOAD {
+            let msg = format!("payload of {} bytes is over the limit of {MAX_PAYLOAD}", payload.len());
+            return (Self::err(SyncFailure::Invalid, msg), None);
+        }
+        let seq = {
+            let mut st = self.state.lock().expect("sync lock");
+            let list = st.topics.entry(topic.clone()).or_default();
+            list.push(payload.clone());
+            list.len() as u64
+        };
+        self.changed.notify_waiters();
+        (SyncReply::Value { value: seq }, Some(SyncOp::Publish { topic, message_seq: seq, payload }))
+    }
+
+    /// Counts one more signal on `state`; its number.
+    pub fn signal(&self, state: &str) -> u64 {
         let value = {
             let mut st = self.state.lock().expect("sync lock");
             let c = st.counters.entry(state.to_string()).or_default();
@@ -148,7 +152,9 @@ impl SyncService {
         value
     }
 
-    async fn barrier(
+    /// Waits for `state` to reach `target`; `signalled` is the value of the
+    /// caller's own signal (signal-and-wait), which the reply carries.
+    pub async fn barrier(
         &self,
         state: String,
         target: u64,
@@ -288,19 +294,19 @@ mod tests {
     #[tokio::test]
     async fn a_restored_service_counts_what_was_recorded_and_answers_as_before() {
         let s = SyncService::new();
-        let mut ops = Vec::new();
-        let mut record = |(reply, op): (SyncReply, Option<SyncOp>)| {
+        let mut done = vec![s.handle(SyncCall::Signal { state: "ready".into() }).await];
+        // A signal-and-wait: its signal is recorded when it is taken, then its wait.
+        let value = s.signal("ready");
+        let mut ops = vec![SyncOp::Signal { state: "ready".into(), value }];
+        done.push(s.barrier("ready".into(), 2, 1000, Some(value)).await);
+        done.push(s.handle(SyncCall::Publish { topic: "t".into(), payload: "one".into() }).await);
+        done.push(s.handle(SyncCall::Publish { topic: "t".into(), payload: "two".into() }).await);
+        done.push(s.handle(barrier("never", 1, 1)).await);
+        for (reply, op) in done {
             let op = op.expect("recorded");
             assert_eq!(SyncService::reply_of(&op), reply, "the record gives the same answer");
             ops.push(op);
-        };
-        record(s.handle(SyncCall::Signal { state: "ready".into() }).await);
-        record(
-            s.handle(SyncCall::SignalAndWait { state: "ready".into(), target: 2, timeout_ms: 1000 }).await,
-        );
-        record(s.handle(SyncCall::Publish { topic: "t".into(), payload: "one".into() }).await);
-        record(s.handle(SyncCall::Publish { topic: "t".into(), payload: "two".into() }).await);
-        record(s.handle(barrier("never", 1, 1)).await);
+        }
         // Recorded out of order, as calls may finish.
         ops.reverse();
         let restored = SyncService::restore(&ops);

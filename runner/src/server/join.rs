@@ -133,10 +133,19 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
                 Some(Ok(frame)) if frame.is_text() => {
                     // Nothing more is read from the machine until what it
                     // said before is stored (see `coordinator::intake`).
-                    let intake = tokio::select! {
-                        intake = gate.admit(frame.as_bytes().len()) => intake,
-                        _ = stop.cancelled() => break,
+                    let admit = gate.admit(frame.as_bytes().len());
+                    tokio::pin!(admit);
+                    let intake = loop {
+                        tokio::select! {
+                            intake = &mut admit => break Some(intake),
+                            _ = stop.cancelled() => break None,
+                            // Waiting for the store is not the machine's silence.
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                                core.on_message(&name, FromMachine::Heartbeat, None);
+                            }
+                        }
                     };
+                    let Some(intake) = intake else { break };
                     let Ok(body) = frame.to_str() else { continue };
                     match serde_json::from_str::<FromMachine>(body) {
                         Ok(FromMachine::Pong { coordinator_us, machine_us, .. }) => {

@@ -65,7 +65,10 @@ struct Conn {
     /// Requests in flight plus sockets held.
     busy: AtomicUsize,
     idle_since: Mutex<Instant>,
+    /// Shutdown: requests in flight finish first.
     close: CancellationToken,
+    /// Closed to make room: dropped at once, it being idle.
+    evicted: CancellationToken,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -136,6 +139,7 @@ impl Pool {
             busy: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
             close: stop.child_token(),
+            evicted: CancellationToken::new(),
             _slot: slot,
         });
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -150,11 +154,11 @@ impl Pool {
         let idlest = open
             .iter()
             .filter_map(Weak::upgrade)
-            .filter(|c| c.busy.load(Ordering::SeqCst) == 0 && !c.close.is_cancelled())
+            .filter(|c| c.busy.load(Ordering::SeqCst) == 0 && !c.evicted.is_cancelled())
             .min_by_key(|c| *c.idle_since.lock().unwrap_or_else(|p| p.into_inner()));
         match idlest {
             Some(conn) => {
-                conn.close.cancel();
+                conn.evicted.cancel();
                 true
             }
             None => false,
@@ -222,7 +226,7 @@ pub async fn serve<S>(
         };
         let (acceptor, svc) = (acceptor.clone(), svc.clone());
         connections.spawn(async move {
-            let close = conn.close.clone();
+            let (close, evicted) = (conn.close.clone(), conn.evicted.clone());
             let svc = Tracked { svc, conn };
             match acceptor {
                 Some(acceptor) => {
@@ -230,14 +234,15 @@ pub async fn serve<S>(
                     let tls = tokio::select! {
                         tls = handshake => tls,
                         _ = close.cancelled() => return,
+                        _ = evicted.cancelled() => return,
                     };
                     match tls {
-                        Ok(Ok(tls)) => serve_connection(tls, svc, close, peer).await,
+                        Ok(Ok(tls)) => serve_connection(tls, svc, peer).await,
                         Ok(Err(e)) => crate::throttled!(info, 30, %peer, "TLS handshake failed: {e}"),
                         Err(_) => crate::throttled!(info, 30, %peer, "TLS handshake timed out"),
                     }
                 }
-                None => serve_connection(tcp, svc, close, peer).await,
+                None => serve_connection(tcp, svc, peer).await,
             }
         });
     }
@@ -245,11 +250,13 @@ pub async fn serve<S>(
     connections.wait().await;
 }
 
-async fn serve_connection<IO, S>(io: IO, svc: Tracked<S>, stop: CancellationToken, peer: std::net::SocketAddr)
+async fn serve_connection<IO, S>(io: IO, svc: Tracked<S>, peer: std::net::SocketAddr)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: Service,
 {
+    let this = svc.conn.clone();
+    let (stop, evicted) = (this.close.clone(), this.evicted.clone());
     let svc = hyper_util::service::TowerToHyperService::new(svc);
     let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
@@ -257,6 +264,9 @@ where
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => if let Err(e) = r { tracing::debug!(%peer, "connection ended: {e}") },
+        // Idle (nothing in flight, perhaps half a request's headers): dropped
+        // at once, so the newcomer it makes room for gets its slot.
+        _ = evicted.cancelled(), if this.busy.load(Ordering::SeqCst) == 0 => {}
         _ = stop.cancelled() => {
             // Let a request in flight finish; then the connection closes.
             conn.as_mut().graceful_shutdown();
@@ -279,14 +289,14 @@ mod tests {
         let newer = pool.admit(&stop).await.unwrap();
         let _busy = newer.enter();
         // Full: the idle one goes (its task ends and frees the slot).
-        let closing = older.close.clone();
+        let closing = older.evicted.clone();
         let freed = tokio::spawn(async move {
             closing.cancelled().await;
             drop(older);
         });
         let admitted = pool.admit(&stop).await.expect("room made");
         freed.await.unwrap();
-        assert!(!newer.close.is_cancelled(), "a busy connection stays");
+        assert!(!newer.evicted.is_cancelled(), "a busy connection stays");
         // Now every connection is busy or held: the newcomer is refused.
         let _busy2 = admitted.enter();
         assert!(pool.admit(&stop).await.is_none());

@@ -253,9 +253,17 @@ impl Store {
         Ok(sizes)
     }
 
-    /// Events of `run` with `seq >= from`, in order.
+    /// Every event of `run` with `seq >= from`, in order (page after page).
     pub fn events(&self, run: &str, from: u64) -> anyhow::Result<Vec<Event>> {
-        self.events_page(run, from, u32::MAX)
+        let mut all: Vec<Event> = Vec::new();
+        loop {
+            let next = all.last().map_or(from, |e| e.seq + 1);
+            let page = self.events_page(run, next, u32::MAX)?;
+            if page.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page);
+        }
     }
 
     /// The numbers and sizes (bytes of JSON) of at most `limit` events of
@@ -302,6 +310,38 @@ mod tests {
             "name = \"p\"\n[[profiles]]\nname = \"a\"\n[[entries]]\nsuite = \"x.wasm\"\nprofile = \"a\"\n",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn pages_stop_at_their_byte_budget_and_events_reads_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let shard = ensemble_protocol::event::ShardRef {
+            shard: 1,
+            machine: "m".into(),
+            role: "r".into(),
+            suite: "s".into(),
+            instance: 0,
+        };
+        let big = |seq| Event {
+            run: "r".into(),
+            seq,
+            at_us: 0,
+            machine_at_us: None,
+            kind: EventKind::Log {
+                shard: shard.clone(),
+                test: "t".into(),
+                level: "info".into(),
+                message: "x".repeat(6 << 20),
+            },
+        };
+        let events: Vec<Event> = (1..=4).map(big).collect();
+        s.write_batch(&events, &[]).unwrap();
+        assert_eq!(s.events_page("r", 1, 1000).unwrap().len(), 3, "a page ends past its budget");
+        assert_eq!(s.events("r", 1).unwrap().len(), 4, "every event, over several pages");
+        let sizes = s.event_sizes("r", 2, 1000).unwrap();
+        assert_eq!(sizes.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [2, 3, 4]);
+        assert!(sizes.iter().all(|(_, size)| *size > 6 << 20));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use ensemble_protocol::event::{Event, EventKind, Outcome, ShardRef, Summary};
+use ensemble_protocol::event::{Event, EventKind, Outcome, ShardRef, Summary, SyncOp};
 use ensemble_protocol::plan::Plan;
 use ensemble_protocol::verdict::{CancelReason, Verdict};
 use ensemble_protocol::wire::{FromMachine, SyncCall, SyncReply, ToMachine};
@@ -408,9 +408,8 @@ async fn sync_calls_are_performed_once_and_answered_again_when_resent() {
             intake: None,
         });
     };
+    // A signal is taken and recorded at once.
     signal(&mut h);
-    let done = h.d.ops_rx.recv().await.unwrap();
-    h.d.handle_sync_done(done);
     signal(&mut h); // resent after a reconnect
     let replies: Vec<SyncReply> = h
         .sent(0)
@@ -483,8 +482,7 @@ async fn acknowledgements_and_sync_replies_wait_for_the_commit() {
         clock_offset_us: 0,
         intake: None,
     });
-    let done = h.d.ops_rx.recv().await.unwrap();
-    h.d.handle_sync_done(done); // the signal is seq 3
+    // The signal is seq 3.
     assert!(h.sent(0).is_empty(), "nothing is settled before it is on disk");
     commit.send_replace(2);
     h.d.handle_committed();
@@ -521,8 +519,6 @@ async fn a_resumed_run_takes_up_where_the_store_left_it() {
     let mut h = Harness::new("");
     h.event(0, 1, 1, EventKind::TestStarted { shard: sref(1), test: "t".into(), attempt: 1 });
     h.sync(0, 1, 7, SyncCall::Signal { state: "ready".into() });
-    let done = h.d.ops_rx.recv().await.unwrap();
-    h.d.handle_sync_done(done);
     h.event(0, 1, 2, finished(1, "t", Outcome::Passed));
     // The coordinator dies before the last event is stored: the machine was
     // never told it is settled, so it still holds it.
@@ -539,8 +535,6 @@ async fn a_resumed_run_takes_up_where_the_store_left_it() {
     assert_eq!(r.replies(0), [(7, SyncReply::Value { value: 1 })], "answered from the record");
     // A new signal counts on top of the recorded one.
     r.sync(1, 2, 1, SyncCall::Signal { state: "ready".into() });
-    let done = r.d.ops_rx.recv().await.unwrap();
-    r.d.handle_sync_done(done);
     assert_eq!(r.replies(1), [(1, SyncReply::Value { value: 2 })]);
     let mut summary = Summary::default();
     summary.add(Outcome::Passed);
@@ -562,4 +556,25 @@ fn a_run_without_its_start_or_already_finished_is_not_taken_up() {
     let (suites, links, _to, _events, reporters) = Harness::parts();
     let err = Dispatcher::resume(RUN.into(), &plan(""), suites, links, &[], reporters).err().unwrap();
     assert!(err.contains("run-started"), "{err}");
+}
+
+#[tokio::test]
+async fn a_signal_and_wait_resent_after_a_restart_waits_again_without_signalling_twice() {
+    let mut h = Harness::new("");
+    let wait = || SyncCall::SignalAndWait { state: "ready".into(), target: 2, timeout_ms: 60_000 };
+    h.sync(0, 1, 3, wait());
+    // Its signal is on the record at once; its wait is still going when the
+    // coordinator dies.
+    let stored = h.events.lock().unwrap().clone();
+    assert!(stored.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Sync { op: SyncOp::Signal { value: 1, .. }, call: Some(3), .. }
+    )));
+    let mut r = Harness::resume("", &stored);
+    r.sync(0, 1, 3, wait()); // resent: it waits again, without a second signal
+    r.sync(1, 2, 1, SyncCall::Signal { state: "ready".into() });
+    assert_eq!(r.replies(1), [(1, SyncReply::Value { value: 2 })], "the count went on from the record");
+    let done = r.d.ops_rx.recv().await.unwrap();
+    r.d.handle_sync_done(done);
+    assert_eq!(r.replies(0), [(3, SyncReply::Value { value: 1 })], "released, with its own signal's number");
 }

@@ -12,7 +12,7 @@ use ensemble_protocol::Capabilities;
 use ensemble_protocol::Outcome;
 use ensemble_protocol::wire::{SyncCall, SyncFailure, SyncReply};
 use ensemble_runner::sandbox::{
-    Grants, LoadedSuite, Sandbox, SandboxOptions, SuiteKind, SyncPort, TestCase, TestEnv, TestRun,
+    Grants, LoadedSuite, MAX_LOADED, Sandbox, SandboxOptions, SuiteKind, SyncPort, TestCase, TestEnv, TestRun,
 };
 
 /// Records log lines; refuses sync (these suites run alone).
@@ -298,4 +298,19 @@ async fn compiled_suites_are_cached_on_disk() {
     let second = Arc::new(Sandbox::new(opts()).unwrap());
     let again = load(&second, artifacts::HELLO_COMMAND).await;
     assert_eq!(again.sha256, suite.sha256);
+}
+
+#[tokio::test]
+async fn a_long_lived_sandbox_keeps_a_bounded_number_of_suites_and_those_in_use() {
+    let sb = sandbox();
+    let held = sb.load(Arc::new(std::fs::read(artifacts::HELLO_COMMAND).unwrap())).await.unwrap();
+    // Many more suites than it keeps, valid or not (a fuzzer found the growth).
+    for i in 0..(3 * MAX_LOADED) {
+        let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
+        bytes.extend_from_slice(&i.to_le_bytes());
+        assert!(sb.load(Arc::new(bytes)).await.is_err());
+        assert!(sb.loaded_count() <= MAX_LOADED + 1, "{} suites loaded", sb.loaded_count());
+    }
+    let again = sb.load(Arc::new(std::fs::read(artifacts::HELLO_COMMAND).unwrap())).await.unwrap();
+    assert!(Arc::ptr_eq(&held, &again), "a suite in use stays loaded");
 }

@@ -131,6 +131,9 @@ impl Default for SandboxOptions {
     }
 }
 
+/// Suites kept loaded in memory besides those in use.
+pub const MAX_LOADED: usize = 32;
+
 /// The per-process engine, linker and caches.
 pub struct Sandbox {
     engine: Engine,
@@ -221,11 +224,29 @@ impl Sandbox {
         &self.engine
     }
 
+    /// How many suites are loaded in memory now (see [`MAX_LOADED`]).
+    pub fn loaded_count(&self) -> usize {
+        self.loaded.lock().expect("sandbox lock").len()
+    }
+
     /// Compiles (or loads from cache) and pre-instantiates a suite. Each sha256
-    /// is compiled at most once per process, even when asked concurrently.
+    /// is compiled at most once at a time, even when asked concurrently. At
+    /// most [`MAX_LOADED`] suites stay loaded beyond those in use: past it,
+    /// those nobody holds are forgotten (the disk cache brings them back
+    /// quickly), so a long-lived process does not keep every suite it ever saw.
     pub async fn load(self: &Arc<Self>, bytes: Arc<Vec<u8>>) -> Result<Arc<LoadedSuite>, SuiteError> {
         let sha = sha256_hex(&bytes);
-        let cell = self.loaded.lock().expect("sandbox lock").entry(sha.clone()).or_default().clone();
+        let cell = {
+            let mut loaded = self.loaded.lock().expect("sandbox lock");
+            if !loaded.contains_key(&sha) && loaded.len() >= MAX_LOADED {
+                // Held elsewhere: a load in flight holds its cell, a running
+                // shard its suite.
+                loaded.retain(|_, cell| {
+                    Arc::strong_count(cell) > 1 || cell.get().is_some_and(|s| Arc::strong_count(s) > 1)
+                });
+            }
+            loaded.entry(sha.clone()).or_default().clone()
+        };
         let this = self.clone();
         cell.get_or_try_init(|| async move {
             tokio::task::spawn_blocking(move || this.load_blocking(&bytes, sha).map(Arc::new))

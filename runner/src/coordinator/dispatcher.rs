@@ -28,7 +28,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ensemble_protocol::event::{Event, EventKind, Outcome, ShardInfo, Summary, SyncOp};
+use ensemble_protocol::event::{Event, EventKind, Outcome, ShardInfo, ShardRef, Summary, SyncOp};
 use ensemble_protocol::plan::{Execution, Plan};
 use ensemble_protocol::verdict::{CancelReason, Verdict};
 use ensemble_protocol::wire::{
@@ -365,8 +365,11 @@ impl Dispatcher {
             });
         }
         let mut d = Dispatcher::new(run, plan, suites, machines, shards, reporters);
-        let mut ops = Vec::new();
-        let mut lost_reason = None;
+        // The sync service first: a shard that could not run breaks it below.
+        d.sync = Arc::new(SyncService::restore(events.iter().filter_map(|e| match &e.kind {
+            EventKind::Sync { op, .. } => Some(op),
+            _ => None,
+        })));
         for e in events {
             d.stream.seq = e.seq;
             let Some(sref) = e.kind.shard().cloned() else { continue };
@@ -391,12 +394,7 @@ impl Dispatcher {
                 }
                 EventKind::ShardFinished { error, .. } => {
                     if let Some(e) = error {
-                        d.shard_errors
-                            .push(format!("shard {} ({} on {}): {e}", sref.shard, sref.role, sref.machine));
-                        lost_reason = Some(format!(
-                            "role {} on machine {} could not run: {e}",
-                            sref.role, sref.machine
-                        ));
+                        d.could_not_run(&sref, e);
                     }
                     d.done.insert(sref.shard);
                 }
@@ -412,16 +410,10 @@ impl Dispatcher {
                         }
                         (_, None) => {}
                     }
-                    ops.push(op.clone());
                 }
                 _ => {}
             }
         }
-        let sync = SyncService::restore(&ops);
-        if let Some(reason) = lost_reason {
-            sync.break_run(SyncFailure::Lost, reason);
-        }
-        d.sync = Arc::new(sync);
         d.group = d
             .groups
             .iter()
@@ -461,6 +453,11 @@ impl Dispatcher {
         if let Some(reason) = &self.cancelled {
             self.send(m, ToMachine::Cancel { run: self.run.clone(), reason: reason.clone() });
         }
+    }
+
+    /// The run's machines, by their index.
+    pub fn machine_names(&self) -> Vec<String> {
+        self.machines.iter().map(|l| l.info.name.clone()).collect()
     }
 
     /// Whether every shard is done.
@@ -556,14 +553,7 @@ impl Dispatcher {
                     self.handle_cancel(reason);
                 }
             }
-            EventKind::ShardFinished { error: Some(e), .. } => {
-                self.shard_errors
-                    .push(format!("shard {} ({} on {}): {e}", sref.shard, sref.role, sref.machine));
-                self.sync.break_run(
-                    SyncFailure::Lost,
-                    format!("role {} on machine {} could not run: {e}", sref.role, sref.machine),
-                );
-            }
+            EventKind::ShardFinished { error: Some(e), .. } => self.could_not_run(&sref, e),
             _ => {}
         }
         // The machine's clock, corrected onto the coordinator's timeline.
@@ -590,10 +580,7 @@ impl Dispatcher {
         // only waits run apart.
         let wait = match call {
             SyncCall::Signal { state } => {
-                let value = match self.signalled.get(&key) {
-                    Some(&value) => value,
-                    None => self.take_signal(shard, id, &state),
-                };
+                let value = self.take_signal(shard, id, &state);
                 self.handle_sync_done(SyncDone { shard, id, reply: SyncReply::Value { value }, op: None });
                 return;
             }
@@ -603,10 +590,7 @@ impl Dispatcher {
                 return;
             }
             SyncCall::SignalAndWait { state, target, timeout_ms } => {
-                let value = match self.signalled.get(&key) {
-                    Some(&value) => value,
-                    None => self.take_signal(shard, id, &state),
-                };
+                let value = self.take_signal(shard, id, &state);
                 (SyncCall::Barrier { state, target, timeout_ms }, Some(value))
             }
             wait => (wait, None),
@@ -624,8 +608,12 @@ impl Dispatcher {
         });
     }
 
-    /// Counts a signal of call `id` on `state` and records it at once.
+    /// The signal of call `id` on `state`: the one it already took (a
+    /// resent call), or a new one, counted and recorded at once.
     fn take_signal(&mut self, shard: u32, id: u64, state: &str) -> u64 {
+        if let Some(&value) = self.signalled.get(&(shard, id)) {
+            return value;
+        }
         let value = self.sync.signal(state);
         self.signalled.insert((shard, id), value);
         if let Some(&index) = self.by_no.get(&shard) {
@@ -634,6 +622,16 @@ impl Dispatcher {
             self.stream.emit(EventKind::Sync { shard: sref, op, call: Some(id) });
         }
         value
+    }
+
+    /// Shard `sref` said it could not run (`why`): it counts against the run,
+    /// and no party waits for it any more.
+    fn could_not_run(&mut self, sref: &ShardRef, why: &str) {
+        self.shard_errors.push(format!("shard {} ({} on {}): {why}", sref.shard, sref.role, sref.machine));
+        self.sync.break_run(
+            SyncFailure::Lost,
+            format!("role {} on machine {} could not run: {why}", sref.role, sref.machine),
+        );
     }
 
     /// A sync call finished: show it on the timeline and answer it.

@@ -267,22 +267,19 @@ impl Machines {
             slots: 1,
             facts: Default::default(),
         });
-        MachineLink {
-            info,
-            port: Arc::new(RegistryPort { machines: Arc::downgrade(self), name: name.to_string() }),
-        }
+        self.link_to(info)
+    }
+
+    fn link_to(self: &Arc<Self>, info: MachineInfo) -> MachineLink {
+        let name = info.name.clone();
+        MachineLink { info, port: Arc::new(RegistryPort { machines: Arc::downgrade(self), name }) }
     }
 
     /// The machines that can take work now, each reached through the registry.
     pub fn links(self: &Arc<Self>) -> Vec<MachineLink> {
-        self.lock()
-            .values()
-            .filter(|e| !e.offline && e.conn.is_some())
-            .map(|e| MachineLink {
-                info: e.info.clone(),
-                port: Arc::new(RegistryPort { machines: Arc::downgrade(self), name: e.info.name.clone() }),
-            })
-            .collect()
+        let infos: Vec<MachineInfo> =
+            self.lock().values().filter(|e| !e.offline && e.conn.is_some()).map(|e| e.info.clone()).collect();
+        infos.into_iter().map(|info| self.link_to(info)).collect()
     }
 
     /// Marks remote machines silent for longer than `timeout` offline and

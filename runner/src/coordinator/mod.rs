@@ -483,9 +483,8 @@ impl Coordinator {
         };
         let row = meta.clone();
         self.store.call(move |s| s.put_run(&row)).await.map_err(internal)?;
-        let names = infos.iter().map(|m| m.name.clone()).collect();
         let run = id.clone();
-        self.launch(meta, names, 0, false, move |reporters| {
+        self.launch(meta, 0, false, move |reporters| {
             Ok(Dispatcher::new(run, &plan, suites, links, shards, reporters))
         })
         .map_err(internal)?;
@@ -498,7 +497,6 @@ impl Coordinator {
     fn launch(
         self: &Arc<Self>,
         meta: RunMeta,
-        machines: Vec<String>,
         committed: u64,
         resumed: bool,
         build: impl FnOnce(Vec<Box<dyn Reporter>>) -> Result<Dispatcher, String>,
@@ -510,10 +508,10 @@ impl Coordinator {
         let reporters: Vec<Box<dyn Reporter>> = vec![Box::new(RunRecorder::new(meta, records_tx))];
         let (committed_tx, committed_rx) = tokio::sync::watch::channel(committed);
         let mut dispatcher = build(reporters)?.durable(committed_rx);
-        self.runs
-            .lock()
-            .expect("runs lock")
-            .insert(id.clone(), ActiveRun { inbound: inbound_tx, machines, events: events.clone() });
+        self.runs.lock().expect("runs lock").insert(
+            id.clone(),
+            ActiveRun { inbound: inbound_tx, machines: dispatcher.machine_names(), events: events.clone() },
+        );
         let writer = self.run_tasks.spawn(write_events(self.store.clone(), records_rx, events, committed_tx));
         let core = self.clone();
         self.run_tasks.spawn(async move {
@@ -572,7 +570,7 @@ impl Coordinator {
         let links = names.iter().map(|n| self.machines.link(n)).collect();
         let last = events.last().map_or(0, |e| e.seq);
         let (id, plan) = (meta.id.clone(), meta.plan.clone());
-        self.launch(meta, names.clone(), last, true, move |reporters| {
+        self.launch(meta, last, true, move |reporters| {
             Dispatcher::resume(id, &plan, suites, links, &events, reporters)
         })?;
         let Some(inbound) = self.runs.lock().expect("runs lock").get(&key).map(|r| r.inbound.clone()) else {

@@ -271,6 +271,23 @@ async fn huge_and_secret_seeking_plans_are_refused_small() {
     assert!(reason.contains("not a valid machine name") && !retry, "{reason}");
     assert!(!server.proc.log().contains("\nERROR forged line"), "names are logged escaped");
     assert!(client.machines().await.unwrap().is_empty());
+    // A hello over 64 KiB is refused unread.
+    let mut ws = server.machine_client().websocket(routes::MACHINE_JOIN).await.unwrap();
+    ws.send(Message::text(format!("{{\"type\": \"hello\", \"pad\": \"{}\"}}", "x".repeat(70 << 10))))
+        .await
+        .unwrap();
+    let Some(Ok(Message::Text(reply))) = ws.next().await else { panic!("no answer") };
+    let ToMachine::Rejected { reason, .. } = serde_json::from_str(&reply).unwrap() else { panic!("{reply}") };
+    assert!(reason.contains("over the limit"), "{reason}");
+    // News of a run that is over (or never was) is acknowledged, so a
+    // machine stops resending it.
+    let mut late = FakeMachine::join(&server, "late", &[]).await;
+    let shard =
+        ShardRef { shard: 1, machine: "late".into(), role: "r".into(), suite: "s".into(), instance: 0 };
+    let event = EventKind::ShardFinished { shard, summary: Summary::default(), error: None };
+    late.send(&FromMachine::Event { run: "run-over".into(), shard: 1, seq: 7, at_us: 0, event }).await;
+    let ToMachine::Ack { run, seq, .. } = late.recv().await else { panic!("no ack") };
+    assert_eq!((run.as_str(), seq), ("run-over", 7));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

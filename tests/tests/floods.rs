@@ -10,7 +10,7 @@ use ensemble_protocol::api::{RunState, routes};
 use ensemble_protocol::event::{EventKind, Outcome, ShardRef};
 use ensemble_protocol::wire::FromMachine;
 use ensemble_tests::{FakeMachine, start_runner, start_server};
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -144,6 +144,8 @@ async fn offline_machines_are_forgotten_and_the_list_stays_small() {
     let labels: Vec<(String, String)> =
         (0..32).map(|i| (format!("k{i:02}{}", "k".repeat(60)), "v".repeat(256))).collect();
     let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // One that stays connected but never reads nor answers.
+    let mut mute = FakeMachine::join(&server, "mute", &[]).await;
     for i in 0..200 {
         FakeMachine::join(&server, &format!("passer-{i}"), &labels).await;
     }
@@ -157,5 +159,16 @@ async fn offline_machines_are_forgotten_and_the_list_stays_small() {
         listed = client.wait_machines(usize::MAX, std::time::Duration::from_secs(2)).await.unwrap();
     }
     assert!(listed.is_empty(), "still listed: {:?}", listed.iter().map(|m| &m.info.name).collect::<Vec<_>>());
+    // Marked offline, the mute machine's socket was closed: what it finds
+    // waiting is a few pings, then the end.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(Ok(msg)) = mute.ws.next().await {
+            if msg.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a machine that never reads is not kept once offline");
     assert!(server.proc.peak_rss().unwrap_or(0) < RSS_LIMIT);
 }

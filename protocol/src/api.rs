@@ -67,6 +67,23 @@ pub struct SuiteMeta {
     pub uploaded_us: i64,
 }
 
+/// The suite ABI's interface for coordination, as a component imports it
+/// (`ensemble:suite/sync@<version>`).
+pub const SYNC_INTERFACE: &str = "ensemble:suite/sync@";
+
+/// Whether a component with these imports uses sync: its instances may wait
+/// for each other, so they must run at the same time.
+pub fn imports_sync(imports: &[String]) -> bool {
+    imports.iter().any(|i| i.starts_with(SYNC_INTERFACE))
+}
+
+impl SuiteMeta {
+    /// See [`imports_sync`].
+    pub fn uses_sync(&self) -> bool {
+        imports_sync(&self.imports)
+    }
+}
+
 /// A stored plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StoredPlan {
@@ -80,6 +97,8 @@ pub struct StoredPlan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunState {
+    /// Waiting for its machines' slots (its events say for what).
+    Queued,
     Running,
     Passed,
     Failed,

@@ -116,6 +116,13 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum EventKind {
+    /// The run waits before it starts: the slots it needs are busy (or an
+    /// earlier run waits for the same machines). Sent again when what it
+    /// waits for changes; `run-started` follows, or `run-finished` when the
+    /// wait ends it.
+    RunQueued {
+        waiting_for: String,
+    },
     RunStarted {
         plan: String,
         shards: Vec<ShardInfo>,
@@ -199,7 +206,9 @@ impl EventKind {
             | EventKind::Log { shard, .. }
             | EventKind::Sync { shard, .. }
             | EventKind::ShardFinished { shard, .. } => Some(shard),
-            EventKind::RunStarted { .. } | EventKind::RunFinished { .. } => None,
+            EventKind::RunQueued { .. } | EventKind::RunStarted { .. } | EventKind::RunFinished { .. } => {
+                None
+            }
         }
     }
 
@@ -213,7 +222,9 @@ impl EventKind {
             | EventKind::Log { shard, .. }
             | EventKind::Sync { shard, .. }
             | EventKind::ShardFinished { shard, .. } => Some(shard),
-            EventKind::RunStarted { .. } | EventKind::RunFinished { .. } => None,
+            EventKind::RunQueued { .. } | EventKind::RunStarted { .. } | EventKind::RunFinished { .. } => {
+                None
+            }
         }
     }
 }

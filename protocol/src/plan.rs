@@ -79,6 +79,9 @@ pub struct Settings {
     pub barrier_timeout: HumanDuration,
     /// Captured stdout+stderr kept per test; the rest is counted and dropped.
     pub output_limit: ByteSize,
+    /// How long a run may wait for its machines' slots (busy with other
+    /// runs) before it fails without starting; zero waits not at all.
+    pub queue_timeout: HumanDuration,
 }
 
 impl Default for Settings {
@@ -91,6 +94,7 @@ impl Default for Settings {
             fail_fast: false,
             barrier_timeout: HumanDuration::from_secs(60),
             output_limit: ByteSize::mib(1),
+            queue_timeout: HumanDuration::from_secs(600),
         }
     }
 }
@@ -311,6 +315,38 @@ impl Plan {
             all.push(Problem { path: String::new(), message: format!("… and {more} more problems") });
         }
         all
+    }
+
+    /// What is wrong with running this plan given which entries' suites
+    /// import the `sync` interface (`uses_sync[i]` for entry `i`; the
+    /// server reads it from the suites' imports, the editor from the suite
+    /// list). A sequential plan runs an entry only once the one before it
+    /// has ended, so two entries that coordinate can never meet: the first
+    /// waits for a part that starts only after it gives up. Entries that
+    /// coordinate only among their own instances would still share the
+    /// run's one set of states, each seeing the signals of those before it.
+    /// So a sequential plan may have at most one entry whose suite uses sync.
+    pub fn sync_problems(&self, uses_sync: &[bool]) -> Vec<Problem> {
+        let syncing: Vec<String> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| uses_sync.get(*i).copied().unwrap_or(false))
+            .map(|(i, e)| format!("{i} ({})", e.role_name()))
+            .collect();
+        if self.settings.execution != Execution::Sequential || syncing.len() < 2 {
+            return Vec::new();
+        }
+        vec![Problem {
+            path: "settings.execution".into(),
+            message: format!(
+                "entries {} use sync (signals, barriers, topics), but sequential execution starts an entry \
+                 only after the one before it has ended, so parts that wait for each other never meet \
+                 (and later entries would see the signals of earlier ones); set execution = \"parallel\", \
+                 or split the plan into one plan per coordinating entry",
+                syncing.join(", ")
+            ),
+        }]
     }
 
     fn all_problems(&self) -> Vec<Problem> {
@@ -593,5 +629,25 @@ profile = "client-box"
         let err = Plan::from_toml(&labels).unwrap_err();
         assert_eq!(err.problems[0].path, "profiles[0].labels");
         assert!(err.problems[0].message.contains("limit of 32"), "{err}");
+    }
+
+    #[test]
+    fn a_sequential_plan_may_have_one_coordinating_entry() {
+        let plan = Plan::from_toml(DEMO).unwrap();
+        // Parallel: coordinating entries meet.
+        assert!(plan.sync_problems(&[true, true]).is_empty());
+        let mut seq = plan.clone();
+        seq.settings.execution = Execution::Sequential;
+        assert!(seq.sync_problems(&[true, false]).is_empty());
+        assert!(seq.sync_problems(&[]).is_empty());
+        let problems = seq.sync_problems(&[true, true]);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, "settings.execution");
+        assert!(
+            problems[0].message.starts_with("entries 0 (kv-server), 1 (kv-client) use sync"),
+            "{}",
+            problems[0].message
+        );
+        assert!(problems[0].message.contains("execution = \"parallel\""));
     }
 }

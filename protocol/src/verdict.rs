@@ -26,13 +26,21 @@ pub enum CancelReason {
     MachineLost { machine: String, reason: String },
     /// The coordinator is shutting down (SIGTERM, Ctrl-C).
     ShuttingDown,
+    /// The run waited its plan's `queue_timeout` for busy machines and
+    /// never started.
+    QueueTimeout { waited_ms: u64, waiting_for: String },
 }
 
 impl CancelReason {
     /// Whether the run stopped because of its own tests (a failure), rather
     /// than from outside.
     pub fn is_failure(&self) -> bool {
-        matches!(self, CancelReason::FailFast { .. } | CancelReason::MachineLost { .. })
+        matches!(
+            self,
+            CancelReason::FailFast { .. }
+                | CancelReason::MachineLost { .. }
+                | CancelReason::QueueTimeout { .. }
+        )
     }
 }
 
@@ -47,6 +55,11 @@ impl fmt::Display for CancelReason {
                 write!(f, "fail-fast: machine {machine} was lost ({reason})")
             }
             CancelReason::ShuttingDown => f.write_str("the coordinator is shutting down"),
+            CancelReason::QueueTimeout { waited_ms, waiting_for } => write!(
+                f,
+                "it waited {}s (the plan's queue_timeout) and never started: {waiting_for}",
+                waited_ms / 1000
+            ),
         }
     }
 }

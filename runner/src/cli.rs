@@ -321,9 +321,11 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
         return run_remote(&args, &file, server).await;
     }
     let sandbox = args.cache.sandbox().map_err(internal)?;
-    file.load(&sandbox).await.map_err(prepared)?;
+    let uses_sync = file.load(&sandbox).await.map_err(prepared)?;
     let reporters = reporters(&args)?;
-    let result = crate::standalone::run(&file.plan, &file.suites, sandbox, reporters).await.map_err(bad)?;
+    let result = crate::standalone::run(&file.plan, &file.suites, &uses_sync, sandbox, reporters)
+        .await
+        .map_err(bad)?;
     Ok(result.verdict.exit_code())
 }
 
@@ -436,7 +438,9 @@ async fn run_remote(args: &RunArgs, file: &PlanFile, server: &str) -> Result<i32
         RunState::Passed => Verdict::Passed,
         RunState::Cancelled => Verdict::Cancelled,
         RunState::Failed | RunState::Interrupted => Verdict::Failed,
-        RunState::Running => return Err(internal(anyhow::anyhow!("run {} is still running", run.id))),
+        RunState::Running | RunState::Queued => {
+            return Err(internal(anyhow::anyhow!("run {} is still running", run.id)));
+        }
     };
     Ok(verdict.exit_code())
 }

@@ -76,7 +76,7 @@ pub fn wire(data: &[u8]) {
     let plan = Plan::from_toml(WIRE_PLAN).expect("the fuzz plan is valid");
     let infos = tier_machines(&["a", "b"]);
     let names = vec!["server".to_string(), "client".to_string()];
-    let shards = matching::place(&plan, &names, &infos).expect("the fuzz plan places");
+    let shards = matching::place(&plan, &names, &[], &infos, &[]).expect("the fuzz plan places");
     let links = infos
         .into_iter()
         .map(|info| {
@@ -85,7 +85,8 @@ pub fn wire(data: &[u8]) {
             MachineLink { info, port: Arc::new(tx) }
         })
         .collect();
-    let suites = names.iter().map(|n| SuiteRef { name: n.clone(), sha256: n.clone() }).collect();
+    let suites =
+        names.iter().map(|n| SuiteRef { name: n.clone(), sha256: n.clone(), uses_sync: false }).collect();
     let mut d = Dispatcher::new("run-fuzz".into(), &plan, suites, links, shards, Vec::new());
     d.start();
     for line in data.split(|b| *b == b'\n') {

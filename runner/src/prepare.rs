@@ -66,15 +66,23 @@ pub async fn resolve(path: &Path) -> Result<PlanFile, Prepared> {
 
 impl PlanFile {
     /// Loads every suite into the sandbox, so a bad suite is reported before
-    /// anything runs.
-    pub async fn load(&self, sandbox: &Arc<Sandbox>) -> Result<(), Prepared> {
+    /// anything runs, as is a plan whose coordinating entries can never meet
+    /// ([`Plan::sync_problems`]). Returns which entries' suites use sync.
+    ///
+    /// [`Plan::sync_problems`]: ensemble_protocol::plan::Plan::sync_problems
+    pub async fn load(&self, sandbox: &Arc<Sandbox>) -> Result<Vec<bool>, Prepared> {
+        let mut uses_sync = Vec::with_capacity(self.suites.len());
         for (i, s) in self.suites.iter().enumerate() {
-            sandbox
+            let loaded = sandbox
                 .load(s.bytes.clone())
                 .await
                 .map_err(|e| invalid(&self.path, format!("entries[{i}].suite: {}: {e}", s.path.display())))?;
+            uses_sync.push(ensemble_protocol::api::imports_sync(&loaded.imports));
         }
-        Ok(())
+        if let Some(p) = self.plan.sync_problems(&uses_sync).first() {
+            return Err(invalid(&self.path, format!("{}: {}", p.path, p.message)));
+        }
+        Ok(uses_sync)
     }
 
     /// Uploads the suites the server lacks; returns the plan with every

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::agent::link::pump_in_process;
 use crate::agent::{Agent, MemorySuites, local_facts};
-use crate::coordinator::matching::{self, Unsatisfiable};
+use crate::coordinator::matching::{self, Unplaced};
 use crate::coordinator::{Dispatcher, Inbound, MachineLink, RunResult, SuiteRef, new_run_id};
 use crate::report::Reporter;
 use crate::sandbox::{HostPolicy, Sandbox};
@@ -53,14 +53,16 @@ pub fn local_machines(plan: &Plan, shards_hint: usize) -> Vec<MachineInfo> {
     out
 }
 
-/// Runs a plan on in-process machines, feeding `reporters`. Fails only when
-/// the plan cannot be placed.
+/// Runs a plan on in-process machines, feeding `reporters`; entry `i`'s
+/// suite uses sync when `uses_sync[i]`. Fails only when the plan cannot be
+/// placed.
 pub async fn run(
     plan: &Plan,
     suites: &[LocalSuite],
+    uses_sync: &[bool],
     sandbox: Arc<Sandbox>,
     reporters: Vec<Box<dyn Reporter>>,
-) -> Result<RunResult, Unsatisfiable> {
+) -> Result<RunResult, Unplaced> {
     let store = Arc::new(MemorySuites::default());
     for s in suites {
         store.insert(s.sha256.clone(), s.bytes.clone());
@@ -68,7 +70,7 @@ pub async fn run(
     let shards_hint = plan.entries.len() * plan.profiles.len().max(1);
     let infos = local_machines(plan, shards_hint);
     let names: Vec<String> = suites.iter().map(|s| s.name.clone()).collect();
-    let shards = matching::place(plan, &names, &infos)?;
+    let shards = matching::place(plan, &names, uses_sync, &infos, &[])?;
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -88,7 +90,11 @@ pub async fn run(
         links.push(MachineLink { info, port: Arc::new(to_tx) });
     }
     drop(in_tx);
-    let refs = suites.iter().map(|s| SuiteRef { name: s.name.clone(), sha256: s.sha256.clone() }).collect();
+    let refs = suites
+        .iter()
+        .zip(uses_sync.iter().chain(std::iter::repeat(&false)))
+        .map(|(s, &uses_sync)| SuiteRef { name: s.name.clone(), sha256: s.sha256.clone(), uses_sync })
+        .collect();
     let dispatcher = Dispatcher::new(new_run_id(), plan, refs, links, shards, reporters);
     let result = dispatcher.run(&mut in_rx).await;
     // The dispatcher is gone, and with it the machines' ports: each pump

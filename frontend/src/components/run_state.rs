@@ -1,4 +1,4 @@
-//! A run's state (running, passed, failed, cancelled, interrupted) as the
+//! A run's state (queued, running, passed, failed, cancelled, interrupted) as the
 //! word and badge the run list and the run view show.
 
 use ensemble_protocol::api::RunState;
@@ -7,6 +7,7 @@ use yew::prelude::*;
 /// The state's word, also its CSS class.
 pub fn state_name(s: RunState) -> &'static str {
     match s {
+        RunState::Queued => "queued",
         RunState::Running => "running",
         RunState::Passed => "passed",
         RunState::Failed => "failed",
@@ -40,6 +41,7 @@ mod tests {
     #[test]
     fn every_state_has_its_word() {
         let words = [
+            RunState::Queued,
             RunState::Running,
             RunState::Passed,
             RunState::Failed,
@@ -47,6 +49,6 @@ mod tests {
             RunState::Interrupted,
         ]
         .map(state_name);
-        assert_eq!(words, ["running", "passed", "failed", "cancelled", "interrupted"]);
+        assert_eq!(words, ["queued", "running", "passed", "failed", "cancelled", "interrupted"]);
     }
 }

@@ -65,7 +65,14 @@ pub fn Timeline(props: &Props) -> Html {
             let name = if shard.role == shard.suite { shard.role.clone() } else { format!("{} ({})", shard.role, shard.suite) };
             html! {
                 <div class="track-row" data-role={shard.role.clone()}>
-                    <span class="track-name" title={name.clone()}>{name.clone()}</span>
+                    <span class="track-name" title={name.clone()}>
+                        {name.clone()}
+                        if view.started_us.is_some() && view.finished.is_none() {
+                            <span class={classes!("shard-state", view.shard_state(shard.shard))} data-shard-state={view.shard_state(shard.shard)}>
+                                {view.shard_state(shard.shard)}
+                            </span>
+                        }
+                    </span>
                     <div class="track" role="group" aria-label={format!("{name} on {}", lane.machine)}>
                         { for bars }
                         { for marks }

@@ -2,6 +2,7 @@
 //! each linked to a machine profile, settings; save and run.
 
 use ensemble_protocol::PlanType;
+use ensemble_protocol::api::SuiteMeta;
 use ensemble_protocol::plan::Execution;
 use yew::prelude::*;
 
@@ -33,6 +34,13 @@ pub fn EditorPage(props: &Props) -> Html {
     let banner = use_state(|| None::<(bool, String)>);
     let busy = use_state(|| false);
     let pick = use_state(String::new);
+
+    // Which suites use sync: the catalog says, and the execution setting's
+    // warning needs it.
+    use_effect_with(session.suites.clone(), {
+        let ed = ed.clone();
+        move |suites: &Vec<SuiteMeta>| ed.dispatch(EditorAction::Catalog(suites.clone()))
+    });
 
     // Load the stored plan (again when the route's id changes).
     use_effect_with(props.id.clone(), {
@@ -183,6 +191,9 @@ pub fn EditorPage(props: &Props) -> Html {
         let ed = ed.clone();
         Callback::from(move |e: Event| ed.dispatch(EditorAction::SetFailFast(checked(&e))))
     };
+    // Shown as soon as sequential execution and coordinating suites meet.
+    let execution_err = ed.sync_problem("settings.execution").or_else(|| ed.error("settings.execution"));
+    let execution_aria = aria_error("execution", &execution_err);
     let problem_count = ed.problems().len();
     let entries_err = ed.error("entries");
     let profiles_err = ed.error("profiles");
@@ -254,8 +265,8 @@ pub fn EditorPage(props: &Props) -> Html {
                 <section class="step" aria-labelledby="step-settings">
                     <h2 id="step-settings">{"4. Settings"}</h2>
                     <div class="grid">
-                        <Field id="execution" label="Execution">
-                            <select id="execution" onchange={on_execution}>
+                        <Field id="execution" label="Execution" error={execution_err.clone()}>
+                            <select id="execution" onchange={on_execution} aria-invalid={execution_aria.0} aria-describedby={execution_aria.1}>
                                 <option value="parallel" selected={ed.plan.settings.execution == Execution::Parallel}>{"Parallel: all suites at once"}</option>
                                 <option value="sequential" selected={ed.plan.settings.execution == Execution::Sequential}>{"Sequential: one after another"}</option>
                             </select>
@@ -265,6 +276,7 @@ pub fn EditorPage(props: &Props) -> Html {
                         {setting(SettingField::MemoryLimit, "Memory limit", "per test instance, e.g. 256MiB")}
                         {setting(SettingField::BarrierTimeout, "Barrier timeout", "default wait for barriers")}
                         {setting(SettingField::OutputLimit, "Output kept per test", "e.g. 1MiB")}
+                        {setting(SettingField::QueueTimeout, "Queue timeout", "how long to wait for busy machines, e.g. 10m")}
                         <div class="field checkbox">
                             <input id="fail_fast" type="checkbox" checked={ed.plan.settings.fail_fast} onchange={on_fail_fast} />
                             <label for="fail_fast">{"Fail fast: stop after the first failure"}</label>

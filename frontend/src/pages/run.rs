@@ -100,7 +100,7 @@ pub fn RunPage(props: &Props) -> Html {
                         }
                     };
                     match session.api.run(&id).await {
-                        Ok(m) if m.state == RunState::Running && ended => {
+                        Ok(m) if matches!(m.state, RunState::Running | RunState::Queued) && ended => {
                             meta.set(Some(m));
                             reconnect_after(1_000).await;
                         }
@@ -170,7 +170,8 @@ pub fn RunPage(props: &Props) -> Html {
 
     // Once finished, the coordinator's verdict; before, what the server lists.
     let state = view.state(meta.as_ref().map(|m| m.state));
-    let running = state == RunState::Running;
+    // Not over yet: it can be cancelled, and a broken stream reconnects.
+    let running = matches!(state, RunState::Running | RunState::Queued);
     let (t0, t1) = view.span();
     let elapsed = view.finished.as_ref().map_or(((t1 - t0) / 1000).max(0) as u64, |f| f.duration_ms);
     let clocks: BTreeMap<String, String> = session
@@ -209,6 +210,9 @@ pub fn RunPage(props: &Props) -> Html {
                 </div>
             </div>
             if let Some(n) = &*notice { <p class="banner error" role="alert">{n.clone()}</p> }
+            if let Some(w) = &view.waiting {
+                <p class="banner waiting" id="run-waiting" role="status">{format!("Queued, not started: {w}")}</p>
+            }
             if let Some(f) = &view.finished {
                 if let Some(why) = &f.cancelled { <p class="banner error">{format!("Stopped early: {why}")}</p> }
             }

@@ -23,15 +23,17 @@ pub enum SettingField {
     Retries,
     MemoryLimit,
     OutputLimit,
+    QueueTimeout,
 }
 
 impl SettingField {
-    pub const ALL: [SettingField; 5] = [
+    pub const ALL: [SettingField; 6] = [
         SettingField::TestTimeout,
         SettingField::Retries,
         SettingField::MemoryLimit,
         SettingField::BarrierTimeout,
         SettingField::OutputLimit,
+        SettingField::QueueTimeout,
     ];
 
     pub fn path(self) -> &'static str {
@@ -41,6 +43,7 @@ impl SettingField {
             SettingField::Retries => "settings.retries",
             SettingField::MemoryLimit => "settings.memory_limit",
             SettingField::OutputLimit => "settings.output_limit",
+            SettingField::QueueTimeout => "settings.queue_timeout",
         }
     }
 
@@ -51,6 +54,7 @@ impl SettingField {
             SettingField::Retries => s.retries.to_string(),
             SettingField::MemoryLimit => s.memory_limit.to_string(),
             SettingField::OutputLimit => s.output_limit.to_string(),
+            SettingField::QueueTimeout => s.queue_timeout.to_string(),
         }
     }
 
@@ -60,6 +64,7 @@ impl SettingField {
             SettingField::BarrierTimeout => s.barrier_timeout = text.parse::<HumanDuration>()?,
             SettingField::MemoryLimit => s.memory_limit = text.parse::<ByteSize>()?,
             SettingField::OutputLimit => s.output_limit = text.parse::<ByteSize>()?,
+            SettingField::QueueTimeout => s.queue_timeout = text.parse::<HumanDuration>()?,
             SettingField::Retries => {
                 s.retries = text.trim().parse().map_err(|_| format!("{text:?} is not a whole number"))?
             }
@@ -88,6 +93,8 @@ impl EntryText {
 
 pub enum EditorAction {
     Load(StoredPlan),
+    /// The suite catalog, to know which suites use sync.
+    Catalog(Vec<SuiteMeta>),
     SetName(String),
     SetType(PlanType),
     AddSuite(SuiteMeta),
@@ -124,6 +131,9 @@ pub struct EditorState {
     touched: BTreeSet<String>,
     pub submitted: bool,
     server_problems: Vec<Problem>,
+    /// The suites (by sha256) that import the sync interface, as the
+    /// catalog says: a sequential plan may have one such entry at most.
+    syncing: BTreeSet<String>,
     /// Changed since loaded or saved.
     pub dirty: bool,
 }
@@ -151,12 +161,31 @@ impl EditorState {
             touched: BTreeSet::new(),
             submitted: false,
             server_problems: Vec::new(),
+            syncing: BTreeSet::new(),
             dirty: false,
         }
     }
 
-    pub fn loaded(stored: StoredPlan) -> Self {
-        Self { id: Some(stored.id), plan: stored.plan, ..Self::new() }
+    pub fn loaded(stored: StoredPlan, syncing: BTreeSet<String>) -> Self {
+        Self { id: Some(stored.id), plan: stored.plan, syncing, ..Self::new() }
+    }
+
+    /// Which entries' suites use sync, as far as the catalog knows.
+    fn uses_sync(&self) -> Vec<bool> {
+        self.plan
+            .entries
+            .iter()
+            .map(|e| {
+                ensemble_protocol::api::suite_sha(&e.suite).is_some_and(|sha| self.syncing.contains(sha))
+            })
+            .collect()
+    }
+
+    /// A problem that shows the moment it arises, untouched field or not:
+    /// the one at `path` that needs the catalog (sequential execution of
+    /// entries that coordinate).
+    pub fn sync_problem(&self, path: &str) -> Option<String> {
+        self.plan.sync_problems(&self.uses_sync()).into_iter().find(|p| p.path == path).map(|p| p.message)
     }
 
     /// Every problem, by field path (several at one path are joined).
@@ -173,7 +202,8 @@ impl EditorState {
         for (path, msg) in &self.parse_errors {
             add(path, msg);
         }
-        for p in self.plan.problems().iter().chain(&self.server_problems) {
+        let sync = self.plan.sync_problems(&self.uses_sync());
+        for p in self.plan.problems().iter().chain(&sync).chain(&self.server_problems) {
             // A field that does not parse shows that, not the stale value's problem.
             if !self.parse_errors.keys().any(|k| within(&p.path, k)) {
                 add(&p.path, &p.message);
@@ -350,6 +380,7 @@ impl Reducible for EditorState {
         let edit = !matches!(
             action,
             EditorAction::Load(_)
+                | EditorAction::Catalog(_)
                 | EditorAction::Submitted
                 | EditorAction::Saved(_)
                 | EditorAction::Rejected(_)
@@ -359,13 +390,19 @@ impl Reducible for EditorState {
             s.server_problems.clear();
         }
         match action {
-            EditorAction::Load(stored) => s = EditorState::loaded(stored),
+            EditorAction::Load(stored) => s = EditorState::loaded(stored, s.syncing),
+            EditorAction::Catalog(suites) => {
+                s.syncing = suites.iter().filter(|m| m.uses_sync()).map(|m| m.sha256.clone()).collect();
+            }
             EditorAction::SetName(name) => {
                 s.plan.name = name;
                 s.touched.insert("name".into());
             }
             EditorAction::SetType(kind) => s.plan.kind = kind,
             EditorAction::AddSuite(meta) => {
+                if meta.uses_sync() {
+                    s.syncing.insert(meta.sha256.clone());
+                }
                 let role = s.unique_role(&meta.name.replace('_', "-"));
                 s.plan.entries.push(Entry {
                     suite: format!("{SHA_PREFIX}{}", meta.sha256),
@@ -641,5 +678,35 @@ mod tests {
         assert_eq!(parse_params("x = 1\n\ny=a,b").unwrap()["y"], "a,b");
         assert_eq!(copy_name("demo", &["demo"]), "demo (copy)");
         assert_eq!(copy_name("demo", &["demo", "demo (copy)"]), "demo (copy 2)");
+    }
+
+    #[test]
+    fn sequential_execution_of_coordinating_suites_shows_at_the_execution_setting_at_once() {
+        let mut server = suite("kv-server", 'a');
+        server.imports = vec!["ensemble:suite/sync@0.1.0".into(), "ensemble:suite/context@0.1.0".into()];
+        let mut client = suite("kv-client", 'b');
+        client.imports = vec!["ensemble:suite/sync@0.1.0".into()];
+        let s = apply(
+            Rc::new(EditorState::new()),
+            vec![
+                EditorAction::Catalog(vec![server.clone(), client.clone()]),
+                EditorAction::SetName("kv".into()),
+                EditorAction::AddSuite(server),
+                EditorAction::AddSuite(client),
+                EditorAction::NewProfileFor(0),
+                EditorAction::NewProfileFor(1),
+            ],
+        );
+        assert!(s.is_valid(), "{:?}", s.problems());
+        let s = apply(s, vec![EditorAction::SetExecution(Execution::Sequential)]);
+        let shown = s.sync_problem("settings.execution").expect("shown before any save");
+        assert!(shown.contains("entries 0 (kv-server), 1 (kv-client) use sync"), "{shown}");
+        assert!(!s.is_valid(), "and it blocks saving");
+        // A plan loaded later keeps knowing the catalog.
+        let stored = StoredPlan { id: "p".into(), plan: s.plan.clone(), created_us: 0, updated_us: 0 };
+        let s = apply(s, vec![EditorAction::Load(stored)]);
+        assert!(s.sync_problem("settings.execution").is_some());
+        let s = apply(s, vec![EditorAction::SetExecution(Execution::Parallel)]);
+        assert_eq!(s.sync_problem("settings.execution"), None);
     }
 }

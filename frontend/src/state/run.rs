@@ -173,6 +173,12 @@ pub struct RunView {
     pub sync: Vec<SyncRow>,
     pub counts: BTreeMap<Outcome, u32>,
     pub running: u32,
+    /// What the run waits for before it starts (its latest `run-queued`).
+    pub waiting: Option<String>,
+    /// Shards that started (took a slot) and those that finished: the
+    /// others of `run-started` are queued on their machines.
+    started: std::collections::HashSet<u32>,
+    finished_shards: std::collections::HashSet<u32>,
     pub stream: Stream,
     /// Counts reductions: components compare this instead of the whole view.
     pub version: u64,
@@ -210,6 +216,9 @@ impl RunView {
             sync: Vec::new(),
             counts: BTreeMap::new(),
             running: 0,
+            waiting: None,
+            started: Default::default(),
+            finished_shards: Default::default(),
             stream: Stream::Connecting,
             version: 0,
             now_us: 0,
@@ -227,15 +236,28 @@ impl RunView {
 
     /// The run's state: the stored run's (`listed`) once it is final — the
     /// server's record is the truth, and it is committed with `run-finished`;
-    /// until the page has it, the streamed verdict; before either, the
-    /// listed state (a run the coordinator lost ends without a
-    /// `run-finished`), else running.
+    /// until the page has it, the streamed verdict; before either, queued
+    /// or running as the events say, else the listed state (a run the
+    /// coordinator lost ends without a `run-finished`), else running.
     pub fn state(&self, listed: Option<RunState>) -> RunState {
         match (listed, &self.finished) {
-            (Some(s), _) if s != RunState::Running => s,
+            (Some(s), _) if !matches!(s, RunState::Running | RunState::Queued) => s,
             (_, Some(f)) => f.verdict.into(),
-            (Some(s), None) => s,
-            (None, None) => RunState::Running,
+            _ if self.waiting.is_some() => RunState::Queued,
+            _ if self.started_us.is_some() => RunState::Running,
+            (listed, None) => listed.unwrap_or(RunState::Running),
+        }
+    }
+
+    /// Where shard `shard` is: queued (assigned, waiting for a slot or its
+    /// suite), running, or finished.
+    pub fn shard_state(&self, shard: u32) -> &'static str {
+        if self.finished_shards.contains(&shard) {
+            "finished"
+        } else if self.started.contains(&shard) {
+            "running"
+        } else {
+            "queued"
         }
     }
 
@@ -330,7 +352,9 @@ impl RunView {
         self.last_seq = ev.seq;
         self.last_at_us = self.last_at_us.max(ev.at_us);
         match ev.kind {
+            EventKind::RunQueued { waiting_for } => self.waiting = Some(waiting_for),
             EventKind::RunStarted { plan, shards } => {
+                self.waiting = None;
                 self.plan = Some(plan);
                 self.started_us = Some(ev.at_us);
                 for s in &shards {
@@ -338,6 +362,7 @@ impl RunView {
                 }
             }
             EventKind::ShardStarted { shard, tests } => {
+                self.started.insert(shard.shard);
                 self.add_shard(&shard);
                 for t in &tests {
                     self.row(&shard, t);
@@ -397,6 +422,7 @@ impl RunView {
                 self.lane_mut(&shard.machine).marks.push(k);
             }
             EventKind::ShardFinished { shard, error, .. } => {
+                self.finished_shards.insert(shard.shard);
                 if let Some(e) = error {
                     self.lane_mut(&shard.machine)
                         .errors
@@ -404,6 +430,7 @@ impl RunView {
                 }
             }
             EventKind::RunFinished { summary, duration_ms, shard_errors, cancelled, verdict } => {
+                self.waiting = None;
                 self.finished = Some(Finished {
                     summary,
                     duration_ms,
@@ -738,5 +765,36 @@ mod tests {
         assert!(bars.len() <= BUCKETS, "{}", bars.len());
         assert_eq!(bars.last().unwrap().class, "failed", "a failure is never hidden in a bucket");
         assert_eq!(v.filtered("", Show::Failures).len(), 1);
+    }
+
+    #[test]
+    fn a_queued_run_says_what_it_waits_for_and_its_shards_queue_until_they_start() {
+        let waiting = "slots busy with other runs: box-a needs 2 free slot(s) and has 0 of 2";
+        let mut v = fold(vec![ev(1, 0, EventKind::RunQueued { waiting_for: waiting.into() })]);
+        assert_eq!(v.waiting.as_deref(), Some(waiting));
+        assert_eq!(
+            v.state(Some(RunState::Running)),
+            RunState::Queued,
+            "the events know better than a stale list"
+        );
+        let events = two_machine_run();
+        let EventKind::RunStarted { .. } = &events[0].kind else { panic!("run-started first") };
+        let started: Vec<Event> =
+            events.iter().take(1).map(|e| Event { seq: e.seq + 1, ..e.clone() }).collect();
+        v.apply(started[0].clone());
+        assert_eq!(v.waiting, None);
+        assert_eq!(v.state(Some(RunState::Queued)), RunState::Running);
+        let shard = v.lanes[0].shards[0].shard;
+        assert_eq!(v.shard_state(shard), "queued", "assigned, no slot yet");
+        let sref = v.lanes[0].shards[0].clone();
+        let mut seq = v.last_seq;
+        for e in events.into_iter().skip(1) {
+            seq = e.seq + 1;
+            v.apply(Event { seq, ..e });
+        }
+        assert_eq!(v.shard_state(shard), "running");
+        let done = EventKind::ShardFinished { shard: sref, summary: Default::default(), error: None };
+        v.apply(ev(seq + 1, 9, done));
+        assert_eq!(v.shard_state(shard), "finished");
     }
 }

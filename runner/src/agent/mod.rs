@@ -148,8 +148,12 @@ impl Agent {
         // not run twice.
         let mut assigned: std::collections::HashSet<(String, u32)> = Default::default();
         let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<String>();
-        let slots = Arc::new(tokio::sync::Semaphore::new(self.info.slots.max(1) as usize));
         let tasks = TaskTracker::new();
+        // Shards take this machine's slots strictly in the order assigned:
+        // the coordinator assigns shards that wait for each other first, and
+        // counts on them not queueing behind others.
+        let (queue_tx, queue_rx) = mpsc::unbounded_channel::<(Assignment, Arc<ShardLink>)>();
+        tasks.spawn(self.clone().start_in_order(queue_rx, ended_tx.clone(), tasks.clone(), shutdown.clone()));
         loop {
             let msg = tokio::select! {
                 m = inbox.recv() => m,
@@ -185,15 +189,7 @@ impl Agent {
                         next_id: next_id.clone(),
                         cancel,
                     });
-                    let (this, slots, ended) = (self.clone(), slots.clone(), ended_tx.clone());
-                    tasks.spawn(async move {
-                        let run = assignment.run.clone();
-                        {
-                            let _slot = slots.acquire_owned().await;
-                            this.run_shard(assignment, link).await;
-                        }
-                        let _ = ended.send(run);
-                    });
+                    let _ = queue_tx.send((assignment, link));
                 }
                 ToMachine::Cancel { run, reason } => {
                     tracing::info!(%run, %reason, "cancelling run");
@@ -215,8 +211,39 @@ impl Agent {
             }
         }
         shutdown.cancel();
+        drop(queue_tx);
         tasks.close();
         tasks.wait().await;
+    }
+
+    /// Starts the shards of `queue` one by one as slots free up, each
+    /// reporting its run on `ended` when done.
+    async fn start_in_order(
+        self: Arc<Self>,
+        mut queue: mpsc::UnboundedReceiver<(Assignment, Arc<ShardLink>)>,
+        ended: mpsc::UnboundedSender<String>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.info.slots.max(1) as usize));
+        loop {
+            let next = tokio::select! {
+                next = queue.recv() => next,
+                _ = shutdown.cancelled() => None,
+            };
+            let Some((assignment, link)) = next else { return };
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => slot,
+                _ = shutdown.cancelled() => return,
+            };
+            let (this, ended) = (self.clone(), ended.clone());
+            tasks.spawn(async move {
+                let _slot = slot;
+                let run = assignment.run.clone();
+                this.run_shard(assignment, link).await;
+                let _ = ended.send(run);
+            });
+        }
     }
 
     async fn run_shard(&self, a: Assignment, link: Arc<ShardLink>) {

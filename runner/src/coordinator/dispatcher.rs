@@ -48,6 +48,8 @@ use crate::time::now_us;
 pub struct SuiteRef {
     pub name: String,
     pub sha256: String,
+    /// It imports the sync interface: its shards may wait for each other.
+    pub uses_sync: bool,
 }
 
 /// How the coordinator reaches a machine. In-process machines are a channel;
@@ -108,14 +110,25 @@ pub struct SyncDone {
     op: Option<SyncOp>,
 }
 
-/// Numbers, stamps and fans out events.
-struct Stream {
+/// Numbers, stamps and fans out events. A run waiting for its machines
+/// speaks through one before its dispatcher exists ([`Dispatcher::after`]).
+pub struct Stream {
     run: String,
     seq: u64,
     reporters: Vec<Box<dyn Reporter>>,
 }
 
 impl Stream {
+    /// The stream of `run` whose last event was `seq`.
+    pub fn new(run: String, seq: u64, reporters: Vec<Box<dyn Reporter>>) -> Stream {
+        Stream { run, seq, reporters }
+    }
+
+    /// The number of the last event.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
     fn push(&mut self, kind: EventKind, at_us: i64, machine_at_us: Option<i64>) {
         self.seq += 1;
         let ev = Event { run: self.run.clone(), seq: self.seq, at_us, machine_at_us, kind };
@@ -127,7 +140,7 @@ impl Stream {
     }
 
     /// An event of the coordinator's own, at its current time.
-    fn emit(&mut self, kind: EventKind) {
+    pub fn emit(&mut self, kind: EventKind) {
         self.push(kind, now_us(), None);
     }
 }
@@ -227,7 +240,7 @@ impl Dispatcher {
                 }
             })
             .collect();
-        let groups = match plan.settings.execution {
+        let mut groups: Vec<Vec<usize>> = match plan.settings.execution {
             Execution::Parallel => vec![(0..shards.len()).collect()],
             Execution::Sequential => {
                 let mut by_entry: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
@@ -237,6 +250,12 @@ impl Dispatcher {
                 by_entry.into_values().collect()
             }
         };
+        // Shards that wait for each other are assigned first: a machine
+        // takes shards into its slots in the order assigned, so they are
+        // never queued behind shards that need no partner.
+        for g in &mut groups {
+            g.sort_by_key(|&i| !shards[i].coordinates);
+        }
         let by_no = shards.iter().enumerate().map(|(i, s)| (s.shard.shard, i)).collect();
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         Dispatcher {
@@ -268,6 +287,13 @@ impl Dispatcher {
             held: VecDeque::new(),
             intake: None,
         }
+    }
+
+    /// Goes on from `stream`, which said what came before (a run that
+    /// waited for its machines), instead of a new one.
+    pub fn after(mut self, stream: Stream) -> Dispatcher {
+        self.stream = stream;
+        self
     }
 
     /// Holds acknowledgements and sync replies until the store has committed
@@ -335,9 +361,14 @@ impl Dispatcher {
         events: &[Event],
         reporters: Vec<Box<dyn Reporter>>,
     ) -> Result<Dispatcher, String> {
-        let Some(EventKind::RunStarted { shards: infos, .. }) = events.first().map(|e| &e.kind) else {
-            return Err("its first event, run-started, was not stored".into());
+        // It may have waited for its machines first (run-queued events).
+        let Some((started_at, infos)) = events.iter().find_map(|e| match &e.kind {
+            EventKind::RunStarted { shards, .. } => Some((e.at_us, shards)),
+            _ => None,
+        }) else {
+            return Err("its run-started event was not stored".into());
         };
+        let parallel = plan.settings.execution == Execution::Parallel;
         if events.iter().any(|e| matches!(e.kind, EventKind::RunFinished { .. })) {
             return Err("it has finished".into());
         }
@@ -362,6 +393,7 @@ impl Dispatcher {
                 profile: info.profile.clone(),
                 machine_index,
                 instance_count: info.instance_count,
+                coordinates: parallel && suites[info.entry].uses_sync,
             });
         }
         let mut d = Dispatcher::new(run, plan, suites, machines, shards, reporters);
@@ -420,7 +452,7 @@ impl Dispatcher {
             .position(|g| g.iter().any(|&i| !d.done.contains(&d.shards[i].shard.shard)))
             .unwrap_or(d.groups.len().saturating_sub(1));
         // Its clock: the run started when run-started was stamped.
-        let since = Duration::from_micros(u64::try_from(now_us() - events[0].at_us).unwrap_or(0));
+        let since = Duration::from_micros(u64::try_from(now_us() - started_at).unwrap_or(0));
         d.started = Instant::now().checked_sub(since).unwrap_or_else(Instant::now);
         Ok(d)
     }

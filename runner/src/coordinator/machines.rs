@@ -253,6 +253,37 @@ impl Machines {
         Some(offset)
     }
 
+    /// What each of `names` does now (shards assigned and not done, and
+    /// their runs): the slots a new run cannot count on.
+    pub fn busy(&self, names: &[&str]) -> Vec<super::matching::Busy> {
+        let entries = self.lock();
+        names
+            .iter()
+            .map(|n| {
+                let mut b = super::matching::Busy::default();
+                if let Some(e) = entries.get(*n) {
+                    b.shards = e.running.len() as u32;
+                    b.runs = e.running.keys().map(|(run, _)| run.clone()).collect();
+                }
+                b
+            })
+            .collect()
+    }
+
+    /// A run is over: whatever of it a machine did not report done (lost,
+    /// never reached) no longer holds a slot there.
+    pub fn forget_run(&self, run: &str) {
+        let mut forgot = false;
+        for e in self.lock().values_mut() {
+            let before = e.running.len();
+            e.running.retain(|(r, _), _| r != run);
+            forgot |= e.running.len() != before;
+        }
+        if forgot {
+            self.bump();
+        }
+    }
+
     /// Whether `name` is connected now.
     pub fn connected(&self, name: &str) -> bool {
         self.lock().get(name).is_some_and(|e| !e.offline && e.conn.is_some())

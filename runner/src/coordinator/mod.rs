@@ -7,6 +7,7 @@
 //! - [`dispatcher`]: one run's state and rules, one input at a time.
 //! - [`sync`]: a run's barriers, signals and topics.
 //! - [`intake`]: how much machines may have said that is not yet stored.
+//! - [`queue`]: runs waiting for busy machines, first come first served.
 //! - [`Coordinator`]: plans, suites, runs and their lifecycle, the watchdog.
 //!
 //! Every operation the API offers is a method here that takes and returns
@@ -20,6 +21,7 @@ pub mod dispatcher;
 pub mod intake;
 pub mod machines;
 pub mod matching;
+pub mod queue;
 pub mod sync;
 
 use std::collections::HashMap;
@@ -32,12 +34,13 @@ use ensemble_protocol::api::{
 };
 use ensemble_protocol::wire::{FromMachine, MachineInfo, SyncFailure, SyncReply, ToMachine};
 use ensemble_protocol::{CancelReason, Event, EventKind, Plan};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use dispatcher::{Dispatcher, Inbound, MachineLink, MachinePort, RunResult, SuiteRef};
+pub use dispatcher::{Dispatcher, Inbound, MachineLink, MachinePort, RunResult, Stream, SuiteRef};
 use machines::Machines;
+use matching::Unplaced;
 
 use crate::report::Reporter;
 use crate::report::store::{Live, RunRecorder, write_events};
@@ -103,6 +106,38 @@ pub struct Coordinator {
     shutdown: CancellationToken,
     /// Room for what machines said that is not yet handled and stored.
     intake: intake::Budget,
+    /// Runs waiting for their machines' slots. Placement and the first
+    /// assignments happen under its lock, so two runs never count on the
+    /// same free slots.
+    queue: Mutex<queue::Queue>,
+    /// Bumped when a run leaves the queue or ends: waiting runs look again.
+    queue_moved: watch::Sender<u64>,
+}
+
+/// A run's plumbing, before it starts or waits: its event stream (into the
+/// store and the live broadcast), its input and the store's progress.
+struct Opened {
+    stream: Stream,
+    inbound: mpsc::UnboundedReceiver<Inbound>,
+    committed: watch::Receiver<u64>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+/// A run's plan with its suites resolved, ready to place.
+struct Job {
+    ticket: u64,
+    plan: Plan,
+    suites: Vec<SuiteRef>,
+}
+
+impl Job {
+    fn names(&self) -> Vec<String> {
+        self.suites.iter().map(|s| s.name.clone()).collect()
+    }
+
+    fn uses_sync(&self) -> Vec<bool> {
+        self.suites.iter().map(|s| s.uses_sync).collect()
+    }
 }
 
 impl Coordinator {
@@ -118,6 +153,8 @@ impl Coordinator {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             intake: intake::Budget::default(),
+            queue: Mutex::default(),
+            queue_moved: watch::channel(0).0,
         });
         core.tasks.spawn(Self::watchdog(Arc::downgrade(&core), core.shutdown.clone()));
         core
@@ -450,8 +487,12 @@ impl Coordinator {
     }
 
     /// Starts a run of a stored or inline plan whose entries name stored
-    /// suites as `sha256:<hex>`. Refuses plans that cannot be placed on the
-    /// machines online now, before anything runs.
+    /// suites as `sha256:<hex>`. Refuses, before anything runs, a plan whose
+    /// coordinating entries could never meet: in sequence
+    /// ([`Plan::sync_problems`]), or on the machines online now (too few of
+    /// them, or too few slots; see [`matching`]). A run whose machines are
+    /// busy with other runs waits for them (`run-queued`), up to its plan's
+    /// `queue_timeout`.
     pub async fn start_run(self: &Arc<Self>, req: RunRequest) -> Result<RunCreated, ApiError> {
         if self.run_tasks.is_closed() {
             return Err(ApiError::new(ErrorKind::Conflict, "the coordinator is shutting down"));
@@ -466,16 +507,22 @@ impl Coordinator {
         self.name_roles(&mut plan).await?;
         plan.validate().map_err(ApiError::from)?;
         let suites = self.resolve_suites(&plan).await?;
-        let links = self.machines.links();
-        let infos: Vec<MachineInfo> = links.iter().map(|l| l.info.clone()).collect();
-        let names: Vec<String> = suites.iter().map(|s| s.name.clone()).collect();
-        let shards = matching::place(&plan, &names, &infos)
-            .map_err(|e| ApiError::new(ErrorKind::Unsatisfiable, e.0))?;
+        let job = Job { ticket: 0, plan, suites };
+        let problems = job.plan.sync_problems(&job.uses_sync());
+        if !problems.is_empty() {
+            return Err(ApiError::from(ensemble_protocol::PlanError { file: None, problems }));
+        }
+        let infos: Vec<MachineInfo> = self.machines.links().iter().map(|l| l.info.clone()).collect();
+        if let Err(Unplaced::Never(why)) =
+            matching::place(&job.plan, &job.names(), &job.uses_sync(), &infos, &[])
+        {
+            return Err(ApiError::new(ErrorKind::Unsatisfiable, why));
+        }
 
         let id = new_run_id();
         let meta = RunMeta {
             id: id.clone(),
-            plan: plan.clone(),
+            plan: job.plan.clone(),
             state: RunState::Running,
             started_us: now_us(),
             finished_us: None,
@@ -483,51 +530,190 @@ impl Coordinator {
         };
         let row = meta.clone();
         self.store.call(move |s| s.put_run(&row)).await.map_err(internal)?;
-        let run = id.clone();
-        self.launch(meta, 0, false, move |reporters| {
-            Ok(Dispatcher::new(run, &plan, suites, links, shards, reporters))
-        })
-        .map_err(internal)?;
+        let job = Job { ticket: self.queue.lock().expect("queue lock").ticket(), ..job };
+        let deadline = tokio::time::Instant::now() + job.plan.settings.queue_timeout.0;
+        self.launch_queued(meta, 0, job, deadline);
         Ok(RunCreated { id })
     }
 
-    /// A run's plumbing — its input, live broadcast and store writer (whose
-    /// events go on after `committed`) — around the dispatcher `build`
-    /// makes, which then runs to the end (taken up again first if `resumed`).
-    fn launch(
-        self: &Arc<Self>,
-        meta: RunMeta,
-        committed: u64,
-        resumed: bool,
-        build: impl FnOnce(Vec<Box<dyn Reporter>>) -> Result<Dispatcher, String>,
-    ) -> Result<(), String> {
+    /// Opens a run's plumbing (see [`Opened`]) and lists it as active.
+    fn open(&self, meta: RunMeta, committed: u64) -> Opened {
         let id = meta.id.clone();
-        let (inbound_tx, mut inbound_rx) = mpsc::unbounded_channel();
+        let (inbound_tx, inbound) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
         let (records_tx, records_rx) = mpsc::unbounded_channel();
         let reporters: Vec<Box<dyn Reporter>> = vec![Box::new(RunRecorder::new(meta, records_tx))];
-        let (committed_tx, committed_rx) = tokio::sync::watch::channel(committed);
-        let mut dispatcher = build(reporters)?.durable(committed_rx);
+        let (committed_tx, committed_rx) = watch::channel(committed);
         self.runs.lock().expect("runs lock").insert(
             id.clone(),
-            ActiveRun { inbound: inbound_tx, machines: dispatcher.machine_names(), events: events.clone() },
+            ActiveRun { inbound: inbound_tx, machines: Vec::new(), events: events.clone() },
         );
         let writer = self.run_tasks.spawn(write_events(self.store.clone(), records_rx, events, committed_tx));
+        Opened { stream: Stream::new(id, committed, reporters), inbound, committed: committed_rx, writer }
+    }
+
+    /// Runs `dispatcher` (started, or to be taken up again when `resumed`)
+    /// to the end on `opened`'s input; then the run is over here.
+    fn drive(
+        self: &Arc<Self>,
+        id: String,
+        dispatcher: Option<Dispatcher>,
+        resumed: bool,
+        mut opened: Opened,
+    ) {
         let core = self.clone();
         self.run_tasks.spawn(async move {
-            let result = if resumed {
-                dispatcher.resume_start();
-                dispatcher.drive(&mut inbound_rx).await
-            } else {
-                dispatcher.run(&mut inbound_rx).await
-            };
-            tracing::info!(run = %id, verdict = %result.verdict, "run over");
-            // The run leaves the active list only once all it said is stored:
-            // a watcher that finds it inactive replays it whole.
-            let _ = writer.await;
-            core.runs.lock().expect("runs lock").remove(&id);
+            if let Some(mut dispatcher) = dispatcher {
+                if resumed {
+                    dispatcher.resume_start();
+                }
+                let result = dispatcher.drive(&mut opened.inbound).await;
+                tracing::info!(run = %id, verdict = %result.verdict, "run over");
+            }
+            core.close_run(&id, opened.writer).await;
         });
-        Ok(())
+    }
+
+    /// A run is over: once all it said is stored it leaves the active list
+    /// (a watcher that finds it inactive replays it whole), and its slots
+    /// are free for the runs waiting.
+    async fn close_run(&self, id: &str, writer: tokio::task::JoinHandle<()>) {
+        let _ = writer.await;
+        self.runs.lock().expect("runs lock").remove(id);
+        self.machines.forget_run(id);
+        self.queue_moved.send_modify(|n| *n += 1);
+    }
+
+    /// A new (or restarted) run that starts as soon as its machines have
+    /// room, and fails when they have none by `deadline`.
+    fn launch_queued(
+        self: &Arc<Self>,
+        meta: RunMeta,
+        committed: u64,
+        job: Job,
+        deadline: tokio::time::Instant,
+    ) {
+        let id = meta.id.clone();
+        let mut opened = self.open(meta, committed);
+        let stream = std::mem::replace(&mut opened.stream, Stream::new(id.clone(), 0, Vec::new()));
+        match self.try_start(&id, &job, stream, &opened.committed) {
+            Ok(dispatcher) => self.drive(id, Some(dispatcher), false, opened),
+            Err((stream, why)) => {
+                let core = self.clone();
+                self.run_tasks.spawn(async move {
+                    let dispatcher =
+                        core.wait_for_machines(&id, &job, stream, why, deadline, &mut opened).await;
+                    core.queue.lock().expect("queue lock").leave(job.ticket);
+                    core.queue_moved.send_modify(|n| *n += 1);
+                    core.drive(id, dispatcher, false, opened);
+                });
+            }
+        }
+    }
+
+    /// Places and starts `job` if its machines have room now and no run
+    /// that came before it waits for them; else gives `stream` back with
+    /// what it waits for.
+    fn try_start(
+        &self,
+        id: &str,
+        job: &Job,
+        stream: Stream,
+        committed: &watch::Receiver<u64>,
+    ) -> Result<Dispatcher, (Stream, Unplaced)> {
+        let mut queue = self.queue.lock().expect("queue lock");
+        let links = self.machines.links();
+        let infos: Vec<MachineInfo> = links.iter().map(|l| l.info.clone()).collect();
+        let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
+        let busy = self.machines.busy(&names);
+        let shards = match matching::place(&job.plan, &job.names(), &job.uses_sync(), &infos, &busy) {
+            Ok(shards) => shards,
+            Err(why) => return Err((stream, why)),
+        };
+        if let Some(first) = queue.ahead(job.ticket, shards.iter().map(|s| s.shard.machine.as_str())) {
+            let why = format!("run {first} came first and waits for the same machines");
+            return Err((stream, Unplaced::Busy(why)));
+        }
+        queue.leave(job.ticket);
+        let mut dispatcher =
+            Dispatcher::new(id.to_string(), &job.plan, job.suites.clone(), links, shards, Vec::new())
+                .after(stream)
+                .durable(committed.clone());
+        if let Some(run) = self.runs.lock().expect("runs lock").get_mut(id) {
+            run.machines = dispatcher.machine_names();
+        }
+        // Assigned under the queue's lock: the next run counts these slots.
+        dispatcher.start();
+        Ok(dispatcher)
+    }
+
+    /// Waits, saying for what, until [`Coordinator::try_start`] starts the
+    /// run; or ends it unstarted (`run-finished`, no dispatcher) when it is
+    /// cancelled or waited past `deadline`.
+    async fn wait_for_machines(
+        &self,
+        id: &str,
+        job: &Job,
+        mut stream: Stream,
+        mut why: Unplaced,
+        deadline: tokio::time::Instant,
+        opened: &mut Opened,
+    ) -> Option<Dispatcher> {
+        let waited_from = tokio::time::Instant::now();
+        let mut machines = self.machines.subscribe();
+        let mut moved = self.queue_moved.subscribe();
+        let mut said = String::new();
+        let ended = loop {
+            if why.message() != said {
+                said = why.message().to_string();
+                tracing::info!(run = %id, "the run waits: {said}");
+                stream.emit(EventKind::RunQueued { waiting_for: said.clone() });
+                self.wants(id, job);
+            }
+            tokio::select! {
+                _ = machines.changed() => {}
+                _ = moved.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    let waited_ms = u64::try_from((tokio::time::Instant::now() - waited_from).as_millis()).unwrap_or(u64::MAX);
+                    break CancelReason::QueueTimeout { waited_ms, waiting_for: said };
+                }
+                input = opened.inbound.recv() => match input {
+                    Some(Inbound::Cancel { reason }) => break reason,
+                    Some(_) => continue,
+                    None => break CancelReason::ShuttingDown,
+                },
+            }
+            machines.borrow_and_update();
+            moved.borrow_and_update();
+            match self.try_start(id, job, stream, &opened.committed) {
+                Ok(dispatcher) => return Some(dispatcher),
+                Err((back, now)) => (stream, why) = (back, now),
+            }
+        };
+        tracing::info!(run = %id, "the run ends before it started: {ended}");
+        let summary = Default::default();
+        let verdict = ensemble_protocol::Verdict::decide(&summary, 0, Some(&ended));
+        let duration_ms = u64::try_from(waited_from.elapsed().as_millis()).unwrap_or(u64::MAX);
+        stream.emit(EventKind::RunFinished {
+            summary,
+            duration_ms,
+            shard_errors: 0,
+            cancelled: Some(ended),
+            verdict,
+        });
+        None
+    }
+
+    /// Job `job` (run `id`) waits: the runs after it keep off the machines
+    /// its profiles match.
+    fn wants(&self, id: &str, job: &Job) {
+        let infos: Vec<MachineInfo> = self.machines.links().iter().map(|l| l.info.clone()).collect();
+        let wanted = infos
+            .iter()
+            .filter(|m| job.plan.profiles.iter().any(|p| p.matches(m)))
+            .map(|m| m.name.clone())
+            .collect();
+        self.queue.lock().expect("queue lock").wait(job.ticket, id, wanted);
     }
 
     /// Takes up the runs that were running when the coordinator stopped
@@ -558,8 +744,24 @@ impl Coordinator {
         let run = key.clone();
         let events = self.store.call(move |s| s.events(&run, 1)).await.map_err(|e| format!("{e:#}"))?;
         let suites = self.resolve_suites(&meta.plan).await.map_err(|e| e.error.message)?;
-        let Some(EventKind::RunStarted { shards, .. }) = events.first().map(|e| &e.kind) else {
-            return Err("its first event, run-started, was not stored".into());
+        let last = events.last().map_or(0, |e| e.seq);
+        let started = events.iter().find_map(|e| match &e.kind {
+            EventKind::RunStarted { shards, .. } => Some(shards),
+            _ => None,
+        });
+        let Some(shards) = started else {
+            if !events.iter().all(|e| matches!(e.kind, EventKind::RunQueued { .. })) {
+                return Err("its run-started event was not stored".into());
+            }
+            // It was waiting for its machines: it waits again, as long as
+            // its plan allows from when it was submitted.
+            let waited = Duration::from_micros(u64::try_from(now_us() - meta.started_us).unwrap_or(0));
+            let deadline =
+                tokio::time::Instant::now() + meta.plan.settings.queue_timeout.0.saturating_sub(waited);
+            let ticket = self.queue.lock().expect("queue lock").ticket();
+            let job = Job { ticket, plan: meta.plan.clone(), suites };
+            self.launch_queued(meta, last, job, deadline);
+            return Ok(());
         };
         let mut names: Vec<String> = Vec::new();
         for s in shards {
@@ -568,11 +770,14 @@ impl Coordinator {
             }
         }
         let links = names.iter().map(|n| self.machines.link(n)).collect();
-        let last = events.last().map_or(0, |e| e.seq);
-        let (id, plan) = (meta.id.clone(), meta.plan.clone());
-        self.launch(meta, last, true, move |reporters| {
-            Dispatcher::resume(id, &plan, suites, links, &events, reporters)
-        })?;
+        let resumed = Dispatcher::resume(key.clone(), &meta.plan, suites, links, &events, Vec::new())?;
+        let mut opened = self.open(meta, last);
+        let stream = std::mem::replace(&mut opened.stream, Stream::new(key.clone(), 0, Vec::new()));
+        let dispatcher = resumed.after(stream).durable(opened.committed.clone());
+        if let Some(run) = self.runs.lock().expect("runs lock").get_mut(&key) {
+            run.machines = dispatcher.machine_names();
+        }
+        self.drive(key.clone(), Some(dispatcher), true, opened);
         let Some(inbound) = self.runs.lock().expect("runs lock").get(&key).map(|r| r.inbound.clone()) else {
             return Ok(());
         };
@@ -623,7 +828,7 @@ impl Coordinator {
             let Some(meta) = self.store.call(move |s| s.suite(&key)).await.map_err(internal)? else {
                 return Err(invalid(format!("no suite with sha256 {sha} was uploaded")));
             };
-            suites.push(SuiteRef { name: meta.name, sha256: meta.sha256 });
+            suites.push(SuiteRef { uses_sync: meta.uses_sync(), name: meta.name, sha256: meta.sha256 });
         }
         Ok(suites)
     }

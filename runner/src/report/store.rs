@@ -42,8 +42,9 @@ pub const LIVE_MAX_BYTES: usize = 16 << 10;
 #[derive(Debug)]
 pub enum Record {
     Event(Event),
-    /// The last event with the run's final state, in one transaction.
-    Finished(Event, Box<RunMeta>),
+    /// An event with the run's new state (queued, running, or its final
+    /// state with its summary), in one transaction.
+    WithState(Event, Box<RunMeta>),
 }
 
 /// Records a run: its events, then its final state.
@@ -63,12 +64,21 @@ impl RunRecorder {
 impl Reporter for RunRecorder {
     fn event(&mut self, event: &Event) -> anyhow::Result<()> {
         let record = match &event.kind {
+            // A run that waits for its machines is queued until it starts.
+            EventKind::RunQueued { .. } if self.meta.state != RunState::Queued => {
+                self.meta.state = RunState::Queued;
+                Record::WithState(event.clone(), Box::new(self.meta.clone()))
+            }
+            EventKind::RunStarted { .. } if self.meta.state == RunState::Queued => {
+                self.meta.state = RunState::Running;
+                Record::WithState(event.clone(), Box::new(self.meta.clone()))
+            }
             EventKind::RunFinished { summary, verdict, .. } => {
                 let mut meta = self.meta.clone();
                 meta.state = RunState::from(*verdict);
                 meta.summary = Some(*summary);
                 meta.finished_us = Some(now_us());
-                Record::Finished(event.clone(), Box::new(meta))
+                Record::WithState(event.clone(), Box::new(meta))
             }
             _ => Record::Event(event.clone()),
         };
@@ -98,7 +108,7 @@ pub async fn write_events(
                 for r in records {
                     match r {
                         Record::Event(e) => events.push(e),
-                        Record::Finished(e, meta) => {
+                        Record::WithState(e, meta) => {
                             events.push(e);
                             runs.push(*meta);
                         }

@@ -53,6 +53,9 @@ fn tag(outcome: Outcome) -> &'static str {
 impl Reporter for TerminalReporter {
     fn event(&mut self, event: &Event) -> anyhow::Result<()> {
         match &event.kind {
+            EventKind::RunQueued { waiting_for } => {
+                self.line(&format!("Queued: run {} waits: {waiting_for}", event.run));
+            }
             EventKind::RunStarted { plan, shards } => {
                 self.line(&format!("Running plan {plan:?}: {} shard(s), run {}", shards.len(), event.run));
                 for s in shards {

@@ -96,10 +96,14 @@ impl Store {
         Ok(rows)
     }
 
-    /// The runs stored as running: after a restart, those the coordinator
+    /// The runs stored as running or queued: after a restart, those the coordinator
     /// takes up again (or marks interrupted).
     pub fn running_runs(&self) -> anyhow::Result<Vec<RunMeta>> {
-        Ok(self.runs()?.into_iter().filter(|r| r.state == RunState::Running).collect())
+        Ok(self
+            .runs()?
+            .into_iter()
+            .filter(|r| matches!(r.state, RunState::Running | RunState::Queued))
+            .collect())
     }
 
     // ---- suites ----

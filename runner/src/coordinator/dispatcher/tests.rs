@@ -66,7 +66,7 @@ impl Harness {
         let plan = plan(settings);
         let infos = crate::fuzzing::tier_machines(&["a", "b"]);
         let names = vec!["server".to_string(), "client".to_string()];
-        let shards = matching::place(&plan, &names, &infos).unwrap();
+        let shards = matching::place(&plan, &names, &[], &infos, &[]).unwrap();
         let (suites, links, to, events, reporters) = Harness::parts();
         let d = Dispatcher::new(RUN.into(), &plan, suites, links, shards, reporters);
         let mut d = match committed {
@@ -104,7 +104,7 @@ impl Harness {
         }
         let suites = ["server", "client"]
             .iter()
-            .map(|n| SuiteRef { name: n.to_string(), sha256: format!("sha-{n}") })
+            .map(|n| SuiteRef { name: n.to_string(), sha256: format!("sha-{n}"), uses_sync: false })
             .collect();
         let events = Arc::new(Mutex::new(Vec::new()));
         let reporters: Vec<Box<dyn Reporter>> = vec![Box::new(Collect(events.clone()))];

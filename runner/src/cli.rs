@@ -221,8 +221,17 @@ struct CacheArgs {
 
 impl CacheArgs {
     fn sandbox(&self) -> anyhow::Result<Arc<Sandbox>> {
+        self.sandbox_for(0)
+    }
+
+    /// A sandbox whose instance pool holds `parallel` shards' tests at
+    /// once (each shard runs one test instance at a time), and never fewer
+    /// than the default.
+    fn sandbox_for(&self, parallel: usize) -> anyhow::Result<Arc<Sandbox>> {
         let dir = self.cache_dir.clone().unwrap_or_else(ArtifactCache::default_dir);
-        Ok(Arc::new(Sandbox::new(SandboxOptions { cache_dir: Some(dir), ..SandboxOptions::default() })?))
+        let defaults = SandboxOptions::default();
+        let max_instances = defaults.max_instances.max(u32::try_from(parallel).unwrap_or(u32::MAX));
+        Ok(Arc::new(Sandbox::new(SandboxOptions { cache_dir: Some(dir), max_instances, ..defaults })?))
     }
 }
 
@@ -320,7 +329,9 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
     if let Some(server) = &args.server {
         return run_remote(&args, &file, server).await;
     }
-    let sandbox = args.cache.sandbox().map_err(internal)?;
+    // Every shard of a standalone run may run at once, in this process.
+    let shards = file.plan.entries.len() * file.plan.profiles.iter().map(|p| p.count as usize).sum::<usize>();
+    let sandbox = args.cache.sandbox_for(shards).map_err(internal)?;
     let uses_sync = file.load(&sandbox).await.map_err(prepared)?;
     let reporters = reporters(&args)?;
     let result = crate::standalone::run(&file.plan, &file.suites, &uses_sync, sandbox, reporters)
@@ -487,9 +498,9 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let sandbox = args.cache.sandbox().map_err(internal)?;
     let local =
         (!args.no_local_machine).then(|| machine_info(args.name.clone(), args.labels.clone(), args.slots));
+    let sandbox = args.cache.sandbox_for(local.as_ref().map_or(0, |m| m.slots as usize)).map_err(internal)?;
     let opts = crate::server::ServeOptions {
         listener,
         data_dir: args.data_dir.clone(),
@@ -533,7 +544,7 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
 async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
     let name = args.name.clone().unwrap_or_else(hostname);
     let info = machine_info(name, args.labels.clone(), args.slots);
-    let sandbox = args.cache.sandbox().map_err(internal)?;
+    let sandbox = args.cache.sandbox_for(info.slots as usize).map_err(internal)?;
     let cache_dir = args.cache.cache_dir.clone().unwrap_or_else(ArtifactCache::default_dir);
     let shutdown = stop_on_signal();
     let deny = crate::agent::join::coordinator_addresses(&args.join).await;

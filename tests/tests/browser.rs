@@ -2,7 +2,7 @@
 //! against `ensemble serve` with two runner processes. A person's path:
 //! give the token, build a distributed plan in the editor (suites from an
 //! upload and from the catalog, each linked to its own machine profile),
-//! run it, watch both machines' lanes, reload mid-run, open a failure.
+//! see why the coordinating pair cannot run in sequence, run it, watch both machines' lanes, reload mid-run, open a failure.
 //!
 //! With `ENSEMBLE_UPDATE_SCREENSHOTS=1` the test also writes the README's
 //! screenshots to `docs/screenshots/`.
@@ -120,6 +120,13 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         b.wait_absent("#test_timeout-error").await?;
         b.wait_absent(".field-error").await?;
         b.wait_absent("#editor-problems").await?;
+        // The kv pair waits for each other: run in sequence they never meet,
+        // and the execution setting says so at once, before any save.
+        b.select_by_value("#execution", "sequential").await?;
+        b.wait_text("#execution-error", "entries 0 (kv-server), 1 (kv-client) use sync").await?;
+        b.wait_text("#execution-error", "set execution = \"parallel\"").await?;
+        b.select_by_value("#execution", "parallel").await?;
+        b.wait_absent("#execution-error").await?;
         // The whole editor in one picture.
         b.client.set_window_size(1400, 2000).await?;
         b.execute("window.scrollTo(0, 0)", vec![]).await?;

@@ -405,6 +405,21 @@ impl Coordinator {
     ) -> Result<(StoredPlan, bool), ApiError> {
         self.name_roles(&mut plan).await?;
         plan.validate().map_err(ApiError::from)?;
+        // What the editor shows at the execution setting, the server keeps
+        // out too (suites not uploaded yet are checked when the plan runs).
+        let mut uses_sync = Vec::with_capacity(plan.entries.len());
+        for e in &plan.entries {
+            let sha = suite_sha(&e.suite).map(str::to_string);
+            let meta = match sha {
+                Some(sha) => self.store.call(move |s| s.suite(&sha)).await.map_err(internal)?,
+                None => None,
+            };
+            uses_sync.push(meta.is_some_and(|m| m.uses_sync()));
+        }
+        let problems = plan.sync_problems(&uses_sync);
+        if !problems.is_empty() {
+            return Err(ApiError::from(ensemble_protocol::PlanError { file: None, problems }));
+        }
         let now = now_us();
         let (id, created, new) = match id {
             Some(id) => {

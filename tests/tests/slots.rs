@@ -8,7 +8,7 @@ use std::path::Path;
 
 use ensemble_protocol::api::{ErrorKind, RunState};
 use ensemble_protocol::{CancelReason, Event, EventKind, Outcome, Plan, Verdict};
-use ensemble_tests::{Proc, Server, ensemble_async, start_runner_with, start_server};
+use ensemble_tests::{Proc, Server, ensemble_async, restart_server, start_runner_with, start_server};
 use serde_json::json;
 
 const TOKEN: &str = "test-token";
@@ -265,4 +265,67 @@ async fn a_run_whose_slots_are_busy_waits_visibly_then_runs_whole() {
     assert_eq!(*verdict, Verdict::Passed, "{events:?}");
     assert_eq!(outcomes(&events), [Outcome::Passed; 4], "2 shards × 2 tests");
     assert_eq!(server.client().run(&second).await.unwrap().state, RunState::Passed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_run_waits_on_through_a_coordinator_restart_then_runs_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = ["--no-local-machine"];
+    let mut server = start_server(dir.path(), &data, TOKEN, &args);
+    let _box = start_runner_with(dir.path(), &server, "box", &["pool=busy"], None, &["--slots", "2"]);
+    server.wait_online(1).await;
+    let basics = server.upload(ensemble_artifacts::BASICS, "basics").await;
+    let parties = server.upload(ensemble_artifacts::BENCH_PARTIES, "bench-parties").await;
+    let napper = |role: &str| {
+        json!({ "suite": format!("sha256:{basics}"), "profile": "busy", "role": role,
+                "params": { "greeting": "hello", "nap_ms": "600000" } })
+    };
+    let first = server
+        .start_run(json!({
+            "name": "naps",
+            "settings": { "test_timeout": "20m" },
+            "profiles": [{ "name": "busy", "labels": { "pool": "busy" } }],
+            "entries": [napper("one"), napper("two")]
+        }))
+        .await;
+    // Both napping shards have started: box's slots are taken, not just promised.
+    let mut naps = 0;
+    server
+        .watch(&first, 1, |e| {
+            naps += usize::from(matches!(&e.kind, EventKind::TestStarted { test, .. } if test == "naps"));
+            naps < 2
+        })
+        .await;
+    let second = server.start_run(pair_on_busy(&parties, "10m")).await;
+    let mut queued = 0;
+    server
+        .watch(&second, 1, |e| {
+            queued += usize::from(matches!(e.kind, EventKind::RunQueued { .. }));
+            queued == 0
+        })
+        .await;
+
+    // The coordinator dies and comes back: box reconnects, still napping
+    // for run 1, and run 2 must not start on the slots run 1 holds.
+    server.proc.kill();
+    server = restart_server(dir.path(), &data, &server, &args);
+    server.wait_online(1).await;
+    let reconnected = server.client().machines().await.unwrap();
+    let boxed = reconnected.iter().find(|m| m.info.name == "box").expect("box is back");
+    assert_eq!(boxed.running.len(), 2, "run 1's shards hold box's slots: {boxed:?}");
+    let log = server.proc.log();
+    assert_eq!(server.client().run(&second).await.unwrap().state, RunState::Queued, "{log}");
+    assert_eq!(server.client().run(&first).await.unwrap().state, RunState::Running, "{log}");
+
+    server.client().cancel_run(&first).await.unwrap();
+    let events = server.events(&second).await;
+    let started =
+        events.iter().position(|e| matches!(e.kind, EventKind::RunStarted { .. })).expect("started");
+    assert!(events[..started].iter().all(|e| matches!(e.kind, EventKind::RunQueued { .. })), "{events:?}");
+    let Some(EventKind::RunFinished { verdict, .. }) = events.last().map(|e| &e.kind) else {
+        panic!("{events:?}")
+    };
+    assert_eq!(*verdict, Verdict::Passed, "{events:?}");
+    assert_eq!(outcomes(&events), [Outcome::Passed; 4]);
 }

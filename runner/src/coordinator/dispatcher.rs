@@ -58,6 +58,12 @@ pub struct SuiteRef {
 pub trait MachinePort: Send + Sync {
     /// Sends a message; false when the machine cannot be reached now.
     fn send(&self, msg: ToMachine) -> bool;
+
+    /// Notes that `shard` of `run` holds (or no longer holds) one of the
+    /// machine's slots, for placement's count of busy slots. Sending an
+    /// assignment notes it too; this is for shards a machine took before
+    /// the coordinator restarted, which are not assigned again.
+    fn hold(&self, _run: &str, _shard: &ShardRef, _holds: bool) {}
 }
 
 impl MachinePort for mpsc::UnboundedSender<ToMachine> {
@@ -476,8 +482,12 @@ impl Dispatcher {
         let Some(group) = self.groups.get(self.group).cloned() else { return };
         for i in group {
             let no = self.shards[i].shard.shard;
-            if self.shards[i].machine_index != m || self.done.contains(&no) || self.last_seq.contains_key(&no)
-            {
+            if self.shards[i].machine_index != m || self.done.contains(&no) {
+                continue;
+            }
+            if self.last_seq.contains_key(&no) {
+                // It has this shard: busy with it, not assigned it again.
+                self.machines[m].port.hold(&self.run, &self.shards[i].shard, true);
                 continue;
             }
             self.send(m, ToMachine::Assign { assignment: self.assignments[i].clone() });
@@ -488,6 +498,18 @@ impl Dispatcher {
     }
 
     /// The run's machines, by their index.
+    /// The shards assigned and not done, with their machines' names: the
+    /// slots this run holds.
+    pub fn holding(&self) -> Vec<(String, ShardRef)> {
+        let Some(group) = self.groups.get(self.group) else { return Vec::new() };
+        group
+            .iter()
+            .map(|&i| &self.shards[i])
+            .filter(|s| !self.done.contains(&s.shard.shard))
+            .map(|s| (self.machines[s.machine_index].info.name.clone(), s.shard.clone()))
+            .collect()
+    }
+
     pub fn machine_names(&self) -> Vec<String> {
         self.machines.iter().map(|l| l.info.name.clone()).collect()
     }
@@ -685,6 +707,9 @@ impl Dispatcher {
             return;
         }
         self.send_durable(m, ToMachine::AckShardDone { run: self.run.clone(), shard });
+        if let Some(i) = self.by_no.get(&shard) {
+            self.machines[m].port.hold(&self.run, &self.shards[*i].shard, false);
+        }
         if self.done.insert(shard) {
             self.advance();
         }

@@ -74,12 +74,32 @@ struct Entry {
     offline_since: Option<Instant>,
     /// The server's own machine: never times out, cannot be kicked.
     local: bool,
+    /// Known only from a run taken up after a restart, not connected since:
+    /// the run's restart grace, not the heartbeat timeout, decides when it
+    /// is lost ([`Machines::forget_awaited`]).
+    awaited: bool,
     running: BTreeMap<(String, u32), ShardRef>,
 }
 
 impl Entry {
+    /// A machine just heard of, not connected yet.
+    fn new(info: MachineInfo, local: bool) -> Entry {
+        Entry {
+            info,
+            conn: None,
+            clock: Clock::default(),
+            last_seen: Instant::now(),
+            last_seen_us: now_us(),
+            offline: false,
+            offline_since: None,
+            local,
+            awaited: false,
+            running: BTreeMap::new(),
+        }
+    }
+
     fn status(&self) -> MachineStatus {
-        let state = if self.offline {
+        let state = if self.offline || self.awaited {
             MachineState::Offline
         } else if self.running.is_empty() {
             MachineState::Online
@@ -100,6 +120,11 @@ impl Entry {
         self.last_seen = Instant::now();
         self.last_seen_us = now_us();
     }
+}
+
+/// What is known of a machine by its name alone.
+fn unknown(name: &str) -> MachineInfo {
+    MachineInfo { name: name.to_string(), labels: Default::default(), slots: 1, facts: Default::default() }
 }
 
 /// The registry; shared as `Arc<Machines>`.
@@ -157,17 +182,7 @@ impl Machines {
         {
             return Err(format!("a machine named {:?} is already connected", info.name));
         }
-        let entry = entries.entry(info.name.clone()).or_insert_with(|| Entry {
-            info: info.clone(),
-            conn: None,
-            clock: Clock::default(),
-            last_seen: Instant::now(),
-            last_seen_us: now_us(),
-            offline: false,
-            offline_since: None,
-            local,
-            running: BTreeMap::new(),
-        });
+        let entry = entries.entry(info.name.clone()).or_insert_with(|| Entry::new(info.clone(), local));
         if entry.offline {
             // A machine given up as lost starts afresh: its old shards are over.
             entry.running.clear();
@@ -178,6 +193,7 @@ impl Machines {
         entry.offline = false;
         entry.offline_since = None;
         entry.local = local;
+        entry.awaited = false;
         entry.touch();
         drop(entries);
         self.bump();
@@ -270,6 +286,41 @@ impl Machines {
             .collect()
     }
 
+    /// After a restart: `shard` of `run` holds a slot of machine `name`,
+    /// which is expected back (listed, not connected, until it reconnects or
+    /// its heartbeat timeout passes). Runs waiting for slots count it busy
+    /// meanwhile, instead of starting on slots it will not have.
+    pub fn expect(&self, name: &str, run: &str, shard: &ShardRef) {
+        let mut entries = self.lock();
+        let entry = entries
+            .entry(name.to_string())
+            .or_insert_with(|| Entry { awaited: true, ..Entry::new(unknown(name), false) });
+        entry.running.insert((run.to_string(), shard.shard), shard.clone());
+    }
+
+    /// `name` did not come back after the restart: forgets it if it is still
+    /// only awaited ([`Machines::expect`]).
+    pub fn forget_awaited(&self, name: &str) {
+        let mut entries = self.lock();
+        if entries.get(name).is_some_and(|e| e.awaited) {
+            entries.remove(name);
+            drop(entries);
+            self.bump();
+        }
+    }
+
+    /// Notes that `shard` of `run` holds one of `name`'s slots, or no longer.
+    pub fn hold(&self, name: &str, run: &str, shard: &ShardRef, holds: bool) {
+        let changed = match self.lock().get_mut(name) {
+            Some(e) if holds => e.running.insert((run.to_string(), shard.shard), shard.clone()).is_none(),
+            Some(e) => e.running.remove(&(run.to_string(), shard.shard)).is_some(),
+            None => false,
+        };
+        if changed {
+            self.bump();
+        }
+    }
+
     /// A run is over: whatever of it a machine did not report done (lost,
     /// never reached) no longer holds a slot there.
     pub fn forget_run(&self, run: &str) {
@@ -292,12 +343,7 @@ impl Machines {
     /// A link to `name` through the registry, connected or not (a run taken
     /// up after a restart reaches its machines once they are back).
     pub fn link(self: &Arc<Self>, name: &str) -> MachineLink {
-        let info = self.lock().get(name).map(|e| e.info.clone()).unwrap_or_else(|| MachineInfo {
-            name: name.to_string(),
-            labels: Default::default(),
-            slots: 1,
-            facts: Default::default(),
-        });
+        let info = self.lock().get(name).map(|e| e.info.clone()).unwrap_or_else(|| unknown(name));
         self.link_to(info)
     }
 
@@ -322,7 +368,7 @@ impl Machines {
         let before = entries.len();
         entries.retain(|_, e| e.offline_since.is_none_or(|t| t.elapsed() < retention));
         for (name, e) in entries.iter_mut() {
-            if e.local || e.offline {
+            if e.local || e.offline || e.awaited {
                 continue;
             }
             let silent = e.last_seen.elapsed();
@@ -368,6 +414,12 @@ struct RegistryPort {
 impl MachinePort for RegistryPort {
     fn send(&self, msg: ToMachine) -> bool {
         self.machines.upgrade().is_some_and(|m| m.send(&self.name, msg))
+    }
+
+    fn hold(&self, run: &str, shard: &ShardRef, holds: bool) {
+        if let Some(m) = self.machines.upgrade() {
+            m.hold(&self.name, run, shard, holds);
+        }
     }
 }
 

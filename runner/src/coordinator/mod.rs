@@ -738,7 +738,11 @@ impl Coordinator {
     /// coordinator's own machine, which restarted with it. A run that cannot
     /// be taken up (its start was never stored) is marked interrupted.
     pub async fn resume_runs(self: &Arc<Self>, local: Option<&str>) -> anyhow::Result<()> {
-        for meta in self.store.call(|s| s.running_runs()).await? {
+        let mut runs = self.store.call(|s| s.running_runs()).await?;
+        // Started runs first: the slots they hold are counted before a
+        // queued run looks for free ones.
+        runs.sort_by_key(|r| (r.state == RunState::Queued, r.started_us));
+        for meta in runs {
             let id = meta.id.clone();
             match self.resume_run(meta.clone(), local).await {
                 Ok(()) => tracing::info!(run = %id, "taking the run up again after a restart"),
@@ -789,6 +793,9 @@ impl Coordinator {
         let mut opened = self.open(meta, last);
         let stream = std::mem::replace(&mut opened.stream, Stream::new(key.clone(), 0, Vec::new()));
         let dispatcher = resumed.after(stream).durable(opened.committed.clone());
+        for (machine, shard) in dispatcher.holding() {
+            self.machines.expect(&machine, &key, &shard);
+        }
         if let Some(run) = self.runs.lock().expect("runs lock").get_mut(&key) {
             run.machines = dispatcher.machine_names();
         }
@@ -809,6 +816,7 @@ impl Coordinator {
             }
             for (i, name) in names.iter().enumerate() {
                 if !machines.connected(name) {
+                    machines.forget_awaited(name);
                     let reason = format!(
                         "it did not come back within {} of the coordinator's restart",
                         humantime::format_duration(grace)

@@ -578,3 +578,41 @@ async fn a_signal_and_wait_resent_after_a_restart_waits_again_without_signalling
     r.d.handle_sync_done(done);
     assert_eq!(r.replies(0), [(3, SyncReply::Value { value: 1 })], "released, with its own signal's number");
 }
+
+#[test]
+fn shards_that_wait_for_each_other_are_assigned_before_those_that_do_not() {
+    let plan = Plan::from_toml(
+        r#"
+name = "p"
+[[profiles]]
+name = "a"
+labels = { tier = "a" }
+[[entries]]
+suite = "plain.wasm"
+profile = "a"
+[[entries]]
+suite = "party.wasm"
+profile = "a"
+"#,
+    )
+    .unwrap();
+    let (_, links, mut to, _events, reporters) = Harness::parts();
+    let infos: Vec<_> = links.iter().map(|l| l.info.clone()).collect();
+    let names = vec!["plain".to_string(), "party".to_string()];
+    let shards = matching::place(&plan, &names, &[false, true], &infos, &[]).unwrap();
+    let suites = vec![
+        SuiteRef { name: "plain".into(), sha256: "sha-plain".into(), uses_sync: false },
+        SuiteRef { name: "party".into(), sha256: "sha-party".into(), uses_sync: true },
+    ];
+    let mut d = Dispatcher::new(RUN.into(), &plan, suites, links, shards, reporters);
+    d.start();
+    let mut order = Vec::new();
+    while let Ok(msg) = to[0].try_recv() {
+        if let ToMachine::Assign { assignment } = msg {
+            order.push(assignment.shard.role);
+        }
+    }
+    // The machine fills its slots in this order: the party never queues
+    // behind the plain shard.
+    assert_eq!(order, ["party", "plain"]);
+}

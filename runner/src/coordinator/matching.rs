@@ -351,7 +351,7 @@ profile = "clients"
         let ms = [with_slots("a", 2), with_slots("b", 2)];
         let busy_a = Busy { shards: 1, runs: ["run-1".to_string()].into() };
         // a is half busy: b, free, is chosen.
-        let shards = place(&plan, &names, &sync, &ms, &[busy_a.clone()]).unwrap();
+        let shards = place(&plan, &names, &sync, &ms, std::slice::from_ref(&busy_a)).unwrap();
         assert!(shards.iter().all(|s| s.shard.machine == "b"));
         // Both half busy: it waits, and says for what.
         let both = [busy_a.clone(), Busy { shards: 2, runs: ["run-2".to_string()].into() }];

@@ -138,6 +138,8 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         b.wait_css(".lane[data-machine='box-server']").await?;
         b.wait_css(".lane[data-machine='box-client']").await?;
         b.wait_text("tr[data-test='naps']", "running").await?;
+        // Each shard's lane says where it is: basics naps, so its shard runs.
+        b.wait_css(".track-row[data-role='basics'] [data-shard-state='running']").await?;
         // Reload mid-run: the view is rebuilt from the replayed events.
         b.client.refresh().await?;
         b.wait_text("tr[data-test='naps']", "running").await?;

@@ -41,6 +41,9 @@ pub enum ClientError {
     /// The server's TLS certificate is not trusted.
     #[error("TLS with {url} failed: {message}; pass the server's CA with --ca-file")]
     Untrusted { url: String, message: String },
+    /// What was given as the server's address is not one (see [`server_url`]).
+    #[error("{0}")]
+    BadUrl(String),
 }
 
 impl ClientError {
@@ -60,14 +63,108 @@ impl ClientError {
         }
     }
 
-    /// Whether the caller's input was at fault (a bad plan, suite or request).
+    /// Whether the caller's input was at fault (a bad plan, suite or request,
+    /// a token the server refuses, an address that is not a server's).
     pub fn is_bad_input(&self) -> bool {
-        self.kind().is_some_and(ErrorKind::is_bad_input)
+        matches!(self, ClientError::BadUrl(_))
+            || self.kind().is_some_and(|k| k.is_bad_input() || k == ErrorKind::Unauthorized)
+    }
+
+    /// Whether the server refused the token.
+    pub fn is_unauthorized(&self) -> bool {
+        self.kind() == Some(ErrorKind::Unauthorized)
     }
 
     fn transport(what: &str, e: impl std::fmt::Display) -> ClientError {
         ClientError::Transport { what: what.to_string(), message: format!("{e:#}") }
     }
+
+    /// A connection that failed, explained ([`explain`]). A scheme that
+    /// does not match the server (TLS to a plain one, or the reverse) is the
+    /// address's fault, not the network's: [`ClientError::BadUrl`].
+    fn unreachable(what: &str, e: &(dyn std::error::Error + 'static)) -> ClientError {
+        match explain(e) {
+            (message, true) => ClientError::BadUrl(format!("{what}: {message}")),
+            (message, false) => ClientError::Transport { what: what.to_string(), message },
+        }
+    }
+}
+
+/// An error's whole chain, with what to do about the mistakes people make
+/// most: TLS to a plain server and plain HTTP to a TLS one, nobody
+/// listening, a name that does not resolve; and whether the scheme is wrong.
+fn explain(e: &(dyn std::error::Error + 'static)) -> (String, bool) {
+    let mut chain = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !chain.contains(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
+        }
+        source = s.source();
+    }
+    let lower = chain.to_ascii_lowercase();
+    let scheme = if lower.contains("invalidcontenttype") || lower.contains("corrupt message") {
+        Some("the server does not speak TLS there: use http:// instead of https://")
+    } else if lower.contains("invalid http version")
+        || lower.contains("http/0.9")
+        || lower.contains("invalid status")
+        || lower.contains("httparse")
+    {
+        Some("that does not look like plain HTTP (a TLS server?): use https:// instead of http://")
+    } else {
+        None
+    };
+    if let Some(hint) = scheme {
+        return (format!("{chain} ({hint})"), true);
+    }
+    let hint = if lower.contains("connection refused") {
+        Some("nothing listens at that address: is `ensemble serve` running, and is the port right?")
+    } else if lower.contains("dns error")
+        || lower.contains("failed to lookup")
+        || lower.contains("name or service")
+    {
+        Some("the host name does not resolve")
+    } else {
+        None
+    };
+    match hint {
+        Some(h) => (format!("{chain} ({h})"), false),
+        None => (chain, false),
+    }
+}
+
+/// Checks that `input` is a server's base URL — `http://HOST:PORT` or
+/// `https://HOST:PORT`, without a path — and returns it without a trailing
+/// slash; else says what is wrong and the expected form.
+pub fn server_url(input: &str) -> std::result::Result<String, String> {
+    let expected = "write it as http://HOST:PORT (or https://HOST:PORT for a server with TLS)";
+    let url = match reqwest::Url::parse(input) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => url,
+        Ok(url) if !matches!(url.scheme(), "http" | "https") && input.contains("://") => {
+            return Err(format!(
+                "{input:?} is not a server URL: the scheme must be http or https; {expected}"
+            ));
+        }
+        _ => return Err(format!("{input:?} is not a server URL (no http:// or https://); {expected}")),
+    };
+    let host = url.host().map(|h| h.to_string()).unwrap_or_default();
+    let base = match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    };
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{input:?} is not a server URL: it has more than a scheme, host and port; give the server's base URL, {base}"
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{input:?} carries a user name or password: pass the token with --token instead"
+        ));
+    }
+    Ok(base)
 }
 
 pub type Result<T> = std::result::Result<T, ClientError>;
@@ -156,14 +253,16 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
+    /// A client of the server at `base` (checked by [`server_url`]).
     pub fn new(base: &str, token: Option<String>, tls: Tls) -> Result<Client> {
+        let base = server_url(base).map_err(ClientError::BadUrl)?;
         let mut config = (*tls).clone();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(config)
             .build()
             .map_err(|e| ClientError::transport("setting up HTTP", e))?;
-        Ok(Client { base: base.trim_end_matches('/').to_string(), token, http, tls })
+        Ok(Client { base, token, http, tls })
     }
 
     /// The same server with another token (or none).
@@ -187,7 +286,7 @@ impl Client {
 
     /// Sends a request; a non-success answer becomes [`ClientError::Api`].
     pub async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = req.send().await.map_err(|e| ClientError::transport(what, e))?;
+        let resp = req.send().await.map_err(|e| ClientError::unreachable(what, &e))?;
         let status = resp.status().as_u16();
         if resp.status().is_success() {
             return Ok(resp);
@@ -355,7 +454,9 @@ impl Client {
         let what = format!("connecting to {url}");
         let mut request = url.as_str().into_client_request().map_err(|e| ClientError::transport(&what, e))?;
         if let Some(t) = &self.token {
-            let value = format!("Bearer {t}").parse().map_err(|e| ClientError::transport(&what, e))?;
+            let value = format!("Bearer {t}")
+                .parse::<tokio_tungstenite::tungstenite::http::HeaderValue>()
+                .map_err(|e| ClientError::transport(&what, e))?;
             request.headers_mut().insert("authorization", value);
         }
         let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
@@ -367,11 +468,19 @@ impl Client {
                 let body =
                     resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().to_string();
                 let error = serde_json::from_str::<ApiError>(&body).unwrap_or_else(|_| {
-                    ApiError::new(ErrorKind::BadRequest, format!("HTTP {status}: {body}"))
+                    // Not an Ensemble error: something else answers there.
+                    ApiError::new(
+                        ErrorKind::BadRequest,
+                        format!(
+                            "{} answered HTTP {status} instead of opening a WebSocket: is `ensemble serve` \
+                             what listens there?",
+                            self.base
+                        ),
+                    )
                 });
                 Err(ClientError::Api { what, status, error })
             }
-            Err(e) => Err(ClientError::transport(&what, e)),
+            Err(e) => Err(ClientError::unreachable(&what, &e)),
         }
     }
 
@@ -442,5 +551,25 @@ mod tests {
     fn websocket_urls_follow_the_scheme() {
         assert_eq!(ws_url("http://h:1/", "/api/x"), "ws://h:1/api/x");
         assert_eq!(ws_url("https://h", "/api/x"), "wss://h/api/x");
+    }
+
+    #[test]
+    fn a_server_url_is_a_scheme_a_host_and_a_port_and_nothing_else() {
+        assert_eq!(server_url("http://127.0.0.1:7878").unwrap(), "http://127.0.0.1:7878");
+        assert_eq!(server_url("https://ci.example:443/").unwrap(), "https://ci.example");
+        assert_eq!(server_url("http://[::1]:80/").unwrap(), "http://[::1]");
+        for (input, says) in [
+            ("127.0.0.1:7981", "no http:// or https://"),
+            ("localhost:7878", "no http:// or https://"),
+            ("ftp://h:1", "the scheme must be http or https"),
+            ("http://h:1/api", "give the server's base URL, http://h:1"),
+            ("http://h:1/?token=x", "more than a scheme, host and port"),
+            ("http://me:pw@h:1", "pass the token with --token"),
+            ("", "no http:// or https://"),
+        ] {
+            let err = server_url(input).unwrap_err();
+            assert!(err.contains(says), "{input:?}: {err}");
+            assert!(err.contains(&format!("{input:?}")), "names what was given: {err}");
+        }
     }
 }

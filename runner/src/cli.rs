@@ -215,7 +215,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 #[derive(Args, Debug)]
 struct CacheArgs {
     /// Where compiled suites are cached [default: ~/.cache/ensemble/compiled].
-    #[arg(long, value_name = "DIR", env = "ENSEMBLE_CACHE_DIR")]
+    #[arg(long, value_name = "DIR", env = "ENSEMBLE_CACHE_DIR", hide_env_values = true)]
     cache_dir: Option<PathBuf>,
 }
 
@@ -325,6 +325,10 @@ fn prepared(e: Prepared) -> Failure {
 }
 
 async fn run(args: RunArgs) -> Result<i32, Failure> {
+    if let Some(server) = &args.server {
+        // Before any suite is built: a mistyped address is refused at once.
+        ensemble_client::server_url(server).map_err(|e| bad(anyhow::anyhow!("--server: {e}")))?;
+    }
     let file = prepare::resolve(&args.plan).await.map_err(prepared)?;
     if let Some(server) = &args.server {
         return run_remote(&args, &file, server).await;
@@ -423,7 +427,9 @@ fn reporters(args: &RunArgs) -> Result<Vec<Box<dyn Reporter>>, Failure> {
 /// code comes from the run's verdict, as in a standalone run.
 async fn run_remote(args: &RunArgs, file: &PlanFile, server: &str) -> Result<i32, Failure> {
     let tls = ensemble_client::tls_config(args.ca_file.as_deref()).map_err(bad)?;
-    let client = Client::new(server, args.token.clone(), tls).map_err(internal)?;
+    let client = Client::new(server, args.token.clone(), tls).map_err(bad)?;
+    // The address and the token first, before any upload is blamed for them.
+    client.machines().await.map_err(|e| if e.is_bad_input() { bad(e) } else { internal(e) })?;
     let plan = file.upload(&client).await.map_err(prepared)?;
     let client_failure =
         |e: ensemble_client::ClientError| if e.is_bad_input() { bad(e) } else { internal(e) };
@@ -491,7 +497,7 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|e| bad(anyhow::anyhow!("cannot listen on {}: {e}", args.listen)))?;
+        .map_err(|e| bad(anyhow::anyhow!("cannot listen on {}: {e}{}", args.listen, listen_hint(&e))))?;
     let addr = listener.local_addr().map_err(internal)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key).map_err(bad)?),
@@ -542,6 +548,8 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
 }
 
 async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
+    // A mistyped address will not fix itself by retrying: refuse it now.
+    ensemble_client::server_url(&args.join).map_err(|e| bad(anyhow::anyhow!("--join: {e}")))?;
     let name = args.name.clone().unwrap_or_else(hostname);
     let info = machine_info(name, args.labels.clone(), args.slots);
     let sandbox = args.cache.sandbox_for(info.slots as usize).map_err(internal)?;
@@ -564,6 +572,43 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
         }
         Err(e) if e.downcast_ref::<crate::agent::join::Refused>().is_some() => Err(bad(e)),
         Err(e) => Err(internal(e)),
+    }
+}
+
+/// What to do when the address to listen on is taken or not ours.
+fn listen_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            " (another process listens there: pick another address with --listen HOST:PORT, or \
+             --listen 127.0.0.1:0 for any free port; through cargo, put it after `--`: \
+             cargo run -p ensemble-runner -- serve --listen 127.0.0.1:7979)"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            " (this machine has no such address: use one of its own, or 0.0.0.0 for all)"
+        }
+        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges: use a higher port)",
+        _ => "",
+    }
+}
+
+/// How to call this binary in a command printed for a person to copy:
+/// `ensemble` when that is what the PATH finds, else this binary's path
+/// (relative to the current directory when it is under it).
+pub fn invocation() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(|e| e.canonicalize()) else {
+        return "ensemble".to_string();
+    };
+    let name = format!("ensemble{}", std::env::consts::EXE_SUFFIX);
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join(&name).canonicalize().is_ok_and(|p| p == exe))
+    });
+    if on_path {
+        return "ensemble".to_string();
+    }
+    let cwd = std::env::current_dir().ok().and_then(|d| d.canonicalize().ok());
+    match cwd.and_then(|d| exe.strip_prefix(d).ok().map(std::path::Path::to_path_buf)) {
+        Some(rel) => rel.display().to_string(),
+        None => exe.display().to_string(),
     }
 }
 

@@ -26,23 +26,67 @@ fn demo_plan_path() -> PathBuf {
 /// besides the demo plan's own.
 const CATALOG: [&str; 3] = ["basics", "hello-command", "many-tests"];
 
-/// Children killed when the demo ends, however it ends.
+/// Children killed when the demo ends, however it ends: the last started
+/// first, so the runners are gone before their coordinator (and do not
+/// complain of losing it).
 struct Children(Vec<Child>);
 
 impl Drop for Children {
     fn drop(&mut self) {
-        for c in &mut self.0 {
+        for c in self.0.iter_mut().rev() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 }
 
+/// The demo's own data directory, removed when the demo ends, however it
+/// ends (declared before the children, so they are gone first).
+struct Scratch(Option<PathBuf>);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Ports tried after the asked one when it is taken.
+const PORT_TRIES: u16 = 20;
+
+/// `listen`, or when its port is taken the next free one (a port of 0 is
+/// any free port already).
+fn free_address(listen: std::net::SocketAddr) -> anyhow::Result<std::net::SocketAddr> {
+    let mut addr = listen;
+    for _ in 0..=PORT_TRIES {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => {
+                if addr != listen {
+                    println!("Port {} is taken: the demo uses {} instead.", listen.port(), addr.port());
+                }
+                return Ok(addr);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 => {
+                addr.set_port(addr.port().checked_add(1).unwrap_or(0));
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr}")),
+        }
+    }
+    bail!(
+        "ports {} to {} are all taken: pick another address with --listen HOST:PORT (or port 0 for any)",
+        listen.port(),
+        addr.port() - 1
+    )
+}
+
 pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
     let exe = std::env::current_exe().context("finding the ensemble binary")?;
+    let listen = free_address(listen)?;
+    let mut scratch = Scratch(None);
     let data_dir = match data_dir {
         Some(d) => d,
-        None => tempfile_dir()?,
+        None => scratch.0.insert(tempfile_dir()?).clone(),
     };
     let (token, _) = crate::secret::kept_secret(&data_dir, "token")?;
     let (join_token, _) = crate::secret::kept_secret(&data_dir, "join-token")?;
@@ -64,7 +108,7 @@ pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> an
     // Keep reading what the server prints, so it never writes to a closed pipe.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let Some(url) = first.trim().strip_prefix("ensemble serve: listening on ").map(str::to_string) else {
-        bail!("ensemble serve did not start (it said {first:?})");
+        bail!("ensemble serve did not start (its error is above)");
     };
     for (name, tier) in [("runner-server", "server"), ("runner-client", "client")] {
         let child = Command::new(&exe)
@@ -114,7 +158,7 @@ pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> an
     println!("Open {open} in a browser: run the plan, watch it live, or build a plan of your own.");
     println!("Or from a terminal:");
     println!("  export ENSEMBLE_TOKEN={token}");
-    println!("  ensemble run {} --server {url}", path.display());
+    println!("  {} run {} --server {url}", crate::cli::invocation(), path.display());
     println!(
         "  curl -s -H \"Authorization: Bearer $ENSEMBLE_TOKEN\" -H 'Content-Type: application/json' \\\n       -X POST {url}/api/runs -d '{{\"plan_id\":\"{plan_id}\"}}'"
     );
@@ -122,7 +166,10 @@ pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> an
     println!();
     println!("Press Ctrl-C to stop the demo.");
     crate::signals::wait_for_signal().await;
+    println!("Stopping the demo: runner-client, runner-server, then the coordinator…");
     drop(children);
+    drop(scratch);
+    println!("Stopped.");
     Ok(ensemble_protocol::exit::SUCCESS)
 }
 

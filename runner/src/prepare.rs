@@ -61,6 +61,12 @@ pub async fn resolve(path: &Path) -> Result<PlanFile, Prepared> {
         .await
         .map_err(|e| Prepared::Internal(e.into()))?
         .map_err(|e| invalid(path, e.problem))?;
+    // An entry without a role takes its suite's name: the crate's for a
+    // crate directory (even `suite = "."`), the file's stem for a .wasm.
+    let mut plan = plan;
+    for (entry, suite) in plan.entries.iter_mut().zip(&suites) {
+        entry.role.get_or_insert_with(|| suite.name.replace('_', "-"));
+    }
     Ok(PlanFile { path: path.to_path_buf(), plan, suites })
 }
 

@@ -62,7 +62,16 @@ fn file_stem(path: &Path) -> String {
     path.file_stem().and_then(|s| s.to_str()).unwrap_or("suite").replace('_', "-")
 }
 
+/// A suite crate's name: its package's name, else its directory's (so
+/// `suite = "."` is named after the crate, not `.`).
 fn crate_dir_name(dir: &Path) -> String {
+    let package = std::fs::read_to_string(dir.join("Cargo.toml"))
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("package")?.get("name")?.as_str().map(str::to_string));
+    if let Some(name) = package {
+        return name;
+    }
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     dir.file_name().and_then(|s| s.to_str()).unwrap_or("suite").to_string()
 }
@@ -114,4 +123,26 @@ pub fn build_crate(dir: &Path) -> Result<PathBuf, String> {
     found.ok_or_else(|| {
         format!("building {} produced no .wasm component; a suite crate is a cdylib or a bin", dir.display())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crate_is_named_by_its_package_even_as_dot() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[package]\nname = \"my-suite\"\nversion = \"0.1.0\"\n",
+        )
+        .unwrap();
+        assert_eq!(crate_dir_name(dir.path()), "my-suite");
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(crate_dir_name(&cwd.join(dir.path()).join(".")), "my-suite");
+        // No package name to read: the directory's name.
+        let bare = tempfile::tempdir().unwrap();
+        let name = bare.path().file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(crate_dir_name(bare.path()), name);
+    }
 }

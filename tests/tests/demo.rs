@@ -58,29 +58,43 @@ fn the_demo_plan_passes_with_both_roles_coordinating() {
 }
 
 /// The README's first command: `ensemble demo` brings up a server, two runner
-/// processes and the distributed demo plan, ready to run.
+/// processes and the distributed demo plan, ready to run — on the next free
+/// port when its own is taken — and leaves nothing behind when stopped.
 #[test]
 fn ensemble_demo_brings_up_a_ready_setup() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
     let dir = tempfile::tempdir().unwrap();
+    // Its data goes to a scratch directory under TMPDIR, removed at the end.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
     let mut demo = Command::new(ensemble_tests::ensemble_bin())
-        .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
+        .args(["demo", "--listen", &format!("127.0.0.1:{busy}")])
         .current_dir(ensemble_tests::repo_root())
         .env("ENSEMBLE_CACHE_DIR", dir.path().join("cache"))
+        .env("TMPDIR", &tmp)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut moved = None;
     let url = loop {
         let line = lines.next().expect("the demo prints its URL").unwrap();
+        if line.starts_with(&format!("Port {busy} is taken: the demo uses ")) {
+            moved = Some(line.clone());
+        }
         if let Some(url) = line.strip_prefix("Ensemble demo is up: ") {
             break url.to_string();
         }
     };
+    let moved = moved.expect("the demo says it moved off the taken port");
+    assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(&format!(":{busy}")), "{moved} / {url}");
+    let scratch: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(scratch.len(), 1, "the demo's data dir: {scratch:?}");
     // It made a token, and prints it and a URL that carries it.
     let (token, open) = {
         let mut token = None;
@@ -96,6 +110,18 @@ fn ensemble_demo_brings_up_a_ready_setup() {
         }
     };
     assert_eq!(open, format!("{url}/?token={token}"));
+    // The command it prints works from where it runs: `ensemble` is not on
+    // the PATH here, so it names the binary itself.
+    let _or_from_a_terminal = lines.next();
+    let _export = lines.next();
+    let command = lines.next().unwrap().unwrap();
+    let program = command.split_whitespace().next().unwrap().to_string();
+    let resolved = ensemble_tests::repo_root().join(&program);
+    assert!(program == "ensemble" || resolved.is_file(), "{command}: {program} is not the binary");
+    assert!(
+        command.contains(&format!(" run suites/plans/demo-distributed.toml --server {url}")),
+        "{command}"
+    );
     let result = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let server = ensemble_tests::Server {
             proc: ensemble_tests::Proc {
@@ -140,7 +166,13 @@ fn ensemble_demo_brings_up_a_ready_setup() {
     });
     // Stop the demo the way a person does (Ctrl-C), so it stops its children.
     let _ = Command::new("kill").args(["-INT", &demo.id().to_string()]).status();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
     let stopped = demo.wait().unwrap();
+    assert!(rest.iter().any(|l| l.starts_with("Stopping the demo")), "{rest:?}");
+    assert_eq!(rest.last().map(String::as_str), Some("Stopped."), "{rest:?}");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "the demo left {left:?} behind");
+    drop(taken);
     let (machines, roles, summary) = result;
     let names: Vec<&str> = machines.iter().map(|m| m.info.name.as_str()).collect();
     assert_eq!(names, ["coordinator", "runner-client", "runner-server"]);

@@ -49,6 +49,17 @@ async fn runners_and_clients_reach_a_tls_server_trusting_its_ca() {
     assert_eq!(status.code(), Some(2), "{}", untrusting.log());
     assert!(untrusting.log().contains("pass the server's CA with --ca-file"), "{}", untrusting.log());
 
+    // Plain HTTP to it: the scheme is named as the mistake, at once, exit 2.
+    let plain = server.url.replace("https://", "http://");
+    let out = ensemble_tests::ensemble_async(
+        &["run", "suites/plans/demo.toml", "--server", &plain, "--token", "tls-token"],
+        &dir.path().join("cache-cli"),
+    )
+    .await;
+    let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("use https:// instead of http://"), "{shown}");
+
     let _a = start_runner_with(
         dir.path(),
         &server,

@@ -123,22 +123,26 @@ pub async fn join(
     let (outbox_tx, mut outbox_rx) = mpsc::unbounded_channel();
     let agent_task = tokio::spawn(agent.serve(inbox_rx, outbox_tx, shutdown.child_token()));
     let mut link = Link::default();
-    let mut backoff = Duration::from_millis(100);
+    let mut retry = Retry { backoff: Duration::from_millis(100), joined: false };
     let result = loop {
         if shutdown.is_cancelled() {
             break Ok(());
         }
-        match session(&opts, &client, &inbox_tx, &mut outbox_rx, &mut link, &mut backoff, &shutdown).await {
+        match session(&opts, &client, &inbox_tx, &mut outbox_rx, &mut link, &mut retry, &shutdown).await {
             Ok(()) => break Ok(()),
             Err(e) if e.downcast_ref::<Refused>().is_some() => break Err(e),
             Err(e) => {
-                tracing::warn!("connection to {} lost: {e:#}; reconnecting in {backoff:?}", opts.url);
-                eprintln!("ensemble runner: connection to {} lost: {e:#}; reconnecting", opts.url);
+                // Never joined: the address (or the network) is the question,
+                // not a connection that dropped.
+                let what = if retry.joined { "connection to {url} lost" } else { "cannot reach {url}" }
+                    .replace("{url}", &opts.url);
+                tracing::warn!("{what}: {e:#}; trying again in {:?}", retry.backoff);
+                eprintln!("ensemble runner: {what}: {e:#}; trying again");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(retry.backoff) => {}
                     _ = shutdown.cancelled() => break Ok(()),
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                retry.backoff = (retry.backoff * 2).min(Duration::from_secs(5));
             }
         }
     };
@@ -148,21 +152,32 @@ pub async fn join(
     result
 }
 
+/// How the next connection attempt goes: after how long, and whether this
+/// runner was ever welcomed (if not, the address is in question rather
+/// than a dropped connection).
+struct Retry {
+    backoff: Duration,
+    joined: bool,
+}
+
 /// One connection: hello, resend what is unacknowledged, then pump. Once
-/// welcomed, the next reconnect starts again from the shortest `backoff`.
+/// welcomed, the next reconnect starts again from the shortest backoff.
 async fn session(
     opts: &JoinOptions,
     client: &Client,
     inbox: &mpsc::UnboundedSender<ToMachine>,
     outbox: &mut mpsc::UnboundedReceiver<FromMachine>,
     link: &mut Link,
-    backoff: &mut Duration,
+    retry: &mut Retry,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let ws = match client.websocket(routes::MACHINE_JOIN).await {
         Ok(ws) => ws,
-        // An untrusted certificate will not fix itself by retrying.
-        Err(e @ ClientError::Untrusted { .. }) => return Err(Refused(e.to_string()).into()),
+        // An untrusted certificate, or a scheme that does not match the
+        // server's, will not fix itself by retrying.
+        Err(e @ (ClientError::Untrusted { .. } | ClientError::BadUrl(_))) => {
+            return Err(Refused(e.to_string()).into());
+        }
         // A wrong token will not fix itself by retrying either.
         Err(ClientError::Api { error, .. }) if error.kind() == ErrorKind::Unauthorized => {
             return Err(Refused(error.message().to_string()).into());
@@ -191,7 +206,7 @@ async fn session(
                     crate::secret::write_private(&identity, &secret)?;
                 }
                 tracing::info!(%coordinator, machine = %opts.info.name, "joined");
-                *backoff = Duration::from_millis(100);
+                *retry = Retry { backoff: Duration::from_millis(100), joined: true };
                 eprintln!("ensemble runner: {} joined {} ({coordinator})", opts.info.name, opts.url);
             }
             ToMachine::Rejected { reason, retry: false } => return Err(Refused(reason).into()),

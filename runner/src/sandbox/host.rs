@@ -80,8 +80,30 @@ impl HostState {
         self.env.sync.clone()
     }
 
+    /// The wait a call gets: the plan's `barrier_timeout` when the suite
+    /// asks for none (0), and never more than it: the plan bounds every wait.
     fn timeout_ms(&self, requested: u64) -> u64 {
-        if requested == 0 { self.env.barrier_timeout_ms } else { requested }
+        let bound = self.env.barrier_timeout_ms;
+        if requested == 0 { bound } else { requested.min(bound) }
+    }
+
+    /// A sync call's reply, its timeout saying when the plan cut the wait
+    /// the suite asked for.
+    fn wait(&self, call: SyncCall, requested: u64) -> impl Future<Output = SyncReply> + Send + 'static {
+        let (port, bound) = (self.port(), self.env.barrier_timeout_ms);
+        async move {
+            match port.call(call).await {
+                SyncReply::Error { kind: SyncFailure::Timeout, message } if requested > bound => {
+                    SyncReply::Error {
+                        kind: SyncFailure::Timeout,
+                        message: format!(
+                            "{message} (the plan's barrier_timeout, {bound} ms, bounds the {requested} ms the suite asked for)"
+                        ),
+                    }
+                }
+                other => other,
+            }
+        }
     }
 }
 
@@ -135,8 +157,8 @@ impl ensemble::suite::sync::Host for HostState {
         target: u64,
         timeout_ms: u64,
     ) -> wasmtime::Result<SyncResult<()>> {
-        let timeout_ms = self.timeout_ms(timeout_ms);
-        Ok(match self.port().call(SyncCall::Barrier { state, target, timeout_ms }).await {
+        let (requested, timeout_ms) = (timeout_ms, self.timeout_ms(timeout_ms));
+        Ok(match self.wait(SyncCall::Barrier { state, target, timeout_ms }, requested).await {
             SyncReply::Released => Ok(()),
             other => unexpected(other),
         })
@@ -148,8 +170,8 @@ impl ensemble::suite::sync::Host for HostState {
         target: u64,
         timeout_ms: u64,
     ) -> wasmtime::Result<SyncResult<u64>> {
-        let timeout_ms = self.timeout_ms(timeout_ms);
-        Ok(match self.port().call(SyncCall::SignalAndWait { state, target, timeout_ms }).await {
+        let (requested, timeout_ms) = (timeout_ms, self.timeout_ms(timeout_ms));
+        Ok(match self.wait(SyncCall::SignalAndWait { state, target, timeout_ms }, requested).await {
             SyncReply::Value { value } => Ok(value),
             other => unexpected(other),
         })
@@ -173,12 +195,12 @@ impl ensemble::suite::sync::HostSubscription for HostState {
         sub: Resource<Subscription>,
         timeout_ms: u64,
     ) -> wasmtime::Result<SyncResult<String>> {
-        let timeout_ms = self.timeout_ms(timeout_ms);
+        let (requested, timeout_ms) = (timeout_ms, self.timeout_ms(timeout_ms));
         let (topic, index) = {
             let s = self.table.get(&sub)?;
             (s.topic.clone(), s.next_index)
         };
-        let reply = self.port().call(SyncCall::Next { topic, index, timeout_ms }).await;
+        let reply = self.wait(SyncCall::Next { topic, index, timeout_ms }, requested).await;
         Ok(match reply {
             SyncReply::Message { payload } => {
                 self.table.get_mut(&sub)?.next_index += 1;

@@ -14,6 +14,10 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
+/// The start of the line a Rust panic adds, suggesting a variable a
+/// sandboxed test cannot be given.
+const BACKTRACE_NOTE: &str = "note: run with `RUST_BACKTRACE=";
+
 /// How much of stderr's tail is kept for finding a panic message.
 const STDERR_TAIL: usize = 16 * 1024;
 
@@ -56,6 +60,11 @@ impl Capture {
     pub fn text(&self) -> String {
         let inner = self.inner.lock().expect("capture lock");
         let mut text = String::from_utf8_lossy(&inner.kept).into_owned();
+        if text.contains(BACKTRACE_NOTE) {
+            // A sandboxed test has no environment to set it in: the advice misleads.
+            text =
+                text.lines().filter(|l| !l.starts_with(BACKTRACE_NOTE)).map(|l| format!("{l}\n")).collect();
+        }
         if inner.dropped > 0 {
             if !text.ends_with('\n') && !text.is_empty() {
                 text.push('\n');
@@ -149,6 +158,16 @@ mod tests {
             true,
         );
         assert_eq!(c.panic_message().unwrap(), "boom: 42 (panicked at src/lib.rs:3:5)");
+
         assert_eq!(Capture::new(4).panic_message(), None);
+    }
+
+    #[test]
+    fn no_backtrace_advice_a_sandboxed_test_cannot_follow() {
+        let c = Capture::new(1 << 10);
+        c.write(b"before\nthread 'main' panicked at src/lib.rs:3:5:\nboom\n", true);
+        c.write(b"note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n", true);
+        c.write(b"after\n", false);
+        assert_eq!(c.text(), "before\nthread 'main' panicked at src/lib.rs:3:5:\nboom\nafter\n");
     }
 }

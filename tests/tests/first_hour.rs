@@ -1,0 +1,169 @@
+//! The first hour of a newcomer: the mistakes people make first each get a
+//! message that says what to do, and the exit code the README documents.
+//! Real processes; no server is needed for most of them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use ensemble_tests::{ensemble, ensemble_bin, start_server};
+
+const TOKEN: &str = "first-hour-token";
+
+fn text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A loopback port nobody listens on (bound, then let go).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn server_addresses_without_a_scheme_or_with_a_path_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let plan = "suites/plans/demo.toml";
+    for (args, says) in [
+        (vec!["run", plan, "--server", "127.0.0.1:7981"], "--server: \"127.0.0.1:7981\" is not a server URL"),
+        (
+            vec!["run", plan, "--server", "http://127.0.0.1:7981/api"],
+            "give the server's base URL, http://127.0.0.1:7981",
+        ),
+        (
+            vec!["runner", "--join", "localhost:7878", "--token", "t"],
+            "--join: \"localhost:7878\" is not a server URL",
+        ),
+        (vec!["runner", "--join", "http://127.0.0.1:7878/x", "--token", "t"], "give the server's base URL"),
+    ] {
+        let out = ensemble(&args, &cache);
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {shown}");
+        assert!(shown.contains(says), "{args:?}: {shown}");
+        assert!(shown.contains("http://HOST:PORT") || shown.contains("base URL"), "{shown}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_and_a_wrong_scheme_are_the_callers_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
+    let cache = dir.path().join("cache");
+    let plan = "suites/plans/demo.toml";
+    let run = |args: Vec<String>| {
+        let cache = cache.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ensemble_tests::ensemble_async(&args, &cache).await
+        }
+    };
+    let out = run(vec![
+        "run".into(),
+        plan.into(),
+        "--server".into(),
+        server.url.clone(),
+        "--token".into(),
+        "wrong".into(),
+    ])
+    .await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("wrong token (pass it with --token or ENSEMBLE_TOKEN)"), "{shown}");
+
+    // TLS to a plain server: the scheme is named as the mistake.
+    let https = server.url.replace("http://", "https://");
+    let out = run(vec![
+        "run".into(),
+        plan.into(),
+        "--server".into(),
+        https.clone(),
+        "--token".into(),
+        TOKEN.into(),
+    ])
+    .await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("use http:// instead of https://"), "{shown}");
+    // A runner stops at once instead of retrying for ever.
+    let out =
+        run(vec!["runner".into(), "--join".into(), https, "--token".into(), server.join_token.clone()]).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("use http:// instead of https://"), "{shown}");
+}
+
+#[test]
+fn a_runner_that_never_connected_says_it_cannot_reach_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{}", closed_port());
+    let mut runner = Command::new(ensemble_bin())
+        .args(["runner", "--join", &url, "--token", "t", "--name", "lonely"])
+        .env("ENSEMBLE_CACHE_DIR", dir.path().join("cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(runner.stderr.take().unwrap())
+        .lines()
+        .map(|l| l.unwrap())
+        .find(|l| l.starts_with("ensemble runner:"))
+        .expect("the runner says why it waits");
+    runner.kill().unwrap();
+    let _ = runner.wait();
+    assert!(line.starts_with(&format!("ensemble runner: cannot reach {url}:")), "{line}");
+    assert!(line.contains("nothing listens at that address"), "{line}");
+    assert!(!line.contains("lost"), "it never had a connection to lose: {line}");
+}
+
+#[test]
+fn a_busy_port_names_the_flag_that_picks_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = dir.path().join("data");
+    let out = ensemble(
+        &["serve", "--listen", &addr, "--data-dir", data.to_str().unwrap(), "--token", TOKEN],
+        &dir.path().join("cache"),
+    );
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains(&format!("cannot listen on {addr}")), "{shown}");
+    assert!(shown.contains("pick another address with --listen HOST:PORT"), "{shown}");
+    assert!(shown.contains("cargo run -p ensemble-runner -- serve --listen"), "{shown}");
+}
+
+#[test]
+fn help_does_not_show_unset_variables_as_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in ["run", "serve", "runner", "suite inspect"] {
+        let mut args: Vec<&str> = cmd.split(' ').collect();
+        args.push("--help");
+        let out = Command::new(ensemble_bin()).args(&args).env_remove("ENSEMBLE_CACHE_DIR").output().unwrap();
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{shown}");
+        assert!(!shown.contains("=]"), "{cmd} --help shows an empty variable: {shown}");
+    }
+    drop(dir);
+}
+
+#[test]
+fn the_plans_barrier_timeout_bounds_a_suites_own_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    // bench-parties waits up to 120 s for `parties`; it is alone here.
+    let plan = dir.path().join("alone.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "name = \"alone\"\n[settings]\nbarrier_timeout = \"1s\"\n[[profiles]]\nname = \"any\"\n\
+             [[entries]]\nsuite = {:?}\nprofile = \"any\"\nparams = {{ parties = 2, rounds = 1 }}\n",
+            ensemble_artifacts::BENCH_PARTIES
+        ),
+    )
+    .unwrap();
+    let out = ensemble(&["run", plan.to_str().unwrap()], &dir.path().join("cache"));
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("timed out after 1000 ms (the plan's barrier_timeout, 1000 ms, bounds the 120000 ms the suite asked for)"),
+        "{shown}"
+    );
+}

@@ -250,6 +250,19 @@ enum PlanCommand {
 
 #[derive(Subcommand, Debug)]
 enum SuiteCommand {
+    /// Create a Rust suite crate that builds and passes as it is, with a
+    /// plan that runs it: `ensemble run DIR/plan.toml`.
+    New {
+        /// The new crate's directory (must not exist, or be empty).
+        dir: PathBuf,
+        /// The crate's name [default: the directory's name].
+        #[arg(long)]
+        name: Option<String>,
+        /// The Rust SDK (`suites/sdk` of an Ensemble checkout) [default: the
+        /// one this binary was built from].
+        #[arg(long, value_name = "PATH")]
+        sdk: Option<PathBuf>,
+    },
     /// Show a suite's kind, tests and imports.
     Inspect {
         /// A .wasm component or a suite crate directory.
@@ -313,6 +326,15 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Demo(args) => crate::demo::demo(args.listen, args.data_dir).await.map_err(internal),
         Command::Plan(PlanCommand::Check { file, no_suites, cache }) => check(&file, no_suites, &cache).await,
         Command::Suite(SuiteCommand::Inspect { file, cache }) => inspect(&file, &cache).await,
+        Command::Suite(SuiteCommand::New { dir, name, sdk }) => {
+            let files = crate::scaffold::new_suite(&dir, name.as_deref(), sdk.as_deref())
+                .map_err(|e| bad(anyhow::anyhow!(e)))?;
+            for f in files {
+                println!("created {}", f.display());
+            }
+            println!("Run it: {} run {}", invocation(), dir.join("plan.toml").display());
+            Ok(exit::SUCCESS)
+        }
     }
 }
 

@@ -19,6 +19,7 @@
 //! - [`standalone`]: `ensemble run` on one host: the dispatcher with
 //!   in-process machines.
 //! - [`demo`]: `ensemble demo`, a whole local setup.
+//! - [`scaffold`]: `ensemble suite new`, a suite crate to start from.
 //! - [`tls`]: the server side of TLS.
 //! - [`secret`]: kept tokens, machine identities, constant-time compares.
 //! - [`signals`]: stopping cleanly on Ctrl-C and SIGTERM.
@@ -41,6 +42,7 @@ pub mod fuzzing;
 pub mod prepare;
 pub mod report;
 pub mod sandbox;
+pub mod scaffold;
 pub mod secret;
 pub mod server;
 pub mod signals;

@@ -78,6 +78,7 @@ pub fn nested_cargo(
     for (k, v) in env {
         command.env(k, v);
     }
+    let started = std::time::Instant::now();
     let output = command.output().unwrap_or_else(|error| panic!("failed to run {command:?}: {error}"));
     if !output.status.success() {
         panic!(
@@ -86,7 +87,22 @@ pub fn nested_cargo(
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    String::from_utf8(output.stdout).expect("cargo's JSON messages are UTF-8")
+    let stdout = String::from_utf8(output.stdout).expect("cargo's JSON messages are UTF-8");
+    // Cargo shows a build script's output only when it ends: say then what
+    // was built and how long it took, when anything was (not on no-ops).
+    let built = stdout
+        .lines()
+        .filter(|l| l.contains("\"reason\":\"compiler-artifact\"") && l.contains("\"fresh\":false"))
+        .count();
+    if built > 0 {
+        println!(
+            "cargo:warning=built {built} crate(s) of {} for {target} in {:.0} s (into {})",
+            manifest.display(),
+            started.elapsed().as_secs_f64(),
+            target_dir.display()
+        );
+    }
+    stdout
 }
 
 /// Tells cargo to re-run the build script when anything under `dir` changes,

@@ -57,7 +57,7 @@ fn the_demo_plan_passes_with_both_roles_coordinating() {
     assert_eq!(xml.matches("<testsuite ").count(), 2, "a testsuite per shard: {xml}");
 }
 
-/// The README's first command: `ensemble demo` brings up a server, two runner
+/// The README's first command, read from the README: `ensemble demo` brings up a server, two runner
 /// processes and the distributed demo plan, ready to run — on the next free
 /// port when its own is taken — and leaves nothing behind when stopped.
 #[test]
@@ -71,8 +71,23 @@ fn ensemble_demo_brings_up_a_ready_setup() {
     std::fs::create_dir_all(&tmp).unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap().port();
+    // The command as the README writes it: what comes after cargo's `--`
+    // goes to this build's binary.
+    let readme = std::fs::read_to_string(ensemble_tests::repo_root().join("README.md")).unwrap();
+    let two = readme.split("## The two commands").nth(1).expect("the README's two commands");
+    let command = two.split("```sh\n").nth(1).unwrap().lines().next().unwrap().to_string();
+    let args: Vec<&str> = command
+        .strip_prefix("cargo run -p ensemble-runner -- ")
+        .unwrap_or_else(|| panic!("the demo command runs the ensemble binary through cargo: {command}"))
+        .split_whitespace()
+        .collect();
+    // And the test command is the one CI runs.
+    let test_command = two.split("```sh\n").nth(2).unwrap().lines().next().unwrap();
+    let ci = std::fs::read_to_string(ensemble_tests::repo_root().join(".ci/run")).unwrap();
+    assert!(ci.lines().any(|l| l.trim() == test_command), ".ci/run does not run `{test_command}`");
     let mut demo = Command::new(ensemble_tests::ensemble_bin())
-        .args(["demo", "--listen", &format!("127.0.0.1:{busy}")])
+        .args(&args)
+        .args(["--listen", &format!("127.0.0.1:{busy}")])
         .current_dir(ensemble_tests::repo_root())
         .env("ENSEMBLE_CACHE_DIR", dir.path().join("cache"))
         .env("TMPDIR", &tmp)

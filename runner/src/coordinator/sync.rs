@@ -261,7 +261,7 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn waits_time_out_with_a_message() {
         let s = SyncService::new();
         let (reply, _) = s.handle(barrier("never", 1, 50)).await;

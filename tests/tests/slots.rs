@@ -184,6 +184,36 @@ async fn a_sequential_kv_pair_is_refused_standalone_and_through_serve() {
     assert!(server.client().runs().await.unwrap().is_empty());
 }
 
+/// `basics` twice on the machine labelled pool=busy, napping 10 minutes:
+/// both of its slots stay taken until the run is cancelled.
+fn naps_on_busy(sha: &str) -> serde_json::Value {
+    let napper = |role: &str| {
+        json!({ "suite": format!("sha256:{sha}"), "profile": "busy", "role": role,
+                "params": { "greeting": "hello", "nap_ms": "600000" } })
+    };
+    json!({
+        "name": "naps",
+        "settings": { "test_timeout": "20m" },
+        "profiles": [{ "name": "busy", "labels": { "pool": "busy" } }],
+        "entries": [napper("one"), napper("two")]
+    })
+}
+
+/// The events of `run` once it ran whole after waiting: only `run-queued`
+/// before `run-started`, passed, both parties' two tests passed.
+async fn ran_whole_after_waiting(server: &Server, run: &str) -> Vec<Event> {
+    let events = server.events(run).await;
+    let started =
+        events.iter().position(|e| matches!(e.kind, EventKind::RunStarted { .. })).expect("started");
+    assert!(events[..started].iter().all(|e| matches!(e.kind, EventKind::RunQueued { .. })), "{events:?}");
+    let Some(EventKind::RunFinished { verdict, .. }) = events.last().map(|e| &e.kind) else {
+        panic!("{events:?}")
+    };
+    assert_eq!(*verdict, Verdict::Passed, "{events:?}");
+    assert_eq!(outcomes(&events), [Outcome::Passed; 4], "2 shards × 2 tests");
+    events
+}
+
 /// `bench-parties` twice on the machine labelled pool=busy: two parties that
 /// wait for each other, and so need its two slots at once.
 fn pair_on_busy(sha: &str, queue_timeout: &str) -> serde_json::Value {
@@ -209,18 +239,7 @@ async fn a_run_whose_slots_are_busy_waits_visibly_then_runs_whole() {
     let parties = server.upload(ensemble_artifacts::BENCH_PARTIES, "bench-parties").await;
 
     // Run 1 takes both slots of box for as long as it is not cancelled.
-    let napper = |role: &str| {
-        json!({ "suite": format!("sha256:{basics}"), "profile": "busy", "role": role,
-                "params": { "greeting": "hello", "nap_ms": "600000" } })
-    };
-    let first = server
-        .start_run(json!({
-            "name": "naps",
-            "settings": { "test_timeout": "20m" },
-            "profiles": [{ "name": "busy", "labels": { "pool": "busy" } }],
-            "entries": [napper("one"), napper("two")]
-        }))
-        .await;
+    let first = server.start_run(naps_on_busy(&basics)).await;
 
     // Run 2 needs both slots at once: it waits, and says for what.
     let second = server.start_run(pair_on_busy(&parties, "10m")).await;
@@ -255,15 +274,7 @@ async fn a_run_whose_slots_are_busy_waits_visibly_then_runs_whole() {
 
     // Run 1 ends: run 2 starts, whole, and both parties meet.
     server.client().cancel_run(&first).await.unwrap();
-    let events = server.events(&second).await;
-    let started =
-        events.iter().position(|e| matches!(e.kind, EventKind::RunStarted { .. })).expect("started");
-    assert!(events[..started].iter().all(|e| matches!(e.kind, EventKind::RunQueued { .. })));
-    let Some(EventKind::RunFinished { verdict, .. }) = events.last().map(|e| &e.kind) else {
-        panic!("{events:?}")
-    };
-    assert_eq!(*verdict, Verdict::Passed, "{events:?}");
-    assert_eq!(outcomes(&events), [Outcome::Passed; 4], "2 shards × 2 tests");
+    ran_whole_after_waiting(&server, &second).await;
     assert_eq!(server.client().run(&second).await.unwrap().state, RunState::Passed);
 }
 
@@ -277,18 +288,7 @@ async fn a_queued_run_waits_on_through_a_coordinator_restart_then_runs_whole() {
     server.wait_online(1).await;
     let basics = server.upload(ensemble_artifacts::BASICS, "basics").await;
     let parties = server.upload(ensemble_artifacts::BENCH_PARTIES, "bench-parties").await;
-    let napper = |role: &str| {
-        json!({ "suite": format!("sha256:{basics}"), "profile": "busy", "role": role,
-                "params": { "greeting": "hello", "nap_ms": "600000" } })
-    };
-    let first = server
-        .start_run(json!({
-            "name": "naps",
-            "settings": { "test_timeout": "20m" },
-            "profiles": [{ "name": "busy", "labels": { "pool": "busy" } }],
-            "entries": [napper("one"), napper("two")]
-        }))
-        .await;
+    let first = server.start_run(naps_on_busy(&basics)).await;
     // Both napping shards have started: box's slots are taken, not just promised.
     let mut naps = 0;
     server
@@ -319,13 +319,5 @@ async fn a_queued_run_waits_on_through_a_coordinator_restart_then_runs_whole() {
     assert_eq!(server.client().run(&first).await.unwrap().state, RunState::Running, "{log}");
 
     server.client().cancel_run(&first).await.unwrap();
-    let events = server.events(&second).await;
-    let started =
-        events.iter().position(|e| matches!(e.kind, EventKind::RunStarted { .. })).expect("started");
-    assert!(events[..started].iter().all(|e| matches!(e.kind, EventKind::RunQueued { .. })), "{events:?}");
-    let Some(EventKind::RunFinished { verdict, .. }) = events.last().map(|e| &e.kind) else {
-        panic!("{events:?}")
-    };
-    assert_eq!(*verdict, Verdict::Passed, "{events:?}");
-    assert_eq!(outcomes(&events), [Outcome::Passed; 4]);
+    ran_whole_after_waiting(&server, &second).await;
 }

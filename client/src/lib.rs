@@ -44,6 +44,11 @@ pub enum ClientError {
     /// What was given as the server's address is not one (see [`server_url`]).
     #[error("{0}")]
     BadUrl(String),
+    /// Something answered, but not as Ensemble does (a web server, a proxy,
+    /// another service on that port). `transient` when it is a proxy saying
+    /// its upstream is down (HTTP 502, 503, 504), which may mend itself.
+    #[error("{what}: {message}")]
+    NotEnsemble { what: String, message: String, transient: bool },
 }
 
 impl ClientError {
@@ -66,13 +71,41 @@ impl ClientError {
     /// Whether the caller's input was at fault (a bad plan, suite or request,
     /// a token the server refuses, an address that is not a server's).
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, ClientError::BadUrl(_))
+        matches!(self, ClientError::BadUrl(_) | ClientError::NotEnsemble { transient: false, .. })
             || self.kind().is_some_and(|k| k.is_bad_input() || k == ErrorKind::Unauthorized)
     }
 
     /// Whether the server refused the token.
     pub fn is_unauthorized(&self) -> bool {
         self.kind() == Some(ErrorKind::Unauthorized)
+    }
+
+    /// An HTTP answer that is not Ensemble's: its status, its content type
+    /// and the start of its body, and the question to ask.
+    fn not_ensemble(
+        what: &str,
+        base: &str,
+        status: u16,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> ClientError {
+        let kind = content_type
+            .map(|t| format!(", {}", t.split(';').next().unwrap_or(t).trim()))
+            .unwrap_or_default();
+        let said = gist(body).map(|g| format!(" saying {g:?}")).unwrap_or_default();
+        let transient = matches!(status, 502..=504);
+        let question = if transient {
+            "a proxy whose upstream is down? trying again may help"
+        } else {
+            "is `ensemble serve` what listens there, and is this its address?"
+        };
+        ClientError::NotEnsemble {
+            what: what.to_string(),
+            message: format!(
+                "something other than Ensemble answers at {base}: HTTP {status}{kind}{said} ({question})"
+            ),
+            transient,
+        }
     }
 
     fn transport(what: &str, e: impl std::fmt::Display) -> ClientError {
@@ -88,6 +121,56 @@ impl ClientError {
             (message, false) => ClientError::Transport { what: what.to_string(), message },
         }
     }
+}
+
+/// The error kind an Ensemble server answers with `status`.
+fn kind_of_status(status: u16) -> ErrorKind {
+    match status {
+        401 => ErrorKind::Unauthorized,
+        403 => ErrorKind::Forbidden,
+        404 => ErrorKind::NotFound,
+        405 => ErrorKind::MethodNotAllowed,
+        409 => ErrorKind::Conflict,
+        413 => ErrorKind::PayloadTooLarge,
+        415 => ErrorKind::UnsupportedMediaType,
+        500.. => ErrorKind::Internal,
+        _ => ErrorKind::BadRequest,
+    }
+}
+
+/// Whether a handshake failed because the answer was HTTP but no WebSocket
+/// handshake (as opposed to a connection cut short, or TLS spoken to).
+fn not_a_handshake(e: &tokio_tungstenite::tungstenite::error::ProtocolError) -> bool {
+    use tokio_tungstenite::tungstenite::error::ProtocolError as P;
+    matches!(
+        e,
+        P::WrongHttpVersion
+            | P::MissingConnectionUpgradeHeader
+            | P::MissingUpgradeWebSocketHeader
+            | P::SecWebSocketAcceptKeyMismatch
+            | P::SecWebSocketSubProtocolError(_)
+            | P::InvalidHeader(_)
+    )
+}
+
+fn content_type(resp: &reqwest::Response) -> Option<String> {
+    resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// A few words that say what an answer is: an HTML page's title, else the
+/// body's first line, cut short.
+fn gist(body: &str) -> Option<String> {
+    let lower = body.to_ascii_lowercase();
+    let title = lower.find("<title>").and_then(|start| {
+        let from = start + "<title>".len();
+        lower[from..].find("</title>").map(|len| body[from..from + len].trim())
+    });
+    let text = title.or_else(|| body.lines().map(str::trim).find(|l| !l.is_empty()))?;
+    let mut short: String = text.chars().take(80).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    (!short.is_empty()).then_some(short)
 }
 
 /// An error's whole chain, with what to do about the mistakes people make
@@ -291,19 +374,34 @@ impl Client {
         if resp.status().is_success() {
             return Ok(resp);
         }
+        let content_type = content_type(&resp);
         let body = resp.text().await.unwrap_or_default();
-        let error = serde_json::from_str::<ApiError>(&body).unwrap_or_else(|_| {
-            let kind = if status >= 500 { ErrorKind::Internal } else { ErrorKind::BadRequest };
-            ApiError::new(kind, if body.trim().is_empty() { format!("HTTP {status}") } else { body })
-        });
-        Err(ClientError::Api { what: what.to_string(), status, error })
+        let json = content_type.as_deref().is_some_and(|t| t.starts_with("application/json"));
+        match serde_json::from_str::<ApiError>(&body) {
+            Ok(error) => Err(ClientError::Api { what: what.to_string(), status, error }),
+            // The answer to a HEAD has no body to read: its status says it.
+            Err(_) if json && body.is_empty() => {
+                let error = ApiError::new(kind_of_status(status), format!("HTTP {status}"));
+                Err(ClientError::Api { what: what.to_string(), status, error })
+            }
+            Err(_) => {
+                Err(ClientError::not_ensemble(what, &self.base, status, content_type.as_deref(), &body))
+            }
+        }
     }
 
     async fn json<T: DeserializeOwned>(&self, what: &str, req: reqwest::RequestBuilder) -> Result<T> {
         let resp = self.send(what, req).await?;
+        let (status, content_type) = (resp.status().as_u16(), content_type(&resp));
         let bytes = resp.bytes().await.map_err(|e| ClientError::transport(what, e))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::transport(what, format!("an unreadable answer: {e}")))
+        serde_json::from_slice(&bytes).map_err(|e| {
+            if content_type.as_deref().is_some_and(|t| t.starts_with("application/json")) {
+                ClientError::transport(what, format!("an unreadable answer: {e}"))
+            } else {
+                let body = String::from_utf8_lossy(&bytes);
+                ClientError::not_ensemble(what, &self.base, status, content_type.as_deref(), &body)
+            }
+        })
     }
 
     async fn get<T: DeserializeOwned>(&self, what: &str, path: &str) -> Result<T> {
@@ -467,18 +565,36 @@ impl Client {
                 let status = resp.status().as_u16();
                 let body =
                     resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().to_string();
-                let error = serde_json::from_str::<ApiError>(&body).unwrap_or_else(|_| {
-                    // Not an Ensemble error: something else answers there.
-                    ApiError::new(
-                        ErrorKind::BadRequest,
-                        format!(
-                            "{} answered HTTP {status} instead of opening a WebSocket: is `ensemble serve` \
-                             what listens there?",
-                            self.base
-                        ),
-                    )
-                });
-                Err(ClientError::Api { what, status, error })
+                match serde_json::from_str::<ApiError>(&body) {
+                    Ok(error) => Err(ClientError::Api { what, status, error }),
+                    Err(_) => {
+                        let content_type = resp
+                            .headers()
+                            .get("content-type")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
+                        Err(ClientError::not_ensemble(
+                            &what,
+                            &self.base,
+                            status,
+                            content_type.as_deref(),
+                            &body,
+                        ))
+                    }
+                }
+            }
+            // An HTTP answer that is no WebSocket handshake (an HTTP/1.0
+            // server, a 200 page): not Ensemble either.
+            Err(tokio_tungstenite::tungstenite::Error::Protocol(e)) if not_a_handshake(&e) => {
+                Err(ClientError::NotEnsemble {
+                    message: format!(
+                        "something other than Ensemble answers at {}: {e} (is `ensemble serve` what listens \
+                     there, and is this its address?)",
+                        self.base
+                    ),
+                    what,
+                    transient: false,
+                })
             }
             Err(e) => Err(ClientError::unreachable(&what, &e)),
         }

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use ensemble_tests::{ensemble, ensemble_bin, start_server};
+use ensemble_tests::{ensemble, ensemble_bin, start_runner, start_server};
 
 const TOKEN: &str = "first-hour-token";
 
@@ -166,4 +166,100 @@ fn the_plans_barrier_timeout_bounds_a_suites_own_and_says_so() {
         shown.contains("timed out after 1000 ms (the plan's barrier_timeout, 1000 ms, bounds the 120000 ms the suite asked for)"),
         "{shown}"
     );
+}
+
+/// A loopback HTTP server that is not Ensemble: every request gets `answer`.
+fn impostor(answer: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            // Read the request head, answer, close.
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    url
+}
+
+#[test]
+fn something_other_than_ensemble_answering_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let web_page = impostor(
+        "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n\
+         <html><head><title>Welcome to nginx!</title></head></html>\n\n",
+    );
+    let old_server =
+        impostor("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello from an old server\n");
+    for (url, says) in [(&web_page, "HTTP 404, text/html saying \"Welcome to nginx!\""), (&old_server, "")] {
+        for args in [
+            vec!["run", "suites/plans/demo.toml", "--server", url, "--token", "t"],
+            vec!["runner", "--join", url, "--token", "t"],
+        ] {
+            let out = ensemble(&args, &cache);
+            let shown = text(&out);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {shown}");
+            assert!(shown.contains(&format!("something other than Ensemble answers at {url}")), "{shown}");
+            assert!(shown.contains(says), "{args:?}: {shown}");
+            assert!(shown.contains("is `ensemble serve` what listens there"), "{shown}");
+            assert!(!shown.contains("<html>"), "a page is named, not dumped: {shown}");
+            assert!(!shown.contains("Building suite crate"), "refused before any build: {shown}");
+        }
+    }
+    // A proxy whose upstream is down may mend: a runner keeps trying.
+    let proxy = impostor(
+        "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    let mut runner = Command::new(ensemble_bin())
+        .args(["runner", "--join", &proxy, "--token", "t", "--name", "behind-a-proxy"])
+        .env("ENSEMBLE_CACHE_DIR", &cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(runner.stderr.take().unwrap())
+        .lines()
+        .map(|l| l.unwrap())
+        .find(|l| l.starts_with("ensemble runner:"))
+        .expect("the runner says why it waits");
+    runner.kill().unwrap();
+    let _ = runner.wait();
+    assert!(line.contains("HTTP 502"), "{line}");
+    assert!(line.contains("a proxy whose upstream is down"), "{line}");
+    assert!(line.ends_with("trying again"), "{line}");
+}
+
+/// Sends `signal` (`INT`, `TERM`, `HUP`) to a child and waits for it.
+fn stop(child: &mut std::process::Child, signal: &str) -> std::process::ExitStatus {
+    let sent = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    child.wait().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_a_runner_and_a_server_cleanly_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
+    let mut runner = start_runner(dir.path(), &server, "stopping", &[], None);
+    server.wait_online(2).await;
+
+    let status = stop(&mut runner.child, "INT");
+    let log = runner.log();
+    assert!(status.success(), "{status:?}: {log}");
+    assert_eq!(log.lines().last(), Some("ensemble runner: stopped"), "{log}");
+    assert!(!log.contains("lost") && !log.contains("WARN"), "a stop is no failure: {log}");
+
+    // A closing terminal (SIGHUP) stops a server as cleanly as Ctrl-C.
+    let status = stop(&mut server.proc.child, "HUP");
+    let log = server.proc.log();
+    assert!(status.success(), "{status:?}: {log}");
+    assert_eq!(log.lines().last(), Some("ensemble serve: stopped"), "{log}");
+    assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
 }

@@ -62,10 +62,17 @@ impl SuiteSource for RemoteSuites {
     }
 }
 
-/// Why a machine stopped for good.
+/// Why a machine stopped for good: retrying would not help.
 #[derive(Debug, thiserror::Error)]
-#[error("the coordinator refused this machine: {0}")]
+#[error("{0}")]
 pub struct Refused(pub String);
+
+impl Refused {
+    /// The coordinator itself said no (a wrong token, a name taken).
+    fn by_coordinator(reason: impl std::fmt::Display) -> Refused {
+        Refused(format!("the coordinator refused this machine: {reason}"))
+    }
+}
 
 /// Options of `ensemble runner`.
 pub struct JoinOptions {
@@ -136,7 +143,7 @@ pub async fn join(
                 // not a connection that dropped.
                 let what = if retry.joined { "connection to {url} lost" } else { "cannot reach {url}" }
                     .replace("{url}", &opts.url);
-                tracing::warn!("{what}: {e:#}; trying again in {:?}", retry.backoff);
+                tracing::debug!("{what}: {e:#}; trying again in {:?}", retry.backoff);
                 eprintln!("ensemble runner: {what}: {e:#}; trying again");
                 tokio::select! {
                     _ = tokio::time::sleep(retry.backoff) => {}
@@ -180,7 +187,13 @@ async fn session(
         }
         // A wrong token will not fix itself by retrying either.
         Err(ClientError::Api { error, .. }) if error.kind() == ErrorKind::Unauthorized => {
-            return Err(Refused(error.message().to_string()).into());
+            return Err(Refused::by_coordinator(error.message()).into());
+        }
+        // Nor an address where something else answers, unless this runner
+        // has been welcomed there before (then it is, say, a proxy in front
+        // of a coordinator that restarts) or the answer may mend itself.
+        Err(e @ ClientError::NotEnsemble { transient: false, .. }) if !retry.joined => {
+            return Err(Refused(e.to_string()).into());
         }
         Err(e) => return Err(e.into()),
     };
@@ -200,16 +213,25 @@ async fn session(
             ToMachine::Welcome { coordinator, machine_secret, .. } => {
                 if let Some(secret) = machine_secret {
                     // This name's identity with this coordinator, from now on.
-                    if let Some(dir) = identity.parent() {
-                        std::fs::create_dir_all(dir)?;
+                    // Not kept, this name could not join again: stop here.
+                    let kept = identity
+                        .parent()
+                        .map_or(Ok(()), |dir| std::fs::create_dir_all(dir).map_err(anyhow::Error::from))
+                        .and_then(|()| crate::secret::write_private(&identity, &secret));
+                    if let Err(e) = kept {
+                        let file = identity.display();
+                        return Err(
+                            Refused(format!("cannot keep this machine's identity in {file}: {e:#}")).into()
+                        );
                     }
-                    crate::secret::write_private(&identity, &secret)?;
                 }
                 tracing::info!(%coordinator, machine = %opts.info.name, "joined");
                 *retry = Retry { backoff: Duration::from_millis(100), joined: true };
                 eprintln!("ensemble runner: {} joined {} ({coordinator})", opts.info.name, opts.url);
             }
-            ToMachine::Rejected { reason, retry: false } => return Err(Refused(reason).into()),
+            ToMachine::Rejected { reason, retry: false } => {
+                return Err(Refused::by_coordinator(reason).into());
+            }
             ToMachine::Rejected { reason, retry: true } => bail!("the coordinator asked to retry: {reason}"),
             other => bail!("expected a welcome, got {other:?}"),
         },
@@ -244,7 +266,7 @@ async fn session(
                         Some(ToMachine::Ping { id, coordinator_us }) => {
                             tx.send(send(&FromMachine::Pong { id, coordinator_us, machine_us: now_us() })).await?;
                         }
-                        Some(ToMachine::Rejected { reason, retry: false }) => return Err(Refused(reason).into()),
+                        Some(ToMachine::Rejected { reason, retry: false }) => return Err(Refused::by_coordinator(reason).into()),
                         Some(ToMachine::Rejected { reason, retry: true }) => {
                             bail!("the coordinator asked to retry: {reason}")
                         }

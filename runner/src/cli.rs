@@ -220,18 +220,37 @@ struct CacheArgs {
 }
 
 impl CacheArgs {
-    fn sandbox(&self) -> anyhow::Result<Arc<Sandbox>> {
+    fn sandbox(&self) -> Result<Arc<Sandbox>, Failure> {
         self.sandbox_for(0)
+    }
+
+    /// The cache directory, made if missing. One that cannot be made or
+    /// written is the caller's to fix, named with the flag that sets it.
+    fn dir(&self) -> Result<PathBuf, Failure> {
+        let dir = self.cache_dir.clone().unwrap_or_else(ArtifactCache::default_dir);
+        let probe = dir.join(format!(".write-check-{}", std::process::id()));
+        let usable = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&probe, b""))
+            .and_then(|()| std::fs::remove_file(&probe));
+        usable.map_err(|e| {
+            bad(anyhow::anyhow!(
+                "the cache directory {} cannot be used: {e} (point --cache-dir or ENSEMBLE_CACHE_DIR at a \
+                 directory this user can write)",
+                dir.display()
+            ))
+        })?;
+        Ok(dir)
     }
 
     /// A sandbox whose instance pool holds `parallel` shards' tests at
     /// once (each shard runs one test instance at a time), and never fewer
     /// than the default.
-    fn sandbox_for(&self, parallel: usize) -> anyhow::Result<Arc<Sandbox>> {
-        let dir = self.cache_dir.clone().unwrap_or_else(ArtifactCache::default_dir);
+    fn sandbox_for(&self, parallel: usize) -> Result<Arc<Sandbox>, Failure> {
+        let dir = self.dir()?;
         let defaults = SandboxOptions::default();
         let max_instances = defaults.max_instances.max(u32::try_from(parallel).unwrap_or(u32::MAX));
-        Ok(Arc::new(Sandbox::new(SandboxOptions { cache_dir: Some(dir), max_instances, ..defaults })?))
+        let sandbox = Sandbox::new(SandboxOptions { cache_dir: Some(dir), max_instances, ..defaults });
+        Ok(Arc::new(sandbox.map_err(internal)?))
     }
 }
 
@@ -348,16 +367,20 @@ fn prepared(e: Prepared) -> Failure {
 
 async fn run(args: RunArgs) -> Result<i32, Failure> {
     if let Some(server) = &args.server {
-        // Before any suite is built: a mistyped address is refused at once.
+        // Before any suite is built (minutes, the first time): a mistyped
+        // address, something else listening there or a wrong token is
+        // refused at once.
         ensemble_client::server_url(server).map_err(|e| bad(anyhow::anyhow!("--server: {e}")))?;
+        let tls = ensemble_client::tls_config(args.ca_file.as_deref()).map_err(bad)?;
+        let client = Client::new(server, args.token.clone(), tls).map_err(bad)?;
+        client.machines().await.map_err(|e| if e.is_bad_input() { bad(e) } else { internal(e) })?;
+        let file = prepare::resolve(&args.plan).await.map_err(prepared)?;
+        return run_remote(&args, &file, &client).await;
     }
     let file = prepare::resolve(&args.plan).await.map_err(prepared)?;
-    if let Some(server) = &args.server {
-        return run_remote(&args, &file, server).await;
-    }
     // Every shard of a standalone run may run at once, in this process.
     let shards = file.plan.entries.len() * file.plan.profiles.iter().map(|p| p.count as usize).sum::<usize>();
-    let sandbox = args.cache.sandbox_for(shards).map_err(internal)?;
+    let sandbox = args.cache.sandbox_for(shards)?;
     let uses_sync = file.load(&sandbox).await.map_err(prepared)?;
     let reporters = reporters(&args)?;
     let result = crate::standalone::run(&file.plan, &file.suites, &uses_sync, sandbox, reporters)
@@ -371,7 +394,7 @@ async fn check(path: &Path, no_suites: bool, cache: &CacheArgs) -> Result<i32, F
         prepare::read_plan(path).map_err(bad)?
     } else {
         let file = prepare::resolve(path).await.map_err(prepared)?;
-        let sandbox = cache.sandbox().map_err(internal)?;
+        let sandbox = cache.sandbox()?;
         file.load(&sandbox).await.map_err(prepared)?;
         file.plan
     };
@@ -393,7 +416,7 @@ async fn inspect(file: &Path, cache: &CacheArgs) -> Result<i32, Failure> {
         .await
         .map_err(internal)?
         .map_err(|e| bad(anyhow::anyhow!(e)))?;
-    let sandbox = cache.sandbox().map_err(internal)?;
+    let sandbox = cache.sandbox()?;
     let meta = sandbox
         .inspect(local.bytes.clone(), &local.name)
         .await
@@ -447,12 +470,8 @@ fn reporters(args: &RunArgs) -> Result<Vec<Box<dyn Reporter>>, Failure> {
 
 /// `ensemble run PLAN --server URL`: upload suites, start, watch. The exit
 /// code comes from the run's verdict, as in a standalone run.
-async fn run_remote(args: &RunArgs, file: &PlanFile, server: &str) -> Result<i32, Failure> {
-    let tls = ensemble_client::tls_config(args.ca_file.as_deref()).map_err(bad)?;
-    let client = Client::new(server, args.token.clone(), tls).map_err(bad)?;
-    // The address and the token first, before any upload is blamed for them.
-    client.machines().await.map_err(|e| if e.is_bad_input() { bad(e) } else { internal(e) })?;
-    let plan = file.upload(&client).await.map_err(prepared)?;
+async fn run_remote(args: &RunArgs, file: &PlanFile, client: &Client) -> Result<i32, Failure> {
+    let plan = file.upload(client).await.map_err(prepared)?;
     let client_failure =
         |e: ensemble_client::ClientError| if e.is_bad_input() { bad(e) } else { internal(e) };
     let run = client.start_plan(&plan).await.map_err(client_failure)?;
@@ -528,7 +547,7 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let local =
         (!args.no_local_machine).then(|| machine_info(args.name.clone(), args.labels.clone(), args.slots));
-    let sandbox = args.cache.sandbox_for(local.as_ref().map_or(0, |m| m.slots as usize)).map_err(internal)?;
+    let sandbox = args.cache.sandbox_for(local.as_ref().map_or(0, |m| m.slots as usize))?;
     let opts = crate::server::ServeOptions {
         listener,
         data_dir: args.data_dir.clone(),
@@ -574,8 +593,8 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
     ensemble_client::server_url(&args.join).map_err(|e| bad(anyhow::anyhow!("--join: {e}")))?;
     let name = args.name.clone().unwrap_or_else(hostname);
     let info = machine_info(name, args.labels.clone(), args.slots);
-    let sandbox = args.cache.sandbox_for(info.slots as usize).map_err(internal)?;
-    let cache_dir = args.cache.cache_dir.clone().unwrap_or_else(ArtifactCache::default_dir);
+    let sandbox = args.cache.sandbox_for(info.slots as usize)?;
+    let cache_dir = args.cache.dir()?;
     let shutdown = stop_on_signal();
     let deny = crate::agent::join::coordinator_addresses(&args.join).await;
     let opts = crate::agent::join::JoinOptions {

@@ -29,13 +29,34 @@ const CATALOG: [&str; 3] = ["basics", "hello-command", "many-tests"];
 /// Children killed when the demo ends, however it ends: the last started
 /// first, so the runners are gone before their coordinator (and do not
 /// complain of losing it).
-struct Children(Vec<Child>);
+struct Children(Vec<(&'static str, Child)>);
 
 impl Drop for Children {
     fn drop(&mut self) {
-        for c in self.0.iter_mut().rev() {
+        for (_, c) in self.0.iter_mut().rev() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+}
+
+impl Children {
+    /// Resolves when one of the children has exited, naming it: during
+    /// setup, that is the demo failing (the child said why on stderr).
+    async fn first_exit(&mut self) -> anyhow::Error {
+        loop {
+            for (name, child) in self.0.iter_mut() {
+                match child.try_wait() {
+                    Ok(Some(status)) => {
+                        return anyhow::anyhow!(
+                            "{name} stopped before the demo was up ({status}); its error is above"
+                        );
+                    }
+                    Ok(None) => {}
+                    Err(e) => return anyhow::anyhow!("watching {name}: {e}"),
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
 }
@@ -80,17 +101,54 @@ fn free_address(listen: std::net::SocketAddr) -> anyhow::Result<std::net::Socket
     )
 }
 
+/// What the setup made: where it listens, the token and the stored plan.
+struct Up {
+    url: String,
+    token: String,
+    plan_name: String,
+    plan_id: String,
+    plan_path: PathBuf,
+}
+
 pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
+    let mut scratch = Scratch(None);
+    let mut children = Children(Vec::new());
+    // Ctrl-C (or SIGTERM, SIGHUP) while it starts stops it as cleanly as
+    // once it is up: children gone, scratch data removed.
+    let up = {
+        let setup = set_up(listen, data_dir, &mut scratch, &mut children);
+        tokio::select! {
+            up = setup => Some(up?),
+            _ = crate::signals::wait_for_signal() => None,
+        }
+    };
+    if let Some(up) = &up {
+        print_banner(up);
+        crate::signals::wait_for_signal().await;
+    }
+    let before = if up.is_some() { "" } else { " before it was up" };
+    println!("Stopping the demo{before}: runner-client, runner-server, then the coordinator…");
+    drop(children);
+    drop(scratch);
+    println!("Stopped.");
+    Ok(ensemble_protocol::exit::SUCCESS)
+}
+
+async fn set_up(
+    listen: std::net::SocketAddr,
+    data_dir: Option<PathBuf>,
+    scratch: &mut Scratch,
+    children: &mut Children,
+) -> anyhow::Result<Up> {
     let exe = std::env::current_exe().context("finding the ensemble binary")?;
     let listen = free_address(listen)?;
-    let mut scratch = Scratch(None);
     let data_dir = match data_dir {
         Some(d) => d,
         None => scratch.0.insert(tempfile_dir()?).clone(),
     };
     let (token, _) = crate::secret::kept_secret(&data_dir, "token")?;
     let (join_token, _) = crate::secret::kept_secret(&data_dir, "join-token")?;
-    let mut children = Children(Vec::new());
+    println!("Starting the coordinator on {listen} (data in {})…", data_dir.display());
     let mut server = Command::new(&exe)
         .args(["serve", "--listen", &listen.to_string(), "--data-dir"])
         .arg(&data_dir)
@@ -101,15 +159,20 @@ pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> an
         .spawn()
         .context("starting ensemble serve")?;
     let stdout = server.stdout.take().context("server stdout")?;
-    children.0.push(server);
-    let mut first = String::new();
+    children.0.push(("the coordinator", server));
     let mut out = BufReader::new(stdout);
-    out.read_line(&mut first)?;
-    // Keep reading what the server prints, so it never writes to a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let first = tokio::task::spawn_blocking(move || {
+        let mut first = String::new();
+        let read = out.read_line(&mut first);
+        // Keep reading what the server prints, so it never writes to a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        read.map(|_| first)
+    })
+    .await??;
     let Some(url) = first.trim().strip_prefix("ensemble serve: listening on ").map(str::to_string) else {
         bail!("ensemble serve did not start (its error is above)");
     };
+    println!("Starting two runners: runner-server (tier=server) and runner-client (tier=client)…");
     for (name, tier) in [("runner-server", "server"), ("runner-client", "client")] {
         let child = Command::new(&exe)
             .args(["runner", "--join", &url, "--name", name, "--label", &format!("tier={tier}")])
@@ -117,15 +180,19 @@ pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> an
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting runner {name}"))?;
-        children.0.push(child);
+        children.0.push((name, child));
     }
     let client = Client::new(&url, Some(token.clone()), ensemble_client::tls_config(None)?)?;
-    let machines = client.wait_machines(3, std::time::Duration::from_secs(60)).await?;
+    let machines = tokio::select! {
+        machines = client.wait_machines(3, std::time::Duration::from_secs(60)) => machines?,
+        exited = children.first_exit() => return Err(exited),
+    };
     let online = machines.iter().filter(|m| m.state != ensemble_protocol::api::MachineState::Offline).count();
     if online < 3 {
         bail!("only {online} of 3 machines came online");
     }
 
+    println!("Building the example suites and storing the demo plan…");
     let path = demo_plan_path();
     let file = crate::prepare::resolve(&path).await?;
     let plan = file.upload(&client).await?;
@@ -139,38 +206,33 @@ pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> an
             .map_err(|e| anyhow::anyhow!("building the example suite {name}: {e}"))?;
         client.ensure_suite(&suite.name, &suite.sha256, &suite.bytes).await?;
     }
+    Ok(Up { url, token, plan_name: plan.name, plan_id, plan_path: path })
+}
 
+fn print_banner(up: &Up) {
+    let Up { url, token, plan_name, plan_id, plan_path } = up;
     println!();
     println!("Ensemble demo is up: {url}");
     println!(
         "  machines: coordinator (the server itself), runner-server (tier=server), runner-client (tier=client)"
     );
-    println!(
-        "  plan:     {:?} stored as {plan_id} — kv-server and kv-client on different machines",
-        plan.name
-    );
+    println!("  plan:     {plan_name:?} stored as {plan_id} — kv-server and kv-client on different machines");
     println!();
     println!("  suites:   kv-server, kv-client, {}", CATALOG.join(", "));
     println!();
-    let open = format!("{url}/?token={}", ensemble_protocol::api::encode(&token));
+    let open = format!("{url}/?token={}", ensemble_protocol::api::encode(token));
     println!("  token:    {token}");
     println!();
     println!("Open {open} in a browser: run the plan, watch it live, or build a plan of your own.");
     println!("Or from a terminal:");
     println!("  export ENSEMBLE_TOKEN={token}");
-    println!("  {} run {} --server {url}", crate::cli::invocation(), path.display());
+    println!("  {} run {} --server {url}", crate::cli::invocation(), plan_path.display());
     println!(
         "  curl -s -H \"Authorization: Bearer $ENSEMBLE_TOKEN\" -H 'Content-Type: application/json' \\\n       -X POST {url}/api/runs -d '{{\"plan_id\":\"{plan_id}\"}}'"
     );
     println!("  curl -s -H \"Authorization: Bearer $ENSEMBLE_TOKEN\" {url}/api/machines");
     println!();
     println!("Press Ctrl-C to stop the demo.");
-    crate::signals::wait_for_signal().await;
-    println!("Stopping the demo: runner-client, runner-server, then the coordinator…");
-    drop(children);
-    drop(scratch);
-    println!("Stopped.");
-    Ok(ensemble_protocol::exit::SUCCESS)
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

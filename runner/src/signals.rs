@@ -1,8 +1,8 @@
-//! Stopping on a signal: Ctrl-C (SIGINT) everywhere, SIGTERM on Unix, so
-//! `serve`, `runner` and `demo` end cleanly when a person or a service
-//! manager stops them.
+//! Stopping on a signal: Ctrl-C (SIGINT) everywhere, SIGTERM and SIGHUP on
+//! Unix, so `serve`, `runner` and `demo` end cleanly when a person, a
+//! service manager or a closing terminal stops them.
 
-/// A token cancelled on Ctrl-C or SIGTERM, for a clean stop.
+/// A token cancelled on Ctrl-C, SIGTERM or SIGHUP, for a clean stop.
 pub fn stop_on_signal() -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();
     let stop = token.clone();
@@ -13,21 +13,24 @@ pub fn stop_on_signal() -> tokio_util::sync::CancellationToken {
     token
 }
 
-/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM or SIGHUP.
 pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let received = |kind: SignalKind| async move {
+            match signal(kind) {
+                Ok(mut s) => {
+                    s.recv().await;
                 }
+                // Not to be had: wait for the others.
+                Err(_) => std::future::pending().await,
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = received(SignalKind::terminate()) => {}
+            _ = received(SignalKind::hangup()) => {}
         }
     }
     #[cfg(not(unix))]

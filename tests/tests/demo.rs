@@ -1,26 +1,48 @@
-//! The README's promise: `ensemble run suites/plans/demo.toml --junit … --json …`
-//! passes on a fresh clone, with the kv-server and kv-client roles running on
-//! two machines and coordinating through sync.
+//! The README's "two commands" section, run as written (its commands are
+//! read from the README): the demo comes up ready, its plan runs from
+//! another terminal, and `ensemble run suites/plans/demo.toml --junit …
+//! --json …` passes on a fresh clone, with the kv-server and kv-client roles
+//! running on two machines and coordinating through sync.
 
 use ensemble_protocol::event::SyncOp;
 use ensemble_protocol::{Event, EventKind, Outcome};
 use ensemble_tests::ensemble;
 
+/// The commands of the README's "two commands" section, in order: the
+/// first line of each `sh` block.
+fn readme_commands() -> Vec<String> {
+    let readme = std::fs::read_to_string(ensemble_tests::repo_root().join("README.md")).unwrap();
+    let section = readme.split("\n## The two commands").nth(1).expect("the README's two commands");
+    let section = section.split("\n## ").next().unwrap();
+    section.split("```sh\n").skip(1).map(|block| block.lines().next().unwrap().to_string()).collect()
+}
+
+/// The README command that starts with `prefix`, as arguments to `ensemble`.
+fn readme_command(prefix: &str) -> Vec<String> {
+    let commands = readme_commands();
+    let command = commands
+        .iter()
+        .find(|c| c.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no README command starts with {prefix:?}: {commands:?}"));
+    command.split_whitespace().skip(1).map(str::to_string).collect()
+}
+
 #[test]
 fn the_demo_plan_passes_with_both_roles_coordinating() {
     let dir = tempfile::tempdir().unwrap();
+    // The README's standalone command; the reports it names go to a scratch
+    // directory.
+    let args: Vec<String> = readme_command("ensemble run suites/plans/demo.toml")
+        .into_iter()
+        .map(|a| if a.starts_with("out.") { dir.path().join(a).display().to_string() } else { a })
+        .collect();
     let (junit, json) = (dir.path().join("out.xml"), dir.path().join("out.jsonl"));
-    let out = ensemble(
-        &[
-            "run",
-            "suites/plans/demo.toml",
-            "--junit",
-            junit.to_str().unwrap(),
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        dir.path(),
+    assert!(
+        args.contains(&junit.display().to_string()) && args.contains(&json.display().to_string()),
+        "{args:?}"
     );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ensemble(&args, dir.path());
     let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{shown}");
     assert!(shown.contains("PASSED: 6 test(s)"), "{shown}");
@@ -73,16 +95,15 @@ fn ensemble_demo_brings_up_a_ready_setup() {
     let busy = taken.local_addr().unwrap().port();
     // The command as the README writes it: what comes after cargo's `--`
     // goes to this build's binary.
-    let readme = std::fs::read_to_string(ensemble_tests::repo_root().join("README.md")).unwrap();
-    let two = readme.split("## The two commands").nth(1).expect("the README's two commands");
-    let command = two.split("```sh\n").nth(1).unwrap().lines().next().unwrap().to_string();
+    let commands = readme_commands();
+    let command = commands[0].clone();
     let args: Vec<&str> = command
         .strip_prefix("cargo run -p ensemble-runner -- ")
         .unwrap_or_else(|| panic!("the demo command runs the ensemble binary through cargo: {command}"))
         .split_whitespace()
         .collect();
     // And the test command is the one CI runs.
-    let test_command = two.split("```sh\n").nth(2).unwrap().lines().next().unwrap();
+    let test_command = &commands[1];
     let ci = std::fs::read_to_string(ensemble_tests::repo_root().join(".ci/run")).unwrap();
     assert!(ci.lines().any(|l| l.trim() == test_command), ".ci/run does not run `{test_command}`");
     let mut demo = Command::new(ensemble_tests::ensemble_bin())
@@ -128,15 +149,31 @@ fn ensemble_demo_brings_up_a_ready_setup() {
     // The command it prints works from where it runs: `ensemble` is not on
     // the PATH here, so it names the binary itself.
     let _or_from_a_terminal = lines.next();
-    let _export = lines.next();
+    let export = lines.next().unwrap().unwrap();
+    assert_eq!(export.trim(), format!("export ENSEMBLE_TOKEN={token}"));
     let command = lines.next().unwrap().unwrap();
     let program = command.split_whitespace().next().unwrap().to_string();
     let resolved = ensemble_tests::repo_root().join(&program);
     assert!(program == "ensemble" || resolved.is_file(), "{command}: {program} is not the binary");
-    assert!(
-        command.contains(&format!(" run suites/plans/demo-distributed.toml --server {url}")),
-        "{command}"
-    );
+    // It is the README's "from another terminal" command, with this demo's
+    // address; run as written (the token from the environment), it passes.
+    let from_another_terminal: Vec<String> =
+        readme_command("ensemble run suites/plans/demo-distributed.toml")
+            .into_iter()
+            .map(|a| if a.starts_with("http://127.0.0.1:") { url.clone() } else { a })
+            .collect();
+    let printed: Vec<&str> = command.split_whitespace().skip(1).collect();
+    assert_eq!(printed, from_another_terminal, "the demo prints the README's command: {command}");
+    let out = std::process::Command::new(ensemble_tests::ensemble_bin())
+        .args(&from_another_terminal)
+        .current_dir(ensemble_tests::repo_root())
+        .env("ENSEMBLE_TOKEN", &token)
+        .env("ENSEMBLE_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("PASSED: 6 test(s)"), "{shown}");
     let result = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let server = ensemble_tests::Server {
             proc: ensemble_tests::Proc {
@@ -195,4 +232,56 @@ fn ensemble_demo_brings_up_a_ready_setup() {
     assert_eq!(roles["client"], "runner-client");
     assert!(summary.unwrap().success() && summary.unwrap().passed == 6, "{summary:?}");
     assert!(stopped.success(), "the demo exits cleanly on Ctrl-C: {stopped:?}");
+}
+
+/// The demo removes its scratch data however it ends: when it fails while
+/// starting (here its coordinator cannot use the cache directory) and when
+/// it is stopped before it is up.
+#[test]
+fn the_demo_leaves_nothing_behind_when_it_fails_or_is_stopped_while_starting() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let left = || -> Vec<_> { std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect() };
+    let demo = |cache: &std::path::Path| {
+        let mut cmd = Command::new(ensemble_tests::ensemble_bin());
+        cmd.args(["demo", "--listen", "127.0.0.1:0"])
+            .current_dir(ensemble_tests::repo_root())
+            .env("ENSEMBLE_CACHE_DIR", cache)
+            .env("TMPDIR", &tmp);
+        cmd
+    };
+
+    // A cache "directory" that is a file: the coordinator refuses it, and
+    // the demo says so and stops.
+    let not_a_dir = dir.path().join("cache-file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let out = demo(&not_a_dir).output().unwrap();
+    let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{shown}");
+    assert!(
+        shown.contains(&format!("the cache directory {} cannot be used", not_a_dir.display())),
+        "{shown}"
+    );
+    assert!(shown.contains("ENSEMBLE_CACHE_DIR"), "{shown}");
+    assert!(shown.contains("ensemble serve did not start (its error is above)"), "{shown}");
+    assert!(left().is_empty(), "a failed demo left {:?} behind", left());
+
+    // Stopped while its runners join.
+    let mut child =
+        demo(&dir.path().join("cache")).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map(|l| l.unwrap());
+    lines.by_ref().find(|l| l.starts_with("Starting two runners")).expect("the demo says what it starts");
+    assert_eq!(left().len(), 1, "its scratch data exists while it runs");
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let rest: Vec<String> = lines.collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {rest:?}");
+    assert!(rest.iter().any(|l| l.starts_with("Stopping the demo before it was up")), "{rest:?}");
+    assert!(!rest.iter().any(|l| l.starts_with("Ensemble demo is up")), "{rest:?}");
+    assert_eq!(rest.last().map(String::as_str), Some("Stopped."), "{rest:?}");
+    assert!(left().is_empty(), "a stopped demo left {:?} behind", left());
 }

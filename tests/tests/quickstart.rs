@@ -1,6 +1,7 @@
 //! The README's quickstart, run as written: its section is read from the
-//! README, each `sh` block's commands run in order (in a fresh directory,
-//! with this build's `ensemble` on the PATH), and each code block whose
+//! README, each `sh` block's commands run in order (the install from the
+//! checkout, the rest in a fresh directory with only what the install put
+//! on the PATH), and each code block whose
 //! first line names a file (`// my-suite/src/lib.rs`, `# my-suite/plan.toml`)
 //! is written to that file. So the README and the tool cannot drift.
 
@@ -50,6 +51,32 @@ fn pinned_toolchain() -> String {
     table["toolchain"]["channel"].as_str().unwrap().to_string()
 }
 
+/// Runs the README's install command from the checkout, as written but for
+/// three additions: `--root` (into the test's directory, not
+/// `~/.cargo/bin`), `--debug` and this build's target directory, so it
+/// reuses the build the tests run on instead of a release build of many
+/// minutes, and `--offline` (everything it needs is here already). Then
+/// checks that what it installed is the `ensemble` of this checkout.
+fn install(command: &str, root: &Path) {
+    let target_dir = ensemble_bin().parent().and_then(Path::parent).unwrap().to_path_buf();
+    let mut args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let root_arg = root.display().to_string();
+    args.extend(["--root", &root_arg, "--debug", "--offline"]);
+    let out = Command::new("cargo")
+        .args(&args)
+        .current_dir(repo_root())
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("RUSTUP_TOOLCHAIN", pinned_toolchain())
+        .output()
+        .unwrap();
+    let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "`{command}` failed:\n{shown}");
+    let installed = root.join("bin/ensemble");
+    let version = Command::new(&installed).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).to_string();
+    assert!(version.starts_with("ensemble "), "{} --version: {version}", installed.display());
+}
+
 #[test]
 fn the_readme_quickstart_works_as_written() {
     let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
@@ -58,11 +85,9 @@ fn the_readme_quickstart_works_as_written() {
 
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
-    let bin = dir.path().join("bin");
     std::fs::create_dir_all(&work).unwrap();
-    std::fs::create_dir_all(&bin).unwrap();
-    // What the documented install gives: `ensemble` on the PATH.
-    std::os::unix::fs::symlink(ensemble_bin(), bin.join("ensemble")).unwrap();
+    // The documented install puts `ensemble` here (see `install`).
+    let bin = dir.path().join("installed/bin");
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
 
     let mut runs = Vec::new();
@@ -77,15 +102,8 @@ fn the_readme_quickstart_works_as_written() {
             continue;
         }
         for command in block.lines.iter().map(|l| l.trim()).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            if let Some(rest) = command.strip_prefix("cargo install ") {
-                // Installing builds a release binary (minutes); the test puts
-                // this build's on the PATH instead, and checks what the
-                // command names is there.
-                let crate_dir =
-                    rest.split_whitespace().skip_while(|w| *w != "--path").nth(1).expect("--path");
-                let manifest =
-                    std::fs::read_to_string(repo_root().join(crate_dir).join("Cargo.toml")).unwrap();
-                assert!(manifest.contains("name = \"ensemble\""), "{crate_dir} builds the ensemble binary");
+            if command.starts_with("cargo install ") {
+                install(command, &dir.path().join("installed"));
                 continue;
             }
             let out = Command::new("sh")

@@ -40,6 +40,7 @@ profile = "p"
 role = "r"
 params = { k = 1 }
 capabilities = { net = ["127.0.0.1:1"], env = ["E"] }
+filter = "not tag(slow)"
 "#,
     )
     .unwrap();
@@ -89,7 +90,7 @@ fn the_plan_reference_lists_every_field_with_its_default() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 8);
+    assert_eq!(checked, 10);
     let count = &rows.iter().find(|(p, _)| p == "profiles[].count").unwrap().1;
     assert_eq!(count[2], format!("`{}`", table["profiles"][0]["count"]));
 
@@ -112,4 +113,18 @@ fn the_tour_shows_the_demo_plan_as_it_is_and_it_checks() {
     let dir = tempfile::tempdir().unwrap();
     let out = ensemble(&["plan", "check", "suites/plans/demo.toml"], dir.path());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn every_filter_the_filter_guide_shows_parses() {
+    let guide = read("docs/filters.md");
+    let mut shown = 0;
+    for line in guide.lines().filter(|l| l.starts_with("| `")) {
+        let cell = line.trim_start_matches("| `").split("` |").next().unwrap();
+        // A table cell writes `|` as `\|`.
+        let expr = cell.replace("\\|", "|");
+        ensemble_protocol::filter::Filter::parse(&expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+        shown += 1;
+    }
+    assert!(shown >= 10, "the guide's tables of expressions: {shown}");
 }

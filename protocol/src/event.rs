@@ -130,8 +130,13 @@ pub enum EventKind {
     ShardStarted {
         #[serde(flatten)]
         shard: ShardRef,
-        /// Tests the suite listed, in order.
+        /// Tests the shard reports, in order: the ones it runs, and the
+        /// ones it skips (ignored, or filtered out when those are shown).
         tests: Vec<String>,
+        /// Tests the suite listed that its selection leaves out and that
+        /// are not reported (counted only).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        filtered_out: u32,
     },
     TestStarted {
         #[serde(flatten)]
@@ -256,7 +261,7 @@ mod tests {
                     instance_count: 1,
                 }],
             },
-            EventKind::ShardStarted { shard: shard(), tests: vec!["a".into()] },
+            EventKind::ShardStarted { shard: shard(), tests: vec!["a".into()], filtered_out: 0 },
             EventKind::TestStarted { shard: shard(), test: "a".into(), attempt: 1 },
             EventKind::TestFinished {
                 shard: shard(),

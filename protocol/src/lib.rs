@@ -3,9 +3,9 @@
 //! API.
 //!
 //! This crate is the one definition of every contract outside the suite ABI
-//! (which lives in `suites/wit`). It does no I/O and depends on serde only, so
-//! it builds for native targets and for `wasm32-unknown-unknown` (the browser
-//! app). Every wire type is owned, tagged with `type` in kebab-case, and
+//! (which lives in `suites/wit`). It does no I/O and depends on serde (and a
+//! small regex engine for filters) only, so it builds for native targets and
+//! for `wasm32-unknown-unknown` (the browser app). Every wire type is owned, tagged with `type` in kebab-case, and
 //! round-trips through JSON (see the tests beside each type).
 //!
 //! Modules, each depending only on those listed before it:
@@ -14,6 +14,8 @@
 //! - [`exit`]: the `ensemble` process's documented exit codes.
 //! - [`machine`]: a machine's name, labels, slots and facts.
 //! - [`grant`]: the one parser and matcher of `net` and `env` grants.
+//! - [`filter`]: test selection: filter expressions, `run_ignored`, and
+//!   what a shard runs of its suite's tests.
 //! - [`outcome`]: how a test ended, and counts of outcomes.
 //! - [`verdict`]: a run's final state and why it stopped, decided once.
 //! - [`event`]: a run's events.
@@ -24,6 +26,7 @@
 pub mod api;
 pub mod event;
 pub mod exit;
+pub mod filter;
 pub mod grant;
 pub mod machine;
 pub mod outcome;
@@ -38,4 +41,4 @@ pub use verdict::{CancelReason, Verdict};
 
 /// Version of the wire protocol spoken between coordinator, machines and watchers.
 /// Bumped on every incompatible change of a type in this crate.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::filter::{Filter, RunIgnored};
 use crate::grant::{NetGrant, check_env_name};
 use crate::machine::MachineInfo;
 use crate::units::{ByteSize, HumanDuration};
@@ -82,6 +83,12 @@ pub struct Settings {
     /// How long a run may wait for its machines' slots (busy with other
     /// runs) before it fails without starting; zero waits not at all.
     pub queue_timeout: HumanDuration,
+    /// Tests marked ignored: `default` reports them skipped, `only` runs
+    /// them alone, `all` runs them with the others.
+    pub run_ignored: RunIgnored,
+    /// Report the tests an entry's `filter` leaves out, as skipped with the
+    /// reason "filtered out" (by default they are only counted).
+    pub show_filtered: bool,
 }
 
 impl Default for Settings {
@@ -95,6 +102,8 @@ impl Default for Settings {
             barrier_timeout: HumanDuration::from_secs(60),
             output_limit: ByteSize::mib(1),
             queue_timeout: HumanDuration::from_secs(600),
+            run_ignored: RunIgnored::Default,
+            show_filtered: false,
         }
     }
 }
@@ -156,6 +165,10 @@ pub struct Entry {
     pub params: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Capabilities::is_empty")]
     pub capabilities: Capabilities,
+    /// Which of the suite's tests run: a filter expression (see
+    /// `docs/filters.md`), e.g. `not tag(slow)`. None: every test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 impl Entry {
@@ -415,6 +428,9 @@ impl Plan {
         for (i, e) in self.entries.iter().enumerate() {
             if e.suite.trim().is_empty() {
                 bad(format!("entries[{i}].suite"), "names no suite".into());
+            }
+            if let Some(Err(e)) = e.filter.as_deref().map(Filter::parse) {
+                bad(format!("entries[{i}].filter"), format!("at column {}: {}", e.column, e.message));
             }
             match (&e.profile, self.kind) {
                 (None, PlanType::Distributed) => bad(

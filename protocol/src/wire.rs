@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::event::SyncFailure;
 use crate::event::{EventKind, ShardRef};
+use crate::filter::Selection;
 pub use crate::machine::{Facts, MachineInfo};
 use crate::plan::Capabilities;
 use crate::verdict::CancelReason;
@@ -37,6 +38,9 @@ pub struct Assignment {
     pub params: BTreeMap<String, String>,
     pub capabilities: Capabilities,
     pub limits: Limits,
+    /// Which of the suite's tests to run.
+    #[serde(default)]
+    pub selection: Selection,
 }
 
 /// A guest's coordination request, forwarded to the run's sync service.
@@ -113,7 +117,7 @@ pub enum ToMachine {
     /// A clock probe: answer with [`FromMachine::Pong`] at once.
     Ping { id: u64, coordinator_us: i64 },
     /// Run this shard.
-    Assign { assignment: Assignment },
+    Assign { assignment: Box<Assignment> },
     /// Stop the run's shards on this machine: running tests end, the rest are skipped.
     Cancel { run: String, reason: CancelReason },
     /// The answer to the machine's sync call `id`.
@@ -169,7 +173,7 @@ mod tests {
         };
         let to = vec![
             ToMachine::Assign {
-                assignment: Assignment {
+                assignment: Box::new(Assignment {
                     run: "r".into(),
                     shard: shard.clone(),
                     instance_count: 1,
@@ -184,7 +188,13 @@ mod tests {
                         fail_fast: true,
                         barrier_timeout_ms: 4,
                     },
-                },
+                    selection: Selection {
+                        filter: Some("not tag(slow)".into()),
+                        run_ignored: crate::filter::RunIgnored::All,
+                        show_filtered: true,
+                        profile: "p".into(),
+                    },
+                }),
             },
             ToMachine::Cancel { run: "r".into(), reason: CancelReason::User },
             ToMachine::AckShardDone { run: "r".into(), shard: 1 },

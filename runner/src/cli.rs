@@ -14,6 +14,8 @@ use ensemble_protocol::exit;
 use ensemble_client::Client;
 use ensemble_protocol::Verdict;
 use ensemble_protocol::api::RunState;
+use ensemble_protocol::filter::Filter;
+use ensemble_protocol::plan::Plan;
 
 use crate::prepare::{self, PlanFile, Prepared};
 use crate::report::{JsonLines, JunitReporter, Reporter, TerminalReporter};
@@ -78,8 +80,54 @@ struct RunArgs {
     /// Trust this CA (PEM) for an https:// server.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
+    /// Run only the tests this expression selects, e.g. `test(put) and not
+    /// tag(slow)` (docs/filters.md); with several, a test any one selects.
+    /// An entry's own `filter` must select it too.
+    #[arg(short = 'E', long = "filter", value_name = "EXPR")]
+    filters: Vec<String>,
+    /// Tests marked ignored: default (skipped), only, or all.
+    #[arg(long, value_name = "WHICH")]
+    run_ignored: Option<ensemble_protocol::filter::RunIgnored>,
+    /// Report the tests the filters leave out, as skipped ("filtered out").
+    #[arg(long)]
+    show_filtered: bool,
     #[command(flatten)]
     cache: CacheArgs,
+}
+
+impl RunArgs {
+    /// The `-E` expressions as one filter (any of them); a bad one is the
+    /// caller's to fix, with where it goes wrong.
+    fn filter(&self) -> Result<Option<Filter>, Failure> {
+        let mut combined: Option<Filter> = None;
+        for source in &self.filters {
+            let f = Filter::parse(source).map_err(|e| bad(anyhow::anyhow!("-E: {e}")))?;
+            combined = Some(match combined {
+                None => f,
+                Some(c) => c.or(&f),
+            });
+        }
+        Ok(combined)
+    }
+
+    /// Applies the selection flags to the plan: `-E` narrows every entry
+    /// (with its own filter, both must select a test).
+    fn select(&self, plan: &mut Plan, filter: Option<&Filter>) {
+        if let Some(f) = filter {
+            for e in &mut plan.entries {
+                e.filter = Some(match e.filter.as_deref().map(Filter::parse) {
+                    Some(Ok(own)) => own.and(f).source().to_string(),
+                    // Reported by the plan's validation.
+                    Some(Err(_)) => e.filter.clone().unwrap_or_default(),
+                    None => f.source().to_string(),
+                });
+            }
+        }
+        if let Some(r) = self.run_ignored {
+            plan.settings.run_ignored = r;
+        }
+        plan.settings.show_filtered |= self.show_filtered;
+    }
 }
 
 #[derive(Args, Debug)]
@@ -366,6 +414,7 @@ fn prepared(e: Prepared) -> Failure {
 }
 
 async fn run(args: RunArgs) -> Result<i32, Failure> {
+    let filter = args.filter()?;
     if let Some(server) = &args.server {
         // Before any suite is built (minutes, the first time): a mistyped
         // address, something else listening there or a wrong token is
@@ -374,10 +423,12 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
         let tls = ensemble_client::tls_config(args.ca_file.as_deref()).map_err(bad)?;
         let client = Client::new(server, args.token.clone(), tls).map_err(bad)?;
         client.machines().await.map_err(|e| if e.is_bad_input() { bad(e) } else { internal(e) })?;
-        let file = prepare::resolve(&args.plan).await.map_err(prepared)?;
+        let mut file = prepare::resolve(&args.plan).await.map_err(prepared)?;
+        args.select(&mut file.plan, filter.as_ref());
         return run_remote(&args, &file, &client).await;
     }
-    let file = prepare::resolve(&args.plan).await.map_err(prepared)?;
+    let mut file = prepare::resolve(&args.plan).await.map_err(prepared)?;
+    args.select(&mut file.plan, filter.as_ref());
     // Every shard of a standalone run may run at once, in this process.
     let shards = file.plan.entries.len() * file.plan.profiles.iter().map(|p| p.count as usize).sum::<usize>();
     let sandbox = args.cache.sandbox_for(shards)?;

@@ -114,6 +114,11 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         let client_profile = b.wait_css("#profile-1-name").await?.prop("value").await?.unwrap_or_default();
         b.select_by_value("#entry-2-profile", &client_profile).await?;
         b.fill("#entry-2-params", "greeting=hello\nnap_ms=6000").await?;
+        // Which of basics' tests run: a filter, checked as it is typed.
+        b.fill("#entry-2-filter", "tag(").await?;
+        b.wait_text("#entry-2-filter-error", "at column 5: expected `)`").await?;
+        b.fill("#entry-2-filter", "not test(=ignored)").await?;
+        b.wait_absent("#entry-2-filter-error").await?;
         b.fill("#test_timeout", "soon").await?;
         b.wait_text("#test_timeout-error", "invalid duration").await?;
         b.fill("#test_timeout", "45s").await?;
@@ -154,8 +159,10 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         b.wait_text("#run-state", "failed").await?;
         b.wait_absent("#tests tr.running, #tests tr.pending").await?;
         let rows = b.client.find_all(fantoccini::Locator::Css("#tests tbody tr[data-test]")).await?;
-        let total = server.client().suites().await?.iter().map(|s| s.tests.len()).sum::<usize>();
+        // Every test of the three suites but the one the filter leaves out.
+        let total = server.client().suites().await?.iter().map(|s| s.tests.len()).sum::<usize>() - 1;
         anyhow::ensure!(rows.len() == total, "{} rows for {total} tests", rows.len());
+        b.wait_text("#summary [data-count='filtered-out']", "1 filtered out").await?;
         let runs = server.client().runs().await?;
         let failed = runs[0].summary.map(|s| s.failed).unwrap_or_default();
         anyhow::ensure!(failed >= 1, "basics fails on purpose: {runs:?}");

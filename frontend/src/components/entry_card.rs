@@ -49,6 +49,7 @@ pub fn EntryCard(props: &Props) -> Html {
     let params_err = ed.error(&EntryText::Params.path(i));
     let net_err = ed.error(&EntryText::Net.path(i));
     let env_err = ed.error(&EntryText::Env.path(i));
+    let filter_err = ed.error(&EntryText::Filter.path(i));
 
     let on_role = dispatch(EditorAction::SetRole);
     let on_profile = {
@@ -65,6 +66,7 @@ pub fn EntryCard(props: &Props) -> Html {
     let on_params = text(EntryText::Params);
     let on_net = text(EntryText::Net);
     let on_env = text(EntryText::Env);
+    let on_filter = text(EntryText::Filter);
     let new_profile = {
         let ed = ed.clone();
         Callback::from(move |_| ed.dispatch(EditorAction::NewProfileFor(i)))
@@ -125,6 +127,12 @@ pub fn EntryCard(props: &Props) -> Html {
                     <input id={id("env")} type="text" value={ed.entry_text(i, EntryText::Env)}
                         aria-invalid={aria_error(&id("env"), &env_err).0}
                         oninput={Callback::from(move |e: InputEvent| on_env(input_value(&e)))} />
+                </Field>
+                <Field id={id("filter")} label="Tests to run" hint={Some(AttrValue::from("a filter such as test(put) and not tag(slow); empty: every test"))} error={filter_err.clone()}>
+                    <input id={id("filter")} type="text" value={ed.entry_text(i, EntryText::Filter)} placeholder="every test"
+                        spellcheck="false" autocapitalize="off"
+                        aria-invalid={aria_error(&id("filter"), &filter_err).0}
+                        oninput={Callback::from(move |e: InputEvent| on_filter(input_value(&e)))} />
                 </Field>
             </div>
             <button type="button" class="small danger" onclick={remove} aria-label={format!("Remove suite {}", entry.role_name())}>{"Remove"}</button>

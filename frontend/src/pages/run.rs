@@ -226,6 +226,9 @@ pub fn RunPage(props: &Props) -> Html {
                 {count("skipped", view.count(Outcome::Skipped), "skipped")}
                 {count("running", view.running, "running")}
                 {count("pending", view.pending() as u32, "pending")}
+                if view.filtered_out > 0 {
+                    {count("filtered out", view.filtered_out, "filtered-out")}
+                }
             </ul>
 
             <Timeline view={view.clone()} version={view.version} clocks={clocks} on_select={on_select.clone()} />

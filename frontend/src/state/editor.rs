@@ -79,6 +79,7 @@ pub enum EntryText {
     Params,
     Net,
     Env,
+    Filter,
 }
 
 impl EntryText {
@@ -87,6 +88,7 @@ impl EntryText {
             EntryText::Params => format!("entries[{i}].params"),
             EntryText::Net => format!("entries[{i}].capabilities.net"),
             EntryText::Env => format!("entries[{i}].capabilities.env"),
+            EntryText::Filter => format!("entries[{i}].filter"),
         }
     }
 }
@@ -248,6 +250,7 @@ impl EditorState {
             }
             EntryText::Net => e.capabilities.net.join(", "),
             EntryText::Env => e.capabilities.env.join(", "),
+            EntryText::Filter => e.filter.clone().unwrap_or_default(),
         }
     }
 
@@ -410,6 +413,7 @@ impl Reducible for EditorState {
                     role: Some(role),
                     params: BTreeMap::new(),
                     capabilities: Default::default(),
+                    filter: None,
                 });
             }
             EditorAction::RemoveEntry(i) if i < s.plan.entries.len() => {
@@ -449,6 +453,10 @@ impl Reducible for EditorState {
                             EntryText::Params => e.params = parse_params(t)?,
                             EntryText::Net => e.capabilities.net = parse_list(t),
                             EntryText::Env => e.capabilities.env = parse_list(t),
+                            // Checked with the rest of the plan (its problems).
+                            EntryText::Filter => {
+                                e.filter = Some(t.trim().to_string()).filter(|f| !f.is_empty())
+                            }
                         }
                         Ok(())
                     });

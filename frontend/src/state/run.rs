@@ -173,6 +173,8 @@ pub struct RunView {
     pub sync: Vec<SyncRow>,
     pub counts: BTreeMap<Outcome, u32>,
     pub running: u32,
+    /// Tests the shards' selections left out (not reported one by one).
+    pub filtered_out: u32,
     /// What the run waits for before it starts (its latest `run-queued`).
     pub waiting: Option<String>,
     /// Shards that started (took a slot) and those that finished: the
@@ -216,6 +218,7 @@ impl RunView {
             sync: Vec::new(),
             counts: BTreeMap::new(),
             running: 0,
+            filtered_out: 0,
             waiting: None,
             started: Default::default(),
             finished_shards: Default::default(),
@@ -361,8 +364,10 @@ impl RunView {
                     self.add_shard(&s.shard);
                 }
             }
-            EventKind::ShardStarted { shard, tests } => {
-                self.started.insert(shard.shard);
+            EventKind::ShardStarted { shard, tests, filtered_out } => {
+                if self.started.insert(shard.shard) {
+                    self.filtered_out += filtered_out;
+                }
                 self.add_shard(&shard);
                 for t in &tests {
                     self.row(&shard, t);
@@ -598,13 +603,22 @@ mod tests {
                         .collect(),
                 },
             ),
-            ev(2, 1, EventKind::ShardStarted { shard: server.clone(), tests: vec!["serves".into()] }),
+            ev(
+                2,
+                1,
+                EventKind::ShardStarted {
+                    shard: server.clone(),
+                    tests: vec!["serves".into()],
+                    filtered_out: 0,
+                },
+            ),
             ev(
                 3,
                 1,
                 EventKind::ShardStarted {
                     shard: client.clone(),
                     tests: vec!["reads".into(), "writes".into()],
+                    filtered_out: 0,
                 },
             ),
             ev(4, 2, EventKind::TestStarted { shard: server.clone(), test: "serves".into(), attempt: 1 }),
@@ -697,7 +711,7 @@ mod tests {
     fn the_final_state_is_the_verdict_not_the_counts() {
         let s = shard(0, "box-a", "kv");
         let ran = vec![
-            ev(1, 0, EventKind::ShardStarted { shard: s.clone(), tests: vec!["t".into()] }),
+            ev(1, 0, EventKind::ShardStarted { shard: s.clone(), tests: vec!["t".into()], filtered_out: 0 }),
             ev(2, 1, EventKind::TestStarted { shard: s.clone(), test: "t".into(), attempt: 1 }),
             ev(3, 2, finished(&s, "t", Outcome::Passed, None)),
         ];
@@ -746,7 +760,8 @@ mod tests {
     #[test]
     fn ten_thousand_tests_draw_a_bounded_number_of_bars() {
         let s = shard(0, "box-a", "big");
-        let mut events = vec![ev(1, 0, EventKind::ShardStarted { shard: s.clone(), tests: vec![] })];
+        let mut events =
+            vec![ev(1, 0, EventKind::ShardStarted { shard: s.clone(), tests: vec![], filtered_out: 0 })];
         let mut seq = 1;
         for t in 0..10_000 {
             seq += 1;

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ensemble_protocol::event::{EventKind, Outcome, ShardRef, Summary};
+use ensemble_protocol::filter::{Decision, Selector, TestFacts};
 use ensemble_protocol::wire::{
     Assignment, Facts, FromMachine, MachineInfo, SyncCall, SyncFailure, SyncReply, ToMachine,
 };
@@ -189,7 +190,7 @@ impl Agent {
                         next_id: next_id.clone(),
                         cancel,
                     });
-                    let _ = queue_tx.send((assignment, link));
+                    let _ = queue_tx.send((*assignment, link));
                 }
                 ToMachine::Cancel { run, reason } => {
                     tracing::info!(%run, %reason, "cancelling run");
@@ -283,15 +284,21 @@ impl Agent {
             barrier_timeout_ms: a.limits.barrier_timeout_ms,
             sync: link.clone(),
         });
-        let tests = suite.list(&env).await.map_err(|e| format!("suite {}: {e}", a.shard.suite))?;
+        let selector =
+            a.selection.selector().map_err(|e| format!("the filter {:?}: {e}", a.selection.filter))?;
+        let listed = suite.list(&env).await.map_err(|e| format!("suite {}: {e}", a.shard.suite))?;
+        let (tests, filtered_out) = select(&listed, &selector, &a.shard, a.selection.show_filtered);
         link.emit(EventKind::ShardStarted {
             shard: a.shard.clone(),
-            tests: tests.iter().map(|t| t.name.clone()).collect(),
+            tests: tests.iter().map(|(t, _)| t.name.clone()).collect(),
+            filtered_out,
         });
-        for test in &tests {
-            let (outcome, run, attempt) = if cancel.token.is_cancelled() {
+        for (test, decision) in tests {
+            let (outcome, run, attempt) = if decision == Decision::FilteredOut {
+                (Outcome::Skipped, skipped(FILTERED_OUT.into()), 1)
+            } else if cancel.token.is_cancelled() {
                 (Outcome::Skipped, skipped(cancel.reason()), 1)
-            } else if test.ignored {
+            } else if decision == Decision::Ignored {
                 (Outcome::Skipped, skipped("ignored".into()), 1)
             } else {
                 Self::run_with_retries(&suite, test, &env, link, a.limits.retries).await
@@ -339,6 +346,35 @@ impl Agent {
             return (outcome, run, attempt);
         }
     }
+}
+
+/// The reason a test left out by the selection is reported with.
+pub const FILTERED_OUT: &str = "filtered out";
+
+/// The tests a shard reports, each with what becomes of it, and how many
+/// it leaves out unreported (all are reported when `show_filtered`).
+fn select<'a>(
+    listed: &'a [TestCase],
+    selector: &Selector,
+    shard: &ShardRef,
+    show_filtered: bool,
+) -> (Vec<(&'a TestCase, Decision)>, u32) {
+    let mut reported = Vec::new();
+    let mut left_out = 0u32;
+    for test in listed {
+        let facts = TestFacts {
+            test: &test.name,
+            tags: &test.tags,
+            role: &shard.role,
+            suite: &shard.suite,
+            profile: &selector.profile,
+        };
+        match selector.decide(&facts, test.ignored) {
+            Decision::FilteredOut if !show_filtered => left_out += 1,
+            decision => reported.push((test, decision)),
+        }
+    }
+    (reported, left_out)
 }
 
 /// Cancellation of one run on this machine, with the coordinator's reason.

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ensemble_protocol::event::{Event, EventKind, Outcome, ShardInfo, ShardRef, Summary, SyncOp};
+use ensemble_protocol::filter::Selection;
 use ensemble_protocol::plan::{Execution, Plan};
 use ensemble_protocol::verdict::{CancelReason, Verdict};
 use ensemble_protocol::wire::{
@@ -243,6 +244,12 @@ impl Dispatcher {
                     params: entry.params.clone(),
                     capabilities: entry.capabilities.clone(),
                     limits: limits.clone(),
+                    selection: Selection {
+                        filter: entry.filter.clone(),
+                        run_ignored: plan.settings.run_ignored,
+                        show_filtered: plan.settings.show_filtered,
+                        profile: s.profile.clone(),
+                    },
                 }
             })
             .collect();
@@ -490,7 +497,7 @@ impl Dispatcher {
                 self.machines[m].port.hold(&self.run, &self.shards[i].shard, true);
                 continue;
             }
-            self.send(m, ToMachine::Assign { assignment: self.assignments[i].clone() });
+            self.send(m, ToMachine::Assign { assignment: Box::new(self.assignments[i].clone()) });
         }
         if let Some(reason) = &self.cancelled {
             self.send(m, ToMachine::Cancel { run: self.run.clone(), reason: reason.clone() });
@@ -793,7 +800,7 @@ impl Dispatcher {
         let Some(group) = self.groups.get(self.group).cloned() else { return };
         for i in group {
             let m = self.shards[i].machine_index;
-            if !self.send(m, ToMachine::Assign { assignment: self.assignments[i].clone() }) {
+            if !self.send(m, ToMachine::Assign { assignment: Box::new(self.assignments[i].clone()) }) {
                 tracing::warn!(machine = %self.shards[i].shard.machine, "could not reach the machine to assign a shard");
             }
             if let Some(reason) = &self.cancelled {

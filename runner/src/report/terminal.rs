@@ -17,6 +17,8 @@ pub struct TerminalReporter {
     failures: Vec<(String, String)>,
     /// Print captured output of failing tests.
     show_output: bool,
+    /// Tests the selection left out, unreported, over every shard.
+    filtered_out: u64,
 }
 
 impl TerminalReporter {
@@ -27,7 +29,7 @@ impl TerminalReporter {
                 .expect("valid template"),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
-        Self { out, bar, failures: Vec::new(), show_output: true }
+        Self { out, bar, failures: Vec::new(), show_output: true, filtered_out: 0 }
     }
 
     fn line(&mut self, text: &str) {
@@ -66,7 +68,10 @@ impl Reporter for TerminalReporter {
                     ));
                 }
             }
-            EventKind::ShardStarted { tests, .. } => self.bar.inc_length(tests.len() as u64),
+            EventKind::ShardStarted { tests, filtered_out, .. } => {
+                self.bar.inc_length(tests.len() as u64);
+                self.filtered_out += u64::from(*filtered_out);
+            }
             EventKind::TestStarted { shard, test, .. } => {
                 self.bar.set_message(format!("{}::{test}", shard.role))
             }
@@ -109,6 +114,9 @@ impl Reporter for TerminalReporter {
                         parts.push(format!("{n} {what}"));
                     }
                 }
+                if self.filtered_out > 0 {
+                    parts.push(format!("{} filtered out", self.filtered_out));
+                }
                 self.line("────────────");
                 if let Some(reason) = cancelled {
                     self.line(&format!("Run stopped early: {reason}"));
@@ -118,6 +126,9 @@ impl Reporter for TerminalReporter {
                     for (label, msg) in self.failures.clone() {
                         self.line(&format!("  {label}: {msg}"));
                     }
+                }
+                if s.total() == 0 && self.filtered_out > 0 {
+                    self.line("No test was selected: check the filter (-E, or the entries' `filter`).");
                 }
                 let verdict = verdict.as_str().to_uppercase();
                 self.line(&format!(

@@ -21,11 +21,18 @@ pub fn looks_like_libtest(bytes: &[u8]) -> bool {
     has(b"RUST_TEST_THREADS") && has(b"include-ignored")
 }
 
-/// argv for running `test` (argv[0] is a name, as a shell would pass).
-pub fn args_for(kind: SuiteKind, test: &str) -> Vec<String> {
+/// argv for running `test` (argv[0] is a name, as a shell would pass); a
+/// test marked ignored runs only when asked for, so it is asked for.
+pub fn args_for(kind: SuiteKind, test: &TestCase) -> Vec<String> {
     match kind {
         SuiteKind::Libtest => {
-            ["suite.wasm", "--exact", test, "--nocapture", "--test-threads=1"].map(String::from).to_vec()
+            let mut args = ["suite.wasm", "--exact", &test.name, "--nocapture", "--test-threads=1"]
+                .map(String::from)
+                .to_vec();
+            if test.ignored {
+                args.push("--include-ignored".into());
+            }
+            args
         }
         _ => vec!["suite.wasm".to_string()],
     }

@@ -453,7 +453,7 @@ impl LoadedSuite {
                 (o, m, capture)
             }
             KindPre::Libtest(pre) | KindPre::Command(pre) => {
-                let args = command::args_for(self.kind(), &test.name);
+                let args = command::args_for(self.kind(), test);
                 let (mut store, capture) = self.store(env, &test.name, &args, timeout);
                 let done = Self::within(&mut store, timeout, async |store| {
                     let cmd = pre.instantiate_async(&mut *store).await?;

@@ -1,0 +1,533 @@
+//! Test selection: the one parser and matcher of filter expressions, used
+//! by `ensemble run -E`, a plan entry's `filter` and the plan editor.
+//!
+//! ```text
+//! expr     = or
+//! or       = and  { ("or" | "|") and }
+//! and      = not  { ("and" | "&") not }
+//! not      = ("not" | "!") not | atom
+//! atom     = "(" expr ")" | "all()" | "none()" | field "(" matcher ")"
+//! field    = "test" | "tag" | "role" | "suite" | "profile"
+//! matcher  = "=" text      exactly text
+//!          | "~" text      contains text
+//!          | "/" regex "/" matches the regular expression (anywhere)
+//!          | text          test(): contains; the others: exactly
+//! ```
+//!
+//! `text` runs to the closing parenthesis, trimmed; a regex may hold
+//! parentheses and `\/`. `not` binds tighter than `and`, `and` than `or`.
+
+use std::fmt;
+
+/// What a test is, for matching.
+#[derive(Clone, Copy, Debug)]
+pub struct TestFacts<'a> {
+    pub test: &'a str,
+    pub tags: &'a [String],
+    pub role: &'a str,
+    pub suite: &'a str,
+    pub profile: &'a str,
+}
+
+/// A parsed filter expression.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    source: String,
+    expr: Expr,
+}
+
+impl PartialEq for Filter {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Expr {
+    All,
+    None,
+    Is(Field, Matcher),
+    Not(Box<Expr>),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    Test,
+    Tag,
+    Role,
+    Suite,
+    Profile,
+}
+
+impl Field {
+    const ALL: [(&'static str, Field); 5] = [
+        ("test", Field::Test),
+        ("tag", Field::Tag),
+        ("role", Field::Role),
+        ("suite", Field::Suite),
+        ("profile", Field::Profile),
+    ];
+}
+
+#[derive(Clone, Debug)]
+enum Matcher {
+    Exact(String),
+    Contains(String),
+    Regex(regex_lite::Regex),
+}
+
+impl Matcher {
+    fn matches(&self, s: &str) -> bool {
+        match self {
+            Matcher::Exact(t) => s == t,
+            Matcher::Contains(t) => s.contains(t.as_str()),
+            Matcher::Regex(r) => r.is_match(s),
+        }
+    }
+}
+
+/// Why an expression does not parse: where (a 1-based column, in
+/// characters) and what was expected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterError {
+    pub column: usize,
+    pub message: String,
+    expression: String,
+}
+
+impl std::error::Error for FilterError {}
+
+impl fmt::Display for FilterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pad = " ".repeat(self.column - 1);
+        write!(f, "at column {}: {}\n  {}\n  {pad}^", self.column, self.message, self.expression)
+    }
+}
+
+impl Filter {
+    /// Parses `source`; see the module's grammar.
+    pub fn parse(source: &str) -> Result<Filter, FilterError> {
+        let mut p = Parser { src: source, pos: 0 };
+        let expr = p.or()?;
+        p.skip_space();
+        if p.pos < source.len() {
+            return Err(p.error(p.pos, "expected `and`, `or` or the end of the expression"));
+        }
+        Ok(Filter { source: source.to_string(), expr })
+    }
+
+    /// Whether the test these facts describe is selected.
+    pub fn matches(&self, facts: &TestFacts) -> bool {
+        eval(&self.expr, facts)
+    }
+
+    /// The expression as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Either filter (`(a) or (b)`).
+    pub fn or(&self, other: &Filter) -> Filter {
+        Filter {
+            source: format!("({}) or ({})", self.source, other.source),
+            expr: Expr::Or(Box::new(self.expr.clone()), Box::new(other.expr.clone())),
+        }
+    }
+
+    /// Both filters at once (`(a) and (b)`).
+    pub fn and(&self, other: &Filter) -> Filter {
+        Filter {
+            source: format!("({}) and ({})", self.source, other.source),
+            expr: Expr::And(Box::new(self.expr.clone()), Box::new(other.expr.clone())),
+        }
+    }
+}
+
+fn eval(e: &Expr, f: &TestFacts) -> bool {
+    match e {
+        Expr::All => true,
+        Expr::None => false,
+        Expr::Is(field, m) => match field {
+            Field::Test => m.matches(f.test),
+            Field::Tag => f.tags.iter().any(|t| m.matches(t)),
+            Field::Role => m.matches(f.role),
+            Field::Suite => m.matches(f.suite),
+            Field::Profile => m.matches(f.profile),
+        },
+        Expr::Not(e) => !eval(e, f),
+        Expr::And(a, b) => eval(a, f) && eval(b, f),
+        Expr::Or(a, b) => eval(a, f) || eval(b, f),
+    }
+}
+
+struct Parser<'a> {
+    src: &'a str,
+    /// Byte offset.
+    pos: usize,
+}
+
+impl Parser<'_> {
+    fn error(&self, at: usize, message: impl Into<String>) -> FilterError {
+        FilterError {
+            column: self.src[..at.min(self.src.len())].chars().count() + 1,
+            message: message.into(),
+            expression: self.src.to_string(),
+        }
+    }
+
+    fn rest(&self) -> &str {
+        &self.src[self.pos..]
+    }
+
+    fn skip_space(&mut self) {
+        let trimmed = self.rest().trim_start();
+        self.pos = self.src.len() - trimmed.len();
+    }
+
+    /// Takes `word` if it comes next as a whole word (or symbol).
+    fn eat(&mut self, word: &str) -> bool {
+        self.skip_space();
+        let rest = self.rest();
+        if !rest.starts_with(word) {
+            return false;
+        }
+        let alphabetic = word.chars().all(|c| c.is_ascii_alphabetic());
+        let next = rest[word.len()..].chars().next();
+        if alphabetic && next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return false;
+        }
+        self.pos += word.len();
+        true
+    }
+
+    fn or(&mut self) -> Result<Expr, FilterError> {
+        let mut left = self.and()?;
+        while self.eat("or") || self.eat("|") {
+            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Expr, FilterError> {
+        let mut left = self.not()?;
+        while self.eat("and") || self.eat("&") {
+            left = Expr::And(Box::new(left), Box::new(self.not()?));
+        }
+        Ok(left)
+    }
+
+    fn not(&mut self) -> Result<Expr, FilterError> {
+        if self.eat("not") || self.eat("!") {
+            return Ok(Expr::Not(Box::new(self.not()?)));
+        }
+        self.atom()
+    }
+
+    fn atom(&mut self) -> Result<Expr, FilterError> {
+        self.skip_space();
+        let start = self.pos;
+        if self.eat("(") {
+            let inner = self.or()?;
+            if !self.eat(")") {
+                return Err(
+                    self.error(self.pos, format!("expected `)` to close the `(` at column {}", start + 1))
+                );
+            }
+            return Ok(inner);
+        }
+        let word: String =
+            self.rest().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if word.is_empty() {
+            let what = if self.rest().is_empty() {
+                "the end".to_string()
+            } else {
+                format!("{:?}", &self.rest()[..1])
+            };
+            return Err(self.error(
+                start,
+                format!("expected a predicate (test, tag, role, suite, profile, all or none), `not` or `(`, found {what}"),
+            ));
+        }
+        self.pos += word.len();
+        self.skip_space();
+        if !self.rest().starts_with('(') {
+            return Err(self.error(self.pos, format!("expected `(` after `{word}`")));
+        }
+        self.pos += 1;
+        match word.as_str() {
+            "all" | "none" => {
+                if !self.eat(")") {
+                    return Err(self.error(self.pos, format!("`{word}()` takes nothing: expected `)`")));
+                }
+                return Ok(if word == "all" { Expr::All } else { Expr::None });
+            }
+            _ => {}
+        }
+        let Some(&(_, field)) = Field::ALL.iter().find(|(name, _)| *name == word) else {
+            return Err(self.error(
+                start,
+                format!("unknown predicate `{word}`: expected test, tag, role, suite, profile, all or none"),
+            ));
+        };
+        let matcher = self.matcher(field)?;
+        Ok(Expr::Is(field, matcher))
+    }
+
+    /// The argument of `field(`, through its closing `)`.
+    fn matcher(&mut self, field: Field) -> Result<Matcher, FilterError> {
+        self.skip_space();
+        let start = self.pos;
+        if self.rest().starts_with('/') {
+            // A regex, to its unescaped closing slash.
+            let body_start = self.pos + 1;
+            let mut escaped = false;
+            let mut end = None;
+            for (i, c) in self.src[body_start..].char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '/' => {
+                        end = Some(body_start + i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let Some(end) = end else {
+                return Err(self.error(start, "the regex has no closing `/`"));
+            };
+            let pattern = self.src[body_start..end].replace("\\/", "/");
+            let regex = regex_lite::Regex::new(&pattern).map_err(|e| {
+                self.error(start, format!("not a valid regex: {}", first_line(&e.to_string())))
+            })?;
+            self.pos = end + 1;
+            if !self.eat(")") {
+                return Err(self.error(self.pos, "expected `)` after the regex"));
+            }
+            return Ok(Matcher::Regex(regex));
+        }
+        let Some(len) = self.rest().find(')') else {
+            return Err(self.error(self.src.len(), "expected `)`"));
+        };
+        let raw = &self.src[self.pos..self.pos + len];
+        self.pos += len + 1;
+        let (text, matcher): (&str, fn(String) -> Matcher) = if let Some(t) = raw.trim().strip_prefix('=') {
+            (t, Matcher::Exact)
+        } else if let Some(t) = raw.trim().strip_prefix('~') {
+            (t, Matcher::Contains)
+        } else if field == Field::Test {
+            (raw, Matcher::Contains)
+        } else {
+            (raw, Matcher::Exact)
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(
+                self.error(start, "expected something to match (a name, `=name`, `~part` or `/regex/`)")
+            );
+        }
+        Ok(matcher(text.to_string()))
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim()
+}
+
+/// Which tests run with respect to `#[ignore]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunIgnored {
+    /// Tests not marked ignored (ignored ones are reported skipped).
+    #[default]
+    Default,
+    /// Only the tests marked ignored.
+    Only,
+    /// Every test, ignored or not.
+    All,
+}
+
+impl RunIgnored {
+    pub fn is_default(&self) -> bool {
+        *self == RunIgnored::Default
+    }
+}
+
+impl std::str::FromStr for RunIgnored {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "default" => Ok(RunIgnored::Default),
+            "only" => Ok(RunIgnored::Only),
+            "all" => Ok(RunIgnored::All),
+            other => Err(format!("{other:?}: expected default, only or all")),
+        }
+    }
+}
+
+/// Which of its suite's tests a shard runs, as the coordinator hands it
+/// to a machine (from the plan entry's `filter` and the plan's settings).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Selection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    #[serde(default, skip_serializing_if = "RunIgnored::is_default")]
+    pub run_ignored: RunIgnored,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub show_filtered: bool,
+    /// The shard's profile, for `profile()`.
+    #[serde(default)]
+    pub profile: String,
+}
+
+/// What becomes of one listed test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Run,
+    /// Selected, but marked ignored: reported skipped ("ignored").
+    Ignored,
+    /// Left out by the filter or by `run_ignored = "only"`.
+    FilteredOut,
+}
+
+/// A [`Selection`] with its filter parsed, ready to decide.
+pub struct Selector {
+    filter: Option<Filter>,
+    run_ignored: RunIgnored,
+    pub profile: String,
+}
+
+impl Selection {
+    pub fn selector(&self) -> Result<Selector, FilterError> {
+        Ok(Selector {
+            filter: self.filter.as_deref().map(Filter::parse).transpose()?,
+            run_ignored: self.run_ignored,
+            profile: self.profile.clone(),
+        })
+    }
+}
+
+impl Selector {
+    /// Whether a test the facts describe runs, and whether it is marked
+    /// ignored.
+    pub fn decide(&self, facts: &TestFacts, ignored: bool) -> Decision {
+        if self.filter.as_ref().is_some_and(|f| !f.matches(facts)) {
+            return Decision::FilteredOut;
+        }
+        match (self.run_ignored, ignored) {
+            (RunIgnored::Default, true) => Decision::Ignored,
+            (RunIgnored::Only, false) => Decision::FilteredOut,
+            _ => Decision::Run,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts<'a>(test: &'a str, tags: &'a [String], role: &'a str) -> TestFacts<'a> {
+        TestFacts { test, tags, role, suite: "kv-server", profile: "server-box" }
+    }
+
+    fn selected(expr: &str, test: &str, tags: &[&str], role: &str) -> bool {
+        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        Filter::parse(expr).unwrap_or_else(|e| panic!("{expr}: {e}")).matches(&facts(test, &tags, role))
+    }
+
+    #[test]
+    fn expressions_select_what_they_say() {
+        for (expr, test, tags, role, want) in [
+            ("test(put)", "puts_keys", &[][..], "server", true),
+            ("test(=puts_keys)", "puts_keys", &[], "server", true),
+            ("test(=puts)", "puts_keys", &[], "server", false),
+            ("test(/^p.*s$/)", "puts_keys", &[], "server", true),
+            ("test(/^(a|b)/)", "puts_keys", &[], "server", false),
+            ("test(/a\\/b/)", "a/b", &[], "server", true),
+            ("tag(slow)", "t", &["slow", "net"], "server", true),
+            ("tag(slo)", "t", &["slow"], "server", false),
+            ("tag(~slo)", "t", &["slow"], "server", true),
+            ("role(server) and not tag(slow)", "t", &["slow"], "server", false),
+            ("role(client) or tag(slow)", "t", &["slow"], "server", true),
+            ("not role(client) & !tag(slow) | test(t)", "t", &["slow"], "server", true),
+            ("not (role(server) or tag(x))", "t", &[], "server", false),
+            ("suite(kv-server) and profile(server-box)", "t", &[], "server", true),
+            ("suite(/kv/) and profile(~box)", "t", &[], "server", true),
+            ("all()", "t", &[], "server", true),
+            ("none() or all() and none()", "t", &[], "server", false),
+            ("  test( put )  ", "puts", &[], "server", true),
+            ("test(or)", "order", &[], "server", true),
+            ("tags(x) ", "t", &["x"], "server", false),
+        ] {
+            if expr.starts_with("tags") {
+                assert!(Filter::parse(expr).is_err());
+                continue;
+            }
+            assert_eq!(selected(expr, test, tags, role), want, "{expr} on {test} {tags:?} {role}");
+        }
+    }
+
+    #[test]
+    fn a_bad_expression_says_where_and_what() {
+        for (expr, column, says) in [
+            ("test(a) an tag(b)", 9, "expected `and`, `or` or the end"),
+            ("tset(a)", 1, "unknown predicate `tset`"),
+            ("test a", 6, "expected `(` after `test`"),
+            ("test(a", 7, "expected `)`"),
+            ("(test(a)", 9, "expected `)` to close the `(` at column 1"),
+            ("test(/a(/)", 6, "not a valid regex"),
+            ("test(/a)", 6, "no closing `/`"),
+            ("test()", 6, "expected something to match"),
+            ("test(a) and", 12, "found the end"),
+            ("", 1, "found the end"),
+            ("all(x)", 5, "`all()` takes nothing"),
+        ] {
+            let e = Filter::parse(expr).expect_err(expr);
+            assert_eq!(e.column, column, "{expr}: {e}");
+            assert!(e.message.contains(says), "{expr}: {e}");
+            let shown = e.to_string();
+            assert!(shown.ends_with(&format!("{}^", " ".repeat(column - 1))), "{shown}");
+        }
+    }
+
+    #[test]
+    fn run_ignored_decides_with_the_filter() {
+        let tags = Vec::new();
+        let f = facts("t", &tags, "server");
+        let decide = |filter: Option<&str>, run_ignored, ignored| {
+            let selection =
+                Selection { filter: filter.map(String::from), run_ignored, ..Selection::default() };
+            selection.selector().unwrap().decide(&f, ignored)
+        };
+        use Decision::*;
+        use RunIgnored as R;
+        for (filter, run_ignored, ignored, want) in [
+            (None, R::Default, false, Run),
+            (None, R::Default, true, Ignored),
+            (None, R::Only, false, FilteredOut),
+            (None, R::Only, true, Run),
+            (None, R::All, true, Run),
+            (None, R::All, false, Run),
+            (Some("test(x)"), R::All, true, FilteredOut),
+            (Some("test(t)"), R::Default, true, Ignored),
+        ] {
+            assert_eq!(decide(filter, run_ignored, ignored), want, "{filter:?} {run_ignored:?} {ignored}");
+        }
+        let bad = Selection { filter: Some("test(".into()), ..Selection::default() };
+        assert!(bad.selector().is_err());
+    }
+
+    #[test]
+    fn filters_combine_with_and() {
+        let a = Filter::parse("role(server)").unwrap();
+        let b = Filter::parse("tag(slow) or test(x)").unwrap();
+        let both = a.and(&b);
+        assert_eq!(both.source(), "(role(server)) and (tag(slow) or test(x))");
+        let tags = vec!["slow".to_string()];
+        assert!(both.matches(&facts("t", &tags, "server")));
+        assert!(!both.matches(&facts("t", &tags, "client")));
+        assert_eq!(Filter::parse(both.source()).unwrap(), both);
+    }
+}

@@ -1,0 +1,180 @@
+//! Test selection (`-E`, a plan entry's `filter`, `--run-ignored`,
+//! `--show-filtered`) over the example suites: a table of expressions and
+//! the tests each one runs, from the run's own JSON-lines events.
+
+use std::collections::BTreeSet;
+
+use ensemble_protocol::{Event, EventKind};
+use ensemble_tests::{ensemble, repo_root};
+
+/// A plan with an SDK suite (tags, an ignored test) and a libtest harness
+/// (an ignored test), on one profile.
+fn plan(dir: &std::path::Path, basics_filter: Option<&str>) -> std::path::PathBuf {
+    let examples = repo_root().join("suites/examples");
+    let filter = basics_filter.map(|f| format!("filter = {f:?}\n")).unwrap_or_default();
+    let text = format!(
+        "name = \"selection\"\ntype = \"cross-platform\"\n[settings]\ntest_timeout = \"20s\"\n\
+         [[profiles]]\nname = \"here\"\n\
+         [[entries]]\nsuite = {:?}\n{filter}\
+         [[entries]]\nsuite = {:?}\nrole = \"lt\"\n",
+        examples.join("basics").display().to_string(),
+        ensemble_artifacts::LIBTEST_DEMO,
+    );
+    let path = dir.join(format!("plan-{}.toml", basics_filter.map_or(0, |f| f.len())));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs the plan with `args`; the (role, test, outcome, message) of every
+/// test reported, and what the command printed.
+fn run(dir: &std::path::Path, plan: &std::path::Path, args: &[&str]) -> (i32, BTreeSet<String>, String) {
+    let json = dir.join("events.jsonl");
+    let mut all = vec!["run", plan.to_str().unwrap(), "--json", json.to_str().unwrap()];
+    all.extend(args);
+    let out = ensemble(&all, &dir.join("cache"));
+    let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let code = out.status.code().unwrap();
+    let mut tests = BTreeSet::new();
+    for line in std::fs::read_to_string(&json).unwrap_or_default().lines() {
+        let e: Event = serde_json::from_str(line).unwrap();
+        if let EventKind::TestFinished { shard, test, outcome, message, .. } = e.kind {
+            let why = match message.as_deref() {
+                Some("filtered out") => " (filtered out)",
+                Some("ignored") => " (ignored)",
+                _ => "",
+            };
+            tests.insert(format!("{} {test} {outcome}{why}", shard.role));
+        }
+    }
+    (code, tests, shown)
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn expressions_select_exactly_what_they_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan(dir.path(), None);
+    for (args, want) in [
+        (vec!["-E", "test(=adds)"], set(&["basics adds passed"])),
+        (
+            vec!["-E", "test(con)"],
+            // A part of the name; nothing in the libtest harness's names.
+            set(&["basics concatenates passed", "basics reads_context passed"]),
+        ),
+        (vec!["-E", "tag(demo)"], set(&["basics tagged_with_timeout passed"])),
+        (
+            vec!["-E", "role(lt) and not test(/fail|panic|ignored/)"],
+            set(&["lt tests::adds passed", "lt tests::greets passed"]),
+        ),
+        (
+            vec!["-E", "test(/^(adds|skips)$/) or test(=tests::adds)"],
+            set(&["basics adds passed", "basics skips skipped", "lt tests::adds passed"]),
+        ),
+        // Two -E are either one.
+        (vec!["-E", "test(=adds)", "-E", "test(=naps)"], set(&["basics adds passed", "basics naps passed"])),
+        // Ignored tests are skipped when selected, run with --run-ignored.
+        (
+            vec!["-E", "test(ignored)"],
+            set(&["basics ignored skipped (ignored)", "lt tests::ignored skipped (ignored)"]),
+        ),
+        (
+            vec!["-E", "test(ignored)", "--run-ignored", "all"],
+            set(&["basics ignored passed", "lt tests::ignored passed"]),
+        ),
+        (vec!["--run-ignored", "only"], set(&["basics ignored passed", "lt tests::ignored passed"])),
+        (
+            vec!["-E", "suite(basics) and test(=adds)", "--run-ignored", "only"],
+            // Only ignored tests run; adds is not one: all is filtered out.
+            BTreeSet::new(),
+        ),
+        (vec!["-E", "none()"], BTreeSet::new()),
+    ] {
+        let (code, got, shown) = run(dir.path(), &plan, &args);
+        assert_eq!(got, want, "{args:?}:\n{shown}");
+        if want.is_empty() {
+            assert!(shown.contains("No test was selected: check the filter"), "{args:?}:\n{shown}");
+        }
+        let failing = got.iter().any(|t| t.ends_with(" failed"));
+        assert_eq!(code, if failing { 1 } else { 0 }, "{args:?}:\n{shown}");
+    }
+}
+
+#[test]
+fn filtered_tests_are_shown_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    // The plan entry's own filter, and -E on top: both must hold.
+    let plan = plan(dir.path(), Some("not test(/fail|panic/)"));
+    let (code, got, shown) = run(dir.path(), &plan, &["-E", "suite(basics) and test(s)"]);
+    assert_eq!(code, 0, "{shown}");
+    assert!(got.contains("basics adds passed") && got.contains("basics naps passed"), "{got:?}");
+    assert!(!got.iter().any(|t| t.contains("fails_check_eq") || t.starts_with("lt ")), "{got:?}");
+    assert!(shown.contains("filtered out"), "the summary counts what was left out:\n{shown}");
+
+    let (_, shown_too, _) = run(dir.path(), &plan, &["-E", "suite(basics) and test(s)", "--show-filtered"]);
+    assert!(shown_too.contains("basics fails_check_eq skipped (filtered out)"), "{shown_too:?}");
+    assert!(shown_too.contains("lt tests::adds skipped (filtered out)"), "{shown_too:?}");
+    assert!(shown_too.is_superset(&got), "{shown_too:?}");
+}
+
+#[test]
+fn a_bad_expression_is_exit_2_with_where_it_goes_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan_path = plan(dir.path(), None);
+    let out =
+        ensemble(&["run", plan_path.to_str().unwrap(), "-E", "test(a) an tag(b)"], &dir.path().join("cache"));
+    let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("-E: at column 9: expected `and`, `or` or the end of the expression"), "{shown}");
+    assert!(shown.contains("  test(a) an tag(b)\n          ^"), "{shown}");
+    assert!(!shown.contains("Building suite crate"), "refused before any build:\n{shown}");
+
+    // In a plan, the field is named.
+    let bad = plan(dir.path(), Some("tag(x"));
+    for args in [vec!["plan", "check", bad.to_str().unwrap()], vec!["run", bad.to_str().unwrap()]] {
+        let out = ensemble(&args, &dir.path().join("cache"));
+        let shown =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(2), "{shown}");
+        assert!(shown.contains("entries[0].filter: at column 6: expected `)`"), "{shown}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_on_a_server_selects_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ensemble_tests::start_server(dir.path(), &dir.path().join("data"), "selection-token", &[]);
+    let plan = plan(dir.path(), None);
+    let json = dir.path().join("remote.jsonl");
+    let out = ensemble_tests::ensemble_async(
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--server",
+            &server.url,
+            "--token",
+            "selection-token",
+            "-E",
+            "tag(demo) or test(=tests::ignored)",
+            "--run-ignored",
+            "all",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        &dir.path().join("cache"),
+    )
+    .await;
+    let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let mut ran = BTreeSet::new();
+    for line in std::fs::read_to_string(&json).unwrap().lines() {
+        let e: Event = serde_json::from_str(line).unwrap();
+        if let EventKind::TestFinished { shard, test, outcome, .. } = e.kind {
+            ran.insert(format!("{} {test} {outcome}", shard.role));
+        }
+    }
+    assert_eq!(ran, set(&["basics tagged_with_timeout passed", "lt tests::ignored passed"]), "{shown}");
+    assert!(shown.contains("13 filtered out"), "{shown}");
+}

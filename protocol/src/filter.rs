@@ -367,6 +367,87 @@ impl std::str::FromStr for RunIgnored {
     }
 }
 
+/// One of N parts of a run's tests, for N CI jobs that each run one:
+/// `count:K/N` deals each role's selected tests round-robin in listed
+/// order, `hash:K/N` places each by a stable hash of its role and name.
+/// The parts are disjoint and together cover every selected test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Partition {
+    pub kind: PartitionKind,
+    /// 1-based: which part.
+    pub index: u32,
+    pub total: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionKind {
+    Count,
+    Hash,
+}
+
+impl std::str::FromStr for Partition {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let expected = "write it as count:K/N or hash:K/N, with 1 <= K <= N";
+        let (kind, part) = s.split_once(':').ok_or_else(|| format!("{s:?}: {expected}"))?;
+        let kind = match kind {
+            "count" => PartitionKind::Count,
+            "hash" => PartitionKind::Hash,
+            other => return Err(format!("{s:?}: no partition kind {other:?}; {expected}")),
+        };
+        let (k, n) = part.split_once('/').ok_or_else(|| format!("{s:?}: {expected}"))?;
+        let (Ok(index), Ok(total)) = (k.trim().parse::<u32>(), n.trim().parse::<u32>()) else {
+            return Err(format!("{s:?}: {expected}"));
+        };
+        if index == 0 || index > total {
+            return Err(format!("{s:?}: part {index} of {total} does not exist; {expected}"));
+        }
+        Ok(Partition { kind, index, total })
+    }
+}
+
+impl fmt::Display for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            PartitionKind::Count => "count",
+            PartitionKind::Hash => "hash",
+        };
+        write!(f, "{kind}:{}/{}", self.index, self.total)
+    }
+}
+
+impl From<Partition> for String {
+    fn from(p: Partition) -> String {
+        p.to_string()
+    }
+}
+
+impl TryFrom<String> for Partition {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl Partition {
+    /// The part (1-based) a stable hash of `key` falls in (FNV-1a: the same
+    /// on every machine and in every version).
+    pub fn part_of(key: &[&str], total: u32) -> u32 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for (i, piece) in key.iter().enumerate() {
+            if i > 0 {
+                // A byte no UTF-8 text holds between the pieces.
+                h = (h ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+            }
+            for b in piece.bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        (h % u64::from(total.max(1))) as u32 + 1
+    }
+}
+
 /// Which of its suite's tests a shard runs, as the coordinator hands it
 /// to a machine (from the plan entry's `filter` and the plan's settings).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -380,6 +461,13 @@ pub struct Selection {
     /// The shard's profile, for `profile()`.
     #[serde(default)]
     pub profile: String,
+    /// The part of the run's tests this run takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partition>,
+    /// Every test of the shard belongs to another part (its tests wait for
+    /// other roles' and so stay whole, in the part the coordinator chose).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub other_part: bool,
 }
 
 /// What becomes of one listed test.
@@ -396,6 +484,8 @@ pub enum Decision {
 pub struct Selector {
     filter: Option<Filter>,
     run_ignored: RunIgnored,
+    partition: Option<Partition>,
+    other_part: bool,
     pub profile: String,
 }
 
@@ -404,16 +494,24 @@ impl Selection {
         Ok(Selector {
             filter: self.filter.as_deref().map(Filter::parse).transpose()?,
             run_ignored: self.run_ignored,
+            partition: self.partition,
+            other_part: self.other_part,
             profile: self.profile.clone(),
         })
     }
 }
 
+/// One listed test, as [`Selector::decide_all`] takes it.
+pub struct Listed<'a> {
+    pub facts: TestFacts<'a>,
+    pub ignored: bool,
+}
+
 impl Selector {
     /// Whether a test the facts describe runs, and whether it is marked
-    /// ignored.
+    /// ignored, before partitioning.
     pub fn decide(&self, facts: &TestFacts, ignored: bool) -> Decision {
-        if self.filter.as_ref().is_some_and(|f| !f.matches(facts)) {
+        if self.other_part || self.filter.as_ref().is_some_and(|f| !f.matches(facts)) {
             return Decision::FilteredOut;
         }
         match (self.run_ignored, ignored) {
@@ -422,10 +520,35 @@ impl Selector {
             _ => Decision::Run,
         }
     }
+
+    /// What becomes of each of a shard's listed tests, in order: the
+    /// filter and `run_ignored`, then the partition among the selected.
+    pub fn decide_all(&self, tests: &[Listed]) -> Vec<Decision> {
+        let mut dealt = 0u32;
+        tests
+            .iter()
+            .map(|t| {
+                let decision = self.decide(&t.facts, t.ignored);
+                let Some(p) = self.partition.filter(|_| decision != Decision::FilteredOut) else {
+                    return decision;
+                };
+                let part = match p.kind {
+                    PartitionKind::Count => {
+                        dealt += 1;
+                        (dealt - 1) % p.total + 1
+                    }
+                    PartitionKind::Hash => Partition::part_of(&[t.facts.role, t.facts.test], p.total),
+                };
+                if part == p.index { decision } else { Decision::FilteredOut }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn facts<'a>(test: &'a str, tags: &'a [String], role: &'a str) -> TestFacts<'a> {
@@ -517,6 +640,64 @@ mod tests {
         }
         let bad = Selection { filter: Some("test(".into()), ..Selection::default() };
         assert!(bad.selector().is_err());
+    }
+
+    #[test]
+    fn partitions_are_disjoint_and_cover_every_selected_test() {
+        let names: Vec<String> = (0..97).map(|i| format!("t{i}")).collect();
+        let tags = vec!["slow".to_string()];
+        for kind in ["count", "hash"] {
+            for total in [1, 2, 3, 7] {
+                let mut seen = std::collections::BTreeMap::new();
+                for index in 1..=total {
+                    let partition: Partition = format!("{kind}:{index}/{total}").parse().unwrap();
+                    let selection = Selection {
+                        filter: Some("not test(=t5)".into()),
+                        partition: Some(partition),
+                        ..Selection::default()
+                    };
+                    let listed: Vec<Listed> = names
+                        .iter()
+                        .map(|n| Listed { facts: facts(n, &tags, "server"), ignored: false })
+                        .collect();
+                    let decisions = selection.selector().unwrap().decide_all(&listed);
+                    for (n, d) in names.iter().zip(decisions) {
+                        if d == Decision::Run {
+                            assert!(seen.insert(n.clone(), index).is_none(), "{n} twice ({kind} {total})");
+                        }
+                    }
+                    if kind == "count" {
+                        let mine = seen.values().filter(|&&i| i == index).count();
+                        assert!(mine.abs_diff(96 / total as usize) <= 1, "{kind}:{index}/{total} has {mine}");
+                    }
+                }
+                assert_eq!(seen.len(), 96, "{kind}/{total}: every selected test in one part");
+                assert!(!seen.contains_key("t5"));
+            }
+        }
+        // The same test lands in the same part every time, everywhere.
+        assert_eq!(Partition::part_of(&["server", "t1"], 3), Partition::part_of(&["server", "t1"], 3));
+        assert_ne!(
+            (1..=20).map(|i| Partition::part_of(&["r", &format!("t{i}")], 4)).collect::<BTreeSet<_>>().len(),
+            1
+        );
+    }
+
+    #[test]
+    fn partitions_parse_and_say_what_is_wrong() {
+        let p: Partition = "hash:2/3".parse().unwrap();
+        assert_eq!((p.kind, p.index, p.total), (PartitionKind::Hash, 2, 3));
+        assert_eq!(p.to_string(), "hash:2/3");
+        for (bad, says) in [
+            ("hash:0/3", "part 0 of 3 does not exist"),
+            ("count:4/3", "part 4 of 3 does not exist"),
+            ("slice:1/2", "no partition kind \"slice\""),
+            ("count:1", "count:K/N or hash:K/N"),
+            ("1/2", "count:K/N or hash:K/N"),
+        ] {
+            let e = bad.parse::<Partition>().unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

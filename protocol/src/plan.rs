@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::filter::{Filter, RunIgnored};
+use crate::filter::{Filter, Partition, RunIgnored};
 use crate::grant::{NetGrant, check_env_name};
 use crate::machine::MachineInfo;
 use crate::units::{ByteSize, HumanDuration};
@@ -89,6 +89,10 @@ pub struct Settings {
     /// Report the tests an entry's `filter` leaves out, as skipped with the
     /// reason "filtered out" (by default they are only counted).
     pub show_filtered: bool,
+    /// Run one part of the tests, for CI jobs that split a plan:
+    /// `count:K/N` or `hash:K/N` (see `docs/filters.md`). None: every test.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partition>,
 }
 
 impl Default for Settings {
@@ -104,6 +108,7 @@ impl Default for Settings {
             queue_timeout: HumanDuration::from_secs(600),
             run_ignored: RunIgnored::Default,
             show_filtered: false,
+            partition: None,
         }
     }
 }

@@ -193,6 +193,8 @@ mod tests {
                         run_ignored: crate::filter::RunIgnored::All,
                         show_filtered: true,
                         profile: "p".into(),
+                        partition: Some("hash:2/3".parse().unwrap()),
+                        other_part: false,
                     },
                 }),
             },

@@ -91,6 +91,10 @@ struct RunArgs {
     /// Report the tests the filters leave out, as skipped ("filtered out").
     #[arg(long)]
     show_filtered: bool,
+    /// Run part K of N of the selected tests, for N CI jobs: count:K/N
+    /// (round-robin) or hash:K/N (by name). Suites that use sync stay whole.
+    #[arg(long, value_name = "KIND:K/N")]
+    partition: Option<ensemble_protocol::filter::Partition>,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -127,6 +131,9 @@ impl RunArgs {
             plan.settings.run_ignored = r;
         }
         plan.settings.show_filtered |= self.show_filtered;
+        if let Some(p) = self.partition {
+            plan.settings.partition = Some(p);
+        }
     }
 }
 

@@ -30,6 +30,8 @@ fn plan_fields() -> BTreeSet<String> {
     let plan = Plan::from_toml(
         r#"
 name = "all"
+[settings]
+partition = "hash:1/2"
 [[profiles]]
 name = "p"
 labels = { tier = "a" }

@@ -178,3 +178,55 @@ async fn a_run_on_a_server_selects_the_same_way() {
     assert_eq!(ran, set(&["basics tagged_with_timeout passed", "lt tests::ignored passed"]), "{shown}");
     assert!(shown.contains("13 filtered out"), "{shown}");
 }
+
+/// The tests a run took, without outcomes: (role, test).
+fn names(tests: &BTreeSet<String>) -> BTreeSet<String> {
+    tests.iter().map(|t| t.split(' ').take(2).collect::<Vec<_>>().join(" ")).collect()
+}
+
+#[test]
+fn partitions_are_disjoint_and_cover_every_test_for_both_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan(dir.path(), None);
+    let (_, whole, _) = run(dir.path(), &plan, &[]);
+    let whole = names(&whole);
+    assert_eq!(whole.len(), 15, "{whole:?}");
+    for kind in ["count", "hash"] {
+        let mut seen = BTreeSet::new();
+        for k in 1..=3 {
+            let part = format!("{kind}:{k}/3");
+            let (_, got, shown) = run(dir.path(), &plan, &["--partition", &part]);
+            let got = names(&got);
+            assert!(seen.is_disjoint(&got), "{part} repeats tests: {got:?}");
+            assert!(shown.contains("filtered out"), "{part}:\n{shown}");
+            if kind == "count" {
+                // Round-robin per role: 11 of basics and 4 of the harness.
+                assert!((4..=6).contains(&got.len()), "{part}: {got:?}");
+            }
+            seen.extend(got);
+        }
+        assert_eq!(seen, whole, "the {kind} parts together are the whole run");
+    }
+    let out =
+        ensemble(&["run", plan.to_str().unwrap(), "--partition", "hash:4/3"], &dir.path().join("cache"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("part 4 of 3 does not exist"));
+}
+
+/// Suites that wait for each other are not split: the whole demo runs in
+/// one part, and the other part runs none of it (and waits for nothing).
+#[test]
+fn coordinating_suites_stay_whole_in_one_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = repo_root().join("suites/plans/demo.toml");
+    let mut sizes = Vec::new();
+    for k in 1..=2 {
+        let part = format!("count:{k}/2");
+        let (code, got, shown) = run(dir.path(), &demo, &["--partition", &part]);
+        assert_eq!(code, 0, "{part}:\n{shown}");
+        assert!(got.iter().all(|t| t.ends_with(" passed")), "{part}: {got:?}");
+        sizes.push(got.len());
+    }
+    sizes.sort();
+    assert_eq!(sizes, [0, 6], "all six demo tests in one part");
+}

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ensemble_protocol::event::{EventKind, Outcome, ShardRef, Summary};
-use ensemble_protocol::filter::{Decision, Selector, TestFacts};
+use ensemble_protocol::filter::{Decision, Listed, Selector, TestFacts};
 use ensemble_protocol::wire::{
     Assignment, Facts, FromMachine, MachineInfo, SyncCall, SyncFailure, SyncReply, ToMachine,
 };
@@ -359,17 +359,23 @@ fn select<'a>(
     shard: &ShardRef,
     show_filtered: bool,
 ) -> (Vec<(&'a TestCase, Decision)>, u32) {
+    let facts: Vec<Listed> = listed
+        .iter()
+        .map(|test| Listed {
+            facts: TestFacts {
+                test: &test.name,
+                tags: &test.tags,
+                role: &shard.role,
+                suite: &shard.suite,
+                profile: &selector.profile,
+            },
+            ignored: test.ignored,
+        })
+        .collect();
     let mut reported = Vec::new();
     let mut left_out = 0u32;
-    for test in listed {
-        let facts = TestFacts {
-            test: &test.name,
-            tags: &test.tags,
-            role: &shard.role,
-            suite: &shard.suite,
-            profile: &selector.profile,
-        };
-        match selector.decide(&facts, test.ignored) {
+    for (test, decision) in listed.iter().zip(selector.decide_all(&facts)) {
+        match decision {
             Decision::FilteredOut if !show_filtered => left_out += 1,
             decision => reported.push((test, decision)),
         }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ensemble_protocol::event::{Event, EventKind, Outcome, ShardInfo, ShardRef, Summary, SyncOp};
-use ensemble_protocol::filter::Selection;
+use ensemble_protocol::filter::{Partition, Selection};
 use ensemble_protocol::plan::{Execution, Plan};
 use ensemble_protocol::verdict::{CancelReason, Verdict};
 use ensemble_protocol::wire::{
@@ -177,6 +177,17 @@ pub fn limits(plan: &Plan) -> Limits {
     }
 }
 
+/// With a partition, the part that takes the tests of every suite that
+/// uses sync: they wait for each other, so they are not split; the part
+/// comes from a hash of their roles, so every job agrees on it.
+fn coordinating_part(plan: &Plan, shards: &[ShardPlan]) -> Option<u32> {
+    let p = plan.settings.partition?;
+    let roles: std::collections::BTreeSet<&str> =
+        shards.iter().filter(|s| s.coordinates).map(|s| s.shard.role.as_str()).collect();
+    let roles: Vec<&str> = roles.into_iter().collect();
+    (!roles.is_empty()).then(|| Partition::part_of(&roles, p.total))
+}
+
 /// One run's state; see the module docs for its rules.
 pub struct Dispatcher {
     run: String,
@@ -232,10 +243,16 @@ impl Dispatcher {
         reporters: Vec<Box<dyn Reporter>>,
     ) -> Dispatcher {
         let limits = limits(plan);
+        let coordinating_part = coordinating_part(plan, &shards);
         let assignments = shards
             .iter()
             .map(|s| {
                 let entry = &plan.entries[s.entry];
+                // Tests that wait for other roles' stay whole, in one part.
+                let (partition, other_part) = match (plan.settings.partition, coordinating_part) {
+                    (Some(p), Some(part)) if s.coordinates => (None, part != p.index),
+                    (partition, _) => (partition, false),
+                };
                 Assignment {
                     run: run.clone(),
                     shard: s.shard.clone(),
@@ -249,6 +266,8 @@ impl Dispatcher {
                         run_ignored: plan.settings.run_ignored,
                         show_filtered: plan.settings.show_filtered,
                         profile: s.profile.clone(),
+                        partition,
+                        other_part,
                     },
                 }
             })

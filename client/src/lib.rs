@@ -533,7 +533,7 @@ impl Client {
 
     /// Starts a run of an inline plan whose suites are uploaded.
     pub async fn start_plan(&self, plan: &Plan) -> Result<RunCreated> {
-        self.start_run(&RunRequest { plan: Some(plan.clone()), plan_id: None }).await
+        self.start_run(&RunRequest { plan: Some(plan.clone()), ..RunRequest::default() }).await
     }
 
     pub async fn cancel_run(&self, id: &str) -> Result<RunCancelling> {

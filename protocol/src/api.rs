@@ -128,17 +128,24 @@ pub struct RunMeta {
     pub finished_us: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
+    /// The run whose failures this run runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reruns: Option<String>,
 }
 
-/// `POST /api/runs`: a plan to run, inline or by id. Inline plans name their
-/// suites as `sha256:<hex>` (uploaded beforehand).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `POST /api/runs`: a plan to run, inline or by id, or the failures of a
+/// finished run (its failed, timed-out, crashed and lost tests, on its
+/// plan). Inline plans name their suites as `sha256:<hex>` (uploaded
+/// beforehand). Exactly one of the three.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_failed: Option<String>,
 }
 
 /// What kind of error an API call met; it fixes the HTTP status.

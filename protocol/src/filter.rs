@@ -454,6 +454,9 @@ impl Partition {
 pub struct Selection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// Exactly these tests (the plan entry's `tests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<std::collections::BTreeSet<String>>,
     #[serde(default, skip_serializing_if = "RunIgnored::is_default")]
     pub run_ignored: RunIgnored,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -483,6 +486,7 @@ pub enum Decision {
 /// A [`Selection`] with its filter parsed, ready to decide.
 pub struct Selector {
     filter: Option<Filter>,
+    tests: Option<std::collections::BTreeSet<String>>,
     run_ignored: RunIgnored,
     partition: Option<Partition>,
     other_part: bool,
@@ -493,6 +497,7 @@ impl Selection {
     pub fn selector(&self) -> Result<Selector, FilterError> {
         Ok(Selector {
             filter: self.filter.as_deref().map(Filter::parse).transpose()?,
+            tests: self.tests.clone(),
             run_ignored: self.run_ignored,
             partition: self.partition,
             other_part: self.other_part,
@@ -511,7 +516,10 @@ impl Selector {
     /// Whether a test the facts describe runs, and whether it is marked
     /// ignored, before partitioning.
     pub fn decide(&self, facts: &TestFacts, ignored: bool) -> Decision {
-        if self.other_part || self.filter.as_ref().is_some_and(|f| !f.matches(facts)) {
+        if self.other_part
+            || self.tests.as_ref().is_some_and(|t| !t.contains(facts.test))
+            || self.filter.as_ref().is_some_and(|f| !f.matches(facts))
+        {
             return Decision::FilteredOut;
         }
         match (self.run_ignored, ignored) {

@@ -174,6 +174,10 @@ pub struct Entry {
     /// `docs/filters.md`), e.g. `not tag(slow)`. None: every test.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// Exactly these of the suite's tests, by name (with `filter`, both
+    /// must select a test). A rerun of a run's failures lists them here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<Vec<String>>,
 }
 
 impl Entry {
@@ -436,6 +440,12 @@ impl Plan {
             }
             if let Some(Err(e)) = e.filter.as_deref().map(Filter::parse) {
                 bad(format!("entries[{i}].filter"), format!("at column {}: {}", e.column, e.message));
+            }
+            if e.tests.as_ref().is_some_and(Vec::is_empty) {
+                bad(
+                    format!("entries[{i}].tests"),
+                    "lists no test: name at least one, or leave it out to run every test".into(),
+                );
             }
             match (&e.profile, self.kind) {
                 (None, PlanType::Distributed) => bad(

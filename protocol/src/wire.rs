@@ -190,6 +190,7 @@ mod tests {
                     },
                     selection: Selection {
                         filter: Some("not tag(slow)".into()),
+                        tests: Some(["a".to_string(), "b".to_string()].into()),
                         run_ignored: crate::filter::RunIgnored::All,
                         show_filtered: true,
                         profile: "p".into(),

@@ -13,11 +13,11 @@ use ensemble_protocol::exit;
 
 use ensemble_client::Client;
 use ensemble_protocol::Verdict;
-use ensemble_protocol::api::RunState;
+use ensemble_protocol::api::{RunRequest, RunState};
 use ensemble_protocol::filter::Filter;
 use ensemble_protocol::plan::Plan;
 
-use crate::prepare::{self, PlanFile, Prepared};
+use crate::prepare::{self, Prepared};
 use crate::report::{JsonLines, JunitReporter, Reporter, TerminalReporter};
 use crate::sandbox::{ArtifactCache, HostPolicy, Sandbox, SandboxOptions};
 use crate::signals::stop_on_signal;
@@ -60,7 +60,12 @@ enum Command {
 #[derive(Args, Debug)]
 struct RunArgs {
     /// The plan file (TOML).
-    plan: PathBuf,
+    #[arg(required_unless_present = "rerun_failed")]
+    plan: Option<PathBuf>,
+    /// Run again the failed, timed-out, crashed and lost tests of a finished
+    /// run of the server, on that run's plan (needs --server).
+    #[arg(long, value_name = "RUN_ID", requires = "server", conflicts_with_all = ["plan", "filters", "partition"])]
+    rerun_failed: Option<String>,
     /// Write a JUnit XML report (a testsuite per shard).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
@@ -430,11 +435,22 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
         let tls = ensemble_client::tls_config(args.ca_file.as_deref()).map_err(bad)?;
         let client = Client::new(server, args.token.clone(), tls).map_err(bad)?;
         client.machines().await.map_err(|e| if e.is_bad_input() { bad(e) } else { internal(e) })?;
-        let mut file = prepare::resolve(&args.plan).await.map_err(prepared)?;
-        args.select(&mut file.plan, filter.as_ref());
-        return run_remote(&args, &file, &client).await;
+        let request = match (&args.rerun_failed, &args.plan) {
+            (Some(run), _) => RunRequest { rerun_failed: Some(run.clone()), ..RunRequest::default() },
+            (None, Some(path)) => {
+                let mut file = prepare::resolve(path).await.map_err(prepared)?;
+                args.select(&mut file.plan, filter.as_ref());
+                let plan = file.upload(&client).await.map_err(prepared)?;
+                RunRequest { plan: Some(plan), ..RunRequest::default() }
+            }
+            (None, None) => unreachable!("clap requires a plan or --rerun-failed"),
+        };
+        return run_remote(&args, &request, &client).await;
     }
-    let mut file = prepare::resolve(&args.plan).await.map_err(prepared)?;
+    let Some(path) = &args.plan else {
+        return Err(bad(anyhow::anyhow!("--rerun-failed needs --server: the server keeps the runs")));
+    };
+    let mut file = prepare::resolve(path).await.map_err(prepared)?;
     args.select(&mut file.plan, filter.as_ref());
     // Every shard of a standalone run may run at once, in this process.
     let shards = file.plan.entries.len() * file.plan.profiles.iter().map(|p| p.count as usize).sum::<usize>();
@@ -528,11 +544,22 @@ fn reporters(args: &RunArgs) -> Result<Vec<Box<dyn Reporter>>, Failure> {
 
 /// `ensemble run PLAN --server URL`: upload suites, start, watch. The exit
 /// code comes from the run's verdict, as in a standalone run.
-async fn run_remote(args: &RunArgs, file: &PlanFile, client: &Client) -> Result<i32, Failure> {
-    let plan = file.upload(client).await.map_err(prepared)?;
+async fn run_remote(args: &RunArgs, request: &RunRequest, client: &Client) -> Result<i32, Failure> {
+    use ensemble_protocol::api::ErrorKind;
     let client_failure =
         |e: ensemble_client::ClientError| if e.is_bad_input() { bad(e) } else { internal(e) };
-    let run = client.start_plan(&plan).await.map_err(client_failure)?;
+    // A run id that is not the server's, or a run with nothing to rerun, is
+    // the caller's to fix.
+    let rerun_mistake = |e: &ensemble_client::ClientError| {
+        request.rerun_failed.is_some() && matches!(e.kind(), Some(ErrorKind::NotFound | ErrorKind::Conflict))
+    };
+    let run = client
+        .start_run(request)
+        .await
+        .map_err(|e| if rerun_mistake(&e) { bad(e) } else { client_failure(e) })?;
+    if let Some(of) = &request.rerun_failed {
+        println!("Run {} reruns the failures of run {of}.", run.id);
+    }
     let mut reporters = reporters(args)?;
     client
         .watch(&run.id, 1, |ev| {

@@ -172,6 +172,25 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         b.wait_text("#test-detail", "on box-client").await?;
         b.screenshot_to(screenshot(dir.path(), "run-finished.png")).await?;
 
+        // Rerun the failures: a new run of exactly those tests, which says
+        // what it reruns.
+        let first = b.client.current_url().await?.path().to_string();
+        b.wait_text("#rerun-failed", &format!("Rerun {failed} failed")).await?;
+        b.click("#rerun-failed").await?;
+        b.wait_text("#reruns", "Reruns the failures of run").await?;
+        b.wait_text("#run-state", "failed").await?;
+        b.wait_absent("#tests tr.running, #tests tr.pending").await?;
+        let rows = b.client.find_all(fantoccini::Locator::Css("#tests tbody tr[data-test]")).await?;
+        anyhow::ensure!(
+            rows.len() == failed as usize,
+            "the rerun shows {} rows for {failed} failures",
+            rows.len()
+        );
+        b.wait_css("tr[data-test='fails_check_eq']").await?;
+        b.click("#reruns a").await?;
+        b.wait_css("#rerun-failed").await?;
+        anyhow::ensure!(b.client.current_url().await?.path() == first, "the link leads back to {first}");
+
         // The run is in the history, and the plan in the list.
         b.click("a[href='/runs']").await?;
         b.wait_text("#runs", "kv across two machines").await?;

@@ -198,7 +198,8 @@ fn ensemble_demo_brings_up_a_ready_setup() {
             assert!(names.iter().any(|n| n.replace('_', "-") == name), "{name} not in {names:?}");
         }
         let plans = client.plans().await.unwrap();
-        let req = ensemble_protocol::api::RunRequest { plan: None, plan_id: Some(plans[0].id.clone()) };
+        let req =
+            ensemble_protocol::api::RunRequest { plan_id: Some(plans[0].id.clone()), ..Default::default() };
         let run = client.start_run(&req).await.unwrap().id;
         let mut roles = std::collections::BTreeMap::new();
         let mut summary = None;

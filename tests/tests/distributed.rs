@@ -316,7 +316,7 @@ async fn a_restarted_server_keeps_its_plans_suites_and_finished_runs() {
             "name = \"kept\"\ntype = \"cross-platform\"\n[[profiles]]\nname = \"any\"\n[[entries]]\nsuite = \"sha256:{sha}\"\n"
         );
         plan_id = server.client().import_plan(&toml).await.unwrap().id;
-        let req = RunRequest { plan: None, plan_id: Some(plan_id.clone()) };
+        let req = RunRequest { plan_id: Some(plan_id.clone()), ..RunRequest::default() };
         run = server.client().start_run(&req).await.unwrap().id;
         let mut last = None;
         server

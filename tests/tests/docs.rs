@@ -43,6 +43,7 @@ role = "r"
 params = { k = 1 }
 capabilities = { net = ["127.0.0.1:1"], env = ["E"] }
 filter = "not tag(slow)"
+tests = ["a"]
 "#,
     )
     .unwrap();

@@ -168,6 +168,27 @@ pub fn RunPage(props: &Props) -> Html {
         })
     };
 
+    let navigator = use_navigator();
+    let rerun = {
+        let session = session.clone();
+        let notice = notice.clone();
+        let id = props.id.clone();
+        Callback::from(move |_| {
+            let (session, notice, id, navigator) =
+                (session.clone(), notice.clone(), id.clone(), navigator.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                match session.api.rerun_failed(&id).await {
+                    Ok(run) => {
+                        if let Some(n) = navigator {
+                            n.push(&Route::Run { id: run });
+                        }
+                    }
+                    Err(e) => notice.set(Some(failure_text(&session, e))),
+                }
+            });
+        })
+    };
+
     // Once finished, the coordinator's verdict; before, what the server lists.
     let state = view.state(meta.as_ref().map(|m| m.state));
     // Not over yet: it can be cancelled, and a broken stream reconnects.
@@ -190,6 +211,10 @@ pub fn RunPage(props: &Props) -> Html {
         html! { <li class={classes!("count", class, (n == 0).then_some("zero"))} data-count={class}><strong>{n}</strong>{format!(" {label}")}</li> }
     };
     let detail = selected.and_then(|i| view.rows.get(i).cloned());
+    let failures: u32 = [Outcome::Failed, Outcome::TimedOut, Outcome::Crashed, Outcome::Lost]
+        .into_iter()
+        .map(|o| view.count(o))
+        .sum();
     let sync_skip = view.sync.len().saturating_sub(SYNC_SHOWN);
 
     html! {
@@ -206,10 +231,22 @@ pub fn RunPage(props: &Props) -> Html {
                     if running {
                         <button type="button" class="danger" onclick={cancel}>{"Cancel run"}</button>
                     }
+                    if view.finished.is_some() && failures > 0 {
+                        <button type="button" id="rerun-failed" onclick={rerun}
+                            title="Run again the tests that failed, timed out, crashed or were lost, on this plan">
+                            {format!("Rerun {failures} failed")}
+                        </button>
+                    }
                     <Link<Route> to={Route::Runs} classes="button">{"All runs"}</Link<Route>>
                 </div>
             </div>
             if let Some(n) = &*notice { <p class="banner error" role="alert">{n.clone()}</p> }
+            if let Some(of) = meta.as_ref().and_then(|m| m.reruns.clone()) {
+                <p class="muted" id="reruns">
+                    {"Reruns the failures of "}
+                    <Link<Route> to={Route::Run { id: of.clone() }}>{format!("run {of}")}</Link<Route>>
+                </p>
+            }
             if let Some(w) = &view.waiting {
                 <p class="banner waiting" id="run-waiting" role="status">{format!("Queued, not started: {w}")}</p>
             }

@@ -138,7 +138,14 @@ impl Api {
 
     /// Starts a stored plan; returns the run id.
     pub async fn start_run(&self, plan_id: &str) -> ApiResult<String> {
-        let req = RunRequest { plan: None, plan_id: Some(plan_id.to_string()) };
+        let req = RunRequest { plan_id: Some(plan_id.to_string()), ..RunRequest::default() };
+        let created: RunCreated = self.json(Request::post(routes::RUNS), Some(Body::json(&req)?)).await?;
+        Ok(created.id)
+    }
+
+    /// Runs again what did not pass in finished run `id`; returns the new run's id.
+    pub async fn rerun_failed(&self, id: &str) -> ApiResult<String> {
+        let req = RunRequest { rerun_failed: Some(id.to_string()), ..RunRequest::default() };
         let created: RunCreated = self.json(Request::post(routes::RUNS), Some(Body::json(&req)?)).await?;
         Ok(created.id)
     }

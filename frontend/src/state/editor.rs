@@ -414,6 +414,7 @@ impl Reducible for EditorState {
                     params: BTreeMap::new(),
                     capabilities: Default::default(),
                     filter: None,
+                    tests: None,
                 });
             }
             EditorAction::RemoveEntry(i) if i < s.plan.entries.len() => {

@@ -263,6 +263,7 @@ impl Dispatcher {
                     limits: limits.clone(),
                     selection: Selection {
                         filter: entry.filter.clone(),
+                        tests: entry.tests.as_ref().map(|t| t.iter().cloned().collect()),
                         run_ignored: plan.settings.run_ignored,
                         show_filtered: plan.settings.show_filtered,
                         profile: s.profile.clone(),

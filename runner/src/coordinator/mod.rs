@@ -22,6 +22,7 @@ pub mod intake;
 pub mod machines;
 pub mod matching;
 pub mod queue;
+pub mod rerun;
 pub mod sync;
 
 use std::collections::HashMap;
@@ -512,11 +513,15 @@ impl Coordinator {
         if self.run_tasks.is_closed() {
             return Err(ApiError::new(ErrorKind::Conflict, "the coordinator is shutting down"));
         }
-        let mut plan = match (req.plan, req.plan_id) {
-            (Some(plan), None) => plan,
-            (None, Some(id)) => self.plan(&id).await?.plan,
+        let (mut plan, reruns) = match (req.plan, req.plan_id, req.rerun_failed) {
+            (Some(plan), None, None) => (plan, None),
+            (None, Some(id), None) => (self.plan(&id).await?.plan, None),
+            (None, None, Some(of)) => (self.failures_of(&of).await?, Some(of)),
             _ => {
-                return Err(ApiError::new(ErrorKind::BadRequest, "send exactly one of `plan` and `plan_id`"));
+                return Err(ApiError::new(
+                    ErrorKind::BadRequest,
+                    "send exactly one of `plan`, `plan_id` and `rerun_failed`",
+                ));
             }
         };
         self.name_roles(&mut plan).await?;
@@ -542,6 +547,7 @@ impl Coordinator {
             started_us: now_us(),
             finished_us: None,
             summary: None,
+            reruns,
         };
         let row = meta.clone();
         self.store.call(move |s| s.put_run(&row)).await.map_err(internal)?;
@@ -549,6 +555,25 @@ impl Coordinator {
         let deadline = tokio::time::Instant::now() + job.plan.settings.queue_timeout.0;
         self.launch_queued(meta, 0, job, deadline);
         Ok(RunCreated { id })
+    }
+
+    /// The plan that runs again what did not pass in finished run `id`
+    /// (see [`rerun::failures_plan`]).
+    async fn failures_of(&self, id: &str) -> Result<Plan, ApiError> {
+        let meta = self.run(id).await?;
+        if matches!(meta.state, RunState::Queued | RunState::Running) {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!("run {id:?} has not finished: rerun its failures once it has"),
+            ));
+        }
+        let key = id.to_string();
+        let events = self.store.call(move |s| s.events(&key, 1)).await.map_err(internal)?;
+        let uses_sync: Vec<bool> =
+            self.resolve_suites(&meta.plan).await?.iter().map(|s| s.uses_sync).collect();
+        rerun::failures_plan(&meta.plan, &events, &uses_sync).map_err(|why| {
+            ApiError::new(ErrorKind::Conflict, format!("run {id:?} has nothing to rerun: {why}"))
+        })
     }
 
     /// Opens a run's plumbing (see [`Opened`]) and lists it as active.

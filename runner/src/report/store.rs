@@ -161,6 +161,7 @@ mod tests {
             started_us: 1,
             finished_us: None,
             summary: None,
+            reruns: None,
         };
         store.put_run(&meta).unwrap();
         let (tx, rx) = mpsc::unbounded_channel();

@@ -372,6 +372,7 @@ mod tests {
                 started_us: 5,
                 finished_us: None,
                 summary: None,
+                reruns: None,
             };
             s.put_run(&run(RunState::Passed)).unwrap();
             s.put_run(&run(RunState::Running)).unwrap();

@@ -23,6 +23,24 @@ pub mod machines;
 pub mod matching;
 pub mod queue;
 pub mod rerun;
+
+/// A `test-finished` event for unit tests: `outcome`, after 1 ms, at the first attempt.
+#[cfg(test)]
+pub(crate) fn test_finished(
+    shard: ensemble_protocol::ShardRef,
+    test: &str,
+    outcome: ensemble_protocol::Outcome,
+) -> EventKind {
+    EventKind::TestFinished {
+        shard,
+        test: test.into(),
+        outcome,
+        duration_ms: 1,
+        attempt: 1,
+        message: None,
+        output: String::new(),
+    }
+}
 pub mod sync;
 
 use std::collections::HashMap;

@@ -68,15 +68,7 @@ mod tests {
     }
 
     fn finished(role: &str, test: &str, outcome: Outcome) -> Event {
-        let kind = EventKind::TestFinished {
-            shard: shard(role),
-            test: test.into(),
-            outcome,
-            duration_ms: 1,
-            attempt: 1,
-            message: None,
-            output: String::new(),
-        };
+        let kind = crate::coordinator::test_finished(shard(role), test, outcome);
         Event { run: "r".into(), seq: 1, at_us: 1, machine_at_us: None, kind }
     }
 

@@ -184,15 +184,7 @@ fn sref(shard: u32) -> ShardRef {
 }
 
 fn finished(shard: u32, test: &str, outcome: Outcome) -> EventKind {
-    EventKind::TestFinished {
-        shard: sref(shard),
-        test: test.into(),
-        outcome,
-        duration_ms: 1,
-        attempt: 1,
-        message: None,
-        output: String::new(),
-    }
+    crate::coordinator::test_finished(sref(shard), test, outcome)
 }
 
 fn verdict_of(events: &[Event]) -> Verdict {

@@ -18,7 +18,7 @@ use ensemble_protocol::filter::Filter;
 use ensemble_protocol::plan::Plan;
 
 use crate::prepare::{self, Prepared};
-use crate::report::{JsonLines, JunitReporter, Reporter, TerminalReporter};
+use crate::report::{HtmlReport, JsonLines, JunitReporter, Reporter, TerminalReporter};
 use crate::sandbox::{ArtifactCache, HostPolicy, Sandbox, SandboxOptions};
 use crate::signals::stop_on_signal;
 use crate::suites;
@@ -55,6 +55,85 @@ enum Command {
     /// Work with suites.
     #[command(subcommand)]
     Suite(SuiteCommand),
+    /// Write the reports of a run the server keeps, or of runs' JSON-lines
+    /// logs merged into one (e.g. the parts of a plan split across CI jobs).
+    #[command(after_help = EXIT_CODES)]
+    Report(ReportArgs),
+}
+
+/// The report files a run writes.
+#[derive(Args, Debug)]
+struct ReportFiles {
+    /// Write a JUnit XML report (a testsuite per shard).
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Write every event as a JSON line.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write one self-contained HTML page: counts, a timeline per machine,
+    /// the tests with a filter, each test's message, output and log (it
+    /// opens from disk, with no network).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+}
+
+impl ReportFiles {
+    fn reporters(&self) -> Result<Vec<Box<dyn Reporter>>, Failure> {
+        let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
+        if let Some(path) = &self.junit {
+            reporters.push(Box::new(JunitReporter::new(path.clone())));
+        }
+        if let Some(path) = &self.json {
+            reporters.push(Box::new(JsonLines::create(path).map_err(bad)?));
+        }
+        if let Some(path) = &self.html {
+            reporters.push(Box::new(HtmlReport::new(path.clone())));
+        }
+        Ok(reporters)
+    }
+
+    fn any(&self) -> bool {
+        self.junit.is_some() || self.json.is_some() || self.html.is_some()
+    }
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// The id of a finished run the server keeps.
+    #[arg(required_unless_present = "merge", conflicts_with = "merge", requires = "server")]
+    run: Option<String>,
+    /// JSON-lines logs of runs (`ensemble run --json`) to merge into one run.
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    merge: Vec<PathBuf>,
+    #[command(flatten)]
+    remote: ServerArgs,
+    #[command(flatten)]
+    files: ReportFiles,
+}
+
+/// Where a coordinator is, and how to talk to it.
+#[derive(Args, Debug)]
+struct ServerArgs {
+    /// The coordinator (`ensemble serve`) to talk to: http(s)://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// The server's token.
+    #[arg(long, env = "ENSEMBLE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Trust this CA (PEM) for an https:// server.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// A client of `--server`, when given; an address that is not a
+    /// server's is refused at once.
+    fn client(&self) -> Result<Option<Client>, Failure> {
+        let Some(server) = &self.server else { return Ok(None) };
+        ensemble_client::server_url(server).map_err(|e| bad(anyhow::anyhow!("--server: {e}")))?;
+        let tls = ensemble_client::tls_config(self.ca_file.as_deref()).map_err(bad)?;
+        Client::new(server, self.token.clone(), tls).map(Some).map_err(bad)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -66,25 +145,15 @@ struct RunArgs {
     /// run of the server, on that run's plan (needs --server).
     #[arg(long, value_name = "RUN_ID", requires = "server", conflicts_with_all = ["plan", "filters", "partition"])]
     rerun_failed: Option<String>,
-    /// Write a JUnit XML report (a testsuite per shard).
-    #[arg(long, value_name = "FILE")]
-    junit: Option<PathBuf>,
-    /// Write every event as a JSON line.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    files: ReportFiles,
     /// Never draw a progress bar (it is drawn only on a terminal anyway).
     #[arg(long)]
     no_progress: bool,
-    /// Run on a coordinator (`ensemble serve`) instead of in this process;
-    /// suites are uploaded first when the server lacks them.
-    #[arg(long, value_name = "URL")]
-    server: Option<String>,
-    /// The server's token.
-    #[arg(long, env = "ENSEMBLE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Trust this CA (PEM) for an https:// server.
-    #[arg(long, value_name = "FILE")]
-    ca_file: Option<PathBuf>,
+    /// Run on this coordinator instead of in this process (suites are
+    /// uploaded first when the server lacks them).
+    #[command(flatten)]
+    remote: ServerArgs,
     /// Run only the tests this expression selects, e.g. `test(put) and not
     /// tag(slow)` (docs/filters.md); with several, a test any one selects.
     /// An entry's own `filter` must select it too.
@@ -405,6 +474,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Demo(args) => crate::demo::demo(args.listen, args.data_dir).await.map_err(internal),
         Command::Plan(PlanCommand::Check { file, no_suites, cache }) => check(&file, no_suites, &cache).await,
         Command::Suite(SuiteCommand::Inspect { file, cache }) => inspect(&file, &cache).await,
+        Command::Report(args) => report(args).await,
         Command::Suite(SuiteCommand::New { dir, name, sdk }) => {
             let files = crate::scaffold::new_suite(&dir, name.as_deref(), sdk.as_deref())
                 .map_err(|e| bad(anyhow::anyhow!(e)))?;
@@ -427,13 +497,10 @@ fn prepared(e: Prepared) -> Failure {
 
 async fn run(args: RunArgs) -> Result<i32, Failure> {
     let filter = args.filter()?;
-    if let Some(server) = &args.server {
-        // Before any suite is built (minutes, the first time): a mistyped
-        // address, something else listening there or a wrong token is
-        // refused at once.
-        ensemble_client::server_url(server).map_err(|e| bad(anyhow::anyhow!("--server: {e}")))?;
-        let tls = ensemble_client::tls_config(args.ca_file.as_deref()).map_err(bad)?;
-        let client = Client::new(server, args.token.clone(), tls).map_err(bad)?;
+    // Before any suite is built (minutes, the first time): a mistyped
+    // address, something else listening there or a wrong token is refused
+    // at once.
+    if let Some(client) = args.remote.client()? {
         client.machines().await.map_err(|e| if e.is_bad_input() { bad(e) } else { internal(e) })?;
         let request = match (&args.rerun_failed, &args.plan) {
             (Some(run), _) => RunRequest { rerun_failed: Some(run.clone()), ..RunRequest::default() },
@@ -533,13 +600,57 @@ fn reporters(args: &RunArgs) -> Result<Vec<Box<dyn Reporter>>, Failure> {
     let progress = !args.no_progress && std::io::stderr().is_terminal();
     let mut reporters: Vec<Box<dyn Reporter>> =
         vec![Box::new(TerminalReporter::new(Box::new(std::io::stdout()), progress))];
-    if let Some(path) = &args.junit {
-        reporters.push(Box::new(JunitReporter::new(path.clone())));
-    }
-    if let Some(path) = &args.json {
-        reporters.push(Box::new(JsonLines::create(path).map_err(bad)?));
-    }
+    reporters.extend(args.files.reporters()?);
     Ok(reporters)
+}
+
+/// `ensemble report`: a stored run's events, or JSON-lines logs merged,
+/// through the report files asked for; the exit code is the run's verdict's.
+async fn report(args: ReportArgs) -> Result<i32, Failure> {
+    if !args.files.any() {
+        return Err(bad(anyhow::anyhow!("name a report to write: --html FILE, --junit FILE or --json FILE")));
+    }
+    let events = match (&args.run, args.remote.client()?) {
+        (Some(run), Some(client)) => {
+            let meta = client.run(run).await.map_err(|e| {
+                if e.is_bad_input() || e.kind() == Some(ensemble_protocol::api::ErrorKind::NotFound) {
+                    bad(e)
+                } else {
+                    internal(e)
+                }
+            })?;
+            if matches!(meta.state, RunState::Running | RunState::Queued) {
+                return Err(bad(anyhow::anyhow!("run {run} has not finished: report it once it has")));
+            }
+            let mut events = Vec::new();
+            client.watch(run, 1, |e| events.push(e)).await.map_err(internal)?;
+            events
+        }
+        _ => {
+            let mut logs = Vec::new();
+            for path in &args.merge {
+                logs.push(crate::report::read_json_lines(path).map_err(bad)?);
+            }
+            crate::report::merge(logs).map_err(bad)?
+        }
+    };
+    let mut reporters = args.files.reporters()?;
+    let mut verdict = None;
+    for e in &events {
+        if let ensemble_protocol::EventKind::RunFinished { verdict: v, .. } = &e.kind {
+            verdict = Some(*v);
+        }
+        for r in reporters.iter_mut() {
+            r.event(e).map_err(internal)?;
+        }
+    }
+    for r in reporters.iter_mut() {
+        r.finish().map_err(internal)?;
+    }
+    let verdict = verdict
+        .ok_or_else(|| bad(anyhow::anyhow!("the run has no end (run-finished): is the log whole?")))?;
+    println!("{} run: {verdict}", if args.merge.len() > 1 { "Merged" } else { "The" });
+    Ok(verdict.exit_code())
 }
 
 /// `ensemble run PLAN --server URL`: upload suites, start, watch. The exit

@@ -60,6 +60,16 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver and a headless Chromium session with a fresh profile.
     pub async fn start() -> anyhow::Result<Browser> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Browser::start`] with no network: every request but to files goes
+    /// to a proxy that is not there.
+    pub async fn start_offline() -> anyhow::Result<Browser> {
+        Self::start_with(&["--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]).await
+    }
+
+    async fn start_with(extra_args: &[&str]) -> anyhow::Result<Browser> {
         let chromium = binary("ENSEMBLE_CHROMIUM", "/usr/bin/chromium")?;
         let chromedriver = binary("ENSEMBLE_CHROMEDRIVER", "/usr/bin/chromedriver")?;
         let profile = tempfile::Builder::new()
@@ -71,7 +81,7 @@ impl Browser {
 
         let driver = Driver::start(&chromedriver, profile.path()).await?;
         let mut builder = ClientBuilder::new(HttpConnector::new());
-        builder.capabilities(capabilities(&chromium, &user_data));
+        builder.capabilities(capabilities(&chromium, &user_data, extra_args));
         let client = match tokio::time::timeout(STARTUP_TIMEOUT, builder.connect(&driver.url())).await {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => {
@@ -415,7 +425,7 @@ impl WebDriverCompatibleCommand for BrowserLog {
 }
 
 /// The session's capabilities: headless Chromium with a private profile.
-fn capabilities(chromium: &Path, user_data: &Path) -> serde_json::Map<String, Json> {
+fn capabilities(chromium: &Path, user_data: &Path, extra_args: &[&str]) -> serde_json::Map<String, Json> {
     let args = [
         "--headless",
         "--no-sandbox",
@@ -434,6 +444,7 @@ fn capabilities(chromium: &Path, user_data: &Path) -> serde_json::Map<String, Js
     .map(String::from)
     .into_iter()
     .chain([format!("--user-data-dir={}", user_data.display())])
+    .chain(extra_args.iter().map(|a| a.to_string()))
     .collect::<Vec<_>>();
     let capabilities = json!({
         "browserName": "chrome",

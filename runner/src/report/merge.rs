@@ -1,0 +1,116 @@
+//! Runs' JSON-lines logs merged into one run, for one report over the
+//! parts of a plan that CI jobs ran apart (`--partition`).
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use ensemble_protocol::{CancelReason, Event, EventKind, Summary, Verdict};
+
+/// The events of a JSON-lines log (`ensemble run --json`), in order. A line
+/// that is not an event is named with its file and number.
+pub fn read_json_lines(path: &Path) -> anyhow::Result<(String, Vec<Event>)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut events = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let event = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not an Ensemble event", path.display(), i + 1))?;
+        events.push(event);
+    }
+    Ok((path.display().to_string(), events))
+}
+
+/// One run of several: every shard renumbered after the ones before it,
+/// the counts added up, the verdict decided again over the whole. Each log
+/// must be a whole run (from `run-started` to `run-finished`).
+pub fn merge(logs: Vec<(String, Vec<Event>)>) -> anyhow::Result<Vec<Event>> {
+    let mut runs = Vec::new();
+    let mut plans: Vec<String> = Vec::new();
+    let mut shards = Vec::new();
+    let mut body = Vec::new();
+    let mut summary = Summary::default();
+    let (mut started_us, mut finished_us, mut duration_ms) = (i64::MAX, i64::MIN, 0u64);
+    let (mut shard_errors, mut cancelled): (u32, Option<CancelReason>) = (0, None);
+    let mut offset = 0u32;
+    for (name, events) in logs {
+        let (mut began, mut finished) = (false, false);
+        let mut highest = 0;
+        for mut e in events {
+            if let Some(shard) = e.kind.shard_mut() {
+                shard.shard += offset;
+                highest = highest.max(shard.shard);
+            }
+            match e.kind {
+                EventKind::RunQueued { .. } => {}
+                EventKind::RunStarted { plan, shards: these } => {
+                    began = true;
+                    runs.push(e.run.clone());
+                    if !plans.contains(&plan) {
+                        plans.push(plan);
+                    }
+                    started_us = started_us.min(e.at_us);
+                    for mut s in these {
+                        s.shard.shard += offset;
+                        highest = highest.max(s.shard.shard);
+                        shards.push(s);
+                    }
+                }
+                EventKind::RunFinished {
+                    summary: s,
+                    duration_ms: d,
+                    shard_errors: errors,
+                    cancelled: c,
+                    ..
+                } => {
+                    finished = true;
+                    add(&mut summary, &s);
+                    duration_ms = duration_ms.max(d);
+                    finished_us = finished_us.max(e.at_us);
+                    shard_errors += errors;
+                    cancelled = cancelled.or(c);
+                }
+                _ => body.push(e),
+            }
+        }
+        if !began || !finished {
+            let missing = if began { "run-finished" } else { "run-started" };
+            bail!("{name} is not a whole run: it has no {missing} (did its job stop early?)");
+        }
+        offset = highest;
+    }
+    if runs.is_empty() {
+        bail!("no run to merge");
+    }
+    let run = runs.join("+");
+    let verdict = Verdict::decide(&summary, shard_errors, cancelled.as_ref());
+    let mut out = Vec::with_capacity(body.len() + 2);
+    out.push(Event {
+        run: run.clone(),
+        seq: 0,
+        at_us: started_us,
+        machine_at_us: None,
+        kind: EventKind::RunStarted { plan: plans.join(" + "), shards },
+    });
+    out.extend(body);
+    out.push(Event {
+        run: run.clone(),
+        seq: 0,
+        at_us: finished_us,
+        machine_at_us: None,
+        kind: EventKind::RunFinished { summary, duration_ms, shard_errors, cancelled, verdict },
+    });
+    for (i, e) in out.iter_mut().enumerate() {
+        e.run = run.clone();
+        e.seq = i as u64 + 1;
+    }
+    Ok(out)
+}
+
+fn add(total: &mut Summary, s: &Summary) {
+    total.passed += s.passed;
+    total.failed += s.failed;
+    total.skipped += s.skipped;
+    total.timed_out += s.timed_out;
+    total.crashed += s.crashed;
+    total.flaky += s.flaky;
+    total.lost += s.lost;
+}

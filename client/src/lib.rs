@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ensemble_protocol::api::{
-    ApiError, ErrorKind, Health, MachineDisconnected, MachineStatus, PlanDeleted, RunCancelling, RunCreated,
-    RunMeta, RunRequest, StoredPlan, SuiteMeta, routes,
+    ApiError, ErrorKind, Health, HistoryQuery, MachineDisconnected, MachineStatus, PlanDeleted,
+    RunCancelling, RunCreated, RunMeta, RunRequest, StoredPlan, SuiteMeta, TestHistory, routes,
 };
 use ensemble_protocol::{Event, EventKind, Plan};
 use futures::StreamExt;
@@ -534,6 +534,25 @@ impl Client {
     /// Starts a run of an inline plan whose suites are uploaded.
     pub async fn start_plan(&self, plan: &Plan) -> Result<RunCreated> {
         self.start_run(&RunRequest { plan: Some(plan.clone()), ..RunRequest::default() }).await
+    }
+
+    // ---- tests across runs ----
+
+    /// Test `test` of role `role` in plan `plan`: its recent results.
+    pub async fn test_history(&self, plan: &str, role: &str, test: &str) -> Result<TestHistory> {
+        let query = HistoryQuery {
+            plan: plan.into(),
+            role: Some(role.into()),
+            test: Some(test.into()),
+            ..HistoryQuery::default()
+        };
+        self.get(&format!("reading the history of {role} {test}"), &query.url(routes::TEST_HISTORY)).await
+    }
+
+    /// The tests of plan `plan` that were flaky in its recent runs.
+    pub async fn flaky_tests(&self, plan: &str) -> Result<Vec<TestHistory>> {
+        let query = HistoryQuery { plan: plan.into(), ..HistoryQuery::default() };
+        self.get(&format!("listing the flaky tests of plan {plan:?}"), &query.url(routes::FLAKY_TESTS)).await
     }
 
     pub async fn cancel_run(&self, id: &str) -> Result<RunCancelling> {

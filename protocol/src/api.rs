@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{ShardRef, Summary};
+use crate::event::{Outcome, ShardRef, Summary};
 use crate::machine::MachineInfo;
 use crate::plan::{Plan, Problem};
 pub use crate::plan::{SHA_PREFIX, suite_sha};
@@ -131,6 +131,111 @@ pub struct RunMeta {
     /// The run whose failures this run runs again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reruns: Option<String>,
+}
+
+/// One past result of a test (`GET /api/tests/history`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PastResult {
+    pub run: String,
+    pub outcome: Outcome,
+    pub duration_ms: u64,
+    pub attempt: u32,
+    pub at_us: i64,
+}
+
+/// A test's history across runs of its plan: a test is its plan's name,
+/// its role and its name (whatever the suite's build).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestHistory {
+    pub plan: String,
+    pub role: String,
+    pub test: String,
+    /// Newest first.
+    pub results: Vec<PastResult>,
+    /// Passed (a flaky pass included) of the results that passed or failed.
+    pub pass_rate: Option<f64>,
+    /// Results that passed only on a retry.
+    pub flaky: u32,
+    /// Times the outcome turned from passing to failing or back, oldest to
+    /// newest (skips ignored).
+    pub flips: u32,
+    pub duration_p50_ms: Option<u64>,
+    pub duration_p90_ms: Option<u64>,
+}
+
+impl TestHistory {
+    /// The history of `results` (newest first).
+    pub fn of(plan: &str, role: &str, test: &str, results: Vec<PastResult>) -> TestHistory {
+        let decided: Vec<bool> = results
+            .iter()
+            .rev()
+            .filter(|r| r.outcome != Outcome::Skipped)
+            .map(|r| !r.outcome.is_failure())
+            .collect();
+        let passed = decided.iter().filter(|p| **p).count();
+        let flips = decided.windows(2).filter(|w| w[0] != w[1]).count() as u32;
+        let mut durations: Vec<u64> =
+            results.iter().filter(|r| r.outcome != Outcome::Skipped).map(|r| r.duration_ms).collect();
+        durations.sort_unstable();
+        let percentile =
+            |p: usize| (!durations.is_empty()).then(|| durations[(durations.len() - 1) * p / 100]);
+        TestHistory {
+            plan: plan.to_string(),
+            role: role.to_string(),
+            test: test.to_string(),
+            pass_rate: (!decided.is_empty()).then(|| passed as f64 / decided.len() as f64),
+            flaky: results.iter().filter(|r| r.outcome == Outcome::Flaky).count() as u32,
+            flips,
+            duration_p50_ms: percentile(50),
+            duration_p90_ms: percentile(90),
+            results,
+        }
+    }
+
+    /// Flaky: it passed on a retry, or it flipped between passing and
+    /// failing, in the results it has.
+    pub fn is_flaky(&self) -> bool {
+        self.flaky > 0 || self.flips > 0
+    }
+}
+
+/// `GET /api/tests/history` (one test: `plan`, `role` and `test`) and
+/// `GET /api/tests/flaky` (a plan's flaky tests: `plan`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    pub plan: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
+    /// How many results (one test) or runs (a plan's flaky tests) to read;
+    /// 20 unless given, at most 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl HistoryQuery {
+    pub const DEFAULT_LIMIT: u32 = 20;
+    pub const MAX_LIMIT: u32 = 1000;
+
+    pub fn limit(&self) -> u32 {
+        self.limit.unwrap_or(Self::DEFAULT_LIMIT).clamp(1, Self::MAX_LIMIT)
+    }
+
+    /// `path?plan=…&role=…` with every value percent-encoded.
+    pub fn url(&self, path: &str) -> String {
+        let mut url = format!("{path}?plan={}", encode(&self.plan));
+        for (key, value) in [("role", &self.role), ("test", &self.test)] {
+            if let Some(v) = value {
+                url.push_str(&format!("&{key}={}", encode(v)));
+            }
+        }
+        if let Some(n) = self.limit {
+            url.push_str(&format!("&limit={n}"));
+        }
+        url
+    }
 }
 
 /// `POST /api/runs`: a plan to run, inline or by id, or the failures of a
@@ -367,6 +472,10 @@ pub mod routes {
     /// `POST` a plan as TOML.
     pub const PLAN_IMPORT: &str = "/api/plans/import";
     pub const RUNS: &str = "/api/runs";
+    /// `GET ?plan=&role=&test=`: a test's history.
+    pub const TEST_HISTORY: &str = "/api/tests/history";
+    /// `GET ?plan=`: the histories of the plan's flaky tests in its recent runs.
+    pub const FLAKY_TESTS: &str = "/api/tests/flaky";
 
     pub fn machine_disconnect(name: &str) -> String {
         format!("{MACHINES}/{}/disconnect", encode(name))
@@ -443,6 +552,40 @@ pub fn decode(segment: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_history_counts_flips_passes_and_durations_skips_aside() {
+        let r =
+            |outcome, duration_ms| PastResult { run: "r".into(), outcome, duration_ms, attempt: 1, at_us: 0 };
+        // Newest first: failed, skipped, flaky, passed, failed (oldest).
+        let h = TestHistory::of(
+            "p",
+            "role",
+            "t",
+            vec![
+                r(Outcome::Failed, 50),
+                r(Outcome::Skipped, 0),
+                r(Outcome::Flaky, 30),
+                r(Outcome::Passed, 10),
+                r(Outcome::Failed, 20),
+            ],
+        );
+        // Oldest to newest, skips aside: fail, pass, pass, fail: 2 flips.
+        assert_eq!(h.flips, 2);
+        assert_eq!(h.flaky, 1);
+        assert_eq!(h.pass_rate, Some(0.5));
+        assert_eq!((h.duration_p50_ms, h.duration_p90_ms), (Some(20), Some(30)));
+        assert!(h.is_flaky());
+        let empty = TestHistory::of("p", "role", "t", vec![]);
+        assert_eq!((empty.pass_rate, empty.duration_p50_ms, empty.is_flaky()), (None, None, false));
+        let q = HistoryQuery {
+            plan: "a b".into(),
+            test: Some("x/y".into()),
+            limit: Some(5),
+            ..HistoryQuery::default()
+        };
+        assert_eq!(q.url(routes::TEST_HISTORY), "/api/tests/history?plan=a%20b&test=x%2Fy&limit=5");
+    }
 
     #[test]
     fn decoding_inverts_encoding() {

@@ -48,8 +48,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ensemble_protocol::api::{
-    ApiError, ErrorKind, ListQuery, MachineDisconnected, MachineStatus, PlanDeleted, RunCancelling,
-    RunCreated, RunMeta, RunRequest, RunState, StoredPlan, SuiteMeta, suite_sha,
+    ApiError, ErrorKind, HistoryQuery, ListQuery, MachineDisconnected, MachineStatus, PlanDeleted,
+    RunCancelling, RunCreated, RunMeta, RunRequest, RunState, StoredPlan, SuiteMeta, TestHistory, suite_sha,
 };
 use ensemble_protocol::wire::{FromMachine, MachineInfo, SyncFailure, SyncReply, ToMachine};
 use ensemble_protocol::{CancelReason, Event, EventKind, Plan};
@@ -573,6 +573,35 @@ impl Coordinator {
         let deadline = tokio::time::Instant::now() + job.plan.settings.queue_timeout.0;
         self.launch_queued(meta, 0, job, deadline);
         Ok(RunCreated { id })
+    }
+
+    /// One test's results across its plan's runs (`role` and `test` needed).
+    pub async fn test_history(&self, query: HistoryQuery) -> Result<TestHistory, ApiError> {
+        let (Some(role), Some(test)) = (query.role.clone(), query.test.clone()) else {
+            return Err(ApiError::new(ErrorKind::BadRequest, "name the test: ?plan=…&role=…&test=…"));
+        };
+        let (plan, limit) = (query.plan.clone(), query.limit());
+        let (r, t) = (role.clone(), test.clone());
+        let results = self.store.call(move |s| s.results_of(&plan, &r, &t, limit)).await.map_err(internal)?;
+        Ok(TestHistory::of(&query.plan, &role, &test, results))
+    }
+
+    /// The tests of plan `query.plan` that were flaky in its last
+    /// `query.limit()` runs (see [`TestHistory::is_flaky`]), most flips first.
+    pub async fn flaky_tests(&self, query: HistoryQuery) -> Result<Vec<TestHistory>, ApiError> {
+        let (plan, runs) = (query.plan.clone(), query.limit());
+        let results = self.store.call(move |s| s.recent_results(&plan, runs)).await.map_err(internal)?;
+        let mut by_test: std::collections::BTreeMap<(String, String), Vec<_>> = Default::default();
+        for (role, test, result) in results {
+            by_test.entry((role, test)).or_default().push(result);
+        }
+        let mut flaky: Vec<TestHistory> = by_test
+            .into_iter()
+            .map(|((role, test), results)| TestHistory::of(&query.plan, &role, &test, results))
+            .filter(TestHistory::is_flaky)
+            .collect();
+        flaky.sort_by_key(|t| std::cmp::Reverse(t.flips + t.flaky));
+        Ok(flaky)
     }
 
     /// The plan that runs again what did not pass in finished run `id`

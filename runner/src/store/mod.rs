@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use ensemble_protocol::Event;
-use ensemble_protocol::api::{RunMeta, RunState, StoredPlan, SuiteMeta};
+use ensemble_protocol::api::{PastResult, RunMeta, RunState, StoredPlan, SuiteMeta};
+use ensemble_protocol::{Event, Outcome};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// A handle to the store; cheap to clone.
@@ -38,10 +38,44 @@ CREATE TABLE IF NOT EXISTS runs   (id TEXT PRIMARY KEY, started_us INTEGER NOT N
 CREATE TABLE IF NOT EXISTS events (run TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL,
                                    PRIMARY KEY (run, seq));
 CREATE TABLE IF NOT EXISTS machines (name TEXT PRIMARY KEY, secret_sha256 TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (run TEXT NOT NULL, seq INTEGER NOT NULL, plan TEXT NOT NULL,
+                                    role TEXT NOT NULL, test TEXT NOT NULL, outcome TEXT NOT NULL,
+                                    duration_ms INTEGER NOT NULL, attempt INTEGER NOT NULL,
+                                    at_us INTEGER NOT NULL, PRIMARY KEY (run, seq));
+CREATE INDEX IF NOT EXISTS results_by_test ON results (plan, role, test, at_us);
 ";
+
+/// Every test result of the stored events, with its run's plan name: the
+/// history of tests (`results`), filled as events are written, and once
+/// from the events already stored (data dirs from before it existed).
+const RESULTS_FROM_EVENTS: &str = "
+INSERT OR IGNORE INTO results (run, seq, plan, role, test, outcome, duration_ms, attempt, at_us)
+SELECT e.run, e.seq, json_extract(r.body, '$.plan.name'), json_extract(e.body, '$.role'),
+       json_extract(e.body, '$.test'), json_extract(e.body, '$.outcome'),
+       json_extract(e.body, '$.duration_ms'), json_extract(e.body, '$.attempt'), json_extract(e.body, '$.at_us')
+FROM events e JOIN runs r ON r.id = e.run
+WHERE json_extract(e.body, '$.type') = 'test-finished'";
+
+/// The schema's version (`PRAGMA user_version`): 1 once `results` holds
+/// every stored result.
+const SCHEMA_VERSION: i64 = 1;
 
 /// The most event bytes one page of [`Store::events_page`] reads.
 pub const PAGE_BYTES: usize = 16 << 20;
+
+fn outcome_of(s: String) -> Outcome {
+    serde_json::from_value(serde_json::Value::String(s)).unwrap_or(Outcome::Lost)
+}
+
+fn past_result(r: &rusqlite::Row) -> rusqlite::Result<PastResult> {
+    Ok(PastResult {
+        run: r.get(0)?,
+        outcome: outcome_of(r.get(1)?),
+        duration_ms: r.get::<_, i64>(2)? as u64,
+        attempt: r.get(3)?,
+        at_us: r.get(4)?,
+    })
+}
 
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("protocol types serialize")
@@ -62,6 +96,11 @@ impl Store {
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.execute_batch(SCHEMA)?;
+        let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version < SCHEMA_VERSION {
+            db.execute(RESULTS_FROM_EVENTS, [])?;
+            db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
         Ok(Store { db: Arc::new(Mutex::new(db)), suites_dir })
     }
 
@@ -241,20 +280,87 @@ impl Store {
         let mut sizes = Vec::with_capacity(events.len());
         {
             let mut put =
-                tx.prepare_cached("INSERT OR IGNORE INTO events (run, seq, body) VALUES (?1, ?2, ?3)")?;
-            for e in events {
-                let body = json(e);
-                sizes.push(body.len());
-                put.execute(params![e.run, e.seq as i64, body])?;
-            }
-            let mut put =
                 tx.prepare_cached("INSERT OR REPLACE INTO runs (id, started_us, body) VALUES (?1, ?2, ?3)")?;
             for r in runs {
                 put.execute(params![r.id, r.started_us, json(r)])?;
             }
+            let mut put =
+                tx.prepare_cached("INSERT OR IGNORE INTO events (run, seq, body) VALUES (?1, ?2, ?3)")?;
+            let mut result = tx.prepare_cached(
+                "INSERT OR IGNORE INTO results (run, seq, plan, role, test, outcome, duration_ms, attempt, at_us) \
+                 SELECT ?1, ?2, json_extract(body, '$.plan.name'), ?3, ?4, ?5, ?6, ?7, ?8 FROM runs WHERE id = ?1",
+            )?;
+            for e in events {
+                let body = json(e);
+                sizes.push(body.len());
+                put.execute(params![e.run, e.seq as i64, body])?;
+                if let ensemble_protocol::EventKind::TestFinished {
+                    shard,
+                    test,
+                    outcome,
+                    duration_ms,
+                    attempt,
+                    ..
+                } = &e.kind
+                {
+                    result.execute(params![
+                        e.run,
+                        e.seq as i64,
+                        shard.role,
+                        test,
+                        outcome.as_str(),
+                        *duration_ms as i64,
+                        attempt,
+                        e.at_us
+                    ])?;
+                }
+            }
         }
         tx.commit()?;
         Ok(sizes)
+    }
+
+    /// The results of test `test` of role `role` in plan `plan`, newest
+    /// first, at most `limit`.
+    pub fn results_of(
+        &self,
+        plan: &str,
+        role: &str,
+        test: &str,
+        limit: u32,
+    ) -> anyhow::Result<Vec<PastResult>> {
+        let db = self.db();
+        let mut stmt = db.prepare_cached(
+            "SELECT run, outcome, duration_ms, attempt, at_us FROM results \
+             WHERE plan = ?1 AND role = ?2 AND test = ?3 ORDER BY at_us DESC, seq DESC LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(params![plan, role, test, limit], past_result)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every result of the last `runs` runs of plan `plan` that have
+    /// results, as (role, test, result), newest first.
+    pub fn recent_results(&self, plan: &str, runs: u32) -> anyhow::Result<Vec<(String, String, PastResult)>> {
+        let db = self.db();
+        let mut stmt = db.prepare_cached(
+            "SELECT role, test, run, outcome, duration_ms, attempt, at_us FROM results WHERE plan = ?1 AND run IN \
+             (SELECT run FROM results WHERE plan = ?1 GROUP BY run ORDER BY MAX(at_us) DESC LIMIT ?2) \
+             ORDER BY at_us DESC, seq DESC",
+        )?;
+        let rows = stmt.query_map(params![plan, runs], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                PastResult {
+                    run: r.get(2)?,
+                    outcome: outcome_of(r.get::<_, String>(3)?),
+                    duration_ms: r.get::<_, i64>(4)? as u64,
+                    attempt: r.get(5)?,
+                    at_us: r.get(6)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Every event of `run` with `seq >= from`, in order (page after page).
@@ -314,6 +420,46 @@ mod tests {
             "name = \"p\"\n[[profiles]]\nname = \"a\"\n[[entries]]\nsuite = \"x.wasm\"\nprofile = \"a\"\n",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn results_are_kept_as_written_and_filled_in_from_older_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let run = RunMeta {
+            id: "r1".into(),
+            plan: plan(),
+            state: RunState::Failed,
+            started_us: 1,
+            finished_us: None,
+            summary: None,
+            reruns: None,
+        };
+        let shard = ensemble_protocol::ShardRef {
+            shard: 1,
+            machine: "m".into(),
+            role: "x".into(),
+            suite: "x".into(),
+            instance: 0,
+        };
+        let event = |seq, outcome| Event {
+            run: "r1".into(),
+            seq,
+            at_us: seq as i64 * 10,
+            machine_at_us: None,
+            kind: crate::coordinator::test_finished(shard.clone(), "t", outcome),
+        };
+        store.write_batch(&[event(1, Outcome::Passed), event(2, Outcome::Failed)], &[run]).unwrap();
+        let outcomes = |s: &Store| -> Vec<Outcome> {
+            s.results_of("p", "x", "t", 10).unwrap().iter().map(|r| r.outcome).collect()
+        };
+        assert_eq!(outcomes(&store), [Outcome::Failed, Outcome::Passed]);
+        assert_eq!(store.recent_results("p", 5).unwrap().len(), 2);
+        // A store from before results were kept: they come from its events.
+        store.db().execute_batch("DELETE FROM results; PRAGMA user_version = 0;").unwrap();
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(outcomes(&reopened), [Outcome::Failed, Outcome::Passed]);
     }
 
     #[test]

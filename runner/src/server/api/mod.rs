@@ -9,6 +9,7 @@ mod machines;
 mod plans;
 mod runs;
 mod suites;
+mod tests;
 
 use std::sync::Arc;
 
@@ -93,6 +94,8 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
         .or(plans::routes(core))
         .unify()
         .or(runs::routes(core))
+        .unify()
+        .or(tests::routes(core))
         .unify()
         .map(Reply::into_response)
         .boxed()

@@ -4,6 +4,7 @@
 //! history survives a restart.
 
 use ensemble_protocol::Outcome;
+use ensemble_tests::browser::Browser;
 use ensemble_tests::{ensemble_async, repo_root, restart_server, start_server};
 
 const TOKEN: &str = "history-token";
@@ -30,6 +31,7 @@ async fn a_test_that_flips_is_flaky_and_its_history_says_how() {
     let data = dir.path().join("data");
     let server = start_server(dir.path(), &data, TOKEN, &[]);
     let cache = dir.path().join("cache");
+    let mut runs = Vec::new();
     for (expected, code) in [("hello", 0), ("hello", 0), ("bye", 1)] {
         let plan = plan(dir.path(), expected);
         let out = ensemble_async(
@@ -38,6 +40,7 @@ async fn a_test_that_flips_is_flaky_and_its_history_says_how() {
         )
         .await;
         assert_eq!(out.status.code(), Some(code), "{}", String::from_utf8_lossy(&out.stdout));
+        runs.push(server.client().runs().await.unwrap()[0].id.clone());
     }
     let client = server.client();
     let h = client.test_history("history", "basics", "greeting_param").await.unwrap();
@@ -59,6 +62,27 @@ async fn a_test_that_flips_is_flaky_and_its_history_says_how() {
     assert!(none.results.is_empty() && none.pass_rate.is_none());
     let bad = client.request(reqwest::Method::GET, "/api/tests/history?plan=history").send().await.unwrap();
     assert_eq!(bad.status().as_u16(), 400);
+
+    // In the browser, the test is marked flaky even in a run where it
+    // passed, and its history is one click away.
+    let browser = Browser::start().await.unwrap();
+    let b = &browser;
+    let steps = async {
+        b.goto(&format!("{}/runs/{}?token={TOKEN}", server.url, runs[1])).await?;
+        b.wait_text("#run-state", "passed").await?;
+        b.wait_text("tr[data-test='greeting_param'][data-flaky='true']", "flaky").await?;
+        b.wait_absent("tr[data-test='adds'][data-flaky]").await?;
+        b.click("tr[data-test='greeting_param'] button").await?;
+        b.wait_text("#test-history", "3 results in this plan's runs").await?;
+        b.wait_text("#test-history", "passed 67%").await?;
+        b.wait_text("#test-history", "flaky: 1 flip").await?;
+        anyhow::Ok(())
+    };
+    let outcome = steps.await;
+    if let Err(e) = &outcome {
+        panic!("{e:#}\n{}", browser.diagnostics().await);
+    }
+    browser.close().await.unwrap();
 
     // The history is kept: a restarted server has it.
     let mut server = server;

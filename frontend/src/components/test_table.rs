@@ -21,12 +21,15 @@ pub struct Props {
     pub rows: std::rc::Rc<Vec<usize>>,
     pub selected: Option<usize>,
     pub on_select: Callback<usize>,
+    /// (role, test) of the plan's tests that were flaky in recent runs.
+    pub flaky: std::rc::Rc<std::collections::HashSet<(String, String)>>,
 }
 
 impl PartialEq for Props {
     fn eq(&self, o: &Self) -> bool {
         self.version == o.version
             && std::rc::Rc::ptr_eq(&self.rows, &o.rows)
+            && std::rc::Rc::ptr_eq(&self.flaky, &o.flaky)
             && self.selected == o.selected
             && self.on_select == o.on_select
     }
@@ -50,11 +53,16 @@ pub fn TestTable(props: &Props) -> Html {
         let r = &view.rows[i];
         let on_select = props.on_select.clone();
         let selected = props.selected == Some(i);
+        let flaky = props.flaky.contains(&(r.shard.role.clone(), r.test.clone()));
         html! {
-            <tr key={i} class={classes!(r.status.class(), selected.then_some("selected"))} data-test={r.test.clone()}>
+            <tr key={i} class={classes!(r.status.class(), selected.then_some("selected"))} data-test={r.test.clone()}
+                data-flaky={flaky.then_some("true")}>
                 <td class="name">
                     <button type="button" class="linkish" title={r.test.clone()} aria-pressed={if selected { "true" } else { "false" }}
                         onclick={Callback::from(move |_| on_select.emit(i))}>{r.test.clone()}</button>
+                    if flaky {
+                        <span class="flaky-mark" title="This test flipped between passing and failing, or passed only on a retry, in the plan's recent runs">{"flaky"}</span>
+                    }
                 </td>
                 <td><span class={classes!("status", r.status.class())}>{r.status.class()}</span></td>
                 <td class="num">{r.duration_ms.map(duration_ms).unwrap_or_default()}</td>

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use ensemble_protocol::Outcome;
-use ensemble_protocol::api::{RunMeta, RunState};
+use ensemble_protocol::api::{RunMeta, RunState, TestHistory};
 use yew::prelude::*;
 use yew_router::prelude::*;
 
@@ -52,6 +52,41 @@ pub fn RunPage(props: &Props) -> Html {
     let show = use_state(|| Show::All);
     let selected = use_state(|| None::<usize>);
     let notice = use_state(|| None::<String>);
+    let flaky = use_state(|| Rc::new(std::collections::HashSet::<(String, String)>::new()));
+    let history = use_state(|| None::<TestHistory>);
+
+    // The plan's flaky tests, once its name is known and again at the end
+    // (this run's results count too).
+    use_effect_with((view.plan.clone(), view.finished.is_some()), {
+        let api = session.api.clone();
+        let flaky = flaky.clone();
+        move |(plan, _): &(Option<String>, bool)| {
+            if let Some(plan) = plan.clone() {
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Ok(tests) = api.flaky_tests(&plan).await {
+                        flaky.set(Rc::new(tests.into_iter().map(|t| (t.role, t.test)).collect()));
+                    }
+                });
+            }
+        }
+    });
+
+    // The selected test's history in its plan's runs.
+    let picked = selected.and_then(|i| view.rows.get(i)).map(|r| (r.shard.role.clone(), r.test.clone()));
+    use_effect_with((view.plan.clone(), picked, view.finished.is_some()), {
+        let api = session.api.clone();
+        let history = history.clone();
+        move |(plan, picked, _): &(Option<String>, Option<(String, String)>, bool)| {
+            history.set(None);
+            if let (Some(plan), Some((role, test))) = (plan.clone(), picked.clone()) {
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Ok(h) = api.test_history(&plan, &role, &test).await {
+                        history.set(Some(h));
+                    }
+                });
+            }
+        }
+    });
 
     // Open the stream from where the view is; again after each reconnect.
     use_effect_with((props.id.clone(), *attempt), {
@@ -281,7 +316,7 @@ pub fn RunPage(props: &Props) -> Html {
                             { for Show::ALL.iter().map(|s| html! { <option value={s.name()} selected={*show == *s}>{s.name()}</option> }) }
                         </select>
                     </div>
-                    <TestTable view={view.clone()} version={view.version} rows={rows.clone()} selected={*selected} on_select={on_select} />
+                    <TestTable view={view.clone()} version={view.version} rows={rows.clone()} selected={*selected} on_select={on_select} flaky={(*flaky).clone()} />
                 </section>
 
                 <section class="detail" id="test-detail" aria-labelledby="detail-title" aria-live="polite">
@@ -311,6 +346,15 @@ pub fn RunPage(props: &Props) -> Html {
                                 } else {
                                     <pre class="output">{r.output.clone()}</pre>
                                 }
+                                if let Some(h) = history.as_ref().filter(|h| h.role == r.shard.role && h.test == r.test) {
+                                    <h4>{"History"}</h4>
+                                    <p id="test-history">{history_line(h)}</p>
+                                    <ol class="history-strip" aria-label="recent results, newest first">
+                                        { for h.results.iter().map(|p| html! {
+                                            <li class={classes!("status", p.outcome.as_str())} title={format!("{} in run {}", p.outcome, p.run)}>{p.outcome.as_str()}</li>
+                                        }) }
+                                    </ol>
+                                }
                             </>
                         },
                     }}
@@ -335,4 +379,30 @@ pub fn RunPage(props: &Props) -> Html {
             </section>
         </section>
     }
+}
+
+/// A test's history in a line: how often it passed, whether it is flaky,
+/// how long it takes.
+fn history_line(h: &TestHistory) -> String {
+    let mut parts = vec![format!(
+        "{} result{} in this plan's runs",
+        h.results.len(),
+        if h.results.len() == 1 { "" } else { "s" }
+    )];
+    if let Some(rate) = h.pass_rate {
+        parts.push(format!("passed {:.0}%", rate * 100.0));
+    }
+    if h.is_flaky() {
+        parts.push(format!(
+            "flaky: {} flip{}, {} pass{} on a retry",
+            h.flips,
+            if h.flips == 1 { "" } else { "s" },
+            h.flaky,
+            if h.flaky == 1 { "" } else { "es" }
+        ));
+    }
+    if let (Some(p50), Some(p90)) = (h.duration_p50_ms, h.duration_p90_ms) {
+        parts.push(format!("p50 {}, p90 {}", duration_ms(p50), duration_ms(p90)));
+    }
+    parts.join(" · ")
 }

@@ -6,7 +6,8 @@ use std::fmt;
 
 use ensemble_protocol::Plan;
 use ensemble_protocol::api::{
-    self, ApiError, ErrorKind, MachineStatus, RunCreated, RunMeta, RunRequest, StoredPlan, SuiteMeta, routes,
+    self, ApiError, ErrorKind, HistoryQuery, MachineStatus, RunCreated, RunMeta, RunRequest, StoredPlan,
+    SuiteMeta, TestHistory, routes,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
@@ -134,6 +135,23 @@ impl Api {
 
     pub async fn run(&self, id: &str) -> ApiResult<RunMeta> {
         self.json(Request::get(&routes::run(id)), None).await
+    }
+
+    /// A test's recent results in its plan's runs.
+    pub async fn test_history(&self, plan: &str, role: &str, test: &str) -> ApiResult<TestHistory> {
+        let query = HistoryQuery {
+            plan: plan.into(),
+            role: Some(role.into()),
+            test: Some(test.into()),
+            ..HistoryQuery::default()
+        };
+        self.json(Request::get(&query.url(routes::TEST_HISTORY)), None).await
+    }
+
+    /// The plan's tests that flipped or passed on a retry in its recent runs.
+    pub async fn flaky_tests(&self, plan: &str) -> ApiResult<Vec<TestHistory>> {
+        let query = HistoryQuery { plan: plan.into(), ..HistoryQuery::default() };
+        self.json(Request::get(&query.url(routes::FLAKY_TESTS)), None).await
     }
 
     /// Starts a stored plan; returns the run id.

@@ -369,8 +369,11 @@ impl std::str::FromStr for RunIgnored {
 
 /// One of N parts of a run's tests, for N CI jobs that each run one:
 /// `count:K/N` deals each role's selected tests round-robin in listed
-/// order, `hash:K/N` places each by a stable hash of its role and name.
-/// The parts are disjoint and together cover every selected test.
+/// order, `hash:K/N` places each by a stable hash of its role and name,
+/// `duration:K/N` balances each role's tests by their recorded durations
+/// (longest first, each to the part with the least so far; by count when
+/// none are recorded). The parts are disjoint and together cover every
+/// selected test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct Partition {
@@ -384,16 +387,18 @@ pub struct Partition {
 pub enum PartitionKind {
     Count,
     Hash,
+    Duration,
 }
 
 impl std::str::FromStr for Partition {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let expected = "write it as count:K/N or hash:K/N, with 1 <= K <= N";
+        let expected = "write it as count:K/N, hash:K/N or duration:K/N, with 1 <= K <= N";
         let (kind, part) = s.split_once(':').ok_or_else(|| format!("{s:?}: {expected}"))?;
         let kind = match kind {
             "count" => PartitionKind::Count,
             "hash" => PartitionKind::Hash,
+            "duration" => PartitionKind::Duration,
             other => return Err(format!("{s:?}: no partition kind {other:?}; {expected}")),
         };
         let (k, n) = part.split_once('/').ok_or_else(|| format!("{s:?}: {expected}"))?;
@@ -412,6 +417,7 @@ impl fmt::Display for Partition {
         let kind = match self.kind {
             PartitionKind::Count => "count",
             PartitionKind::Hash => "hash",
+            PartitionKind::Duration => "duration",
         };
         write!(f, "{kind}:{}/{}", self.index, self.total)
     }
@@ -471,6 +477,33 @@ pub struct Selection {
     /// other roles' and so stay whole, in the part the coordinator chose).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub other_part: bool,
+    /// Recorded durations (ms) of the role's tests, for `duration:K/N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durations: Option<std::collections::BTreeMap<String, u64>>,
+}
+
+/// Recorded test durations in milliseconds, by role, then test: what
+/// `duration:K/N` partitions balance (`ensemble durations` writes them).
+pub type Durations = std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>;
+
+/// The part (1-based) of each of `tests`, balanced by `durations`:
+/// longest first (then by name), each to the part with the least time so
+/// far (then the lowest). A test with no recorded duration counts as the
+/// mean of those recorded (1 ms when none is).
+pub fn balance(tests: &[&str], durations: &std::collections::BTreeMap<String, u64>, parts: u32) -> Vec<u32> {
+    let known: Vec<u64> = tests.iter().filter_map(|t| durations.get(*t).copied()).collect();
+    let mean = if known.is_empty() { 1 } else { (known.iter().sum::<u64>() / known.len() as u64).max(1) };
+    let cost = |t: &str| durations.get(t).copied().unwrap_or(mean).max(1);
+    let mut order: Vec<usize> = (0..tests.len()).collect();
+    order.sort_by(|&a, &b| cost(tests[b]).cmp(&cost(tests[a])).then_with(|| tests[a].cmp(tests[b])));
+    let mut load = vec![0u64; parts.max(1) as usize];
+    let mut part = vec![0u32; tests.len()];
+    for i in order {
+        let (least, _) = load.iter().enumerate().min_by_key(|(p, l)| (**l, *p)).expect("at least one part");
+        load[least] += cost(tests[i]);
+        part[i] = least as u32 + 1;
+    }
+    part
 }
 
 /// What becomes of one listed test.
@@ -485,6 +518,7 @@ pub enum Decision {
 
 /// A [`Selection`] with its filter parsed, ready to decide.
 pub struct Selector {
+    durations: Option<std::collections::BTreeMap<String, u64>>,
     filter: Option<Filter>,
     tests: Option<std::collections::BTreeSet<String>>,
     run_ignored: RunIgnored,
@@ -496,6 +530,7 @@ pub struct Selector {
 impl Selection {
     pub fn selector(&self) -> Result<Selector, FilterError> {
         Ok(Selector {
+            durations: self.durations.clone(),
             filter: self.filter.as_deref().map(Filter::parse).transpose()?,
             tests: self.tests.clone(),
             run_ignored: self.run_ignored,
@@ -532,24 +567,28 @@ impl Selector {
     /// What becomes of each of a shard's listed tests, in order: the
     /// filter and `run_ignored`, then the partition among the selected.
     pub fn decide_all(&self, tests: &[Listed]) -> Vec<Decision> {
-        let mut dealt = 0u32;
-        tests
-            .iter()
-            .map(|t| {
-                let decision = self.decide(&t.facts, t.ignored);
-                let Some(p) = self.partition.filter(|_| decision != Decision::FilteredOut) else {
-                    return decision;
-                };
-                let part = match p.kind {
-                    PartitionKind::Count => {
-                        dealt += 1;
-                        (dealt - 1) % p.total + 1
-                    }
-                    PartitionKind::Hash => Partition::part_of(&[t.facts.role, t.facts.test], p.total),
-                };
-                if part == p.index { decision } else { Decision::FilteredOut }
-            })
-            .collect()
+        let mut decisions: Vec<Decision> = tests.iter().map(|t| self.decide(&t.facts, t.ignored)).collect();
+        let Some(p) = self.partition else { return decisions };
+        let chosen: Vec<usize> =
+            (0..tests.len()).filter(|&i| decisions[i] != Decision::FilteredOut).collect();
+        let parts: Vec<u32> = match (p.kind, &self.durations) {
+            (PartitionKind::Hash, _) => chosen
+                .iter()
+                .map(|&i| Partition::part_of(&[tests[i].facts.role, tests[i].facts.test], p.total))
+                .collect(),
+            (PartitionKind::Duration, Some(durations)) if !durations.is_empty() => {
+                let names: Vec<&str> = chosen.iter().map(|&i| tests[i].facts.test).collect();
+                balance(&names, durations, p.total)
+            }
+            // Count, and durations with nothing recorded: round-robin.
+            _ => (0..chosen.len()).map(|n| n as u32 % p.total + 1).collect(),
+        };
+        for (i, part) in chosen.into_iter().zip(parts) {
+            if part != p.index {
+                decisions[i] = Decision::FilteredOut;
+            }
+        }
+        decisions
     }
 }
 
@@ -692,6 +731,50 @@ mod tests {
     }
 
     #[test]
+    fn duration_parts_balance_longest_first() {
+        let durations: std::collections::BTreeMap<String, u64> =
+            [("a", 90), ("b", 50), ("c", 40), ("d", 30), ("e", 20), ("f", 10)]
+                .into_iter()
+                .map(|(t, d)| (t.to_string(), d))
+                .collect();
+        let tests = ["a", "b", "c", "d", "e", "f", "new"];
+        let parts = balance(&tests, &durations, 2);
+        let load = |k: u32| -> u64 {
+            tests
+                .iter()
+                .zip(&parts)
+                .filter(|(_, p)| **p == k)
+                .map(|(t, _)| durations.get(*t).copied().unwrap_or(40))
+                .sum()
+        };
+        // 280 in all (the new test counts as the mean, 40): 140 each.
+        assert_eq!((load(1), load(2)), (140, 140), "{parts:?}");
+        assert_eq!(balance(&tests, &durations, 2), parts, "the same every time");
+        // As a partition: disjoint, complete, and by count with no durations.
+        for durations in [Some(durations.clone()), None] {
+            let mut seen = BTreeSet::new();
+            for index in 1..=3 {
+                let selection = Selection {
+                    partition: Some(Partition { kind: PartitionKind::Duration, index, total: 3 }),
+                    durations: durations.clone(),
+                    ..Selection::default()
+                };
+                let tags = Vec::new();
+                let listed: Vec<Listed> = tests
+                    .iter()
+                    .map(|t| Listed { facts: facts(t, &tags, "server"), ignored: false })
+                    .collect();
+                for (t, d) in tests.iter().zip(selection.selector().unwrap().decide_all(&listed)) {
+                    if d == Decision::Run {
+                        assert!(seen.insert(*t), "{t} twice");
+                    }
+                }
+            }
+            assert_eq!(seen.len(), tests.len());
+        }
+    }
+
+    #[test]
     fn partitions_parse_and_say_what_is_wrong() {
         let p: Partition = "hash:2/3".parse().unwrap();
         assert_eq!((p.kind, p.index, p.total), (PartitionKind::Hash, 2, 3));
@@ -700,8 +783,8 @@ mod tests {
             ("hash:0/3", "part 0 of 3 does not exist"),
             ("count:4/3", "part 4 of 3 does not exist"),
             ("slice:1/2", "no partition kind \"slice\""),
-            ("count:1", "count:K/N or hash:K/N"),
-            ("1/2", "count:K/N or hash:K/N"),
+            ("count:1", "count:K/N, hash:K/N or duration:K/N"),
+            ("1/2", "count:K/N, hash:K/N or duration:K/N"),
         ] {
             let e = bad.parse::<Partition>().unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");

@@ -196,6 +196,7 @@ mod tests {
                         profile: "p".into(),
                         partition: Some("hash:2/3".parse().unwrap()),
                         other_part: false,
+                        durations: Some([("a".to_string(), 5)].into()),
                     },
                 }),
             },

@@ -59,6 +59,20 @@ enum Command {
     /// logs merged into one (e.g. the parts of a plan split across CI jobs).
     #[command(after_help = EXIT_CODES)]
     Report(ReportArgs),
+    /// Write the durations of a stored run's tests (JSON), for
+    /// `ensemble run --partition duration:K/N --durations FILE`.
+    Durations(DurationsArgs),
+}
+
+#[derive(Args, Debug)]
+struct DurationsArgs {
+    /// The id of a finished run the server keeps.
+    run: String,
+    /// Write them here instead of to stdout.
+    #[arg(long, short, value_name = "FILE")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    remote: ServerArgs,
 }
 
 /// The report files a run writes.
@@ -166,9 +180,15 @@ struct RunArgs {
     #[arg(long)]
     show_filtered: bool,
     /// Run part K of N of the selected tests, for N CI jobs: count:K/N
-    /// (round-robin) or hash:K/N (by name). Suites that use sync stay whole.
+    /// (round-robin), hash:K/N (by name) or duration:K/N (balanced by
+    /// recorded durations: the server's, or --durations FILE). Suites that
+    /// use sync stay whole.
     #[arg(long, value_name = "KIND:K/N")]
     partition: Option<ensemble_protocol::filter::Partition>,
+    /// Recorded test durations for a standalone duration:K/N partition, as
+    /// `ensemble durations RUN_ID --server URL` writes them.
+    #[arg(long, value_name = "FILE", conflicts_with = "server")]
+    durations: Option<PathBuf>,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -475,6 +495,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Plan(PlanCommand::Check { file, no_suites, cache }) => check(&file, no_suites, &cache).await,
         Command::Suite(SuiteCommand::Inspect { file, cache }) => inspect(&file, &cache).await,
         Command::Report(args) => report(args).await,
+        Command::Durations(args) => durations(args).await,
         Command::Suite(SuiteCommand::New { dir, name, sdk }) => {
             let files = crate::scaffold::new_suite(&dir, name.as_deref(), sdk.as_deref())
                 .map_err(|e| bad(anyhow::anyhow!(e)))?;
@@ -524,7 +545,11 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
     let sandbox = args.cache.sandbox_for(shards)?;
     let uses_sync = file.load(&sandbox).await.map_err(prepared)?;
     let reporters = reporters(&args)?;
-    let result = crate::standalone::run(&file.plan, &file.suites, &uses_sync, sandbox, reporters)
+    let durations = match &args.durations {
+        Some(path) => read_durations(path)?,
+        None => Default::default(),
+    };
+    let result = crate::standalone::run(&file.plan, &file.suites, &uses_sync, &durations, sandbox, reporters)
         .await
         .map_err(bad)?;
     Ok(result.verdict.exit_code())
@@ -602,6 +627,56 @@ fn reporters(args: &RunArgs) -> Result<Vec<Box<dyn Reporter>>, Failure> {
         vec![Box::new(TerminalReporter::new(Box::new(std::io::stdout()), progress))];
     reporters.extend(args.files.reporters()?);
     Ok(reporters)
+}
+
+/// Recorded durations (`ensemble durations`): role → test → milliseconds.
+fn read_durations(path: &Path) -> Result<ensemble_protocol::filter::Durations, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad(anyhow::anyhow!("--durations: reading {}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| {
+        bad(anyhow::anyhow!(
+            "--durations: {} is not a durations file ({{\"role\": {{\"test\": milliseconds}}}}, as `ensemble \
+             durations` writes): {e}",
+            path.display()
+        ))
+    })
+}
+
+/// `ensemble durations RUN_ID --server URL`: the durations of a stored run's
+/// tests, for `--partition duration:K/N --durations FILE`.
+async fn durations(args: DurationsArgs) -> Result<i32, Failure> {
+    let client =
+        args.remote.client()?.ok_or_else(|| bad(anyhow::anyhow!("--server is needed: it keeps the runs")))?;
+    let mut out = ensemble_protocol::filter::Durations::new();
+    let mut finished = false;
+    client
+        .watch(&args.run, 1, |e| match e.kind {
+            ensemble_protocol::EventKind::TestFinished { shard, test, duration_ms, outcome, .. }
+                if !matches!(
+                    outcome,
+                    ensemble_protocol::Outcome::Skipped | ensemble_protocol::Outcome::Lost
+                ) =>
+            {
+                let slot = out.entry(shard.role).or_default().entry(test).or_insert(0);
+                *slot = (*slot).max(duration_ms);
+            }
+            ensemble_protocol::EventKind::RunFinished { .. } => finished = true,
+            _ => {}
+        })
+        .await
+        .map_err(|e| {
+            if e.kind() == Some(ensemble_protocol::api::ErrorKind::NotFound) { bad(e) } else { internal(e) }
+        })?;
+    if !finished {
+        return Err(bad(anyhow::anyhow!("run {} has not finished", args.run)));
+    }
+    let text = serde_json::to_string_pretty(&out).map_err(internal)?;
+    match &args.out {
+        Some(path) => std::fs::write(path, text + "\n")
+            .map_err(|e| internal(anyhow::anyhow!("writing {}: {e}", path.display())))?,
+        None => println!("{text}"),
+    }
+    Ok(exit::SUCCESS)
 }
 
 /// `ensemble report`: a stored run's events, or JSON-lines logs merged,

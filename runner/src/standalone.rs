@@ -54,12 +54,13 @@ pub fn local_machines(plan: &Plan, shards_hint: usize) -> Vec<MachineInfo> {
 }
 
 /// Runs a plan on in-process machines, feeding `reporters`; entry `i`'s
-/// suite uses sync when `uses_sync[i]`. Fails only when the plan cannot be
-/// placed.
+/// suite uses sync when `uses_sync[i]`; a `duration:K/N` partition
+/// balances by `durations`. Fails only when the plan cannot be placed.
 pub async fn run(
     plan: &Plan,
     suites: &[LocalSuite],
     uses_sync: &[bool],
+    durations: &ensemble_protocol::filter::Durations,
     sandbox: Arc<Sandbox>,
     reporters: Vec<Box<dyn Reporter>>,
 ) -> Result<RunResult, Unplaced> {
@@ -95,7 +96,8 @@ pub async fn run(
         .zip(uses_sync.iter().chain(std::iter::repeat(&false)))
         .map(|(s, &uses_sync)| SuiteRef { name: s.name.clone(), sha256: s.sha256.clone(), uses_sync })
         .collect();
-    let dispatcher = Dispatcher::new(new_run_id(), plan, refs, links, shards, reporters);
+    let dispatcher =
+        Dispatcher::new(new_run_id(), plan, refs, links, shards, reporters).with_durations(durations);
     let result = dispatcher.run(&mut in_rx).await;
     // The dispatcher is gone, and with it the machines' ports: each pump
     // closes its agent's inbox and the agents wind down.

@@ -230,3 +230,66 @@ fn coordinating_suites_stay_whole_in_one_part() {
     sizes.sort();
     assert_eq!(sizes, [0, 6], "all six demo tests in one part");
 }
+
+/// `duration:K/N` balances by the plan's latest whole run on a server, and
+/// by the same run's durations written to a file for standalone jobs: the
+/// long test gets a part of its own, and both ways agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duration_parts_balance_by_recorded_durations() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ensemble_tests::start_server(dir.path(), &dir.path().join("data"), "durations-token", &[]);
+    let plan = dir.path().join("skewed.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "name = \"skewed\"\n[[profiles]]\nname = \"here\"\n[[entries]]\nsuite = {:?}\nprofile = \"here\"\n\
+             filter = \"not test(/fails|panics/)\"\nparams = {{ nap_ms = 1500, greeting = \"hi\", expected = \"hi\" }}\n",
+            repo_root().join("suites/examples/basics").display().to_string()
+        ),
+    )
+    .unwrap();
+    let plan = plan.to_str().unwrap();
+    let remote = ["--server", server.url.as_str(), "--token", "durations-token"];
+    let (code, whole, shown) = run(dir.path(), plan.as_ref(), &remote);
+    assert_eq!(code, 0, "{shown}");
+    let whole = names(&whole);
+    let first_run = server.client().runs().await.unwrap()[0].id.clone();
+
+    let parts = |extra: &[&str]| -> Vec<BTreeSet<String>> {
+        (1..=2)
+            .map(|k| {
+                let part = format!("duration:{k}/2");
+                let mut args = vec!["--partition", part.as_str()];
+                args.extend(extra);
+                let (code, got, shown) = run(dir.path(), plan.as_ref(), &args);
+                assert_eq!(code, 0, "{part}:\n{shown}");
+                names(&got)
+            })
+            .collect()
+    };
+    let served = parts(&remote);
+    assert!(served[0].is_disjoint(&served[1]));
+    assert_eq!(served[0].union(&served[1]).cloned().collect::<BTreeSet<_>>(), whole);
+    let alone = served.iter().find(|p| p.contains("basics naps")).unwrap();
+    assert_eq!(alone.len(), 1, "the 1.5 s test has a part of its own: {served:?}");
+
+    // The same run's durations, to a file, split a standalone run the same way.
+    let file = dir.path().join("durations.json");
+    let out = ensemble_tests::ensemble_async(
+        &[
+            "durations",
+            &first_run,
+            "--server",
+            &server.url,
+            "--token",
+            "durations-token",
+            "--out",
+            file.to_str().unwrap(),
+        ],
+        &dir.path().join("cache"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let standalone = parts(&["--durations", file.to_str().unwrap()]);
+    assert_eq!(standalone, served, "a file of the same run splits the same way");
+}

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ensemble_protocol::event::{Event, EventKind, Outcome, ShardInfo, ShardRef, Summary, SyncOp};
-use ensemble_protocol::filter::{Partition, Selection};
+use ensemble_protocol::filter::{Durations, Partition, PartitionKind, Selection};
 use ensemble_protocol::plan::{Execution, Plan};
 use ensemble_protocol::verdict::{CancelReason, Verdict};
 use ensemble_protocol::wire::{
@@ -177,6 +177,19 @@ pub fn limits(plan: &Plan) -> Limits {
     }
 }
 
+impl Dispatcher {
+    /// Hands each shard split by `duration:K/N` its role's recorded
+    /// durations (without them, its part is dealt by count).
+    pub fn with_durations(mut self, durations: &Durations) -> Dispatcher {
+        for a in &mut self.assignments {
+            if a.selection.partition.is_some_and(|p| p.kind == PartitionKind::Duration) {
+                a.selection.durations = durations.get(&a.shard.role).cloned();
+            }
+        }
+        self
+    }
+}
+
 /// With a partition, the part that takes the tests of every suite that
 /// uses sync: they wait for each other, so they are not split; the part
 /// comes from a hash of their roles, so every job agrees on it.
@@ -269,6 +282,7 @@ impl Dispatcher {
                         profile: s.profile.clone(),
                         partition,
                         other_part,
+                        durations: None,
                     },
                 }
             })

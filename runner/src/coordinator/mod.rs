@@ -147,6 +147,8 @@ struct Job {
     ticket: u64,
     plan: Plan,
     suites: Vec<SuiteRef>,
+    /// Recorded durations of the plan's tests, for `duration:K/N`.
+    durations: ensemble_protocol::filter::Durations,
 }
 
 impl Job {
@@ -545,7 +547,9 @@ impl Coordinator {
         self.name_roles(&mut plan).await?;
         plan.validate().map_err(ApiError::from)?;
         let suites = self.resolve_suites(&plan).await?;
-        let job = Job { ticket: 0, plan, suites };
+        let started_us = now_us();
+        let durations = self.durations_for(&plan, started_us).await?;
+        let job = Job { ticket: 0, plan, suites, durations };
         let problems = job.plan.sync_problems(&job.uses_sync());
         if !problems.is_empty() {
             return Err(ApiError::from(ensemble_protocol::PlanError { file: None, problems }));
@@ -562,7 +566,7 @@ impl Coordinator {
             id: id.clone(),
             plan: job.plan.clone(),
             state: RunState::Running,
-            started_us: now_us(),
+            started_us,
             finished_us: None,
             summary: None,
             reruns,
@@ -602,6 +606,21 @@ impl Coordinator {
             .collect();
         flaky.sort_by_key(|t| std::cmp::Reverse(t.flips + t.flaky));
         Ok(flaky)
+    }
+
+    /// The recorded durations a `duration:K/N` partition of `plan` needs
+    /// (none for other plans).
+    async fn durations_for(
+        &self,
+        plan: &Plan,
+        before_us: i64,
+    ) -> Result<ensemble_protocol::filter::Durations, ApiError> {
+        use ensemble_protocol::filter::PartitionKind;
+        if !plan.settings.partition.is_some_and(|p| p.kind == PartitionKind::Duration) {
+            return Ok(Default::default());
+        }
+        let name = plan.name.clone();
+        self.store.call(move |s| s.durations(&name, before_us)).await.map_err(internal)
     }
 
     /// The plan that runs again what did not pass in finished run `id`
@@ -724,6 +743,7 @@ impl Coordinator {
         queue.leave(job.ticket);
         let mut dispatcher =
             Dispatcher::new(id.to_string(), &job.plan, job.suites.clone(), links, shards, Vec::new())
+                .with_durations(&job.durations)
                 .after(stream)
                 .durable(committed.clone());
         if let Some(run) = self.runs.lock().expect("runs lock").get_mut(id) {
@@ -850,7 +870,8 @@ impl Coordinator {
             let deadline =
                 tokio::time::Instant::now() + meta.plan.settings.queue_timeout.0.saturating_sub(waited);
             let ticket = self.queue.lock().expect("queue lock").ticket();
-            let job = Job { ticket, plan: meta.plan.clone(), suites };
+            let durations = self.durations_for(&meta.plan, meta.started_us).await.unwrap_or_default();
+            let job = Job { ticket, plan: meta.plan.clone(), suites, durations };
             self.launch_queued(meta, last, job, deadline);
             return Ok(());
         };
@@ -861,7 +882,9 @@ impl Coordinator {
             }
         }
         let links = names.iter().map(|n| self.machines.link(n)).collect();
-        let resumed = Dispatcher::resume(key.clone(), &meta.plan, suites, links, &events, Vec::new())?;
+        let durations = self.durations_for(&meta.plan, meta.started_us).await.unwrap_or_default();
+        let resumed = Dispatcher::resume(key.clone(), &meta.plan, suites, links, &events, Vec::new())?
+            .with_durations(&durations);
         let mut opened = self.open(meta, last);
         let stream = std::mem::replace(&mut opened.stream, Stream::new(key.clone(), 0, Vec::new()));
         let dispatcher = resumed.after(stream).durable(opened.committed.clone());

@@ -363,6 +363,39 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The durations of the tests of plan `plan` in its latest whole run
+    /// (neither a part of a split nor a rerun) that finished before
+    /// `before_us`, skips and lost tests aside, by role and test (the
+    /// longest of a test's instances). Every job of a split plan that
+    /// starts after that run gets the same answer, and so the same parts,
+    /// however the others' results come in; a coordinator taking a run up
+    /// again after a restart asks with the run's start.
+    pub fn durations(
+        &self,
+        plan: &str,
+        before_us: i64,
+    ) -> anyhow::Result<ensemble_protocol::filter::Durations> {
+        let db = self.db();
+        let mut stmt = db.prepare_cached(
+            "SELECT role, test, MAX(duration_ms) FROM results WHERE run = ( \
+                 SELECT id FROM runs WHERE json_extract(body, '$.plan.name') = ?1 \
+                 AND json_extract(body, '$.plan.settings.partition') IS NULL \
+                 AND json_extract(body, '$.reruns') IS NULL \
+                 AND json_extract(body, '$.finished_us') < ?2 \
+                 ORDER BY started_us DESC LIMIT 1) \
+             AND outcome NOT IN ('skipped', 'lost') GROUP BY role, test",
+        )?;
+        let mut out = ensemble_protocol::filter::Durations::new();
+        let rows = stmt.query_map(params![plan, before_us], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+        })?;
+        for row in rows {
+            let (role, test, ms) = row?;
+            out.entry(role).or_default().insert(test, ms as u64);
+        }
+        Ok(out)
+    }
+
     /// Every event of `run` with `seq >= from`, in order (page after page).
     pub fn events(&self, run: &str, from: u64) -> anyhow::Result<Vec<Event>> {
         let mut all: Vec<Event> = Vec::new();

@@ -39,6 +39,9 @@ pub struct ShardInfo {
     pub entry: usize,
     #[serde(default = "one")]
     pub instance_count: u32,
+    /// Its entry's machines divide its tests (`split = "tests"`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub split: bool,
 }
 
 fn one() -> u32 {
@@ -259,6 +262,7 @@ mod tests {
                     suite_sha256: "ab".into(),
                     entry: 0,
                     instance_count: 1,
+                    split: true,
                 }],
             },
             EventKind::ShardStarted { shard: shard(), tests: vec!["a".into()], filtered_out: 0 },

@@ -477,9 +477,15 @@ pub struct Selection {
     /// other roles' and so stay whole, in the part the coordinator chose).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub other_part: bool,
-    /// Recorded durations (ms) of the role's tests, for `duration:K/N`.
+    /// Recorded durations (ms) of the role's tests, for `duration:K/N`
+    /// and `split`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub durations: Option<std::collections::BTreeMap<String, u64>>,
+    /// The entry's tests are divided among its machines (`split =
+    /// "tests"`): this shard's share, as a `duration` part (by count when
+    /// no durations are recorded), after any partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Partition>,
 }
 
 /// Recorded test durations in milliseconds, by role, then test: what
@@ -519,6 +525,7 @@ pub enum Decision {
 /// A [`Selection`] with its filter parsed, ready to decide.
 pub struct Selector {
     durations: Option<std::collections::BTreeMap<String, u64>>,
+    split: Option<Partition>,
     filter: Option<Filter>,
     tests: Option<std::collections::BTreeSet<String>>,
     run_ignored: RunIgnored,
@@ -531,6 +538,7 @@ impl Selection {
     pub fn selector(&self) -> Result<Selector, FilterError> {
         Ok(Selector {
             durations: self.durations.clone(),
+            split: self.split,
             filter: self.filter.as_deref().map(Filter::parse).transpose()?,
             tests: self.tests.clone(),
             run_ignored: self.run_ignored,
@@ -565,30 +573,37 @@ impl Selector {
     }
 
     /// What becomes of each of a shard's listed tests, in order: the
-    /// filter and `run_ignored`, then the partition among the selected.
+    /// filter and `run_ignored`, then the partition among the selected,
+    /// then the entry's split among what its part keeps.
     pub fn decide_all(&self, tests: &[Listed]) -> Vec<Decision> {
         let mut decisions: Vec<Decision> = tests.iter().map(|t| self.decide(&t.facts, t.ignored)).collect();
-        let Some(p) = self.partition else { return decisions };
-        let chosen: Vec<usize> =
-            (0..tests.len()).filter(|&i| decisions[i] != Decision::FilteredOut).collect();
-        let parts: Vec<u32> = match (p.kind, &self.durations) {
-            (PartitionKind::Hash, _) => chosen
-                .iter()
-                .map(|&i| Partition::part_of(&[tests[i].facts.role, tests[i].facts.test], p.total))
-                .collect(),
-            (PartitionKind::Duration, Some(durations)) if !durations.is_empty() => {
-                let names: Vec<&str> = chosen.iter().map(|&i| tests[i].facts.test).collect();
-                balance(&names, durations, p.total)
-            }
-            // Count, and durations with nothing recorded: round-robin.
-            _ => (0..chosen.len()).map(|n| n as u32 % p.total + 1).collect(),
-        };
-        for (i, part) in chosen.into_iter().zip(parts) {
-            if part != p.index {
-                decisions[i] = Decision::FilteredOut;
+        for p in [self.partition, self.split].into_iter().flatten() {
+            let chosen: Vec<usize> =
+                (0..tests.len()).filter(|&i| decisions[i] != Decision::FilteredOut).collect();
+            let parts = self.parts(p, chosen.iter().map(|&i| &tests[i].facts));
+            for (i, part) in chosen.into_iter().zip(parts) {
+                if part != p.index {
+                    decisions[i] = Decision::FilteredOut;
+                }
             }
         }
         decisions
+    }
+
+    /// The part of each of `tests` under `p`.
+    fn parts<'a>(&self, p: Partition, tests: impl Iterator<Item = &'a TestFacts<'a>>) -> Vec<u32> {
+        let tests: Vec<&TestFacts> = tests.collect();
+        match (p.kind, &self.durations) {
+            (PartitionKind::Hash, _) => {
+                tests.iter().map(|t| Partition::part_of(&[t.role, t.test], p.total)).collect()
+            }
+            (PartitionKind::Duration, Some(durations)) if !durations.is_empty() => {
+                let names: Vec<&str> = tests.iter().map(|t| t.test).collect();
+                balance(&names, durations, p.total)
+            }
+            // Count, and durations with nothing recorded: round-robin.
+            _ => (0..tests.len()).map(|n| n as u32 % p.total + 1).collect(),
+        }
     }
 }
 

@@ -178,6 +178,19 @@ pub struct Entry {
     /// must select a test). A rerun of a run's failures lists them here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests: Option<Vec<String>>,
+    /// `"tests"`: the machines of the entry (its profile's `count`) divide
+    /// its tests among them, balanced by recorded durations (by count
+    /// without), instead of each running every test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+}
+
+/// How an entry's machines share its tests (see [`Entry::split`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Split {
+    /// Each test runs once, on one of the entry's machines.
+    Tests,
 }
 
 impl Entry {
@@ -349,6 +362,27 @@ impl Plan {
     /// run's one set of states, each seeing the signals of those before it.
     /// So a sequential plan may have at most one entry whose suite uses sync.
     pub fn sync_problems(&self, uses_sync: &[bool]) -> Vec<Problem> {
+        // The instances of a suite that uses sync wait for each other: each
+        // must run every test.
+        let mut problems: Vec<Problem> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| e.split.is_some() && uses_sync.get(*i).copied().unwrap_or(false))
+            .map(|(i, e)| Problem {
+                path: format!("entries[{i}].split"),
+                message: format!(
+                    "the suite of {} uses sync (signals, barriers, topics): its machines wait for each other \
+                     in every test, so they cannot divide its tests; remove split",
+                    e.role_name()
+                ),
+            })
+            .collect();
+        problems.extend(self.execution_problems(uses_sync));
+        problems
+    }
+
+    fn execution_problems(&self, uses_sync: &[bool]) -> Vec<Problem> {
         let syncing: Vec<String> = self
             .entries
             .iter()

@@ -197,6 +197,7 @@ mod tests {
                         partition: Some("hash:2/3".parse().unwrap()),
                         other_part: false,
                         durations: Some([("a".to_string(), 5)].into()),
+                        split: Some("duration:1/2".parse().unwrap()),
                     },
                 }),
             },

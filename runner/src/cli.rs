@@ -67,7 +67,11 @@ enum Command {
 #[derive(Args, Debug)]
 struct DurationsArgs {
     /// The id of a finished run the server keeps.
-    run: String,
+    #[arg(required_unless_present = "log", conflicts_with = "log", requires = "server")]
+    run: Option<String>,
+    /// A run's JSON-lines log (`ensemble run --json`) instead.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
     /// Write them here instead of to stdout.
     #[arg(long, short, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -642,15 +646,33 @@ fn read_durations(path: &Path) -> Result<ensemble_protocol::filter::Durations, F
     })
 }
 
-/// `ensemble durations RUN_ID --server URL`: the durations of a stored run's
-/// tests, for `--partition duration:K/N --durations FILE`.
+/// `ensemble durations RUN_ID --server URL` (or `--log FILE`): the
+/// durations of a finished run's tests, for `--partition duration:K/N
+/// --durations FILE`.
 async fn durations(args: DurationsArgs) -> Result<i32, Failure> {
-    let client =
-        args.remote.client()?.ok_or_else(|| bad(anyhow::anyhow!("--server is needed: it keeps the runs")))?;
+    let events = match (&args.run, &args.log) {
+        (Some(run), _) => {
+            let client = args
+                .remote
+                .client()?
+                .ok_or_else(|| bad(anyhow::anyhow!("--server is needed: it keeps the runs")))?;
+            let mut events = Vec::new();
+            client.watch(run, 1, |e| events.push(e)).await.map_err(|e| {
+                if e.kind() == Some(ensemble_protocol::api::ErrorKind::NotFound) {
+                    bad(e)
+                } else {
+                    internal(e)
+                }
+            })?;
+            events
+        }
+        (None, Some(log)) => crate::report::read_json_lines(log).map_err(bad)?.1,
+        (None, None) => unreachable!("clap requires a run or --log"),
+    };
     let mut out = ensemble_protocol::filter::Durations::new();
     let mut finished = false;
-    client
-        .watch(&args.run, 1, |e| match e.kind {
+    for e in events {
+        match e.kind {
             ensemble_protocol::EventKind::TestFinished { shard, test, duration_ms, outcome, .. }
                 if !matches!(
                     outcome,
@@ -662,13 +684,10 @@ async fn durations(args: DurationsArgs) -> Result<i32, Failure> {
             }
             ensemble_protocol::EventKind::RunFinished { .. } => finished = true,
             _ => {}
-        })
-        .await
-        .map_err(|e| {
-            if e.kind() == Some(ensemble_protocol::api::ErrorKind::NotFound) { bad(e) } else { internal(e) }
-        })?;
+        }
+    }
     if !finished {
-        return Err(bad(anyhow::anyhow!("run {} has not finished", args.run)));
+        return Err(bad(anyhow::anyhow!("the run has not finished (its events have no run-finished)")));
     }
     let text = serde_json::to_string_pretty(&out).map_err(internal)?;
     match &args.out {

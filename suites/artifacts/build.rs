@@ -37,6 +37,7 @@ const SUITES: &[(&str, &str, &str)] = &[
     ),
     ("HELLO_COMMAND", "hello_command", "The `hello-command` WASI command: one test, exit code 0 passes."),
     ("MANY_TESTS", "many_tests", "The `many-tests` suite: 10,000 tests, `t05000` fails."),
+    ("SKEWED", "skewed", "The `skewed` suite: 24 tests of skewed durations (param `scale_ms`)."),
     (
         "BENCH_PARTIES",
         "bench_parties",

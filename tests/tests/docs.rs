@@ -44,6 +44,7 @@ params = { k = 1 }
 capabilities = { net = ["127.0.0.1:1"], env = ["E"] }
 filter = "not tag(slow)"
 tests = ["a"]
+split = "tests"
 "#,
     )
     .unwrap();

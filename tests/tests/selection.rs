@@ -293,3 +293,78 @@ async fn duration_parts_balance_by_recorded_durations() {
     let standalone = parts(&["--durations", file.to_str().unwrap()]);
     assert_eq!(standalone, served, "a file of the same run splits the same way");
 }
+
+/// `split = "tests"`: an entry's machines divide its tests, each test runs
+/// once; the first run deals them by count, the next balances them by the
+/// first's durations (the assignment `balance` gives, whatever the load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_entry_runs_each_test_once_and_balances_by_history() {
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ensemble_tests::start_server(dir.path(), &dir.path().join("data"), "split-token", &[]);
+    let _a = ensemble_tests::start_runner(dir.path(), &server, "split-a", &["pool=split"], None);
+    let _b = ensemble_tests::start_runner(dir.path(), &server, "split-b", &["pool=split"], None);
+    server.wait_online(3).await;
+    let plan = dir.path().join("split.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "name = \"split\"\n[[profiles]]\nname = \"pool\"\nlabels = {{ pool = \"split\" }}\ncount = 2\n\
+             [[entries]]\nsuite = {:?}\nprofile = \"pool\"\nsplit = \"tests\"\nparams = {{ scale_ms = 5 }}\n",
+            ensemble_artifacts::SKEWED
+        ),
+    )
+    .unwrap();
+    let remote = ["--server", server.url.as_str(), "--token", "split-token"];
+    // Which machine ran which test, and how long each took.
+    let placed = |json: &std::path::Path| {
+        let mut by_machine: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut took = BTreeMap::new();
+        for line in std::fs::read_to_string(json).unwrap().lines() {
+            let e: Event = serde_json::from_str(line).unwrap();
+            if let EventKind::TestFinished { shard, test, duration_ms, .. } = e.kind {
+                assert!(took.insert(test.clone(), duration_ms).is_none(), "{test} ran twice");
+                by_machine.entry(shard.machine).or_default().insert(test);
+            }
+        }
+        (by_machine, took)
+    };
+    let (code, tests, shown) = run(dir.path(), &plan, &remote);
+    assert_eq!(code, 0, "{shown}");
+    assert_eq!(tests.len(), 24, "each of the 24 tests once: {tests:?}");
+    assert!(shown.contains("Split skewed over 2 machines: the busiest ran tests for"), "{shown}");
+    let (first, took) = placed(&dir.path().join("events.jsonl"));
+    assert_eq!(first.len(), 2, "both machines took a share: {first:?}");
+
+    let (code, _, shown) = run(dir.path(), &plan, &remote);
+    assert_eq!(code, 0, "{shown}");
+    let (second, _) = placed(&dir.path().join("events.jsonl"));
+    // The second run's shares are the balance of the first run's durations.
+    let names: Vec<String> = (0..24).map(|i| format!("s{i:02}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let parts = ensemble_protocol::filter::balance(&refs, &took, 2);
+    let mut expected: Vec<BTreeSet<String>> = vec![BTreeSet::new(), BTreeSet::new()];
+    for (name, part) in names.iter().zip(parts) {
+        expected[part as usize - 1].insert(name.clone());
+    }
+    let mut got: Vec<BTreeSet<String>> = second.into_values().collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "balanced by the first run's durations");
+    assert!(got.iter().any(|share| share.len() < 12), "not dealt by count: {got:?}");
+
+    // A suite whose machines wait for each other cannot be split.
+    let kv = dir.path().join("kv.toml");
+    std::fs::write(
+        &kv,
+        format!(
+            "name = \"kv\"\n[[profiles]]\nname = \"any\"\ncount = 2\n[[entries]]\nsuite = {:?}\nprofile = \"any\"\nsplit = \"tests\"\n",
+            repo_root().join("suites/examples/kv-server").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = ensemble(&["run", kv.to_str().unwrap()], &dir.path().join("cache"));
+    let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("entries[0].split: the suite of kv-server uses sync"), "{shown}");
+}

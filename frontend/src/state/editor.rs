@@ -415,6 +415,7 @@ impl Reducible for EditorState {
                     capabilities: Default::default(),
                     filter: None,
                     tests: None,
+                    split: None,
                 });
             }
             EditorAction::RemoveEntry(i) if i < s.plan.entries.len() => {

@@ -599,6 +599,7 @@ mod tests {
                             suite_sha256: "x".into(),
                             entry: 0,
                             instance_count: 1,
+                            split: false,
                         })
                         .collect(),
                 },

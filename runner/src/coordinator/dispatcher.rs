@@ -178,11 +178,13 @@ pub fn limits(plan: &Plan) -> Limits {
 }
 
 impl Dispatcher {
-    /// Hands each shard split by `duration:K/N` its role's recorded
-    /// durations (without them, its part is dealt by count).
+    /// Hands each shard split by `duration:K/N` or by its entry's `split`
+    /// its role's recorded durations (without them, its part is dealt by
+    /// count).
     pub fn with_durations(mut self, durations: &Durations) -> Dispatcher {
         for a in &mut self.assignments {
-            if a.selection.partition.is_some_and(|p| p.kind == PartitionKind::Duration) {
+            let by_duration = |p: Option<Partition>| p.is_some_and(|p| p.kind == PartitionKind::Duration);
+            if by_duration(a.selection.partition) || by_duration(a.selection.split) {
                 a.selection.durations = durations.get(&a.shard.role).cloned();
             }
         }
@@ -283,6 +285,11 @@ impl Dispatcher {
                         partition,
                         other_part,
                         durations: None,
+                        split: entry.split.map(|_| Partition {
+                            kind: PartitionKind::Duration,
+                            index: s.shard.instance + 1,
+                            total: s.instance_count.max(1),
+                        }),
                     },
                 }
             })
@@ -379,12 +386,14 @@ impl Dispatcher {
         let shards = self
             .shards
             .iter()
-            .map(|s| ShardInfo {
+            .enumerate()
+            .map(|(i, s)| ShardInfo {
                 shard: s.shard.clone(),
                 profile: s.profile.clone(),
                 suite_sha256: self.suites[s.entry].sha256.clone(),
                 entry: s.entry,
                 instance_count: s.instance_count,
+                split: self.assignments[i].selection.split.is_some(),
             })
             .collect();
         self.stream.emit(EventKind::RunStarted { plan: self.plan_name.clone(), shards });

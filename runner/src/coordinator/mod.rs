@@ -608,15 +608,17 @@ impl Coordinator {
         Ok(flaky)
     }
 
-    /// The recorded durations a `duration:K/N` partition of `plan` needs
-    /// (none for other plans).
+    /// The recorded durations a `duration:K/N` partition of `plan`, or an
+    /// entry's `split`, needs (none for other plans).
     async fn durations_for(
         &self,
         plan: &Plan,
         before_us: i64,
     ) -> Result<ensemble_protocol::filter::Durations, ApiError> {
         use ensemble_protocol::filter::PartitionKind;
-        if !plan.settings.partition.is_some_and(|p| p.kind == PartitionKind::Duration) {
+        let by_duration = plan.settings.partition.is_some_and(|p| p.kind == PartitionKind::Duration)
+            || plan.entries.iter().any(|e| e.split.is_some());
+        if !by_duration {
             return Ok(Default::default());
         }
         let name = plan.name.clone();

@@ -19,6 +19,35 @@ pub struct TerminalReporter {
     show_output: bool,
     /// Tests the selection left out, unreported, over every shard.
     filtered_out: u64,
+    /// Entries whose machines divide their tests, by role.
+    splits: std::collections::BTreeMap<String, Split>,
+    /// The shards of split entries: shard → role.
+    split_shards: std::collections::HashMap<u32, String>,
+}
+
+/// How a split entry's tests fell on its machines.
+#[derive(Default)]
+struct Split {
+    /// Test time per shard, ms.
+    per_shard: std::collections::BTreeMap<u32, u64>,
+    longest: u64,
+    total: u64,
+}
+
+impl Split {
+    /// The busiest machine's test time against the least it could be
+    /// (the longest test, or the total shared evenly, whichever is more).
+    fn line(&self, role: &str) -> String {
+        let machines = self.per_shard.len().max(1) as u64;
+        let busiest = self.per_shard.values().copied().max().unwrap_or(0);
+        let bound = self.longest.max(self.total.div_ceil(machines));
+        let over = if bound == 0 { 0.0 } else { (busiest as f64 / bound as f64 - 1.0) * 100.0 };
+        format!(
+            "Split {role} over {machines} machines: the busiest ran tests for {:.3}s, the lower bound is {:.3}s (+{over:.0}%)",
+            busiest as f64 / 1000.0,
+            bound as f64 / 1000.0
+        )
+    }
 }
 
 impl TerminalReporter {
@@ -29,7 +58,15 @@ impl TerminalReporter {
                 .expect("valid template"),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
-        Self { out, bar, failures: Vec::new(), show_output: true, filtered_out: 0 }
+        Self {
+            out,
+            bar,
+            failures: Vec::new(),
+            show_output: true,
+            filtered_out: 0,
+            splits: Default::default(),
+            split_shards: Default::default(),
+        }
     }
 
     fn line(&mut self, text: &str) {
@@ -62,6 +99,10 @@ impl Reporter for TerminalReporter {
                 self.line(&format!("Running plan {plan:?}: {} shard(s), run {}", shards.len(), event.run));
                 for s in shards {
                     let sh = &s.shard;
+                    if s.split {
+                        self.split_shards.insert(sh.shard, sh.role.clone());
+                        self.splits.entry(sh.role.clone()).or_default().per_shard.insert(sh.shard, 0);
+                    }
                     self.line(&format!(
                         "  shard {}: {} ({}) on {} [profile {}]",
                         sh.shard, sh.role, sh.suite, sh.machine, s.profile
@@ -77,6 +118,12 @@ impl Reporter for TerminalReporter {
             }
             EventKind::TestFinished { shard, test, outcome, duration_ms, attempt, message, output } => {
                 self.bar.inc(1);
+                if let Some(split) = self.split_shards.get(&shard.shard).and_then(|r| self.splits.get_mut(r))
+                {
+                    *split.per_shard.entry(shard.shard).or_default() += duration_ms;
+                    split.longest = split.longest.max(*duration_ms);
+                    split.total += duration_ms;
+                }
                 let label = format!("{}@{} {test}", shard.role, shard.machine);
                 let retry = if *attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
                 let mut text =
@@ -126,6 +173,10 @@ impl Reporter for TerminalReporter {
                     for (label, msg) in self.failures.clone() {
                         self.line(&format!("  {label}: {msg}"));
                     }
+                }
+                let splits: Vec<String> = self.splits.iter().map(|(role, split)| split.line(role)).collect();
+                for line in splits {
+                    self.line(&line);
                 }
                 if s.total() == 0 && self.filtered_out > 0 {
                     self.line("No test was selected: check the filter (-E, or the entries' `filter`).");

@@ -30,6 +30,7 @@ mod tests {
                 "LIBTEST_DEMO",
                 "HELLO_COMMAND",
                 "MANY_TESTS",
+                "SKEWED",
                 "BENCH_PARTIES"
             ]
         );

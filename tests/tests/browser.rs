@@ -196,6 +196,11 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         b.wait_text("#runs", "kv across two machines").await?;
         b.click("nav a[href='/']").await?;
         b.wait_text("#plans", "kv across two machines").await?;
+        // Its page lists its flaky tests: none, the failures failed twice.
+        b.click("tr[data-plan='kv across two machines'] td a").await?;
+        b.wait_text("#flaky-tests", "No test of this plan flipped").await?;
+        b.click("nav a[href='/']").await?;
+        b.wait_text("#plans", "kv across two machines").await?;
 
         // Plans: duplicate, export, import, delete.
         b.click("tr[data-plan='kv across two machines'] button[aria-label^='Duplicate']").await?;

@@ -76,6 +76,9 @@ async fn a_test_that_flips_is_flaky_and_its_history_says_how() {
         b.wait_text("#test-history", "3 results in this plan's runs").await?;
         b.wait_text("#test-history", "passed 67%").await?;
         b.wait_text("#test-history", "flaky: 1 flip").await?;
+        // And the plan's flaky tests, listed under the run.
+        b.wait_text("#flaky-tests tr[data-test='greeting_param']", "basics").await?;
+        b.wait_absent("#flaky-tests tr[data-test='adds']").await?;
         anyhow::Ok(())
     };
     let outcome = steps.await;

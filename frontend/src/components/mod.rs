@@ -2,6 +2,7 @@
 
 pub mod entry_card;
 pub mod field;
+pub mod flaky_list;
 pub mod nav;
 pub mod profile_card;
 pub mod run_state;

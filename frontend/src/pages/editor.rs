@@ -11,6 +11,7 @@ use yew_router::prelude::*;
 
 use crate::components::entry_card::EntryCard;
 use crate::components::field::{Field, aria_error};
+use crate::components::flaky_list::FlakyList;
 use crate::components::profile_card::ProfileCard;
 use crate::components::upload::SuiteUpload;
 use crate::dom::{checked, input_value, select_value};
@@ -283,6 +284,10 @@ pub fn EditorPage(props: &Props) -> Html {
                         </div>
                     </div>
                 </section>
+
+                if ed.id.is_some() && !ed.plan.name.trim().is_empty() {
+                    <FlakyList plan={ed.plan.name.clone()} />
+                }
 
                 <div class="form-actions">
                     <button type="submit" id="save" disabled={*busy}>{if ed.id.is_some() { "Save" } else { "Create plan" }}</button>

@@ -12,6 +12,7 @@ use ensemble_protocol::api::{RunMeta, RunState, TestHistory};
 use yew::prelude::*;
 use yew_router::prelude::*;
 
+use crate::components::flaky_list::FlakyList;
 use crate::components::run_state::StateBadge;
 use crate::components::test_table::TestTable;
 use crate::components::timeline::Timeline;
@@ -52,22 +53,29 @@ pub fn RunPage(props: &Props) -> Html {
     let show = use_state(|| Show::All);
     let selected = use_state(|| None::<usize>);
     let notice = use_state(|| None::<String>);
-    let flaky = use_state(|| Rc::new(std::collections::HashSet::<(String, String)>::new()));
+    let flaky_tests = use_state(|| None::<Rc<Vec<TestHistory>>>);
     let history = use_state(|| None::<TestHistory>);
 
     // The plan's flaky tests, once its name is known and again at the end
     // (this run's results count too).
     use_effect_with((view.plan.clone(), view.finished.is_some()), {
         let api = session.api.clone();
-        let flaky = flaky.clone();
+        let flaky_tests = flaky_tests.clone();
         move |(plan, _): &(Option<String>, bool)| {
             if let Some(plan) = plan.clone() {
                 wasm_bindgen_futures::spawn_local(async move {
                     if let Ok(tests) = api.flaky_tests(&plan).await {
-                        flaky.set(Rc::new(tests.into_iter().map(|t| (t.role, t.test)).collect()));
+                        flaky_tests.set(Some(Rc::new(tests)));
                     }
                 });
             }
+        }
+    });
+
+    let flaky = use_memo((*flaky_tests).clone().map(|t| Rc::as_ptr(&t) as usize), {
+        let flaky_tests = flaky_tests.clone();
+        move |_| -> std::collections::HashSet<(String, String)> {
+            flaky_tests.iter().flat_map(|l| l.iter()).map(|t| (t.role.clone(), t.test.clone())).collect()
         }
     });
 
@@ -316,7 +324,7 @@ pub fn RunPage(props: &Props) -> Html {
                             { for Show::ALL.iter().map(|s| html! { <option value={s.name()} selected={*show == *s}>{s.name()}</option> }) }
                         </select>
                     </div>
-                    <TestTable view={view.clone()} version={view.version} rows={rows.clone()} selected={*selected} on_select={on_select} flaky={(*flaky).clone()} />
+                    <TestTable view={view.clone()} version={view.version} rows={rows.clone()} selected={*selected} on_select={on_select} flaky={flaky.clone()} />
                 </section>
 
                 <section class="detail" id="test-detail" aria-labelledby="detail-title" aria-live="polite">
@@ -360,6 +368,10 @@ pub fn RunPage(props: &Props) -> Html {
                     }}
                 </section>
             </div>
+
+            if let (Some(plan), Some(tests)) = (&view.plan, &*flaky_tests) {
+                <FlakyList plan={plan.clone()} tests={Some(tests.clone())} />
+            }
 
             <section class="sync" aria-labelledby="sync-title">
                 <h2 id="sync-title">{format!("Sync events ({})", view.sync.len())}</h2>

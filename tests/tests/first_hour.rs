@@ -91,13 +91,12 @@ async fn a_wrong_token_and_a_wrong_scheme_are_the_callers_to_fix() {
     assert!(shown.contains("use http:// instead of https://"), "{shown}");
 }
 
-#[test]
-fn a_runner_that_never_connected_says_it_cannot_reach_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("http://127.0.0.1:{}", closed_port());
+/// The first line a runner joining `url` prints about why it waits (then
+/// it is stopped).
+fn why_a_runner_waits(url: &str, name: &str, cache: &std::path::Path) -> String {
     let mut runner = Command::new(ensemble_bin())
-        .args(["runner", "--join", &url, "--token", "t", "--name", "lonely"])
-        .env("ENSEMBLE_CACHE_DIR", dir.path().join("cache"))
+        .args(["runner", "--join", url, "--token", "t", "--name", name])
+        .env("ENSEMBLE_CACHE_DIR", cache)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -109,6 +108,14 @@ fn a_runner_that_never_connected_says_it_cannot_reach_the_server() {
         .expect("the runner says why it waits");
     runner.kill().unwrap();
     let _ = runner.wait();
+    line
+}
+
+#[test]
+fn a_runner_that_never_connected_says_it_cannot_reach_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{}", closed_port());
+    let line = why_a_runner_waits(&url, "lonely", &dir.path().join("cache"));
     assert!(line.starts_with(&format!("ensemble runner: cannot reach {url}:")), "{line}");
     assert!(line.contains("nothing listens at that address"), "{line}");
     assert!(!line.contains("lost"), "it never had a connection to lose: {line}");
@@ -217,20 +224,7 @@ fn something_other_than_ensemble_answering_is_named_as_such() {
     let proxy = impostor(
         "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     );
-    let mut runner = Command::new(ensemble_bin())
-        .args(["runner", "--join", &proxy, "--token", "t", "--name", "behind-a-proxy"])
-        .env("ENSEMBLE_CACHE_DIR", &cache)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let line = BufReader::new(runner.stderr.take().unwrap())
-        .lines()
-        .map(|l| l.unwrap())
-        .find(|l| l.starts_with("ensemble runner:"))
-        .expect("the runner says why it waits");
-    runner.kill().unwrap();
-    let _ = runner.wait();
+    let line = why_a_runner_waits(&proxy, "behind-a-proxy", &cache);
     assert!(line.contains("HTTP 502"), "{line}");
     assert!(line.contains("a proxy whose upstream is down"), "{line}");
     assert!(line.ends_with("trying again"), "{line}");

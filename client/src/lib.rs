@@ -123,21 +123,6 @@ impl ClientError {
     }
 }
 
-/// The error kind an Ensemble server answers with `status`.
-fn kind_of_status(status: u16) -> ErrorKind {
-    match status {
-        401 => ErrorKind::Unauthorized,
-        403 => ErrorKind::Forbidden,
-        404 => ErrorKind::NotFound,
-        405 => ErrorKind::MethodNotAllowed,
-        409 => ErrorKind::Conflict,
-        413 => ErrorKind::PayloadTooLarge,
-        415 => ErrorKind::UnsupportedMediaType,
-        500.. => ErrorKind::Internal,
-        _ => ErrorKind::BadRequest,
-    }
-}
-
 /// Whether a handshake failed because the answer was HTTP but no WebSocket
 /// handshake (as opposed to a connection cut short, or TLS spoken to).
 fn not_a_handshake(e: &tokio_tungstenite::tungstenite::error::ProtocolError) -> bool {
@@ -381,7 +366,7 @@ impl Client {
             Ok(error) => Err(ClientError::Api { what: what.to_string(), status, error }),
             // The answer to a HEAD has no body to read: its status says it.
             Err(_) if json && body.is_empty() => {
-                let error = ApiError::new(kind_of_status(status), format!("HTTP {status}"));
+                let error = ApiError::new(ErrorKind::of_status(status), format!("HTTP {status}"));
                 Err(ClientError::Api { what: what.to_string(), status, error })
             }
             Err(_) => {

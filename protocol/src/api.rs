@@ -283,6 +283,26 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The kind an error sent with `status` has, for an answer with no body
+    /// to read it from (a HEAD): the first kind sent with that status, else
+    /// a bad request (4xx) or an internal error (5xx).
+    pub fn of_status(status: u16) -> ErrorKind {
+        use ErrorKind::*;
+        [
+            BadRequest,
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            MethodNotAllowed,
+            Conflict,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+        ]
+        .into_iter()
+        .find(|k| k.status() == status)
+        .unwrap_or(if status >= 500 { Internal } else { BadRequest })
+    }
+
     /// The HTTP status an error of this kind is sent with.
     pub fn status(self) -> u16 {
         match self {

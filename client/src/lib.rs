@@ -438,6 +438,15 @@ impl Client {
         Ok(resp.bytes().await.map_err(|e| ClientError::transport(&what, e))?.to_vec())
     }
 
+    /// The bytes of a file a test of run `run` attached.
+    pub async fn attachment(&self, run: &str, sha256: &str) -> Result<Vec<u8>> {
+        let what = format!("fetching attachment {sha256} of run {run}");
+        let resp = self
+            .send(&what, self.request(reqwest::Method::GET, &routes::run_attachment(run, sha256)))
+            .await?;
+        Ok(resp.bytes().await.map_err(|e| ClientError::transport(&what, e))?.to_vec())
+    }
+
     /// Whether the server has the suite (`HEAD`).
     pub async fn has_suite(&self, sha256: &str) -> Result<bool> {
         let what = "looking up a suite";
@@ -602,6 +611,31 @@ impl Client {
             }
             Err(e) => Err(ClientError::unreachable(&what, &e)),
         }
+    }
+
+    /// [`Client::watch`], with each attachment's bytes fetched into its
+    /// event before `each` sees it (the stream carries only their sha256):
+    /// for reporters that write the files.
+    pub async fn watch_with_attachments(
+        &self,
+        run: &str,
+        from: u64,
+        mut each: impl FnMut(Event),
+    ) -> Result<()> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        // The closure owns `tx`: once the watch ends, so does the loop below.
+        let watching = self.watch(run, from, move |ev| drop(tx.send(ev)));
+        let feeding = async {
+            while let Some(mut ev) = rx.recv().await {
+                if let EventKind::Attachment { sha256, data: data @ None, .. } = &mut ev.kind {
+                    *data = Some(ensemble_protocol::attachment::Blob(self.attachment(run, sha256).await?));
+                }
+                each(ev);
+            }
+            Ok(())
+        };
+        let (watched, fed) = tokio::join!(watching, feeding);
+        watched.and(fed)
     }
 
     /// Follows a run's events from `from` until `run-finished`, calling

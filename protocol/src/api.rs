@@ -524,6 +524,10 @@ pub mod routes {
     pub fn run_cancel(id: &str) -> String {
         format!("{RUNS}/{}/cancel", encode(id))
     }
+    /// The bytes of a file a test of the run attached, by sha256.
+    pub fn run_attachment(id: &str, sha256: &str) -> String {
+        format!("{RUNS}/{}/attachments/{}", encode(id), encode(sha256))
+    }
     /// The run's event WebSocket, replaying from `from`.
     pub fn run_events(id: &str, from: u64) -> String {
         format!("{RUNS}/{}/events?from={from}", encode(id))

@@ -167,6 +167,24 @@ pub enum EventKind {
         level: String,
         message: String,
     },
+    /// A file the running test attached (the suite ABI's `attach`). From a
+    /// machine it carries the bytes; the coordinator stores them by
+    /// `sha256` and keeps the event without them, so watchers and the
+    /// store see only the metadata. Reporters that write files (JUnit,
+    /// HTML) get the bytes: in-process runs hand them over, and a client of
+    /// a server fetches them by sha256 first.
+    Attachment {
+        #[serde(flatten)]
+        shard: ShardRef,
+        test: String,
+        /// A file name (see [`crate::attachment::name_problem`]).
+        name: String,
+        /// Hex sha256 of the bytes.
+        sha256: String,
+        size: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<crate::attachment::Blob>,
+    },
     /// `call`: the id of the machine's sync call it answered, per shard.
     Sync {
         #[serde(flatten)]
@@ -212,6 +230,7 @@ impl EventKind {
             | EventKind::TestStarted { shard, .. }
             | EventKind::TestFinished { shard, .. }
             | EventKind::Log { shard, .. }
+            | EventKind::Attachment { shard, .. }
             | EventKind::Sync { shard, .. }
             | EventKind::ShardFinished { shard, .. } => Some(shard),
             EventKind::RunQueued { .. } | EventKind::RunStarted { .. } | EventKind::RunFinished { .. } => {
@@ -228,6 +247,7 @@ impl EventKind {
             | EventKind::TestStarted { shard, .. }
             | EventKind::TestFinished { shard, .. }
             | EventKind::Log { shard, .. }
+            | EventKind::Attachment { shard, .. }
             | EventKind::Sync { shard, .. }
             | EventKind::ShardFinished { shard, .. } => Some(shard),
             EventKind::RunQueued { .. } | EventKind::RunStarted { .. } | EventKind::RunFinished { .. } => {
@@ -277,6 +297,22 @@ mod tests {
                 output: "hello\n".into(),
             },
             EventKind::Log { shard: shard(), test: "a".into(), level: "info".into(), message: "m".into() },
+            EventKind::Attachment {
+                shard: shard(),
+                test: "a".into(),
+                name: "server.log".into(),
+                sha256: "ab".repeat(32),
+                size: 3,
+                data: Some(crate::attachment::Blob(vec![0, 1, 255])),
+            },
+            EventKind::Attachment {
+                shard: shard(),
+                test: "a".into(),
+                name: "shot.png".into(),
+                sha256: "cd".repeat(32),
+                size: 1 << 20,
+                data: None,
+            },
             EventKind::Sync {
                 shard: shard(),
                 op: SyncOp::Signal { state: "ready".into(), value: 1 },

@@ -4,7 +4,7 @@
 //!
 //! This crate is the one definition of every contract outside the suite ABI
 //! (which lives in `suites/wit`). It does no I/O and depends on serde (and a
-//! small regex engine for filters) only, so it builds for native targets and
+//! small regex engine for filters, and base64 for attachment bytes) only, so it builds for native targets and
 //! for `wasm32-unknown-unknown` (the browser app). Every wire type is owned, tagged with `type` in kebab-case, and
 //! round-trips through JSON (see the tests beside each type).
 //!
@@ -16,6 +16,7 @@
 //! - [`grant`]: the one parser and matcher of `net` and `env` grants.
 //! - [`filter`]: test selection: filter expressions, `run_ignored`, and
 //!   what a shard runs of its suite's tests.
+//! - [`attachment`]: the names, sizes and wire form of files tests attach.
 //! - [`outcome`]: how a test ended, and counts of outcomes.
 //! - [`verdict`]: a run's final state and why it stopped, decided once.
 //! - [`event`]: a run's events.
@@ -24,6 +25,7 @@
 //! - [`api`]: the REST routes, their types and the typed error body.
 
 pub mod api;
+pub mod attachment;
 pub mod event;
 pub mod exit;
 pub mod filter;
@@ -41,4 +43,4 @@ pub use verdict::{CancelReason, Verdict};
 
 /// Version of the wire protocol spoken between coordinator, machines and watchers.
 /// Bumped on every incompatible change of a type in this crate.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;

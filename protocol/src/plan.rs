@@ -80,6 +80,9 @@ pub struct Settings {
     pub barrier_timeout: HumanDuration,
     /// Captured stdout+stderr kept per test; the rest is counted and dropped.
     pub output_limit: ByteSize,
+    /// Bytes a test attempt may attach (files kept with its result, see
+    /// `attachment`); zero refuses attachments.
+    pub attachment_limit: ByteSize,
     /// How long a run may wait for its machines' slots (busy with other
     /// runs) before it fails without starting; zero waits not at all.
     pub queue_timeout: HumanDuration,
@@ -105,6 +108,7 @@ impl Default for Settings {
             fail_fast: false,
             barrier_timeout: HumanDuration::from_secs(60),
             output_limit: ByteSize::mib(1),
+            attachment_limit: ByteSize::mib(4),
             queue_timeout: HumanDuration::from_secs(600),
             run_ignored: RunIgnored::Default,
             show_filtered: false,
@@ -428,6 +432,16 @@ impl Plan {
             bad(
                 "settings.output_limit".into(),
                 format!("{} is over the limit of 8MiB of output kept per test", s.output_limit),
+            );
+        }
+        if s.attachment_limit.0 > crate::attachment::MAX_LIMIT {
+            bad(
+                "settings.attachment_limit".into(),
+                format!(
+                    "{} is over the limit of {} of attachments kept per test",
+                    s.attachment_limit,
+                    ByteSize(crate::attachment::MAX_LIMIT)
+                ),
             );
         }
         if s.retries > 100 {

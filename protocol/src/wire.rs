@@ -25,6 +25,9 @@ pub struct Limits {
     pub retries: u32,
     pub fail_fast: bool,
     pub barrier_timeout_ms: u64,
+    /// Bytes one test attempt may attach; zero refuses attachments.
+    #[serde(default)]
+    pub attachment_limit_bytes: u64,
 }
 
 /// One shard handed to a machine: a suite instance to run.
@@ -187,6 +190,7 @@ mod tests {
                         retries: 0,
                         fail_fast: true,
                         barrier_timeout_ms: 4,
+                        attachment_limit_bytes: 5,
                     },
                     selection: Selection {
                         filter: Some("not tag(slow)".into()),

@@ -23,6 +23,7 @@ impl SyncPort for NoSync {
         SyncReply::Error { kind: SyncFailure::Invalid, message: "benchmark".into() }
     }
     fn log(&self, _: &str, _: &str, _: &str) {}
+    fn attach(&self, _: &str, _: &str, _: Vec<u8>) {}
 }
 
 fn per_test(c: &mut Criterion) {
@@ -41,6 +42,7 @@ fn per_test(c: &mut Criterion) {
         grants: Grants::default(),
         memory_limit: 64 << 20,
         output_limit: 64 << 10,
+        attachment_limit: 0,
         test_timeout: Duration::from_secs(10),
         barrier_timeout_ms: 1000,
         sync: Arc::new(NoSync),

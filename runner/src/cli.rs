@@ -82,20 +82,26 @@ struct DurationsArgs {
 /// The report files a run writes.
 #[derive(Args, Debug)]
 struct ReportFiles {
-    /// Write a JUnit XML report (a testsuite per shard).
+    /// Write a JUnit XML report (a testsuite per shard); the tests'
+    /// attachments go beside it, in FILE's stem + `-attachments/`.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
     /// Write every event as a JSON line.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Write one self-contained HTML page: counts, a timeline per machine,
-    /// the tests with a filter, each test's message, output and log (it
-    /// opens from disk, with no network).
+    /// the tests with a filter, each test's message, output, log and
+    /// attachments (it opens from disk, with no network).
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
 }
 
 impl ReportFiles {
+    /// Whether any report file is asked for.
+    fn any(&self) -> bool {
+        self.junit.is_some() || self.json.is_some() || self.html.is_some()
+    }
+
     fn reporters(&self) -> Result<Vec<Box<dyn Reporter>>, Failure> {
         let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
         if let Some(path) = &self.junit {
@@ -108,10 +114,6 @@ impl ReportFiles {
             reporters.push(Box::new(HtmlReport::new(path.clone())));
         }
         Ok(reporters)
-    }
-
-    fn any(&self) -> bool {
-        self.junit.is_some() || self.json.is_some() || self.html.is_some()
     }
 }
 
@@ -717,7 +719,7 @@ async fn report(args: ReportArgs) -> Result<i32, Failure> {
                 return Err(bad(anyhow::anyhow!("run {run} has not finished: report it once it has")));
             }
             let mut events = Vec::new();
-            client.watch(run, 1, |e| events.push(e)).await.map_err(internal)?;
+            client.watch_with_attachments(run, 1, |e| events.push(e)).await.map_err(internal)?;
             events
         }
         _ => {
@@ -766,16 +768,20 @@ async fn run_remote(args: &RunArgs, request: &RunRequest, client: &Client) -> Re
         println!("Run {} reruns the failures of run {of}.", run.id);
     }
     let mut reporters = reporters(args)?;
-    client
-        .watch(&run.id, 1, |ev| {
-            for r in reporters.iter_mut() {
-                if let Err(e) = r.event(&ev) {
-                    tracing::warn!("a reporter failed: {e:#}");
-                }
+    // Attachment bytes only for the reporters that write them to files.
+    let feed = |ev: ensemble_protocol::Event| {
+        for r in reporters.iter_mut() {
+            if let Err(e) = r.event(&ev) {
+                tracing::warn!("a reporter failed: {e:#}");
             }
-        })
-        .await
-        .map_err(internal)?;
+        }
+    };
+    let watched = if args.files.any() {
+        client.watch_with_attachments(&run.id, 1, feed).await
+    } else {
+        client.watch(&run.id, 1, feed).await
+    };
+    watched.map_err(internal)?;
     for r in reporters.iter_mut() {
         r.finish().map_err(internal)?;
     }

@@ -124,7 +124,7 @@ fn replay_store() -> &'static Store {
     STORE.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("ensemble-fuzz-replay-{}", std::process::id()));
         let store = Store::open(&dir).expect("a store");
-        let events: Vec<Event> = (1..=50)
+        let mut events: Vec<Event> = (1..=50)
             .map(|seq| Event {
                 run: "r".into(),
                 seq,
@@ -139,7 +139,7 @@ fn replay_store() -> &'static Store {
                 },
             })
             .collect();
-        store.write_batch(&events, &[]).expect("events stored");
+        store.write_batch(&mut events, &[]).expect("events stored");
         store
     })
 }

@@ -19,6 +19,8 @@ use ensemble_runner::sandbox::{
 #[derive(Default)]
 struct Port {
     logs: Mutex<Vec<String>>,
+    /// (test, name, bytes) of every attachment.
+    attached: Mutex<Vec<(String, String, Vec<u8>)>>,
 }
 
 #[async_trait]
@@ -28,6 +30,9 @@ impl SyncPort for Port {
     }
     fn log(&self, test: &str, level: &str, message: &str) {
         self.logs.lock().unwrap().push(format!("{test} {level} {message}"));
+    }
+    fn attach(&self, test: &str, name: &str, content: Vec<u8>) {
+        self.attached.lock().unwrap().push((test.into(), name.into(), content));
     }
 }
 
@@ -59,6 +64,7 @@ fn env_with_timeout(
         grants: Grants::new(&caps).unwrap(),
         memory_limit: 64 << 20,
         output_limit: 64 << 10,
+        attachment_limit: 64 << 10,
         test_timeout: timeout,
         barrier_timeout_ms: 100,
         sync: port,

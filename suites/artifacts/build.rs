@@ -23,6 +23,11 @@ const TARGET: &str = "wasm32-wasip2";
 /// test harness.
 const SUITES: &[(&str, &str, &str)] = &[
     ("BASICS", "basics", "The `basics` SDK suite: one test of each outcome."),
+    (
+        "ATTACHMENTS",
+        "attachments",
+        "The `attachments` suite: tests that attach files, and attachments the runner refuses.",
+    ),
     ("KV_SERVER", "kv_server", "The `kv-server` SDK suite (role `server` of the kv demo)."),
     ("KV_CLIENT", "kv_client", "The `kv-client` SDK suite (role `client` of the kv demo)."),
     (

@@ -277,6 +277,7 @@ pub fn EditorPage(props: &Props) -> Html {
                         {setting(SettingField::MemoryLimit, "Memory limit", "per test instance, e.g. 256MiB")}
                         {setting(SettingField::BarrierTimeout, "Barrier timeout", "default wait for barriers")}
                         {setting(SettingField::OutputLimit, "Output kept per test", "e.g. 1MiB")}
+                        {setting(SettingField::AttachmentLimit, "Attachments per test", "e.g. 4MiB")}
                         {setting(SettingField::QueueTimeout, "Queue timeout", "how long to wait for busy machines, e.g. 10m")}
                         <div class="field checkbox">
                             <input id="fail_fast" type="checkbox" checked={ed.plan.settings.fail_fast} onchange={on_fail_fast} />

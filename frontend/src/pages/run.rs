@@ -17,7 +17,7 @@ use crate::components::run_state::StateBadge;
 use crate::components::test_table::TestTable;
 use crate::components::timeline::Timeline;
 use crate::dom::{input_value, select_value};
-use crate::format::{duration_ms, offset_us};
+use crate::format::{bytes, duration_ms, offset_us};
 use crate::hooks::{failure_text, use_session};
 use crate::routes::Route;
 use crate::services::ApiFailure;
@@ -347,6 +347,18 @@ pub fn RunPage(props: &Props) -> Html {
                                 if !r.logs.is_empty() {
                                     <h4>{"Log"}</h4>
                                     <pre class="logs">{r.logs.join("\n")}</pre>
+                                }
+                                if !r.attachments.is_empty() {
+                                    <h4>{"Attachments"}</h4>
+                                    <ul class="attachments" id="attachments">
+                                        { for r.attachments.iter().map(|a| html! {
+                                            <li>
+                                                <a href={session.api.attachment_url(&props.id, &a.sha256)} download={a.name.clone()}>{a.name.clone()}</a>
+                                                <span class="muted">{format!(" {}", bytes(a.size))}</span>
+                                                if r.attempt > 1 { <span class="muted">{format!(" · attempt {}", a.attempt)}</span> }
+                                            </li>
+                                        }) }
+                                    </ul>
                                 }
                                 <h4>{"Output"}</h4>
                                 if r.output.is_empty() {

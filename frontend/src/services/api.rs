@@ -73,6 +73,11 @@ impl Api {
         self.url_with_token(&routes::plan_toml(id))
     }
 
+    /// The link that downloads a file a test of run `id` attached.
+    pub fn attachment_url(&self, id: &str, sha256: &str) -> String {
+        self.url_with_token(&routes::run_attachment(id, sha256))
+    }
+
     async fn send(&self, req: RequestBuilder, body: Option<Body>) -> ApiResult<Response> {
         let req = self.authorized(req);
         let req = match body {
@@ -253,5 +258,6 @@ mod tests {
         assert_eq!(api.plan_toml_url("p 1"), "/api/plans/p%201/toml?token=a%20b%26c");
         assert_eq!(api.url_with_token("/x?y=1"), "/x?y=1&token=a%20b%26c");
         assert_eq!(Api::new(None).plan_toml_url("p"), "/api/plans/p/toml");
+        assert_eq!(api.attachment_url("r 1", "ab"), "/api/runs/r%201/attachments/ab?token=a%20b%26c");
     }
 }

@@ -23,16 +23,18 @@ pub enum SettingField {
     Retries,
     MemoryLimit,
     OutputLimit,
+    AttachmentLimit,
     QueueTimeout,
 }
 
 impl SettingField {
-    pub const ALL: [SettingField; 6] = [
+    pub const ALL: [SettingField; 7] = [
         SettingField::TestTimeout,
         SettingField::Retries,
         SettingField::MemoryLimit,
         SettingField::BarrierTimeout,
         SettingField::OutputLimit,
+        SettingField::AttachmentLimit,
         SettingField::QueueTimeout,
     ];
 
@@ -43,6 +45,7 @@ impl SettingField {
             SettingField::Retries => "settings.retries",
             SettingField::MemoryLimit => "settings.memory_limit",
             SettingField::OutputLimit => "settings.output_limit",
+            SettingField::AttachmentLimit => "settings.attachment_limit",
             SettingField::QueueTimeout => "settings.queue_timeout",
         }
     }
@@ -54,6 +57,7 @@ impl SettingField {
             SettingField::Retries => s.retries.to_string(),
             SettingField::MemoryLimit => s.memory_limit.to_string(),
             SettingField::OutputLimit => s.output_limit.to_string(),
+            SettingField::AttachmentLimit => s.attachment_limit.to_string(),
             SettingField::QueueTimeout => s.queue_timeout.to_string(),
         }
     }
@@ -64,6 +68,7 @@ impl SettingField {
             SettingField::BarrierTimeout => s.barrier_timeout = text.parse::<HumanDuration>()?,
             SettingField::MemoryLimit => s.memory_limit = text.parse::<ByteSize>()?,
             SettingField::OutputLimit => s.output_limit = text.parse::<ByteSize>()?,
+            SettingField::AttachmentLimit => s.attachment_limit = text.parse::<ByteSize>()?,
             SettingField::QueueTimeout => s.queue_timeout = text.parse::<HumanDuration>()?,
             SettingField::Retries => {
                 s.retries = text.trim().parse().map_err(|_| format!("{text:?} is not a whole number"))?

@@ -55,6 +55,17 @@ pub struct TestRow {
     pub message: Option<String>,
     pub output: String,
     pub logs: Vec<String>,
+    /// Files the test attached, in order, with the attempt that made each.
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file a test attached: its bytes download from the run by sha256.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attachment {
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+    pub attempt: u32,
 }
 
 /// A sync event on the timeline.
@@ -327,6 +338,7 @@ impl RunView {
             message: None,
             output: String::new(),
             logs: Vec::new(),
+            attachments: Vec::new(),
         }));
         self.index.insert(key, i);
         self.lane_mut(&shard.machine).rows.push(i);
@@ -399,6 +411,12 @@ impl RunView {
                 if row.logs.len() < MAX_LOGS_PER_TEST {
                     row.logs.push(format!("[{level}] {message}"));
                 }
+            }
+            EventKind::Attachment { shard, test, name, sha256, size, .. } => {
+                let i = self.row(&shard, &test);
+                let row = Rc::make_mut(&mut self.rows[i]);
+                let attempt = row.attempt.max(1);
+                row.attachments.push(Attachment { name, sha256, size, attempt });
             }
             EventKind::Sync { shard, op, .. } => {
                 self.add_shard(&shard);
@@ -657,6 +675,35 @@ mod tests {
             v.apply(e);
         }
         v
+    }
+
+    #[test]
+    fn attachments_stay_with_their_test_and_attempt() {
+        let s = shard(0, "box-a", "kv-server");
+        let attach = |seq, name: &str| {
+            ev(
+                seq,
+                seq as i64,
+                EventKind::Attachment {
+                    shard: s.clone(),
+                    test: "serves".into(),
+                    name: name.into(),
+                    sha256: format!("{seq:064}"),
+                    size: seq,
+                    data: None,
+                },
+            )
+        };
+        let v = fold(vec![
+            ev(1, 1, EventKind::TestStarted { shard: s.clone(), test: "serves".into(), attempt: 1 }),
+            attach(2, "first.log"),
+            ev(3, 3, EventKind::TestStarted { shard: s.clone(), test: "serves".into(), attempt: 2 }),
+            attach(4, "second.log"),
+        ]);
+        let row = &v.rows[0];
+        let got: Vec<(&str, u32, u64)> =
+            row.attachments.iter().map(|a| (a.name.as_str(), a.attempt, a.size)).collect();
+        assert_eq!(got, [("first.log", 1, 2), ("second.log", 2, 4)]);
     }
 
     #[test]

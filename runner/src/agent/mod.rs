@@ -280,6 +280,7 @@ impl Agent {
             grants,
             memory_limit: a.limits.memory_limit_bytes,
             output_limit: a.limits.output_limit_bytes,
+            attachment_limit: a.limits.attachment_limit_bytes,
             test_timeout: Duration::from_millis(a.limits.test_timeout_ms),
             barrier_timeout_ms: a.limits.barrier_timeout_ms,
             sync: link.clone(),
@@ -466,6 +467,17 @@ impl SyncPort for ShardLink {
             test: test.to_string(),
             level: level.to_string(),
             message: cut(message.to_string(), MAX_MESSAGE),
+        });
+    }
+
+    fn attach(&self, test: &str, name: &str, content: Vec<u8>) {
+        self.emit(EventKind::Attachment {
+            shard: self.shard.clone(),
+            test: test.to_string(),
+            name: name.to_string(),
+            sha256: crate::sandbox::sha256_hex(&content),
+            size: content.len() as u64,
+            data: Some(ensemble_protocol::attachment::Blob(content)),
         });
     }
 }

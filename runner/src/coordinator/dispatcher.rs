@@ -38,6 +38,7 @@ use ensemble_protocol::wire::{
 use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 
+use super::attached::Attached;
 use super::intake::Intake;
 use super::matching::ShardPlan;
 use super::sync::SyncService;
@@ -174,6 +175,7 @@ pub fn limits(plan: &Plan) -> Limits {
         retries: s.retries,
         fail_fast: s.fail_fast,
         barrier_timeout_ms: s.barrier_timeout.as_millis_u64(),
+        attachment_limit_bytes: s.attachment_limit.0,
     }
 }
 
@@ -224,6 +226,8 @@ pub struct Dispatcher {
     last_seq: HashMap<u32, u64>,
     /// The test each shard is running, to report it lost with its machine.
     running_test: HashMap<u32, String>,
+    /// What each shard's running attempt attached, checked again here.
+    attached: Attached,
     /// Sync calls by (shard, call id): a machine that reconnects resends the
     /// calls it has no answer for; each is performed once and answered again.
     sync_calls: HashMap<(u32, u64), Option<SyncReply>>,
@@ -328,6 +332,7 @@ impl Dispatcher {
             shard_errors: Vec::new(),
             last_seq: HashMap::new(),
             running_test: HashMap::new(),
+            attached: Attached::new(plan.settings.attachment_limit.0),
             sync_calls: HashMap::new(),
             signalled: HashMap::new(),
             done: HashSet::new(),
@@ -641,9 +646,24 @@ impl Dispatcher {
             }
         }
         self.last_seq.insert(shard, seq);
+        let running = self.running_test.get(&shard).map(String::as_str);
+        if let Err(why) = self.attached.check(shard, running, &event) {
+            crate::throttled!(warn, 30, run = %self.run, shard, "refusing an attachment: {why}");
+            let test = match &event {
+                EventKind::Attachment { test, .. } => test.clone(),
+                _ => String::new(),
+            };
+            event = EventKind::Log {
+                shard: sref.clone(),
+                test,
+                level: "warn".into(),
+                message: format!("the coordinator refused an attachment: {why}"),
+            };
+        }
         match &event {
             EventKind::TestStarted { test, .. } => {
                 self.running_test.insert(shard, test.clone());
+                self.attached.started(shard);
             }
             EventKind::TestFinished { outcome, test, .. } => {
                 self.running_test.remove(&shard);

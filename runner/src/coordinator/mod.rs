@@ -17,6 +17,7 @@
 //! running runs are cancelled (`shutting-down`), and a run whose machines do
 //! not answer within the grace period has its unfinished shards lost.
 
+pub mod attached;
 pub mod dispatcher;
 pub mod intake;
 pub mod machines;
@@ -381,6 +382,23 @@ impl Coordinator {
             .await
             .map_err(internal)?
             .ok_or_else(|| not_found("suite", sha256))
+    }
+
+    /// A file a test of run `id` attached: its name there and its bytes.
+    pub async fn attachment(&self, id: &str, sha256: &str) -> Result<(String, Vec<u8>), ApiError> {
+        self.run(id).await?;
+        let (run, sha) = (id.to_string(), sha256.to_string());
+        let found = self
+            .store
+            .call(move |s| {
+                let Some(name) = s.attachment_name(&run, &sha)? else { return Ok(None) };
+                Ok(s.attachment_bytes(&sha)?.map(|bytes| (name, bytes)))
+            })
+            .await
+            .map_err(internal)?;
+        found.ok_or_else(|| {
+            ApiError::new(ErrorKind::NotFound, format!("run {id:?} has no attachment with sha256 {sha256:?}"))
+        })
     }
 
     /// Stores an uploaded suite after inspecting it; returns its metadata and

@@ -1,6 +1,7 @@
 //! The static HTML report: one self-contained file (no network, opens from
 //! disk) with the run's counts, a timeline per machine, the test table with
-//! a filter, and each test's message, output and log lines.
+//! a filter, and each test's message, output, log lines and attachments
+//! (embedded as `data:` links, so they download from the file alone).
 //!
 //! The results go into the page as JSON; a small script draws the table a
 //! page of rows at a time, so it stays usable at tens of thousands of tests.
@@ -60,6 +61,15 @@ struct Row {
     message: Option<String>,
     output: String,
     logs: Vec<(String, String)>,
+    attachments: Vec<Attachment>,
+}
+
+#[derive(Serialize)]
+struct Attachment {
+    name: String,
+    size: u64,
+    /// The bytes (base64); none when the events came without them.
+    data: Option<ensemble_protocol::attachment::Blob>,
 }
 
 impl HtmlReport {
@@ -84,6 +94,7 @@ impl HtmlReport {
                 message: None,
                 output: String::new(),
                 logs: Vec::new(),
+                attachments: Vec::new(),
             });
             tests.len() - 1
         });
@@ -142,6 +153,10 @@ impl Reporter for HtmlReport {
             }
             EventKind::Log { shard, test, level, message } => {
                 self.row(shard, test).logs.push((level.clone(), message.clone()));
+            }
+            EventKind::Attachment { shard, test, name, size, data, .. } => {
+                let attachment = Attachment { name: name.clone(), size: *size, data: data.clone() };
+                self.row(shard, test).attachments.push(attachment);
             }
             EventKind::ShardFinished { shard, error: Some(error), .. } => {
                 self.report.shard_errors.push(ShardError {
@@ -284,6 +299,23 @@ const SCRIPT: &str = r#"
     if (t.message) { d.appendChild(el('h4', 'Message')); d.appendChild(el('pre', t.message, 'message')); }
     if (t.output) { d.appendChild(el('h4', 'Output')); d.appendChild(el('pre', t.output, 'output')); }
     if (t.logs.length) { d.appendChild(el('h4', 'Log')); d.appendChild(el('pre', t.logs.map(([l, m]) => l + ' ' + m).join('\n'), 'logs')); }
+    if (t.attachments.length) {
+      d.appendChild(el('h4', 'Attachments'));
+      const list = el('ul', undefined, 'attachments');
+      for (const a of t.attachments) {
+        const li = el('li');
+        if (a.data != null) {
+          // Always a download: the bytes come from a suite.
+          const link = el('a', a.name); link.href = 'data:application/octet-stream;base64,' + a.data; link.download = a.name;
+          li.appendChild(link);
+        } else {
+          li.appendChild(el('span', a.name));
+        }
+        li.appendChild(document.createTextNode(' (' + a.size + ' bytes' + (a.data == null ? ', not in this report' : '') + ')'));
+        list.appendChild(li);
+      }
+      d.appendChild(list);
+    }
   };
   const draw = () => {
     const q = $('filter').value.trim().toLowerCase(), show = $('show').value;
@@ -330,6 +362,11 @@ mod tests {
             message: Some("<!-- x".into()),
             output: String::new(),
             logs: vec![],
+            attachments: vec![Attachment {
+                name: "</script>.txt".into(),
+                size: 1,
+                data: Some(ensemble_protocol::attachment::Blob(b"<".to_vec())),
+            }],
         });
         let page = HtmlReport::page(&report);
         assert_eq!(page.matches("</script>").count(), 2, "only the page's own two scripts close");

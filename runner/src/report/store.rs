@@ -114,7 +114,7 @@ pub async fn write_events(
                         }
                     }
                 }
-                let sizes = s.write_batch(&events, &runs)?;
+                let sizes = s.write_batch(&mut events, &runs)?;
                 Ok((events, sizes))
             })
             .await;

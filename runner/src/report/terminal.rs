@@ -23,6 +23,8 @@ pub struct TerminalReporter {
     splits: std::collections::BTreeMap<String, Split>,
     /// The shards of split entries: shard → role.
     split_shards: std::collections::HashMap<u32, String>,
+    /// What running tests attached: (shard, test) → "name (size)".
+    attached: std::collections::HashMap<(u32, String), Vec<String>>,
 }
 
 /// How a split entry's tests fell on its machines.
@@ -66,6 +68,7 @@ impl TerminalReporter {
             filtered_out: 0,
             splits: Default::default(),
             split_shards: Default::default(),
+            attached: Default::default(),
         }
     }
 
@@ -116,6 +119,10 @@ impl Reporter for TerminalReporter {
             EventKind::TestStarted { shard, test, .. } => {
                 self.bar.set_message(format!("{}::{test}", shard.role))
             }
+            EventKind::Attachment { shard, test, name, size, .. } => {
+                let file = format!("{name} ({})", ensemble_protocol::units::ByteSize(*size));
+                self.attached.entry((shard.shard, test.clone())).or_default().push(file);
+            }
             EventKind::TestFinished { shard, test, outcome, duration_ms, attempt, message, output } => {
                 self.bar.inc(1);
                 if let Some(split) = self.split_shards.get(&shard.shard).and_then(|r| self.splits.get_mut(r))
@@ -138,9 +145,13 @@ impl Reporter for TerminalReporter {
                     if self.show_output && !output.trim().is_empty() {
                         detail.push_str(&format!("\n      --- output ---\n{}", indent(output.trim_end())));
                     }
+                    if let Some(files) = self.attached.get(&(shard.shard, test.clone())) {
+                        detail.push_str(&format!("\n      attached: {}", files.join(", ")));
+                    }
                     self.line(&detail);
                     self.failures.push((label, msg.lines().next().unwrap_or_default().to_string()));
                 }
+                self.attached.remove(&(shard.shard, test.clone()));
             }
             EventKind::ShardFinished { shard, error: Some(e), .. } => {
                 self.line(&format!("   ERROR shard {} ({}@{}): {e}", shard.shard, shard.role, shard.machine));

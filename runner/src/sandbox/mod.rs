@@ -100,6 +100,8 @@ pub struct TestEnv {
     pub grants: Grants,
     pub memory_limit: u64,
     pub output_limit: u64,
+    /// Bytes one test attempt may attach.
+    pub attachment_limit: u64,
     pub test_timeout: Duration,
     pub barrier_timeout_ms: u64,
     pub sync: Arc<dyn SyncPort>,
@@ -287,7 +289,7 @@ impl Sandbox {
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             SuiteError::Invalid(format!(
                 "the suite needs imports that Ensemble does not provide ({e:#}); a suite may import \
-                 ensemble:suite/{{context,sync,log}}@0.1.0 and WASI 0.2 (imports: {})",
+                 ensemble:suite/{{context,sync,log,attach}}@0.1.0 and WASI 0.2 (imports: {})",
                 imports.join(", ")
             ))
         })?;
@@ -369,6 +371,7 @@ impl LoadedSuite {
             limiter: MemoryLimiter::new(env.memory_limit),
             env: env.clone(),
             test: test.to_string(),
+            attached: Default::default(),
         };
         let mut store = Store::new(self.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -541,6 +544,7 @@ impl SyncPort for NoRun {
         }
     }
     fn log(&self, _: &str, _: &str, _: &str) {}
+    fn attach(&self, _: &str, _: &str, _: Vec<u8>) {}
 }
 
 impl TestEnv {
@@ -556,6 +560,7 @@ impl TestEnv {
             grants: Grants::default(),
             memory_limit: 256 << 20,
             output_limit: 1 << 20,
+            attachment_limit: 0,
             test_timeout: Duration::from_secs(30),
             barrier_timeout_ms: 1,
             sync: Arc::new(NoRun),

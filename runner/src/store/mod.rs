@@ -1,5 +1,7 @@
 //! The coordinator's embedded store: SQLite (WAL) under `--data-dir`, plus
-//! suite bytes stored content-addressed on disk (`suites/<sha256>.wasm`).
+//! suite bytes stored content-addressed on disk (`suites/<sha256>.wasm`),
+//! and so are the files tests attach (`attachments/<sha256>`): an attachment
+//! event is stored without its bytes, which are on disk before it commits.
 //!
 //! Plans, suites, runs and every run event persist, so a restarted `serve`
 //! loses nothing finished. Rows hold JSON of the `protocol` types, which are
@@ -21,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use ensemble_protocol::api::{PastResult, RunMeta, RunState, StoredPlan, SuiteMeta};
-use ensemble_protocol::{Event, Outcome};
+use ensemble_protocol::{Event, EventKind, Outcome, attachment};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// A handle to the store; cheap to clone.
@@ -29,6 +31,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 pub struct Store {
     db: Arc<Mutex<Connection>>,
     suites_dir: PathBuf,
+    attachments_dir: PathBuf,
 }
 
 const SCHEMA: &str = "
@@ -90,7 +93,10 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<Store> {
         let suites_dir = dir.join("suites");
-        std::fs::create_dir_all(&suites_dir).with_context(|| format!("creating {}", suites_dir.display()))?;
+        let attachments_dir = dir.join("attachments");
+        for d in [&suites_dir, &attachments_dir] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
         let path = dir.join("ensemble.db");
         let db = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
@@ -101,7 +107,7 @@ impl Store {
             db.execute(RESULTS_FROM_EVENTS, [])?;
             db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
-        Ok(Store { db: Arc::new(Mutex::new(db)), suites_dir })
+        Ok(Store { db: Arc::new(Mutex::new(db)), suites_dir, attachments_dir })
     }
 
     /// Runs blocking store work off the async workers.
@@ -191,6 +197,47 @@ impl Store {
         self.all("SELECT body FROM suites ORDER BY sha256 LIMIT ?1 OFFSET ?2", params![limit, offset])
     }
 
+    // ---- attachments ----
+
+    /// Writes attachment bytes under their sha256 (atomically, once).
+    fn put_attachment(&self, sha256: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        anyhow::ensure!(attachment::is_sha256(sha256), "an attachment's sha256 is not 64 hex digits");
+        let path = self.attachments_dir.join(sha256);
+        if !path.is_file() {
+            let tmp = self.attachments_dir.join(format!(".upload-{sha256}-{}", std::process::id()));
+            std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        Ok(())
+    }
+
+    /// The name of the attachment `sha256` has in `run` (its first), when
+    /// the run has one with those bytes.
+    pub fn attachment_name(&self, run: &str, sha256: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT json_extract(body, '$.name') FROM events WHERE run = ?1 \
+                 AND json_extract(body, '$.type') = 'attachment' AND json_extract(body, '$.sha256') = ?2 \
+                 ORDER BY seq LIMIT 1",
+                params![run, sha256],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// The bytes stored under `sha256`; None when there are none.
+    pub fn attachment_bytes(&self, sha256: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        if !attachment::is_sha256(sha256) {
+            return Ok(None);
+        }
+        match std::fs::read(self.attachments_dir.join(sha256)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     // ---- plans ----
 
     pub fn put_plan(&self, plan: &StoredPlan) -> anyhow::Result<()> {
@@ -250,7 +297,7 @@ impl Store {
     }
 
     pub fn put_event(&self, event: &Event) -> anyhow::Result<()> {
-        self.write_batch(std::slice::from_ref(event), &[]).map(drop)
+        self.write_batch(&mut [event.clone()], &[]).map(drop)
     }
 
     // ---- machine identities ----
@@ -274,7 +321,15 @@ impl Store {
 
     /// Writes `events` and `runs` in one transaction.
     /// Returns the size of each event as stored (its JSON), in order.
-    pub fn write_batch(&self, events: &[Event], runs: &[RunMeta]) -> anyhow::Result<Vec<usize>> {
+    /// Attachment events lose their bytes here: the bytes go to disk first.
+    pub fn write_batch(&self, events: &mut [Event], runs: &[RunMeta]) -> anyhow::Result<Vec<usize>> {
+        for e in events.iter_mut() {
+            if let EventKind::Attachment { sha256, data, .. } = &mut e.kind
+                && let Some(blob) = data.take()
+            {
+                self.put_attachment(sha256, &blob.0)?;
+            }
+        }
         let mut db = self.db();
         let tx = db.transaction()?;
         let mut sizes = Vec::with_capacity(events.len());
@@ -294,15 +349,7 @@ impl Store {
                 let body = json(e);
                 sizes.push(body.len());
                 put.execute(params![e.run, e.seq as i64, body])?;
-                if let ensemble_protocol::EventKind::TestFinished {
-                    shard,
-                    test,
-                    outcome,
-                    duration_ms,
-                    attempt,
-                    ..
-                } = &e.kind
-                {
+                if let EventKind::TestFinished { shard, test, outcome, duration_ms, attempt, .. } = &e.kind {
                     result.execute(params![
                         e.run,
                         e.seq as i64,
@@ -482,7 +529,7 @@ mod tests {
             machine_at_us: None,
             kind: crate::coordinator::test_finished(shard.clone(), "t", outcome),
         };
-        store.write_batch(&[event(1, Outcome::Passed), event(2, Outcome::Failed)], &[run]).unwrap();
+        store.write_batch(&mut [event(1, Outcome::Passed), event(2, Outcome::Failed)], &[run]).unwrap();
         let outcomes = |s: &Store| -> Vec<Outcome> {
             s.results_of("p", "x", "t", 10).unwrap().iter().map(|r| r.outcome).collect()
         };
@@ -518,8 +565,8 @@ mod tests {
                 message: "x".repeat(6 << 20),
             },
         };
-        let events: Vec<Event> = (1..=4).map(big).collect();
-        s.write_batch(&events, &[]).unwrap();
+        let mut events: Vec<Event> = (1..=4).map(big).collect();
+        s.write_batch(&mut events, &[]).unwrap();
         assert_eq!(s.events_page("r", 1, 1000).unwrap().len(), 3, "a page ends past its budget");
         assert_eq!(s.events("r", 1).unwrap().len(), 4, "every event, over several pages");
         let sizes = s.event_sizes("r", 2, 1000).unwrap();
@@ -589,5 +636,43 @@ mod tests {
         assert_eq!(s.plans_page(1, 0).unwrap()[0].id, "p1");
         assert!(s.delete_plan("p1").unwrap());
         assert!(!s.delete_plan("p1").unwrap());
+    }
+
+    #[test]
+    fn attachment_bytes_go_to_disk_and_events_keep_only_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let bytes: Vec<u8> = (0..=255).cycle().take(70_000).collect();
+        let sha = crate::sandbox::sha256_hex(&bytes);
+        let shard = ensemble_protocol::ShardRef {
+            shard: 1,
+            machine: "m".into(),
+            role: "r".into(),
+            suite: "s".into(),
+            instance: 0,
+        };
+        let mut events = vec![Event {
+            run: "r".into(),
+            seq: 1,
+            at_us: 0,
+            machine_at_us: None,
+            kind: EventKind::Attachment {
+                shard,
+                test: "t".into(),
+                name: "blob.bin".into(),
+                sha256: sha.clone(),
+                size: bytes.len() as u64,
+                data: Some(ensemble_protocol::attachment::Blob(bytes.clone())),
+            },
+        }];
+        let sizes = s.write_batch(&mut events, &[]).unwrap();
+        assert!(sizes[0] < 1000, "the stored event is small: {} bytes", sizes[0]);
+        assert!(matches!(&events[0].kind, EventKind::Attachment { data: None, .. }), "watchers get no bytes");
+        let stored = s.events("r", 1).unwrap();
+        assert!(matches!(&stored[0].kind, EventKind::Attachment { data: None, .. }));
+        assert_eq!(s.attachment_name("r", &sha).unwrap().as_deref(), Some("blob.bin"));
+        assert_eq!(s.attachment_name("other", &sha).unwrap(), None, "only the run's own");
+        assert_eq!(s.attachment_bytes(&sha).unwrap(), Some(bytes));
+        assert_eq!(s.attachment_bytes("../ensemble.db").unwrap(), None, "only sha256 names");
     }
 }

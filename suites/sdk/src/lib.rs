@@ -17,6 +17,7 @@
 //!     let greeting = param_or("greeting", "hello");
 //!     check!(!greeting.is_empty(), "the greeting is empty");
 //!     log::info(format!("greeting is {greeting}"));
+//!     attach::text("greeting.txt", &greeting)?;
 //!     Ok(())
 //! }
 //!
@@ -61,6 +62,12 @@
 //! The test name is the path as written: `server::ready` names the test
 //! `server::ready`. Names must be unique within a suite (checked at compile time).
 //!
+//! # Logs and attachments
+//!
+//! Besides stdout and stderr (captured as the test's output), a test can
+//! write leveled lines with [`log`] and attach files with [`attach`]: both
+//! are kept with its result and shown in the run view and the reports.
+//!
 //! # State between tests
 //!
 //! Every test runs in its own, fresh instance: statics, `thread_local!`s and
@@ -75,6 +82,7 @@ mod failure;
 mod macros;
 mod suite;
 
+pub mod attach;
 pub mod log;
 pub mod sync;
 
@@ -107,9 +115,9 @@ pub mod bindings {
 pub mod prelude {
     pub use crate::sync::{self, SyncError};
     pub use crate::{
-        Failure, IntoTestResult, TestResult, check, check_eq, check_ne, fail, instance_count, instance_index,
-        log, machine, param, param_or, param_parse, param_parse_or, param_required, params, role, run_id,
-        skip, suite,
+        Failure, IntoTestResult, TestResult, attach, check, check_eq, check_ne, fail, instance_count,
+        instance_index, log, machine, param, param_or, param_parse, param_parse_or, param_required, params,
+        role, run_id, skip, suite,
     };
 }
 

@@ -608,3 +608,45 @@ profile = "a"
     // behind the plain shard.
     assert_eq!(order, ["party", "plain"]);
 }
+
+#[test]
+fn a_machine_attachment_that_breaks_the_rules_becomes_a_warning_in_the_tests_log() {
+    let mut h = Harness::new("attachment_limit = \"4B\"");
+    let attach = |name: &str, bytes: &[u8], sha256: String| EventKind::Attachment {
+        shard: sref(1),
+        test: "t".into(),
+        name: name.into(),
+        sha256,
+        size: bytes.len() as u64,
+        data: Some(ensemble_protocol::attachment::Blob(bytes.to_vec())),
+    };
+    let sha = crate::sandbox::sha256_hex;
+    h.event(0, 1, 1, EventKind::TestStarted { shard: sref(1), test: "t".into(), attempt: 1 });
+    h.event(0, 1, 2, attach("ok.txt", b"1234", sha(b"1234")));
+    h.event(0, 1, 3, attach("lie.txt", b"1", sha(b"2")));
+    h.event(0, 1, 4, attach("over.txt", b"1", sha(b"1")));
+    // The next attempt has a budget of its own.
+    h.event(0, 1, 5, EventKind::TestStarted { shard: sref(1), test: "t".into(), attempt: 2 });
+    h.event(0, 1, 6, attach("ok.txt", b"1234", sha(b"1234")));
+    let seen: Vec<String> = h
+        .kinds()
+        .into_iter()
+        .filter_map(|k| match k {
+            EventKind::Attachment { name, .. } => Some(format!("attached {name}")),
+            EventKind::Log { level, message, test, .. } => Some(format!("{test} {level}: {message}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "attached ok.txt".to_string(),
+            "t warn: the coordinator refused an attachment: the attachment \"lie.txt\" does not match its sha256"
+                .into(),
+            "t warn: the coordinator refused an attachment: the attachment \"over.txt\" (1B) would bring this attempt's attachments to 5B, over the plan's attachment_limit of 4B".into(),
+            "attached ok.txt".into(),
+        ]
+    );
+    let acks = h.sent(0).into_iter().filter(|m| matches!(m, ToMachine::Ack { .. })).count();
+    assert_eq!(acks, 6, "refused or not, every event is acknowledged: the shard goes on");
+}

@@ -15,7 +15,7 @@ use warp::filters::BoxedFilter;
 use warp::ws::{Message, WebSocket};
 use warp::{Filter, Rejection, Reply};
 
-use super::{MAX_PLAN_BYTES, authorized, body, collection, item, item_action};
+use super::{MAX_PLAN_BYTES, authorized, body, collection, item, item_action, segment};
 use crate::coordinator::Coordinator;
 use crate::report::store::Live;
 use crate::server::error::{fail, json, json_with, reject};
@@ -79,7 +79,54 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
                 )
             },
         );
-    events.or(list).unify().or(start).unify().or(cancel).unify().or(get).unify().boxed()
+    let attachment = warp::path("api")
+        .and(warp::path("runs"))
+        .and(segment())
+        .and(warp::path("attachments"))
+        .and(segment())
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(authorized(core))
+        .and_then(|id: String, sha: String, core: Arc<Coordinator>| async move {
+            let (name, bytes) = core.attachment(&id, &sha).await.map_err(fail)?;
+            Ok::<_, Rejection>(attachment_reply(&name, bytes))
+        });
+    events
+        .or(list)
+        .unify()
+        .or(start)
+        .unify()
+        .or(cancel)
+        .unify()
+        .or(get)
+        .unify()
+        .or(attachment)
+        .unify()
+        .boxed()
+}
+
+/// An attachment's bytes as a download: shown inline by a browser only for
+/// the few kinds it shows safely (text, JSON, raster images), never sniffed,
+/// and sandboxed even then — the bytes come from a suite, which is hostile.
+fn attachment_reply(name: &str, bytes: Vec<u8>) -> warp::reply::Response {
+    use warp::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, HeaderValue};
+    let kind = ensemble_protocol::attachment::content_type(name);
+    let ascii: String =
+        name.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '_' }).collect();
+    let disposition = format!(
+        "attachment; filename=\"{}\"; filename*=UTF-8''{}",
+        ascii.replace('"', "_"),
+        ensemble_protocol::api::encode(name)
+    );
+    let mut reply = warp::reply::Response::new(bytes.into());
+    let headers = reply.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        headers.insert(CONTENT_DISPOSITION, v);
+    }
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert("content-security-policy", HeaderValue::from_static("sandbox; default-src 'none'"));
+    reply
 }
 
 fn frame(ev: &Event) -> Message {

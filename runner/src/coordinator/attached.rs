@@ -1,0 +1,162 @@
+//! What machines attach, checked before it is stored.
+//!
+//! A machine's runner already holds a suite to the plan's rules when it
+//! attaches, but the coordinator trusts no machine with the run as a whole:
+//! it checks every attachment event again. The bytes must be there, match
+//! their size and sha256, belong to the test the shard is running, carry a
+//! plain file name not yet used by that attempt, and stay within the plan's
+//! `attachment_limit` and [`MAX_PER_TEST`] per attempt. A refused attachment
+//! becomes a warning in the test's log, so the run goes on and says why.
+
+use std::collections::{HashMap, HashSet};
+
+use ensemble_protocol::EventKind;
+use ensemble_protocol::attachment::{MAX_PER_TEST, name_problem};
+use ensemble_protocol::units::ByteSize;
+
+use crate::sandbox::sha256_hex;
+
+/// The attachments of each shard's running attempt.
+#[derive(Debug, Default)]
+pub struct Attached {
+    limit: u64,
+    by_shard: HashMap<u32, SoFar>,
+}
+
+#[derive(Debug, Default)]
+struct SoFar {
+    bytes: u64,
+    names: HashSet<String>,
+}
+
+impl Attached {
+    /// Attempts may attach up to `limit` bytes each.
+    pub fn new(limit: u64) -> Attached {
+        Attached { limit, by_shard: HashMap::new() }
+    }
+
+    /// A new attempt started on `shard`: its budget is whole again.
+    pub fn started(&mut self, shard: u32) {
+        self.by_shard.remove(&shard);
+    }
+
+    /// Takes an attachment event of `shard`, whose running test is
+    /// `running`, into its attempt's budget; or says why it is refused.
+    /// Events of other kinds pass.
+    pub fn check(&mut self, shard: u32, running: Option<&str>, event: &EventKind) -> Result<(), String> {
+        let EventKind::Attachment { test, name, sha256, size, data, .. } = event else { return Ok(()) };
+        let Some(data) = data else {
+            return Err(format!("the attachment {name:?} came without its bytes"));
+        };
+        if running != Some(test.as_str()) {
+            return Err(format!(
+                "the attachment {name:?} names the test {test:?}, which this shard is not running"
+            ));
+        }
+        if let Some(problem) = name_problem(name) {
+            return Err(problem);
+        }
+        if data.0.len() as u64 != *size {
+            return Err(format!("the attachment {name:?} says {size} bytes but carries {}", data.0.len()));
+        }
+        if sha256_hex(&data.0) != *sha256 {
+            return Err(format!("the attachment {name:?} does not match its sha256"));
+        }
+        let so_far = self.by_shard.entry(shard).or_default();
+        if so_far.names.contains(name) {
+            return Err(format!("{name:?} is already attached to this attempt of {test:?}"));
+        }
+        if so_far.names.len() as u32 >= MAX_PER_TEST {
+            return Err(format!("{test:?} made more than {MAX_PER_TEST} attachments"));
+        }
+        let total = so_far.bytes.saturating_add(*size);
+        if total > self.limit {
+            return Err(format!(
+                "the attachment {name:?} ({}) would bring this attempt's attachments to {}, over the plan's attachment_limit of {}",
+                ByteSize(*size),
+                ByteSize(total),
+                ByteSize(self.limit)
+            ));
+        }
+        so_far.bytes = total;
+        so_far.names.insert(name.clone());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ensemble_protocol::ShardRef;
+    use ensemble_protocol::attachment::Blob;
+
+    fn attachment(test: &str, name: &str, bytes: &[u8]) -> EventKind {
+        EventKind::Attachment {
+            shard: ShardRef {
+                shard: 1,
+                machine: "m".into(),
+                role: "r".into(),
+                suite: "s".into(),
+                instance: 0,
+            },
+            test: test.into(),
+            name: name.into(),
+            sha256: sha256_hex(bytes),
+            size: bytes.len() as u64,
+            data: Some(Blob(bytes.to_vec())),
+        }
+    }
+
+    #[test]
+    fn honest_attachments_pass_within_the_limit_per_attempt() {
+        let mut a = Attached::new(10);
+        assert_eq!(a.check(1, Some("t"), &attachment("t", "a.log", b"12345")), Ok(()));
+        assert_eq!(a.check(1, Some("t"), &attachment("t", "b.log", b"12345")), Ok(()));
+        let over = a.check(1, Some("t"), &attachment("t", "c.log", b"1")).unwrap_err();
+        assert!(over.contains("11B, over the plan's attachment_limit of 10B"), "{over}");
+        // Another shard, and the next attempt, have budgets of their own.
+        assert_eq!(a.check(2, Some("t"), &attachment("t", "c.log", b"1")), Ok(()));
+        a.started(1);
+        assert_eq!(a.check(1, Some("t"), &attachment("t", "a.log", b"12345")), Ok(()));
+    }
+
+    #[test]
+    fn a_lying_machine_is_refused_with_the_reason() {
+        let mut a = Attached::new(1 << 20);
+        let refused = |a: &mut Attached, running: Option<&str>, e: EventKind, says: &str| {
+            let why = a.check(1, running, &e).unwrap_err();
+            assert!(why.contains(says), "{why}");
+        };
+        refused(&mut a, Some("t"), attachment("other", "a.log", b"x"), "not running");
+        refused(&mut a, None, attachment("t", "a.log", b"x"), "not running");
+        refused(&mut a, Some("t"), attachment("t", "../a.log", b"x"), "path separators");
+        let mut wrong_size = attachment("t", "a.log", b"xyz");
+        if let EventKind::Attachment { size, .. } = &mut wrong_size {
+            *size = 1;
+        }
+        refused(&mut a, Some("t"), wrong_size, "says 1 bytes but carries 3");
+        let mut wrong_sha = attachment("t", "a.log", b"xyz");
+        if let EventKind::Attachment { sha256, .. } = &mut wrong_sha {
+            *sha256 = sha256_hex(b"abc");
+        }
+        refused(&mut a, Some("t"), wrong_sha, "does not match its sha256");
+        let mut no_bytes = attachment("t", "a.log", b"xyz");
+        if let EventKind::Attachment { data, .. } = &mut no_bytes {
+            *data = None;
+        }
+        refused(&mut a, Some("t"), no_bytes, "without its bytes");
+        assert_eq!(a.check(1, Some("t"), &attachment("t", "a.log", b"x")), Ok(()));
+        refused(&mut a, Some("t"), attachment("t", "a.log", b"y"), "already attached");
+        for i in 1..MAX_PER_TEST {
+            assert_eq!(a.check(1, Some("t"), &attachment("t", &format!("{i}.log"), b"x")), Ok(()));
+        }
+        refused(&mut a, Some("t"), attachment("t", "last.log", b"x"), "more than 64 attachments");
+    }
+
+    #[test]
+    fn a_zero_limit_refuses_every_attachment() {
+        let mut a = Attached::new(0);
+        let why = a.check(1, Some("t"), &attachment("t", "a.log", b"x")).unwrap_err();
+        assert!(why.contains("attachment_limit of 0B"), "{why}");
+    }
+}

@@ -94,7 +94,7 @@ fn the_plan_reference_lists_every_field_with_its_default() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 10);
+    assert_eq!(checked, 11);
     let count = &rows.iter().find(|(p, _)| p == "profiles[].count").unwrap().1;
     assert_eq!(count[2], format!("`{}`", table["profiles"][0]["count"]));
 

@@ -24,6 +24,7 @@ mod tests {
             ALL.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
             [
                 "BASICS",
+                "ATTACHMENTS",
                 "KV_SERVER",
                 "KV_CLIENT",
                 "HOSTILE",

@@ -351,7 +351,11 @@ async fn a_split_entry_runs_each_test_once_and_balances_by_history() {
     got.sort();
     expected.sort();
     assert_eq!(got, expected, "balanced by the first run's durations");
-    assert!(got.iter().any(|share| share.len() < 12), "not dealt by count: {got:?}");
+    // Dealt by count (as without history), the shares would alternate.
+    let mut by_count: Vec<BTreeSet<String>> =
+        (0..2).map(|k| names.iter().skip(k).step_by(2).cloned().collect()).collect();
+    by_count.sort();
+    assert_ne!(got, by_count, "not dealt by count");
 
     // A suite whose machines wait for each other cannot be split.
     let kv = dir.path().join("kv.toml");

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ensemble_protocol::api::{
-    ApiError, ErrorKind, Health, HistoryQuery, MachineDisconnected, MachineStatus, PlanDeleted,
-    RunCancelling, RunCreated, RunMeta, RunRequest, StoredPlan, SuiteMeta, TestHistory, routes,
+    ApiError, ErrorKind, Health, HistoryQuery, MachineDisconnected, MachineDraining, MachineStatus,
+    PlanDeleted, RunCancelling, RunCreated, RunMeta, RunRequest, StoredPlan, SuiteMeta, TestHistory, routes,
 };
 use ensemble_protocol::{Event, EventKind, Plan};
 use futures::StreamExt;
@@ -412,6 +412,15 @@ impl Client {
     pub async fn wait_machines(&self, min_online: usize, wait: Duration) -> Result<Vec<MachineStatus>> {
         let path = format!("{}?min_online={min_online}&wait_ms={}", routes::MACHINES, wait.as_millis());
         self.get("waiting for machines", &path).await
+    }
+
+    /// Drains a machine: it finishes its shards, takes no new ones, then stops.
+    pub async fn drain_machine(&self, name: &str) -> Result<MachineDraining> {
+        self.json(
+            &format!("draining machine {name}"),
+            self.request(reqwest::Method::POST, &routes::machine_drain(name)),
+        )
+        .await
     }
 
     pub async fn disconnect_machine(&self, name: &str) -> Result<MachineDisconnected> {

@@ -24,6 +24,9 @@ use crate::verdict::Verdict;
 pub enum MachineState {
     Online,
     Busy,
+    /// Finishing its shards, taking no new ones; it stops once it is idle
+    /// and no run it is part of goes on.
+    Draining,
     Offline,
 }
 
@@ -41,6 +44,9 @@ pub struct MachineStatus {
     pub running: Vec<ShardRef>,
     /// Coordinator time of the last message from it.
     pub last_seen_us: i64,
+    /// The server's own machine (it cannot be disconnected or drained).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local: bool,
 }
 
 /// A test as listed by a stored suite.
@@ -430,6 +436,14 @@ pub struct MachineDisconnected {
     pub disconnected: String,
 }
 
+/// `POST /api/machines/{name}/drain`: the machine takes no new shards; it
+/// is told to stop once `running` (its shards now) are done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineDraining {
+    pub draining: String,
+    pub running: u32,
+}
+
 /// `GET /api/machines` query: `min_online=N` waits (up to `wait_ms`, default
 /// 10 s) until N machines are online, so clients wait for an event instead of
 /// polling.
@@ -499,6 +513,10 @@ pub mod routes {
 
     pub fn machine_disconnect(name: &str) -> String {
         format!("{MACHINES}/{}/disconnect", encode(name))
+    }
+    /// `POST`: the machine finishes its shards, takes no new ones, then stops.
+    pub fn machine_drain(name: &str) -> String {
+        format!("{MACHINES}/{}/drain", encode(name))
     }
     /// The suite's bytes (`GET`, `HEAD`).
     pub fn suite(sha256: &str) -> String {

@@ -130,6 +130,9 @@ pub enum ToMachine {
     /// The shard's [`FromMachine::ShardDone`] arrived: the machine may forget
     /// everything of that shard.
     AckShardDone { run: String, shard: u32 },
+    /// The machine was drained: its shards are done and no run it is part
+    /// of goes on; it gets no more work and may stop.
+    Drained,
 }
 
 /// Machine → coordinator.
@@ -158,6 +161,10 @@ pub enum FromMachine {
     Sync { id: u64, run: String, shard: u32, call: SyncCall },
     /// The shard is finished and every event of it was sent.
     ShardDone { run: String, shard: u32 },
+    /// Drain this machine (it is being stopped, e.g. by SIGTERM): it
+    /// finishes its shards and takes no new ones; [`ToMachine::Drained`]
+    /// says when it may go.
+    Drain,
 }
 
 #[cfg(test)]
@@ -207,6 +214,7 @@ mod tests {
             },
             ToMachine::Cancel { run: "r".into(), reason: CancelReason::User },
             ToMachine::AckShardDone { run: "r".into(), shard: 1 },
+            ToMachine::Drained,
             ToMachine::SyncReply {
                 id: 3,
                 reply: SyncReply::Error { kind: SyncFailure::Lost, message: "role server on m".into() },
@@ -235,6 +243,7 @@ mod tests {
                 call: SyncCall::Next { topic: "t".into(), index: 0, timeout_ms: 10 },
             },
             FromMachine::ShardDone { run: "r".into(), shard: 1 },
+            FromMachine::Drain,
             FromMachine::Hello {
                 protocol: 1,
                 token: Some("t".into()),

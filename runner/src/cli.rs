@@ -891,7 +891,15 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
     let info = machine_info(name, args.labels.clone(), args.slots);
     let sandbox = args.cache.sandbox_for(info.slots as usize)?;
     let cache_dir = args.cache.dir()?;
-    let shutdown = stop_on_signal();
+    let (drain, shutdown) = crate::signals::drain_then_stop();
+    let told = drain.clone();
+    tokio::spawn(async move {
+        told.cancelled().await;
+        eprintln!(
+            "ensemble runner: draining: finishing the shards here, taking no new ones \
+             (SIGTERM again or Ctrl-C stops now)"
+        );
+    });
     let deny = crate::agent::join::coordinator_addresses(&args.join).await;
     let opts = crate::agent::join::JoinOptions {
         policy: args.policy.policy("ensemble runner", deny),
@@ -902,9 +910,13 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
         heartbeat: args.heartbeat,
         tls: ensemble_client::tls_config(args.ca_file.as_deref()).map_err(bad)?,
     };
-    match crate::agent::join::join(opts, sandbox, shutdown).await {
-        Ok(()) => {
+    match crate::agent::join::join(opts, sandbox, drain, shutdown).await {
+        Ok(crate::agent::join::Ended::Stopped) => {
             eprintln!("ensemble runner: stopped");
+            Ok(exit::SUCCESS)
+        }
+        Ok(crate::agent::join::Ended::Drained) => {
+            eprintln!("ensemble runner: drained: its shards are done; stopped");
             Ok(exit::SUCCESS)
         }
         Err(e) if e.downcast_ref::<crate::agent::join::Refused>().is_some() => Err(bad(e)),

@@ -1,12 +1,12 @@
 //! Machines, live: state, labels, facts, clock offset and what each runs;
-//! and how to add one.
+//! draining one; and how to add one.
 
 use ensemble_protocol::api::MachineState;
 use yew::prelude::*;
 use yew_router::prelude::*;
 
 use crate::format::{bytes, offset_us};
-use crate::hooks::use_session;
+use crate::hooks::{failure_text, use_session};
 use crate::routes::Route;
 
 #[component]
@@ -15,14 +15,40 @@ pub fn MachinesPage() -> Html {
     let origin = web_sys::window().and_then(|w| w.location().origin().ok()).unwrap_or_default();
     // Machines hold the join token, not the API token this page has.
     let join = format!("ensemble runner --join {origin} --token JOIN_TOKEN --name NAME --label tier=client");
+    let banner = use_state(|| None::<(bool, String)>);
     let mut machines = session.machines.clone();
     machines.sort_by(|a, b| a.info.name.cmp(&b.info.name));
     let rows = machines.iter().map(|m| {
         let state = match m.state {
             MachineState::Online => "online",
             MachineState::Busy => "busy",
+            MachineState::Draining => "draining",
             MachineState::Offline => "offline",
         };
+        let drain = {
+            let (session, banner, name) = (session.clone(), banner.clone(), m.info.name.clone());
+            Callback::from(move |_| {
+                let sure = web_sys::window()
+                    .and_then(|w| {
+                        w.confirm_with_message(&format!(
+                            "Drain {name:?}? It finishes its shards, takes no new ones, then its runner stops."
+                        ))
+                        .ok()
+                    })
+                    .unwrap_or(false);
+                if !sure {
+                    return;
+                }
+                let (session, banner, name) = (session.clone(), banner.clone(), name.clone());
+                wasm_bindgen_futures::spawn_local(async move {
+                    banner.set(Some(match session.api.drain_machine(&name).await {
+                        Ok(d) => (true, format!("Draining {:?}: {} shard(s) to finish", d.draining, d.running)),
+                        Err(e) => (false, failure_text(&session, e)),
+                    }));
+                });
+            })
+        };
+        let can_drain = !m.local && matches!(m.state, MachineState::Online | MachineState::Busy);
         let f = &m.info.facts;
         html! {
             <tr key={m.info.name.clone()} data-machine={m.info.name.clone()}>
@@ -36,19 +62,28 @@ pub fn MachinesPage() -> Html {
                     if m.running.is_empty() { <span class="muted">{"idle"}</span> }
                     { for m.running.iter().map(|s| html! { <div>{format!("{} ({}) #{}", s.role, s.suite, s.shard)}</div> }) }
                 </td>
+                <td>
+                    if can_drain {
+                        <button type="button" class="drain" onclick={drain}
+                            title="Finish its shards, take no new ones, then stop its runner">{"Drain"}</button>
+                    }
+                </td>
             </tr>
         }
     });
     html! {
         <section class="page">
             <div class="page-head"><h1>{"Machines"}</h1></div>
+            if let Some((ok, text)) = &*banner {
+                <p class={classes!("banner", if *ok { "ok" } else { "error" })} role="status" id="machines-banner">{text.clone()}</p>
+            }
             if !session.machines_loaded {
                 <p class="muted">{"Loading…"}</p>
             } else if machines.is_empty() {
                 <p class="empty">{"No machines have joined yet."}</p>
             } else {
                 <table class="list" id="machines">
-                    <thead><tr><th scope="col">{"Name"}</th><th scope="col">{"State"}</th><th scope="col">{"Labels"}</th><th scope="col">{"Facts"}</th><th scope="col">{"Clock offset"}</th><th scope="col">{"Running"}</th></tr></thead>
+                    <thead><tr><th scope="col">{"Name"}</th><th scope="col">{"State"}</th><th scope="col">{"Labels"}</th><th scope="col">{"Facts"}</th><th scope="col">{"Clock offset"}</th><th scope="col">{"Running"}</th><th scope="col"><span class="visually-hidden">{"Actions"}</span></th></tr></thead>
                     <tbody>{ for rows }</tbody>
                 </table>
             }

@@ -6,8 +6,8 @@ use std::fmt;
 
 use ensemble_protocol::Plan;
 use ensemble_protocol::api::{
-    self, ApiError, ErrorKind, HistoryQuery, MachineStatus, RunCreated, RunMeta, RunRequest, StoredPlan,
-    SuiteMeta, TestHistory, routes,
+    self, ApiError, ErrorKind, HistoryQuery, MachineDraining, MachineStatus, RunCreated, RunMeta, RunRequest,
+    StoredPlan, SuiteMeta, TestHistory, routes,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
@@ -175,6 +175,11 @@ impl Api {
 
     pub async fn cancel_run(&self, id: &str) -> ApiResult<()> {
         self.send(Request::post(&routes::run_cancel(id)), None).await.map(drop)
+    }
+
+    /// Drains a machine: it finishes its shards, takes no new ones, then stops.
+    pub async fn drain_machine(&self, name: &str) -> ApiResult<MachineDraining> {
+        self.json(Request::post(&routes::machine_drain(name)), None).await
     }
 }
 

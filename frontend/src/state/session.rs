@@ -118,6 +118,7 @@ mod tests {
             clock_uncertainty_us: 0,
             running: vec![],
             last_seen_us: 0,
+            local: false,
         }
     }
 

@@ -117,12 +117,25 @@ pub async fn coordinator_addresses(url: &str) -> Vec<NetGrant> {
     }
 }
 
-/// Runs a machine joined to a coordinator until `shutdown` or a refusal.
+/// How a joined machine ended, when it was not refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// `shutdown` fired.
+    Stopped,
+    /// It was drained (asked by `drain`, or through the API), and the
+    /// coordinator said it may go: its shards are done.
+    Drained,
+}
+
+/// Runs a machine joined to a coordinator until `shutdown`, a refusal, or
+/// the end of a drain. Once `drain` fires, the machine asks the coordinator
+/// to drain it (again after every reconnect) and keeps running its shards.
 pub async fn join(
     opts: JoinOptions,
     sandbox: Arc<Sandbox>,
+    drain: CancellationToken,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Ended> {
     let client = Client::new(&opts.url, opts.token.clone(), opts.tls.clone())?;
     let suites = Arc::new(RemoteSuites::new(client.clone(), opts.cache_dir.join("suites")));
     let agent = Arc::new(Agent::new(opts.info.clone(), sandbox, suites, opts.policy.clone()));
@@ -133,10 +146,11 @@ pub async fn join(
     let mut retry = Retry { backoff: Duration::from_millis(100), joined: false };
     let result = loop {
         if shutdown.is_cancelled() {
-            break Ok(());
+            break Ok(Ended::Stopped);
         }
-        match session(&opts, &client, &inbox_tx, &mut outbox_rx, &mut link, &mut retry, &shutdown).await {
-            Ok(()) => break Ok(()),
+        let ends = Ends { drain: &drain, shutdown: &shutdown };
+        match session(&opts, &client, &inbox_tx, &mut outbox_rx, &mut link, &mut retry, ends).await {
+            Ok(ended) => break Ok(ended),
             Err(e) if e.downcast_ref::<Refused>().is_some() => break Err(e),
             Err(e) => {
                 // Never joined: the address (or the network) is the question,
@@ -147,7 +161,7 @@ pub async fn join(
                 eprintln!("ensemble runner: {what}: {e:#}; trying again");
                 tokio::select! {
                     _ = tokio::time::sleep(retry.backoff) => {}
-                    _ = shutdown.cancelled() => break Ok(()),
+                    _ = shutdown.cancelled() => break Ok(Ended::Stopped),
                 }
                 retry.backoff = (retry.backoff * 2).min(Duration::from_secs(5));
             }
@@ -167,6 +181,13 @@ struct Retry {
     joined: bool,
 }
 
+/// What ends a machine besides the coordinator: a drain, or a stop.
+#[derive(Clone, Copy)]
+struct Ends<'a> {
+    drain: &'a CancellationToken,
+    shutdown: &'a CancellationToken,
+}
+
 /// One connection: hello, resend what is unacknowledged, then pump. Once
 /// welcomed, the next reconnect starts again from the shortest backoff.
 async fn session(
@@ -176,8 +197,9 @@ async fn session(
     outbox: &mut mpsc::UnboundedReceiver<FromMachine>,
     link: &mut Link,
     retry: &mut Retry,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
+    ends: Ends<'_>,
+) -> anyhow::Result<Ended> {
+    let Ends { drain, shutdown } = ends;
     let ws = match client.websocket(routes::MACHINE_JOIN).await {
         Ok(ws) => ws,
         // An untrusted certificate, or a scheme that does not match the
@@ -241,15 +263,21 @@ async fn session(
         tx.send(send(&msg)).await?;
     }
     let mut heartbeat = tokio::time::interval(opts.heartbeat);
+    // Asked (again, on this connection) once `drain` fires.
+    let mut drain_asked = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
                 let _ = tx.close().await;
-                return Ok(());
+                return Ok(Ended::Stopped);
+            }
+            _ = drain.cancelled(), if !drain_asked => {
+                drain_asked = true;
+                tx.send(send(&FromMachine::Drain)).await?;
             }
             _ = heartbeat.tick() => tx.send(send(&FromMachine::Heartbeat)).await?,
             out = outbox.recv() => {
-                let Some(msg) = out else { return Ok(()) };
+                let Some(msg) = out else { return Ok(Ended::Stopped) };
                 link.outgoing(&msg);
                 tx.send(send(&msg)).await?;
             }
@@ -267,6 +295,10 @@ async fn session(
                             tx.send(send(&FromMachine::Pong { id, coordinator_us, machine_us: now_us() })).await?;
                         }
                         Some(ToMachine::Rejected { reason, retry: false }) => return Err(Refused::by_coordinator(reason).into()),
+                        Some(ToMachine::Drained) => {
+                            let _ = tx.close().await;
+                            return Ok(Ended::Drained);
+                        }
                         Some(ToMachine::Rejected { reason, retry: true }) => {
                             bail!("the coordinator asked to retry: {reason}")
                         }

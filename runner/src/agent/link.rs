@@ -37,7 +37,11 @@ impl Link {
             FromMachine::ShardDone { run, shard } => {
                 self.done.insert((run.clone(), *shard), msg.clone());
             }
-            FromMachine::Hello { .. } | FromMachine::Pong { .. } | FromMachine::Heartbeat => {}
+            // A drain request is asked again on each connection by `join`.
+            FromMachine::Hello { .. }
+            | FromMachine::Pong { .. }
+            | FromMachine::Heartbeat
+            | FromMachine::Drain => {}
         }
     }
 

@@ -203,9 +203,11 @@ impl Agent {
                         let _ = tx.send(reply);
                     }
                 }
-                // Acks and the link-level messages are the transport's business.
+                // Acks and the link-level messages are the transport's
+                // business, and so is being drained (`join` stops).
                 ToMachine::Ack { .. }
                 | ToMachine::AckShardDone { .. }
+                | ToMachine::Drained
                 | ToMachine::Welcome { .. }
                 | ToMachine::Rejected { .. }
                 | ToMachine::Ping { .. } => {}

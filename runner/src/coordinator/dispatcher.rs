@@ -565,6 +565,16 @@ impl Dispatcher {
             .collect()
     }
 
+    /// The names of the machines some shard of the run is placed on (in
+    /// any group): a drained machine is not let go while the run goes on.
+    pub fn placed_machines(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.shards.iter().map(|s| self.machines[s.machine_index].info.name.clone()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     pub fn machine_names(&self) -> Vec<String> {
         self.machines.iter().map(|l| l.info.name.clone()).collect()
     }

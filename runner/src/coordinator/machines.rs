@@ -79,6 +79,10 @@ struct Entry {
     /// is lost ([`Machines::forget_awaited`]).
     awaited: bool,
     running: BTreeMap<(String, u32), ShardRef>,
+    /// Drained: placed on no more; told [`ToMachine::Drained`] once idle
+    /// (`told`, per connection).
+    draining: bool,
+    told: bool,
 }
 
 impl Entry {
@@ -95,12 +99,16 @@ impl Entry {
             local,
             awaited: false,
             running: BTreeMap::new(),
+            draining: false,
+            told: false,
         }
     }
 
     fn status(&self) -> MachineStatus {
         let state = if self.offline || self.awaited {
             MachineState::Offline
+        } else if self.draining {
+            MachineState::Draining
         } else if self.running.is_empty() {
             MachineState::Online
         } else {
@@ -113,6 +121,7 @@ impl Entry {
             clock_uncertainty_us: self.clock.uncertainty_us,
             running: self.running.values().cloned().collect(),
             last_seen_us: self.last_seen_us,
+            local: self.local,
         }
     }
 
@@ -184,10 +193,14 @@ impl Machines {
         }
         let entry = entries.entry(info.name.clone()).or_insert_with(|| Entry::new(info.clone(), local));
         if entry.offline {
-            // A machine given up as lost starts afresh: its old shards are over.
+            // A machine given up as lost starts afresh: its old shards are
+            // over, and so is a drain (a new process took the name).
             entry.running.clear();
             entry.clock = Clock::default();
+            entry.draining = false;
         }
+        // A draining machine that reconnects is told again once idle.
+        entry.told = false;
         entry.info = info;
         entry.conn = Some(Conn { generation, tx });
         entry.offline = false;
@@ -224,6 +237,41 @@ impl Machines {
             self.bump();
         }
         kicked
+    }
+
+    /// Places no more shards on remote machine `name`; returns how many it
+    /// runs now, or None when there is no such connected remote machine.
+    /// (Called under the coordinator's queue lock, which placement holds:
+    /// no run placed before it is missed, none after it uses the machine.)
+    pub fn drain(&self, name: &str) -> Option<u32> {
+        let running = match self.lock().get_mut(name) {
+            Some(e) if !e.local && !e.offline && e.conn.is_some() => {
+                e.draining = true;
+                e.running.len() as u32
+            }
+            _ => return None,
+        };
+        self.bump();
+        Some(running)
+    }
+
+    /// Tells each draining machine that is idle, and that `idle` says no
+    /// run counts on, that it is drained (once per connection).
+    pub fn tell_drained(&self, idle: impl Fn(&str) -> bool) {
+        for (name, e) in self.lock().iter_mut() {
+            if e.draining
+                && !e.told
+                && !e.offline
+                && e.running.is_empty()
+                && idle(name)
+                && let Some(conn) = &e.conn
+            {
+                e.told = conn.tx.send(ToMachine::Drained).is_ok();
+                if e.told {
+                    tracing::info!(machine = %name, "drained: told the machine it may stop");
+                }
+            }
+        }
     }
 
     /// Sends to `name`'s current connection; records assignments as running.
@@ -352,10 +400,15 @@ impl Machines {
         MachineLink { info, port: Arc::new(RegistryPort { machines: Arc::downgrade(self), name }) }
     }
 
-    /// The machines that can take work now, each reached through the registry.
+    /// The machines that can take work now (connected, not draining), each
+    /// reached through the registry.
     pub fn links(self: &Arc<Self>) -> Vec<MachineLink> {
-        let infos: Vec<MachineInfo> =
-            self.lock().values().filter(|e| !e.offline && e.conn.is_some()).map(|e| e.info.clone()).collect();
+        let infos: Vec<MachineInfo> = self
+            .lock()
+            .values()
+            .filter(|e| !e.offline && e.conn.is_some() && !e.draining)
+            .map(|e| e.info.clone())
+            .collect();
         infos.into_iter().map(|info| self.link_to(info)).collect()
     }
 
@@ -463,6 +516,38 @@ mod tests {
         let (tx3, _rx3) = mpsc::unbounded_channel();
         m.connect(info("local"), tx3.clone(), true).unwrap();
         assert!(m.connect(info("local"), tx3, false).unwrap_err().contains("already connected"));
+    }
+
+    #[test]
+    fn a_drained_machine_gets_no_work_and_is_told_once_idle_once_per_connection() {
+        let m = Arc::new(Machines::default());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        m.connect(info("a"), tx, false).unwrap();
+        let (local_tx, _local_rx) = mpsc::unbounded_channel();
+        m.connect(info("local"), local_tx, true).unwrap();
+        let shard =
+            ShardRef { shard: 1, machine: "a".into(), role: "r".into(), suite: "s".into(), instance: 0 };
+        m.hold("a", "run", &shard, true);
+        assert_eq!(m.drain("a"), Some(1));
+        assert_eq!(m.drain("local"), None, "the server's own machine is not drained");
+        assert_eq!(m.drain("nobody"), None);
+        let names: Vec<String> = m.links().iter().map(|l| l.info.name.clone()).collect();
+        assert_eq!(names, ["local"], "no new work for a draining machine");
+        assert_eq!(m.statuses().iter().find(|s| s.info.name == "a").unwrap().state, MachineState::Draining);
+        m.tell_drained(|_| true);
+        assert!(rx.try_recv().is_err(), "not while it runs a shard");
+        m.hold("a", "run", &shard, false);
+        m.tell_drained(|_| false);
+        assert!(rx.try_recv().is_err(), "not while a run counts on it");
+        m.tell_drained(|_| true);
+        m.tell_drained(|_| true);
+        assert_eq!(rx.try_recv().ok(), Some(ToMachine::Drained));
+        assert!(rx.try_recv().is_err(), "told once");
+        // Back on a new connection (a blip), it is still draining and told again.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        m.connect(info("a"), tx, false).unwrap();
+        m.tell_drained(|_| true);
+        assert_eq!(rx.try_recv().ok(), Some(ToMachine::Drained));
     }
 
     #[test]

@@ -49,8 +49,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ensemble_protocol::api::{
-    ApiError, ErrorKind, HistoryQuery, ListQuery, MachineDisconnected, MachineStatus, PlanDeleted,
-    RunCancelling, RunCreated, RunMeta, RunRequest, RunState, StoredPlan, SuiteMeta, TestHistory, suite_sha,
+    ApiError, ErrorKind, HistoryQuery, ListQuery, MachineDisconnected, MachineDraining, MachineState,
+    MachineStatus, PlanDeleted, RunCancelling, RunCreated, RunMeta, RunRequest, RunState, StoredPlan,
+    SuiteMeta, TestHistory, suite_sha,
 };
 use ensemble_protocol::wire::{FromMachine, MachineInfo, SyncFailure, SyncReply, ToMachine};
 use ensemble_protocol::{CancelReason, Event, EventKind, Plan};
@@ -92,6 +93,8 @@ struct ActiveRun {
     inbound: mpsc::UnboundedSender<Inbound>,
     /// Machine names by their index in the run.
     machines: Vec<String>,
+    /// The machines its shards are placed on.
+    placed: Vec<String>,
     events: broadcast::Sender<Live>,
 }
 
@@ -179,6 +182,7 @@ impl Coordinator {
             queue_moved: watch::channel(0).0,
         });
         core.tasks.spawn(Self::watchdog(Arc::downgrade(&core), core.shutdown.clone()));
+        core.tasks.spawn(Self::drainer(Arc::downgrade(&core), core.shutdown.clone()));
         core
     }
 
@@ -233,6 +237,55 @@ impl Coordinator {
             Ok(MachineDisconnected { disconnected: name.to_string() })
         } else {
             Err(ApiError::new(ErrorKind::NotFound, format!("no remote machine named {name:?}")))
+        }
+    }
+
+    /// Drains machine `name`: no new shards; told to stop once its shards
+    /// are done and no run it is part of goes on.
+    pub fn drain_machine(&self, name: &str) -> Result<MachineDraining, ApiError> {
+        // Under the queue's lock, which placement holds: a run placed on the
+        // machine before is counted, none placed after uses it.
+        let running = {
+            let _placing = self.queue.lock().expect("queue lock");
+            self.machines.drain(name)
+        };
+        let Some(running) = running else {
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no connected remote machine named {name:?} (the server's own machine is not drained: \
+                     start serve with --no-local-machine to run no tests on it)"
+                ),
+            ));
+        };
+        tracing::info!(machine = %name, running, "draining");
+        self.tell_drained();
+        Ok(MachineDraining { draining: name.to_string(), running })
+    }
+
+    /// Tells drained machines that are idle, and that no active run counts
+    /// on, that they may stop.
+    fn tell_drained(&self) {
+        let counted: std::collections::HashSet<String> =
+            self.runs.lock().expect("runs lock").values().flat_map(|r| r.placed.iter().cloned()).collect();
+        self.machines.tell_drained(|name| !counted.contains(name));
+    }
+
+    /// Tells drained machines they may stop as soon as they may: whenever
+    /// machines change (a shard ends) or a run ends.
+    async fn drainer(core: std::sync::Weak<Coordinator>, shutdown: CancellationToken) {
+        let (mut machines, mut moved) = {
+            let Some(c) = core.upgrade() else { return };
+            (c.machines.subscribe(), c.queue_moved.subscribe())
+        };
+        loop {
+            tokio::select! {
+                changed = machines.changed() => if changed.is_err() { return },
+                changed = moved.changed() => if changed.is_err() { return },
+                _ = shutdown.cancelled() => return,
+            }
+            let Some(c) = core.upgrade() else { return };
+            c.tell_drained();
         }
     }
 
@@ -303,6 +356,12 @@ impl Coordinator {
             FromMachine::Event { run, .. }
             | FromMachine::Sync { run, .. }
             | FromMachine::ShardDone { run, .. } => run,
+            FromMachine::Drain => {
+                if let Err(e) = self.drain_machine(name) {
+                    tracing::warn!(machine = %name, "a machine asked to be drained: {}", e.message());
+                }
+                return;
+            }
             FromMachine::Pong { .. } | FromMachine::Heartbeat | FromMachine::Hello { .. } => return,
         };
         let runs = self.runs.lock().expect("runs lock");
@@ -573,9 +632,21 @@ impl Coordinator {
             return Err(ApiError::from(ensemble_protocol::PlanError { file: None, problems }));
         }
         let infos: Vec<MachineInfo> = self.machines.links().iter().map(|l| l.info.clone()).collect();
-        if let Err(Unplaced::Never(why)) =
+        if let Err(Unplaced::Never(mut why)) =
             matching::place(&job.plan, &job.names(), &job.uses_sync(), &infos, &[])
         {
+            let draining: Vec<String> = self
+                .machines
+                .statuses()
+                .into_iter()
+                .filter(|m| {
+                    m.state == MachineState::Draining && job.plan.profiles.iter().any(|p| p.matches(&m.info))
+                })
+                .map(|m| m.info.name)
+                .collect();
+            if !draining.is_empty() {
+                why.push_str(&format!("; draining, so taking no new shards: {}", draining.join(", ")));
+            }
             return Err(ApiError::new(ErrorKind::Unsatisfiable, why));
         }
 
@@ -672,7 +743,12 @@ impl Coordinator {
         let (committed_tx, committed_rx) = watch::channel(committed);
         self.runs.lock().expect("runs lock").insert(
             id.clone(),
-            ActiveRun { inbound: inbound_tx, machines: Vec::new(), events: events.clone() },
+            ActiveRun {
+                inbound: inbound_tx,
+                machines: Vec::new(),
+                placed: Vec::new(),
+                events: events.clone(),
+            },
         );
         let writer = self.run_tasks.spawn(write_events(self.store.clone(), records_rx, events, committed_tx));
         Opened { stream: Stream::new(id, committed, reporters), inbound, committed: committed_rx, writer }
@@ -768,6 +844,7 @@ impl Coordinator {
                 .durable(committed.clone());
         if let Some(run) = self.runs.lock().expect("runs lock").get_mut(id) {
             run.machines = dispatcher.machine_names();
+            run.placed = dispatcher.placed_machines();
         }
         // Assigned under the queue's lock: the next run counts these slots.
         dispatcher.start();
@@ -913,6 +990,7 @@ impl Coordinator {
         }
         if let Some(run) = self.runs.lock().expect("runs lock").get_mut(&key) {
             run.machines = dispatcher.machine_names();
+            run.placed = dispatcher.placed_machines();
         }
         self.drive(key.clone(), Some(dispatcher), true, opened);
         let Some(inbound) = self.runs.lock().expect("runs lock").get(&key).map(|r| r.inbound.clone()) else {

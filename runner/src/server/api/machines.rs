@@ -1,5 +1,5 @@
-//! `/api/machines`: the machines, long-polled for a count online, and
-//! disconnecting one. (The machines' own WebSocket is `server::join`.)
+//! `/api/machines`: the machines, long-polled for a count online,
+//! disconnecting one, and draining one. (The machines' own WebSocket is `server::join`.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +26,12 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
             core.disconnect_machine(&name).map(|r| json(&r)).map_err(fail)
         },
     );
-    list.or(disconnect).unify().boxed()
+    let drain = item_action("machines", "drain").and(warp::post()).and(authorized(core)).and_then(
+        |name: String, core: Arc<Coordinator>| async move {
+            core.drain_machine(&name).map(|r| json(&r)).map_err(fail)
+        },
+    );
+    list.or(disconnect).unify().or(drain).unify().boxed()
 }
 
 async fn list(core: Arc<Coordinator>, query: MachinesQuery) -> warp::reply::Response {

@@ -1,0 +1,158 @@
+//! Draining machines: a drained machine (through the API, or its runner
+//! sent SIGTERM) finishes the shard it runs, is given no new one, and its
+//! runner stops on its own once the coordinator says it is drained.
+
+use ensemble_protocol::EventKind;
+use ensemble_protocol::api::MachineState;
+use ensemble_tests::{Proc, Server, start_runner, start_server};
+
+const TOKEN: &str = "drain-token";
+
+/// The `skewed` suite (24 tests), uploaded: its plan reference.
+async fn skewed(server: &Server) -> String {
+    format!("sha256:{}", server.upload(ensemble_artifacts::SKEWED, "skewed").await)
+}
+
+/// A run of the `skewed` suite (about two seconds) on machine `machine`.
+async fn start_on(server: &Server, machine: &str) -> String {
+    let suite = skewed(server).await;
+    server
+        .start_run(serde_json::json!({
+            "name": format!("on {machine}"),
+            "profiles": [{ "name": "p", "machine": machine }],
+            "entries": [{ "suite": suite, "profile": "p", "params": { "scale_ms": "20" } }],
+        }))
+        .await
+}
+
+/// Waits until the run has started a test.
+async fn first_test_started(server: &Server, run: &str) {
+    server.watch(run, 1, |e| !matches!(e.kind, EventKind::TestStarted { .. })).await;
+}
+
+fn state_of(machines: &[ensemble_protocol::api::MachineStatus], name: &str) -> MachineState {
+    machines.iter().find(|m| m.info.name == name).map(|m| m.state).unwrap_or(MachineState::Offline)
+}
+
+/// Waits for the runner to exit on its own; its exit code and log.
+async fn exits(mut proc: Proc) -> (Option<i32>, String) {
+    let status = tokio::task::spawn_blocking(move || {
+        let status = proc.child.wait().unwrap();
+        (status.code(), proc.log())
+    });
+    status.await.unwrap()
+}
+
+/// Every test of the run passed, on `machine`.
+async fn all_passed_on(server: &Server, run: &str, machine: &str) {
+    let events = server.events(run).await;
+    let finished: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::TestFinished { shard, outcome, .. } => {
+                Some((shard.machine.clone(), outcome.to_string()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished.len(), 24, "{finished:?}");
+    assert!(finished.iter().all(|(m, o)| m == machine && o == "passed"), "{finished:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_machine_finishes_its_shard_takes_no_new_one_and_its_runner_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let drained = start_runner(dir.path(), &server, "drained", &["pool=d"], None);
+    let _other = start_runner(dir.path(), &server, "other", &["pool=d"], None);
+    server.wait_online(2).await;
+    let client = server.client();
+
+    let first = start_on(&server, "drained").await;
+    first_test_started(&server, &first).await;
+    let answer = client.drain_machine("drained").await.unwrap();
+    assert_eq!((answer.draining.as_str(), answer.running), ("drained", 1));
+    assert_eq!(state_of(&client.machines().await.unwrap(), "drained"), MachineState::Draining);
+
+    // A new run on the pool goes to the other machine; one pinned to the
+    // drained machine has nowhere to go.
+    let suite = skewed(&server).await;
+    let second = server
+        .start_run(serde_json::json!({
+            "name": "pool",
+            "profiles": [{ "name": "p", "labels": { "pool": "d" } }],
+            "entries": [{ "suite": suite, "profile": "p", "params": { "scale_ms": "1" } }],
+        }))
+        .await;
+    all_passed_on(&server, &second, "other").await;
+    let plan = ensemble_protocol::Plan::from_json(
+        &serde_json::json!({
+            "name": "pinned",
+            "profiles": [{ "name": "p", "machine": "drained" }],
+            "entries": [{ "suite": suite, "profile": "p" }],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let refused = client.start_plan(&plan).await.unwrap_err().to_string();
+    assert!(refused.contains("draining, so taking no new shards: drained"), "{refused}");
+
+    // The shard it ran finished whole, then its runner stopped by itself.
+    all_passed_on(&server, &first, "drained").await;
+    let (code, log) = exits(drained).await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("ensemble runner: drained: its shards are done; stopped"), "{log}");
+
+    // Nothing to drain: the server's own machine, an unknown name.
+    let err = client.drain_machine("nobody").await.unwrap_err().to_string();
+    assert!(err.contains("no connected remote machine named \"nobody\""), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_runner_and_it_stops_once_its_shard_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
+    let runner = start_runner(dir.path(), &server, "termed", &[], None);
+    server.wait_online(2).await;
+    let err = server.client().drain_machine("local").await.unwrap_err().to_string();
+    assert!(err.contains("the server's own machine is not drained"), "{err}");
+
+    let run = start_on(&server, "termed").await;
+    first_test_started(&server, &run).await;
+    let pid = rustix::process::Pid::from_raw(runner.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    all_passed_on(&server, &run, "termed").await;
+    let (code, log) = exits(runner).await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("ensemble runner: draining: finishing the shards here"), "{log}");
+    assert!(log.contains("drained: its shards are done; stopped"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_machines_page_drains_a_machine_after_asking() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
+    let runner = start_runner(dir.path(), &server, "idle-box", &[], None);
+    server.wait_online(2).await;
+    let browser = ensemble_tests::browser::Browser::start().await.unwrap();
+    let b = &browser;
+    let steps = async {
+        b.goto(&format!("{}/machines?token={TOKEN}", server.url)).await?;
+        b.wait_css("tr[data-machine='idle-box'] button.drain").await?;
+        b.wait_absent("tr[data-machine='local'] button.drain").await?;
+        // It asks first (answered yes here).
+        b.execute("window.confirm = (q) => { window.asked = q; return true; }", vec![]).await?;
+        b.click("tr[data-machine='idle-box'] button.drain").await?;
+        b.wait_text("#machines-banner", "Draining \"idle-box\": 0 shard(s) to finish").await?;
+        b.wait_text("tr[data-machine='idle-box'] .state", "draining").await?;
+        let asked = b.execute("return window.asked", vec![]).await?;
+        anyhow::ensure!(asked.as_str().is_some_and(|q| q.starts_with("Drain \"idle-box\"?")), "{asked}");
+        anyhow::Ok(())
+    };
+    if let Err(e) = steps.await {
+        panic!("{e:#}\n{}", browser.diagnostics().await);
+    }
+    browser.close().await.unwrap();
+    let (code, log) = exits(runner).await;
+    assert_eq!(code, Some(0), "an idle machine stops at once: {log}");
+}

@@ -916,7 +916,7 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
             Ok(exit::SUCCESS)
         }
         Ok(crate::agent::join::Ended::Drained) => {
-            eprintln!("ensemble runner: drained: its shards are done; stopped");
+            eprintln!("ensemble runner: stopped (drained: its shards are done)");
             Ok(exit::SUCCESS)
         }
         Err(e) if e.downcast_ref::<crate::agent::join::Refused>().is_some() => Err(bad(e)),

@@ -101,7 +101,7 @@ async fn a_drained_machine_finishes_its_shard_takes_no_new_one_and_its_runner_st
     all_passed_on(&server, &first, "drained").await;
     let (code, log) = exits(drained).await;
     assert_eq!(code, Some(0), "{log}");
-    assert!(log.contains("ensemble runner: drained: its shards are done; stopped"), "{log}");
+    assert!(log.contains("ensemble runner: stopped (drained: its shards are done)"), "{log}");
 
     // Nothing to drain: the server's own machine, an unknown name.
     let err = client.drain_machine("nobody").await.unwrap_err().to_string();
@@ -125,7 +125,7 @@ async fn sigterm_drains_a_runner_and_it_stops_once_its_shard_is_done() {
     let (code, log) = exits(runner).await;
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("ensemble runner: draining: finishing the shards here"), "{log}");
-    assert!(log.contains("drained: its shards are done; stopped"), "{log}");
+    assert!(log.contains("ensemble runner: stopped (drained: its shards are done)"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,12 +141,17 @@ pub async fn join(
     let agent = Arc::new(Agent::new(opts.info.clone(), sandbox, suites, opts.policy.clone()));
     let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
     let (outbox_tx, mut outbox_rx) = mpsc::unbounded_channel();
-    let agent_task = tokio::spawn(agent.serve(inbox_rx, outbox_tx, shutdown.child_token()));
+    let agent_task = tokio::spawn(agent.clone().serve(inbox_rx, outbox_tx, shutdown.child_token()));
     let mut link = Link::default();
-    let mut retry = Retry { backoff: Duration::from_millis(100), joined: false };
+    let mut retry = Retry { backoff: Duration::from_millis(100), joined: false, failed: false };
     let result = loop {
         if shutdown.is_cancelled() {
             break Ok(Ended::Stopped);
+        }
+        // Draining while the coordinator cannot be reached: no work can
+        // come, so once the shards here are done there is nothing to wait for.
+        if drain.is_cancelled() && agent.active_shards() == 0 && retry.failed {
+            break Ok(Ended::Drained);
         }
         let ends = Ends { drain: &drain, shutdown: &shutdown };
         match session(&opts, &client, &inbox_tx, &mut outbox_rx, &mut link, &mut retry, ends).await {
@@ -159,8 +164,10 @@ pub async fn join(
                     .replace("{url}", &opts.url);
                 tracing::debug!("{what}: {e:#}; trying again in {:?}", retry.backoff);
                 eprintln!("ensemble runner: {what}: {e:#}; trying again");
+                retry.failed = true;
                 tokio::select! {
                     _ = tokio::time::sleep(retry.backoff) => {}
+                    _ = drain.cancelled(), if agent.active_shards() == 0 => {}
                     _ = shutdown.cancelled() => break Ok(Ended::Stopped),
                 }
                 retry.backoff = (retry.backoff * 2).min(Duration::from_secs(5));
@@ -179,6 +186,8 @@ pub async fn join(
 struct Retry {
     backoff: Duration,
     joined: bool,
+    /// The last connection attempt (or connection) failed.
+    failed: bool,
 }
 
 /// What ends a machine besides the coordinator: a drain, or a stop.
@@ -248,7 +257,7 @@ async fn session(
                     }
                 }
                 tracing::info!(%coordinator, machine = %opts.info.name, "joined");
-                *retry = Retry { backoff: Duration::from_millis(100), joined: true };
+                *retry = Retry { backoff: Duration::from_millis(100), joined: true, failed: false };
                 eprintln!("ensemble runner: {} joined {} ({coordinator})", opts.info.name, opts.url);
             }
             ToMachine::Rejected { reason, retry: false } => {

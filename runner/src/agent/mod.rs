@@ -120,6 +120,8 @@ pub struct Agent {
     suites: Arc<dyn SuiteSource>,
     /// What plans may grant on this machine.
     policy: HostPolicy,
+    /// Shards assigned here and not finished.
+    active: std::sync::atomic::AtomicUsize,
 }
 
 impl Agent {
@@ -129,7 +131,12 @@ impl Agent {
         suites: Arc<dyn SuiteSource>,
         policy: HostPolicy,
     ) -> Self {
-        Self { info, sandbox, suites, policy }
+        Self { info, sandbox, suites, policy, active: Default::default() }
+    }
+
+    /// How many shards assigned here have not finished.
+    pub fn active_shards(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
     }
 
     /// Serves assignments until `inbox` closes or `shutdown` fires; waits for
@@ -180,6 +187,7 @@ impl Agent {
                         (Arc::new(RunCancel { token: shutdown.child_token(), why: Mutex::default() }), 0)
                     });
                     *shards += 1;
+                    self.active.fetch_add(1, Ordering::SeqCst);
                     let cancel = cancel.clone();
                     let link = Arc::new(ShardLink {
                         run: assignment.run.clone(),
@@ -244,6 +252,7 @@ impl Agent {
                 let _slot = slot;
                 let run = assignment.run.clone();
                 this.run_shard(assignment, link).await;
+                this.active.fetch_sub(1, Ordering::SeqCst);
                 let _ = ended.send(run);
             });
         }

@@ -8,6 +8,7 @@
 //! [`ErrorKind`] that fixes the HTTP status, a message for people, and
 //! field-level details for plan problems.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -412,6 +413,14 @@ pub struct Health {
     pub protocol: u32,
 }
 
+/// `GET /readyz`: whether the server can do its work now (200 when
+/// `ready`, 503 when not), with each check's finding (`"ok"` or why not).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub checks: BTreeMap<String, String>,
+}
+
 /// `POST /api/runs` answers with the new run's id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunCreated {
@@ -498,6 +507,12 @@ pub mod routes {
     use super::encode;
 
     pub const HEALTH: &str = "/api/health";
+    /// Liveness for probes: 200 while the process serves.
+    pub const HEALTHZ: &str = "/healthz";
+    /// Readiness for probes: the store takes writes and machines can join.
+    pub const READYZ: &str = "/readyz";
+    /// Prometheus metrics (OpenMetrics text), behind the metrics token if set.
+    pub const METRICS: &str = "/metrics";
     pub const MACHINES: &str = "/api/machines";
     /// The machines' WebSocket.
     pub const MACHINE_JOIN: &str = "/api/machines/join";

@@ -35,6 +35,18 @@ const EXIT_CODES: &str = "Exit codes:
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written to stderr: `text` for people, `json` (one
+    /// object per line, with fields such as `run` and `machine`) for log
+    /// collectors. `ENSEMBLE_LOG` picks what is logged (default `warn`).
+    #[arg(long, global = true, value_enum, default_value = "text", env = "ENSEMBLE_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -286,6 +298,10 @@ struct ServeArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Require this bearer token for `GET /metrics` (Prometheus); without
+    /// it, /metrics is open like /healthz and /readyz.
+    #[arg(long, env = "ENSEMBLE_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -314,6 +330,10 @@ struct RunnerArgs {
     /// Trust this CA (PEM) for an https:// coordinator.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
+    /// Serve this machine's Prometheus metrics at http://ADDR/metrics
+    /// (sandbox instantiation and test durations; port 0 picks one, printed).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     policy: PolicyArgs,
     #[command(flatten)]
@@ -469,13 +489,15 @@ pub fn main() -> i32 {
             return if e.use_stderr() { exit::BAD_INPUT } else { exit::SUCCESS };
         }
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ENSEMBLE_LOG").unwrap_or_else(|_| "warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -857,6 +879,7 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
             max_suite_bytes: usize::try_from(args.max_suite_size.0).unwrap_or(usize::MAX),
             shutdown_grace: SHUTDOWN_GRACE,
             loopback_only: addr.ip().is_loopback(),
+            metrics_token: args.metrics_token.clone(),
         },
         local_machine: local,
         // Suites on the server's own machine never reach the server itself.
@@ -900,6 +923,16 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
              (SIGTERM again or Ctrl-C stops now)"
         );
     });
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| bad(anyhow::anyhow!("--metrics-listen {addr}: {e}")))?;
+        let bound = listener.local_addr().map_err(internal)?;
+        eprintln!("ensemble runner: metrics at http://{bound}/metrics");
+        use warp::Filter;
+        let route = warp::path!("metrics").and(warp::get()).map(|| crate::server::metrics_reply(None));
+        tokio::spawn(crate::server::listen::serve(listener, None, warp::service(route), shutdown.clone()));
+    }
     let deny = crate::agent::join::coordinator_addresses(&args.join).await;
     let opts = crate::agent::join::JoinOptions {
         policy: args.policy.policy("ensemble runner", deny),

@@ -25,6 +25,7 @@
 //! - [`signals`]: stopping cleanly on Ctrl-C and SIGTERM.
 //! - [`time`]: the wall clock every part stamps events with.
 //! - [`throttle`]: log lines a peer can cause, at a bounded rate.
+//! - [`metrics`]: the process's Prometheus metrics (`/metrics`).
 //! - [`cli`]: the command line and its exit codes.
 //! - [`fuzzing`]: entry points of the fuzz targets (`fuzz/`) and their corpora.
 //!
@@ -39,6 +40,7 @@ pub mod cli;
 pub mod coordinator;
 pub mod demo;
 pub mod fuzzing;
+pub mod metrics;
 pub mod prepare;
 pub mod report;
 pub mod sandbox;

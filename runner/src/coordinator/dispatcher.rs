@@ -138,6 +138,13 @@ impl Stream {
     }
 
     fn push(&mut self, kind: EventKind, at_us: i64, machine_at_us: Option<i64>) {
+        let metrics = crate::metrics::metrics();
+        metrics.events.inc();
+        match &kind {
+            EventKind::TestFinished { outcome, .. } => metrics.test_finished(outcome.as_str()),
+            EventKind::RunFinished { verdict, .. } => metrics.run_finished(verdict.as_str()),
+            _ => {}
+        }
         self.seq += 1;
         let ev = Event { run: self.run.clone(), seq: self.seq, at_us, machine_at_us, kind };
         for r in &mut self.reporters {
@@ -734,7 +741,10 @@ impl Dispatcher {
         self.tasks.spawn(async move {
             let (reply, op) = match wait {
                 (SyncCall::Barrier { state, target, timeout_ms }, signalled) => {
-                    sync.barrier(state, target, timeout_ms, signalled).await
+                    let began = Instant::now();
+                    let done = sync.barrier(state, target, timeout_ms, signalled).await;
+                    crate::metrics::metrics().barrier_wait.observe(began.elapsed().as_secs_f64());
+                    done
                 }
                 (other, _) => sync.handle(other).await,
             };

@@ -64,7 +64,7 @@ impl Unplaced {
 }
 
 /// The profiles an entry's instances are placed on.
-fn entry_profiles<'p>(plan: &'p Plan, entry: &ensemble_protocol::plan::Entry) -> Vec<&'p Profile> {
+pub(crate) fn entry_profiles<'p>(plan: &'p Plan, entry: &ensemble_protocol::plan::Entry) -> Vec<&'p Profile> {
     match (&entry.profile, plan.kind) {
         (Some(p), _) => plan.profile(p).into_iter().collect(),
         (None, PlanType::CrossPlatform) => plan.profiles.iter().collect(),

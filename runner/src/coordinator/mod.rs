@@ -50,8 +50,8 @@ use std::time::Duration;
 
 use ensemble_protocol::api::{
     ApiError, ErrorKind, HistoryQuery, ListQuery, MachineDisconnected, MachineDraining, MachineState,
-    MachineStatus, PlanDeleted, RunCancelling, RunCreated, RunMeta, RunRequest, RunState, StoredPlan,
-    SuiteMeta, TestHistory, suite_sha,
+    MachineStatus, PlanDeleted, Readiness, RunCancelling, RunCreated, RunMeta, RunRequest, RunState,
+    StoredPlan, SuiteMeta, TestHistory, suite_sha,
 };
 use ensemble_protocol::wire::{FromMachine, MachineInfo, SyncFailure, SyncReply, ToMachine};
 use ensemble_protocol::{CancelReason, Event, EventKind, Plan};
@@ -87,6 +87,8 @@ pub struct CoordinatorConfig {
     pub shutdown_grace: Duration,
     /// The server listens on loopback only: it answers only to loopback names.
     pub loopback_only: bool,
+    /// The bearer token `/metrics` needs, if any.
+    pub metrics_token: Option<String>,
 }
 
 struct ActiveRun {
@@ -95,6 +97,8 @@ struct ActiveRun {
     machines: Vec<String>,
     /// The machines its shards are placed on.
     placed: Vec<String>,
+    /// While it waits for machines: its shards, by (plan, profile).
+    pending: Vec<((String, String), i64)>,
     events: broadcast::Sender<Live>,
 }
 
@@ -209,6 +213,20 @@ impl Coordinator {
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+    }
+
+    /// Whether the server can do its work: the store takes writes, and
+    /// machines can join (it is not shutting down).
+    pub async fn readiness(&self) -> Readiness {
+        let mut checks = std::collections::BTreeMap::new();
+        let store = match self.store.call(|s| s.probe_write(now_us())).await {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("the store takes no writes: {e:#}"),
+        };
+        checks.insert("store".to_string(), store);
+        let machines = if self.run_tasks.is_closed() { "shutting down" } else { "ok" };
+        checks.insert("machines".to_string(), machines.to_string());
+        Readiness { ready: checks.values().all(|v| v == "ok"), checks }
     }
 
     // ---- machines ----
@@ -747,6 +765,7 @@ impl Coordinator {
                 inbound: inbound_tx,
                 machines: Vec::new(),
                 placed: Vec::new(),
+                pending: Vec::new(),
                 events: events.clone(),
             },
         );
@@ -845,6 +864,7 @@ impl Coordinator {
         if let Some(run) = self.runs.lock().expect("runs lock").get_mut(id) {
             run.machines = dispatcher.machine_names();
             run.placed = dispatcher.placed_machines();
+            run.pending.clear();
         }
         // Assigned under the queue's lock: the next run counts these slots.
         dispatcher.start();
@@ -918,6 +938,40 @@ impl Coordinator {
             .map(|m| m.name.clone())
             .collect();
         self.queue.lock().expect("queue lock").wait(job.ticket, id, wanted);
+        let mut pending: std::collections::BTreeMap<(String, String), i64> = Default::default();
+        for entry in &job.plan.entries {
+            for profile in matching::entry_profiles(&job.plan, entry) {
+                *pending.entry((job.plan.name.clone(), profile.name.clone())).or_default() +=
+                    i64::from(profile.count);
+            }
+        }
+        if let Some(run) = self.runs.lock().expect("runs lock").get_mut(id) {
+            run.pending = pending.into_iter().collect();
+        }
+    }
+
+    /// The state `/metrics` reports: machines and runs by state, and the
+    /// shards queued runs wait to place, by plan and profile.
+    pub fn metrics_scrape(&self) -> crate::metrics::Scrape {
+        let statuses = self.machines.statuses();
+        let count = |state: MachineState| statuses.iter().filter(|m| m.state == state).count() as i64;
+        let machines = vec![
+            ("online", count(MachineState::Online)),
+            ("busy", count(MachineState::Busy)),
+            ("draining", count(MachineState::Draining)),
+            ("offline", count(MachineState::Offline)),
+        ];
+        let runs = self.runs.lock().expect("runs lock");
+        let queued = runs.values().filter(|r| !r.pending.is_empty()).count() as i64;
+        let mut shards_pending = std::collections::BTreeMap::new();
+        for (key, n) in runs.values().flat_map(|r| r.pending.iter()) {
+            *shards_pending.entry(key.clone()).or_default() += n;
+        }
+        crate::metrics::Scrape {
+            machines,
+            runs: vec![("running", runs.len() as i64 - queued), ("queued", queued)],
+            shards_pending,
+        }
     }
 
     /// Takes up the runs that were running when the coordinator stopped
@@ -991,6 +1045,7 @@ impl Coordinator {
         if let Some(run) = self.runs.lock().expect("runs lock").get_mut(&key) {
             run.machines = dispatcher.machine_names();
             run.placed = dispatcher.placed_machines();
+            run.pending.clear();
         }
         self.drive(key.clone(), Some(dispatcher), true, opened);
         let Some(inbound) = self.runs.lock().expect("runs lock").get(&key).map(|r| r.inbound.clone()) else {

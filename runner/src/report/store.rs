@@ -123,6 +123,7 @@ pub async fn write_events(
                 if let Some(last) = events.last() {
                     committed.send_replace(last.seq);
                 }
+                crate::metrics::metrics().events_stored.inc_by(events.len() as u64);
                 for (e, size) in events.into_iter().zip(sizes) {
                     if matches!(e.kind, EventKind::RunFinished { .. }) {
                         tracing::info!(run = %e.run, "run finished");

@@ -443,7 +443,9 @@ impl LoadedSuite {
             KindPre::Suite(pre) => {
                 let (mut store, capture) = self.store(env, &test.name, &[], timeout);
                 let done = Self::within(&mut store, timeout, async |store| {
+                    let began = Instant::now();
                     let suite = pre.instantiate_async(&mut *store).await?;
+                    crate::metrics::metrics().instantiate.observe(began.elapsed().as_secs_f64());
                     suite.ensemble_suite_tests().call_run(&mut *store, &test.name).await
                 })
                 .await;
@@ -459,7 +461,9 @@ impl LoadedSuite {
                 let args = command::args_for(self.kind(), test);
                 let (mut store, capture) = self.store(env, &test.name, &args, timeout);
                 let done = Self::within(&mut store, timeout, async |store| {
+                    let began = Instant::now();
                     let cmd = pre.instantiate_async(&mut *store).await?;
+                    crate::metrics::metrics().instantiate.observe(began.elapsed().as_secs_f64());
                     cmd.wasi_cli_run().call_run(&mut *store).await
                 })
                 .await;
@@ -476,7 +480,9 @@ impl LoadedSuite {
                 (o, m, capture)
             }
         };
-        TestRun { outcome, message, output: capture.text(), duration: started.elapsed() }
+        let duration = started.elapsed();
+        crate::metrics::metrics().test_duration.observe(duration.as_secs_f64());
+        TestRun { outcome, message, output: capture.text(), duration }
     }
 }
 

@@ -29,6 +29,11 @@ pub fn join_required(core: Arc<Coordinator>) -> impl Filter<Extract = (), Error 
     )
 }
 
+/// Requires the metrics token when the server has one (`--metrics-token`).
+pub fn metrics_required(core: Arc<Coordinator>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    token(move || core.config.metrics_token.clone().map(|t| vec![t]), "--metrics-token")
+}
+
 /// Requires either token: for what machines fetch (suite bytes) as well as people.
 pub fn either_required(core: Arc<Coordinator>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     token(

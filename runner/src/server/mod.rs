@@ -54,7 +54,42 @@ pub fn routes(core: &Arc<Coordinator>) -> warp::filters::BoxedFilter<(warp::repl
     // loopback, to loopback names).
     let api = guard::same_origin(core.config.loopback_only)
         .and(join.map(Reply::into_response).or(api::routes(core)).unify());
-    api.or(ui::routes()).unify().recover(error::recover).unify().boxed()
+    api.or(probes(core)).unify().or(ui::routes()).unify().recover(error::recover).unify().boxed()
+}
+
+/// The process's metrics in the OpenMetrics text format (which Prometheus
+/// reads), with the coordinator's state when there is one.
+pub fn metrics_reply(core: Option<&Coordinator>) -> warp::reply::Response {
+    let text = crate::metrics::metrics().text(core.map(Coordinator::metrics_scrape));
+    warp::reply::with_header(
+        text,
+        "content-type",
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    )
+    .into_response()
+}
+
+/// `/healthz` (alive: it answers) and `/readyz` (ready: 200, or 503 with
+/// the failed check), for service managers and Kubernetes probes: no token,
+/// nothing told but the checks' findings; and `/metrics`, behind the
+/// metrics token when there is one.
+fn probes(core: &Arc<Coordinator>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+    let healthz = warp::path!("healthz").and(warp::get()).map(|| "ok\n".into_response());
+    let ready_core = core.clone();
+    let readyz = warp::path!("readyz").and(warp::get()).then(move || {
+        let core = ready_core.clone();
+        async move {
+            let readiness = core.readiness().await;
+            let status = if readiness.ready { 200 } else { 503 };
+            error::json_with(&readiness, status)
+        }
+    });
+    let metrics_core = core.clone();
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(auth::metrics_required(core.clone()))
+        .map(move || metrics_reply(Some(&metrics_core)));
+    healthz.or(readyz).unify().or(metrics).unify().boxed()
 }
 
 /// Suites for the server's own machine: straight from the store.

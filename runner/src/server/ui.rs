@@ -2,6 +2,7 @@
 //! module serves it — `index.html` at `/` and at every app route (the app
 //! routes in the browser), the rest under `/assets/`.
 
+use ensemble_protocol::api::routes;
 use warp::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use warp::{Filter, Rejection, Reply};
 
@@ -40,7 +41,8 @@ pub fn routes() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejec
     });
     let pages = warp::get().and(warp::path::full()).and_then(|path: warp::path::FullPath| async move {
         let p = path.as_str();
-        if p == "/api" || p.starts_with("/api/") || p.starts_with("/assets/") {
+        let probe = [routes::HEALTHZ, routes::READYZ, routes::METRICS].contains(&p);
+        if p == "/api" || p.starts_with("/api/") || p.starts_with("/assets/") || probe {
             Err(warp::reject::not_found())
         } else {
             Ok(index())

@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS results (run TEXT NOT NULL, seq INTEGER NOT NULL, pla
                                     duration_ms INTEGER NOT NULL, attempt INTEGER NOT NULL,
                                     at_us INTEGER NOT NULL, PRIMARY KEY (run, seq));
 CREATE INDEX IF NOT EXISTS results_by_test ON results (plan, role, test, at_us);
+CREATE TABLE IF NOT EXISTS probes (name TEXT PRIMARY KEY, at_us INTEGER NOT NULL);
 ";
 
 /// Every test result of the stored events, with its run's plan name: the
@@ -108,6 +109,14 @@ impl Store {
             db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         Ok(Store { db: Arc::new(Mutex::new(db)), suites_dir, attachments_dir })
+    }
+
+    /// Commits a write (readiness probes): fails when the store cannot
+    /// take writes (a full or read-only disk, a locked database).
+    pub fn probe_write(&self, at_us: i64) -> anyhow::Result<()> {
+        self.db()
+            .execute("INSERT OR REPLACE INTO probes (name, at_us) VALUES ('ready', ?1)", params![at_us])?;
+        Ok(())
     }
 
     /// Runs blocking store work off the async workers.

@@ -263,7 +263,24 @@ async fn replay(
 /// Streams a run's events: replay from `from`, then live until it finishes.
 /// Live events are stored before they are sent, so subscribing first and
 /// replaying second leaves no gap.
+/// Counts a watcher while it lives.
+struct Watching;
+
+impl Watching {
+    fn new() -> Watching {
+        crate::metrics::metrics().watchers.inc();
+        Watching
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        crate::metrics::metrics().watchers.dec();
+    }
+}
+
 async fn watch_run(socket: WebSocket, core: Arc<Coordinator>, run: String, from: u64) {
+    let _watching = Watching::new();
     let (mut tx, mut rx) = socket.split();
     let mut live = core.subscribe_run(&run);
     let mut next = from.max(1);

@@ -132,6 +132,25 @@ async fn probes_answer_and_metrics_parse_and_move_during_runs() {
     assert_eq!(value(&queued, "ensemble_runs{state=\"running\"}"), 1.0, "{queued:#?}");
     assert_eq!(value(&queued, "ensemble_shards_pending{plan=\"waiting\",profile=\"workers\"}"), 1.0);
     assert_eq!(value(&queued, "ensemble_machines{state=\"busy\"}"), 1.0);
+    // Every metric the deployment files use (the autoscaler's query) is served.
+    let mut used = Vec::new();
+    for dir in ["deploy/kubernetes", "deploy/systemd"] {
+        for file in std::fs::read_dir(ensemble_tests::repo_root().join(dir)).unwrap() {
+            let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+            used.extend(
+                text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("ensemble_"))
+                    .map(str::to_string),
+            );
+        }
+    }
+    assert!(used.iter().any(|m| m == "ensemble_shards_pending"), "{used:?}");
+    for name in used {
+        assert!(
+            queued.keys().any(|k| k.starts_with(&format!("{name}{{"))),
+            "{name} is not served: {queued:#?}"
+        );
+    }
     client.cancel_run(&long).await.unwrap();
     server.events(&waiting).await;
     let done = scrape(&server).await;

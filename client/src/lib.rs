@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ensemble_protocol::api::{
-    ApiError, ErrorKind, Health, HistoryQuery, MachineDisconnected, MachineDraining, MachineStatus,
+    ApiError, Delivery, ErrorKind, Health, HistoryQuery, MachineDisconnected, MachineDraining, MachineStatus,
     PlanDeleted, RunCancelling, RunCreated, RunMeta, RunRequest, StoredPlan, SuiteMeta, TestHistory, routes,
 };
 use ensemble_protocol::{Event, EventKind, Plan};
@@ -445,6 +445,11 @@ impl Client {
         let what = format!("fetching suite {sha256}");
         let resp = self.send(&what, self.request(reqwest::Method::GET, &routes::suite(sha256))).await?;
         Ok(resp.bytes().await.map_err(|e| ClientError::transport(&what, e))?.to_vec())
+    }
+
+    /// The attempts to call run `run`'s webhooks, oldest first.
+    pub async fn deliveries(&self, run: &str) -> Result<Vec<Delivery>> {
+        self.get("reading a run's webhook deliveries", &routes::run_deliveries(run)).await
     }
 
     /// The bytes of a file a test of run `run` attached.

@@ -421,6 +421,23 @@ pub struct Readiness {
     pub checks: BTreeMap<String, String>,
 }
 
+/// One attempt to call a plan's webhook about a finished run
+/// (`GET /api/runs/{id}/deliveries`, oldest first).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub url: String,
+    /// From 1; a failed attempt is retried with backoff, a few times.
+    pub attempt: u32,
+    pub at_us: i64,
+    /// The receiver's HTTP status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why the attempt failed (no answer, or not a 2xx one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub delivered: bool,
+}
+
 /// `POST /api/runs` answers with the new run's id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunCreated {
@@ -556,6 +573,10 @@ pub mod routes {
     }
     pub fn run_cancel(id: &str) -> String {
         format!("{RUNS}/{}/cancel", encode(id))
+    }
+    /// The attempts to call the plan's webhooks about the run.
+    pub fn run_deliveries(id: &str) -> String {
+        format!("{RUNS}/{}/deliveries", encode(id))
     }
     /// The bytes of a file a test of the run attached, by sha256.
     pub fn run_attachment(id: &str, sha256: &str) -> String {

@@ -38,7 +38,10 @@ pub mod verdict;
 pub mod wire;
 
 pub use event::{Event, EventKind, Outcome, ShardRef, Summary};
-pub use plan::{Capabilities, Entry, Execution, Plan, PlanError, PlanType, Problem, Profile, Settings};
+pub use plan::{
+    Capabilities, Entry, Execution, Notify, NotifyFormat, NotifyOn, Plan, PlanError, PlanType, Problem,
+    Profile, Settings,
+};
 pub use verdict::{CancelReason, Verdict};
 
 /// Version of the wire protocol spoken between coordinator, machines and watchers.

@@ -30,7 +30,51 @@ pub struct Plan {
     pub profiles: Vec<Profile>,
     #[serde(default)]
     pub entries: Vec<Entry>,
+    /// Webhooks told when a run of the plan finishes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
 }
+
+/// A webhook the coordinator calls when a run of the plan finishes: a
+/// `POST` with a JSON body, signed (`X-Ensemble-Signature: sha256=HEX`, an
+/// HMAC-SHA256 of the body with the server's webhook secret), retried with
+/// backoff while the receiver fails.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// Where to post: an `http://` or `https://` URL.
+    pub url: String,
+    /// Which runs: every finished one, or only those that did not pass.
+    #[serde(default)]
+    pub on: NotifyOn,
+    /// The body: Ensemble's JSON, or a Slack-compatible message (`text`).
+    #[serde(default)]
+    pub format: NotifyFormat,
+}
+
+/// Which finished runs a webhook hears of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifyOn {
+    #[default]
+    Finished,
+    /// Runs whose verdict is not `passed` (failed or cancelled).
+    Failed,
+}
+
+/// The body of a webhook call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifyFormat {
+    #[default]
+    Json,
+    /// `{"text": "…"}`, as Slack's (and Mattermost's, and Teams') incoming
+    /// webhooks take it.
+    Slack,
+}
+
+/// The most webhooks a plan may have.
+pub const MAX_NOTIFY: usize = 10;
 
 /// How entries map onto machine profiles.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -414,6 +458,19 @@ impl Plan {
         let mut bad = |path: String, message: String| out.push(Problem { path, message });
         if self.name.trim().is_empty() {
             bad("name".into(), "a plan needs a name".into());
+        }
+        if self.notify.len() > MAX_NOTIFY {
+            bad("notify".into(), format!("{} webhooks; a plan may have {MAX_NOTIFY}", self.notify.len()));
+        }
+        for (i, n) in self.notify.iter().enumerate() {
+            let rest = n.url.strip_prefix("https://").or_else(|| n.url.strip_prefix("http://"));
+            let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+            if host.is_none_or(|h| h.is_empty() || h.contains(char::is_whitespace)) || n.url.len() > 2048 {
+                bad(
+                    format!("notify[{i}].url"),
+                    format!("{:?} is not an http:// or https:// URL with a host", n.url),
+                );
+            }
         }
         let s = &self.settings;
         if s.test_timeout.0.is_zero() {

@@ -302,6 +302,14 @@ struct ServeArgs {
     /// it, /metrics is open like /healthz and /readyz.
     #[arg(long, env = "ENSEMBLE_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
+    /// The secret webhook calls are signed with (`X-Ensemble-Signature`)
+    /// [default: made on first start and kept in DATA_DIR/webhook-secret].
+    #[arg(long, env = "ENSEMBLE_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// The URL people reach this server at, for links in webhook calls
+    /// [default: the address it listens on].
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -854,6 +862,10 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
         Some(t) => t.clone(),
         None => crate::secret::kept_secret(&args.data_dir, "join-token").map_err(internal)?.0,
     };
+    let webhook_secret = match &args.webhook_secret {
+        Some(t) => t.clone(),
+        None => crate::secret::kept_secret(&args.data_dir, "webhook-secret").map_err(internal)?.0,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| bad(anyhow::anyhow!("cannot listen on {}: {e}{}", args.listen, listen_hint(&e))))?;
@@ -880,6 +892,8 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
             shutdown_grace: SHUTDOWN_GRACE,
             loopback_only: addr.ip().is_loopback(),
             metrics_token: args.metrics_token.clone(),
+            webhook_secret,
+            public_url: args.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}")),
         },
         local_machine: local,
         // Suites on the server's own machine never reach the server itself.

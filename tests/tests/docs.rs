@@ -45,6 +45,10 @@ capabilities = { net = ["127.0.0.1:1"], env = ["E"] }
 filter = "not tag(slow)"
 tests = ["a"]
 split = "tests"
+[[notify]]
+url = "https://hooks.example/ci"
+on = "failed"
+format = "slack"
 "#,
     )
     .unwrap();

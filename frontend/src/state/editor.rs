@@ -162,6 +162,7 @@ impl EditorState {
                 settings: Settings::default(),
                 profiles: Vec::new(),
                 entries: Vec::new(),
+                notify: Vec::new(),
             },
             raw: BTreeMap::new(),
             parse_errors: BTreeMap::new(),

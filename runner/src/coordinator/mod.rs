@@ -22,6 +22,7 @@ pub mod dispatcher;
 pub mod intake;
 pub mod machines;
 pub mod matching;
+pub mod notify;
 pub mod queue;
 pub mod rerun;
 
@@ -49,9 +50,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ensemble_protocol::api::{
-    ApiError, ErrorKind, HistoryQuery, ListQuery, MachineDisconnected, MachineDraining, MachineState,
-    MachineStatus, PlanDeleted, Readiness, RunCancelling, RunCreated, RunMeta, RunRequest, RunState,
-    StoredPlan, SuiteMeta, TestHistory, suite_sha,
+    ApiError, Delivery, ErrorKind, HistoryQuery, ListQuery, MachineDisconnected, MachineDraining,
+    MachineState, MachineStatus, PlanDeleted, Readiness, RunCancelling, RunCreated, RunMeta, RunRequest,
+    RunState, StoredPlan, SuiteMeta, TestHistory, suite_sha,
 };
 use ensemble_protocol::wire::{FromMachine, MachineInfo, SyncFailure, SyncReply, ToMachine};
 use ensemble_protocol::{CancelReason, Event, EventKind, Plan};
@@ -89,6 +90,10 @@ pub struct CoordinatorConfig {
     pub loopback_only: bool,
     /// The bearer token `/metrics` needs, if any.
     pub metrics_token: Option<String>,
+    /// What webhook calls are signed with.
+    pub webhook_secret: String,
+    /// Where people reach the server (links in webhook calls).
+    pub public_url: String,
 }
 
 struct ActiveRun {
@@ -803,6 +808,22 @@ impl Coordinator {
         self.runs.lock().expect("runs lock").remove(id);
         self.machines.forget_run(id);
         self.queue_moved.send_modify(|n| *n += 1);
+        // Its end is stored: tell the plan's webhooks.
+        let key = id.to_string();
+        if let Ok(Some(meta)) = self.store.call(move |s| s.run(&key)).await
+            && !meta.plan.notify.is_empty()
+            && !matches!(meta.state, RunState::Running | RunState::Queued)
+        {
+            let (secret, url) = (self.config.webhook_secret.clone(), self.config.public_url.clone());
+            self.tasks.spawn(notify::deliver(self.store.clone(), meta, secret, url, self.shutdown.clone()));
+        }
+    }
+
+    /// The attempts to call run `id`'s webhooks.
+    pub async fn deliveries(&self, id: &str) -> Result<Vec<Delivery>, ApiError> {
+        self.run(id).await?;
+        let key = id.to_string();
+        self.store.call(move |s| s.deliveries(&key)).await.map_err(internal)
     }
 
     /// A new (or restarted) run that starts as soon as its machines have

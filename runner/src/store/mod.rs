@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use ensemble_protocol::api::{PastResult, RunMeta, RunState, StoredPlan, SuiteMeta};
+use ensemble_protocol::api::{Delivery, PastResult, RunMeta, RunState, StoredPlan, SuiteMeta};
 use ensemble_protocol::{Event, EventKind, Outcome, attachment};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS results (run TEXT NOT NULL, seq INTEGER NOT NULL, pla
                                     at_us INTEGER NOT NULL, PRIMARY KEY (run, seq));
 CREATE INDEX IF NOT EXISTS results_by_test ON results (plan, role, test, at_us);
 CREATE TABLE IF NOT EXISTS probes (name TEXT PRIMARY KEY, at_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries (run TEXT NOT NULL, n INTEGER NOT NULL, body TEXT NOT NULL,
+                                       PRIMARY KEY (run, n));
 ";
 
 /// Every test result of the stored events, with its run's plan name: the
@@ -204,6 +206,23 @@ impl Store {
     /// At most `limit` suites from `offset`, by sha256.
     pub fn suites_page(&self, limit: u32, offset: u32) -> anyhow::Result<Vec<SuiteMeta>> {
         self.all("SELECT body FROM suites ORDER BY sha256 LIMIT ?1 OFFSET ?2", params![limit, offset])
+    }
+
+    // ---- webhook deliveries ----
+
+    /// Records an attempt to call a webhook about `run`.
+    pub fn put_delivery(&self, run: &str, delivery: &Delivery) -> anyhow::Result<()> {
+        self.db().execute(
+            "INSERT INTO deliveries (run, n, body) \
+             SELECT ?1, COALESCE(MAX(n), 0) + 1, ?2 FROM deliveries WHERE run = ?1",
+            params![run, json(delivery)],
+        )?;
+        Ok(())
+    }
+
+    /// The attempts to call webhooks about `run`, oldest first.
+    pub fn deliveries(&self, run: &str) -> anyhow::Result<Vec<Delivery>> {
+        self.all("SELECT body FROM deliveries WHERE run = ?1 ORDER BY n", [run])
     }
 
     // ---- attachments ----

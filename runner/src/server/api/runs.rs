@@ -79,6 +79,11 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
                 )
             },
         );
+    let deliveries = item_action("runs", "deliveries").and(warp::get()).and(authorized(core)).and_then(
+        |id: String, core: Arc<Coordinator>| async move {
+            core.deliveries(&id).await.map(|d| json(&d)).map_err(fail)
+        },
+    );
     let attachment = warp::path("api")
         .and(warp::path("runs"))
         .and(segment())
@@ -101,6 +106,8 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
         .or(get)
         .unify()
         .or(attachment)
+        .unify()
+        .or(deliveries)
         .unify()
         .boxed()
 }

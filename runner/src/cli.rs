@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use ensemble_protocol::exit;
 
 use ensemble_client::Client;
@@ -40,6 +40,12 @@ pub struct Cli {
     /// collectors. `ENSEMBLE_LOG` picks what is logged (default `warn`).
     #[arg(long, global = true, value_enum, default_value = "text", env = "ENSEMBLE_LOG_FORMAT")]
     log_format: LogFormat,
+    /// A TOML file of settings for `serve` and `runner` (a `[serve]` and a
+    /// `[runner]` table, keys named as the flags); flags and `ENSEMBLE_*`
+    /// variables win over it [default: ~/.config/ensemble/config.toml when
+    /// it exists].
+    #[arg(long, global = true, value_name = "FILE", env = "ENSEMBLE_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 /// How log lines are written.
@@ -74,6 +80,15 @@ enum Command {
     /// Write the durations of a stored run's tests (JSON), for
     /// `ensemble run --partition duration:K/N --durations FILE`.
     Durations(DurationsArgs),
+    /// Print the shell completion script for SHELL (e.g. `ensemble
+    /// completions bash > /etc/bash_completion.d/ensemble`).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page ensemble(1), or with `--out-dir` write it and one
+    /// page per command (ensemble-serve.1, …) into that directory.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -490,7 +505,17 @@ fn internal(error: impl Into<anyhow::Error>) -> Failure {
 
 /// Parses the command line, runs the command, returns the exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(file) = crate::config::path(&args) {
+        args = match crate::config::apply(args, &file, &Cli::command()) {
+            Ok(args) => args,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return exit::BAD_INPUT;
+            }
+        };
+    }
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -532,6 +557,23 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Suite(SuiteCommand::Inspect { file, cache }) => inspect(&file, &cache).await,
         Command::Report(args) => report(args).await,
         Command::Durations(args) => durations(args).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ensemble", &mut std::io::stdout());
+            Ok(exit::SUCCESS)
+        }
+        Command::Man { out_dir } => {
+            use anyhow::Context;
+            let written = match &out_dir {
+                Some(dir) => std::fs::create_dir_all(dir)
+                    .and_then(|()| clap_mangen::generate_to(Cli::command(), dir))
+                    .with_context(|| format!("writing the man pages into {}", dir.display())),
+                None => clap_mangen::Man::new(Cli::command())
+                    .render(&mut std::io::stdout())
+                    .context("writing the man page"),
+            };
+            written.map_err(bad)?;
+            Ok(exit::SUCCESS)
+        }
         Command::Suite(SuiteCommand::New { dir, name, sdk }) => {
             let files = crate::scaffold::new_suite(&dir, name.as_deref(), sdk.as_deref())
                 .map_err(|e| bad(anyhow::anyhow!(e)))?;

@@ -27,6 +27,7 @@
 //! - [`throttle`]: log lines a peer can cause, at a bounded rate.
 //! - [`metrics`]: the process's Prometheus metrics (`/metrics`).
 //! - [`cli`]: the command line and its exit codes.
+//! - [`config`]: the optional config file of `serve` and `runner`.
 //! - [`fuzzing`]: entry points of the fuzz targets (`fuzz/`) and their corpora.
 //!
 //! The REST client is its own crate, `ensemble-client`.
@@ -37,6 +38,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod config;
 pub mod coordinator;
 pub mod demo;
 pub mod fuzzing;

@@ -181,3 +181,79 @@ async fn probes_answer_and_metrics_parse_and_move_during_runs() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_come_from_flags_then_the_environment_then_the_config_file() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ensemble.toml");
+    std::fs::write(
+        &config,
+        "[serve]\nlisten = \"127.0.0.1:0\"\nname = \"from-file\"\ntoken = \"file-token\"\nlabel = [\"source=file\"]\n\
+         join-token = \"file-join\"\n",
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut child = std::process::Command::new(ensemble_tests::ensemble_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--name", "from-flag"])
+        .env("ENSEMBLE_TOKEN", "env-token")
+        .env("ENSEMBLE_CACHE_DIR", dir.path().join("cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("ensemble serve: listening on ").expect(&line).to_string();
+    let proc = ensemble_tests::Proc { child, log: dir.path().join("serve.log") };
+    let client = |token: &str| {
+        ensemble_client::Client::new(
+            &url,
+            Some(token.to_string()),
+            ensemble_client::tls_with_roots(rustls::RootCertStore::empty()),
+        )
+        .unwrap()
+    };
+    // The environment's token, not the file's; the flag's name, not the
+    // file's; the file's labels and listen address, not the defaults.
+    assert!(client("file-token").machines().await.unwrap_err().is_unauthorized());
+    let machines = client("env-token").machines().await.unwrap();
+    assert_eq!(machines.len(), 1, "{machines:?}");
+    assert_eq!(machines[0].info.name, "from-flag");
+    assert_eq!(machines[0].info.labels.get("source").map(String::as_str), Some("file"));
+    drop(proc);
+
+    // A setting that is no flag is refused, naming the file and the key.
+    std::fs::write(&config, "[serve]\nlisen = \"127.0.0.1:0\"\n").unwrap();
+    let out =
+        ensemble_async(&["serve", "--config", config.to_str().unwrap()], &dir.path().join("cache")).await;
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("ensemble.toml: [serve] has no setting \"lisen\""), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_and_man_pages_come_from_the_command_line_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    for (shell, marker) in
+        [("bash", "_ensemble()"), ("zsh", "#compdef ensemble"), ("fish", "complete -c ensemble")]
+    {
+        let out = ensemble_async(&["completions", shell], &cache).await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        assert!(text.contains(marker) && text.contains("serve") && text.contains("join"), "{shell}: {text}");
+    }
+    let out = ensemble_async(&["man"], &cache).await;
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH ensemble 1"), "{page}");
+    let pages = dir.path().join("man");
+    let out = ensemble_async(&["man", "--out-dir", pages.to_str().unwrap()], &cache).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let serve = std::fs::read_to_string(pages.join("ensemble-serve.1")).unwrap();
+    assert!(serve.contains("metrics\\-token"), "{serve}");
+}

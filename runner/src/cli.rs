@@ -38,13 +38,20 @@ pub struct Cli {
     /// How log lines are written to stderr: `text` for people, `json` (one
     /// object per line, with fields such as `run` and `machine`) for log
     /// collectors. `ENSEMBLE_LOG` picks what is logged (default `warn`).
-    #[arg(long, global = true, value_enum, default_value = "text", env = "ENSEMBLE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "ENSEMBLE_LOG_FORMAT",
+        hide_env_values = true
+    )]
     log_format: LogFormat,
     /// A TOML file of settings for `serve` and `runner` (a `[serve]` and a
     /// `[runner]` table, keys named as the flags); flags and `ENSEMBLE_*`
     /// variables win over it [default: ~/.config/ensemble/config.toml when
     /// it exists].
-    #[arg(long, global = true, value_name = "FILE", env = "ENSEMBLE_CONFIG")]
+    #[arg(long, global = true, value_name = "FILE", env = "ENSEMBLE_CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
 }
 

@@ -64,9 +64,20 @@ pub fn apply(args: Vec<OsString>, file: &Path, cli: &clap::Command) -> anyhow::R
             );
         }
     }
-    // The command is the first argument that names a subcommand.
-    let Some(at) = args.iter().position(|a| COMMANDS.iter().any(|c| a == c)) else { return Ok(args) };
-    let command = args[at].to_string_lossy().into_owned();
+    // The command is the first argument that is neither an option nor the
+    // value of a global option.
+    let mut at = 1;
+    while let Some(a) = args.get(at).map(|a| a.to_string_lossy()) {
+        match a.as_ref() {
+            "--config" | "--log-format" => at += 2,
+            a if a.starts_with('-') => at += 1,
+            _ => break,
+        }
+    }
+    let Some(command) = args.get(at).map(|a| a.to_string_lossy().into_owned()) else { return Ok(args) };
+    if !COMMANDS.contains(&command.as_str()) {
+        return Ok(args);
+    }
     let Some(settings) = table.get(&command) else { return Ok(args) };
     let settings = settings
         .as_table()

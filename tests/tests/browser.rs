@@ -55,9 +55,13 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
 
     // The app's pages are the app (deep links work); the API stays the API.
     let client = server.client();
+    let page = client.request(reqwest::Method::GET, "/").send().await.unwrap().text().await.unwrap();
+    let css =
+        page.split("/assets/").find_map(|r| r.split('"').next().filter(|n| n.ends_with(".css"))).unwrap();
+    let css = format!("/assets/{css}");
     for (path, status, body) in [
-        ("/runs/some-run", 200, "/assets/ensemble_frontend.js"),
-        ("/assets/style.css", 200, ".topbar"),
+        ("/runs/some-run", 200, "/assets/ensemble_frontend-"),
+        (css.as_str(), 200, ".topbar"),
         ("/assets/nope.js", 404, ""),
         ("/api/nope", 404, "no such endpoint"),
     ] {

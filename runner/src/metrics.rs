@@ -128,6 +128,8 @@ impl Metrics {
     /// The text format of every metric, with the coordinator's state as
     /// `scrape` says (none in a runner).
     pub fn text(&self, scrape: Option<Scrape>) -> String {
+        // One scrape at a time: the state gauges are cleared and set anew.
+        let registry = self.registry.lock().expect("metrics lock");
         if let Some(s) = scrape {
             self.machines.clear();
             for (state, n) in s.machines {
@@ -144,7 +146,7 @@ impl Metrics {
             }
         }
         let mut out = String::new();
-        encode(&mut out, &self.registry.lock().expect("metrics lock")).expect("writing to a String");
+        encode(&mut out, &registry).expect("writing to a String");
         out
     }
 }

@@ -55,6 +55,8 @@ pub fn RunPage(props: &Props) -> Html {
     let notice = use_state(|| None::<String>);
     let flaky_tests = use_state(|| None::<Rc<Vec<TestHistory>>>);
     let history = use_state(|| None::<TestHistory>);
+    // The server has no such run (a mistyped or stale link).
+    let missing = use_state(|| false);
 
     // The plan's flaky tests, once its name is known and again at the end
     // (this run's results count too).
@@ -129,6 +131,8 @@ pub fn RunPage(props: &Props) -> Html {
         let session = session.clone();
         let attempt = attempt.clone();
         let meta = meta.clone();
+        let missing = missing.clone();
+        let notice = notice.clone();
         let id = props.id.clone();
         move |(stream, finished): &(Stream, bool)| {
             let alive = Rc::new(Cell::new(true));
@@ -150,9 +154,8 @@ pub fn RunPage(props: &Props) -> Html {
                         Ok(m) => meta.set(Some(m)),
                         // The server is out of reach: keep trying while the stream is down.
                         Err(ApiFailure::Network(_)) if ended => reconnect_after(2_000).await,
-                        Err(e) => {
-                            failure_text(&session, e);
-                        }
+                        Err(ApiFailure::Server { status: 404, .. }) => missing.set(true),
+                        Err(e) => notice.set(Some(failure_text(&session, e))),
                     }
                 });
             }
@@ -259,6 +262,18 @@ pub fn RunPage(props: &Props) -> Html {
         .map(|o| view.count(o))
         .sum();
     let sync_skip = view.sync.len().saturating_sub(SYNC_SHOWN);
+
+    if *missing {
+        return html! {
+            <section class="page run">
+                <div class="page-head"><h1>{format!("Run {}", props.id)}</h1></div>
+                <p class="banner error" role="alert" id="run-missing">
+                    {format!("This server has no run {:?}: the link may be mistyped, or from another server.", props.id)}
+                </p>
+                <Link<Route> to={Route::Runs} classes="button">{"All runs"}</Link<Route>>
+            </section>
+        };
+    }
 
     html! {
         <section class="page run">
@@ -388,7 +403,7 @@ pub fn RunPage(props: &Props) -> Html {
             <section class="sync" aria-labelledby="sync-title">
                 <h2 id="sync-title">{format!("Sync events ({})", view.sync.len())}</h2>
                 if view.sync.is_empty() {
-                    <p class="muted">{"No signals, barriers or publishes yet."}</p>
+                    <p class="muted" id="no-sync">{if view.finished.is_some() { "No signals, barriers or publishes in this run." } else { "No signals, barriers or publishes yet." }}</p>
                 } else {
                     if sync_skip > 0 { <p class="muted">{format!("{sync_skip} earlier events not listed (they are on the timeline)")}</p> }
                     <ol class="sync-events" id="sync-events">

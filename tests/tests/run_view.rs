@@ -1,0 +1,40 @@
+//! The run view says what is so: a run the server does not have is "not
+//! found" (not running, not cancellable, not reconnecting for ever), and a
+//! finished run without sync events says it had none, not "yet".
+
+use ensemble_tests::browser::Browser;
+use ensemble_tests::start_server;
+
+const TOKEN: &str = "run-view-token";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_run_is_not_found_and_a_finished_one_had_no_sync_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
+    server.wait_online(1).await;
+    let suite = format!("sha256:{}", server.upload(ensemble_artifacts::HELLO_COMMAND, "hello").await);
+    let run = server
+        .start_run(serde_json::json!({
+            "name": "quiet",
+            "profiles": [{ "name": "here" }],
+            "entries": [{ "suite": suite, "profile": "here" }],
+        }))
+        .await;
+    server.events(&run).await;
+
+    let browser = Browser::start().await.unwrap();
+    let b = &browser;
+    let steps = async {
+        b.goto(&format!("{}/runs/no-such-run?token={TOKEN}", server.url)).await?;
+        b.wait_text("#run-missing", "This server has no run \"no-such-run\"").await?;
+        b.wait_absent("#run-state").await?;
+        b.goto(&format!("{}/runs/{run}?token={TOKEN}", server.url)).await?;
+        b.wait_text("#run-state", "passed").await?;
+        b.wait_text("#no-sync", "No signals, barriers or publishes in this run.").await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = steps.await {
+        panic!("{e:#}\n{}", browser.diagnostics().await);
+    }
+    browser.close().await.unwrap();
+}

@@ -1,6 +1,7 @@
 //! The run view says what is so: a run the server does not have is "not
 //! found" (not running, not cancellable, not reconnecting for ever), and a
-//! finished run without sync events says it had none, not "yet".
+//! finished run without sync events says it had none, not "yet"; Cancel
+//! asks first.
 
 use ensemble_tests::browser::Browser;
 use ensemble_tests::start_server;
@@ -31,6 +32,44 @@ async fn an_unknown_run_is_not_found_and_a_finished_one_had_no_sync_events() {
         b.goto(&format!("{}/runs/{run}?token={TOKEN}", server.url)).await?;
         b.wait_text("#run-state", "passed").await?;
         b.wait_text("#no-sync", "No signals, barriers or publishes in this run.").await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = steps.await {
+        panic!("{e:#}\n{}", browser.diagnostics().await);
+    }
+    browser.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_asks_before_it_cancels() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
+    server.wait_online(1).await;
+    let suite = format!("sha256:{}", server.upload(ensemble_artifacts::BENCH_PARTIES, "parties").await);
+    // Waits at a barrier for a party that never comes.
+    let run = server
+        .start_run(serde_json::json!({
+            "name": "waits",
+            "profiles": [{ "name": "here" }],
+            "entries": [{
+                "suite": suite, "profile": "here", "tests": ["barriers"],
+                "params": { "parties": "2", "rounds": "1" },
+            }],
+        }))
+        .await;
+    let browser = Browser::start().await.unwrap();
+    let b = &browser;
+    let steps = async {
+        b.goto(&format!("{}/runs/{run}?token={TOKEN}", server.url)).await?;
+        b.wait_text("#run-state", "running").await?;
+        b.execute("window.confirm = (q) => { window.asked = q; return true; }", vec![]).await?;
+        b.click("#cancel-run").await?;
+        b.wait_text("#run-state", "cancelled").await?;
+        let asked = b.execute("return window.asked", vec![]).await?;
+        anyhow::ensure!(
+            asked.as_str().is_some_and(|q| q.starts_with(&format!("Cancel run {run}?"))),
+            "{asked}"
+        );
         anyhow::Ok(())
     };
     if let Err(e) = steps.await {

@@ -203,6 +203,17 @@ pub fn RunPage(props: &Props) -> Html {
         let notice = notice.clone();
         let id = props.id.clone();
         Callback::from(move |_| {
+            let sure = web_sys::window()
+                .and_then(|w| {
+                    w.confirm_with_message(&format!(
+                        "Cancel run {id}? Its running tests are stopped and the rest skipped."
+                    ))
+                    .ok()
+                })
+                .unwrap_or(false);
+            if !sure {
+                return;
+            }
             let session = session.clone();
             let notice = notice.clone();
             let id = id.clone();
@@ -287,7 +298,7 @@ pub fn RunPage(props: &Props) -> Html {
                     <span class="muted" id="run-elapsed">{duration_ms(elapsed)}</span>
                     if let Some(n) = stream_note { <span class="muted">{n}</span> }
                     if running {
-                        <button type="button" class="danger" onclick={cancel}>{"Cancel run"}</button>
+                        <button type="button" class="danger" id="cancel-run" onclick={cancel}>{"Cancel run"}</button>
                     }
                     if view.finished.is_some() && failures > 0 {
                         <button type="button" id="rerun-failed" onclick={rerun}

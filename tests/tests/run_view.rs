@@ -77,3 +77,44 @@ async fn cancel_asks_before_it_cancels() {
     }
     browser.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_count_filters_the_table_to_its_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
+    server.wait_online(1).await;
+    let suite = format!("sha256:{}", server.upload(ensemble_artifacts::BASICS, "basics").await);
+    let run = server
+        .start_run(serde_json::json!({
+            "name": "mixed",
+            "profiles": [{ "name": "here" }],
+            "entries": [{ "suite": suite, "profile": "here", "params": { "greeting": "hi", "expected": "hi" } }],
+        }))
+        .await;
+    let events = server.events(&run).await;
+    let Some(ensemble_protocol::EventKind::RunFinished { summary, .. }) = events.last().map(|e| &e.kind)
+    else {
+        panic!("{events:?}")
+    };
+    let all =
+        events.iter().filter(|e| matches!(e.kind, ensemble_protocol::EventKind::TestFinished { .. })).count();
+    let browser = Browser::start().await.unwrap();
+    let b = &browser;
+    let steps = async {
+        b.goto(&format!("{}/runs/{run}?token={TOKEN}", server.url)).await?;
+        b.wait_text("#tests-title", &format!("Tests ({all} of {all})")).await?;
+        b.click("#summary [data-count='passed'] button").await?;
+        b.wait_text("#tests-title", &format!("Tests ({} of {all})", summary.passed + summary.flaky)).await?;
+        b.click("#summary [data-count='failed'] button").await?;
+        let failures = summary.failed + summary.timed_out + summary.crashed + summary.lost;
+        b.wait_text("#tests-title", &format!("Tests ({failures} of {all})")).await?;
+        // The same count again: every test.
+        b.click("#summary [data-count='failed'] button").await?;
+        b.wait_text("#tests-title", &format!("Tests ({all} of {all})")).await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = steps.await {
+        panic!("{e:#}\n{}", browser.diagnostics().await);
+    }
+    browser.close().await.unwrap();
+}

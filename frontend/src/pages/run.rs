@@ -264,8 +264,30 @@ pub fn RunPage(props: &Props) -> Html {
         Stream::Ended => None,
         Stream::Failed(m) => Some(format!("stream broken ({m}); reconnecting…")),
     };
+    // A count filters the table to its tests (again: back to all).
     let count = |label: &'static str, n: u32, class: &'static str| {
-        html! { <li class={classes!("count", class, (n == 0).then_some("zero"))} data-count={class}><strong>{n}</strong>{format!(" {label}")}</li> }
+        let target = Show::of_count(class);
+        let on = target.is_some_and(|t| *show == t);
+        let pick = {
+            let show = show.clone();
+            Callback::from(move |_| {
+                if let Some(t) = target {
+                    show.set(if *show == t { Show::All } else { t });
+                }
+            })
+        };
+        html! {
+            <li class={classes!("count", class, (n == 0).then_some("zero"), on.then_some("on"))} data-count={class}>
+                if target.is_some() {
+                    <button type="button" class="count-filter" onclick={pick} aria-pressed={on.to_string()}
+                        title={format!("Show only the {label} tests in the table")}>
+                        <strong>{n}</strong>{format!(" {label}")}
+                    </button>
+                } else {
+                    <strong>{n}</strong>{format!(" {label}")}
+                }
+            </li>
+        }
     };
     let detail = selected.and_then(|i| view.rows.get(i).cloned());
     let failures: u32 = [Outcome::Failed, Outcome::TimedOut, Outcome::Crashed, Outcome::Lost]

@@ -122,18 +122,33 @@ pub enum Show {
     All,
     Failures,
     Passed,
+    Skipped,
     Running,
     Pending,
 }
 
 impl Show {
-    pub const ALL: [Show; 5] = [Show::All, Show::Failures, Show::Passed, Show::Running, Show::Pending];
+    pub const ALL: [Show; 6] =
+        [Show::All, Show::Failures, Show::Passed, Show::Skipped, Show::Running, Show::Pending];
+
+    /// The filter a summary count stands for: clicking it shows those tests.
+    pub fn of_count(class: &str) -> Option<Show> {
+        match class {
+            "failed" | "timed-out" | "crashed" | "lost" => Some(Show::Failures),
+            "passed" | "flaky" => Some(Show::Passed),
+            "skipped" => Some(Show::Skipped),
+            "running" => Some(Show::Running),
+            "pending" => Some(Show::Pending),
+            _ => None,
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
             Show::All => "all",
             Show::Failures => "failures",
             Show::Passed => "passed",
+            Show::Skipped => "skipped",
             Show::Running => "running",
             Show::Pending => "pending",
         }
@@ -148,6 +163,7 @@ impl Show {
             Show::All => true,
             Show::Failures => matches!(s, Status::Done(o) if o.is_failure()),
             Show::Passed => matches!(s, Status::Done(Outcome::Passed | Outcome::Flaky)),
+            Show::Skipped => s == Status::Done(Outcome::Skipped),
             Show::Running => s == Status::Running,
             Show::Pending => s == Status::Pending,
         }

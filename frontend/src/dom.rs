@@ -1,4 +1,4 @@
-//! Reading values out of DOM events.
+//! Reading values out of DOM events, and asking the person.
 
 use web_sys::{HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
 use yew::prelude::*;
@@ -13,6 +13,11 @@ pub fn textarea_value(e: &InputEvent) -> String {
 
 pub fn select_value(e: &Event) -> String {
     e.target_unchecked_into::<HtmlSelectElement>().value()
+}
+
+/// Asks `question` with the browser's confirm dialog; false without one.
+pub fn confirm(question: &str) -> bool {
+    web_sys::window().and_then(|w| w.confirm_with_message(question).ok()).unwrap_or(false)
 }
 
 pub fn checked(e: &Event) -> bool {

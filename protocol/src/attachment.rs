@@ -49,6 +49,45 @@ pub fn name_problem(name: &str) -> Option<String> {
     None
 }
 
+/// What one test attempt attached so far, and the one rule for the next:
+/// a plain file name not used yet, at most [`MAX_PER_TEST`] attachments,
+/// at most `limit` bytes in all. The runner's host and the coordinator both
+/// hold attempts to it.
+#[derive(Clone, Debug, Default)]
+pub struct Budget {
+    names: std::collections::HashSet<String>,
+    bytes: u64,
+}
+
+impl Budget {
+    /// Takes `name` with `size` bytes into the attempt's budget of `limit`
+    /// bytes, or says why not (and takes nothing).
+    pub fn admit(&mut self, name: &str, size: u64, limit: u64) -> Result<(), String> {
+        use crate::units::ByteSize;
+        if let Some(problem) = name_problem(name) {
+            return Err(problem);
+        }
+        if self.names.contains(name) {
+            return Err(format!("{name:?} is already attached to this attempt"));
+        }
+        if self.names.len() as u32 >= MAX_PER_TEST {
+            return Err(format!("a test attempt may make no more than {MAX_PER_TEST} attachments"));
+        }
+        let total = self.bytes.saturating_add(size);
+        if total > limit {
+            return Err(format!(
+                "the attachment {name:?} ({}) would bring this attempt's attachments to {}, over the plan's attachment_limit of {}",
+                ByteSize(size),
+                ByteSize(total),
+                ByteSize(limit)
+            ));
+        }
+        self.bytes = total;
+        self.names.insert(name.to_string());
+        Ok(())
+    }
+}
+
 /// The content type an attachment is served with, from its name's
 /// extension: a few kinds a browser shows safely; anything else downloads.
 pub fn content_type(name: &str) -> &'static str {

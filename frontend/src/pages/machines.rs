@@ -28,14 +28,9 @@ pub fn MachinesPage() -> Html {
         let drain = {
             let (session, banner, name) = (session.clone(), banner.clone(), m.info.name.clone());
             Callback::from(move |_| {
-                let sure = web_sys::window()
-                    .and_then(|w| {
-                        w.confirm_with_message(&format!(
-                            "Drain {name:?}? It finishes its shards, takes no new ones, then its runner stops."
-                        ))
-                        .ok()
-                    })
-                    .unwrap_or(false);
+                let sure = crate::dom::confirm(&format!(
+                    "Drain {name:?}? It finishes its shards, takes no new ones, then its runner stops."
+                ));
                 if !sure {
                     return;
                 }

@@ -124,9 +124,7 @@ pub fn PlansPage() -> Html {
                     let id = id.clone();
                     let name = p.plan.name.clone();
                     Callback::from(move |_| {
-                        let sure = web_sys::window()
-                            .and_then(|w| w.confirm_with_message(&format!("Delete the plan {name:?}?")).ok())
-                            .unwrap_or(false);
+                        let sure = crate::dom::confirm(&format!("Delete the plan {name:?}?"));
                         if !sure {
                             return;
                         }

@@ -203,14 +203,9 @@ pub fn RunPage(props: &Props) -> Html {
         let notice = notice.clone();
         let id = props.id.clone();
         Callback::from(move |_| {
-            let sure = web_sys::window()
-                .and_then(|w| {
-                    w.confirm_with_message(&format!(
-                        "Cancel run {id}? Its running tests are stopped and the rest skipped."
-                    ))
-                    .ok()
-                })
-                .unwrap_or(false);
+            let sure = crate::dom::confirm(&format!(
+                "Cancel run {id}? Its running tests are stopped and the rest skipped."
+            ));
             if !sure {
                 return;
             }

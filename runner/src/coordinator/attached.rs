@@ -5,14 +5,14 @@
 //! it checks every attachment event again. The bytes must be there, match
 //! their size and sha256, belong to the test the shard is running, carry a
 //! plain file name not yet used by that attempt, and stay within the plan's
-//! `attachment_limit` and [`MAX_PER_TEST`] per attempt. A refused attachment
+//! `attachment_limit` (the attempt's [`Budget`], the same rule the runner's
+//! host applies). A refused attachment
 //! becomes a warning in the test's log, so the run goes on and says why.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use ensemble_protocol::EventKind;
-use ensemble_protocol::attachment::{MAX_PER_TEST, name_problem};
-use ensemble_protocol::units::ByteSize;
+use ensemble_protocol::attachment::Budget;
 
 use crate::sandbox::sha256_hex;
 
@@ -20,13 +20,7 @@ use crate::sandbox::sha256_hex;
 #[derive(Debug, Default)]
 pub struct Attached {
     limit: u64,
-    by_shard: HashMap<u32, SoFar>,
-}
-
-#[derive(Debug, Default)]
-struct SoFar {
-    bytes: u64,
-    names: HashSet<String>,
+    by_shard: HashMap<u32, Budget>,
 }
 
 impl Attached {
@@ -53,34 +47,13 @@ impl Attached {
                 "the attachment {name:?} names the test {test:?}, which this shard is not running"
             ));
         }
-        if let Some(problem) = name_problem(name) {
-            return Err(problem);
-        }
         if data.0.len() as u64 != *size {
             return Err(format!("the attachment {name:?} says {size} bytes but carries {}", data.0.len()));
         }
         if sha256_hex(&data.0) != *sha256 {
             return Err(format!("the attachment {name:?} does not match its sha256"));
         }
-        let so_far = self.by_shard.entry(shard).or_default();
-        if so_far.names.contains(name) {
-            return Err(format!("{name:?} is already attached to this attempt of {test:?}"));
-        }
-        if so_far.names.len() as u32 >= MAX_PER_TEST {
-            return Err(format!("{test:?} made more than {MAX_PER_TEST} attachments"));
-        }
-        let total = so_far.bytes.saturating_add(*size);
-        if total > self.limit {
-            return Err(format!(
-                "the attachment {name:?} ({}) would bring this attempt's attachments to {}, over the plan's attachment_limit of {}",
-                ByteSize(*size),
-                ByteSize(total),
-                ByteSize(self.limit)
-            ));
-        }
-        so_far.bytes = total;
-        so_far.names.insert(name.clone());
-        Ok(())
+        self.by_shard.entry(shard).or_default().admit(name, *size, self.limit)
     }
 }
 
@@ -88,7 +61,7 @@ impl Attached {
 mod tests {
     use super::*;
     use ensemble_protocol::ShardRef;
-    use ensemble_protocol::attachment::Blob;
+    use ensemble_protocol::attachment::{Blob, MAX_PER_TEST};
 
     fn attachment(test: &str, name: &str, bytes: &[u8]) -> EventKind {
         EventKind::Attachment {

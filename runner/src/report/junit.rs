@@ -30,7 +30,7 @@ pub struct JunitReporter {
 }
 
 /// `<dir>/<stem>-attachments` for `<dir>/<stem>.xml`.
-pub fn attachments_dir(junit: &Path) -> PathBuf {
+fn attachments_dir(junit: &Path) -> PathBuf {
     let stem = junit.file_stem().map_or("junit".into(), |s| s.to_string_lossy().into_owned());
     junit.with_file_name(format!("{stem}-attachments"))
 }

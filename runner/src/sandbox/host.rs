@@ -58,14 +58,7 @@ pub struct HostState {
     /// The test running in this instance ("" while listing).
     pub(super) test: String,
     /// What this instance (one test attempt) attached: names and bytes.
-    pub(super) attached: Attached,
-}
-
-/// The attachments of one test attempt so far.
-#[derive(Default)]
-pub struct Attached {
-    names: std::collections::HashSet<String>,
-    bytes: u64,
+    pub(super) attached: ensemble_protocol::attachment::Budget,
 }
 
 impl WasiView for HostState {
@@ -243,46 +236,14 @@ impl ensemble::suite::log::Host for HostState {
     }
 }
 
-impl HostState {
-    /// Why the running attempt may not attach `name` with `size` bytes, if
-    /// it may not. The coordinator checks the same rules again.
-    fn attach_problem(&self, name: &str, size: u64) -> Option<String> {
-        use ensemble_protocol::attachment::{MAX_PER_TEST, name_problem};
-        use ensemble_protocol::units::ByteSize;
-        let limit = self.env.attachment_limit;
-        if self.test.is_empty() {
-            return Some("attachments belong to a test; none runs while the suite lists its tests".into());
-        }
-        if let Some(problem) = name_problem(name) {
-            return Some(problem);
-        }
-        if self.attached.names.contains(name) {
-            return Some(format!("{name:?} is already attached to this test"));
-        }
-        if self.attached.names.len() as u32 >= MAX_PER_TEST {
-            return Some(format!("a test attempt may make at most {MAX_PER_TEST} attachments"));
-        }
-        let total = self.attached.bytes.saturating_add(size);
-        if total > limit {
-            return Some(format!(
-                "attaching {name:?} ({}) would bring this test's attachments to {}, over the plan's attachment_limit of {}",
-                ByteSize(size),
-                ByteSize(total),
-                ByteSize(limit)
-            ));
-        }
-        None
-    }
-}
-
 impl ensemble::suite::attach::Host for HostState {
     async fn attach(&mut self, name: String, content: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
-        let size = content.len() as u64;
-        if let Some(problem) = self.attach_problem(&name, size) {
+        if self.test.is_empty() {
+            return Ok(Err("attachments belong to a test; none runs while the suite lists its tests".into()));
+        }
+        if let Err(problem) = self.attached.admit(&name, content.len() as u64, self.env.attachment_limit) {
             return Ok(Err(problem));
         }
-        self.attached.bytes += size;
-        self.attached.names.insert(name.clone());
         self.env.sync.attach(&self.test, &name, content);
         Ok(Ok(()))
     }

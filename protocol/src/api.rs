@@ -21,6 +21,7 @@ use crate::verdict::Verdict;
 
 /// Whether a machine can take work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum MachineState {
     Online,
@@ -33,6 +34,7 @@ pub enum MachineState {
 
 /// A machine as the coordinator knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineStatus {
     #[serde(flatten)]
     pub info: MachineInfo,
@@ -52,6 +54,7 @@ pub struct MachineStatus {
 
 /// A test as listed by a stored suite.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TestMeta {
     pub name: String,
     pub tags: Vec<String>,
@@ -62,6 +65,7 @@ pub struct TestMeta {
 
 /// A stored suite (its bytes live content-addressed beside the database).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SuiteMeta {
     pub sha256: String,
     pub name: String,
@@ -93,6 +97,7 @@ impl SuiteMeta {
 
 /// A stored plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StoredPlan {
     pub id: String,
     pub plan: Plan,
@@ -102,6 +107,7 @@ pub struct StoredPlan {
 
 /// Where a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum RunState {
     /// Waiting for its machines' slots (its events say for what).
@@ -126,6 +132,7 @@ impl From<Verdict> for RunState {
 
 /// A run, as listed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunMeta {
     pub id: String,
     pub plan: Plan,
@@ -142,6 +149,7 @@ pub struct RunMeta {
 
 /// One past result of a test (`GET /api/tests/history`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PastResult {
     pub run: String,
     pub outcome: Outcome,
@@ -153,6 +161,7 @@ pub struct PastResult {
 /// A test's history across runs of its plan: a test is its plan's name,
 /// its role and its name (whatever the suite's build).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TestHistory {
     pub plan: String,
     pub role: String,
@@ -209,6 +218,7 @@ impl TestHistory {
 /// `GET /api/tests/history` (one test: `plan`, `role` and `test`) and
 /// `GET /api/tests/flaky` (a plan's flaky tests: `plan`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     pub plan: String,
@@ -250,6 +260,7 @@ impl HistoryQuery {
 /// plan). Inline plans name their suites as `sha256:<hex>` (uploaded
 /// beforehand). Exactly one of the three.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,6 +273,7 @@ pub struct RunRequest {
 
 /// What kind of error an API call met; it fixes the HTTP status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorKind {
     /// The request is malformed (a query, a JSON body, an encoding).
@@ -341,12 +353,14 @@ impl ErrorKind {
 
 /// The body of every error response: `{ "error": { "kind", "message", "details" } }`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     pub error: ErrorBody,
 }
 
 /// What went wrong.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub kind: ErrorKind,
     pub message: String,
@@ -407,6 +421,7 @@ impl From<crate::plan::PlanError> for ApiError {
 
 /// `GET /api/health`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub ok: bool,
     pub version: String,
@@ -416,6 +431,7 @@ pub struct Health {
 /// `GET /readyz`: whether the server can do its work now (200 when
 /// `ready`, 503 when not), with each check's finding (`"ok"` or why not).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Readiness {
     pub ready: bool,
     pub checks: BTreeMap<String, String>,
@@ -424,6 +440,7 @@ pub struct Readiness {
 /// One attempt to call a plan's webhook about a finished run
 /// (`GET /api/runs/{id}/deliveries`, oldest first).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Delivery {
     pub url: String,
     /// From 1; a failed attempt is retried with backoff, a few times.
@@ -440,24 +457,28 @@ pub struct Delivery {
 
 /// `POST /api/runs` answers with the new run's id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunCreated {
     pub id: String,
 }
 
 /// `POST /api/runs/{id}/cancel`: the run was asked to stop.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunCancelling {
     pub cancelling: String,
 }
 
 /// `DELETE /api/plans/{id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanDeleted {
     pub deleted: String,
 }
 
 /// `POST /api/machines/{name}/disconnect`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineDisconnected {
     pub disconnected: String,
 }
@@ -465,6 +486,7 @@ pub struct MachineDisconnected {
 /// `POST /api/machines/{name}/drain`: the machine takes no new shards; it
 /// is told to stop once `running` (its shards now) are done.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineDraining {
     pub draining: String,
     pub running: u32,
@@ -474,6 +496,7 @@ pub struct MachineDraining {
 /// 10 s) until N machines are online, so clients wait for an event instead of
 /// polling.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct MachinesQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_online: Option<usize>,
@@ -485,6 +508,7 @@ pub struct MachinesQuery {
 /// `?limit=N&offset=K`. Runs come newest first, suites by sha256, plans
 /// oldest first.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct ListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
@@ -507,6 +531,7 @@ impl ListQuery {
 /// `POST /api/suites` query: the suite's display name (default: the start of
 /// its sha256).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct UploadQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -514,6 +539,7 @@ pub struct UploadQuery {
 
 /// The run event WebSocket's query: replay from this sequence number (default 1).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct EventsQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<u64>,

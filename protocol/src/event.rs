@@ -13,6 +13,7 @@ use crate::verdict::{CancelReason, Verdict};
 
 /// Which part of a run an event is about.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShardRef {
     /// Shard number, unique within the run.
     pub shard: u32,
@@ -26,6 +27,7 @@ pub struct ShardRef {
 
 /// What a shard is, as announced at the start of a run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShardInfo {
     #[serde(flatten)]
     pub shard: ShardRef,
@@ -50,6 +52,7 @@ fn one() -> u32 {
 
 /// Why a sync call failed; mirrors the suite ABI's `sync-error`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum SyncFailure {
     Timeout,
@@ -64,6 +67,7 @@ pub enum SyncFailure {
 /// the signal of each signal-and-wait), topics (with their payloads), and
 /// the answer to each call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum SyncOp {
     Signal {
@@ -101,6 +105,7 @@ fn timeout() -> SyncFailure {
 
 /// An event as stored and streamed: numbered and timed by the coordinator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     pub run: String,
     /// Run-wide sequence number, from 1, without gaps.
@@ -117,6 +122,7 @@ pub struct Event {
 
 /// Everything that can happen in a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum EventKind {
     /// The run waits before it starts: the slots it needs are busy (or an

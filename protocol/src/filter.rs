@@ -338,6 +338,7 @@ fn first_line(s: &str) -> &str {
 
 /// Which tests run with respect to `#[ignore]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum RunIgnored {
     /// Tests not marked ignored (ignored ones are reported skipped).
@@ -457,6 +458,7 @@ impl Partition {
 /// Which of its suite's tests a shard runs, as the coordinator hands it
 /// to a machine (from the plan entry's `filter` and the plan's settings).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Selection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,

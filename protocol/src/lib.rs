@@ -31,6 +31,8 @@ pub mod exit;
 pub mod filter;
 pub mod grant;
 pub mod machine;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod outcome;
 pub mod plan;
 pub mod units;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// A machine's self-description, sent when it joins.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineInfo {
     pub name: String,
     /// Includes the built-in `os` and `arch` labels.
@@ -21,6 +22,7 @@ pub struct MachineInfo {
 
 /// What a machine reports about itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Facts {
     pub os: String,
     pub arch: String,

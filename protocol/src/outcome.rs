@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// How a test (or a shard) ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     Passed,
@@ -46,6 +47,7 @@ impl std::fmt::Display for Outcome {
 
 /// Counts of test outcomes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Summary {
     pub passed: u32,
     pub failed: u32,

@@ -19,6 +19,7 @@ use crate::units::{ByteSize, HumanDuration};
 
 /// A named, typed set of entries plus the settings of its runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     pub name: String,
@@ -40,6 +41,7 @@ pub struct Plan {
 /// HMAC-SHA256 of the body with the server's webhook secret), retried with
 /// backoff while the receiver fails.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Notify {
     /// Where to post: an `http://` or `https://` URL.
@@ -54,6 +56,7 @@ pub struct Notify {
 
 /// Which finished runs a webhook hears of.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum NotifyOn {
     #[default]
@@ -64,6 +67,7 @@ pub enum NotifyOn {
 
 /// The body of a webhook call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum NotifyFormat {
     #[default]
@@ -78,6 +82,7 @@ pub const MAX_NOTIFY: usize = 10;
 
 /// How entries map onto machine profiles.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum PlanType {
     /// Each entry runs on its own profile; the parts coordinate.
@@ -98,6 +103,7 @@ impl fmt::Display for PlanType {
 
 /// Whether entries start together or one after another.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Execution {
     /// All entries start at once (needed when parts coordinate).
@@ -109,6 +115,7 @@ pub enum Execution {
 
 /// Settings that apply to every test of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub execution: Execution,
@@ -163,6 +170,7 @@ impl Default for Settings {
 
 /// A saved selector of machines.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     pub name: String,
@@ -204,6 +212,7 @@ fn one() -> u32 {
 
 /// One suite placed in the plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
     /// A path (relative to the plan file) to a `.wasm` suite or a suite crate
@@ -235,6 +244,7 @@ pub struct Entry {
 
 /// How an entry's machines share its tests (see [`Entry::split`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Split {
     /// Each test runs once, on one of the entry's machines.
@@ -259,6 +269,7 @@ impl Entry {
 
 /// Host access granted to an entry's sandbox. Nothing is granted by default.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Capabilities {
     /// `host:port` patterns the suite may connect to; `*` matches any host or port.
@@ -303,6 +314,7 @@ fn scalar_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String
 
 /// One thing wrong with a plan, at a field path such as `entries[0].profile`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     pub path: String,
     pub message: String,

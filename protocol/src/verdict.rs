@@ -16,6 +16,7 @@ use crate::outcome::{Outcome, Summary};
 
 /// Why a run stopped before all its tests ran.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum CancelReason {
     /// Somebody asked (the API, the browser's Cancel button).
@@ -66,6 +67,7 @@ impl fmt::Display for CancelReason {
 
 /// The final state of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// Every test passed (or was skipped, or was flaky) and every shard ran.

@@ -106,6 +106,23 @@ impl Drop for Proc {
     }
 }
 
+/// A Python tool `name` from the virtual environment `.ci/run` makes
+/// (`target/ci-venv`), or else from the PATH.
+pub fn python_tool(name: &str) -> PathBuf {
+    let venv = repo_root().join("target/ci-venv/bin").join(name);
+    if venv.is_file() {
+        return venv;
+    }
+    let on_path = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()));
+    on_path.unwrap_or_else(|| {
+        panic!(
+            "{name} is needed: .ci/run installs it into target/ci-venv (python3 -m venv target/ci-venv \
+             && target/ci-venv/bin/pip install with the versions .ci/run pins)"
+        )
+    })
+}
+
 /// A running `ensemble serve`.
 pub struct Server {
     pub proc: Proc,

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ensemble_tests::{ensemble_bin, repo_root, start_server};
+use ensemble_tests::{ensemble_bin, python_tool as tool, repo_root, start_server};
 
 fn deploy() -> PathBuf {
     repo_root().join("deploy")
@@ -23,22 +23,6 @@ fn manifests() -> Vec<PathBuf> {
     files.sort();
     assert!(files.len() >= 4, "{files:?}");
     files
-}
-
-/// `name` on the PATH, or in the virtual environment `.ci/run` makes.
-fn tool(name: &str) -> PathBuf {
-    let venv = repo_root().join("target/ci-venv/bin").join(name);
-    if venv.is_file() {
-        return venv;
-    }
-    let on_path = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()));
-    on_path.unwrap_or_else(|| {
-        panic!(
-            "{name} is needed: .ci/run installs it (python3 -m venv target/ci-venv && \
-             target/ci-venv/bin/pip install kubernetes-validate==1.37.0; apt-get install systemd)"
-        )
-    })
 }
 
 #[test]

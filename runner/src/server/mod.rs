@@ -3,9 +3,11 @@
 //! [`error`], the machines' WebSocket in [`join`] and the embedded browser
 //! app in [`ui`]. Nothing here decides anything about runs.
 //!
-//! The API (every route but health needs the token, as `Authorization:
-//! Bearer T` or `?token=T`): see `protocol::api::routes` for the paths and
-//! `protocol::api` for every request, response and error type.
+//! The API (every route but health and its document needs the token, as
+//! `Authorization: Bearer T` or `?token=T`): each route is mounted by its
+//! path template ([`route`]) and described in the OpenAPI document
+//! ([`openapi`], served at `/api/openapi.json`); `protocol::api` holds every
+//! request, response and error type.
 //!
 //! Lifecycle: [`serve`] runs until its shutdown token fires, then stops
 //! accepting, shuts the coordinator down (runs cancelled, machine and watcher
@@ -17,10 +19,13 @@ pub mod error;
 pub mod guard;
 mod join;
 pub mod listen;
+pub mod openapi;
+pub mod route;
 mod ui;
 
 use std::sync::Arc;
 
+use warp::http::Method;
 use warp::{Filter, Reply};
 
 use crate::agent::link::pump_in_process;
@@ -38,7 +43,7 @@ pub fn routes(core: &Arc<Coordinator>) -> warp::filters::BoxedFilter<(warp::repl
     let join_core = core.clone();
     // The token is checked before the upgrade: nothing unauthenticated gets
     // a socket.
-    let join = warp::path!("api" / "machines" / "join")
+    let join = route::at(Method::GET, "/api/machines/join")
         .and(auth::join_required(core.clone()))
         .and(warp::ws())
         .and(warp::addr::remote())
@@ -74,9 +79,9 @@ pub fn metrics_reply(core: Option<&Coordinator>) -> warp::reply::Response {
 /// nothing told but the checks' findings; and `/metrics`, behind the
 /// metrics token when there is one.
 fn probes(core: &Arc<Coordinator>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
-    let healthz = warp::path!("healthz").and(warp::get()).map(|| "ok\n".into_response());
+    let healthz = route::at(Method::GET, "/healthz").map(|| "ok\n".into_response());
     let ready_core = core.clone();
-    let readyz = warp::path!("readyz").and(warp::get()).then(move || {
+    let readyz = route::at(Method::GET, "/readyz").then(move || {
         let core = ready_core.clone();
         async move {
             let readiness = core.readiness().await;
@@ -85,8 +90,7 @@ fn probes(core: &Arc<Coordinator>) -> warp::filters::BoxedFilter<(warp::reply::R
         }
     });
     let metrics_core = core.clone();
-    let metrics = warp::path!("metrics")
-        .and(warp::get())
+    let metrics = route::at(Method::GET, "/metrics")
         .and(auth::metrics_required(core.clone()))
         .map(move || metrics_reply(Some(&metrics_core)));
     healthz.or(readyz).unify().or(metrics).unify().boxed()

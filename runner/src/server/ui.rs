@@ -5,6 +5,7 @@
 //! cached for good, so a reload transfers none of them.
 
 use ensemble_protocol::api::routes;
+use warp::http::Method;
 use warp::http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, HeaderValue, VARY};
 use warp::{Filter, Rejection};
 
@@ -103,16 +104,19 @@ fn asset(a: &Asset, accept: Option<&str>, if_none_match: Option<&str>) -> warp::
 /// `GET /assets/{file}` and the app's pages. API paths are left to the API
 /// (an unknown `/api/...` stays a JSON 404).
 pub fn routes() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    let assets = warp::get()
-        .and(warp::path!("assets" / String))
+    let assets = super::route::at1(&[Method::GET], "/assets/{file}")
         .and(warp::header::optional::<String>("accept-encoding"))
         .and(warp::header::optional::<String>("if-none-match"))
         .and_then(|name: String, accept: Option<String>, etag: Option<String>| async move {
             match ASSETS.iter().find(|a| a.name == name) {
                 Some(a) => Ok(asset(a, accept.as_deref(), etag.as_deref())),
-                None => Err(warp::reject::not_found()),
+                None => Err(super::error::reject(
+                    ensemble_protocol::api::ErrorKind::NotFound,
+                    format!("the app has no asset {name:?}"),
+                )),
             }
         });
+    super::route::record(&Method::GET, "/");
     let pages = warp::get()
         .and(warp::path::full())
         .and(warp::header::optional::<String>("if-none-match"))

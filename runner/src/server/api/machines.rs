@@ -8,25 +8,27 @@ use ensemble_protocol::api::MachinesQuery;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 
-use super::{authorized, collection, item_action};
+use super::authorized;
 use crate::coordinator::Coordinator;
 use crate::server::error::{fail, json};
+use crate::server::route::{at, at1};
+use warp::http::Method;
 
 /// The longest a `min_online` wait may last.
 const MAX_WAIT: Duration = Duration::from_secs(120);
 
 pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
-    let list = collection("machines")
+    let list = at(Method::GET, "/api/machines")
         .and(warp::get())
         .and(authorized(core))
         .and(warp::query::<MachinesQuery>())
         .then(list);
-    let disconnect = item_action("machines", "disconnect").and(warp::post()).and(authorized(core)).and_then(
+    let disconnect = at1(&[Method::POST], "/api/machines/{name}/disconnect").and(authorized(core)).and_then(
         |name: String, core: Arc<Coordinator>| async move {
             core.disconnect_machine(&name).map(|r| json(&r)).map_err(fail)
         },
     );
-    let drain = item_action("machines", "drain").and(warp::post()).and(authorized(core)).and_then(
+    let drain = at1(&[Method::POST], "/api/machines/{name}/drain").and(authorized(core)).and_then(
         |name: String, core: Arc<Coordinator>| async move {
             core.drain_machine(&name).map(|r| json(&r)).map_err(fail)
         },

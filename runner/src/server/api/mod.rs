@@ -2,8 +2,10 @@
 //! calls the [`Coordinator`], and serializes the `protocol::api` type it
 //! returns; errors are the coordinator's typed `ApiError`s.
 //!
-//! Path parameters are percent-decoded ([`segment`]); bodies have a size cap
-//! per route; every route but health needs the token.
+//! Each route is mounted with its path template (`server::route`), which
+//! the API document (`server::openapi`) describes; path parameters are
+//! percent-decoded; bodies have a size cap per route; every route but
+//! health and the document needs the token.
 
 mod machines;
 mod plans;
@@ -14,11 +16,13 @@ mod tests;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ensemble_protocol::api::{ErrorKind, Health, decode};
+use ensemble_protocol::api::{ErrorKind, Health};
 use warp::filters::BoxedFilter;
+use warp::http::Method;
 use warp::{Filter, Rejection, Reply};
 
 use super::error::{json, reject};
+use super::route::at;
 use crate::coordinator::Coordinator;
 
 /// Largest plan or run request body.
@@ -40,32 +44,6 @@ fn machine_or_person(
     super::auth::either_required(core.clone()).map(move || handle.clone())
 }
 
-/// `/api/{name}`: a collection.
-fn collection(name: &'static str) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    warp::path("api").and(warp::path(name)).and(warp::path::end())
-}
-
-/// `/api/{name}/{id}`: one item, its id percent-decoded.
-fn item(name: &'static str) -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
-    warp::path("api").and(warp::path(name)).and(segment()).and(warp::path::end())
-}
-
-/// `/api/{name}/{id}/{action}`.
-fn item_action(
-    name: &'static str,
-    action: &'static str,
-) -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
-    warp::path("api").and(warp::path(name)).and(segment()).and(warp::path(action)).and(warp::path::end())
-}
-
-/// One percent-decoded path segment.
-fn segment() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
-    warp::path::param::<String>().and_then(|raw: String| async move {
-        decode(&raw)
-            .ok_or_else(|| reject(ErrorKind::BadRequest, format!("{raw:?} is not a valid path segment")))
-    })
-}
-
 /// A request body of at most `max` bytes.
 fn body(max: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     warp::body::content_length_limit(max).and(warp::body::bytes())
@@ -79,14 +57,20 @@ fn text(body: &Bytes, what: &str) -> Result<String, Rejection> {
 
 /// Every API route.
 pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
-    let health = warp::path!("api" / "health").and(warp::get()).map(|| {
+    let health = at(Method::GET, "/api/health").map(|| {
         json(&Health {
             ok: true,
             version: env!("CARGO_PKG_VERSION").to_string(),
             protocol: ensemble_protocol::PROTOCOL_VERSION,
         })
     });
+    let document = at(Method::GET, "/api/openapi.json").map(|| {
+        warp::reply::with_header(super::openapi::document_json(), "content-type", "application/json")
+            .into_response()
+    });
     health
+        .or(document)
+        .unify()
         .or(machines::routes(core))
         .unify()
         .or(suites::routes(core))

@@ -12,32 +12,31 @@ use warp::filters::BoxedFilter;
 use warp::http::header::CONTENT_TYPE;
 use warp::{Filter, Rejection, Reply};
 
-use super::{MAX_PLAN_BYTES, authorized, body, collection, item, item_action, text};
+use super::{MAX_PLAN_BYTES, authorized, body, text};
 use crate::coordinator::Coordinator;
 use crate::server::error::{created, fail, json};
 use crate::server::guard::{JSON, TOML, content_type};
+use crate::server::route::{at, at1};
+use warp::http::Method;
 
 fn parse_json(body: &Bytes) -> Result<Plan, Rejection> {
     Plan::from_json(&text(body, "plan")?).map_err(|e| fail(ApiError::from(e)))
 }
 
 pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
-    let list =
-        collection("plans").and(warp::get()).and(authorized(core)).and(warp::query::<ListQuery>()).and_then(
-            |core: Arc<Coordinator>, query: ListQuery| async move {
-                core.plans(query).await.map(|p| json(&p)).map_err(fail)
-            },
-        );
-    let create = collection("plans")
-        .and(warp::post())
+    let list = at(Method::GET, "/api/plans").and(authorized(core)).and(warp::query::<ListQuery>()).and_then(
+        |core: Arc<Coordinator>, query: ListQuery| async move {
+            core.plans(query).await.map(|p| json(&p)).map_err(fail)
+        },
+    );
+    let create = at(Method::POST, "/api/plans")
         .and(authorized(core))
         .and(content_type(JSON))
         .and(body(MAX_PLAN_BYTES))
         .and_then(|core: Arc<Coordinator>, body: Bytes| async move {
             core.save_plan(None, parse_json(&body)?).await.map(created).map_err(fail)
         });
-    let import = warp::path!("api" / "plans" / "import")
-        .and(warp::post())
+    let import = at(Method::POST, "/api/plans/import")
         .and(authorized(core))
         .and(content_type(TOML))
         .and(body(MAX_PLAN_BYTES))
@@ -46,12 +45,12 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
             core.save_plan(None, plan).await.map(created).map_err(fail)
         });
     let get =
-        item("plans").and(warp::get()).and(authorized(core)).and_then(
+        at1(&[Method::GET], "/api/plans/{id}").and(authorized(core)).and_then(
             |id: String, core: Arc<Coordinator>| async move {
                 core.plan(&id).await.map(|p| json(&p)).map_err(fail)
             },
         );
-    let export = item_action("plans", "toml").and(warp::get()).and(authorized(core)).and_then(
+    let export = at1(&[Method::GET], "/api/plans/{id}/toml").and(authorized(core)).and_then(
         |id: String, core: Arc<Coordinator>| async move {
             let p = core.plan(&id).await.map_err(fail)?;
             Ok::<_, Rejection>(
@@ -59,15 +58,14 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
             )
         },
     );
-    let put = item("plans")
-        .and(warp::put())
+    let put = at1(&[Method::PUT], "/api/plans/{id}")
         .and(authorized(core))
         .and(content_type(JSON))
         .and(body(MAX_PLAN_BYTES))
         .and_then(|id: String, core: Arc<Coordinator>, body: Bytes| async move {
             core.save_plan(Some(id), parse_json(&body)?).await.map(created).map_err(fail)
         });
-    let delete = item("plans").and(warp::delete()).and(authorized(core)).and_then(
+    let delete = at1(&[Method::DELETE], "/api/plans/{id}").and(authorized(core)).and_then(
         |id: String, core: Arc<Coordinator>| async move {
             core.delete_plan(&id).await.map(|d| json(&d)).map_err(fail)
         },

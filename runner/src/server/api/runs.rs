@@ -15,21 +15,21 @@ use warp::filters::BoxedFilter;
 use warp::ws::{Message, WebSocket};
 use warp::{Filter, Rejection, Reply};
 
-use super::{MAX_PLAN_BYTES, authorized, body, collection, item, item_action, segment};
+use super::{MAX_PLAN_BYTES, authorized, body};
 use crate::coordinator::Coordinator;
 use crate::report::store::Live;
 use crate::server::error::{fail, json, json_with, reject};
 use crate::server::guard::{JSON, content_type};
+use crate::server::route::{at, at1, at2};
+use warp::http::Method;
 
 pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
-    let list =
-        collection("runs").and(warp::get()).and(authorized(core)).and(warp::query::<ListQuery>()).and_then(
-            |core: Arc<Coordinator>, query: ListQuery| async move {
-                core.runs(query).await.map(|r| json(&r)).map_err(fail)
-            },
-        );
-    let start = collection("runs")
-        .and(warp::post())
+    let list = at(Method::GET, "/api/runs").and(authorized(core)).and(warp::query::<ListQuery>()).and_then(
+        |core: Arc<Coordinator>, query: ListQuery| async move {
+            core.runs(query).await.map(|r| json(&r)).map_err(fail)
+        },
+    );
+    let start = at(Method::POST, "/api/runs")
         .and(authorized(core))
         .and(content_type(JSON))
         .and(body(MAX_PLAN_BYTES))
@@ -40,21 +40,21 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
             core.start_run(req).await.map(|r| json_with(&r, 201)).map_err(fail)
         });
     let get =
-        item("runs").and(warp::get()).and(authorized(core)).and_then(
+        at1(&[Method::GET], "/api/runs/{id}").and(authorized(core)).and_then(
             |id: String, core: Arc<Coordinator>| async move {
                 core.run(&id).await.map(|r| json(&r)).map_err(fail)
             },
         );
     let cancel =
-        item_action("runs", "cancel").and(warp::post()).and(authorized(core)).and_then(
+        at1(&[Method::POST], "/api/runs/{id}/cancel").and(authorized(core)).and_then(
             |id: String, core: Arc<Coordinator>| async move {
                 core.cancel_run(&id).map(|r| json(&r)).map_err(fail)
             },
         );
     // The same stream also under `/api/events/{id}`, a prefix of WebSockets
     // only, which a dev proxy (Trunk's) can route apart from the REST API.
-    let under_runs = item_action("runs", "events");
-    let under_events = item("events");
+    let under_runs = at1(&[Method::GET], "/api/runs/{id}/events");
+    let under_events = at1(&[Method::GET], "/api/events/{id}");
     let events = under_runs
         .or(under_events)
         .unify()
@@ -79,23 +79,17 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
                 )
             },
         );
-    let deliveries = item_action("runs", "deliveries").and(warp::get()).and(authorized(core)).and_then(
+    let deliveries = at1(&[Method::GET], "/api/runs/{id}/deliveries").and(authorized(core)).and_then(
         |id: String, core: Arc<Coordinator>| async move {
             core.deliveries(&id).await.map(|d| json(&d)).map_err(fail)
         },
     );
-    let attachment = warp::path("api")
-        .and(warp::path("runs"))
-        .and(segment())
-        .and(warp::path("attachments"))
-        .and(segment())
-        .and(warp::path::end())
-        .and(warp::get())
-        .and(authorized(core))
-        .and_then(|id: String, sha: String, core: Arc<Coordinator>| async move {
+    let attachment = at2(Method::GET, "/api/runs/{id}/attachments/{sha256}").and(authorized(core)).and_then(
+        |id: String, sha: String, core: Arc<Coordinator>| async move {
             let (name, bytes) = core.attachment(&id, &sha).await.map_err(fail)?;
             Ok::<_, Rejection>(attachment_reply(&name, bytes))
-        });
+        },
+    );
     events
         .or(list)
         .unify()

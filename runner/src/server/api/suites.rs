@@ -10,21 +10,21 @@ use warp::filters::BoxedFilter;
 use warp::http::header::CONTENT_TYPE;
 use warp::{Filter, Reply};
 
-use super::{authorized, body, collection, item, item_action, machine_or_person};
+use super::{authorized, body, machine_or_person};
 use crate::coordinator::Coordinator;
 use crate::server::error::{created, fail, json};
 use crate::server::guard::{WASM, content_type};
+use crate::server::route::{at, at1};
+use warp::http::Method;
 
 pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
     let max = core.config.max_suite_bytes as u64;
-    let list =
-        collection("suites").and(warp::get()).and(authorized(core)).and(warp::query::<ListQuery>()).and_then(
-            |core: Arc<Coordinator>, query: ListQuery| async move {
-                core.suites(query).await.map(|s| json(&s)).map_err(fail)
-            },
-        );
-    let upload = collection("suites")
-        .and(warp::post())
+    let list = at(Method::GET, "/api/suites").and(authorized(core)).and(warp::query::<ListQuery>()).and_then(
+        |core: Arc<Coordinator>, query: ListQuery| async move {
+            core.suites(query).await.map(|s| json(&s)).map_err(fail)
+        },
+    );
+    let upload = at(Method::POST, "/api/suites")
         .and(authorized(core))
         .and(content_type(WASM))
         .and(warp::query::<UploadQuery>())
@@ -32,13 +32,12 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
         .and_then(|core: Arc<Coordinator>, query: UploadQuery, body: Bytes| async move {
             core.add_suite(query.name, body.to_vec()).await.map(created).map_err(fail)
         });
-    let inspect = item_action("suites", "inspect").and(warp::get()).and(authorized(core)).and_then(
+    let inspect = at1(&[Method::GET], "/api/suites/{sha256}/inspect").and(authorized(core)).and_then(
         |sha: String, core: Arc<Coordinator>| async move {
             core.suite(&sha).await.map(|m| json(&m)).map_err(fail)
         },
     );
-    let bytes = item("suites")
-        .and(warp::get().or(warp::head()).unify())
+    let bytes = at1(&[Method::GET, Method::HEAD], "/api/suites/{sha256}")
         .and(machine_or_person(core))
         .and_then(|sha: String, core: Arc<Coordinator>| async move {
             let bytes = core.suite_bytes(&sha).await.map_err(fail)?;

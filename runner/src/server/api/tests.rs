@@ -11,17 +11,17 @@ use warp::{Filter, Reply};
 use super::authorized;
 use crate::coordinator::Coordinator;
 use crate::server::error::{fail, json};
+use crate::server::route::at;
+use warp::http::Method;
 
 pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
-    let history = warp::path!("api" / "tests" / "history")
-        .and(warp::get())
+    let history = at(Method::GET, "/api/tests/history")
         .and(authorized(core))
         .and(warp::query::<HistoryQuery>())
         .and_then(|core: Arc<Coordinator>, query: HistoryQuery| async move {
             core.test_history(query).await.map(|h| json(&h)).map_err(fail)
         });
-    let flaky = warp::path!("api" / "tests" / "flaky")
-        .and(warp::get())
+    let flaky = at(Method::GET, "/api/tests/flaky")
         .and(authorized(core))
         .and(warp::query::<HistoryQuery>())
         .and_then(|core: Arc<Coordinator>, query: HistoryQuery| async move {

@@ -103,6 +103,30 @@ pub struct StoredPlan {
     pub plan: Plan,
     pub created_us: i64,
     pub updated_us: i64,
+    /// Where each of the plan's schedules stands, in the plan's order
+    /// (filled in by the server when it answers; not stored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleStatus>,
+}
+
+/// Where one of a plan's schedules stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScheduleStatus {
+    /// The schedule, as [`crate::Schedule::key`] writes it.
+    pub schedule: String,
+    /// When it fires next (µs since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_us: Option<i64>,
+    /// The fire time it last ran for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fired_us: Option<i64>,
+    /// The run it last started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<String>,
+    /// Why its last firing started no run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Where a run is.
@@ -145,6 +169,9 @@ pub struct RunMeta {
     /// The run whose failures this run runs again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reruns: Option<String>,
+    /// The schedule that started the run (`0 2 * * * (UTC)`), if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<String>,
 }
 
 /// One past result of a test (`GET /api/tests/history`).

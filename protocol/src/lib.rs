@@ -42,7 +42,7 @@ pub mod wire;
 pub use event::{Event, EventKind, Outcome, ShardRef, Summary};
 pub use plan::{
     Capabilities, Entry, Execution, Notify, NotifyFormat, NotifyOn, Plan, PlanError, PlanType, Problem,
-    Profile, Settings,
+    Profile, Schedule, Settings,
 };
 pub use verdict::{CancelReason, Verdict};
 

@@ -34,7 +34,40 @@ pub struct Plan {
     /// Webhooks told when a run of the plan finishes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<Notify>,
+    /// When the coordinator runs the plan by itself (`[[schedule]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<Schedule>,
 }
+
+/// A time the coordinator runs a stored plan by itself: a cron expression
+/// (`minute hour day-of-month month day-of-week`, with an optional leading
+/// seconds field, or `@daily`-style names) read in a timezone (an IANA
+/// name such as `Europe/Berlin`; `UTC` unless given). The server checks
+/// the expression and the zone when the plan is saved; a time missed while
+/// the server was down runs once when it starts.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub cron: String,
+    #[serde(default = "utc")]
+    pub timezone: String,
+}
+
+fn utc() -> String {
+    "UTC".to_string()
+}
+
+impl Schedule {
+    /// The schedule as people read it, and as the coordinator keys its
+    /// record of firings: `0 2 * * * (Europe/Berlin)`.
+    pub fn key(&self) -> String {
+        format!("{} ({})", self.cron.split_whitespace().collect::<Vec<_>>().join(" "), self.timezone.trim())
+    }
+}
+
+/// The most schedules a plan may have.
+pub const MAX_SCHEDULES: usize = 16;
 
 /// A webhook the coordinator calls when a run of the plan finishes: a
 /// `POST` with a JSON body, signed (`X-Ensemble-Signature: sha256=HEX`, an
@@ -482,6 +515,42 @@ impl Plan {
                     format!("notify[{i}].url"),
                     format!("{:?} is not an http:// or https:// URL with a host", n.url),
                 );
+            }
+        }
+        if self.schedule.len() > MAX_SCHEDULES {
+            bad(
+                "schedule".into(),
+                format!("{} schedules; a plan may have {MAX_SCHEDULES}", self.schedule.len()),
+            );
+        }
+        let mut keys = BTreeSet::new();
+        for (i, s) in self.schedule.iter().enumerate() {
+            let fields = s.cron.split_whitespace().count();
+            if s.cron.trim().is_empty() {
+                bad(
+                    format!("schedule[{i}].cron"),
+                    "a schedule needs a cron expression, e.g. \"0 2 * * *\"".into(),
+                );
+            } else if !s.cron.trim().starts_with('@') && !(5..=6).contains(&fields) {
+                bad(
+                    format!("schedule[{i}].cron"),
+                    format!(
+                        "{:?} has {fields} fields; write minute hour day-of-month month day-of-week \
+                         (e.g. \"0 2 * * *\"), with an optional leading seconds field",
+                        s.cron
+                    ),
+                );
+            } else if s.cron.len() > 256 {
+                bad(format!("schedule[{i}].cron"), "is longer than 256 characters".into());
+            }
+            if s.timezone.trim().is_empty() || s.timezone.len() > 64 {
+                bad(
+                    format!("schedule[{i}].timezone"),
+                    "a timezone is an IANA name such as \"UTC\" or \"Europe/Berlin\"".into(),
+                );
+            }
+            if !keys.insert(s.key()) {
+                bad(format!("schedule[{i}]"), format!("{} is listed twice", s.key()));
             }
         }
         let s = &self.settings;

@@ -41,7 +41,13 @@ pub fn read_plan(path: &Path) -> Result<Plan, PlanError> {
         file: Some(path.to_path_buf()),
         problems: vec![Problem { path: String::new(), message: format!("cannot read it: {e}") }],
     })?;
-    Plan::from_toml(&text).map_err(|e| e.in_file(path))
+    let plan = Plan::from_toml(&text).map_err(|e| e.in_file(path))?;
+    // What only this side can check: cron syntax and timezone names.
+    let problems = crate::coordinator::schedule::problems(&plan);
+    if !problems.is_empty() {
+        return Err(PlanError { file: Some(path.to_path_buf()), problems });
+    }
+    Ok(plan)
 }
 
 /// The directory entries' suite paths are relative to.

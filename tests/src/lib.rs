@@ -123,6 +123,55 @@ pub fn python_tool(name: &str) -> PathBuf {
     })
 }
 
+/// A request a receiver got: its headers (lowercase names) and body.
+#[derive(Debug)]
+pub struct WebhookCall {
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// A local webhook receiver (for notify and schedule tests): answers its calls with `statuses` in turn (then
+/// 200) and reports each call. Returns its URL.
+pub async fn webhook_receiver(
+    statuses: Vec<u16>,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<WebhookCall>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        let statuses = std::sync::Arc::new(std::sync::Mutex::new(statuses.into_iter()));
+        loop {
+            let Ok((socket, _)) = listener.accept().await else { return };
+            let (tx, statuses) = (tx.clone(), statuses.clone());
+            tokio::spawn(async move {
+                let mut socket = tokio::io::BufReader::new(socket);
+                loop {
+                    let mut headers = std::collections::BTreeMap::new();
+                    let mut line = String::new();
+                    if socket.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        socket.read_line(&mut line).await.unwrap();
+                        let Some((k, v)) = line.trim_end().split_once(": ") else { break };
+                        headers.insert(k.to_ascii_lowercase(), v.to_string());
+                    }
+                    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let mut body = vec![0; len];
+                    socket.read_exact(&mut body).await.unwrap();
+                    let status = statuses.lock().unwrap().next().unwrap_or(200);
+                    let _ = tx.send(WebhookCall { headers, body });
+                    let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+                    socket.get_mut().write_all(answer.as_bytes()).await.unwrap();
+                }
+            });
+        }
+    });
+    (url, rx)
+}
+
 /// A running `ensemble serve`.
 pub struct Server {
     pub proc: Proc,

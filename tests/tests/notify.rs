@@ -3,62 +3,12 @@
 //! the API; `on = "failed"` hears nothing of a passing run; the Slack
 //! format carries a text.
 
-use std::collections::BTreeMap;
-
-use ensemble_tests::{ensemble_async, start_server};
+use ensemble_tests::{WebhookCall as Call, ensemble_async, start_server, webhook_receiver as receiver};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
 
 const TOKEN: &str = "notify-token";
 const SECRET: &str = "webhook-s3cret";
-
-/// A request a receiver got: its headers (lowercase names) and body.
-#[derive(Debug)]
-struct Call {
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
-
-/// A local webhook receiver: answers its calls with `statuses` in turn (then
-/// 200) and reports each call. Returns its URL.
-async fn receiver(statuses: Vec<u16>) -> (String, mpsc::UnboundedReceiver<Call>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let statuses = std::sync::Arc::new(std::sync::Mutex::new(statuses.into_iter()));
-        loop {
-            let Ok((socket, _)) = listener.accept().await else { return };
-            let (tx, statuses) = (tx.clone(), statuses.clone());
-            tokio::spawn(async move {
-                let mut socket = BufReader::new(socket);
-                loop {
-                    let mut headers = BTreeMap::new();
-                    let mut line = String::new();
-                    if socket.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    loop {
-                        line.clear();
-                        socket.read_line(&mut line).await.unwrap();
-                        let Some((k, v)) = line.trim_end().split_once(": ") else { break };
-                        headers.insert(k.to_ascii_lowercase(), v.to_string());
-                    }
-                    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-                    let mut body = vec![0; len];
-                    socket.read_exact(&mut body).await.unwrap();
-                    let status = statuses.lock().unwrap().next().unwrap_or(200);
-                    let _ = tx.send(Call { headers, body });
-                    let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
-                    socket.get_mut().write_all(answer.as_bytes()).await.unwrap();
-                }
-            });
-        }
-    });
-    (url, rx)
-}
 
 fn plan(dir: &std::path::Path, name: &str, suite: &str, notify: &str) -> std::path::PathBuf {
     let path = dir.join(format!("{name}.toml"));

@@ -163,6 +163,7 @@ impl EditorState {
                 profiles: Vec::new(),
                 entries: Vec::new(),
                 notify: Vec::new(),
+                schedule: Vec::new(),
             },
             raw: BTreeMap::new(),
             parse_errors: BTreeMap::new(),
@@ -719,7 +720,13 @@ mod tests {
         assert!(shown.contains("entries 0 (kv-server), 1 (kv-client) use sync"), "{shown}");
         assert!(!s.is_valid(), "and it blocks saving");
         // A plan loaded later keeps knowing the catalog.
-        let stored = StoredPlan { id: "p".into(), plan: s.plan.clone(), created_us: 0, updated_us: 0 };
+        let stored = StoredPlan {
+            id: "p".into(),
+            plan: s.plan.clone(),
+            created_us: 0,
+            updated_us: 0,
+            schedules: Vec::new(),
+        };
         let s = apply(s, vec![EditorAction::Load(stored)]);
         assert!(s.sync_problem("settings.execution").is_some());
         let s = apply(s, vec![EditorAction::SetExecution(Execution::Parallel)]);

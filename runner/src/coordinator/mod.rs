@@ -25,6 +25,7 @@ pub mod matching;
 pub mod notify;
 pub mod queue;
 pub mod rerun;
+pub mod schedule;
 
 /// A `test-finished` event for unit tests: `outcome`, after 1 ms, at the first attempt.
 #[cfg(test)]
@@ -144,6 +145,8 @@ pub struct Coordinator {
     queue: Mutex<queue::Queue>,
     /// Bumped when a run leaves the queue or ends: waiting runs look again.
     queue_moved: watch::Sender<u64>,
+    /// Wakes the scheduler when plans change.
+    schedules_changed: Arc<tokio::sync::Notify>,
 }
 
 /// A run's plumbing, before it starts or waits: its event stream (into the
@@ -189,9 +192,11 @@ impl Coordinator {
             intake: intake::Budget::default(),
             queue: Mutex::default(),
             queue_moved: watch::channel(0).0,
+            schedules_changed: Arc::default(),
         });
         core.tasks.spawn(Self::watchdog(Arc::downgrade(&core), core.shutdown.clone()));
         core.tasks.spawn(Self::drainer(Arc::downgrade(&core), core.shutdown.clone()));
+        core.tasks.spawn(Self::scheduler(Arc::downgrade(&core), core.shutdown.clone()));
         core
     }
 
@@ -510,12 +515,20 @@ impl Coordinator {
     /// A page of the plans (see [`ListQuery`]).
     pub async fn plans(&self, query: ListQuery) -> Result<Vec<StoredPlan>, ApiError> {
         let (limit, offset) = query.page();
-        self.store.call(move |s| s.plans_page(limit, offset)).await.map_err(internal)
+        let plans = self.store.call(move |s| s.plans_page(limit, offset)).await.map_err(internal)?;
+        self.with_schedules(plans).await
     }
 
+    /// A stored plan, with where its schedules stand.
     pub async fn plan(&self, id: &str) -> Result<StoredPlan, ApiError> {
         let key = id.to_string();
-        self.store.call(move |s| s.plan(&key)).await.map_err(internal)?.ok_or_else(|| not_found("plan", id))
+        let plan = self
+            .store
+            .call(move |s| s.plan(&key))
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| not_found("plan", id))?;
+        Ok(self.with_schedules(vec![plan]).await?.remove(0))
     }
 
     /// Creates (`id == None`) or replaces a plan; returns it and whether it is new.
@@ -537,7 +550,8 @@ impl Coordinator {
             };
             uses_sync.push(meta.is_some_and(|m| m.uses_sync()));
         }
-        let problems = plan.sync_problems(&uses_sync);
+        let mut problems = plan.sync_problems(&uses_sync);
+        problems.extend(schedule::problems(&plan));
         if !problems.is_empty() {
             return Err(ApiError::from(ensemble_protocol::PlanError { file: None, problems }));
         }
@@ -549,15 +563,18 @@ impl Coordinator {
             }
             None => (format!("plan-{now:x}"), now, true),
         };
-        let stored = StoredPlan { id, plan, created_us: created, updated_us: now };
+        let stored = StoredPlan { id, plan, created_us: created, updated_us: now, schedules: Vec::new() };
         let row = stored.clone();
         self.store.call(move |s| s.put_plan(&row)).await.map_err(internal)?;
+        self.schedules_changed();
+        let stored = self.with_schedules(vec![stored]).await?.remove(0);
         Ok((stored, new))
     }
 
     pub async fn delete_plan(&self, id: &str) -> Result<PlanDeleted, ApiError> {
         let key = id.to_string();
         if self.store.call(move |s| s.delete_plan(&key)).await.map_err(internal)? {
+            self.schedules_changed();
             Ok(PlanDeleted { deleted: id.to_string() })
         } else {
             Err(not_found("plan", id))
@@ -630,6 +647,16 @@ impl Coordinator {
     /// busy with other runs waits for them (`run-queued`), up to its plan's
     /// `queue_timeout`.
     pub async fn start_run(self: &Arc<Self>, req: RunRequest) -> Result<RunCreated, ApiError> {
+        self.start_run_scheduled(req, None).await
+    }
+
+    /// [`Coordinator::start_run`], for the schedule `scheduled` when one
+    /// starts it.
+    async fn start_run_scheduled(
+        self: &Arc<Self>,
+        req: RunRequest,
+        scheduled: Option<String>,
+    ) -> Result<RunCreated, ApiError> {
         if self.run_tasks.is_closed() {
             return Err(ApiError::new(ErrorKind::Conflict, "the coordinator is shutting down"));
         }
@@ -682,6 +709,7 @@ impl Coordinator {
             finished_us: None,
             summary: None,
             reruns,
+            scheduled,
         };
         let row = meta.clone();
         self.store.call(move |s| s.put_run(&row)).await.map_err(internal)?;

@@ -163,6 +163,7 @@ mod tests {
             finished_us: None,
             summary: None,
             reruns: None,
+            scheduled: None,
         };
         store.put_run(&meta).unwrap();
         let (tx, rx) = mpsc::unbounded_channel();

@@ -18,6 +18,7 @@
 //! (the WAL is written before the commit returns); only a power loss can
 //! lose the last commits, which keeps batches cheap.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +28,29 @@ use ensemble_protocol::{Event, EventKind, Outcome, attachment};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// A handle to the store; cheap to clone.
+/// What the coordinator keeps of one schedule of a plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleRecord {
+    /// The fire time it last ran for (or, before it first fired, when it
+    /// started counting: its plan's save).
+    pub last_fired_us: i64,
+    pub fired: bool,
+    pub run: Option<String>,
+    pub error: Option<String>,
+}
+
+impl ScheduleRecord {
+    /// Counting from `us`, not fired yet.
+    pub fn since(us: i64) -> ScheduleRecord {
+        ScheduleRecord { last_fired_us: us, fired: false, run: None, error: None }
+    }
+
+    /// Fired for `us`; its run not known yet.
+    pub fn fired(us: i64) -> ScheduleRecord {
+        ScheduleRecord { fired: true, ..ScheduleRecord::since(us) }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Mutex<Connection>>,
@@ -49,6 +73,9 @@ CREATE INDEX IF NOT EXISTS results_by_test ON results (plan, role, test, at_us);
 CREATE TABLE IF NOT EXISTS probes (name TEXT PRIMARY KEY, at_us INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (run TEXT NOT NULL, n INTEGER NOT NULL, body TEXT NOT NULL,
                                        PRIMARY KEY (run, n));
+CREATE TABLE IF NOT EXISTS schedules (plan TEXT NOT NULL, schedule TEXT NOT NULL, last_us INTEGER NOT NULL,
+                                      fired INTEGER NOT NULL, run TEXT, error TEXT,
+                                      PRIMARY KEY (plan, schedule));
 ";
 
 /// Every test result of the stored events, with its run's plan name: the
@@ -223,6 +250,67 @@ impl Store {
     /// The attempts to call webhooks about `run`, oldest first.
     pub fn deliveries(&self, run: &str) -> anyhow::Result<Vec<Delivery>> {
         self.all("SELECT body FROM deliveries WHERE run = ?1 ORDER BY n", [run])
+    }
+
+    // ---- schedules ----
+
+    /// What the coordinator recorded of each plan's schedules, by (plan id,
+    /// schedule key).
+    pub fn schedule_records(&self) -> anyhow::Result<HashMap<(String, String), ScheduleRecord>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT plan, schedule, last_us, fired, run, error FROM schedules")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                ScheduleRecord {
+                    last_fired_us: r.get(2)?,
+                    fired: r.get::<_, i64>(3)? != 0,
+                    run: r.get(4)?,
+                    error: r.get(5)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn put_schedule_record(&self, plan: &str, schedule: &str, r: &ScheduleRecord) -> anyhow::Result<()> {
+        self.db().execute(
+            "INSERT OR REPLACE INTO schedules (plan, schedule, last_us, fired, run, error) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![plan, schedule, r.last_fired_us, r.fired as i64, r.run, r.error],
+        )?;
+        Ok(())
+    }
+
+    /// The run a firing started, or why none: only while the record is
+    /// still that firing's.
+    pub fn set_schedule_outcome(
+        &self,
+        plan: &str,
+        schedule: &str,
+        fired_us: i64,
+        run: Option<String>,
+        error: Option<String>,
+    ) -> anyhow::Result<()> {
+        self.db().execute(
+            "UPDATE schedules SET run = ?4, error = ?5 WHERE plan = ?1 AND schedule = ?2 AND last_us = ?3",
+            params![plan, schedule, fired_us, run, error],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the records of schedules not in `keep` (edited or deleted).
+    pub fn keep_schedule_records(&self, keep: &[(String, String)]) -> anyhow::Result<()> {
+        let keep: std::collections::HashSet<&(String, String)> = keep.iter().collect();
+        let stale: Vec<(String, String)> =
+            self.schedule_records()?.into_keys().filter(|k| !keep.contains(k)).collect();
+        for (plan, schedule) in stale {
+            self.db().execute(
+                "DELETE FROM schedules WHERE plan = ?1 AND schedule = ?2",
+                params![plan, schedule],
+            )?;
+        }
+        Ok(())
     }
 
     // ---- attachments ----
@@ -542,6 +630,7 @@ mod tests {
             finished_us: None,
             summary: None,
             reruns: None,
+            scheduled: None,
         };
         let shard = ensemble_protocol::ShardRef {
             shard: 1,
@@ -607,7 +696,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open(dir.path()).unwrap();
-            s.put_plan(&StoredPlan { id: "p1".into(), plan: plan(), created_us: 1, updated_us: 1 }).unwrap();
+            s.put_plan(&StoredPlan {
+                id: "p1".into(),
+                plan: plan(),
+                created_us: 1,
+                updated_us: 1,
+                schedules: Vec::new(),
+            })
+            .unwrap();
             let meta = SuiteMeta {
                 sha256: "ab".repeat(32),
                 name: "x".into(),
@@ -627,6 +723,7 @@ mod tests {
                 finished_us: None,
                 summary: None,
                 reruns: None,
+                scheduled: None,
             };
             s.put_run(&run(RunState::Passed)).unwrap();
             s.put_run(&run(RunState::Running)).unwrap();

@@ -1,0 +1,292 @@
+//! Schedules: the coordinator runs a stored plan by itself at the times of
+//! its `[[schedule]]`s (cron expressions read in a timezone).
+//!
+//! One rule fires them, at start and while running: a schedule's record
+//! holds the last fire time it ran for (a new schedule starts from the time
+//! its plan was saved); when the latest fire time at or before now is later
+//! than that, the plan runs once and the record moves to it. So a schedule
+//! fires on time while the server is up, and times missed while it was down
+//! run once — not once each — when it starts. A run that cannot start
+//! because its machines are not there (yet: after a restart they reconnect)
+//! is tried again until the plan's queue timeout; then the schedule's
+//! status says why.
+//!
+//! The plan format (`Plan::problems`) checks a schedule's shape; the cron
+//! syntax and the timezone name are checked here, where the cron parser
+//! and the timezone database are (the browser build does without them), when
+//! a plan is saved or run.
+
+use std::str::FromStr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+use ensemble_protocol::api::{ErrorKind, RunRequest, ScheduleStatus, StoredPlan};
+use ensemble_protocol::{Plan, Problem, Schedule};
+use tokio_util::sync::CancellationToken;
+
+use super::{Coordinator, internal};
+use crate::store::ScheduleRecord;
+use crate::time::now_us;
+
+/// The longest the scheduler sleeps before it looks again (a wall clock
+/// that jumps is noticed within this).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// How often a scheduled run that its machines cannot take yet is retried.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// A schedule, parsed.
+#[derive(Debug)]
+pub struct Parsed {
+    cron: Cron,
+    tz: Tz,
+}
+
+/// Parses a schedule; the error names the field (`cron`, `timezone`).
+pub fn parse(s: &Schedule) -> Result<Parsed, (&'static str, String)> {
+    let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
+    let cron = parser.parse(s.cron.trim()).map_err(|e| {
+        (
+            "cron",
+            format!("{:?} is not a cron expression ({e}); e.g. \"0 2 * * *\" is 02:00 every day", s.cron),
+        )
+    })?;
+    let tz = Tz::from_str(s.timezone.trim()).map_err(|_| {
+        (
+            "timezone",
+            format!(
+                "{:?} is not a timezone; write an IANA name such as \"UTC\" or \"Europe/Berlin\"",
+                s.timezone
+            ),
+        )
+    })?;
+    Ok(Parsed { cron, tz })
+}
+
+/// The plan's schedules that do not parse, at their field paths.
+pub fn problems(plan: &Plan) -> Vec<Problem> {
+    plan.schedule
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            parse(s).err().map(|(field, message)| Problem { path: format!("schedule[{i}].{field}"), message })
+        })
+        .collect()
+}
+
+/// `us` to the second (fire times are whole seconds).
+fn at(us: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(us.div_euclid(1_000_000), 0).single().unwrap_or_default()
+}
+
+impl Parsed {
+    /// The first fire time strictly after `us`.
+    pub fn next_after(&self, us: i64) -> Option<i64> {
+        let from = at(us).with_timezone(&self.tz);
+        self.cron.find_next_occurrence(&from, false).ok().map(|t| t.timestamp_micros())
+    }
+
+    /// The latest fire time in `(after_us, now_us]`, if any.
+    pub fn latest_in(&self, after_us: i64, now_us: i64) -> Option<i64> {
+        let now = at(now_us).with_timezone(&self.tz);
+        let t = self.cron.find_previous_occurrence(&now, true).ok()?.timestamp_micros();
+        (t > after_us).then_some(t)
+    }
+}
+
+/// Where `s` stands, from its record.
+fn status(s: &Schedule, record: Option<&ScheduleRecord>, now: i64) -> ScheduleStatus {
+    let parsed = parse(s);
+    let last = record.map(|r| r.last_fired_us);
+    ScheduleStatus {
+        schedule: s.key(),
+        next_us: parsed.as_ref().ok().and_then(|p| p.next_after(now.max(last.unwrap_or(now)))),
+        last_fired_us: last.filter(|_| record.is_some_and(|r| r.fired)),
+        last_run: record.and_then(|r| r.run.clone()),
+        error: match parsed {
+            Err((_, e)) => Some(e),
+            Ok(_) => record.and_then(|r| r.error.clone()),
+        },
+    }
+}
+
+impl Coordinator {
+    /// Fills in where each of the plans' schedules stands.
+    pub(super) async fn with_schedules(
+        &self,
+        mut plans: Vec<StoredPlan>,
+    ) -> Result<Vec<StoredPlan>, ensemble_protocol::api::ApiError> {
+        if plans.iter().all(|p| p.plan.schedule.is_empty()) {
+            return Ok(plans);
+        }
+        let records = self.store.call(|s| s.schedule_records()).await.map_err(internal)?;
+        let now = now_us();
+        for p in &mut plans {
+            p.schedules = p
+                .plan
+                .schedule
+                .iter()
+                .map(|s| status(s, records.get(&(p.id.clone(), s.key())), now))
+                .collect();
+        }
+        Ok(plans)
+    }
+
+    /// Wakes the scheduler: a plan was saved or deleted.
+    pub(super) fn schedules_changed(&self) {
+        self.schedules_changed.notify_one();
+    }
+
+    /// Runs the plans' schedules until the coordinator shuts down.
+    pub(super) async fn scheduler(core: Weak<Coordinator>, shutdown: CancellationToken) {
+        loop {
+            let Some(strong) = core.upgrade() else { return };
+            let next = match strong.fire_due().await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::error!("schedules: {e:#}");
+                    None
+                }
+            };
+            let changed = strong.schedules_changed.clone();
+            drop(strong);
+            let wait = next
+                .map(|t| Duration::from_micros(u64::try_from(t - now_us()).unwrap_or(0)))
+                .unwrap_or(MAX_SLEEP)
+                .min(MAX_SLEEP);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = changed.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Starts a run of each schedule that is due (once, however many of
+    /// its times passed), and answers when the next one is.
+    async fn fire_due(self: &Arc<Self>) -> anyhow::Result<Option<i64>> {
+        let (plans, records) = self.store.call(|s| Ok((s.plans()?, s.schedule_records()?))).await?;
+        let now = now_us();
+        let mut next: Option<i64> = None;
+        let mut keep = Vec::new();
+        for stored in plans {
+            for s in &stored.plan.schedule {
+                let key = (stored.id.clone(), s.key());
+                keep.push(key.clone());
+                let Ok(parsed) = parse(s) else { continue };
+                // A schedule first seen counts from when its plan was saved.
+                let last = records.get(&key).map_or(stored.updated_us.min(now), |r| r.last_fired_us);
+                if !records.contains_key(&key) {
+                    let k = key.clone();
+                    self.store
+                        .call(move |st| st.put_schedule_record(&k.0, &k.1, &ScheduleRecord::since(last)))
+                        .await?;
+                }
+                if let Some(due) = parsed.latest_in(last, now) {
+                    let k = key.clone();
+                    self.store
+                        .call(move |st| st.put_schedule_record(&k.0, &k.1, &ScheduleRecord::fired(due)))
+                        .await?;
+                    tracing::info!(plan = %stored.id, schedule = %key.1, "schedule fired");
+                    let core = self.clone();
+                    let limit = stored.plan.settings.queue_timeout.0;
+                    self.tasks.spawn(async move { core.start_scheduled(key.0, key.1, due, limit).await });
+                }
+                if let Some(t) = parsed.next_after(now) {
+                    next = Some(next.map_or(t, |n| n.min(t)));
+                }
+            }
+        }
+        self.store.call(move |st| st.keep_schedule_records(&keep)).await?;
+        Ok(next)
+    }
+
+    /// Starts the run of a schedule's fire time; tries again while its
+    /// machines cannot take it, up to `limit`; records the run or why none.
+    async fn start_scheduled(self: Arc<Self>, plan: String, key: String, due: i64, limit: Duration) {
+        let started = tokio::time::Instant::now();
+        let outcome = loop {
+            let req = RunRequest { plan_id: Some(plan.clone()), ..RunRequest::default() };
+            match self.start_run_scheduled(req, Some(key.clone())).await {
+                Ok(created) => break Ok(created.id),
+                Err(e) if e.kind() == ErrorKind::Unsatisfiable && started.elapsed() < limit => {
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => break Err(e.message().to_string()),
+                        _ = tokio::time::sleep(RETRY_EVERY) => {}
+                    }
+                }
+                Err(e) => break Err(e.message().to_string()),
+            }
+        };
+        let (run, error) = match outcome {
+            Ok(run) => {
+                tracing::info!(plan = %plan, schedule = %key, run = %run, "scheduled run started");
+                (Some(run), None)
+            }
+            Err(why) => {
+                tracing::warn!(plan = %plan, schedule = %key, "scheduled run did not start: {why}");
+                (None, Some(why))
+            }
+        };
+        // Only onto the record of this fire time: a later one may have
+        // fired meanwhile.
+        let _ = self.store.call(move |st| st.set_schedule_outcome(&plan, &key, due, run, error)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sched(cron: &str, tz: &str) -> Parsed {
+        parse(&Schedule { cron: cron.into(), timezone: tz.into() }).unwrap()
+    }
+
+    fn us(rfc3339: &str) -> i64 {
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp_micros()
+    }
+
+    #[test]
+    fn fire_times_are_read_in_the_schedules_timezone() {
+        let daily = sched("0 2 * * *", "Europe/Berlin");
+        // 02:00 in Berlin in winter is 01:00 UTC.
+        assert_eq!(daily.next_after(us("2026-01-10T12:00:00Z")), Some(us("2026-01-11T01:00:00Z")));
+        // And in summer 00:00 UTC.
+        assert_eq!(daily.next_after(us("2026-07-10T12:00:00Z")), Some(us("2026-07-11T00:00:00Z")));
+        let utc = sched("0 2 * * *", "UTC");
+        assert_eq!(utc.next_after(us("2026-01-10T12:00:00Z")), Some(us("2026-01-11T02:00:00Z")));
+        // Seconds, when given.
+        let every2 = sched("*/2 * * * * *", "UTC");
+        assert_eq!(every2.next_after(us("2026-01-10T12:00:00.500Z")), Some(us("2026-01-10T12:00:02Z")));
+    }
+
+    #[test]
+    fn missed_times_fire_once_at_the_latest() {
+        let daily = sched("0 2 * * *", "UTC");
+        let last = us("2026-01-01T02:00:00Z");
+        // Three days missed: one firing, for the latest.
+        assert_eq!(daily.latest_in(last, us("2026-01-04T09:00:00Z")), Some(us("2026-01-04T02:00:00Z")));
+        // Nothing missed.
+        assert_eq!(daily.latest_in(last, us("2026-01-02T01:59:59Z")), None);
+        // On the dot counts.
+        assert_eq!(daily.latest_in(last, us("2026-01-02T02:00:00Z")), Some(us("2026-01-02T02:00:00Z")));
+    }
+
+    #[test]
+    fn bad_expressions_and_zones_are_named() {
+        let plan: Plan = serde_json::from_value(serde_json::json!({
+            "name": "p",
+            "schedule": [{"cron": "61 * * * *"}, {"cron": "0 2 * * *", "timezone": "Mars/Olympus"}],
+        }))
+        .unwrap();
+        let problems = problems(&plan);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems[0].path, "schedule[0].cron");
+        assert!(problems[0].message.contains("61 * * * *"), "{}", problems[0].message);
+        assert_eq!(problems[1].path, "schedule[1].timezone");
+        assert!(problems[1].message.contains("Mars/Olympus"), "{}", problems[1].message);
+    }
+}

@@ -20,6 +20,16 @@ pub fn confirm(question: &str) -> bool {
     web_sys::window().and_then(|w| w.confirm_with_message(question).ok()).unwrap_or(false)
 }
 
+/// The browser's timezone (an IANA name), or UTC when it does not say.
+pub fn time_zone() -> String {
+    let format = js_sys::Intl::DateTimeFormat::new(&js_sys::Array::new(), &js_sys::Object::new());
+    js_sys::Reflect::get(&format.resolved_options(), &"timeZone".into())
+        .ok()
+        .and_then(|z| z.as_string())
+        .filter(|z| !z.is_empty())
+        .unwrap_or_else(|| "UTC".to_string())
+}
+
 pub fn checked(e: &Event) -> bool {
     e.target_unchecked_into::<HtmlInputElement>().checked()
 }

@@ -49,6 +49,9 @@ split = "tests"
 url = "https://hooks.example/ci"
 on = "failed"
 format = "slack"
+[[schedule]]
+cron = "0 2 * * *"
+timezone = "Europe/Berlin"
 "#,
     )
     .unwrap();

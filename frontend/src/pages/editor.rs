@@ -6,7 +6,7 @@ use ensemble_protocol::api::SuiteMeta;
 use ensemble_protocol::plan::Execution;
 use yew::prelude::*;
 
-use crate::format::plural;
+use crate::format::{local_time, plural};
 use yew_router::prelude::*;
 
 use crate::components::entry_card::EntryCard;
@@ -14,7 +14,7 @@ use crate::components::field::{Field, aria_error};
 use crate::components::flaky_list::FlakyList;
 use crate::components::profile_card::ProfileCard;
 use crate::components::upload::SuiteUpload;
-use crate::dom::{checked, input_value, select_value};
+use crate::dom::{checked, input_value, select_value, time_zone};
 use crate::hooks::{failure_text, use_fresh_suites, use_session};
 use crate::routes::Route;
 use crate::services::ApiFailure;
@@ -195,6 +195,66 @@ pub fn EditorPage(props: &Props) -> Html {
     // Shown as soon as sequential execution and coordinating suites meet.
     let execution_err = ed.sync_problem("settings.execution").or_else(|| ed.error("settings.execution"));
     let execution_aria = aria_error("execution", &execution_err);
+    let add_schedule = {
+        let ed = ed.clone();
+        Callback::from(move |_| ed.dispatch(EditorAction::AddSchedule(time_zone())))
+    };
+    let schedule_row = |i: usize| {
+        let s = &ed.plan.schedule[i];
+        let (cron_id, tz_id) = (format!("schedule-{i}-cron"), format!("schedule-{i}-timezone"));
+        let cron_err = ed.error(&format!("schedule[{i}].cron"));
+        let tz_err = ed.error(&format!("schedule[{i}].timezone"));
+        let (on_cron, on_tz, on_remove) = (ed.clone(), ed.clone(), ed.clone());
+        let status = match ed.schedule_status(i) {
+            Some(st) => {
+                let next = st.next_us.map(|t| format!("Next run: {}", local_time(t)));
+                let error = st.error.as_ref().map(|e| format!("Last time it did not start: {e}"));
+                html! {
+                    <p class="muted" id={format!("schedule-{i}-status")}>
+                        {next.unwrap_or_else(|| "No next run".into())}
+                        if let Some(run) = st.last_run.clone() {
+                            {" · last run: "}
+                            <Link<Route> to={Route::Run { id: run.clone() }}>{run}</Link<Route>>
+                        }
+                        if let Some(e) = error { <br /><span class="field-error">{e}</span> }
+                    </p>
+                }
+            }
+            None => html! {
+                <p class="muted" id={format!("schedule-{i}-status")}>{"Save the plan to see its next run."}</p>
+            },
+        };
+        html! {
+            <div class="card schedule" id={format!("schedule-{i}")}>
+                <div class="grid">
+                    <Field id={cron_id.clone()} label="When (cron)" hint={Some(AttrValue::from("minute hour day month weekday, e.g. 0 2 * * * (a leading seconds field is optional)"))} error={cron_err.clone()}>
+                        <input id={cron_id.clone()} type="text" value={s.cron.clone()}
+                            aria-invalid={aria_error(&cron_id, &cron_err).0} aria-describedby={aria_error(&cron_id, &cron_err).1}
+                            oninput={Callback::from(move |e: InputEvent| on_cron.dispatch(EditorAction::SetScheduleCron(i, input_value(&e))))} />
+                    </Field>
+                    <Field id={tz_id.clone()} label="Timezone" hint={Some(AttrValue::from("an IANA name, e.g. UTC or Europe/Berlin"))} error={tz_err.clone()}>
+                        <input id={tz_id.clone()} type="text" value={s.timezone.clone()}
+                            aria-invalid={aria_error(&tz_id, &tz_err).0} aria-describedby={aria_error(&tz_id, &tz_err).1}
+                            oninput={Callback::from(move |e: InputEvent| on_tz.dispatch(EditorAction::SetScheduleTimezone(i, input_value(&e))))} />
+                    </Field>
+                </div>
+                {status}
+                <button type="button" id={format!("schedule-{i}-remove")}
+                    onclick={Callback::from(move |_| on_remove.dispatch(EditorAction::RemoveSchedule(i)))}>{"Remove schedule"}</button>
+            </div>
+        }
+    };
+    // Problems of the schedules as a whole (how many, one listed twice);
+    // each field's own show at the field.
+    let schedules_err: Vec<String> = if ed.submitted {
+        ed.problems()
+            .into_iter()
+            .filter(|(p, _)| p == "schedule" || (p.starts_with("schedule[") && !p.contains('.')))
+            .map(|(p, m)| if p == "schedule" { m } else { format!("{p}: {m}") })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let problem_count = ed.problems().len();
     let entries_err = ed.error("entries");
     let profiles_err = ed.error("profiles");
@@ -284,6 +344,14 @@ pub fn EditorPage(props: &Props) -> Html {
                             <label for="fail_fast">{"Fail fast: stop after the first failure"}</label>
                         </div>
                     </div>
+                </section>
+
+                <section class="step" aria-labelledby="step-schedules">
+                    <h2 id="step-schedules">{"5. Schedules"}</h2>
+                    <p class="muted">{"The server runs the saved plan by itself at these times. A time missed while the server was down runs once when it starts."}</p>
+                    if !schedules_err.is_empty() { <p class="field-error" role="alert">{schedules_err.join("; ")}</p> }
+                    { for (0..ed.plan.schedule.len()).map(schedule_row) }
+                    <button type="button" id="add-schedule" onclick={add_schedule}>{"Add schedule"}</button>
                 </section>
 
                 if ed.id.is_some() && !ed.plan.name.trim().is_empty() {

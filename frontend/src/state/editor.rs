@@ -9,10 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use ensemble_protocol::api::{ApiError, SHA_PREFIX, StoredPlan, SuiteMeta};
+use ensemble_protocol::api::{ApiError, SHA_PREFIX, ScheduleStatus, StoredPlan, SuiteMeta};
 use ensemble_protocol::plan::{Execution, Problem};
 use ensemble_protocol::units::{ByteSize, HumanDuration};
-use ensemble_protocol::{Entry, Plan, PlanType, Profile, Settings};
+use ensemble_protocol::{Entry, Plan, PlanType, Profile, Schedule, Settings};
 use yew::Reducible;
 
 /// Settings edited as text.
@@ -120,6 +120,11 @@ pub enum EditorAction {
     SetExecution(Execution),
     SetFailFast(bool),
     SetSetting(SettingField, String),
+    /// A new schedule in timezone `.0` (the browser's).
+    AddSchedule(String),
+    RemoveSchedule(usize),
+    SetScheduleCron(usize, String),
+    SetScheduleTimezone(usize, String),
     /// A save was tried: show every problem.
     Submitted,
     Saved(StoredPlan),
@@ -143,6 +148,8 @@ pub struct EditorState {
     syncing: BTreeSet<String>,
     /// Changed since loaded or saved.
     pub dirty: bool,
+    /// Where the stored plan's schedules stood when loaded or saved.
+    pub schedules: Vec<ScheduleStatus>,
 }
 
 impl Default for EditorState {
@@ -172,11 +179,19 @@ impl EditorState {
             server_problems: Vec::new(),
             syncing: BTreeSet::new(),
             dirty: false,
+            schedules: Vec::new(),
         }
     }
 
     pub fn loaded(stored: StoredPlan, syncing: BTreeSet<String>) -> Self {
-        Self { id: Some(stored.id), plan: stored.plan, syncing, ..Self::new() }
+        Self { id: Some(stored.id), plan: stored.plan, schedules: stored.schedules, syncing, ..Self::new() }
+    }
+
+    /// Where schedule `i` stands, as the server last said (none once it
+    /// is edited, until saved).
+    pub fn schedule_status(&self, i: usize) -> Option<&ScheduleStatus> {
+        let key = self.plan.schedule.get(i)?.key();
+        self.schedules.iter().find(|s| s.schedule == key)
     }
 
     /// Which entries' suites use sync, as far as the catalog knows.
@@ -525,11 +540,31 @@ impl Reducible for EditorState {
             EditorAction::SetSetting(f, text) => {
                 s.parsed(f.path().to_string(), text, |plan, t| f.apply(&mut plan.settings, t));
             }
+            EditorAction::AddSchedule(timezone) => {
+                s.plan.schedule.push(Schedule { cron: "0 2 * * *".into(), timezone });
+            }
+            EditorAction::RemoveSchedule(i) if i < s.plan.schedule.len() => {
+                s.plan.schedule.remove(i);
+                s.forget_under("schedule[");
+            }
+            EditorAction::SetScheduleCron(i, cron) => {
+                if let Some(x) = s.plan.schedule.get_mut(i) {
+                    x.cron = cron;
+                    s.touched.insert(format!("schedule[{i}].cron"));
+                }
+            }
+            EditorAction::SetScheduleTimezone(i, timezone) => {
+                if let Some(x) = s.plan.schedule.get_mut(i) {
+                    x.timezone = timezone.trim().to_string();
+                    s.touched.insert(format!("schedule[{i}].timezone"));
+                }
+            }
             EditorAction::Submitted => s.submitted = true,
             EditorAction::Saved(stored) => {
                 // Keep what is typed; the stored plan is what was sent.
                 s.id = Some(stored.id);
                 s.plan = stored.plan;
+                s.schedules = stored.schedules;
                 s.dirty = false;
                 s.server_problems.clear();
             }
@@ -537,7 +572,9 @@ impl Reducible for EditorState {
                 s.submitted = true;
                 s.server_problems = error.details().to_vec();
             }
-            EditorAction::RemoveEntry(_) | EditorAction::RemoveProfile(_) => {}
+            EditorAction::RemoveEntry(_)
+            | EditorAction::RemoveProfile(_)
+            | EditorAction::RemoveSchedule(_) => {}
         }
         Rc::new(s)
     }
@@ -662,6 +699,44 @@ mod tests {
         assert!(s.plan.entries.iter().all(|e| e.profile.is_none()));
         let s = s.reduce(EditorAction::SetProfileLabels(0, "x".into()));
         assert!(s.plan.profiles.is_empty(), "editing a removed profile is ignored");
+    }
+
+    #[test]
+    fn schedules_are_added_edited_and_show_their_status_until_changed() {
+        let s = apply(
+            Rc::new(EditorState::new()),
+            vec![
+                EditorAction::AddSchedule("Europe/Berlin".into()),
+                EditorAction::AddSchedule("UTC".into()),
+                EditorAction::SetScheduleCron(1, "*/30 * * * * *".into()),
+                EditorAction::SetScheduleTimezone(1, " Asia/Tokyo ".into()),
+            ],
+        );
+        let keys: Vec<String> = s.plan.schedule.iter().map(Schedule::key).collect();
+        assert_eq!(keys, ["0 2 * * * (Europe/Berlin)", "*/30 * * * * * (Asia/Tokyo)"]);
+        let status = |key: &str| ScheduleStatus {
+            schedule: key.into(),
+            next_us: Some(1),
+            last_fired_us: None,
+            last_run: None,
+            error: None,
+        };
+        let mut stored = StoredPlan {
+            id: "p".into(),
+            plan: s.plan.clone(),
+            created_us: 0,
+            updated_us: 0,
+            schedules: vec![status("0 2 * * * (Europe/Berlin)"), status("*/30 * * * * * (Asia/Tokyo)")],
+        };
+        stored.plan.name = "p".into();
+        let s = s.reduce(EditorAction::Saved(stored));
+        assert!(s.schedule_status(0).is_some() && s.schedule_status(1).is_some());
+        // Edited: the status is the stored schedule's, no longer this one's.
+        let s = s.reduce(EditorAction::SetScheduleCron(0, "0 3 * * *".into()));
+        assert!(s.schedule_status(0).is_none());
+        let s = s.reduce(EditorAction::RemoveSchedule(0));
+        assert_eq!(s.plan.schedule.len(), 1);
+        assert!(s.schedule_status(0).is_some(), "the remaining one is still as stored");
     }
 
     #[test]

@@ -56,7 +56,7 @@ use ensemble_protocol::api::{
     RunState, StoredPlan, SuiteMeta, TestHistory, suite_sha,
 };
 use ensemble_protocol::wire::{FromMachine, MachineInfo, SyncFailure, SyncReply, ToMachine};
-use ensemble_protocol::{CancelReason, Event, EventKind, Plan};
+use ensemble_protocol::{CancelReason, Event, EventKind, Plan, Schedule};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -565,7 +565,15 @@ impl Coordinator {
         };
         let stored = StoredPlan { id, plan, created_us: created, updated_us: now, schedules: Vec::new() };
         let row = stored.clone();
-        self.store.call(move |s| s.put_plan(&row)).await.map_err(internal)?;
+        // Its schedules count from now: a time before the save is not missed.
+        let keys: Vec<String> = stored.plan.schedule.iter().map(Schedule::key).collect();
+        self.store
+            .call(move |s| {
+                s.put_plan(&row)?;
+                s.start_schedule_records(&row.id, &keys, now)
+            })
+            .await
+            .map_err(internal)?;
         self.schedules_changed();
         let stored = self.with_schedules(vec![stored]).await?.remove(0);
         Ok((stored, new))

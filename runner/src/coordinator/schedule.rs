@@ -45,39 +45,39 @@ pub struct Parsed {
     tz: Tz,
 }
 
-/// Parses a schedule; the error names the field (`cron`, `timezone`).
-pub fn parse(s: &Schedule) -> Result<Parsed, (&'static str, String)> {
+fn parse_cron(s: &Schedule) -> Result<Cron, String> {
     let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
-    let cron = parser.parse(s.cron.trim()).map_err(|e| {
-        (
-            "cron",
-            format!("{:?} is not a cron expression ({e}); e.g. \"0 2 * * *\" is 02:00 every day", s.cron),
-        )
-    })?;
-    let tz = Tz::from_str(s.timezone.trim()).map_err(|_| {
-        (
-            "timezone",
-            format!(
-                "{:?} is not a timezone; write an IANA name such as \"UTC\" or \"Europe/Berlin\"",
-                s.timezone
-            ),
-        )
-    })?;
-    Ok(Parsed { cron, tz })
+    parser.parse(s.cron.trim()).map_err(|e| {
+        format!("{:?} is not a cron expression ({e}); e.g. \"0 2 * * *\" is 02:00 every day", s.cron)
+    })
 }
 
-/// The plan's schedules that do not parse, at their field paths.
+fn parse_timezone(s: &Schedule) -> Result<Tz, String> {
+    Tz::from_str(s.timezone.trim()).map_err(|_| {
+        format!("{:?} is not a timezone; write an IANA name such as \"UTC\" or \"Europe/Berlin\"", s.timezone)
+    })
+}
+
+/// Parses a schedule.
+pub fn parse(s: &Schedule) -> Result<Parsed, String> {
+    Ok(Parsed { cron: parse_cron(s)?, tz: parse_timezone(s)? })
+}
+
+/// The plan's schedules' expressions and timezones that do not parse, at
+/// their field paths.
 pub fn problems(plan: &Plan) -> Vec<Problem> {
-    plan.schedule
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
-            parse(s).err().map(|(field, message)| Problem { path: format!("schedule[{i}].{field}"), message })
-        })
-        .collect()
+    let mut out = Vec::new();
+    for (i, s) in plan.schedule.iter().enumerate() {
+        if let Err(message) = parse_cron(s) {
+            out.push(Problem { path: format!("schedule[{i}].cron"), message });
+        }
+        if let Err(message) = parse_timezone(s) {
+            out.push(Problem { path: format!("schedule[{i}].timezone"), message });
+        }
+    }
+    out
 }
 
-/// `us` to the second (fire times are whole seconds).
 fn at(us: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(us.div_euclid(1_000_000), 0).single().unwrap_or_default()
 }
@@ -107,7 +107,7 @@ fn status(s: &Schedule, record: Option<&ScheduleRecord>, now: i64) -> ScheduleSt
         last_fired_us: last.filter(|_| record.is_some_and(|r| r.fired)),
         last_run: record.and_then(|r| r.run.clone()),
         error: match parsed {
-            Err((_, e)) => Some(e),
+            Err(e) => Some(e),
             Ok(_) => record.and_then(|r| r.error.clone()),
         },
     }
@@ -180,16 +180,12 @@ impl Coordinator {
                 // A schedule first seen counts from when its plan was saved.
                 let last = records.get(&key).map_or(stored.updated_us.min(now), |r| r.last_fired_us);
                 if !records.contains_key(&key) {
-                    let k = key.clone();
-                    self.store
-                        .call(move |st| st.put_schedule_record(&k.0, &k.1, &ScheduleRecord::since(last)))
-                        .await?;
+                    let (plan, k) = (key.0.clone(), vec![key.1.clone()]);
+                    self.store.call(move |st| st.start_schedule_records(&plan, &k, last)).await?;
                 }
                 if let Some(due) = parsed.latest_in(last, now) {
                     let k = key.clone();
-                    self.store
-                        .call(move |st| st.put_schedule_record(&k.0, &k.1, &ScheduleRecord::fired(due)))
-                        .await?;
+                    self.store.call(move |st| st.mark_schedule_fired(&k.0, &k.1, due)).await?;
                     tracing::info!(plan = %stored.id, schedule = %key.1, "schedule fired");
                     let core = self.clone();
                     let limit = stored.plan.settings.queue_timeout.0;

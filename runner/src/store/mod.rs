@@ -39,18 +39,6 @@ pub struct ScheduleRecord {
     pub error: Option<String>,
 }
 
-impl ScheduleRecord {
-    /// Counting from `us`, not fired yet.
-    pub fn since(us: i64) -> ScheduleRecord {
-        ScheduleRecord { last_fired_us: us, fired: false, run: None, error: None }
-    }
-
-    /// Fired for `us`; its run not known yet.
-    pub fn fired(us: i64) -> ScheduleRecord {
-        ScheduleRecord { fired: true, ..ScheduleRecord::since(us) }
-    }
-}
-
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Mutex<Connection>>,
@@ -273,16 +261,29 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn put_schedule_record(&self, plan: &str, schedule: &str, r: &ScheduleRecord) -> anyhow::Result<()> {
+    /// Starts the records of schedules that have none, counting from `us`.
+    pub fn start_schedule_records(&self, plan: &str, schedules: &[String], us: i64) -> anyhow::Result<()> {
+        for schedule in schedules {
+            self.db().execute(
+                "INSERT OR IGNORE INTO schedules (plan, schedule, last_us, fired) VALUES (?1, ?2, ?3, 0)",
+                params![plan, schedule, us],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A schedule fired for `us`: its run (the last one's until then) is
+    /// set once it starts.
+    pub fn mark_schedule_fired(&self, plan: &str, schedule: &str, us: i64) -> anyhow::Result<()> {
         self.db().execute(
-            "INSERT OR REPLACE INTO schedules (plan, schedule, last_us, fired, run, error) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![plan, schedule, r.last_fired_us, r.fired as i64, r.run, r.error],
+            "UPDATE schedules SET last_us = ?3, fired = 1 WHERE plan = ?1 AND schedule = ?2",
+            params![plan, schedule, us],
         )?;
         Ok(())
     }
 
-    /// The run a firing started, or why none: only while the record is
+    /// The run a firing started (it becomes the last run), or why none (the
+    /// last run stays): only while the record is
     /// still that firing's.
     pub fn set_schedule_outcome(
         &self,
@@ -293,7 +294,8 @@ impl Store {
         error: Option<String>,
     ) -> anyhow::Result<()> {
         self.db().execute(
-            "UPDATE schedules SET run = ?4, error = ?5 WHERE plan = ?1 AND schedule = ?2 AND last_us = ?3",
+            "UPDATE schedules SET run = COALESCE(?4, run), error = ?5 \
+             WHERE plan = ?1 AND schedule = ?2 AND last_us = ?3",
             params![plan, schedule, fired_us, run, error],
         )?;
         Ok(())

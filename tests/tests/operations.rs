@@ -257,3 +257,28 @@ async fn completions_and_man_pages_come_from_the_command_line_itself() {
     let serve = std::fs::read_to_string(pages.join("ensemble-serve.1")).unwrap();
     assert!(serve.contains("metrics\\-token"), "{serve}");
 }
+
+/// `/readyz` says 503 while the store takes no writes (another process
+/// holds the database's write lock), naming the check, and 200 again after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_the_store_takes_no_writes_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_server(dir.path(), &data, TOKEN, &["--no-local-machine"]);
+    let readyz = format!("{}/readyz", server.url);
+    assert_eq!(get(&readyz, None).await.0, 200);
+
+    let db = rusqlite::Connection::open(data.join("ensemble.db")).unwrap();
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (status, body) = get(&readyz, None).await;
+    assert_eq!(status, 503, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["ready"], false, "{body}");
+    assert_eq!(ready["checks"]["machines"], "ok", "{body}");
+    let store = ready["checks"]["store"].as_str().unwrap();
+    assert!(store.starts_with("the store takes no writes") && store.contains("locked"), "{body}");
+
+    db.execute_batch("COMMIT").unwrap();
+    let (status, body) = get(&readyz, None).await;
+    assert_eq!(status, 200, "{body}");
+}

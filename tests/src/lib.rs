@@ -106,9 +106,9 @@ impl Drop for Proc {
     }
 }
 
-/// A Python tool `name` from the virtual environment `.ci/run` makes
-/// (`target/ci-venv`), or else from the PATH.
-pub fn python_tool(name: &str) -> PathBuf {
+/// A tool the tests use: from the virtual environment `.ci/run` makes for
+/// Python tools (`target/ci-venv`), or else from the PATH.
+pub fn ci_tool(name: &str) -> PathBuf {
     let venv = repo_root().join("target/ci-venv/bin").join(name);
     if venv.is_file() {
         return venv;
@@ -117,8 +117,8 @@ pub fn python_tool(name: &str) -> PathBuf {
         .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()));
     on_path.unwrap_or_else(|| {
         panic!(
-            "{name} is needed: .ci/run installs it into target/ci-venv (python3 -m venv target/ci-venv \
-             && target/ci-venv/bin/pip install with the versions .ci/run pins)"
+            "{name} is needed: .ci/run installs it (Python tools into target/ci-venv with the versions \
+             it pins; chromium, systemd and buildah with apt-get)"
         )
     })
 }

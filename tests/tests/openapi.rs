@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use ensemble_tests::{python_tool, start_server};
+use ensemble_tests::{ci_tool, start_server};
 
 const TOKEN: &str = "openapi-token";
 
@@ -32,7 +32,7 @@ async fn the_api_document_is_served_and_validates() {
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
     let file = dir.path().join("openapi.json");
     std::fs::write(&file, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
-    let out = Command::new(python_tool("openapi-spec-validator"))
+    let out = Command::new(ci_tool("openapi-spec-validator"))
         .arg(&file)
         .output()
         .expect("openapi-spec-validator runs");
@@ -44,7 +44,7 @@ async fn the_api_document_is_served_and_validates() {
     let mut broken = doc.clone();
     broken["paths"]["/api/runs/{id}"]["get"]["parameters"] = serde_json::json!([]);
     std::fs::write(&file, serde_json::to_vec_pretty(&broken).unwrap()).unwrap();
-    let out = Command::new(python_tool("openapi-spec-validator")).arg(&file).output().unwrap();
+    let out = Command::new(ci_tool("openapi-spec-validator")).arg(&file).output().unwrap();
     assert!(!out.status.success(), "a path parameter without its description passed");
 }
 

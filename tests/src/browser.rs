@@ -57,6 +57,17 @@ pub struct Browser {
     profile: tempfile::TempDir,
 }
 
+/// Where a screenshot goes: the README's folder (`docs/screenshots/`) when
+/// `ENSEMBLE_UPDATE_SCREENSHOTS` is set, else `dir` (taking them still
+/// checks they can be taken).
+pub fn screenshot(dir: &Path, name: &str) -> std::path::PathBuf {
+    if std::env::var_os("ENSEMBLE_UPDATE_SCREENSHOTS").is_some() {
+        crate::repo_root().join("docs/screenshots").join(name)
+    } else {
+        dir.join(name)
+    }
+}
+
 impl Browser {
     /// Starts chromedriver and a headless Chromium session with a fresh profile.
     pub async fn start() -> anyhow::Result<Browser> {
@@ -69,7 +80,17 @@ impl Browser {
         Self::start_with(&["--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]).await
     }
 
+    /// [`Browser::start`] as a phone: Chromium's mobile emulation of a
+    /// `width`×`height` CSS-pixel screen (touch, device pixel ratio 3).
+    pub async fn start_phone(width: u32, height: u32) -> anyhow::Result<Browser> {
+        Self::launch(&[], Some((width, height))).await
+    }
+
     async fn start_with(extra_args: &[&str]) -> anyhow::Result<Browser> {
+        Self::launch(extra_args, None).await
+    }
+
+    async fn launch(extra_args: &[&str], phone: Option<(u32, u32)>) -> anyhow::Result<Browser> {
         let chromium = binary("ENSEMBLE_CHROMIUM", "/usr/bin/chromium")?;
         let chromedriver = binary("ENSEMBLE_CHROMEDRIVER", "/usr/bin/chromedriver")?;
         let profile = tempfile::Builder::new()
@@ -81,7 +102,11 @@ impl Browser {
 
         let driver = Driver::start(&chromedriver, profile.path()).await?;
         let mut builder = ClientBuilder::new(HttpConnector::new());
-        builder.capabilities(capabilities(&chromium, &user_data, extra_args));
+        let mut caps = capabilities(&chromium, &user_data, extra_args);
+        if let Some((width, height)) = phone {
+            caps["goog:chromeOptions"]["mobileEmulation"] = json!({ "deviceMetrics": { "width": width, "height": height, "pixelRatio": 3.0, "touch": true } });
+        }
+        builder.capabilities(caps);
         let client = match tokio::time::timeout(STARTUP_TIMEOUT, builder.connect(&driver.url())).await {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => {

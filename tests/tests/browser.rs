@@ -9,20 +9,10 @@
 
 use std::path::PathBuf;
 
-use ensemble_tests::browser::Browser;
+use ensemble_tests::browser::{Browser, screenshot};
 use ensemble_tests::{Server, repo_root, start_runner_with, start_server};
 
 const TOKEN: &str = "browser-token";
-
-/// Where screenshots go: the README's folder when asked to update them,
-/// else a scratch folder (taking them still checks they can be taken).
-fn screenshot(dir: &std::path::Path, name: &str) -> PathBuf {
-    if std::env::var_os("ENSEMBLE_UPDATE_SCREENSHOTS").is_some() {
-        repo_root().join("docs/screenshots").join(name)
-    } else {
-        dir.join(name)
-    }
-}
 
 /// The sha256 of the stored suite named `name`.
 async fn stored_sha(server: &Server, name: &str) -> String {

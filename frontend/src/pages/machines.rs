@@ -48,12 +48,12 @@ pub fn MachinesPage() -> Html {
         html! {
             <tr key={m.info.name.clone()} data-machine={m.info.name.clone()}>
                 <th scope="row">{m.info.name.clone()}</th>
-                <td><span class={classes!("state", state)}>{state}</span></td>
-                <td>{ for m.info.labels.iter().map(|(k, v)| html! { <span class="chip">{format!("{k}={v}")}</span> }) }</td>
-                <td>{format!("{}/{} · {} CPUs · {}", f.os, f.arch, f.cpus, bytes(f.memory_bytes))}<br />
+                <td data-label="State"><span class={classes!("state", state)}>{state}</span></td>
+                <td data-label="Labels">{ for m.info.labels.iter().map(|(k, v)| html! { <span class="chip">{format!("{k}={v}")}</span> }) }</td>
+                <td data-label="Facts">{format!("{}/{} · {} CPUs · {}", f.os, f.arch, f.cpus, bytes(f.memory_bytes))}<br />
                     <small class="muted">{format!("ensemble {} · wasmtime {} · {} slot{}", f.ensemble_version, f.wasmtime_version, m.info.slots, if m.info.slots == 1 { "" } else { "s" })}</small></td>
-                <td class="num">{offset_us(m.clock_offset_us, m.clock_uncertainty_us)}</td>
-                <td>
+                <td class="num" data-label="Clock offset">{offset_us(m.clock_offset_us, m.clock_uncertainty_us)}</td>
+                <td data-label="Running">
                     if m.running.is_empty() { <span class="muted">{"idle"}</span> }
                     { for m.running.iter().map(|s| html! { <div>{format!("{} ({}) #{}", s.role, s.suite, s.shard)}</div> }) }
                 </td>

@@ -142,10 +142,10 @@ pub fn PlansPage() -> Html {
                 html! {
                     <tr key={id.clone()} data-plan={p.plan.name.clone()}>
                         <td><Link<Route> to={Route::Plan { id: id.clone() }}>{p.plan.name.clone()}</Link<Route>></td>
-                        <td>{p.plan.kind.to_string()}</td>
-                        <td class="num">{p.plan.entries.len()}</td>
-                        <td class="num">{p.plan.profiles.len()}</td>
-                        <td>{local_time(p.updated_us)}</td>
+                        <td data-label="Type">{p.plan.kind.to_string()}</td>
+                        <td class="num" data-label="Suites">{p.plan.entries.len()}</td>
+                        <td class="num" data-label="Profiles">{p.plan.profiles.len()}</td>
+                        <td data-label="Updated">{local_time(p.updated_us)}</td>
                         <td class="actions">
                             <button type="button" class="primary small" onclick={run} aria-label={format!("Run {}", p.plan.name)}>{"Run"}</button>
                             <button type="button" class="small" onclick={duplicate} aria-label={format!("Duplicate {}", p.plan.name)}>{"Duplicate"}</button>

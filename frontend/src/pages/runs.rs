@@ -60,11 +60,11 @@ pub fn RunsPage() -> Html {
                             html! {
                                 <tr key={r.id.clone()} data-run={r.id.clone()}>
                                     <td><Link<Route> to={Route::Run { id: r.id.clone() }}>{r.id.clone()}</Link<Route>></td>
-                                    <td>{r.plan.name.clone()}</td>
-                                    <td><StateBadge state={r.state} /></td>
-                                    <td>{local_time(r.started_us)}</td>
-                                    <td class="num">{duration.unwrap_or_else(|| "…".into())}</td>
-                                    <td>{counts.unwrap_or_default()}</td>
+                                    <td data-label="Plan">{r.plan.name.clone()}</td>
+                                    <td data-label="Outcome"><StateBadge state={r.state} /></td>
+                                    <td data-label="Started">{local_time(r.started_us)}</td>
+                                    <td class="num" data-label="Duration">{duration.unwrap_or_else(|| "…".into())}</td>
+                                    <td data-label="Tests">{counts.unwrap_or_default()}</td>
                                 </tr>
                             }
                         }) }

@@ -57,3 +57,62 @@ pub async fn file_text(file: &web_sys::File) -> Result<String, String> {
     let text = wasm_bindgen_futures::JsFuture::from(file.text()).await.map_err(|e| format!("{e:?}"))?;
     text.as_string().ok_or_else(|| "the file is not text".to_string())
 }
+
+/// While it lives, leaving the page asks first: the browser's own prompt
+/// before a reload, a close or another address, and `question` before the
+/// app follows a link away (a download link leaves nothing). Dropped, it
+/// asks no more.
+pub struct LeaveGuard {
+    unload: wasm_bindgen::closure::Closure<dyn FnMut(web_sys::Event)>,
+    click: wasm_bindgen::closure::Closure<dyn FnMut(web_sys::Event)>,
+}
+
+impl LeaveGuard {
+    pub fn install(question: &'static str) -> Option<LeaveGuard> {
+        use wasm_bindgen::JsCast;
+        use wasm_bindgen::closure::Closure;
+        let window = web_sys::window()?;
+        let document = window.document()?;
+        let unload = Closure::<dyn FnMut(web_sys::Event)>::new(|e: web_sys::Event| {
+            e.prevent_default();
+            // Older browsers show the prompt only for a return value.
+            let _ = js_sys::Reflect::set(&e, &"returnValue".into(), &"".into());
+        });
+        let click = Closure::<dyn FnMut(web_sys::Event)>::new(move |e: web_sys::Event| {
+            let link = e
+                .target()
+                .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+                .and_then(|el| el.closest("a[href]").ok().flatten());
+            let Some(link) = link else { return };
+            let stays = link.has_attribute("download")
+                || link.get_attribute("href").is_some_and(|h| h.starts_with('#'));
+            if !stays && !confirm(question) {
+                e.prevent_default();
+                e.stop_immediate_propagation();
+            }
+        });
+        window.add_event_listener_with_callback("beforeunload", unload.as_ref().unchecked_ref()).ok()?;
+        // Capturing: before the router's own handler on the link.
+        document
+            .add_event_listener_with_callback_and_bool("click", click.as_ref().unchecked_ref(), true)
+            .ok()?;
+        Some(LeaveGuard { unload, click })
+    }
+}
+
+impl Drop for LeaveGuard {
+    fn drop(&mut self) {
+        use wasm_bindgen::JsCast;
+        if let Some(window) = web_sys::window() {
+            let _ = window
+                .remove_event_listener_with_callback("beforeunload", self.unload.as_ref().unchecked_ref());
+            if let Some(document) = window.document() {
+                let _ = document.remove_event_listener_with_callback_and_bool(
+                    "click",
+                    self.click.as_ref().unchecked_ref(),
+                    true,
+                );
+            }
+        }
+    }
+}

@@ -14,7 +14,7 @@ use crate::components::field::{Field, aria_error};
 use crate::components::flaky_list::FlakyList;
 use crate::components::profile_card::ProfileCard;
 use crate::components::upload::SuiteUpload;
-use crate::dom::{checked, input_value, select_value, time_zone};
+use crate::dom::{LeaveGuard, checked, input_value, select_value, time_zone};
 use crate::hooks::{failure_text, use_fresh_suites, use_session};
 use crate::routes::Route;
 use crate::services::ApiFailure;
@@ -58,6 +58,14 @@ pub fn EditorPage(props: &Props) -> Html {
                 });
             }
         }
+    });
+
+    // Unsaved edits are not dropped without a word: leaving asks first.
+    use_effect_with(ed.dirty, |dirty| {
+        let guard = dirty
+            .then(|| LeaveGuard::install("Leave this plan? Its unsaved changes will be lost."))
+            .flatten();
+        move || drop(guard)
     });
 
     // Save (and then maybe run).

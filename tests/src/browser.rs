@@ -411,6 +411,12 @@ async fn interactable(client: &Client, selector: &str) -> Result<Result<Element,
     } else if !element.is_enabled().await? {
         Err("the element is disabled".to_string())
     } else {
+        // To the middle of the screen, as a person would scroll it: at an
+        // edge, a sticky bar (the editor's actions) may cover it.
+        let arg = serde_json::to_value(&element).map_err(CmdError::Json)?;
+        client
+            .execute("arguments[0].scrollIntoView({ block: 'center', inline: 'nearest' })", vec![arg])
+            .await?;
         Ok(element)
     })
 }

@@ -28,7 +28,10 @@ async fn unsaved_changes_ask_before_they_are_left() {
         b.goto(&format!("{page}?token={TOKEN}")).await?;
         b.wait_css("#plan-name").await?;
         // Nothing edited: leaving is free.
-        anyhow::ensure!(b.execute(unload_is_stopped, vec![]).await? == false, "an unedited plan stops unloading");
+        anyhow::ensure!(
+            b.execute(unload_is_stopped, vec![]).await? == false,
+            "an unedited plan stops unloading"
+        );
 
         b.fill("#plan-name", "guarded, renamed").await?;
         b.wait_text("#unsaved", "Unsaved changes").await?;

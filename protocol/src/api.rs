@@ -453,6 +453,11 @@ pub struct Health {
     pub ok: bool,
     pub version: String,
     pub protocol: u32,
+    /// The server's clock (µs since the Unix epoch), which run events are
+    /// timed by: a client lines up its own with it (the browser's elapsed
+    /// time of a run).
+    #[serde(default)]
+    pub now_us: i64,
 }
 
 /// `GET /readyz`: whether the server can do its work now (200 when

@@ -118,3 +118,73 @@ async fn a_summary_count_filters_the_table_to_its_tests() {
     }
     browser.close().await.unwrap();
 }
+
+/// `340 ms`, `2.35 s`, `1 min 05 s` (the app's durations) in milliseconds.
+fn shown_ms(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Some(ms) = text.strip_suffix(" ms") {
+        return ms.parse().ok();
+    }
+    if let Some((min, rest)) = text.split_once(" min ") {
+        let s: i64 = rest.strip_suffix(" s")?.parse().ok()?;
+        return Some(min.parse::<i64>().ok()? * 60_000 + s * 1000);
+    }
+    let s: f64 = text.strip_suffix(" s")?.parse().ok()?;
+    Some((s * 1000.0).round() as i64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_reload_the_elapsed_time_is_the_runs_not_the_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
+    server.wait_online(1).await;
+    let suite = format!("sha256:{}", server.upload(ensemble_artifacts::BENCH_PARTIES, "parties").await);
+    // Waits at a barrier for a party that never comes: it runs until cancelled.
+    let run = server
+        .start_run(serde_json::json!({
+            "name": "waits",
+            "profiles": [{ "name": "here" }],
+            "entries": [{
+                "suite": suite, "profile": "here", "tests": ["barriers"],
+                "params": { "parties": "2", "rounds": "1" },
+            }],
+        }))
+        .await;
+    let client = server.client();
+    let started_us = client.run(&run).await.unwrap().started_us;
+    let elapsed_text = "return document.querySelector('#run-elapsed')?.textContent ?? ''";
+    let browser = Browser::start().await.unwrap();
+    let b = &browser;
+    let steps = async {
+        let page = format!("{}/runs/{run}?token={TOKEN}", server.url);
+        b.goto(&page).await?;
+        b.wait_text("#run-state", "running").await?;
+        // Long enough that a clock restarted by the reload would show it.
+        b.wait_until("the run to be 3 s old", async |c| {
+            let text = c.execute(elapsed_text, vec![]).await?;
+            Ok(text.as_str().and_then(shown_ms).filter(|ms| *ms >= 3_000))
+        })
+        .await?;
+        b.goto(&page).await?;
+        b.wait_text("#run-state", "running").await?;
+        // Read the clock just after it ticks, and the server's beside it.
+        let before = b.execute(elapsed_text, vec![]).await?;
+        let shown = b
+            .wait_until("the clock to tick", async |c| {
+                let text = c.execute(elapsed_text, vec![]).await?;
+                Ok(text.as_str().filter(|t| !t.is_empty() && Some(*t) != before.as_str()).and_then(shown_ms))
+            })
+            .await?;
+        let server_ms = (client.health().await?.now_us - started_us) / 1000;
+        anyhow::ensure!(
+            (shown - server_ms).abs() <= 500,
+            "after the reload the page says {shown} ms, the server {server_ms} ms"
+        );
+        anyhow::Ok(())
+    };
+    if let Err(e) = steps.await {
+        panic!("{e:#}\n{}", browser.diagnostics().await);
+    }
+    browser.close().await.unwrap();
+    client.cancel_run(&run).await.unwrap();
+}

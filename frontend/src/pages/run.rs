@@ -98,6 +98,27 @@ pub fn RunPage(props: &Props) -> Html {
         }
     });
 
+    // Line the browser's clock up with the server's, which times the events:
+    // the elapsed time is the run's, whenever the page was opened.
+    use_effect_with(props.id.clone(), {
+        let view = view.clone();
+        let api = session.api.clone();
+        move |_: &String| {
+            wasm_bindgen_futures::spawn_local(async move {
+                let before = browser_now_us();
+                if let Ok(health) = api.health().await {
+                    let after = browser_now_us();
+                    if health.now_us > 0 {
+                        view.dispatch(RunAction::Clock {
+                            skew_us: (before + after) / 2 - health.now_us,
+                            now_us: browser_now_us(),
+                        });
+                    }
+                }
+            });
+        }
+    });
+
     // Open the stream from where the view is; again after each reconnect.
     use_effect_with((props.id.clone(), *attempt), {
         let view = view.clone();
@@ -312,7 +333,11 @@ pub fn RunPage(props: &Props) -> Html {
                 </h1>
                 <div class="actions">
                     <StateBadge {state} id="run-state" live=true />
-                    <span class="muted" id="run-elapsed">{duration_ms(elapsed)}</span>
+                    // A live run's time once the clocks are lined up (until
+                    // then it would count from when the page opened).
+                    <span class="muted" id="run-elapsed">{
+                        if view.finished.is_some() || view.clock_known() { duration_ms(elapsed) } else { "…".to_string() }
+                    }</span>
                     if let Some(n) = stream_note { <span class="muted">{n}</span> }
                     if running {
                         <button type="button" class="danger" id="cancel-run" onclick={cancel}>{"Cancel run"}</button>

@@ -95,6 +95,10 @@ impl Api {
         resp.json().await.map_err(|e| ApiFailure::Network(format!("unreadable answer: {e}")))
     }
 
+    pub async fn health(&self) -> ApiResult<ensemble_protocol::api::Health> {
+        self.json(Request::get(routes::HEALTH), None).await
+    }
+
     pub async fn machines(&self) -> ApiResult<Vec<MachineStatus>> {
         self.json(Request::get(routes::MACHINES), None).await
     }

@@ -215,6 +215,9 @@ pub struct RunView {
     pub now_us: i64,
     /// Browser clock minus coordinator clock, as low as seen on arrival.
     skew_us: Option<i64>,
+    /// The skew came from the server's clock, not from when events arrived
+    /// (a replay after a reload arrives long after its events happened).
+    clock_known: bool,
 }
 
 pub enum RunAction {
@@ -226,6 +229,13 @@ pub enum RunAction {
     /// The browser's clock now: moves a live run's timeline between events.
     Tick(i64),
     Stream(Stream),
+    /// The browser's clock minus the server's (µs), measured against the
+    /// server's own (`GET /api/health`), which beats a guess from arrivals;
+    /// and the browser's clock now.
+    Clock {
+        skew_us: i64,
+        now_us: i64,
+    },
 }
 
 const MAX_LOGS_PER_TEST: usize = 500;
@@ -253,6 +263,7 @@ impl RunView {
             version: 0,
             now_us: 0,
             skew_us: None,
+            clock_known: false,
         }
     }
 
@@ -289,6 +300,11 @@ impl RunView {
         } else {
             "queued"
         }
+    }
+
+    /// Whether the browser's clock is lined up with the server's.
+    pub fn clock_known(&self) -> bool {
+        self.clock_known
     }
 
     pub fn pending(&self) -> usize {
@@ -569,7 +585,7 @@ impl Reducible for RunView {
         s.version += 1;
         match action {
             RunAction::Events { events, received_us } => {
-                if let Some(newest) = events.iter().map(|e| e.at_us).max() {
+                if let Some(newest) = events.iter().map(|e| e.at_us).max().filter(|_| !s.clock_known) {
                     let skew = received_us - newest;
                     s.skew_us = Some(s.skew_us.map_or(skew, |k| k.min(skew)));
                 }
@@ -579,6 +595,9 @@ impl Reducible for RunView {
                 if s.stream == Stream::Connecting {
                     s.stream = Stream::Live;
                 }
+                if let (true, None, Some(skew)) = (s.clock_known, &s.finished, s.skew_us) {
+                    s.now_us = s.now_us.max(received_us - skew);
+                }
             }
             RunAction::Tick(now) => {
                 if let (None, Some(skew)) = (&s.finished, s.skew_us) {
@@ -586,6 +605,13 @@ impl Reducible for RunView {
                 }
             }
             RunAction::Stream(st) => s.stream = st,
+            RunAction::Clock { skew_us, now_us } => {
+                s.skew_us = Some(skew_us);
+                s.clock_known = true;
+                if s.finished.is_none() {
+                    s.now_us = now_us - skew_us;
+                }
+            }
         }
         Rc::new(s)
     }

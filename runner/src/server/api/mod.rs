@@ -62,6 +62,7 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
             ok: true,
             version: env!("CARGO_PKG_VERSION").to_string(),
             protocol: ensemble_protocol::PROTOCOL_VERSION,
+            now_us: crate::time::now_us(),
         })
     });
     let document = at(Method::GET, "/api/openapi.json").map(|| {

@@ -7,10 +7,8 @@
 //! With `ENSEMBLE_UPDATE_SCREENSHOTS=1` the test also writes the README's
 //! screenshots to `docs/screenshots/`.
 
-use std::path::PathBuf;
-
 use ensemble_tests::browser::{Browser, screenshot};
-use ensemble_tests::{Server, repo_root, start_runner_with, start_server};
+use ensemble_tests::{Server, start_runner_with, start_server};
 
 const TOKEN: &str = "browser-token";
 

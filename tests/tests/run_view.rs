@@ -188,3 +188,40 @@ async fn after_a_reload_the_elapsed_time_is_the_runs_not_the_pages() {
     browser.close().await.unwrap();
     client.cancel_run(&run).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_to_a_test_opens_it_and_choosing_a_test_makes_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
+    server.wait_online(1).await;
+    let suite = format!("sha256:{}", server.upload(ensemble_artifacts::BASICS, "basics").await);
+    let run = server
+        .start_run(serde_json::json!({
+            "name": "linked",
+            "profiles": [{ "name": "here" }],
+            "entries": [{ "suite": suite, "profile": "here" }],
+        }))
+        .await;
+    server.events(&run).await;
+    let browser = Browser::start().await.unwrap();
+    let b = &browser;
+    let steps = async {
+        b.goto(&format!("{}/runs/{run}?test=concatenates&role=basics&token={TOKEN}", server.url)).await?;
+        b.wait_text("#test-detail .detail-name", "concatenates").await?;
+        // The token leaves the address; the link to the test stays.
+        let url = b.current_url().await?;
+        anyhow::ensure!(url.contains("test=concatenates") && !url.contains("token="), "{url}");
+        // Choosing another test puts it in the address, to share.
+        b.click("tr[data-test='adds'] button").await?;
+        b.wait_text("#test-detail .detail-name", "adds").await?;
+        let url = b.current_url().await?;
+        anyhow::ensure!(url.contains("test=adds") && url.contains("role=basics"), "{url}");
+        b.goto(&url).await?;
+        b.wait_text("#test-detail .detail-name", "adds").await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = steps.await {
+        panic!("{e:#}\n{}", browser.diagnostics().await);
+    }
+    browser.close().await.unwrap();
+}

@@ -22,6 +22,7 @@ use crate::hooks::{failure_text, use_session};
 use crate::routes::Route;
 use crate::services::ApiFailure;
 use crate::services::events::{self, StreamEnd, Watch};
+use crate::services::storage::{page_query, replace_query};
 use crate::state::run::{Show, Status, Stream};
 use crate::state::{RunAction, RunView};
 
@@ -207,9 +208,45 @@ pub fn RunPage(props: &Props) -> Html {
         let view = view.clone();
         move |(_, text, show): &(u64, String, Show)| view.filtered(text, *show)
     });
+    // A link to a test of the run (`?test=NAME&role=ROLE&machine=M`) opens
+    // it once its row is there; selecting a test puts it in the address.
+    let linked = use_state(|| {
+        let q = page_query();
+        let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        get("test").map(|test| (test, get("role"), get("machine")))
+    });
+    use_effect_with((view.last_seq, (*linked).clone()), {
+        let (view, selected, linked) = (view.clone(), selected.clone(), linked.clone());
+        move |(_, wanted): &(u64, Option<(String, Option<String>, Option<String>)>)| {
+            if let Some((test, role, machine)) = wanted {
+                let found = view.rows.iter().position(|r| {
+                    r.test == *test
+                        && role.as_ref().is_none_or(|x| *x == r.shard.role)
+                        && machine.as_ref().is_none_or(|x| *x == r.shard.machine)
+                });
+                if let Some(i) = found {
+                    selected.set(Some(i));
+                    linked.set(None);
+                }
+            }
+        }
+    });
     let on_select = {
         let selected = selected.clone();
-        Callback::from(move |i: usize| selected.set(Some(i)))
+        let view = view.clone();
+        Callback::from(move |i: usize| {
+            selected.set(Some(i));
+            if let Some(r) = view.rows.get(i) {
+                let mut q: Vec<(String, String)> = page_query()
+                    .into_iter()
+                    .filter(|(k, _)| !["test", "role", "machine"].contains(&k.as_str()))
+                    .collect();
+                q.push(("test".into(), r.test.clone()));
+                q.push(("role".into(), r.shard.role.clone()));
+                q.push(("machine".into(), r.shard.machine.clone()));
+                replace_query(&q);
+            }
+        })
     };
     let on_filter = {
         let filter = filter.clone();

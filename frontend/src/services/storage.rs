@@ -31,10 +31,41 @@ pub fn take_token_from_url() -> Option<String> {
     let search = location.search().ok()?;
     let token = token_in_query(&search)?;
     save_token(&token);
-    if let (Ok(history), Ok(path)) = (window.history(), location.pathname()) {
-        let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&path));
-    }
+    // The rest of the address stays (a link to a test of a run).
+    let rest: Vec<(String, String)> =
+        query_pairs(&search).into_iter().filter(|(k, _)| k != "token").collect();
+    replace_query(&rest);
     Some(token)
+}
+
+/// The decoded `key=value` pairs of a query string (`?a=1&b=x%20y`).
+pub fn query_pairs(search: &str) -> Vec<(String, String)> {
+    search
+        .trim_start_matches('?')
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Some((ensemble_protocol::api::decode(k)?, ensemble_protocol::api::decode(v)?))
+        })
+        .collect()
+}
+
+/// The page's query parameters now.
+pub fn page_query() -> Vec<(String, String)> {
+    web_sys::window().and_then(|w| w.location().search().ok()).map(|s| query_pairs(&s)).unwrap_or_default()
+}
+
+/// Replaces the page's query with `pairs` (no new history entry).
+pub fn replace_query(pairs: &[(String, String)]) {
+    use ensemble_protocol::api::encode;
+    let Some(window) = web_sys::window() else { return };
+    let Ok(path) = window.location().pathname() else { return };
+    let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+    let url = if query.is_empty() { path } else { format!("{path}?{}", query.join("&")) };
+    if let Ok(history) = window.history() {
+        let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&url));
+    }
 }
 
 /// The `token` parameter of a query string (`?a=1&token=T`), decoded.
@@ -49,7 +80,15 @@ pub fn token_in_query(search: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::token_in_query;
+    use super::{query_pairs, token_in_query};
+
+    #[test]
+    fn query_pairs_are_decoded() {
+        let pairs = query_pairs("?test=a%2Fb&role=server&x");
+        let want = [("test", "a/b"), ("role", "server"), ("x", "")];
+        assert_eq!(pairs, want.map(|(k, v)| (k.to_string(), v.to_string())));
+        assert!(query_pairs("").is_empty());
+    }
 
     #[test]
     fn a_token_is_read_from_the_query() {

@@ -36,6 +36,9 @@ const SYNC_SHOWN: usize = 200;
 /// How often a live run's timeline moves on between events.
 const TICK_MS: u32 = 500;
 
+/// A test a link names: its name, role and machine (`?test=&role=&machine=`).
+type TestLink = (String, Option<String>, Option<String>);
+
 fn browser_now_us() -> i64 {
     (js_sys::Date::now() * 1000.0) as i64
 }
@@ -217,7 +220,7 @@ pub fn RunPage(props: &Props) -> Html {
     });
     use_effect_with((view.last_seq, (*linked).clone()), {
         let (view, selected, linked) = (view.clone(), selected.clone(), linked.clone());
-        move |(_, wanted): &(u64, Option<(String, Option<String>, Option<String>)>)| {
+        move |(_, wanted): &(u64, Option<TestLink>)| {
             if let Some((test, role, machine)) = wanted {
                 let found = view.rows.iter().position(|r| {
                     r.test == *test

@@ -48,7 +48,7 @@ pub fn use_fresh_suites() {
 
 /// How often the machine list (and with it every "machines matching now"
 /// count) refreshes.
-const MACHINE_REFRESH_MS: u32 = 2_000;
+const MACHINE_REFRESH_MS: u32 = 1_000;
 
 /// Keeps the session's machines fresh while its token works (pages that show
 /// the suite catalog load it themselves: `use_fresh_suites`). Takes the

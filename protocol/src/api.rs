@@ -29,7 +29,17 @@ pub enum MachineState {
     /// Finishing its shards, taking no new ones; it stops once it is idle
     /// and no run it is part of goes on.
     Draining,
+    /// Its connection closed: it is lost at `lost_at_us` unless it
+    /// reconnects first (its shards then go on).
+    Disconnected,
     Offline,
+}
+
+impl MachineState {
+    /// Connected and usable (running, idle or finishing its shards).
+    pub fn is_connected(self) -> bool {
+        matches!(self, MachineState::Online | MachineState::Busy | MachineState::Draining)
+    }
 }
 
 /// A machine as the coordinator knows it.
@@ -50,6 +60,10 @@ pub struct MachineStatus {
     /// The server's own machine (it cannot be disconnected or drained).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub local: bool,
+    /// When a disconnected machine is given up as lost (coordinator time,
+    /// µs), unless it reconnects first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_at_us: Option<i64>,
 }
 
 /// A test as listed by a stored suite.

@@ -187,7 +187,7 @@ async fn set_up(
         machines = client.wait_machines(3, std::time::Duration::from_secs(60)) => machines?,
         exited = children.first_exit() => return Err(exited),
     };
-    let online = machines.iter().filter(|m| m.state != ensemble_protocol::api::MachineState::Offline).count();
+    let online = machines.iter().filter(|m| m.state.is_connected()).count();
     if online < 3 {
         bail!("only {online} of 3 machines came online");
     }

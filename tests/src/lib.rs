@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 pub use ensemble_client::{Client, ClientError, tls_with_roots};
-use ensemble_protocol::api::{MachineState, MachineStatus, routes};
+use ensemble_protocol::api::{MachineStatus, routes};
 use ensemble_protocol::wire::{Facts, FromMachine, MachineInfo, ToMachine};
 use ensemble_protocol::{Event, PROTOCOL_VERSION, Plan};
 use futures::{SinkExt, StreamExt};
@@ -293,7 +293,7 @@ impl Server {
     /// Waits (long-poll, no sleeping) until `n` machines are online.
     pub async fn wait_online(&self, n: usize) -> Vec<MachineStatus> {
         let machines = self.client().wait_machines(n, std::time::Duration::from_secs(60)).await.unwrap();
-        let online = machines.iter().filter(|m| m.state != MachineState::Offline).count();
+        let online = machines.iter().filter(|m| m.state.is_connected()).count();
         assert!(online >= n, "only {online} machines online: {machines:?}");
         machines
     }

@@ -132,27 +132,44 @@ async fn sigterm_drains_a_runner_and_it_stops_once_its_shard_is_done() {
 async fn the_machines_page_drains_a_machine_after_asking() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
-    let runner = start_runner(dir.path(), &server, "idle-box", &[], None);
+    let runner = start_runner(dir.path(), &server, "busy-box", &[], None);
     server.wait_online(2).await;
+    // A shard that waits at a barrier for a party that never comes: the
+    // machine stays draining until the run is cancelled.
+    let suite = format!("sha256:{}", server.upload(ensemble_artifacts::BENCH_PARTIES, "parties").await);
+    let run = server
+        .start_run(serde_json::json!({
+            "name": "waits",
+            "profiles": [{ "name": "p", "machine": "busy-box" }],
+            "entries": [{
+                "suite": suite, "profile": "p", "tests": ["barriers"],
+                "params": { "parties": "2", "rounds": "1" },
+            }],
+        }))
+        .await;
+    first_test_started(&server, &run).await;
     let browser = ensemble_tests::browser::Browser::start().await.unwrap();
     let b = &browser;
     let steps = async {
         b.goto(&format!("{}/machines?token={TOKEN}", server.url)).await?;
-        b.wait_css("tr[data-machine='idle-box'] button.drain").await?;
+        b.wait_css("tr[data-machine='busy-box'] button.drain").await?;
         b.wait_absent("tr[data-machine='local'] button.drain").await?;
         // It asks first (answered yes here).
         b.execute("window.confirm = (q) => { window.asked = q; return true; }", vec![]).await?;
-        b.click("tr[data-machine='idle-box'] button.drain").await?;
-        b.wait_text("#machines-banner", "Draining \"idle-box\": 0 shard(s) to finish").await?;
-        b.wait_text("tr[data-machine='idle-box'] .state", "draining").await?;
+        b.click("tr[data-machine='busy-box'] button.drain").await?;
+        b.wait_text("#machines-banner", "Draining \"busy-box\": 1 shard(s) to finish").await?;
+        b.wait_text("tr[data-machine='busy-box'] .state", "draining").await?;
+        b.wait_absent("tr[data-machine='busy-box'] button.drain").await?;
         let asked = b.execute("return window.asked", vec![]).await?;
-        anyhow::ensure!(asked.as_str().is_some_and(|q| q.starts_with("Drain \"idle-box\"?")), "{asked}");
+        anyhow::ensure!(asked.as_str().is_some_and(|q| q.starts_with("Drain \"busy-box\"?")), "{asked}");
         anyhow::Ok(())
     };
     if let Err(e) = steps.await {
         panic!("{e:#}\n{}", browser.diagnostics().await);
     }
     browser.close().await.unwrap();
+    // Its shard over, the drained machine stops.
+    server.client().cancel_run(&run).await.unwrap();
     let (code, log) = exits(runner).await;
-    assert_eq!(code, Some(0), "an idle machine stops at once: {log}");
+    assert_eq!(code, Some(0), "a drained machine stops once its shards are done: {log}");
 }

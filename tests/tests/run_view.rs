@@ -225,3 +225,43 @@ async fn a_link_to_a_test_opens_it_and_choosing_a_test_makes_one() {
     }
     browser.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_whose_connection_closes_is_shown_disconnected_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let mut runner = ensemble_tests::start_runner(dir.path(), &server, "far-away", &["site=far"], None);
+    server.wait_online(1).await;
+    let suite = format!("sha256:{}", server.upload(ensemble_artifacts::BENCH_PARTIES, "parties").await);
+    // Waits at a barrier for a party that never comes.
+    let run = server
+        .start_run(serde_json::json!({
+            "name": "far",
+            "profiles": [{ "name": "far", "labels": { "site": "far" } }],
+            "entries": [{
+                "suite": suite, "profile": "far", "tests": ["barriers"],
+                "params": { "parties": "2", "rounds": "1" },
+            }],
+        }))
+        .await;
+    let browser = Browser::start().await.unwrap();
+    let b = &browser;
+    let steps = async {
+        b.goto(&format!("{}/runs/{run}?token={TOKEN}", server.url)).await?;
+        b.wait_text("#run-state", "running").await?;
+        b.wait_css(".lane[data-machine='far-away']").await?;
+        let killed = std::time::Instant::now();
+        runner.kill();
+        b.wait_text(".lane[data-machine='far-away'] .lane-alert", "disconnected — lost in").await?;
+        let took = killed.elapsed();
+        anyhow::ensure!(took < std::time::Duration::from_secs(2), "it took {took:?} to show");
+        let alert = b.text(".lane[data-machine='far-away'] .lane-alert").await?;
+        anyhow::ensure!(alert.ends_with("s unless it returns"), "{alert}");
+        anyhow::Ok(())
+    };
+    if let Err(e) = steps.await {
+        panic!("{e:#}\n{}", browser.diagnostics().await);
+    }
+    browser.close().await.unwrap();
+    server.client().cancel_run(&run).await.unwrap();
+}

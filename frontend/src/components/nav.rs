@@ -1,6 +1,5 @@
 //! The top bar: where to go, and how many machines are online.
 
-use ensemble_protocol::api::MachineState;
 use yew::prelude::*;
 use yew_router::prelude::*;
 
@@ -16,7 +15,7 @@ pub fn Nav() -> Html {
     let here = |r: &[Route]| route.as_ref().is_some_and(|cur| r.contains(cur));
     let on_plans = matches!(route, Some(Route::Plan { .. })) || here(&[Route::Plans, Route::NewPlan]);
     let on_runs = matches!(route, Some(Route::Run { .. })) || here(&[Route::Runs]);
-    let online = session.machines.iter().filter(|m| m.state != MachineState::Offline).count();
+    let online = session.machines.iter().filter(|m| m.state.is_connected()).count();
     let sign_out = {
         let session = session.clone();
         Callback::from(move |_| {

@@ -16,12 +16,18 @@ pub struct Props {
     pub version: u64,
     /// Clock offset text per machine.
     pub clocks: BTreeMap<String, String>,
+    /// What is wrong with a machine now (its connection closed), per machine.
+    #[prop_or_default]
+    pub alerts: BTreeMap<String, String>,
     pub on_select: Callback<usize>,
 }
 
 impl PartialEq for Props {
     fn eq(&self, o: &Self) -> bool {
-        self.version == o.version && self.clocks == o.clocks && self.on_select == o.on_select
+        self.version == o.version
+            && self.clocks == o.clocks
+            && self.alerts == o.alerts
+            && self.on_select == o.on_select
     }
 }
 
@@ -88,6 +94,9 @@ pub fn Timeline(props: &Props) -> Html {
                         <span class="lane-clock" title="clock offset to the coordinator">{format!("clock {c}")}</span>
                     }
                     <span class="lane-count">{plural(lane.rows.len(), "test")}</span>
+                    if let Some(alert) = props.alerts.get(&lane.machine) {
+                        <span class="lane-alert" role="status">{alert.clone()}</span>
+                    }
                 </div>
                 { for tracks }
                 { for lane.errors.iter().map(|e| html! { <p class="lane-error">{e.clone()}</p> }) }

@@ -23,6 +23,7 @@ pub fn MachinesPage() -> Html {
             MachineState::Online => "online",
             MachineState::Busy => "busy",
             MachineState::Draining => "draining",
+            MachineState::Disconnected => "disconnected",
             MachineState::Offline => "offline",
         };
         let drain = {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use ensemble_protocol::Outcome;
-use ensemble_protocol::api::{RunMeta, RunState, TestHistory};
+use ensemble_protocol::api::{MachineState, RunMeta, RunState, TestHistory};
 use yew::prelude::*;
 use yew_router::prelude::*;
 
@@ -313,6 +313,22 @@ pub fn RunPage(props: &Props) -> Html {
         .iter()
         .map(|m| (m.info.name.clone(), offset_us(m.clock_offset_us, m.clock_uncertainty_us)))
         .collect();
+    // A machine of a live run whose connection closed: it says so at once,
+    // and when it is given up.
+    let alerts: BTreeMap<String, String> = if running {
+        let now = if view.clock_known() { view.now_us } else { browser_now_us() };
+        session
+            .machines
+            .iter()
+            .filter(|m| m.state == MachineState::Disconnected)
+            .map(|m| {
+                let left = m.lost_at_us.map_or(0, |t| (t - now).max(0) / 1_000_000);
+                (m.info.name.clone(), format!("disconnected — lost in {left} s unless it returns"))
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
     let stream_note = match &view.stream {
         Stream::Connecting => Some("connecting…".to_string()),
         Stream::Live => None,
@@ -419,7 +435,7 @@ pub fn RunPage(props: &Props) -> Html {
                 }
             </ul>
 
-            <Timeline view={view.clone()} version={view.version} clocks={clocks} on_select={on_select.clone()} />
+            <Timeline view={view.clone()} version={view.version} clocks={clocks} alerts={alerts} on_select={on_select.clone()} />
 
             <div class="run-columns">
                 <section class="tests-panel" aria-labelledby="tests-title">

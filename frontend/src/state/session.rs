@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use ensemble_protocol::Profile;
-use ensemble_protocol::api::{MachineState, MachineStatus, SuiteMeta};
+use ensemble_protocol::api::{MachineStatus, SuiteMeta};
 use yew::Reducible;
 
 use crate::services::Api;
@@ -57,10 +57,7 @@ impl Session {
 
     /// Machines that can take work now and match the profile.
     pub fn matching(&self, profile: &Profile) -> Vec<&MachineStatus> {
-        self.machines
-            .iter()
-            .filter(|m| m.state != MachineState::Offline && profile.matches(&m.info))
-            .collect()
+        self.machines.iter().filter(|m| m.state.is_connected() && profile.matches(&m.info)).collect()
     }
 
     pub fn suite(&self, sha256: &str) -> Option<&SuiteMeta> {
@@ -103,6 +100,7 @@ impl Reducible for Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ensemble_protocol::api::MachineState;
     use ensemble_protocol::machine::{Facts, MachineInfo};
 
     fn machine(name: &str, tier: &str, state: MachineState) -> MachineStatus {
@@ -118,6 +116,7 @@ mod tests {
             clock_uncertainty_us: 0,
             running: vec![],
             last_seen_us: 0,
+            lost_at_us: None,
             local: false,
         }
     }

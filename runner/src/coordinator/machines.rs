@@ -107,6 +107,8 @@ impl Entry {
     fn status(&self) -> MachineStatus {
         let state = if self.offline || self.awaited {
             MachineState::Offline
+        } else if self.conn.is_none() && !self.local {
+            MachineState::Disconnected
         } else if self.draining {
             MachineState::Draining
         } else if self.running.is_empty() {
@@ -122,6 +124,7 @@ impl Entry {
             running: self.running.values().cloned().collect(),
             last_seen_us: self.last_seen_us,
             local: self.local,
+            lost_at_us: None,
         }
     }
 

@@ -242,7 +242,14 @@ impl Coordinator {
     // ---- machines ----
 
     pub fn machine_statuses(&self) -> Vec<MachineStatus> {
-        self.machines.statuses()
+        let timeout = i64::try_from(self.config.heartbeat_timeout.as_micros()).unwrap_or(i64::MAX);
+        let mut statuses = self.machines.statuses();
+        for m in &mut statuses {
+            if m.state == MachineState::Disconnected {
+                m.lost_at_us = Some(m.last_seen_us.saturating_add(timeout));
+            }
+        }
+        statuses
     }
 
     /// The machines, once at least `min_online` are online or `wait` passed.
@@ -256,7 +263,7 @@ impl Coordinator {
             }
         })
         .await;
-        self.machines.statuses()
+        self.machine_statuses()
     }
 
     /// Closes a remote machine's connection (it reconnects).
@@ -1016,6 +1023,7 @@ impl Coordinator {
             ("online", count(MachineState::Online)),
             ("busy", count(MachineState::Busy)),
             ("draining", count(MachineState::Draining)),
+            ("disconnected", count(MachineState::Disconnected)),
             ("offline", count(MachineState::Offline)),
         ];
         let runs = self.runs.lock().expect("runs lock");

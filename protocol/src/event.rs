@@ -90,6 +90,19 @@ pub enum SyncOp {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signalled: Option<u64>,
     },
+    /// A call began to wait at barrier `state`: `arrived` of `target`
+    /// parties had signalled (shown while it waits; not an answer).
+    BarrierWaiting {
+        state: String,
+        target: u64,
+        arrived: u64,
+    },
+    /// A call began to wait for message `message_seq` of `topic` (shown
+    /// while it waits; not an answer).
+    TopicWaiting {
+        topic: String,
+        message_seq: u64,
+    },
     /// `message_seq` is the message's number within its topic (from 1).
     Publish {
         topic: String,

@@ -62,6 +62,10 @@ async fn cancel_asks_before_it_cancels() {
     let steps = async {
         b.goto(&format!("{}/runs/{run}?token={TOKEN}", server.url)).await?;
         b.wait_text("#run-state", "running").await?;
+        // The running test says what it waits on.
+        b.click("tr[data-test='barriers'] button").await?;
+        let waiting = b.wait_text("#test-waiting", "Waiting for barrier ").await?.text().await?;
+        anyhow::ensure!(waiting.contains("(1 of 2 arrived), for "), "{waiting}");
         b.execute("window.confirm = (q) => { window.asked = q; return true; }", vec![]).await?;
         b.click("#cancel-run").await?;
         b.wait_text("#run-state", "cancelled").await?;
@@ -264,4 +268,38 @@ async fn a_machine_whose_connection_closes_is_shown_disconnected_at_once() {
     }
     browser.close().await.unwrap();
     server.client().cancel_run(&run).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_that_times_out_at_a_barrier_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
+    server.wait_online(1).await;
+    let suite = format!("sha256:{}", server.upload(ensemble_artifacts::BENCH_PARTIES, "parties").await);
+    let run = server
+        .start_run(serde_json::json!({
+            "name": "times out",
+            "settings": { "test_timeout": "1s" },
+            "profiles": [{ "name": "here" }],
+            "entries": [{
+                "suite": suite, "profile": "here", "tests": ["barriers"],
+                "params": { "parties": "2", "rounds": "1" },
+            }],
+        }))
+        .await;
+    server.events(&run).await;
+    let browser = Browser::start().await.unwrap();
+    let b = &browser;
+    let steps = async {
+        b.goto(&format!("{}/runs/{run}?test=barriers&token={TOKEN}", server.url)).await?;
+        b.wait_text("#run-state", "failed").await?;
+        let message =
+            b.wait_text("#test-detail pre.message", "while waiting for barrier ").await?.text().await?;
+        anyhow::ensure!(message.contains("(1 of 2 arrived)"), "{message}");
+        anyhow::Ok(())
+    };
+    if let Err(e) = steps.await {
+        panic!("{e:#}\n{}", browser.diagnostics().await);
+    }
+    browser.close().await.unwrap();
 }

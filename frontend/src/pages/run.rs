@@ -464,6 +464,11 @@ pub fn RunPage(props: &Props) -> Html {
                                     if let Some(ms) = r.duration_ms { {format!(" · {}", duration_ms(ms))} }
                                     if r.attempt > 1 { {format!(" · attempt {}", r.attempt)} }
                                 </p>
+                                if let Some(b) = view.blocked.get(&r.shard.shard).filter(|_| r.status == Status::Running) {
+                                    <p class="banner waiting" id="test-waiting" role="status">
+                                        {format!("Waiting for {}, for {}", b.what(), duration_ms(((view.now_us.max(view.last_at_us) - b.since_us) / 1000).max(0) as u64))}
+                                    </p>
+                                }
                                 if let Some(m) = &r.message {
                                     <h4>{"Message"}</h4>
                                     <pre class="message">{m.clone()}</pre>

@@ -43,6 +43,32 @@ impl Status {
     }
 }
 
+/// What a running test waits on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Wait {
+    Barrier { state: String, target: u64, arrived: u64 },
+    Topic { topic: String, message_seq: u64 },
+}
+
+/// A shard's running test waiting, since when (coordinator time).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Blocked {
+    pub on: Wait,
+    pub since_us: i64,
+}
+
+impl Blocked {
+    /// `barrier client-done (1 of 2 arrived)`, `message 3 on kv/verdict`.
+    pub fn what(&self) -> String {
+        match &self.on {
+            Wait::Barrier { state, target, arrived } => {
+                format!("barrier {state} ({arrived} of {target} arrived)")
+            }
+            Wait::Topic { topic, message_seq } => format!("message {message_seq} on {topic}"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct TestRow {
     pub shard: ShardRef,
@@ -208,6 +234,8 @@ pub struct RunView {
     /// others of `run-started` are queued on their machines.
     started: std::collections::HashSet<u32>,
     finished_shards: std::collections::HashSet<u32>,
+    /// What each shard's running test waits on now, by shard.
+    pub blocked: HashMap<u32, Blocked>,
     pub stream: Stream,
     /// Counts reductions: components compare this instead of the whole view.
     pub version: u64,
@@ -259,6 +287,7 @@ impl RunView {
             waiting: None,
             started: Default::default(),
             finished_shards: Default::default(),
+            blocked: HashMap::new(),
             stream: Stream::Connecting,
             version: 0,
             now_us: 0,
@@ -305,6 +334,35 @@ impl RunView {
     /// Whether the browser's clock is lined up with the server's.
     pub fn clock_known(&self) -> bool {
         self.clock_known
+    }
+
+    /// Keeps what each shard waits on up to date with a sync operation.
+    fn track_waits(&mut self, shard: u32, op: &SyncOp, at_us: i64) {
+        match op {
+            SyncOp::BarrierWaiting { state, target, arrived } => {
+                let on = Wait::Barrier { state: state.clone(), target: *target, arrived: *arrived };
+                self.blocked.insert(shard, Blocked { on, since_us: at_us });
+            }
+            SyncOp::TopicWaiting { topic, message_seq } => {
+                let on = Wait::Topic { topic: topic.clone(), message_seq: *message_seq };
+                self.blocked.insert(shard, Blocked { on, since_us: at_us });
+            }
+            SyncOp::Signal { state, value } => {
+                for b in self.blocked.values_mut() {
+                    if let Wait::Barrier { state: s, arrived, .. } = &mut b.on
+                        && s == state
+                    {
+                        *arrived = (*arrived).max(*value);
+                    }
+                }
+            }
+            SyncOp::BarrierReleased { .. } | SyncOp::BarrierFailed { .. } => {
+                self.blocked.remove(&shard);
+            }
+            SyncOp::Publish { topic, message_seq, .. } => self.blocked.retain(|_, b| {
+                !matches!(&b.on, Wait::Topic { topic: t, message_seq: wanted } if t == topic && wanted <= message_seq)
+            }),
+        }
     }
 
     pub fn pending(&self) -> usize {
@@ -427,6 +485,20 @@ impl RunView {
                 }
             }
             EventKind::TestFinished { shard, test, outcome, duration_ms, attempt, message, output } => {
+                // A test that ran out of time or lost its party while it
+                // waited says on what.
+                let blocked = self.blocked.remove(&shard.shard);
+                let message = match (blocked, outcome) {
+                    (Some(b), Outcome::TimedOut | Outcome::Lost | Outcome::Failed) => {
+                        let m = message.unwrap_or_default();
+                        Some(format!(
+                            "{m}{}(while waiting for {})",
+                            if m.is_empty() { "" } else { " " },
+                            b.what()
+                        ))
+                    }
+                    (_, _) => message,
+                };
                 let i = self.row(&shard, &test);
                 self.set_status(i, Status::Done(outcome));
                 let row = Rc::make_mut(&mut self.rows[i]);
@@ -452,7 +524,14 @@ impl RunView {
             }
             EventKind::Sync { shard, op, .. } => {
                 self.add_shard(&shard);
+                self.track_waits(shard.shard, &op, ev.at_us);
                 let (text, failed) = match op {
+                    SyncOp::BarrierWaiting { state, target, arrived } => {
+                        (format!("waits at barrier {state} ({arrived} of {target} arrived)"), false)
+                    }
+                    SyncOp::TopicWaiting { topic, message_seq } => {
+                        (format!("waits for message {message_seq} on {topic}"), false)
+                    }
                     SyncOp::Signal { state, value } => (format!("signal {state} = {value}"), false),
                     SyncOp::BarrierReleased { state, target, .. } => {
                         (format!("barrier {state} released ({target} parties)"), false)

@@ -506,7 +506,9 @@ impl Dispatcher {
                             d.signalled.insert((sref.shard, *id), *value);
                         }
                         (_, Some(id)) => {
-                            d.sync_calls.insert((sref.shard, *id), Some(SyncService::reply_of(op)));
+                            if let Some(reply) = SyncService::reply_of(op) {
+                                d.sync_calls.insert((sref.shard, *id), Some(reply));
+                            }
                         }
                         (_, None) => {}
                     }
@@ -737,6 +739,24 @@ impl Dispatcher {
             wait => (wait, None),
         };
         self.sync_calls.insert(key, None);
+        // What it waits on, for people watching, unless it need not wait.
+        let waiting = match &wait {
+            (SyncCall::Barrier { state, target, .. }, _) => {
+                let arrived = self.sync.count(state);
+                (arrived < *target).then(|| SyncOp::BarrierWaiting {
+                    state: state.clone(),
+                    target: *target,
+                    arrived,
+                })
+            }
+            (SyncCall::Next { topic, index, .. }, _) => (self.sync.messages(topic) <= *index)
+                .then(|| SyncOp::TopicWaiting { topic: topic.clone(), message_seq: index + 1 }),
+            _ => None,
+        };
+        if let (Some(op), Some(&index)) = (waiting, self.by_no.get(&shard)) {
+            let sref = self.shards[index].shard.clone();
+            self.stream.emit(EventKind::Sync { shard: sref, op, call: Some(id) });
+        }
         let (sync, ops) = (self.sync.clone(), self.ops_tx.clone());
         self.tasks.spawn(async move {
             let (reply, op) = match wait {

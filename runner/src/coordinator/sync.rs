@@ -73,7 +73,10 @@ impl SyncService {
                 SyncOp::Publish { topic, message_seq, payload } => {
                     messages.entry(topic.clone()).or_default().push((*message_seq, payload.clone()));
                 }
-                SyncOp::BarrierReleased { .. } | SyncOp::BarrierFailed { .. } => {}
+                SyncOp::BarrierReleased { .. }
+                | SyncOp::BarrierFailed { .. }
+                | SyncOp::BarrierWaiting { .. }
+                | SyncOp::TopicWaiting { .. } => {}
             }
         }
         for (topic, mut list) in messages {
@@ -83,9 +86,10 @@ impl SyncService {
         SyncService { state: Mutex::new(st), changed: Notify::new() }
     }
 
-    /// The answer a call got, from the operation it left.
-    pub fn reply_of(op: &SyncOp) -> SyncReply {
-        match op {
+    /// The answer a call got, from the operation it left (none from one
+    /// that only says the call waits).
+    pub fn reply_of(op: &SyncOp) -> Option<SyncReply> {
+        Some(match op {
             SyncOp::Signal { value, .. } => SyncReply::Value { value: *value },
             SyncOp::BarrierReleased { signalled: Some(value), .. } => SyncReply::Value { value: *value },
             SyncOp::BarrierReleased { signalled: None, .. } => SyncReply::Released,
@@ -93,7 +97,8 @@ impl SyncService {
                 SyncReply::Error { kind: *kind, message: reason.clone() }
             }
             SyncOp::Publish { message_seq, .. } => SyncReply::Value { value: *message_seq },
-        }
+            SyncOp::BarrierWaiting { .. } | SyncOp::TopicWaiting { .. } => return None,
+        })
     }
 
     /// Handles one call; returns the reply and the operation to show on the
@@ -138,6 +143,16 @@ impl SyncService {
         };
         self.changed.notify_waiters();
         (SyncReply::Value { value: seq }, Some(SyncOp::Publish { topic, message_seq: seq, payload }))
+    }
+
+    /// How many have signalled `state` so far.
+    pub fn count(&self, state: &str) -> u64 {
+        self.state.lock().expect("sync lock").counters.get(state).copied().unwrap_or(0)
+    }
+
+    /// How many messages `topic` has.
+    pub fn messages(&self, topic: &str) -> u64 {
+        self.state.lock().expect("sync lock").topics.get(topic).map_or(0, |l| l.len() as u64)
     }
 
     /// Counts one more signal on `state`; its number.
@@ -304,8 +319,16 @@ mod tests {
         done.push(s.handle(barrier("never", 1, 1)).await);
         for (reply, op) in done {
             let op = op.expect("recorded");
-            assert_eq!(SyncService::reply_of(&op), reply, "the record gives the same answer");
+            assert_eq!(SyncService::reply_of(&op), Some(reply), "the record gives the same answer");
             ops.push(op);
+        }
+        // That a call waits is no answer, and counts nothing when restored.
+        for waiting in [
+            SyncOp::BarrierWaiting { state: "ready".into(), target: 2, arrived: 1 },
+            SyncOp::TopicWaiting { topic: "t".into(), message_seq: 1 },
+        ] {
+            assert_eq!(SyncService::reply_of(&waiting), None);
+            ops.push(waiting);
         }
         // Recorded out of order, as calls may finish.
         ops.reverse();

@@ -57,6 +57,33 @@ pub struct Browser {
     profile: tempfile::TempDir,
 }
 
+/// Every page of the app with something on it, for checks that hold on
+/// every page: a plan (stored, with a suite), a finished run of it (some
+/// tests failed, some skipped: `basics` is the path of the `basics` example
+/// suite), the machines, suites and runs. Each path comes with a selector
+/// that is there once the page shows its content.
+pub async fn app_pages(server: &crate::Server, basics: &str) -> Vec<(String, &'static str)> {
+    server.wait_online(1).await;
+    let suite = format!("sha256:{}", server.upload(basics, "basics-with-a-long-name").await);
+    let plan = json!({
+        "name": "a plan with a rather long name to see how it wraps on a phone",
+        "profiles": [{ "name": "here-and-a-long-profile-name", "labels": { "os": std::env::consts::OS } }],
+        "entries": [{ "suite": suite, "profile": "here-and-a-long-profile-name", "params": { "greeting": "hi" } }],
+    });
+    let stored = server.client().create_plan(&serde_json::from_value(plan.clone()).unwrap()).await.unwrap();
+    let run = server.start_run(plan).await;
+    server.events(&run).await;
+    vec![
+        ("/".to_string(), "h1"),
+        ("/plans/new".to_string(), "#plan-name"),
+        (format!("/plans/{}", stored.id), "#plan-name"),
+        ("/machines".to_string(), "h1"),
+        ("/suites".to_string(), "h1"),
+        ("/runs".to_string(), "h1"),
+        (format!("/runs/{run}"), "#run-state"),
+    ]
+}
+
 /// Where a screenshot goes: the README's folder (`docs/screenshots/`) when
 /// `ENSEMBLE_UPDATE_SCREENSHOTS` is set, else `dir` (taking them still
 /// checks they can be taken).
@@ -273,6 +300,11 @@ impl Browser {
     /// returns its result.
     pub async fn execute(&self, script: &str, args: Vec<Json>) -> anyhow::Result<Json> {
         self.bounded("running a script", self.client.execute(script, args)).await
+    }
+
+    /// Runs `script` asynchronously: it calls its last argument with the result.
+    pub async fn execute_async(&self, script: &str, args: Vec<Json>) -> anyhow::Result<Json> {
+        self.bounded("running an asynchronous script", self.client.execute_async(script, args)).await
     }
 
     /// Every browser console entry of the session so far, as `LEVEL message`

@@ -27,33 +27,13 @@ return { scroll: document.documentElement.scrollWidth, width, out: out.slice(0, 
 async fn no_page_scrolls_sideways_on_a_phone() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
-    server.wait_online(1).await;
-    let suite =
-        format!("sha256:{}", server.upload(ensemble_artifacts::BASICS, "basics-with-a-long-name").await);
-    let plan = serde_json::json!({
-        "name": "a plan with a rather long name to see how it wraps on a phone",
-        "profiles": [{ "name": "here-and-a-long-profile-name", "labels": { "os": "linux" } }],
-        "entries": [{ "suite": suite, "profile": "here-and-a-long-profile-name", "params": { "greeting": "hi" } }],
-    });
-    let stored = server.client().create_plan(&serde_json::from_value(plan.clone()).unwrap()).await.unwrap();
-    let run = server.start_run(plan).await;
-    server.events(&run).await;
-
+    let pages = ensemble_tests::browser::app_pages(&server, ensemble_artifacts::BASICS).await;
     let browser = Browser::start_phone(390, 844).await.unwrap();
     let b = &browser;
-    let pages = [
-        ("/".to_string(), "h1"),
-        ("/plans/new".to_string(), "#plan-name"),
-        (format!("/plans/{}", stored.id), "#plan-name"),
-        ("/machines".to_string(), "h1"),
-        ("/suites".to_string(), "h1"),
-        ("/runs".to_string(), "h1"),
-        (format!("/runs/{run}"), "#run-state"),
-    ];
     let mut wide = Vec::new();
     for (path, ready) in &pages {
         let steps = async {
-            b.goto(&format!("{}{path}?token={TOKEN}", server.url)).await?;
+            b.goto(&format!("{}{path}?token={}", server.url, server.token)).await?;
             b.wait_css(ready).await?;
             b.execute(OVERFLOW, vec![]).await
         };

@@ -212,6 +212,16 @@ async fn a_link_to_a_test_opens_it_and_choosing_a_test_makes_one() {
     let steps = async {
         b.goto(&format!("{}/runs/{run}?test=concatenates&role=basics&token={TOKEN}", server.url)).await?;
         b.wait_text("#test-detail .detail-name", "concatenates").await?;
+        // Failures first, unless asked for the run's order.
+        let first_row = "return document.querySelector('table.tests tbody tr[data-test]').className";
+        let class = b.execute(first_row, vec![]).await?;
+        anyhow::ensure!(class.as_str().is_some_and(|c| c.contains("failed")), "{class}");
+        b.click("#failures-first").await?;
+        b.wait_until("the run's order", async |c| {
+            let class = c.execute(first_row, vec![]).await?;
+            Ok(class.as_str().filter(|c| !c.contains("failed")).map(str::to_string))
+        })
+        .await?;
         // The token leaves the address; the link to the test stays.
         let url = b.current_url().await?;
         anyhow::ensure!(url.contains("test=concatenates") && !url.contains("token="), "{url}");

@@ -56,6 +56,8 @@ pub fn RunPage(props: &Props) -> Html {
     let filter = use_state(String::new);
     let show = use_state(|| Show::All);
     let selected = use_state(|| None::<usize>);
+    // The table lists failures first unless asked for the run's order.
+    let failures_first = use_state(|| true);
     let notice = use_state(|| None::<String>);
     let flaky_tests = use_state(|| None::<Rc<Vec<TestHistory>>>);
     let history = use_state(|| None::<TestHistory>);
@@ -207,10 +209,14 @@ pub fn RunPage(props: &Props) -> Html {
     });
 
     // Rows change only with events (not with the clock's ticks).
-    let rows = use_memo((view.last_seq, (*filter).clone(), *show), {
+    let rows = use_memo((view.last_seq, (*filter).clone(), *show, *failures_first), {
         let view = view.clone();
-        move |(_, text, show): &(u64, String, Show)| view.filtered(text, *show)
+        move |(_, text, show, first): &(u64, String, Show, bool)| view.filtered(text, *show, *first)
     });
+    let on_failures_first = {
+        let failures_first = failures_first.clone();
+        Callback::from(move |e: Event| failures_first.set(crate::dom::checked(&e)))
+    };
     // A link to a test of the run (`?test=NAME&role=ROLE&machine=M`) opens
     // it once its row is there; selecting a test puts it in the address.
     let linked = use_state(|| {
@@ -447,6 +453,10 @@ pub fn RunPage(props: &Props) -> Html {
                         <select id="test-show" onchange={on_show}>
                             { for Show::ALL.iter().map(|s| html! { <option value={s.name()} selected={*show == *s}>{s.name()}</option> }) }
                         </select>
+                        <label class="checkbox-inline">
+                            <input id="failures-first" type="checkbox" checked={*failures_first} onchange={on_failures_first} />
+                            {" Failures first"}
+                        </label>
                     </div>
                     <TestTable view={view.clone()} version={view.version} rows={rows.clone()} selected={*selected} on_select={on_select} flaky={flaky.clone()} />
                 </section>

@@ -578,9 +578,11 @@ impl RunView {
     }
 
     /// Rows the filter keeps, in arrival order.
-    pub fn filtered(&self, text: &str, show: Show) -> Vec<usize> {
+    /// The rows `text` and `show` keep, in run order, or with the failures
+    /// first (then the running tests, then the rest, each in run order).
+    pub fn filtered(&self, text: &str, show: Show, failures_first: bool) -> Vec<usize> {
         let needle = text.trim().to_lowercase();
-        (0..self.rows.len())
+        let mut rows: Vec<usize> = (0..self.rows.len())
             .filter(|&i| {
                 let r = &self.rows[i];
                 show.keeps(r.status)
@@ -589,7 +591,15 @@ impl RunView {
                             .iter()
                             .any(|f| f.to_lowercase().contains(&needle)))
             })
-            .collect()
+            .collect();
+        if failures_first {
+            rows.sort_by_key(|&i| match self.rows[i].status {
+                Status::Done(o) if o.is_failure() => 0,
+                Status::Running => 1,
+                _ => 2,
+            });
+        }
+        rows
     }
 
     /// The bars of a track (some rows): one per test while few, else
@@ -834,7 +844,7 @@ mod tests {
         assert_eq!(v.rows.len(), 3);
         assert_eq!((v.count(Outcome::Passed), v.count(Outcome::Failed), v.running), (2, 1, 0));
         assert_eq!(v.state(None), RunState::Failed);
-        let failed = &v.rows[v.filtered("", Show::Failures)[0]];
+        let failed = &v.rows[v.filtered("", Show::Failures, false)[0]];
         assert_eq!(failed.test, "writes");
         assert_eq!(failed.message.as_deref(), Some("expected 2, got 3"));
         assert_eq!(v.sync[0].text, "barrier ready released (2 parties)");
@@ -848,12 +858,25 @@ mod tests {
     }
 
     #[test]
+    fn failures_come_first_unless_the_run_order_is_asked_for() {
+        let v = fold(two_machine_run());
+        let names = |rows: Vec<usize>| rows.iter().map(|&i| v.rows[i].test.clone()).collect::<Vec<_>>();
+        let in_order = names(v.filtered("", Show::All, false));
+        let first = names(v.filtered("", Show::All, true));
+        assert_eq!(first[0], "writes", "{first:?}");
+        assert_ne!(in_order[0], "writes", "{in_order:?}");
+        let mut rest = in_order.clone();
+        rest.retain(|t| t != "writes");
+        assert_eq!(first[1..], rest[..], "the others keep the run's order");
+    }
+
+    #[test]
     fn mid_run_state_shows_running_and_pending_tests() {
         let v = fold(two_machine_run().into_iter().take(5).collect());
         assert_eq!(v.running, 2);
         assert_eq!(v.pending(), 1);
-        assert_eq!(v.filtered("", Show::Running).len(), 2);
-        assert_eq!(v.filtered("WRITES", Show::All).len(), 1, "the filter ignores case");
+        assert_eq!(v.filtered("", Show::Running, false).len(), 2);
+        assert_eq!(v.filtered("WRITES", Show::All, true).len(), 1, "the filter ignores case");
         assert!(v.finished.is_none());
         assert_eq!(v.state(None), RunState::Running);
         assert_eq!(v.state(Some(RunState::Interrupted)), RunState::Interrupted, "the server lost it");
@@ -948,7 +971,7 @@ mod tests {
         let bars = v.bars(&v.lanes[0].rows);
         assert!(bars.len() <= BUCKETS, "{}", bars.len());
         assert_eq!(bars.last().unwrap().class, "failed", "a failure is never hidden in a bucket");
-        assert_eq!(v.filtered("", Show::Failures).len(), 1);
+        assert_eq!(v.filtered("", Show::Failures, true).len(), 1);
     }
 
     #[test]

@@ -29,6 +29,25 @@ fn switch(route: Route) -> Html {
     }
 }
 
+/// Moves focus to the new page's heading after a navigation (not on the
+/// first page), so keyboard and screen reader users start at its top.
+#[component]
+fn FocusOnNavigation() -> Html {
+    let path = use_location().map(|l| l.path().to_string()).unwrap_or_default();
+    let first = use_mut_ref(|| true);
+    use_effect_with(path, move |_| {
+        if std::mem::replace(&mut *first.borrow_mut(), false) {
+            return;
+        }
+        // After the page rendered its heading.
+        wasm_bindgen_futures::spawn_local(async {
+            gloo_timers::future::TimeoutFuture::new(0).await;
+            crate::dom::focus_first("main h1");
+        });
+    });
+    html! {}
+}
+
 #[component]
 pub fn App() -> Html {
     let session = use_reducer(|| Session::new(storage::take_token_from_url().or_else(storage::load_token)));
@@ -52,6 +71,7 @@ pub fn App() -> Html {
         <ContextProvider<SessionHandle> context={session.clone()}>
             <BrowserRouter>
                 <a class="skip" href="#main">{"Skip to content"}</a>
+                <FocusOnNavigation />
                 <Nav />
                 if let (AuthState::Accepted, Some(t)) = (&session.auth, &session.trouble) {
                     <p class="banner error" role="alert">{format!("{t}. Retrying…")}</p>

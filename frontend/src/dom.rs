@@ -20,6 +20,22 @@ pub fn confirm(question: &str) -> bool {
     web_sys::window().and_then(|w| w.confirm_with_message(question).ok()).unwrap_or(false)
 }
 
+/// Focuses the first element matching `selector` (made focusable by script
+/// when it is not a control, e.g. a heading).
+pub fn focus_first(selector: &str) {
+    use wasm_bindgen::JsCast;
+    let element = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.query_selector(selector).ok().flatten())
+        .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok());
+    if let Some(e) = element {
+        if !e.has_attribute("tabindex") && e.tab_index() < 0 {
+            let _ = e.set_attribute("tabindex", "-1");
+        }
+        let _ = e.focus();
+    }
+}
+
 /// The browser's timezone (an IANA name), or UTC when it does not say.
 pub fn time_zone() -> String {
     let format = js_sys::Intl::DateTimeFormat::new(&js_sys::Array::new(), &js_sys::Object::new());

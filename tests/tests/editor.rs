@@ -1,6 +1,7 @@
 //! The plan editor does not drop unsaved edits without a word: following a
 //! link away asks first (and stays when told to), the browser is asked to
-//! prompt before the page unloads, and once saved nothing asks.
+//! prompt before the page unloads, and once saved nothing asks. Focus
+//! follows: to a new page's heading, to a newly added suite's first field.
 
 use ensemble_tests::browser::Browser;
 use ensemble_tests::start_server;
@@ -11,7 +12,8 @@ const TOKEN: &str = "editor-token";
 async fn unsaved_changes_ask_before_they_are_left() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
-    let suite = format!("sha256:{}", server.upload(ensemble_artifacts::HELLO_COMMAND, "hello").await);
+    let sha = &server.upload(ensemble_artifacts::HELLO_COMMAND, "hello").await;
+    let suite = format!("sha256:{sha}");
     let plan = serde_json::json!({
         "name": "guarded",
         "profiles": [{ "name": "here" }],
@@ -55,6 +57,26 @@ async fn unsaved_changes_ask_before_they_are_left() {
         b.wait_text("h1", "Runs").await?;
         let asked = b.execute("return window.asked", vec![]).await?;
         anyhow::ensure!(asked.is_null(), "asked after saving: {asked}");
+        // Focus moved to the new page's heading.
+        let focused =
+            "const e = document.activeElement; return e ? e.tagName + ' ' + (e.id || e.textContent) : ''";
+        b.wait_until("focus on the heading", async |c| {
+            let f = c.execute(focused, vec![]).await?;
+            Ok(f.as_str().filter(|f| *f == "H1 Runs").map(str::to_string))
+        })
+        .await?;
+
+        // A suite added from the catalog: focus goes to its first field.
+        b.click("nav a[href='/']").await?;
+        b.click("main a[href='/plans/new']").await?;
+        b.wait_css("#plan-name").await?;
+        b.select_by_value("#add-suite-select", sha).await?;
+        b.click("#add-suite").await?;
+        b.wait_until("focus on the new suite", async |c| {
+            let f = c.execute(focused, vec![]).await?;
+            Ok(f.as_str().filter(|f| *f == "INPUT entry-0-role").map(str::to_string))
+        })
+        .await?;
         anyhow::Ok(())
     };
     if let Err(e) = steps.await {

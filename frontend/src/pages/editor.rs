@@ -157,19 +157,35 @@ pub fn EditorPage(props: &Props) -> Html {
         let pick = pick.clone();
         Callback::from(move |e: Event| pick.set(select_value(&e)))
     };
+    // A suite added by the person: focus goes to its first field.
+    let focus_new = use_mut_ref(|| false);
+    use_effect_with(ed.plan.entries.len(), {
+        let focus_new = focus_new.clone();
+        move |n: &usize| {
+            if std::mem::replace(&mut *focus_new.borrow_mut(), false) && *n > 0 {
+                crate::dom::focus_first(&format!("#entry-{}-role", n - 1));
+            }
+        }
+    });
     let add_picked = {
         let ed = ed.clone();
         let pick = pick.clone();
         let session = session.clone();
+        let focus_new = focus_new.clone();
         Callback::from(move |_| {
             if let Some(s) = session.suite(&pick) {
+                *focus_new.borrow_mut() = true;
                 ed.dispatch(EditorAction::AddSuite(s.clone()));
             }
         })
     };
     let on_uploaded = {
         let ed = ed.clone();
-        Callback::from(move |meta| ed.dispatch(EditorAction::AddSuite(meta)))
+        let focus_new = focus_new.clone();
+        Callback::from(move |meta| {
+            *focus_new.borrow_mut() = true;
+            ed.dispatch(EditorAction::AddSuite(meta))
+        })
     };
     let add_profile = {
         let ed = ed.clone();

@@ -243,6 +243,20 @@ impl Browser {
         .await
     }
 
+    /// Types `keys` into the element matching `selector` as they are (WebDriver
+    /// key codes such as `\u{E007}`, Enter, included).
+    pub async fn send_keys(&self, selector: &str, keys: &str) -> anyhow::Result<()> {
+        self.poll(&format!("typing into `{selector}`"), async |client| {
+            let element = match interactable(client, selector).await? {
+                Ok(element) => element,
+                Err(why) => return Ok(Err(why)),
+            };
+            element.send_keys(keys).await?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
     /// Waits for the input matching `selector`, clears it and types `text`; done
     /// when the input's value is `text`.
     pub async fn fill(&self, selector: &str, text: &str) -> anyhow::Result<()> {

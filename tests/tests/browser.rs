@@ -99,7 +99,7 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         // Each kv role gets a profile of its own; basics shares the client's.
         b.click("#entry-0-new-profile").await?;
         b.fill("#profile-0-labels", "tier=server").await?;
-        b.wait_text("#profile-0-matches", "1 online machine match now: box-server").await?;
+        b.wait_text("#profile-0-matches", "1 online machine matches now: box-server").await?;
         b.click("#entry-1-new-profile").await?;
         b.fill("#profile-1-labels", "tier=client").await?;
         b.wait_text("#entry-1-matches", "1 machine online matches now").await?;

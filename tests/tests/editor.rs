@@ -77,6 +77,19 @@ async fn unsaved_changes_ask_before_they_are_left() {
             Ok(f.as_str().filter(|f| *f == "INPUT entry-0-role").map(str::to_string))
         })
         .await?;
+        // The catalog's choice goes back: a second click adds no copy.
+        let choice = b.execute("return document.querySelector('#add-suite-select').value", vec![]).await?;
+        anyhow::ensure!(choice == "", "the catalog still has {choice} chosen");
+        b.wait_css("#add-suite:disabled").await?;
+        // Enter in a field does not save: the plan stays new and unsaved.
+        b.fill("#plan-name", "not yet").await?;
+        b.send_keys("#plan-name", "\u{E007}").await?;
+        b.click("#add-profile").await?;
+        b.wait_css("#profile-0-name").await?;
+        anyhow::ensure!(b.current_url().await?.ends_with("/plans/new"), "Enter saved the plan");
+        b.wait_absent("#editor-banner").await?;
+        // (A save tried would list the plan's problems: a suite has no profile.)
+        b.wait_absent("#editor-problems").await?;
         anyhow::Ok(())
     };
     if let Err(e) = steps.await {

@@ -78,7 +78,11 @@ pub fn ProfileCard(props: &Props) -> Html {
                 </Field>
             </div>
             <p class={classes!("matches", if matching.len() >= profile.count as usize { "enough" } else { "short" })} id={id("matches")} aria-live="polite">
-                {format!("{} online machine{} match now", matching.len(), if matching.len() == 1 { "" } else { "s" })}
+                {match matching.len() {
+                    0 => "No online machine matches now".to_string(),
+                    1 => "1 online machine matches now".to_string(),
+                    n => format!("{n} online machines match now"),
+                }}
                 if !matching.is_empty() {
                     {": "}{matching.iter().map(|m| m.info.name.clone()).collect::<Vec<_>>().join(", ")}
                 }

@@ -132,6 +132,17 @@ pub fn EditorPage(props: &Props) -> Html {
         })
     };
     let on_run = Callback::from(move |_| save.emit(true));
+    // Enter in a text field does not save the plan: Save does.
+    let no_enter_submit = Callback::from(|e: KeyboardEvent| {
+        use wasm_bindgen::JsCast;
+        let in_input = e
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+            .is_some_and(|el| el.tag_name() == "INPUT");
+        if e.key() == "Enter" && in_input {
+            e.prevent_default();
+        }
+    });
 
     let name_err = ed.error("name");
     let on_name = {
@@ -176,6 +187,8 @@ pub fn EditorPage(props: &Props) -> Html {
             if let Some(s) = session.suite(&pick) {
                 *focus_new.borrow_mut() = true;
                 ed.dispatch(EditorAction::AddSuite(s.clone()));
+                // Added: the choice goes back, so a second click adds no copy.
+                pick.set(String::new());
             }
         })
     };
@@ -305,7 +318,7 @@ pub fn EditorPage(props: &Props) -> Html {
             if let Some((ok, msg)) = &*banner {
                 <p class={classes!("banner", if *ok { "ok" } else { "error" })} role="status" id="editor-banner">{msg.clone()}</p>
             }
-            <form onsubmit={on_save} novalidate=true>
+            <form onsubmit={on_save} onkeydown={no_enter_submit} novalidate=true>
                 <section class="step" aria-labelledby="step-plan">
                     <h2 id="step-plan">{"1. Plan"}</h2>
                     <Field id="plan-name" label="Name" error={name_err.clone()}>
@@ -341,7 +354,7 @@ pub fn EditorPage(props: &Props) -> Html {
 
                 <section class="step" aria-labelledby="step-profiles">
                     <h2 id="step-profiles">{"3. Machine profiles"}</h2>
-                    <p class="muted">{"A profile picks machines by labels (or one by name). Link each suite to one above; the counts follow the machines online."}</p>
+                    <p class="muted">{"A profile picks machines by labels (or one by name). Link each suite (step 2) to one of these; the counts follow the machines online."}</p>
                     if let Some(e) = profiles_err { <p class="field-error" role="alert">{e}</p> }
                     { for (0..ed.plan.profiles.len()).map(|j| html! { <ProfileCard key={j} editor={ed.clone()} index={j} /> }) }
                     <button type="button" id="add-profile" onclick={add_profile}>{"Add profile"}</button>

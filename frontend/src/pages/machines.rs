@@ -56,7 +56,7 @@ pub fn MachinesPage() -> Html {
                 <td class="num" data-label="Clock offset">{offset_us(m.clock_offset_us, m.clock_uncertainty_us)}</td>
                 <td data-label="Running">
                     if m.running.is_empty() { <span class="muted">{"idle"}</span> }
-                    { for m.running.iter().map(|s| html! { <div>{format!("{} ({}) #{}", s.role, s.suite, s.shard)}</div> }) }
+                    { for m.running.iter().map(|s| html! { <div>{format!("{} ({}) · shard {} · instance {}", s.role, s.suite, s.shard, s.instance)}</div> }) }
                 </td>
                 <td>
                     if can_drain {

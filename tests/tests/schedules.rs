@@ -134,11 +134,16 @@ async fn the_editor_shows_and_edits_schedules() {
     let yearly = serde_json::json!([{"cron": "0 0 0 1 1 *"}]);
     let client = server.client();
     let saved = client.create_plan(&plan(&suite, &hook, yearly)).await.unwrap();
+    // A run of it, which the plan page lists.
+    let req = ensemble_protocol::api::RunRequest { plan_id: Some(saved.id.clone()), ..Default::default() };
+    let run = client.start_run(&req).await.unwrap().id;
+    server.events(&run).await;
 
     let browser = ensemble_tests::browser::Browser::start().await.unwrap();
     let b = &browser;
     let steps = async {
         b.goto(&format!("{}/plans/{}?token={TOKEN}", server.url, saved.id)).await?;
+        b.wait_text(&format!("#plan-runs li[data-run='{run}']"), "passed").await?;
         // The stored schedule, with its next time.
         b.wait_text("#schedule-0-status", "Next run:").await?;
         let cron = b.execute("return document.querySelector('#schedule-0-cron').value", vec![]).await?;

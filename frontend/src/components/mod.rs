@@ -4,6 +4,7 @@ pub mod entry_card;
 pub mod field;
 pub mod flaky_list;
 pub mod nav;
+pub mod plan_runs;
 pub mod profile_card;
 pub mod run_state;
 pub mod test_table;

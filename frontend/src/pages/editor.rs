@@ -12,6 +12,7 @@ use yew_router::prelude::*;
 use crate::components::entry_card::EntryCard;
 use crate::components::field::{Field, aria_error};
 use crate::components::flaky_list::FlakyList;
+use crate::components::plan_runs::PlanRuns;
 use crate::components::profile_card::ProfileCard;
 use crate::components::upload::SuiteUpload;
 use crate::dom::{LeaveGuard, checked, input_value, select_value, time_zone};
@@ -392,6 +393,7 @@ pub fn EditorPage(props: &Props) -> Html {
                 </section>
 
                 if ed.id.is_some() && !ed.plan.name.trim().is_empty() {
+                    <PlanRuns plan={ed.plan.name.clone()} />
                     <FlakyList plan={ed.plan.name.clone()} />
                 }
 

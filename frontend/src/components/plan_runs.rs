@@ -1,0 +1,62 @@
+//! A stored plan's latest runs (by its name), newest first, with their
+//! outcomes and counts: the plan page's history at a glance.
+
+use ensemble_protocol::api::RunMeta;
+use yew::prelude::*;
+use yew_router::prelude::*;
+
+use crate::components::run_state::StateBadge;
+use crate::format::local_time;
+use crate::hooks::use_session;
+use crate::routes::Route;
+
+/// Runs listed at most.
+const SHOWN: usize = 8;
+
+#[derive(Properties, PartialEq)]
+pub struct Props {
+    /// The plan's name, which its runs carry.
+    pub plan: AttrValue,
+}
+
+#[component]
+pub fn PlanRuns(props: &Props) -> Html {
+    let session = use_session();
+    let runs = use_state(|| None::<Vec<RunMeta>>);
+    use_effect_with(props.plan.clone(), {
+        let runs = runs.clone();
+        let api = session.api.clone();
+        move |plan: &AttrValue| {
+            let plan = plan.to_string();
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Ok(all) = api.runs().await {
+                    runs.set(Some(all.into_iter().filter(|r| r.plan.name == plan).take(SHOWN).collect()));
+                }
+            });
+        }
+    });
+    html! {
+        <section class="step" aria-labelledby="plan-runs-title" id="plan-runs">
+            <h2 id="plan-runs-title">{"Latest runs"}</h2>
+            {match &*runs {
+                None => html! { <p class="muted">{"Loading…"}</p> },
+                Some(list) if list.is_empty() => html! { <p class="muted">{"This plan has not run yet."}</p> },
+                Some(list) => html! {
+                    <ul class="plan-runs">
+                        { for list.iter().map(|r| {
+                            let counts = r.summary.as_ref().map(|s| format!(" · {} passed, {} failed", s.passed, s.failed + s.timed_out + s.crashed + s.lost));
+                            html! {
+                                <li data-run={r.id.clone()}>
+                                    <StateBadge state={r.state} />{" "}
+                                    <Link<Route> to={Route::Run { id: r.id.clone() }}>{local_time(r.started_us)}</Link<Route>>
+                                    <span class="muted">{counts.unwrap_or_default()}</span>
+                                    if let Some(s) = &r.scheduled { <span class="muted">{format!(" · by schedule {s}")}</span> }
+                                </li>
+                            }
+                        }) }
+                    </ul>
+                },
+            }}
+        </section>
+    }
+}

@@ -313,6 +313,31 @@ impl Server {
         self.client().start_plan(&plan).await.unwrap_or_else(|e| panic!("{e}")).id
     }
 
+    /// Starts a run that waits at a barrier for a party that never comes
+    /// (the `parties` suite at path `parties`: its `barriers` test, two
+    /// parties, one instance) on the machines `profile` (a plan profile
+    /// without its name) picks, with the plan `settings`: it runs until it
+    /// is cancelled or its test times out. Returns its id.
+    pub async fn start_stuck_run(
+        &self,
+        parties: &str,
+        mut profile: serde_json::Value,
+        settings: serde_json::Value,
+    ) -> String {
+        let suite = format!("sha256:{}", self.upload(parties, "parties").await);
+        profile["name"] = "p".into();
+        self.start_run(serde_json::json!({
+            "name": "waits",
+            "settings": settings,
+            "profiles": [profile],
+            "entries": [{
+                "suite": suite, "profile": "p", "tests": ["barriers"],
+                "params": { "parties": "2", "rounds": "1" },
+            }],
+        }))
+        .await
+    }
+
     /// Every event of a run, from the first until `run-finished`.
     pub async fn events(&self, run: &str) -> Vec<Event> {
         let mut events = Vec::new();

@@ -136,17 +136,8 @@ async fn the_machines_page_drains_a_machine_after_asking() {
     server.wait_online(2).await;
     // A shard that waits at a barrier for a party that never comes: the
     // machine stays draining until the run is cancelled.
-    let suite = format!("sha256:{}", server.upload(ensemble_artifacts::BENCH_PARTIES, "parties").await);
-    let run = server
-        .start_run(serde_json::json!({
-            "name": "waits",
-            "profiles": [{ "name": "p", "machine": "busy-box" }],
-            "entries": [{
-                "suite": suite, "profile": "p", "tests": ["barriers"],
-                "params": { "parties": "2", "rounds": "1" },
-            }],
-        }))
-        .await;
+    let profile = serde_json::json!({ "machine": "busy-box" });
+    let run = server.start_stuck_run(ensemble_artifacts::BENCH_PARTIES, profile, serde_json::json!({})).await;
     first_test_started(&server, &run).await;
     let browser = ensemble_tests::browser::Browser::start().await.unwrap();
     let b = &browser;

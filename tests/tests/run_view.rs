@@ -5,6 +5,7 @@
 
 use ensemble_tests::browser::Browser;
 use ensemble_tests::start_server;
+use serde_json::json;
 
 const TOKEN: &str = "run-view-token";
 
@@ -45,18 +46,7 @@ async fn cancel_asks_before_it_cancels() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
     server.wait_online(1).await;
-    let suite = format!("sha256:{}", server.upload(ensemble_artifacts::BENCH_PARTIES, "parties").await);
-    // Waits at a barrier for a party that never comes.
-    let run = server
-        .start_run(serde_json::json!({
-            "name": "waits",
-            "profiles": [{ "name": "here" }],
-            "entries": [{
-                "suite": suite, "profile": "here", "tests": ["barriers"],
-                "params": { "parties": "2", "rounds": "1" },
-            }],
-        }))
-        .await;
+    let run = server.start_stuck_run(ensemble_artifacts::BENCH_PARTIES, json!({}), json!({})).await;
     let browser = Browser::start().await.unwrap();
     let b = &browser;
     let steps = async {
@@ -142,18 +132,7 @@ async fn after_a_reload_the_elapsed_time_is_the_runs_not_the_pages() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
     server.wait_online(1).await;
-    let suite = format!("sha256:{}", server.upload(ensemble_artifacts::BENCH_PARTIES, "parties").await);
-    // Waits at a barrier for a party that never comes: it runs until cancelled.
-    let run = server
-        .start_run(serde_json::json!({
-            "name": "waits",
-            "profiles": [{ "name": "here" }],
-            "entries": [{
-                "suite": suite, "profile": "here", "tests": ["barriers"],
-                "params": { "parties": "2", "rounds": "1" },
-            }],
-        }))
-        .await;
+    let run = server.start_stuck_run(ensemble_artifacts::BENCH_PARTIES, json!({}), json!({})).await;
     let client = server.client();
     let started_us = client.run(&run).await.unwrap().started_us;
     let elapsed_text = "return document.querySelector('#run-elapsed')?.textContent ?? ''";
@@ -246,18 +225,8 @@ async fn a_machine_whose_connection_closes_is_shown_disconnected_at_once() {
     let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
     let mut runner = ensemble_tests::start_runner(dir.path(), &server, "far-away", &["site=far"], None);
     server.wait_online(1).await;
-    let suite = format!("sha256:{}", server.upload(ensemble_artifacts::BENCH_PARTIES, "parties").await);
-    // Waits at a barrier for a party that never comes.
-    let run = server
-        .start_run(serde_json::json!({
-            "name": "far",
-            "profiles": [{ "name": "far", "labels": { "site": "far" } }],
-            "entries": [{
-                "suite": suite, "profile": "far", "tests": ["barriers"],
-                "params": { "parties": "2", "rounds": "1" },
-            }],
-        }))
-        .await;
+    let profile = json!({ "labels": { "site": "far" } });
+    let run = server.start_stuck_run(ensemble_artifacts::BENCH_PARTIES, profile, json!({})).await;
     let browser = Browser::start().await.unwrap();
     let b = &browser;
     let steps = async {
@@ -285,18 +254,8 @@ async fn a_test_that_times_out_at_a_barrier_says_which() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
     server.wait_online(1).await;
-    let suite = format!("sha256:{}", server.upload(ensemble_artifacts::BENCH_PARTIES, "parties").await);
-    let run = server
-        .start_run(serde_json::json!({
-            "name": "times out",
-            "settings": { "test_timeout": "1s" },
-            "profiles": [{ "name": "here" }],
-            "entries": [{
-                "suite": suite, "profile": "here", "tests": ["barriers"],
-                "params": { "parties": "2", "rounds": "1" },
-            }],
-        }))
-        .await;
+    let settings = json!({ "test_timeout": "1s" });
+    let run = server.start_stuck_run(ensemble_artifacts::BENCH_PARTIES, json!({}), settings).await;
     server.events(&run).await;
     let browser = Browser::start().await.unwrap();
     let b = &browser;

@@ -70,12 +70,7 @@ pub fn replace_query(pairs: &[(String, String)]) {
 
 /// The `token` parameter of a query string (`?a=1&token=T`), decoded.
 pub fn token_in_query(search: &str) -> Option<String> {
-    search
-        .trim_start_matches('?')
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("token="))
-        .and_then(ensemble_protocol::api::decode)
-        .filter(|t| !t.is_empty())
+    query_pairs(search).into_iter().find(|(k, _)| k == "token").map(|(_, t)| t).filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]

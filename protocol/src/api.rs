@@ -53,8 +53,8 @@ pub struct MachineStatus {
     pub clock_offset_us: i64,
     /// Half the round trip of the best clock sample: the offset is right to ± this.
     pub clock_uncertainty_us: i64,
-    /// Shards it is running now.
-    pub running: Vec<ShardRef>,
+    /// Shards it is running now, with their runs.
+    pub running: Vec<RunningShard>,
     /// Coordinator time of the last message from it.
     pub last_seen_us: i64,
     /// The server's own machine (it cannot be disconnected or drained).
@@ -64,6 +64,15 @@ pub struct MachineStatus {
     /// µs), unless it reconnects first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost_at_us: Option<i64>,
+}
+
+/// A shard a machine is running, and the run it is part of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunningShard {
+    pub run: String,
+    #[serde(flatten)]
+    pub shard: ShardRef,
 }
 
 /// A test as listed by a stored suite.
@@ -226,13 +235,16 @@ impl TestHistory {
         let decided: Vec<bool> = results
             .iter()
             .rev()
-            .filter(|r| r.outcome != Outcome::Skipped)
+            .filter(|r| !matches!(r.outcome, Outcome::Skipped | Outcome::Cancelled))
             .map(|r| !r.outcome.is_failure())
             .collect();
         let passed = decided.iter().filter(|p| **p).count();
         let flips = decided.windows(2).filter(|w| w[0] != w[1]).count() as u32;
-        let mut durations: Vec<u64> =
-            results.iter().filter(|r| r.outcome != Outcome::Skipped).map(|r| r.duration_ms).collect();
+        let mut durations: Vec<u64> = results
+            .iter()
+            .filter(|r| !matches!(r.outcome, Outcome::Skipped | Outcome::Cancelled))
+            .map(|r| r.duration_ms)
+            .collect();
         durations.sort_unstable();
         let percentile =
             |p: usize| (!durations.is_empty()).then(|| durations[(durations.len() - 1) * p / 100]);

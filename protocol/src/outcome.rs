@@ -19,6 +19,9 @@ pub enum Outcome {
     Flaky,
     /// The machine running it went away.
     Lost,
+    /// The run was cancelled (by a person, fail-fast, a lost machine)
+    /// before the test finished: stopped while running, or never started.
+    Cancelled,
 }
 
 impl Outcome {
@@ -35,6 +38,7 @@ impl Outcome {
             Outcome::Crashed => "crashed",
             Outcome::Flaky => "flaky",
             Outcome::Lost => "lost",
+            Outcome::Cancelled => "cancelled",
         }
     }
 }
@@ -56,6 +60,8 @@ pub struct Summary {
     pub crashed: u32,
     pub flaky: u32,
     pub lost: u32,
+    #[serde(default)]
+    pub cancelled: u32,
 }
 
 impl Summary {
@@ -68,11 +74,38 @@ impl Summary {
             Outcome::Crashed => &mut self.crashed,
             Outcome::Flaky => &mut self.flaky,
             Outcome::Lost => &mut self.lost,
+            Outcome::Cancelled => &mut self.cancelled,
         };
         *slot += 1;
     }
     pub fn total(&self) -> u32 {
-        self.passed + self.failed + self.skipped + self.timed_out + self.crashed + self.flaky + self.lost
+        self.passed
+            + self.failed
+            + self.skipped
+            + self.timed_out
+            + self.crashed
+            + self.flaky
+            + self.lost
+            + self.cancelled
+    }
+    /// Each outcome's count with its name, in the order people read them.
+    pub fn counts(&self) -> [(u32, &'static str); 8] {
+        [
+            (self.passed, "passed"),
+            (self.failed, "failed"),
+            (self.timed_out, "timed out"),
+            (self.crashed, "crashed"),
+            (self.lost, "lost"),
+            (self.flaky, "flaky"),
+            (self.skipped, "skipped"),
+            (self.cancelled, "cancelled"),
+        ]
+    }
+    /// `3 passed, 1 timed out, 2 cancelled`: the passes, then each other
+    /// outcome that occurred (a timed-out or lost test is not "failed").
+    pub fn describe(&self) -> String {
+        let shown = self.counts().into_iter().enumerate().filter(|(i, (n, _))| *i == 0 || *n > 0);
+        shown.map(|(_, (n, what))| format!("{n} {what}")).collect::<Vec<_>>().join(", ")
     }
     pub fn failures(&self) -> u32 {
         self.failed + self.timed_out + self.crashed + self.lost
@@ -96,5 +129,8 @@ mod tests {
         s.add(Outcome::Lost);
         assert!(!s.success());
         assert_eq!(s.total(), 4);
+        s.add(Outcome::Cancelled);
+        assert_eq!(s.describe(), "1 passed, 1 lost, 1 flaky, 1 skipped, 1 cancelled");
+        assert_eq!(Summary::default().describe(), "0 passed");
     }
 }

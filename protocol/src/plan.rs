@@ -23,6 +23,9 @@ use crate::units::{ByteSize, HumanDuration};
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     pub name: String,
+    /// What the plan tests and why, for the people who run it (plain text).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
     #[serde(rename = "type", default)]
     pub kind: PlanType,
     #[serde(default)]
@@ -68,6 +71,8 @@ impl Schedule {
 
 /// The most schedules a plan may have.
 pub const MAX_SCHEDULES: usize = 16;
+/// Characters of a plan's description at most.
+pub const MAX_DESCRIPTION: usize = 4000;
 
 /// A webhook the coordinator calls when a run of the plan finishes: a
 /// `POST` with a JSON body, signed (`X-Ensemble-Signature: sha256=HEX`, an
@@ -503,6 +508,15 @@ impl Plan {
         let mut bad = |path: String, message: String| out.push(Problem { path, message });
         if self.name.trim().is_empty() {
             bad("name".into(), "a plan needs a name".into());
+        }
+        if self.description.chars().count() > MAX_DESCRIPTION {
+            bad(
+                "description".into(),
+                format!(
+                    "{} characters; a description may have {MAX_DESCRIPTION}",
+                    self.description.chars().count()
+                ),
+            );
         }
         if self.notify.len() > MAX_NOTIFY {
             bad("notify".into(), format!("{} webhooks; a plan may have {MAX_NOTIFY}", self.notify.len()));

@@ -757,7 +757,9 @@ async fn durations(args: DurationsArgs) -> Result<i32, Failure> {
             ensemble_protocol::EventKind::TestFinished { shard, test, duration_ms, outcome, .. }
                 if !matches!(
                     outcome,
-                    ensemble_protocol::Outcome::Skipped | ensemble_protocol::Outcome::Lost
+                    ensemble_protocol::Outcome::Skipped
+                        | ensemble_protocol::Outcome::Lost
+                        | ensemble_protocol::Outcome::Cancelled
                 ) =>
             {
                 let slot = out.entry(shard.role).or_default().entry(test).or_insert(0);

@@ -97,7 +97,7 @@ fn retries_and_fail_fast_apply() {
     let failed = finished.iter().find(|f| f.0 == "fails_check_eq").unwrap();
     assert_eq!((failed.1, failed.2), (Outcome::Failed, 2), "a failure is retried once");
     let after = finished.iter().find(|f| f.0 == "panics").unwrap();
-    assert_eq!(after.1, Outcome::Skipped, "fail-fast skips the rest: {after:?}");
+    assert_eq!(after.1, Outcome::Cancelled, "fail-fast cancels the rest: {after:?}");
     assert!(after.3.as_deref().unwrap().starts_with("cancelled: fail-fast: fails_check_eq"), "{after:?}");
     let EventKind::RunFinished { cancelled, verdict, .. } = &events.last().unwrap().kind else { panic!() };
     let Some(CancelReason::FailFast { test, outcome, .. }) = cancelled else { panic!("{cancelled:?}") };

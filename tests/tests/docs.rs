@@ -30,6 +30,7 @@ fn plan_fields() -> BTreeSet<String> {
     let plan = Plan::from_toml(
         r#"
 name = "all"
+description = "every field"
 [settings]
 partition = "hash:1/2"
 [[profiles]]

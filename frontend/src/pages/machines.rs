@@ -56,7 +56,15 @@ pub fn MachinesPage() -> Html {
                 <td class="num" data-label="Clock offset">{offset_us(m.clock_offset_us, m.clock_uncertainty_us)}</td>
                 <td data-label="Running">
                     if m.running.is_empty() { <span class="muted">{"idle"}</span> }
-                    { for m.running.iter().map(|s| html! { <div>{format!("{} ({}) · shard {} · instance {}", s.role, s.suite, s.shard, s.instance)}</div> }) }
+                    { for m.running.iter().map(|r| {
+                        let s = &r.shard;
+                        html! {
+                            <div class="running-shard">
+                                {format!("{} ({}) · shard {} · instance {} · ", s.role, s.suite, s.shard, s.instance)}
+                                <Link<Route> to={Route::Run { id: r.run.clone() }}>{format!("run {}", r.run)}</Link<Route>>
+                            </div>
+                        }
+                    }) }
                 </td>
                 <td>
                     if can_drain {

@@ -103,6 +103,7 @@ pub enum EditorAction {
     /// The suite catalog, to know which suites use sync.
     Catalog(Vec<SuiteMeta>),
     SetName(String),
+    SetDescription(String),
     SetType(PlanType),
     AddSuite(SuiteMeta),
     RemoveEntry(usize),
@@ -148,6 +149,9 @@ pub struct EditorState {
     syncing: BTreeSet<String>,
     /// Changed since loaded or saved.
     pub dirty: bool,
+    /// Edits made in this editor so far: a message about an earlier save
+    /// is stale once this moves.
+    pub edits: u64,
     /// Where the stored plan's schedules stood when loaded or saved.
     pub schedules: Vec<ScheduleStatus>,
 }
@@ -165,6 +169,7 @@ impl EditorState {
             id: None,
             plan: Plan {
                 name: String::new(),
+                description: String::new(),
                 kind: PlanType::Distributed,
                 settings: Settings::default(),
                 profiles: Vec::new(),
@@ -179,6 +184,7 @@ impl EditorState {
             server_problems: Vec::new(),
             syncing: BTreeSet::new(),
             dirty: false,
+            edits: 0,
             schedules: Vec::new(),
         }
     }
@@ -412,6 +418,7 @@ impl Reducible for EditorState {
         );
         if edit {
             s.dirty = true;
+            s.edits += 1;
             s.server_problems.clear();
         }
         match action {
@@ -422,6 +429,10 @@ impl Reducible for EditorState {
             EditorAction::SetName(name) => {
                 s.plan.name = name;
                 s.touched.insert("name".into());
+            }
+            EditorAction::SetDescription(text) => {
+                s.plan.description = text;
+                s.touched.insert("description".into());
             }
             EditorAction::SetType(kind) => s.plan.kind = kind,
             EditorAction::AddSuite(meta) => {

@@ -309,7 +309,7 @@ impl Agent {
             let (outcome, run, attempt) = if decision == Decision::FilteredOut {
                 (Outcome::Skipped, skipped(FILTERED_OUT.into()), 1)
             } else if cancel.token.is_cancelled() {
-                (Outcome::Skipped, skipped(cancel.reason()), 1)
+                (Outcome::Cancelled, cancel.stopped(), 1)
             } else if decision == Decision::Ignored {
                 (Outcome::Skipped, skipped("ignored".into()), 1)
             } else {
@@ -347,7 +347,7 @@ impl Agent {
             link.emit(EventKind::TestStarted { shard: link.shard.clone(), test: test.name.clone(), attempt });
             let run = tokio::select! {
                 r = suite.run(test, env) => r,
-                _ = cancel.token.cancelled() => skipped(cancel.reason()),
+                _ = cancel.token.cancelled() => cancel.stopped(),
             };
             if run.outcome.is_failure() && attempt <= retries && !cancel.token.is_cancelled() {
                 attempt += 1;
@@ -411,6 +411,16 @@ impl RunCancel {
     fn reason(&self) -> String {
         let why = self.why.lock().expect("reason lock").clone();
         format!("cancelled: {}", why.unwrap_or_else(|| "the run was cancelled".into()))
+    }
+
+    /// A test the cancellation stopped, or kept from starting.
+    fn stopped(&self) -> TestRun {
+        TestRun {
+            outcome: Outcome::Cancelled,
+            message: Some(self.reason()),
+            output: String::new(),
+            duration: Duration::ZERO,
+        }
     }
 }
 

@@ -18,7 +18,7 @@
 //! - A shard that ends abnormally (lost, could not run) breaks the run's sync,
 //!   so no party waits forever on it.
 //! - Sequential plans assign entry after entry; a cancelled run still assigns
-//!   the rest, followed at once by the cancel, so their tests show as skipped.
+//!   the rest, followed at once by the cancel, so their tests show as cancelled.
 //! - With a store behind it ([`Dispatcher::durable`]), what tells a machine
 //!   that something is settled — an ack (it may forget the event), a
 //!   shard-done ack, a sync reply (a barrier released, a message published)
@@ -907,7 +907,7 @@ impl Dispatcher {
                 tracing::warn!(machine = %self.shards[i].shard.machine, "could not reach the machine to assign a shard");
             }
             if let Some(reason) = &self.cancelled {
-                // A cancelled run's later shards list their tests as skipped.
+                // A cancelled run's later shards list their tests as cancelled.
                 let cancel = ToMachine::Cancel { run: self.run.clone(), reason: reason.clone() };
                 self.send(m, cancel);
             }

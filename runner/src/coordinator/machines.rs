@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use ensemble_protocol::api::{MachineState, MachineStatus};
+use ensemble_protocol::api::{MachineState, MachineStatus, RunningShard};
 use ensemble_protocol::event::ShardRef;
 use ensemble_protocol::wire::{FromMachine, MachineInfo, ToMachine};
 use tokio::sync::{mpsc, watch};
@@ -121,7 +121,11 @@ impl Entry {
             state,
             clock_offset_us: self.clock.offset_us,
             clock_uncertainty_us: self.clock.uncertainty_us,
-            running: self.running.values().cloned().collect(),
+            running: self
+                .running
+                .iter()
+                .map(|((run, _), shard)| RunningShard { run: run.clone(), shard: shard.clone() })
+                .collect(),
             last_seen_us: self.last_seen_us,
             local: self.local,
             lost_at_us: None,

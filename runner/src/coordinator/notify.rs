@@ -85,16 +85,7 @@ pub fn body(n: &Notify, run: &RunMeta, public_url: &str) -> Vec<u8> {
         })
         .expect("a message serializes"),
         NotifyFormat::Slack => {
-            let counts = format!(
-                "{} passed, {} failed, {} timed out, {} crashed, {} lost, {} flaky, {} skipped",
-                summary.passed,
-                summary.failed,
-                summary.timed_out,
-                summary.crashed,
-                summary.lost,
-                summary.flaky,
-                summary.skipped
-            );
+            let counts = summary.describe();
             let text = format!("Run of plan {} {verdict}: {counts}. <{url}|Open the run>", run.plan.name);
             serde_json::to_vec(&serde_json::json!({ "text": text })).expect("a message serializes")
         }

@@ -199,7 +199,7 @@ h1 { font-size: 1.4rem; margin: 0 0 .25rem; }
 .lane-track { position: relative; flex: 1; height: 14px; background: #f0f2f5; min-width: 300px; }
 .bar { position: absolute; top: 0; height: 14px; min-width: 1px; background: #16a34a; }
 .bar.failed, .bar.timed-out, .bar.crashed, .bar.lost { background: #dc2626; }
-.bar.skipped { background: #9ca3af; }
+.bar.skipped, .bar.cancelled { background: #9ca3af; }
 .bar.flaky { background: #d97706; }
 #controls { display: flex; flex-wrap: wrap; gap: .5rem; margin: 1rem 0 .5rem; }
 #controls input { flex: 1; min-width: 12rem; padding: .4rem; }
@@ -252,7 +252,7 @@ const SCRIPT: &str = r#"
   $('about').textContent = 'Run ' + data.run + ' · ' + secs(data.duration_ms) + ' · ' + new Date(data.t0_us / 1000).toISOString();
   const s = data.summary;
   const counts = [['passed', s.passed], ['failed', s.failed], ['timed out', s.timed_out], ['crashed', s.crashed],
-    ['lost', s.lost], ['flaky', s.flaky], ['skipped', s.skipped], ['filtered out', data.filtered_out]];
+    ['lost', s.lost], ['flaky', s.flaky], ['skipped', s.skipped], ['cancelled', s.cancelled], ['filtered out', data.filtered_out]];
   for (const [label, n] of counts) {
     if (!n && label !== 'passed' && label !== 'failed') continue;
     const li = el('li'); li.dataset.count = label; li.appendChild(el('strong', String(n || 0))); li.appendChild(document.createTextNode(' ' + label));

@@ -84,7 +84,7 @@ impl Reporter for JunitReporter {
             EventKind::TestFinished { shard, test, outcome, duration_ms, attempt, message, output } => {
                 let mut status = match outcome {
                     Outcome::Passed | Outcome::Flaky => TestCaseStatus::success(),
-                    Outcome::Skipped => TestCaseStatus::skipped(),
+                    Outcome::Skipped | Outcome::Cancelled => TestCaseStatus::skipped(),
                     Outcome::Failed => TestCaseStatus::non_success(NonSuccessKind::Failure),
                     Outcome::TimedOut | Outcome::Crashed | Outcome::Lost => {
                         TestCaseStatus::non_success(NonSuccessKind::Error)

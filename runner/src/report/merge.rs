@@ -113,4 +113,5 @@ fn add(total: &mut Summary, s: &Summary) {
     total.crashed += s.crashed;
     total.flaky += s.flaky;
     total.lost += s.lost;
+    total.cancelled += s.cancelled;
 }

@@ -89,6 +89,7 @@ fn tag(outcome: Outcome) -> &'static str {
         Outcome::Crashed => "   CRASH",
         Outcome::Flaky => "   FLAKY",
         Outcome::Lost => "    LOST",
+        Outcome::Cancelled => "  CANCEL",
     }
 }
 
@@ -135,7 +136,9 @@ impl Reporter for TerminalReporter {
                 let retry = if *attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
                 let mut text =
                     format!("{} [{:>7.3}s] {label}{retry}", tag(*outcome), *duration_ms as f64 / 1000.0);
-                if let Some(m) = message.as_deref().filter(|_| *outcome == Outcome::Skipped) {
+                if let Some(m) =
+                    message.as_deref().filter(|_| matches!(outcome, Outcome::Skipped | Outcome::Cancelled))
+                {
                     text.push_str(&format!(" — {m}"));
                 }
                 self.line(&text);
@@ -159,19 +162,7 @@ impl Reporter for TerminalReporter {
             }
             EventKind::RunFinished { summary: s, duration_ms, cancelled, verdict, .. } => {
                 self.bar.finish_and_clear();
-                let mut parts = vec![format!("{} passed", s.passed)];
-                for (n, what) in [
-                    (s.failed, "failed"),
-                    (s.timed_out, "timed out"),
-                    (s.crashed, "crashed"),
-                    (s.lost, "lost"),
-                    (s.flaky, "flaky"),
-                    (s.skipped, "skipped"),
-                ] {
-                    if n > 0 {
-                        parts.push(format!("{n} {what}"));
-                    }
-                }
+                let mut parts = vec![s.describe()];
                 if self.filtered_out > 0 {
                     parts.push(format!("{} filtered out", self.filtered_out));
                 }

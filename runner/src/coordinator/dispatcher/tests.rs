@@ -319,10 +319,10 @@ async fn fail_fast_cancels_every_machine_and_fails_the_run() {
 }
 
 #[tokio::test]
-async fn a_cancelled_sequential_run_still_lists_the_later_shards_as_skipped() {
+async fn a_cancelled_sequential_run_still_lists_the_later_shards_as_cancelled() {
     let mut h = Harness::new("execution = \"sequential\"");
     h.d.handle(Inbound::Cancel { reason: CancelReason::User });
-    h.finish_shard(0, 1, Outcome::Skipped);
+    h.finish_shard(0, 1, Outcome::Cancelled);
     let sent = h.sent(1);
     assert!(
         matches!(
@@ -331,9 +331,10 @@ async fn a_cancelled_sequential_run_still_lists_the_later_shards_as_skipped() {
         ),
         "{sent:?}"
     );
-    h.finish_shard(1, 2, Outcome::Skipped);
+    h.finish_shard(1, 2, Outcome::Cancelled);
     let (result, _) = h.end().await;
     assert_eq!(result.verdict, Verdict::Cancelled);
+    assert_eq!(result.summary.cancelled, 2);
 }
 
 #[tokio::test]

@@ -24,3 +24,9 @@ pub enum Route {
     #[at("/not-found")]
     NotFound,
 }
+
+/// The query of the runs page that lists one plan's runs (`?plan=NAME`).
+#[derive(Clone, PartialEq, Debug, serde::Serialize)]
+pub struct PlanQuery {
+    pub plan: String,
+}

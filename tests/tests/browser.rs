@@ -286,6 +286,19 @@ async fn a_ten_thousand_test_run_stays_usable() {
         b.wait_text("#tests-title", "Tests (10000 of 10000)").await?;
         b.execute("document.getElementById('tests-scroll').scrollTop = 1e9;", vec![]).await?;
         b.wait_css("tr[data-test='t09999']").await?;
+        // A block of the timeline opens the table narrowed to its tests:
+        // the failure's block, with the failure in it.
+        let block = b.wait_css(".lane .bar.bucket.failed").await?;
+        let what = block.attr("aria-label").await?.unwrap_or_default();
+        let n: usize = what.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        anyhow::ensure!(n > 0 && what.contains(" tests on box-a, "), "{what}");
+        b.click(".lane .bar.bucket.failed").await?;
+        b.wait_text("#block-filter", &format!("Only the {what} (from the timeline)")).await?;
+        b.wait_text("#tests-title", &format!("Tests ({n} of 10000)")).await?;
+        b.wait_css("tr[data-test='t05000']").await?;
+        b.click("#clear-block").await?;
+        b.wait_text("#tests-title", "Tests (10000 of 10000)").await?;
+        b.wait_absent("#block-filter").await?;
         eprintln!("10000-test run view: all 10000 results shown {loaded:?} after the page opened");
         anyhow::Ok(())
     };

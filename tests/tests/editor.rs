@@ -97,3 +97,80 @@ async fn unsaved_changes_ask_before_they_are_left() {
     }
     browser.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_platform_plan_is_built_saved_run_and_come_back_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
+    server.wait_online(1).await;
+    let sha = &server.upload(ensemble_artifacts::HELLO_COMMAND, "hello").await;
+    let value = |selector: &str| format!("return document.querySelector({selector:?}).value");
+
+    let browser = Browser::start().await.unwrap();
+    let b = &browser;
+    let steps = async {
+        b.goto(&format!("{}/plans/new?token={TOKEN}", server.url)).await?;
+        b.fill("#plan-name", "everywhere").await?;
+        b.fill("#plan-description", "Hello on every kind of machine.").await?;
+        b.click("input[name='plan-type'][value='cross-platform']").await?;
+        b.select_by_value("#add-suite-select", sha).await?;
+        b.click("#add-suite").await?;
+        b.wait_css("fieldset.entry[data-index='0']").await?;
+        // Every suite runs on every profile: no profile of its own to make,
+        // no role to name.
+        b.wait_absent("#entry-0-new-profile").await?;
+        b.wait_absent("#entry-0-role").await?;
+        b.click("#add-profile").await?;
+        b.wait_text("#profile-0-users", "Used by: hello").await?;
+        // The labels of the machines online are one click away.
+        let os = b.wait_css("#profile-0-suggestions button[data-label^='os=']").await?;
+        let label = os.attr("data-label").await?.unwrap_or_default();
+        b.click("#profile-0-suggestions button[data-label^='os=']").await?;
+        b.wait_until("the label in the field", async |c| {
+            let v = c.execute(&value("#profile-0-labels"), vec![]).await?;
+            Ok(v.as_str().filter(|v| *v == label).map(str::to_string))
+        })
+        .await?;
+        b.wait_absent(&format!("#profile-0-suggestions button[data-label='{label}']")).await?;
+
+        // Save and run, then Back: the saved plan, not an empty form.
+        b.click("#run").await?;
+        b.wait_text("#run-state", "passed").await?;
+        b.execute("window.history.back()", vec![]).await?;
+        b.wait_until("the saved plan's page", async |c| {
+            let url = c.current_url().await?.to_string();
+            Ok(url.contains("/plans/").then_some(url).filter(|u| !u.ends_with("/plans/new")))
+        })
+        .await?;
+        b.wait_until("the plan loaded", async |c| {
+            let v = c.execute(&value("#plan-description"), vec![]).await?;
+            Ok(v.as_str().filter(|v| *v == "Hello on every kind of machine.").map(str::to_string))
+        })
+        .await?;
+        let name = b.execute(&value("#plan-name"), vec![]).await?;
+        anyhow::ensure!(name == "everywhere", "{name}");
+        b.wait_css("#plan-runs li[data-run]").await?;
+
+        // Saving says so where Save is, in view however long the form.
+        b.fill("#plan-name", "everywhere, renamed").await?;
+        b.click("#save").await?;
+        b.wait_text("#editor-banner", "Saved.").await?;
+        let seen = "const r = document.querySelector('#editor-banner').getBoundingClientRect(); \
+                    return r.top >= 0 && r.bottom <= window.innerHeight && r.height > 0;";
+        anyhow::ensure!(b.execute(seen, vec![]).await? == true, "the Saved banner is out of view");
+        // The next edit makes that message stale: it goes.
+        b.fill("#plan-description", "Hello everywhere.").await?;
+        b.wait_absent("#editor-banner").await?;
+
+        // The plans page shows the description under the name.
+        b.click("#save").await?;
+        b.wait_text("#editor-banner", "Saved.").await?;
+        b.click("nav a[href='/']").await?;
+        b.wait_text("tr[data-plan='everywhere, renamed'] .plan-description", "Hello everywhere.").await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = steps.await {
+        panic!("{e:#}\n{}", browser.diagnostics().await);
+    }
+    browser.close().await.unwrap();
+}

@@ -1,7 +1,8 @@
 //! The run view says what is so: a run the server does not have is "not
 //! found" (not running, not cancellable, not reconnecting for ever), and a
 //! finished run without sync events says it had none, not "yet"; Cancel
-//! asks first.
+//! asks first, and what it stopped shows as cancelled (not skipped); a
+//! finished run runs again in one click.
 
 use ensemble_tests::browser::Browser;
 use ensemble_tests::start_server;
@@ -50,7 +51,9 @@ async fn cancel_asks_before_it_cancels() {
     let browser = Browser::start().await.unwrap();
     let b = &browser;
     let steps = async {
-        b.goto(&format!("{}/runs/{run}?token={TOKEN}", server.url)).await?;
+        // The machines page links the shard it runs to its run.
+        b.goto(&format!("{}/machines?token={TOKEN}", server.url)).await?;
+        b.click(&format!(".running-shard a[href='/runs/{run}']")).await?;
         b.wait_text("#run-state", "running").await?;
         // The running test says what it waits on.
         b.click("tr[data-test='barriers'] button").await?;
@@ -64,6 +67,31 @@ async fn cancel_asks_before_it_cancels() {
             asked.as_str().is_some_and(|q| q.starts_with(&format!("Cancel run {run}?"))),
             "{asked}"
         );
+        // What the cancel stopped is cancelled, not skipped.
+        b.wait_text("tr[data-test='barriers'] .status", "cancelled").await?;
+        b.wait_text("#summary [data-count='cancelled']", "1 cancelled").await?;
+        b.wait_text("#summary [data-count='skipped']", "0 skipped").await?;
+
+        // Run again: a new run of the same plan, opened.
+        b.click("#run-again").await?;
+        let again = b
+            .wait_until("the new run's page", async |c| {
+                let url = c.current_url().await?.to_string();
+                let id =
+                    url.split("/runs/").nth(1).map(|r| r.split(['?', '#']).next().unwrap_or(r).to_string());
+                Ok(id.filter(|id| !id.is_empty() && *id != run))
+            })
+            .await?;
+        b.wait_text("h1", &format!("Run {again}")).await?;
+        b.wait_text("#run-state", "running").await?;
+        // The plan's name leads to its history: both runs, no others.
+        b.click("h1 .plan-link").await?;
+        b.wait_text("h1", "Runs of plan waits").await?;
+        b.wait_css(&format!("#runs tr[data-run='{again}']")).await?;
+        b.wait_css(&format!("#runs tr[data-run='{run}']")).await?;
+        let rows = b.execute("return document.querySelectorAll('#runs tbody tr').length", vec![]).await?;
+        anyhow::ensure!(rows == 2, "{rows} runs listed");
+        server.client().cancel_run(&again).await?;
         anyhow::Ok(())
     };
     if let Err(e) = steps.await {
@@ -211,6 +239,20 @@ async fn a_link_to_a_test_opens_it_and_choosing_a_test_makes_one() {
         anyhow::ensure!(url.contains("test=adds") && url.contains("role=basics"), "{url}");
         b.goto(&url).await?;
         b.wait_text("#test-detail .detail-name", "adds").await?;
+        // The filters are in the address too: a link shows the same list.
+        b.select_by_value("#test-show", "failures").await?;
+        b.fill("#test-filter", "s").await?;
+        let url = b
+            .wait_until("the filters in the address", async |c| {
+                let url = c.current_url().await?.to_string();
+                Ok((url.contains("show=failures") && url.contains("q=s")).then_some(url))
+            })
+            .await?;
+        let title = b.text("#tests-title").await?;
+        b.goto(&url).await?;
+        b.wait_text("#tests-title", &title).await?;
+        let shown = b.execute("return document.querySelector('#test-show').value", vec![]).await?;
+        anyhow::ensure!(shown == "failures", "{shown}");
         anyhow::Ok(())
     };
     if let Err(e) = steps.await {
@@ -265,6 +307,57 @@ async fn a_test_that_times_out_at_a_barrier_says_which() {
         let message =
             b.wait_text("#test-detail pre.message", "while waiting for barrier ").await?.text().await?;
         anyhow::ensure!(message.contains("(1 of 2 arrived)"), "{message}");
+        anyhow::Ok(())
+    };
+    if let Err(e) = steps.await {
+        panic!("{e:#}\n{}", browser.diagnostics().await);
+    }
+    browser.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runs_list_names_each_outcome_and_links_a_plans_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
+    server.wait_online(1).await;
+    // A run whose test times out (not "failed"), and one of another plan.
+    let settings = json!({ "test_timeout": "1s" });
+    let timed_out = server.start_stuck_run(ensemble_artifacts::BENCH_PARTIES, json!({}), settings).await;
+    server.events(&timed_out).await;
+    let suite = format!("sha256:{}", server.upload(ensemble_artifacts::HELLO_COMMAND, "hello").await);
+    let other = server
+        .start_run(json!({
+            "name": "greets",
+            "profiles": [{ "name": "here" }],
+            "entries": [{ "suite": suite, "profile": "here" }],
+        }))
+        .await;
+    server.events(&other).await;
+    let client = server.client();
+    let summary = client.run(&timed_out).await.unwrap().summary.expect("a finished run has counts");
+    assert_eq!((summary.timed_out, summary.failed), (1, 0), "{summary:?}");
+
+    let browser = Browser::start().await.unwrap();
+    let b = &browser;
+    let steps = async {
+        b.goto(&format!("{}/runs?token={TOKEN}", server.url)).await?;
+        for id in [&timed_out, &other] {
+            let counts = client.run(id).await?.summary.expect("counts").describe();
+            b.wait_text(&format!("#runs tr[data-run='{id}'] td[data-label='Tests']"), &counts).await?;
+        }
+        let row = b.text(&format!("#runs tr[data-run='{timed_out}'] td[data-label='Tests']")).await?;
+        anyhow::ensure!(row.contains("1 timed out") && !row.contains("failed"), "{row}");
+        // A plan's name opens its history: its runs only.
+        b.click(&format!("#runs tr[data-run='{timed_out}'] .plan-link")).await?;
+        b.wait_text("h1", "Runs of plan waits").await?;
+        b.wait_absent(&format!("#runs tr[data-run='{other}']")).await?;
+        b.wait_css(&format!("#runs tr[data-run='{timed_out}']")).await?;
+        let url = b.current_url().await?;
+        anyhow::ensure!(url.ends_with("/runs?plan=waits"), "{url}");
+        // Back to every run.
+        b.click(".page-head .actions a[href='/runs']").await?;
+        b.wait_text("h1", "Runs").await?;
+        b.wait_css(&format!("#runs tr[data-run='{other}']")).await?;
         anyhow::Ok(())
     };
     if let Err(e) = steps.await {

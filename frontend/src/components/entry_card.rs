@@ -82,6 +82,13 @@ pub fn EntryCard(props: &Props) -> Html {
         PlanType::Distributed => "— pick a profile —",
         PlanType::CrossPlatform => "every profile of the plan",
     };
+    // Cross-platform: every suite runs on every profile, so a suite needs
+    // neither its own profile nor a role (it is named after its suite) —
+    // unless it has one, or the name clashes.
+    let cross = ed.plan.kind == PlanType::CrossPlatform;
+    let show_role = !cross
+        || role_err.is_some()
+        || entry.role.as_ref().is_some_and(|r| suite.is_none_or(|s| *r != s.name.replace('_', "-")));
     let (role_invalid, role_desc) = aria_error(&id("role"), &role_err);
     let (profile_invalid, profile_desc) = aria_error(&id("profile"), &profile_err);
 
@@ -90,12 +97,14 @@ pub fn EntryCard(props: &Props) -> Html {
             <legend>{format!("Suite {}: {}", i + 1, entry.role_name())}</legend>
             <p class="suite-line">{suite_line}</p>
             <div class="grid">
-                <Field id={id("role")} label="Role" hint={Some(AttrValue::from("what the other parts call this one"))} error={role_err.clone()}>
-                    <input id={id("role")} type="text" value={entry.role.clone().unwrap_or_default()}
-                        aria-invalid={role_invalid} aria-describedby={role_desc}
-                        oninput={Callback::from(move |e: InputEvent| on_role.emit(input_value(&e)))} />
-                </Field>
-                <Field id={id("profile")} label="Machine profile" error={profile_err.clone()}>
+                if show_role {
+                    <Field id={id("role")} label="Role" hint={Some(AttrValue::from("what the other parts call this one"))} error={role_err.clone()}>
+                        <input id={id("role")} type="text" value={entry.role.clone().unwrap_or_default()}
+                            aria-invalid={role_invalid} aria-describedby={role_desc}
+                            oninput={Callback::from(move |e: InputEvent| on_role.emit(input_value(&e)))} />
+                    </Field>
+                }
+                <Field id={id("profile")} label={if cross { "Runs on" } else { "Machine profile" }} error={profile_err.clone()}>
                     <select id={id("profile")} onchange={on_profile} aria-invalid={profile_invalid} aria-describedby={profile_desc}>
                         <option value="" selected={entry.profile.is_none()}>{none_label}</option>
                         { for ed.plan.profiles.iter().map(|p| html! {
@@ -104,8 +113,10 @@ pub fn EntryCard(props: &Props) -> Html {
                             </option>
                         }) }
                     </select>
-                    <button type="button" class="small" id={id("new-profile")} onclick={new_profile}
-                        aria-label={format!("New profile for {}", entry.role_name())}>{"New profile for this suite"}</button>
+                    if !cross {
+                        <button type="button" class="small" id={id("new-profile")} onclick={new_profile}
+                            aria-label={format!("New profile for {}", entry.role_name())}>{"New profile for this suite"}</button>
+                    }
                     <small class={classes!("matches", matches.map(|(n, want)| if n >= want { "enough" } else { "short" }))} id={id("matches")} aria-live="polite">
                         {match matches {
                             Some((n, want)) => format!("{n} machine{} online match{} now (needs {want})", if n == 1 { "" } else { "s" }, if n == 1 { "es" } else { "" }),

@@ -8,7 +8,7 @@ use yew_router::prelude::*;
 use crate::components::run_state::StateBadge;
 use crate::format::local_time;
 use crate::hooks::use_session;
-use crate::routes::Route;
+use crate::routes::{PlanQuery, Route};
 
 /// Runs listed at most.
 const SHOWN: usize = 8;
@@ -44,7 +44,7 @@ pub fn PlanRuns(props: &Props) -> Html {
                 Some(list) => html! {
                     <ul class="plan-runs">
                         { for list.iter().map(|r| {
-                            let counts = r.summary.as_ref().map(|s| format!(" · {} passed, {} failed", s.passed, s.failed + s.timed_out + s.crashed + s.lost));
+                            let counts = r.summary.as_ref().map(|s| format!(" · {}", s.describe()));
                             html! {
                                 <li data-run={r.id.clone()}>
                                     <StateBadge state={r.state} />{" "}
@@ -57,6 +57,9 @@ pub fn PlanRuns(props: &Props) -> Html {
                     </ul>
                 },
             }}
+            <Link<Route, PlanQuery> to={Route::Runs} query={Some(PlanQuery { plan: props.plan.to_string() })} classes="plan-history">
+                {"All runs of this plan"}
+            </Link<Route, PlanQuery>>
         </section>
     }
 }

@@ -14,6 +14,9 @@ pub struct Props {
     pub index: usize,
 }
 
+/// Label suggestions shown at most.
+const MAX_SUGGESTIONS: usize = 16;
+
 #[component]
 pub fn ProfileCard(props: &Props) -> Html {
     let session = use_session();
@@ -40,12 +43,26 @@ pub fn ProfileCard(props: &Props) -> Html {
         Callback::from(move |_| ed.dispatch(EditorAction::RemoveProfile(j)))
     };
     let matching = session.matching(profile);
+    // Cross-platform: a suite without a profile of its own runs on each.
+    let cross = ed.plan.kind == ensemble_protocol::PlanType::CrossPlatform;
     let users: Vec<String> = ed
         .plan
         .entries
         .iter()
-        .filter(|e| e.profile.as_deref() == Some(profile.name.as_str()))
+        .filter(|e| e.profile.as_deref() == Some(profile.name.as_str()) || (cross && e.profile.is_none()))
         .map(|e| e.role_name())
+        .collect();
+    // Labels of the machines online that the profile does not ask for yet:
+    // one click adds one.
+    let asked = ed.labels_text(j);
+    let suggestions: Vec<String> = session
+        .machines
+        .iter()
+        .flat_map(|m| m.info.labels.iter().map(|(k, v)| format!("{k}={v}")))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|l| !asked.split(',').any(|a| a.trim() == l))
+        .take(MAX_SUGGESTIONS)
         .collect();
     let mut names: Vec<String> = session.machines.iter().map(|m| m.info.name.clone()).collect();
     if let Some(m) = profile.machine.as_ref().filter(|m| !names.contains(m)) {
@@ -63,6 +80,19 @@ pub fn ProfileCard(props: &Props) -> Html {
                     <input id={id("labels")} type="text" value={ed.labels_text(j)} placeholder="os=linux, tier=server"
                         aria-invalid={aria_error(&id("labels"), &labels_err).0}
                         oninput={send(EditorAction::SetProfileLabels)} disabled={profile.machine.is_some()} />
+                    if profile.machine.is_none() && !suggestions.is_empty() {
+                        <div class="suggestions" id={id("suggestions")}>
+                            <span class="muted">{"Online machines have:"}</span>
+                            { for suggestions.iter().map(|l| {
+                                let ed = ed.clone();
+                                let text = if asked.trim().is_empty() { l.clone() } else { format!("{}, {l}", asked.trim().trim_end_matches(',')) };
+                                html! {
+                                    <button type="button" class="small" data-label={l.clone()} aria-label={format!("Add label {l} to {}", profile.name)}
+                                        onclick={Callback::from(move |_| ed.dispatch(EditorAction::SetProfileLabels(j, text.clone())))}>{l.clone()}</button>
+                                }
+                            }) }
+                        </div>
+                    }
                 </Field>
                 <Field id={id("machine")} label="Or one machine by name">
                     <select id={id("machine")} onchange={on_machine}>
@@ -87,7 +117,7 @@ pub fn ProfileCard(props: &Props) -> Html {
                     {": "}{matching.iter().map(|m| m.info.name.clone()).collect::<Vec<_>>().join(", ")}
                 }
             </p>
-            <p class="muted">{if users.is_empty() { "No suite uses this profile yet.".to_string() } else { format!("Used by: {}", users.join(", ")) }}</p>
+            <p class="muted" id={id("users")}>{if users.is_empty() { "No suite uses this profile yet.".to_string() } else { format!("Used by: {}", users.join(", ")) }}</p>
             <button type="button" class="small danger" onclick={remove} aria-label={format!("Remove profile {}", profile.name)}>{"Remove profile"}</button>
         </fieldset>
     }

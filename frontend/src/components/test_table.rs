@@ -66,8 +66,9 @@ pub fn TestTable(props: &Props) -> Html {
                 </td>
                 <td><span class={classes!("status", r.status.class())}>{r.status.class()}</span></td>
                 <td class="num">{r.duration_ms.map(duration_ms).unwrap_or_default()}</td>
-                <td>{r.shard.machine.clone()}</td>
-                <td>{r.shard.role.clone()}</td>
+                // Cut to the column's width: the full name on hover and in the detail pane.
+                <td title={r.shard.machine.clone()}>{r.shard.machine.clone()}</td>
+                <td title={r.shard.role.clone()}>{r.shard.role.clone()}</td>
             </tr>
         }
     });

@@ -20,6 +20,8 @@ pub struct Props {
     #[prop_or_default]
     pub alerts: BTreeMap<String, String>,
     pub on_select: Callback<usize>,
+    /// A bucket of many tests was chosen: its description and its tests.
+    pub on_block: Callback<(String, Vec<usize>)>,
 }
 
 impl PartialEq for Props {
@@ -28,6 +30,7 @@ impl PartialEq for Props {
             && self.clocks == o.clocks
             && self.alerts == o.alerts
             && self.on_select == o.on_select
+            && self.on_block == o.on_block
     }
 }
 
@@ -59,7 +62,24 @@ pub fn Timeline(props: &Props) -> Html {
                                 aria-label={b.title} onclick={Callback::from(move |_| on_select.emit(i))}></button>
                         }
                     }
-                    None => html! { <span class={classes!("bar", b.class)} {style} title={b.title}></span> },
+                    None => {
+                        // A bucket: it opens the table filtered to its tests.
+                        let on_block = props.on_block.clone();
+                        let at = |f: f64| duration_ms((total_ms as f64 * f) as u64);
+                        let what = format!(
+                            "{} on {}, {}–{}",
+                            plural(b.rows.len(), "test"),
+                            lane.machine,
+                            at(b.from),
+                            at(b.to)
+                        );
+                        let rows = b.rows;
+                        html! {
+                            <button type="button" class={classes!("bar", "bucket", b.class)} {style} tabindex="-1"
+                                title={format!("{} (show them in the table)", b.title)} aria-label={what.clone()}
+                                onclick={Callback::from(move |_| on_block.emit((what.clone(), rows.clone())))}></button>
+                        }
+                    }
                 }
             });
             let marks = lane.marks.iter().filter_map(|&k| view.sync.get(k)).filter(|s| s.shard == shard.shard).map(|s| {
@@ -67,6 +87,22 @@ pub fn Timeline(props: &Props) -> Html {
                     <span class={classes!("mark", s.failed.then_some("failed"))} style={format!("left:{:.3}%", frac(s.at_us))}
                         title={format!("{}: {}", s.role, s.text)}></span>
                 }
+            });
+            // What the track's empty stretches were: before its first test
+            // (waiting for its turn or a machine, fetching and compiling its
+            // suite) and after its last.
+            let times = view.shard_times.get(&shard.shard).copied();
+            let ready = times.map_or(t1, |(r, _)| r);
+            let before = (ready > t0).then(|| {
+                let what = if times.is_some() {
+                    format!("before its first test: placed, fetched and compiled its suite ({})", duration_ms(((ready - t0) / 1000) as u64))
+                } else {
+                    "not started yet: waiting for its turn or a machine, or fetching and compiling its suite".to_string()
+                };
+                html! { <span class="phase before" style={format!("left:0;width:{:.3}%", frac(ready))} title={what}></span> }
+            });
+            let after = times.and_then(|(_, done)| done).filter(|d| *d < t1).map(|d| {
+                html! { <span class="phase after" style={format!("left:{:.3}%;width:{:.3}%", frac(d), 100.0 - frac(d))} title="finished"></span> }
             });
             let name = if shard.role == shard.suite { shard.role.clone() } else { format!("{} ({})", shard.role, shard.suite) };
             html! {
@@ -80,6 +116,8 @@ pub fn Timeline(props: &Props) -> Html {
                         }
                     </span>
                     <div class="track" role="group" aria-label={format!("{name} on {}", lane.machine)}>
+                        { for before }
+                        { for after }
                         { for bars }
                         { for marks }
                     </div>
@@ -116,7 +154,8 @@ pub fn Timeline(props: &Props) -> Html {
                     <span class="key failed"></span>{"failed "}
                     <span class="key running"></span>{"running "}
                     <span class="key skipped"></span>{"skipped "}
-                    <span class="key mark-key"></span>{"sync event"}
+                    <span class="key mark-key"></span>{"sync event "}
+                    <span class="key phase-key"></span>{"before the first test"}
                 </p>
             }
         </section>

@@ -61,6 +61,12 @@ pub fn EditorPage(props: &Props) -> Html {
         }
     });
 
+    // A message about the last save (or load) goes once the plan is edited.
+    use_effect_with(ed.edits, {
+        let banner = banner.clone();
+        move |_: &u64| banner.set(None)
+    });
+
     // Unsaved edits are not dropped without a word: leaving asks first.
     use_effect_with(ed.dirty, |dirty| {
         let guard = dirty
@@ -98,14 +104,25 @@ pub fn EditorPage(props: &Props) -> Html {
                         ed.dispatch(EditorAction::Saved(stored));
                         if run_after {
                             match session.api.start_run(&id).await {
-                                Ok(run) => navigator.push(&Route::Run { id: run }),
-                                Err(e) => banner.set(Some((
-                                    false,
-                                    format!(
-                                        "Saved, but the run did not start: {}",
-                                        failure_text(&session, e)
-                                    ),
-                                ))),
+                                Ok(run) => {
+                                    // Back from the run comes to the saved plan, not to an empty form.
+                                    if was_new {
+                                        navigator.replace(&Route::Plan { id: id.clone() });
+                                    }
+                                    navigator.push(&Route::Run { id: run })
+                                }
+                                Err(e) => {
+                                    banner.set(Some((
+                                        false,
+                                        format!(
+                                            "Saved, but the run did not start: {}",
+                                            failure_text(&session, e)
+                                        ),
+                                    )));
+                                    if was_new {
+                                        navigator.replace(&Route::Plan { id: id.clone() });
+                                    }
+                                }
                             }
                         } else {
                             banner.set(Some((true, "Saved.".into())));
@@ -149,6 +166,13 @@ pub fn EditorPage(props: &Props) -> Html {
     let on_name = {
         let ed = ed.clone();
         Callback::from(move |e: InputEvent| ed.dispatch(EditorAction::SetName(input_value(&e))))
+    };
+    let description_err = ed.error("description");
+    let on_description = {
+        let ed = ed.clone();
+        Callback::from(move |e: InputEvent| {
+            ed.dispatch(EditorAction::SetDescription(crate::dom::textarea_value(&e)))
+        })
     };
     let kind_radio = |kind: PlanType, title: &'static str, about: &'static str| {
         let ed2 = ed.clone();
@@ -311,20 +335,16 @@ pub fn EditorPage(props: &Props) -> Html {
                     }
                 </div>
             </div>
-            if ed.submitted && problem_count > 0 {
-                <p class="banner error" role="status" id="editor-problems">
-                    {format!("{problem_count} problem{} to fix, marked below.", if problem_count == 1 { "" } else { "s" })}
-                </p>
-            }
-            if let Some((ok, msg)) = &*banner {
-                <p class={classes!("banner", if *ok { "ok" } else { "error" })} role="status" id="editor-banner">{msg.clone()}</p>
-            }
             <form onsubmit={on_save} onkeydown={no_enter_submit} novalidate=true>
                 <section class="step" aria-labelledby="step-plan">
                     <h2 id="step-plan">{"1. Plan"}</h2>
                     <Field id="plan-name" label="Name" error={name_err.clone()}>
                         <input id="plan-name" type="text" value={ed.plan.name.clone()} oninput={on_name}
                             aria-invalid={aria_error("plan-name", &name_err).0} aria-describedby={aria_error("plan-name", &name_err).1} />
+                    </Field>
+                    <Field id="plan-description" label="Description" hint={Some(AttrValue::from("what the plan tests and why (optional)"))} error={description_err.clone()}>
+                        <textarea id="plan-description" rows="2" value={ed.plan.description.clone()} oninput={on_description}
+                            aria-invalid={aria_error("plan-description", &description_err).0} aria-describedby={aria_error("plan-description", &description_err).1} />
                     </Field>
                     <div role="radiogroup" aria-label="Plan type" class="choices">
                         {kind_radio(PlanType::Distributed, "Distributed", "Each suite runs on its own machine profile; the parts coordinate.")}
@@ -355,7 +375,10 @@ pub fn EditorPage(props: &Props) -> Html {
 
                 <section class="step" aria-labelledby="step-profiles">
                     <h2 id="step-profiles">{"3. Machine profiles"}</h2>
-                    <p class="muted">{"A profile picks machines by labels (or one by name). Link each suite (step 2) to one of these; the counts follow the machines online."}</p>
+                    <p class="muted">{match ed.plan.kind {
+                        PlanType::Distributed => "A profile picks machines by labels (or one by name). Link each suite (step 2) to one of these; the counts follow the machines online.",
+                        PlanType::CrossPlatform => "Every suite runs once on each of these profiles (a suite can be kept to one in step 2). A profile picks machines by labels (or one by name); the counts follow the machines online.",
+                    }}</p>
                     if let Some(e) = profiles_err { <p class="field-error" role="alert">{e}</p> }
                     { for (0..ed.plan.profiles.len()).map(|j| html! { <ProfileCard key={j} editor={ed.clone()} index={j} /> }) }
                     <button type="button" id="add-profile" onclick={add_profile}>{"Add profile"}</button>
@@ -397,7 +420,18 @@ pub fn EditorPage(props: &Props) -> Html {
                     <FlakyList plan={ed.plan.name.clone()} />
                 }
 
+                // Where the person clicked Save: how it went stays in view.
                 <div class="form-actions">
+                    <div class="save-status">
+                        if ed.submitted && problem_count > 0 {
+                            <p class="banner error" role="status" id="editor-problems">
+                                {format!("{problem_count} problem{} to fix, marked above.", if problem_count == 1 { "" } else { "s" })}
+                            </p>
+                        }
+                        if let Some((ok, msg)) = &*banner {
+                            <p class={classes!("banner", if *ok { "ok" } else { "error" })} role="status" id="editor-banner">{msg.clone()}</p>
+                        }
+                    </div>
                     <button type="submit" id="save" disabled={*busy}>{if ed.id.is_some() { "Save" } else { "Create plan" }}</button>
                     <button type="button" class="primary" id="run" onclick={on_run} disabled={*busy}>{"Save and run"}</button>
                 </div>

@@ -46,6 +46,8 @@ pub fn PlansPage() -> Html {
             let session = session.clone();
             let banner = banner.clone();
             let reload = reload.clone();
+            // A new action: the last one's message no longer stands.
+            banner.set(None);
             wasm_bindgen_futures::spawn_local(async move {
                 match work.await {
                     Ok(msg) => banner.set(Some((true, msg))),
@@ -95,6 +97,7 @@ pub fn PlansPage() -> Html {
                         let banner = banner.clone();
                         let session = session.clone();
                         let id = id.clone();
+                        banner.set(None);
                         wasm_bindgen_futures::spawn_local(async move {
                             match api.start_run(&id).await {
                                 Ok(run) => navigator.push(&Route::Run { id: run }),
@@ -141,7 +144,12 @@ pub fn PlansPage() -> Html {
                 let file = format!("{}.toml", p.plan.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-"));
                 html! {
                     <tr key={id.clone()} data-plan={p.plan.name.clone()}>
-                        <td><Link<Route> to={Route::Plan { id: id.clone() }}>{p.plan.name.clone()}</Link<Route>></td>
+                        <td>
+                            <Link<Route> to={Route::Plan { id: id.clone() }}>{p.plan.name.clone()}</Link<Route>>
+                            if !p.plan.description.is_empty() {
+                                <small class="plan-description muted">{p.plan.description.clone()}</small>
+                            }
+                        </td>
                         <td data-label="Type">{p.plan.kind.to_string()}</td>
                         <td class="num" data-label="Suites">{p.plan.entries.len()}</td>
                         <td class="num" data-label="Profiles">{p.plan.profiles.len()}</td>

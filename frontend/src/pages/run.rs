@@ -22,7 +22,7 @@ use crate::hooks::{failure_text, use_session};
 use crate::routes::Route;
 use crate::services::ApiFailure;
 use crate::services::events::{self, StreamEnd, Watch};
-use crate::services::storage::{page_query, replace_query};
+use crate::services::storage::{page_param, page_query, set_query};
 use crate::state::run::{Show, Status, Stream};
 use crate::state::{RunAction, RunView};
 
@@ -53,11 +53,14 @@ pub fn RunPage(props: &Props) -> Html {
     let watch = use_mut_ref(|| None::<Watch>);
     let attempt = use_state(|| 0u32);
     let meta = use_state(|| None::<RunMeta>);
-    let filter = use_state(String::new);
-    let show = use_state(|| Show::All);
+    // The filters come from the address (a shared link) and go to it.
+    let filter = use_state(|| page_param("q").unwrap_or_default());
+    let show = use_state(|| page_param("show").map_or(Show::All, |s| Show::from_name(&s)));
     let selected = use_state(|| None::<usize>);
+    // The tests of a timeline bucket the table is narrowed to.
+    let block = use_state(|| None::<(String, Rc<std::collections::HashSet<usize>>)>);
     // The table lists failures first unless asked for the run's order.
-    let failures_first = use_state(|| true);
+    let failures_first = use_state(|| page_param("order").as_deref() != Some("run"));
     let notice = use_state(|| None::<String>);
     let flaky_tests = use_state(|| None::<Rc<Vec<TestHistory>>>);
     let history = use_state(|| None::<TestHistory>);
@@ -209,13 +212,45 @@ pub fn RunPage(props: &Props) -> Html {
     });
 
     // Rows change only with events (not with the clock's ticks).
-    let rows = use_memo((view.last_seq, (*filter).clone(), *show, *failures_first), {
+    let block_key = block.as_ref().map(|(_, set)| Rc::as_ptr(set) as usize);
+    let rows = use_memo((view.last_seq, (*filter).clone(), *show, *failures_first, block_key), {
         let view = view.clone();
-        move |(_, text, show, first): &(u64, String, Show, bool)| view.filtered(text, *show, *first)
+        let block = block.clone();
+        move |(_, text, show, first, _): &(u64, String, Show, bool, Option<usize>)| {
+            let rows = view.filtered(text, *show, *first);
+            match &*block {
+                Some((_, set)) => rows.into_iter().filter(|i| set.contains(i)).collect(),
+                None => rows,
+            }
+        }
     });
+    // Another filter: the table starts again from its top (its scroll
+    // would otherwise land in the middle of the new list).
+    use_effect_with(((*filter).clone(), *show, *failures_first, block_key), |_| {
+        if let Some(el) =
+            web_sys::window().and_then(|w| w.document()).and_then(|d| d.get_element_by_id("tests-scroll"))
+        {
+            el.set_scroll_top(0);
+        }
+    });
+    let on_block = {
+        let block = block.clone();
+        Callback::from(move |(what, rows): (String, Vec<usize>)| {
+            block.set(Some((what, Rc::new(rows.into_iter().collect()))));
+            crate::dom::focus_first("#tests-title");
+        })
+    };
+    let clear_block = {
+        let block = block.clone();
+        Callback::from(move |_| block.set(None))
+    };
     let on_failures_first = {
         let failures_first = failures_first.clone();
-        Callback::from(move |e: Event| failures_first.set(crate::dom::checked(&e)))
+        Callback::from(move |e: Event| {
+            let first = crate::dom::checked(&e);
+            failures_first.set(first);
+            set_query(&[("order", (!first).then(|| "run".to_string()))]);
+        })
     };
     // A link to a test of the run (`?test=NAME&role=ROLE&machine=M`) opens
     // it once its row is there; selecting a test puts it in the address.
@@ -246,24 +281,29 @@ pub fn RunPage(props: &Props) -> Html {
         Callback::from(move |i: usize| {
             selected.set(Some(i));
             if let Some(r) = view.rows.get(i) {
-                let mut q: Vec<(String, String)> = page_query()
-                    .into_iter()
-                    .filter(|(k, _)| !["test", "role", "machine"].contains(&k.as_str()))
-                    .collect();
-                q.push(("test".into(), r.test.clone()));
-                q.push(("role".into(), r.shard.role.clone()));
-                q.push(("machine".into(), r.shard.machine.clone()));
-                replace_query(&q);
+                set_query(&[
+                    ("test", Some(r.test.clone())),
+                    ("role", Some(r.shard.role.clone())),
+                    ("machine", Some(r.shard.machine.clone())),
+                ]);
             }
         })
     };
     let on_filter = {
         let filter = filter.clone();
-        Callback::from(move |e: InputEvent| filter.set(input_value(&e)))
+        Callback::from(move |e: InputEvent| {
+            let text = input_value(&e);
+            set_query(&[("q", (!text.is_empty()).then(|| text.clone()))]);
+            filter.set(text);
+        })
     };
     let on_show = {
         let show = show.clone();
-        Callback::from(move |e: Event| show.set(Show::from_name(&select_value(&e))))
+        Callback::from(move |e: Event| {
+            let picked = Show::from_name(&select_value(&e));
+            set_query(&[("show", (picked != Show::All).then(|| picked.name().to_string()))]);
+            show.set(picked);
+        })
     };
     let cancel = {
         let session = session.clone();
@@ -279,6 +319,7 @@ pub fn RunPage(props: &Props) -> Html {
             let session = session.clone();
             let notice = notice.clone();
             let id = id.clone();
+            notice.set(None);
             wasm_bindgen_futures::spawn_local(async move {
                 if let Err(e) = session.api.cancel_run(&id).await {
                     notice.set(Some(failure_text(&session, e)));
@@ -288,15 +329,22 @@ pub fn RunPage(props: &Props) -> Html {
     };
 
     let navigator = use_navigator();
-    let rerun = {
-        let session = session.clone();
-        let notice = notice.clone();
-        let id = props.id.clone();
+    // Start another run (the same plan again, or only its failures) and go to it.
+    let start_again = |failed_only: bool| {
+        let (session, notice, id, navigator, meta) =
+            (session.clone(), notice.clone(), props.id.clone(), navigator.clone(), meta.clone());
         Callback::from(move |_| {
             let (session, notice, id, navigator) =
                 (session.clone(), notice.clone(), id.clone(), navigator.clone());
+            let plan = meta.as_ref().map(|m| m.plan.clone());
+            notice.set(None);
             wasm_bindgen_futures::spawn_local(async move {
-                match session.api.rerun_failed(&id).await {
+                let started = match (failed_only, plan) {
+                    (true, _) => session.api.rerun_failed(&id).await,
+                    (false, Some(plan)) => session.api.run_plan(&plan).await,
+                    (false, None) => return,
+                };
+                match started {
                     Ok(run) => {
                         if let Some(n) = navigator {
                             n.push(&Route::Run { id: run });
@@ -307,6 +355,8 @@ pub fn RunPage(props: &Props) -> Html {
             });
         })
     };
+    let rerun = start_again(true);
+    let run_again = start_again(false);
 
     // Once finished, the coordinator's verdict; before, what the server lists.
     let state = view.state(meta.as_ref().map(|m| m.state));
@@ -350,7 +400,9 @@ pub fn RunPage(props: &Props) -> Html {
             let show = show.clone();
             Callback::from(move |_| {
                 if let Some(t) = target {
-                    show.set(if *show == t { Show::All } else { t });
+                    let picked = if *show == t { Show::All } else { t };
+                    set_query(&[("show", (picked != Show::All).then(|| picked.name().to_string()))]);
+                    show.set(picked);
                 }
             })
         };
@@ -391,7 +443,12 @@ pub fn RunPage(props: &Props) -> Html {
             <div class="page-head">
                 <h1>
                     {format!("Run {}", props.id)}
-                    if let Some(p) = &view.plan { <small class="muted">{format!(" · plan {p}")}</small> }
+                    if let Some(p) = &view.plan {
+                        <small class="muted">{" · plan "}
+                            <Link<Route, crate::routes::PlanQuery> to={Route::Runs} query={Some(crate::routes::PlanQuery { plan: p.clone() })}
+                                classes="plan-link">{p.clone()}</Link<Route, crate::routes::PlanQuery>>
+                        </small>
+                    }
                 </h1>
                 <div class="actions">
                     <StateBadge {state} id="run-state" live=true />
@@ -409,6 +466,10 @@ pub fn RunPage(props: &Props) -> Html {
                             title="Run again the tests that failed, timed out, crashed or were lost, on this plan">
                             {format!("Rerun {failures} failed")}
                         </button>
+                    }
+                    if !running && meta.is_some() {
+                        <button type="button" id="run-again" onclick={run_again}
+                            title="Start a new run of the same plan, as this run had it">{"Run again"}</button>
                     }
                     <Link<Route> to={Route::Runs} classes="button">{"All runs"}</Link<Route>>
                 </div>
@@ -434,6 +495,9 @@ pub fn RunPage(props: &Props) -> Html {
                 {count("lost", view.count(Outcome::Lost), "lost")}
                 {count("flaky", view.count(Outcome::Flaky), "flaky")}
                 {count("skipped", view.count(Outcome::Skipped), "skipped")}
+                if view.count(Outcome::Cancelled) > 0 {
+                    {count("cancelled", view.count(Outcome::Cancelled), "cancelled")}
+                }
                 {count("running", view.running, "running")}
                 {count("pending", view.pending() as u32, "pending")}
                 if view.filtered_out > 0 {
@@ -441,7 +505,7 @@ pub fn RunPage(props: &Props) -> Html {
                 }
             </ul>
 
-            <Timeline view={view.clone()} version={view.version} clocks={clocks} alerts={alerts} on_select={on_select.clone()} />
+            <Timeline view={view.clone()} version={view.version} clocks={clocks} alerts={alerts} on_select={on_select.clone()} {on_block} />
 
             <div class="run-columns">
                 <section class="tests-panel" aria-labelledby="tests-title">
@@ -458,6 +522,12 @@ pub fn RunPage(props: &Props) -> Html {
                             {" Failures first"}
                         </label>
                     </div>
+                    if let Some((what, _)) = &*block {
+                        <p class="banner info" id="block-filter" role="status">
+                            {format!("Only the {what} (from the timeline). ")}
+                            <button type="button" class="small" id="clear-block" onclick={clear_block}>{"Show all"}</button>
+                        </p>
+                    }
                     <TestTable view={view.clone()} version={view.version} rows={rows.clone()} selected={*selected} on_select={on_select} flaky={flaky.clone()} />
                 </section>
 

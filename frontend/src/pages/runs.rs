@@ -1,4 +1,5 @@
-//! Run history: outcome, duration and counts of every run.
+//! Run history: outcome, duration and counts of every run, or of one
+//! plan's runs (`/runs?plan=NAME`, the plan's history).
 
 use ensemble_protocol::api::{RunMeta, RunState};
 use yew::prelude::*;
@@ -7,11 +8,19 @@ use yew_router::prelude::*;
 use crate::components::run_state::StateBadge;
 use crate::format::{duration_ms, local_time};
 use crate::hooks::{failure_text, use_session};
-use crate::routes::Route;
+use crate::routes::{PlanQuery, Route};
+use crate::services::storage::query_pairs;
 
 #[component]
 pub fn RunsPage() -> Html {
     let session = use_session();
+    // `?plan=NAME`: only that plan's runs.
+    let location = use_location();
+    let plan = location
+        .as_ref()
+        .and_then(|l| query_pairs(l.query_str()).into_iter().find(|(k, _)| k == "plan"))
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty());
     let runs = use_state(|| None::<Vec<RunMeta>>);
     let error = use_state(|| None::<String>);
     let tick = use_state(|| 0u32);
@@ -43,24 +52,35 @@ pub fn RunsPage() -> Html {
             move || alive.set(false)
         }
     });
+    let shown: Option<Vec<&RunMeta>> =
+        runs.as_ref().map(|l| l.iter().filter(|r| plan.as_ref().is_none_or(|p| r.plan.name == *p)).collect());
     html! {
         <section class="page">
-            <div class="page-head"><h1>{"Runs"}</h1></div>
+            <div class="page-head">
+                <h1>{match &plan { Some(p) => format!("Runs of plan {p}"), None => "Runs".to_string() }}</h1>
+                if plan.is_some() {
+                    <div class="actions"><Link<Route> to={Route::Runs} classes="button">{"All runs"}</Link<Route>></div>
+                }
+            </div>
             if let Some(e) = &*error { <p class="banner error" role="alert">{e.clone()}</p> }
-            {match &*runs {
+            {match shown {
                 None => html! { <p class="muted">{"Loading…"}</p> },
-                Some(list) if list.is_empty() => html! { <p class="empty">{"No runs yet. Run a plan from the plans page."}</p> },
+                Some(list) if list.is_empty() && plan.is_some() => html! { <p class="empty" id="no-runs">{"This plan has not run yet."}</p> },
+                Some(list) if list.is_empty() => html! { <p class="empty" id="no-runs">{"No runs yet. Run a plan from the plans page."}</p> },
                 Some(list) => html! {
                     <table class="list" id="runs">
                         <thead><tr><th scope="col">{"Run"}</th><th scope="col">{"Plan"}</th><th scope="col">{"Outcome"}</th><th scope="col">{"Started"}</th><th scope="col">{"Duration"}</th><th scope="col">{"Tests"}</th></tr></thead>
                         <tbody>
                         { for list.iter().map(|r| {
                             let duration = r.finished_us.map(|f| duration_ms(((f - r.started_us) / 1000).max(0) as u64));
-                            let counts = r.summary.map(|s| format!("{} passed, {} failed, {} skipped", s.passed + s.flaky, s.failures(), s.skipped));
+                            let counts = r.summary.map(|s| s.describe());
+                            let query = PlanQuery { plan: r.plan.name.clone() };
                             html! {
                                 <tr key={r.id.clone()} data-run={r.id.clone()}>
                                     <td><Link<Route> to={Route::Run { id: r.id.clone() }}>{r.id.clone()}</Link<Route>></td>
-                                    <td data-label="Plan">{r.plan.name.clone()}</td>
+                                    <td data-label="Plan">
+                                        <Link<Route, PlanQuery> to={Route::Runs} query={Some(query)} classes="plan-link">{r.plan.name.clone()}</Link<Route, PlanQuery>>
+                                    </td>
                                     <td data-label="Outcome"><StateBadge state={r.state} /></td>
                                     <td data-label="Started">{local_time(r.started_us)}</td>
                                     <td class="num" data-label="Duration">{duration.unwrap_or_else(|| "…".into())}</td>

@@ -170,6 +170,14 @@ impl Api {
         Ok(created.id)
     }
 
+    /// Runs `plan` (its suites named by sha256, as a run's plan is): a run
+    /// again, the same as it was; returns the new run's id.
+    pub async fn run_plan(&self, plan: &Plan) -> ApiResult<String> {
+        let req = RunRequest { plan: Some(plan.clone()), ..RunRequest::default() };
+        let created: RunCreated = self.json(Request::post(routes::RUNS), Some(Body::json(&req)?)).await?;
+        Ok(created.id)
+    }
+
     /// Runs again what did not pass in finished run `id`; returns the new run's id.
     pub async fn rerun_failed(&self, id: &str) -> ApiResult<String> {
         let req = RunRequest { rerun_failed: Some(id.to_string()), ..RunRequest::default() };

@@ -56,6 +56,20 @@ pub fn page_query() -> Vec<(String, String)> {
     web_sys::window().and_then(|w| w.location().search().ok()).map(|s| query_pairs(&s)).unwrap_or_default()
 }
 
+/// One parameter of the page's query now.
+pub fn page_param(key: &str) -> Option<String> {
+    page_query().into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// Sets (`Some`) or removes (`None`) parameters of the page's query, the
+/// others kept (no new history entry): what a link to the page shows.
+pub fn set_query(changes: &[(&str, Option<String>)]) {
+    let mut pairs: Vec<(String, String)> =
+        page_query().into_iter().filter(|(k, _)| !changes.iter().any(|(c, _)| c == k)).collect();
+    pairs.extend(changes.iter().filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v))));
+    replace_query(&pairs);
+}
+
 /// Replaces the page's query with `pairs` (no new history entry).
 pub fn replace_query(pairs: &[(String, String)]) {
     use ensemble_protocol::api::encode;

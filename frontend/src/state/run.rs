@@ -34,7 +34,7 @@ impl Status {
     fn severity(self) -> u8 {
         match self {
             Status::Pending => 0,
-            Status::Done(Outcome::Skipped) => 1,
+            Status::Done(Outcome::Skipped | Outcome::Cancelled) => 1,
             Status::Done(Outcome::Passed) => 2,
             Status::Running => 3,
             Status::Done(Outcome::Flaky) => 4,
@@ -149,13 +149,21 @@ pub enum Show {
     Failures,
     Passed,
     Skipped,
+    Cancelled,
     Running,
     Pending,
 }
 
 impl Show {
-    pub const ALL: [Show; 6] =
-        [Show::All, Show::Failures, Show::Passed, Show::Skipped, Show::Running, Show::Pending];
+    pub const ALL: [Show; 7] = [
+        Show::All,
+        Show::Failures,
+        Show::Passed,
+        Show::Skipped,
+        Show::Cancelled,
+        Show::Running,
+        Show::Pending,
+    ];
 
     /// The filter a summary count stands for: clicking it shows those tests.
     pub fn of_count(class: &str) -> Option<Show> {
@@ -163,6 +171,7 @@ impl Show {
             "failed" | "timed-out" | "crashed" | "lost" => Some(Show::Failures),
             "passed" | "flaky" => Some(Show::Passed),
             "skipped" => Some(Show::Skipped),
+            "cancelled" => Some(Show::Cancelled),
             "running" => Some(Show::Running),
             "pending" => Some(Show::Pending),
             _ => None,
@@ -175,6 +184,7 @@ impl Show {
             Show::Failures => "failures",
             Show::Passed => "passed",
             Show::Skipped => "skipped",
+            Show::Cancelled => "cancelled",
             Show::Running => "running",
             Show::Pending => "pending",
         }
@@ -190,6 +200,7 @@ impl Show {
             Show::Failures => matches!(s, Status::Done(o) if o.is_failure()),
             Show::Passed => matches!(s, Status::Done(Outcome::Passed | Outcome::Flaky)),
             Show::Skipped => s == Status::Done(Outcome::Skipped),
+            Show::Cancelled => s == Status::Done(Outcome::Cancelled),
             Show::Running => s == Status::Running,
             Show::Pending => s == Status::Pending,
         }
@@ -205,6 +216,8 @@ pub struct Bar {
     pub title: String,
     /// The test, when the bar is one test (not a bucket of many).
     pub row: Option<usize>,
+    /// A bucket's tests (empty for a bar of one test).
+    pub rows: Vec<usize>,
 }
 
 /// Lanes with more tests than this are drawn as buckets.
@@ -234,6 +247,9 @@ pub struct RunView {
     /// others of `run-started` are queued on their machines.
     started: std::collections::HashSet<u32>,
     finished_shards: std::collections::HashSet<u32>,
+    /// When each shard listed its tests (it was placed, fetched and
+    /// compiled its suite) and when it finished, by shard.
+    pub shard_times: HashMap<u32, (i64, Option<i64>)>,
     /// What each shard's running test waits on now, by shard.
     pub blocked: HashMap<u32, Blocked>,
     pub stream: Stream,
@@ -285,6 +301,7 @@ impl RunView {
             running: 0,
             filtered_out: 0,
             waiting: None,
+            shard_times: HashMap::new(),
             started: Default::default(),
             finished_shards: Default::default(),
             blocked: HashMap::new(),
@@ -467,6 +484,7 @@ impl RunView {
                 }
             }
             EventKind::ShardStarted { shard, tests, filtered_out } => {
+                self.shard_times.entry(shard.shard).or_insert((ev.at_us, None));
                 if self.started.insert(shard.shard) {
                     self.filtered_out += filtered_out;
                 }
@@ -557,6 +575,7 @@ impl RunView {
             }
             EventKind::ShardFinished { shard, error, .. } => {
                 self.finished_shards.insert(shard.shard);
+                self.shard_times.entry(shard.shard).or_insert((ev.at_us, None)).1 = Some(ev.at_us);
                 if let Some(e) = error {
                     self.lane_mut(&shard.machine)
                         .errors
@@ -630,17 +649,18 @@ impl RunView {
                         class: r.status.class(),
                         title: format!("{} · {} · {}", r.test, r.shard.role, r.status.class()),
                         row: Some(i),
+                        rows: Vec::new(),
                     }
                 })
                 .collect();
         }
-        let mut buckets: Vec<(Option<Status>, u32)> = vec![(None, 0); BUCKETS];
+        let mut buckets: Vec<(Option<Status>, Vec<usize>)> = vec![(None, Vec::new()); BUCKETS];
         for &(i, from, to) in &placed {
             let a = ((from * BUCKETS as f64) as usize).min(BUCKETS - 1);
             let b = ((to * BUCKETS as f64) as usize).min(BUCKETS - 1);
             let st = self.rows[i].status;
             for slot in &mut buckets[a..=b] {
-                slot.1 += 1;
+                slot.1.push(i);
                 if slot.0.is_none_or(|s| st.severity() > s.severity()) {
                     slot.0 = Some(st);
                 }
@@ -649,14 +669,15 @@ impl RunView {
         let mut bars: Vec<(u8, Bar)> = buckets
             .into_iter()
             .enumerate()
-            .filter_map(|(k, (st, n))| {
+            .filter_map(|(k, (st, rows))| {
                 let st = st?;
                 let bar = Bar {
                     from: k as f64 / BUCKETS as f64,
                     to: (k + 1) as f64 / BUCKETS as f64,
                     class: st.class(),
-                    title: format!("{n} tests, the worst {}", st.class()),
+                    title: format!("{} tests, the worst {}", rows.len(), st.class()),
                     row: None,
+                    rows,
                 };
                 Some((st.severity(), bar))
             })
@@ -972,6 +993,14 @@ mod tests {
         assert!(bars.len() <= BUCKETS, "{}", bars.len());
         assert_eq!(bars.last().unwrap().class, "failed", "a failure is never hidden in a bucket");
         assert_eq!(v.filtered("", Show::Failures, true).len(), 1);
+        // A bucket knows its tests: the failure's holds the failure.
+        let failed = bars.last().unwrap();
+        assert!(failed.rows.iter().any(|&i| v.rows[i].test == "t5000"), "{:?}", failed.rows);
+        let listed: std::collections::HashSet<usize> =
+            bars.iter().flat_map(|b| b.rows.iter().copied()).collect();
+        assert_eq!(listed.len(), 10_000, "every test is in some bucket");
+        // The shard's time before its first test and after its last are known.
+        assert_eq!(v.shard_times.get(&s.shard), Some(&(0, None)));
     }
 
     #[test]

@@ -53,6 +53,18 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A valid machine name made of a host name: characters a name cannot
+/// have become `-`, cut to the longest name; `machine` when nothing is left.
+pub fn name_from_host(host: &str) -> String {
+    let name: String = host
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || ".-_".contains(c) { c } else { '-' })
+        .take(MAX_NAME)
+        .collect();
+    if name.is_empty() { "machine".to_string() } else { name }
+}
+
 impl MachineInfo {
     /// Checks what a machine says of itself before anyone stores or shows it.
     pub fn check(&self) -> Result<(), String> {
@@ -102,5 +114,19 @@ mod tests {
         let mut big = info("m");
         big.labels.insert("k".into(), "v".repeat(1 << 20));
         assert!(big.check().is_err());
+    }
+
+    #[test]
+    fn a_host_name_becomes_a_valid_machine_name() {
+        for (host, name) in [
+            ("build-01.lab", "build-01.lab"),
+            ("DESKTOP-ÆØÅ 7", "DESKTOP-----7"),
+            ("  ", "machine"),
+            ("win:box\\x", "win-box-x"),
+        ] {
+            assert_eq!(name_from_host(host), name, "{host:?}");
+            assert!(check_name(&name_from_host(host)).is_ok());
+        }
+        assert_eq!(name_from_host(&"h".repeat(300)).len(), MAX_NAME);
     }
 }

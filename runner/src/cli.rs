@@ -1069,11 +1069,9 @@ fn listen_grant(addr: std::net::SocketAddr) -> NetGrant {
 /// the runs down before it gives their unfinished shards up as lost.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// This host's name as a machine name (letters, digits, `.`, `_`, `-`; at
+/// most 64): the default name of a runner.
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "machine".to_string())
+    let raw = gethostname::gethostname().to_string_lossy().into_owned();
+    ensemble_protocol::machine::name_from_host(&raw)
 }

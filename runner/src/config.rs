@@ -3,8 +3,10 @@
 //! A TOML file with a `[serve]` and a `[runner]` table whose keys are the
 //! commands' long flags (`listen = "0.0.0.0:7878"`, `label = ["tier=a"]`,
 //! `no-local-machine = true`). It is read from `--config FILE`, else
-//! `ENSEMBLE_CONFIG`, else `$XDG_CONFIG_HOME/ensemble/config.toml`
-//! (`~/.config/ensemble/config.toml`) when that exists.
+//! `ENSEMBLE_CONFIG`, else `config.toml` in the platform's config directory
+//! for ensemble when that exists: `$XDG_CONFIG_HOME/ensemble` (or
+//! `~/.config/ensemble`) on Linux, `~/Library/Application Support/ensemble`
+//! on macOS, `%APPDATA%\ensemble\config` on Windows.
 //!
 //! Precedence: flags, then `ENSEMBLE_*` environment variables, then the
 //! file, then the defaults. The file's settings become flags put in after
@@ -41,10 +43,7 @@ pub fn path(args: &[OsString]) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("ENSEMBLE_CONFIG") {
         return Some(PathBuf::from(p));
     }
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-    let default = base.join("ensemble").join("config.toml");
+    let default = directories::ProjectDirs::from("", "", "ensemble")?.config_dir().join("config.toml");
     default.is_file().then_some(default)
 }
 

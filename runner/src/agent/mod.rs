@@ -77,15 +77,11 @@ pub fn local_facts() -> Facts {
     }
 }
 
+/// The machine's RAM in bytes (0 when the OS does not say).
 fn total_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-        .unwrap_or(0)
+    use sysinfo::{MemoryRefreshKind, RefreshKind, System};
+    System::new_with_specifics(RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram()))
+        .total_memory()
 }
 
 /// The longest test message or log line sent; a suite decides their size,

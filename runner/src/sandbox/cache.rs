@@ -30,16 +30,18 @@ impl ArtifactCache {
         Self { dir: dir.into(), fingerprint }
     }
 
-    /// The default location: `$XDG_CACHE_HOME/ensemble` or `~/.cache/ensemble`.
+    /// The default location: the platform's cache directory for ensemble
+    /// (`$XDG_CACHE_HOME/ensemble` or `~/.cache/ensemble` on Linux,
+    /// `~/Library/Caches/ensemble` on macOS, `%LOCALAPPDATA%\ensemble\cache`
+    /// on Windows), `compiled` in it.
     pub fn default_dir() -> PathBuf {
         if let Some(dir) = std::env::var_os("ENSEMBLE_CACHE_DIR") {
             return PathBuf::from(dir);
         }
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-            .unwrap_or_else(std::env::temp_dir);
-        base.join("ensemble").join("compiled")
+        directories::ProjectDirs::from("", "", "ensemble")
+            .map(|d| d.cache_dir().to_path_buf())
+            .unwrap_or_else(|| std::env::temp_dir().join("ensemble"))
+            .join("compiled")
     }
 
     fn path(&self, sha256: &str) -> PathBuf {

@@ -44,6 +44,11 @@ pub struct ShardInfo {
     /// Its entry's machines divide its tests (`split = "tests"`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub split: bool,
+    /// The OS and CPU kind of its machine (from the machine's own facts).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub os: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub arch: String,
 }
 
 fn one() -> u32 {
@@ -302,6 +307,8 @@ mod tests {
                     entry: 0,
                     instance_count: 1,
                     split: true,
+                    os: "linux".into(),
+                    arch: "aarch64".into(),
                 }],
             },
             EventKind::ShardStarted { shard: shard(), tests: vec!["a".into()], filtered_out: 0 },

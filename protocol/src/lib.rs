@@ -20,6 +20,7 @@
 //! - [`outcome`]: how a test ended, and counts of outcomes.
 //! - [`verdict`]: a run's final state and why it stopped, decided once.
 //! - [`event`]: a run's events.
+//! - [`matrix`]: a run's outcomes across profiles (test × profile).
 //! - [`plan`]: test plans, their parsing and validation (`Plan::problems`).
 //! - [`wire`]: coordinator ⇄ machine messages.
 //! - [`api`]: the REST routes, their types and the typed error body.
@@ -31,6 +32,7 @@ pub mod exit;
 pub mod filter;
 pub mod grant;
 pub mod machine;
+pub mod matrix;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod outcome;

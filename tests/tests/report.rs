@@ -164,3 +164,34 @@ async fn the_parts_of_a_split_plan_merge_into_one_report_as_a_stored_run_does() 
     assert_eq!(stored["tests"].as_array().unwrap().len(), 11);
     assert_eq!(stored["summary"], merged["summary"]);
 }
+
+/// A cross-platform plan's summary compares each test's outcome across the
+/// profiles, and its JUnit file says where each testsuite ran.
+#[test]
+fn a_cross_platform_run_compares_its_profiles_in_the_summary_and_junit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let plan = dir.path().join("two.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "name = \"two\"\ntype = \"cross-platform\"\n[[profiles]]\nname = \"first\"\n[[profiles]]\nname = \"second\"\n\
+             [[entries]]\nsuite = {:?}\nparams = {{ greeting = \"hello\", expected = \"hello\" }}\n",
+            ensemble_artifacts::BASICS
+        ),
+    )
+    .unwrap();
+    let junit = dir.path().join("two.xml");
+    let out = ensemble(&["run", plan.to_str().unwrap(), "--junit", junit.to_str().unwrap()], &cache);
+    let shown = text(&out);
+    let platform = format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH);
+    assert!(
+        shown.contains(&format!("Across 2 profiles: first ({platform}) · second ({platform})")),
+        "{shown}"
+    );
+    assert!(shown.contains("tests have the same outcome on every profile"), "{shown}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    for (name, value) in [("profile", "first"), ("profile", "second"), ("arch", std::env::consts::ARCH)] {
+        assert!(xml.contains(&format!("<property name=\"{name}\" value=\"{value}\"/>")), "{xml}");
+    }
+}

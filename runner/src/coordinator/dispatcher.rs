@@ -406,6 +406,8 @@ impl Dispatcher {
                 entry: s.entry,
                 instance_count: s.instance_count,
                 split: self.assignments[i].selection.split.is_some(),
+                os: self.machines[s.machine_index].info.facts.os.clone(),
+                arch: self.machines[s.machine_index].info.facts.arch.clone(),
             })
             .collect();
         self.stream.emit(EventKind::RunStarted { plan: self.plan_name.clone(), shards });

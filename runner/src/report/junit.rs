@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ensemble_protocol::attachment::{is_sha256, name_problem};
 use ensemble_protocol::{Event, EventKind, Outcome};
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
 use super::Reporter;
 
@@ -78,7 +78,19 @@ impl Reporter for JunitReporter {
                 self.plan = plan.clone();
                 for s in shards {
                     let name = format!("{}@{} ({})", s.shard.role, s.shard.machine, s.shard.suite);
-                    self.suites.insert(s.shard.shard, TestSuite::new(name));
+                    let mut suite = TestSuite::new(name);
+                    // Where it ran: a cross-platform run's suites differ in these.
+                    for (key, value) in [
+                        ("profile", &s.profile),
+                        ("machine", &s.shard.machine),
+                        ("os", &s.os),
+                        ("arch", &s.arch),
+                    ] {
+                        if !value.is_empty() {
+                            suite.add_property(Property::new(key, value.as_str()));
+                        }
+                    }
+                    self.suites.insert(s.shard.shard, suite);
                 }
             }
             EventKind::TestFinished { shard, test, outcome, duration_ms, attempt, message, output } => {

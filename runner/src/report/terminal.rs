@@ -5,6 +5,8 @@
 use std::io::Write;
 use std::time::Duration;
 
+use ensemble_protocol::event::ShardInfo;
+use ensemble_protocol::matrix::Matrix;
 use ensemble_protocol::{Event, EventKind, Outcome};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -25,7 +27,14 @@ pub struct TerminalReporter {
     split_shards: std::collections::HashMap<u32, String>,
     /// What running tests attached: (shard, test) → "name (size)".
     attached: std::collections::HashMap<(u32, String), Vec<String>>,
+    /// The run's shards, and, when a role runs on several profiles (a
+    /// cross-platform plan), every test's outcome: the summary compares them.
+    shards: Vec<ShardInfo>,
+    compared: Option<Vec<(u32, String, Outcome)>>,
 }
+
+/// Tests that differ between profiles listed in the summary at most.
+const DIFFERENCES_SHOWN: usize = 50;
 
 /// How a split entry's tests fell on its machines.
 #[derive(Default)]
@@ -69,7 +78,41 @@ impl TerminalReporter {
             splits: Default::default(),
             split_shards: Default::default(),
             attached: Default::default(),
+            shards: Vec::new(),
+            compared: None,
         }
+    }
+
+    /// The lines comparing the run's outcomes across profiles (none when
+    /// no role ran on more than one).
+    fn matrix_lines(&self) -> Vec<String> {
+        let Some(results) = &self.compared else { return Vec::new() };
+        let m = Matrix::build(&self.shards, results.iter().map(|(s, t, o)| (*s, t.as_str(), *o)));
+        if m.columns.is_empty() {
+            return Vec::new();
+        }
+        let columns: Vec<String> =
+            m.columns.iter().map(|c| format!("{} ({})", c.profile, c.platform)).collect();
+        let mut lines = vec![format!("Across {} profiles: {}", m.columns.len(), columns.join(" · "))];
+        let differing = m.differing();
+        if differing == 0 {
+            lines.push(format!("  all {} tests have the same outcome on every profile", m.rows.len()));
+            return lines;
+        }
+        lines.push(format!("  {differing} of {} tests differ:", m.rows.len()));
+        for row in m.rows.iter().filter(|r| r.differs).take(DIFFERENCES_SHOWN) {
+            let cells: Vec<String> = m
+                .columns
+                .iter()
+                .zip(&row.cells)
+                .map(|(c, o)| format!("{} {}", c.profile, o.map_or("not run", |o| o.as_str())))
+                .collect();
+            lines.push(format!("    {} {}: {}", row.role, row.test, cells.join(" · ")));
+        }
+        if differing > DIFFERENCES_SHOWN {
+            lines.push(format!("    … and {} more", differing - DIFFERENCES_SHOWN));
+        }
+        lines
     }
 
     fn line(&mut self, text: &str) {
@@ -101,6 +144,12 @@ impl Reporter for TerminalReporter {
             }
             EventKind::RunStarted { plan, shards } => {
                 self.line(&format!("Running plan {plan:?}: {} shard(s), run {}", shards.len(), event.run));
+                self.shards = shards.clone();
+                let mut profiles: std::collections::HashMap<&str, &str> = Default::default();
+                let several = shards.iter().any(|s| {
+                    *profiles.entry(s.shard.role.as_str()).or_insert(s.profile.as_str()) != s.profile
+                });
+                self.compared = several.then(Vec::new);
                 for s in shards {
                     let sh = &s.shard;
                     if s.split {
@@ -126,6 +175,9 @@ impl Reporter for TerminalReporter {
             }
             EventKind::TestFinished { shard, test, outcome, duration_ms, attempt, message, output } => {
                 self.bar.inc(1);
+                if let Some(results) = &mut self.compared {
+                    results.push((shard.shard, test.clone(), *outcome));
+                }
                 if let Some(split) = self.split_shards.get(&shard.shard).and_then(|r| self.splits.get_mut(r))
                 {
                     *split.per_shard.entry(shard.shard).or_default() += duration_ms;
@@ -176,7 +228,9 @@ impl Reporter for TerminalReporter {
                         self.line(&format!("  {label}: {msg}"));
                     }
                 }
-                let splits: Vec<String> = self.splits.iter().map(|(role, split)| split.line(role)).collect();
+                let mut splits: Vec<String> =
+                    self.splits.iter().map(|(role, split)| split.line(role)).collect();
+                splits.extend(self.matrix_lines());
                 for line in splits {
                     self.line(&line);
                 }

@@ -365,3 +365,51 @@ async fn the_runs_list_names_each_outcome_and_links_a_plans_history() {
     }
     browser.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_platform_run_shows_its_outcomes_across_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let _a = ensemble_tests::start_runner(dir.path(), &server, "box-a", &["tier=a"], None);
+    let _b = ensemble_tests::start_runner(dir.path(), &server, "box-b", &["tier=b"], None);
+    server.wait_online(2).await;
+    let suite = format!("sha256:{}", server.upload(ensemble_artifacts::BASICS, "basics").await);
+    let run = server
+        .start_run(json!({
+            "name": "everywhere",
+            "type": "cross-platform",
+            "profiles": [{ "name": "a", "labels": { "tier": "a" } }, { "name": "b", "labels": { "tier": "b" } }],
+            "entries": [{ "suite": suite, "params": { "greeting": "hi", "expected": "hi" } }],
+        }))
+        .await;
+    let events = server.events(&run).await;
+    let tests = events
+        .iter()
+        .filter(|e| matches!(&e.kind, ensemble_protocol::EventKind::TestFinished { shard, .. } if shard.machine == "box-a"))
+        .count();
+    let platform = format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH);
+    let browser = Browser::start().await.unwrap();
+    let b = &browser;
+    let steps = async {
+        b.goto(&format!("{}/runs/{run}?token={TOKEN}", server.url)).await?;
+        b.wait_text("#matrix-title", "Across 2 profiles").await?;
+        b.wait_text(
+            "#matrix-summary",
+            &format!("All {tests} finished tests have the same outcome on every profile."),
+        )
+        .await?;
+        b.wait_text("#matrix thead th[data-profile='b']", &platform).await?;
+        // A cell opens that test as it ran on that profile's machine.
+        b.click("#matrix tr[data-test='adds'] td[data-profile='b'] button").await?;
+        b.wait_text("#test-detail .detail-name", "adds").await?;
+        b.wait_text("#test-detail p", "on box-b").await?;
+        b.click("#matrix tr[data-test='fails_check_eq'] td[data-profile='a'] button").await?;
+        b.wait_text("#test-detail .detail-name", "fails_check_eq").await?;
+        b.wait_text("#test-detail p", "failed on box-a").await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = steps.await {
+        panic!("{e:#}\n{}", browser.diagnostics().await);
+    }
+    browser.close().await.unwrap();
+}

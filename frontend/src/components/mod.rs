@@ -3,6 +3,7 @@
 pub mod entry_card;
 pub mod field;
 pub mod flaky_list;
+pub mod matrix;
 pub mod nav;
 pub mod plan_runs;
 pub mod profile_card;

@@ -13,6 +13,7 @@ use yew::prelude::*;
 use yew_router::prelude::*;
 
 use crate::components::flaky_list::FlakyList;
+use crate::components::matrix::MatrixView;
 use crate::components::run_state::StateBadge;
 use crate::components::test_table::TestTable;
 use crate::components::timeline::Timeline;
@@ -419,6 +420,20 @@ pub fn RunPage(props: &Props) -> Html {
             </li>
         }
     };
+    // A cross-platform run: its outcomes across profiles (again as tests end).
+    let matrix = use_memo((view.last_seq, view.compares_profiles()), {
+        let view = view.clone();
+        move |(_, compares): &(u64, bool)| compares.then(|| Rc::new(view.matrix()))
+    });
+    let on_pick = {
+        let (view, on_select) = (view.clone(), on_select.clone());
+        Callback::from(move |(role, test, profile): (String, String, String)| {
+            if let Some(i) = view.row_on_profile(&role, &test, &profile) {
+                on_select.emit(i);
+                crate::dom::focus_first("#detail-title");
+            }
+        })
+    };
     let detail = selected.and_then(|i| view.rows.get(i).cloned());
     let failures: u32 = [Outcome::Failed, Outcome::TimedOut, Outcome::Crashed, Outcome::Lost]
         .into_iter()
@@ -506,6 +521,10 @@ pub fn RunPage(props: &Props) -> Html {
             </ul>
 
             <Timeline view={view.clone()} version={view.version} clocks={clocks} alerts={alerts} on_select={on_select.clone()} {on_block} />
+
+            if let Some(m) = (*matrix).clone().filter(|m| !m.columns.is_empty()) {
+                <MatrixView matrix={m} {on_pick} />
+            }
 
             <div class="run-columns">
                 <section class="tests-panel" aria-labelledby="tests-title">

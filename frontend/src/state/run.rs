@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use ensemble_protocol::api::RunState;
-use ensemble_protocol::event::SyncOp;
+use ensemble_protocol::event::{ShardInfo, SyncOp};
+use ensemble_protocol::matrix::Matrix;
 use ensemble_protocol::{CancelReason, Event, EventKind, Outcome, ShardRef, Summary, Verdict};
 use yew::Reducible;
 
@@ -250,6 +251,8 @@ pub struct RunView {
     /// When each shard listed its tests (it was placed, fetched and
     /// compiled its suite) and when it finished, by shard.
     pub shard_times: HashMap<u32, (i64, Option<i64>)>,
+    /// The shards as `run-started` announced them (profile, os/arch).
+    pub shard_infos: Vec<ShardInfo>,
     /// What each shard's running test waits on now, by shard.
     pub blocked: HashMap<u32, Blocked>,
     pub stream: Stream,
@@ -302,6 +305,7 @@ impl RunView {
             filtered_out: 0,
             waiting: None,
             shard_times: HashMap::new(),
+            shard_infos: Vec::new(),
             started: Default::default(),
             finished_shards: Default::default(),
             blocked: HashMap::new(),
@@ -397,6 +401,30 @@ impl RunView {
         (t0, end.max(t0 + 1_000))
     }
 
+    /// Whether some role runs on more than one profile (a cross-platform
+    /// plan): then the run has a matrix of outcomes across profiles.
+    pub fn compares_profiles(&self) -> bool {
+        let mut first: HashMap<&str, &str> = HashMap::new();
+        self.shard_infos.iter().any(|s| *first.entry(&s.shard.role).or_insert(&s.profile) != s.profile)
+    }
+
+    /// The finished tests' outcomes across profiles.
+    pub fn matrix(&self) -> Matrix {
+        let done = self.rows.iter().filter_map(|r| match r.status {
+            Status::Done(o) => Some((r.shard.shard, r.test.as_str(), o)),
+            _ => None,
+        });
+        Matrix::build(&self.shard_infos, done)
+    }
+
+    /// The row of test `test` of role `role` on a shard of profile `profile`.
+    pub fn row_on_profile(&self, role: &str, test: &str, profile: &str) -> Option<usize> {
+        self.shard_infos
+            .iter()
+            .filter(|s| s.shard.role == role && s.profile == profile)
+            .find_map(|s| self.index.get(&(s.shard.shard, test.to_string())).copied())
+    }
+
     /// Rows of one shard of a lane, in order.
     pub fn shard_rows(&self, lane: &Lane, shard: u32) -> Vec<usize> {
         lane.rows.iter().copied().filter(|&i| self.rows[i].shard.shard == shard).collect()
@@ -482,6 +510,7 @@ impl RunView {
                 for s in &shards {
                     self.add_shard(&s.shard);
                 }
+                self.shard_infos = shards;
             }
             EventKind::ShardStarted { shard, tests, filtered_out } => {
                 self.shard_times.entry(shard.shard).or_insert((ev.at_us, None));
@@ -770,6 +799,8 @@ mod tests {
                             entry: 0,
                             instance_count: 1,
                             split: false,
+                            os: "linux".into(),
+                            arch: "x86_64".into(),
                         })
                         .collect(),
                 },

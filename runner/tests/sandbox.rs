@@ -264,7 +264,8 @@ async fn libtest_harnesses_run_each_test_alone() {
             ("tests::adds", false),
             ("tests::fails_assert_eq", false),
             ("tests::greets", false),
-            ("tests::ignored", true)
+            ("tests::ignored", true),
+            ("tests::panics_as_expected", false)
         ]
     );
     let by_name = |n: &str| tests.iter().find(|t| t.name == n).unwrap().clone();
@@ -274,6 +275,13 @@ async fn libtest_harnesses_run_each_test_alone() {
     assert!(msg(&failed).contains("fails on purpose"), "{failed:?}");
     let missing = TestCase { name: "tests::nope".into(), tags: vec![], ignored: false, timeout: None };
     assert_eq!(suite.run(&missing, &env).await.outcome, Outcome::Failed);
+    // What libtest itself says of a test run alone: asked for, an ignored
+    // test passes; a #[should_panic] test, which libtest cannot run on wasm,
+    // is ignored by libtest when it runs, so it is skipped, saying why.
+    assert_eq!(suite.run(&by_name("tests::ignored"), &env).await.outcome, Outcome::Passed);
+    let should_panic = suite.run(&by_name("tests::panics_as_expected"), &env).await;
+    assert_eq!(should_panic.outcome, Outcome::Skipped, "{should_panic:?}");
+    assert!(msg(&should_panic).contains("libtest ignored it"), "{should_panic:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,7 +59,7 @@ async fn a_rerun_runs_exactly_the_failures_and_links_to_its_run() {
         run(vec!["run".into(), plan.display().to_string(), "--json".into(), json("1.jsonl")]).await;
     assert_eq!(code, Some(1), "{shown}");
     let (first, all) = read(&dir.path().join("1.jsonl"));
-    assert_eq!(all.len(), 15, "{all:?}");
+    assert_eq!(all.len(), 16, "{all:?}");
 
     let (code, shown) =
         run(vec!["run".into(), "--rerun-failed".into(), first.clone(), "--json".into(), json("2.jsonl")])

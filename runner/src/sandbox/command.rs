@@ -38,16 +38,67 @@ pub fn args_for(kind: SuiteKind, test: &TestCase) -> Vec<String> {
     }
 }
 
-/// Outcome of a command that exited with `code`.
+/// Outcome of a command that exited with `code`; for a libtest harness,
+/// what libtest itself reported of the one test it ran (a test it ignores
+/// when it runs is skipped, with libtest's reason).
 pub fn judge_exit(kind: SuiteKind, code: i32, capture: &Capture) -> (Outcome, Option<String>) {
     if code != 0 {
         let msg = capture.panic_message().unwrap_or_else(|| format!("exited with code {code}"));
         return (Outcome::Failed, Some(msg));
     }
-    if kind == SuiteKind::Libtest && capture.text().contains(" 0 passed; 0 failed") {
-        return (Outcome::Failed, Some("the harness ran no test of that name".into()));
+    if kind == SuiteKind::Libtest {
+        return judge_libtest(&capture.text());
     }
     (Outcome::Passed, None)
+}
+
+/// What libtest's output (of a run that exited 0) says of its one test.
+/// Without its `test result:` line (cut off with too much output) the
+/// exit code stands: the test passed.
+fn judge_libtest(text: &str) -> (Outcome, Option<String>) {
+    match libtest_counts(text) {
+        Some(c) if c.passed == 0 && c.failed == 0 && c.ignored > 0 => {
+            let why = ignored_reason(text).map_or_else(
+                || "libtest ignored it when it ran".to_string(),
+                |r| format!("libtest ignored it: {r}"),
+            );
+            (Outcome::Skipped, Some(why))
+        }
+        Some(c) if c.passed == 0 && c.failed == 0 => {
+            (Outcome::Failed, Some("the harness ran no test of that name".into()))
+        }
+        _ => (Outcome::Passed, None),
+    }
+}
+
+/// The counts of libtest's `test result: ok. 1 passed; 0 failed; 0 ignored; …` line.
+#[derive(Debug, PartialEq)]
+struct Counts {
+    passed: u32,
+    failed: u32,
+    ignored: u32,
+}
+
+fn libtest_counts(text: &str) -> Option<Counts> {
+    let line = text.lines().rev().find_map(|l| l.trim().strip_prefix("test result: "))?;
+    let count = |what: &str| {
+        line.split(';')
+            .find_map(|part| part.trim().strip_suffix(what)?.trim().rsplit(' ').next()?.parse().ok())
+    };
+    Some(Counts { passed: count(" passed")?, failed: count(" failed")?, ignored: count(" ignored")? })
+}
+
+/// Why libtest ignored a test: its `test NAME ... ignored, REASON` line
+/// (or, for a `#[should_panic]` test on wasm, which needs unwinding, the
+/// `- should panic ... ignored` mark).
+fn ignored_reason(text: &str) -> Option<String> {
+    let line = text.lines().find(|l| l.starts_with("test ") && l.contains(" ... ignored"))?;
+    let after = line.split(" ... ignored").nth(1).unwrap_or_default();
+    if let Some(reason) = after.strip_prefix(", ").filter(|r| !r.trim().is_empty()) {
+        return Some(reason.trim().to_string());
+    }
+    line.contains(" - should panic ")
+        .then(|| "a #[should_panic] test cannot run on wasm (it needs unwinding)".to_string())
 }
 
 /// Runs the harness with listing arguments; returns its stdout.
@@ -95,6 +146,27 @@ mod tests {
     fn parses_terse_listings() {
         let out = "tests::adds: test\ntests::slow: test\nbench_x: bench\n\n";
         assert_eq!(parse_terse(out), ["tests::adds", "tests::slow"]);
+    }
+
+    #[test]
+    fn libtest_says_how_its_test_went() {
+        let ran = |out: &str| judge_libtest(out);
+        let summary = |p, f, i| {
+            format!(
+                "test result: ok. {p} passed; {f} failed; {i} ignored; 0 measured; 4 filtered out; finished in 0.00s\n"
+            )
+        };
+        assert_eq!(
+            ran(&format!("running 1 test\ntest a ... ok\n\n{}", summary(1, 0, 0))),
+            (Outcome::Passed, None)
+        );
+        let (o, m) = ran(&format!("test t::p - should panic ... ignored\n\n{}", summary(0, 0, 1)));
+        assert_eq!(o, Outcome::Skipped);
+        assert!(m.unwrap().contains("#[should_panic]"));
+        let (o, m) = ran(&format!("test t::slow ... ignored, takes a minute\n{}", summary(0, 0, 1)));
+        assert_eq!((o, m.as_deref()), (Outcome::Skipped, Some("libtest ignored it: takes a minute")));
+        assert_eq!(ran(&summary(0, 0, 0)).0, Outcome::Failed);
+        assert_eq!(ran("output cut before the summary").0, Outcome::Passed, "the exit code stands");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | `tests::greets` | passes |
 //! | `tests::fails_assert_eq` | fails (`assert_eq!`) |
 //! | `tests::ignored` | ignored |
+//! | `tests::panics_as_expected` | `#[should_panic]`: libtest ignores it when it runs on wasm (no unwinding), so it is skipped, with that reason |
 
 /// Adds two numbers.
 pub fn add(a: u64, b: u64) -> u64 {
@@ -43,4 +44,10 @@ mod tests {
     #[test]
     #[ignore = "demonstrates an ignored test"]
     fn ignored() {}
+
+    #[test]
+    #[should_panic(expected = "on purpose")]
+    fn panics_as_expected() {
+        panic!("on purpose");
+    }
 }

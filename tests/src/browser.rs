@@ -60,8 +60,9 @@ pub struct Browser {
 /// Every page of the app with something on it, for checks that hold on
 /// every page: a plan (stored, with a suite), a finished run of it (some
 /// tests failed, some skipped: `basics` is the path of the `basics` example
-/// suite), the machines, suites and runs. Each path comes with a selector
-/// that is there once the page shows its content.
+/// suite), a cross-platform run (its matrix across two profiles), the
+/// machines, suites, runs and one plan's runs. Each path comes with a
+/// selector that is there once the page shows its content.
 pub async fn app_pages(server: &crate::Server, basics: &str) -> Vec<(String, &'static str)> {
     server.wait_online(1).await;
     let suite = format!("sha256:{}", server.upload(basics, "basics-with-a-long-name").await);
@@ -73,6 +74,16 @@ pub async fn app_pages(server: &crate::Server, basics: &str) -> Vec<(String, &'s
     let stored = server.client().create_plan(&serde_json::from_value(plan.clone()).unwrap()).await.unwrap();
     let run = server.start_run(plan).await;
     server.events(&run).await;
+    let here = json!({ "os": std::env::consts::OS });
+    let across = server
+        .start_run(json!({
+            "name": "across",
+            "type": "cross-platform",
+            "profiles": [{ "name": "one-profile", "labels": here }, { "name": "another-profile", "labels": here }],
+            "entries": [{ "suite": suite, "params": { "greeting": "hi" } }],
+        }))
+        .await;
+    server.events(&across).await;
     vec![
         ("/".to_string(), "h1"),
         ("/plans/new".to_string(), "#plan-name"),
@@ -81,6 +92,8 @@ pub async fn app_pages(server: &crate::Server, basics: &str) -> Vec<(String, &'s
         ("/suites".to_string(), "h1"),
         ("/runs".to_string(), "h1"),
         (format!("/runs/{run}"), "#run-state"),
+        (format!("/runs/{across}"), "#matrix"),
+        ("/runs?plan=across".to_string(), "#runs"),
     ]
 }
 

@@ -40,7 +40,8 @@ async fn every_page_passes_axe_without_serious_violations() {
     let mut found = Vec::new();
     for (path, ready) in &pages {
         let steps = async {
-            b.goto(&format!("{}{path}?token={TOKEN}", server.url)).await?;
+            let sep = if path.contains('?') { '&' } else { '?' };
+            b.goto(&format!("{}{path}{sep}token={TOKEN}", server.url)).await?;
             b.wait_css(ready).await?;
             b.execute(&axe, vec![]).await?;
             b.execute_async(RUN, vec![]).await

@@ -33,7 +33,8 @@ async fn no_page_scrolls_sideways_on_a_phone() {
     let mut wide = Vec::new();
     for (path, ready) in &pages {
         let steps = async {
-            b.goto(&format!("{}{path}?token={}", server.url, server.token)).await?;
+            let sep = if path.contains('?') { '&' } else { '?' };
+            b.goto(&format!("{}{path}{sep}token={}", server.url, server.token)).await?;
             b.wait_css(ready).await?;
             b.execute(OVERFLOW, vec![]).await
         };

@@ -586,6 +586,46 @@ impl ListQuery {
     }
 }
 
+/// `GET /api/runs` query: a page of the runs, newest first, of one plan
+/// (by its name) or of all.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+pub struct RunsQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u32>,
+    /// Only the runs of the plan of this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+}
+
+impl RunsQuery {
+    /// `(limit, offset)` as [`ListQuery::page`] has them.
+    pub fn page(&self) -> (u32, u32) {
+        ListQuery { limit: self.limit, offset: self.offset }.page()
+    }
+
+    /// `GET /api/runs` with this query.
+    pub fn url(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(l) = self.limit {
+            parts.push(format!("limit={l}"));
+        }
+        if let Some(o) = self.offset {
+            parts.push(format!("offset={o}"));
+        }
+        if let Some(p) = &self.plan {
+            parts.push(format!("plan={}", encode(p)));
+        }
+        if parts.is_empty() {
+            routes::RUNS.to_string()
+        } else {
+            format!("{}?{}", routes::RUNS, parts.join("&"))
+        }
+    }
+}
+
 /// `POST /api/suites` query: the suite's display name (default: the start of
 /// its sha256).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

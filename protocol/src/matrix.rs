@@ -25,8 +25,9 @@ pub struct Row {
     pub role: String,
     pub test: String,
     pub cells: Vec<Option<Outcome>>,
-    /// Its outcomes are not the same on every profile its role ran on
-    /// (or it did not run on one of them).
+    /// Its outcomes are not the same on every profile its role ran on, or
+    /// it did not run on one whose shards have finished. A cancelled test,
+    /// or one not finished yet, decides nothing.
     pub differs: bool,
 }
 
@@ -40,11 +41,14 @@ pub struct Matrix {
 impl Matrix {
     /// The matrix of a run whose shards are `shards` and whose tests ended
     /// as `results` (shard number, test name, outcome; a later result of the
-    /// same test replaces an earlier one). Empty (no columns) when no role
-    /// ran on two or more profiles: there is nothing to compare.
+    /// same test replaces an earlier one); `finished` says whether a shard
+    /// has ended (until then a test missing there may still come). Empty
+    /// (no columns) when no role ran on two or more profiles: there is
+    /// nothing to compare.
     pub fn build<'a>(
         shards: &[ShardInfo],
         results: impl IntoIterator<Item = (u32, &'a str, Outcome)>,
+        finished: impl Fn(u32) -> bool,
     ) -> Matrix {
         // Which profiles each role ran on, in the order of the shards.
         let mut profiles_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -58,7 +62,12 @@ impl Matrix {
         let mut columns: Vec<Column> = Vec::new();
         let mut column_of: HashMap<&str, usize> = HashMap::new();
         for s in shards.iter().filter(|s| compared(&s.shard.role)) {
-            let platform = format!("{}/{}", s.os, s.arch);
+            // Runs stored before machines said their os/arch have neither.
+            let platform = if s.os.is_empty() && s.arch.is_empty() {
+                "unknown".to_string()
+            } else {
+                format!("{}/{}", s.os, s.arch)
+            };
             match column_of.get(s.profile.as_str()) {
                 Some(&c) => {
                     let col = &mut columns[c];
@@ -79,7 +88,7 @@ impl Matrix {
         // Instances of a role on one profile share a cell: it shows the
         // worst of their outcomes.
         let mut cells: HashMap<(usize, usize), Outcome> = HashMap::new();
-        let mut latest: HashMap<(u32, &str), Outcome> = HashMap::new();
+        let mut latest: BTreeMap<(u32, &str), Outcome> = BTreeMap::new();
         let mut order: Vec<(&str, &'a str)> = Vec::new();
         let mut index: HashMap<(&str, &'a str), usize> = HashMap::new();
         for (shard, test, outcome) in results {
@@ -99,15 +108,31 @@ impl Matrix {
                 *slot = outcome;
             }
         }
+        // Whether every shard of a role on a profile has ended.
+        let ended = |role: &str, profile: &str| {
+            shards
+                .iter()
+                .filter(|s| s.shard.role == role && s.profile == profile)
+                .all(|s| finished(s.shard.shard))
+        };
         let mut rows: Vec<Row> = order
             .iter()
             .enumerate()
             .map(|(i, (role, test))| {
-                let ran_on = &profiles_of[role];
                 let cells: Vec<Option<Outcome>> =
                     (0..columns.len()).map(|c| cells.get(&(i, c)).copied()).collect();
-                let mine: Vec<Option<Outcome>> = ran_on.iter().map(|p| cells[column_of[p]]).collect();
-                let differs = mine.iter().any(|o| *o != mine[0]);
+                let mut seen: Option<Outcome> = None;
+                let mut differs = false;
+                for p in &profiles_of[role] {
+                    match cells[column_of[p]] {
+                        Some(Outcome::Cancelled) => {}
+                        Some(o) => {
+                            differs |= seen.is_some_and(|s| s != o);
+                            seen = Some(o);
+                        }
+                        None => differs |= ended(role, p),
+                    }
+                }
                 Row { role: role.to_string(), test: test.to_string(), cells, differs }
             })
             .collect();
@@ -121,14 +146,18 @@ impl Matrix {
     }
 }
 
-/// Which outcome a cell of several instances shows: the worst.
+/// Which outcome a cell of several instances shows: the worst (each its
+/// own rank, so the cell does not depend on the order results came in).
 fn rank(o: Outcome) -> u8 {
     match o {
         Outcome::Skipped => 0,
         Outcome::Cancelled => 1,
         Outcome::Passed => 2,
         Outcome::Flaky => 3,
-        Outcome::Failed | Outcome::TimedOut | Outcome::Crashed | Outcome::Lost => 4,
+        Outcome::Lost => 4,
+        Outcome::Crashed => 5,
+        Outcome::TimedOut => 6,
+        Outcome::Failed => 7,
     }
 }
 
@@ -178,7 +207,7 @@ mod tests {
             (2, "same", Outcome::Flaky),
             (2, "same", Outcome::Passed),
         ];
-        let m = Matrix::build(&shards, results);
+        let m = Matrix::build(&shards, results, |_| true);
         let names: Vec<&str> = m.columns.iter().map(|c| c.profile.as_str()).collect();
         assert_eq!(names, ["x86", "arm", "win"]);
         assert_eq!(m.columns[1].platform, "linux/aarch64");
@@ -192,7 +221,7 @@ mod tests {
     #[test]
     fn a_run_on_one_profile_has_no_matrix() {
         let shards = [shard(0, "a", "p", "linux", "x86_64"), shard(1, "b", "q", "linux", "x86_64")];
-        let m = Matrix::build(&shards, [(0, "t", Outcome::Passed), (1, "t", Outcome::Failed)]);
+        let m = Matrix::build(&shards, [(0, "t", Outcome::Passed), (1, "t", Outcome::Failed)], |_| true);
         assert!(m.columns.is_empty() && m.rows.is_empty(), "{m:?}");
     }
 
@@ -205,8 +234,35 @@ mod tests {
         let m = Matrix::build(
             &shards,
             [(0, "t", Outcome::Passed), (2, "t", Outcome::TimedOut), (1, "t", Outcome::Passed)],
+            |_| true,
         );
         assert_eq!(m.rows[0].cells, [Some(Outcome::TimedOut), Some(Outcome::Passed)]);
         assert!(m.rows[0].differs);
+    }
+
+    #[test]
+    fn unfinished_and_cancelled_tests_decide_nothing() {
+        let shards = [shard(0, "lib", "x86", "linux", "x86_64"), shard(1, "lib", "arm", "", "")];
+        let results =
+            [(0, "done_here", Outcome::Passed), (0, "cut", Outcome::Passed), (1, "cut", Outcome::Cancelled)];
+        // The arm shard still runs: a test not there yet is no difference.
+        let live = Matrix::build(&shards, results, |s| s == 0);
+        assert_eq!(live.differing(), 0, "{live:?}");
+        assert_eq!(live.columns[1].platform, "unknown");
+        // Once it ended without it, it is one; a cancelled one never is.
+        let done = Matrix::build(&shards, results, |_| true);
+        let differs: Vec<(&str, bool)> = done.rows.iter().map(|r| (r.test.as_str(), r.differs)).collect();
+        assert_eq!(differs, [("done_here", true), ("cut", false)]);
+    }
+
+    #[test]
+    fn a_cell_does_not_depend_on_the_order_results_came_in() {
+        let mut second = shard(2, "lib", "x86", "linux", "x86_64");
+        second.shard.instance = 1;
+        let shards =
+            [shard(0, "lib", "x86", "linux", "x86_64"), second, shard(1, "lib", "arm", "linux", "aarch64")];
+        let a = [(0, "t", Outcome::Failed), (2, "t", Outcome::TimedOut), (1, "t", Outcome::Passed)];
+        let b = [(2, "t", Outcome::TimedOut), (0, "t", Outcome::Failed), (1, "t", Outcome::Passed)];
+        assert_eq!(Matrix::build(&shards, a, |_| true), Matrix::build(&shards, b, |_| true));
     }
 }

@@ -86,8 +86,10 @@ pub fn EntryCard(props: &Props) -> Html {
     // neither its own profile nor a role (it is named after its suite) —
     // unless it has one, or the name clashes.
     let cross = ed.plan.kind == PlanType::CrossPlatform;
+    // Once edited it stays, so it does not vanish under the person's typing.
     let show_role = !cross
         || role_err.is_some()
+        || ed.is_touched(&format!("entries[{i}].role"))
         || entry.role.as_ref().is_some_and(|r| suite.is_none_or(|s| *r != s.name.replace('_', "-")));
     let (role_invalid, role_desc) = aria_error(&id("role"), &role_err);
     let (profile_invalid, profile_desc) = aria_error(&id("profile"), &profile_err);

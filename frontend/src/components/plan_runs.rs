@@ -29,8 +29,8 @@ pub fn PlanRuns(props: &Props) -> Html {
         move |plan: &AttrValue| {
             let plan = plan.to_string();
             wasm_bindgen_futures::spawn_local(async move {
-                if let Ok(all) = api.runs().await {
-                    runs.set(Some(all.into_iter().filter(|r| r.plan.name == plan).take(SHOWN).collect()));
+                if let Ok(all) = api.runs(Some(&plan)).await {
+                    runs.set(Some(all.into_iter().take(SHOWN).collect()));
                 }
             });
         }

@@ -54,14 +54,17 @@ pub fn ProfileCard(props: &Props) -> Html {
         .collect();
     // Labels of the machines online that the profile does not ask for yet:
     // one click adds one.
+    // Keys the profile asks for already are left out (one value per key).
     let asked = ed.labels_text(j);
+    let asked_keys: Vec<&str> =
+        asked.split(',').filter_map(|a| a.split_once('=').map(|(k, _)| k.trim())).collect();
     let suggestions: Vec<String> = session
         .machines
         .iter()
-        .flat_map(|m| m.info.labels.iter().map(|(k, v)| format!("{k}={v}")))
+        .flat_map(|m| m.info.labels.iter().filter(|(k, _)| !asked_keys.contains(&k.as_str())))
+        .map(|(k, v)| format!("{k}={v}"))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
-        .filter(|l| !asked.split(',').any(|a| a.trim() == l))
         .take(MAX_SUGGESTIONS)
         .collect();
     let mut names: Vec<String> = session.machines.iter().map(|m| m.info.name.clone()).collect();

@@ -153,7 +153,7 @@ pub fn Timeline(props: &Props) -> Html {
                     <span class="key passed"></span>{"passed "}
                     <span class="key failed"></span>{"failed "}
                     <span class="key running"></span>{"running "}
-                    <span class="key skipped"></span>{"skipped "}
+                    <span class="key skipped"></span>{"skipped or cancelled "}
                     <span class="key mark-key"></span>{"sync event "}
                     <span class="key phase-key"></span>{"before the first test"}
                 </p>

@@ -25,16 +25,17 @@ pub fn RunsPage() -> Html {
     let error = use_state(|| None::<String>);
     let tick = use_state(|| 0u32);
     // Refresh while something runs.
-    use_effect_with(*tick, {
+    use_effect_with((*tick, plan.clone()), {
         let session = session.clone();
         let runs = runs.clone();
         let error = error.clone();
         let tick = tick.clone();
-        move |_| {
+        move |(_, plan): &(u32, Option<String>)| {
+            let plan = plan.clone();
             let alive = std::rc::Rc::new(std::cell::Cell::new(true));
             let still = alive.clone();
             wasm_bindgen_futures::spawn_local(async move {
-                match session.api.runs().await {
+                match session.api.runs(plan.as_deref()).await {
                     Ok(mut list) => {
                         list.sort_by_key(|r| std::cmp::Reverse(r.started_us));
                         let running = list.iter().any(|r| r.state == RunState::Running);

@@ -7,7 +7,7 @@ use std::fmt;
 use ensemble_protocol::Plan;
 use ensemble_protocol::api::{
     self, ApiError, ErrorKind, HistoryQuery, MachineDraining, MachineStatus, RunCreated, RunMeta, RunRequest,
-    StoredPlan, SuiteMeta, TestHistory, routes,
+    RunsQuery, StoredPlan, SuiteMeta, TestHistory, routes,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
@@ -138,8 +138,10 @@ impl Api {
         self.send(Request::delete(&routes::plan(id)), None).await.map(drop)
     }
 
-    pub async fn runs(&self) -> ApiResult<Vec<RunMeta>> {
-        self.json(Request::get(routes::RUNS), None).await
+    /// The newest runs, of the plan named `plan` or of all.
+    pub async fn runs(&self, plan: Option<&str>) -> ApiResult<Vec<RunMeta>> {
+        let query = RunsQuery { plan: plan.map(str::to_string), ..RunsQuery::default() };
+        self.json(Request::get(&query.url()), None).await
     }
 
     pub async fn run(&self, id: &str) -> ApiResult<RunMeta> {

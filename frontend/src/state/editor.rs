@@ -249,6 +249,11 @@ impl EditorState {
     /// The problem to show beside the field at `path` (covering its sub-paths,
     /// e.g. `entries[0].capabilities.net[2]` for the net field), once the
     /// field was touched or a save was tried.
+    /// Whether the person has edited the field at `path`.
+    pub fn is_touched(&self, path: &str) -> bool {
+        self.touched.contains(path)
+    }
+
     pub fn error(&self, path: &str) -> Option<String> {
         if !self.submitted && !self.touched.contains(path) {
             return None;

@@ -414,15 +414,20 @@ impl RunView {
             Status::Done(o) => Some((r.shard.shard, r.test.as_str(), o)),
             _ => None,
         });
-        Matrix::build(&self.shard_infos, done)
+        Matrix::build(&self.shard_infos, done, |s| {
+            self.finished.is_some() || self.finished_shards.contains(&s)
+        })
     }
 
-    /// The row of test `test` of role `role` on a shard of profile `profile`.
+    /// The row of test `test` of role `role` on a shard of profile
+    /// `profile`: of several instances, the one the matrix's cell shows
+    /// (the worst).
     pub fn row_on_profile(&self, role: &str, test: &str, profile: &str) -> Option<usize> {
         self.shard_infos
             .iter()
             .filter(|s| s.shard.role == role && s.profile == profile)
-            .find_map(|s| self.index.get(&(s.shard.shard, test.to_string())).copied())
+            .filter_map(|s| self.index.get(&(s.shard.shard, test.to_string())).copied())
+            .max_by_key(|&i| self.rows[i].status.severity())
     }
 
     /// Rows of one shard of a lane, in order.

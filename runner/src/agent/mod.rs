@@ -342,8 +342,11 @@ impl Agent {
         loop {
             link.emit(EventKind::TestStarted { shard: link.shard.clone(), test: test.name.clone(), attempt });
             let run = tokio::select! {
-                r = suite.run(test, env) => r,
+                // A cancel that came while the test ended decides: the test
+                // may have ended because of it (a wait it broke).
+                biased;
                 _ = cancel.token.cancelled() => cancel.stopped(),
+                r = suite.run(test, env) => r,
             };
             if run.outcome.is_failure() && attempt <= retries && !cancel.token.is_cancelled() {
                 attempt += 1;

@@ -884,10 +884,12 @@ impl Dispatcher {
             return;
         }
         tracing::info!(run = %self.run, %reason, "cancelling the run");
-        self.sync.break_run(SyncFailure::Cancelled, reason.to_string());
+        // The machines hear of the cancel before any wait it breaks answers
+        // them: a test stopped at a barrier ends cancelled, not failed.
         for m in 0..self.machines.len() {
             self.send(m, ToMachine::Cancel { run: self.run.clone(), reason: reason.clone() });
         }
+        self.sync.break_run(SyncFailure::Cancelled, reason.to_string());
         self.cancelled = Some(reason);
     }
 

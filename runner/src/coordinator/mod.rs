@@ -53,7 +53,7 @@ use std::time::Duration;
 use ensemble_protocol::api::{
     ApiError, Delivery, ErrorKind, HistoryQuery, ListQuery, MachineDisconnected, MachineDraining,
     MachineState, MachineStatus, PlanDeleted, Readiness, RunCancelling, RunCreated, RunMeta, RunRequest,
-    RunState, StoredPlan, SuiteMeta, TestHistory, suite_sha,
+    RunState, RunsQuery, StoredPlan, SuiteMeta, TestHistory, suite_sha,
 };
 use ensemble_protocol::wire::{FromMachine, MachineInfo, SyncFailure, SyncReply, ToMachine};
 use ensemble_protocol::{CancelReason, Event, EventKind, Plan, Schedule};
@@ -613,10 +613,10 @@ impl Coordinator {
 
     // ---- runs ----
 
-    /// A page of the runs (see [`ListQuery`]).
-    pub async fn runs(&self, query: ListQuery) -> Result<Vec<RunMeta>, ApiError> {
+    /// A page of the runs, of one plan or of all (see [`RunsQuery`]).
+    pub async fn runs(&self, query: RunsQuery) -> Result<Vec<RunMeta>, ApiError> {
         let (limit, offset) = query.page();
-        self.store.call(move |s| s.runs_page(limit, offset)).await.map_err(internal)
+        self.store.call(move |s| s.runs_page(limit, offset, query.plan.as_deref())).await.map_err(internal)
     }
 
     pub async fn run(&self, id: &str) -> Result<RunMeta, ApiError> {

@@ -231,6 +231,7 @@ const BODY: &str = r#"<header>
 <option value="problems">failed, timed out, crashed, lost</option>
 <option value="passed">passed</option>
 <option value="skipped">skipped</option>
+<option value="cancelled">cancelled</option>
 </select>
 </div>
 <p class="muted" id="shown"></p>
@@ -287,6 +288,7 @@ const SCRIPT: &str = r#"
     if (show === 'problems' && !problem(t.outcome)) return false;
     if (show === 'passed' && t.outcome !== 'passed' && t.outcome !== 'flaky') return false;
     if (show === 'skipped' && t.outcome !== 'skipped') return false;
+    if (show === 'cancelled' && t.outcome !== 'cancelled') return false;
     if (!q) return true;
     return [t.test, t.role, t.machine, t.suite, t.message || ''].some((x) => x.toLowerCase().includes(q));
   };

@@ -18,7 +18,7 @@ use ensemble_protocol::Plan;
 use ensemble_protocol::api::{
     ApiError, Delivery, EventsQuery, Health, HistoryQuery, ListQuery, MachineDisconnected, MachineDraining,
     MachineStatus, MachinesQuery, PlanDeleted, Readiness, RunCancelling, RunCreated, RunMeta, RunRequest,
-    StoredPlan, SuiteMeta, TestHistory, UploadQuery,
+    RunsQuery, StoredPlan, SuiteMeta, TestHistory, UploadQuery,
 };
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -254,8 +254,8 @@ fn plan_put() {}
     responses((status = 200, body = PlanDeleted), (status = "4XX", body = ApiError)))]
 fn plan_delete() {}
 
-/// The runs, newest first.
-#[utoipa::path(get, path = "/api/runs", tag = "runs", params(ListQuery),
+/// The runs, newest first (of one plan, with `plan`).
+#[utoipa::path(get, path = "/api/runs", tag = "runs", params(RunsQuery),
     responses((status = 200, body = Vec<RunMeta>), (status = "4XX", body = ApiError)))]
 fn runs() {}
 

@@ -403,15 +403,23 @@ impl Store {
 
     /// Every run, newest first.
     pub fn runs(&self) -> anyhow::Result<Vec<RunMeta>> {
-        self.runs_page(u32::MAX, 0)
+        self.runs_page(u32::MAX, 0, None)
     }
 
     /// At most `limit` runs from `offset`, newest first.
-    pub fn runs_page(&self, limit: u32, offset: u32) -> anyhow::Result<Vec<RunMeta>> {
-        self.all(
-            "SELECT body FROM runs ORDER BY started_us DESC, id LIMIT ?1 OFFSET ?2",
-            params![limit, offset],
-        )
+    /// A page of the runs, newest first: of the plan named `plan`, or all.
+    pub fn runs_page(&self, limit: u32, offset: u32, plan: Option<&str>) -> anyhow::Result<Vec<RunMeta>> {
+        match plan {
+            None => self.all(
+                "SELECT body FROM runs ORDER BY started_us DESC, id LIMIT ?1 OFFSET ?2",
+                params![limit, offset],
+            ),
+            Some(plan) => self.all(
+                "SELECT body FROM runs WHERE json_extract(body, '$.plan.name') = ?3 \
+                 ORDER BY started_us DESC, id LIMIT ?1 OFFSET ?2",
+                params![limit, offset, plan],
+            ),
+        }
     }
 
     pub fn put_event(&self, event: &Event) -> anyhow::Result<()> {
@@ -548,7 +556,7 @@ impl Store {
                  AND json_extract(body, '$.reruns') IS NULL \
                  AND json_extract(body, '$.finished_us') < ?2 \
                  ORDER BY started_us DESC LIMIT 1) \
-             AND outcome NOT IN ('skipped', 'lost') GROUP BY role, test",
+             AND outcome NOT IN ('skipped', 'lost', 'cancelled') GROUP BY role, test",
         )?;
         let mut out = ensemble_protocol::filter::Durations::new();
         let rows = stmt.query_map(params![plan, before_us], |r| {
@@ -757,9 +765,13 @@ mod tests {
         let running: Vec<String> = s.running_runs().unwrap().into_iter().map(|r| r.id).collect();
         assert_eq!(running, ["Running"]);
         assert_eq!(s.events("Passed", 1).unwrap().len(), 1);
-        assert_eq!(s.runs_page(1, 0).unwrap().len(), 1);
-        assert_eq!(s.runs_page(10, 1).unwrap().len(), 1);
-        assert!(s.runs_page(10, 2).unwrap().is_empty());
+        assert_eq!(s.runs_page(1, 0, None).unwrap().len(), 1);
+        assert_eq!(s.runs_page(10, 1, None).unwrap().len(), 1);
+        assert!(s.runs_page(10, 2, None).unwrap().is_empty());
+        // One plan's runs, by its name.
+        let name = plan().name;
+        assert_eq!(s.runs_page(10, 0, Some(&name)).unwrap().len(), 2);
+        assert!(s.runs_page(10, 0, Some("another plan")).unwrap().is_empty());
         assert_eq!(s.plans_page(1, 0).unwrap()[0].id, "p1");
         assert!(s.delete_plan("p1").unwrap());
         assert!(!s.delete_plan("p1").unwrap());

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ensemble_protocol::api::ListQuery;
+use ensemble_protocol::api::RunsQuery;
 use ensemble_protocol::api::{ApiError, ErrorKind, EventsQuery, RunRequest};
 use ensemble_protocol::{Event, EventKind};
 use futures::{SinkExt, StreamExt};
@@ -24,8 +24,8 @@ use crate::server::route::{at, at1, at2};
 use warp::http::Method;
 
 pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
-    let list = at(Method::GET, "/api/runs").and(authorized(core)).and(warp::query::<ListQuery>()).and_then(
-        |core: Arc<Coordinator>, query: ListQuery| async move {
+    let list = at(Method::GET, "/api/runs").and(authorized(core)).and(warp::query::<RunsQuery>()).and_then(
+        |core: Arc<Coordinator>, query: RunsQuery| async move {
             core.runs(query).await.map(|r| json(&r)).map_err(fail)
         },
     );

@@ -225,12 +225,16 @@ mod tests {
         assert!(m.columns.is_empty() && m.rows.is_empty(), "{m:?}");
     }
 
-    #[test]
-    fn instances_on_one_profile_show_their_worst() {
+    /// Two instances of `lib` on profile x86 (shards 0 and 2), one on arm (1).
+    fn two_instances_and_one() -> [ShardInfo; 3] {
         let mut second = shard(2, "lib", "x86", "linux", "x86_64");
         second.shard.instance = 1;
-        let shards =
-            [shard(0, "lib", "x86", "linux", "x86_64"), second, shard(1, "lib", "arm", "linux", "aarch64")];
+        [shard(0, "lib", "x86", "linux", "x86_64"), second, shard(1, "lib", "arm", "linux", "aarch64")]
+    }
+
+    #[test]
+    fn instances_on_one_profile_show_their_worst() {
+        let shards = two_instances_and_one();
         let m = Matrix::build(
             &shards,
             [(0, "t", Outcome::Passed), (2, "t", Outcome::TimedOut), (1, "t", Outcome::Passed)],
@@ -257,10 +261,7 @@ mod tests {
 
     #[test]
     fn a_cell_does_not_depend_on_the_order_results_came_in() {
-        let mut second = shard(2, "lib", "x86", "linux", "x86_64");
-        second.shard.instance = 1;
-        let shards =
-            [shard(0, "lib", "x86", "linux", "x86_64"), second, shard(1, "lib", "arm", "linux", "aarch64")];
+        let shards = two_instances_and_one();
         let a = [(0, "t", Outcome::Failed), (2, "t", Outcome::TimedOut), (1, "t", Outcome::Passed)];
         let b = [(2, "t", Outcome::TimedOut), (0, "t", Outcome::Failed), (1, "t", Outcome::Passed)];
         assert_eq!(Matrix::build(&shards, a, |_| true), Matrix::build(&shards, b, |_| true));

@@ -295,17 +295,23 @@ impl HistoryQuery {
 
     /// `path?plan=…&role=…` with every value percent-encoded.
     pub fn url(&self, path: &str) -> String {
-        let mut url = format!("{path}?plan={}", encode(&self.plan));
-        for (key, value) in [("role", &self.role), ("test", &self.test)] {
-            if let Some(v) = value {
-                url.push_str(&format!("&{key}={}", encode(v)));
-            }
-        }
-        if let Some(n) = self.limit {
-            url.push_str(&format!("&limit={n}"));
-        }
-        url
+        with_query(
+            path,
+            &[
+                ("plan", Some(self.plan.clone())),
+                ("role", self.role.clone()),
+                ("test", self.test.clone()),
+                ("limit", self.limit.map(|n| n.to_string())),
+            ],
+        )
     }
+}
+
+/// `path` with the given parameters as its query (encoded), in order.
+fn with_query(path: &str, params: &[(&str, Option<String>)]) -> String {
+    let query: Vec<String> =
+        params.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v)))).collect();
+    if query.is_empty() { path.to_string() } else { format!("{path}?{}", query.join("&")) }
 }
 
 /// `POST /api/runs`: a plan to run, inline or by id, or the failures of a
@@ -608,21 +614,14 @@ impl RunsQuery {
 
     /// `GET /api/runs` with this query.
     pub fn url(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(l) = self.limit {
-            parts.push(format!("limit={l}"));
-        }
-        if let Some(o) = self.offset {
-            parts.push(format!("offset={o}"));
-        }
-        if let Some(p) = &self.plan {
-            parts.push(format!("plan={}", encode(p)));
-        }
-        if parts.is_empty() {
-            routes::RUNS.to_string()
-        } else {
-            format!("{}?{}", routes::RUNS, parts.join("&"))
-        }
+        with_query(
+            routes::RUNS,
+            &[
+                ("limit", self.limit.map(|n| n.to_string())),
+                ("offset", self.offset.map(|n| n.to_string())),
+                ("plan", self.plan.clone()),
+            ],
+        )
     }
 }
 

@@ -38,6 +38,13 @@ pub struct Matrix {
     pub rows: Vec<Row>,
 }
 
+/// Whether some role of `shards` runs on more than one profile (a
+/// cross-platform plan's suites): then a run has a matrix to show.
+pub fn compares_profiles(shards: &[ShardInfo]) -> bool {
+    let mut first: HashMap<&str, &str> = HashMap::new();
+    shards.iter().any(|s| *first.entry(&s.shard.role).or_insert(&s.profile) != s.profile)
+}
+
 impl Matrix {
     /// The matrix of a run whose shards are `shards` and whose tests ended
     /// as `results` (shard number, test name, outcome; a later result of the

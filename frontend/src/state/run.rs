@@ -244,12 +244,9 @@ pub struct RunView {
     pub filtered_out: u32,
     /// What the run waits for before it starts (its latest `run-queued`).
     pub waiting: Option<String>,
-    /// Shards that started (took a slot) and those that finished: the
-    /// others of `run-started` are queued on their machines.
-    started: std::collections::HashSet<u32>,
-    finished_shards: std::collections::HashSet<u32>,
     /// When each shard listed its tests (it was placed, fetched and
-    /// compiled its suite) and when it finished, by shard.
+    /// compiled its suite) and when it finished, by shard: the shards of
+    /// `run-started` not here are queued on their machines.
     pub shard_times: HashMap<u32, (i64, Option<i64>)>,
     /// The shards as `run-started` announced them (profile, os/arch).
     pub shard_infos: Vec<ShardInfo>,
@@ -306,8 +303,6 @@ impl RunView {
             waiting: None,
             shard_times: HashMap::new(),
             shard_infos: Vec::new(),
-            started: Default::default(),
-            finished_shards: Default::default(),
             blocked: HashMap::new(),
             stream: Stream::Connecting,
             version: 0,
@@ -343,12 +338,10 @@ impl RunView {
     /// Where shard `shard` is: queued (assigned, waiting for a slot or its
     /// suite), running, or finished.
     pub fn shard_state(&self, shard: u32) -> &'static str {
-        if self.finished_shards.contains(&shard) {
-            "finished"
-        } else if self.started.contains(&shard) {
-            "running"
-        } else {
-            "queued"
+        match self.shard_times.get(&shard) {
+            Some((_, Some(_))) => "finished",
+            Some((_, None)) => "running",
+            None => "queued",
         }
     }
 
@@ -404,8 +397,7 @@ impl RunView {
     /// Whether some role runs on more than one profile (a cross-platform
     /// plan): then the run has a matrix of outcomes across profiles.
     pub fn compares_profiles(&self) -> bool {
-        let mut first: HashMap<&str, &str> = HashMap::new();
-        self.shard_infos.iter().any(|s| *first.entry(&s.shard.role).or_insert(&s.profile) != s.profile)
+        ensemble_protocol::matrix::compares_profiles(&self.shard_infos)
     }
 
     /// The finished tests' outcomes across profiles.
@@ -415,7 +407,7 @@ impl RunView {
             _ => None,
         });
         Matrix::build(&self.shard_infos, done, |s| {
-            self.finished.is_some() || self.finished_shards.contains(&s)
+            self.finished.is_some() || self.shard_times.get(&s).is_some_and(|(_, done)| done.is_some())
         })
     }
 
@@ -518,8 +510,8 @@ impl RunView {
                 self.shard_infos = shards;
             }
             EventKind::ShardStarted { shard, tests, filtered_out } => {
-                self.shard_times.entry(shard.shard).or_insert((ev.at_us, None));
-                if self.started.insert(shard.shard) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.shard_times.entry(shard.shard) {
+                    slot.insert((ev.at_us, None));
                     self.filtered_out += filtered_out;
                 }
                 self.add_shard(&shard);
@@ -608,7 +600,6 @@ impl RunView {
                 self.lane_mut(&shard.machine).marks.push(k);
             }
             EventKind::ShardFinished { shard, error, .. } => {
-                self.finished_shards.insert(shard.shard);
                 self.shard_times.entry(shard.shard).or_insert((ev.at_us, None)).1 = Some(ev.at_us);
                 if let Some(e) = error {
                     self.lane_mut(&shard.machine)

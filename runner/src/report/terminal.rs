@@ -146,11 +146,7 @@ impl Reporter for TerminalReporter {
             EventKind::RunStarted { plan, shards } => {
                 self.line(&format!("Running plan {plan:?}: {} shard(s), run {}", shards.len(), event.run));
                 self.shards = shards.clone();
-                let mut profiles: std::collections::HashMap<&str, &str> = Default::default();
-                let several = shards.iter().any(|s| {
-                    *profiles.entry(s.shard.role.as_str()).or_insert(s.profile.as_str()) != s.profile
-                });
-                self.compared = several.then(Vec::new);
+                self.compared = ensemble_protocol::matrix::compares_profiles(shards).then(Vec::new);
                 for s in shards {
                     let sh = &s.shard;
                     if s.split {

@@ -44,10 +44,19 @@ pub fn check_target_installed(target: &str) {
 /// workspace (check, clippy and test builds have different `OUT_DIR`s, and
 /// building the nested crates once is enough): `<target dir>/nested/<name>`.
 pub fn shared_target_dir(out_dir: &Path, name: &str) -> PathBuf {
-    // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out, or with
-    // --target <triple>, <target>/<triple>/<profile>/build/<pkg>-<hash>/out.
+    nested_dir(out_dir, env::var("TARGET").ok().as_deref(), name)
+}
+
+/// [`shared_target_dir`] for a build for `triple`: OUT_DIR is
+/// `<target>/<profile>/build/<pkg>-<hash>/out`, or with `--target <triple>`,
+/// `<target>/<triple>/<profile>/build/<pkg>-<hash>/out`. Builds for other
+/// machines share the native build's nested builds.
+fn nested_dir(out_dir: &Path, triple: Option<&str>, name: &str) -> PathBuf {
     let build = out_dir.ancestors().find(|p| p.file_name().is_some_and(|n| n == "build"));
     match build.and_then(Path::parent).and_then(Path::parent) {
+        Some(dir) if triple.is_some_and(|t| dir.file_name().is_some_and(|n| n == t)) => {
+            dir.parent().unwrap_or(dir).join("nested").join(name)
+        }
         Some(target) => target.join("nested").join(name),
         None => out_dir.join(name),
     }
@@ -132,8 +141,11 @@ mod tests {
         let b = shared_target_dir(Path::new("/w/target/debug/build/x-2/out"), "ui");
         assert_eq!(a, PathBuf::from("/w/target/nested/ui"));
         assert_eq!(a, b);
-        let cross =
-            shared_target_dir(Path::new("/w/target/x86_64-unknown-linux-gnu/release/build/x-1/out"), "ui");
-        assert_eq!(cross, PathBuf::from("/w/target/x86_64-unknown-linux-gnu/nested/ui"));
+        let cross = Path::new("/w/target/aarch64-unknown-linux-gnu/cross/build/x-1/out");
+        assert_eq!(nested_dir(cross, Some("aarch64-unknown-linux-gnu"), "ui"), a);
+        assert_eq!(
+            nested_dir(cross, Some("x86_64-unknown-linux-gnu"), "ui"),
+            PathBuf::from("/w/target/aarch64-unknown-linux-gnu/nested/ui")
+        );
     }
 }

@@ -272,6 +272,149 @@ pub fn start_runner_with(
     Proc { child, log }
 }
 
+/// A kind of machine other than this one that the tests start runners of:
+/// the runner built for its Rust target, started here through an emulator
+/// or a compatibility layer. The tools are Debian packages (`.ci/run`
+/// installs them).
+#[derive(Debug)]
+pub struct Foreign {
+    pub triple: &'static str,
+    /// The program that starts the target's binaries here, and its arguments.
+    pub launcher: &'static [&'static str],
+    /// Files the build and the launch need: (path or command, Debian package).
+    pub needs: &'static [(&'static str, &'static str)],
+}
+
+/// 64-bit Arm Linux, emulated by qemu-user with Debian's arm64 libraries.
+pub const AARCH64: Foreign = Foreign {
+    triple: "aarch64-unknown-linux-gnu",
+    launcher: &["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"],
+    needs: &[
+        ("qemu-aarch64", "qemu-user"),
+        ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+        ("/usr/aarch64-linux-gnu/lib/libc.so.6", "libc6-dev-arm64-cross"),
+    ],
+};
+
+/// 64-bit Windows, run by Wine.
+pub const WINDOWS: Foreign = Foreign {
+    triple: "x86_64-pc-windows-gnu",
+    launcher: &["/usr/lib/wine/wine64"],
+    needs: &[("x86_64-w64-mingw32-gcc", "gcc-mingw-w64-x86-64"), ("/usr/lib/wine/wine64", "wine64")],
+};
+
+/// Builds the runner for each of `kinds` in the `cross` profile (one cargo
+/// run for all, with the workspace's `.cargo/config.toml` linkers; quick
+/// when nothing changed) and returns their binaries, in order. Panics
+/// naming what to install when a tool or a Rust target is missing.
+pub fn build_foreign_runners(kinds: &[&Foreign]) -> Vec<PathBuf> {
+    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).current_dir(repo_root()).output();
+    let sysroot = sysroot.map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let mut missing = Vec::new();
+    for kind in kinds {
+        for (file, package) in kind.needs {
+            if !on_path_or_file(file) {
+                missing.push(format!("{file} (Debian: apt-get install {package})"));
+            }
+        }
+        if !sysroot.as_ref().is_ok_and(|s| s.join("lib/rustlib").join(kind.triple).is_dir()) {
+            missing.push(format!("Rust's {0} target (rustup target add {0})", kind.triple));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "runners for other machines need: {} (.ci/run installs them)",
+        missing.join("; ")
+    );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--locked", "-p", "ensemble-runner", "--bin", "ensemble", "--profile", "cross"]);
+    for kind in kinds {
+        cmd.args(["--target", kind.triple]);
+    }
+    let out = cmd.current_dir(repo_root()).output().expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "building the runners for other machines failed: {cmd:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let target_dir =
+        ensemble_bin().parent().and_then(Path::parent).expect("target/<profile>/ensemble").to_path_buf();
+    kinds
+        .iter()
+        .map(|kind| {
+            let dir = target_dir.join(kind.triple).join("cross");
+            if kind.triple.contains("windows") {
+                wine_support(&dir);
+                dir.join("ensemble.exe")
+            } else {
+                dir.join("ensemble")
+            }
+        })
+        .collect()
+}
+
+/// Puts beside the Windows binaries in `dir` what Wine 8 (Debian 12's)
+/// lacks to start them: `bcryptprimitives.dll`, whose `ProcessPrng` Rust's
+/// standard library imports (see `tests/wine/bcryptprimitives.c`).
+fn wine_support(dir: &Path) {
+    let source = repo_root().join("tests/wine/bcryptprimitives.c");
+    let dll = dir.join("bcryptprimitives.dll");
+    // Built aside and renamed: a runner starting meanwhile sees the whole file.
+    let fresh = dir.join(format!("bcryptprimitives.{}-{}.tmp", std::process::id(), unique()));
+    let out = Command::new("x86_64-w64-mingw32-gcc")
+        .args(["-O2", "-shared", "-o"])
+        .arg(&fresh)
+        .arg(&source)
+        .arg("-ladvapi32")
+        .output()
+        .expect("x86_64-w64-mingw32-gcc runs");
+    assert!(out.status.success(), "building {}: {}", dll.display(), String::from_utf8_lossy(&out.stderr));
+    std::fs::rename(&fresh, &dll).expect("rename the built DLL into place");
+}
+
+fn on_path_or_file(name: &str) -> bool {
+    if name.contains('/') {
+        return Path::new(name).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()))
+}
+
+/// Starts the runner binary `bin` built for `kind` through its launcher,
+/// joining `server` as `name` with `labels`. Under Wine, each runner gets a
+/// Wine prefix of its own in `dir`.
+pub fn start_foreign_runner(
+    dir: &Path,
+    server: &Server,
+    name: &str,
+    kind: &Foreign,
+    bin: &Path,
+    labels: &[&str],
+) -> Proc {
+    let log = dir.join(format!("runner-{name}-{}.log", unique()));
+    let (launcher, launcher_args) = kind.launcher.split_first().expect("a launcher");
+    let mut cmd = Command::new(launcher);
+    cmd.args(launcher_args).arg(bin);
+    cmd.args(["runner", "--join", &server.url, "--name", name, "--token", &server.join_token]);
+    for l in labels {
+        cmd.args(["--label", l]);
+    }
+    let child = cmd
+        .current_dir(dir)
+        .env("ENSEMBLE_CACHE_DIR", dir.join(format!("cache-{name}")))
+        .env("ENSEMBLE_LOG", "info")
+        .env("WINEPREFIX", dir.join(format!("wine-{name}")))
+        .env("WINEDEBUG", "-all")
+        // No Mono or Gecko installer dialogs in a new prefix.
+        .env("WINEDLLOVERRIDES", "mscoree,mshtml=")
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).expect("log file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{launcher} starts: {e}"));
+    Proc { child, log }
+}
+
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);

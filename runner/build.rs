@@ -40,8 +40,12 @@ fn main() {
     check_target_installed(TARGET);
 
     // Small and quick to load; the app's speed is not bound by codegen.
+    // Whole-program optimisation (one codegen unit, LTO) drops what the app
+    // never calls.
     let profile = [
-        ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s"),
+        ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "z"),
+        ("CARGO_PROFILE_RELEASE_LTO", "fat"),
+        ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1"),
         ("CARGO_PROFILE_RELEASE_DEBUG", "false"),
         ("CARGO_PROFILE_RELEASE_STRIP", "debuginfo"),
     ];
@@ -54,6 +58,10 @@ fn main() {
     );
     let wasm = app_wasm(&messages);
 
+    // Only this build's assets: hashed names would otherwise pile up.
+    if ui.exists() {
+        fs::remove_dir_all(&ui).expect("clear OUT_DIR/ui");
+    }
     fs::create_dir_all(&ui).expect("create OUT_DIR/ui");
     wasm_bindgen_cli_support::Bindgen::new()
         .input_path(&wasm)
@@ -64,6 +72,10 @@ fn main() {
         // The library's default differs from the CLI's: without this, the
         // generated `init()` cannot find the wasm on its own.
         .omit_default_module_path(false)
+        // Function names only name frames in a browser's debugger; they
+        // were a quarter of the wasm.
+        .remove_name_section(true)
+        .remove_producers_section(true)
         .generate(&ui)
         .unwrap_or_else(|e| panic!("wasm-bindgen failed on {}: {e:#}", wasm.display()));
 

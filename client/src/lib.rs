@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use ensemble_protocol::api::{
     ApiError, Delivery, ErrorKind, Health, HistoryQuery, MachineDisconnected, MachineDraining, MachineStatus,
-    PlanDeleted, RunCancelling, RunCreated, RunMeta, RunRequest, StoredPlan, SuiteMeta, TestHistory, routes,
+    PlanDeleted, RunCancelling, RunCreated, RunMeta, RunRequest, StoredPlan, SuiteMeta, SuiteSummary,
+    TestHistory, routes,
 };
 use ensemble_protocol::{Event, EventKind, Plan};
 use futures::StreamExt;
@@ -433,7 +434,9 @@ impl Client {
 
     // ---- suites ----
 
-    pub async fn suites(&self) -> Result<Vec<SuiteMeta>> {
+    /// The stored suites, each with its number of tests ([`Client::suite`]
+    /// lists them).
+    pub async fn suites(&self) -> Result<Vec<SuiteSummary>> {
         self.get("listing suites", routes::SUITES).await
     }
 

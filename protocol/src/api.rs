@@ -116,6 +116,45 @@ impl SuiteMeta {
     pub fn uses_sync(&self) -> bool {
         imports_sync(&self.imports)
     }
+
+    /// What the suite list says of this suite.
+    pub fn summary(&self) -> SuiteSummary {
+        SuiteSummary {
+            sha256: self.sha256.clone(),
+            name: self.name.clone(),
+            size: self.size,
+            kind: self.kind.clone(),
+            test_count: self.tests.len() as u64,
+            imports: self.imports.clone(),
+            exports: self.exports.clone(),
+            uploaded_us: self.uploaded_us,
+        }
+    }
+}
+
+/// A stored suite as the suite list (`GET /api/suites`) gives it: all of
+/// [`SuiteMeta`] but its tests, which it counts. A suite may have thousands
+/// of tests, and a catalog needs only their number; one suite's tests are at
+/// `GET /api/suites/{sha256}/inspect`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SuiteSummary {
+    pub sha256: String,
+    pub name: String,
+    pub size: u64,
+    pub kind: String,
+    pub test_count: u64,
+    pub imports: Vec<String>,
+    #[serde(default)]
+    pub exports: Vec<String>,
+    pub uploaded_us: i64,
+}
+
+impl SuiteSummary {
+    /// See [`imports_sync`].
+    pub fn uses_sync(&self) -> bool {
+        imports_sync(&self.imports)
+    }
 }
 
 /// A stored plan.

@@ -78,6 +78,13 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         b.wait_text("tr[data-machine='box-client']", "tier=client").await?;
         b.wait_text("#join-command", "ensemble runner --join").await?;
 
+        // Suites: the list counts each suite's tests; opening them fetches them.
+        b.click("a[href='/suites']").await?;
+        b.wait_text("article[data-suite='basics'] .meta", "11 tests").await?;
+        b.wait_absent("article[data-suite='basics'] .test-list").await?;
+        b.click("article[data-suite='basics'] details > summary").await?;
+        b.wait_text("article[data-suite='basics'] .test-list", "fails_check_eq").await?;
+
         // A new distributed plan.
         b.click("nav a[href='/']").await?;
         b.click("a[href='/plans/new']").await?;
@@ -152,7 +159,7 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         b.wait_absent("#tests tr.running, #tests tr.pending").await?;
         let rows = b.client.find_all(fantoccini::Locator::Css("#tests tbody tr[data-test]")).await?;
         // Every test of the three suites but the one the filter leaves out.
-        let total = server.client().suites().await?.iter().map(|s| s.tests.len()).sum::<usize>() - 1;
+        let total = server.client().suites().await?.iter().map(|s| s.test_count as usize).sum::<usize>() - 1;
         anyhow::ensure!(rows.len() == total, "{} rows for {total} tests", rows.len());
         b.wait_text("#summary [data-count='filtered-out']", "1 filtered out").await?;
         let runs = server.client().runs().await?;

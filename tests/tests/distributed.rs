@@ -336,7 +336,14 @@ async fn a_restarted_server_keeps_its_plans_suites_and_finished_runs() {
     assert!(client.plan_toml(&plan_id).await.unwrap().contains("name = \"kept\""));
     let got = client.run(&run).await.unwrap();
     assert_eq!(got.state, RunState::Passed, "{got:?}");
-    assert_eq!(client.suites().await.unwrap().len(), 1);
+    // The list gives summaries that the store computes: they agree with the
+    // suite's full metadata, and carry no test list.
+    let listed = client.suites().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0], client.suite(&listed[0].sha256).await.unwrap().summary());
+    assert!(listed[0].test_count > 0);
+    let raw = client.request(reqwest::Method::GET, "/api/suites").send().await.unwrap().text().await.unwrap();
+    assert!(!raw.contains("\"tests\""), "{raw}");
     let mut replayed = 0;
     server
         .watch(&run, 1, |_| {

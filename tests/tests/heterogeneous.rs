@@ -147,10 +147,22 @@ async fn one_plan_ends_every_test_alike_on_x86_64_aarch64_and_windows() {
     });
     assert!(released, "the client on x86_64 never passed a barrier");
 
-    // What a test costs on each machine (native, emulated, under Wine).
+    // What a test costs on each machine (native, emulated, under Wine), and
+    // how long from the run's start its basics shard took to its first
+    // result (fetching and compiling the suite for that CPU, listing, a test).
     for (machine, d) in &durations {
         let mean = d.iter().sum::<u64>() as f64 / d.len() as f64;
-        eprintln!("{machine}: {} passed tests, mean {mean:.1} ms per test", d.len());
+        let at = |first: &dyn Fn(&EventKind) -> bool| {
+            events.iter().find(|e| first(&e.kind)).map(|e| e.at_us).expect("the basics shard's events")
+        };
+        let ours = |shard: &ensemble_protocol::ShardRef| shard.machine == *machine && shard.role == "basics";
+        let started = at(&|k| matches!(k, EventKind::RunStarted { .. }));
+        let first = at(&|k| matches!(k, EventKind::TestFinished { shard, .. } if ours(shard)));
+        eprintln!(
+            "{machine}: {} passed tests, mean {mean:.1} ms per test; run start to its first basics result {:.2} s",
+            d.len(),
+            (first - started) as f64 / 1e6
+        );
     }
 
     // The browser shows the run as a matrix: one column per profile, with

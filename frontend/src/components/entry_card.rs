@@ -36,7 +36,7 @@ pub fn EntryCard(props: &Props) -> Html {
                 "{} · {} · {} · sha256:{}",
                 s.name,
                 s.kind,
-                plural(s.tests.len(), "test"),
+                plural(s.test_count as usize, "test"),
                 short_sha(&s.sha256)
             )
         }

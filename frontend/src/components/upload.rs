@@ -1,6 +1,6 @@
 //! Uploading `.wasm` suites: a file picker and a drop zone.
 
-use ensemble_protocol::api::SuiteMeta;
+use ensemble_protocol::api::SuiteSummary;
 use yew::prelude::*;
 
 use crate::format::plural;
@@ -13,7 +13,7 @@ use crate::state::SessionAction;
 pub struct Props {
     /// Called for each suite the server stored (or already had).
     #[prop_or_default]
-    pub on_stored: Callback<SuiteMeta>,
+    pub on_stored: Callback<SuiteSummary>,
     pub id: AttrValue,
 }
 
@@ -49,8 +49,9 @@ pub fn SuiteUpload(props: &Props) -> Html {
                                     plural(meta.tests.len(), "test")
                                 ),
                             ));
-                            session.dispatch(SessionAction::SuiteStored(meta.clone()));
-                            on_stored.emit(meta);
+                            let summary = meta.summary();
+                            session.dispatch(SessionAction::SuiteStored(summary.clone()));
+                            on_stored.emit(summary);
                         }
                         Err(e) => out.push((false, format!("{file_name}: {}", failure_text(&session, e)))),
                     }

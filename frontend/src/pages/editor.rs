@@ -2,7 +2,7 @@
 //! each linked to a machine profile, settings; save and run.
 
 use ensemble_protocol::PlanType;
-use ensemble_protocol::api::SuiteMeta;
+use ensemble_protocol::api::SuiteSummary;
 use ensemble_protocol::plan::Execution;
 use yew::prelude::*;
 
@@ -41,7 +41,7 @@ pub fn EditorPage(props: &Props) -> Html {
     // warning needs it.
     use_effect_with(session.suites.clone(), {
         let ed = ed.clone();
-        move |suites: &Vec<SuiteMeta>| ed.dispatch(EditorAction::Catalog(suites.clone()))
+        move |suites: &Vec<SuiteSummary>| ed.dispatch(EditorAction::Catalog(suites.clone()))
     });
 
     // Load the stored plan (again when the route's id changes).
@@ -363,7 +363,7 @@ pub fn EditorPage(props: &Props) -> Html {
                                 <select id="add-suite-select" onchange={on_pick}>
                                     <option value="" selected={pick.is_empty()}>{"— choose a suite —"}</option>
                                     { for catalog.iter().map(|s| html! {
-                                        <option value={s.sha256.clone()} selected={*pick == s.sha256}>{format!("{} ({}, {})", s.name, plural(s.tests.len(), "test"), s.kind)}</option>
+                                        <option value={s.sha256.clone()} selected={*pick == s.sha256}>{format!("{} ({}, {})", s.name, plural(s.test_count as usize, "test"), s.kind)}</option>
                                     }) }
                                 </select>
                                 <button type="button" id="add-suite" onclick={add_picked} disabled={pick.is_empty()}>{"Add suite"}</button>

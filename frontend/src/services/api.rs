@@ -7,7 +7,7 @@ use std::fmt;
 use ensemble_protocol::Plan;
 use ensemble_protocol::api::{
     self, ApiError, ErrorKind, HistoryQuery, MachineDraining, MachineStatus, RunCreated, RunMeta, RunRequest,
-    RunsQuery, StoredPlan, SuiteMeta, TestHistory, routes,
+    RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, routes,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
@@ -103,8 +103,13 @@ impl Api {
         self.json(Request::get(routes::MACHINES), None).await
     }
 
-    pub async fn suites(&self) -> ApiResult<Vec<SuiteMeta>> {
+    pub async fn suites(&self) -> ApiResult<Vec<SuiteSummary>> {
         self.json(Request::get(routes::SUITES), None).await
+    }
+
+    /// One stored suite with its tests.
+    pub async fn suite(&self, sha256: &str) -> ApiResult<SuiteMeta> {
+        self.json(Request::get(&routes::suite_inspect(sha256)), None).await
     }
 
     /// Uploads a suite component (a `File` or any blob) under a display name.

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use ensemble_protocol::api::{ApiError, SHA_PREFIX, ScheduleStatus, StoredPlan, SuiteMeta};
+use ensemble_protocol::api::{ApiError, SHA_PREFIX, ScheduleStatus, StoredPlan, SuiteSummary};
 use ensemble_protocol::plan::{Execution, Problem};
 use ensemble_protocol::units::{ByteSize, HumanDuration};
 use ensemble_protocol::{Entry, Plan, PlanType, Profile, Schedule, Settings};
@@ -101,11 +101,11 @@ impl EntryText {
 pub enum EditorAction {
     Load(StoredPlan),
     /// The suite catalog, to know which suites use sync.
-    Catalog(Vec<SuiteMeta>),
+    Catalog(Vec<SuiteSummary>),
     SetName(String),
     SetDescription(String),
     SetType(PlanType),
-    AddSuite(SuiteMeta),
+    AddSuite(SuiteSummary),
     RemoveEntry(usize),
     SetRole(usize, String),
     LinkProfile(usize, Option<String>),
@@ -601,13 +601,13 @@ mod tests {
     use super::*;
     use ensemble_protocol::api::ErrorKind;
 
-    fn suite(name: &str, fill: char) -> SuiteMeta {
-        SuiteMeta {
+    fn suite(name: &str, fill: char) -> SuiteSummary {
+        SuiteSummary {
             sha256: std::iter::repeat_n(fill, 64).collect(),
             name: name.into(),
             size: 1,
             kind: "suite".into(),
-            tests: vec![],
+            test_count: 0,
             imports: vec![],
             exports: vec![],
             uploaded_us: 0,

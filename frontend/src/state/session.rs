@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use ensemble_protocol::Profile;
-use ensemble_protocol::api::{MachineStatus, SuiteMeta};
+use ensemble_protocol::api::{MachineStatus, SuiteSummary};
 use yew::Reducible;
 
 use crate::services::Api;
@@ -26,7 +26,7 @@ pub struct Session {
     pub machines: Vec<MachineStatus>,
     /// Whether `machines` has been loaded at least once.
     pub machines_loaded: bool,
-    pub suites: Vec<SuiteMeta>,
+    pub suites: Vec<SuiteSummary>,
     /// A message from the last failed background call (server down, ...).
     pub trouble: Option<String>,
 }
@@ -37,9 +37,9 @@ pub enum SessionAction {
     /// The server refused the token: ask for one.
     AuthRequired,
     Machines(Vec<MachineStatus>),
-    Suites(Vec<SuiteMeta>),
+    Suites(Vec<SuiteSummary>),
     /// A suite was uploaded (or found already stored).
-    SuiteStored(SuiteMeta),
+    SuiteStored(SuiteSummary),
     Trouble(Option<String>),
 }
 
@@ -60,7 +60,7 @@ impl Session {
         self.machines.iter().filter(|m| m.state.is_connected() && profile.matches(&m.info)).collect()
     }
 
-    pub fn suite(&self, sha256: &str) -> Option<&SuiteMeta> {
+    pub fn suite(&self, sha256: &str) -> Option<&SuiteSummary> {
         self.suites.iter().find(|s| s.sha256 == sha256)
     }
 }

@@ -53,7 +53,7 @@ use std::time::Duration;
 use ensemble_protocol::api::{
     ApiError, Delivery, ErrorKind, HistoryQuery, ListQuery, MachineDisconnected, MachineDraining,
     MachineState, MachineStatus, PlanDeleted, Readiness, RunCancelling, RunCreated, RunMeta, RunRequest,
-    RunState, RunsQuery, StoredPlan, SuiteMeta, TestHistory, suite_sha,
+    RunState, RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, suite_sha,
 };
 use ensemble_protocol::wire::{FromMachine, MachineInfo, SyncFailure, SyncReply, ToMachine};
 use ensemble_protocol::{CancelReason, Event, EventKind, Plan, Schedule};
@@ -455,7 +455,7 @@ impl Coordinator {
     // ---- suites ----
 
     /// A page of the suites (see [`ListQuery`]).
-    pub async fn suites(&self, query: ListQuery) -> Result<Vec<SuiteMeta>, ApiError> {
+    pub async fn suites(&self, query: ListQuery) -> Result<Vec<SuiteSummary>, ApiError> {
         let (limit, offset) = query.page();
         self.store.call(move |s| s.suites_page(limit, offset)).await.map_err(internal)
     }

@@ -18,7 +18,7 @@ use ensemble_protocol::Plan;
 use ensemble_protocol::api::{
     ApiError, Delivery, EventsQuery, Health, HistoryQuery, ListQuery, MachineDisconnected, MachineDraining,
     MachineStatus, MachinesQuery, PlanDeleted, Readiness, RunCancelling, RunCreated, RunMeta, RunRequest,
-    RunsQuery, StoredPlan, SuiteMeta, TestHistory, UploadQuery,
+    RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, UploadQuery,
 };
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -167,9 +167,10 @@ fn machine_drain() {}
     ))]
 fn machine_join() {}
 
-/// The stored suites, by sha256.
+/// The stored suites, by sha256, as summaries: each counts its tests
+/// (`/api/suites/{sha256}/inspect` lists them).
 #[utoipa::path(get, path = "/api/suites", tag = "suites", params(ListQuery),
-    responses((status = 200, body = Vec<SuiteMeta>), (status = "4XX", body = ApiError)))]
+    responses((status = 200, body = Vec<SuiteSummary>), (status = "4XX", body = ApiError)))]
 fn suites() {}
 
 /// Uploads a suite (a WebAssembly component or WASI command), inspected

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use ensemble_protocol::api::{Delivery, PastResult, RunMeta, RunState, StoredPlan, SuiteMeta};
+use ensemble_protocol::api::{Delivery, PastResult, RunMeta, RunState, StoredPlan, SuiteMeta, SuiteSummary};
 use ensemble_protocol::{Event, EventKind, Outcome, attachment};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -214,13 +214,22 @@ impl Store {
         }
     }
 
-    pub fn suites(&self) -> anyhow::Result<Vec<SuiteMeta>> {
+    pub fn suites(&self) -> anyhow::Result<Vec<SuiteSummary>> {
         self.suites_page(u32::MAX, 0)
     }
 
-    /// At most `limit` suites from `offset`, by sha256.
-    pub fn suites_page(&self, limit: u32, offset: u32) -> anyhow::Result<Vec<SuiteMeta>> {
-        self.all("SELECT body FROM suites ORDER BY sha256 LIMIT ?1 OFFSET ?2", params![limit, offset])
+    /// At most `limit` suites from `offset`, by sha256, as summaries: SQLite
+    /// counts each suite's tests in place, so no test list is read, parsed
+    /// or sent.
+    pub fn suites_page(&self, limit: u32, offset: u32) -> anyhow::Result<Vec<SuiteSummary>> {
+        self.all(
+            "SELECT json_object('sha256', body->>'sha256', 'name', body->>'name', 'size', body->'size', \
+             'kind', body->>'kind', 'test_count', json_array_length(body, '$.tests'), \
+             'imports', json(body->'imports'), 'exports', json(coalesce(body->'exports', '[]')), \
+             'uploaded_us', body->'uploaded_us') \
+             FROM suites ORDER BY sha256 LIMIT ?1 OFFSET ?2",
+            params![limit, offset],
+        )
     }
 
     // ---- webhook deliveries ----

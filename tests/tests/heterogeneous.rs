@@ -74,10 +74,12 @@ async fn one_plan_ends_every_test_alike_on_x86_64_aarch64_and_windows() {
             "entries": [
                 { "suite": suites["basics"], "role": "basics", "params": { "greeting": "hi", "expected": "hi" } },
                 { "suite": suites["libtest-demo"], "role": "libtest" },
+                // The emulated machine compiles its suites slowly: the
+                // client waits as long as the plan lets it.
                 { "suite": suites["kv-server"], "role": "server", "profile": "linux-aarch64",
-                  "params": { "keys": 100, "clients": 1 } },
+                  "params": { "keys": 100, "clients": 1, "timeout_ms": 120000 } },
                 { "suite": suites["kv-client"], "role": "client", "profile": "linux-x86_64",
-                  "params": { "keys": 100 } },
+                  "params": { "keys": 100, "timeout_ms": 120000 } },
             ],
         }))
         .await;

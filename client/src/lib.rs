@@ -588,7 +588,12 @@ impl Client {
             request.headers_mut().insert("authorization", value);
         }
         let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
-        match tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector)).await {
+        // No Nagle delay: sync calls and events are small frames that must
+        // leave at once.
+        let disable_nagle = true;
+        match tokio_tungstenite::connect_async_tls_with_config(request, None, disable_nagle, Some(connector))
+            .await
+        {
             Ok((ws, _)) => Ok(ws),
             Err(e) if is_trust_error(&e) => Err(ClientError::Untrusted { url, message: e.to_string() }),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {

@@ -220,6 +220,9 @@ pub async fn serve<S>(
             },
             _ = shutdown.cancelled() => break,
         };
+        // Small frames (a barrier's release, an ack) go out at once, not
+        // after Nagle's wait for the previous segment's ack.
+        let _ = tcp.set_nodelay(true);
         let Some(conn) = pool.admit(&shutdown).await else {
             crate::throttled!(warn, 10, %peer, "closing a connection: {MAX_CONNECTIONS} are open and busy");
             continue;

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use ensemble_protocol::EventKind;
 use ensemble_protocol::event::SyncOp;
-use ensemble_tests::{Server, start_runner_with, start_server};
+use ensemble_tests::{Server, start_bench_server, start_runner_with};
 use serde_json::json;
 
 const RUNNERS: usize = 4;
@@ -124,16 +124,10 @@ async fn event_rate(server: &Server, sha: &str) {
 
 fn main() {
     // `cargo bench` passes --bench; there is nothing to filter here.
-    let _ = ensemble_tests::BIN.set(PathBuf::from(env!("CARGO_BIN_EXE_ensemble")));
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let server = start_server(
-            dir.path(),
-            &dir.path().join("data"),
-            "bench",
-            &["--no-local-machine", "--heartbeat-timeout", "60s"],
-        );
+        let server = start_bench_server(PathBuf::from(env!("CARGO_BIN_EXE_ensemble")), dir.path());
         let _runners: Vec<_> = (0..RUNNERS)
             .map(|i| {
                 start_runner_with(

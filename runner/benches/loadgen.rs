@@ -6,8 +6,9 @@
 //! sequence numbers, shard-done), plus W watchers following the run's event
 //! stream. One distributed run gives every machine one shard; each machine
 //! streams E log events for it, at R events/s (0: as fast as the
-//! coordinator takes them). Prints the ingest rate (events stored per
-//! second, by the coordinator's own timestamps), the fan-out latency to the
+//! coordinator takes them). Prints the ingest rate (events stored and
+//! received by every watcher per second, first to last; and the rate the
+//! coordinator accepted them, by its own stamps), the fan-out latency to the
 //! watchers (coordinator stamp to watcher receipt, p50/p99; one clock, one
 //! host) and the coordinator's peak RSS.
 //!
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ensemble_protocol::api::routes;
 use ensemble_protocol::wire::{Assignment, Facts, FromMachine, MachineInfo, ToMachine};
 use ensemble_protocol::{Event, EventKind, PROTOCOL_VERSION, Summary};
-use ensemble_tests::{Client, start_server};
+use ensemble_tests::{Client, start_bench_server};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -183,11 +184,21 @@ struct Seen {
     latency_us: Vec<i64>,
     first_log_at: i64,
     last_log_at: i64,
+    /// This watcher's clock when the first and the last log event came.
+    first_received: i64,
+    last_received: i64,
 }
 
 async fn watcher(client: Client, run: String) -> Seen {
     let mut ws = client.websocket(&routes::run_events(&run, 1)).await.expect("event stream");
-    let mut seen = Seen { logs: 0, latency_us: Vec::new(), first_log_at: i64::MAX, last_log_at: 0 };
+    let mut seen = Seen {
+        logs: 0,
+        latency_us: Vec::new(),
+        first_log_at: i64::MAX,
+        last_log_at: 0,
+        first_received: i64::MAX,
+        last_received: 0,
+    };
     while let Some(Ok(msg)) = ws.next().await {
         let Message::Text(t) = msg else { continue };
         let received = now_us();
@@ -198,6 +209,8 @@ async fn watcher(client: Client, run: String) -> Seen {
                 seen.latency_us.push(received - e.at_us);
                 seen.first_log_at = seen.first_log_at.min(e.at_us);
                 seen.last_log_at = seen.last_log_at.max(e.at_us);
+                seen.first_received = seen.first_received.min(received);
+                seen.last_received = received;
             }
             EventKind::RunFinished { .. } => break,
             _ => {}
@@ -215,16 +228,10 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
 
 fn main() {
     let args = Args::parse();
-    let _ = ensemble_tests::BIN.set(PathBuf::from(env!("CARGO_BIN_EXE_ensemble")));
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let server = start_server(
-            dir.path(),
-            &dir.path().join("data"),
-            "loadgen",
-            &["--no-local-machine", "--heartbeat-timeout", "120s"],
-        );
+        let server = start_bench_server(PathBuf::from(env!("CARGO_BIN_EXE_ensemble")), dir.path());
         let sha = server.upload(ensemble_artifacts::BASICS, "basics").await;
         let (joined_tx, mut joined) = mpsc::channel(args.machines.max(1));
         let mut machines = Vec::new();
@@ -260,18 +267,24 @@ fn main() {
         for s in &seen {
             assert_eq!(s.logs, expected, "a watcher missed events");
         }
-        let s = &seen[0];
-        let span = (s.last_log_at - s.first_log_at).max(1) as f64 / 1e6;
+        // Accepted: by the coordinator's stamps; delivered: stored and
+        // received by every watcher, from the first log event to the last.
+        let accepted = (seen[0].last_log_at - seen[0].first_log_at).max(1) as f64 / 1e6;
+        let first = seen.iter().map(|s| s.first_received).min().unwrap_or(0);
+        let last = seen.iter().map(|s| s.last_received).max().unwrap_or(0);
+        let delivered = (last - first).max(1) as f64 / 1e6;
         let rss = server.proc.peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64;
         let pace = if args.rate > 0.0 { format!("{} events/s each", args.rate) } else { "unpaced".into() };
         println!(
             "loadgen: {} machines × {} events ({pace}), {} watcher(s): ingest {:.0} events/s \
-             ({expected} stored in {span:.2} s); run start to last event at the watchers {wall:.2} s; \
-             fan-out latency p50 {:.2} ms, p99 {:.2} ms; coordinator peak RSS {rss:.0} MB",
+             ({expected} events stored and at every watcher in {delivered:.2} s; accepted at {:.0} events/s); \
+             run start to last event at the watchers {wall:.2} s; fan-out latency p50 {:.2} ms, p99 {:.2} ms; \
+             coordinator peak RSS {rss:.0} MB",
             args.machines,
             args.events,
             args.watchers,
-            expected as f64 / span,
+            expected as f64 / delivered,
+            expected as f64 / accepted,
             percentile(&lat, 0.5),
             percentile(&lat, 0.99),
         );

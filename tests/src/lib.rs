@@ -192,6 +192,14 @@ pub fn start_server(dir: &Path, data_dir: &Path, token: &str, extra: &[&str]) ->
     start_server_on(dir, data_dir, token, "127.0.0.1:0", extra)
 }
 
+/// A server for benchmarks, of the binary `bin` (the bench's
+/// `CARGO_BIN_EXE_ensemble`, a release build), in `dir`: without a machine of
+/// its own, and patient with machines too busy to send heartbeats (2 min).
+pub fn start_bench_server(bin: PathBuf, dir: &Path) -> Server {
+    let _ = BIN.set(bin);
+    start_server(dir, &dir.join("data"), "bench", &["--no-local-machine", "--heartbeat-timeout", "120s"])
+}
+
 /// Starts `ensemble serve` again where `server` listened (after it died),
 /// on the same data dir, so its machines and watchers find it.
 pub fn restart_server(dir: &Path, data_dir: &Path, server: &Server, extra: &[&str]) -> Server {

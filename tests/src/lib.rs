@@ -368,6 +368,10 @@ pub fn build_foreign_runners(kinds: &[&Foreign]) -> Vec<PathBuf> {
 fn wine_support(dir: &Path) {
     let source = repo_root().join("tests/wine/bcryptprimitives.c");
     let dll = dir.join("bcryptprimitives.dll");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&dll).is_some_and(|built| modified(&source).is_some_and(|written| built >= written)) {
+        return;
+    }
     // Built aside and renamed: a runner starting meanwhile sees the whole file.
     let fresh = dir.join(format!("bcryptprimitives.{}-{}.tmp", std::process::id(), unique()));
     let out = Command::new("x86_64-w64-mingw32-gcc")

@@ -25,7 +25,10 @@ pub fn SuitesPage() -> Html {
                 <p class="empty">{"No suites yet: upload a .wasm suite above, or run a plan with "}<code>{"ensemble run PLAN --server URL"}</code>{"."}</p>
             }
             <div class="suite-list" id="suites">
-                { for suites.into_iter().map(|s| html! { <SuiteCard key={s.sha256.clone()} suite={s.clone()} /> }) }
+                { for suites.into_iter().map(|suite| {
+                    let key = suite.sha256.clone();
+                    html! { <SuiteCard {key} {suite} /> }
+                }) }
             </div>
         </section>
     }
@@ -41,7 +44,7 @@ struct SuiteCardProps {
 fn SuiteCard(props: &SuiteCardProps) -> Html {
     let session = use_session();
     let s = &props.suite;
-    // None: not asked yet; Some(Err): the fetch failed.
+    // None: not loaded (yet); Some(Err): the fetch failed.
     let tests = use_state(|| None::<Result<SuiteMeta, String>>);
     let asked = use_mut_ref(|| false);
     let ontoggle = {

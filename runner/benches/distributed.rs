@@ -7,6 +7,13 @@
 //!    machine's clock and corrected by the coordinator's offset estimate).
 //! 2. Event throughput: 4 runners each stream a burst of log events; the rate
 //!    is what one WebSocket watcher receives, first event to last.
+//! 3. A wide run: the 10,000 trivial tests of `many-tests` split over 2
+//!    runners, from the request that starts the run to its last result at a
+//!    watcher (goal < 1 s).
+//! 4. The browser app over the wire: the page and its files as a browser
+//!    that takes brotli gets them on a first load, against the same files
+//!    uncompressed; and on a reload (the files are immutable and the page
+//!    answers its ETag with 304: nothing).
 //!
 //! `cargo bench -p ensemble-runner --bench distributed`
 
@@ -73,14 +80,15 @@ async fn barrier_latency(server: &Server, sha: &str) {
     let mut lat: Vec<i64> = released.iter().map(|(r, t)| t - last_signal[r]).collect();
     lat.sort_unstable();
     assert!(!lat.is_empty() && failures == 0, "the barrier bench did not run cleanly");
+    let p99 = percentile(&lat, 0.99) as f64 / 1000.0;
     println!(
         "barrier release latency, {parties} parties on {RUNNERS} runner processes, {ROUNDS} rounds ({} samples): \
-         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+         p50 {:.2} ms, p99 {p99:.2} ms, max {:.2} ms",
         lat.len(),
         percentile(&lat, 0.50) as f64 / 1000.0,
-        percentile(&lat, 0.99) as f64 / 1000.0,
         *lat.last().unwrap() as f64 / 1000.0,
     );
+    println!("row barrier: p99 {p99:.2} ms = {:.2}× the 5 ms goal ({})", p99 / 5.0, met(p99 < 5.0));
     let machines = server.client().machines().await.unwrap();
     let unc: Vec<i64> = machines.iter().map(|m| m.clock_uncertainty_us).collect();
     println!("  (clock offset uncertainty per machine: {unc:?} µs)");
@@ -122,6 +130,88 @@ async fn event_rate(server: &Server, sha: &str) {
     );
 }
 
+fn met(yes: bool) -> &'static str {
+    if yes { "met" } else { "not met" }
+}
+
+/// 10,000 trivial tests split over 2 runners: run start to last result.
+async fn wide_run(server: &Server) {
+    const TESTS: usize = 10_000;
+    let sha = server.upload(ensemble_artifacts::MANY_TESTS, "many-tests").await;
+    let plan = json!({
+        "name": "wide-bench", "type": "distributed",
+        "profiles": [{ "name": "pair", "labels": { "tier": "bench" }, "count": 2 }],
+        "entries": [{ "suite": format!("sha256:{sha}"), "profile": "pair", "role": "wide", "split": "tests" }],
+    });
+    let started = Instant::now();
+    let run = server.start_run(plan).await;
+    let mut finished = 0;
+    let mut last_result = started;
+    server
+        .watch(&run, 1, |e| {
+            if matches!(e.kind, EventKind::TestFinished { .. }) {
+                finished += 1;
+                last_result = Instant::now();
+            }
+            true
+        })
+        .await;
+    assert_eq!(finished, TESTS, "every test reported once");
+    let secs = (last_result - started).as_secs_f64();
+    println!("10,000 trivial tests over 2 runners, run start to the last result at a watcher: {secs:.3} s");
+    println!("row wide run: {secs:.3} s = {secs:.2}× the 1 s goal ({})", met(secs < 1.0));
+}
+
+/// The app's bytes over the wire: first load (brotli) and a reload.
+async fn app_bytes(server: &Server) {
+    let client = server.client().with_token(None);
+    let get = |path: String, encoding: Option<&'static str>| {
+        let mut req = client.request(reqwest::Method::GET, &path);
+        if let Some(e) = encoding {
+            req = req.header("accept-encoding", e);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            assert!(resp.status().is_success(), "{path}: {}", resp.status());
+            let etag = resp.headers().get("etag").map(|v| v.to_str().unwrap().to_string());
+            (etag, resp.bytes().await.unwrap().len())
+        }
+    };
+    let (etag, page_raw) = get("/".into(), None).await;
+    let page = String::from_utf8(
+        client.request(reqwest::Method::GET, "/").send().await.unwrap().bytes().await.unwrap().to_vec(),
+    )
+    .unwrap();
+    let (_, page_br) = get("/".into(), Some("br")).await;
+    let (mut raw, mut br) = (page_raw, page_br);
+    for name in page.split("/assets/").skip(1).map(|rest| rest.split('"').next().unwrap().to_string()) {
+        raw += get(format!("/assets/{name}"), None).await.1;
+        br += get(format!("/assets/{name}"), Some("gzip, br")).await.1;
+    }
+    // A reload: the hashed files are `immutable` (not asked again); the page
+    // is revalidated and answers 304 with no body.
+    let revalidated = client
+        .request(reqwest::Method::GET, "/")
+        .header("if-none-match", etag.expect("the page has an ETag"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revalidated.status().as_u16(), 304);
+    let reload = revalidated.bytes().await.unwrap().len();
+    println!(
+        "the browser app over the wire: first load {:.0} KB (brotli) against {:.0} KB uncompressed; reload {reload} bytes",
+        br as f64 / 1024.0,
+        raw as f64 / 1024.0
+    );
+    println!(
+        "row app: first load {:.0} KB = {:.2}× the 400 KB goal, {:.1}× smaller than uncompressed; reload {reload} bytes ({})",
+        br as f64 / 1024.0,
+        br as f64 / (400.0 * 1024.0),
+        raw as f64 / br as f64,
+        met(br <= 400 * 1024 && reload == 0)
+    );
+}
+
 fn main() {
     // `cargo bench` passes --bench; there is nothing to filter here.
     let dir = tempfile::tempdir().unwrap();
@@ -144,5 +234,7 @@ fn main() {
         let sha = server.upload(ensemble_artifacts::BENCH_PARTIES, "bench-parties").await;
         barrier_latency(&server, &sha).await;
         event_rate(&server, &sha).await;
+        wide_run(&server).await;
+        app_bytes(&server).await;
     });
 }

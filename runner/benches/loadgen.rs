@@ -40,7 +40,9 @@ struct Args {
 
 impl Args {
     fn parse() -> Args {
-        let mut a = Args { machines: 100, events: 1000, rate: 0.0, watchers: 1 };
+        // The defaults are the ingest goal's case: 100,000 events from 1,000
+        // machines, fanned out to a watcher.
+        let mut a = Args { machines: 1000, events: 100, rate: 0.0, watchers: 1 };
         let argv: Vec<String> = std::env::args().skip(1).collect();
         let mut i = 0;
         while i < argv.len() {
@@ -287,6 +289,14 @@ fn main() {
             expected as f64 / accepted,
             percentile(&lat, 0.5),
             percentile(&lat, 0.99),
+        );
+        let rate = expected as f64 / delivered;
+        println!(
+            "row ingest: {rate:.0} events/s = {:.2}× the 100k events/s goal, RSS {rss:.0} MB = {:.2}× the 500 MB \
+             ceiling ({})",
+            rate / 100_000.0,
+            rss / 500.0,
+            if rate >= 100_000.0 && rss < 500.0 { "met" } else { "not met" }
         );
     });
 }

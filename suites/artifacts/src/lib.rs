@@ -29,6 +29,7 @@ mod tests {
                 "KV_CLIENT",
                 "HOSTILE",
                 "LIBTEST_DEMO",
+                "LIBTEST_THOUSAND",
                 "HELLO_COMMAND",
                 "MANY_TESTS",
                 "SKEWED",

@@ -161,6 +161,12 @@ pub struct Settings {
     pub test_timeout: HumanDuration,
     /// Extra attempts for a failed test; a test that passes on retry is flaky.
     pub retries: u32,
+    /// How many of an entry's tests a machine runs at once when its suite
+    /// does not use sync (each in its own instance): 0 for as many as the
+    /// machine has cores, 1 for one at a time. Tests of a suite that uses
+    /// sync always run one at a time.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub test_threads: u32,
     /// Linear memory a test instance may grow to.
     pub memory_limit: ByteSize,
     /// Stop scheduling tests after the first failure.
@@ -193,6 +199,7 @@ impl Default for Settings {
             execution: Execution::Parallel,
             test_timeout: HumanDuration::from_secs(60),
             retries: 0,
+            test_threads: 0,
             memory_limit: ByteSize::mib(256),
             fail_fast: false,
             barrier_timeout: HumanDuration::from_secs(60),
@@ -596,6 +603,12 @@ impl Plan {
                 ),
             );
         }
+        if s.test_threads > MAX_TEST_THREADS {
+            bad(
+                "settings.test_threads".into(),
+                format!("{} is more than the limit of {MAX_TEST_THREADS}", s.test_threads),
+            );
+        }
         if s.retries > 100 {
             bad("settings.retries".into(), format!("{} retries is more than the limit of 100", s.retries));
         }
@@ -715,6 +728,12 @@ pub const MAX_PROBLEMS: usize = 100;
 const KNOWN_SHOWN: usize = 10;
 /// The most output kept per test: it travels in one event.
 pub const MAX_OUTPUT_LIMIT: u64 = 8 << 20;
+/// The most tests of one entry a machine may be asked to run at once.
+pub const MAX_TEST_THREADS: u32 = 1024;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
 
 /// The `sha256:` prefix of a suite reference inside a plan.
 pub const SHA_PREFIX: &str = "sha256:";

@@ -28,6 +28,10 @@ pub struct Limits {
     /// Bytes one test attempt may attach; zero refuses attachments.
     #[serde(default)]
     pub attachment_limit_bytes: u64,
+    /// Tests of a suite without sync run at once: 0 as many as the machine
+    /// has cores, 1 one at a time (the plan's `settings.test_threads`).
+    #[serde(default)]
+    pub test_threads: u32,
 }
 
 /// One shard handed to a machine: a suite instance to run.
@@ -198,6 +202,7 @@ mod tests {
                         fail_fast: true,
                         barrier_timeout_ms: 4,
                         attachment_limit_bytes: 5,
+                        test_threads: 6,
                     },
                     selection: Selection {
                         filter: Some("not tag(slow)".into()),

@@ -105,7 +105,8 @@ async fn an_attachment_round_trips_byte_for_byte_through_the_api_junit_and_the_h
     let client = server.client();
     let run = client.runs().await.unwrap().remove(0).id;
     let events = server.events(&run).await;
-    let attached: Vec<(String, String, String, u64)> = events
+    // The suite's tests run at once: their events come in any order.
+    let mut attached: Vec<(String, String, String, u64)> = events
         .iter()
         .filter_map(|e| match &e.kind {
             EventKind::Attachment { test, name, sha256, size, data, .. } => {
@@ -115,6 +116,7 @@ async fn an_attachment_round_trips_byte_for_byte_through_the_api_junit_and_the_h
             _ => None,
         })
         .collect();
+    attached.sort();
     let names: Vec<(&str, &str)> = attached.iter().map(|(t, n, ..)| (t.as_str(), n.as_str())).collect();
     assert_eq!(
         names,
@@ -126,13 +128,14 @@ async fn an_attachment_round_trips_byte_for_byte_through_the_api_junit_and_the_h
         ],
         "what the runner refused was never sent"
     );
-    let outcomes: Vec<String> = events
+    let mut outcomes: Vec<String> = events
         .iter()
         .filter_map(|e| match &e.kind {
             EventKind::TestFinished { test, outcome, .. } => Some(format!("{test} {outcome}")),
             _ => None,
         })
         .collect();
+    outcomes.sort();
     assert_eq!(outcomes, ["binary passed", "fails_with_log failed", "refused passed"]);
 
     // The API.

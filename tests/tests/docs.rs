@@ -33,6 +33,7 @@ name = "all"
 description = "every field"
 [settings]
 partition = "hash:1/2"
+test_threads = 2
 [[profiles]]
 name = "p"
 labels = { tier = "a" }

@@ -24,12 +24,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use ensemble_protocol::api::imports_sync;
 use ensemble_protocol::event::{EventKind, Outcome, ShardRef, Summary};
 use ensemble_protocol::filter::{Decision, Listed, Selector, TestFacts};
 use ensemble_protocol::wire::{
     Assignment, Facts, FromMachine, MachineInfo, SyncCall, SyncFailure, SyncReply, ToMachine,
 };
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -189,7 +191,7 @@ impl Agent {
                         run: assignment.run.clone(),
                         shard: assignment.shard.clone(),
                         outbox: outbox.clone(),
-                        seq: AtomicU64::new(0),
+                        seq: Mutex::new(0),
                         pending: pending.clone(),
                         next_id: next_id.clone(),
                         cancel,
@@ -301,30 +303,79 @@ impl Agent {
             tests: tests.iter().map(|(t, _)| t.name.clone()).collect(),
             filtered_out,
         });
-        for (test, decision) in tests {
-            let (outcome, run, attempt) = if decision == Decision::FilteredOut {
-                (Outcome::Skipped, skipped(FILTERED_OUT.into()), 1)
-            } else if cancel.token.is_cancelled() {
-                (Outcome::Cancelled, cancel.stopped(), 1)
-            } else if decision == Decision::Ignored {
-                (Outcome::Skipped, skipped("ignored".into()), 1)
-            } else {
-                Self::run_with_retries(&suite, test, &env, link, a.limits.retries).await
-            };
+        // Tests of a suite that does not use sync are independent: beyond
+        // the shard's own lane, they take the process's spare lanes as they
+        // free up (at most `test_threads` at once when the plan sets it).
+        // A suite that uses sync runs its tests one at a time, in order.
+        let spare =
+            (!imports_sync(&suite.imports) && a.limits.test_threads != 1).then(|| self.sandbox.spare_lanes());
+        let most = match a.limits.test_threads {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        let mut running: JoinSet<Finished> = JoinSet::new();
+        let mut own_lane_free = true;
+        let finish = |done: Finished, summary: &mut Summary| {
+            let Finished { name, outcome, run, attempt, .. } = done;
             summary.add(outcome);
             if outcome.is_failure() && a.limits.fail_fast {
                 // Stop here at once; the coordinator stops the other machines.
-                cancel.cancel(format!("fail-fast: {} ({}) {outcome}", test.name, a.shard.role));
+                cancel.cancel(format!("fail-fast: {name} ({}) {outcome}", a.shard.role));
             }
             link.emit(EventKind::TestFinished {
                 shard: a.shard.clone(),
-                test: test.name.clone(),
+                test: name,
                 outcome,
                 duration_ms: u64::try_from(run.duration.as_millis()).unwrap_or(u64::MAX),
                 attempt,
                 message: run.message.map(|m| cut(m, MAX_MESSAGE)),
                 output: cut(run.output, MAX_OUTPUT),
             });
+        };
+        for (test, decision) in tests {
+            let now =
+                |outcome, run| Finished { name: test.name.clone(), outcome, run, attempt: 1, lane: None };
+            if decision == Decision::FilteredOut {
+                finish(now(Outcome::Skipped, skipped(FILTERED_OUT.into())), summary);
+                continue;
+            } else if cancel.token.is_cancelled() {
+                finish(now(Outcome::Cancelled, cancel.stopped()), summary);
+                continue;
+            } else if decision == Decision::Ignored {
+                finish(now(Outcome::Skipped, skipped("ignored".into())), summary);
+                continue;
+            }
+            // A lane: the shard's own when it is free, else a spare one,
+            // whichever comes first; meanwhile, finished tests are reported.
+            let lane = loop {
+                if own_lane_free {
+                    own_lane_free = false;
+                    break None;
+                }
+                let spare = spare.as_ref().filter(|_| running.len() < most);
+                let done = tokio::select! {
+                    Ok(lane) = async { spare.expect("only with spare lanes").clone().acquire_owned().await },
+                        if spare.is_some() => break Some(lane),
+                    Some(done) = running.join_next() => done,
+                };
+                let done = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                own_lane_free |= done.lane.is_none();
+                finish(done, summary);
+            };
+            let (suite, test, env, link) = (suite.clone(), test.clone(), env.clone(), link.clone());
+            let (retries, fail_fast) = (a.limits.retries, a.limits.fail_fast);
+            running.spawn(async move {
+                let (outcome, run, attempt) =
+                    Self::run_with_retries(&suite, &test, &env, &link, retries).await;
+                if outcome.is_failure() && fail_fast {
+                    // At once: no test of the shard starts after this one ended.
+                    link.cancel.cancel(format!("fail-fast: {} ({}) {outcome}", test.name, link.shard.role));
+                }
+                Finished { name: test.name, outcome, run, attempt, lane }
+            });
+        }
+        while let Some(done) = running.join_next().await {
+            finish(done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())), summary);
         }
         Ok(())
     }
@@ -357,6 +408,15 @@ impl Agent {
             return (outcome, run, attempt);
         }
     }
+}
+
+/// A test that ended, and the lane it ran in (`None`: the shard's own).
+struct Finished {
+    name: String,
+    outcome: Outcome,
+    run: TestRun,
+    attempt: u32,
+    lane: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// The reason a test left out by the selection is reported with.
@@ -438,7 +498,9 @@ struct ShardLink {
     run: String,
     shard: ShardRef,
     outbox: mpsc::UnboundedSender<FromMachine>,
-    seq: AtomicU64,
+    /// The last event's number. Held while an event is numbered and sent,
+    /// so events leave in their order whichever of the shard's tests emits.
+    seq: Mutex<u64>,
     pending: Pending,
     next_id: Arc<AtomicU64>,
     cancel: Arc<RunCancel>,
@@ -446,11 +508,12 @@ struct ShardLink {
 
 impl ShardLink {
     fn emit(&self, event: EventKind) {
-        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut seq = self.seq.lock().expect("seq lock");
+        *seq += 1;
         let msg = FromMachine::Event {
             run: self.run.clone(),
             shard: self.shard.shard,
-            seq,
+            seq: *seq,
             at_us: now_us(),
             event,
         };

@@ -3,7 +3,7 @@
 //! A machine's runner already holds a suite to the plan's rules when it
 //! attaches, but the coordinator trusts no machine with the run as a whole:
 //! it checks every attachment event again. The bytes must be there, match
-//! their size and sha256, belong to the test the shard is running, carry a
+//! their size and sha256, belong to a test the shard is running, carry a
 //! plain file name not yet used by that attempt, and stay within the plan's
 //! `attachment_limit` (the attempt's [`Budget`], the same rule the runner's
 //! host applies). A refused attachment
@@ -16,33 +16,39 @@ use ensemble_protocol::attachment::Budget;
 
 use crate::sandbox::sha256_hex;
 
-/// The attachments of each shard's running attempt.
+/// The attachments of each running attempt, by shard and test (a shard
+/// whose tests are independent runs several at once).
 #[derive(Debug, Default)]
 pub struct Attached {
     limit: u64,
-    by_shard: HashMap<u32, Budget>,
+    by_attempt: HashMap<(u32, String), Budget>,
 }
 
 impl Attached {
     /// Attempts may attach up to `limit` bytes each.
     pub fn new(limit: u64) -> Attached {
-        Attached { limit, by_shard: HashMap::new() }
+        Attached { limit, by_attempt: HashMap::new() }
     }
 
-    /// A new attempt started on `shard`: its budget is whole again.
-    pub fn started(&mut self, shard: u32) {
-        self.by_shard.remove(&shard);
+    /// A new attempt of `test` started on `shard`: its budget is whole again.
+    pub fn started(&mut self, shard: u32, test: &str) {
+        self.by_attempt.remove(&(shard, test.to_string()));
     }
 
-    /// Takes an attachment event of `shard`, whose running test is
+    /// The attempt of `test` on `shard` ended: its budget goes.
+    pub fn finished(&mut self, shard: u32, test: &str) {
+        self.by_attempt.remove(&(shard, test.to_string()));
+    }
+
+    /// Takes an attachment event of `shard`, whose running tests are
     /// `running`, into its attempt's budget; or says why it is refused.
     /// Events of other kinds pass.
-    pub fn check(&mut self, shard: u32, running: Option<&str>, event: &EventKind) -> Result<(), String> {
+    pub fn check(&mut self, shard: u32, running: &[String], event: &EventKind) -> Result<(), String> {
         let EventKind::Attachment { test, name, sha256, size, data, .. } = event else { return Ok(()) };
         let Some(data) = data else {
             return Err(format!("the attachment {name:?} came without its bytes"));
         };
-        if running != Some(test.as_str()) {
+        if !running.contains(test) {
             return Err(format!(
                 "the attachment {name:?} names the test {test:?}, which this shard is not running"
             ));
@@ -53,7 +59,7 @@ impl Attached {
         if sha256_hex(&data.0) != *sha256 {
             return Err(format!("the attachment {name:?} does not match its sha256"));
         }
-        self.by_shard.entry(shard).or_default().admit(name, *size, self.limit)
+        self.by_attempt.entry((shard, test.clone())).or_default().admit(name, *size, self.limit)
     }
 }
 
@@ -62,6 +68,11 @@ mod tests {
     use super::*;
     use ensemble_protocol::ShardRef;
     use ensemble_protocol::attachment::{Blob, MAX_PER_TEST};
+
+    /// The running tests of shard 1 in most cases: `t`.
+    fn t() -> Vec<String> {
+        vec!["t".to_string()]
+    }
 
     fn attachment(test: &str, name: &str, bytes: &[u8]) -> EventKind {
         EventKind::Attachment {
@@ -83,53 +94,64 @@ mod tests {
     #[test]
     fn honest_attachments_pass_within_the_limit_per_attempt() {
         let mut a = Attached::new(10);
-        assert_eq!(a.check(1, Some("t"), &attachment("t", "a.log", b"12345")), Ok(()));
-        assert_eq!(a.check(1, Some("t"), &attachment("t", "b.log", b"12345")), Ok(()));
-        let over = a.check(1, Some("t"), &attachment("t", "c.log", b"1")).unwrap_err();
+        assert_eq!(a.check(1, &t(), &attachment("t", "a.log", b"12345")), Ok(()));
+        assert_eq!(a.check(1, &t(), &attachment("t", "b.log", b"12345")), Ok(()));
+        let over = a.check(1, &t(), &attachment("t", "c.log", b"1")).unwrap_err();
         assert!(over.contains("11B, over the plan's attachment_limit of 10B"), "{over}");
         // Another shard, and the next attempt, have budgets of their own.
-        assert_eq!(a.check(2, Some("t"), &attachment("t", "c.log", b"1")), Ok(()));
-        a.started(1);
-        assert_eq!(a.check(1, Some("t"), &attachment("t", "a.log", b"12345")), Ok(()));
+        assert_eq!(a.check(2, &t(), &attachment("t", "c.log", b"1")), Ok(()));
+        a.started(1, "t");
+        assert_eq!(a.check(1, &t(), &attachment("t", "a.log", b"12345")), Ok(()));
+    }
+
+    #[test]
+    fn tests_running_at_once_on_a_shard_have_budgets_of_their_own() {
+        let mut a = Attached::new(10);
+        let both = ["t".to_string(), "u".to_string()];
+        assert_eq!(a.check(1, &both, &attachment("t", "a.log", b"1234567890")), Ok(()));
+        assert_eq!(a.check(1, &both, &attachment("u", "a.log", b"1234567890")), Ok(()));
+        a.finished(1, "t");
+        let why = a.check(1, &both[1..], &attachment("t", "b.log", b"1")).unwrap_err();
+        assert!(why.contains("not running"), "{why}");
     }
 
     #[test]
     fn a_lying_machine_is_refused_with_the_reason() {
         let mut a = Attached::new(1 << 20);
-        let refused = |a: &mut Attached, running: Option<&str>, e: EventKind, says: &str| {
+        let refused = |a: &mut Attached, running: &[String], e: EventKind, says: &str| {
             let why = a.check(1, running, &e).unwrap_err();
             assert!(why.contains(says), "{why}");
         };
-        refused(&mut a, Some("t"), attachment("other", "a.log", b"x"), "not running");
-        refused(&mut a, None, attachment("t", "a.log", b"x"), "not running");
-        refused(&mut a, Some("t"), attachment("t", "../a.log", b"x"), "path separators");
+        refused(&mut a, &t(), attachment("other", "a.log", b"x"), "not running");
+        refused(&mut a, &[], attachment("t", "a.log", b"x"), "not running");
+        refused(&mut a, &t(), attachment("t", "../a.log", b"x"), "path separators");
         let mut wrong_size = attachment("t", "a.log", b"xyz");
         if let EventKind::Attachment { size, .. } = &mut wrong_size {
             *size = 1;
         }
-        refused(&mut a, Some("t"), wrong_size, "says 1 bytes but carries 3");
+        refused(&mut a, &t(), wrong_size, "says 1 bytes but carries 3");
         let mut wrong_sha = attachment("t", "a.log", b"xyz");
         if let EventKind::Attachment { sha256, .. } = &mut wrong_sha {
             *sha256 = sha256_hex(b"abc");
         }
-        refused(&mut a, Some("t"), wrong_sha, "does not match its sha256");
+        refused(&mut a, &t(), wrong_sha, "does not match its sha256");
         let mut no_bytes = attachment("t", "a.log", b"xyz");
         if let EventKind::Attachment { data, .. } = &mut no_bytes {
             *data = None;
         }
-        refused(&mut a, Some("t"), no_bytes, "without its bytes");
-        assert_eq!(a.check(1, Some("t"), &attachment("t", "a.log", b"x")), Ok(()));
-        refused(&mut a, Some("t"), attachment("t", "a.log", b"y"), "already attached");
+        refused(&mut a, &t(), no_bytes, "without its bytes");
+        assert_eq!(a.check(1, &t(), &attachment("t", "a.log", b"x")), Ok(()));
+        refused(&mut a, &t(), attachment("t", "a.log", b"y"), "already attached");
         for i in 1..MAX_PER_TEST {
-            assert_eq!(a.check(1, Some("t"), &attachment("t", &format!("{i}.log"), b"x")), Ok(()));
+            assert_eq!(a.check(1, &t(), &attachment("t", &format!("{i}.log"), b"x")), Ok(()));
         }
-        refused(&mut a, Some("t"), attachment("t", "last.log", b"x"), "more than 64 attachments");
+        refused(&mut a, &t(), attachment("t", "last.log", b"x"), "more than 64 attachments");
     }
 
     #[test]
     fn a_zero_limit_refuses_every_attachment() {
         let mut a = Attached::new(0);
-        let why = a.check(1, Some("t"), &attachment("t", "a.log", b"x")).unwrap_err();
+        let why = a.check(1, &t(), &attachment("t", "a.log", b"x")).unwrap_err();
         assert!(why.contains("attachment_limit of 0B"), "{why}");
     }
 }

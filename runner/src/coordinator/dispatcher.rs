@@ -183,6 +183,7 @@ pub fn limits(plan: &Plan) -> Limits {
         fail_fast: s.fail_fast,
         barrier_timeout_ms: s.barrier_timeout.as_millis_u64(),
         attachment_limit_bytes: s.attachment_limit.0,
+        test_threads: s.test_threads,
     }
 }
 
@@ -231,8 +232,9 @@ pub struct Dispatcher {
     summary: Summary,
     shard_errors: Vec<String>,
     last_seq: HashMap<u32, u64>,
-    /// The test each shard is running, to report it lost with its machine.
-    running_test: HashMap<u32, String>,
+    /// The tests each shard is running (several at once when they are
+    /// independent), to report them lost with their machine.
+    running_test: HashMap<u32, Vec<String>>,
     /// What each shard's running attempt attached, checked again here.
     attached: Attached,
     /// Sync calls by (shard, call id): a machine that reconnects resends the
@@ -479,11 +481,9 @@ impl Dispatcher {
                 *d.last_seq.entry(sref.shard).or_default() += 1;
             }
             match &e.kind {
-                EventKind::TestStarted { test, .. } => {
-                    d.running_test.insert(sref.shard, test.clone());
-                }
+                EventKind::TestStarted { test, .. } => d.test_started(sref.shard, test),
                 EventKind::TestFinished { outcome, test, .. } => {
-                    d.running_test.remove(&sref.shard);
+                    d.test_finished(sref.shard, test);
                     d.summary.add(*outcome);
                     if outcome.is_failure() && d.fail_fast && d.cancelled.is_none() {
                         // Cancelled again by resume_start, once machines can hear it.
@@ -625,6 +625,19 @@ impl Dispatcher {
         }
     }
 
+    fn test_started(&mut self, shard: u32, test: &str) {
+        let running = self.running_test.entry(shard).or_default();
+        if !running.iter().any(|t| t == test) {
+            running.push(test.to_string());
+        }
+    }
+
+    fn test_finished(&mut self, shard: u32, test: &str) {
+        if let Some(running) = self.running_test.get_mut(&shard) {
+            running.retain(|t| t != test);
+        }
+    }
+
     /// The shard's index when machine `m` runs shard number `shard`.
     fn owned(&self, m: usize, shard: u32) -> Option<usize> {
         let index = self.by_no.get(&shard).copied();
@@ -667,7 +680,7 @@ impl Dispatcher {
             }
         }
         self.last_seq.insert(shard, seq);
-        let running = self.running_test.get(&shard).map(String::as_str);
+        let running = self.running_test.get(&shard).map_or(&[][..], Vec::as_slice);
         if let Err(why) = self.attached.check(shard, running, &event) {
             crate::throttled!(warn, 30, run = %self.run, shard, "refusing an attachment: {why}");
             let test = match &event {
@@ -683,11 +696,12 @@ impl Dispatcher {
         }
         match &event {
             EventKind::TestStarted { test, .. } => {
-                self.running_test.insert(shard, test.clone());
-                self.attached.started(shard);
+                self.test_started(shard, test);
+                self.attached.started(shard, test);
             }
             EventKind::TestFinished { outcome, test, .. } => {
-                self.running_test.remove(&shard);
+                self.test_finished(shard, test);
+                self.attached.finished(shard, test);
                 self.summary.add(*outcome);
                 if outcome.is_failure() && self.fail_fast {
                     let reason = CancelReason::FailFast {
@@ -841,19 +855,24 @@ impl Dispatcher {
         for i in gone {
             let sref = self.shards[i].shard.clone();
             let why = format!("machine {name} was lost: {reason}");
-            let test = self.running_test.remove(&sref.shard).unwrap_or_else(|| "(shard)".to_string());
-            self.summary.add(Outcome::Lost);
-            self.stream.emit(EventKind::TestFinished {
-                shard: sref.clone(),
-                test,
-                outcome: Outcome::Lost,
-                duration_ms: 0,
-                attempt: 1,
-                message: Some(why.clone()),
-                output: String::new(),
-            });
+            let mut tests = self.running_test.remove(&sref.shard).unwrap_or_default();
+            if tests.is_empty() {
+                tests.push("(shard)".to_string());
+            }
             let mut lost = Summary::default();
-            lost.add(Outcome::Lost);
+            for test in tests {
+                self.summary.add(Outcome::Lost);
+                lost.add(Outcome::Lost);
+                self.stream.emit(EventKind::TestFinished {
+                    shard: sref.clone(),
+                    test,
+                    outcome: Outcome::Lost,
+                    duration_ms: 0,
+                    attempt: 1,
+                    message: Some(why.clone()),
+                    output: String::new(),
+                });
+            }
             self.stream.emit(EventKind::ShardFinished {
                 shard: sref.clone(),
                 summary: lost,

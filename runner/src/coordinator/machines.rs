@@ -262,6 +262,11 @@ impl Machines {
         Some(running)
     }
 
+    /// Whether a draining machine is still to be told it is drained.
+    pub fn any_draining(&self) -> bool {
+        self.lock().values().any(|e| e.draining && !e.told)
+    }
+
     /// Tells each draining machine that is idle, and that `idle` says no
     /// run counts on, that it is drained (once per connection).
     pub fn tell_drained(&self, idle: impl Fn(&str) -> bool) {

@@ -99,13 +99,23 @@ pub struct CoordinatorConfig {
 
 struct ActiveRun {
     inbound: mpsc::UnboundedSender<Inbound>,
-    /// Machine names by their index in the run.
-    machines: Vec<String>,
+    /// Each machine's index in the run, by name (looked up for every
+    /// message a machine sends).
+    machines: HashMap<String, usize>,
     /// The machines its shards are placed on.
     placed: Vec<String>,
     /// While it waits for machines: its shards, by (plan, profile).
     pending: Vec<((String, String), i64)>,
     events: broadcast::Sender<Live>,
+}
+
+/// Each name's (first) index.
+fn index_by_name(names: Vec<String>) -> HashMap<String, usize> {
+    let mut index = HashMap::with_capacity(names.len());
+    for (i, name) in names.into_iter().enumerate() {
+        index.entry(name).or_insert(i);
+    }
+    index
 }
 
 /// A fresh run id: time-ordered and unique within a coordinator.
@@ -301,6 +311,11 @@ impl Coordinator {
     /// Tells drained machines that are idle, and that no active run counts
     /// on, that they may stop.
     fn tell_drained(&self) {
+        // Runs on every change of the machines (each shard's end): cheap
+        // when no machine drains.
+        if !self.machines.any_draining() {
+            return;
+        }
         let counted: std::collections::HashSet<String> =
             self.runs.lock().expect("runs lock").values().flat_map(|r| r.placed.iter().cloned()).collect();
         self.machines.tell_drained(|name| !counted.contains(name));
@@ -362,7 +377,7 @@ impl Coordinator {
         let generation = self.machines.connect(info, tx, local)?;
         // Its runs tell it again what it may have missed while away.
         for run in self.runs.lock().expect("runs lock").values() {
-            if let Some(machine) = run.machines.iter().position(|m| *m == name) {
+            if let Some(&machine) = run.machines.get(&name) {
                 let _ = run.inbound.send(Inbound::Connected { machine });
             }
         }
@@ -419,7 +434,7 @@ impl Coordinator {
             self.machines.send(name, forget);
             return;
         };
-        if let Some(index) = active.machines.iter().position(|m| m == name) {
+        if let Some(&index) = active.machines.get(name) {
             let _ = active.inbound.send(Inbound::Message {
                 machine: index,
                 msg,
@@ -444,7 +459,7 @@ impl Coordinator {
             let runs = core.runs.lock().expect("runs lock");
             for (name, reason) in lost {
                 for active in runs.values() {
-                    if let Some(index) = active.machines.iter().position(|m| *m == name) {
+                    if let Some(&index) = active.machines.get(&name) {
                         let _ = active.inbound.send(Inbound::Lost { machine: index, reason: reason.clone() });
                     }
                 }
@@ -811,7 +826,7 @@ impl Coordinator {
             id.clone(),
             ActiveRun {
                 inbound: inbound_tx,
-                machines: Vec::new(),
+                machines: HashMap::new(),
                 placed: Vec::new(),
                 pending: Vec::new(),
                 events: events.clone(),
@@ -926,7 +941,7 @@ impl Coordinator {
                 .after(stream)
                 .durable(committed.clone());
         if let Some(run) = self.runs.lock().expect("runs lock").get_mut(id) {
-            run.machines = dispatcher.machine_names();
+            run.machines = index_by_name(dispatcher.machine_names());
             run.placed = dispatcher.placed_machines();
             run.pending.clear();
         }
@@ -1108,7 +1123,7 @@ impl Coordinator {
             self.machines.expect(&machine, &key, &shard);
         }
         if let Some(run) = self.runs.lock().expect("runs lock").get_mut(&key) {
-            run.machines = dispatcher.machine_names();
+            run.machines = index_by_name(dispatcher.machine_names());
             run.placed = dispatcher.placed_machines();
             run.pending.clear();
         }

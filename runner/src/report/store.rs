@@ -20,16 +20,24 @@ use crate::time::now_us;
 #[derive(Clone, Debug)]
 pub enum Live {
     /// Shared by every watcher.
-    Event(std::sync::Arc<Event>),
+    Event(std::sync::Arc<Stored>),
     /// An event too large to keep for every watcher (it may wait in the
     /// broadcast for a slow one): only its number; read it from the store.
     Stored(u64),
 }
 
+/// An event as stored: the event, and its JSON (serialized once, for the
+/// store, and sent as it is to every watcher).
+#[derive(Debug)]
+pub struct Stored {
+    pub event: Event,
+    pub json: String,
+}
+
 impl Live {
     pub fn seq(&self) -> u64 {
         match self {
-            Live::Event(e) => e.seq,
+            Live::Event(e) => e.event.seq,
             Live::Stored(seq) => *seq,
         }
     }
@@ -114,24 +122,24 @@ pub async fn write_events(
                         }
                     }
                 }
-                let sizes = s.write_batch(&mut events, &runs)?;
-                Ok((events, sizes))
+                let bodies = s.write_batch(&mut events, &runs)?;
+                Ok((events, bodies))
             })
             .await;
         match written {
-            Ok((events, sizes)) => {
+            Ok((events, bodies)) => {
                 if let Some(last) = events.last() {
                     committed.send_replace(last.seq);
                 }
                 crate::metrics::metrics().events_stored.inc_by(events.len() as u64);
-                for (e, size) in events.into_iter().zip(sizes) {
+                for (e, json) in events.into_iter().zip(bodies) {
                     if matches!(e.kind, EventKind::RunFinished { .. }) {
                         tracing::info!(run = %e.run, "run finished");
                     }
-                    let live_event = if size > LIVE_MAX_BYTES {
+                    let live_event = if json.len() > LIVE_MAX_BYTES {
                         Live::Stored(e.seq)
                     } else {
-                        Live::Event(std::sync::Arc::new(e))
+                        Live::Event(std::sync::Arc::new(Stored { event: e, json }))
                     };
                     // No watcher is fine: they replay from the store when they come.
                     let _ = live.send(live_event);

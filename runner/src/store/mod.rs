@@ -455,9 +455,10 @@ impl Store {
     }
 
     /// Writes `events` and `runs` in one transaction.
-    /// Returns the size of each event as stored (its JSON), in order.
+    /// Returns each event as stored (its JSON, which is also what watchers
+    /// are sent), in order.
     /// Attachment events lose their bytes here: the bytes go to disk first.
-    pub fn write_batch(&self, events: &mut [Event], runs: &[RunMeta]) -> anyhow::Result<Vec<usize>> {
+    pub fn write_batch(&self, events: &mut [Event], runs: &[RunMeta]) -> anyhow::Result<Vec<String>> {
         for e in events.iter_mut() {
             if let EventKind::Attachment { sha256, data, .. } = &mut e.kind
                 && let Some(blob) = data.take()
@@ -467,7 +468,7 @@ impl Store {
         }
         let mut db = self.db();
         let tx = db.transaction()?;
-        let mut sizes = Vec::with_capacity(events.len());
+        let mut bodies = Vec::with_capacity(events.len());
         {
             let mut put =
                 tx.prepare_cached("INSERT OR REPLACE INTO runs (id, started_us, body) VALUES (?1, ?2, ?3)")?;
@@ -482,8 +483,8 @@ impl Store {
             )?;
             for e in events {
                 let body = json(e);
-                sizes.push(body.len());
                 put.execute(params![e.run, e.seq as i64, body])?;
+                bodies.push(body);
                 if let EventKind::TestFinished { shard, test, outcome, duration_ms, attempt, .. } = &e.kind {
                     result.execute(params![
                         e.run,
@@ -499,7 +500,7 @@ impl Store {
             }
         }
         tx.commit()?;
-        Ok(sizes)
+        Ok(bodies)
     }
 
     /// The results of test `test` of role `role` in plan `plan`, newest
@@ -813,8 +814,8 @@ mod tests {
                 data: Some(ensemble_protocol::attachment::Blob(bytes.clone())),
             },
         }];
-        let sizes = s.write_batch(&mut events, &[]).unwrap();
-        assert!(sizes[0] < 1000, "the stored event is small: {} bytes", sizes[0]);
+        let bodies = s.write_batch(&mut events, &[]).unwrap();
+        assert!(bodies[0].len() < 1000, "the stored event is small: {} bytes", bodies[0].len());
         assert!(matches!(&events[0].kind, EventKind::Attachment { data: None, .. }), "watchers get no bytes");
         let stored = s.events("r", 1).unwrap();
         assert!(matches!(&stored[0].kind, EventKind::Attachment { data: None, .. }));

@@ -17,7 +17,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::{MAX_PLAN_BYTES, authorized, body};
 use crate::coordinator::Coordinator;
-use crate::report::store::Live;
+use crate::report::store::{Live, Stored};
 use crate::server::error::{fail, json, json_with, reject};
 use crate::server::guard::{JSON, content_type};
 use crate::server::route::{at, at1, at2};
@@ -198,12 +198,54 @@ async fn close(mut tx: futures::stream::SplitSink<WebSocket, Message>) {
     let _ = tokio::time::timeout(Duration::from_secs(5), tx.close()).await;
 }
 
-/// Sends one event, within [`SEND_TIMEOUT`].
-async fn send(tx: &mut futures::stream::SplitSink<WebSocket, Message>, ev: &Event) -> Result<(), ()> {
-    match tokio::time::timeout(SEND_TIMEOUT, tx.send(frame(ev))).await {
+/// Most live events written to a watcher at once (one flush).
+const BURST: usize = 256;
+
+/// Within [`SEND_TIMEOUT`], or `Err`.
+async fn timely<E>(io: impl std::future::Future<Output = Result<(), E>>) -> Result<(), ()> {
+    match tokio::time::timeout(SEND_TIMEOUT, io).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }
+}
+
+/// Sends live event `first` and those queued behind it in one write (at
+/// most [`BURST`]); one the live stream could not pass on (too large, or
+/// this watcher fell behind) is caught up from the store. True when the
+/// run finished.
+async fn send_live(
+    tx: &mut futures::stream::SplitSink<WebSocket, Message>,
+    core: &Coordinator,
+    run: &str,
+    live: &mut tokio::sync::broadcast::Receiver<Live>,
+    next: &mut u64,
+    first: Arc<Stored>,
+) -> Result<bool, ()> {
+    use tokio::sync::broadcast::error::TryRecvError;
+    let mut pending = Some(first);
+    let mut fed = 0;
+    let caught_up = loop {
+        if let Some(ev) = pending.take() {
+            *next = ev.event.seq + 1;
+            timely(tx.feed(Message::text(ev.json.clone()))).await?;
+            fed += 1;
+            if matches!(ev.event.kind, EventKind::RunFinished { .. }) {
+                timely(tx.flush()).await?;
+                return Ok(true);
+            }
+        }
+        if fed >= BURST {
+            break false;
+        }
+        match live.try_recv() {
+            Ok(Live::Event(ev)) if ev.event.seq >= *next => pending = Some(ev),
+            Ok(Live::Event(_)) => {}
+            Ok(Live::Stored(_)) | Err(TryRecvError::Lagged(_)) | Err(TryRecvError::Closed) => break true,
+            Err(TryRecvError::Empty) => break false,
+        }
+    };
+    timely(tx.flush()).await?;
+    if caught_up { replay(tx, core, run, next).await } else { Ok(false) }
 }
 
 /// [`send`] while holding room of the replay budget: dropped sooner when
@@ -314,13 +356,10 @@ async fn watch_run(socket: WebSocket, core: Arc<Coordinator>, run: String, from:
                     Ok(false) => {}
                     _ => break,
                 },
-                Ok(Live::Event(ev)) => {
-                    next = ev.seq + 1;
-                    let done = matches!(ev.kind, EventKind::RunFinished { .. });
-                    if send(&mut tx, &ev).await.is_err() || done {
-                        break;
-                    }
-                }
+                Ok(Live::Event(ev)) => match send_live(&mut tx, &core, &run, live_rx, &mut next, ev).await {
+                    Ok(false) => {}
+                    _ => break,
+                },
                 // Fell behind the live stream: catch up from the store.
                 Err(RecvError::Lagged(_)) => match replay(&mut tx, &core, &run, &mut next).await {
                     Ok(false) => {}

@@ -93,7 +93,7 @@ impl Fixture {
     fn run_many(&self, case: &Case, iters: u64) -> Duration {
         let (suite, test, env, label) = (case.suite.clone(), case.test.clone(), self.env.clone(), case.label);
         self.rt
-            .block_on(tokio::spawn(async move {
+            .block_on(self.rt.spawn(async move {
                 let started = Instant::now();
                 for _ in 0..iters {
                     let run = suite.run(&test, &env).await;

@@ -37,6 +37,7 @@
 #![recursion_limit = "512"]
 
 pub mod agent;
+pub mod burst;
 pub mod cli;
 pub mod config;
 pub mod coordinator;

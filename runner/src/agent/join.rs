@@ -28,9 +28,6 @@ use crate::sandbox::{HostPolicy, Sandbox, sha256_hex};
 use crate::time::now_us;
 use ensemble_protocol::grant::{HostPattern, NetGrant};
 
-/// Most messages written to the coordinator at once (one flush).
-const BURST: usize = 256;
-
 /// Suites fetched from the coordinator by sha256, cached on disk.
 pub struct RemoteSuites {
     client: Client,
@@ -290,16 +287,14 @@ async fn session(
             _ = heartbeat.tick() => tx.send(send(&FromMachine::Heartbeat)).await?,
             out = outbox.recv() => {
                 let Some(msg) = out else { return Ok(Ended::Stopped) };
-                // What else is queued goes in the same write (one flush):
-                // a busy shard's events, several shards' at once.
+                // What else is queued goes in the same write.
                 link.outgoing(&msg);
-                tx.feed(send(&msg)).await?;
-                for _ in 1..BURST {
-                    let Ok(msg) = outbox.try_recv() else { break };
+                let more = || {
+                    let msg = outbox.try_recv().ok()?;
                     link.outgoing(&msg);
-                    tx.feed(send(&msg)).await?;
-                }
-                tx.flush().await?;
+                    Some(send(&msg))
+                };
+                crate::burst::write(&mut tx, send(&msg), more).await?;
             }
             incoming = rx.next() => match incoming {
                 Some(Ok(Message::Text(t))) => {

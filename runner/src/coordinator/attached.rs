@@ -21,7 +21,7 @@ use crate::sandbox::sha256_hex;
 #[derive(Debug, Default)]
 pub struct Attached {
     limit: u64,
-    by_attempt: HashMap<(u32, String), Budget>,
+    by_attempt: HashMap<u32, HashMap<String, Budget>>,
 }
 
 impl Attached {
@@ -30,14 +30,12 @@ impl Attached {
         Attached { limit, by_attempt: HashMap::new() }
     }
 
-    /// A new attempt of `test` started on `shard`: its budget is whole again.
-    pub fn started(&mut self, shard: u32, test: &str) {
-        self.by_attempt.remove(&(shard, test.to_string()));
-    }
-
-    /// The attempt of `test` on `shard` ended: its budget goes.
-    pub fn finished(&mut self, shard: u32, test: &str) {
-        self.by_attempt.remove(&(shard, test.to_string()));
+    /// An attempt of `test` on `shard` started or ended: its budget goes
+    /// (the next attempt's is whole).
+    pub fn reset(&mut self, shard: u32, test: &str) {
+        if let Some(tests) = self.by_attempt.get_mut(&shard) {
+            tests.remove(test);
+        }
     }
 
     /// Takes an attachment event of `shard`, whose running tests are
@@ -59,7 +57,8 @@ impl Attached {
         if sha256_hex(&data.0) != *sha256 {
             return Err(format!("the attachment {name:?} does not match its sha256"));
         }
-        self.by_attempt.entry((shard, test.clone())).or_default().admit(name, *size, self.limit)
+        let budget = self.by_attempt.entry(shard).or_default().entry(test.clone()).or_default();
+        budget.admit(name, *size, self.limit)
     }
 }
 
@@ -100,7 +99,7 @@ mod tests {
         assert!(over.contains("11B, over the plan's attachment_limit of 10B"), "{over}");
         // Another shard, and the next attempt, have budgets of their own.
         assert_eq!(a.check(2, &t(), &attachment("t", "c.log", b"1")), Ok(()));
-        a.started(1, "t");
+        a.reset(1, "t");
         assert_eq!(a.check(1, &t(), &attachment("t", "a.log", b"12345")), Ok(()));
     }
 
@@ -110,7 +109,7 @@ mod tests {
         let both = ["t".to_string(), "u".to_string()];
         assert_eq!(a.check(1, &both, &attachment("t", "a.log", b"1234567890")), Ok(()));
         assert_eq!(a.check(1, &both, &attachment("u", "a.log", b"1234567890")), Ok(()));
-        a.finished(1, "t");
+        a.reset(1, "t");
         let why = a.check(1, &both[1..], &attachment("t", "b.log", b"1")).unwrap_err();
         assert!(why.contains("not running"), "{why}");
     }

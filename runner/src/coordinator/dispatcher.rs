@@ -697,11 +697,11 @@ impl Dispatcher {
         match &event {
             EventKind::TestStarted { test, .. } => {
                 self.test_started(shard, test);
-                self.attached.started(shard, test);
+                self.attached.reset(shard, test);
             }
             EventKind::TestFinished { outcome, test, .. } => {
                 self.test_finished(shard, test);
-                self.attached.finished(shard, test);
+                self.attached.reset(shard, test);
                 self.summary.add(*outcome);
                 if outcome.is_failure() && self.fail_fast {
                     let reason = CancelReason::FailFast {

@@ -22,8 +22,6 @@ use crate::time::now_us;
 
 /// A machine that does not take a message within this long is disconnected.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most messages written to a machine's socket at once (one flush).
-const BURST: usize = 256;
 /// The largest hello accepted.
 const MAX_HELLO: usize = 64 << 10;
 /// Pings sent right after a machine joins, to estimate its clock quickly.
@@ -126,16 +124,8 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
             out = out_rx.recv() => match out {
                 // A machine that does not read is let go (it reconnects).
                 Some(msg) => {
-                    // What else is queued goes in the same write: a barrier's
-                    // release to every waiter here, a batch's acks.
-                    let burst = async {
-                        tx.feed(text(&msg)).await?;
-                        for _ in 1..BURST {
-                            let Ok(msg) = out_rx.try_recv() else { break };
-                            tx.feed(text(&msg)).await?;
-                        }
-                        tx.flush().await
-                    };
+                    // What else is queued goes in the same write.
+                    let burst = crate::burst::write(&mut tx, text(&msg), || out_rx.try_recv().ok().map(|m| text(&m)));
                     if !matches!(tokio::time::timeout(SEND_TIMEOUT, burst).await, Ok(Ok(()))) {
                         break
                     }

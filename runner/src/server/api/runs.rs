@@ -198,9 +198,6 @@ async fn close(mut tx: futures::stream::SplitSink<WebSocket, Message>) {
     let _ = tokio::time::timeout(Duration::from_secs(5), tx.close()).await;
 }
 
-/// Most live events written to a watcher at once (one flush).
-const BURST: usize = 256;
-
 /// Within [`SEND_TIMEOUT`], or `Err`.
 async fn timely<E>(io: impl std::future::Future<Output = Result<(), E>>) -> Result<(), ()> {
     match tokio::time::timeout(SEND_TIMEOUT, io).await {
@@ -210,7 +207,7 @@ async fn timely<E>(io: impl std::future::Future<Output = Result<(), E>>) -> Resu
 }
 
 /// Sends live event `first` and those queued behind it in one write (at
-/// most [`BURST`]); one the live stream could not pass on (too large, or
+/// most [`BURST`](crate::burst::BURST)); one the live stream could not pass on (too large, or
 /// this watcher fell behind) is caught up from the store. True when the
 /// run finished.
 async fn send_live(
@@ -234,7 +231,7 @@ async fn send_live(
                 return Ok(true);
             }
         }
-        if fed >= BURST {
+        if fed >= crate::burst::BURST {
             break false;
         }
         match live.try_recv() {

@@ -86,6 +86,88 @@ pub struct TestMeta {
     pub timeout_ms: Option<u64>,
 }
 
+/// How a declared param's text is read: the suite ABI's `param-type`
+/// (0.2). Plans write params as TOML strings, numbers or booleans; suites
+/// receive text, checked against this before anything runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    String,
+    Integer,
+    Float,
+    Boolean,
+    Duration,
+}
+
+impl ParamType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamType::String => "string",
+            ParamType::Integer => "integer",
+            ParamType::Float => "float",
+            ParamType::Boolean => "boolean",
+            ParamType::Duration => "duration",
+        }
+    }
+
+    /// Whether `value` reads as this type; the error says what was expected.
+    pub fn check(self, value: &str) -> Result<(), String> {
+        let fits = match self {
+            ParamType::String => true,
+            ParamType::Integer => value.trim().parse::<i64>().is_ok(),
+            ParamType::Float => value.trim().parse::<f64>().is_ok_and(f64::is_finite),
+            ParamType::Boolean => matches!(value.trim(), "true" | "false"),
+            ParamType::Duration => value.parse::<crate::units::HumanDuration>().is_ok(),
+        };
+        if fits {
+            return Ok(());
+        }
+        let expected = match self {
+            ParamType::String => "text",
+            ParamType::Integer => "a whole number such as 100",
+            ParamType::Float => "a number such as 0.5",
+            ParamType::Boolean => "true or false",
+            ParamType::Duration => "a duration such as \"30s\", \"2m\" or \"250ms\"",
+        };
+        Err(format!("{value:?} is not {} ({expected})", self.article()))
+    }
+
+    fn article(self) -> &'static str {
+        match self {
+            ParamType::Integer => "an integer",
+            ParamType::Float => "a float",
+            ParamType::Boolean => "a boolean",
+            ParamType::Duration => "a duration",
+            ParamType::String => "a string",
+        }
+    }
+}
+
+impl fmt::Display for ParamType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A parameter a suite declares it reads (suite ABI 0.2 `describe`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ParamMeta {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ParamType,
+    /// A plan entry must set it.
+    #[serde(default)]
+    pub required: bool,
+    /// What the suite uses when the entry does not set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// One line for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub help: String,
+}
+
 /// A stored suite (its bytes live content-addressed beside the database).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -99,6 +181,11 @@ pub struct SuiteMeta {
     #[serde(default)]
     pub exports: Vec<String>,
     pub uploaded_us: i64,
+    /// The params the suite declares (suite ABI 0.2); `None` when it
+    /// cannot say (ABI 0.1 suites, WASI commands): its entries' params are
+    /// then not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Vec<ParamMeta>>,
 }
 
 /// The suite ABI's interface for coordination, as a component imports it
@@ -128,6 +215,7 @@ impl SuiteMeta {
             imports: self.imports.clone(),
             exports: self.exports.clone(),
             uploaded_us: self.uploaded_us,
+            params: self.params.clone(),
         }
     }
 }
@@ -148,6 +236,9 @@ pub struct SuiteSummary {
     #[serde(default)]
     pub exports: Vec<String>,
     pub uploaded_us: i64,
+    /// See [`SuiteMeta::params`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Vec<ParamMeta>>,
 }
 
 impl SuiteSummary {

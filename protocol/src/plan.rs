@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::api::ParamMeta;
 use crate::filter::{Filter, Partition, RunIgnored};
 use crate::grant::{NetGrant, check_env_name};
 use crate::machine::MachineInfo;
@@ -357,6 +358,32 @@ fn scalar_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String
         .collect())
 }
 
+/// Whether `typed` is one slip from `known`: a letter left out, added,
+/// changed or two swapped, or a case or `-`/`_` difference.
+fn near_miss(typed: &str, known: &str) -> bool {
+    let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
+    let (a, b): (Vec<char>, Vec<char>) = (norm(typed).chars().collect(), norm(known).chars().collect());
+    if a == b {
+        return true;
+    }
+    let (short, long) = if a.len() <= b.len() { (&a, &b) } else { (&b, &a) };
+    match long.len() - short.len() {
+        0 => {
+            let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+            diff.len() == 1
+                || (diff.len() == 2
+                    && diff[1] == diff[0] + 1
+                    && a[diff[0]] == b[diff[1]]
+                    && a[diff[1]] == b[diff[0]])
+        }
+        1 => {
+            let first = (0..short.len()).find(|&i| short[i] != long[i]).unwrap_or(short.len());
+            short[first..] == long[first + 1..]
+        }
+        _ => false,
+    }
+}
+
 /// One thing wrong with a plan, at a field path such as `entries[0].profile`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -484,6 +511,57 @@ impl Plan {
             })
             .collect();
         problems.extend(self.execution_problems(uses_sync));
+        problems
+    }
+
+    /// What is wrong with the entries' params given the params their suites
+    /// declare (`declared[i]` for entry `i`; `None` where the suite cannot
+    /// say, as ABI 0.1 suites and WASI commands): a required param not set,
+    /// a param the suite does not read (a typo, or one meant for another
+    /// entry), a value that does not read as the declared type. The server
+    /// and `ensemble run` read the declarations from the suites, the editor
+    /// from the suite catalog, so a plan is told before anything runs.
+    pub fn param_problems(&self, declared: &[Option<&[ParamMeta]>]) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for (i, entry) in self.entries.iter().enumerate() {
+            let Some(Some(params)) = declared.get(i) else { continue };
+            let role = entry.role_name();
+            for p in params.iter().filter(|p| p.required && !entry.params.contains_key(&p.name)) {
+                let help = if p.help.is_empty() { String::new() } else { format!(": {}", p.help) };
+                problems.push(Problem {
+                    path: format!("entries[{i}].params"),
+                    message: format!(
+                        "the suite of {role} requires the param `{}` ({}{help}), and it is not set",
+                        p.name, p.kind
+                    ),
+                });
+            }
+            for (key, value) in &entry.params {
+                let path = format!("entries[{i}].params.{key}");
+                match params.iter().find(|p| &p.name == key) {
+                    Some(p) => {
+                        if let Err(why) = p.kind.check(value) {
+                            problems.push(Problem { path, message: why });
+                        }
+                    }
+                    None => {
+                        let known: Vec<String> = params.iter().map(|p| format!("`{}`", p.name)).collect();
+                        let near = params.iter().map(|p| p.name.as_str()).find(|n| near_miss(key, n));
+                        let known = match (known.is_empty(), near) {
+                            (true, _) => "it reads none".to_string(),
+                            (false, Some(near)) => {
+                                format!("did you mean `{near}`? it reads {}", known.join(", "))
+                            }
+                            (false, None) => format!("it reads {}", known.join(", ")),
+                        };
+                        problems.push(Problem {
+                            path,
+                            message: format!("the suite of {role} has no param `{key}` ({known})"),
+                        });
+                    }
+                }
+            }
+        }
         problems
     }
 
@@ -771,6 +849,90 @@ capabilities = { net = ["127.0.0.1:8080"], env = ["TOKEN"] }
 suite = "../examples/kv-client/"
 profile = "client-box"
 "#;
+
+    fn declared(name: &str, kind: crate::api::ParamType, required: bool) -> ParamMeta {
+        ParamMeta { name: name.into(), kind, required, default: None, help: format!("what {name} is") }
+    }
+
+    #[test]
+    fn params_are_checked_against_what_each_suite_declares() {
+        use crate::api::ParamType as T;
+        let plan = Plan::from_toml(DEMO).unwrap();
+        let server = [
+            declared("keys", T::Integer, false),
+            declared("verbose", T::Boolean, false),
+            declared("greeting", T::String, false),
+        ];
+        assert_eq!(
+            plan.param_problems(&[Some(&server), None]),
+            vec![],
+            "every param declared and well typed"
+        );
+        // A suite that cannot say (ABI 0.1) is not checked.
+        assert_eq!(plan.param_problems(&[None, None]), vec![]);
+        assert_eq!(plan.param_problems(&[]), vec![]);
+
+        let server = [
+            declared("keys", T::Duration, false),
+            declared("verbose", T::Boolean, false),
+            declared("token", T::String, true),
+        ];
+        let client: [ParamMeta; 0] = [];
+        let mut problems = plan.param_problems(&[Some(&server), Some(&client)]);
+        problems.sort_by(|a, b| a.path.cmp(&b.path));
+        let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "entries[0].params: the suite of kv-server requires the param `token` (string: what token is), and it is not set",
+                "entries[0].params.greeting: the suite of kv-server has no param `greeting` (it reads `keys`, `verbose`, `token`)",
+                "entries[0].params.keys: \"100\" is not a duration (a duration such as \"30s\", \"2m\" or \"250ms\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_misspelt_param_is_pointed_at_its_declaration() {
+        assert!(
+            near_miss("greting", "greeting")
+                && near_miss("grxeting", "greeting")
+                && near_miss("gerting", "greting")
+        );
+        assert!(near_miss("Nap-MS", "nap_ms") && !near_miss("keys", "clients") && !near_miss("k", "keys"));
+        let plan = Plan::from_toml(&DEMO.replace("greeting = \"hi\"", "timout = \"1s\"")).unwrap();
+        let declared = [
+            declared("keys", crate::api::ParamType::Integer, false),
+            declared("verbose", crate::api::ParamType::Boolean, false),
+            declared("timeout", crate::api::ParamType::Duration, false),
+        ];
+        let problems = plan.param_problems(&[Some(&declared), None]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            problems[0].message,
+            "the suite of kv-server has no param `timout` (did you mean `timeout`? it reads `keys`, `verbose`, `timeout`)"
+        );
+    }
+
+    #[test]
+    fn param_types_read_their_text() {
+        use crate::api::ParamType as T;
+        assert!(
+            T::Integer.check("-3").is_ok()
+                && T::Integer.check("1.5").is_err()
+                && T::Integer.check("x").is_err()
+        );
+        assert!(
+            T::Float.check("0.5").is_ok() && T::Float.check("2").is_ok() && T::Float.check("NaN").is_err()
+        );
+        assert!(T::Boolean.check("true").is_ok() && T::Boolean.check("yes").is_err());
+        assert!(
+            T::Duration.check("250ms").is_ok()
+                && T::Duration.check("1m 30s").is_ok()
+                && T::Duration.check("30").is_err()
+        );
+        assert!(T::String.check("").is_ok());
+        assert_eq!(T::Boolean.check("1").unwrap_err(), "\"1\" is not a boolean (true or false)");
+    }
 
     #[test]
     fn parses_the_documented_shape() {

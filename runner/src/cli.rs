@@ -695,6 +695,23 @@ async fn inspect(file: &Path, cache: &CacheArgs) -> Result<i32, Failure> {
         let notes = if notes.is_empty() { String::new() } else { format!("  ({})", notes.join("; ")) };
         println!("  {}{notes}", t.name);
     }
+    match &meta.params {
+        None => println!("params:  not declared (only suites of suite ABI 0.2 and later declare theirs)"),
+        Some(params) => {
+            println!("params:  {}", params.len());
+            for p in params {
+                let mut what = vec![p.kind.to_string()];
+                if p.required {
+                    what.push("required".into());
+                }
+                if let Some(d) = &p.default {
+                    what.push(format!("default {d}"));
+                }
+                let help = if p.help.is_empty() { String::new() } else { format!("  {}", p.help) };
+                println!("  {} ({}){help}", p.name, what.join(", "));
+            }
+        }
+    }
     println!("imports:");
     for i in &meta.imports {
         println!("  {i}");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ensemble_client::Client;
-use ensemble_protocol::api::SHA_PREFIX;
+use ensemble_protocol::api::{ParamMeta, SHA_PREFIX};
 use ensemble_protocol::plan::{Plan, PlanError, Problem};
 
 use crate::sandbox::Sandbox;
@@ -78,21 +78,38 @@ pub async fn resolve(path: &Path) -> Result<PlanFile, Prepared> {
 
 impl PlanFile {
     /// Loads every suite into the sandbox, so a bad suite is reported before
-    /// anything runs, as is a plan whose coordinating entries can never meet
-    /// ([`Plan::sync_problems`]). Returns which entries' suites use sync.
+    /// anything runs, as are params the suites do not declare or need and
+    /// do not get ([`Plan::param_problems`]) and a plan whose coordinating
+    /// entries can never meet ([`Plan::sync_problems`]). Returns which
+    /// entries' suites use sync.
+    ///
+    /// [`Plan::param_problems`]: ensemble_protocol::plan::Plan::param_problems
     ///
     /// [`Plan::sync_problems`]: ensemble_protocol::plan::Plan::sync_problems
     pub async fn load(&self, sandbox: &Arc<Sandbox>) -> Result<Vec<bool>, Prepared> {
         let mut uses_sync = Vec::with_capacity(self.suites.len());
+        let mut declared = Vec::with_capacity(self.suites.len());
         for (i, s) in self.suites.iter().enumerate() {
-            let loaded = sandbox
-                .load(s.bytes.clone())
-                .await
-                .map_err(|e| invalid(&self.path, format!("entries[{i}].suite: {}: {e}", s.path.display())))?;
+            let failed = |e: crate::sandbox::SuiteError| {
+                invalid(&self.path, format!("entries[{i}].suite: {}: {e}", s.path.display()))
+            };
+            let loaded = sandbox.load(s.bytes.clone()).await.map_err(failed)?;
             uses_sync.push(ensemble_protocol::api::imports_sync(&loaded.imports));
+            // Only suites that can declare their params are asked.
+            declared.push(match loaded.abi() {
+                Some(abi) if abi != "0.1" => {
+                    let env = Arc::new(crate::sandbox::TestEnv::inspection(&s.name));
+                    loaded.describe(&env).await.map_err(failed)?.params
+                }
+                _ => None,
+            });
         }
-        if let Some(p) = self.plan.sync_problems(&uses_sync).first() {
-            return Err(invalid(&self.path, format!("{}: {}", p.path, p.message)));
+        let declared: Vec<Option<&[ParamMeta]>> = declared.iter().map(Option::as_deref).collect();
+        let mut problems = self.plan.param_problems(&declared);
+        problems.extend(self.plan.sync_problems(&uses_sync));
+        if !problems.is_empty() {
+            let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            return Err(invalid(&self.path, all.join("\n  ")));
         }
         Ok(uses_sync)
     }

@@ -328,3 +328,75 @@ async fn a_long_lived_sandbox_keeps_a_bounded_number_of_suites_and_those_in_use(
     let again = sb.load(Arc::new(std::fs::read(artifacts::HELLO_COMMAND).unwrap())).await.unwrap();
     assert!(Arc::ptr_eq(&held, &again), "a suite in use stays loaded");
 }
+
+/// A component of the suite world as `wit` (one WIT file) defines it, with
+/// a body that traps: enough to load, link and be told apart by version.
+fn component_of(wit: &str) -> Vec<u8> {
+    let mut resolve = wit_parser::Resolve::default();
+    let pkg = resolve.push_str("suite.wit", wit).unwrap();
+    let world = resolve.select_world(&[pkg], Some("suite")).unwrap();
+    let mut module = wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+        false,
+    )
+    .unwrap();
+    wit_component::ComponentEncoder::default().module(&module).unwrap().validate(true).encode().unwrap()
+}
+
+fn suite_wit(version: &str) -> String {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../suites/wit/suite.wit");
+    let text = std::fs::read_to_string(dir).unwrap();
+    text.replace("package ensemble:suite@0.2.0;", &format!("package ensemble:suite@{version};"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suites_of_abi_0_1_and_0_2_run_and_an_unknown_version_is_named() {
+    let sb = sandbox();
+    // 0.1, built from the kept copy of its WIT: it runs, it declares nothing.
+    let old = load(&sb, artifacts::ABI_0_1).await;
+    assert_eq!((old.kind(), old.abi()), (SuiteKind::Suite, Some("0.1")));
+    let port = Arc::new(Port::default());
+    let env_ = env(&[("word", "ensemble")], Capabilities::default(), port.clone());
+    assert_eq!(run(&old, "reads_param", &env_).await.outcome, Outcome::Passed);
+    let refused = run(&old, "signals", &env_).await;
+    assert_eq!(refused.outcome, Outcome::Failed, "sync answers a 0.1 suite in its own terms");
+    assert!(msg(&refused).contains("no sync in this test"), "{}", msg(&refused));
+    let described = old.describe(&env_).await.unwrap();
+    assert_eq!((described.tests.len(), described.params), (3, None));
+
+    // 0.2: its params, as declared.
+    let new = load(&sb, artifacts::BASICS).await;
+    assert_eq!(new.abi(), Some("0.2"));
+    let params = new.describe(&env_).await.unwrap().params.expect("0.2 suites declare their params");
+    let shown: Vec<(&str, &str, bool, Option<&str>)> =
+        params.iter().map(|p| (p.name.as_str(), p.kind.as_str(), p.required, p.default.as_deref())).collect();
+    assert_eq!(
+        shown,
+        [
+            ("greeting", "string", true, None),
+            ("expected", "string", false, Some("hello")),
+            ("nap_ms", "integer", false, Some("0"))
+        ]
+    );
+    assert!(params.iter().all(|p| !p.help.is_empty()));
+
+    // A later patch release of a known ABI links (semver); another minor
+    // version, or a major one, is refused naming both sides.
+    let patch = sb.load(Arc::new(component_of(&suite_wit("0.2.7")))).await;
+    assert!(patch.is_ok_and(|s| s.abi() == Some("0.2")), "0.2.7 is 0.2");
+    for version in ["0.3.0", "1.0.0"] {
+        let err = match sb.load(Arc::new(component_of(&suite_wit(version)))).await {
+            Ok(_) => panic!("a suite of ABI {version} loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains(&format!("built for suite ABI {version}"))
+                && err.contains("runs suite ABI 0.1 and 0.2"),
+            "{err}"
+        );
+    }
+}

@@ -53,6 +53,7 @@ const SUITES: &[(&str, &str, &str)] = &[
         "bench_parties",
         "The `bench-parties` suite: barrier rounds and event bursts for benchmarks.",
     ),
+    ("ABI_0_1", "abi_0_1", "The `abi-0-1` suite, built for suite ABI 0.1 from the kept `suites/wit-0.1`."),
 ];
 
 fn main() {
@@ -101,7 +102,7 @@ fn main() {
 fn watch_sources(suites_dir: &Path) {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed={}", suites_dir.join("wit").display());
-    for dir in ["sdk", "examples"] {
+    for dir in ["sdk", "examples", "wit", "wit-0.1"] {
         watch_dir(&suites_dir.join(dir));
     }
 }

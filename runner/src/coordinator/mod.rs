@@ -134,6 +134,13 @@ fn not_found(what: &str, id: &str) -> ApiError {
     ApiError::new(ErrorKind::NotFound, format!("no {what} {id:?}"))
 }
 
+/// [`Plan::param_problems`] with the params the entries' stored suites declare.
+fn param_problems(plan: &Plan, metas: &[Option<SuiteMeta>]) -> Vec<ensemble_protocol::Problem> {
+    let declared: Vec<Option<&[ensemble_protocol::api::ParamMeta]>> =
+        metas.iter().map(|m| m.as_ref().and_then(|m| m.params.as_deref())).collect();
+    plan.param_problems(&declared)
+}
+
 /// The coordinator's shared state.
 pub struct Coordinator {
     store: Store,
@@ -563,16 +570,11 @@ impl Coordinator {
         plan.validate().map_err(ApiError::from)?;
         // What the editor shows at the execution setting, the server keeps
         // out too (suites not uploaded yet are checked when the plan runs).
-        let mut uses_sync = Vec::with_capacity(plan.entries.len());
-        for e in &plan.entries {
-            let sha = suite_sha(&e.suite).map(str::to_string);
-            let meta = match sha {
-                Some(sha) => self.store.call(move |s| s.suite(&sha)).await.map_err(internal)?,
-                None => None,
-            };
-            uses_sync.push(meta.is_some_and(|m| m.uses_sync()));
-        }
-        let mut problems = plan.sync_problems(&uses_sync);
+        let metas = self.entry_suites(&plan).await?;
+        let uses_sync: Vec<bool> =
+            metas.iter().map(|m| m.as_ref().is_some_and(SuiteMeta::uses_sync)).collect();
+        let mut problems = param_problems(&plan, &metas);
+        problems.extend(plan.sync_problems(&uses_sync));
         problems.extend(schedule::problems(&plan));
         if !problems.is_empty() {
             return Err(ApiError::from(ensemble_protocol::PlanError { file: None, problems }));
@@ -706,8 +708,9 @@ impl Coordinator {
         let suites = self.resolve_suites(&plan).await?;
         let started_us = now_us();
         let durations = self.durations_for(&plan, started_us).await?;
+        let mut problems = param_problems(&plan, &self.entry_suites(&plan).await?);
         let job = Job { ticket: 0, plan, suites, durations };
-        let problems = job.plan.sync_problems(&job.uses_sync());
+        problems.extend(job.plan.sync_problems(&job.uses_sync()));
         if !problems.is_empty() {
             return Err(ApiError::from(ensemble_protocol::PlanError { file: None, problems }));
         }
@@ -1157,6 +1160,19 @@ impl Coordinator {
     }
 
     /// The suites a plan's entries name (`sha256:<hex>`, uploaded before).
+    /// The stored suite of each entry, where it names one that is stored
+    /// (suites not uploaded yet are checked when the plan runs).
+    async fn entry_suites(&self, plan: &Plan) -> Result<Vec<Option<SuiteMeta>>, ApiError> {
+        let mut metas = Vec::with_capacity(plan.entries.len());
+        for e in &plan.entries {
+            metas.push(match suite_sha(&e.suite).map(str::to_string) {
+                Some(sha) => self.store.call(move |s| s.suite(&sha)).await.map_err(internal)?,
+                None => None,
+            });
+        }
+        Ok(metas)
+    }
+
     async fn resolve_suites(&self, plan: &Plan) -> Result<Vec<SuiteRef>, ApiError> {
         let mut suites = Vec::new();
         for (i, e) in plan.entries.iter().enumerate() {

@@ -17,18 +17,33 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::TestEnv;
 use super::limits::MemoryLimiter;
 
-wasmtime::component::bindgen!({
-    world: "suite",
-    path: "../suites/wit",
-    imports: { default: async | trappable },
-    exports: { default: async },
-    with: {
-        "ensemble:suite/sync.subscription": Subscription,
-    },
-});
+/// The bindings of the suite world as it is now (`suites/wit`).
+pub mod v02 {
+    wasmtime::component::bindgen!({
+        world: "suite",
+        path: "../suites/wit",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "ensemble:suite/sync.subscription": super::Subscription,
+        },
+    });
+}
 
-pub use ensemble::suite::log::Level;
-pub use exports::ensemble::suite::tests::TestResult;
+/// The bindings of suite ABI 0.1 (`suites/wit-0.1`, kept as it shipped):
+/// the same imports, and `tests` without `describe`. Suites built for it
+/// keep running; the host side is the one below, instantiated for both.
+pub mod v01 {
+    wasmtime::component::bindgen!({
+        world: "suite",
+        path: "../suites/wit-0.1",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "ensemble:suite/sync.subscription": super::Subscription,
+        },
+    });
+}
 
 /// Where a test's sync calls and log lines go: the machine's link to the
 /// coordinator's sync service and its event stream.
@@ -67,17 +82,11 @@ impl WasiView for HostState {
     }
 }
 
-fn sync_error(kind: SyncFailure, message: String) -> ensemble::suite::sync::SyncError {
-    use ensemble::suite::sync::SyncError as E;
-    match kind {
-        SyncFailure::Timeout => E::Timeout(message),
-        SyncFailure::Lost => E::Lost(message),
-        SyncFailure::Cancelled => E::Cancelled(message),
-        SyncFailure::Invalid => E::Invalid(message),
-    }
-}
+/// A failed sync call, before it becomes the `sync-error` of the suite's
+/// ABI version.
+struct SyncFault(SyncFailure, String);
 
-type SyncResult<T> = Result<T, ensemble::suite::sync::SyncError>;
+type SyncResult<T> = Result<T, SyncFault>;
 
 impl HostState {
     /// The port, owned: a host future must not hold `&self` across an await
@@ -115,136 +124,195 @@ impl HostState {
 
 fn unexpected<T>(reply: SyncReply) -> SyncResult<T> {
     match reply {
-        SyncReply::Error { kind, message } => Err(sync_error(kind, message)),
-        other => Err(sync_error(
-            SyncFailure::Invalid,
-            format!("unexpected reply from the sync service: {other:?}"),
-        )),
+        SyncReply::Error { kind, message } => Err(SyncFault(kind, message)),
+        other => {
+            Err(SyncFault(SyncFailure::Invalid, format!("unexpected reply from the sync service: {other:?}")))
+        }
     }
 }
 
-impl ensemble::suite::types::Host for HostState {}
-
-impl ensemble::suite::context::Host for HostState {
-    async fn run_id(&mut self) -> wasmtime::Result<String> {
-        Ok(self.env.run_id.clone())
-    }
-    async fn role(&mut self) -> wasmtime::Result<String> {
-        Ok(self.env.role.clone())
-    }
-    async fn instance_index(&mut self) -> wasmtime::Result<u32> {
-        Ok(self.env.instance)
-    }
-    async fn instance_count(&mut self) -> wasmtime::Result<u32> {
-        Ok(self.env.instance_count)
-    }
-    async fn machine(&mut self) -> wasmtime::Result<String> {
-        Ok(self.env.machine.clone())
-    }
-    async fn param(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.env.params.get(&name).cloned())
-    }
-    async fn params(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
-        Ok(self.env.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-    }
-}
-
-impl ensemble::suite::sync::Host for HostState {
-    async fn signal(&mut self, state: String) -> wasmtime::Result<SyncResult<u64>> {
-        Ok(match self.port().call(SyncCall::Signal { state }).await {
+/// The imports' meaning, written once for every ABI version.
+impl HostState {
+    async fn signal(&mut self, state: String) -> SyncResult<u64> {
+        match self.port().call(SyncCall::Signal { state }).await {
             SyncReply::Value { value } => Ok(value),
             other => unexpected(other),
-        })
+        }
     }
 
-    async fn barrier(
-        &mut self,
-        state: String,
-        target: u64,
-        timeout_ms: u64,
-    ) -> wasmtime::Result<SyncResult<()>> {
+    async fn barrier(&mut self, state: String, target: u64, timeout_ms: u64) -> SyncResult<()> {
         let (requested, timeout_ms) = (timeout_ms, self.timeout_ms(timeout_ms));
-        Ok(match self.wait(SyncCall::Barrier { state, target, timeout_ms }, requested).await {
+        match self.wait(SyncCall::Barrier { state, target, timeout_ms }, requested).await {
             SyncReply::Released => Ok(()),
             other => unexpected(other),
-        })
+        }
     }
 
-    async fn signal_and_wait(
-        &mut self,
-        state: String,
-        target: u64,
-        timeout_ms: u64,
-    ) -> wasmtime::Result<SyncResult<u64>> {
+    async fn signal_and_wait(&mut self, state: String, target: u64, timeout_ms: u64) -> SyncResult<u64> {
         let (requested, timeout_ms) = (timeout_ms, self.timeout_ms(timeout_ms));
-        Ok(match self.wait(SyncCall::SignalAndWait { state, target, timeout_ms }, requested).await {
+        match self.wait(SyncCall::SignalAndWait { state, target, timeout_ms }, requested).await {
             SyncReply::Value { value } => Ok(value),
             other => unexpected(other),
-        })
+        }
     }
 
-    async fn publish(&mut self, topic: String, payload: String) -> wasmtime::Result<SyncResult<u64>> {
-        Ok(match self.port().call(SyncCall::Publish { topic, payload }).await {
+    async fn publish(&mut self, topic: String, payload: String) -> SyncResult<u64> {
+        match self.port().call(SyncCall::Publish { topic, payload }).await {
             SyncReply::Value { value } => Ok(value),
             other => unexpected(other),
-        })
+        }
     }
 
-    async fn subscribe(&mut self, topic: String) -> wasmtime::Result<Resource<Subscription>> {
-        Ok(self.table.push(Subscription { topic, next_index: 0 })?)
-    }
-}
-
-impl ensemble::suite::sync::HostSubscription for HostState {
     async fn next(
         &mut self,
-        sub: Resource<Subscription>,
+        sub: &Resource<Subscription>,
         timeout_ms: u64,
     ) -> wasmtime::Result<SyncResult<String>> {
         let (requested, timeout_ms) = (timeout_ms, self.timeout_ms(timeout_ms));
         let (topic, index) = {
-            let s = self.table.get(&sub)?;
+            let s = self.table.get(sub)?;
             (s.topic.clone(), s.next_index)
         };
         let reply = self.wait(SyncCall::Next { topic, index, timeout_ms }, requested).await;
         Ok(match reply {
             SyncReply::Message { payload } => {
-                self.table.get_mut(&sub)?.next_index += 1;
+                self.table.get_mut(sub)?.next_index += 1;
                 Ok(payload)
             }
             other => unexpected(other),
         })
     }
 
-    async fn drop(&mut self, sub: Resource<Subscription>) -> wasmtime::Result<()> {
-        self.table.delete(sub)?;
-        Ok(())
-    }
-}
-
-impl ensemble::suite::log::Host for HostState {
-    async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let level = match level {
-            Level::Trace => "trace",
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Warn => "warn",
-            Level::Error => "error",
-        };
-        self.env.sync.log(&self.test, level, &message);
-        Ok(())
-    }
-}
-
-impl ensemble::suite::attach::Host for HostState {
-    async fn attach(&mut self, name: String, content: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+    fn attach(&mut self, name: String, content: Vec<u8>) -> Result<(), String> {
         if self.test.is_empty() {
-            return Ok(Err("attachments belong to a test; none runs while the suite lists its tests".into()));
+            return Err("attachments belong to a test; none runs while the suite lists its tests".into());
         }
-        if let Err(problem) = self.attached.admit(&name, content.len() as u64, self.env.attachment_limit) {
-            return Ok(Err(problem));
-        }
+        self.attached.admit(&name, content.len() as u64, self.env.attachment_limit)?;
         self.env.sync.attach(&self.test, &name, content);
-        Ok(Ok(()))
+        Ok(())
     }
 }
+
+/// Implements one ABI version's import traits with the methods above: the
+/// versions differ in their generated types only.
+macro_rules! suite_host {
+    ($abi:ident) => {
+        impl From<SyncFault> for $abi::ensemble::suite::sync::SyncError {
+            fn from(SyncFault(kind, message): SyncFault) -> Self {
+                match kind {
+                    SyncFailure::Timeout => Self::Timeout(message),
+                    SyncFailure::Lost => Self::Lost(message),
+                    SyncFailure::Cancelled => Self::Cancelled(message),
+                    SyncFailure::Invalid => Self::Invalid(message),
+                }
+            }
+        }
+
+        impl $abi::ensemble::suite::types::Host for HostState {}
+
+        impl $abi::ensemble::suite::context::Host for HostState {
+            async fn run_id(&mut self) -> wasmtime::Result<String> {
+                Ok(self.env.run_id.clone())
+            }
+            async fn role(&mut self) -> wasmtime::Result<String> {
+                Ok(self.env.role.clone())
+            }
+            async fn instance_index(&mut self) -> wasmtime::Result<u32> {
+                Ok(self.env.instance)
+            }
+            async fn instance_count(&mut self) -> wasmtime::Result<u32> {
+                Ok(self.env.instance_count)
+            }
+            async fn machine(&mut self) -> wasmtime::Result<String> {
+                Ok(self.env.machine.clone())
+            }
+            async fn param(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+                Ok(self.env.params.get(&name).cloned())
+            }
+            async fn params(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+                Ok(self.env.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            }
+        }
+
+        impl $abi::ensemble::suite::sync::Host for HostState {
+            async fn signal(
+                &mut self,
+                state: String,
+            ) -> wasmtime::Result<Result<u64, $abi::ensemble::suite::sync::SyncError>> {
+                Ok(HostState::signal(self, state).await.map_err(Into::into))
+            }
+            async fn barrier(
+                &mut self,
+                state: String,
+                target: u64,
+                timeout_ms: u64,
+            ) -> wasmtime::Result<Result<(), $abi::ensemble::suite::sync::SyncError>> {
+                Ok(HostState::barrier(self, state, target, timeout_ms).await.map_err(Into::into))
+            }
+            async fn signal_and_wait(
+                &mut self,
+                state: String,
+                target: u64,
+                timeout_ms: u64,
+            ) -> wasmtime::Result<Result<u64, $abi::ensemble::suite::sync::SyncError>> {
+                Ok(HostState::signal_and_wait(self, state, target, timeout_ms).await.map_err(Into::into))
+            }
+            async fn publish(
+                &mut self,
+                topic: String,
+                payload: String,
+            ) -> wasmtime::Result<Result<u64, $abi::ensemble::suite::sync::SyncError>> {
+                Ok(HostState::publish(self, topic, payload).await.map_err(Into::into))
+            }
+            async fn subscribe(&mut self, topic: String) -> wasmtime::Result<Resource<Subscription>> {
+                Ok(self.table.push(Subscription { topic, next_index: 0 })?)
+            }
+        }
+
+        impl $abi::ensemble::suite::sync::HostSubscription for HostState {
+            async fn next(
+                &mut self,
+                sub: Resource<Subscription>,
+                timeout_ms: u64,
+            ) -> wasmtime::Result<Result<String, $abi::ensemble::suite::sync::SyncError>> {
+                Ok(HostState::next(self, &sub, timeout_ms).await?.map_err(Into::into))
+            }
+            async fn drop(&mut self, sub: Resource<Subscription>) -> wasmtime::Result<()> {
+                self.table.delete(sub)?;
+                Ok(())
+            }
+        }
+
+        impl $abi::ensemble::suite::log::Host for HostState {
+            async fn log(
+                &mut self,
+                level: $abi::ensemble::suite::log::Level,
+                message: String,
+            ) -> wasmtime::Result<()> {
+                use $abi::ensemble::suite::log::Level;
+                let level = match level {
+                    Level::Trace => "trace",
+                    Level::Debug => "debug",
+                    Level::Info => "info",
+                    Level::Warn => "warn",
+                    Level::Error => "error",
+                };
+                self.env.sync.log(&self.test, level, &message);
+                Ok(())
+            }
+        }
+
+        impl $abi::ensemble::suite::attach::Host for HostState {
+            async fn attach(
+                &mut self,
+                name: String,
+                content: Vec<u8>,
+            ) -> wasmtime::Result<Result<(), String>> {
+                Ok(HostState::attach(self, name, content))
+            }
+        }
+    };
+}
+
+suite_host!(v01);
+suite_host!(v02);

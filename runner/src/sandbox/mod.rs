@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ensemble_protocol::Outcome;
-use ensemble_protocol::api::{SuiteMeta, TestMeta};
+use ensemble_protocol::api::{ParamMeta, ParamType, SuiteMeta, TestMeta};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
@@ -33,12 +33,19 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use cache::ArtifactCache;
 pub use caps::{Grants, HostPolicy};
 pub use host::SyncPort;
-use host::{HostState, SuitePre};
+use host::{HostState, v01, v02};
 use limits::MemoryLimiter;
 use output::Capture;
 
-/// The ABI version this runner implements (the WIT package version).
-pub const SUITE_WORLD: &str = "ensemble:suite/tests@0.1.0";
+/// The suite ABI this runner builds for (the WIT package version).
+pub const SUITE_WORLD: &str = "ensemble:suite/tests@0.2.0";
+
+/// The suite ABI versions this runner runs: a suite built for any patch
+/// release of one of these (`0.1.x`, `0.2.x`) links, as semver allows.
+pub const SUITE_ABIS: [&str; 2] = ["0.1", "0.2"];
+
+/// The interface every suite exports, before its version.
+const TESTS_EXPORT: &str = "ensemble:suite/tests@";
 
 /// The wasmtime release this runner embeds (pinned in the workspace manifest).
 pub const WASMTIME_VERSION: &str = "48.0.8";
@@ -163,12 +170,15 @@ impl Sandbox {
     pub async fn inspect(self: &Arc<Self>, bytes: Arc<Vec<u8>>, name: &str) -> Result<SuiteMeta, SuiteError> {
         let suite = self.load(bytes).await?;
         let env = Arc::new(TestEnv::inspection(name));
-        let tests = suite.list(&env).await?;
+        let Described { tests, params } = suite.describe(&env).await?;
         Ok(SuiteMeta {
             sha256: suite.sha256.clone(),
             name: name.to_string(),
             size: suite.size as u64,
-            kind: suite.kind().as_str().to_string(),
+            kind: match suite.abi() {
+                Some(abi) => format!("{} (ABI {abi})", suite.kind().as_str()),
+                None => suite.kind().as_str().to_string(),
+            },
             tests: tests
                 .into_iter()
                 .map(|t| TestMeta {
@@ -181,6 +191,7 @@ impl Sandbox {
             imports: suite.imports.clone(),
             exports: suite.exports.clone(),
             uploaded_us: crate::time::now_us(),
+            params,
         })
     }
 }
@@ -227,7 +238,8 @@ impl Sandbox {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        host::Suite::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+        v01::Suite::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+        v02::Suite::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
 
         let ticker = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker.clone(), engine.weak());
@@ -318,28 +330,44 @@ impl Sandbox {
         let ty = component.component_type();
         let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
         let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        // The version first: a suite of an ABI this runner does not run
+        // also imports interfaces of that version, which would not link.
+        let tests_export = exports.iter().find_map(|e| e.strip_prefix(TESTS_EXPORT));
+        let abi = match tests_export {
+            Some(version) => Some(abi_of(version).ok_or_else(|| {
+                SuiteError::Invalid(format!(
+                    "the suite was built for suite ABI {version}; this runner (ensemble {}) runs suite ABI {}: \
+                     build the suite against a WIT this runner knows, or update the runner",
+                    env!("CARGO_PKG_VERSION"),
+                    SUITE_ABIS.join(" and "),
+                ))
+            })?),
+            None => None,
+        };
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             SuiteError::Invalid(format!(
                 "the suite needs imports that Ensemble does not provide ({e:#}); a suite may import \
-                 ensemble:suite/{{context,sync,log,attach}}@0.1.0 and WASI 0.2 (imports: {})",
+                 ensemble:suite/{{context,sync,log,attach}} of suite ABI {} and WASI 0.2 (imports: {})",
+                SUITE_ABIS.join(" or "),
                 imports.join(", ")
             ))
         })?;
-        let kind_pre = if exports.iter().any(|e| e == SUITE_WORLD) {
-            let pre = SuitePre::new(pre).map_err(|e| {
-                SuiteError::Invalid(format!("the suite exports {SUITE_WORLD} with the wrong shape: {e:#}"))
-            })?;
-            KindPre::Suite(pre)
+        let kind_pre = if let (Some(version), Some(abi)) = (tests_export, abi) {
+            let wrong_shape = |e: wasmtime::Error| {
+                SuiteError::Invalid(format!(
+                    "the suite exports {TESTS_EXPORT}{version} with the wrong shape: {e:#}"
+                ))
+            };
+            KindPre::Suite(if abi == "0.1" {
+                SuiteAbi::V01(v01::SuitePre::new(pre).map_err(wrong_shape)?)
+            } else {
+                SuiteAbi::V02(v02::SuitePre::new(pre).map_err(wrong_shape)?)
+            })
         } else if exports.iter().any(|e| e.starts_with("wasi:cli/run@0.2")) {
             let pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(|e| {
                 SuiteError::Invalid(format!("the component exports wasi:cli/run with the wrong shape: {e:#}"))
             })?;
             if command::looks_like_libtest(bytes) { KindPre::Libtest(pre) } else { KindPre::Command(pre) }
-        } else if exports.iter().any(|e| e.starts_with("ensemble:suite/tests@")) {
-            return Err(SuiteError::Invalid(format!(
-                "the suite was built for another version of the suite ABI ({}); this runner implements {SUITE_WORLD}",
-                exports.iter().find(|e| e.starts_with("ensemble:suite/tests@")).map_or("", |s| s.as_str())
-            )));
         } else {
             return Err(SuiteError::Invalid(format!(
                 "the component is not a suite: it exports neither {SUITE_WORLD} nor wasi:cli/run (exports: {})",
@@ -350,8 +378,130 @@ impl Sandbox {
     }
 }
 
+/// The `major.minor` of a suite ABI version this runner runs, if it does.
+fn abi_of(version: &str) -> Option<&'static str> {
+    let mut parts = version.split('.');
+    let (major, minor) = (parts.next()?, parts.next()?);
+    SUITE_ABIS.into_iter().find(|abi| abi.split_once('.') == Some((major, minor)))
+}
+
+/// What a suite says about itself ([`LoadedSuite::describe`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Described {
+    pub tests: Vec<TestCase>,
+    /// `None` when the suite cannot say (ABI 0.1, WASI commands).
+    pub params: Option<Vec<ParamMeta>>,
+}
+
+/// One ABI version's `test-info` as a [`TestCase`].
+macro_rules! test_case {
+    ($t:expr) => {{
+        let t = $t;
+        TestCase {
+            name: t.name,
+            tags: t.tags,
+            ignored: t.ignored,
+            timeout: t.timeout_ms.map(Duration::from_millis),
+        }
+    }};
+}
+
+/// One ABI version's `test-result` as an outcome and its message.
+macro_rules! verdict {
+    ($abi:ident, $r:expr) => {{
+        use $abi::exports::ensemble::suite::tests::TestResult as R;
+        match $r {
+            R::Pass => (Outcome::Passed, None),
+            R::Fail(m) => (Outcome::Failed, Some(m)),
+            R::Skip(r) => (Outcome::Skipped, Some(r)),
+        }
+    }};
+}
+
+impl SuiteAbi {
+    async fn list(&self, store: &mut Store<HostState>) -> wasmtime::Result<Vec<TestCase>> {
+        Ok(match self {
+            SuiteAbi::V01(pre) => {
+                let suite = pre.instantiate_async(&mut *store).await?;
+                suite
+                    .ensemble_suite_tests()
+                    .call_list(&mut *store)
+                    .await?
+                    .into_iter()
+                    .map(|t| test_case!(t))
+                    .collect()
+            }
+            SuiteAbi::V02(pre) => {
+                let suite = pre.instantiate_async(&mut *store).await?;
+                suite
+                    .ensemble_suite_tests()
+                    .call_list(&mut *store)
+                    .await?
+                    .into_iter()
+                    .map(|t| test_case!(t))
+                    .collect()
+            }
+        })
+    }
+
+    /// The tests and params of a 0.2 suite; a 0.1 suite declares none.
+    async fn describe(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<(Vec<TestCase>, Vec<ParamMeta>)> {
+        let SuiteAbi::V02(pre) = self else { return Ok((self.list(store).await?, Vec::new())) };
+        use v02::ensemble::suite::types::ParamType as T;
+        let suite = pre.instantiate_async(&mut *store).await?;
+        let info = suite.ensemble_suite_tests().call_describe(&mut *store).await?;
+        let params = info
+            .params
+            .into_iter()
+            .map(|p| ParamMeta {
+                name: p.name,
+                kind: match p.type_ {
+                    T::String => ParamType::String,
+                    T::Integer => ParamType::Integer,
+                    T::Float => ParamType::Float,
+                    T::Boolean => ParamType::Boolean,
+                    T::Duration => ParamType::Duration,
+                },
+                required: p.required,
+                default: p.default,
+                help: p.help,
+            })
+            .collect();
+        Ok((info.tests.into_iter().map(|t| test_case!(t)).collect(), params))
+    }
+
+    async fn run(
+        &self,
+        store: &mut Store<HostState>,
+        name: &str,
+    ) -> wasmtime::Result<(Outcome, Option<String>)> {
+        let began = Instant::now();
+        Ok(match self {
+            SuiteAbi::V01(pre) => {
+                let suite = pre.instantiate_async(&mut *store).await?;
+                crate::metrics::metrics().instantiate.observe(began.elapsed().as_secs_f64());
+                verdict!(v01, suite.ensemble_suite_tests().call_run(&mut *store, name).await?)
+            }
+            SuiteAbi::V02(pre) => {
+                let suite = pre.instantiate_async(&mut *store).await?;
+                crate::metrics::metrics().instantiate.observe(began.elapsed().as_secs_f64());
+                verdict!(v02, suite.ensemble_suite_tests().call_run(&mut *store, name).await?)
+            }
+        })
+    }
+}
+
+/// A suite-world component, by the ABI version it was built for.
+enum SuiteAbi {
+    V01(v01::SuitePre<HostState>),
+    V02(v02::SuitePre<HostState>),
+}
+
 enum KindPre {
-    Suite(SuitePre<HostState>),
+    Suite(SuiteAbi),
     Libtest(wasmtime_wasi::p2::bindings::CommandPre<HostState>),
     Command(wasmtime_wasi::p2::bindings::CommandPre<HostState>),
 }
@@ -381,9 +531,19 @@ impl LoadedSuite {
         }
     }
 
+    /// The suite ABI (`major.minor`) a suite-world component was built for.
+    pub fn abi(&self) -> Option<&'static str> {
+        match self.pre {
+            KindPre::Suite(SuiteAbi::V01(_)) => Some("0.1"),
+            KindPre::Suite(SuiteAbi::V02(_)) => Some("0.2"),
+            _ => None,
+        }
+    }
+
     fn engine(&self) -> &Engine {
         match &self.pre {
-            KindPre::Suite(p) => p.engine(),
+            KindPre::Suite(SuiteAbi::V01(p)) => p.engine(),
+            KindPre::Suite(SuiteAbi::V02(p)) => p.engine(),
             KindPre::Libtest(p) | KindPre::Command(p) => p.engine(),
         }
     }
@@ -434,28 +594,10 @@ impl LoadedSuite {
     pub async fn list(&self, env: &Arc<TestEnv>) -> Result<Vec<TestCase>, SuiteError> {
         let timeout = env.test_timeout;
         match &self.pre {
-            KindPre::Suite(pre) => {
+            KindPre::Suite(abi) => {
                 let (mut store, capture) = self.store(env, "", &[], timeout);
-                let listed = Self::within(&mut store, timeout, async |store| {
-                    let suite = pre.instantiate_async(&mut *store).await?;
-                    suite.ensemble_suite_tests().call_list(&mut *store).await
-                })
-                .await;
-                match listed {
-                    Finished::Returned(list) => Ok(list
-                        .into_iter()
-                        .map(|t| TestCase {
-                            name: t.name,
-                            tags: t.tags,
-                            ignored: t.ignored,
-                            timeout: t.timeout_ms.map(Duration::from_millis),
-                        })
-                        .collect()),
-                    Finished::Trapped(e) => {
-                        Err(SuiteError::List(capture.panic_message().unwrap_or_else(|| format!("{e:#}"))))
-                    }
-                    Finished::TimedOut => Err(SuiteError::List(format!("timed out after {timeout:?}"))),
-                }
+                let listed = Self::within(&mut store, timeout, async |store| abi.list(store).await).await;
+                Self::listed(listed, &capture, timeout)
             }
             KindPre::Libtest(_) => command::list_libtest(self, env).await,
             KindPre::Command(_) => Ok(vec![TestCase {
@@ -467,24 +609,68 @@ impl LoadedSuite {
         }
     }
 
+    /// What the suite says about itself, in a fresh instance of its own:
+    /// its tests and, from suites of ABI 0.2 on, the params it reads
+    /// (checked: named, each once, a required one without a default).
+    pub async fn describe(&self, env: &Arc<TestEnv>) -> Result<Described, SuiteError> {
+        let KindPre::Suite(abi @ SuiteAbi::V02(_)) = &self.pre else {
+            return Ok(Described { tests: self.list(env).await?, params: None });
+        };
+        let timeout = env.test_timeout;
+        let (mut store, capture) = self.store(env, "", &[], timeout);
+        let described = Self::within(&mut store, timeout, async |store| abi.describe(store).await).await;
+        let (tests, params) = match described {
+            Finished::Returned(both) => both,
+            Finished::Trapped(e) => {
+                return Err(SuiteError::List(capture.panic_message().unwrap_or_else(|| format!("{e:#}"))));
+            }
+            Finished::TimedOut => {
+                return Err(SuiteError::List(format!("describing timed out after {timeout:?}")));
+            }
+        };
+        let mut seen = std::collections::HashSet::new();
+        for p in &params {
+            let bad = if p.name.trim().is_empty() {
+                "a param without a name".to_string()
+            } else if !seen.insert(p.name.as_str()) {
+                format!("the param `{}` twice", p.name)
+            } else if p.required && p.default.is_some() {
+                format!("the param `{}` as required and with a default", p.name)
+            } else if let Some(Err(why)) = p.default.as_deref().map(|d| p.kind.check(d)) {
+                format!("the param `{}` with a default that does not fit its type: {why}", p.name)
+            } else {
+                continue;
+            };
+            return Err(SuiteError::List(format!("the suite declares {bad}")));
+        }
+        Ok(Described { tests, params: Some(params) })
+    }
+
+    fn listed(
+        listed: Finished<Vec<TestCase>>,
+        capture: &Capture,
+        timeout: Duration,
+    ) -> Result<Vec<TestCase>, SuiteError> {
+        match listed {
+            Finished::Returned(list) => Ok(list),
+            Finished::Trapped(e) => {
+                Err(SuiteError::List(capture.panic_message().unwrap_or_else(|| format!("{e:#}"))))
+            }
+            Finished::TimedOut => Err(SuiteError::List(format!("timed out after {timeout:?}"))),
+        }
+    }
+
     /// Runs one test in a fresh instance.
     pub async fn run(&self, test: &TestCase, env: &Arc<TestEnv>) -> TestRun {
         let timeout = test.timeout.unwrap_or(env.test_timeout);
         let started = Instant::now();
         let (outcome, message, capture) = match &self.pre {
-            KindPre::Suite(pre) => {
+            KindPre::Suite(abi) => {
                 let (mut store, capture) = self.store(env, &test.name, &[], timeout);
-                let done = Self::within(&mut store, timeout, async |store| {
-                    let began = Instant::now();
-                    let suite = pre.instantiate_async(&mut *store).await?;
-                    crate::metrics::metrics().instantiate.observe(began.elapsed().as_secs_f64());
-                    suite.ensemble_suite_tests().call_run(&mut *store, &test.name).await
-                })
-                .await;
+                let done =
+                    Self::within(&mut store, timeout, async |store| abi.run(store, &test.name).await).await;
                 let (o, m) = match done {
-                    Finished::Returned(host::TestResult::Pass) => (Outcome::Passed, None),
-                    Finished::Returned(host::TestResult::Fail(m)) => (Outcome::Failed, Some(m)),
-                    Finished::Returned(host::TestResult::Skip(r)) => (Outcome::Skipped, Some(r)),
+                    Finished::Returned(verdict) => verdict,
                     other => judge_abnormal(other, &store, &capture, timeout),
                 };
                 (o, m, capture)

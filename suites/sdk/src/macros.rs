@@ -146,6 +146,12 @@ macro_rules! __check_cmp {
 /// - `#[name("…")]`: the test name, instead of the path as written,
 /// - doc comments, which are ignored.
 ///
+/// The params the suite reads come first, as `params(A, B),` naming
+/// [`Param`](crate::Param) constants: Ensemble checks plans against them
+/// before anything runs (a missing required param, an unknown one, a value
+/// of the wrong type) and the editor shows them. A suite without `params`
+/// declares that it reads none.
+///
 /// The macro defines `ENSEMBLE_SUITE`, a [`Suite`](crate::Suite) static in the
 /// invoking module (handy for native unit tests of the list), implements the
 /// generated `tests::Guest` trait from it and, on `wasm32`, exports it.
@@ -189,7 +195,19 @@ macro_rules! __check_cmp {
 /// ```
 #[macro_export]
 macro_rules! suite {
-    ($( $( #[ $($attr:tt)* ] )* $first:ident $(:: $rest:ident)* ),* $(,)?) => {
+    (params($($param:path),* $(,)?), $($tests:tt)*) => {
+        $crate::__suite!([$($param.decl()),*] $($tests)*);
+    };
+    ($($tests:tt)*) => {
+        $crate::__suite!([] $($tests)*);
+    };
+}
+
+/// The body of [`suite!`], with the params' declarations first.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __suite {
+    ([$($decl:expr),*] $( $( #[ $($attr:tt)* ] )* $first:ident $(:: $rest:ident)* ),* $(,)?) => {
         /// The tests of this crate's suite, as declared with `ensemble_sdk::suite!`.
         #[allow(dead_code)]
         pub(crate) static ENSEMBLE_SUITE: $crate::Suite = $crate::Suite::new(&[
@@ -208,7 +226,7 @@ macro_rules! suite {
                     $( [ $($attr)* ] )*
                 )
             ),*
-        ]);
+        ]).with_params(&[$($decl),*]);
 
         // The export is FFI glue (`export_name`, `link_section`, `unsafe`):
         // allowed here so that suites may `#![deny(unsafe_code)]`.
@@ -220,6 +238,10 @@ macro_rules! suite {
             impl $crate::bindings::exports::ensemble::suite::tests::Guest for EnsembleSuite {
                 fn list() -> ::std::vec::Vec<$crate::bindings::exports::ensemble::suite::tests::TestInfo> {
                     ENSEMBLE_SUITE.__wit_list()
+                }
+
+                fn describe() -> $crate::bindings::ensemble::suite::types::SuiteInfo {
+                    ENSEMBLE_SUITE.__wit_describe()
                 }
 
                 fn run(

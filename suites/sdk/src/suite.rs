@@ -5,6 +5,7 @@
 //! a compile error rather than a surprise at run time.
 
 use crate::bindings::exports::ensemble::suite::tests as wit;
+use crate::param::ParamDecl;
 use crate::{FailureKind, TestResult, fail};
 
 /// One test of a suite: its name, attributes and function.
@@ -80,6 +81,7 @@ impl TestCase {
 #[derive(Debug, Clone, Copy)]
 pub struct Suite {
     tests: &'static [TestCase],
+    params: &'static [ParamDecl],
 }
 
 impl Suite {
@@ -101,7 +103,33 @@ impl Suite {
             }
             i += 1;
         }
-        Self { tests }
+        Self { tests, params: &[] }
+    }
+
+    /// The suite with the params it reads declared (see [`Param`](crate::Param)).
+    ///
+    /// # Panics
+    ///
+    /// If two params share a name (at compile time in a `static`).
+    pub const fn with_params(mut self, params: &'static [ParamDecl]) -> Self {
+        let mut i = 0;
+        while i < params.len() {
+            let mut j = i + 1;
+            while j < params.len() {
+                if str_eq(params[i].name, params[j].name) {
+                    panic!("two params of the suite have the same name");
+                }
+                j += 1;
+            }
+            i += 1;
+        }
+        self.params = params;
+        self
+    }
+
+    /// The declared params, in declaration order.
+    pub const fn params(&self) -> &'static [ParamDecl] {
+        self.params
     }
 
     /// The tests, in declaration order.
@@ -138,6 +166,26 @@ impl Suite {
                 timeout_ms: test.timeout_ms,
             })
             .collect()
+    }
+
+    /// The tests and params in the ABI's terms (`tests.describe`).
+    #[doc(hidden)]
+    pub fn __wit_describe(&self) -> crate::bindings::ensemble::suite::types::SuiteInfo {
+        use crate::bindings::ensemble::suite::types::{ParamInfo, SuiteInfo};
+        SuiteInfo {
+            tests: self.__wit_list(),
+            params: self
+                .params
+                .iter()
+                .map(|p| ParamInfo {
+                    name: p.name.to_owned(),
+                    type_: p.kind,
+                    required: p.required,
+                    default: p.default.map(str::to_owned),
+                    help: p.help.to_owned(),
+                })
+                .collect(),
+        }
     }
 
     /// Runs a test in the ABI's terms (`tests.run`).

@@ -12,6 +12,9 @@
 
 use ensemble_sdk::prelude::*;
 
+const OVER_BYTES: Param<usize> =
+    Param::new("over_bytes", "bytes `refused` attaches, over the plan's attachment_limit").default("5242880");
+
 /// The length of `blob.bin`.
 pub const BLOB_LEN: usize = 300_000;
 
@@ -48,12 +51,13 @@ fn refused() -> TestResult {
     expect_refused("a path", attach::text("../escape.txt", "x"), "path separators")?;
     attach::text("once.txt", "first")?;
     expect_refused("a name used twice", attach::text("once.txt", "second"), "already attached")?;
-    let over: usize = param_parse_or("over_bytes", 5 << 20)?;
+    let over = OVER_BYTES.get()?;
     expect_refused("too many bytes", attach::bytes("big.bin", &vec![0; over]), "attachment_limit")?;
     Ok(())
 }
 
 ensemble_sdk::suite! {
+    params(OVER_BYTES),
     binary,
     fails_with_log,
     refused,

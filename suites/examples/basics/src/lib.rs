@@ -16,6 +16,10 @@
 
 use ensemble_sdk::prelude::*;
 
+const GREETING: Param<String> = Param::new("greeting", "the greeting greeting_param checks").required();
+const EXPECTED: Param<String> = Param::new("expected", "what the greeting must be").default("hello");
+const NAP_MS: Param<u64> = Param::new("nap_ms", "how long `naps` sleeps, in milliseconds").default("0");
+
 fn adds() -> TestResult {
     check_eq!(1 + 1, 2);
     check_ne!(2 * 2, 5);
@@ -41,8 +45,8 @@ fn reads_context() -> TestResult {
 }
 
 fn greeting_param() -> TestResult {
-    let greeting = param_required("greeting")?;
-    let expected = param_or("expected", "hello");
+    let greeting = GREETING.get()?;
+    let expected = EXPECTED.get()?;
     check_eq!(greeting, expected, "param `greeting` should equal param `expected`");
     Ok(())
 }
@@ -64,7 +68,7 @@ fn tagged_with_timeout() -> TestResult {
 }
 
 fn naps() -> TestResult {
-    let nap_ms: u64 = param_parse_or("nap_ms", 0)?;
+    let nap_ms = NAP_MS.get()?;
     std::thread::sleep(std::time::Duration::from_millis(nap_ms));
     Ok(())
 }
@@ -88,6 +92,7 @@ fn ignored() -> TestResult {
 }
 
 ensemble_sdk::suite! {
+    params(GREETING, EXPECTED, NAP_MS),
     adds,
     concatenates,
     reads_context,

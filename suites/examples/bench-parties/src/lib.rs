@@ -13,9 +13,13 @@ use std::time::Duration;
 
 use ensemble_sdk::prelude::*;
 
+const PARTIES: Param<u64> = Param::new("parties", "instances meeting at each barrier").default("1");
+const ROUNDS: Param<u64> = Param::new("rounds", "barriers `barriers` passes").default("0");
+const EVENTS: Param<u64> = Param::new("events", "log lines `events` writes").default("0");
+
 fn barriers() -> TestResult {
-    let parties: u64 = param_parse_or("parties", 1)?;
-    let rounds: u64 = param_parse_or("rounds", 0)?;
+    let parties = PARTIES.get()?;
+    let rounds = ROUNDS.get()?;
     for round in 0..rounds {
         // Signal and barrier separately: the coordinator's timeline then shows
         // every signal, and the bench measures from the last one.
@@ -28,7 +32,7 @@ fn barriers() -> TestResult {
 }
 
 fn events() -> TestResult {
-    let n: u64 = param_parse_or("events", 0)?;
+    let n = EVENTS.get()?;
     for i in 0..n {
         log::debug(format!("event {i}"));
     }
@@ -36,6 +40,7 @@ fn events() -> TestResult {
 }
 
 ensemble_sdk::suite! {
+    params(PARTIES, ROUNDS, EVENTS),
     barriers,
     events,
 }

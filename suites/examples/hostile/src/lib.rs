@@ -25,9 +25,15 @@ use std::io::Write as _;
 
 use ensemble_sdk::prelude::*;
 
+const ONLY: Param<String> = Param::new("only", "run only the test of this name; the others skip at once");
+const PATH: Param<String> = Param::new("path", "the file read_file tries to read").default("/etc/hostname");
+const ADDR: Param<String> = Param::new("addr", "the host:port connect tries to reach (connect needs it)");
+const NAME: Param<String> = Param::new("name", "the environment variable read_env reads").default("HOME");
+const MIB: Param<u32> = Param::new("mib", "MiB memory_hog and output_flood try to use").default("64");
+
 /// Skips the test unless param `only` is unset or names it.
 fn only(test: &str) -> TestResult {
-    match param("only") {
+    match ONLY.get_opt()? {
         Some(only) if only != test => Err(skip(format!("only {only} runs"))),
         _ => Ok(()),
     }
@@ -82,7 +88,7 @@ fn recurse(depth: u64) -> u64 {
 
 fn read_file() -> TestResult {
     only("read_file")?;
-    let path = param_or("path", "/etc/hostname");
+    let path = PATH.get()?;
     let text = std::fs::read_to_string(&path).map_err(|e| fail(format!("reading {path}: {e}")))?;
     println!("read {} bytes from {path}", text.len());
     Ok(())
@@ -90,7 +96,7 @@ fn read_file() -> TestResult {
 
 fn connect() -> TestResult {
     only("connect")?;
-    let addr = param_required("addr")?;
+    let addr = ADDR.get()?;
     let stream =
         std::net::TcpStream::connect(&addr).map_err(|e| fail(format!("connecting to {addr}: {e}")))?;
     println!("connected to {addr} from {:?}", stream.local_addr());
@@ -99,7 +105,7 @@ fn connect() -> TestResult {
 
 fn read_env() -> TestResult {
     only("read_env")?;
-    let name = param_or("name", "HOME");
+    let name = NAME.get()?;
     let value = std::env::var(&name).map_err(|e| fail(format!("reading ${name}: {e}")))?;
     println!("${name} is {} bytes long", value.len());
     Ok(())
@@ -109,7 +115,7 @@ fn output_flood() -> TestResult {
     only("output_flood")?;
     // 16 Ki lines of 64 bytes a MiB, written in large blocks (stdout alone
     // would flush at every newline).
-    let mib: u32 = param_parse_or("mib", 64)?;
+    let mib = MIB.get()?;
     let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
     for i in 0..mib.saturating_mul(1 << 14) {
         // "flood line " + 8 digits + " " + 43 x's + "\n" = 64 bytes.
@@ -125,6 +131,7 @@ fn passes() -> TestResult {
 }
 
 ensemble_sdk::suite! {
+    params(ONLY, PATH, ADDR, NAME, MIB),
     busy_loop,
     long_sleep,
     memory_hog,

@@ -19,6 +19,10 @@ use std::time::Duration;
 use ensemble_sdk::prelude::*;
 use kv_model::Snapshot;
 
+const KEYS: Param<u64> = Param::new("keys", "entries the client expects (the server's keys)").default("100");
+const TIMEOUT_MS: Param<u64> =
+    Param::new("timeout_ms", "how long every wait may take, in milliseconds").default("30000");
+
 /// Parameters shared by the client's tests.
 struct Params {
     keys: u64,
@@ -27,10 +31,7 @@ struct Params {
 
 impl Params {
     fn read() -> Result<Self, Failure> {
-        Ok(Self {
-            keys: param_parse_or("keys", 100)?,
-            timeout: Duration::from_millis(param_parse_or("timeout_ms", 30_000)?),
-        })
+        Ok(Self { keys: KEYS.get()?, timeout: Duration::from_millis(TIMEOUT_MS.get()?) })
     }
 }
 
@@ -83,6 +84,7 @@ mod client {
 }
 
 ensemble_sdk::suite! {
+    params(KEYS, TIMEOUT_MS),
     #[tags("sync")] client::waits_for_server,
     #[tags("sync")] client::verifies_snapshot,
     #[tags("sync")] client::reports_verdict,

@@ -19,6 +19,11 @@ use std::time::Duration;
 
 use ensemble_sdk::prelude::*;
 
+const KEYS: Param<u64> = Param::new("keys", "entries in the store").default("100");
+const CLIENTS: Param<u64> = Param::new("clients", "client instances to wait for").default("1");
+const TIMEOUT_MS: Param<u64> =
+    Param::new("timeout_ms", "how long every wait may take, in milliseconds").default("30000");
+
 /// Parameters shared by the server's tests.
 struct Params {
     keys: u64,
@@ -29,9 +34,9 @@ struct Params {
 impl Params {
     fn read() -> Result<Self, Failure> {
         Ok(Self {
-            keys: param_parse_or("keys", 100)?,
-            clients: param_parse_or("clients", 1)?,
-            timeout: Duration::from_millis(param_parse_or("timeout_ms", 30_000)?),
+            keys: KEYS.get()?,
+            clients: CLIENTS.get()?,
+            timeout: Duration::from_millis(TIMEOUT_MS.get()?),
         })
     }
 }
@@ -97,6 +102,7 @@ mod server {
 }
 
 ensemble_sdk::suite! {
+    params(KEYS, CLIENTS, TIMEOUT_MS),
     server::builds_store,
     #[tags("sync")] server::publishes_state,
     #[tags("sync")] server::sees_client_verdict,

@@ -5,7 +5,7 @@
 //! A hand-written implementation of the suite ABI (`ensemble_sdk::export!`):
 //! `suite!` takes a fixed list of functions.
 
-use ensemble_sdk::bindings::exports::ensemble::suite::tests::{Guest, TestInfo, TestResult};
+use ensemble_sdk::bindings::exports::ensemble::suite::tests::{Guest, SuiteInfo, TestInfo, TestResult};
 
 /// How many tests the suite lists.
 const COUNT: u32 = 10_000;
@@ -19,6 +19,10 @@ impl Guest for ManyTests {
         (0..COUNT)
             .map(|i| TestInfo { name: format!("t{i:05}"), tags: vec![], ignored: false, timeout_ms: None })
             .collect()
+    }
+
+    fn describe() -> SuiteInfo {
+        SuiteInfo { tests: Self::list(), params: vec![] }
     }
 
     fn run(name: String) -> TestResult {

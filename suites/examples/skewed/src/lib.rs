@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use ensemble_sdk::bindings::exports::ensemble::suite::tests::{Guest, TestInfo, TestResult};
+use ensemble_sdk::bindings::ensemble::suite::types::{ParamInfo, ParamType};
+use ensemble_sdk::bindings::exports::ensemble::suite::tests::{Guest, SuiteInfo, TestInfo, TestResult};
 
 /// How many tests the suite lists.
 pub const COUNT: u64 = 24;
@@ -21,8 +22,20 @@ impl Guest for Skewed {
             .collect()
     }
 
+    fn describe() -> SuiteInfo {
+        let scale = ParamInfo {
+            name: "scale_ms".into(),
+            type_: ParamType::Integer,
+            required: false,
+            default: Some("10".into()),
+            help: "the unit of every test's sleep, in milliseconds".into(),
+        };
+        SuiteInfo { tests: Self::list(), params: vec![scale] }
+    }
+
     fn run(name: String) -> TestResult {
-        let Some(i) = name.strip_prefix('s').and_then(|n| n.parse::<u64>().ok()).filter(|i| *i < COUNT) else {
+        let Some(i) = name.strip_prefix('s').and_then(|n| n.parse::<u64>().ok()).filter(|i| *i < COUNT)
+        else {
             return TestResult::Fail(format!("no test named `{name}`"));
         };
         let scale = match ensemble_sdk::param("scale_ms").map(|v| v.parse::<u64>()) {

@@ -474,12 +474,15 @@ enum PlanCommand {
 
 #[derive(Subcommand, Debug)]
 enum SuiteCommand {
-    /// Create a Rust suite crate that builds and passes as it is, with a
-    /// plan that runs it: `ensemble run DIR/plan.toml`.
+    /// Create a suite project that builds and passes as it is, with a plan
+    /// that runs it: `ensemble run DIR/plan.toml`.
     New {
-        /// The new crate's directory (must not exist, or be empty).
+        /// The new project's directory (must not exist, or be empty).
         dir: PathBuf,
-        /// The crate's name [default: the directory's name].
+        /// The suite's language: rust, python or js.
+        #[arg(long, default_value = "rust", value_parser = parse_lang)]
+        lang: crate::suites::lang::Lang,
+        /// The suite's name [default: the directory's name].
         #[arg(long)]
         name: Option<String>,
         /// The Rust SDK (`suites/sdk` of an Ensemble checkout) [default: the
@@ -487,13 +490,27 @@ enum SuiteCommand {
         #[arg(long, value_name = "PATH")]
         sdk: Option<PathBuf>,
     },
-    /// Show a suite's kind, tests and imports.
+    /// Build a suite project (Rust, Python or JavaScript, told by its
+    /// Cargo.toml, pyproject.toml or package.json) into a component; prints
+    /// the component's path.
+    Build {
+        /// The project's directory.
+        dir: PathBuf,
+        /// Also copy the component here.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Show a suite's kind, tests, declared params and imports.
     Inspect {
         /// A .wasm component or a suite crate directory.
         file: PathBuf,
         #[command(flatten)]
         cache: CacheArgs,
     },
+}
+
+fn parse_lang(text: &str) -> Result<crate::suites::lang::Lang, String> {
+    crate::suites::lang::Lang::parse(text)
 }
 
 /// An error with the exit code it maps to.
@@ -581,8 +598,23 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             written.map_err(bad)?;
             Ok(exit::SUCCESS)
         }
-        Command::Suite(SuiteCommand::New { dir, name, sdk }) => {
-            let files = crate::scaffold::new_suite(&dir, name.as_deref(), sdk.as_deref())
+        Command::Suite(SuiteCommand::Build { dir, out }) => {
+            let wasm = tokio::task::spawn_blocking(move || suites::lang::build(&dir))
+                .await
+                .map_err(internal)?
+                .map_err(|e| bad(anyhow::anyhow!(e)))?;
+            if let Some(out) = out {
+                std::fs::copy(&wasm, &out).map_err(|e| {
+                    bad(anyhow::anyhow!("cannot copy {} to {}: {e}", wasm.display(), out.display()))
+                })?;
+                println!("{}", out.display());
+            } else {
+                println!("{}", wasm.display());
+            }
+            Ok(exit::SUCCESS)
+        }
+        Command::Suite(SuiteCommand::New { dir, lang, name, sdk }) => {
+            let files = crate::scaffold::new_suite(&dir, lang, name.as_deref(), sdk.as_deref())
                 .map_err(|e| bad(anyhow::anyhow!(e)))?;
             for f in files {
                 println!("created {}", f.display());

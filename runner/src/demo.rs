@@ -22,6 +22,12 @@ fn demo_plan_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
+/// The polyglot plan (a Rust server, Python and JavaScript clients), stored
+/// too when this host has the Python and JavaScript component tools.
+fn polyglot_plan_path() -> PathBuf {
+    demo_plan_path().with_file_name("polyglot.toml")
+}
+
 /// Example suites (crates under `suites/examples`) added to the catalog
 /// besides the demo plan's own.
 const CATALOG: [&str; 3] = ["basics", "hello-command", "many-tests"];
@@ -108,6 +114,8 @@ struct Up {
     plan_name: String,
     plan_id: String,
     plan_path: PathBuf,
+    /// The polyglot plan's id, or why it was not stored.
+    polyglot: Result<String, String>,
 }
 
 pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
@@ -198,6 +206,15 @@ async fn set_up(
     let plan = file.upload(&client).await?;
     let examples = path.parent().map(Path::to_path_buf).unwrap_or_default().join("../examples");
     let plan_id = client.create_plan(&plan).await?.id;
+    // The polyglot plan needs componentize-py, esbuild and componentize-js:
+    // without them the demo goes on, saying what to install.
+    let polyglot = match crate::prepare::resolve(&polyglot_plan_path()).await {
+        Ok(file) => {
+            let plan = file.upload(&client).await?;
+            Ok(client.create_plan(&plan).await?.id)
+        }
+        Err(e) => Err(e.to_string()),
+    };
     // More suites in the catalog, to build plans of one's own in the browser.
     for name in CATALOG {
         let crate_dir = examples.join(name);
@@ -206,17 +223,26 @@ async fn set_up(
             .map_err(|e| anyhow::anyhow!("building the example suite {name}: {e}"))?;
         client.ensure_suite(&suite.name, &suite.sha256, &suite.bytes).await?;
     }
-    Ok(Up { url, token, plan_name: plan.name, plan_id, plan_path: path })
+    Ok(Up { url, token, plan_name: plan.name, plan_id, plan_path: path, polyglot })
 }
 
 fn print_banner(up: &Up) {
-    let Up { url, token, plan_name, plan_id, plan_path } = up;
+    let Up { url, token, plan_name, plan_id, plan_path, polyglot } = up;
     println!();
     println!("Ensemble demo is up: {url}");
     println!(
         "  machines: coordinator (the server itself), runner-server (tier=server), runner-client (tier=client)"
     );
     println!("  plan:     {plan_name:?} stored as {plan_id} — kv-server and kv-client on different machines");
+    match polyglot {
+        Ok(id) => println!(
+            "  plan:     \"polyglot\" stored as {id} — the Rust kv-server with Python and JavaScript clients"
+        ),
+        Err(why) => println!(
+            "  (the \"polyglot\" plan is not stored: {})",
+            why.lines().last().unwrap_or_default().trim()
+        ),
+    }
     println!();
     println!("  suites:   kv-server, kv-client, {}", CATALOG.join(", "));
     println!();

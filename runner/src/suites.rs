@@ -1,10 +1,13 @@
 //! Resolving a plan entry's `suite` to bytes.
 //!
-//! An entry names a `.wasm` component or a suite crate's directory, relative
-//! to the plan file. A crate is built for `wasm32-wasip2` with cargo first —
-//! incrementally, the way `cargo test` builds tests — so a plan over source
-//! works on a fresh clone with no manual step. Errors name the entry field
-//! and the path.
+//! An entry names a `.wasm` component or a suite project's directory,
+//! relative to the plan file. A project is built first — a Rust crate for
+//! `wasm32-wasip2` with cargo, incrementally, the way `cargo test` builds
+//! tests; a Python or JavaScript project with its component tooling (see
+//! [`lang`]) — so a plan over source works on a fresh clone with no manual
+//! step. Errors name the entry field and the path.
+
+pub mod lang;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,33 +50,19 @@ pub fn resolve_all(plan: &Plan, plan_dir: &Path) -> Result<Vec<LocalSuite>, Suit
 pub fn resolve(path: &Path) -> Result<LocalSuite, String> {
     let shown = path.display().to_string();
     let wasm = if path.is_dir() {
-        build_crate(path)?
+        lang::build(path)?
     } else if path.is_file() {
         path.to_path_buf()
     } else {
         return Err(format!("{shown}: no such file or directory"));
     };
     let bytes = std::fs::read(&wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
-    let name = if path.is_dir() { crate_dir_name(path) } else { file_stem(&wasm) };
+    let name = if path.is_dir() { lang::project_name(path) } else { file_stem(&wasm) };
     Ok(LocalSuite { name, sha256: sha256_hex(&bytes), path: wasm, bytes: Arc::new(bytes) })
 }
 
 fn file_stem(path: &Path) -> String {
     path.file_stem().and_then(|s| s.to_str()).unwrap_or("suite").replace('_', "-")
-}
-
-/// A suite crate's name: its package's name, else its directory's (so
-/// `suite = "."` is named after the crate, not `.`).
-fn crate_dir_name(dir: &Path) -> String {
-    let package = std::fs::read_to_string(dir.join("Cargo.toml"))
-        .ok()
-        .and_then(|text| text.parse::<toml::Table>().ok())
-        .and_then(|t| t.get("package")?.get("name")?.as_str().map(str::to_string));
-    if let Some(name) = package {
-        return name;
-    }
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    dir.file_name().and_then(|s| s.to_str()).unwrap_or("suite").to_string()
 }
 
 /// Builds the crate at `dir` for wasm32-wasip2 (release) and returns the
@@ -137,12 +126,12 @@ mod tests {
             "[package]\nname = \"my-suite\"\nversion = \"0.1.0\"\n",
         )
         .unwrap();
-        assert_eq!(crate_dir_name(dir.path()), "my-suite");
+        assert_eq!(lang::project_name(dir.path()), "my-suite");
         let cwd = std::env::current_dir().unwrap();
-        assert_eq!(crate_dir_name(&cwd.join(dir.path()).join(".")), "my-suite");
+        assert_eq!(lang::project_name(&cwd.join(dir.path()).join(".")), "my-suite");
         // No package name to read: the directory's name.
         let bare = tempfile::tempdir().unwrap();
         let name = bare.path().file_name().unwrap().to_str().unwrap().to_string();
-        assert_eq!(crate_dir_name(bare.path()), name);
+        assert_eq!(lang::project_name(bare.path()), name);
     }
 }

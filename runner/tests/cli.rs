@@ -199,3 +199,40 @@ fn a_plan_that_checks_never_fails_later_for_a_grant() {
         assert!(shown.contains("the host must be an IP address"), "{shown}");
     }
 }
+
+#[test]
+fn plan_check_names_the_entry_and_the_param_a_suite_needs_or_does_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // basics declares `greeting` (required), `expected` and `nap_ms`.
+    let plan = write_plan(
+        dir.path(),
+        &format!(
+            "name = \"p\"\ntype = \"cross-platform\"\n[[profiles]]\nname = \"here\"\n[[entries]]\nsuite = {:?}\n\
+             role = \"greeter\"\nparams = {{ expcted = \"hi\", nap_ms = \"soon\" }}\n",
+            ensemble_artifacts::BASICS
+        ),
+    );
+    let out = ensemble(&["plan", "check", plan.to_str().unwrap()], dir.path());
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    for problem in [
+        "entries[0].params: the suite of greeter requires the param `greeting` (string: the greeting greeting_param checks), and it is not set",
+        "entries[0].params.expcted: the suite of greeter has no param `expcted` (did you mean `expected`?",
+        "entries[0].params.nap_ms: \"soon\" is not an integer",
+    ] {
+        assert!(shown.contains(problem), "{problem}\n---\n{shown}");
+    }
+    // Nothing ran: `run` refuses the same plan before any test.
+    let out = ensemble(&["run", plan.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(!text(&out).contains("PASS ["), "{}", text(&out));
+    // `suite inspect` shows what the suite declares.
+    let out = ensemble(&["suite", "inspect", ensemble_artifacts::BASICS], dir.path());
+    assert!(text(&out).contains("kind:    ensemble suite (ABI 0.2)"), "{}", text(&out));
+    assert!(
+        text(&out).contains("greeting (string, required)  the greeting greeting_param checks"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("nap_ms (integer, default 0)"), "{}", text(&out));
+}

@@ -198,8 +198,13 @@ fn ensemble_demo_brings_up_a_ready_setup() {
             assert!(names.iter().any(|n| n.replace('_', "-") == name), "{name} not in {names:?}");
         }
         let plans = client.plans().await.unwrap();
+        let named = |name: &str| plans.iter().find(|p| p.plan.name == name).map(|p| p.id.clone());
+        // The polyglot plan is in the catalog too (this host has the
+        // component tools of Python and JavaScript; tests/tests/polyglot.rs
+        // runs it).
+        assert!(named("polyglot").is_some(), "{:?}", plans.iter().map(|p| &p.plan.name).collect::<Vec<_>>());
         let req =
-            ensemble_protocol::api::RunRequest { plan_id: Some(plans[0].id.clone()), ..Default::default() };
+            ensemble_protocol::api::RunRequest { plan_id: named("demo-distributed"), ..Default::default() };
         let run = client.start_run(&req).await.unwrap().id;
         let mut roles = std::collections::BTreeMap::new();
         let mut summary = None;

@@ -247,7 +247,8 @@ fn main() {
         // One shard per machine: a profile pinned to each.
         let profiles: Vec<_> = (0..args.machines).map(|i| json!({ "name": format!("p{i}"), "machine": format!("sim-{i}") })).collect();
         let entries: Vec<_> = (0..args.machines)
-            .map(|i| json!({ "suite": format!("sha256:{sha}"), "profile": format!("p{i}"), "role": format!("r{i}") }))
+            .map(|i| json!({ "suite": format!("sha256:{sha}"), "profile": format!("p{i}"), "role": format!("r{i}"),
+                             "params": { "greeting": "hello" } }))
             .collect();
         let plan = json!({ "name": "loadgen", "type": "distributed", "settings": { "test_timeout": "10m" },
                            "profiles": profiles, "entries": entries });

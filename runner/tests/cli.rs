@@ -157,7 +157,7 @@ fn suite_inspect_shows_kind_tests_and_imports() {
     assert!(shown.contains("kind:    ensemble suite"), "{shown}");
     assert!(shown.contains("  ignored  (ignored)"), "{shown}");
     assert!(shown.contains("  tagged_with_timeout  (tags: demo, tags; timeout: 5s)"), "{shown}");
-    assert!(shown.contains("ensemble:suite/context@0.1.0"), "{shown}");
+    assert!(shown.contains("ensemble:suite/context@0.2.0"), "{shown}");
     let out = ensemble(&["suite", "inspect", ensemble_artifacts::LIBTEST_DEMO], dir.path());
     let shown = text(&out);
     assert!(shown.contains("kind:    libtest harness") && shown.contains("tests::adds"), "{shown}");

@@ -102,7 +102,10 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         // Saving before linking profiles shows the problem next to the field.
         b.click("#save").await?;
         b.wait_text("#entry-0-profile-error", "links every entry to a profile").await?;
-        b.wait_text("#editor-problems", "3 problems to fix").await?;
+        // Three entries without a profile, and basics without the param it
+        // requires (it declares `greeting`).
+        b.wait_text("#editor-problems", "4 problems to fix").await?;
+        b.wait_text("#entry-2-params-error", "requires the param `greeting`").await?;
         // Each kv role gets a profile of its own; basics shares the client's.
         b.click("#entry-0-new-profile").await?;
         b.fill("#profile-0-labels", "tier=server").await?;

@@ -174,3 +174,47 @@ async fn a_cross_platform_plan_is_built_saved_run_and_come_back_to() {
     }
     browser.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suites_declared_params_show_and_are_checked_as_they_are_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
+    // basics declares greeting (required), expected (default hello), nap_ms.
+    let sha = &server.upload(ensemble_artifacts::BASICS, "basics").await;
+
+    let browser = Browser::start().await.unwrap();
+    let b = &browser;
+    let steps = async {
+        b.goto(&format!("{}/plans/new?token={TOKEN}", server.url)).await?;
+        b.wait_css("#plan-name").await?;
+        b.fill("#plan-name", "greetings").await?;
+        b.select_by_value("#add-suite-select", sha).await?;
+        b.click("#add-suite").await?;
+        // What the suite reads, under the params field: types, required or
+        // default, help; the required one not set yet.
+        b.wait_text("#entry-0-declared li[data-param='greeting'][data-state='missing']", "string · required")
+            .await?;
+        b.wait_text("#entry-0-declared li[data-param='greeting']", "the greeting greeting_param checks")
+            .await?;
+        b.wait_text(
+            "#entry-0-declared li[data-param='expected'][data-state='unset']",
+            "string · default hello",
+        )
+        .await?;
+        b.wait_text("#entry-0-declared li[data-param='nap_ms']", "integer · default 0").await?;
+        // A misspelt param and a mistyped value are named at the field.
+        b.fill("#entry-0-params", "greting=hi\nnap_ms=soon").await?;
+        b.wait_text("#entry-0-params-error", "requires the param `greeting`").await?;
+        b.wait_text("#entry-0-params-error", "did you mean `greeting`?").await?;
+        b.wait_text("#entry-0-params-error", "\"soon\" is not an integer").await?;
+        // Set right, the problems go and the param shows as set.
+        b.fill("#entry-0-params", "greeting=hi\nexpected=hi\nnap_ms=5").await?;
+        b.wait_absent("#entry-0-params-error").await?;
+        b.wait_css("#entry-0-declared li[data-param='greeting'][data-state='set']").await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = steps.await {
+        panic!("{e:#}\n{}", browser.diagnostics().await);
+    }
+    browser.close().await.unwrap();
+}

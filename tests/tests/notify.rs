@@ -12,10 +12,12 @@ const SECRET: &str = "webhook-s3cret";
 
 fn plan(dir: &std::path::Path, name: &str, suite: &str, notify: &str) -> std::path::PathBuf {
     let path = dir.join(format!("{name}.toml"));
+    // basics requires its `greeting` param.
+    let params = if suite == ensemble_artifacts::BASICS { "params = { greeting = \"hello\" }\n" } else { "" };
     std::fs::write(
         &path,
         format!(
-            "name = {name:?}\n{notify}\n[[profiles]]\nname = \"here\"\n[[entries]]\nsuite = {suite:?}\nprofile = \"here\"\n"
+            "name = {name:?}\n{notify}\n[[profiles]]\nname = \"here\"\n[[entries]]\nsuite = {suite:?}\nprofile = \"here\"\n{params}"
         ),
     )
     .unwrap();

@@ -37,13 +37,17 @@ fn events_of(path: &Path) -> Vec<Event> {
     std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-/// Every role's tests and the machine each role ran on, and the log lines
-/// of the server (its clients' verdicts).
-fn outcomes(
-    events: &[Event],
-) -> (BTreeMap<String, Vec<(String, Outcome)>>, BTreeMap<String, String>, Vec<String>) {
-    let (mut tests, mut machines, mut logs) =
-        (BTreeMap::<String, Vec<_>>::new(), BTreeMap::new(), Vec::new());
+/// What a run's events say: every role's tests with their outcomes, the
+/// machine each role ran on, and the log lines (the server's verdicts).
+#[derive(Default)]
+struct Seen {
+    tests: BTreeMap<String, Vec<(String, Outcome)>>,
+    machines: BTreeMap<String, String>,
+    logs: Vec<String>,
+}
+
+fn outcomes(events: &[Event]) -> Seen {
+    let Seen { mut tests, mut machines, mut logs } = Seen::default();
     for e in events {
         match &e.kind {
             EventKind::TestFinished { shard, test, outcome, .. } => {
@@ -57,12 +61,12 @@ fn outcomes(
     for list in tests.values_mut() {
         list.sort();
     }
-    (tests, machines, logs)
+    Seen { tests, machines, logs }
 }
 
 /// Each client passed its three tests and the server heard both languages.
 fn assert_polyglot_passed(events: &[Event]) -> BTreeMap<String, String> {
-    let (tests, machines, logs) = outcomes(events);
+    let Seen { tests, machines, logs } = outcomes(events);
     let client: Vec<(String, Outcome)> =
         ["client::reports_verdict", "client::verifies_snapshot", "client::waits_for_server"]
             .iter()

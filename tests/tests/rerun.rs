@@ -32,7 +32,7 @@ async fn a_rerun_runs_exactly_the_failures_and_links_to_its_run() {
         &plan,
         format!(
             "name = \"rerun\"\ntype = \"cross-platform\"\n[settings]\ntest_timeout = \"20s\"\n\
-             [[profiles]]\nname = \"here\"\n[[entries]]\nsuite = {:?}\n\
+             [[profiles]]\nname = \"here\"\n[[entries]]\nsuite = {:?}\nparams = {{ greeting = \"hi\" }}\n\
              [[entries]]\nsuite = {:?}\nrole = \"lt\"\n",
             repo_root().join("suites/examples/basics").display().to_string(),
             ensemble_artifacts::LIBTEST_DEMO,
@@ -71,7 +71,7 @@ async fn a_rerun_runs_exactly_the_failures_and_links_to_its_run() {
         failed,
         [
             "basics fails_check_eq failed",
-            // Without its params, greeting_param fails too.
+            // "hi" is not the expected "hello": greeting_param fails too.
             "basics greeting_param failed",
             "basics panics failed",
             "lt tests::fails_assert_eq failed"

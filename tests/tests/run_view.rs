@@ -210,7 +210,7 @@ async fn a_link_to_a_test_opens_it_and_choosing_a_test_makes_one() {
         .start_run(serde_json::json!({
             "name": "linked",
             "profiles": [{ "name": "here" }],
-            "entries": [{ "suite": suite, "profile": "here" }],
+            "entries": [{ "suite": suite, "profile": "here", "params": { "greeting": "hi" } }],
         }))
         .await;
     server.events(&run).await;

@@ -15,7 +15,7 @@ fn plan(dir: &std::path::Path, basics_filter: Option<&str>) -> std::path::PathBu
     let text = format!(
         "name = \"selection\"\ntype = \"cross-platform\"\n[settings]\ntest_timeout = \"20s\"\n\
          [[profiles]]\nname = \"here\"\n\
-         [[entries]]\nsuite = {:?}\n{filter}\
+         [[entries]]\nsuite = {:?}\nparams = {{ greeting = \"hi\" }}\n{filter}\
          [[entries]]\nsuite = {:?}\nrole = \"lt\"\n",
         examples.join("basics").display().to_string(),
         ensemble_artifacts::LIBTEST_DEMO,

@@ -130,6 +130,7 @@ pub fn EntryCard(props: &Props) -> Html {
                     <textarea id={id("params")} rows="2" value={ed.entry_text(i, EntryText::Params)}
                         aria-invalid={aria_error(&id("params"), &params_err).0}
                         oninput={Callback::from(move |e: InputEvent| on_params(textarea_value(&e)))} />
+                    { declared_params(&id("declared"), ed.declared_params(i), &entry.params) }
                 </Field>
                 <Field id={id("net")} label="Network grants" hint={Some(AttrValue::from("host:port, comma separated; * matches any"))} error={net_err.clone()}>
                     <input id={id("net")} type="text" value={ed.entry_text(i, EntryText::Net)} placeholder="127.0.0.1:8080"
@@ -150,5 +151,42 @@ pub fn EntryCard(props: &Props) -> Html {
             </div>
             <button type="button" class="small danger" onclick={remove} aria-label={format!("Remove suite {}", entry.role_name())}>{"Remove"}</button>
         </fieldset>
+    }
+}
+
+/// What the entry's suite says it reads (suite ABI 0.2): each param's
+/// type, whether it is required or its default, and its help, marked when
+/// the entry sets it. Nothing for a suite that does not say.
+fn declared_params(
+    id: &str,
+    declared: Option<&[ensemble_protocol::api::ParamMeta]>,
+    set: &std::collections::BTreeMap<String, String>,
+) -> Html {
+    let Some(declared) = declared else { return html! {} };
+    if declared.is_empty() {
+        return html! { <p class="declared-params muted" id={id.to_string()}>{"The suite reads no params."}</p> };
+    }
+    html! {
+        <ul class="declared-params" id={id.to_string()} aria-label="Params the suite reads">
+            { for declared.iter().map(|p| {
+                let how = match (&p.default, p.required) {
+                    (_, true) => "required".to_string(),
+                    (Some(d), false) => format!("default {d}"),
+                    (None, false) => "optional".to_string(),
+                };
+                let state = match (set.contains_key(&p.name), p.required) {
+                    (true, _) => "set",
+                    (false, true) => "missing",
+                    (false, false) => "unset",
+                };
+                html! {
+                    <li data-param={p.name.clone()} data-state={state}>
+                        <code>{p.name.clone()}</code>
+                        <span class="chip">{format!("{} · {how}", p.kind)}</span>
+                        if !p.help.is_empty() { <span class="muted">{format!(" {}", p.help)}</span> }
+                    </li>
+                }
+            }) }
+        </ul>
     }
 }

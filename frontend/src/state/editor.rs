@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use ensemble_protocol::api::{ApiError, SHA_PREFIX, ScheduleStatus, StoredPlan, SuiteSummary};
+use ensemble_protocol::api::{ApiError, ParamMeta, SHA_PREFIX, ScheduleStatus, StoredPlan, SuiteSummary};
 use ensemble_protocol::plan::{Execution, Problem};
 use ensemble_protocol::units::{ByteSize, HumanDuration};
 use ensemble_protocol::{Entry, Plan, PlanType, Profile, Schedule, Settings};
@@ -147,6 +147,9 @@ pub struct EditorState {
     /// The suites (by sha256) that import the sync interface, as the
     /// catalog says: a sequential plan may have one such entry at most.
     syncing: BTreeSet<String>,
+    /// The params each suite (by sha256) declares, as the catalog says:
+    /// entries are checked against them (missing, unknown, mistyped).
+    declared: BTreeMap<String, Vec<ParamMeta>>,
     /// Changed since loaded or saved.
     pub dirty: bool,
     /// Edits made in this editor so far: a message about an earlier save
@@ -183,14 +186,39 @@ impl EditorState {
             submitted: false,
             server_problems: Vec::new(),
             syncing: BTreeSet::new(),
+            declared: BTreeMap::new(),
             dirty: false,
             edits: 0,
             schedules: Vec::new(),
         }
     }
 
-    pub fn loaded(stored: StoredPlan, syncing: BTreeSet<String>) -> Self {
-        Self { id: Some(stored.id), plan: stored.plan, schedules: stored.schedules, syncing, ..Self::new() }
+    /// A stored plan, with what the editor already knew of the catalog.
+    pub fn loaded(stored: StoredPlan, known: &EditorState) -> Self {
+        Self {
+            id: Some(stored.id),
+            plan: stored.plan,
+            schedules: stored.schedules,
+            syncing: known.syncing.clone(),
+            declared: known.declared.clone(),
+            ..Self::new()
+        }
+    }
+
+    /// What entry `i`'s suite declares it reads, as far as the catalog
+    /// knows (`None`: it does not say, or the catalog does not know it).
+    pub fn declared_params(&self, i: usize) -> Option<&[ParamMeta]> {
+        let entry = self.plan.entries.get(i)?;
+        self.declared.get(ensemble_protocol::api::suite_sha(&entry.suite)?).map(Vec::as_slice)
+    }
+
+    fn learn(&mut self, meta: &SuiteSummary) {
+        if meta.uses_sync() {
+            self.syncing.insert(meta.sha256.clone());
+        }
+        if let Some(params) = &meta.params {
+            self.declared.insert(meta.sha256.clone(), params.clone());
+        }
     }
 
     /// Where schedule `i` stands, as the server last said (none once it
@@ -232,7 +260,10 @@ impl EditorState {
         for (path, msg) in &self.parse_errors {
             add(path, msg);
         }
-        let sync = self.plan.sync_problems(&self.uses_sync());
+        let mut sync = self.plan.sync_problems(&self.uses_sync());
+        let declared: Vec<Option<&[ParamMeta]>> =
+            (0..self.plan.entries.len()).map(|i| self.declared_params(i)).collect();
+        sync.extend(self.plan.param_problems(&declared));
         for p in self.plan.problems().iter().chain(&sync).chain(&self.server_problems) {
             // A field that does not parse shows that, not the stale value's problem.
             if !self.parse_errors.keys().any(|k| within(&p.path, k)) {
@@ -427,9 +458,13 @@ impl Reducible for EditorState {
             s.server_problems.clear();
         }
         match action {
-            EditorAction::Load(stored) => s = EditorState::loaded(stored, s.syncing),
+            EditorAction::Load(stored) => s = EditorState::loaded(stored, &s),
             EditorAction::Catalog(suites) => {
-                s.syncing = suites.iter().filter(|m| m.uses_sync()).map(|m| m.sha256.clone()).collect();
+                s.syncing.clear();
+                s.declared.clear();
+                for meta in &suites {
+                    s.learn(meta);
+                }
             }
             EditorAction::SetName(name) => {
                 s.plan.name = name;
@@ -441,9 +476,7 @@ impl Reducible for EditorState {
             }
             EditorAction::SetType(kind) => s.plan.kind = kind,
             EditorAction::AddSuite(meta) => {
-                if meta.uses_sync() {
-                    s.syncing.insert(meta.sha256.clone());
-                }
+                s.learn(&meta);
                 let role = s.unique_role(&meta.name.replace('_', "-"));
                 s.plan.entries.push(Entry {
                     suite: format!("{SHA_PREFIX}{}", meta.sha256),
@@ -611,11 +644,44 @@ mod tests {
             imports: vec![],
             exports: vec![],
             uploaded_us: 0,
+            params: None,
         }
     }
 
     fn apply(s: Rc<EditorState>, actions: Vec<EditorAction>) -> Rc<EditorState> {
         actions.into_iter().fold(s, |s, a| s.reduce(a))
+    }
+
+    #[test]
+    fn params_are_checked_against_what_the_catalog_says_the_suite_declares() {
+        use ensemble_protocol::api::ParamType;
+        let mut basics = suite("basics", 'b');
+        basics.params = Some(vec![ParamMeta {
+            name: "greeting".into(),
+            kind: ParamType::String,
+            required: true,
+            default: None,
+            help: "what to say".into(),
+        }]);
+        let s = apply(Rc::new(EditorState::new()), vec![EditorAction::AddSuite(basics.clone())]);
+        assert_eq!(s.declared_params(0).map(<[ParamMeta]>::len), Some(1));
+        let problems = s.problems();
+        assert!(problems["entries[0].params"].contains("requires the param `greeting`"), "{problems:?}");
+        let s = apply(
+            s,
+            vec![EditorAction::SetEntryText(0, EntryText::Params, "greeting=hi\ncolour=red".into())],
+        );
+        let problems = s.problems();
+        assert!(!problems.contains_key("entries[0].params"), "{problems:?}");
+        assert!(problems["entries[0].params.colour"].contains("no param `colour`"), "{problems:?}");
+        // A suite that does not say (ABI 0.1) is not checked; a catalog
+        // that learns otherwise is.
+        let old = suite("old", 'o');
+        let s = apply(Rc::new(EditorState::new()), vec![EditorAction::AddSuite(old.clone())]);
+        assert!(s.declared_params(0).is_none());
+        assert!(!s.problems().keys().any(|p| p.starts_with("entries[0].params")));
+        let s = apply(s, vec![EditorAction::Catalog(vec![basics, old])]);
+        assert!(s.declared_params(0).is_none());
     }
 
     #[test]

@@ -33,7 +33,8 @@ mod tests {
                 "HELLO_COMMAND",
                 "MANY_TESTS",
                 "SKEWED",
-                "BENCH_PARTIES"
+                "BENCH_PARTIES",
+                "ABI_0_1"
             ]
         );
         for (name, path) in ALL {

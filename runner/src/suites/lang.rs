@@ -420,6 +420,18 @@ mod tests {
     }
 
     #[test]
+    fn the_pins_errors_suggest_are_the_ones_ci_installs() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+        assert!(ci.contains(&format!("pip install --quiet {COMPONENTIZE_PY}")), "{COMPONENTIZE_PY}");
+        let js = std::fs::read_to_string(root.join("build-support/js-tools/package.json")).unwrap();
+        for pin in [COMPONENTIZE_JS, ESBUILD] {
+            let (name, version) = pin.rsplit_once('@').unwrap();
+            assert!(js.contains(&format!("\"{name}\": \"{version}\"")), "{pin} in build-support/js-tools");
+        }
+    }
+
+    #[test]
     fn a_missing_tool_is_named_with_its_install_command() {
         let dir = tempfile::tempdir().unwrap();
         let err = tool("surely-not-a-tool-here", dir.path(), Lang::Python, "pip install x==1").unwrap_err();

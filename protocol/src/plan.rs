@@ -783,10 +783,10 @@ impl Plan {
 
 /// Bounds on what a plan may carry to every machine of a run.
 const MAX_LABELS: usize = 32;
-const MAX_PARAMS: usize = 256;
-const MAX_KEY: usize = 64;
+pub const MAX_PARAMS: usize = 256;
+pub const MAX_KEY: usize = 64;
 const MAX_LABEL_VALUE: usize = 256;
-const MAX_PARAM_VALUE: usize = 64 << 10;
+pub const MAX_PARAM_VALUE: usize = 64 << 10;
 
 /// Checks a map's size and its keys' and values' lengths.
 fn check_map(map: &BTreeMap<String, String>, most: usize, key: usize, value: usize) -> Result<(), String> {

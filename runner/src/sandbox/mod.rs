@@ -145,6 +145,9 @@ impl Default for SandboxOptions {
 /// pool slot, reset in place (tables: a sixteenth).
 const KEEP_RESIDENT: usize = 1 << 20;
 
+/// The longest help text a declared param may have ("one line").
+const MAX_HELP: usize = 1024;
+
 /// Suites kept loaded in memory besides those in use.
 pub const MAX_LOADED: usize = 32;
 
@@ -383,6 +386,40 @@ fn abi_of(version: &str) -> Option<&'static str> {
     let mut parts = version.split('.');
     let (major, minor) = (parts.next()?, parts.next()?);
     SUITE_ABIS.into_iter().find(|abi| abi.split_once('.') == Some((major, minor)))
+}
+
+/// Whether declared params make sense, and stay within what a plan entry
+/// can set: the declarations are stored, sent to browsers and shown, so a
+/// hostile suite cannot make them huge. The error completes "the suite
+/// declares …".
+fn check_declared(params: &[ParamMeta]) -> Result<(), String> {
+    use ensemble_protocol::plan::{MAX_KEY, MAX_PARAM_VALUE, MAX_PARAMS};
+    if params.len() > MAX_PARAMS {
+        return Err(format!("{} params, more than the {MAX_PARAMS} a plan entry may set", params.len()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for p in params {
+        let shown: String = p.name.chars().take(MAX_KEY).collect();
+        let bad = if p.name.trim().is_empty() {
+            "a param without a name".to_string()
+        } else if p.name.len() > MAX_KEY {
+            format!("the param `{shown}…`, whose name is longer than {MAX_KEY} bytes")
+        } else if p.help.len() > MAX_HELP {
+            format!("the param `{shown}` with a help text longer than {MAX_HELP} bytes")
+        } else if p.default.as_ref().is_some_and(|d| d.len() > MAX_PARAM_VALUE) {
+            format!("the param `{shown}` with a default longer than {MAX_PARAM_VALUE} bytes")
+        } else if !seen.insert(p.name.as_str()) {
+            format!("the param `{shown}` twice")
+        } else if p.required && p.default.is_some() {
+            format!("the param `{shown}` as required and with a default")
+        } else if let Some(Err(why)) = p.default.as_deref().map(|d| p.kind.check(d)) {
+            format!("the param `{shown}` with a default that does not fit its type: {why}")
+        } else {
+            continue;
+        };
+        return Err(bad);
+    }
+    Ok(())
 }
 
 /// What a suite says about itself ([`LoadedSuite::describe`]).
@@ -628,21 +665,7 @@ impl LoadedSuite {
                 return Err(SuiteError::List(format!("describing timed out after {timeout:?}")));
             }
         };
-        let mut seen = std::collections::HashSet::new();
-        for p in &params {
-            let bad = if p.name.trim().is_empty() {
-                "a param without a name".to_string()
-            } else if !seen.insert(p.name.as_str()) {
-                format!("the param `{}` twice", p.name)
-            } else if p.required && p.default.is_some() {
-                format!("the param `{}` as required and with a default", p.name)
-            } else if let Some(Err(why)) = p.default.as_deref().map(|d| p.kind.check(d)) {
-                format!("the param `{}` with a default that does not fit its type: {why}", p.name)
-            } else {
-                continue;
-            };
-            return Err(SuiteError::List(format!("the suite declares {bad}")));
-        }
+        check_declared(&params).map_err(|bad| SuiteError::List(format!("the suite declares {bad}")))?;
         Ok(Described { tests, params: Some(params) })
     }
 
@@ -789,5 +812,48 @@ impl TestEnv {
             barrier_timeout_ms: 1,
             sync: Arc::new(NoRun),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn param(name: &str) -> ParamMeta {
+        ParamMeta {
+            name: name.into(),
+            kind: ParamType::Integer,
+            required: false,
+            default: None,
+            help: String::new(),
+        }
+    }
+
+    #[test]
+    fn declarations_are_sane_and_bounded() {
+        assert_eq!(check_declared(&[param("keys"), param("clients")]), Ok(()));
+        let with = |f: fn(&mut ParamMeta)| {
+            let mut p = param("keys");
+            f(&mut p);
+            check_declared(&[p]).unwrap_err()
+        };
+        assert_eq!(with(|p| p.name = " ".into()), "a param without a name");
+        assert!(with(|p| p.name = "k".repeat(65)).contains("longer than 64 bytes"));
+        assert!(with(|p| p.help = "h".repeat(1025)).contains("help text longer than 1024 bytes"));
+        assert!(with(|p| p.default = Some("1".repeat(65 << 10))).contains("default longer than"));
+        assert_eq!(
+            with(|p| {
+                p.required = true;
+                p.default = Some("1".into())
+            }),
+            "the param `keys` as required and with a default"
+        );
+        assert!(
+            with(|p| p.default = Some("many".into()))
+                .contains("does not fit its type: \"many\" is not an integer")
+        );
+        assert_eq!(check_declared(&[param("a"), param("a")]).unwrap_err(), "the param `a` twice");
+        let many: Vec<ParamMeta> = (0..257).map(|i| param(&format!("p{i}"))).collect();
+        assert!(check_declared(&many).unwrap_err().starts_with("257 params, more than the 256"));
     }
 }

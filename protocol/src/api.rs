@@ -118,7 +118,7 @@ impl ParamType {
             ParamType::Integer => value.trim().parse::<i64>().is_ok(),
             ParamType::Float => value.trim().parse::<f64>().is_ok_and(f64::is_finite),
             ParamType::Boolean => matches!(value.trim(), "true" | "false"),
-            ParamType::Duration => value.parse::<crate::units::HumanDuration>().is_ok(),
+            ParamType::Duration => crate::units::param_duration(value).is_some(),
         };
         if fits {
             return Ok(());
@@ -128,7 +128,9 @@ impl ParamType {
             ParamType::Integer => "a whole number such as 100",
             ParamType::Float => "a number such as 0.5",
             ParamType::Boolean => "true or false",
-            ParamType::Duration => "a duration such as \"30s\", \"2m\" or \"250ms\"",
+            ParamType::Duration => {
+                "whole numbers with units ns, us, ms, s, m, h or d, such as \"30s\", \"2m\" or \"1h 30m\""
+            }
         };
         Err(format!("{value:?} is not {} ({expected})", self.article()))
     }
@@ -186,6 +188,10 @@ pub struct SuiteMeta {
     /// then not checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<Vec<ParamMeta>>,
+    /// The suite ABI (`major.minor`, e.g. `0.2`) a suite-world component
+    /// was built for; `None` for WASI commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abi: Option<String>,
 }
 
 /// The suite ABI's interface for coordination, as a component imports it
@@ -216,6 +222,7 @@ impl SuiteMeta {
             exports: self.exports.clone(),
             uploaded_us: self.uploaded_us,
             params: self.params.clone(),
+            abi: self.abi.clone(),
         }
     }
 }
@@ -239,6 +246,9 @@ pub struct SuiteSummary {
     /// See [`SuiteMeta::params`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<Vec<ParamMeta>>,
+    /// See [`SuiteMeta::abi`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abi: Option<String>,
 }
 
 impl SuiteSummary {

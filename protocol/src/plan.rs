@@ -545,10 +545,16 @@ impl Plan {
                         }
                     }
                     None => {
-                        let known: Vec<String> = params.iter().map(|p| format!("`{}`", p.name)).collect();
+                        let mut known: Vec<String> =
+                            params.iter().take(KNOWN_SHOWN).map(|p| format!("`{}`", p.name)).collect();
+                        if params.len() > KNOWN_SHOWN {
+                            known.push(format!("and {} more", params.len() - KNOWN_SHOWN));
+                        }
                         let near = params.iter().map(|p| p.name.as_str()).find(|n| near_miss(key, n));
                         let known = match (known.is_empty(), near) {
-                            (true, _) => "it reads none".to_string(),
+                            (true, _) => "it declares that it reads none; a suite lists every param it reads \
+                                          (Rust: `suite! { params(...) }`, Python and JavaScript: `param(...)`)"
+                                .to_string(),
                             (false, Some(near)) => {
                                 format!("did you mean `{near}`? it reads {}", known.join(", "))
                             }
@@ -886,7 +892,7 @@ profile = "client-box"
             [
                 "entries[0].params: the suite of kv-server requires the param `token` (string: what token is), and it is not set",
                 "entries[0].params.greeting: the suite of kv-server has no param `greeting` (it reads `keys`, `verbose`, `token`)",
-                "entries[0].params.keys: \"100\" is not a duration (a duration such as \"30s\", \"2m\" or \"250ms\")",
+                "entries[0].params.keys: \"100\" is not a duration (whole numbers with units ns, us, ms, s, m, h or d, such as \"30s\", \"2m\" or \"1h 30m\")",
             ]
         );
     }

@@ -66,6 +66,57 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// The units of a param's duration text, in nanoseconds (see
+/// [`param_duration`]).
+const PARAM_UNITS: [(&[&str], u64); 7] = [
+    (&["ns", "nsec", "nanos"], 1),
+    (&["us", "µs", "usec", "micros"], 1_000),
+    (&["ms", "msec", "millis"], 1_000_000),
+    (&["s", "sec", "secs", "second", "seconds"], 1_000_000_000),
+    (&["m", "min", "mins", "minute", "minutes"], 60_000_000_000),
+    (&["h", "hr", "hrs", "hour", "hours"], 3_600_000_000_000),
+    (&["d", "day", "days"], 86_400_000_000_000),
+];
+
+/// Reads a param of the suite ABI's `duration` type: whole numbers each
+/// followed by a unit (`250ms`, `30s`, `1h 30m`, `1m30s`). Narrower than
+/// plan settings' durations on purpose: it is the grammar every SDK reads
+/// (`suites/duration-vectors.txt`), so a value the plan check accepts is
+/// one the suite can read.
+pub fn param_duration(text: &str) -> Option<Duration> {
+    let mut total: u64 = 0;
+    let mut parts = 0;
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let number_end =
+            rest.char_indices().find(|(_, c)| !c.is_ascii_digit()).map_or(rest.len(), |(i, _)| i);
+        let number: u64 = rest.get(..number_end)?.parse().ok()?;
+        let after = rest[number_end..].trim_start();
+        let unit_end = after.char_indices().find(|(_, c)| !c.is_alphabetic()).map_or(after.len(), |(i, _)| i);
+        let per = PARAM_UNITS.iter().find(|(names, _)| names.contains(&&after[..unit_end]))?.1;
+        total = total.checked_add(number.checked_mul(per)?)?;
+        parts += 1;
+        rest = after[unit_end..].trim_start();
+    }
+    (parts > 0).then(|| Duration::from_nanos(total))
+}
+
+#[cfg(test)]
+mod param_duration_tests {
+    #[test]
+    fn param_durations_read_as_every_sdk_reads_them() {
+        let vectors = include_str!("../../suites/duration-vectors.txt");
+        for line in vectors.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+            let (text, want) = line.split_once(" => ").expect("TEXT => NANOS or error");
+            let got = super::param_duration(text.trim_matches('"'));
+            match want.trim() {
+                "error" => assert_eq!(got, None, "{text}"),
+                nanos => assert_eq!(got, Some(super::Duration::from_nanos(nanos.parse().unwrap())), "{text}"),
+            }
+        }
+    }
+}
+
 /// A byte size written as text (`"256MiB"`, `"1GB"`, `"512 KiB"`) or as a
 /// plain number of bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -532,21 +532,19 @@ function badValue(name, type, text) {
 
 const NANOS_PER = {
   nanos: 1n, nsec: 1n, ns: 1n,
-  usec: 1000n, us: 1000n, 'µs': 1000n,
+  micros: 1000n, usec: 1000n, us: 1000n, 'µs': 1000n,
   millis: 1_000_000n, msec: 1_000_000n, ms: 1_000_000n,
   seconds: 1_000_000_000n, second: 1_000_000_000n, secs: 1_000_000_000n, sec: 1_000_000_000n, s: 1_000_000_000n,
   minutes: 60_000_000_000n, minute: 60_000_000_000n, mins: 60_000_000_000n, min: 60_000_000_000n, m: 60_000_000_000n,
   hours: 3_600_000_000_000n, hour: 3_600_000_000_000n, hrs: 3_600_000_000_000n, hr: 3_600_000_000_000n, h: 3_600_000_000_000n,
   days: 86_400_000_000_000n, day: 86_400_000_000_000n, d: 86_400_000_000_000n,
-  weeks: 604_800_000_000_000n, week: 604_800_000_000_000n, w: 604_800_000_000_000n,
-  months: 2_630_016_000_000_000n, month: 2_630_016_000_000_000n, M: 2_630_016_000_000_000n,
-  years: 31_557_600_000_000_000n, year: 31_557_600_000_000_000n, y: 31_557_600_000_000_000n,
 };
 
 /**
  * Reads a duration text as the runner does (`"250ms"`, `"30s"`, `"2m"`,
- * `"1h 30m"`, `"1m30s"`; units ns, us, ms, s, m, h, d, w and their long
- * names) and returns it in milliseconds (fractional below 1 ms).
+ * `"1h 30m"`, `"1m30s"`; whole numbers with units ns, us, ms, s, m, h, d
+ * and their long names: the grammar of the suite ABI's `duration` param
+ * type) and returns it in milliseconds (fractional below 1 ms).
  * @param {string} text
  * @returns {number}
  */

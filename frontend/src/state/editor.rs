@@ -645,6 +645,7 @@ mod tests {
             exports: vec![],
             uploaded_us: 0,
             params: None,
+            abi: None,
         }
     }
 

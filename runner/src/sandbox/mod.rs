@@ -62,6 +62,8 @@ pub enum SuiteError {
     Invalid(String),
     #[error("listing the tests failed: {0}")]
     List(String),
+    #[error("describing the suite (its tests and params) failed: {0}")]
+    Describe(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -145,7 +147,8 @@ impl Default for SandboxOptions {
 /// pool slot, reset in place (tables: a sixteenth).
 const KEEP_RESIDENT: usize = 1 << 20;
 
-/// The longest help text a declared param may have ("one line").
+/// The longest help text and default a declared param may have: "one
+/// line", and a value a person reads in a list of params.
 const MAX_HELP: usize = 1024;
 
 /// Suites kept loaded in memory besides those in use.
@@ -178,10 +181,7 @@ impl Sandbox {
             sha256: suite.sha256.clone(),
             name: name.to_string(),
             size: suite.size as u64,
-            kind: match suite.abi() {
-                Some(abi) => format!("{} (ABI {abi})", suite.kind().as_str()),
-                None => suite.kind().as_str().to_string(),
-            },
+            kind: suite.kind().as_str().to_string(),
             tests: tests
                 .into_iter()
                 .map(|t| TestMeta {
@@ -195,6 +195,7 @@ impl Sandbox {
             exports: suite.exports.clone(),
             uploaded_us: crate::time::now_us(),
             params,
+            abi: suite.abi().map(str::to_string),
         })
     }
 }
@@ -393,7 +394,7 @@ fn abi_of(version: &str) -> Option<&'static str> {
 /// hostile suite cannot make them huge. The error completes "the suite
 /// declares …".
 fn check_declared(params: &[ParamMeta]) -> Result<(), String> {
-    use ensemble_protocol::plan::{MAX_KEY, MAX_PARAM_VALUE, MAX_PARAMS};
+    use ensemble_protocol::plan::{MAX_KEY, MAX_PARAMS};
     if params.len() > MAX_PARAMS {
         return Err(format!("{} params, more than the {MAX_PARAMS} a plan entry may set", params.len()));
     }
@@ -406,8 +407,8 @@ fn check_declared(params: &[ParamMeta]) -> Result<(), String> {
             format!("the param `{shown}…`, whose name is longer than {MAX_KEY} bytes")
         } else if p.help.len() > MAX_HELP {
             format!("the param `{shown}` with a help text longer than {MAX_HELP} bytes")
-        } else if p.default.as_ref().is_some_and(|d| d.len() > MAX_PARAM_VALUE) {
-            format!("the param `{shown}` with a default longer than {MAX_PARAM_VALUE} bytes")
+        } else if p.default.as_ref().is_some_and(|d| d.len() > MAX_HELP) {
+            format!("the param `{shown}` with a default longer than {MAX_HELP} bytes")
         } else if !seen.insert(p.name.as_str()) {
             format!("the param `{shown}` twice")
         } else if p.required && p.default.is_some() {
@@ -481,12 +482,12 @@ impl SuiteAbi {
         })
     }
 
-    /// The tests and params of a 0.2 suite; a 0.1 suite declares none.
+    /// The tests and params of a suite of ABI 0.2, the first to describe
+    /// itself (older ones cannot say; see [`LoadedSuite::describe`]).
     async fn describe(
-        &self,
+        pre: &v02::SuitePre<HostState>,
         store: &mut Store<HostState>,
     ) -> wasmtime::Result<(Vec<TestCase>, Vec<ParamMeta>)> {
-        let SuiteAbi::V02(pre) = self else { return Ok((self.list(store).await?, Vec::new())) };
         use v02::ensemble::suite::types::ParamType as T;
         let suite = pre.instantiate_async(&mut *store).await?;
         let info = suite.ensemble_suite_tests().call_describe(&mut *store).await?;
@@ -650,22 +651,23 @@ impl LoadedSuite {
     /// its tests and, from suites of ABI 0.2 on, the params it reads
     /// (checked: named, each once, a required one without a default).
     pub async fn describe(&self, env: &Arc<TestEnv>) -> Result<Described, SuiteError> {
-        let KindPre::Suite(abi @ SuiteAbi::V02(_)) = &self.pre else {
+        let KindPre::Suite(SuiteAbi::V02(pre)) = &self.pre else {
             return Ok(Described { tests: self.list(env).await?, params: None });
         };
         let timeout = env.test_timeout;
         let (mut store, capture) = self.store(env, "", &[], timeout);
-        let described = Self::within(&mut store, timeout, async |store| abi.describe(store).await).await;
+        let described =
+            Self::within(&mut store, timeout, async |store| SuiteAbi::describe(pre, store).await).await;
         let (tests, params) = match described {
             Finished::Returned(both) => both,
             Finished::Trapped(e) => {
-                return Err(SuiteError::List(capture.panic_message().unwrap_or_else(|| format!("{e:#}"))));
+                return Err(SuiteError::Describe(
+                    capture.panic_message().unwrap_or_else(|| format!("{e:#}")),
+                ));
             }
-            Finished::TimedOut => {
-                return Err(SuiteError::List(format!("describing timed out after {timeout:?}")));
-            }
+            Finished::TimedOut => return Err(SuiteError::Describe(format!("timed out after {timeout:?}"))),
         };
-        check_declared(&params).map_err(|bad| SuiteError::List(format!("the suite declares {bad}")))?;
+        check_declared(&params).map_err(|bad| SuiteError::Describe(format!("the suite declares {bad}")))?;
         Ok(Described { tests, params: Some(params) })
     }
 
@@ -840,7 +842,7 @@ mod tests {
         assert_eq!(with(|p| p.name = " ".into()), "a param without a name");
         assert!(with(|p| p.name = "k".repeat(65)).contains("longer than 64 bytes"));
         assert!(with(|p| p.help = "h".repeat(1025)).contains("help text longer than 1024 bytes"));
-        assert!(with(|p| p.default = Some("1".repeat(65 << 10))).contains("default longer than"));
+        assert!(with(|p| p.default = Some("1".repeat(1025))).contains("default longer than 1024 bytes"));
         assert_eq!(
             with(|p| {
                 p.required = true;

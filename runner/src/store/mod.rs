@@ -226,7 +226,7 @@ impl Store {
             "SELECT json_object('sha256', body->>'sha256', 'name', body->>'name', 'size', body->'size', \
              'kind', body->>'kind', 'test_count', json_array_length(body, '$.tests'), \
              'imports', json(body->'imports'), 'exports', json(coalesce(body->'exports', '[]')), \
-             'uploaded_us', body->'uploaded_us', 'params', body->'params') \
+             'uploaded_us', body->'uploaded_us', 'params', body->'params', 'abi', body->>'abi') \
              FROM suites ORDER BY sha256 LIMIT ?1 OFFSET ?2",
             params![limit, offset],
         )
@@ -734,6 +734,7 @@ mod tests {
                 exports: vec![],
                 uploaded_us: 1,
                 params: None,
+                abi: None,
             };
             s.put_suite(&meta, b"abc").unwrap();
             let run = |state| RunMeta {

@@ -154,14 +154,31 @@ fn write_if_changed(path: &Path, text: &str) -> Result<(), String> {
 }
 
 /// Directories a build never reads from the project (outputs, caches,
-/// dependencies, version control).
-const NOT_INPUTS: [&str; 7] = ["dist", "node_modules", "__pycache__", "target", ".git", ".venv", ".ensemble"];
+/// dependencies, virtual environments, version control); and any
+/// `*.egg-info`.
+const NOT_INPUTS: [&str; 12] = [
+    "dist",
+    "build",
+    "node_modules",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".tox",
+    "target",
+    ".git",
+    ".venv",
+    "venv",
+    ".ensemble",
+];
+
+/// How deep a project's directories are read: a symlink loop ends here.
+const MAX_DEPTH: usize = 32;
 
 /// A hash of everything a build of `dir` reads: its files (by relative
 /// path and content), the embedded WIT and SDK, and this binary's version.
 fn inputs_hash(dir: &Path, lang: Lang) -> Result<String, String> {
     let mut files = Vec::new();
-    collect_files(dir, dir, &mut files)?;
+    collect_files(dir, dir, 0, &mut files)?;
     files.sort();
     let mut hash = Sha256::new();
     hash.update(env!("CARGO_PKG_VERSION"));
@@ -178,17 +195,27 @@ fn inputs_hash(dir: &Path, lang: Lang) -> Result<String, String> {
     Ok(hex::encode(hash.finalize()))
 }
 
-fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+/// The project's files, relative to `root`; symlinks are followed (a
+/// linked source is a source), to [`MAX_DEPTH`].
+fn collect_files(root: &Path, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "{} is nested more than {MAX_DEPTH} directories deep (a symlink loop?)",
+            dir.display()
+        ));
+    }
     let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
-        let Ok(kind) = entry.file_type() else { continue };
-        if kind.is_dir() {
-            if !NOT_INPUTS.iter().any(|n| name == *n) {
-                collect_files(root, &path, out)?;
+        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        if meta.is_dir() {
+            let skipped =
+                NOT_INPUTS.iter().any(|n| name == *n) || name.to_string_lossy().ends_with(".egg-info");
+            if !skipped {
+                collect_files(root, &path, depth + 1, out)?;
             }
-        } else if kind.is_file()
+        } else if meta.is_file()
             && let Ok(rel) = path.strip_prefix(root)
         {
             out.push(rel.to_path_buf());
@@ -198,13 +225,23 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), 
 }
 
 /// Runs `build` unless the component at `out.wasm` was built from the same
-/// inputs.
+/// inputs. One build of a project at a time (a lock file): a second
+/// `ensemble` building it waits, then finds it up to date — the component
+/// and its stamp always belong together.
 fn unless_fresh(
     dir: &Path,
     lang: Lang,
     out: &Output,
     build: impl FnOnce() -> Result<(), String>,
 ) -> Result<PathBuf, String> {
+    let lock_path = out.support.join("build.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    lock.lock().map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
     let inputs = inputs_hash(dir, lang)?;
     let fresh = out.wasm.is_file() && std::fs::read_to_string(&out.stamp).is_ok_and(|s| s.trim() == inputs);
     if fresh {
@@ -245,6 +282,15 @@ fn tool(name: &str, dir: &Path, lang: Lang, install: &str) -> Result<PathBuf, St
             dir.display()
         )
     })
+}
+
+/// A directory removed when dropped, however the build ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Runs a build step; a failure carries the tool's own output.
@@ -337,8 +383,9 @@ fn build_js(dir: &Path) -> Result<PathBuf, String> {
         let esbuild = tool("esbuild", dir, Lang::JavaScript, &format!("npm install -g {ESBUILD}"))?;
         let componentize =
             tool("componentize-js", dir, Lang::JavaScript, &format!("npm install -g {COMPONENTIZE_JS}"))?;
-        let stage = out.support.join(format!("stage.{}", std::process::id()));
-        std::fs::create_dir_all(&stage).map_err(|e| format!("cannot create {}: {e}", stage.display()))?;
+        let stage = Scratch(out.support.join(format!("stage.{}", std::process::id())));
+        let stage = &stage.0;
+        std::fs::create_dir_all(stage).map_err(|e| format!("cannot create {}: {e}", stage.display()))?;
         // esbuild resolves an alias from its working directory: absolute.
         let sdk = std::path::absolute(out.support.join("sdk-js/index.js"))
             .map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -365,15 +412,13 @@ fn build_js(dir: &Path) -> Result<PathBuf, String> {
         // Ensemble provides WASI 0.2 without wasi:http; componentize-js
         // maps its working directory into the build, so run it in the stage.
         let mut cmd = Command::new(componentize);
-        cmd.current_dir(&stage)
+        cmd.current_dir(stage)
             .arg("bundle.js")
             .arg("--wit")
             .arg(wit)
             .args(["--world-name", "suite", "--disable", "http", "fetch-event", "-o"])
             .arg(wasm);
-        let built = run(cmd, "componentize-js", dir);
-        let _ = std::fs::remove_dir_all(&stage);
-        built
+        run(cmd, "componentize-js", dir)
     })
 }
 
@@ -417,6 +462,30 @@ mod tests {
         assert_eq!(inputs_hash(dir.path(), Lang::Python).unwrap(), first);
         std::fs::write(dir.path().join("app.py"), "x = 2\n").unwrap();
         assert_ne!(inputs_hash(dir.path(), Lang::Python).unwrap(), first);
+    }
+
+    #[test]
+    fn builds_of_one_project_at_once_build_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pyproject.toml"), "[project]\nname = \"once\"\n").unwrap();
+        let builds = std::sync::atomic::AtomicUsize::new(0);
+        let start = std::sync::Barrier::new(2);
+        let built: Vec<PathBuf> = std::thread::scope(|s| {
+            let each = || {
+                start.wait();
+                let out = output(dir.path(), Lang::Python).unwrap();
+                unless_fresh(dir.path(), Lang::Python, &out, || {
+                    builds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    std::fs::write(&out.partial, b"\0asm").map_err(|e| e.to_string())
+                })
+                .unwrap()
+            };
+            let (a, b) = (s.spawn(each), s.spawn(each));
+            vec![a.join().unwrap(), b.join().unwrap()]
+        });
+        assert_eq!(builds.into_inner(), 1, "the second found it built");
+        assert_eq!(built[0], built[1]);
+        assert_eq!(std::fs::read(&built[0]).unwrap(), b"\0asm");
     }
 
     #[test]

@@ -272,16 +272,13 @@ def _short_path(filename: str) -> str:
 # ---------------------------------------------------------------------------
 
 _UNITS = {
-    "nsec": 1e-9, "ns": 1e-9,
-    "usec": 1e-6, "us": 1e-6, "\u00b5s": 1e-6,
-    "msec": 1e-3, "ms": 1e-3,
-    "seconds": 1, "second": 1, "sec": 1, "s": 1,
-    "minutes": 60, "minute": 60, "min": 60, "m": 60,
-    "hours": 3600, "hour": 3600, "hr": 3600, "h": 3600,
+    "nanos": 1e-9, "nsec": 1e-9, "ns": 1e-9,
+    "micros": 1e-6, "usec": 1e-6, "us": 1e-6, "\u00b5s": 1e-6,
+    "millis": 1e-3, "msec": 1e-3, "ms": 1e-3,
+    "seconds": 1, "second": 1, "secs": 1, "sec": 1, "s": 1,
+    "minutes": 60, "minute": 60, "mins": 60, "min": 60, "m": 60,
+    "hours": 3600, "hour": 3600, "hrs": 3600, "hr": 3600, "h": 3600,
     "days": 86400, "day": 86400, "d": 86400,
-    "weeks": 604800, "week": 604800, "w": 604800,
-    "months": 2630016, "month": 2630016, "M": 2630016,
-    "years": 31557600, "year": 31557600, "y": 31557600,
 }
 _DURATION_PART = re.compile(r"([0-9]+)\s*([A-Za-z\u00b5]+)\s*")
 
@@ -289,8 +286,9 @@ _DURATION_PART = re.compile(r"([0-9]+)\s*([A-Za-z\u00b5]+)\s*")
 def parse_duration(text: str) -> datetime.timedelta:
     """Reads a duration as plans write it: ``"250ms"``, ``"30s"``, ``"2m"``, ``"1h 30m"``.
 
-    Whole numbers, each with a unit (ns, us, ms, s, m, h, d, w and their
-    long forms such as ``sec``, ``min``, ``hours``), as the runner reads them.
+    Whole numbers, each with a unit (ns, us, ms, s, m, h, d and their long
+    forms such as ``sec``, ``min``, ``hours``): the grammar of the suite
+    ABI's ``duration`` param type, which the runner checks plans against.
     Raises ``ValueError`` otherwise.
     """
     s = text.strip()

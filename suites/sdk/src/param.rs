@@ -85,9 +85,11 @@ impl ParamValue for Duration {
     }
 }
 
-/// Reads `250ms`, `30s`, `2m`, `1h 30m`, `1m30s`: numbers each followed by
-/// a unit (ns, us, ms, s, m, h, d and their long forms), as plans write
-/// durations.
+/// Reads `250ms`, `30s`, `2m`, `1h 30m`, `1m30s`: whole numbers each
+/// followed by a unit (ns, us, ms, s, m, h, d and their long forms) — the
+/// grammar of the suite ABI's `duration` param type, which the runner
+/// checks plans against (`suites/duration-vectors.txt` holds the cases
+/// every reader is tested with).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad =
         |why: &str| format!("{text:?} is not a duration ({why}); write e.g. \"30s\", \"2m\" or \"250ms\"");
@@ -103,10 +105,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         }
         let n: u64 = rest[..digits].parse().map_err(|_| bad("the number is too large"))?;
         rest = rest[digits..].trim_start();
-        let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| !c.is_alphabetic()).unwrap_or(rest.len());
         let nanos_per: u64 = match &rest[..unit_len] {
             "ns" | "nsec" | "nanos" => 1,
-            "us" | "usec" | "micros" => 1_000,
+            "us" | "µs" | "usec" | "micros" => 1_000,
             "ms" | "msec" | "millis" => 1_000_000,
             "s" | "sec" | "secs" | "second" | "seconds" => 1_000_000_000,
             "m" | "min" | "mins" | "minute" | "minutes" => 60_000_000_000,
@@ -204,6 +206,19 @@ impl<T: ParamValue> Param<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_every_reader_reads_them() {
+        let vectors = include_str!("../../duration-vectors.txt");
+        for line in vectors.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+            let (text, want) = line.split_once(" => ").expect("TEXT => NANOS or error");
+            let got = parse_duration(text.trim_matches('"'));
+            match want.trim() {
+                "error" => assert!(got.is_err(), "{text} reads as {got:?}"),
+                nanos => assert_eq!(got, Ok(Duration::from_nanos(nanos.parse().unwrap())), "{text}"),
+            }
+        }
+    }
 
     #[test]
     fn durations_read_as_plans_write_them() {

@@ -458,27 +458,17 @@ macro_rules! verdict {
 
 impl SuiteAbi {
     async fn list(&self, store: &mut Store<HostState>) -> wasmtime::Result<Vec<TestCase>> {
+        // The versions' generated types differ; the calls read the same.
+        macro_rules! list {
+            ($pre:expr) => {{
+                let suite = $pre.instantiate_async(&mut *store).await?;
+                let listed = suite.ensemble_suite_tests().call_list(&mut *store).await?;
+                listed.into_iter().map(|t| test_case!(t)).collect()
+            }};
+        }
         Ok(match self {
-            SuiteAbi::V01(pre) => {
-                let suite = pre.instantiate_async(&mut *store).await?;
-                suite
-                    .ensemble_suite_tests()
-                    .call_list(&mut *store)
-                    .await?
-                    .into_iter()
-                    .map(|t| test_case!(t))
-                    .collect()
-            }
-            SuiteAbi::V02(pre) => {
-                let suite = pre.instantiate_async(&mut *store).await?;
-                suite
-                    .ensemble_suite_tests()
-                    .call_list(&mut *store)
-                    .await?
-                    .into_iter()
-                    .map(|t| test_case!(t))
-                    .collect()
-            }
+            SuiteAbi::V01(pre) => list!(pre),
+            SuiteAbi::V02(pre) => list!(pre),
         })
     }
 

@@ -197,3 +197,68 @@ fn new_python_and_javascript_suites_build_and_pass() {
         "{shown}"
     );
 }
+
+#[test]
+fn the_python_and_javascript_sdks_report_each_outcome_with_its_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let suites = repo_root().join("tests/suites");
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "name = \"sdk-outcomes\"\ntype = \"cross-platform\"\n[[profiles]]\nname = \"here\"\n\
+             [[entries]]\nsuite = {:?}\nrole = \"py\"\nparams = {{ word = \"ensemble\" }}\n\
+             [[entries]]\nsuite = {:?}\nrole = \"js\"\nparams = {{ word = \"ensemble\" }}\n",
+            suites.join("py-outcomes").display().to_string(),
+            suites.join("js-outcomes").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let json = dir.path().join("out.jsonl");
+    let out = {
+        let _one_at_a_time = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+        ensemble(&["run", plan.to_str().unwrap(), "--json", json.to_str().unwrap()], dir.path())
+    };
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    let mut seen = BTreeMap::new();
+    for e in events_of(&json) {
+        if let EventKind::TestFinished { shard, test, outcome, message, .. } = e.kind {
+            seen.insert(format!("{} {test}", shard.role), (outcome, message.unwrap_or_default()));
+        }
+    }
+    let expect = |key: &str, outcome: Outcome, starts: &[&str]| {
+        let (got, message) = seen.get(key).unwrap_or_else(|| panic!("{key} did not run: {seen:?}"));
+        assert_eq!(*got, outcome, "{key}: {message}");
+        for s in starts {
+            assert!(message.contains(s), "{key}: {s:?} not in {message:?}");
+        }
+    };
+    // Declared params read typed (a duration default, a float), both SDKs.
+    for role in ["py", "js"] {
+        expect(&format!("{role} passes"), Outcome::Passed, &[]);
+        expect(&format!("{role} logs_and_attaches"), Outcome::Passed, &[]);
+        expect(&format!("{role} fails"), Outcome::Failed, &["failed on purpose"]);
+        expect(&format!("{role} skips"), Outcome::Skipped, &["skipped on purpose"]);
+        expect(&format!("{role} ignored"), Outcome::Skipped, &["ignored"]);
+        expect(
+            &format!("{role} sync_times_out"),
+            Outcome::Failed,
+            &["sync timeout: barrier \"never\" to reach 2: timed out after 100 ms"],
+        );
+    }
+    // Python: an assert fails with its message, a bare one with its
+    // expression and values, an exception with its type and traceback.
+    expect("py assert_with_message", Outcome::Failed, &["x should be 3"]);
+    expect("py bare_assert", Outcome::Failed, &["assertion failed: len(items) == 4", "items = [1, 2, 3]"]);
+    expect("py raises", Outcome::Failed, &["KeyError: 'missing'", "line 15, in lookup"]);
+    // JavaScript: checks with their values, thrown errors, async tests.
+    expect("js check_fails", Outcome::Failed, &["x should be 3"]);
+    expect("js check_eq_fails", Outcome::Failed, &["lists: checkEq failed", "expected: [1,2,4]"]);
+    expect("js throws", Outcome::Failed, &["TypeError:", "o is null"]);
+    expect("js async_fails", Outcome::Failed, &["the answer: checkEq failed", "actual:   41"]);
+    assert!(
+        shown.contains("FAILED: 19 test(s)") && shown.contains("4 passed, 11 failed, 4 skipped"),
+        "{shown}"
+    );
+}

@@ -135,10 +135,18 @@ fn not_found(what: &str, id: &str) -> ApiError {
 }
 
 /// [`Plan::param_problems`] with the params the entries' stored suites declare.
-fn param_problems(plan: &Plan, metas: &[Option<SuiteMeta>]) -> Vec<ensemble_protocol::Problem> {
+fn param_problems<'a>(
+    plan: &Plan,
+    metas: impl IntoIterator<Item = Option<&'a SuiteMeta>>,
+) -> Vec<ensemble_protocol::Problem> {
     let declared: Vec<Option<&[ensemble_protocol::api::ParamMeta]>> =
-        metas.iter().map(|m| m.as_ref().and_then(|m| m.params.as_deref())).collect();
+        metas.into_iter().map(|m| m.and_then(|m| m.params.as_deref())).collect();
     plan.param_problems(&declared)
+}
+
+/// How a run refers to a stored suite.
+fn suite_ref(meta: &SuiteMeta) -> SuiteRef {
+    SuiteRef { uses_sync: meta.uses_sync(), name: meta.name.clone(), sha256: meta.sha256.clone() }
 }
 
 /// The coordinator's shared state.
@@ -573,7 +581,7 @@ impl Coordinator {
         let metas = self.entry_suites(&plan).await?;
         let uses_sync: Vec<bool> =
             metas.iter().map(|m| m.as_ref().is_some_and(SuiteMeta::uses_sync)).collect();
-        let mut problems = param_problems(&plan, &metas);
+        let mut problems = param_problems(&plan, metas.iter().map(Option::as_ref));
         problems.extend(plan.sync_problems(&uses_sync));
         problems.extend(schedule::problems(&plan));
         if !problems.is_empty() {
@@ -705,10 +713,11 @@ impl Coordinator {
         };
         self.name_roles(&mut plan).await?;
         plan.validate().map_err(ApiError::from)?;
-        let suites = self.resolve_suites(&plan).await?;
+        let metas = self.resolve_metas(&plan).await?;
+        let suites = metas.iter().map(suite_ref).collect();
         let started_us = now_us();
         let durations = self.durations_for(&plan, started_us).await?;
-        let mut problems = param_problems(&plan, &self.entry_suites(&plan).await?);
+        let mut problems = param_problems(&plan, metas.iter().map(Some));
         let job = Job { ticket: 0, plan, suites, durations };
         problems.extend(job.plan.sync_problems(&job.uses_sync()));
         if !problems.is_empty() {
@@ -1174,8 +1183,15 @@ impl Coordinator {
     }
 
     async fn resolve_suites(&self, plan: &Plan) -> Result<Vec<SuiteRef>, ApiError> {
-        let mut suites = Vec::new();
-        for (i, e) in plan.entries.iter().enumerate() {
+        Ok(self.resolve_metas(plan).await?.iter().map(suite_ref).collect())
+    }
+
+    /// Every entry's stored suite; an entry not naming one, or naming one
+    /// not uploaded, is an error at its field.
+    async fn resolve_metas(&self, plan: &Plan) -> Result<Vec<SuiteMeta>, ApiError> {
+        let metas = self.entry_suites(plan).await?;
+        let mut resolved = Vec::with_capacity(metas.len());
+        for (i, (e, meta)) in plan.entries.iter().zip(metas).enumerate() {
             let invalid = |message: String| {
                 ApiError::from(ensemble_protocol::PlanError {
                     file: None,
@@ -1191,12 +1207,11 @@ impl Coordinator {
                     e.suite
                 )));
             };
-            let key = sha.to_string();
-            let Some(meta) = self.store.call(move |s| s.suite(&key)).await.map_err(internal)? else {
+            let Some(meta) = meta else {
                 return Err(invalid(format!("no suite with sha256 {sha} was uploaded")));
             };
-            suites.push(SuiteRef { uses_sync: meta.uses_sync(), name: meta.name, sha256: meta.sha256 });
+            resolved.push(meta);
         }
-        Ok(suites)
+        Ok(resolved)
     }
 }

@@ -655,6 +655,18 @@ impl Coordinator {
         self.store.call(move |s| s.events_page(&key, from, limit)).await.map_err(internal)
     }
 
+    /// [`Coordinator::events`] as stored: numbers and JSON (see
+    /// [`Store::event_bodies`]).
+    pub async fn event_bodies(
+        &self,
+        run: &str,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, String)>, ApiError> {
+        let key = run.to_string();
+        self.store.call(move |s| s.event_bodies(&key, from, limit)).await.map_err(internal)
+    }
+
     /// The numbers and sizes of at most `limit` stored events of `run` from
     /// `from` (see [`Store::event_sizes`]).
     pub async fn event_sizes(&self, run: &str, from: u64, limit: u32) -> Result<Vec<(u64, usize)>, ApiError> {

@@ -16,7 +16,9 @@
 //!
 //! `synchronous = NORMAL` with WAL: a commit survives a crash of the process
 //! (the WAL is written before the commit returns); only a power loss can
-//! lose the last commits, which keeps batches cheap.
+//! lose the last commits, which keeps batches cheap. A commit never
+//! checkpoints the log into the database: a thread of its own does
+//! (`checkpoint`), so no commit stalls on copying and syncing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,9 @@ use anyhow::Context;
 use ensemble_protocol::api::{Delivery, PastResult, RunMeta, RunState, StoredPlan, SuiteMeta, SuiteSummary};
 use ensemble_protocol::{Event, EventKind, Outcome, attachment};
 use rusqlite::{Connection, OptionalExtension, params};
+
+mod checkpoint;
+use checkpoint::Checkpointer;
 
 /// A handle to the store; cheap to clone.
 /// What the coordinator keeps of one schedule of a plan.
@@ -41,9 +46,38 @@ pub struct ScheduleRecord {
 
 #[derive(Clone)]
 pub struct Store {
+    // Dropped before the checkpointer, whose connection then closes last.
     db: Arc<Mutex<Connection>>,
     suites_dir: PathBuf,
     attachments_dir: PathBuf,
+    checkpoints: Arc<Checkpointer>,
+}
+
+/// The store's connection, locked; the rows written while it is held count
+/// towards the next checkpoint.
+struct Db<'a> {
+    conn: std::sync::MutexGuard<'a, Connection>,
+    changes: u64,
+    checkpoints: &'a Checkpointer,
+}
+
+impl std::ops::Deref for Db<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Db<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl Drop for Db<'_> {
+    fn drop(&mut self) {
+        self.checkpoints.wrote(self.conn.total_changes().saturating_sub(self.changes));
+    }
 }
 
 const SCHEMA: &str = "
@@ -119,13 +153,18 @@ impl Store {
         let db = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
+        // Checkpoints run on a thread of their own (see `checkpoint`); the
+        // log's file is cut back whenever it starts over.
+        db.pragma_update(None, "wal_autocheckpoint", 0)?;
+        db.pragma_update(None, "journal_size_limit", 0)?;
         db.execute_batch(SCHEMA)?;
         let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version < SCHEMA_VERSION {
             db.execute(RESULTS_FROM_EVENTS, [])?;
             db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
-        Ok(Store { db: Arc::new(Mutex::new(db)), suites_dir, attachments_dir })
+        let checkpoints = Arc::new(Checkpointer::start(&path)?);
+        Ok(Store { db: Arc::new(Mutex::new(db)), suites_dir, attachments_dir, checkpoints })
     }
 
     /// Commits a write (readiness probes): fails when the store cannot
@@ -146,8 +185,9 @@ impl Store {
         tokio::task::spawn_blocking(move || f(&store)).await.context("a store task panicked")?
     }
 
-    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.db.lock().expect("store lock")
+    fn db(&self) -> Db<'_> {
+        let conn = self.db.lock().expect("store lock");
+        Db { changes: conn.total_changes(), conn, checkpoints: &self.checkpoints }
     }
 
     /// The JSON body of the one row `sql` selects, parsed.
@@ -609,15 +649,23 @@ impl Store {
     /// more than [`PAGE_BYTES`] of them (but always the first): a page of
     /// large events is short, and only an empty page means the end.
     pub fn events_page(&self, run: &str, from: u64, limit: u32) -> anyhow::Result<Vec<Event>> {
+        self.event_bodies(run, from, limit)?.into_iter().map(|(_, body)| Ok(parse(body)?)).collect()
+    }
+
+    /// [`Store::events_page`] as stored: each event's number and JSON,
+    /// which is what a watcher is sent, so a replay need not parse and
+    /// print every event again.
+    pub fn event_bodies(&self, run: &str, from: u64, limit: u32) -> anyhow::Result<Vec<(u64, String)>> {
         let db = self.db();
-        let mut stmt =
-            db.prepare_cached("SELECT body FROM events WHERE run = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3")?;
+        let mut stmt = db.prepare_cached(
+            "SELECT seq, body FROM events WHERE run = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+        )?;
         let mut rows = stmt.query(params![run, from as i64, limit])?;
         let (mut page, mut bytes) = (Vec::new(), 0);
         while let Some(row) = rows.next()? {
-            let body: String = row.get(0)?;
+            let body: String = row.get(1)?;
             bytes += body.len();
-            page.push(parse(body)?);
+            page.push((row.get::<_, i64>(0)? as u64, body));
             if bytes >= PAGE_BYTES {
                 break;
             }
@@ -709,6 +757,57 @@ mod tests {
         let sizes = s.event_sizes("r", 2, 1000).unwrap();
         assert_eq!(sizes.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [2, 3, 4]);
         assert!(sizes.iter().all(|(_, size)| *size > 6 << 20));
+        let bodies = s.event_bodies("r", 2, 1000).unwrap();
+        assert_eq!(
+            bodies.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            [2, 3, 4],
+            "the same pages, as stored"
+        );
+        assert_eq!(bodies[0].1, json(&big(2)), "the JSON a watcher is sent");
+    }
+
+    #[test]
+    fn the_log_is_checkpointed_apart_and_starts_over_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let wal = dir.path().join("ensemble.db-wal");
+        let log = |seq: u64| Event {
+            run: "r".into(),
+            seq,
+            at_us: 0,
+            machine_at_us: None,
+            kind: EventKind::Log {
+                shard: ensemble_protocol::event::ShardRef {
+                    shard: 1,
+                    machine: "m".into(),
+                    role: "r".into(),
+                    suite: "s".into(),
+                    instance: 0,
+                },
+                test: "t".into(),
+                level: "info".into(),
+                message: "x".repeat(2000),
+            },
+        };
+        // Past the threshold in commits of their own: SQLite's policy
+        // would have checkpointed inside one of them.
+        let mut seq = 0;
+        while std::fs::metadata(&wal).map_or(0, |m| m.len()) < checkpoint::WAL_BYTES {
+            let mut batch: Vec<Event> = (seq + 1..=seq + 100).map(log).collect();
+            seq += 100;
+            s.write_batch(&mut batch, &[]).unwrap();
+        }
+        assert!(std::fs::metadata(&wal).unwrap().len() >= checkpoint::WAL_BYTES, "no commit checkpointed");
+        // A few more rows wake the checkpointer, which finds the log long.
+        let mut more: Vec<Event> = (seq + 1..=seq + 600).map(log).collect();
+        seq += 600;
+        s.write_batch(&mut more, &[]).unwrap();
+        assert!(s.checkpoints.wait_for_runs(1, std::time::Duration::from_secs(60)), "a checkpoint ran");
+        // Everything is in the database now: the next commit starts the
+        // log over, cut back.
+        s.write_batch(&mut [log(seq + 1)], &[]).unwrap();
+        assert!(std::fs::metadata(&wal).unwrap().len() < checkpoint::WAL_BYTES, "the log started over");
+        assert_eq!(s.events("r", 1).unwrap().len() as u64, seq + 1, "nothing lost");
     }
 
     #[test]

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ensemble_protocol::EventKind;
 use ensemble_protocol::api::RunsQuery;
 use ensemble_protocol::api::{ApiError, ErrorKind, EventsQuery, RunRequest};
-use ensemble_protocol::{Event, EventKind};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 use warp::filters::BoxedFilter;
@@ -130,10 +130,6 @@ fn attachment_reply(name: &str, bytes: Vec<u8>) -> warp::reply::Response {
     reply
 }
 
-fn frame(ev: &Event) -> Message {
-    Message::text(serde_json::to_string(ev).expect("events serialize"))
-}
-
 /// Most events read from the store at once when replaying.
 const REPLAY_PAGE: u32 = 1000;
 /// Most bytes of events read at once when replaying (but always one event).
@@ -245,16 +241,16 @@ async fn send_live(
     if caught_up { replay(tx, core, run, next).await } else { Ok(false) }
 }
 
-/// [`send`] while holding room of the replay budget: dropped sooner when
-/// others wait for it ([`CONTENDED_SEND_TIMEOUT`]).
-async fn send_holding(tx: &mut futures::stream::SplitSink<WebSocket, Message>, ev: &Event) -> Result<(), ()> {
+/// `io` (a page's writes) while holding room of the replay budget: given
+/// up after [`SEND_TIMEOUT`], or sooner when others wait for the room
+/// ([`CONTENDED_SEND_TIMEOUT`]).
+async fn holding<E>(io: impl std::future::Future<Output = Result<(), E>>) -> Result<(), ()> {
     let started = tokio::time::Instant::now();
-    let sending = tx.send(frame(ev));
-    tokio::pin!(sending);
+    tokio::pin!(io);
     let mut check = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
-            sent = &mut sending => return sent.map_err(drop),
+            sent = &mut io => return sent.map_err(drop),
             _ = check.tick() => {
                 let waited = started.elapsed();
                 if waited >= SEND_TIMEOUT || (waited >= CONTENDED_SEND_TIMEOUT && BUDGET.contended()) {
@@ -265,8 +261,20 @@ async fn send_holding(tx: &mut futures::stream::SplitSink<WebSocket, Message>, e
     }
 }
 
-/// Sends the stored events from `*next` on, a page at a time; true when
-/// `run-finished` was among them.
+/// Whether a stored event (its JSON) is the run's end: read from its tag
+/// alone, the rest skipped unparsed.
+fn ends_run(json: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Tag<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<&'a str>,
+    }
+    serde_json::from_str::<Tag>(json).is_ok_and(|t| t.kind == Some("run-finished"))
+}
+
+/// Sends the stored events from `*next` on, a page at a time, each page in
+/// one write of the JSON as stored; true when `run-finished` was among
+/// them.
 async fn replay(
     tx: &mut futures::stream::SplitSink<WebSocket, Message>,
     core: &Coordinator,
@@ -280,7 +288,7 @@ async fn replay(
             return Ok(false);
         }
         // As many as fit in a page, at least one; room for the page and the
-        // frame being written.
+        // frames being written.
         let (mut take, mut bytes) = (0u32, 0usize);
         for (_, size) in &sizes {
             if take > 0 && bytes + size > PAGE_BYTES {
@@ -289,13 +297,22 @@ async fn replay(
             (take, bytes) = (take + 1, bytes + size);
         }
         let _room = BUDGET.take(2 * bytes).await;
-        let page = core.events(run, *next, take).await.map_err(failed)?;
-        for ev in page {
-            *next = ev.seq + 1;
-            send_holding(tx, &ev).await?;
-            if matches!(ev.kind, EventKind::RunFinished { .. }) {
-                return Ok(true);
+        let page = core.event_bodies(run, *next, take).await.map_err(failed)?;
+        let mut finished = false;
+        holding(async {
+            for (seq, json) in page {
+                *next = seq + 1;
+                finished = ends_run(&json);
+                tx.feed(Message::text(json)).await?;
+                if finished {
+                    break;
+                }
             }
+            tx.flush().await
+        })
+        .await?;
+        if finished {
+            return Ok(true);
         }
     }
 }
@@ -371,4 +388,38 @@ async fn watch_run(socket: WebSocket, core: Arc<Coordinator>, run: String, from:
         }
     }
     close(tx).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ends_run;
+    use ensemble_protocol::event::ShardRef;
+    use ensemble_protocol::{Event, EventKind, Summary, Verdict};
+
+    #[test]
+    fn the_run_end_is_told_by_its_tag_alone() {
+        let event = |kind| {
+            serde_json::to_string(&Event { run: "r".into(), seq: 1, at_us: 0, machine_at_us: None, kind })
+                .unwrap()
+        };
+        let end = EventKind::RunFinished {
+            summary: Summary::default(),
+            duration_ms: 1,
+            shard_errors: 0,
+            cancelled: None,
+            verdict: Verdict::Passed,
+        };
+        assert!(ends_run(&event(end)));
+        let shard =
+            ShardRef { shard: 1, machine: "m".into(), role: "r".into(), suite: "s".into(), instance: 0 };
+        // The words inside a message are text, not the event's tag.
+        let log = EventKind::Log {
+            shard,
+            test: "t".into(),
+            level: "info".into(),
+            message: r#"{"type":"run-finished"}"#.into(),
+        };
+        assert!(!ends_run(&event(log)));
+        assert!(!ends_run("not json"));
+    }
 }

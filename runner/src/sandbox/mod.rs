@@ -679,7 +679,7 @@ impl LoadedSuite {
     pub async fn run(&self, test: &TestCase, env: &Arc<TestEnv>) -> TestRun {
         let timeout = test.timeout.unwrap_or(env.test_timeout);
         let started = Instant::now();
-        let (outcome, message, capture) = match &self.pre {
+        let (outcome, message, capture, store) = match &self.pre {
             KindPre::Suite(abi) => {
                 let (mut store, capture) = self.store(env, &test.name, &[], timeout);
                 let done =
@@ -688,7 +688,7 @@ impl LoadedSuite {
                     Finished::Returned(verdict) => verdict,
                     other => judge_abnormal(other, &store, &capture, timeout),
                 };
-                (o, m, capture)
+                (o, m, capture, store)
             }
             KindPre::Libtest(pre) | KindPre::Command(pre) => {
                 let args = command::args_for(self.kind(), test);
@@ -710,11 +710,17 @@ impl LoadedSuite {
                     }
                     other => judge_abnormal(other, &store, &capture, timeout),
                 };
-                (o, m, capture)
+                (o, m, capture, store)
             }
         };
         let duration = started.elapsed();
         crate::metrics::metrics().test_duration.observe(duration.as_secs_f64());
+        // The instance is torn down (its pool slot reset) after the tasks
+        // already waiting to run had their turn: when a barrier releases
+        // many parties of this machine, every one resumes before any of
+        // those that finished cleans up.
+        tokio::task::yield_now().await;
+        drop(store);
         TestRun { outcome, message, output: capture.text(), duration }
     }
 }

@@ -6,22 +6,25 @@
 //! waits on it — a barrier's release waits for its record to commit. Here
 //! the store's connection never checkpoints; a thread of its own, with its
 //! own connection, runs a passive checkpoint (it waits for no reader or
-//! writer) once the log has grown past [`WAL_BYTES`]. Commits then only
-//! append to the log.
+//! writer) once [`WAL_PAGES`] pages were added to the log since the last
+//! one. Commits then only append to the log.
 //!
-//! The log's size is read from its file: with `journal_size_limit = 0`
-//! SQLite truncates it whenever it starts the log over after a complete
-//! checkpoint, so the file's size is what the checkpoints have not caught
-//! up with (plus what they copied and the log has not yet restarted over).
+//! The log's length is read from its file (a header, then frames of a page
+//! and a header each). With `journal_size_limit = 0` SQLite truncates the
+//! file whenever it starts the log over after a complete checkpoint, so a
+//! file shorter than at the last checkpoint has started over.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 use rusqlite::Connection;
 
-/// The log's size past which a checkpoint runs (SQLite's own default is
-/// 1,000 pages of 4 KiB).
-pub const WAL_BYTES: u64 = 4 << 20;
+/// Pages added to the log between two checkpoints (SQLite's own default).
+pub const WAL_PAGES: u64 = 1000;
+
+/// The log file's header, and each frame's.
+const WAL_HEADER: u64 = 32;
+const FRAME_HEADER: u64 = 24;
 
 /// Rows written between two looks at the log's size.
 const ROWS_PER_LOOK: u64 = 512;
@@ -97,6 +100,11 @@ impl Drop for Checkpointer {
 }
 
 fn run(db: &Connection, wal: &Path, shared: &Shared) {
+    let page: u64 = db.pragma_query_value(None, "page_size", |r| r.get(0)).unwrap_or(4096);
+    let frames =
+        || std::fs::metadata(wal).map_or(0, |m| m.len().saturating_sub(WAL_HEADER) / (page + FRAME_HEADER));
+    // Frames in the log at the last checkpoint.
+    let mut checkpointed = 0;
     loop {
         let closed = {
             let mut pending = shared.pending.lock().expect("checkpoint lock");
@@ -111,8 +119,11 @@ fn run(db: &Connection, wal: &Path, shared: &Shared) {
             // SQLite's close checkpoints the rest and removes the log.
             return;
         }
-        if std::fs::metadata(wal).is_ok_and(|m| m.len() >= WAL_BYTES) {
+        let now = frames();
+        let added = if now >= checkpointed { now - checkpointed } else { now };
+        if added >= WAL_PAGES {
             checkpoint(db);
+            checkpointed = frames();
             shared.pending.lock().expect("checkpoint lock").runs += 1;
             shared.ran.notify_all();
         }

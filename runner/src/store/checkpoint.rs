@@ -44,8 +44,8 @@ struct Shared {
     ran: Condvar,
 }
 
-/// The checkpoint thread of one database; it ends, after a last
-/// checkpoint, when this is dropped.
+/// The checkpoint thread of one database; it ends when this is dropped,
+/// and its connection, closing after the store's, checkpoints the rest.
 pub struct Checkpointer {
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,

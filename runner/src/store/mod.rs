@@ -32,7 +32,6 @@ use rusqlite::{Connection, OptionalExtension, params};
 mod checkpoint;
 use checkpoint::Checkpointer;
 
-/// A handle to the store; cheap to clone.
 /// What the coordinator keeps of one schedule of a plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScheduleRecord {
@@ -44,6 +43,7 @@ pub struct ScheduleRecord {
     pub error: Option<String>,
 }
 
+/// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     // Dropped before the checkpointer, whose connection then closes last.

@@ -204,10 +204,24 @@ pub fn imports_sync(imports: &[String]) -> bool {
     imports.iter().any(|i| i.starts_with(SYNC_INTERFACE))
 }
 
+/// A suite's kind as people read it: `ensemble suite (ABI 0.2)`, or the
+/// kind alone when it has no suite ABI (a WASI command).
+pub fn kind_shown(kind: &str, abi: Option<&str>) -> String {
+    match abi {
+        Some(abi) => format!("{kind} (ABI {abi})"),
+        None => kind.to_string(),
+    }
+}
+
 impl SuiteMeta {
     /// See [`imports_sync`].
     pub fn uses_sync(&self) -> bool {
         imports_sync(&self.imports)
+    }
+
+    /// See [`kind_shown`].
+    pub fn kind_shown(&self) -> String {
+        kind_shown(&self.kind, self.abi.as_deref())
     }
 
     /// What the suite list says of this suite.
@@ -255,6 +269,11 @@ impl SuiteSummary {
     /// See [`imports_sync`].
     pub fn uses_sync(&self) -> bool {
         imports_sync(&self.imports)
+    }
+
+    /// See [`kind_shown`].
+    pub fn kind_shown(&self) -> String {
+        kind_shown(&self.kind, self.abi.as_deref())
     }
 }
 

@@ -706,10 +706,7 @@ async fn inspect(file: &Path, cache: &CacheArgs) -> Result<i32, Failure> {
         .map_err(|e| bad(anyhow::Error::new(e).context(local.path.display().to_string())))?;
     println!("suite:   {}", meta.name);
     println!("file:    {}", local.path.display());
-    match &meta.abi {
-        Some(abi) => println!("kind:    {} (ABI {abi})", meta.kind),
-        None => println!("kind:    {}", meta.kind),
-    }
+    println!("kind:    {}", meta.kind_shown());
     println!("size:    {} bytes", meta.size);
     println!("sha256:  {}", meta.sha256);
     println!("tests:   {}", meta.tests.len());

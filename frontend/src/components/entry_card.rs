@@ -33,10 +33,9 @@ pub fn EntryCard(props: &Props) -> Html {
     let suite_line = match (suite, suite_sha(&entry.suite)) {
         (Some(s), _) => {
             format!(
-                "{} · {}{} · {} · sha256:{}",
+                "{} · {} · {} · sha256:{}",
                 s.name,
-                s.kind,
-                s.abi.as_ref().map(|abi| format!(" (ABI {abi})")).unwrap_or_default(),
+                s.kind_shown(),
                 plural(s.test_count as usize, "test"),
                 short_sha(&s.sha256)
             )

@@ -56,7 +56,7 @@ use ensemble_protocol::api::{
     RunState, RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, suite_sha,
 };
 use ensemble_protocol::wire::{FromMachine, MachineInfo, SyncFailure, SyncReply, ToMachine};
-use ensemble_protocol::{CancelReason, Event, EventKind, Plan, Schedule};
+use ensemble_protocol::{CancelReason, EventKind, Plan, Schedule};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -649,14 +649,8 @@ impl Coordinator {
         self.store.call(move |s| s.run(&key)).await.map_err(internal)?.ok_or_else(|| not_found("run", id))
     }
 
-    /// At most `limit` events of `run` from `from`, as stored.
-    pub async fn events(&self, run: &str, from: u64, limit: u32) -> Result<Vec<Event>, ApiError> {
-        let key = run.to_string();
-        self.store.call(move |s| s.events_page(&key, from, limit)).await.map_err(internal)
-    }
-
-    /// [`Coordinator::events`] as stored: numbers and JSON (see
-    /// [`Store::event_bodies`]).
+    /// At most `limit` events of `run` from `from`, as stored: numbers and
+    /// JSON (see [`Store::event_bodies`]).
     pub async fn event_bodies(
         &self,
         run: &str,

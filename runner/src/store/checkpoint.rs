@@ -131,7 +131,7 @@ fn run(db: &Connection, wal: &Path, shared: &Shared) {
 }
 
 /// A passive checkpoint: copies what it can without waiting on anyone.
-pub fn checkpoint(db: &Connection) {
+fn checkpoint(db: &Connection) {
     let done = db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
     });

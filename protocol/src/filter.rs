@@ -16,6 +16,11 @@
 //!
 //! `text` runs to the closing parenthesis, trimmed; a regex may hold
 //! parentheses and `\/`. `not` binds tighter than `and`, `and` than `or`.
+//!
+//! Bounds: an expression is at most [`MAX_FILTER_LEN`] bytes and nests
+//! `(` and `not` at most [`MAX_FILTER_DEPTH`] deep; chains of `and`/`or`
+//! are kept flat, so no input makes the parser, the matcher or a drop
+//! recurse deeper than that (a filter comes from plans, i.e. from outside).
 
 use std::fmt;
 
@@ -42,14 +47,21 @@ impl PartialEq for Filter {
     }
 }
 
+/// The longest filter expression taken, in bytes.
+pub const MAX_FILTER_LEN: usize = 16 * 1024;
+/// How deep `(` and `not` may nest in a filter expression.
+pub const MAX_FILTER_DEPTH: usize = 32;
+
+/// A parsed expression. `And`/`Or` hold every operand of a chain at one
+/// level, so the tree is only as deep as the source's nesting.
 #[derive(Clone, Debug)]
 enum Expr {
     All,
     None,
     Is(Field, Matcher),
     Not(Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +121,18 @@ impl fmt::Display for FilterError {
 impl Filter {
     /// Parses `source`; see the module's grammar.
     pub fn parse(source: &str) -> Result<Filter, FilterError> {
-        let mut p = Parser { src: source, pos: 0 };
+        if source.len() > MAX_FILTER_LEN {
+            return Err(FilterError {
+                column: 1,
+                message: format!(
+                    "the expression is {} bytes long, over the limit of {MAX_FILTER_LEN}",
+                    source.len()
+                ),
+                // Not repeated whole in the message: it is what is too long.
+                expression: source.chars().take(80).collect(),
+            });
+        }
+        let mut p = Parser { src: source, pos: 0, depth: 0 };
         let expr = p.or()?;
         p.skip_space();
         if p.pos < source.len() {
@@ -132,7 +155,7 @@ impl Filter {
     pub fn or(&self, other: &Filter) -> Filter {
         Filter {
             source: format!("({}) or ({})", self.source, other.source),
-            expr: Expr::Or(Box::new(self.expr.clone()), Box::new(other.expr.clone())),
+            expr: Expr::Or(vec![self.expr.clone(), other.expr.clone()]),
         }
     }
 
@@ -140,7 +163,7 @@ impl Filter {
     pub fn and(&self, other: &Filter) -> Filter {
         Filter {
             source: format!("({}) and ({})", self.source, other.source),
-            expr: Expr::And(Box::new(self.expr.clone()), Box::new(other.expr.clone())),
+            expr: Expr::And(vec![self.expr.clone(), other.expr.clone()]),
         }
     }
 }
@@ -157,8 +180,8 @@ fn eval(e: &Expr, f: &TestFacts) -> bool {
             Field::Profile => m.matches(f.profile),
         },
         Expr::Not(e) => !eval(e, f),
-        Expr::And(a, b) => eval(a, f) && eval(b, f),
-        Expr::Or(a, b) => eval(a, f) || eval(b, f),
+        Expr::And(all) => all.iter().all(|e| eval(e, f)),
+        Expr::Or(any) => any.iter().any(|e| eval(e, f)),
     }
 }
 
@@ -166,6 +189,8 @@ struct Parser<'a> {
     src: &'a str,
     /// Byte offset.
     pos: usize,
+    /// How many `(` and `not` enclose the current position.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -203,24 +228,42 @@ impl Parser<'_> {
     }
 
     fn or(&mut self) -> Result<Expr, FilterError> {
-        let mut left = self.and()?;
+        let mut any = vec![self.and()?];
         while self.eat("or") || self.eat("|") {
-            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+            any.push(self.and()?);
         }
-        Ok(left)
+        Ok(if any.len() == 1 { any.pop().expect("one") } else { Expr::Or(any) })
     }
 
     fn and(&mut self) -> Result<Expr, FilterError> {
-        let mut left = self.not()?;
+        let mut all = vec![self.not()?];
         while self.eat("and") || self.eat("&") {
-            left = Expr::And(Box::new(left), Box::new(self.not()?));
+            all.push(self.not()?);
         }
-        Ok(left)
+        Ok(if all.len() == 1 { all.pop().expect("one") } else { Expr::And(all) })
+    }
+
+    /// One level deeper (a `(` or a `not` at byte `at`), refused past
+    /// [`MAX_FILTER_DEPTH`].
+    fn enter(&mut self, at: usize) -> Result<(), FilterError> {
+        self.depth += 1;
+        if self.depth > MAX_FILTER_DEPTH {
+            return Err(self.error(
+                at,
+                format!("`(` and `not` nest more than {MAX_FILTER_DEPTH} deep here; write it flatter"),
+            ));
+        }
+        Ok(())
     }
 
     fn not(&mut self) -> Result<Expr, FilterError> {
+        self.skip_space();
+        let at = self.pos;
         if self.eat("not") || self.eat("!") {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            self.enter(at)?;
+            let inner = self.not()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         self.atom()
     }
@@ -229,7 +272,9 @@ impl Parser<'_> {
         self.skip_space();
         let start = self.pos;
         if self.eat("(") {
+            self.enter(start)?;
             let inner = self.or()?;
+            self.depth -= 1;
             if !self.eat(")") {
                 return Err(
                     self.error(self.pos, format!("expected `)` to close the `(` at column {}", start + 1))
@@ -622,6 +667,30 @@ mod tests {
     fn selected(expr: &str, test: &str, tags: &[&str], role: &str) -> bool {
         let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
         Filter::parse(expr).unwrap_or_else(|e| panic!("{expr}: {e}")).matches(&facts(test, &tags, role))
+    }
+
+    #[test]
+    fn deep_or_long_input_is_refused_with_its_place_never_a_crash() {
+        // Nesting past the bound: refused where it goes too deep.
+        for deep in ["(".repeat(1_500), "!".repeat(10_000), "not ".repeat(3_000), "( not ".repeat(40)] {
+            let err = Filter::parse(&deep).unwrap_err();
+            assert!(err.message.contains("nest more than 32 deep"), "{}", err.message);
+            assert!(err.column > 1 && err.column <= 200, "column {}", err.column);
+        }
+        // Exactly at the bound: taken.
+        let at_bound = format!("{}all(){}", "(".repeat(MAX_FILTER_DEPTH), ")".repeat(MAX_FILTER_DEPTH));
+        assert!(Filter::parse(&at_bound).is_ok());
+        // A long flat chain parses, matches and drops without recursion.
+        let chain = vec!["test(a)"; 1_000].join(" and ");
+        let f = Filter::parse(&chain).unwrap();
+        assert!(f.matches(&facts("a", &[], "r")));
+        assert!(!f.matches(&facts("b", &[], "r")));
+        let either = vec!["tag(x)"; 1_000].join(" | ") + " | test(b)";
+        assert!(Filter::parse(&either).unwrap().matches(&facts("b", &[], "r")));
+        // Too long as a whole: refused, saying the size, not echoing it all.
+        let err = Filter::parse(&"test(a) and ".repeat(2_000)).unwrap_err();
+        assert!(err.message.contains("over the limit of 16384"), "{}", err.message);
+        assert!(err.to_string().len() < 400);
     }
 
     #[test]

@@ -1069,3 +1069,27 @@ profile = "client-box"
         assert!(problems[0].message.contains("execution = \"parallel\""));
     }
 }
+
+#[cfg(test)]
+mod depth {
+    use super::Plan;
+
+    /// Nesting in a plan is bounded by the parsers (TOML: ~80 levels,
+    /// JSON: 128): deeper input is refused with where it went wrong, at
+    /// any depth, never a stack overflow.
+    #[test]
+    fn deep_plans_are_refused_with_a_place_never_a_crash() {
+        for n in [200usize, 100_000] {
+            for toml in [
+                format!("name = \"p\"\nx = {}1{}\n", "[".repeat(n), "]".repeat(n)),
+                format!("name = \"p\"\nx = {}1{}\n", "{a=".repeat(n), "}".repeat(n)),
+            ] {
+                let err = Plan::from_toml(&toml).unwrap_err().to_string();
+                assert!(err.contains("line 2, column"), "{}", &err[..err.len().min(300)]);
+            }
+            let json = format!("{{\"name\":\"p\",\"x\":{}1{}}}", "[".repeat(n), "]".repeat(n));
+            let err = Plan::from_json(&json).unwrap_err().to_string();
+            assert!(err.contains("line 1 column"), "{}", &err[..err.len().min(300)]);
+        }
+    }
+}

@@ -11,10 +11,15 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A duration written as text in plans: `"30s"`, `"2m"`, `"1h 30m"`, `"500ms"`.
+/// At most [`HumanDuration::MAX`]: every duration a plan sets becomes a
+/// deadline (now + it), which must not overflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
+    /// The longest duration a plan may write: 366 days.
+    pub const MAX: HumanDuration = HumanDuration::from_secs(366 * 24 * 3600);
+
     pub const fn from_secs(secs: u64) -> Self {
         Self(Duration::from_secs(secs))
     }
@@ -32,9 +37,13 @@ impl fmt::Display for HumanDuration {
 impl std::str::FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        humantime::parse_duration(s.trim())
+        let d = humantime::parse_duration(s.trim())
             .map(HumanDuration)
-            .map_err(|e| format!("invalid duration {s:?} ({e}); write e.g. \"30s\", \"2m\" or \"500ms\""))
+            .map_err(|e| format!("invalid duration {s:?} ({e}); write e.g. \"30s\", \"2m\" or \"500ms\""))?;
+        if d > Self::MAX {
+            return Err(format!("duration {s:?} is longer than the longest allowed, {}", Self::MAX));
+        }
+        Ok(d)
     }
 }
 
@@ -229,5 +238,12 @@ mod tests {
         assert_eq!(d.0, Duration::from_secs(90));
         assert_eq!(d.to_string(), "1m 30s");
         assert!("30x".parse::<HumanDuration>().unwrap_err().contains("30x"));
+        // Past the bound, or past what humantime holds: refused, never a
+        // deadline that overflows.
+        assert_eq!("366d".parse::<HumanDuration>().unwrap(), HumanDuration::MAX);
+        for huge in ["367d", "300000000000y", "18446744073709551615s"] {
+            let err = huge.parse::<HumanDuration>().unwrap_err();
+            assert!(err.contains(huge), "{err}");
+        }
     }
 }

@@ -8,6 +8,9 @@
 //!   handed to a live run's [`Dispatcher`], as a hostile machine would send.
 //! - [`inspect`]: a suite component inspected by the sandbox.
 //! - [`replay`]: the event replay query with arbitrary run, start and limit.
+//! - [`depth`]: filters and plans built deep from a short recipe (a fuzzer
+//!   rarely writes 10,000 nested brackets by itself): the parsers refuse
+//!   what is too deep, and nothing recurses without bound.
 
 use std::sync::{Arc, OnceLock};
 
@@ -34,6 +37,42 @@ pub fn plan(data: &[u8]) {
         let _ = plan.problems();
         let _ = Plan::from_toml(&plan.to_toml()).expect("a valid plan exports to TOML it reads back");
     }
+}
+
+/// Pieces a [`depth`] recipe repeats.
+const DEPTH_PIECES: [&str; 12] =
+    ["(", ")", "!", "not ", "test(a)", " and ", " or ", "all()", "[", "]", "{a=", "}"];
+
+/// A filter and a plan built from a recipe: pairs of bytes, each a piece
+/// of [`DEPTH_PIECES`] and how many times (×64) it repeats.
+pub fn depth(data: &[u8]) {
+    let mut text = String::new();
+    for pair in data.chunks(2) {
+        let piece = DEPTH_PIECES[usize::from(pair[0]) % DEPTH_PIECES.len()];
+        let times = usize::from(pair.get(1).copied().unwrap_or(1)) * 64 + 1;
+        text.push_str(&piece.repeat(times));
+        if text.len() > 1 << 20 {
+            break;
+        }
+    }
+    if let Ok(filter) = ensemble_protocol::filter::Filter::parse(&text) {
+        let tags = ["a".to_string()];
+        let facts = ensemble_protocol::filter::TestFacts {
+            test: "a",
+            tags: &tags,
+            role: "r",
+            suite: "s",
+            profile: "p",
+        };
+        let _ = filter.matches(&facts);
+    }
+    // As a filter in a plan, and as a value nested in one.
+    let entry = format!(
+        "name = \"p\"\n[[profiles]]\nname = \"a\"\n[[entries]]\nsuite = \"x.wasm\"\nprofile = \"a\"\nfilter = {text:?}\n"
+    );
+    plan(entry.as_bytes());
+    plan(format!("name = \"p\"\nx = {text}\n").as_bytes());
+    plan(format!("{{\"name\": \"p\", \"entries\": [{{\"params\": {text}}}]}}").as_bytes());
 }
 
 /// Machines `m-<tier>` labelled `tier=<tier>`, as the fuzz plan and the

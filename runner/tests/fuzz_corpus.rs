@@ -45,3 +45,8 @@ fn inspect_corpus() {
 fn replay_corpus() {
     replay("replay", ensemble_runner::fuzzing::replay);
 }
+
+#[test]
+fn depth_corpus() {
+    replay("depth", ensemble_runner::fuzzing::depth);
+}

@@ -247,6 +247,46 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl EventKind {
+    /// What a machine sends instead of this event when the event, as
+    /// written, is `bytes` long and over the frame limit
+    /// ([`crate::wire::MAX_FRAME`]): the same event with its large parts
+    /// left out and a note, so that it still says what happened (a test
+    /// that finished still finishes, failed). An event the bounds at the
+    /// sandbox let through never gets here; this is the rule for any that
+    /// slips past them, so that a machine never resends a refused frame.
+    pub fn too_large(self, bytes: usize) -> EventKind {
+        let why = format!(
+            "the runner could not send this event: it was {bytes} bytes long, over the limit of {} a frame may carry",
+            crate::wire::MAX_FRAME
+        );
+        let short = |s: String| -> String { s.chars().take(1024).collect() };
+        match self {
+            EventKind::TestFinished { shard, test, outcome, duration_ms, attempt, .. } => {
+                EventKind::TestFinished {
+                    shard,
+                    test: short(test),
+                    outcome: if outcome == Outcome::Passed { Outcome::Failed } else { outcome },
+                    duration_ms,
+                    attempt,
+                    message: Some(why),
+                    output: String::new(),
+                }
+            }
+            EventKind::ShardStarted { shard, tests, filtered_out } => EventKind::ShardStarted {
+                shard,
+                tests: Vec::new(),
+                filtered_out: filtered_out.saturating_add(u32::try_from(tests.len()).unwrap_or(u32::MAX)),
+            },
+            other => match other.shard().cloned() {
+                Some(shard) => {
+                    EventKind::Log { shard, test: String::new(), level: "error".into(), message: why }
+                }
+                // Run-level events never come from a machine.
+                None => other,
+            },
+        }
+    }
+
     /// The shard this event is about; none for run-level events.
     pub fn shard(&self) -> Option<&ShardRef> {
         match self {

@@ -171,6 +171,12 @@ pub enum FromMachine {
     Drain,
 }
 
+/// The largest frame a machine may send: an event with the most output a
+/// plan may keep (8 MiB), escaped, fits with room to spare. A machine
+/// shrinks anything larger ([`crate::event::EventKind::too_large`]) rather
+/// than send a frame the coordinator would refuse.
+pub const MAX_FRAME: usize = 64 << 20;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -171,12 +171,35 @@ struct ServerArgs {
     /// The coordinator (`ensemble serve`) to talk to: http(s)://HOST:PORT.
     #[arg(long, value_name = "URL")]
     server: Option<String>,
-    /// The server's token.
+    /// The server's token. Prefer ENSEMBLE_TOKEN or --token-file: what is
+    /// on a command line, every local user can read.
     #[arg(long, env = "ENSEMBLE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Read the server's token from this file (`serve` keeps it in
+    /// DATA_DIR/token).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
     /// Trust this CA (PEM) for an https:// server.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
+}
+
+/// The token given with `--token` (or its variable), or read from
+/// `--token-file` (trimmed); `flag` names the file flag in errors.
+fn token_from(token: &Option<String>, file: &Option<PathBuf>, flag: &str) -> Result<Option<String>, Failure> {
+    match (token, file) {
+        (Some(t), _) => Ok(Some(t.clone())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| bad(anyhow::anyhow!("{flag} {}: {e}", path.display())))?;
+            let token = text.trim();
+            if token.is_empty() {
+                return Err(bad(anyhow::anyhow!("{flag} {}: the file is empty", path.display())));
+            }
+            Ok(Some(token.to_string()))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 impl ServerArgs {
@@ -186,7 +209,8 @@ impl ServerArgs {
         let Some(server) = &self.server else { return Ok(None) };
         ensemble_client::server_url(server).map_err(|e| bad(anyhow::anyhow!("--server: {e}")))?;
         let tls = ensemble_client::tls_config(self.ca_file.as_deref()).map_err(bad)?;
-        Client::new(server, self.token.clone(), tls).map(Some).map_err(bad)
+        let token = token_from(&self.token, &self.token_file, "--token-file")?;
+        Client::new(server, token, tls).map(Some).map_err(bad)
     }
 }
 
@@ -332,6 +356,12 @@ struct ServeArgs {
     /// [default: the address it listens on].
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
+    /// Non-public addresses plans' webhooks may call (an IP address,
+    /// `localhost` or `*`; comma-separated or repeated). Webhooks call only
+    /// public addresses otherwise: loopback, private, link-local and the
+    /// like are refused.
+    #[arg(long = "allow-webhook-to", value_name = "HOST", value_delimiter = ',', value_parser = parse_webhook_host)]
+    allow_webhook_to: Vec<HostPattern>,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -341,10 +371,14 @@ struct RunnerArgs {
     /// The coordinator's URL, e.g. http://10.0.0.5:7878.
     #[arg(long, value_name = "URL")]
     join: String,
-    /// The coordinator's join token (`ensemble serve` keeps it in
-    /// DATA_DIR/join-token).
+    /// The coordinator's join token. Prefer ENSEMBLE_JOIN_TOKEN or
+    /// --token-file: what is on a command line, every local user can read.
     #[arg(long, env = "ENSEMBLE_JOIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Read the join token from this file (`ensemble serve` keeps it in
+    /// DATA_DIR/join-token).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
     /// This machine's name [default: the host name].
     #[arg(long)]
     name: Option<String>,
@@ -396,6 +430,12 @@ fn parse_net(s: &str) -> Result<NetGrant, String> {
     NetGrant::parse(s)
 }
 
+fn parse_webhook_host(s: &str) -> Result<HostPattern, String> {
+    NetGrant::parse(&format!("{s}:*"))
+        .map(|g| g.host)
+        .map_err(|_| format!("{s:?} is not an IP address, \"localhost\" or \"*\""))
+}
+
 #[derive(Args, Debug)]
 struct DemoArgs {
     /// Address for the demo server.
@@ -422,6 +462,13 @@ struct CacheArgs {
     /// Where compiled suites are cached [default: ~/.cache/ensemble/compiled].
     #[arg(long, value_name = "DIR", env = "ENSEMBLE_CACHE_DIR", hide_env_values = true)]
     cache_dir: Option<PathBuf>,
+    /// The longest compiling one suite may take (in a process of its own,
+    /// ended at the limit or when nobody waits for it any more).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    compile_timeout: std::time::Duration,
+    /// The most memory compiling one suite may take.
+    #[arg(long, default_value = "2GiB")]
+    compile_memory: ensemble_protocol::units::ByteSize,
 }
 
 impl CacheArgs {
@@ -454,7 +501,17 @@ impl CacheArgs {
         let dir = self.dir()?;
         let defaults = SandboxOptions::default();
         let max_instances = defaults.max_instances.max(u32::try_from(parallel).unwrap_or(u32::MAX));
-        let sandbox = Sandbox::new(SandboxOptions { cache_dir: Some(dir), max_instances, ..defaults });
+        // Compiled within the budget by this binary in a child process (when
+        // it can tell where it is).
+        let compile = crate::sandbox::compile::CompileBudget::of_this_binary().map(|b| {
+            crate::sandbox::compile::CompileBudget {
+                timeout: self.compile_timeout,
+                memory: self.compile_memory.0,
+                ..b
+            }
+        });
+        let sandbox =
+            Sandbox::new(SandboxOptions { cache_dir: Some(dir), max_instances, compile, ..defaults });
         Ok(Arc::new(sandbox.map_err(internal)?))
     }
 }
@@ -530,6 +587,12 @@ fn internal(error: impl Into<anyhow::Error>) -> Failure {
 /// Parses the command line, runs the command, returns the exit code.
 pub fn main() -> i32 {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The child that compiles a suite within its budget (not a command for
+    // people: it is not in the help).
+    if args.get(1).is_some_and(|a| a == crate::sandbox::compile::COMMAND) {
+        let rest: Vec<String> = args[2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        return crate::sandbox::compile::child_main(&rest);
+    }
     if let Some(file) = crate::config::path(&args) {
         args = match crate::config::apply(args, &file, &Cli::command()) {
             Ok(args) => args,
@@ -994,6 +1057,7 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
             metrics_token: args.metrics_token.clone(),
             webhook_secret,
             public_url: args.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}")),
+            webhook_allow: args.allow_webhook_to.clone(),
         },
         local_machine: local,
         // Suites on the server's own machine never reach the server itself.
@@ -1037,21 +1101,23 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
              (SIGTERM again or Ctrl-C stops now)"
         );
     });
+    // Suites never reach the coordinator, nor this runner's own metrics.
+    let mut deny = crate::agent::join::coordinator_addresses(&args.join).await;
     if let Some(addr) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| bad(anyhow::anyhow!("--metrics-listen {addr}: {e}")))?;
         let bound = listener.local_addr().map_err(internal)?;
         eprintln!("ensemble runner: metrics at http://{bound}/metrics");
+        deny.push(listen_grant(bound));
         use warp::Filter;
         let route = warp::path!("metrics").and(warp::get()).map(|| crate::server::metrics_reply(None));
         tokio::spawn(crate::server::listen::serve(listener, None, warp::service(route), shutdown.clone()));
     }
-    let deny = crate::agent::join::coordinator_addresses(&args.join).await;
     let opts = crate::agent::join::JoinOptions {
         policy: args.policy.policy("ensemble runner", deny),
         url: args.join.clone(),
-        token: args.token.clone(),
+        token: token_from(&args.token, &args.token_file, "--token-file")?,
         info,
         cache_dir,
         heartbeat: args.heartbeat,

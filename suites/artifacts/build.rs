@@ -36,6 +36,16 @@ const SUITES: &[(&str, &str, &str)] = &[
         "The `hostile` SDK suite: tests that probe the sandbox's limits and capabilities.",
     ),
     (
+        "HOSTILE_LISTING",
+        "hostile_listing",
+        "The `hostile-listing` suite: listings over the bounds (param `listing`), for the bounds tests.",
+    ),
+    (
+        "HOSTILE_SYNC",
+        "hostile_sync",
+        "The `hostile-sync` suite: sync calls over the run's bounds, for the bounds tests.",
+    ),
+    (
         "LIBTEST_DEMO",
         "libtest_demo#test",
         "The `libtest-demo` libtest harness, a WASI command (`--list`, `--exact NAME`).",

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use ensemble_client::{Client, ClientError, Tls};
 use ensemble_protocol::PROTOCOL_VERSION;
 use ensemble_protocol::api::{ErrorKind, routes};
-use ensemble_protocol::wire::{FromMachine, MachineInfo, ToMachine};
+use ensemble_protocol::wire::{FromMachine, MAX_FRAME, MachineInfo, ToMachine};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -229,8 +229,7 @@ async fn session(
         Err(e) => return Err(e.into()),
     };
     let (mut tx, mut rx) = ws.split();
-    let send =
-        |msg: &FromMachine| Message::text(serde_json::to_string(msg).expect("wire messages serialize"));
+    let send = |msg: &FromMachine| Message::text(frame(msg));
     let identity = identity_file(opts);
     let hello = FromMachine::Hello {
         protocol: PROTOCOL_VERSION,
@@ -331,9 +330,66 @@ async fn session(
     }
 }
 
+/// A message as the frame that carries it: never over the frame limit the
+/// coordinator enforces (a refused frame would be resent at every
+/// reconnect, forever). An event too large is sent shrunk, saying so.
+fn frame(msg: &FromMachine) -> String {
+    let text = serde_json::to_string(msg).expect("wire messages serialize");
+    if text.len() <= MAX_FRAME {
+        return text;
+    }
+    let FromMachine::Event { run, shard, seq, at_us, event } = msg else {
+        tracing::error!(bytes = text.len(), "a message over the frame limit is sent as it is");
+        return text;
+    };
+    tracing::warn!(run, shard, seq, bytes = text.len(), "an event over the frame limit is sent shrunk");
+    let shrunk = FromMachine::Event {
+        run: run.clone(),
+        shard: *shard,
+        seq: *seq,
+        at_us: *at_us,
+        event: event.clone().too_large(text.len()),
+    };
+    serde_json::to_string(&shrunk).expect("wire messages serialize")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_over_the_frame_limit_is_sent_shrunk_and_still_ends_its_test() {
+        use ensemble_protocol::event::{EventKind, Outcome, ShardRef};
+        let shard =
+            ShardRef { shard: 1, machine: "m".into(), role: "r".into(), suite: "s".into(), instance: 0 };
+        let finished = FromMachine::Event {
+            run: "run-1".into(),
+            shard: 1,
+            seq: 9,
+            at_us: 5,
+            event: EventKind::TestFinished {
+                shard,
+                test: "t".into(),
+                outcome: Outcome::Passed,
+                duration_ms: 3,
+                attempt: 1,
+                message: None,
+                // Control characters are escaped six bytes each.
+                output: "\u{1}".repeat(MAX_FRAME / 4),
+            },
+        };
+        let text = frame(&finished);
+        assert!(text.len() < 4096, "{} bytes", text.len());
+        let FromMachine::Event { seq: 9, event: EventKind::TestFinished { outcome, message, .. }, .. } =
+            serde_json::from_str(&text).unwrap()
+        else {
+            panic!("{text}")
+        };
+        assert_eq!(outcome, Outcome::Failed);
+        assert!(message.unwrap().contains("over the limit of 67108864 a frame may carry"));
+        // Small ones go as they are.
+        assert_eq!(frame(&FromMachine::Heartbeat), serde_json::to_string(&FromMachine::Heartbeat).unwrap());
+    }
 
     #[tokio::test]
     async fn the_coordinators_address_comes_from_its_url() {

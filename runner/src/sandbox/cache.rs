@@ -44,6 +44,23 @@ impl ArtifactCache {
             .join("compiled")
     }
 
+    /// The directory the artifacts are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the artifact file `compiled` (of this engine's configuration,
+    /// in this directory) as the one of `sha256`; false when it cannot.
+    pub fn adopt(&self, compiled: &Path, sha256: &str) -> bool {
+        match std::fs::rename(compiled, self.path(sha256)) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), "could not cache a compiled suite: {e}");
+                false
+            }
+        }
+    }
+
     fn path(&self, sha256: &str) -> PathBuf {
         self.dir.join(format!("{sha256}-{}.cwasm", self.fingerprint))
     }

@@ -15,6 +15,7 @@
 mod cache;
 pub mod caps;
 mod command;
+pub mod compile;
 mod host;
 mod limits;
 pub mod output;
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use ensemble_protocol::Outcome;
 use ensemble_protocol::api::{ParamMeta, ParamType, SuiteMeta, TestMeta};
+use ensemble_protocol::units::HumanDuration;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
@@ -135,12 +137,31 @@ pub struct SandboxOptions {
     pub max_instances: u32,
     /// The largest memory limit a plan may set.
     pub max_memory: u64,
+    /// Compile new suites in a child process within this budget; `None`
+    /// compiles in this process, with no bound (for tests and tools that
+    /// only load suites they trust).
+    pub compile: Option<compile::CompileBudget>,
 }
 
 impl Default for SandboxOptions {
     fn default() -> Self {
-        Self { cache_dir: Some(ArtifactCache::default_dir()), max_instances: 64, max_memory: 4 << 30 }
+        Self {
+            cache_dir: Some(ArtifactCache::default_dir()),
+            max_instances: 64,
+            max_memory: 4 << 30,
+            compile: None,
+        }
     }
+}
+
+/// The engine configuration every compile and load uses; the pool of
+/// instances is added by [`Sandbox::new`] (it does not change what is
+/// compiled, so a child compiling without one makes artifacts this engine
+/// loads).
+pub(crate) fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true).wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
+    config
 }
 
 /// Bytes of a linear memory kept resident between the instances of a
@@ -150,6 +171,18 @@ const KEEP_RESIDENT: usize = 1 << 20;
 /// The longest help text and default a declared param may have: "one
 /// line", and a value a person reads in a list of params.
 const MAX_HELP: usize = 1024;
+
+/// The most tests a suite may list: every listed test is stored, sent in
+/// events and shown (a suite of 10,000 tests lists in a few ms).
+pub const MAX_TESTS: usize = 100_000;
+/// The longest test name, in bytes: it is in every event of the test.
+pub const MAX_TEST_NAME: usize = 1024;
+/// The most tags one test may have, and the longest tag.
+pub const MAX_TAGS: usize = 32;
+pub const MAX_TAG: usize = 128;
+/// The most bytes of names and tags a suite's whole list may hold: what a
+/// shard-started event, the stored metadata and `/inspect` carry.
+pub const MAX_LISTED_BYTES: usize = 8 << 20;
 
 /// Suites kept loaded in memory besides those in use.
 pub const MAX_LOADED: usize = 32;
@@ -162,6 +195,7 @@ pub struct Sandbox {
     loaded: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<LoadedSuite>>>>>,
     ticker: Arc<AtomicBool>,
     spare: Arc<tokio::sync::Semaphore>,
+    budget: Option<compile::CompileBudget>,
 }
 
 impl Drop for Sandbox {
@@ -234,11 +268,8 @@ impl Sandbox {
             .table_keep_resident(KEEP_RESIDENT / 16)
             .pagemap_scan(wasmtime::Enabled::Auto)
             .decommit_batch_size(8);
-        let mut config = Config::new();
-        config
-            .epoch_interruption(true)
-            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let mut config = engine_config();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -258,7 +289,7 @@ impl Sandbox {
         })?;
         let cache = opts.cache_dir.map(|dir| ArtifactCache::new(dir, &engine));
         let spare = Arc::new(tokio::sync::Semaphore::new(spare));
-        Ok(Sandbox { engine, linker, cache, loaded: Mutex::default(), ticker, spare })
+        Ok(Sandbox { engine, linker, cache, loaded: Mutex::default(), ticker, spare, budget: opts.compile })
     }
 
     /// The process's spare lanes: one per core beyond the first. A shard
@@ -299,28 +330,74 @@ impl Sandbox {
         };
         let this = self.clone();
         cell.get_or_try_init(|| async move {
-            tokio::task::spawn_blocking(move || this.load_blocking(&bytes, sha).map(Arc::new))
+            let cached = this.cache.as_ref().and_then(|c| c.load(&this.engine, &sha));
+            let budget = match (&this.budget, cached) {
+                (Some(budget), None) => budget.clone(),
+                // In this process: from the cache, or compiled with no bound.
+                (_, cached) => {
+                    return tokio::task::spawn_blocking(move || {
+                        let component = match cached {
+                            Some(c) => c,
+                            None => this.compile(&bytes, &sha)?,
+                        };
+                        this.load_component(component, &bytes, sha).map(Arc::new)
+                    })
+                    .await
+                    .map_err(|e| SuiteError::Internal(format!("compiling the suite panicked: {e}")))?;
+                }
+            };
+            check_header(&bytes)?;
+            let component = this.compile_within(&budget, &bytes, &sha).await?;
+            tokio::task::spawn_blocking(move || this.load_component(component, &bytes, sha).map(Arc::new))
                 .await
-                .map_err(|e| SuiteError::Internal(format!("compiling the suite panicked: {e}")))?
+                .map_err(|e| SuiteError::Internal(format!("loading the suite panicked: {e}")))?
         })
         .await
         .cloned()
     }
 
-    fn compile(&self, bytes: &[u8], sha: &str) -> Result<Component, SuiteError> {
-        if let Some(c) = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, sha)) {
+    /// Compiles in a child process within `budget` (see [`compile`]), into
+    /// the disk cache when there is one.
+    async fn compile_within(
+        &self,
+        budget: &compile::CompileBudget,
+        bytes: &[u8],
+        sha: &str,
+    ) -> Result<Component, SuiteError> {
+        let staging = match &self.cache {
+            Some(cache) => cache.dir().to_path_buf(),
+            None => std::env::temp_dir(),
+        };
+        std::fs::create_dir_all(&staging)
+            .map_err(|e| SuiteError::Internal(format!("creating {}: {e}", staging.display())))?;
+        let out = tempfile::Builder::new()
+            .prefix(".compiled-")
+            .tempfile_in(&staging)
+            .map_err(|e| {
+                SuiteError::Internal(format!("staging a compiled suite in {}: {e}", staging.display()))
+            })?
+            .into_temp_path();
+        budget.compile(bytes, &out).await?;
+        if let Some(cache) = &self.cache
+            && cache.adopt(&out, sha)
+            && let Some(c) = cache.load(&self.engine, sha)
+        {
             return Ok(c);
         }
-        if !bytes.starts_with(b"\0asm") {
-            return Err(SuiteError::Invalid("not a WebAssembly file (it does not start with \\0asm)".into()));
-        }
-        if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
-            return Err(SuiteError::Invalid(
-                "this is a core WebAssembly module, not a component; build the suite for \
-                 wasm32-wasip2 (or wrap the module with `wasm-tools component new`)"
-                    .into(),
-            ));
-        }
+        let artifact = std::fs::read(&out)
+            .map_err(|e| SuiteError::Internal(format!("reading the compiled suite: {e}")))?;
+        // SAFETY: the artifact was written just now by `Component::serialize`
+        // in this binary's compile command, with this engine's configuration
+        // (`engine_config`); wasmtime checks its header and configuration
+        // again.
+        #[allow(unsafe_code)]
+        let loaded = unsafe { Component::deserialize(&self.engine, &artifact) };
+        loaded.map_err(|e| SuiteError::Internal(format!("loading the compiled suite: {e:#}")))
+    }
+
+    /// Compiles in this process (no bound), into the disk cache.
+    fn compile(&self, bytes: &[u8], sha: &str) -> Result<Component, SuiteError> {
+        check_header(bytes)?;
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| SuiteError::Invalid(format!("not a valid WebAssembly component: {e:#}")))?;
         if let Some(cache) = &self.cache {
@@ -329,8 +406,12 @@ impl Sandbox {
         Ok(component)
     }
 
-    fn load_blocking(&self, bytes: &[u8], sha: String) -> Result<LoadedSuite, SuiteError> {
-        let component = self.compile(bytes, &sha)?;
+    fn load_component(
+        &self,
+        component: Component,
+        bytes: &[u8],
+        sha: String,
+    ) -> Result<LoadedSuite, SuiteError> {
         let ty = component.component_type();
         let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
         let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
@@ -382,11 +463,63 @@ impl Sandbox {
     }
 }
 
+/// Refuses bytes that are not a component, saying what they are instead.
+fn check_header(bytes: &[u8]) -> Result<(), SuiteError> {
+    if !bytes.starts_with(b"\0asm") {
+        return Err(SuiteError::Invalid("not a WebAssembly file (it does not start with \\0asm)".into()));
+    }
+    if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+        return Err(SuiteError::Invalid(
+            "this is a core WebAssembly module, not a component; build the suite for \
+             wasm32-wasip2 (or wrap the module with `wasm-tools component new`)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The `major.minor` of a suite ABI version this runner runs, if it does.
 fn abi_of(version: &str) -> Option<&'static str> {
     let mut parts = version.split('.');
     let (major, minor) = (parts.next()?, parts.next()?);
     SUITE_ABIS.into_iter().find(|abi| abi.split_once('.') == Some((major, minor)))
+}
+
+/// Whether a suite's list of tests stays within what is stored, sent in
+/// one event and shown: [`MAX_TESTS`], [`MAX_TEST_NAME`], [`MAX_TAGS`],
+/// [`MAX_TAG`], [`MAX_LISTED_BYTES`]. Guests hand the list over, so it is
+/// checked here, where it enters. The error completes "the suite lists …".
+fn check_listed(tests: &[TestCase]) -> Result<(), String> {
+    if tests.len() > MAX_TESTS {
+        return Err(format!("{} tests, more than the {MAX_TESTS} a suite may list", tests.len()));
+    }
+    let mut total = 0usize;
+    for t in tests {
+        let shown: String = t.name.chars().take(64).collect();
+        if t.name.len() > MAX_TEST_NAME {
+            return Err(format!(
+                "a test whose name is {} bytes long (`{shown}…`), over the limit of {MAX_TEST_NAME}",
+                t.name.len()
+            ));
+        }
+        if t.tags.len() > MAX_TAGS {
+            return Err(format!("the test `{shown}` with {} tags, more than {MAX_TAGS}", t.tags.len()));
+        }
+        if let Some(tag) = t.tags.iter().find(|tag| tag.len() > MAX_TAG) {
+            return Err(format!(
+                "the test `{shown}` with a tag of {} bytes, over the limit of {MAX_TAG}",
+                tag.len()
+            ));
+        }
+        total += t.name.len() + t.tags.iter().map(String::len).sum::<usize>();
+        if total > MAX_LISTED_BYTES {
+            return Err(format!(
+                "tests whose names and tags add up to more than {}",
+                ensemble_protocol::units::ByteSize(MAX_LISTED_BYTES as u64)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether declared params make sense, and stay within what a plan entry
@@ -439,7 +572,8 @@ macro_rules! test_case {
             name: t.name,
             tags: t.tags,
             ignored: t.ignored,
-            timeout: t.timeout_ms.map(Duration::from_millis),
+            // A suite's own number: never past what a plan may write.
+            timeout: t.timeout_ms.map(|ms| Duration::from_millis(ms).min(HumanDuration::MAX.0)),
         }
     }};
 }
@@ -592,13 +726,15 @@ impl LoadedSuite {
             env: env.clone(),
             test: test.to_string(),
             attached: Default::default(),
+            spent: Default::default(),
         };
         let mut store = Store::new(self.engine(), state);
         store.limiter(|s| &mut s.limiter);
         // Yield to tokio at every tick so that the test's timeout (and a
         // cancelled run) can drop the call even in a busy loop; trap as a last
         // resort if the future is somehow not dropped.
-        let hard_stop = Instant::now() + timeout + HARD_STOP_GRACE;
+        let now = Instant::now();
+        let hard_stop = now.checked_add(timeout + HARD_STOP_GRACE).unwrap_or(now + HumanDuration::MAX.0);
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() > hard_stop { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
@@ -618,8 +754,15 @@ impl LoadedSuite {
         }
     }
 
-    /// Lists the suite's tests (in a fresh instance of their own).
+    /// Lists the suite's tests (in a fresh instance of their own), checked
+    /// against the bounds of [`check_listed`].
     pub async fn list(&self, env: &Arc<TestEnv>) -> Result<Vec<TestCase>, SuiteError> {
+        let tests = self.list_unchecked(env).await?;
+        check_listed(&tests).map_err(|bad| SuiteError::List(format!("the suite lists {bad}")))?;
+        Ok(tests)
+    }
+
+    async fn list_unchecked(&self, env: &Arc<TestEnv>) -> Result<Vec<TestCase>, SuiteError> {
         let timeout = env.test_timeout;
         match &self.pre {
             KindPre::Suite(abi) => {
@@ -657,6 +800,7 @@ impl LoadedSuite {
             }
             Finished::TimedOut => return Err(SuiteError::Describe(format!("timed out after {timeout:?}"))),
         };
+        check_listed(&tests).map_err(|bad| SuiteError::Describe(format!("the suite lists {bad}")))?;
         check_declared(&params).map_err(|bad| SuiteError::Describe(format!("the suite declares {bad}")))?;
         Ok(Described { tests, params: Some(params) })
     }
@@ -825,6 +969,28 @@ mod tests {
             default: None,
             help: String::new(),
         }
+    }
+
+    fn case(name: String, tags: Vec<String>) -> TestCase {
+        TestCase { name, tags, ignored: false, timeout: None }
+    }
+
+    #[test]
+    fn listings_are_bounded_where_they_enter() {
+        let fine: Vec<TestCase> = (0..1000).map(|i| case(format!("t{i}"), vec!["slow".into()])).collect();
+        assert_eq!(check_listed(&fine), Ok(()));
+        let huge_name = [case("n".repeat(70 << 20), vec![])];
+        let err = check_listed(&huge_name).unwrap_err();
+        assert!(err.contains("73400320 bytes long") && err.contains("over the limit of 1024"), "{err}");
+        assert!(err.len() < 300, "the error does not repeat the name");
+        let many: Vec<TestCase> = (0..450_000).map(|i| case(format!("t{i}"), vec![])).collect();
+        assert!(check_listed(&many).unwrap_err().starts_with("450000 tests, more than the 100000"));
+        let tags = [case("t".into(), vec!["x".into(); 33])];
+        assert!(check_listed(&tags).unwrap_err().contains("33 tags"));
+        let tag = [case("t".into(), vec!["x".repeat(129)])];
+        assert!(check_listed(&tag).unwrap_err().contains("tag of 129 bytes"));
+        let heavy: Vec<TestCase> = (0..10_000).map(|i| case(format!("{i:01000}"), vec![])).collect();
+        assert!(check_listed(&heavy).unwrap_err().contains("add up to more than 8MiB"));
     }
 
     #[test]

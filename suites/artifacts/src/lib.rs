@@ -28,6 +28,8 @@ mod tests {
                 "KV_SERVER",
                 "KV_CLIENT",
                 "HOSTILE",
+                "HOSTILE_LISTING",
+                "HOSTILE_SYNC",
                 "LIBTEST_DEMO",
                 "LIBTEST_THOUSAND",
                 "HELLO_COMMAND",

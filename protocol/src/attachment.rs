@@ -22,6 +22,10 @@ pub const MAX_PER_TEST: u32 = 64;
 /// The largest `attachment_limit` a plan may set: one attachment travels in
 /// one machine frame.
 pub const MAX_LIMIT: u64 = 32 << 20;
+/// The most bytes all of one run's attachments may hold: past it, the
+/// coordinator refuses further attachments of the run (with a warning in
+/// the test's log) and the run goes on.
+pub const MAX_PER_RUN: u64 = 256 << 20;
 
 /// What is wrong with an attachment name, if anything.
 pub fn name_problem(name: &str) -> Option<String> {

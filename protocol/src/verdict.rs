@@ -30,6 +30,9 @@ pub enum CancelReason {
     /// The run waited its plan's `queue_timeout` for busy machines and
     /// never started.
     QueueTimeout { waited_ms: u64, waiting_for: String },
+    /// The run went over a bound of what one run may make the coordinator
+    /// keep (`limit` says which, and how much).
+    OverLimit { limit: String },
 }
 
 impl CancelReason {
@@ -41,6 +44,7 @@ impl CancelReason {
             CancelReason::FailFast { .. }
                 | CancelReason::MachineLost { .. }
                 | CancelReason::QueueTimeout { .. }
+                | CancelReason::OverLimit { .. }
         )
     }
 }
@@ -61,6 +65,7 @@ impl fmt::Display for CancelReason {
                 "it waited {}s (the plan's queue_timeout) and never started: {waiting_for}",
                 waited_ms / 1000
             ),
+            CancelReason::OverLimit { limit } => write!(f, "the run went over a limit: {limit}"),
         }
     }
 }
@@ -156,6 +161,7 @@ mod tests {
             CancelReason::FailFast { test: "t".into(), role: "r".into(), outcome: Outcome::TimedOut },
             CancelReason::MachineLost { machine: "m".into(), reason: "silent".into() },
             CancelReason::ShuttingDown,
+            CancelReason::OverLimit { limit: "2GiB of events".into() },
         ];
         for r in reasons {
             let json = serde_json::to_string(&r).unwrap();

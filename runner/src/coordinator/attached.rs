@@ -12,7 +12,8 @@
 use std::collections::HashMap;
 
 use ensemble_protocol::EventKind;
-use ensemble_protocol::attachment::Budget;
+use ensemble_protocol::attachment::{Budget, MAX_PER_RUN};
+use ensemble_protocol::units::ByteSize;
 
 use crate::sandbox::sha256_hex;
 
@@ -22,12 +23,20 @@ use crate::sandbox::sha256_hex;
 pub struct Attached {
     limit: u64,
     by_attempt: HashMap<u32, HashMap<String, Budget>>,
+    /// Bytes the run's attachments took so far, against `run_limit`.
+    run_bytes: u64,
+    run_limit: u64,
 }
 
 impl Attached {
     /// Attempts may attach up to `limit` bytes each.
     pub fn new(limit: u64) -> Attached {
-        Attached { limit, by_attempt: HashMap::new() }
+        Attached::with_run_limit(limit, MAX_PER_RUN)
+    }
+
+    /// Attempts may attach up to `limit` bytes each, the run `run_limit`.
+    pub fn with_run_limit(limit: u64, run_limit: u64) -> Attached {
+        Attached { limit, by_attempt: HashMap::new(), run_bytes: 0, run_limit }
     }
 
     /// An attempt of `test` on `shard` started or ended: its budget goes
@@ -57,8 +66,17 @@ impl Attached {
         if sha256_hex(&data.0) != *sha256 {
             return Err(format!("the attachment {name:?} does not match its sha256"));
         }
+        if self.run_bytes.saturating_add(*size) > self.run_limit {
+            return Err(format!(
+                "the attachment {name:?} ({}) would take the run's attachments over the limit of {} a run may keep",
+                ByteSize(*size),
+                ByteSize(self.run_limit)
+            ));
+        }
         let budget = self.by_attempt.entry(shard).or_default().entry(test.clone()).or_default();
-        budget.admit(name, *size, self.limit)
+        budget.admit(name, *size, self.limit)?;
+        self.run_bytes += *size;
+        Ok(())
     }
 }
 
@@ -145,6 +163,18 @@ mod tests {
             assert_eq!(a.check(1, &t(), &attachment("t", &format!("{i}.log"), b"x")), Ok(()));
         }
         refused(&mut a, &t(), attachment("t", "last.log", b"x"), "more than 64 attachments");
+    }
+
+    #[test]
+    fn a_run_keeps_no_more_than_its_run_limit_whatever_its_attempts_do() {
+        let mut a = Attached::with_run_limit(10, 25);
+        for (shard, test) in [(1, "t"), (2, "t")] {
+            assert_eq!(a.check(shard, &t(), &attachment(test, "a.log", b"1234567890")), Ok(()));
+        }
+        a.reset(1, "t");
+        let why = a.check(1, &t(), &attachment("t", "b.log", b"1234567890")).unwrap_err();
+        assert!(why.contains("over the limit of 25B a run may keep"), "{why}");
+        assert_eq!(a.check(1, &t(), &attachment("t", "c.log", b"12345")), Ok(()), "room is room");
     }
 
     #[test]

@@ -116,6 +116,19 @@ pub struct SyncDone {
     id: u64,
     reply: SyncReply,
     op: Option<SyncOp>,
+    /// The topic message a `next` read (topic, index): kept as this, not
+    /// as its payload, for answering the call again.
+    read: Option<(String, u64)>,
+}
+
+/// The answer to a sync call, kept for a machine that resends the call
+/// after a reconnect. A message read from a topic is kept as where it is
+/// (the topic keeps it anyway): a suite re-reading a large message many
+/// times costs the run no more than the message.
+#[derive(Clone, Debug)]
+enum Kept {
+    Reply(SyncReply),
+    Message { topic: String, index: u64 },
 }
 
 /// Numbers, stamps and fans out events. A run waiting for its machines
@@ -158,6 +171,26 @@ impl Stream {
     pub fn emit(&mut self, kind: EventKind) {
         self.push(kind, now_us(), None);
     }
+}
+
+/// The most bytes of text (output, messages, log lines, attachments) one
+/// run's events may make the coordinator keep: past it, the run is
+/// cancelled, failed, saying so.
+pub const MAX_RUN_BYTES: u64 = 2 << 30;
+
+/// What an event from a machine costs the store: its text and bytes,
+/// besides a small fixed part.
+fn weight(event: &EventKind) -> u64 {
+    let text = match event {
+        EventKind::TestFinished { output, message, test, .. } => {
+            output.len() + message.as_ref().map_or(0, String::len) + test.len()
+        }
+        EventKind::Log { message, test, .. } => message.len() + test.len(),
+        EventKind::Attachment { size, name, .. } => usize::try_from(*size).unwrap_or(usize::MAX) + name.len(),
+        EventKind::ShardStarted { tests, .. } => tests.iter().map(String::len).sum(),
+        _ => 0,
+    };
+    256 + text as u64
 }
 
 /// How long a finished run waits for its last events to be committed before
@@ -239,7 +272,8 @@ pub struct Dispatcher {
     attached: Attached,
     /// Sync calls by (shard, call id): a machine that reconnects resends the
     /// calls it has no answer for; each is performed once and answered again.
-    sync_calls: HashMap<(u32, u64), Option<SyncReply>>,
+    /// Dropped when the shard is done: its machine resends nothing of it.
+    sync_calls: HashMap<(u32, u64), Option<Kept>>,
     /// The signal each signal-and-wait took (by shard and call id), taken
     /// and recorded at once: a call resent while it waits only waits again.
     signalled: HashMap<(u32, u64), u64>,
@@ -257,6 +291,10 @@ pub struct Dispatcher {
     held: VecDeque<(u64, usize, ToMachine, Option<Intake>)>,
     /// The room of the message being handled.
     intake: Option<Intake>,
+    /// What the run's machine events weighed so far ([`weight`]), and the
+    /// most they may ([`MAX_RUN_BYTES`]).
+    spent: u64,
+    max_spent: u64,
 }
 
 impl Dispatcher {
@@ -354,6 +392,8 @@ impl Dispatcher {
             committed: None,
             held: VecDeque::new(),
             intake: None,
+            spent: 0,
+            max_spent: MAX_RUN_BYTES,
         }
     }
 
@@ -509,7 +549,7 @@ impl Dispatcher {
                         }
                         (_, Some(id)) => {
                             if let Some(reply) = SyncService::reply_of(op) {
-                                d.sync_calls.insert((sref.shard, *id), Some(reply));
+                                d.sync_calls.insert((sref.shard, *id), Some(Kept::Reply(reply)));
                             }
                         }
                         (_, None) => {}
@@ -518,6 +558,9 @@ impl Dispatcher {
                 _ => {}
             }
         }
+        let done = d.done.clone();
+        d.sync_calls.retain(|(s, _), _| !done.contains(s));
+        d.signalled.retain(|(s, _), _| !done.contains(s));
         d.group = d
             .groups
             .iter()
@@ -715,8 +758,17 @@ impl Dispatcher {
             EventKind::ShardFinished { error: Some(e), .. } => self.could_not_run(&sref, e),
             _ => {}
         }
+        self.spent = self.spent.saturating_add(weight(&event));
+        let over = self.spent > self.max_spent;
         // The machine's clock, corrected onto the coordinator's timeline.
         self.stream.push(event, at_us.saturating_sub(offset), Some(at_us));
+        if over {
+            let limit = format!(
+                "its events hold more than {} of output, messages, logs and attachments, the most one run may keep",
+                ensemble_protocol::units::ByteSize(self.max_spent)
+            );
+            self.handle_cancel(CancelReason::OverLimit { limit });
+        }
         self.send_durable(m, ToMachine::Ack { run: self.run.clone(), shard, seq });
     }
 
@@ -726,8 +778,17 @@ impl Dispatcher {
         }
         let key = (shard, id);
         match self.sync_calls.get(&key) {
-            Some(Some(reply)) => {
-                let reply = reply.clone();
+            Some(Some(kept)) => {
+                let reply = match kept.clone() {
+                    Kept::Reply(reply) => reply,
+                    Kept::Message { topic, index } => match self.sync.message(&topic, index) {
+                        Some(payload) => SyncReply::Message { payload },
+                        None => SyncReply::Error {
+                            kind: SyncFailure::Invalid,
+                            message: format!("message {} of topic {topic:?} is gone", index + 1),
+                        },
+                    },
+                };
                 self.send_durable(m, ToMachine::SyncReply { id, reply });
                 return;
             }
@@ -739,18 +800,25 @@ impl Dispatcher {
         // only waits run apart.
         let wait = match call {
             SyncCall::Signal { state } => {
-                let value = self.take_signal(shard, id, &state);
-                self.handle_sync_done(SyncDone { shard, id, reply: SyncReply::Value { value }, op: None });
+                let reply = self
+                    .take_signal(shard, id, &state)
+                    .map_or_else(|e| e, |value| SyncReply::Value { value });
+                self.handle_sync_done(SyncDone { shard, id, reply, op: None, read: None });
                 return;
             }
             SyncCall::Publish { topic, payload } => {
                 let (reply, op) = self.sync.publish(topic, payload);
-                self.handle_sync_done(SyncDone { shard, id, reply, op });
+                self.handle_sync_done(SyncDone { shard, id, reply, op, read: None });
                 return;
             }
             SyncCall::SignalAndWait { state, target, timeout_ms } => {
-                let value = self.take_signal(shard, id, &state);
-                (SyncCall::Barrier { state, target, timeout_ms }, Some(value))
+                match self.take_signal(shard, id, &state) {
+                    Ok(value) => (SyncCall::Barrier { state, target, timeout_ms }, Some(value)),
+                    Err(reply) => {
+                        self.handle_sync_done(SyncDone { shard, id, reply, op: None, read: None });
+                        return;
+                    }
+                }
             }
             wait => (wait, None),
         };
@@ -774,6 +842,10 @@ impl Dispatcher {
             self.stream.emit(EventKind::Sync { shard: sref, op, call: Some(id) });
         }
         let (sync, ops) = (self.sync.clone(), self.ops_tx.clone());
+        let read = match &wait {
+            (SyncCall::Next { topic, index, .. }, _) => Some((topic.clone(), *index)),
+            _ => None,
+        };
         self.tasks.spawn(async move {
             let (reply, op) = match wait {
                 (SyncCall::Barrier { state, target, timeout_ms }, signalled) => {
@@ -784,24 +856,25 @@ impl Dispatcher {
                 }
                 (other, _) => sync.handle(other).await,
             };
-            let _ = ops.send(SyncDone { shard, id, reply, op });
+            let read = read.filter(|_| matches!(reply, SyncReply::Message { .. }));
+            let _ = ops.send(SyncDone { shard, id, reply, op, read });
         });
     }
 
     /// The signal of call `id` on `state`: the one it already took (a
     /// resent call), or a new one, counted and recorded at once.
-    fn take_signal(&mut self, shard: u32, id: u64, state: &str) -> u64 {
+    fn take_signal(&mut self, shard: u32, id: u64, state: &str) -> Result<u64, SyncReply> {
         if let Some(&value) = self.signalled.get(&(shard, id)) {
-            return value;
+            return Ok(value);
         }
-        let value = self.sync.signal(state);
+        let value = self.sync.signal(state)?;
         self.signalled.insert((shard, id), value);
         if let Some(&index) = self.by_no.get(&shard) {
             let sref = self.shards[index].shard.clone();
             let op = SyncOp::Signal { state: state.to_string(), value };
             self.stream.emit(EventKind::Sync { shard: sref, op, call: Some(id) });
         }
-        value
+        Ok(value)
     }
 
     /// Shard `sref` said it could not run (`why`): it counts against the run,
@@ -821,7 +894,13 @@ impl Dispatcher {
             let shard = self.shards[index].shard.clone();
             self.stream.emit(EventKind::Sync { shard, op, call: Some(d.id) });
         }
-        self.sync_calls.insert((d.shard, d.id), Some(d.reply.clone()));
+        let kept = match d.read {
+            Some((topic, index)) => Kept::Message { topic, index },
+            None => Kept::Reply(d.reply.clone()),
+        };
+        if !self.done.contains(&d.shard) {
+            self.sync_calls.insert((d.shard, d.id), Some(kept));
+        }
         self.send_durable(
             self.shards[index].machine_index,
             ToMachine::SyncReply { id: d.id, reply: d.reply },
@@ -837,8 +916,16 @@ impl Dispatcher {
             self.machines[m].port.hold(&self.run, &self.shards[*i].shard, false);
         }
         if self.done.insert(shard) {
+            self.forget_sync(shard);
             self.advance();
         }
+    }
+
+    /// A done shard's machine resends none of its sync calls: their
+    /// answers are let go.
+    fn forget_sync(&mut self, shard: u32) {
+        self.sync_calls.retain(|(s, _), _| *s != shard);
+        self.signalled.retain(|(s, _), _| *s != shard);
     }
 
     /// Machine `m` is gone: what it had not finished is lost.
@@ -883,6 +970,7 @@ impl Dispatcher {
                 format!("role {} on machine {name} was lost ({reason})", sref.role),
             );
             self.done.insert(sref.shard);
+            self.forget_sync(sref.shard);
         }
         if self.fail_fast {
             self.handle_cancel(CancelReason::MachineLost { machine: name, reason: reason.to_string() });

@@ -9,6 +9,12 @@
 //! The service is per run and in memory: one `Mutex` for the state plus a
 //! `Notify` that wakes every waiter on each change. Waiters re-check their
 //! condition, so spurious wake-ups are harmless.
+//!
+//! Bounds (per run; a call over one fails `invalid`, naming the limit):
+//! names of states and topics at most [`MAX_NAME`] bytes, at most
+//! [`MAX_NAMES`] states and as many topics, a message at most
+//! [`MAX_PAYLOAD`] bytes, all of a run's messages at most
+//! [`MAX_TOPIC_BYTES`] and [`MAX_MESSAGES`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,6 +28,9 @@ use tokio::sync::Notify;
 struct State {
     counters: HashMap<String, u64>,
     topics: HashMap<String, Vec<String>>,
+    /// Bytes and count of every message of every topic.
+    topic_bytes: usize,
+    messages: usize,
     /// Set when a party is lost or the run is cancelled: every wait fails.
     broken: Option<(SyncFailure, String)>,
 }
@@ -34,7 +43,32 @@ pub struct SyncService {
 }
 
 /// Topic payloads above this size are refused: topics live in memory.
-const MAX_PAYLOAD: usize = 1 << 20;
+pub const MAX_PAYLOAD: usize = 1 << 20;
+/// The longest state or topic name, in bytes.
+pub const MAX_NAME: usize = 1024;
+/// The most states, and the most topics, one run may use.
+pub const MAX_NAMES: usize = 10_000;
+/// The most bytes all of a run's topic messages may hold (they are kept in
+/// memory for replay, and stored).
+pub const MAX_TOPIC_BYTES: usize = 64 << 20;
+/// The most messages all of a run's topics may hold.
+pub const MAX_MESSAGES: usize = 1_000_000;
+
+/// Why a name cannot be used in this run, if it cannot: too long, or new
+/// when the run already has [`MAX_NAMES`] of its kind.
+fn check_name<T>(kind: &str, name: &str, known: &HashMap<String, T>) -> Result<(), String> {
+    if name.len() > MAX_NAME {
+        let shown: String = name.chars().take(64).collect();
+        return Err(format!(
+            "the {kind} name `{shown}…` is {} bytes long, over the limit of {MAX_NAME}",
+            name.len()
+        ));
+    }
+    if known.len() >= MAX_NAMES && !known.contains_key(name) {
+        return Err(format!("the run already uses {MAX_NAMES} {kind}s, the most one run may use"));
+    }
+    Ok(())
+}
 
 impl SyncService {
     pub fn new() -> Self {
@@ -81,6 +115,8 @@ impl SyncService {
         }
         for (topic, mut list) in messages {
             list.sort_by_key(|(seq, _)| *seq);
+            st.messages += list.len();
+            st.topic_bytes += list.iter().map(|(_, p)| p.len()).sum::<usize>();
             st.topics.insert(topic, list.into_iter().map(|(_, payload)| payload).collect());
         }
         SyncService { state: Mutex::new(st), changed: Notify::new() }
@@ -105,23 +141,27 @@ impl SyncService {
     /// run's timeline, if any.
     pub async fn handle(&self, call: SyncCall) -> (SyncReply, Option<SyncOp>) {
         match call {
-            SyncCall::Signal { state } => {
-                let value = self.signal(&state);
-                (SyncReply::Value { value }, Some(SyncOp::Signal { state, value }))
-            }
+            SyncCall::Signal { state } => match self.signal(&state) {
+                Ok(value) => (SyncReply::Value { value }, Some(SyncOp::Signal { state, value })),
+                Err(e) => (e, None),
+            },
             SyncCall::Barrier { state, target, timeout_ms } => {
                 self.barrier(state, target, timeout_ms, None).await
             }
-            SyncCall::SignalAndWait { state, target, timeout_ms } => {
-                let value = self.signal(&state);
-                self.barrier(state, target, timeout_ms, Some(value)).await
-            }
+            SyncCall::SignalAndWait { state, target, timeout_ms } => match self.signal(&state) {
+                Ok(value) => self.barrier(state, target, timeout_ms, Some(value)).await,
+                Err(e) => (e, None),
+            },
             SyncCall::Publish { topic, payload } => self.publish(topic, payload),
             SyncCall::Next { topic, index, timeout_ms } => {
-                let what = format!("message {} of topic {topic:?}", index + 1);
+                if topic.len() > MAX_NAME {
+                    let why = check_name("topic", &topic, &HashMap::<String, ()>::new()).unwrap_err();
+                    return (Self::err(SyncFailure::Invalid, why), None);
+                }
+                let what = format!("message {} of topic {topic:?}", index.saturating_add(1));
                 let got = self
                     .wait(timeout_ms, &what, |st| {
-                        st.topics.get(&topic).and_then(|l| l.get(index as usize)).cloned()
+                        st.topics.get(&topic).and_then(|l| l.get(usize::try_from(index).ok()?)).cloned()
                     })
                     .await;
                 (got.map_or_else(|e| e, |payload| SyncReply::Message { payload }), None)
@@ -137,6 +177,20 @@ impl SyncService {
         }
         let seq = {
             let mut st = self.state.lock().expect("sync lock");
+            if let Err(why) = check_name("topic", &topic, &st.topics) {
+                return (Self::err(SyncFailure::Invalid, why), None);
+            }
+            if st.topic_bytes + payload.len() > MAX_TOPIC_BYTES || st.messages >= MAX_MESSAGES {
+                let why = format!(
+                    "the run's topics hold {} messages of {} bytes in all: one more of {} bytes is over the limit of {MAX_MESSAGES} messages or {MAX_TOPIC_BYTES} bytes a run may publish",
+                    st.messages,
+                    st.topic_bytes,
+                    payload.len()
+                );
+                return (Self::err(SyncFailure::Invalid, why), None);
+            }
+            st.topic_bytes += payload.len();
+            st.messages += 1;
             let list = st.topics.entry(topic.clone()).or_default();
             list.push(payload.clone());
             list.len() as u64
@@ -155,16 +209,25 @@ impl SyncService {
         self.state.lock().expect("sync lock").topics.get(topic).map_or(0, |l| l.len() as u64)
     }
 
-    /// Counts one more signal on `state`; its number.
-    pub fn signal(&self, state: &str) -> u64 {
+    /// Message `index` (from 0) of `topic`, if it was published: what a
+    /// call that read it is answered again with.
+    pub fn message(&self, topic: &str, index: u64) -> Option<String> {
+        let st = self.state.lock().expect("sync lock");
+        st.topics.get(topic).and_then(|l| l.get(usize::try_from(index).ok()?)).cloned()
+    }
+
+    /// Counts one more signal on `state`: its number, or the error reply
+    /// when the name is over a bound.
+    pub fn signal(&self, state: &str) -> Result<u64, SyncReply> {
         let value = {
             let mut st = self.state.lock().expect("sync lock");
+            check_name("state", state, &st.counters).map_err(|why| Self::err(SyncFailure::Invalid, why))?;
             let c = st.counters.entry(state.to_string()).or_default();
             *c += 1;
             *c
         };
         self.changed.notify_waiters();
-        value
+        Ok(value)
     }
 
     /// Waits for `state` to reach `target`; `signalled` is the value of the
@@ -176,6 +239,10 @@ impl SyncService {
         timeout_ms: u64,
         signalled: Option<u64>,
     ) -> (SyncReply, Option<SyncOp>) {
+        if state.len() > MAX_NAME {
+            let why = check_name("state", &state, &HashMap::<String, ()>::new()).unwrap_err();
+            return (Self::err(SyncFailure::Invalid, why), None);
+        }
         let what = format!("barrier {state:?} to reach {target}");
         let res = self
             .wait(timeout_ms, &what, |st| {
@@ -207,7 +274,11 @@ impl SyncService {
         what: &str,
         ready: impl Fn(&State) -> Option<T>,
     ) -> Result<T, SyncReply> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+        // A peer's number, not checked elsewhere: past a year is "never".
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(Duration::from_millis(timeout_ms))
+            .unwrap_or_else(|| now + Duration::from_secs(366 * 24 * 3600));
         loop {
             // Register for the wake-up before checking, so no change is missed.
             let notified = self.changed.notified();
@@ -265,6 +336,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn names_counts_and_bytes_are_bounded_per_run() {
+        let s = SyncService::new();
+        let invalid = |reply: SyncReply, want: &str| match reply {
+            SyncReply::Error { kind: SyncFailure::Invalid, message } => {
+                assert!(message.contains(want), "{message}");
+                assert!(message.len() < 400, "the message does not echo the name");
+            }
+            other => panic!("{other:?}"),
+        };
+        let long = "n".repeat(MAX_NAME + 1);
+        invalid(s.handle(SyncCall::Signal { state: long.clone() }).await.0, "over the limit of 1024");
+        invalid(s.handle(barrier(&long, 1, 10)).await.0, "over the limit of 1024");
+        invalid(s.publish(long.clone(), "x".into()).0, "over the limit of 1024");
+        let next = SyncCall::Next { topic: long, index: 0, timeout_ms: 10 };
+        invalid(s.handle(next).await.0, "over the limit of 1024");
+        // New names past the count; known ones still work.
+        for i in 0..MAX_NAMES {
+            s.signal(&format!("s{i}")).unwrap();
+        }
+        invalid(s.handle(SyncCall::Signal { state: "one-more".into() }).await.0, "already uses 10000 states");
+        assert_eq!(s.signal("s0"), Ok(2));
+        // Bytes: 64 messages of 1 MiB fill a run's topics; the next is refused.
+        let mib = "m".repeat(MAX_PAYLOAD);
+        for i in 0..64 {
+            assert!(
+                matches!(s.publish("big".into(), mib.clone()).0, SyncReply::Value { value } if value == i + 1)
+            );
+        }
+        invalid(
+            s.publish("big".into(), "x".into()).0,
+            "over the limit of 1000000 messages or 67108864 bytes",
+        );
+        assert_eq!(s.message("big", 63).map(|m| m.len()), Some(MAX_PAYLOAD));
+        assert_eq!(s.message("big", 64), None);
+    }
+
+    #[tokio::test]
     async fn topics_replay_from_the_first_message() {
         let s = SyncService::new();
         for p in ["a", "b"] {
@@ -311,7 +419,7 @@ mod tests {
         let s = SyncService::new();
         let mut done = vec![s.handle(SyncCall::Signal { state: "ready".into() }).await];
         // A signal-and-wait: its signal is recorded when it is taken, then its wait.
-        let value = s.signal("ready");
+        let value = s.signal("ready").unwrap();
         let mut ops = vec![SyncOp::Signal { state: "ready".into(), value }];
         done.push(s.barrier("ready".into(), 2, 1000, Some(value)).await);
         done.push(s.handle(SyncCall::Publish { topic: "t".into(), payload: "one".into() }).await);

@@ -74,6 +74,24 @@ pub struct HostState {
     pub(super) test: String,
     /// What this instance (one test attempt) attached: names and bytes.
     pub(super) attached: ensemble_protocol::attachment::Budget,
+    /// What this instance logged and called, against its budgets.
+    pub(super) spent: Spent,
+}
+
+/// The most sync calls one test attempt may make: each is an event on the
+/// run's timeline, stored.
+pub const MAX_SYNC_CALLS: u64 = 100_000;
+/// What a log line costs besides its text: the event around it.
+const LOG_LINE_COST: u64 = 64;
+
+/// What one test attempt has spent of its per-test budgets.
+#[derive(Default)]
+pub(super) struct Spent {
+    /// Bytes of log lines (text plus [`LOG_LINE_COST`] each).
+    log_bytes: u64,
+    /// Lines dropped past the budget.
+    log_dropped: u64,
+    sync_calls: u64,
 }
 
 impl WasiView for HostState {
@@ -133,7 +151,40 @@ fn unexpected<T>(reply: SyncReply) -> SyncResult<T> {
 
 /// The imports' meaning, written once for every ABI version.
 impl HostState {
+    /// Counts one sync call against [`MAX_SYNC_CALLS`].
+    fn count_call(&mut self) -> SyncResult<()> {
+        self.spent.sync_calls += 1;
+        if self.spent.sync_calls > MAX_SYNC_CALLS {
+            return Err(SyncFault(
+                SyncFailure::Invalid,
+                format!("this test made {MAX_SYNC_CALLS} sync calls, the most one test may make"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A log line, within the test's budget: log lines share the plan's
+    /// `output_limit` (per test), counted apart from stdout and stderr.
+    /// Past it, one line says so and the rest are dropped.
+    fn log_line(&mut self, level: &str, message: &str) {
+        let cost = message.len() as u64 + LOG_LINE_COST;
+        if self.spent.log_dropped == 0 && self.spent.log_bytes + cost <= self.env.output_limit {
+            self.spent.log_bytes += cost;
+            self.env.sync.log(&self.test, level, message);
+            return;
+        }
+        if self.spent.log_dropped == 0 {
+            let note = format!(
+                "[ensemble: log cut at {} (the plan's output_limit, per test); later lines are dropped]",
+                ensemble_protocol::units::ByteSize(self.env.output_limit)
+            );
+            self.env.sync.log(&self.test, "warn", &note);
+        }
+        self.spent.log_dropped += 1;
+    }
+
     async fn signal(&mut self, state: String) -> SyncResult<u64> {
+        self.count_call()?;
         match self.port().call(SyncCall::Signal { state }).await {
             SyncReply::Value { value } => Ok(value),
             other => unexpected(other),
@@ -141,6 +192,7 @@ impl HostState {
     }
 
     async fn barrier(&mut self, state: String, target: u64, timeout_ms: u64) -> SyncResult<()> {
+        self.count_call()?;
         let (requested, timeout_ms) = (timeout_ms, self.timeout_ms(timeout_ms));
         match self.wait(SyncCall::Barrier { state, target, timeout_ms }, requested).await {
             SyncReply::Released => Ok(()),
@@ -149,6 +201,7 @@ impl HostState {
     }
 
     async fn signal_and_wait(&mut self, state: String, target: u64, timeout_ms: u64) -> SyncResult<u64> {
+        self.count_call()?;
         let (requested, timeout_ms) = (timeout_ms, self.timeout_ms(timeout_ms));
         match self.wait(SyncCall::SignalAndWait { state, target, timeout_ms }, requested).await {
             SyncReply::Value { value } => Ok(value),
@@ -157,6 +210,7 @@ impl HostState {
     }
 
     async fn publish(&mut self, topic: String, payload: String) -> SyncResult<u64> {
+        self.count_call()?;
         match self.port().call(SyncCall::Publish { topic, payload }).await {
             SyncReply::Value { value } => Ok(value),
             other => unexpected(other),
@@ -168,6 +222,9 @@ impl HostState {
         sub: &Resource<Subscription>,
         timeout_ms: u64,
     ) -> wasmtime::Result<SyncResult<String>> {
+        if let Err(fault) = self.count_call() {
+            return Ok(Err(fault));
+        }
         let (requested, timeout_ms) = (timeout_ms, self.timeout_ms(timeout_ms));
         let (topic, index) = {
             let s = self.table.get(sub)?;
@@ -297,7 +354,7 @@ macro_rules! suite_host {
                     Level::Warn => "warn",
                     Level::Error => "error",
                 };
-                self.env.sync.log(&self.test, level, &message);
+                self.log_line(level, &message);
                 Ok(())
             }
         }

@@ -651,3 +651,66 @@ fn a_machine_attachment_that_breaks_the_rules_becomes_a_warning_in_the_tests_log
     let acks = h.sent(0).into_iter().filter(|m| matches!(m, ToMachine::Ack { .. })).count();
     assert_eq!(acks, 6, "refused or not, every event is acknowledged: the shard goes on");
 }
+
+#[tokio::test]
+async fn answers_kept_for_resends_hold_no_copy_of_a_message_and_go_with_their_shard() {
+    let mut h = Harness::new("");
+    h.sent(0);
+    let mib = "m".repeat(1 << 20);
+    h.sync(0, 1, 1, SyncCall::Publish { topic: "t".into(), payload: mib.clone() });
+    // A suite opening fresh subscriptions to re-read the message, many times.
+    for id in 2..=200 {
+        h.sync(0, 1, id, SyncCall::Next { topic: "t".into(), index: 0, timeout_ms: 1_000 });
+        let done = h.d.ops_rx.recv().await.unwrap();
+        h.d.handle_sync_done(done);
+    }
+    let read = h.replies(0).into_iter().filter(|(_, r)| matches!(r, SyncReply::Message { .. })).count();
+    assert_eq!(read, 199);
+    let kept_bytes: usize =
+        h.d.sync_calls
+            .values()
+            .map(|k| match k {
+                Some(super::Kept::Reply(SyncReply::Message { payload })) => payload.len(),
+                _ => 0,
+            })
+            .sum();
+    assert_eq!(kept_bytes, 0, "no answer keeps a copy of the message");
+    // Resent after a reconnect: answered again, with the message.
+    h.sync(0, 1, 7, SyncCall::Next { topic: "t".into(), index: 0, timeout_ms: 1_000 });
+    assert_eq!(h.replies(0), [(7, SyncReply::Message { payload: mib })]);
+    // The shard is done: its answers go.
+    h.d.handle(Inbound::Message {
+        machine: 0,
+        msg: FromMachine::ShardDone { run: RUN.into(), shard: 1 },
+        clock_offset_us: 0,
+        intake: None,
+    });
+    assert!(h.d.sync_calls.keys().all(|(s, _)| *s != 1), "{} answers kept", h.d.sync_calls.len());
+}
+
+#[tokio::test]
+async fn a_run_whose_events_weigh_too_much_is_cancelled_failed_saying_which_limit() {
+    let mut h = Harness::new("");
+    h.d.max_spent = 10_000;
+    for seq in 1..=5 {
+        let log = EventKind::Log {
+            shard: sref(1),
+            test: "t".into(),
+            level: "info".into(),
+            message: "x".repeat(3_000),
+        };
+        h.event(0, 1, seq, log);
+    }
+    let cancels: Vec<CancelReason> = h
+        .sent(0)
+        .into_iter()
+        .filter_map(|m| match m {
+            ToMachine::Cancel { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancels.len(), 1, "{cancels:?}");
+    let CancelReason::OverLimit { limit } = &cancels[0] else { panic!("{cancels:?}") };
+    assert!(limit.contains("more than 10000B"), "{limit}");
+    assert!(cancels[0].is_failure());
+}

@@ -15,6 +15,7 @@
 //! | `connect` | passes iff a TCP connection is established | `addr` (required) |
 //! | `read_env` | passes iff the variable is visible | `name`, default `HOME` |
 //! | `output_flood` | writes `mib` MiB of lines to stdout, then passes | `mib`, default 64 |
+//! | `log_flood` | logs `times` lines of 64 KiB, then passes (the log budget drops most) | `times`, default 20000 |
 //! | `passes` | passes at once (per-test overhead benchmark) | |
 //!
 //! With param `only` set to a test's name, every other test skips at once:
@@ -30,6 +31,7 @@ const PATH: Param<String> = Param::new("path", "the file read_file tries to read
 const ADDR: Param<String> = Param::new("addr", "the host:port connect tries to reach (connect needs it)");
 const NAME: Param<String> = Param::new("name", "the environment variable read_env reads").default("HOME");
 const MIB: Param<u32> = Param::new("mib", "MiB memory_hog and output_flood try to use").default("64");
+const TIMES: Param<u32> = Param::new("times", "how many lines log_flood logs").default("20000");
 
 /// Skips the test unless param `only` is unset or names it.
 fn only(test: &str) -> TestResult {
@@ -125,13 +127,22 @@ fn output_flood() -> TestResult {
     Ok(())
 }
 
+fn log_flood() -> TestResult {
+    only("log_flood")?;
+    let line = "l".repeat(64 << 10);
+    for _ in 0..TIMES.get()? {
+        log::info(&line);
+    }
+    Ok(())
+}
+
 fn passes() -> TestResult {
     only("passes")?;
     Ok(())
 }
 
 ensemble_sdk::suite! {
-    params(ONLY, PATH, ADDR, NAME, MIB),
+    params(ONLY, PATH, ADDR, NAME, MIB, TIMES),
     busy_loop,
     long_sleep,
     memory_hog,
@@ -140,5 +151,6 @@ ensemble_sdk::suite! {
     connect,
     read_env,
     output_flood,
+    log_flood,
     passes,
 }

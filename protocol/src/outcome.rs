@@ -76,17 +76,12 @@ impl Summary {
             Outcome::Lost => &mut self.lost,
             Outcome::Cancelled => &mut self.cancelled,
         };
-        *slot += 1;
+        *slot = slot.saturating_add(1);
     }
+    /// Counts saturate: a summary read from outside (a merged log) may
+    /// claim anything, and a count never wraps.
     pub fn total(&self) -> u32 {
-        self.passed
-            + self.failed
-            + self.skipped
-            + self.timed_out
-            + self.crashed
-            + self.flaky
-            + self.lost
-            + self.cancelled
+        self.counts().iter().fold(0u32, |sum, (n, _)| sum.saturating_add(*n))
     }
     /// Each outcome's count with its name, in the order people read them.
     pub fn counts(&self) -> [(u32, &'static str); 8] {
@@ -108,7 +103,7 @@ impl Summary {
         shown.map(|(_, (n, what))| format!("{n} {what}")).collect::<Vec<_>>().join(", ")
     }
     pub fn failures(&self) -> u32 {
-        self.failed + self.timed_out + self.crashed + self.lost
+        self.failed.saturating_add(self.timed_out).saturating_add(self.crashed).saturating_add(self.lost)
     }
     pub fn success(&self) -> bool {
         self.failures() == 0

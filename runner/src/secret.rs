@@ -22,7 +22,7 @@ pub fn kept_secret(dir: &Path, file: &str) -> anyhow::Result<(String, PathBuf)> 
     {
         return Ok((text.trim().to_string(), path));
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    private_dir(dir)?;
     let secret = random_secret()?;
     write_private(&path, &secret)?;
     Ok((secret, path))
@@ -33,6 +33,36 @@ pub fn random_secret() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a secret: {e}"))?;
     Ok(hex::encode(bytes))
+}
+
+/// Creates `dir` (and its parents) readable by its owner only, when it
+/// does not exist yet; an existing directory is left as its owner set it.
+pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Makes `path` (created empty if missing) readable by its owner only.
+pub fn private_file(path: &Path) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private", path.display()))?;
+    }
+    drop(file);
+    Ok(())
 }
 
 /// Writes a new file readable by its owner only.

@@ -188,6 +188,10 @@ pub fn join_token(token: &str) -> String {
 }
 
 /// Starts `ensemble serve` on a free loopback port with `extra` arguments.
+/// The flags that let a server's webhooks call receivers on this machine
+/// (loopback, which webhooks may not call by default).
+pub const LOOPBACK_HOOKS: &[&str] = &["--allow-webhook-to", "127.0.0.1"];
+
 pub fn start_server(dir: &Path, data_dir: &Path, token: &str, extra: &[&str]) -> Server {
     start_server_on(dir, data_dir, token, "127.0.0.1:0", extra)
 }

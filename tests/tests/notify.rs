@@ -31,6 +31,9 @@ fn signed(call: &Call) -> bool {
     call.headers.get("x-ensemble-signature") == Some(&expected)
 }
 
+/// A webhook to a loopback address the server does not allow.
+const REFUSED: &str = "http://[::1]:9/never";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_run_is_told_signed_and_retried_and_a_passing_one_only_to_whom_it_concerns() {
     let dir = tempfile::tempdir().unwrap();
@@ -39,7 +42,14 @@ async fn a_failing_run_is_told_signed_and_retried_and_a_passing_one_only_to_whom
         dir.path(),
         &dir.path().join("data"),
         TOKEN,
-        &["--webhook-secret", SECRET, "--public-url", "https://ensemble.example"],
+        &[
+            "--webhook-secret",
+            SECRET,
+            "--public-url",
+            "https://ensemble.example",
+            "--allow-webhook-to",
+            "127.0.0.1",
+        ],
     );
     let (failing_url, mut failing) = receiver(vec![500]).await;
     let (slack_url, mut slack) = receiver(vec![]).await;
@@ -72,7 +82,7 @@ async fn a_failing_run_is_told_signed_and_retried_and_a_passing_one_only_to_whom
         "failing",
         ensemble_artifacts::BASICS,
         &format!(
-            "[[notify]]\nurl = {failing_url:?}\non = \"failed\"\n[[notify]]\nurl = {slack_url:?}\nformat = \"slack\"\n"
+            "[[notify]]\nurl = {failing_url:?}\non = \"failed\"\n[[notify]]\nurl = {slack_url:?}\nformat = \"slack\"\n[[notify]]\nurl = {REFUSED:?}\n"
         ),
     );
     let out = ensemble_async(&[&["run", failing_plan.to_str().unwrap()][..], &served].concat(), &cache).await;
@@ -94,6 +104,13 @@ async fn a_failing_run_is_told_signed_and_retried_and_a_passing_one_only_to_whom
     let first_attempt = deliveries.iter().find(|d| d.url == failing_url).expect("recorded");
     assert_eq!((first_attempt.attempt, first_attempt.status, first_attempt.delivered), (1, Some(500), false));
     assert!(first_attempt.error.as_deref().unwrap_or_default().contains("500"), "{first_attempt:?}");
+    // A loopback address the server was not told to allow is refused
+    // before any call (recorded first), once, saying how to allow it.
+    let refused: Vec<_> = deliveries.iter().filter(|d| d.url == REFUSED).collect();
+    assert_eq!(refused.len(), 1, "{deliveries:?}");
+    assert_eq!((refused[0].status, refused[0].delivered), (None, false));
+    let why = refused[0].error.as_deref().unwrap_or_default();
+    assert!(why.contains("[::1] is not a public address") && why.contains("--allow-webhook-to"), "{why}");
 
     let text = slack.recv().await.unwrap();
     assert!(signed(&text));

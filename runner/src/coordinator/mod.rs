@@ -95,6 +95,9 @@ pub struct CoordinatorConfig {
     pub webhook_secret: String,
     /// Where people reach the server (links in webhook calls).
     pub public_url: String,
+    /// Addresses webhooks may call besides public ones (loopback,
+    /// private, link-local and the like are refused unless listed here).
+    pub webhook_allow: Vec<ensemble_protocol::grant::HostPattern>,
 }
 
 struct ActiveRun {
@@ -172,6 +175,9 @@ pub struct Coordinator {
     queue_moved: watch::Sender<u64>,
     /// Wakes the scheduler when plans change.
     schedules_changed: Arc<tokio::sync::Notify>,
+    /// The schedules (plan, key) whose run is still waiting to start: at
+    /// most one task each.
+    schedules_waiting: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 /// A run's plumbing, before it starts or waits: its event stream (into the
@@ -218,6 +224,7 @@ impl Coordinator {
             queue: Mutex::default(),
             queue_moved: watch::channel(0).0,
             schedules_changed: Arc::default(),
+            schedules_waiting: Mutex::default(),
         });
         core.tasks.spawn(Self::watchdog(Arc::downgrade(&core), core.shutdown.clone()));
         core.tasks.spawn(Self::drainer(Arc::downgrade(&core), core.shutdown.clone()));
@@ -891,7 +898,15 @@ impl Coordinator {
             && !matches!(meta.state, RunState::Running | RunState::Queued)
         {
             let (secret, url) = (self.config.webhook_secret.clone(), self.config.public_url.clone());
-            self.tasks.spawn(notify::deliver(self.store.clone(), meta, secret, url, self.shutdown.clone()));
+            let to = notify::Destinations::new(self.config.webhook_allow.clone());
+            self.tasks.spawn(notify::deliver(
+                self.store.clone(),
+                meta,
+                secret,
+                url,
+                to,
+                self.shutdown.clone(),
+            ));
         }
     }
 

@@ -7,10 +7,19 @@
 //! which the receiver recomputes to know the call is ours and unaltered).
 //! A receiver that fails (no answer, or not 2xx) is tried again after 1, 2,
 //! 4 and 8 s; every attempt is stored and listed by the API.
+//!
+//! A plan names the URLs, so a webhook is a request a plan author makes
+//! from the server's network: only public addresses are called, unless
+//! the operator allows more (`--allow-webhook-to`). Names are resolved by
+//! [`Destinations`] and only allowed addresses are connected to, so a name
+//! cannot point elsewhere between the check and the call.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ensemble_protocol::api::{Delivery, RunMeta, RunState};
+use ensemble_protocol::grant::{HostPattern, NetGrant};
 use ensemble_protocol::plan::{Notify, NotifyFormat, NotifyOn};
 use ensemble_protocol::{Summary, Verdict};
 use hmac::{Hmac, Mac};
@@ -47,6 +56,87 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Whether `ip` is outside the public internet: loopback, unspecified,
+/// private, shared (CGNAT), link-local, unique-local, multicast,
+/// broadcast, documentation or benchmarking ranges (IPv4-mapped IPv6 as
+/// its IPv4).
+pub fn internal_address(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_unspecified()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8
+        }
+    }
+}
+
+/// Where webhooks may go: public addresses, and those the operator allows.
+/// Also the resolver of the client that calls them.
+#[derive(Clone, Debug, Default)]
+pub struct Destinations {
+    allow: Arc<Vec<HostPattern>>,
+}
+
+impl Destinations {
+    pub fn new(allow: Vec<HostPattern>) -> Self {
+        Self { allow: Arc::new(allow) }
+    }
+
+    /// Whether a webhook may connect to `ip`.
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        let at = SocketAddr::new(ip, 0);
+        !internal_address(ip)
+            || self.allow.iter().any(|h| NetGrant { host: h.clone(), port: None }.allows(at))
+    }
+
+    /// Why `url` may not be called, when its host is an address that is
+    /// not admitted (names are checked as they are resolved).
+    pub fn refuses(&self, url: &str) -> Option<String> {
+        let host = host_of(url);
+        let ip: IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+        (!self.admits(ip)).then(|| refusal(&host))
+    }
+}
+
+fn refusal(host: &str) -> String {
+    format!(
+        "refused: {host} is not a public address; the server's operator may allow it with --allow-webhook-to"
+    )
+}
+
+impl reqwest::dns::Resolve for Destinations {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let to = self.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let admitted: Vec<SocketAddr> = found.into_iter().filter(|a| to.admits(a.ip())).collect();
+            if admitted.is_empty() {
+                return Err(refusal(&host).into());
+            }
+            Ok(Box::new(admitted.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 /// The verdict a finished run's stored state stands for.
@@ -100,11 +190,14 @@ pub async fn deliver(
     run: RunMeta,
     secret: String,
     public_url: String,
+    to: Destinations,
     stop: CancellationToken,
 ) {
     let verdict = verdict(run.state);
     let http = match reqwest::Client::builder()
         .use_preconfigured_tls((*ensemble_client::tls_config(None).expect("the public roots load")).clone())
+        .dns_resolver(to.clone())
+        .no_proxy()
         .timeout(ATTEMPT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -115,7 +208,28 @@ pub async fn deliver(
             return;
         }
     };
-    let calls = run.plan.notify.iter().filter(|n| wants(n, verdict)).map(|n| {
+    // Refused destinations are recorded first, before any call is made:
+    // one record each, no retries.
+    let mut allowed = Vec::new();
+    for n in run.plan.notify.iter().filter(|n| wants(n, verdict)) {
+        let Some(why) = to.refuses(&n.url) else {
+            allowed.push(n);
+            continue;
+        };
+        let delivery = Delivery {
+            url: n.url.clone(),
+            attempt: 1,
+            at_us: now_us(),
+            status: None,
+            error: Some(why),
+            delivered: false,
+        };
+        let id = run.id.clone();
+        if let Err(e) = store.call(move |s| s.put_delivery(&id, &delivery)).await {
+            tracing::warn!(run = %run.id, "cannot record a webhook delivery: {e:#}");
+        }
+    }
+    let calls = allowed.into_iter().map(|n| {
         let (http, store, run, secret, stop) = (http.clone(), store.clone(), &run, &secret, stop.clone());
         let body = body(n, run, &public_url);
         async move {
@@ -132,7 +246,10 @@ pub async fn deliver(
                 let (status, error) = match &sent {
                     Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
                     Ok(r) => (Some(r.status().as_u16()), Some(format!("the receiver answered {}", r.status()))),
-                    Err(e) => (None, Some(format!("no answer: {e}"))),
+                    // What went wrong, not how: a refused connection and a
+                    // timeout read the same to whoever reads the deliveries.
+                    Err(e) if is_refusal(e) => (None, Some(refusal(&host_of(&n.url)))),
+                    Err(_) => (None, Some("no answer (the receiver could not be reached)".into())),
                 };
                 let delivered = error.is_none();
                 let delivery =
@@ -144,6 +261,9 @@ pub async fn deliver(
                 if delivered {
                     tracing::info!(run = %run.id, url = %n.url, attempt, "webhook delivered");
                     return;
+                }
+                if sent.as_ref().err().is_some_and(is_refusal) {
+                    return; // refused by policy: no retry changes that
                 }
                 tracing::warn!(run = %run.id, url = %n.url, attempt, "webhook not delivered: {}", error.unwrap_or_default());
                 if attempt < ATTEMPTS {
@@ -159,9 +279,67 @@ pub async fn deliver(
     futures::future::join_all(calls).await;
 }
 
+/// Whether a call failed because [`Destinations`] refused its address.
+fn is_refusal(e: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        if s.to_string().contains("is not a public address") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+fn host_of(url: &str) -> String {
+    reqwest::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_public_addresses_unless_allowed() {
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+        ] {
+            assert!(internal_address(internal.parse().unwrap()), "{internal}");
+        }
+        for public in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
+            assert!(!internal_address(public.parse().unwrap()), "{public}");
+        }
+        let none = Destinations::default();
+        assert!(none.refuses("http://127.0.0.1:9/hook").unwrap().contains("--allow-webhook-to"));
+        assert!(none.refuses("http://[::1]:9/hook").is_some());
+        assert_eq!(none.refuses("https://hooks.example.com/x"), None, "names are checked as resolved");
+        let loopback = Destinations::new(vec![HostPattern::Localhost]);
+        assert_eq!(loopback.refuses("http://127.0.0.1:9/hook"), None);
+        assert!(loopback.refuses("http://10.0.0.1/hook").is_some());
+        assert!(Destinations::new(vec![HostPattern::Any]).admits("10.0.0.1".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_loopback_is_refused_as_resolved() {
+        use reqwest::dns::Resolve;
+        let err = Destinations::default().resolve("localhost".parse().unwrap()).await.err().unwrap();
+        assert!(err.to_string().contains("localhost is not a public address"), "{err}");
+        let allowed = Destinations::new(vec![HostPattern::Localhost]);
+        let addrs: Vec<SocketAddr> = allowed.resolve("localhost".parse().unwrap()).await.unwrap().collect();
+        assert!(!addrs.is_empty());
+    }
 
     #[test]
     fn the_signature_is_the_hmac_sha256_of_the_body() {

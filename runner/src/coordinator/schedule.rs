@@ -45,11 +45,27 @@ pub struct Parsed {
     tz: Tz,
 }
 
+/// How far ahead a schedule must fire at least once: past this it is
+/// taken for one that never fires (`0 0 30 2 *`), which a cron library
+/// searches for long before it gives up. Eight years hold every 29th of
+/// February and every weekday of every date.
+const MUST_FIRE_WITHIN_YEARS: i32 = 8;
+
 fn parse_cron(s: &Schedule) -> Result<Cron, String> {
     let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
-    parser.parse(s.cron.trim()).map_err(|e| {
+    let cron = parser.parse(s.cron.trim()).map_err(|e| {
         format!("{:?} is not a cron expression ({e}); e.g. \"0 2 * * *\" is 02:00 every day", s.cron)
-    })
+    })?;
+    // Searched once here, bounded, so that no later evaluation spins.
+    let from = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single().expect("a valid date");
+    let until = from + chrono::Duration::days(366 * i64::from(MUST_FIRE_WITHIN_YEARS));
+    match cron.find_next_occurrence(&from, false) {
+        Ok(t) if t <= until => Ok(cron),
+        _ => Err(format!(
+            "{:?} never fires (no time matches it in {MUST_FIRE_WITHIN_YEARS} years); e.g. \"0 2 * * *\" is 02:00 every day",
+            s.cron
+        )),
+    }
 }
 
 fn parse_timezone(s: &Schedule) -> Result<Tz, String> {
@@ -185,11 +201,29 @@ impl Coordinator {
                 }
                 if let Some(due) = parsed.latest_in(last, now) {
                     let k = key.clone();
+                    if !self.schedules_waiting.lock().expect("schedules lock").insert(key.clone()) {
+                        // Its last run still waits for its machines: this
+                        // time is skipped, and said so.
+                        let why =
+                            "skipped: the schedule's previous run was still waiting to start".to_string();
+                        tracing::warn!(plan = %stored.id, schedule = %key.1, "{why}");
+                        self.store
+                            .call(move |st| {
+                                st.mark_schedule_fired(&k.0, &k.1, due)?;
+                                st.set_schedule_outcome(&k.0, &k.1, due, None, Some(why))
+                            })
+                            .await?;
+                        continue;
+                    }
                     self.store.call(move |st| st.mark_schedule_fired(&k.0, &k.1, due)).await?;
                     tracing::info!(plan = %stored.id, schedule = %key.1, "schedule fired");
                     let core = self.clone();
                     let limit = stored.plan.settings.queue_timeout.0;
-                    self.tasks.spawn(async move { core.start_scheduled(key.0, key.1, due, limit).await });
+                    self.tasks.spawn(async move {
+                        let waiting = key.clone();
+                        core.clone().start_scheduled(key.0, key.1, due, limit).await;
+                        core.schedules_waiting.lock().expect("schedules lock").remove(&waiting);
+                    });
                 }
                 if let Some(t) = parsed.next_after(now) {
                     next = Some(next.map_or(t, |n| n.min(t)));
@@ -284,5 +318,22 @@ mod tests {
         assert!(problems[0].message.contains("61 * * * *"), "{}", problems[0].message);
         assert_eq!(problems[1].path, "schedule[1].timezone");
         assert!(problems[1].message.contains("Mars/Olympus"), "{}", problems[1].message);
+    }
+
+    #[test]
+    fn schedules_that_never_fire_are_refused_at_once() {
+        for never in ["0 0 30 2 *", "0 0 31 4 *", "0 0 31 2,4,6 *"] {
+            let started = std::time::Instant::now();
+            let err = parse(&Schedule { cron: never.into(), timezone: "UTC".into() }).unwrap_err();
+            assert!(err.contains("never fires"), "{err}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "{never}: {:?}",
+                started.elapsed()
+            );
+        }
+        // Rare is not never: the 29th of February, Friday the 13th.
+        sched("0 0 29 2 *", "UTC");
+        sched("0 0 13 * 5", "UTC");
     }
 }

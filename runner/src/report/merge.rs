@@ -34,10 +34,19 @@ pub fn merge(logs: Vec<(String, Vec<Event>)>) -> anyhow::Result<Vec<Event>> {
     for (name, events) in logs {
         let (mut began, mut finished) = (false, false);
         let mut highest = 0;
+        // The outcomes its events show, which its run-finished must claim.
+        let mut counted = Summary::default();
+        let renumber = |n: u32| {
+            n.checked_add(offset)
+                .with_context(|| format!("{name}: shard {n} cannot be renumbered after {offset}"))
+        };
         for mut e in events {
             if let Some(shard) = e.kind.shard_mut() {
-                shard.shard += offset;
+                shard.shard = renumber(shard.shard)?;
                 highest = highest.max(shard.shard);
+            }
+            if let EventKind::TestFinished { outcome, .. } = &e.kind {
+                counted.add(*outcome);
             }
             match e.kind {
                 EventKind::RunQueued { .. } => {}
@@ -49,7 +58,7 @@ pub fn merge(logs: Vec<(String, Vec<Event>)>) -> anyhow::Result<Vec<Event>> {
                     }
                     started_us = started_us.min(e.at_us);
                     for mut s in these {
-                        s.shard.shard += offset;
+                        s.shard.shard = renumber(s.shard.shard)?;
                         highest = highest.max(s.shard.shard);
                         shards.push(s);
                     }
@@ -62,10 +71,17 @@ pub fn merge(logs: Vec<(String, Vec<Event>)>) -> anyhow::Result<Vec<Event>> {
                     ..
                 } => {
                     finished = true;
+                    if s != counted {
+                        bail!(
+                            "{name} is inconsistent: its run-finished claims {}, but its test-finished events show {}",
+                            s.describe(),
+                            counted.describe()
+                        );
+                    }
                     add(&mut summary, &s);
                     duration_ms = duration_ms.max(d);
                     finished_us = finished_us.max(e.at_us);
-                    shard_errors += errors;
+                    shard_errors = shard_errors.saturating_add(errors);
                     cancelled = cancelled.or(c);
                 }
                 _ => body.push(e),
@@ -106,12 +122,85 @@ pub fn merge(logs: Vec<(String, Vec<Event>)>) -> anyhow::Result<Vec<Event>> {
 }
 
 fn add(total: &mut Summary, s: &Summary) {
-    total.passed += s.passed;
-    total.failed += s.failed;
-    total.skipped += s.skipped;
-    total.timed_out += s.timed_out;
-    total.crashed += s.crashed;
-    total.flaky += s.flaky;
-    total.lost += s.lost;
-    total.cancelled += s.cancelled;
+    for (sum, n) in [
+        (&mut total.passed, s.passed),
+        (&mut total.failed, s.failed),
+        (&mut total.skipped, s.skipped),
+        (&mut total.timed_out, s.timed_out),
+        (&mut total.crashed, s.crashed),
+        (&mut total.flaky, s.flaky),
+        (&mut total.lost, s.lost),
+        (&mut total.cancelled, s.cancelled),
+    ] {
+        *sum = sum.saturating_add(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ensemble_protocol::Outcome;
+    use ensemble_protocol::event::{ShardInfo, ShardRef};
+
+    fn log(shard: u32, claims: Summary) -> (String, Vec<Event>) {
+        let sref = ShardRef { shard, machine: "m".into(), role: "r".into(), suite: "s".into(), instance: 0 };
+        let info = ShardInfo {
+            shard: sref.clone(),
+            profile: "p".into(),
+            suite_sha256: "x".into(),
+            entry: 0,
+            instance_count: 1,
+            split: false,
+            os: String::new(),
+            arch: String::new(),
+        };
+        let kinds = [
+            EventKind::RunStarted { plan: "p".into(), shards: vec![info] },
+            EventKind::TestFinished {
+                shard: sref,
+                test: "t".into(),
+                outcome: Outcome::Failed,
+                duration_ms: 1,
+                attempt: 1,
+                message: None,
+                output: String::new(),
+            },
+            EventKind::RunFinished {
+                summary: claims,
+                duration_ms: 1,
+                shard_errors: 0,
+                cancelled: None,
+                verdict: Verdict::Failed,
+            },
+        ];
+        let events = kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| Event {
+                run: "r".into(),
+                seq: i as u64 + 1,
+                at_us: 0,
+                machine_at_us: None,
+                kind,
+            })
+            .collect();
+        ("part.jsonl".into(), events)
+    }
+
+    #[test]
+    fn inconsistent_or_overflowing_logs_are_refused_never_wrapped() {
+        let honest = Summary { failed: 1, ..Summary::default() };
+        let merged = merge(vec![log(1, honest), log(1, honest)]).unwrap();
+        let Some(EventKind::RunFinished { summary, verdict, .. }) = merged.last().map(|e| &e.kind) else {
+            panic!()
+        };
+        assert_eq!((summary.failed, *verdict), (2, Verdict::Failed));
+        // A log claiming counts its events do not show.
+        let forged = Summary { failed: u32::MAX - 4, ..Summary::default() };
+        let err = merge(vec![log(1, honest), log(1, forged)]).unwrap_err().to_string();
+        assert!(err.contains("part.jsonl is inconsistent") && err.contains("4294967291 failed"), "{err}");
+        // Shard numbers that would wrap.
+        let err = merge(vec![log(u32::MAX, honest), log(2, honest)]).unwrap_err().to_string();
+        assert!(err.contains("cannot be renumbered"), "{err}");
+    }
 }

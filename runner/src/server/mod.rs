@@ -34,9 +34,8 @@ use crate::coordinator::{Coordinator, CoordinatorConfig};
 use crate::sandbox::Sandbox;
 use crate::store::Store;
 
-/// The largest frame a machine may send: an event with the most output a
-/// plan may keep (8 MiB), escaped.
-const MAX_MACHINE_FRAME: usize = 64 << 20;
+/// The largest frame a machine may send (see `wire::MAX_FRAME`).
+const MAX_MACHINE_FRAME: usize = ensemble_protocol::wire::MAX_FRAME;
 
 /// Every route: the API, the machines' WebSocket, the app, and the error body.
 pub fn routes(core: &Arc<Coordinator>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
@@ -59,7 +58,25 @@ pub fn routes(core: &Arc<Coordinator>) -> warp::filters::BoxedFilter<(warp::repl
     // loopback, to loopback names).
     let api = guard::same_origin(core.config.loopback_only)
         .and(join.map(Reply::into_response).or(api::routes(core)).unify());
-    api.or(probes(core)).unify().or(ui::routes()).unify().recover(error::recover).unify().boxed()
+    api.or(probes(core))
+        .unify()
+        .or(ui::routes())
+        .unify()
+        .recover(error::recover)
+        .unify()
+        .map(not_framed)
+        .boxed()
+}
+
+/// No other site may frame the app or any answer of ours (clickjacking):
+/// `frame-ancestors 'self'` for browsers that read CSP, `X-Frame-Options`
+/// for older ones. A response with a policy of its own keeps it.
+fn not_framed(mut reply: warp::reply::Response) -> warp::reply::Response {
+    use warp::http::header::{CONTENT_SECURITY_POLICY, HeaderValue, X_FRAME_OPTIONS};
+    let headers = reply.headers_mut();
+    headers.entry(X_FRAME_OPTIONS).or_insert(HeaderValue::from_static("SAMEORIGIN"));
+    headers.entry(CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static("frame-ancestors 'self'"));
+    reply
 }
 
 /// The process's metrics in the OpenMetrics text format (which Prometheus

@@ -374,6 +374,7 @@ mod tests {
             loopback_only: true,
             metrics_token: None,
             webhook_secret: "s".into(),
+            webhook_allow: Vec::new(),
             public_url: "http://127.0.0.1".into(),
         };
         let core = Coordinator::new(store, sandbox, config);

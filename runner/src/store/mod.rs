@@ -143,13 +143,18 @@ fn parse<T: serde::de::DeserializeOwned>(s: String) -> rusqlite::Result<T> {
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`.
+    /// Opens (or creates) the store in `dir`: a new `dir` is made readable
+    /// by its owner only, and the database (with its log, which SQLite
+    /// creates with the database's mode) always is.
     pub fn open(dir: &Path) -> anyhow::Result<Store> {
+        crate::secret::private_dir(dir)?;
         let suites_dir = dir.join("suites");
         let attachments_dir = dir.join("attachments");
         for d in [&suites_dir, &attachments_dir] {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
         let path = dir.join("ensemble.db");
+        crate::secret::private_file(&path)?;
         let db = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
@@ -684,6 +689,26 @@ mod tests {
             "name = \"p\"\n[[profiles]]\nname = \"a\"\n[[entries]]\nsuite = \"x.wasm\"\nprofile = \"a\"\n",
         )
         .unwrap()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_store_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = Store::open(&data).unwrap();
+        store.probe_write(1).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        for file in ["ensemble.db", "ensemble.db-wal", "ensemble.db-shm"] {
+            assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+        }
+        // A store made before, readable by all, is made private on open.
+        drop(store);
+        std::fs::set_permissions(data.join("ensemble.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _again = Store::open(&data).unwrap();
+        assert_eq!(mode(&data.join("ensemble.db")), 0o600);
     }
 
     #[test]

@@ -23,6 +23,10 @@ use crate::server::guard::{JSON, content_type};
 use crate::server::route::{at, at1, at2};
 use warp::http::Method;
 
+/// The largest message a watcher of a run's events may send (it has
+/// nothing to say; pings and closes are far smaller).
+const MAX_WATCHER_MESSAGE: usize = 4 << 10;
+
 pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
     let list = at(Method::GET, "/api/runs").and(authorized(core)).and(warp::query::<RunsQuery>()).and_then(
         |core: Arc<Coordinator>, query: RunsQuery| async move {
@@ -68,14 +72,18 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
                 let from = query.from.unwrap_or(1);
                 let stop = core.stopping();
                 Ok::<_, Rejection>(
-                    ws.on_upgrade(move |socket| async move {
-                        let _slot: Option<crate::server::listen::Held> = held;
-                        tokio::select! {
-                            _ = watch_run(socket, core, id, from) => {}
-                            _ = stop.cancelled() => {}
-                        }
-                    })
-                    .into_response(),
+                    // A watcher sends nothing but control frames: anything
+                    // larger than a small message ends its connection.
+                    ws.max_message_size(MAX_WATCHER_MESSAGE)
+                        .max_frame_size(MAX_WATCHER_MESSAGE)
+                        .on_upgrade(move |socket| async move {
+                            let _slot: Option<crate::server::listen::Held> = held;
+                            tokio::select! {
+                                _ = watch_run(socket, core, id, from) => {}
+                                _ = stop.cancelled() => {}
+                            }
+                        })
+                        .into_response(),
                 )
             },
         );

@@ -362,6 +362,11 @@ struct ServeArgs {
     /// like are refused.
     #[arg(long = "allow-webhook-to", value_name = "HOST", value_delimiter = ',', value_parser = parse_webhook_host)]
     allow_webhook_to: Vec<HostPattern>,
+    /// The shortest time between two runs of one schedule: a plan whose
+    /// schedule fires more often is refused, and a stored one fires no more
+    /// often than this.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    min_schedule_interval: std::time::Duration,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -1058,6 +1063,7 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
             webhook_secret,
             public_url: args.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}")),
             webhook_allow: args.allow_webhook_to.clone(),
+            min_schedule_interval: args.min_schedule_interval,
         },
         local_machine: local,
         // Suites on the server's own machine never reach the server itself.

@@ -44,12 +44,12 @@ const DEPTH_PIECES: [&str; 12] =
     ["(", ")", "!", "not ", "test(a)", " and ", " or ", "all()", "[", "]", "{a=", "}"];
 
 /// A filter and a plan built from a recipe: pairs of bytes, each a piece
-/// of [`DEPTH_PIECES`] and how many times (×64) it repeats.
+/// of [`DEPTH_PIECES`] and how many times (×4) it repeats.
 pub fn depth(data: &[u8]) {
     let mut text = String::new();
     for pair in data.chunks(2) {
         let piece = DEPTH_PIECES[usize::from(pair[0]) % DEPTH_PIECES.len()];
-        let times = usize::from(pair.get(1).copied().unwrap_or(1)) * 64 + 1;
+        let times = usize::from(pair.get(1).copied().unwrap_or(1)) * 4 + 1;
         text.push_str(&piece.repeat(times));
         if text.len() > 1 << 20 {
             break;

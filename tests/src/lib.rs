@@ -188,9 +188,10 @@ pub fn join_token(token: &str) -> String {
 }
 
 /// Starts `ensemble serve` on a free loopback port with `extra` arguments.
-/// The flags that let a server's webhooks call receivers on this machine
-/// (loopback, which webhooks may not call by default).
-pub const LOOPBACK_HOOKS: &[&str] = &["--allow-webhook-to", "127.0.0.1"];
+/// The flags of a server whose schedules' tests run here: its webhooks may
+/// call receivers on this machine (loopback, refused by default), and its
+/// schedules may fire every second (once a minute at most by default).
+pub const SCHEDULE_FLAGS: &[&str] = &["--allow-webhook-to", "127.0.0.1", "--min-schedule-interval", "1s"];
 
 pub fn start_server(dir: &Path, data_dir: &Path, token: &str, extra: &[&str]) -> Server {
     start_server_on(dir, data_dir, token, "127.0.0.1:0", extra)

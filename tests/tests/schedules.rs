@@ -6,7 +6,7 @@
 
 use ensemble_client::ClientError;
 use ensemble_protocol::Plan;
-use ensemble_tests::{LOOPBACK_HOOKS, restart_server, start_server, webhook_receiver};
+use ensemble_tests::{SCHEDULE_FLAGS, restart_server, start_server, webhook_receiver};
 
 const TOKEN: &str = "schedules-token";
 
@@ -30,7 +30,7 @@ fn run_of(call: &ensemble_tests::WebhookCall) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_fires_and_its_run_is_linked_from_the_plan() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, LOOPBACK_HOOKS);
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, SCHEDULE_FLAGS);
     let suite = server.upload(ensemble_artifacts::HELLO_COMMAND, "hello").await;
     let (hook, mut calls) = webhook_receiver(vec![]).await;
     let client = server.client();
@@ -83,7 +83,7 @@ async fn a_schedule_fires_and_its_run_is_linked_from_the_plan() {
 async fn a_time_missed_while_the_server_was_down_runs_once_on_start() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut server = start_server(dir.path(), &data, TOKEN, LOOPBACK_HOOKS);
+    let mut server = start_server(dir.path(), &data, TOKEN, SCHEDULE_FLAGS);
     let suite = server.upload(ensemble_artifacts::HELLO_COMMAND, "hello").await;
     let (hook, mut calls) = webhook_receiver(vec![]).await;
     // New Year's midnight, UTC: far from now whenever the test runs.
@@ -109,7 +109,7 @@ async fn a_time_missed_while_the_server_was_down_runs_once_on_start() {
     assert_eq!(changed, 1);
     drop(db);
 
-    let server = restart_server(dir.path(), &data, &server, LOOPBACK_HOOKS);
+    let server = restart_server(dir.path(), &data, &server, SCHEDULE_FLAGS);
     let run = run_of(&calls.recv().await.unwrap());
     let client = server.client();
     let stored = client.plan(&saved.id).await.unwrap();
@@ -128,7 +128,7 @@ async fn a_time_missed_while_the_server_was_down_runs_once_on_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_editor_shows_and_edits_schedules() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, LOOPBACK_HOOKS);
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, SCHEDULE_FLAGS);
     let suite = server.upload(ensemble_artifacts::HELLO_COMMAND, "hello").await;
     let (hook, _calls) = webhook_receiver(vec![]).await;
     let yearly = serde_json::json!([{"cron": "0 0 0 1 1 *"}]);

@@ -98,6 +98,8 @@ pub struct CoordinatorConfig {
     /// Addresses webhooks may call besides public ones (loopback,
     /// private, link-local and the like are refused unless listed here).
     pub webhook_allow: Vec<ensemble_protocol::grant::HostPattern>,
+    /// The shortest time between two runs of one schedule.
+    pub min_schedule_interval: Duration,
 }
 
 struct ActiveRun {
@@ -591,6 +593,7 @@ impl Coordinator {
         let mut problems = param_problems(&plan, metas.iter().map(Option::as_ref));
         problems.extend(plan.sync_problems(&uses_sync));
         problems.extend(schedule::problems(&plan));
+        problems.extend(schedule::interval_problems(&plan, self.config.min_schedule_interval));
         if !problems.is_empty() {
             return Err(ApiError::from(ensemble_protocol::PlanError { file: None, problems }));
         }

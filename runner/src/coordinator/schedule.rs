@@ -79,6 +79,42 @@ pub fn parse(s: &Schedule) -> Result<Parsed, String> {
     Ok(Parsed { cron: parse_cron(s)?, tz: parse_timezone(s)? })
 }
 
+/// How many fire times of an expression are looked at for the shortest
+/// gap between two: a cron's fields are independent lists, so its closest
+/// pair of times shows within its first few dozen.
+const GAPS_LOOKED_AT: usize = 64;
+
+/// The schedules of `plan` that would fire more often than once every
+/// `min` (the server's `--min-schedule-interval`), at their field paths.
+pub fn interval_problems(plan: &Plan, min: Duration) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let from = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single().expect("a valid date").timestamp_micros();
+    for (i, s) in plan.schedule.iter().enumerate() {
+        let Ok(parsed) = parse(s) else { continue };
+        let mut times = Vec::with_capacity(GAPS_LOOKED_AT);
+        let mut t = from;
+        while times.len() < GAPS_LOOKED_AT {
+            let Some(next) = parsed.next_after(t) else { break };
+            times.push(next);
+            t = next;
+        }
+        let gap = times.windows(2).map(|w| w[1] - w[0]).min();
+        let min_us = i64::try_from(min.as_micros()).unwrap_or(i64::MAX);
+        if let Some(gap) = gap.filter(|g| *g < min_us) {
+            out.push(Problem {
+                path: format!("schedule[{i}].cron"),
+                message: format!(
+                    "{:?} fires {} apart, more often than once every {} (the server's --min-schedule-interval)",
+                    s.cron,
+                    humantime::format_duration(Duration::from_micros(u64::try_from(gap).unwrap_or(0))),
+                    humantime::format_duration(min)
+                ),
+            });
+        }
+    }
+    out
+}
+
 /// The plan's schedules' expressions and timezones that do not parse, at
 /// their field paths.
 pub fn problems(plan: &Plan) -> Vec<Problem> {
@@ -199,7 +235,11 @@ impl Coordinator {
                     let (plan, k) = (key.0.clone(), vec![key.1.clone()]);
                     self.store.call(move |st| st.start_schedule_records(&plan, &k, last)).await?;
                 }
-                if let Some(due) = parsed.latest_in(last, now) {
+                // Never more often than the server allows, whatever was stored.
+                let min_us = i64::try_from(self.config.min_schedule_interval.as_micros()).unwrap_or(i64::MAX);
+                let fired = records.get(&key).is_some_and(|r| r.fired);
+                let too_soon = |due: i64| fired && due - last < min_us;
+                if let Some(due) = parsed.latest_in(last, now).filter(|&due| !too_soon(due)) {
                     let k = key.clone();
                     if !self.schedules_waiting.lock().expect("schedules lock").insert(key.clone()) {
                         // Its last run still waits for its machines: this
@@ -318,6 +358,25 @@ mod tests {
         assert!(problems[0].message.contains("61 * * * *"), "{}", problems[0].message);
         assert_eq!(problems[1].path, "schedule[1].timezone");
         assert!(problems[1].message.contains("Mars/Olympus"), "{}", problems[1].message);
+    }
+
+    #[test]
+    fn schedules_that_fire_too_often_are_refused_at_their_field() {
+        let plan: Plan = serde_json::from_value(serde_json::json!({
+            "name": "p",
+            "schedule": [{"cron": "* * * * * *"}, {"cron": "0 0,1 * * * *"}, {"cron": "0 2 * * *"}, {"cron": "0 */5 * * * *"}],
+        }))
+        .unwrap();
+        let problems = interval_problems(&plan, Duration::from_secs(60));
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["schedule[0].cron"], "{problems:?}");
+        assert!(
+            problems[0].message.contains("fires 1s apart")
+                && problems[0].message.contains("--min-schedule-interval")
+        );
+        let problems = interval_problems(&plan, Duration::from_secs(120));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(interval_problems(&plan, Duration::from_secs(1)).is_empty());
     }
 
     #[test]

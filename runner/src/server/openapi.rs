@@ -375,6 +375,7 @@ mod tests {
             metrics_token: None,
             webhook_secret: "s".into(),
             webhook_allow: Vec::new(),
+            min_schedule_interval: std::time::Duration::from_secs(60),
             public_url: "http://127.0.0.1".into(),
         };
         let core = Coordinator::new(store, sandbox, config);

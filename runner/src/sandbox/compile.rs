@@ -51,15 +51,17 @@ impl CompileBudget {
 
     /// Compiles `bytes` in a child process into the artifact file `out`.
     /// The child is killed when the time is up or when this future is
-    /// dropped.
-    pub async fn compile(&self, bytes: &[u8], out: &Path) -> Result<(), SuiteError> {
+    /// dropped. `Ok(false)` when no child can be started here (say, a
+    /// runner under an emulator that cannot start its own binary again):
+    /// the caller compiles in its own process instead.
+    pub async fn compile(&self, bytes: &[u8], out: &Path) -> Result<bool, SuiteError> {
         let dir = out.parent().unwrap_or(Path::new("."));
         let input = tempfile::Builder::new().prefix(".suite-").tempfile_in(dir).map_err(|e| {
             SuiteError::Internal(format!("staging the suite to compile in {}: {e}", dir.display()))
         })?;
         std::fs::write(input.path(), bytes)
             .map_err(|e| SuiteError::Internal(format!("staging the suite to compile: {e}")))?;
-        let mut child = tokio::process::Command::new(&self.exe)
+        let started = tokio::process::Command::new(&self.exe)
             .arg(COMMAND)
             .arg(input.path())
             .arg(out)
@@ -68,10 +70,14 @@ impl CompileBudget {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                SuiteError::Internal(format!("starting the compiler ({}): {e}", self.exe.display()))
-            })?;
+            .spawn();
+        let mut child = match started {
+            Ok(child) => child,
+            Err(e) => {
+                crate::throttled!(warn, 1, exe = %self.exe.display(), "cannot start a process to compile suites in ({e}); compiling in this one, without a budget");
+                return Ok(false);
+            }
+        };
         let mut stderr = child.stderr.take().expect("piped");
         let mut said = Vec::new();
         let waited = tokio::time::timeout(self.timeout, async {
@@ -91,7 +97,7 @@ impl CompileBudget {
                 )))
             }
             Ok(Err(e)) => Err(SuiteError::Internal(format!("waiting for the compiler: {e}"))),
-            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) if status.success() => Ok(true),
             Ok(Ok(status)) if status.code() == Some(INVALID) => Err(SuiteError::Invalid(said)),
             Ok(Ok(status)) => Err(SuiteError::Invalid(format!(
                 "compiling the suite failed ({status}), most likely over its memory budget of {} \

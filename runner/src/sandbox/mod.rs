@@ -347,23 +347,30 @@ impl Sandbox {
                 }
             };
             check_header(&bytes)?;
-            let component = this.compile_within(&budget, &bytes, &sha).await?;
-            tokio::task::spawn_blocking(move || this.load_component(component, &bytes, sha).map(Arc::new))
-                .await
-                .map_err(|e| SuiteError::Internal(format!("loading the suite panicked: {e}")))?
+            let compiled = this.compile_within(&budget, &bytes, &sha).await?;
+            tokio::task::spawn_blocking(move || {
+                let component = match compiled {
+                    Some(c) => c,
+                    None => this.compile(&bytes, &sha)?,
+                };
+                this.load_component(component, &bytes, sha).map(Arc::new)
+            })
+            .await
+            .map_err(|e| SuiteError::Internal(format!("loading the suite panicked: {e}")))?
         })
         .await
         .cloned()
     }
 
     /// Compiles in a child process within `budget` (see [`compile`]), into
-    /// the disk cache when there is one.
+    /// the disk cache when there is one; `None` when no child can be
+    /// started here (the caller compiles in this process).
     async fn compile_within(
         &self,
         budget: &compile::CompileBudget,
         bytes: &[u8],
         sha: &str,
-    ) -> Result<Component, SuiteError> {
+    ) -> Result<Option<Component>, SuiteError> {
         let staging = match &self.cache {
             Some(cache) => cache.dir().to_path_buf(),
             None => std::env::temp_dir(),
@@ -377,12 +384,14 @@ impl Sandbox {
                 SuiteError::Internal(format!("staging a compiled suite in {}: {e}", staging.display()))
             })?
             .into_temp_path();
-        budget.compile(bytes, &out).await?;
+        if !budget.compile(bytes, &out).await? {
+            return Ok(None);
+        }
         if let Some(cache) = &self.cache
             && cache.adopt(&out, sha)
             && let Some(c) = cache.load(&self.engine, sha)
         {
-            return Ok(c);
+            return Ok(Some(c));
         }
         let artifact = std::fs::read(&out)
             .map_err(|e| SuiteError::Internal(format!("reading the compiled suite: {e}")))?;
@@ -392,7 +401,7 @@ impl Sandbox {
         // again.
         #[allow(unsafe_code)]
         let loaded = unsafe { Component::deserialize(&self.engine, &artifact) };
-        loaded.map_err(|e| SuiteError::Internal(format!("loading the compiled suite: {e:#}")))
+        loaded.map(Some).map_err(|e| SuiteError::Internal(format!("loading the compiled suite: {e:#}")))
     }
 
     /// Compiles in this process (no bound), into the disk cache.

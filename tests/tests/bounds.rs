@@ -1,0 +1,399 @@
+//! What a hostile suite, plan or peer can make Ensemble spend is bounded,
+//! against real processes: each attack of the bounds round, with the
+//! figure that shows the bound (peak RSS, bytes kept, the refusal and its
+//! place), and the machine or server still usable after it.
+
+use std::path::Path;
+
+use ensemble_protocol::EventKind;
+use ensemble_protocol::api::{RunState, routes};
+use ensemble_protocol::event::Outcome;
+use ensemble_tests::{ensemble, start_runner_with, start_server};
+use serde_json::json;
+
+const TOKEN: &str = "bounds-token";
+
+/// The outcome and message of `test` in role `role`.
+fn finished<'a>(
+    events: &'a [ensemble_protocol::Event],
+    role: &str,
+    test: &str,
+) -> Option<(Outcome, &'a str)> {
+    events.iter().find_map(|e| match &e.kind {
+        EventKind::TestFinished { shard, test: t, outcome, message, .. }
+            if shard.role == role && t == test =>
+        {
+            Some((*outcome, message.as_deref().unwrap_or_default()))
+        }
+        _ => None,
+    })
+}
+
+/// Why role `role`'s shard could not run, if it could not.
+fn shard_error(events: &[ensemble_protocol::Event], role: &str) -> Option<String> {
+    events.iter().find_map(|e| match &e.kind {
+        EventKind::ShardFinished { shard, error, .. } if shard.role == role => error.clone(),
+        _ => None,
+    })
+}
+
+/// Bytes of the files under `dir`.
+fn disk_use(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => disk_use(&e.path()),
+                    _ => e.metadata().map_or(0, |m| m.len()),
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_suites_are_bounded_and_the_machine_stays_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_server(dir.path(), &data, TOKEN, &["--no-local-machine"]);
+    let runner = start_runner_with(dir.path(), &server, "box", &["tier=a"], None, &["--slots", "4"]);
+    server.wait_online(1).await;
+    let hostile = format!("sha256:{}", server.upload(ensemble_artifacts::HOSTILE, "hostile").await);
+    let listing = format!("sha256:{}", server.upload(ensemble_artifacts::HOSTILE_LISTING, "listing").await);
+    let syncing = format!("sha256:{}", server.upload(ensemble_artifacts::HOSTILE_SYNC, "syncing").await);
+    let disk_before = disk_use(&data);
+    let profiles = json!([{ "name": "a", "labels": { "tier": "a" } }]);
+
+    // Listings over the bounds: the shard fails saying which, and nothing
+    // it listed travels (a 70 MiB name would not fit in a frame).
+    let run = server
+        .start_run(json!({
+            "name": "listings", "profiles": profiles,
+            "entries": [
+                { "suite": listing, "profile": "a", "role": "huge-name", "params": { "listing": "huge-name" } },
+                { "suite": listing, "profile": "a", "role": "many", "params": { "listing": "many" } },
+                { "suite": listing, "profile": "a", "role": "long-timeout", "params": { "listing": "long-timeout" } },
+            ]
+        }))
+        .await;
+    let events = server.events(&run).await;
+    let why = shard_error(&events, "huge-name").expect("the huge name is refused");
+    assert!(
+        why.contains("whose name is 73400320 bytes long") && why.contains("over the limit of 1024"),
+        "{why}"
+    );
+    assert!(why.len() < 400, "the refusal does not carry the name: {} bytes", why.len());
+    let why = shard_error(&events, "many").expect("450,000 tests are refused");
+    assert!(why.contains("450000 tests, more than the 100000 a suite may list"), "{why}");
+    assert_eq!(finished(&events, "long-timeout", "fine").map(|f| f.0), Some(Outcome::Passed));
+    let largest = events.iter().map(|e| serde_json::to_string(e).unwrap().len()).max().unwrap();
+    assert!(largest < 64 << 10, "the largest event is {largest} bytes");
+    assert_eq!(server.client().run(&run).await.unwrap().state, RunState::Failed);
+
+    // Sync and logs: re-reading a 1 MiB message 1,500 times, 20,000 log
+    // lines of 64 KiB, publishing until the run's topics are full, names
+    // over the bound. Each test passes only when its bound held.
+    let entry = |test: &str| {
+        let suite = if test == "log_flood" { &hostile } else { &syncing };
+        json!({ "suite": suite, "profile": "a", "role": test, "tests": [test], "params": { "only": test } })
+    };
+    let run = server
+        .start_run(json!({
+            "name": "floods", "profiles": profiles,
+            "entries": [entry("sync_reread"), entry("log_flood"), entry("publish_flood"), entry("long_names")]
+        }))
+        .await;
+    let events = server.events(&run).await;
+    for test in ["sync_reread", "log_flood", "publish_flood", "long_names"] {
+        let (outcome, message) = finished(&events, test, test).unwrap_or_else(|| panic!("{test} finished"));
+        assert_eq!(outcome, Outcome::Passed, "{test}: {message}");
+    }
+    // The logs kept are the plan's output_limit (1 MiB) and one note.
+    let logs: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Log { shard, message, .. } if shard.role == "log_flood" => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    let logged: usize = logs.iter().map(|m| m.len()).sum();
+    assert!(logged <= 1 << 20, "{logged} bytes of log lines kept");
+    assert!(logs.last().unwrap().contains("log cut at 1MiB (the plan's output_limit, per test)"), "{logs:?}");
+    let server_peak = server.proc.peak_rss().unwrap_or(0);
+    let runner_peak = runner.peak_rss().unwrap_or(0);
+    let grown = disk_use(&data).saturating_sub(disk_before);
+    eprintln!(
+        "server peak RSS {} MB, runner peak RSS {} MB, store grew {} MB",
+        server_peak >> 20,
+        runner_peak >> 20,
+        grown >> 20
+    );
+    assert!(server_peak < 400 << 20, "the server's peak RSS was {} MB", server_peak >> 20);
+    assert!(runner_peak < 700 << 20, "the runner's peak RSS was {} MB", runner_peak >> 20);
+    // 64 MiB of topics (the run's bound), ~1 MiB of logs, and the rest small.
+    assert!(grown < 200 << 20, "the store grew by {} MB", grown >> 20);
+
+    // The machine is usable after all of it.
+    let run = server
+        .start_run(json!({
+            "name": "after", "profiles": profiles,
+            "entries": [{ "suite": hostile, "profile": "a", "tests": ["passes"], "params": { "only": "passes" } }]
+        }))
+        .await;
+    server.events(&run).await;
+    assert_eq!(server.client().run(&run).await.unwrap().state, RunState::Passed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plans_are_refused_at_their_field_and_the_server_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_server(dir.path(), &data, TOKEN, &["--no-local-machine"]);
+    let client = server.client();
+    let post = |path: &'static str, content_type: &'static str, body: String| {
+        let client = client.clone();
+        async move {
+            let resp = client
+                .request(reqwest::Method::POST, path)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let plan = |entry: serde_json::Value, settings: serde_json::Value, schedule: serde_json::Value| {
+        json!({
+            "name": "hostile", "profiles": [{ "name": "a" }], "settings": settings, "schedule": schedule,
+            "entries": [entry]
+        })
+        .to_string()
+    };
+    let entry = |filter: &str| json!({ "suite": "x.wasm", "profile": "a", "filter": filter });
+    // Filters that overflowed the stack: refused at their field.
+    for filter in ["(".repeat(1_500), "!".repeat(10_000), "not ".repeat(3_000)] {
+        let body = plan(entry(&filter), json!({}), json!([]));
+        for path in [routes::PLANS, routes::RUNS] {
+            let body = if path == routes::RUNS {
+                json!({ "plan": serde_json::from_str::<serde_json::Value>(&body).unwrap() }).to_string()
+            } else {
+                body.clone()
+            };
+            let (status, text) = post(path, "application/json", body).await;
+            assert_eq!(status, 422, "{path}: {text}");
+            assert!(text.contains("entries[0].filter") && text.contains("nest more than 32 deep"), "{text}");
+        }
+    }
+    let toml = format!(
+        "name = \"hostile\"\n[[profiles]]\nname = \"a\"\n[[entries]]\nsuite = \"x.wasm\"\nprofile = \"a\"\nfilter = {:?}\n",
+        "(".repeat(1_500)
+    );
+    let (status, text) = post(routes::PLAN_IMPORT, "application/toml", toml).await;
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("nest more than 32 deep"), "{text}");
+    // A duration that overflowed a deadline, a cron that never fires.
+    let (status, text) = post(
+        routes::PLANS,
+        "application/json",
+        plan(entry("all()"), json!({ "queue_timeout": "300000000000y" }), json!([])),
+    )
+    .await;
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("settings.queue_timeout"), "{text}");
+    let (status, text) = post(
+        routes::PLANS,
+        "application/json",
+        plan(entry("all()"), json!({}), json!([{ "cron": "0 0 30 2 *" }])),
+    )
+    .await;
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("schedule[0].cron") && text.contains("never fires"), "{text}");
+    // A schedule firing every second (the server's minimum is a minute).
+    let (status, text) = post(
+        routes::PLANS,
+        "application/json",
+        plan(entry("all()"), json!({}), json!([{ "cron": "* * * * * *" }])),
+    )
+    .await;
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("schedule[0].cron") && text.contains("--min-schedule-interval"), "{text}");
+    // No run was stored for any of them, and the server is up.
+    assert!(client.runs().await.unwrap().is_empty());
+    client.health().await.expect("the server is up");
+
+    // No other site may frame the app or the API's answers.
+    for path in ["/", routes::PLANS] {
+        let resp = client.request(reqwest::Method::GET, path).send().await.unwrap();
+        let header = |name: &str| {
+            resp.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+        };
+        assert_eq!(header("x-frame-options"), "SAMEORIGIN", "{path}");
+        assert!(header("content-security-policy").contains("frame-ancestors 'self'"), "{path}");
+    }
+    // The store is the owner's alone.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("ensemble.db")), 0o600);
+    }
+
+    // The same filters given to `ensemble run -E`: a located error, exit 2.
+    let plan_file = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan_file,
+        format!(
+            "name = \"p\"\n[[profiles]]\nname = \"a\"\n[[entries]]\nsuite = {:?}\nprofile = \"a\"\n",
+            ensemble_artifacts::BASICS
+        ),
+    )
+    .unwrap();
+    let deep = "!".repeat(10_000);
+    let out = ensemble(&["run", plan_file.to_str().unwrap(), "-E", &deep], &dir.path().join("cache"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("nest more than 32 deep"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_log_that_claims_more_than_its_events_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let plan_file = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan_file,
+        format!(
+            "name = \"p\"\n[[profiles]]\nname = \"a\"\n[[entries]]\nsuite = {:?}\nprofile = \"a\"\n",
+            ensemble_artifacts::HELLO_COMMAND
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("run.jsonl");
+    let out = ensemble(&["run", plan_file.to_str().unwrap(), "--json", log.to_str().unwrap()], &cache);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // The same log, its run-finished claiming 2^32-5 failures.
+    let forged: String = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut event: serde_json::Value = serde_json::from_str(line).unwrap();
+            if event["type"] == "run-finished" {
+                event["summary"]["failed"] = json!(u32::MAX - 4);
+            }
+            format!("{event}\n")
+        })
+        .collect();
+    let forged_file = dir.path().join("forged.jsonl");
+    std::fs::write(&forged_file, forged).unwrap();
+    let junit = dir.path().join("merged.xml");
+    let out = ensemble(
+        &[
+            "report",
+            "--merge",
+            log.to_str().unwrap(),
+            forged_file.to_str().unwrap(),
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("forged.jsonl is inconsistent") && stderr.contains("4294967291 failed"),
+        "{stderr}"
+    );
+    assert!(!junit.exists(), "no report from an inconsistent log");
+}
+
+/// A component whose one function takes Cranelift long and much memory:
+/// 2,000,000 additions in a row (6 MB of code, under wasm's limit for one
+/// function).
+fn huge_function_component() -> Vec<u8> {
+    let mut body = String::with_capacity(2_000_000 * 24);
+    for _ in 0..2_000_000 {
+        body.push_str("i32.const 1 i32.add\n");
+    }
+    let text = format!("(component (core module (func (param i32) (result i32) local.get 0\n{body})))");
+    wat::parse_str(&text).unwrap()
+}
+
+/// The processes compiling a suite for `server` (its children running
+/// `__compile-suite`).
+fn compilers(server: &ensemble_tests::Server) -> Vec<u32> {
+    let parent = server.proc.child.id();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // `pid (comm) state ppid …`: the ppid follows the comm's ")".
+            let ppid =
+                stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok());
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            ppid == Some(parent) && String::from_utf8_lossy(&cmdline).contains("__compile-suite")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiling_a_suite_has_a_time_and_memory_budget_and_stops_when_its_client_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = huge_function_component();
+    let upload_error = |server: &ensemble_tests::Server| {
+        let client = server.client();
+        let huge = huge.clone();
+        async move { client.upload_suite("huge", huge).await.unwrap_err().to_string() }
+    };
+    // Over the time budget: refused, naming the budget and its flag.
+    let timed = start_server(
+        dir.path(),
+        &dir.path().join("timed"),
+        TOKEN,
+        &["--no-local-machine", "--compile-timeout", "1s"],
+    );
+    let why = upload_error(&timed).await;
+    assert!(why.contains("took longer than its budget of 1s") && why.contains("--compile-timeout"), "{why}");
+    // Over the memory budget: refused, naming the budget and its flag.
+    let small = start_server(
+        dir.path(),
+        &dir.path().join("small"),
+        TOKEN,
+        &["--no-local-machine", "--compile-memory", "96MiB", "--compile-timeout", "10m"],
+    );
+    let why = upload_error(&small).await;
+    assert!(why.contains("memory budget of 96MiB") && why.contains("--compile-memory"), "{why}");
+    // Both servers answer after it, and honest suites still compile.
+    for server in [&timed, &small] {
+        server.upload(ensemble_artifacts::BASICS, "basics").await;
+    }
+
+    // An upload whose client gives up: its compiler is stopped.
+    let patient = start_server(
+        dir.path(),
+        &dir.path().join("patient"),
+        TOKEN,
+        &["--no-local-machine", "--compile-timeout", "10m"],
+    );
+    let upload = tokio::spawn({
+        let client = patient.client();
+        async move { client.upload_suite("huge", huge).await }
+    });
+    // Wait for its compiler to start, then leave.
+    let started = std::time::Instant::now();
+    while compilers(&patient).is_empty() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no compiler started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    upload.abort();
+    let left = std::time::Instant::now();
+    while !compilers(&patient).is_empty() {
+        assert!(left.elapsed() < std::time::Duration::from_secs(30), "the compiler outlived its client");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    patient.upload(ensemble_artifacts::BASICS, "basics").await;
+}

@@ -140,15 +140,18 @@ fn output(dir: &Path, lang: Lang) -> Result<Output, String> {
 }
 
 /// Writes `text` to `path` unless it holds it already; through a file of
-/// this process's own, renamed into place.
+/// this call's own (named by the process and a count: two threads of one
+/// process writing at once each rename their own), renamed into place.
 fn write_if_changed(path: &Path, text: &str) -> Result<(), String> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
         return Ok(());
     }
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
-    let own = path.with_extension(format!("{}.partial", std::process::id()));
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let own = path.with_extension(format!("{}-{n}.partial", std::process::id()));
     std::fs::write(&own, text).map_err(|e| format!("cannot write {}: {e}", own.display()))?;
     std::fs::rename(&own, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

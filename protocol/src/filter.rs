@@ -454,6 +454,7 @@ impl std::str::FromStr for Partition {
         if index == 0 || index > total {
             return Err(format!("{s:?}: part {index} of {total} does not exist; {expected}"));
         }
+
         Ok(Partition { kind, index, total })
     }
 }
@@ -544,17 +545,24 @@ pub type Durations = std::collections::BTreeMap<String, std::collections::BTreeM
 /// far (then the lowest). A test with no recorded duration counts as the
 /// mean of those recorded (1 ms when none is).
 pub fn balance(tests: &[&str], durations: &std::collections::BTreeMap<String, u64>, parts: u32) -> Vec<u32> {
+    use std::cmp::Reverse;
     let known: Vec<u64> = tests.iter().filter_map(|t| durations.get(*t).copied()).collect();
-    let mean = if known.is_empty() { 1 } else { (known.iter().sum::<u64>() / known.len() as u64).max(1) };
+    let total = known.iter().fold(0u64, |sum, d| sum.saturating_add(*d));
+    let mean = if known.is_empty() { 1 } else { (total / known.len() as u64).max(1) };
     let cost = |t: &str| durations.get(t).copied().unwrap_or(mean).max(1);
     let mut order: Vec<usize> = (0..tests.len()).collect();
     order.sort_by(|&a, &b| cost(tests[b]).cmp(&cost(tests[a])).then_with(|| tests[a].cmp(tests[b])));
-    let mut load = vec![0u64; parts.max(1) as usize];
+    // Parts past the number of tests stay empty (an empty part is least
+    // loaded and lowest first): only those that can get a test are kept,
+    // least loaded (then lowest) on top.
+    let kept = (parts.max(1) as usize).min(tests.len().max(1));
+    let mut load: std::collections::BinaryHeap<Reverse<(u64, u32)>> =
+        (0..kept as u32).map(|p| Reverse((0, p))).collect();
     let mut part = vec![0u32; tests.len()];
     for i in order {
-        let (least, _) = load.iter().enumerate().min_by_key(|(p, l)| (**l, *p)).expect("at least one part");
-        load[least] += cost(tests[i]);
-        part[i] = least as u32 + 1;
+        let Reverse((l, least)) = load.pop().expect("at least one part");
+        load.push(Reverse((l.saturating_add(cost(tests[i])), least)));
+        part[i] = least + 1;
     }
     part
 }
@@ -858,6 +866,14 @@ mod tests {
             }
             assert_eq!(seen.len(), tests.len());
         }
+    }
+
+    #[test]
+    fn balancing_into_more_parts_than_tests_costs_no_more_than_the_tests() {
+        let durations: std::collections::BTreeMap<String, u64> =
+            [("a".to_string(), u64::MAX), ("b".to_string(), u64::MAX)].into();
+        // Four billion parts, three tests: each test its own part, at once.
+        assert_eq!(balance(&["a", "b", "c"], &durations, u32::MAX), [1, 2, 3]);
     }
 
     #[test]

@@ -72,6 +72,14 @@ impl Schedule {
 
 /// The most schedules a plan may have.
 pub const MAX_SCHEDULES: usize = 16;
+/// The most entries, and the most profiles, a plan may have.
+pub const MAX_ENTRIES: usize = 10_000;
+pub const MAX_PROFILES: usize = 10_000;
+/// The most shards one run of a plan may have (each entry on each of its
+/// profiles' machines): each is assigned, announced and stored.
+pub const MAX_SHARDS: u64 = 10_000;
+/// The longest profile or role name, in bytes.
+pub const MAX_NAME: usize = 128;
 /// Characters of a plan's description at most.
 pub const MAX_DESCRIPTION: usize = 4000;
 
@@ -434,6 +442,24 @@ impl PlanError {
 }
 
 impl Plan {
+    /// How many shards a run of the plan has when every profile gets its
+    /// `count` machines: each entry on each machine of its profiles (an
+    /// entry of a cross-platform plan without a profile: on every one).
+    /// Computed without listing them (a plan may ask for millions).
+    pub fn shard_count(&self) -> u64 {
+        let counts: BTreeMap<&str, u64> =
+            self.profiles.iter().map(|p| (p.name.as_str(), u64::from(p.count))).collect();
+        let every: u64 = counts.values().fold(0, |sum, c| sum.saturating_add(*c));
+        self.entries.iter().fold(0u64, |sum, e| {
+            let here = match (&e.profile, self.kind) {
+                (Some(p), _) => counts.get(p.as_str()).copied().unwrap_or(0),
+                (None, PlanType::CrossPlatform) => every,
+                (None, PlanType::Distributed) => 0,
+            };
+            sum.saturating_add(here)
+        })
+    }
+
     /// Parses and validates a plan written in TOML.
     pub fn from_toml(text: &str) -> Result<Plan, PlanError> {
         let de = toml::Deserializer::parse(text).map_err(|e| PlanError::one("", e.to_string()))?;
@@ -696,9 +722,32 @@ impl Plan {
         if s.retries > 100 {
             bad("settings.retries".into(), format!("{} retries is more than the limit of 100", s.retries));
         }
+        if self.profiles.len() > MAX_PROFILES {
+            bad(
+                "profiles".into(),
+                format!("{} profiles; a plan may have {MAX_PROFILES}", self.profiles.len()),
+            );
+        }
+        if self.entries.len() > MAX_ENTRIES {
+            bad("entries".into(), format!("{} entries; a plan may have {MAX_ENTRIES}", self.entries.len()));
+        }
+        let shards = self.shard_count();
+        if shards > MAX_SHARDS {
+            bad(
+                "entries".into(),
+                format!(
+                    "a run would have {shards} shards (each entry on each machine of its profiles), more than the {MAX_SHARDS} a run may have"
+                ),
+            );
+        }
         let mut names = BTreeSet::new();
         for (i, p) in self.profiles.iter().enumerate() {
-            if p.name.trim().is_empty() {
+            if p.name.len() > MAX_NAME {
+                bad(
+                    format!("profiles[{i}].name"),
+                    format!("is {} bytes long; a profile name may have {MAX_NAME}", p.name.len()),
+                );
+            } else if p.name.trim().is_empty() {
                 bad(format!("profiles[{i}].name"), "a profile needs a name".into());
             } else if !names.insert(p.name.as_str()) {
                 bad(format!("profiles[{i}].name"), format!("another profile is already named {:?}", p.name));
@@ -758,7 +807,13 @@ impl Plan {
                 bad(format!("entries[{i}].params"), m);
             }
             let role = e.role_name();
-            if role.is_empty() || !role.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            if role.len() > MAX_NAME {
+                bad(
+                    format!("entries[{i}].role"),
+                    format!("is {} bytes long; a role may have {MAX_NAME}", role.len()),
+                );
+            } else if role.is_empty() || !role.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
                 bad(
                     format!("entries[{i}].role"),
                     format!("{role:?} is not a valid role: use letters, digits, '-', '_' or '.'"),
@@ -1091,5 +1146,42 @@ mod depth {
             let err = Plan::from_json(&json).unwrap_err().to_string();
             assert!(err.contains("line 1 column"), "{}", &err[..err.len().min(300)]);
         }
+    }
+}
+
+#[cfg(test)]
+mod size {
+    use super::*;
+
+    fn problems(plan: serde_json::Value) -> Vec<Problem> {
+        serde_json::from_value::<Plan>(plan).unwrap().problems()
+    }
+
+    #[test]
+    fn runs_counts_and_names_are_bounded_and_refused_small() {
+        // 200 cross-platform entries on 100 profiles of 1 machine: 20,000 shards.
+        let profiles: Vec<_> = (0..100).map(|i| serde_json::json!({ "name": format!("p{i}") })).collect();
+        let entries: Vec<_> =
+            (0..200).map(|i| serde_json::json!({ "suite": format!("s{i}.wasm") })).collect();
+        let plan = serde_json::json!({ "name": "wide", "type": "cross-platform", "profiles": profiles, "entries": entries });
+        let found = problems(plan);
+        assert!(found.iter().any(|p| p.path == "entries" && p.message.contains("20000 shards")), "{found:?}");
+        // Long names are refused at their field, not repeated in every problem.
+        let long = "p".repeat(200_000);
+        let entries: Vec<_> = (0..1_000)
+            .map(|i| serde_json::json!({ "suite": format!("s{i}.wasm"), "profile": "missing" }))
+            .collect();
+        let plan = serde_json::json!({ "name": "long", "profiles": [{ "name": long }], "entries": entries });
+        let found = problems(plan);
+        assert!(
+            found.iter().any(|p| p.path == "profiles[0].name" && p.message.contains("200000 bytes long"))
+        );
+        let bytes: usize = found.iter().map(|p| p.message.len()).sum();
+        assert!(bytes < 1 << 20, "{bytes} bytes of problems");
+        let role = serde_json::json!({ "name": "r", "profiles": [{ "name": "a" }],
+            "entries": [{ "suite": "x.wasm", "profile": "a", "role": "r".repeat(129) }] });
+        assert!(
+            problems(role).iter().any(|p| p.path == "entries[0].role" && p.message.contains("129 bytes"))
+        );
     }
 }

@@ -154,6 +154,10 @@ fn suite_ref(meta: &SuiteMeta) -> SuiteRef {
     SuiteRef { uses_sync: meta.uses_sync(), name: meta.name.clone(), sha256: meta.sha256.clone() }
 }
 
+/// The most runs a coordinator holds at once, running or waiting for
+/// machines: each holds tasks, channels and its plan until it ends.
+pub const MAX_ACTIVE_RUNS: usize = 1000;
+
 /// The coordinator's shared state.
 pub struct Coordinator {
     store: Store,
@@ -715,6 +719,15 @@ impl Coordinator {
     ) -> Result<RunCreated, ApiError> {
         if self.run_tasks.is_closed() {
             return Err(ApiError::new(ErrorKind::Conflict, "the coordinator is shutting down"));
+        }
+        let active = self.runs.lock().expect("runs lock").len();
+        if active >= MAX_ACTIVE_RUNS {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "{active} runs are running or waiting for machines, the most one coordinator takes at once ({MAX_ACTIVE_RUNS}); start this one when some have ended"
+                ),
+            ));
         }
         let (mut plan, reruns) = match (req.plan, req.plan_id, req.rerun_failed) {
             (Some(plan), None, None) => (plan, None),

@@ -171,6 +171,27 @@ pub enum FromMachine {
     Drain,
 }
 
+/// The longest state or topic name a sync call may use, in bytes.
+pub const MAX_SYNC_NAME: usize = 1024;
+/// The largest topic message, in bytes.
+pub const MAX_SYNC_PAYLOAD: usize = 1 << 20;
+
+/// Why a state or topic name (`kind`) cannot be used, if it cannot: the
+/// one rule the sandbox applies before a call leaves the machine and the
+/// coordinator applies again.
+pub fn sync_name_problem(kind: &str, name: &str) -> Option<String> {
+    (name.len() > MAX_SYNC_NAME).then(|| {
+        let shown: String = name.chars().take(64).collect();
+        format!("the {kind} name `{shown}…` is {} bytes long, over the limit of {MAX_SYNC_NAME}", name.len())
+    })
+}
+
+/// Why a topic message cannot be published, if it cannot.
+pub fn sync_payload_problem(payload: &str) -> Option<String> {
+    (payload.len() > MAX_SYNC_PAYLOAD)
+        .then(|| format!("payload of {} bytes is over the limit of {MAX_SYNC_PAYLOAD}", payload.len()))
+}
+
 /// The largest frame a machine may send: an event with the most output a
 /// plan may keep (8 MiB), escaped, fits with room to spare. A machine
 /// shrinks anything larger ([`crate::event::EventKind::too_large`]) rather

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ensemble_protocol::event::SyncOp;
-use ensemble_protocol::wire::{SyncCall, SyncFailure, SyncReply};
+use ensemble_protocol::wire::{SyncCall, SyncFailure, SyncReply, sync_name_problem, sync_payload_problem};
 use tokio::sync::Notify;
 
 #[derive(Default)]
@@ -42,10 +42,7 @@ pub struct SyncService {
     changed: Notify,
 }
 
-/// Topic payloads above this size are refused: topics live in memory.
-pub const MAX_PAYLOAD: usize = 1 << 20;
-/// The longest state or topic name, in bytes.
-pub const MAX_NAME: usize = 1024;
+pub use ensemble_protocol::wire::{MAX_SYNC_NAME as MAX_NAME, MAX_SYNC_PAYLOAD as MAX_PAYLOAD};
 /// The most states, and the most topics, one run may use.
 pub const MAX_NAMES: usize = 10_000;
 /// The most bytes all of a run's topic messages may hold (they are kept in
@@ -57,12 +54,8 @@ pub const MAX_MESSAGES: usize = 1_000_000;
 /// Why a name cannot be used in this run, if it cannot: too long, or new
 /// when the run already has [`MAX_NAMES`] of its kind.
 fn check_name<T>(kind: &str, name: &str, known: &HashMap<String, T>) -> Result<(), String> {
-    if name.len() > MAX_NAME {
-        let shown: String = name.chars().take(64).collect();
-        return Err(format!(
-            "the {kind} name `{shown}…` is {} bytes long, over the limit of {MAX_NAME}",
-            name.len()
-        ));
+    if let Some(why) = sync_name_problem(kind, name) {
+        return Err(why);
     }
     if known.len() >= MAX_NAMES && !known.contains_key(name) {
         return Err(format!("the run already uses {MAX_NAMES} {kind}s, the most one run may use"));
@@ -154,8 +147,7 @@ impl SyncService {
             },
             SyncCall::Publish { topic, payload } => self.publish(topic, payload),
             SyncCall::Next { topic, index, timeout_ms } => {
-                if topic.len() > MAX_NAME {
-                    let why = check_name("topic", &topic, &HashMap::<String, ()>::new()).unwrap_err();
+                if let Some(why) = sync_name_problem("topic", &topic) {
                     return (Self::err(SyncFailure::Invalid, why), None);
                 }
                 let what = format!("message {} of topic {topic:?}", index.saturating_add(1));
@@ -171,9 +163,8 @@ impl SyncService {
 
     /// Appends `payload` to `topic`: the reply and the operation.
     pub fn publish(&self, topic: String, payload: String) -> (SyncReply, Option<SyncOp>) {
-        if payload.len() > MAX_PAYLOAD {
-            let msg = format!("payload of {} bytes is over the limit of {MAX_PAYLOAD}", payload.len());
-            return (Self::err(SyncFailure::Invalid, msg), None);
+        if let Some(why) = sync_payload_problem(&payload) {
+            return (Self::err(SyncFailure::Invalid, why), None);
         }
         let seq = {
             let mut st = self.state.lock().expect("sync lock");
@@ -239,8 +230,7 @@ impl SyncService {
         timeout_ms: u64,
         signalled: Option<u64>,
     ) -> (SyncReply, Option<SyncOp>) {
-        if state.len() > MAX_NAME {
-            let why = check_name("state", &state, &HashMap::<String, ()>::new()).unwrap_err();
+        if let Some(why) = sync_name_problem("state", &state) {
             return (Self::err(SyncFailure::Invalid, why), None);
         }
         let what = format!("barrier {state:?} to reach {target}");

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ensemble_protocol::wire::{SyncCall, SyncFailure, SyncReply};
+use ensemble_protocol::wire::{SyncCall, SyncFailure, SyncReply, sync_name_problem, sync_payload_problem};
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -58,10 +58,12 @@ pub trait SyncPort: Send + Sync {
     fn attach(&self, test: &str, name: &str, content: Vec<u8>);
 }
 
-/// A guest's cursor over one topic.
+/// A guest's cursor over one topic; or why the subscription was refused
+/// (its `next` says so: `subscribe` cannot fail in the ABI).
 pub struct Subscription {
     topic: String,
     next_index: u64,
+    refused: Option<String>,
 }
 
 /// The store data of one test instance.
@@ -151,6 +153,25 @@ fn unexpected<T>(reply: SyncReply) -> SyncResult<T> {
 
 /// The imports' meaning, written once for every ABI version.
 impl HostState {
+    /// Refuses a name or payload over the bounds here, before the call
+    /// leaves the machine (the coordinator checks again).
+    fn check_call(kind: &str, name: &str, payload: Option<&str>) -> SyncResult<()> {
+        let why = sync_name_problem(kind, name).or_else(|| payload.and_then(sync_payload_problem));
+        why.map_or(Ok(()), |why| Err(SyncFault(SyncFailure::Invalid, why)))
+    }
+
+    /// A new cursor over `topic`, counted as a sync call; refused (its
+    /// `next` fails) past the bounds.
+    fn subscription(&mut self, topic: String) -> Subscription {
+        let refused = self.count_call().and_then(|()| Self::check_call("topic", &topic, None)).err();
+        match refused {
+            None => Subscription { topic, next_index: 0, refused: None },
+            Some(SyncFault(_, why)) => {
+                Subscription { topic: String::new(), next_index: 0, refused: Some(why) }
+            }
+        }
+    }
+
     /// Counts one sync call against [`MAX_SYNC_CALLS`].
     fn count_call(&mut self) -> SyncResult<()> {
         self.spent.sync_calls += 1;
@@ -185,6 +206,7 @@ impl HostState {
 
     async fn signal(&mut self, state: String) -> SyncResult<u64> {
         self.count_call()?;
+        Self::check_call("state", &state, None)?;
         match self.port().call(SyncCall::Signal { state }).await {
             SyncReply::Value { value } => Ok(value),
             other => unexpected(other),
@@ -193,6 +215,7 @@ impl HostState {
 
     async fn barrier(&mut self, state: String, target: u64, timeout_ms: u64) -> SyncResult<()> {
         self.count_call()?;
+        Self::check_call("state", &state, None)?;
         let (requested, timeout_ms) = (timeout_ms, self.timeout_ms(timeout_ms));
         match self.wait(SyncCall::Barrier { state, target, timeout_ms }, requested).await {
             SyncReply::Released => Ok(()),
@@ -202,6 +225,7 @@ impl HostState {
 
     async fn signal_and_wait(&mut self, state: String, target: u64, timeout_ms: u64) -> SyncResult<u64> {
         self.count_call()?;
+        Self::check_call("state", &state, None)?;
         let (requested, timeout_ms) = (timeout_ms, self.timeout_ms(timeout_ms));
         match self.wait(SyncCall::SignalAndWait { state, target, timeout_ms }, requested).await {
             SyncReply::Value { value } => Ok(value),
@@ -211,6 +235,7 @@ impl HostState {
 
     async fn publish(&mut self, topic: String, payload: String) -> SyncResult<u64> {
         self.count_call()?;
+        Self::check_call("topic", &topic, Some(&payload))?;
         match self.port().call(SyncCall::Publish { topic, payload }).await {
             SyncReply::Value { value } => Ok(value),
             other => unexpected(other),
@@ -228,6 +253,9 @@ impl HostState {
         let (requested, timeout_ms) = (timeout_ms, self.timeout_ms(timeout_ms));
         let (topic, index) = {
             let s = self.table.get(sub)?;
+            if let Some(why) = &s.refused {
+                return Ok(Err(SyncFault(SyncFailure::Invalid, why.clone())));
+            }
             (s.topic.clone(), s.next_index)
         };
         let reply = self.wait(SyncCall::Next { topic, index, timeout_ms }, requested).await;
@@ -322,7 +350,8 @@ macro_rules! suite_host {
                 Ok(HostState::publish(self, topic, payload).await.map_err(Into::into))
             }
             async fn subscribe(&mut self, topic: String) -> wasmtime::Result<Resource<Subscription>> {
-                Ok(self.table.push(Subscription { topic, next_index: 0 })?)
+                let sub = self.subscription(topic);
+                Ok(self.table.push(sub)?)
             }
         }
 

@@ -196,6 +196,9 @@ pub struct Sandbox {
     ticker: Arc<AtomicBool>,
     spare: Arc<tokio::sync::Semaphore>,
     budget: Option<compile::CompileBudget>,
+    /// Compiles in child processes at once: one per core (each uses them
+    /// all, and holds up to its memory budget).
+    compiling: tokio::sync::Semaphore,
 }
 
 impl Drop for Sandbox {
@@ -289,7 +292,17 @@ impl Sandbox {
         })?;
         let cache = opts.cache_dir.map(|dir| ArtifactCache::new(dir, &engine));
         let spare = Arc::new(tokio::sync::Semaphore::new(spare));
-        Ok(Sandbox { engine, linker, cache, loaded: Mutex::default(), ticker, spare, budget: opts.compile })
+        let compiling = tokio::sync::Semaphore::new(spare_cores() + 1);
+        Ok(Sandbox {
+            engine,
+            linker,
+            cache,
+            loaded: Mutex::default(),
+            ticker,
+            spare,
+            budget: opts.compile,
+            compiling,
+        })
     }
 
     /// The process's spare lanes: one per core beyond the first. A shard
@@ -384,6 +397,7 @@ impl Sandbox {
                 SuiteError::Internal(format!("staging a compiled suite in {}: {e}", staging.display()))
             })?
             .into_temp_path();
+        let _turn = self.compiling.acquire().await.map_err(|e| SuiteError::Internal(e.to_string()))?;
         if !budget.compile(bytes, &out).await? {
             return Ok(None);
         }

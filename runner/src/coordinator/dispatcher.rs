@@ -185,12 +185,68 @@ fn weight(event: &EventKind) -> u64 {
         EventKind::TestFinished { output, message, test, .. } => {
             output.len() + message.as_ref().map_or(0, String::len) + test.len()
         }
-        EventKind::Log { message, test, .. } => message.len() + test.len(),
-        EventKind::Attachment { size, name, .. } => usize::try_from(*size).unwrap_or(usize::MAX) + name.len(),
+        EventKind::Log { message, test, level, .. } => message.len() + test.len() + level.len(),
+        EventKind::Attachment { size, name, test, .. } => {
+            usize::try_from(*size).unwrap_or(usize::MAX).saturating_add(name.len() + test.len())
+        }
         EventKind::ShardStarted { tests, .. } => tests.iter().map(String::len).sum(),
+        EventKind::TestStarted { test, .. } => test.len(),
+        EventKind::ShardFinished { error, .. } => error.as_ref().map_or(0, String::len),
         _ => 0,
     };
-    256 + text as u64
+    256u64.saturating_add(text as u64)
+}
+
+/// What is kept of a machine's event once its run went over
+/// [`MAX_RUN_BYTES`]: what happened, without its text (a machine that goes
+/// on sending after the cancel adds no more than that).
+fn lightened(event: EventKind) -> EventKind {
+    let note = "(left out: the run went over the bytes of events one run may keep)".to_string();
+    let short = |s: String| -> String { s.chars().take(256).collect() };
+    match event {
+        EventKind::TestFinished { shard, test, outcome, duration_ms, attempt, message, .. } => {
+            EventKind::TestFinished {
+                shard,
+                test: short(test),
+                outcome,
+                duration_ms,
+                attempt,
+                message: message.map(|_| note),
+                output: String::new(),
+            }
+        }
+        EventKind::Log { shard, test, level, .. } => {
+            EventKind::Log { shard, test: short(test), level: short(level), message: note }
+        }
+        EventKind::Attachment { shard, test, .. } => {
+            EventKind::Log { shard, test: short(test), level: "warn".into(), message: note }
+        }
+        EventKind::TestStarted { shard, test, attempt } => {
+            EventKind::TestStarted { shard, test: short(test), attempt }
+        }
+        EventKind::ShardStarted { shard, tests, filtered_out } => EventKind::ShardStarted {
+            shard,
+            tests: Vec::new(),
+            filtered_out: filtered_out.saturating_add(u32::try_from(tests.len()).unwrap_or(u32::MAX)),
+        },
+        EventKind::ShardFinished { shard, summary, error } => {
+            EventKind::ShardFinished { shard, summary, error: error.map(short) }
+        }
+        other => other,
+    }
+}
+
+/// How long a cancelled run waits for word from its machines: shards on a
+/// machine that stays silent this long after the cancel (or after its last
+/// message since) are lost, so a cancel always ends the run.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(30);
+
+/// Resolves at `deadline`; never without one.
+async fn overdue(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How long a finished run waits for its last events to be committed before
@@ -295,6 +351,10 @@ pub struct Dispatcher {
     /// most they may ([`MAX_RUN_BYTES`]).
     spent: u64,
     max_spent: u64,
+    /// Once cancelled: when machines still silent lose their shards
+    /// ([`CANCEL_GRACE`] after the cancel or the last word since).
+    cancel_deadline: Option<tokio::time::Instant>,
+    cancel_grace: Duration,
 }
 
 impl Dispatcher {
@@ -394,6 +454,8 @@ impl Dispatcher {
             intake: None,
             spent: 0,
             max_spent: MAX_RUN_BYTES,
+            cancel_deadline: None,
+            cancel_grace: CANCEL_GRACE,
         }
     }
 
@@ -430,6 +492,7 @@ impl Dispatcher {
                     None => self.handle_all_lost("the coordinator stopped"),
                 },
                 Some(done) = self.ops_rx.recv() => self.handle_sync_done(done),
+                () = overdue(self.cancel_deadline) => self.handle_cancel_overdue(),
             }
         }
         self.finish().await
@@ -656,6 +719,10 @@ impl Dispatcher {
 
     /// A message of machine index `m`.
     pub fn handle_message(&mut self, m: usize, msg: FromMachine, clock_offset_us: i64) {
+        if self.cancel_deadline.is_some() {
+            // Word from a machine winding the run down: more time.
+            self.cancel_deadline = Some(tokio::time::Instant::now() + self.cancel_grace);
+        }
         match msg {
             FromMachine::Event { run, shard, seq, at_us, event } if run == self.run => {
                 self.handle_event(m, shard, seq, at_us, clock_offset_us, event)
@@ -723,6 +790,18 @@ impl Dispatcher {
             }
         }
         self.last_seq.insert(shard, seq);
+        if matches!(event, EventKind::Sync { .. }) {
+            // Only the coordinator records what sync did (a restart rebuilds
+            // the run's sync from that record); a machine's claim is kept as
+            // a warning, so its shard's sequence goes on.
+            crate::throttled!(warn, 30, run = %self.run, shard, "refusing a sync event from a machine");
+            event = EventKind::Log {
+                shard: sref.clone(),
+                test: String::new(),
+                level: "warn".into(),
+                message: "the coordinator refused a sync event sent by a machine".into(),
+            };
+        }
         let running = self.running_test.get(&shard).map_or(&[][..], Vec::as_slice);
         if let Err(why) = self.attached.check(shard, running, &event) {
             crate::throttled!(warn, 30, run = %self.run, shard, "refusing an attachment: {why}");
@@ -758,6 +837,9 @@ impl Dispatcher {
             EventKind::ShardFinished { error: Some(e), .. } => self.could_not_run(&sref, e),
             _ => {}
         }
+        if self.spent > self.max_spent {
+            event = lightened(event);
+        }
         self.spent = self.spent.saturating_add(weight(&event));
         let over = self.spent > self.max_spent;
         // The machine's clock, corrected onto the coordinator's timeline.
@@ -785,7 +867,10 @@ impl Dispatcher {
                         Some(payload) => SyncReply::Message { payload },
                         None => SyncReply::Error {
                             kind: SyncFailure::Invalid,
-                            message: format!("message {} of topic {topic:?} is gone", index + 1),
+                            message: format!(
+                                "message {} of topic {topic:?} is gone",
+                                index.saturating_add(1)
+                            ),
                         },
                     },
                 };
@@ -834,7 +919,7 @@ impl Dispatcher {
                 })
             }
             (SyncCall::Next { topic, index, .. }, _) => (self.sync.messages(topic) <= *index)
-                .then(|| SyncOp::TopicWaiting { topic: topic.clone(), message_seq: index + 1 }),
+                .then(|| SyncOp::TopicWaiting { topic: topic.clone(), message_seq: index.saturating_add(1) }),
             _ => None,
         };
         if let (Some(op), Some(&index)) = (waiting, self.by_no.get(&shard)) {
@@ -880,6 +965,9 @@ impl Dispatcher {
     /// Shard `sref` said it could not run (`why`): it counts against the run,
     /// and no party waits for it any more.
     fn could_not_run(&mut self, sref: &ShardRef, why: &str) {
+        // A machine's words, kept for the run's end: a page at most.
+        let why: String = why.chars().take(4096).collect();
+        let why = why.as_str();
         self.shard_errors.push(format!("shard {} ({} on {}): {why}", sref.shard, sref.role, sref.machine));
         self.sync.break_run(
             SyncFailure::Lost,
@@ -998,6 +1086,22 @@ impl Dispatcher {
         }
         self.sync.break_run(SyncFailure::Cancelled, reason.to_string());
         self.cancelled = Some(reason);
+        self.cancel_deadline = Some(tokio::time::Instant::now() + self.cancel_grace);
+    }
+
+    /// A cancelled run heard nothing from its machines for [`CANCEL_GRACE`]:
+    /// the shards they have not finished are lost, and the run ends.
+    pub fn handle_cancel_overdue(&mut self) {
+        let silent: Vec<usize> = (0..self.machines.len())
+            .filter(|&m| {
+                self.shards.iter().any(|s| s.machine_index == m && !self.done.contains(&s.shard.shard))
+            })
+            .collect();
+        for m in silent {
+            let grace = humantime::format_duration(self.cancel_grace);
+            self.handle_lost(m, &format!("it did not wind the cancelled run down within {grace}"));
+        }
+        self.cancel_deadline = (!self.is_finished()).then(|| tokio::time::Instant::now() + self.cancel_grace);
     }
 
     /// Starts the next sequential group once the current one is done.

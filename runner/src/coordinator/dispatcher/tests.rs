@@ -713,4 +713,46 @@ async fn a_run_whose_events_weigh_too_much_is_cancelled_failed_saying_which_limi
     let CancelReason::OverLimit { limit } = &cancels[0] else { panic!("{cancels:?}") };
     assert!(limit.contains("more than 10000B"), "{limit}");
     assert!(cancels[0].is_failure());
+    // A machine that goes on after the cancel adds no more text.
+    let log =
+        EventKind::Log { shard: sref(1), test: "t".into(), level: "info".into(), message: "x".repeat(3_000) };
+    h.event(0, 1, 6, log);
+    let kinds = h.kinds();
+    let Some(EventKind::Log { message, .. }) = kinds.last() else { panic!("{:?}", kinds.last()) };
+    assert!(message.starts_with("(left out: the run went over"), "{message}");
+}
+
+#[tokio::test]
+async fn a_cancel_always_ends_the_run_even_when_a_machine_stays_silent() {
+    let Harness { mut d, mut to, events } = Harness::new("");
+    d.cancel_grace = std::time::Duration::from_millis(200);
+    // The client's machine (m1) winds its shard down; the server's (m0)
+    // never says a word again.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let run = tokio::spawn(async move { d.drive(&mut rx).await });
+    tx.send(Inbound::Cancel { reason: CancelReason::User }).unwrap();
+    while !to[1].try_recv().is_ok_and(|m| matches!(m, ToMachine::Cancel { .. })) {
+        tokio::task::yield_now().await;
+    }
+    let done = ensemble_protocol::event::EventKind::ShardFinished {
+        shard: sref(2),
+        summary: Summary::default(),
+        error: None,
+    };
+    let msg = FromMachine::Event { run: RUN.into(), shard: 2, seq: 1, at_us: 1, event: done };
+    tx.send(Inbound::Message { machine: 1, msg, clock_offset_us: 0, intake: None }).unwrap();
+    let msg = FromMachine::ShardDone { run: RUN.into(), shard: 2 };
+    tx.send(Inbound::Message { machine: 1, msg, clock_offset_us: 0, intake: None }).unwrap();
+    // The grace passes: the silent machine's shard is lost and the run
+    // ends, cancelled.
+    let result: RunResult = run.await.unwrap();
+    assert_eq!(result.verdict, Verdict::Cancelled);
+    assert_eq!(result.cancelled, Some(CancelReason::User));
+    let events = events.lock().unwrap();
+    let lost = events.iter().find_map(|e| match &e.kind {
+        EventKind::ShardFinished { shard, error: Some(why), .. } if shard.shard == 1 => Some(why.clone()),
+        _ => None,
+    });
+    let why = lost.expect("the silent machine's shard was lost");
+    assert!(why.contains("did not wind the cancelled run down within 200ms"), "{why}");
 }

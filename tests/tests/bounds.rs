@@ -396,4 +396,34 @@ async fn compiling_a_suite_has_a_time_and_memory_budget_and_stops_when_its_clien
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     patient.upload(ensemble_artifacts::BASICS, "basics").await;
+
+    // A server killed while it compiles leaves no compiler behind.
+    let mut patient = patient;
+    let upload = tokio::spawn({
+        let client = patient.client();
+        let huge = huge_function_component();
+        async move { client.upload_suite("huge", huge).await }
+    });
+    let started = std::time::Instant::now();
+    let orphans = loop {
+        let found = compilers(&patient);
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no compiler started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    patient.proc.kill();
+    let _ = upload.await;
+    let killed = std::time::Instant::now();
+    while orphans.iter().any(|pid| running(*pid)) {
+        assert!(killed.elapsed() < std::time::Duration::from_secs(30), "a compiler outlived its server");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether process `pid` runs (exists and is not a zombie).
+fn running(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
 }

@@ -49,6 +49,13 @@ impl CompileBudget {
         Some(CompileBudget { exe, timeout: DEFAULT_TIMEOUT, memory: DEFAULT_MEMORY })
     }
 
+    /// The CPU time the child may use at most: its time on every core, and
+    /// some (the kernel's stop if nobody else stops it).
+    fn cpu_seconds(&self) -> u64 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        self.timeout.as_secs().saturating_add(1).saturating_mul(cores).saturating_add(10)
+    }
+
     /// Compiles `bytes` in a child process into the artifact file `out`.
     /// The child is killed when the time is up or when this future is
     /// dropped. `Ok(false)` when no child can be started here (say, a
@@ -66,6 +73,8 @@ impl CompileBudget {
             .arg(input.path())
             .arg(out)
             .arg(self.memory.to_string())
+            .arg(std::process::id().to_string())
+            .arg(self.cpu_seconds().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -116,25 +125,42 @@ fn first_line(s: &str) -> &str {
 /// The child's exit code when the input is not a valid component.
 const INVALID: i32 = 2;
 
-/// The child: `__compile-suite INPUT OUTPUT MEMORY_BYTES`. Returns its exit
-/// code: 0 with the artifact written, [`INVALID`] with the reason on stderr.
+/// The child: `__compile-suite INPUT OUTPUT MEMORY_BYTES PARENT_PID
+/// CPU_SECONDS`. Returns its exit code: 0 with the artifact written,
+/// [`INVALID`] with the reason on stderr. It dies with its parent (Linux),
+/// and the kernel stops it past its memory and CPU time (Unix), so no
+/// compile outlives the process that asked for it, even one SIGKILLed.
 pub fn child_main(args: &[String]) -> i32 {
-    let [input, output, memory] = args else {
-        eprintln!("usage: ensemble {COMMAND} INPUT OUTPUT MEMORY_BYTES");
+    let [input, output, memory, parent, cpu] = args else {
+        eprintln!("usage: ensemble {COMMAND} INPUT OUTPUT MEMORY_BYTES PARENT_PID CPU_SECONDS");
         return 64;
     };
     let memory: u64 = memory.parse().unwrap_or(DEFAULT_MEMORY);
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     {
-        use rustix::process::{Resource, Rlimit, setrlimit};
-        let limit = Rlimit { current: Some(memory), maximum: Some(memory) };
-        if let Err(e) = setrlimit(Resource::Data, limit) {
-            eprintln!("cannot limit the compiler's memory: {e}");
+        let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+        // The parent may have gone before that took effect.
+        let alive =
+            rustix::process::getppid().is_some_and(|p| p.as_raw_nonzero().get().to_string() == *parent);
+        if !alive {
             return 1;
         }
     }
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, Rlimit, setrlimit};
+        let cpu: u64 = cpu.parse().unwrap_or(3600);
+        for (resource, limit) in [(Resource::Data, memory), (Resource::Cpu, cpu)] {
+            if let Err(e) = setrlimit(resource, Rlimit { current: Some(limit), maximum: Some(limit) }) {
+                eprintln!("cannot limit the compiler ({resource:?}): {e}");
+                return 1;
+            }
+        }
+    }
+    #[cfg(all(unix, not(target_os = "linux")))]
+    let _ = parent;
     #[cfg(not(unix))]
-    let _ = memory;
+    let _ = (memory, parent, cpu);
     let engine = match Engine::new(&super::engine_config()) {
         Ok(e) => e,
         Err(e) => {

@@ -80,6 +80,11 @@ impl Checkpointer {
 
 #[cfg(test)]
 impl Checkpointer {
+    /// Checkpoints run so far.
+    pub fn runs(&self) -> u64 {
+        self.shared.pending.lock().expect("checkpoint lock").runs
+    }
+
     /// Waits until `n` checkpoints have run (false: not within `within`).
     pub fn wait_for_runs(&self, n: u64, within: std::time::Duration) -> bool {
         let pending = self.shared.pending.lock().expect("checkpoint lock");

@@ -143,6 +143,23 @@ async fn hostile_suites_are_bounded_and_the_machine_stays_usable() {
         .await;
     server.events(&run).await;
     assert_eq!(server.client().run(&run).await.unwrap().state, RunState::Passed);
+
+    // A watcher has nothing to say: a large message ends its connection
+    // (it took up to 64 MiB a connection before), and others go on.
+    use futures::{SinkExt, StreamExt};
+    let mut loud = server.client().websocket(&routes::run_events(&run, 1)).await.unwrap();
+    let _ = loud.send(tokio_tungstenite::tungstenite::Message::binary(vec![0u8; 1 << 20])).await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            match loud.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {} // the run's events, replayed
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection of a loud watcher was not ended");
+    assert_eq!(server.events(&run).await.len(), server.events(&run).await.len(), "others still watch");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,6 +107,13 @@ impl CompileBudget {
             }
             Ok(Err(e)) => Err(SuiteError::Internal(format!("waiting for the compiler: {e}"))),
             Ok(Ok(status)) if status.success() => Ok(true),
+            // The shell's codes for a program that cannot run: what a
+            // spawn under an emulator reports when the kernel cannot start
+            // this binary again.
+            Ok(Ok(status)) if matches!(status.code(), Some(126 | 127)) => {
+                crate::throttled!(warn, 1, exe = %self.exe.display(), %status, "cannot start a process to compile suites in; compiling in this one, without a budget");
+                Ok(false)
+            }
             Ok(Ok(status)) if status.code() == Some(INVALID) => Err(SuiteError::Invalid(said)),
             Ok(Ok(status)) => Err(SuiteError::Invalid(format!(
                 "compiling the suite failed ({status}), most likely over its memory budget of {} \

@@ -401,21 +401,21 @@ impl Sandbox {
         if !budget.compile(bytes, &out).await? {
             return Ok(None);
         }
-        if let Some(cache) = &self.cache
-            && cache.adopt(&out, sha)
-            && let Some(c) = cache.load(&self.engine, sha)
-        {
-            return Ok(Some(c));
-        }
         let artifact = std::fs::read(&out)
             .map_err(|e| SuiteError::Internal(format!("reading the compiled suite: {e}")))?;
         // SAFETY: the artifact was written just now by `Component::serialize`
         // in this binary's compile command, with this engine's configuration
         // (`engine_config`); wasmtime checks its header and configuration
-        // again.
+        // again. Loaded from memory: a system that cannot map the file (Wine)
+        // still loads it.
         #[allow(unsafe_code)]
         let loaded = unsafe { Component::deserialize(&self.engine, &artifact) };
-        loaded.map(Some).map_err(|e| SuiteError::Internal(format!("loading the compiled suite: {e:#}")))
+        let component =
+            loaded.map_err(|e| SuiteError::Internal(format!("loading the compiled suite: {e:#}")))?;
+        if let Some(cache) = &self.cache {
+            cache.adopt(&out, sha);
+        }
+        Ok(Some(component))
     }
 
     /// Compiles in this process (no bound), into the disk cache.

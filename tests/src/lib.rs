@@ -260,17 +260,14 @@ pub fn start_runner_with(
     token: Option<&str>,
     extra: &[&str],
 ) -> Proc {
-    let log = dir.join(format!("runner-{name}-{}.log", unique()));
+    let id = unique();
+    let log = dir.join(format!("runner-{name}-{id}.log"));
+    // The token from a file, as the README says to pass it (not on the
+    // command line, where every local user can read it).
+    let token_file = dir.join(format!("join-token-{name}-{id}"));
+    std::fs::write(&token_file, token.unwrap_or(&server.join_token)).expect("token file");
     let mut cmd = Command::new(ensemble_bin());
-    cmd.args([
-        "runner",
-        "--join",
-        &server.url,
-        "--name",
-        name,
-        "--token",
-        token.unwrap_or(&server.join_token),
-    ]);
+    cmd.args(["runner", "--join", &server.url, "--name", name, "--token-file"]).arg(&token_file);
     for l in labels {
         cmd.args(["--label", l]);
     }

@@ -1074,7 +1074,10 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
     println!("ensemble serve: listening on {scheme}://{addr}");
     if args.join_token.is_none() {
         let path = args.data_dir.join("join-token");
-        println!("ensemble serve: runners join with the token in {}", path.display());
+        println!(
+            "ensemble serve: runners join with the token in {} (ensemble runner --join URL --token-file FILE)",
+            path.display()
+        );
     }
     if let Some(path) = token_file {
         println!(

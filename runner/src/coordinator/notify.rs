@@ -118,6 +118,12 @@ impl Destinations {
     }
 }
 
+/// A destination [`Destinations`] refused, as the resolver's error (so a
+/// failed call can tell it from an unreachable receiver).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
 fn refusal(host: &str) -> String {
     format!(
         "refused: {host} is not a public address; the server's operator may allow it with --allow-webhook-to"
@@ -132,7 +138,7 @@ impl reqwest::dns::Resolve for Destinations {
             let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let admitted: Vec<SocketAddr> = found.into_iter().filter(|a| to.admits(a.ip())).collect();
             if admitted.is_empty() {
-                return Err(refusal(&host).into());
+                return Err(Box::new(Refused(refusal(&host))) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(admitted.into_iter()) as reqwest::dns::Addrs)
         })
@@ -182,6 +188,19 @@ pub fn body(n: &Notify, run: &RunMeta, public_url: &str) -> Vec<u8> {
     }
 }
 
+/// The client webhooks are called with: it connects only where `to` admits
+/// (names resolved through it), follows no redirect, waits
+/// [`ATTEMPT_TIMEOUT`] at most.
+fn client(to: &Destinations) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls((*ensemble_client::tls_config(None).expect("the public roots load")).clone())
+        .dns_resolver(to.clone())
+        .no_proxy()
+        .timeout(ATTEMPT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 /// Calls the webhooks of `run` (finished and stored) that want to hear of
 /// it, retrying each until it answers 2xx or runs out of attempts; stops
 /// early on `stop`.
@@ -194,14 +213,7 @@ pub async fn deliver(
     stop: CancellationToken,
 ) {
     let verdict = verdict(run.state);
-    let http = match reqwest::Client::builder()
-        .use_preconfigured_tls((*ensemble_client::tls_config(None).expect("the public roots load")).clone())
-        .dns_resolver(to.clone())
-        .no_proxy()
-        .timeout(ATTEMPT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+    let http = match client(&to) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("cannot set up webhook calls: {e}");
@@ -283,7 +295,7 @@ pub async fn deliver(
 fn is_refusal(e: &reqwest::Error) -> bool {
     let mut source: Option<&dyn std::error::Error> = Some(e);
     while let Some(s) = source {
-        if s.to_string().contains("is not a public address") {
+        if s.downcast_ref::<Refused>().is_some() {
             return true;
         }
         source = s.source();
@@ -339,6 +351,10 @@ mod tests {
         let allowed = Destinations::new(vec![HostPattern::Localhost]);
         let addrs: Vec<SocketAddr> = allowed.resolve("localhost".parse().unwrap()).await.unwrap().collect();
         assert!(!addrs.is_empty());
+        // Through a client: the call fails before any connection, as a refusal.
+        let http = client(&Destinations::default()).unwrap();
+        let err = http.post("http://localhost:1/hook").send().await.unwrap_err();
+        assert!(is_refusal(&err), "{err:?}");
     }
 
     #[test]

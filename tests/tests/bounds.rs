@@ -37,6 +37,16 @@ fn shard_error(events: &[ensemble_protocol::Event], role: &str) -> Option<String
     })
 }
 
+/// A plan file in `dir` that runs the suite at `suite` on one profile.
+fn plan_of(dir: &Path, suite: &str) -> std::path::PathBuf {
+    let file = dir.join("plan.toml");
+    let text = format!(
+        "name = \"p\"\n[[profiles]]\nname = \"a\"\n[[entries]]\nsuite = {suite:?}\nprofile = \"a\"\n"
+    );
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
 /// Bytes of the files under `dir`.
 fn disk_use(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
@@ -245,15 +255,7 @@ async fn hostile_plans_are_refused_at_their_field_and_the_server_stays_up() {
     }
 
     // The same filters given to `ensemble run -E`: a located error, exit 2.
-    let plan_file = dir.path().join("plan.toml");
-    std::fs::write(
-        &plan_file,
-        format!(
-            "name = \"p\"\n[[profiles]]\nname = \"a\"\n[[entries]]\nsuite = {:?}\nprofile = \"a\"\n",
-            ensemble_artifacts::BASICS
-        ),
-    )
-    .unwrap();
+    let plan_file = plan_of(dir.path(), ensemble_artifacts::BASICS);
     let deep = "!".repeat(10_000);
     let out = ensemble(&["run", plan_file.to_str().unwrap(), "-E", &deep], &dir.path().join("cache"));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -265,15 +267,7 @@ async fn hostile_plans_are_refused_at_their_field_and_the_server_stays_up() {
 async fn a_merged_log_that_claims_more_than_its_events_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let plan_file = dir.path().join("plan.toml");
-    std::fs::write(
-        &plan_file,
-        format!(
-            "name = \"p\"\n[[profiles]]\nname = \"a\"\n[[entries]]\nsuite = {:?}\nprofile = \"a\"\n",
-            ensemble_artifacts::HELLO_COMMAND
-        ),
-    )
-    .unwrap();
+    let plan_file = plan_of(dir.path(), ensemble_artifacts::HELLO_COMMAND);
     let log = dir.path().join("run.jsonl");
     let out = ensemble(&["run", plan_file.to_str().unwrap(), "--json", log.to_str().unwrap()], &cache);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));

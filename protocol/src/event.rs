@@ -49,6 +49,10 @@ pub struct ShardInfo {
     pub os: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub arch: String,
+    /// Set when the shard runs the plan's service of this name rather than
+    /// an entry's suite (`entry` and `suite_sha256` then mean nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 fn one() -> u32 {
@@ -218,6 +222,16 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         call: Option<u64>,
     },
+    /// What happened to a service instance (the shard that runs it):
+    /// started, ready (with its address), stopping, exited or failed.
+    /// Its output comes as `log` events whose `test` is `service:NAME`.
+    Service {
+        #[serde(flatten)]
+        shard: ShardRef,
+        service: String,
+        #[serde(flatten)]
+        state: crate::service::ServiceState,
+    },
     ShardFinished {
         #[serde(flatten)]
         shard: ShardRef,
@@ -296,6 +310,7 @@ impl EventKind {
             | EventKind::Log { shard, .. }
             | EventKind::Attachment { shard, .. }
             | EventKind::Sync { shard, .. }
+            | EventKind::Service { shard, .. }
             | EventKind::ShardFinished { shard, .. } => Some(shard),
             EventKind::RunQueued { .. } | EventKind::RunStarted { .. } | EventKind::RunFinished { .. } => {
                 None
@@ -313,6 +328,7 @@ impl EventKind {
             | EventKind::Log { shard, .. }
             | EventKind::Attachment { shard, .. }
             | EventKind::Sync { shard, .. }
+            | EventKind::Service { shard, .. }
             | EventKind::ShardFinished { shard, .. } => Some(shard),
             EventKind::RunQueued { .. } | EventKind::RunStarted { .. } | EventKind::RunFinished { .. } => {
                 None
@@ -349,6 +365,7 @@ mod tests {
                     split: true,
                     os: "linux".into(),
                     arch: "aarch64".into(),
+                    service: None,
                 }],
             },
             EventKind::ShardStarted { shard: shard(), tests: vec!["a".into()], filtered_out: 0 },

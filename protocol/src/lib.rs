@@ -37,6 +37,7 @@ pub mod matrix;
 mod openapi;
 pub mod outcome;
 pub mod plan;
+pub mod service;
 pub mod units;
 pub mod verdict;
 pub mod wire;

@@ -18,6 +18,10 @@ pub struct MachineInfo {
     /// How many shards it runs at once.
     pub slots: u32,
     pub facts: Facts,
+    /// Programs its operator lets services start (`--allow-exec`): names,
+    /// absolute paths, `DIR/*`, or `*`. Empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_exec: Vec<String>,
 }
 
 /// What a machine reports about itself.
@@ -99,7 +103,13 @@ mod tests {
     use super::*;
 
     fn info(name: &str) -> MachineInfo {
-        MachineInfo { name: name.into(), labels: BTreeMap::new(), slots: 1, facts: Facts::default() }
+        MachineInfo {
+            name: name.into(),
+            labels: BTreeMap::new(),
+            slots: 1,
+            facts: Facts::default(),
+            allow_exec: Vec::new(),
+        }
     }
 
     #[test]

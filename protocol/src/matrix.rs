@@ -189,6 +189,7 @@ mod tests {
             split: false,
             os: os.into(),
             arch: arch.into(),
+            service: None,
         }
     }
 

@@ -16,6 +16,7 @@ use crate::api::ParamMeta;
 use crate::filter::{Filter, Partition, RunIgnored};
 use crate::grant::{NetGrant, check_env_name};
 use crate::machine::MachineInfo;
+use crate::service::{Service, granted_service};
 use crate::units::{ByteSize, HumanDuration};
 
 /// A named, typed set of entries plus the settings of its runs.
@@ -35,6 +36,10 @@ pub struct Plan {
     pub profiles: Vec<Profile>,
     #[serde(default)]
     pub entries: Vec<Entry>,
+    /// The programs under test, started natively by the runners of their
+    /// profiles' machines (see [`crate::service`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Service>,
     /// Webhooks told when a run of the plan finishes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<Notify>,
@@ -444,13 +449,18 @@ impl PlanError {
 impl Plan {
     /// How many shards a run of the plan has when every profile gets its
     /// `count` machines: each entry on each machine of its profiles (an
-    /// entry of a cross-platform plan without a profile: on every one).
+    /// entry of a cross-platform plan without a profile: on every one),
+    /// and each service instance.
     /// Computed without listing them (a plan may ask for millions).
     pub fn shard_count(&self) -> u64 {
         let counts: BTreeMap<&str, u64> =
             self.profiles.iter().map(|p| (p.name.as_str(), u64::from(p.count))).collect();
         let every: u64 = counts.values().fold(0, |sum, c| sum.saturating_add(*c));
-        self.entries.iter().fold(0u64, |sum, e| {
+        let services = self
+            .services
+            .iter()
+            .fold(0u64, |sum, s| sum.saturating_add(counts.get(s.profile.as_str()).copied().unwrap_or(0)));
+        self.entries.iter().fold(services, |sum, e| {
             let here = match (&e.profile, self.kind) {
                 (Some(p), _) => counts.get(p.as_str()).copied().unwrap_or(0),
                 (None, PlanType::CrossPlatform) => every,
@@ -779,6 +789,21 @@ impl Plan {
             format!("profiles: {}{tail}", shown.join(", "))
         };
         let known = || known.as_str();
+        if self.services.len() > crate::service::MAX_SERVICES {
+            bad(
+                "services".into(),
+                format!("{} services; a plan may have {}", self.services.len(), crate::service::MAX_SERVICES),
+            );
+        }
+        let mut services = BTreeSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            for (path, message) in s.problems(i, &names) {
+                bad(path, message);
+            }
+            if !services.insert(s.name.as_str()) {
+                bad(format!("services[{i}].name"), format!("another service is already named {:?}", s.name));
+            }
+        }
         let mut roles = BTreeMap::new();
         for (i, e) in self.entries.iter().enumerate() {
             if e.suite.trim().is_empty() {
@@ -828,7 +853,19 @@ impl Plan {
                 );
             }
             for (j, pat) in e.capabilities.net.iter().enumerate() {
-                if let Err(m) = NetGrant::parse(pat) {
+                let problem = match granted_service(pat) {
+                    Some(name) if name == "*" || services.contains(name) => None,
+                    Some(_) => Some(format!(
+                        "{pat:?} names no service of the plan ({})",
+                        if services.is_empty() {
+                            "it has none".to_string()
+                        } else {
+                            services.iter().copied().collect::<Vec<_>>().join(", ")
+                        }
+                    )),
+                    None => NetGrant::parse(pat).err(),
+                };
+                if let Some(m) = problem {
                     bad(format!("entries[{i}].capabilities.net[{j}]"), m);
                 }
             }

@@ -33,6 +33,9 @@ pub enum CancelReason {
     /// The run went over a bound of what one run may make the coordinator
     /// keep (`limit` says which, and how much).
     OverLimit { limit: String },
+    /// A service of the run failed: it never became ready, or it exited
+    /// while the run went on.
+    ServiceFailed { service: String, machine: String, message: String },
 }
 
 impl CancelReason {
@@ -45,6 +48,7 @@ impl CancelReason {
                 | CancelReason::MachineLost { .. }
                 | CancelReason::QueueTimeout { .. }
                 | CancelReason::OverLimit { .. }
+                | CancelReason::ServiceFailed { .. }
         )
     }
 }
@@ -66,6 +70,9 @@ impl fmt::Display for CancelReason {
                 waited_ms / 1000
             ),
             CancelReason::OverLimit { limit } => write!(f, "the run went over a limit: {limit}"),
+            CancelReason::ServiceFailed { service, machine, message } => {
+                write!(f, "service {service} on {machine} failed: {message}")
+            }
         }
     }
 }

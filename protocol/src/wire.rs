@@ -14,6 +14,7 @@ use crate::event::{EventKind, ShardRef};
 use crate::filter::Selection;
 pub use crate::machine::{Facts, MachineInfo};
 use crate::plan::Capabilities;
+use crate::service::{Addresses, Service};
 use crate::verdict::CancelReason;
 
 /// Limits and policies a machine applies to every test of a shard.
@@ -48,6 +49,15 @@ pub struct Assignment {
     /// Which of the suite's tests to run.
     #[serde(default)]
     pub selection: Selection,
+    /// Where the run's services are (all of them ready before any entry
+    /// is assigned): the entry's variables and `service:NAME` grants.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: Addresses,
+    /// Set for a shard that runs a service instead of a suite
+    /// (`suite_sha256` is then empty): the machine starts it, reports it
+    /// ready, and stops it on [`ToMachine::StopServices`] or a cancel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Box<Service>>,
 }
 
 /// A guest's coordination request, forwarded to the run's sync service.
@@ -134,6 +144,10 @@ pub enum ToMachine {
     /// The shard's [`FromMachine::ShardDone`] arrived: the machine may forget
     /// everything of that shard.
     AckShardDone { run: String, shard: u32 },
+    /// Every entry of the run is done: stop its services here (SIGTERM,
+    /// then SIGKILL after their `stop_timeout`); each service shard then
+    /// finishes.
+    StopServices { run: String },
     /// The machine was drained: its shards are done and no run it is part
     /// of goes on; it gets no more work and may stop.
     Drained,
@@ -242,8 +256,11 @@ mod tests {
                         durations: Some([("a".to_string(), 5)].into()),
                         split: Some("duration:1/2".parse().unwrap()),
                     },
+                    services: Default::default(),
+                    service: None,
                 }),
             },
+            ToMachine::StopServices { run: "r".into() },
             ToMachine::Cancel { run: "r".into(), reason: CancelReason::User },
             ToMachine::AckShardDone { run: "r".into(), shard: 1 },
             ToMachine::Drained,
@@ -285,6 +302,7 @@ mod tests {
                     labels: [("os".to_string(), "linux".to_string())].into(),
                     slots: 2,
                     facts: Facts::default(),
+                    allow_exec: Vec::new(),
                 },
             },
             FromMachine::Pong { id: 1, coordinator_us: 2, machine_us: 3 },

@@ -87,6 +87,7 @@ async fn machine(client: Client, name: String, events: u64, rate: f64, joined: m
             labels: BTreeMap::new(),
             slots: 4,
             facts: Facts::default(),
+            allow_exec: Vec::new(),
         },
     };
     sink.send(text(&hello)).await.unwrap();

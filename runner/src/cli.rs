@@ -420,19 +420,52 @@ struct PolicyArgs {
     #[arg(long = "allow-env", value_name = "NAME", value_delimiter = ',')]
     allow_env: Vec<String>,
     /// Addresses plans may let suites connect to (`host:port`, `*` for any
-    /// host or port; comma-separated or repeated).
+    /// host or port; `service:NAME` or `service:*` for the run's own
+    /// services; comma-separated or repeated).
     #[arg(long = "allow-net", value_name = "HOST:PORT", value_delimiter = ',', value_parser = parse_net)]
-    allow_net: Vec<NetGrant>,
+    allow_net: Vec<String>,
+    /// Programs a plan's services may start on this machine: names looked
+    /// up on PATH, absolute paths, `DIR/*` for a directory's programs, or
+    /// `*` for any (comma-separated or repeated). None by default.
+    #[arg(long = "allow-exec", value_name = "PROGRAM", value_delimiter = ',')]
+    allow_exec: Vec<String>,
+    /// The address other machines reach this one's services at (`{host}`
+    /// in a service's command): by default the local address of this
+    /// machine's link to the coordinator.
+    #[arg(long, value_name = "HOST")]
+    advertise: Option<String>,
 }
 
 impl PolicyArgs {
     fn policy(&self, command: &str, deny_net: Vec<NetGrant>) -> HostPolicy {
-        HostPolicy::allowing(command, self.allow_env.clone(), self.allow_net.clone(), deny_net)
+        let (services, net): (Vec<&String>, Vec<&String>) =
+            self.allow_net.iter().partition(|g| ensemble_protocol::service::granted_service(g).is_some());
+        let net = net.iter().filter_map(|g| NetGrant::parse(g).ok()).collect();
+        let services = services
+            .iter()
+            .filter_map(|g| ensemble_protocol::service::granted_service(g))
+            .map(str::to_string)
+            .collect();
+        HostPolicy::allowing(command, self.allow_env.clone(), net, deny_net).with_services(services)
+    }
+
+    /// What services may start here, reached at `advertise` (or `default_host`).
+    fn services(&self, command: &str, default_host: String) -> crate::services::Host {
+        crate::services::Host {
+            allow_exec: crate::services::AllowExec::allowing(command, self.allow_exec.clone()),
+            advertise: self.advertise.clone().unwrap_or(default_host),
+        }
     }
 }
 
-fn parse_net(s: &str) -> Result<NetGrant, String> {
-    NetGrant::parse(s)
+fn parse_net(s: &str) -> Result<String, String> {
+    match ensemble_protocol::service::granted_service(s) {
+        Some(name) if name == "*" || ensemble_protocol::service::check_name(name).is_ok() => {
+            Ok(s.to_string())
+        }
+        Some(name) => ensemble_protocol::service::check_name(name).map(|_| s.to_string()),
+        None => NetGrant::parse(s).map(|_| s.to_string()),
+    }
 }
 
 fn parse_webhook_host(s: &str) -> Result<HostPattern, String> {
@@ -597,6 +630,11 @@ pub fn main() -> i32 {
     if args.get(1).is_some_and(|a| a == crate::sandbox::compile::COMMAND) {
         let rest: Vec<String> = args[2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
         return crate::sandbox::compile::child_main(&rest);
+    }
+    // The keeper between a runner and a service it started (hidden too).
+    if args.get(1).is_some_and(|a| a == crate::services::keeper::COMMAND) {
+        let rest: Vec<String> = args[2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        return crate::services::keeper::keeper_main(&rest);
     }
     if let Some(file) = crate::config::path(&args) {
         args = match crate::config::apply(args, &file, &Cli::command()) {
@@ -1011,6 +1049,7 @@ fn machine_info(
         labels: all,
         slots: slots.unwrap_or(facts.cpus.max(2)),
         facts,
+        allow_exec: Vec::new(),
     }
 }
 
@@ -1043,8 +1082,10 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let local =
-        (!args.no_local_machine).then(|| machine_info(args.name.clone(), args.labels.clone(), args.slots));
+    let local = (!args.no_local_machine).then(|| ensemble_protocol::wire::MachineInfo {
+        allow_exec: args.policy.allow_exec.clone(),
+        ..machine_info(args.name.clone(), args.labels.clone(), args.slots)
+    });
     let sandbox = args.cache.sandbox_for(local.as_ref().map_or(0, |m| m.slots as usize))?;
     let opts = crate::server::ServeOptions {
         listener,
@@ -1068,6 +1109,10 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
         local_machine: local,
         // Suites on the server's own machine never reach the server itself.
         policy: args.policy.policy("ensemble serve", vec![listen_grant(addr)]),
+        services: args.policy.services(
+            "ensemble serve",
+            if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() },
+        ),
         tls,
     };
     // The first line names the address, so scripts (and tests) can find a port 0.
@@ -1098,7 +1143,10 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
     // A mistyped address will not fix itself by retrying: refuse it now.
     ensemble_client::server_url(&args.join).map_err(|e| bad(anyhow::anyhow!("--join: {e}")))?;
     let name = args.name.clone().unwrap_or_else(hostname);
-    let info = machine_info(name, args.labels.clone(), args.slots);
+    let info = ensemble_protocol::wire::MachineInfo {
+        allow_exec: args.policy.allow_exec.clone(),
+        ..machine_info(name, args.labels.clone(), args.slots)
+    };
     let sandbox = args.cache.sandbox_for(info.slots as usize)?;
     let cache_dir = args.cache.dir()?;
     let (drain, shutdown) = crate::signals::drain_then_stop();
@@ -1123,7 +1171,9 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
         let route = warp::path!("metrics").and(warp::get()).map(|| crate::server::metrics_reply(None));
         tokio::spawn(crate::server::listen::serve(listener, None, warp::service(route), shutdown.clone()));
     }
+    let toward = local_address_toward(&deny).unwrap_or_else(|| "127.0.0.1".to_string());
     let opts = crate::agent::join::JoinOptions {
+        services: args.policy.services("ensemble runner", toward),
         policy: args.policy.policy("ensemble runner", deny),
         url: args.join.clone(),
         token: token_from(&args.token, &args.token_file, "--token-file")?,
@@ -1144,6 +1194,23 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
         Err(e) if e.downcast_ref::<crate::agent::join::Refused>().is_some() => Err(bad(e)),
         Err(e) => Err(internal(e)),
     }
+}
+
+/// This machine's address on its route to the first of `coordinator`'s
+/// addresses (no packet is sent: a UDP socket is only connected).
+fn local_address_toward(coordinator: &[NetGrant]) -> Option<String> {
+    let (ip, port) = coordinator.iter().find_map(|g| match (&g.host, g.port) {
+        (ensemble_protocol::grant::HostPattern::Ip(ip), Some(port)) => Some((*ip, port)),
+        _ => None,
+    })?;
+    let any: std::net::IpAddr = if ip.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let socket = std::net::UdpSocket::bind((any, 0)).ok()?;
+    socket.connect((ip, port)).ok()?;
+    Some(socket.local_addr().ok()?.ip().to_string())
 }
 
 /// What to do when the address to listen on is taken or not ours.

@@ -85,6 +85,7 @@ pub fn tier_machines(tiers: &[&str]) -> Vec<MachineInfo> {
             labels: [("tier".to_string(), t.to_string())].into(),
             slots: 2,
             facts: Facts::default(),
+            allow_exec: Vec::new(),
         })
         .collect()
 }

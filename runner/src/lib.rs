@@ -50,6 +50,7 @@ pub mod sandbox;
 pub mod scaffold;
 pub mod secret;
 pub mod server;
+pub mod services;
 pub mod signals;
 pub mod standalone;
 pub mod store;

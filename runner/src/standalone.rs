@@ -47,6 +47,8 @@ pub fn local_machines(plan: &Plan, shards_hint: usize) -> Vec<MachineInfo> {
                 // Parallel parts may wait on each other: never queue them.
                 slots: shards_hint.max(1) as u32,
                 facts: facts.clone(),
+                // A standalone run starts what its own plan says.
+                allow_exec: vec!["*".to_string()],
             });
         }
     }
@@ -81,7 +83,13 @@ pub async fn run(
         let (to_tx, to_rx) = mpsc::unbounded_channel();
         let (agent_in_tx, agent_in_rx) = mpsc::unbounded_channel();
         let (agent_out_tx, agent_out_rx) = mpsc::unbounded_channel();
-        let agent = Arc::new(Agent::new(info.clone(), sandbox.clone(), store.clone(), HostPolicy::open()));
+        let host = crate::services::Host {
+            allow_exec: crate::services::AllowExec::open(),
+            advertise: "127.0.0.1".into(),
+        };
+        let agent = Arc::new(
+            Agent::new(info.clone(), sandbox.clone(), store.clone(), HostPolicy::open()).with_services(host),
+        );
         tasks.spawn(agent.serve(agent_in_rx, agent_out_tx, shutdown.child_token()));
         // In-process machines share the coordinator's clock.
         let in_tx = in_tx.clone();

@@ -57,6 +57,11 @@ const SUITES: &[(&str, &str, &str)] = &[
     ),
     ("HELLO_COMMAND", "hello_command", "The `hello-command` WASI command: one test, exit code 0 passes."),
     ("MANY_TESTS", "many_tests", "The `many-tests` suite: 10,000 tests, `t05000` fails."),
+    (
+        "RESP_CLIENT",
+        "resp_client",
+        "The `resp-client` suite: a Redis-protocol client of the plan's service `db`, over TCP.",
+    ),
     ("SKEWED", "skewed", "The `skewed` suite: 24 tests of skewed durations (param `scale_ms`)."),
     (
         "BENCH_PARTIES",

@@ -550,6 +550,7 @@ impl FakeMachine {
                 labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                 slots: 4,
                 facts: Facts::default(),
+                allow_exec: Vec::new(),
             },
         };
         let mut m = FakeMachine { ws };

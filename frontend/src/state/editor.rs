@@ -177,6 +177,7 @@ impl EditorState {
                 settings: Settings::default(),
                 profiles: Vec::new(),
                 entries: Vec::new(),
+                services: Vec::new(),
                 notify: Vec::new(),
                 schedule: Vec::new(),
             },

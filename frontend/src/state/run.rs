@@ -10,6 +10,7 @@ use std::rc::Rc;
 use ensemble_protocol::api::RunState;
 use ensemble_protocol::event::{ShardInfo, SyncOp};
 use ensemble_protocol::matrix::Matrix;
+use ensemble_protocol::service::ServiceState;
 use ensemble_protocol::{CancelReason, Event, EventKind, Outcome, ShardRef, Summary, Verdict};
 use yew::Reducible;
 
@@ -599,6 +600,9 @@ impl RunView {
                 let k = self.sync.len() - 1;
                 self.lane_mut(&shard.machine).marks.push(k);
             }
+            EventKind::Service { shard, service, state } => {
+                self.service(ev.seq, ev.at_us, shard, &service, state)
+            }
             EventKind::ShardFinished { shard, error, .. } => {
                 self.shard_times.entry(shard.shard).or_insert((ev.at_us, None)).1 = Some(ev.at_us);
                 if let Some(e) = error {
@@ -619,6 +623,61 @@ impl RunView {
                 });
             }
         }
+    }
+
+    /// A service instance's news: its row (lane `service:NAME` on its
+    /// machine, holding its output) shows its state, and the machine's
+    /// timeline marks it. Service rows are not tests: they stay out of the
+    /// counts.
+    fn service(&mut self, seq: u64, at_us: i64, shard: ShardRef, service: &str, state: ServiceState) {
+        let i = self.row(&shard, &format!("service:{service}"));
+        let (text, failed, status) = match state {
+            ServiceState::Started { pid, .. } => {
+                (format!("service {service} started (pid {pid})"), false, None)
+            }
+            ServiceState::Ready { address, after_ms } => {
+                let at = address
+                    .port
+                    .map(|p| ensemble_protocol::service::join_host_port(&address.host, p))
+                    .unwrap_or(address.host);
+                (format!("service {service} ready at {at} after {after_ms} ms"), false, Some(Status::Running))
+            }
+            ServiceState::Stopping => (format!("service {service} stopping"), false, None),
+            ServiceState::Exited { status, expected: true, .. } => {
+                (format!("service {service} stopped ({status})"), false, Some(Status::Done(Outcome::Passed)))
+            }
+            ServiceState::Exited { status, expected: false, .. } => (
+                format!("service {service} exited ({status}) while the run went on"),
+                true,
+                Some(Status::Done(Outcome::Failed)),
+            ),
+            ServiceState::Failed { message } => (message, true, Some(Status::Done(Outcome::Failed))),
+        };
+        let row = Rc::make_mut(&mut self.rows[i]);
+        row.started_us.get_or_insert(at_us);
+        if let Some(status) = status {
+            row.status = status;
+            if matches!(status, Status::Done(_)) {
+                row.finished_us = Some(at_us);
+            }
+        }
+        if failed {
+            row.message = Some(text.clone());
+        }
+        if row.logs.len() < MAX_LOGS_PER_TEST {
+            row.logs.push(format!("[service] {text}"));
+        }
+        self.sync.push(SyncRow {
+            seq,
+            shard: shard.shard,
+            at_us,
+            machine: shard.machine.clone(),
+            role: shard.role.clone(),
+            text,
+            failed,
+        });
+        let k = self.sync.len() - 1;
+        self.lane_mut(&shard.machine).marks.push(k);
     }
 
     /// Rows the filter keeps, in arrival order.
@@ -797,6 +856,7 @@ mod tests {
                             split: false,
                             os: "linux".into(),
                             arch: "x86_64".into(),
+                            service: None,
                         })
                         .collect(),
                 },

@@ -110,6 +110,7 @@ mod tests {
                 labels: [("tier".to_string(), tier.to_string())].into(),
                 slots: 1,
                 facts: Facts::default(),
+                allow_exec: Vec::new(),
             },
             state,
             clock_offset_us: 0,

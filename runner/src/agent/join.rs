@@ -84,6 +84,8 @@ pub struct JoinOptions {
     pub tls: Tls,
     /// What plans may grant on this machine.
     pub policy: HostPolicy,
+    /// What services may start here, and the address they are reached at.
+    pub services: crate::services::Host,
 }
 
 /// Where the secret that proves this machine's name to this coordinator is
@@ -138,7 +140,10 @@ pub async fn join(
 ) -> anyhow::Result<Ended> {
     let client = Client::new(&opts.url, opts.token.clone(), opts.tls.clone())?;
     let suites = Arc::new(RemoteSuites::new(client.clone(), opts.cache_dir.join("suites")));
-    let agent = Arc::new(Agent::new(opts.info.clone(), sandbox, suites, opts.policy.clone()));
+    let agent = Arc::new(
+        Agent::new(opts.info.clone(), sandbox, suites, opts.policy.clone())
+            .with_services(opts.services.clone()),
+    );
     let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
     let (outbox_tx, mut outbox_rx) = mpsc::unbounded_channel();
     let agent_task = tokio::spawn(agent.clone().serve(inbox_rx, outbox_tx, shutdown.child_token()));

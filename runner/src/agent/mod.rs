@@ -120,6 +120,8 @@ pub struct Agent {
     policy: HostPolicy,
     /// Shards assigned here and not finished.
     active: std::sync::atomic::AtomicUsize,
+    /// What services may start here, and this machine's address for them.
+    services: crate::services::Host,
 }
 
 impl Agent {
@@ -129,7 +131,13 @@ impl Agent {
         suites: Arc<dyn SuiteSource>,
         policy: HostPolicy,
     ) -> Self {
-        Self { info, sandbox, suites, policy, active: Default::default() }
+        Self { info, sandbox, suites, policy, active: Default::default(), services: Default::default() }
+    }
+
+    /// Lets this machine start services as `host` says.
+    pub fn with_services(mut self, host: crate::services::Host) -> Self {
+        self.services = host;
+        self
     }
 
     /// How many shards assigned here have not finished.
@@ -182,7 +190,9 @@ impl Agent {
                         continue;
                     }
                     let (cancel, shards) = runs.entry(assignment.run.clone()).or_insert_with(|| {
-                        (Arc::new(RunCancel { token: shutdown.child_token(), why: Mutex::default() }), 0)
+                        let token = shutdown.child_token();
+                        let services = token.child_token();
+                        (Arc::new(RunCancel { token, services, why: Mutex::default() }), 0)
                     });
                     *shards += 1;
                     self.active.fetch_add(1, Ordering::SeqCst);
@@ -196,7 +206,24 @@ impl Agent {
                         next_id: next_id.clone(),
                         cancel,
                     });
-                    let _ = queue_tx.send((*assignment, link));
+                    if assignment.service.is_some() {
+                        // A service holds no slot: it lives as long as the
+                        // run, beside the shards that test it.
+                        let (this, ended) = (self.clone(), ended_tx.clone());
+                        tasks.spawn(async move {
+                            let run = assignment.run.clone();
+                            this.run_service(*assignment, link).await;
+                            this.active.fetch_sub(1, Ordering::SeqCst);
+                            let _ = ended.send(run);
+                        });
+                    } else {
+                        let _ = queue_tx.send((*assignment, link));
+                    }
+                }
+                ToMachine::StopServices { run } => {
+                    if let Some((c, _)) = runs.get(&run) {
+                        c.services.cancel();
+                    }
                 }
                 ToMachine::Cancel { run, reason } => {
                     tracing::info!(%run, %reason, "cancelling run");
@@ -266,6 +293,19 @@ impl Agent {
         let _ = link.outbox.send(FromMachine::ShardDone { run: a.run.clone(), shard: a.shard.shard });
     }
 
+    /// A service shard: the instance runs until the run ends here.
+    async fn run_service(&self, a: Assignment, link: Arc<ShardLink>) {
+        let Some(spec) = a.service.as_deref() else { return };
+        let emit = |event: EventKind| link.emit(event);
+        let stop = link.cancel.services.clone();
+        let error = crate::services::run(spec, &a.run, &a.shard, &self.services, &emit, stop).await.err();
+        if let Some(e) = &error {
+            tracing::warn!(shard = a.shard.shard, service = %spec.name, "service failed: {e}");
+        }
+        link.emit(EventKind::ShardFinished { shard: a.shard.clone(), summary: Summary::default(), error });
+        let _ = link.outbox.send(FromMachine::ShardDone { run: a.run.clone(), shard: a.shard.shard });
+    }
+
     async fn run_tests(
         &self,
         a: &Assignment,
@@ -274,7 +314,7 @@ impl Agent {
     ) -> Result<(), String> {
         let cancel = &link.cancel;
         // Grants first: a plan this machine does not allow fails before any download.
-        let grants = Grants::within(&a.capabilities, &self.policy)?;
+        let grants = Grants::within(&a.capabilities, &self.policy, &a.services)?;
         let bytes =
             self.suites.fetch(&a.suite_sha256).await.map_err(|e| format!("fetching the suite: {e:#}"))?;
         let suite =
@@ -458,6 +498,9 @@ fn select<'a>(
 #[derive(Default)]
 struct RunCancel {
     token: CancellationToken,
+    /// Stops the run's services here: the run's end, or (a child of
+    /// `token`) a cancel.
+    services: CancellationToken,
     why: Mutex<Option<String>>,
 }
 

@@ -24,13 +24,14 @@
 //!   shard-done ack, a sync reply (a barrier released, a message published)
 //!   — leaves only once the events before it are committed.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ensemble_protocol::event::{Event, EventKind, Outcome, ShardInfo, ShardRef, Summary, SyncOp};
 use ensemble_protocol::filter::{Durations, Partition, PartitionKind, Selection};
 use ensemble_protocol::plan::{Execution, Plan};
+use ensemble_protocol::service::{Addresses, ServiceAddr, ServiceState};
 use ensemble_protocol::verdict::{CancelReason, Verdict};
 use ensemble_protocol::wire::{
     Assignment, FromMachine, Limits, MachineInfo, SyncCall, SyncFailure, SyncReply, ToMachine,
@@ -355,6 +356,16 @@ pub struct Dispatcher {
     /// ([`CANCEL_GRACE`] after the cancel or the last word since).
     cancel_deadline: Option<tokio::time::Instant>,
     cancel_grace: Duration,
+    /// Indices of the shards that run the plan's services (in no group:
+    /// they start first and stop once every group is done).
+    service_shards: Vec<usize>,
+    /// Where each service's ready instances are (name → instance → address).
+    ready: BTreeMap<String, BTreeMap<u32, ServiceAddr>>,
+    /// The entries were assigned (every service was ready, or the run was
+    /// cancelled before they were).
+    entries_started: bool,
+    /// The machines were told to stop the run's services.
+    services_stopped: bool,
 }
 
 impl Dispatcher {
@@ -373,6 +384,20 @@ impl Dispatcher {
         let assignments = shards
             .iter()
             .map(|s| {
+                if let Some(i) = s.service {
+                    return Assignment {
+                        run: run.clone(),
+                        shard: s.shard.clone(),
+                        instance_count: s.instance_count,
+                        suite_sha256: String::new(),
+                        params: Default::default(),
+                        capabilities: Default::default(),
+                        limits: limits.clone(),
+                        selection: Selection::default(),
+                        services: Default::default(),
+                        service: Some(Box::new(plan.services[i].clone())),
+                    };
+                }
                 let entry = &plan.entries[s.entry];
                 // Tests that wait for other roles' stay whole, in one part.
                 let (partition, other_part) = match (plan.settings.partition, coordinating_part) {
@@ -402,14 +427,17 @@ impl Dispatcher {
                             total: s.instance_count.max(1),
                         }),
                     },
+                    services: Default::default(),
+                    service: None,
                 }
             })
             .collect();
+        let service_shards: Vec<usize> = (0..shards.len()).filter(|&i| shards[i].service.is_some()).collect();
         let mut groups: Vec<Vec<usize>> = match plan.settings.execution {
-            Execution::Parallel => vec![(0..shards.len()).collect()],
+            Execution::Parallel => vec![(0..shards.len()).filter(|&i| shards[i].service.is_none()).collect()],
             Execution::Sequential => {
                 let mut by_entry: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-                for (i, s) in shards.iter().enumerate() {
+                for (i, s) in shards.iter().enumerate().filter(|(_, s)| s.service.is_none()) {
                     by_entry.entry(s.entry).or_default().push(i);
                 }
                 by_entry.into_values().collect()
@@ -456,6 +484,10 @@ impl Dispatcher {
             max_spent: MAX_RUN_BYTES,
             cancel_deadline: None,
             cancel_grace: CANCEL_GRACE,
+            service_shards,
+            ready: BTreeMap::new(),
+            entries_started: false,
+            services_stopped: false,
         }
     }
 
@@ -507,16 +539,114 @@ impl Dispatcher {
             .map(|(i, s)| ShardInfo {
                 shard: s.shard.clone(),
                 profile: s.profile.clone(),
-                suite_sha256: self.suites[s.entry].sha256.clone(),
-                entry: s.entry,
+                suite_sha256: match s.service {
+                    Some(_) => String::new(),
+                    None => self.suites[s.entry].sha256.clone(),
+                },
+                entry: if s.service.is_some() { 0 } else { s.entry },
                 instance_count: s.instance_count,
                 split: self.assignments[i].selection.split.is_some(),
                 os: self.machines[s.machine_index].info.facts.os.clone(),
                 arch: self.machines[s.machine_index].info.facts.arch.clone(),
+                service: self.assignments[i].service.as_ref().map(|svc| svc.name.clone()),
             })
             .collect();
         self.stream.emit(EventKind::RunStarted { plan: self.plan_name.clone(), shards });
+        // Services first: the entries are assigned once every one is ready.
+        for i in self.service_shards.clone() {
+            let m = self.shards[i].machine_index;
+            if !self.send(m, ToMachine::Assign { assignment: Box::new(self.assignments[i].clone()) }) {
+                tracing::warn!(machine = %self.shards[i].shard.machine, "could not reach the machine to start a service");
+            }
+        }
+        self.start_entries_when_ready();
+    }
+
+    /// Assigns the entries once every service instance is ready, with their
+    /// addresses.
+    fn start_entries_when_ready(&mut self) {
+        let ready: usize = self.ready.values().map(BTreeMap::len).sum();
+        if self.entries_started || ready < self.service_shards.len() {
+            return;
+        }
+        self.start_entries();
+    }
+
+    fn start_entries(&mut self) {
+        if self.entries_started {
+            return;
+        }
+        self.start_entries_quietly();
         self.assign_group();
+        self.advance();
+    }
+
+    /// Hands the entries the services' addresses, assigning nothing.
+    fn start_entries_quietly(&mut self) {
+        self.entries_started = true;
+        let addresses: Addresses =
+            self.ready.iter().map(|(name, by)| (name.clone(), by.values().cloned().collect())).collect();
+        for (i, a) in self.assignments.iter_mut().enumerate() {
+            if self.shards[i].service.is_none() {
+                a.services = addresses.clone();
+            }
+        }
+    }
+
+    /// Every entry is done: the machines stop the run's services.
+    fn stop_services_when_done(&mut self) {
+        if self.services_stopped || !self.entries_started {
+            return;
+        }
+        let entries_done =
+            self.groups.iter().flatten().all(|&i| self.done.contains(&self.shards[i].shard.shard));
+        if !entries_done {
+            return;
+        }
+        self.services_stopped = true;
+        let machines: BTreeSet<usize> = self
+            .service_shards
+            .iter()
+            .filter(|&&i| !self.done.contains(&self.shards[i].shard.shard))
+            .map(|&i| self.shards[i].machine_index)
+            .collect();
+        for m in machines {
+            self.send(m, ToMachine::StopServices { run: self.run.clone() });
+        }
+    }
+
+    /// A service instance said how it is: ready (its address), or failed or
+    /// gone while the run needs it (which fails the run).
+    fn service_event(&mut self, sref: &ShardRef, service: &str, state: &ServiceState) {
+        let failed = match state {
+            ServiceState::Ready { address, .. } => {
+                let mut address = address.clone();
+                address.machine = sref.machine.clone();
+                self.ready.entry(service.to_string()).or_default().insert(sref.instance, address);
+                self.start_entries_when_ready();
+                None
+            }
+            ServiceState::Failed { message } => Some(message.clone()),
+            ServiceState::Exited { expected: false, status, .. } if !self.services_stopped => {
+                Some(format!("it exited ({status}) while the run went on"))
+            }
+            _ => None,
+        };
+        if let Some(message) = failed {
+            self.service_failed(service, &sref.machine, message);
+        }
+    }
+
+    /// A service the run needs is gone: the run fails, and entries not yet
+    /// started are assigned only to report their tests cancelled.
+    fn service_failed(&mut self, service: &str, machine: &str, message: String) {
+        let message: String = message.chars().take(4096).collect();
+        self.handle_cancel(CancelReason::ServiceFailed {
+            service: service.to_string(),
+            machine: machine.to_string(),
+            message,
+        });
+        self.start_entries();
     }
 
     /// Takes up a run this coordinator started before it restarted, from
@@ -556,6 +686,24 @@ impl Dispatcher {
                         info.shard.machine, info.shard.shard
                     )
                 })?;
+            if let Some(name) = &info.service {
+                let Some(index) = plan.services.iter().position(|s| &s.name == name) else {
+                    return Err(format!(
+                        "shard {} runs service {name}, which its plan lacks",
+                        info.shard.shard
+                    ));
+                };
+                shards.push(ShardPlan {
+                    shard: info.shard.clone(),
+                    entry: usize::MAX,
+                    profile: info.profile.clone(),
+                    machine_index,
+                    instance_count: info.instance_count,
+                    coordinates: false,
+                    service: Some(index),
+                });
+                continue;
+            }
             if info.entry >= plan.entries.len() || info.entry >= suites.len() {
                 return Err(format!(
                     "shard {} names entry {}, which its plan lacks",
@@ -569,6 +717,7 @@ impl Dispatcher {
                 machine_index,
                 instance_count: info.instance_count,
                 coordinates: parallel && suites[info.entry].uses_sync,
+                service: None,
             });
         }
         let mut d = Dispatcher::new(run, plan, suites, machines, shards, reporters);
@@ -603,6 +752,10 @@ impl Dispatcher {
                     }
                     d.done.insert(sref.shard);
                 }
+                EventKind::Service { service, state: ServiceState::Ready { address, .. }, .. } => {
+                    d.ready.entry(service.clone()).or_default().insert(sref.instance, address.clone());
+                }
+                EventKind::Service { state: ServiceState::Stopping, .. } => d.services_stopped = true,
                 EventKind::Sync { op, call, .. } => {
                     match (op, call) {
                         // A plain signal's answer, or the signal a
@@ -620,6 +773,14 @@ impl Dispatcher {
                 }
                 _ => {}
             }
+        }
+        // The entries had started if every service was ready, or if any of
+        // them said a word (a run cancelled while its services started).
+        let ready: usize = d.ready.values().map(BTreeMap::len).sum();
+        let entry_heard =
+            d.groups.iter().flatten().any(|&i| d.last_seq.contains_key(&d.shards[i].shard.shard));
+        if ready >= d.service_shards.len() || entry_heard {
+            d.start_entries_quietly();
         }
         let done = d.done.clone();
         d.sync_calls.retain(|(s, _), _| !done.contains(s));
@@ -645,13 +806,17 @@ impl Dispatcher {
         for m in 0..self.machines.len() {
             self.handle_connected(m);
         }
+        self.stop_services_when_done();
     }
 
     /// Machine `m` (re)connected: the shards of the current group it has not
     /// said a word about are assigned again (a machine ignores an
     /// assignment it holds), and a cancelled run is cancelled again.
     pub fn handle_connected(&mut self, m: usize) {
-        let Some(group) = self.groups.get(self.group).cloned() else { return };
+        let mut group = self.service_shards.clone();
+        if self.entries_started {
+            group.extend(self.groups.get(self.group).cloned().unwrap_or_default());
+        }
         for i in group {
             let no = self.shards[i].shard.shard;
             if self.shards[i].machine_index != m || self.done.contains(&no) {
@@ -666,6 +831,9 @@ impl Dispatcher {
         }
         if let Some(reason) = &self.cancelled {
             self.send(m, ToMachine::Cancel { run: self.run.clone(), reason: reason.clone() });
+        }
+        if self.services_stopped {
+            self.send(m, ToMachine::StopServices { run: self.run.clone() });
         }
     }
 
@@ -837,6 +1005,10 @@ impl Dispatcher {
             EventKind::ShardFinished { error: Some(e), .. } => self.could_not_run(&sref, e),
             _ => {}
         }
+        let service = match &event {
+            EventKind::Service { service, state, .. } => Some((service.clone(), state.clone())),
+            _ => None,
+        };
         if self.spent > self.max_spent {
             event = lightened(event);
         }
@@ -850,6 +1022,9 @@ impl Dispatcher {
                 ensemble_protocol::units::ByteSize(self.max_spent)
             );
             self.handle_cancel(CancelReason::OverLimit { limit });
+        }
+        if let Some((service, state)) = service {
+            self.service_event(&sref, &service, &state);
         }
         self.send_durable(m, ToMachine::Ack { run: self.run.clone(), shard, seq });
     }
@@ -1027,6 +1202,10 @@ impl Dispatcher {
         if gone.is_empty() {
             return;
         }
+        let lost_service = (!self.services_stopped)
+            .then(|| gone.iter().find(|&&i| self.shards[i].service.is_some()))
+            .flatten()
+            .copied();
         for i in gone {
             let sref = self.shards[i].shard.clone();
             let why = format!("machine {name} was lost: {reason}");
@@ -1060,8 +1239,13 @@ impl Dispatcher {
             self.done.insert(sref.shard);
             self.forget_sync(sref.shard);
         }
-        if self.fail_fast {
+        if lost_service.is_some() || self.fail_fast {
             self.handle_cancel(CancelReason::MachineLost { machine: name, reason: reason.to_string() });
+        }
+        if lost_service.is_some() {
+            // The run cannot go on without it; entries not yet started
+            // report their tests cancelled.
+            self.start_entries();
         }
         self.advance();
     }
@@ -1112,9 +1296,13 @@ impl Dispatcher {
             self.group += 1;
             self.assign_group();
         }
+        self.stop_services_when_done();
     }
 
     fn assign_group(&mut self) {
+        if !self.entries_started {
+            return;
+        }
         let Some(group) = self.groups.get(self.group).cloned() else { return };
         for i in group {
             let m = self.shards[i].machine_index;

@@ -140,7 +140,13 @@ impl Entry {
 
 /// What is known of a machine by its name alone.
 fn unknown(name: &str) -> MachineInfo {
-    MachineInfo { name: name.to_string(), labels: Default::default(), slots: 1, facts: Default::default() }
+    MachineInfo {
+        name: name.to_string(),
+        labels: Default::default(),
+        slots: 1,
+        facts: Default::default(),
+        allow_exec: Vec::new(),
+    }
 }
 
 /// The registry; shared as `Arc<Machines>`.
@@ -494,7 +500,13 @@ mod tests {
     use ensemble_protocol::wire::Facts;
 
     fn info(name: &str) -> MachineInfo {
-        MachineInfo { name: name.into(), labels: Default::default(), slots: 1, facts: Facts::default() }
+        MachineInfo {
+            name: name.into(),
+            labels: Default::default(),
+            slots: 1,
+            facts: Facts::default(),
+            allow_exec: Vec::new(),
+        }
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct ShardPlan {
     /// Its suite uses sync: it must not wait in a machine's queue while
     /// others wait for it.
     pub coordinates: bool,
+    /// Set for an instance of the plan's service of this index (`entry` is
+    /// then meaningless): it runs beside the entries, in no slot.
+    pub service: Option<usize>,
 }
 
 /// What a machine is doing for other runs now.
@@ -138,6 +141,7 @@ pub fn place(
         };
         return Err(Unplaced::Never(format!("the plan cannot be placed: {}; {online}", problems.join("; "))));
     }
+    exec_problems(plan, machines, &chosen)?;
     check_slots(machines, busy, &chosen, &sync_load)?;
     let mut shards = Vec::new();
     for (entry_index, entry) in plan.entries.iter().enumerate() {
@@ -160,10 +164,60 @@ pub fn place(
                 machine_index: m,
                 instance_count: count,
                 coordinates: coordinates(entry_index),
+                service: None,
+            });
+        }
+    }
+    for (index, service) in plan.services.iter().enumerate() {
+        let Some(ms) = chosen.get(service.profile.as_str()) else { continue };
+        let count = ms.len() as u32;
+        for (instance, &m) in ms.iter().enumerate() {
+            shards.push(ShardPlan {
+                shard: ShardRef {
+                    shard: shards.len() as u32 + 1,
+                    machine: machines[m].name.clone(),
+                    role: format!("{}{}", ensemble_protocol::service::GRANT_PREFIX, service.name),
+                    suite: service.command.first().cloned().unwrap_or_default(),
+                    instance: instance as u32,
+                },
+                entry: usize::MAX,
+                profile: service.profile.clone(),
+                machine_index: m,
+                instance_count: count,
+                coordinates: false,
+                service: Some(index),
             });
         }
     }
     Ok(shards)
+}
+
+/// Refuses a placement that puts a service on a machine whose operator does
+/// not let it start the service's program (`--allow-exec`), naming both and
+/// the flag.
+fn exec_problems(
+    plan: &Plan,
+    machines: &[MachineInfo],
+    chosen: &BTreeMap<&str, Vec<usize>>,
+) -> Result<(), Unplaced> {
+    let mut problems = Vec::new();
+    for (i, service) in plan.services.iter().enumerate() {
+        let Some(program) = service.command.first() else { continue };
+        for &m in chosen.get(service.profile.as_str()).into_iter().flatten() {
+            if !ensemble_protocol::service::exec_allowed(&machines[m].allow_exec, program) {
+                problems.push(format!(
+                    "services[{i}] ({}) starts {program} on machine {}, which does not allow it \
+                     (its operator can allow it with `ensemble runner --allow-exec {program}`)",
+                    service.name, machines[m].name
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Unplaced::Never(format!("the plan cannot run: {}", problems.join("; "))))
+    }
 }
 
 /// Every coordinating shard must get a slot at once: refuses a placement
@@ -243,6 +297,7 @@ mod tests {
             labels: [("os".to_string(), os.to_string())].into(),
             slots: 1,
             facts: Facts::default(),
+            allow_exec: Vec::new(),
         }
     }
 

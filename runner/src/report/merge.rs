@@ -153,6 +153,7 @@ mod tests {
             split: false,
             os: String::new(),
             arch: String::new(),
+            service: None,
         };
         let kinds = [
             EventKind::RunStarted { plan: "p".into(), shards: vec![info] },

@@ -12,10 +12,12 @@
 //! grants say (the coordinator's own), and `ENSEMBLE_*` variables are never
 //! granted.
 
+use std::net::ToSocketAddrs;
 use std::sync::Arc;
 
 use ensemble_protocol::Capabilities;
-use ensemble_protocol::grant::{NetGrant, check_env_name};
+use ensemble_protocol::grant::{HostPattern, NetGrant, check_env_name};
+use ensemble_protocol::service::{Addresses, ServiceAddr, granted_service};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
@@ -29,6 +31,10 @@ pub struct HostPolicy {
     pub allow_env: Option<Vec<String>>,
     /// What `net` grants may reach; `None` allows any.
     pub allow_net: Option<Vec<NetGrant>>,
+    /// Services of a run whose `service:NAME` grants plans may give
+    /// (`--allow-net service:NAME`, `service:*` for all); unused when
+    /// `allow_net` is `None`.
+    pub allow_services: Vec<String>,
     /// Never reachable, whatever the grants (the coordinator's own address).
     pub deny_net: Vec<NetGrant>,
     /// The flag that widens the policy, for messages (`ensemble runner`).
@@ -49,7 +55,19 @@ impl HostPolicy {
         net: Vec<NetGrant>,
         deny_net: Vec<NetGrant>,
     ) -> HostPolicy {
-        HostPolicy { allow_env: Some(env), allow_net: Some(net), deny_net, command: command.into() }
+        HostPolicy {
+            allow_env: Some(env),
+            allow_net: Some(net),
+            allow_services: Vec::new(),
+            deny_net,
+            command: command.into(),
+        }
+    }
+
+    /// Lets plans grant the run's services named here (`*`: all of them).
+    pub fn with_services(mut self, services: Vec<String>) -> HostPolicy {
+        self.allow_services = services;
+        self
     }
 
     /// Why the entry's grants go beyond this policy, if they do.
@@ -65,6 +83,19 @@ impl HostPolicy {
                 return Err(format!(
                     "the plan grants env {name}, which this machine does not allow \
                      (its operator can allow it with `{} --allow-env {name}`)",
+                    self.command
+                ));
+            }
+        }
+        if self.allow_net.is_some() {
+            let allowed = |name: &str| self.allow_services.iter().any(|a| a == "*" || a == name);
+            if let Some(grant) =
+                caps.net.iter().find(|g| granted_service(g).is_some_and(|name| !allowed(name)))
+            {
+                return Err(format!(
+                    "the plan grants net {grant}, which this machine does not allow \
+                     (its operator can allow it with `{} --allow-net {grant}`, or `service:*` \
+                     for every service of its runs)",
                     self.command
                 ));
             }
@@ -91,20 +122,31 @@ pub struct Grants {
 }
 
 impl Grants {
-    /// [`Grants::within`] an open policy.
+    /// [`Grants::within`] an open policy, without services.
     pub fn new(caps: &Capabilities) -> Result<Grants, String> {
-        Grants::within(caps, &HostPolicy::open())
+        Grants::within(caps, &HostPolicy::open(), &Addresses::new())
     }
 
     /// Parses the entry's grants, checks them against the machine's policy,
     /// and reads the granted variables from this host's environment (unset
-    /// variables are simply absent for the guest).
-    pub fn within(caps: &Capabilities, policy: &HostPolicy) -> Result<Grants, String> {
-        let net = caps.net.iter().map(|p| NetGrant::parse(p)).collect::<Result<Vec<_>, _>>()?;
+    /// variables are simply absent for the guest). `service:NAME` grants
+    /// become the addresses the run's services reported (`services`), their
+    /// host names resolved here, once: the guest reaches only those
+    /// addresses. Every entry sees the services' variables
+    /// (`DB_SERVICE_HOST`, …), granted or not.
+    pub fn within(caps: &Capabilities, policy: &HostPolicy, services: &Addresses) -> Result<Grants, String> {
+        let mut net = Vec::new();
+        for pattern in &caps.net {
+            match granted_service(pattern) {
+                Some(name) => net.extend(service_grants(pattern, name, services)?),
+                None => net.push(NetGrant::parse(pattern)?),
+            }
+        }
         caps.env.iter().try_for_each(|name| check_env_name(name))?;
         policy.check(caps, &net)?;
-        let env =
+        let mut env: Vec<(String, String)> =
             caps.env.iter().filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v))).collect();
+        env.extend(ensemble_protocol::service::env_vars(services));
         Ok(Grants { net: Arc::new(net), deny: Arc::new(policy.deny_net.clone()), env })
     }
 
@@ -134,6 +176,36 @@ impl Grants {
         }
         b.build()
     }
+}
+
+/// The addresses a `service:NAME` grant (`pattern`) stands for: every
+/// port of every instance of the service (`*`: of every service), each host
+/// resolved to its addresses.
+fn service_grants(pattern: &str, name: &str, services: &Addresses) -> Result<Vec<NetGrant>, String> {
+    let instances: Vec<&ServiceAddr> = match name {
+        "*" => services.values().flatten().collect(),
+        _ => match services.get(name) {
+            Some(list) => list.iter().collect(),
+            None => {
+                return Err(format!(
+                    "the plan grants net {pattern}, but the run has no service {name:?} with an address"
+                ));
+            }
+        },
+    };
+    let mut out = Vec::new();
+    for (host, port) in instances.iter().flat_map(|a| a.sockets()) {
+        let ips: Vec<std::net::IpAddr> = match host.parse() {
+            Ok(ip) => vec![ip],
+            Err(_) => (host.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|e| format!("resolving {host} (service {name}): {e}"))?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        out.extend(ips.into_iter().map(|ip| NetGrant { host: HostPattern::Ip(ip), port: Some(port) }));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

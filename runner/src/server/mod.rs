@@ -137,6 +137,8 @@ pub struct ServeOptions {
     pub local_machine: Option<ensemble_protocol::wire::MachineInfo>,
     /// What plans may grant on the server's own machine.
     pub policy: crate::sandbox::HostPolicy,
+    /// What services may start on the server's own machine.
+    pub services: crate::services::Host,
     /// Terminate TLS with this configuration (`--tls-cert`/`--tls-key`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -157,7 +159,9 @@ pub async fn serve(
         let (agent_out_tx, agent_out_rx) = tokio::sync::mpsc::unbounded_channel();
         let name = info.name.clone();
         core.connect(info.clone(), to_tx, true).map_err(anyhow::Error::msg)?;
-        let agent = Arc::new(Agent::new(info, sandbox, Arc::new(StoreSuites(store)), opts.policy));
+        let agent = Arc::new(
+            Agent::new(info, sandbox, Arc::new(StoreSuites(store)), opts.policy).with_services(opts.services),
+        );
         let agent_task = tokio::spawn(agent.serve(agent_in_rx, agent_out_tx, shutdown.child_token()));
         let deliver_core = core.clone();
         let pump = tokio::spawn(pump_in_process(agent_out_rx, agent_in_tx, to_rx, move |msg| {

@@ -34,6 +34,7 @@ mod tests {
                 "LIBTEST_THOUSAND",
                 "HELLO_COMMAND",
                 "MANY_TESTS",
+                "RESP_CLIENT",
                 "SKEWED",
                 "BENCH_PARTIES",
                 "ABI_0_1"

@@ -1,0 +1,125 @@
+//! The keeper: a small process of our own binary (`ensemble __keep-service
+//! PARENT_PID GRACE_MS -- PROGRAM ARGS…`, hidden) between a runner and a
+//! service it starts, so that no process of the service outlives the runner.
+//!
+//! The keeper starts the program in a process group of its own and watches
+//! two things: the program, and its parent. When the runner asks the service
+//! to stop (SIGTERM or SIGINT to the keeper), the keeper sends SIGTERM to the
+//! whole group, and SIGKILL after the grace. When the program exits, the
+//! keeper kills what is left of its group (workers it forked). When the
+//! runner is gone (SIGKILLed, crashed: the keeper's parent changes), the
+//! keeper kills the whole group at once. Its exit code is the program's (128
+//! + the signal when a signal ended it). A group whose processes leave it
+//! (`setsid`, daemons) escapes, as with every process-group supervisor.
+
+/// The hidden command that runs a keeper.
+pub const COMMAND: &str = "__keep-service";
+
+/// How often the keeper looks at its parent.
+#[cfg(unix)]
+const TICK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The keeper's main: returns its exit code.
+#[cfg(unix)]
+pub fn keeper_main(args: &[String]) -> i32 {
+    let usage = || {
+        eprintln!("usage: ensemble {COMMAND} PARENT_PID GRACE_MS -- PROGRAM ARGS…");
+        64
+    };
+    let (Some(parent), Some(grace), Some(rest)) = (args.first(), args.get(1), args.get(2..)) else {
+        return usage();
+    };
+    let rest = rest.strip_prefix(&["--".to_string()]).unwrap_or(rest);
+    let (Ok(parent), Ok(grace), Some((program, program_args))) =
+        (parent.parse::<i32>(), grace.parse::<u64>(), rest.split_first())
+    else {
+        return usage();
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the keeper: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(keep(parent, std::time::Duration::from_millis(grace), program, program_args))
+}
+
+#[cfg(unix)]
+async fn keep(parent: i32, grace: std::time::Duration, program: &str, args: &[String]) -> i32 {
+    use rustix::process::{Pid, Signal, getppid, kill_process_group};
+    use std::os::unix::process::ExitStatusExt;
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let parent_alive = || getppid().is_some_and(|p| p.as_raw_nonzero().get() == parent);
+    // Listen before starting anything: a stop that comes early is not lost.
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        eprintln!("cannot listen for signals");
+        return 1;
+    };
+    if !parent_alive() {
+        return 1; // the runner is already gone: start nothing
+    }
+    let mut child = match tokio::process::Command::new(program).args(args).process_group(0).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot start {program}: {e}");
+            return 127;
+        }
+    };
+    let group = child.id().and_then(|id| Pid::from_raw(id as i32));
+    let kill_group = |sig: Signal| {
+        if let Some(g) = group {
+            let _ = kill_process_group(g, sig);
+        }
+    };
+    let mut tick = tokio::time::interval(TICK);
+    let mut kill_at: Option<tokio::time::Instant> = None;
+    loop {
+        let until_kill = async {
+            match kill_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            status = child.wait() => {
+                // Workers it forked and left behind go with it.
+                kill_group(Signal::KILL);
+                return match status {
+                    Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
+                    Err(e) => {
+                        eprintln!("cannot watch {program}: {e}");
+                        1
+                    }
+                };
+            }
+            _ = tick.tick() => {
+                if !parent_alive() {
+                    kill_group(Signal::KILL);
+                    let _ = child.wait().await;
+                    return 137;
+                }
+            }
+            Some(()) = async { tokio::select! { s = term.recv() => s, s = int.recv() => s, s = hup.recv() => s } } => {
+                if kill_at.is_none() {
+                    kill_group(Signal::TERM);
+                    kill_at = Some(tokio::time::Instant::now() + grace);
+                }
+            }
+            () = until_kill => {
+                kill_group(Signal::KILL);
+                kill_at = None;
+            }
+        }
+    }
+}
+
+/// Windows has no keeper yet: services there are started directly.
+#[cfg(not(unix))]
+pub fn keeper_main(_args: &[String]) -> i32 {
+    eprintln!("ensemble {COMMAND} runs on Unix only");
+    64
+}

@@ -627,8 +627,11 @@ impl Dispatcher {
                 None
             }
             ServiceState::Failed { message } => Some(message.clone()),
-            ServiceState::Exited { expected: false, status, .. } if !self.services_stopped => {
-                Some(format!("it exited ({status}) while the run went on"))
+            ServiceState::Exited { expected: false, status, last_output } if !self.services_stopped => {
+                Some(match last_output.is_empty() {
+                    true => format!("it exited ({status}) while the run went on; it wrote no output"),
+                    false => format!("it exited ({status}) while the run went on; its last output:\n{last_output}"),
+                })
             }
             _ => None,
         };

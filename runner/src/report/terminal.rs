@@ -205,6 +205,33 @@ impl Reporter for TerminalReporter {
                 }
                 self.attached.remove(&(shard.shard, test.clone()));
             }
+            EventKind::Service { shard, service, state } => {
+                use ensemble_protocol::service::{ServiceState, join_host_port};
+                let text = match state {
+                    ServiceState::Started { pid, .. } => {
+                        format!("service {service} started on {} (pid {pid})", shard.machine)
+                    }
+                    ServiceState::Ready { address, after_ms } => match address.port {
+                        Some(p) => format!(
+                            "service {service} ready at {} after {after_ms} ms",
+                            join_host_port(&address.host, p)
+                        ),
+                        None => format!("service {service} ready on {} after {after_ms} ms", shard.machine),
+                    },
+                    ServiceState::Stopping => return Ok(()),
+                    ServiceState::Exited { status, expected: true, .. } => {
+                        format!("service {service} stopped ({status})")
+                    }
+                    ServiceState::Exited { status, expected: false, .. } => {
+                        format!(
+                            "service {service} on {} exited ({status}) while the run went on",
+                            shard.machine
+                        )
+                    }
+                    ServiceState::Failed { message } => message.clone(),
+                };
+                self.line(&format!("  {text}"));
+            }
             EventKind::ShardFinished { shard, error: Some(e), .. } => {
                 self.line(&format!("   ERROR shard {} ({}@{}): {e}", shard.shard, shard.role, shard.machine));
                 self.failures.push((format!("{}@{} (shard)", shard.role, shard.machine), e.clone()));

@@ -135,15 +135,19 @@ impl Grants {
     /// addresses. Every entry sees the services' variables
     /// (`DB_SERVICE_HOST`, …), granted or not.
     pub fn within(caps: &Capabilities, policy: &HostPolicy, services: &Addresses) -> Result<Grants, String> {
-        let mut net = Vec::new();
+        // Plain grants are checked against `--allow-net` addresses; service
+        // grants against `--allow-net service:…`, whatever address the
+        // service landed on.
+        let (mut net, mut reached) = (Vec::new(), Vec::new());
         for pattern in &caps.net {
             match granted_service(pattern) {
-                Some(name) => net.extend(service_grants(pattern, name, services)?),
+                Some(name) => reached.extend(service_grants(pattern, name, services)?),
                 None => net.push(NetGrant::parse(pattern)?),
             }
         }
         caps.env.iter().try_for_each(|name| check_env_name(name))?;
         policy.check(caps, &net)?;
+        net.append(&mut reached);
         let mut env: Vec<(String, String)> =
             caps.env.iter().filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v))).collect();
         env.extend(ensemble_protocol::service::env_vars(services));

@@ -23,7 +23,11 @@ pub struct ServiceAddress {
 impl ServiceAddress {
     /// `host:port`, ready for `TcpStream::connect` (an IPv6 host in brackets).
     pub fn addr(&self) -> String {
-        if self.host.contains(':') { format!("[{}]:{}", self.host, self.port) } else { format!("{}:{}", self.host, self.port) }
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 
     /// `http://host:port` followed by `path`.

@@ -1,0 +1,297 @@
+//! Services: real programs under test, started by the runners of the
+//! machines a plan picks, reached by sandboxed suites on other machines over
+//! real TCP, stopped at the run's end, and never left behind, even when
+//! their runner is SIGKILLed. The server under test is Redis from Debian
+//! (`.ci/run` installs `redis-server`); the other services are plain shell
+//! programs, so the rule is shown for any program the operator allows.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ensemble_protocol::event::Outcome;
+use ensemble_protocol::service::ServiceState;
+use ensemble_protocol::{CancelReason, Event, EventKind, Verdict};
+use ensemble_tests::{Server, ensemble, start_runner_with, start_server};
+use serde_json::json;
+
+const TOKEN: &str = "services-token";
+
+/// The program's path, or a failure saying `.ci/run` installs it.
+fn needs(program: &str) -> String {
+    let found = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join(program)).find(|p| p.is_file()));
+    found
+        .unwrap_or_else(|| {
+            panic!("{program} is not installed: `.ci/run` installs it (apt-get install redis-server)")
+        })
+        .display()
+        .to_string()
+}
+
+/// The service `name`'s events, in order, as (machine, state).
+fn states<'a>(events: &'a [Event], name: &str) -> Vec<(&'a str, &'a ServiceState)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Service { shard, service, state } if service == name => {
+                Some((shard.machine.as_str(), state))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn verdict(events: &[Event]) -> (Verdict, Option<CancelReason>) {
+    events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::RunFinished { verdict, cancelled, .. } => Some((*verdict, cancelled.clone())),
+            _ => None,
+        })
+        .expect("the run finished")
+}
+
+/// The pids of processes whose environment holds `SUT_MARK=mark`.
+fn marked(mark: &str) -> Vec<u32> {
+    let needle = format!("SUT_MARK={mark}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == needle.as_bytes()))
+        })
+        .collect()
+}
+
+/// A server without a machine of its own, and runners `db` (allowed to
+/// start `exec`) and `c1`, `c2` (allowed to reach the run's services).
+async fn setup(dir: &Path, exec: &str) -> (Server, Vec<ensemble_tests::Proc>) {
+    let server = start_server(dir, &dir.join("data"), TOKEN, &["--no-local-machine"]);
+    let mut runners =
+        vec![start_runner_with(dir, &server, "db", &["role=db"], None, &["--allow-exec", exec])];
+    for name in ["c1", "c2"] {
+        runners.push(start_runner_with(
+            dir,
+            &server,
+            name,
+            &["role=client"],
+            None,
+            &["--allow-net", "service:*"],
+        ));
+    }
+    server.wait_online(3).await;
+    (server, runners)
+}
+
+fn profiles() -> serde_json::Value {
+    json!([
+        { "name": "db-box", "labels": { "role": "db" } },
+        { "name": "clients", "labels": { "role": "client" }, "count": 2 },
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_party_server_on_one_machine_is_tested_by_clients_on_two_others() {
+    let redis = needs("redis-server");
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _runners) = setup(dir.path(), "redis-server").await;
+    let client = format!("sha256:{}", server.upload(ensemble_artifacts::RESP_CLIENT, "resp-client").await);
+    let run = server
+        .start_run(json!({
+            "name": "redis",
+            "profiles": profiles(),
+            "services": [{
+                "name": "db", "profile": "db-box",
+                "command": ["redis-server", "--port", "{port}", "--bind", "{host}", "--dir", "{dir}",
+                            "--save", "", "--appendonly", "no"],
+                "ready": { "tcp": "{port}" },
+                "env": { "SUT_MARK": "{run}" },
+            }],
+            "entries": [{
+                "suite": client, "profile": "clients", "role": "client",
+                "tests": ["ping", "set_then_get", "counts_together", "outside_is_refused"],
+                "params": { "times": "25" },
+                "capabilities": { "net": ["service:db"] },
+            }],
+        }))
+        .await;
+    let events = server.events(&run).await;
+    assert_eq!(verdict(&events).0, Verdict::Passed, "{events:#?}");
+    // Every client test passed on both client machines, over the network.
+    let passed: Vec<(&str, &str)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::TestFinished { shard, test, outcome: Outcome::Passed, .. } => {
+                Some((shard.machine.as_str(), test.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(passed.len(), 8, "{passed:?}");
+    assert!(passed.iter().any(|(m, _)| *m == "c1") && passed.iter().any(|(m, _)| *m == "c2"));
+    // Its life, on the db machine, on the run's timeline: started (the
+    // program found on that machine's PATH), ready at an address, stopped
+    // at the run's end on purpose.
+    let life = states(&events, "db");
+    assert!(life.iter().all(|(m, _)| *m == "db"), "{life:?}");
+    assert!(
+        matches!(life.first(), Some((_, ServiceState::Started { command, .. })) if command[0] == redis),
+        "{life:?}"
+    );
+    let address = life
+        .iter()
+        .find_map(|(_, s)| match s {
+            ServiceState::Ready { address, .. } => Some(address.clone()),
+            _ => None,
+        })
+        .expect("it became ready");
+    assert_eq!(address.host, "127.0.0.1", "the runners joined over loopback, so that is its address");
+    assert!(
+        matches!(life.last(), Some((_, ServiceState::Exited { expected: true, .. }))),
+        "it was stopped at the end: {life:?}"
+    );
+    // The server's own output is on the timeline, in the service's lane.
+    assert!(events.iter().any(|e| matches!(&e.kind,
+        EventKind::Log { test, message, .. } if test == "service:db" && message.contains("Ready to accept connections"))));
+    // Ready came before any client test started.
+    let ready_seq = events
+        .iter()
+        .find(|e| matches!(&e.kind, EventKind::Service { state: ServiceState::Ready { .. }, .. }))
+        .unwrap()
+        .seq;
+    let first_test = events.iter().find(|e| matches!(e.kind, EventKind::TestStarted { .. })).unwrap().seq;
+    assert!(ready_seq < first_test);
+    // Nothing of it is left.
+    assert_eq!(marked(&run), Vec::<u32>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_that_does_not_allow_the_program_refuses_the_plan_before_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _runners) = setup(dir.path(), "true").await;
+    let client = format!("sha256:{}", server.upload(ensemble_artifacts::RESP_CLIENT, "resp-client").await);
+    let plan = ensemble_protocol::Plan::from_json(
+        &json!({
+            "name": "not allowed",
+            "profiles": profiles(),
+            "services": [{ "name": "db", "profile": "db-box", "command": ["redis-server", "--port", "{port}"] }],
+            "entries": [{ "suite": client, "profile": "clients", "capabilities": { "net": ["service:db"] } }],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let err = server.client().start_plan(&plan).await.unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("machine db")
+            && text.contains("redis-server")
+            && text.contains("--allow-exec redis-server"),
+        "{text}"
+    );
+    assert!(server.client().runs().await.unwrap().is_empty(), "nothing ran");
+
+    // A grant that does not cover an address fails that connection, not the
+    // runner: the suite sees the error, and the next run on it passes.
+    let bare = server
+        .start_run(json!({
+            "name": "no grant",
+            "profiles": [{ "name": "clients", "labels": { "role": "client" } }],
+            "entries": [{ "suite": client, "profile": "clients", "tests": ["outside_is_refused"],
+                          "params": { "outside": "127.0.0.1:1" } }],
+        }))
+        .await;
+    assert_eq!(verdict(&server.events(&bare).await).0, Verdict::Passed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_exits_mid_run_fails_the_run_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _runners) = setup(dir.path(), "sh").await;
+    let client = format!("sha256:{}", server.upload(ensemble_artifacts::RESP_CLIENT, "resp-client").await);
+    // Ready once it says so; it exits with status 3 once the file the test
+    // creates (when both clients are inside their test) appears.
+    let flag = dir.path().join("go");
+    let script = format!(
+        "echo up; while [ ! -e {flag} ]; do sleep 0.05; done; echo going away; exit 3",
+        flag = flag.display()
+    );
+    let run = server
+        .start_run(json!({
+            "name": "crashing",
+            "profiles": profiles(),
+            "services": [{ "name": "db", "profile": "db-box", "command": ["sh", "-c", script], "ready": { "log": "up" } }],
+            "entries": [{ "suite": client, "profile": "clients", "tests": ["hold"],
+                          "params": { "hold_ms": "600000" }, "capabilities": { "net": ["service:db"] } }],
+        }))
+        .await;
+    // Once both clients are inside their test, the service goes away.
+    let mut running = 0;
+    server
+        .watch(&run, 1, |e| {
+            if matches!(e.kind, EventKind::TestStarted { .. }) {
+                running += 1;
+            }
+            running < 2
+        })
+        .await;
+    std::fs::write(&flag, b"").unwrap();
+    let events = server.events(&run).await;
+    let (verdict, cancelled) = verdict(&events);
+    assert_eq!(verdict, Verdict::Failed);
+    match cancelled {
+        Some(CancelReason::ServiceFailed { service, machine, message }) => {
+            assert_eq!((service.as_str(), machine.as_str()), ("db", "db"));
+            assert!(message.contains("exit code 3") && message.contains("going away"), "{message}");
+        }
+        other => panic!("the run was not failed by its service: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_process_of_a_service_outlives_its_runner_killed_mid_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut runners) = setup(dir.path(), "sh").await;
+    let client = format!("sha256:{}", server.upload(ensemble_artifacts::RESP_CLIENT, "resp-client").await);
+    // A service with a worker it forked: both must go.
+    let run = server
+        .start_run(json!({
+            "name": "orphans",
+            "profiles": profiles(),
+            "services": [{ "name": "db", "profile": "db-box",
+                           "command": ["sh", "-c", "sleep 600 & echo up; sleep 600"],
+                           "ready": { "log": "up" }, "env": { "SUT_MARK": "{run}" } }],
+            "entries": [{ "suite": client, "profile": "clients", "tests": ["hold"],
+                          "params": { "hold_ms": "600000" }, "capabilities": { "net": ["service:db"] } }],
+        }))
+        .await;
+    server
+        .watch(&run, 1, |e| !matches!(&e.kind, EventKind::Service { state: ServiceState::Ready { .. }, .. }))
+        .await;
+    let before = marked(&run);
+    assert!(before.len() >= 3, "the shell and its two sleeps run: {before:?}");
+    runners[0].kill(); // SIGKILL: the runner gets no word in
+    let killed = Instant::now();
+    let mut left = before.clone();
+    // Bounded wait for the processes to go (the rule is 10 s).
+    while !left.is_empty() && killed.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+        left = marked(&run);
+    }
+    assert!(left.is_empty(), "left after {:?}: {left:?}", killed.elapsed());
+    eprintln!("every process of the service was gone {:?} after its runner was killed", killed.elapsed());
+}
+
+#[test]
+fn a_standalone_run_starts_the_service_its_plan_names() {
+    needs("redis-server");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = ensemble_tests::repo_root().join("suites/plans/redis.toml");
+    let out = ensemble(&["run", plan.to_str().unwrap()], dir.path());
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("PASSED: 8 test(s)"), "{text}");
+    assert!(text.contains("service db ready at 127.0.0.1:"), "{text}");
+}

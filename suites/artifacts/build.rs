@@ -46,6 +46,11 @@ const SUITES: &[(&str, &str, &str)] = &[
         "The `hostile-sync` suite: sync calls over the run's bounds, for the bounds tests.",
     ),
     (
+        "HTTP_PROBE",
+        "http_probe",
+        "The `http-probe` suite: GETs over wasi:http to the plan's service `web`, and one not granted.",
+    ),
+    (
         "LIBTEST_DEMO",
         "libtest_demo#test",
         "The `libtest-demo` libtest harness, a WASI command (`--list`, `--exact NAME`).",

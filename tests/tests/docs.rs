@@ -47,6 +47,14 @@ capabilities = { net = ["127.0.0.1:1"], env = ["E"] }
 filter = "not tag(slow)"
 tests = ["a"]
 split = "tests"
+[[services]]
+name = "db"
+profile = "p"
+command = ["db-server", "--port", "{port}"]
+ready = { tcp = "{port}" }
+ready_timeout = "20s"
+stop_timeout = "5s"
+env = { MODE = "test" }
 [[notify]]
 url = "https://hooks.example/ci"
 on = "failed"
@@ -71,6 +79,17 @@ timezone = "Europe/Berlin"
             if k == "capabilities" {
                 for k2 in v.as_object().unwrap().keys() {
                     out.insert(format!("{prefix}.capabilities.{k2}"));
+                }
+            }
+            if k == "ready" {
+                // One check is set at a time: every one a service may set.
+                let every = ensemble_protocol::service::Ready {
+                    tcp: Some("{port}".into()),
+                    http: Some("/".into()),
+                    log: Some("up".into()),
+                };
+                for k2 in serde_json::to_value(every).unwrap().as_object().unwrap().keys() {
+                    out.insert(format!("{prefix}.ready.{k2}"));
                 }
             }
         }

@@ -295,3 +295,60 @@ fn a_standalone_run_starts_the_service_its_plan_names() {
     assert!(text.contains("PASSED: 8 test(s)"), "{text}");
     assert!(text.contains("service db ready at 127.0.0.1:"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suites_speak_http_to_a_service_over_wasi_http_within_their_grants() {
+    // Debian's Python serves HTTP here: any program the operator allows.
+    let python = "/usr/bin/python3";
+    assert!(Path::new(python).exists(), "Debian's python3 is part of every Debian machine");
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _runners) = setup(dir.path(), python).await;
+    let probe = format!("sha256:{}", server.upload(ensemble_artifacts::HTTP_PROBE, "http-probe").await);
+    let run = server
+        .start_run(json!({
+            "name": "http",
+            "profiles": profiles(),
+            "services": [{
+                "name": "web", "profile": "db-box",
+                "command": [python, "-m", "http.server", "{port}", "--bind", "{host}", "--directory", "{dir}"],
+                "ready": { "http": "/" },
+            }],
+            "entries": [
+                { "suite": probe, "profile": "clients", "role": "granted",
+                  "params": { "expect": "Directory listing" }, "capabilities": { "net": ["service:web"] } },
+                { "suite": probe, "profile": "clients", "role": "ungranted", "tests": ["get_ok"] },
+            ],
+        }))
+        .await;
+    let events = server.events(&run).await;
+    let result = |role: &str, test: &str| {
+        events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::TestFinished { shard, test: t, outcome, message, output, .. }
+                    if shard.role == role && t == test =>
+                {
+                    Some((*outcome, format!("{} {output}", message.clone().unwrap_or_default())))
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    for (outcome, text) in result("granted", "get_ok") {
+        assert_eq!(outcome, Outcome::Passed, "{text}");
+    }
+    for (outcome, text) in result("granted", "outside_is_denied") {
+        assert_eq!(outcome, Outcome::Passed, "{text}");
+        assert!(text.contains("was denied: no net grant of this plan entry covers 127.0.0.1:9"), "{text}");
+    }
+    let ungranted = result("ungranted", "get_ok");
+    assert_eq!(ungranted.len(), 2);
+    for (outcome, text) in ungranted {
+        assert_eq!(outcome, Outcome::Failed, "a request not granted fails: {text}");
+        assert!(text.contains("denied"), "{text}");
+    }
+    // The refusals failed requests, not the runners: both clients are still
+    // online and the service was stopped at the end.
+    assert!(matches!(states(&events, "web").last(), Some((_, ServiceState::Exited { expected: true, .. }))));
+    assert_eq!(server.wait_online(3).await.len(), 3);
+}

@@ -630,7 +630,9 @@ impl Dispatcher {
             ServiceState::Exited { expected: false, status, last_output } if !self.services_stopped => {
                 Some(match last_output.is_empty() {
                     true => format!("it exited ({status}) while the run went on; it wrote no output"),
-                    false => format!("it exited ({status}) while the run went on; its last output:\n{last_output}"),
+                    false => {
+                        format!("it exited ({status}) while the run went on; its last output:\n{last_output}")
+                    }
                 })
             }
             _ => None,

@@ -182,6 +182,93 @@ impl Grants {
     }
 }
 
+/// What decides the `wasi:http` requests of one instance: each goes out only
+/// to an address its entry's `net` grants cover (scheme aside: `http` and
+/// `https` alike), and a refused one fails that request (`HTTP request
+/// denied`) with a note in the test's stderr naming the address and the
+/// grant to add; the runner and the run go on.
+pub struct HttpGate {
+    net: Arc<Vec<NetGrant>>,
+    deny: Arc<Vec<NetGrant>>,
+    capture: Capture,
+}
+
+impl Grants {
+    /// The HTTP gate of one instance, whose refusals `capture` records.
+    pub fn http_gate(&self, capture: &Capture) -> HttpGate {
+        HttpGate { net: self.net.clone(), deny: self.deny.clone(), capture: capture.clone() }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpHooks for HttpGate {
+    fn send_request(
+        &mut self,
+        mut request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        drop(fut);
+        let (net, deny, capture) = (self.net.clone(), self.deny.clone(), self.capture.clone());
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let uri = request.uri().clone();
+            let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+            let Some(host) = uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+            else {
+                return Err(wasmtime_wasi_http::Error::HttpRequestUriInvalid);
+            };
+            let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+            let literal = host.parse::<std::net::IpAddr>().ok();
+            let addrs: Vec<std::net::SocketAddr> = match literal {
+                Some(ip) => vec![std::net::SocketAddr::new(ip, port)],
+                None => match tokio::net::lookup_host((host.as_str(), port)).await {
+                    Ok(found) => found.collect(),
+                    Err(_) => Vec::new(),
+                },
+            };
+            let allowed = |a: &std::net::SocketAddr| {
+                net.iter().any(|g| g.allows(*a)) && !deny.iter().any(|d| d.allows(*a))
+            };
+            if addrs.is_empty() || !addrs.iter().all(allowed) {
+                let shown = ensemble_protocol::service::join_host_port(&host, port);
+                capture.note(&format!(
+                    "ensemble: the HTTP request to {uri} was denied: no net grant of this plan entry covers \
+                     {shown} (grant it in capabilities.net, e.g. \"service:NAME\" or \"{shown}\")\n"
+                ));
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
+            // Plain HTTP to a name goes to the address just checked, not to
+            // whatever the name resolves to next (the Host header keeps the name).
+            if !tls && literal.is_none() {
+                let pinned = addrs[0];
+                let mut parts = uri.into_parts();
+                if let Ok(authority) = pinned.to_string().parse() {
+                    parts.authority = Some(authority);
+                }
+                if let Ok(pinned_uri) = http::Uri::from_parts(parts) {
+                    *request.uri_mut() = pinned_uri;
+                }
+            }
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io)
+                    as Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+            ))
+        })
+    }
+}
+
 /// The addresses a `service:NAME` grant (`pattern`) stands for: every
 /// port of every instance of the service (`*`: of every service), each host
 /// resolved to its addresses.
@@ -231,16 +318,52 @@ mod tests {
             vec![NetGrant::parse("127.0.0.1:*").unwrap()],
             vec![],
         );
-        assert!(Grants::within(&caps(&["127.0.0.1:80"], &["HOME", "APP_KEY"]), &policy).is_ok());
-        let env = Grants::within(&caps(&[], &["PATH"]), &policy).unwrap_err();
+        assert!(
+            Grants::within(&caps(&["127.0.0.1:80"], &["HOME", "APP_KEY"]), &policy, &Addresses::new())
+                .is_ok()
+        );
+        let env = Grants::within(&caps(&[], &["PATH"]), &policy, &Addresses::new()).unwrap_err();
         assert!(env.contains("`ensemble runner --allow-env PATH`"), "{env}");
-        let net = Grants::within(&caps(&["*:443"], &[]), &policy).unwrap_err();
+        let net = Grants::within(&caps(&["*:443"], &[]), &policy, &Addresses::new()).unwrap_err();
         assert!(net.contains("`ensemble runner --allow-net *:443`"), "{net}");
         let closed = HostPolicy::allowing("ensemble runner", vec![], vec![], vec![]);
-        assert!(Grants::within(&caps(&[], &[]), &closed).is_ok(), "no grants, nothing to allow");
-        assert!(Grants::within(&caps(&[], &["HOME"]), &closed).is_err());
-        let reserved = Grants::within(&caps(&[], &["ENSEMBLE_TOKEN"]), &HostPolicy::open()).unwrap_err();
+        assert!(
+            Grants::within(&caps(&[], &[]), &closed, &Addresses::new()).is_ok(),
+            "no grants, nothing to allow"
+        );
+        assert!(Grants::within(&caps(&[], &["HOME"]), &closed, &Addresses::new()).is_err());
+        let reserved =
+            Grants::within(&caps(&[], &["ENSEMBLE_TOKEN"]), &HostPolicy::open(), &Addresses::new())
+                .unwrap_err();
         assert!(reserved.contains("reserved"), "{reserved}");
+    }
+
+    #[test]
+    fn service_grants_reach_exactly_the_services_addresses_when_the_operator_allows_them() {
+        let addr = ServiceAddr {
+            machine: "db".into(),
+            host: "10.0.0.7".into(),
+            port: Some(6379),
+            ports: [("admin".to_string(), 7000)].into(),
+        };
+        let services: Addresses = [("db".to_string(), vec![addr])].into();
+        let open = HostPolicy::open();
+        let grants = Grants::within(&caps(&["service:db"], &[]), &open, &services).unwrap();
+        let reach =
+            |ip: &str, port| grants.net.iter().any(|g| g.allows(format!("{ip}:{port}").parse().unwrap()));
+        assert!(reach("10.0.0.7", 6379) && reach("10.0.0.7", 7000));
+        assert!(!reach("10.0.0.7", 6380) && !reach("10.0.0.8", 6379));
+        assert!(grants.env.contains(&("DB_SERVICE_HOST".to_string(), "10.0.0.7".to_string())));
+        assert!(grants.env.contains(&("DB_SERVICE_PORT_ADMIN".to_string(), "7000".to_string())));
+        // A runner allows the run's services by name, not by the address
+        // they land on.
+        let closed = HostPolicy::allowing("ensemble runner", vec![], vec![], vec![]);
+        let why = Grants::within(&caps(&["service:db"], &[]), &closed, &services).unwrap_err();
+        assert!(why.contains("--allow-net service:db"), "{why}");
+        let allowed = closed.clone().with_services(vec!["*".into()]);
+        assert!(Grants::within(&caps(&["service:db"], &[]), &allowed, &services).is_ok());
+        let missing = Grants::within(&caps(&["service:cache"], &[]), &allowed, &services).unwrap_err();
+        assert!(missing.contains("no service \"cache\""), "{missing}");
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub struct HostState {
     pub(super) attached: ensemble_protocol::attachment::Budget,
     /// What this instance logged and called, against its budgets.
     pub(super) spent: Spent,
+    /// `wasi:http`: its context, and the gate its requests pass.
+    pub(super) http: wasmtime_wasi_http::WasiHttpCtx,
+    pub(super) http_gate: super::caps::HttpGate,
 }
 
 /// The most sync calls one test attempt may make: each is an event on the
@@ -99,6 +102,16 @@ pub(super) struct Spent {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for HostState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_gate,
+        }
     }
 }
 

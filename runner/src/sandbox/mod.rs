@@ -276,6 +276,9 @@ impl Sandbox {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // Outgoing HTTP for every suite, each request checked against the
+        // entry's net grants (`caps::HttpGate`).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         v01::Suite::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
         v02::Suite::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
 
@@ -750,6 +753,8 @@ impl LoadedSuite {
             test: test.to_string(),
             attached: Default::default(),
             spent: Default::default(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_gate: env.grants.http_gate(&capture),
         };
         let mut store = Store::new(self.engine(), state);
         store.limiter(|s| &mut s.limiter);

@@ -57,6 +57,12 @@ impl Capture {
     }
 
     /// The captured text, with a closing note when some was dropped.
+    /// Adds a note of the runner's to the test's stderr (a refused HTTP
+    /// request, say), within the same limit as the guest's own output.
+    pub fn note(&self, text: &str) {
+        self.write(text.as_bytes(), true);
+    }
+
     pub fn text(&self) -> String {
         let inner = self.inner.lock().expect("capture lock");
         let mut text = String::from_utf8_lossy(&inner.kept).into_owned();

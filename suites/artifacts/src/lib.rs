@@ -30,6 +30,7 @@ mod tests {
                 "HOSTILE",
                 "HOSTILE_LISTING",
                 "HOSTILE_SYNC",
+                "HTTP_PROBE",
                 "LIBTEST_DEMO",
                 "LIBTEST_THOUSAND",
                 "HELLO_COMMAND",

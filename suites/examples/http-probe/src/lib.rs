@@ -1,0 +1,58 @@
+//! HTTP from a suite, over `wasi:http` (the `wstd` client): requests to a
+//! plan's service reached through `service:NAME`, and to an address no grant
+//! covers, which the runner refuses for that request alone.
+//!
+//! | test | what it does | params |
+//! |---|---|---|
+//! | `get_ok` | `GET` of `path` on the service answers 2xx (and contains `expect`, if set) | `service` (default `web`), `path` (default `/`), `expect` |
+//! | `outside_is_denied` | passes iff `GET` of `outside` fails | `outside`, default `http://127.0.0.1:9/` |
+
+use ensemble_sdk::prelude::*;
+use wstd::http::{Body, Client, Request};
+
+const SERVICE: Param<String> = Param::new("service", "the plan's service to ask").default("web");
+const PATH: Param<String> = Param::new("path", "the path get_ok asks for").default("/");
+const EXPECT: Param<String> = Param::new("expect", "text the answer of get_ok must contain");
+const OUTSIDE: Param<String> =
+    Param::new("outside", "a URL the plan does not grant, for outside_is_denied").default("http://127.0.0.1:9/");
+
+/// `GET url`: the status and the body as text.
+fn get(url: &str) -> Result<(u16, String), String> {
+    wstd::runtime::block_on(async {
+        let request = Request::get(url).body(Body::empty()).map_err(|e| format!("building GET {url}: {e}"))?;
+        let response = Client::new().send(request).await.map_err(|e| format!("GET {url}: {e}"))?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        let text = body.str_contents().await.map_err(|e| format!("reading the answer of {url}: {e}"))?;
+        Ok((status, text.to_string()))
+    })
+}
+
+fn get_ok() -> TestResult {
+    let at = service(&SERVICE.get()?)?;
+    let url = at.url(&PATH.get()?);
+    let (status, body) = get(&url).map_err(fail)?;
+    check!((200..300).contains(&status), "GET {url} answered {status}");
+    if let Some(expect) = EXPECT.get_opt()? {
+        check!(body.contains(&expect), "the answer of {url} does not contain {expect:?}: {body:.200}");
+    }
+    println!("GET {url}: {status}, {} bytes", body.len());
+    Ok(())
+}
+
+fn outside_is_denied() -> TestResult {
+    let url = OUTSIDE.get()?;
+    match get(&url) {
+        Ok((status, _)) => Err(fail(format!("GET {url} answered {status}, but the plan does not grant it"))),
+        Err(e) => {
+            println!("refused as it should be: {e}");
+            Ok(())
+        }
+    }
+}
+
+ensemble_sdk::suite! {
+    params(SERVICE, PATH, EXPECT, OUTSIDE),
+    get_ok,
+    outside_is_denied,
+}

@@ -449,11 +449,25 @@ impl PolicyArgs {
         HostPolicy::allowing(command, self.allow_env.clone(), net, deny_net).with_services(services)
     }
 
-    /// What services may start here, reached at `advertise` (or `default_host`).
-    fn services(&self, command: &str, default_host: String) -> crate::services::Host {
+    /// What services may start here, reached at `advertise` (or
+    /// `default_host`); the machine `name` with its cache at `cache_dir`
+    /// first ends what its previous life left running.
+    fn services(
+        &self,
+        command: &str,
+        default_host: String,
+        name: &str,
+        cache_dir: &Path,
+    ) -> crate::services::Host {
+        let owner = crate::services::owner_of(name, cache_dir);
+        let ended = crate::services::end_leftovers(&owner);
+        if ended > 0 {
+            eprintln!("{command}: ended {ended} process(es) of services its previous run left behind");
+        }
         crate::services::Host {
             allow_exec: crate::services::AllowExec::allowing(command, self.allow_exec.clone()),
             advertise: self.advertise.clone().unwrap_or(default_host),
+            owner: Some(owner),
         }
     }
 }
@@ -1112,6 +1126,8 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
         services: args.policy.services(
             "ensemble serve",
             if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() },
+            &args.name,
+            &args.data_dir,
         ),
         tls,
     };
@@ -1173,7 +1189,7 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
     }
     let toward = local_address_toward(&deny).unwrap_or_else(|| "127.0.0.1".to_string());
     let opts = crate::agent::join::JoinOptions {
-        services: args.policy.services("ensemble runner", toward),
+        services: args.policy.services("ensemble runner", toward, &info.name, &cache_dir),
         policy: args.policy.policy("ensemble runner", deny),
         url: args.join.clone(),
         token: token_from(&args.token, &args.token_file, "--token-file")?,

@@ -86,6 +86,7 @@ pub async fn run(
         let host = crate::services::Host {
             allow_exec: crate::services::AllowExec::open(),
             advertise: "127.0.0.1".into(),
+            owner: None,
         };
         let agent = Arc::new(
             Agent::new(info.clone(), sandbox.clone(), store.clone(), HostPolicy::open()).with_services(host),

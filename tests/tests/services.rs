@@ -352,3 +352,46 @@ async fn suites_speak_http_to_a_service_over_wasi_http_within_their_grants() {
     assert!(matches!(states(&events, "web").last(), Some((_, ServiceState::Exited { expected: true, .. }))));
     assert_eq!(server.wait_online(3).await.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_that_starts_ends_what_its_previous_life_left_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut runners) = setup(dir.path(), "sh").await;
+    let client = format!("sha256:{}", server.upload(ensemble_artifacts::RESP_CLIENT, "resp-client").await);
+    let run = server
+        .start_run(json!({
+            "name": "leftovers",
+            "profiles": profiles(),
+            "services": [{ "name": "db", "profile": "db-box",
+                           "command": ["sh", "-c", "sleep 600 & echo up; sleep 600"],
+                           "ready": { "log": "up" }, "env": { "SUT_MARK": "{run}" } }],
+            "entries": [{ "suite": client, "profile": "clients", "tests": ["hold"],
+                          "params": { "hold_ms": "600000" }, "capabilities": { "net": ["service:db"] } }],
+        }))
+        .await;
+    server
+        .watch(&run, 1, |e| !matches!(&e.kind, EventKind::Service { state: ServiceState::Ready { .. }, .. }))
+        .await;
+    // The keeper dies first (as if the OOM killer took it), then the
+    // runner: nothing is left to end the service.
+    let keepers: Vec<u32> = marked(&run)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("__keep-service"))
+        })
+        .collect();
+    assert_eq!(keepers.len(), 1, "{keepers:?}");
+    let keeper = rustix::process::Pid::from_raw(keepers[0] as i32).unwrap();
+    rustix::process::kill_process(keeper, rustix::process::Signal::KILL).unwrap();
+    runners[0].kill();
+    let left = marked(&run);
+    assert!(left.len() >= 2, "the service outlived its keeper and runner: {left:?}");
+    // The runner's next life, same name and cache, ends them as it starts.
+    let next = start_runner_with(dir.path(), &server, "db", &["role=db"], None, &["--allow-exec", "sh"]);
+    let started = Instant::now();
+    while !marked(&run).is_empty() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(marked(&run), Vec::<u32>::new(), "runner log:\n{}", next.log());
+}

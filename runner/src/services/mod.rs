@@ -146,11 +146,63 @@ pub struct Host {
     pub allow_exec: AllowExec,
     /// The address other machines reach this one at (`{host}`).
     pub advertise: String,
+    /// Marks this runner's services ([`OWNER_VAR`]), so that the next
+    /// runner of the same machine ends what a dead one left ([`end_leftovers`]).
+    pub owner: Option<String>,
 }
 
 impl Default for Host {
     fn default() -> Self {
-        Host { allow_exec: AllowExec::default(), advertise: "127.0.0.1".into() }
+        Host { allow_exec: AllowExec::default(), advertise: "127.0.0.1".into(), owner: None }
+    }
+}
+
+/// The variable that marks a service's processes with the runner that
+/// started them (a machine's name and cache directory, hashed).
+pub const OWNER_VAR: &str = "ENSEMBLE_SERVICE_OWNER";
+
+/// The owner mark of the runner named `machine` whose cache is `cache_dir`:
+/// the same for its next life on this host.
+pub fn owner_of(machine: &str, cache_dir: &Path) -> String {
+    let id = crate::sandbox::sha256_hex(format!("{machine}\n{}", cache_dir.display()).as_bytes());
+    id[..24].to_string()
+}
+
+/// Ends what a previous life of this runner left running: every process
+/// whose environment carries its mark (a service whose keeper was killed
+/// with the runner), with its process group. Returns how many it found.
+/// Linux reads `/proc`; elsewhere there is nothing to read, and 0.
+pub fn end_leftovers(owner: &str) -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        let mark = format!("{OWNER_VAR}={owner}");
+        let me = std::process::id();
+        let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+        let mut found = 0;
+        for pid in dir.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()) {
+            if pid == me {
+                continue;
+            }
+            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+            if !env.split(|&b| b == 0).any(|v| v == mark.as_bytes()) {
+                continue;
+            }
+            found += 1;
+            let Some(p) = rustix::process::Pid::from_raw(pid as i32) else { continue };
+            if let Ok(group) = rustix::process::getpgid(Some(p)) {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+        if found > 0 {
+            tracing::warn!(found, "ended processes of services a previous run of this runner left behind");
+        }
+        found
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = owner;
+        0
     }
 }
 
@@ -212,6 +264,10 @@ pub async fn run(
         Readiness::Log(l) => Readiness::Log(filled(&l).unwrap_or(l)),
         Readiness::Started => Readiness::Started,
     };
+    let mut env = env;
+    if let Some(owner) = &host.owner {
+        env.push((OWNER_VAR.to_string(), owner.clone()));
+    }
     let mut child = match spawn(&path, &args, &env, &dir, spec.stop_timeout.0) {
         Ok(c) => c,
         Err(e) => return failed(format!("service {}: starting {}: {e}", spec.name, path.display())),

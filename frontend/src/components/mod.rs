@@ -8,6 +8,7 @@ pub mod nav;
 pub mod plan_runs;
 pub mod profile_card;
 pub mod run_state;
+pub mod service_card;
 pub mod test_table;
 pub mod timeline;
 pub mod token_prompt;

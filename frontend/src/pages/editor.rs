@@ -14,6 +14,7 @@ use crate::components::field::{Field, aria_error};
 use crate::components::flaky_list::FlakyList;
 use crate::components::plan_runs::PlanRuns;
 use crate::components::profile_card::ProfileCard;
+use crate::components::service_card::ServiceCard;
 use crate::components::upload::SuiteUpload;
 use crate::dom::{LeaveGuard, checked, input_value, select_value, time_zone};
 use crate::hooks::{failure_text, use_fresh_suites, use_session};
@@ -229,6 +230,10 @@ pub fn EditorPage(props: &Props) -> Html {
         let ed = ed.clone();
         Callback::from(move |_| ed.dispatch(EditorAction::AddProfile))
     };
+    let add_service = {
+        let ed = ed.clone();
+        Callback::from(move |_| ed.dispatch(EditorAction::AddService))
+    };
 
     let setting = |f: SettingField, label: &'static str, hint: &'static str| {
         let ed2 = ed.clone();
@@ -382,6 +387,13 @@ pub fn EditorPage(props: &Props) -> Html {
                     if let Some(e) = profiles_err { <p class="field-error" role="alert">{e}</p> }
                     { for (0..ed.plan.profiles.len()).map(|j| html! { <ProfileCard key={j} editor={ed.clone()} index={j} /> }) }
                     <button type="button" id="add-profile" onclick={add_profile}>{"Add profile"}</button>
+                </section>
+
+                <section class="step" aria-labelledby="step-services">
+                    <h2 id="step-services">{"Services under test"}</h2>
+                    <p class="muted">{"Programs the runners of a profile's machines start natively for each run (a database, your server), ready before any suite starts and stopped at the end. Optional."}</p>
+                    { for (0..ed.plan.services.len()).map(|i| html! { <ServiceCard key={i} editor={ed.clone()} index={i} /> }) }
+                    <button type="button" id="add-service" onclick={add_service}>{"Add service"}</button>
                 </section>
 
                 <section class="step" aria-labelledby="step-settings">

@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use ensemble_protocol::api::{ApiError, ParamMeta, SHA_PREFIX, ScheduleStatus, StoredPlan, SuiteSummary};
 use ensemble_protocol::plan::{Execution, Problem};
+use ensemble_protocol::service::{Readiness, Ready, Service};
 use ensemble_protocol::units::{ByteSize, HumanDuration};
 use ensemble_protocol::{Entry, Plan, PlanType, Profile, Schedule, Settings};
 use yew::Reducible;
@@ -87,6 +88,31 @@ pub enum EntryText {
     Filter,
 }
 
+/// A service's fields the editor edits as text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceText {
+    Name,
+    Profile,
+    /// One argument per line, the program first.
+    Command,
+    /// `KEY=value` per line.
+    Env,
+    ReadyTimeout,
+}
+
+impl ServiceText {
+    pub fn path(self, i: usize) -> String {
+        let field = match self {
+            ServiceText::Name => "name",
+            ServiceText::Profile => "profile",
+            ServiceText::Command => "command",
+            ServiceText::Env => "env",
+            ServiceText::ReadyTimeout => "ready_timeout",
+        };
+        format!("services[{i}].{field}")
+    }
+}
+
 impl EntryText {
     pub fn path(self, i: usize) -> String {
         match self {
@@ -121,6 +147,12 @@ pub enum EditorAction {
     SetExecution(Execution),
     SetFailFast(bool),
     SetSetting(SettingField, String),
+    /// A new service on the first profile (a program under test).
+    AddService,
+    RemoveService(usize),
+    SetServiceText(usize, ServiceText, String),
+    /// Its readiness check: `tcp`, `http`, `log` or `` (none), and its value.
+    SetServiceReady(usize, String, String),
     /// A new schedule in timezone `.0` (the browser's).
     AddSchedule(String),
     RemoveSchedule(usize),
@@ -316,6 +348,34 @@ impl EditorState {
             EntryText::Net => e.capabilities.net.join(", "),
             EntryText::Env => e.capabilities.env.join(", "),
             EntryText::Filter => e.filter.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The text a service's field shows: what was typed, or the plan's value.
+    pub fn service_text(&self, i: usize, f: ServiceText) -> String {
+        if let Some(t) = self.raw.get(&f.path(i)) {
+            return t.clone();
+        }
+        let Some(svc) = self.plan.services.get(i) else { return String::new() };
+        match f {
+            ServiceText::Name => svc.name.clone(),
+            ServiceText::Profile => svc.profile.clone(),
+            ServiceText::Command => svc.command.join("\n"),
+            ServiceText::Env => {
+                svc.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n")
+            }
+            ServiceText::ReadyTimeout => svc.ready_timeout.to_string(),
+        }
+    }
+
+    /// A service's readiness check as (kind, value): `("tcp", "{port}")`,
+    /// or `("", "")` for none.
+    pub fn service_ready(&self, i: usize) -> (String, String) {
+        match self.plan.services.get(i).map(|s| s.readiness()) {
+            Some(Readiness::Tcp(v)) => ("tcp".into(), v),
+            Some(Readiness::Http(v)) => ("http".into(), v),
+            Some(Readiness::Log(v)) => ("log".into(), v),
+            _ => (String::new(), String::new()),
         }
     }
 
@@ -559,6 +619,11 @@ impl Reducible for EditorState {
                             e.profile = Some(new.clone());
                         }
                     }
+                    for svc in &mut s.plan.services {
+                        if svc.profile == old {
+                            svc.profile = new.clone();
+                        }
+                    }
                     s.touched.insert(format!("profiles[{j}].name"));
                 }
             }
@@ -589,6 +654,57 @@ impl Reducible for EditorState {
             EditorAction::SetFailFast(on) => s.plan.settings.fail_fast = on,
             EditorAction::SetSetting(f, text) => {
                 s.parsed(f.path().to_string(), text, |plan, t| f.apply(&mut plan.settings, t));
+            }
+            EditorAction::AddService => {
+                let taken: BTreeSet<String> = s.plan.services.iter().map(|x| x.name.clone()).collect();
+                let name = unique("db", |n| taken.contains(n));
+                let profile = s.plan.profiles.first().map(|p| p.name.clone()).unwrap_or_default();
+                s.plan.services.push(Service {
+                    name,
+                    profile,
+                    command: Vec::new(),
+                    ready: Some(Ready { tcp: Some("{port}".into()), ..Ready::default() }),
+                    ready_timeout: HumanDuration::from_secs(30),
+                    stop_timeout: HumanDuration::from_secs(10),
+                    env: BTreeMap::new(),
+                });
+            }
+            EditorAction::RemoveService(i) if i < s.plan.services.len() => {
+                s.plan.services.remove(i);
+                s.forget_under("services[");
+            }
+            EditorAction::SetServiceText(i, field, text) => {
+                if i < s.plan.services.len() {
+                    s.parsed(field.path(i), text, |plan, t| {
+                        let svc = &mut plan.services[i];
+                        match field {
+                            ServiceText::Name => svc.name = t.trim().to_string(),
+                            ServiceText::Profile => svc.profile = t.trim().to_string(),
+                            ServiceText::Command => {
+                                let mut args: Vec<String> =
+                                    t.lines().map(|l| l.trim_end_matches('\r').to_string()).collect();
+                                while args.last().is_some_and(|a| a.trim().is_empty()) {
+                                    args.pop();
+                                }
+                                svc.command = args;
+                            }
+                            ServiceText::Env => svc.env = parse_params(t)?,
+                            ServiceText::ReadyTimeout => svc.ready_timeout = t.trim().parse()?,
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            EditorAction::SetServiceReady(i, kind, value) => {
+                if let Some(svc) = s.plan.services.get_mut(i) {
+                    svc.ready = match kind.as_str() {
+                        "tcp" => Some(Ready { tcp: Some(value), ..Ready::default() }),
+                        "http" => Some(Ready { http: Some(value), ..Ready::default() }),
+                        "log" => Some(Ready { log: Some(value), ..Ready::default() }),
+                        _ => None,
+                    };
+                    s.touched.insert(format!("services[{i}].ready"));
+                }
             }
             EditorAction::AddSchedule(timezone) => {
                 s.plan.schedule.push(Schedule { cron: "0 2 * * *".into(), timezone });
@@ -624,6 +740,7 @@ impl Reducible for EditorState {
             }
             EditorAction::RemoveEntry(_)
             | EditorAction::RemoveProfile(_)
+            | EditorAction::RemoveService(_)
             | EditorAction::RemoveSchedule(_) => {}
         }
         Rc::new(s)
@@ -652,6 +769,54 @@ mod tests {
 
     fn apply(s: Rc<EditorState>, actions: Vec<EditorAction>) -> Rc<EditorState> {
         actions.into_iter().fold(s, |s, a| s.reduce(a))
+    }
+
+    #[test]
+    fn services_are_edited_like_entries_and_follow_their_profile() {
+        let s = apply(
+            Rc::new(EditorState::new()),
+            vec![
+                EditorAction::SetName("redis".into()),
+                EditorAction::AddSuite(suite("resp-client", 'r')),
+                EditorAction::NewProfileFor(0),
+                EditorAction::AddProfile,
+                EditorAction::AddService,
+                EditorAction::SetServiceText(0, ServiceText::Profile, "profile".into()),
+                EditorAction::SetServiceText(
+                    0,
+                    ServiceText::Command,
+                    "redis-server\n--port\n{port}\n--save\n\n".into(),
+                ),
+                EditorAction::SetServiceText(0, ServiceText::Env, "MODE=test".into()),
+                EditorAction::SetServiceReady(0, "log".into(), "Ready to accept".into()),
+                EditorAction::SetServiceText(0, ServiceText::ReadyTimeout, "soon".into()),
+            ],
+        );
+        // A duration that does not parse stays on its field, with its text.
+        assert!(s.problems()["services[0].ready_timeout"].contains("invalid duration"));
+        assert_eq!(s.service_text(0, ServiceText::ReadyTimeout), "soon");
+        let s = apply(
+            s,
+            vec![
+                EditorAction::SetServiceText(0, ServiceText::ReadyTimeout, "45s".into()),
+                EditorAction::SetProfileName(1, "db-box".into()),
+            ],
+        );
+        assert!(s.is_valid(), "{:?}", s.problems());
+        let svc = &s.plan.services[0];
+        assert_eq!(svc.profile, "db-box", "the link follows a rename");
+        assert_eq!(svc.command, ["redis-server", "--port", "{port}", "--save"]);
+        assert_eq!(svc.env["MODE"], "test");
+        assert_eq!(s.service_ready(0), ("log".to_string(), "Ready to accept".to_string()));
+        assert_eq!(&Plan::from_toml(&s.plan.to_toml()).unwrap(), &s.plan);
+        // A bad name is told at its field.
+        let s = apply(
+            s,
+            vec![EditorAction::SetServiceText(0, ServiceText::Name, "DB".into()), EditorAction::Submitted],
+        );
+        assert!(s.error("services[0].name").is_some_and(|e| e.contains("not a valid service name")));
+        let s = apply(s, vec![EditorAction::RemoveService(0)]);
+        assert!(s.plan.services.is_empty());
     }
 
     #[test]

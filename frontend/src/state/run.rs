@@ -917,6 +917,53 @@ mod tests {
     }
 
     #[test]
+    fn a_service_is_a_row_of_its_machine_with_its_life_and_output_and_no_test_count() {
+        use ensemble_protocol::service::{ServiceAddr, ServiceState};
+        let s = shard(3, "db-box", "service:db");
+        let state = |seq, state| {
+            ev(seq, seq as i64, EventKind::Service { shard: s.clone(), service: "db".into(), state })
+        };
+        let address = ServiceAddr {
+            machine: "db-box".into(),
+            host: "10.0.0.2".into(),
+            port: Some(6379),
+            ports: Default::default(),
+        };
+        let v = fold(vec![
+            state(1, ServiceState::Started { pid: 42, command: vec!["redis-server".into()] }),
+            ev(
+                2,
+                2,
+                EventKind::Log {
+                    shard: s.clone(),
+                    test: "service:db".into(),
+                    level: "stdout".into(),
+                    message: "Ready to accept connections".into(),
+                },
+            ),
+            state(3, ServiceState::Ready { address, after_ms: 80 }),
+            state(
+                4,
+                ServiceState::Exited {
+                    status: "exit code 1".into(),
+                    expected: false,
+                    last_output: "oops".into(),
+                },
+            ),
+        ]);
+        assert_eq!(v.rows.len(), 1);
+        let row = &v.rows[0];
+        assert_eq!(row.test, "service:db");
+        assert_eq!(row.status, Status::Done(Outcome::Failed));
+        assert!(row.logs.iter().any(|l| l.contains("Ready to accept connections")), "{:?}", row.logs);
+        assert!(row.logs.iter().any(|l| l.contains("ready at 10.0.0.2:6379 after 80 ms")), "{:?}", row.logs);
+        assert!(row.message.as_deref().is_some_and(|m| m.contains("exited (exit code 1)")));
+        // On the machine's timeline, and not counted as a test.
+        assert_eq!(v.lanes[0].marks.len(), 3);
+        assert!(v.counts.is_empty(), "{:?}", v.counts);
+    }
+
+    #[test]
     fn attachments_stay_with_their_test_and_attempt() {
         let s = shard(0, "box-a", "kv-server");
         let attach = |seq, name: &str| {

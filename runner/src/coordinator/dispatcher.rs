@@ -1276,6 +1276,9 @@ impl Dispatcher {
         self.sync.break_run(SyncFailure::Cancelled, reason.to_string());
         self.cancelled = Some(reason);
         self.cancel_deadline = Some(tokio::time::Instant::now() + self.cancel_grace);
+        // Entries still waiting for services are assigned now, to report
+        // their tests cancelled (rather than wait to be lost).
+        self.start_entries();
     }
 
     /// A cancelled run heard nothing from its machines for [`CANCEL_GRACE`]:

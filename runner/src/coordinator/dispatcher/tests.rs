@@ -756,3 +756,143 @@ async fn a_cancel_always_ends_the_run_even_when_a_machine_stays_silent() {
     let why = lost.expect("the silent machine's shard was lost");
     assert!(why.contains("did not wind the cancelled run down within 200ms"), "{why}");
 }
+
+/// The two-entry plan with a service `db` on profile `a` (shard 3, on m0).
+fn with_service() -> Harness {
+    let mut plan = plan("");
+    plan.services.push(
+        toml::from_str(
+            r#"name = "db"
+profile = "a"
+command = ["db-server", "--port", "{port}"]"#,
+        )
+        .unwrap(),
+    );
+    let mut infos = crate::fuzzing::tier_machines(&["a", "b"]);
+    for m in &mut infos {
+        m.allow_exec = vec!["db-server".into()];
+    }
+    let names = vec!["server".to_string(), "client".to_string()];
+    let shards = matching::place(&plan, &names, &[], &infos, &[]).unwrap();
+    let (suites, links, to, events, reporters) = Harness::parts();
+    let mut d = Dispatcher::new(RUN.into(), &plan, suites, links, shards, reporters);
+    d.start();
+    Harness { d, to, events }
+}
+
+fn service_state(state: ensemble_protocol::service::ServiceState) -> EventKind {
+    EventKind::Service { shard: sref(3), service: "db".into(), state }
+}
+
+fn ready_at(port: u16) -> EventKind {
+    service_state(ensemble_protocol::service::ServiceState::Ready {
+        address: ensemble_protocol::service::ServiceAddr {
+            machine: "anything".into(),
+            host: "10.0.0.1".into(),
+            port: Some(port),
+            ports: Default::default(),
+        },
+        after_ms: 5,
+    })
+}
+
+#[tokio::test]
+async fn entries_start_once_every_service_is_ready_and_services_stop_once_entries_are_done() {
+    let mut h = with_service();
+    // Only the service is assigned at first.
+    assert_eq!(h.assigned(0), [3]);
+    assert!(h.assigned(1).is_empty());
+    h.event(0, 3, 1, ready_at(7000));
+    // Now the entries, each with the service's address.
+    let sent: Vec<ToMachine> = h.sent(0).into_iter().chain(h.sent(1)).collect();
+    let entries: Vec<_> = sent
+        .iter()
+        .filter_map(|m| match m {
+            ToMachine::Assign { assignment } => Some(assignment),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(entries.len(), 2, "{sent:?}");
+    for a in entries {
+        let db = &a.services["db"][0];
+        assert_eq!((db.host.as_str(), db.port, db.machine.as_str()), ("10.0.0.1", Some(7000), "m-a"));
+    }
+    h.finish_shard(0, 1, Outcome::Passed);
+    assert!(!h.sent(0).iter().any(|m| matches!(m, ToMachine::StopServices { .. })), "one entry still runs");
+    h.finish_shard(1, 2, Outcome::Passed);
+    assert!(h.sent(0).iter().any(|m| matches!(m, ToMachine::StopServices { .. })));
+    // Stopped on purpose: the run passes.
+    h.event(
+        0,
+        3,
+        2,
+        service_state(ensemble_protocol::service::ServiceState::Exited {
+            status: "exit code 0".into(),
+            expected: true,
+            last_output: String::new(),
+        }),
+    );
+    h.event(0, 3, 3, EventKind::ShardFinished { shard: sref(3), summary: Summary::default(), error: None });
+    h.done(0, 3);
+    let (result, events) = h.end().await;
+    assert_eq!(result.verdict, Verdict::Passed);
+    assert_eq!(verdict_of(&events), Verdict::Passed);
+}
+
+#[tokio::test]
+async fn a_service_that_fails_fails_the_run_and_its_entries_end_cancelled() {
+    let mut h = with_service();
+    h.sent(0);
+    h.event(
+        0,
+        3,
+        1,
+        service_state(ensemble_protocol::service::ServiceState::Failed {
+            message: "service db on m-a was not ready within 30s".into(),
+        }),
+    );
+    // The entries are assigned, and cancelled at once.
+    for m in 0..2 {
+        let sent = h.sent(m);
+        assert!(sent.iter().any(|x| matches!(x, ToMachine::Assign { .. })), "{sent:?}");
+        assert!(
+            sent.iter()
+                .any(|x| matches!(x, ToMachine::Cancel { reason: CancelReason::ServiceFailed { .. }, .. })),
+            "{sent:?}"
+        );
+    }
+    h.event(
+        0,
+        3,
+        2,
+        EventKind::ShardFinished {
+            shard: sref(3),
+            summary: Summary::default(),
+            error: Some("not ready".into()),
+        },
+    );
+    h.done(0, 3);
+    h.finish_shard(0, 1, Outcome::Cancelled);
+    h.finish_shard(1, 2, Outcome::Cancelled);
+    let (result, _) = h.end().await;
+    assert_eq!(result.verdict, Verdict::Failed);
+    assert!(
+        matches!(result.cancelled, Some(CancelReason::ServiceFailed { ref service, .. }) if service == "db")
+    );
+}
+
+#[tokio::test]
+async fn a_run_cancelled_while_its_services_start_ends_without_waiting() {
+    let mut h = with_service();
+    h.sent(0);
+    h.d.handle(Inbound::Cancel { reason: CancelReason::User });
+    // The entries never started: they are assigned to report their tests
+    // cancelled, rather than waiting to be lost.
+    assert!(h.sent(1).iter().any(|x| matches!(x, ToMachine::Assign { .. })));
+    h.event(0, 3, 1, EventKind::ShardFinished { shard: sref(3), summary: Summary::default(), error: None });
+    h.done(0, 3);
+    h.finish_shard(0, 1, Outcome::Cancelled);
+    h.finish_shard(1, 2, Outcome::Cancelled);
+    let (result, _) = h.end().await;
+    assert_eq!(result.verdict, Verdict::Cancelled);
+}

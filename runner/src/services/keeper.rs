@@ -8,9 +8,10 @@
 //! whole group, and SIGKILL after the grace. When the program exits, the
 //! keeper kills what is left of its group (workers it forked). When the
 //! runner is gone (SIGKILLed, crashed: the keeper's parent changes), the
-//! keeper kills the whole group at once. Its exit code is the program's (128
-//! + the signal when a signal ended it). A group whose processes leave it
-//! (`setsid`, daemons) escapes, as with every process-group supervisor.
+//! keeper kills the whole group at once. Its exit code is the program's
+//! (128 plus the signal when a signal ended it). A group whose processes
+//! leave it (`setsid`, daemons) escapes, as with every process-group
+//! supervisor.
 
 /// The hidden command that runs a keeper.
 pub const COMMAND: &str = "__keep-service";

@@ -526,6 +526,8 @@ async fn stop_child(child: &mut tokio::process::Child, grace: Duration) -> Strin
             return describe_status(Ok(status));
         }
     }
+    #[cfg(not(unix))]
+    let _ = grace;
     let _ = child.start_kill();
     describe_status(child.wait().await)
 }

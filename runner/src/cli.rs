@@ -87,6 +87,9 @@ enum Command {
     /// Write the durations of a stored run's tests (JSON), for
     /// `ensemble run --partition duration:K/N --durations FILE`.
     Durations(DurationsArgs),
+    /// Remove the attached files of a data directory past their retention
+    /// or budget now (the server does it every hour by itself).
+    Gc(GcArgs),
     /// Print the shell completion script for SHELL (e.g. `ensemble
     /// completions bash > /etc/bash_completion.d/ensemble`).
     Completions { shell: clap_complete::Shell },
@@ -337,6 +340,8 @@ struct ServeArgs {
     #[arg(long, default_value = "64MiB")]
     max_suite_size: ensemble_protocol::units::ByteSize,
     #[command(flatten)]
+    attachments: AttachmentArgs,
+    #[command(flatten)]
     policy: PolicyArgs,
     /// Serve HTTPS/WSS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -407,6 +412,39 @@ struct RunnerArgs {
     policy: PolicyArgs,
     #[command(flatten)]
     cache: CacheArgs,
+}
+
+/// How long the server keeps the files tests attach (swept at start and
+/// every hour; `ensemble gc` sweeps at once).
+#[derive(Args, Debug)]
+struct AttachmentArgs {
+    /// Files attached by runs that started longer ago than this are removed
+    /// (their names and sizes stay in the run's events).
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    attachment_retention: std::time::Duration,
+    /// The most attached files may weigh in all: past it, the oldest runs'
+    /// files are removed first.
+    #[arg(long, default_value = "10GiB")]
+    attachment_budget: ensemble_protocol::units::ByteSize,
+}
+
+impl AttachmentArgs {
+    fn policy(&self) -> crate::server::AttachmentPolicy {
+        crate::server::AttachmentPolicy {
+            retention: self.attachment_retention,
+            budget: self.attachment_budget.0,
+        }
+    }
+}
+
+/// `ensemble gc`: sweep a data directory's attachments now.
+#[derive(Args, Debug)]
+struct GcArgs {
+    /// The server's data directory.
+    #[arg(long, default_value = "ensemble-data")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    attachments: AttachmentArgs,
 }
 
 /// What plans may grant the suites this machine runs. Nothing by default:
@@ -701,6 +739,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Suite(SuiteCommand::Inspect { file, cache }) => inspect(&file, &cache).await,
         Command::Report(args) => report(args).await,
         Command::Durations(args) => durations(args).await,
+        Command::Gc(args) => gc(args).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ensemble", &mut std::io::stdout());
             Ok(exit::SUCCESS)
@@ -1049,6 +1088,25 @@ async fn run_remote(args: &RunArgs, request: &RunRequest, client: &Client) -> Re
     Ok(verdict.exit_code())
 }
 
+async fn gc(args: GcArgs) -> Result<i32, Failure> {
+    if !args.data_dir.join("ensemble.db").is_file() {
+        return Err(bad(anyhow::anyhow!(
+            "{} holds no ensemble.db: is it a server's --data-dir?",
+            args.data_dir.display()
+        )));
+    }
+    let store = crate::store::Store::open(&args.data_dir).map_err(internal)?;
+    let policy = args.attachments.policy();
+    let cutoff =
+        crate::time::now_us().saturating_sub(i64::try_from(policy.retention.as_micros()).unwrap_or(i64::MAX));
+    let swept = tokio::task::spawn_blocking(move || store.sweep_attachments(cutoff, policy.budget))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    println!("ensemble gc: {swept}");
+    Ok(exit::SUCCESS)
+}
+
 fn machine_info(
     name: String,
     labels: Vec<(String, String)>,
@@ -1120,6 +1178,7 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
             webhook_allow: args.allow_webhook_to.clone(),
             min_schedule_interval: args.min_schedule_interval,
         },
+        attachments: args.attachments.policy(),
         local_machine: local,
         // Suites on the server's own machine never reach the server itself.
         policy: args.policy.policy("ensemble serve", vec![listen_grant(addr)]),

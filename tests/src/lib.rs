@@ -88,6 +88,12 @@ impl Proc {
         Some(kib * 1024)
     }
 
+    /// How many threads the process has now (Linux only).
+    pub fn threads(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status.lines().find(|l| l.starts_with("Threads:"))?.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// How many files (sockets included) the process has open (Linux only).
     pub fn open_files(&self) -> Option<usize> {
         Some(std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).ok()?.count())

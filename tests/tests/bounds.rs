@@ -424,3 +424,156 @@ fn running(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachments_are_bounded_per_run_and_swept_past_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_server(dir.path(), &data, TOKEN, &["--no-local-machine"]);
+    let _runner = start_runner_with(dir.path(), &server, "box", &["tier=a"], None, &["--slots", "4"]);
+    server.wait_online(1).await;
+    let hostile = format!("sha256:{}", server.upload(ensemble_artifacts::HOSTILE, "hostile").await);
+    // Ten tests attach 32 MiB each: 320 MiB, over the 256 MiB a run may keep.
+    let entries: Vec<_> = (0..10)
+        .map(|i| {
+            json!({ "suite": hostile, "profile": "a", "role": format!("flood-{i}"), "tests": ["attach_flood"],
+                    "params": { "only": "attach_flood", "files": "8", "mib": "4" } })
+        })
+        .collect();
+    let run = server
+        .start_run(json!({
+            "name": "attachments", "settings": { "attachment_limit": "32MiB" },
+            "profiles": [{ "name": "a", "labels": { "tier": "a" } }], "entries": entries,
+        }))
+        .await;
+    let events = server.events(&run).await;
+    let kept: u64 = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Attachment { size, .. } => Some(*size),
+            _ => None,
+        })
+        .sum();
+    let refused = events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Log { message, .. } if message.contains("refused an attachment")))
+        .count();
+    let on_disk = disk_use(&data.join("attachments"));
+    eprintln!(
+        "attachments kept: {} MiB in events, {} MiB on disk, {refused} refused",
+        kept >> 20,
+        on_disk >> 20
+    );
+    assert!(kept <= 256 << 20 && refused > 0, "kept {kept} bytes, refused {refused}");
+    assert!(on_disk <= (256 << 20) + (1 << 20), "{on_disk} bytes on disk");
+
+    // `ensemble gc` holds them to a budget, oldest first, and the API says
+    // what became of the bytes.
+    let data_dir = data.to_str().unwrap();
+    let out = ensemble(&["gc", "--data-dir", data_dir, "--attachment-budget", "64MiB"], dir.path());
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && said.contains("removed"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = disk_use(&data.join("attachments"));
+    assert!(left <= 64 << 20, "{left} bytes left after gc: {said}");
+    let gone = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Attachment { sha256, .. } if !data.join("attachments").join(sha256).exists() => {
+                Some(sha256.clone())
+            }
+            _ => None,
+        })
+        .expect("some attachment was swept");
+    let err = server.client().attachment(&run, &gone).await.unwrap_err();
+    assert_eq!(err.status(), Some(404));
+    assert!(err.to_string().contains("no longer kept"), "{err}");
+    let out = ensemble(&["gc", "--data-dir", dir.path().to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2), "a directory that is not a data dir is refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_that_cannot_start_do_not_pile_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut flags = vec!["--no-local-machine"];
+    flags.extend_from_slice(ensemble_tests::SCHEDULE_FLAGS);
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &flags);
+    let _runner = start_runner_with(dir.path(), &server, "box", &["tier=a"], None, &[]);
+    server.wait_online(1).await;
+    let hostile = format!("sha256:{}", server.upload(ensemble_artifacts::HOSTILE, "hostile").await);
+    // 5 plans × 16 schedules, every second, on a profile no machine matches.
+    let client = server.client();
+    let mut ids = Vec::new();
+    for p in 0..5 {
+        let plan: ensemble_protocol::Plan = serde_json::from_value(json!({
+            "name": format!("never-{p}"),
+            "profiles": [{ "name": "nowhere", "labels": { "tier": "nowhere" } }],
+            "entries": [{ "suite": hostile, "profile": "nowhere", "tests": ["passes"], "params": { "only": "passes" } }],
+            "schedule": zones().iter().map(|z| json!({ "cron": "* * * * * *", "timezone": z })).collect::<Vec<_>>(),
+        }))
+        .unwrap();
+        ids.push(client.create_plan(&plan).await.unwrap().id);
+    }
+    // Every schedule fires at least three times (each firing is recorded).
+    let mut firsts = std::collections::BTreeMap::new();
+    // (Each look is an event the server recorded; bounded: 60 s at most.)
+    for _ in 0..600 {
+        if settled_all(&client, &ids, &mut firsts).await == 80 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(settled_all(&client, &ids, &mut firsts).await, 80, "every schedule went on firing");
+    let threads = server.proc.threads().unwrap();
+    let runs = client.runs().await.unwrap();
+    eprintln!("after 80 schedules fired 3+ times each: {threads} server threads, {} runs", runs.len());
+    // At most one waiting run per schedule, and no task per firing.
+    assert!(runs.len() <= 80, "{} runs", runs.len());
+    assert!(threads < 64, "{threads} threads");
+    assert!(client.health().await.is_ok());
+}
+
+/// How many of the plans' schedules fired at least 2 s after they were
+/// first seen firing (`firsts` keeps those first times).
+async fn settled_all(
+    client: &ensemble_client::Client,
+    ids: &[String],
+    firsts: &mut std::collections::BTreeMap<(String, String), i64>,
+) -> usize {
+    let mut settled = 0;
+    for id in ids {
+        for s in client.plan(id).await.unwrap().schedules {
+            let Some(at) = s.last_fired_us else { continue };
+            let first = *firsts.entry((id.clone(), s.schedule.clone())).or_insert(at);
+            if at >= first + 2_000_000 {
+                settled += 1;
+            }
+        }
+    }
+    settled
+}
+
+/// 16 distinct time zones, so that 16 every-second schedules are 16 schedules.
+fn zones() -> [&'static str; 16] {
+    [
+        "UTC",
+        "Europe/Berlin",
+        "Asia/Tokyo",
+        "America/New_York",
+        "Europe/London",
+        "Asia/Kolkata",
+        "Australia/Sydney",
+        "America/Chicago",
+        "Europe/Paris",
+        "Asia/Shanghai",
+        "America/Denver",
+        "Africa/Cairo",
+        "Europe/Madrid",
+        "Asia/Dubai",
+        "America/Sao_Paulo",
+        "Pacific/Auckland",
+    ]
+}

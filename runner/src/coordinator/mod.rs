@@ -529,13 +529,24 @@ impl Coordinator {
             .store
             .call(move |s| {
                 let Some(name) = s.attachment_name(&run, &sha)? else { return Ok(None) };
-                Ok(s.attachment_bytes(&sha)?.map(|bytes| (name, bytes)))
+                Ok(Some((name, s.attachment_bytes(&sha)?)))
             })
             .await
             .map_err(internal)?;
-        found.ok_or_else(|| {
-            ApiError::new(ErrorKind::NotFound, format!("run {id:?} has no attachment with sha256 {sha256:?}"))
-        })
+        match found {
+            Some((name, Some(bytes))) => Ok((name, bytes)),
+            Some((name, None)) => Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "the bytes of {name:?} (run {id:?}) are no longer kept: the server removes attached files \
+                     past its --attachment-retention or --attachment-budget"
+                ),
+            )),
+            None => Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!("run {id:?} has no attachment with sha256 {sha256:?}"),
+            )),
+        }
     }
 
     /// Stores an uploaded suite after inspecting it; returns its metadata and

@@ -35,8 +35,6 @@ use crate::time::now_us;
 /// The longest the scheduler sleeps before it looks again (a wall clock
 /// that jumps is noticed within this).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
-/// How often a scheduled run that its machines cannot take yet is retried.
-const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// A schedule, parsed.
 #[derive(Debug)]
@@ -239,6 +237,11 @@ impl Coordinator {
                 let min_us = i64::try_from(self.config.min_schedule_interval.as_micros()).unwrap_or(i64::MAX);
                 let fired = records.get(&key).is_some_and(|r| r.fired);
                 let too_soon = |due: i64| fired && due - last < min_us;
+                // Its next time counts whatever happens to this one (a
+                // skipped firing must not put the scheduler to sleep).
+                if let Some(t) = parsed.next_after(now) {
+                    next = Some(next.map_or(t, |n| n.min(t)));
+                }
                 if let Some(due) = parsed.latest_in(last, now).filter(|&due| !too_soon(due)) {
                     let k = key.clone();
                     if !self.schedules_waiting.lock().expect("schedules lock").insert(key.clone()) {
@@ -265,27 +268,32 @@ impl Coordinator {
                         core.schedules_waiting.lock().expect("schedules lock").remove(&waiting);
                     });
                 }
-                if let Some(t) = parsed.next_after(now) {
-                    next = Some(next.map_or(t, |n| n.min(t)));
-                }
             }
         }
         self.store.call(move |st| st.keep_schedule_records(&keep)).await?;
         Ok(next)
     }
 
-    /// Starts the run of a schedule's fire time; tries again while its
-    /// machines cannot take it, up to `limit`; records the run or why none.
+    /// Starts the run of a schedule's fire time; while its machines cannot
+    /// take it, tries again each time the machines change (one joins,
+    /// leaves, is drained or takes work), up to `limit` — never on a timer,
+    /// so a schedule whose plan cannot be placed costs nothing while it
+    /// waits; records the run or why none.
     async fn start_scheduled(self: Arc<Self>, plan: String, key: String, due: i64, limit: Duration) {
-        let started = tokio::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut machines = self.machines.subscribe();
         let outcome = loop {
+            machines.borrow_and_update();
             let req = RunRequest { plan_id: Some(plan.clone()), ..RunRequest::default() };
             match self.start_run_scheduled(req, Some(key.clone())).await {
                 Ok(created) => break Ok(created.id),
-                Err(e) if e.kind() == ErrorKind::Unsatisfiable && started.elapsed() < limit => {
+                Err(e) if e.kind() == ErrorKind::Unsatisfiable && tokio::time::Instant::now() < deadline => {
                     tokio::select! {
                         _ = self.shutdown.cancelled() => break Err(e.message().to_string()),
-                        _ = tokio::time::sleep(RETRY_EVERY) => {}
+                        changed = machines.changed() => if changed.is_err() {
+                            break Err(e.message().to_string());
+                        },
+                        () = tokio::time::sleep_until(deadline) => break Err(e.message().to_string()),
                     }
                 }
                 Err(e) => break Err(e.message().to_string()),

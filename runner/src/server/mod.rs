@@ -141,6 +141,42 @@ pub struct ServeOptions {
     pub services: crate::services::Host,
     /// Terminate TLS with this configuration (`--tls-cert`/`--tls-key`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long attached files are kept, and the most they may weigh.
+    pub attachments: AttachmentPolicy,
+}
+
+/// How long the server keeps the files tests attach, and the most they may
+/// weigh in all (`serve --attachment-retention`, `--attachment-budget`).
+#[derive(Clone, Copy, Debug)]
+pub struct AttachmentPolicy {
+    pub retention: std::time::Duration,
+    pub budget: u64,
+}
+
+/// How often the server sweeps attachments past their retention or budget.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Sweeps the store's attachments now and every [`SWEEP_EVERY`] until `stop`.
+async fn sweep_attachments(
+    store: Store,
+    policy: AttachmentPolicy,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let s = store.clone();
+        let cutoff = crate::time::now_us()
+            .saturating_sub(i64::try_from(policy.retention.as_micros()).unwrap_or(i64::MAX));
+        match tokio::task::spawn_blocking(move || s.sweep_attachments(cutoff, policy.budget)).await {
+            Ok(Ok(swept)) if swept.files > 0 => tracing::info!("attachments: {swept}"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("sweeping attachments: {e:#}"),
+            Err(e) => tracing::warn!("sweeping attachments: {e}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(SWEEP_EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Serves the API until `shutdown`, then winds everything down.
@@ -150,6 +186,7 @@ pub async fn serve(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     let store = Store::open(&opts.data_dir)?;
+    let sweeper = tokio::spawn(sweep_attachments(store.clone(), opts.attachments, shutdown.clone()));
     let core = Coordinator::new(store.clone(), sandbox.clone(), opts.config);
     core.resume_runs(opts.local_machine.as_ref().map(|m| m.name.as_str())).await?;
     let mut local = None;
@@ -183,5 +220,6 @@ pub async fn serve(
         let _ = agent_task.await;
         let _ = pump.await;
     }
+    let _ = sweeper.await;
     Ok(())
 }

@@ -43,6 +43,29 @@ pub struct ScheduleRecord {
     pub error: Option<String>,
 }
 
+/// What an attachment sweep removed and kept ([`Store::sweep_attachments`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub files: u64,
+    pub bytes: u64,
+    pub kept_files: u64,
+    pub kept_bytes: u64,
+}
+
+impl std::fmt::Display for Swept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use ensemble_protocol::units::ByteSize;
+        write!(
+            f,
+            "removed {} attachment file(s), {}; kept {}, {}",
+            self.files,
+            ByteSize(self.bytes),
+            self.kept_files,
+            ByteSize(self.kept_bytes)
+        )
+    }
+}
+
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -396,6 +419,59 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    /// Removes attachment files past their retention: those no run that
+    /// started at `cutoff_us` or later refers to (and files no run refers
+    /// to at all), then, while the files kept weigh more than `budget`
+    /// bytes, those of the oldest runs first. Events keep their names and
+    /// sizes; the API answers that the bytes expired.
+    pub fn sweep_attachments(&self, cutoff_us: i64, budget: u64) -> anyhow::Result<Swept> {
+        let newest: HashMap<String, i64> = {
+            let db = self.db();
+            let mut stmt = db.prepare(
+                "SELECT json_extract(e.body, '$.sha256'), MAX(r.started_us) FROM events e \
+                 JOIN runs r ON r.id = e.run WHERE json_extract(e.body, '$.type') = 'attachment' GROUP BY 1",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?)))?;
+            rows.filter_map(|r| match r {
+                Ok((Some(sha), at)) => Some(Ok((sha, at))),
+                Ok((None, _)) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<_, _>>()?
+        };
+        let mut files: Vec<(i64, String, u64)> = Vec::new();
+        for entry in std::fs::read_dir(&self.attachments_dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !attachment::is_sha256(&name) {
+                continue; // an upload being written
+            }
+            let size = entry.metadata().map_or(0, |m| m.len());
+            files.push((newest.get(&name).copied().unwrap_or(i64::MIN), name, size));
+        }
+        files.sort();
+        let mut swept = Swept {
+            kept_files: files.len() as u64,
+            kept_bytes: files.iter().map(|f| f.2).sum(),
+            ..Swept::default()
+        };
+        for (newest, name, size) in files {
+            if newest >= cutoff_us && swept.kept_bytes <= budget {
+                break;
+            }
+            match std::fs::remove_file(self.attachments_dir.join(&name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(anyhow::Error::from(e).context(format!("removing attachment {name}"))),
+            }
+            swept.files += 1;
+            swept.bytes += size;
+            swept.kept_files -= 1;
+            swept.kept_bytes -= size;
+        }
+        Ok(swept)
     }
 
     /// The bytes stored under `sha256`; None when there are none.
@@ -966,5 +1042,68 @@ mod tests {
         assert_eq!(s.attachment_name("other", &sha).unwrap(), None, "only the run's own");
         assert_eq!(s.attachment_bytes(&sha).unwrap(), Some(bytes));
         assert_eq!(s.attachment_bytes("../ensemble.db").unwrap(), None, "only sha256 names");
+    }
+
+    #[test]
+    fn attachments_past_their_retention_or_the_budget_are_swept_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        // Three runs, started at 10, 20 and 30, each attaching 1,000 bytes
+        // of its own; and one file no run refers to.
+        let mut shas = Vec::new();
+        for (i, started) in [10i64, 20, 30].into_iter().enumerate() {
+            let id = format!("run-{i}");
+            s.put_run(&RunMeta {
+                id: id.clone(),
+                plan: plan(),
+                state: RunState::Passed,
+                started_us: started,
+                finished_us: None,
+                summary: None,
+                reruns: None,
+                scheduled: None,
+            })
+            .unwrap();
+            let bytes = vec![i as u8; 1000];
+            let sha = crate::sandbox::sha256_hex(&bytes);
+            let shard = ensemble_protocol::ShardRef {
+                shard: 1,
+                machine: "m".into(),
+                role: "r".into(),
+                suite: "s".into(),
+                instance: 0,
+            };
+            let mut events = vec![Event {
+                run: id,
+                seq: 1,
+                at_us: started,
+                machine_at_us: None,
+                kind: EventKind::Attachment {
+                    shard,
+                    test: "t".into(),
+                    name: "f.bin".into(),
+                    sha256: sha.clone(),
+                    size: 1000,
+                    data: Some(ensemble_protocol::attachment::Blob(bytes)),
+                },
+            }];
+            s.write_batch(&mut events, &[]).unwrap();
+            shas.push(sha);
+        }
+        let orphan = crate::sandbox::sha256_hex(b"orphan");
+        std::fs::write(dir.path().join("attachments").join(&orphan), b"orphan").unwrap();
+        // Retention: runs that started before 15 lose theirs; the orphan goes too.
+        let swept = s.sweep_attachments(15, u64::MAX).unwrap();
+        assert_eq!((swept.files, swept.bytes, swept.kept_files, swept.kept_bytes), (2, 1006, 2, 2000));
+        assert_eq!(s.attachment_bytes(&shas[0]).unwrap(), None);
+        assert!(s.attachment_bytes(&shas[1]).unwrap().is_some());
+        // Budget: the oldest run's go first until the rest fit.
+        let swept = s.sweep_attachments(0, 1500).unwrap();
+        assert_eq!((swept.files, swept.kept_bytes), (1, 1000));
+        assert_eq!(s.attachment_bytes(&shas[1]).unwrap(), None);
+        assert!(s.attachment_bytes(&shas[2]).unwrap().is_some());
+        // The events keep the name.
+        assert_eq!(s.attachment_name("run-1", &shas[1]).unwrap().as_deref(), Some("f.bin"));
+        assert_eq!(s.sweep_attachments(0, 1500).unwrap().files, 0, "nothing more to do");
     }
 }

@@ -16,6 +16,7 @@
 //! | `read_env` | passes iff the variable is visible | `name`, default `HOME` |
 //! | `output_flood` | writes `mib` MiB of lines to stdout, then passes | `mib`, default 64 |
 //! | `log_flood` | logs `times` lines of 64 KiB, then passes (the log budget drops most) | `times`, default 20000 |
+//! | `attach_flood` | attaches `files` files of `mib` MiB, each different, then passes | `files`, default 8; `mib` |
 //! | `passes` | passes at once (per-test overhead benchmark) | |
 //!
 //! With param `only` set to a test's name, every other test skips at once:
@@ -32,6 +33,7 @@ const ADDR: Param<String> = Param::new("addr", "the host:port connect tries to r
 const NAME: Param<String> = Param::new("name", "the environment variable read_env reads").default("HOME");
 const MIB: Param<u32> = Param::new("mib", "MiB memory_hog and output_flood try to use").default("64");
 const TIMES: Param<u32> = Param::new("times", "how many lines log_flood logs").default("20000");
+const FILES: Param<u32> = Param::new("files", "how many files attach_flood attaches").default("8");
 
 /// Skips the test unless param `only` is unset or names it.
 fn only(test: &str) -> TestResult {
@@ -136,13 +138,27 @@ fn log_flood() -> TestResult {
     Ok(())
 }
 
+fn attach_flood() -> TestResult {
+    only("attach_flood")?;
+    let size = (MIB.get()? as usize) << 20;
+    let seed = format!("{}/{}/{}", run_id(), role(), instance_index());
+    for file in 0..FILES.get()? {
+        // Each file's bytes differ (attachments are kept by their sha256).
+        let head = format!("{seed}/{file}\n");
+        let mut bytes = vec![0u8; size];
+        bytes[..head.len().min(size)].copy_from_slice(&head.as_bytes()[..head.len().min(size)]);
+        attach::bytes(&format!("part-{file}.bin"), &bytes).map_err(|e| fail(format!("attaching part {file}: {e}")))?;
+    }
+    Ok(())
+}
+
 fn passes() -> TestResult {
     only("passes")?;
     Ok(())
 }
 
 ensemble_sdk::suite! {
-    params(ONLY, PATH, ADDR, NAME, MIB, TIMES),
+    params(ONLY, PATH, ADDR, NAME, MIB, TIMES, FILES),
     busy_loop,
     long_sleep,
     memory_hog,
@@ -152,5 +168,6 @@ ensemble_sdk::suite! {
     read_env,
     output_flood,
     log_flood,
+    attach_flood,
     passes,
 }

@@ -174,6 +174,13 @@ impl Stream {
     }
 }
 
+/// The most tests of one shard the dispatcher remembers as running (to
+/// report them lost with their machine).
+const MAX_RUNNING_TESTS: usize = 4096;
+/// The most sync calls whose answers a run keeps for resending (each until
+/// its shard is done); a call past it is answered with an error.
+const MAX_KEPT_CALLS: usize = 1_000_000;
+
 /// The most bytes of text (output, messages, log lines, attachments) one
 /// run's events may make the coordinator keep: past it, the run is
 /// cancelled, failed, saying so.
@@ -910,7 +917,9 @@ impl Dispatcher {
 
     fn test_started(&mut self, shard: u32, test: &str) {
         let running = self.running_test.entry(shard).or_default();
-        if !running.iter().any(|t| t == test) {
+        // A shard runs at most `test_threads` (≤ 1024) tests at once; a
+        // machine that claims more is not believed past this.
+        if running.len() < MAX_RUNNING_TESTS && !running.iter().any(|t| t == test) {
             running.push(test.to_string());
         }
     }
@@ -1087,6 +1096,16 @@ impl Dispatcher {
             }
             wait => (wait, None),
         };
+        if self.sync_calls.len() >= MAX_KEPT_CALLS {
+            let reply = SyncReply::Error {
+                kind: SyncFailure::Invalid,
+                message: format!(
+                    "the run holds the answers of {MAX_KEPT_CALLS} sync calls of shards still running, the most it may"
+                ),
+            };
+            self.send_durable(m, ToMachine::SyncReply { id, reply });
+            return;
+        }
         self.sync_calls.insert(key, None);
         // What it waits on, for people watching, unless it need not wait.
         let waiting = match &wait {
@@ -1145,7 +1164,13 @@ impl Dispatcher {
     /// Shard `sref` said it could not run (`why`): it counts against the run,
     /// and no party waits for it any more.
     fn could_not_run(&mut self, sref: &ShardRef, why: &str) {
-        // A machine's words, kept for the run's end: a page at most.
+        // One error a shard (a machine that says it again is not heard
+        // again), a page at most: the machine's words, kept for the run's end.
+        if self.shard_errors.len() >= self.shards.len()
+            || self.shard_errors.iter().any(|e| e.starts_with(&format!("shard {} (", sref.shard)))
+        {
+            return;
+        }
         let why: String = why.chars().take(4096).collect();
         let why = why.as_str();
         self.shard_errors.push(format!("shard {} ({} on {}): {why}", sref.shard, sref.role, sref.machine));

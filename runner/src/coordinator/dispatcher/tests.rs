@@ -896,3 +896,19 @@ async fn a_run_cancelled_while_its_services_start_ends_without_waiting() {
     let (result, _) = h.end().await;
     assert_eq!(result.verdict, Verdict::Cancelled);
 }
+
+#[tokio::test]
+async fn a_machine_that_repeats_a_shard_error_is_counted_once() {
+    let mut h = Harness::new("");
+    h.sent(0);
+    h.sent(1);
+    for seq in 1..=50 {
+        let error = Some(format!("could not run ({seq})"));
+        h.event(0, 1, seq, EventKind::ShardFinished { shard: sref(1), summary: Summary::default(), error });
+    }
+    h.done(0, 1);
+    h.finish_shard(1, 2, Outcome::Passed);
+    let (result, _) = h.end().await;
+    assert_eq!(result.shard_errors.len(), 1, "{:?}", result.shard_errors);
+    assert!(result.shard_errors[0].contains("could not run (1)"));
+}

@@ -395,3 +395,56 @@ async fn a_runner_that_starts_ends_what_its_previous_life_left_running() {
     }
     assert_eq!(marked(&run), Vec::<u32>::new(), "runner log:\n{}", next.log());
 }
+
+#[test]
+fn a_python_suite_finds_the_runs_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("finds");
+    let out = ensemble(&["suite", "new", project.to_str().unwrap(), "--lang", "python"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        project.join("finds.py"),
+        r#"from ensemble_suite import Tests, service, service_port, test, fail
+
+__all__ = ["Tests"]
+
+
+@test
+def finds_db():
+    db = service("db")
+    assert db.host == "127.0.0.1" and db.port > 0, repr(db)
+    assert service_port("db", "admin") > 0
+    assert db.addr() == f"127.0.0.1:{db.port}"
+
+
+@test
+def a_missing_service_is_named():
+    try:
+        service("cache")
+    except Exception as e:
+        assert "no service 'cache'" in str(e), str(e)
+    else:
+        fail("service('cache') did not fail")
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("plan.toml"),
+        r#"name = "finds"
+[[profiles]]
+name = "any"
+[[services]]
+name = "db"
+profile = "any"
+command = ["sh", "-c", "echo up {port} {port.admin}; exec sleep 600"]
+ready = { log = "up" }
+[[entries]]
+suite = "."
+profile = "any"
+"#,
+    )
+    .unwrap();
+    let out = ensemble(&["run", project.join("plan.toml").to_str().unwrap()], dir.path());
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("PASSED: 2 test(s)"), "{text}");
+}

@@ -96,6 +96,9 @@ __all__ = [
     "param_text",
     "params",
     "parse_duration",
+    "service",
+    "service_port",
+    "ServiceAddress",
 ]
 
 T = TypeVar("T")
@@ -748,6 +751,60 @@ def params() -> Dict[str, str]:
     """Every param the plan entry sets, as text, sorted by name."""
     _in_test("params()")
     return dict(_context.params())
+
+
+# ---------------------------------------------------------------------------
+# Services
+# ---------------------------------------------------------------------------
+
+
+class ServiceAddress:
+    """Where one of the run's services is: ``host`` and ``port``.
+
+    Reaching it needs the plan entry's grant ``capabilities.net =
+    ["service:NAME"]``.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+
+    def addr(self) -> str:
+        """``host:port`` (an IPv6 host in brackets)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def url(self, path: str = "/") -> str:
+        """``http://host:port`` followed by ``path``."""
+        return f"http://{self.addr()}{path}"
+
+    def __repr__(self) -> str:
+        return f"ServiceAddress({self.host!r}, {self.port})"
+
+
+def _service_prefix(name: str) -> str:
+    return name.upper().replace("-", "_") + "_SERVICE"
+
+
+def service(name: str) -> ServiceAddress:
+    """The address of the run's service ``name`` (its first instance), from
+    the variables the runner sets (``DB_SERVICE_HOST``, ``DB_SERVICE_PORT``);
+    fails the test when the run has no such service."""
+    prefix = _service_prefix(name)
+    host = os.environ.get(f"{prefix}_HOST")
+    if host is None:
+        raise Failed(
+            f"the run has no service {name!r} (no ${prefix}_HOST): is it in the plan's [[services]], and ready?"
+        )
+    return ServiceAddress(host, service_port(name))
+
+
+def service_port(name: str, port: str = "") -> int:
+    """The port ``{port.PORT}`` of service ``name`` (``""``: its ``{port}``)."""
+    var = f"{_service_prefix(name)}_PORT" + (f"_{port.upper().replace('-', '_')}" if port else "")
+    value = os.environ.get(var)
+    if value is None or not value.isdigit():
+        raise Failed(f"service {name!r} has no such port (${var} is {value!r})")
+    return int(value)
 
 
 # ---------------------------------------------------------------------------

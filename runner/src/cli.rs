@@ -68,7 +68,7 @@ enum Command {
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
     /// Serve the coordinator: REST API, WebSockets, and a machine of its own.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Join a coordinator as a machine and run the shards it assigns.
     Runner(RunnerArgs),
     /// Start a whole local setup: a server, two runner processes with different
@@ -732,7 +732,7 @@ pub fn main() -> i32 {
 async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     match cli.command {
         Command::Run(args) => run(args).await,
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Runner(args) => runner(args).await,
         Command::Demo(args) => crate::demo::demo(args.listen, args.data_dir).await.map_err(internal),
         Command::Plan(PlanCommand::Check { file, no_suites, cache }) => check(&file, no_suites, &cache).await,

@@ -413,3 +413,48 @@ async fn a_cross_platform_run_shows_its_outcomes_across_profiles() {
     }
     browser.close().await.unwrap();
 }
+
+/// A run's service is a row of its machine: its life and its output, and
+/// the editor edits services like entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_shows_its_life_and_output_and_the_editor_adds_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--allow-exec", "sh"]);
+    server.wait_online(1).await;
+    let suite = format!("sha256:{}", server.upload(ensemble_artifacts::HELLO_COMMAND, "hello").await);
+    let run = server
+        .start_run(json!({
+            "name": "with a service",
+            "profiles": [{ "name": "here" }],
+            "services": [{ "name": "db", "profile": "here",
+                           "command": ["sh", "-c", "echo listening on {port}; exec sleep 600"],
+                           "ready": { "log": "listening" } }],
+            "entries": [{ "suite": suite, "profile": "here" }],
+        }))
+        .await;
+    server.events(&run).await;
+    let browser = Browser::start().await.unwrap();
+    let b = &browser;
+    let steps = async {
+        b.goto(&format!("{}/runs/{run}?token={TOKEN}", server.url)).await?;
+        b.wait_text("#run-state", "passed").await?;
+        b.wait_text("tr[data-test='service:db'] .status", "passed").await?;
+        b.click("tr[data-test='service:db'] button").await?;
+        let logs = b.wait_text("#test-detail .logs", "ready at 127.0.0.1:").await?.text().await?;
+        anyhow::ensure!(logs.contains("listening on ") && logs.contains("stopped ("), "{logs}");
+        // Not a test: the counts are the entry's alone.
+        b.wait_text("#summary [data-count='passed']", "1 passed").await?;
+
+        b.goto(&format!("{}/plans/new?token={TOKEN}", server.url)).await?;
+        b.click("#add-service").await?;
+        b.wait_text("#service-0-reach", "service:db").await?;
+        b.fill("#service-0-command", "redis-server\n--port\n{port}").await?;
+        b.fill("#service-0-name", "Bad Name").await?;
+        b.wait_text("#service-0-name-error", "is not a valid service name").await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = steps.await {
+        panic!("{e:#}\n{}", browser.diagnostics().await);
+    }
+    browser.close().await.unwrap();
+}

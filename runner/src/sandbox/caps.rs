@@ -135,6 +135,10 @@ impl Grants {
     /// addresses. Every entry sees the services' variables
     /// (`DB_SERVICE_HOST`, …), granted or not.
     pub fn within(caps: &Capabilities, policy: &HostPolicy, services: &Addresses) -> Result<Grants, String> {
+        // A runner may advertise a name (`--advertise db.lan`): suites get
+        // no name lookups, so they see, and are granted, what it resolves
+        // to here, once.
+        let services = &resolved(services)?;
         // Plain grants are checked against `--allow-net` addresses; service
         // grants against `--allow-net service:…`, whatever address the
         // service landed on.
@@ -286,15 +290,36 @@ fn service_grants(pattern: &str, name: &str, services: &Addresses) -> Result<Vec
     };
     let mut out = Vec::new();
     for (host, port) in instances.iter().flat_map(|a| a.sockets()) {
-        let ips: Vec<std::net::IpAddr> = match host.parse() {
-            Ok(ip) => vec![ip],
-            Err(_) => (host.as_str(), port)
+        let ip: std::net::IpAddr =
+            host.parse().map_err(|_| format!("service {name} has no address to grant ({host:?})"))?;
+        out.push(NetGrant { host: HostPattern::Ip(ip), port: Some(port) });
+    }
+    Ok(out)
+}
+
+/// `services` with every host that is a name replaced by the address it
+/// resolves to here (an IPv4 one first).
+fn resolved(services: &Addresses) -> Result<Addresses, String> {
+    let mut out = services.clone();
+    for (name, instances) in out.iter_mut() {
+        for a in instances.iter_mut() {
+            if a.host.parse::<std::net::IpAddr>().is_ok() {
+                continue;
+            }
+            let mut ips: Vec<std::net::IpAddr> = (a.host.as_str(), 0)
                 .to_socket_addrs()
-                .map_err(|e| format!("resolving {host} (service {name}): {e}"))?
-                .map(|a| a.ip())
-                .collect(),
-        };
-        out.extend(ips.into_iter().map(|ip| NetGrant { host: HostPattern::Ip(ip), port: Some(port) }));
+                .map_err(|e| format!("resolving {} (where service {name} was advertised): {e}", a.host))?
+                .map(|s| s.ip())
+                .collect();
+            ips.sort_by_key(|ip| !ip.is_ipv4());
+            let Some(ip) = ips.first() else {
+                return Err(format!(
+                    "{} (where service {name} was advertised) resolves to no address",
+                    a.host
+                ));
+            };
+            a.host = ip.to_string();
+        }
     }
     Ok(out)
 }
@@ -349,6 +374,24 @@ mod tests {
         let services: Addresses = [("db".to_string(), vec![addr])].into();
         let open = HostPolicy::open();
         let grants = Grants::within(&caps(&["service:db"], &[]), &open, &services).unwrap();
+        // A name is granted, and shown, as what it resolves to.
+        let named: Addresses = [(
+            "web".to_string(),
+            vec![ServiceAddr {
+                machine: "w".into(),
+                host: "localhost".into(),
+                port: Some(80),
+                ports: Default::default(),
+            }],
+        )]
+        .into();
+        let web = Grants::within(&caps(&["service:web"], &[]), &open, &named).unwrap();
+        assert!(
+            web.env.contains(&("WEB_SERVICE_HOST".to_string(), "127.0.0.1".to_string())),
+            "{:?}",
+            web.env
+        );
+        assert!(web.net.iter().any(|g| g.allows("127.0.0.1:80".parse().unwrap())));
         let reach =
             |ip: &str, port| grants.net.iter().any(|g| g.allows(format!("{ip}:{port}").parse().unwrap()));
         assert!(reach("10.0.0.7", 6379) && reach("10.0.0.7", 7000));

@@ -764,10 +764,38 @@ impl Dispatcher {
                     }
                     d.done.insert(sref.shard);
                 }
-                EventKind::Service { service, state: ServiceState::Ready { address, .. }, .. } => {
-                    d.ready.entry(service.clone()).or_default().insert(sref.instance, address.clone());
+                EventKind::Service { service, state, .. } => {
+                    let Some(&i) = d.by_no.get(&sref.shard) else { continue };
+                    if d.assignments[i].service.as_ref().is_none_or(|s| &s.name != service) {
+                        continue;
+                    }
+                    match state {
+                        ServiceState::Ready { address, .. } => {
+                            d.ready
+                                .entry(service.clone())
+                                .or_default()
+                                .insert(sref.instance, address.clone());
+                        }
+                        ServiceState::Stopping => d.services_stopped = true,
+                        ServiceState::Failed { message } if d.cancelled.is_none() && !d.services_stopped => {
+                            d.cancelled = Some(CancelReason::ServiceFailed {
+                                service: service.clone(),
+                                machine: sref.machine.clone(),
+                                message: message.clone(),
+                            });
+                        }
+                        ServiceState::Exited { expected: false, status, .. }
+                            if d.cancelled.is_none() && !d.services_stopped =>
+                        {
+                            d.cancelled = Some(CancelReason::ServiceFailed {
+                                service: service.clone(),
+                                machine: sref.machine.clone(),
+                                message: format!("it exited ({status}) while the run went on"),
+                            });
+                        }
+                        _ => {}
+                    }
                 }
-                EventKind::Service { state: ServiceState::Stopping, .. } => d.services_stopped = true,
                 EventKind::Sync { op, call, .. } => {
                     match (op, call) {
                         // A plain signal's answer, or the signal a
@@ -984,6 +1012,20 @@ impl Dispatcher {
                 message: "the coordinator refused a sync event sent by a machine".into(),
             };
         }
+        // Only a service's own shard speaks for it, and only by its name.
+        if let EventKind::Service { service, .. } = &event
+            && self.assignments[index].service.as_ref().is_none_or(|s| &s.name != service)
+        {
+            crate::throttled!(warn, 30, run = %self.run, shard, "refusing a service event from a shard that does not run that service");
+            event = EventKind::Log {
+                shard: sref.clone(),
+                test: String::new(),
+                level: "warn".into(),
+                message:
+                    "the coordinator refused a service event from a shard that does not run that service"
+                        .into(),
+            };
+        }
         let running = self.running_test.get(&shard).map_or(&[][..], Vec::as_slice);
         if let Err(why) = self.attached.check(shard, running, &event) {
             crate::throttled!(warn, 30, run = %self.run, shard, "refusing an attachment: {why}");
@@ -1016,6 +1058,9 @@ impl Dispatcher {
                     self.handle_cancel(reason);
                 }
             }
+            // A service that ends once it was told to stop ends as asked.
+            EventKind::ShardFinished { error: Some(_), .. }
+                if self.services_stopped && self.shards[index].service.is_some() => {}
             EventKind::ShardFinished { error: Some(e), .. } => self.could_not_run(&sref, e),
             _ => {}
         }
@@ -1069,6 +1114,17 @@ impl Dispatcher {
             Some(None) => return, // still waiting; the answer goes to the current connection
             None => {}
         }
+        // A bounded record: a call past it is refused before it does anything.
+        if self.sync_calls.len().saturating_add(self.signalled.len()) >= MAX_KEPT_CALLS {
+            let reply = SyncReply::Error {
+                kind: SyncFailure::Invalid,
+                message: format!(
+                    "the run holds the answers of {MAX_KEPT_CALLS} sync calls of shards still running, the most it may"
+                ),
+            };
+            self.send_durable(m, ToMachine::SyncReply { id, reply });
+            return;
+        }
         // Signals and publishes happen here, one at a time, and are recorded
         // as they happen (a restart rebuilds the counts from that record);
         // only waits run apart.
@@ -1096,16 +1152,6 @@ impl Dispatcher {
             }
             wait => (wait, None),
         };
-        if self.sync_calls.len() >= MAX_KEPT_CALLS {
-            let reply = SyncReply::Error {
-                kind: SyncFailure::Invalid,
-                message: format!(
-                    "the run holds the answers of {MAX_KEPT_CALLS} sync calls of shards still running, the most it may"
-                ),
-            };
-            self.send_durable(m, ToMachine::SyncReply { id, reply });
-            return;
-        }
         self.sync_calls.insert(key, None);
         // What it waits on, for people watching, unless it need not wait.
         let waiting = match &wait {
@@ -1240,7 +1286,8 @@ impl Dispatcher {
             let sref = self.shards[i].shard.clone();
             let why = format!("machine {name} was lost: {reason}");
             let mut tests = self.running_test.remove(&sref.shard).unwrap_or_default();
-            if tests.is_empty() {
+            // A service is not a test: its loss fails the run (below), not a count.
+            if tests.is_empty() && self.shards[i].service.is_none() {
                 tests.push("(shard)".to_string());
             }
             let mut lost = Summary::default();

@@ -912,3 +912,32 @@ async fn a_machine_that_repeats_a_shard_error_is_counted_once() {
     assert_eq!(result.shard_errors.len(), 1, "{:?}", result.shard_errors);
     assert!(result.shard_errors[0].contains("could not run (1)"));
 }
+
+#[tokio::test]
+async fn only_a_services_own_shard_speaks_for_it() {
+    let mut h = with_service();
+    h.sent(0);
+    // m0 also runs entry shard 1 (not yet assigned, but its machine owns
+    // the number): its claim that db is ready at its own address is refused.
+    h.event(0, 1, 1, ready_at(22));
+    assert!(h.assigned(1).is_empty(), "the entries still wait for db");
+    assert!(
+        h.kinds().iter().any(
+            |k| matches!(k, EventKind::Log { message, .. } if message.contains("refused a service event"))
+        )
+    );
+    // Its real shard, under another name: refused too.
+    h.event(
+        0,
+        3,
+        1,
+        EventKind::Service {
+            shard: sref(3),
+            service: "cache".into(),
+            state: ensemble_protocol::service::ServiceState::Failed { message: "forged".into() },
+        },
+    );
+    assert!(h.d.cancelled.is_none());
+    h.event(0, 3, 2, ready_at(7000));
+    assert_eq!(h.assigned(1), [2]);
+}

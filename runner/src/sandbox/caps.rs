@@ -290,34 +290,27 @@ fn service_grants(pattern: &str, name: &str, services: &Addresses) -> Result<Vec
     };
     let mut out = Vec::new();
     for (host, port) in instances.iter().flat_map(|a| a.sockets()) {
-        let ip: std::net::IpAddr =
-            host.parse().map_err(|_| format!("service {name} has no address to grant ({host:?})"))?;
+        let ip: std::net::IpAddr = host.parse().map_err(|_| {
+            format!("service {name} was advertised at {host:?}, which does not resolve on this machine")
+        })?;
         out.push(NetGrant { host: HostPattern::Ip(ip), port: Some(port) });
     }
     Ok(out)
 }
 
 /// `services` with every host that is a name replaced by the address it
-/// resolves to here (an IPv4 one first).
+/// resolves to here (an IPv4 one first). A name that does not resolve is
+/// left as it is: only an entry that is granted that service fails, naming it.
 fn resolved(services: &Addresses) -> Result<Addresses, String> {
     let mut out = services.clone();
-    for (name, instances) in out.iter_mut() {
-        for a in instances.iter_mut() {
-            if a.host.parse::<std::net::IpAddr>().is_ok() {
-                continue;
-            }
-            let mut ips: Vec<std::net::IpAddr> = (a.host.as_str(), 0)
-                .to_socket_addrs()
-                .map_err(|e| format!("resolving {} (where service {name} was advertised): {e}", a.host))?
-                .map(|s| s.ip())
-                .collect();
-            ips.sort_by_key(|ip| !ip.is_ipv4());
-            let Some(ip) = ips.first() else {
-                return Err(format!(
-                    "{} (where service {name} was advertised) resolves to no address",
-                    a.host
-                ));
-            };
+    for a in out.values_mut().flatten() {
+        if a.host.parse::<std::net::IpAddr>().is_ok() {
+            continue;
+        }
+        let Ok(found) = (a.host.as_str(), 0).to_socket_addrs() else { continue };
+        let mut ips: Vec<std::net::IpAddr> = found.map(|s| s.ip()).collect();
+        ips.sort_by_key(|ip| !ip.is_ipv4());
+        if let Some(ip) = ips.first() {
             a.host = ip.to_string();
         }
     }

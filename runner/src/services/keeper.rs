@@ -1,5 +1,5 @@
 //! The keeper: a small process of our own binary (`ensemble __keep-service
-//! PARENT_PID GRACE_MS -- PROGRAM ARGS…`, hidden) between a runner and a
+//! PARENT_PID GRACE_MS ARG0 -- PROGRAM ARGS…`, hidden) between a runner and a
 //! service it starts, so that no process of the service outlives the runner.
 //!
 //! The keeper starts the program in a process group of its own and watches
@@ -24,10 +24,12 @@ const TICK: std::time::Duration = std::time::Duration::from_millis(50);
 #[cfg(unix)]
 pub fn keeper_main(args: &[String]) -> i32 {
     let usage = || {
-        eprintln!("usage: ensemble {COMMAND} PARENT_PID GRACE_MS -- PROGRAM ARGS…");
+        eprintln!("usage: ensemble {COMMAND} PARENT_PID GRACE_MS ARG0 -- PROGRAM ARGS…");
         64
     };
-    let (Some(parent), Some(grace), Some(rest)) = (args.first(), args.get(1), args.get(2..)) else {
+    let (Some(parent), Some(grace), Some(arg0), Some(rest)) =
+        (args.first(), args.get(1), args.get(2), args.get(3..))
+    else {
         return usage();
     };
     let rest = rest.strip_prefix(&["--".to_string()]).unwrap_or(rest);
@@ -43,11 +45,11 @@ pub fn keeper_main(args: &[String]) -> i32 {
             return 1;
         }
     };
-    runtime.block_on(keep(parent, std::time::Duration::from_millis(grace), program, program_args))
+    runtime.block_on(keep(parent, std::time::Duration::from_millis(grace), program, arg0, program_args))
 }
 
 #[cfg(unix)]
-async fn keep(parent: i32, grace: std::time::Duration, program: &str, args: &[String]) -> i32 {
+async fn keep(parent: i32, grace: std::time::Duration, program: &str, arg0: &str, args: &[String]) -> i32 {
     use rustix::process::{Pid, Signal, getppid, kill_process_group};
     use std::os::unix::process::ExitStatusExt;
     use tokio::signal::unix::{SignalKind, signal};
@@ -63,7 +65,8 @@ async fn keep(parent: i32, grace: std::time::Duration, program: &str, args: &[St
     if !parent_alive() {
         return 1; // the runner is already gone: start nothing
     }
-    let mut child = match tokio::process::Command::new(program).args(args).process_group(0).spawn() {
+    let mut child = match tokio::process::Command::new(program).arg0(arg0).args(args).process_group(0).spawn()
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cannot start {program}: {e}");

@@ -91,8 +91,10 @@ impl AllowExec {
         };
         let real = std::fs::canonicalize(&path)
             .map_err(|e| format!("service {service}: program {}: {e}", path.display()))?;
+        // The path checked is the path started: a link swapped in between
+        // changes nothing.
         if self.open || self.entries.iter().any(|a| allows(a, &real)) {
-            return Ok(path);
+            return Ok(real);
         }
         Err(format!(
             "service {service}: this machine does not allow starting {program} (its operator can allow it \
@@ -114,6 +116,14 @@ fn allows(entry: &str, real: &Path) -> bool {
     let target =
         if entry.contains('/') || entry.contains('\\') { Some(PathBuf::from(entry)) } else { which(entry) };
     target.and_then(|t| std::fs::canonicalize(t).ok()).is_some_and(|t| t == real)
+}
+
+/// Whether a plan may set variable `name` for a service: never the
+/// dynamic loader's (`LD_PRELOAD`, `DYLD_INSERT_LIBRARIES`, …), which would
+/// start code the operator did not allow, unless the plan is the
+/// operator's own (`open`).
+fn env_allowed(allow: &AllowExec, name: &str) -> bool {
+    allow.open || !(name.starts_with("LD_") || name.starts_with("DYLD_"))
 }
 
 /// `name` looked up on PATH: the first executable file of that name.
@@ -234,18 +244,26 @@ pub async fn run(
         Ok(p) => p,
         Err(e) => return failed(e),
     };
-    let dir = scratch_dir(run, shard.shard);
-    if let Err(e) = make_private_dir(&dir) {
-        return failed(format!("service {}: making its directory {}: {e}", spec.name, dir.display()));
-    }
-    let _cleanup = RemoveOnDrop(dir.clone());
+    // `{dir}`: a fresh directory only this user can enter (mkdtemp),
+    // removed when the instance ends.
+    let scratch = match tempfile::Builder::new().prefix(&scratch_prefix(run, shard.shard)).tempdir() {
+        Ok(d) => d,
+        Err(e) => return failed(format!("service {}: making its directory: {e}", spec.name)),
+    };
+    let dir = scratch.path().to_path_buf();
+    // Each port's listener is held until all are picked: no two alike.
     let mut ports = BTreeMap::new();
+    let mut held = Vec::new();
     for name in spec.port_names() {
-        match free_port() {
-            Ok(p) => ports.insert(name, p),
+        match std::net::TcpListener::bind(("0.0.0.0", 0)).and_then(|l| Ok((l.local_addr()?.port(), l))) {
+            Ok((p, l)) => {
+                ports.insert(name, p);
+                held.push(l);
+            }
             Err(e) => return failed(format!("service {}: finding a free port: {e}", spec.name)),
-        };
+        }
     }
+    drop(held);
     let values =
         Values { ports, host: host.advertise.clone(), dir: dir.display().to_string(), run: run.to_string() };
     let filled = |t: &str| expand(t, &values).map_err(|e| format!("service {}: {e}", spec.name));
@@ -253,6 +271,13 @@ pub async fn run(
         Ok(a) => a,
         Err(e) => return failed(e),
     };
+    if let Some(name) = spec.env.keys().find(|k| !env_allowed(&host.allow_exec, k)) {
+        return failed(format!(
+            "service {}: the plan sets {name}, a variable of the dynamic loader, which a runner sets for no \
+             plan (it would start code its operator did not allow)",
+            spec.name
+        ));
+    }
     let env: Vec<(String, String)> = match spec.env.iter().map(|(k, v)| Ok((k.clone(), filled(v)?))).collect()
     {
         Ok(e) => e,
@@ -268,7 +293,9 @@ pub async fn run(
     if let Some(owner) = &host.owner {
         env.push((OWNER_VAR.to_string(), owner.clone()));
     }
-    let mut child = match spawn(&path, &args, &env, &dir, spec.stop_timeout.0) {
+    // The resolved path is started (what was checked), under the name the
+    // plan wrote: multi-call programs (redis-server, busybox) read it.
+    let mut child = match spawn(&path, program, &args, &env, &dir, spec.stop_timeout.0) {
         Ok(c) => c,
         Err(e) => return failed(format!("service {}: starting {}: {e}", spec.name, path.display())),
     };
@@ -307,6 +334,9 @@ pub async fn run(
     }
     let ended_by_itself = loop {
         tokio::select! {
+            // A stop asked for wins over an exit seen at the same time.
+            biased;
+            () = stop.cancelled() => break None,
             line = lines.recv(), if lines_open => match line {
                 Some((err, text)) => {
                     if !ready && matches!(&readiness, Readiness::Log(l) if text.contains(l.as_str())) {
@@ -330,38 +360,34 @@ pub async fn run(
                     spec.name, shard.machine, spec.ready_timeout, describe(&readiness), out.tail_note()
                 );
                 emit(state(ServiceState::Failed { message: message.clone() }));
-                stop_child(&mut child, spec.stop_timeout.0).await;
+                stop_child(&mut child, spec.stop_timeout.0, &mut lines, &mut out, emit).await;
                 return Err(message);
             }
-            () = stop.cancelled() => break None,
         }
     };
-    if let Some(status) = ended_by_itself {
-        drain(&mut lines, &mut out, emit).await;
-        let status = describe_status(status);
-        let message = if ready {
-            format!(
-                "service {} on {} exited ({status}) while the run went on{}",
-                spec.name,
-                shard.machine,
-                out.tail_note()
-            )
-        } else {
-            format!(
-                "service {} on {} exited ({status}) before it was ready{}",
-                spec.name,
-                shard.machine,
-                out.tail_note()
-            )
-        };
-        emit(state(ServiceState::Exited { status, expected: false, last_output: out.tail() }));
-        return Err(message);
-    }
-    emit(state(ServiceState::Stopping));
-    let status = stop_child(&mut child, spec.stop_timeout.0).await;
+    let status = match ended_by_itself {
+        Some(status) if !stop.is_cancelled() => status,
+        // It ended just as it was told to stop: as asked.
+        other => {
+            let status = match other {
+                Some(status) => describe_status(status),
+                None => {
+                    emit(state(ServiceState::Stopping));
+                    stop_child(&mut child, spec.stop_timeout.0, &mut lines, &mut out, emit).await
+                }
+            };
+            drain(&mut lines, &mut out, emit).await;
+            emit(state(ServiceState::Exited { status, expected: true, last_output: String::new() }));
+            return Ok(());
+        }
+    };
     drain(&mut lines, &mut out, emit).await;
-    emit(state(ServiceState::Exited { status, expected: true, last_output: String::new() }));
-    Ok(())
+    let status = describe_status(status);
+    let when = if ready { "while the run went on" } else { "before it was ready" };
+    let message =
+        format!("service {} on {} exited ({status}) {when}{}", spec.name, shard.machine, out.tail_note());
+    emit(state(ServiceState::Exited { status, expected: false, last_output: out.tail() }));
+    Err(message)
 }
 
 /// The instance's output as log events, within [`MAX_SERVICE_OUTPUT`],
@@ -474,6 +500,7 @@ async fn drain(lines: &mut mpsc::Receiver<Line>, out: &mut Output, emit: &(dyn F
 /// Starts the program under a keeper (Unix) in a group of its own.
 fn spawn(
     program: &Path,
+    arg0: &str,
     args: &[String],
     env: &[(String, String)],
     dir: &Path,
@@ -486,6 +513,7 @@ fn spawn(
         cmd.arg(keeper::COMMAND)
             .arg(std::process::id().to_string())
             .arg(grace.as_millis().to_string())
+            .arg(arg0)
             .arg("--")
             .arg(program)
             .args(args);
@@ -494,7 +522,7 @@ fn spawn(
     };
     #[cfg(not(unix))]
     let mut cmd = {
-        let _ = grace;
+        let _ = (grace, arg0);
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args);
         cmd
@@ -516,20 +544,38 @@ fn spawn(
 
 /// Stops the instance: SIGTERM to its keeper (which passes it to the group
 /// and kills it after the grace); the keeper itself is killed if it does
-/// not end a little after that. Returns how it ended.
-async fn stop_child(child: &mut tokio::process::Child, grace: Duration) -> String {
+/// not end a little after that. Its output is read meanwhile, so a service
+/// that writes while it shuts down is not blocked on a full pipe. Returns
+/// how it ended.
+async fn stop_child(
+    child: &mut tokio::process::Child,
+    grace: Duration,
+    lines: &mut mpsc::Receiver<Line>,
+    out: &mut Output,
+    emit: &(dyn Fn(EventKind) + Send + Sync),
+) -> String {
     // Our own child, not yet reaped (id() is Some), so the pid is still its.
     #[cfg(unix)]
     if let Some(pid) = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        if let Ok(Ok(status)) = tokio::time::timeout(grace + Duration::from_secs(5), child.wait()).await {
-            return describe_status(Ok(status));
-        }
     }
     #[cfg(not(unix))]
-    let _ = grace;
     let _ = child.start_kill();
-    describe_status(child.wait().await)
+    let give_up = tokio::time::Instant::now() + grace + Duration::from_secs(5);
+    let mut open = true;
+    loop {
+        tokio::select! {
+            status = child.wait() => return describe_status(status),
+            line = lines.recv(), if open => match line {
+                Some((err, text)) => out.line(emit, err, text),
+                None => open = false,
+            },
+            () = tokio::time::sleep_until(give_up) => {
+                let _ = child.start_kill();
+                return describe_status(child.wait().await);
+            }
+        }
+    }
 }
 
 fn describe_status(status: std::io::Result<std::process::ExitStatus>) -> String {
@@ -602,30 +648,31 @@ async fn http_ok(host: &str, port: u16, path: &str) -> bool {
     parts.next().is_some_and(|v| v.starts_with("HTTP/")) && parts.next().is_some_and(|c| c.starts_with('2'))
 }
 
-/// A TCP port free now on every address of this machine.
-fn free_port() -> std::io::Result<u16> {
-    let l = std::net::TcpListener::bind(("0.0.0.0", 0))?;
-    l.local_addr().map(|a| a.port())
-}
-
-/// `{dir}`: a fresh directory of the run's instance, removed after.
-fn scratch_dir(run: &str, shard: u32) -> PathBuf {
+/// The name `{dir}` starts with: the run and the shard, readable in `ls`.
+fn scratch_prefix(run: &str, shard: u32) -> String {
     let safe: String =
         run.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(64).collect();
-    std::env::temp_dir().join(format!("ensemble-service-{}-{safe}-{shard}", std::process::id()))
+    format!("ensemble-service-{safe}-{shard}-")
 }
 
-fn make_private_dir(dir: &Path) -> Result<(), String> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    crate::secret::private_dir(dir).map_err(|e| format!("{e:#}"))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    #[cfg(unix)]
+    #[test]
+    fn a_machine_starts_only_what_its_operator_allows_by_its_real_path() {
+        let sh = which("sh").expect("sh is on PATH");
+        let allow = AllowExec::allowing("ensemble runner", vec!["sh".into()]);
+        // The checked path is the started one: the link resolved.
+        assert_eq!(allow.check("db", "sh").unwrap(), std::fs::canonicalize(&sh).unwrap());
+        let why = allow.check("db", "true").unwrap_err();
+        assert!(why.contains("--allow-exec true"), "{why}");
+        assert!(allow.check("db", "bin/sh").unwrap_err().contains("relative path"));
+        assert!(allow.check("db", "no-such-program-here").unwrap_err().contains("no program"));
+        // The dynamic loader's variables are no plan's to set, unless the
+        // plan is the operator's own.
+        assert!(!env_allowed(&allow, "LD_PRELOAD") && !env_allowed(&allow, "DYLD_INSERT_LIBRARIES"));
+        assert!(env_allowed(&allow, "MODE") && env_allowed(&AllowExec::open(), "LD_LIBRARY_PATH"));
     }
 }

@@ -43,6 +43,10 @@ pub struct ScheduleRecord {
     pub error: Option<String>,
 }
 
+/// How recent an attachment file a sweep leaves alone whatever the events
+/// say: its run's events may still be on their way to the store.
+const SWEEP_SPARES: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// What an attachment sweep removed and kept ([`Store::sweep_attachments`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -398,7 +402,14 @@ impl Store {
     fn put_attachment(&self, sha256: &str, bytes: &[u8]) -> anyhow::Result<()> {
         anyhow::ensure!(attachment::is_sha256(sha256), "an attachment's sha256 is not 64 hex digits");
         let path = self.attachments_dir.join(sha256);
-        if !path.is_file() {
+        if path.is_file() {
+            // Kept again: a sweep that read the events before this run's
+            // were written must not take it (it spares recent files).
+            let _ = std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        } else {
             let tmp = self.attachments_dir.join(format!(".upload-{sha256}-{}", std::process::id()));
             std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
             std::fs::rename(&tmp, &path)?;
@@ -448,8 +459,13 @@ impl Store {
             if !attachment::is_sha256(&name) {
                 continue; // an upload being written
             }
-            let size = entry.metadata().map_or(0, |m| m.len());
-            files.push((newest.get(&name).copied().unwrap_or(i64::MIN), name, size));
+            let Ok(meta) = entry.metadata() else { continue };
+            // Written (or kept again) in the last minutes: its event may not
+            // be committed yet, so the query above cannot speak for it.
+            if meta.modified().is_ok_and(|m| m.elapsed().map_or(true, |age| age < SWEEP_SPARES)) {
+                continue;
+            }
+            files.push((newest.get(&name).copied().unwrap_or(i64::MIN), name, meta.len()));
         }
         files.sort();
         let mut swept = Swept {
@@ -1092,6 +1108,13 @@ mod tests {
         }
         let orphan = crate::sandbox::sha256_hex(b"orphan");
         std::fs::write(dir.path().join("attachments").join(&orphan), b"orphan").unwrap();
+        // A file just written is spared (its events may be on their way) ...
+        assert_eq!(s.sweep_attachments(i64::MAX, 0).unwrap().files, 0);
+        // ... these were written an hour ago.
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for e in std::fs::read_dir(dir.path().join("attachments")).unwrap().flatten() {
+            std::fs::File::options().write(true).open(e.path()).unwrap().set_modified(hour_ago).unwrap();
+        }
         // Retention: runs that started before 15 lose theirs; the orphan goes too.
         let swept = s.sweep_attachments(15, u64::MAX).unwrap();
         assert_eq!((swept.files, swept.bytes, swept.kept_files, swept.kept_bytes), (2, 1006, 2, 2000));

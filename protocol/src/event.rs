@@ -68,6 +68,10 @@ pub enum SyncFailure {
     Lost,
     Cancelled,
     Invalid,
+    /// A fault the entry is not granted (its `faults`).
+    Denied,
+    /// A fault that was ordered and could not be done.
+    Failed,
 }
 
 /// A sync operation the coordinator performed, shown on the run's timeline.
@@ -232,6 +236,24 @@ pub enum EventKind {
         #[serde(flatten)]
         state: crate::service::ServiceState,
     },
+    /// A fault a test asked for on a service of the run ([`crate::fault`]):
+    /// `asked` on the caller's shard (by the coordinator), then `done` or
+    /// `failed` on each instance's shard (by its runner).
+    Fault {
+        #[serde(flatten)]
+        shard: ShardRef,
+        service: String,
+        /// The instance asked for; none: every instance.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service_instance: Option<u32>,
+        #[serde(flatten)]
+        action: crate::fault::FaultAction,
+        id: crate::fault::FaultId,
+        /// The test that asked.
+        test: String,
+        #[serde(flatten)]
+        step: crate::fault::FaultStep,
+    },
     ShardFinished {
         #[serde(flatten)]
         shard: ShardRef,
@@ -311,6 +333,7 @@ impl EventKind {
             | EventKind::Attachment { shard, .. }
             | EventKind::Sync { shard, .. }
             | EventKind::Service { shard, .. }
+            | EventKind::Fault { shard, .. }
             | EventKind::ShardFinished { shard, .. } => Some(shard),
             EventKind::RunQueued { .. } | EventKind::RunStarted { .. } | EventKind::RunFinished { .. } => {
                 None
@@ -329,6 +352,7 @@ impl EventKind {
             | EventKind::Attachment { shard, .. }
             | EventKind::Sync { shard, .. }
             | EventKind::Service { shard, .. }
+            | EventKind::Fault { shard, .. }
             | EventKind::ShardFinished { shard, .. } => Some(shard),
             EventKind::RunQueued { .. } | EventKind::RunStarted { .. } | EventKind::RunFinished { .. } => {
                 None

@@ -16,6 +16,7 @@
 //! - [`grant`]: the one parser and matcher of `net` and `env` grants.
 //! - [`filter`]: test selection: filter expressions, `run_ignored`, and
 //!   what a shard runs of its suite's tests.
+//! - [`fault`]: faults tests inject into services (stop, restart, kill, pause).
 //! - [`attachment`]: the names, sizes and wire form of files tests attach.
 //! - [`outcome`]: how a test ended, and counts of outcomes.
 //! - [`verdict`]: a run's final state and why it stopped, decided once.
@@ -29,6 +30,7 @@ pub mod api;
 pub mod attachment;
 pub mod event;
 pub mod exit;
+pub mod fault;
 pub mod filter;
 pub mod grant;
 pub mod machine;
@@ -51,4 +53,4 @@ pub use verdict::{CancelReason, Verdict};
 
 /// Version of the wire protocol spoken between coordinator, machines and watchers.
 /// Bumped on every incompatible change of a type in this crate.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;

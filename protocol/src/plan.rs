@@ -337,12 +337,26 @@ pub struct Capabilities {
     /// Names of host environment variables the suite may read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
+    /// Services of the plan the suite may inject faults into (stop,
+    /// restart, kill, pause; see [`crate::fault`]); `*`: every one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<String>,
 }
 
 impl Capabilities {
     pub fn is_empty(&self) -> bool {
-        self.net.is_empty() && self.env.is_empty()
+        self.net.is_empty() && self.env.is_empty() && self.faults.is_empty()
     }
+
+    /// Whether the entry may inject faults into service `service`.
+    pub fn may_fault(&self, service: &str) -> bool {
+        faults_granted(&self.faults, service)
+    }
+}
+
+/// Whether a `faults` grant list lets an entry fault `service`.
+pub fn faults_granted(faults: &[String], service: &str) -> bool {
+    faults.iter().any(|f| f == "*" || f == service)
 }
 
 /// Params are strings to the suite, but people write `keys = 100` in TOML.
@@ -804,6 +818,16 @@ impl Plan {
                 bad(format!("services[{i}].name"), format!("another service is already named {:?}", s.name));
             }
         }
+        let no_such_service = |name: &str| {
+            format!(
+                "{name:?} names no service of the plan ({})",
+                if services.is_empty() {
+                    "it has none".to_string()
+                } else {
+                    services.iter().copied().collect::<Vec<_>>().join(", ")
+                }
+            )
+        };
         let mut roles = BTreeMap::new();
         for (i, e) in self.entries.iter().enumerate() {
             if e.suite.trim().is_empty() {
@@ -855,14 +879,7 @@ impl Plan {
             for (j, pat) in e.capabilities.net.iter().enumerate() {
                 let problem = match granted_service(pat) {
                     Some(name) if name == "*" || services.contains(name) => None,
-                    Some(_) => Some(format!(
-                        "{pat:?} names no service of the plan ({})",
-                        if services.is_empty() {
-                            "it has none".to_string()
-                        } else {
-                            services.iter().copied().collect::<Vec<_>>().join(", ")
-                        }
-                    )),
+                    Some(_) => Some(no_such_service(pat)),
                     None => NetGrant::parse(pat).err(),
                 };
                 if let Some(m) = problem {
@@ -872,6 +889,11 @@ impl Plan {
             for (j, var) in e.capabilities.env.iter().enumerate() {
                 if let Err(m) = check_env_name(var) {
                     bad(format!("entries[{i}].capabilities.env[{j}]"), m);
+                }
+            }
+            for (j, name) in e.capabilities.faults.iter().enumerate() {
+                if name != "*" && !services.contains(name.as_str()) {
+                    bad(format!("entries[{i}].capabilities.faults[{j}]"), no_such_service(name));
                 }
             }
         }

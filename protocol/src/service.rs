@@ -444,10 +444,10 @@ pub enum ServiceState {
     Started { pid: u32, command: Vec<String> },
     /// Its readiness check passed; entries may reach it at `address`.
     Ready { address: ServiceAddr, after_ms: u64 },
-    /// The runner is stopping it (the run ended).
+    /// The runner is stopping it (the run ended, or a fault stops it).
     Stopping,
-    /// The process ended. `expected`: the runner stopped it (the run's end);
-    /// otherwise it exited by itself and the run fails.
+    /// The process ended. `expected`: the runner stopped it (the run's end,
+    /// or a fault); otherwise it exited by itself and the run fails.
     Exited {
         status: String,
         expected: bool,
@@ -456,6 +456,12 @@ pub enum ServiceState {
     },
     /// It could not start or never became ready.
     Failed { message: String },
+    /// A fault paused it (SIGSTOP to its process group).
+    Paused,
+    /// A fault resumed it (SIGCONT).
+    Resumed,
+    /// A fault sent it a signal.
+    Signalled { signal: crate::fault::Signal },
 }
 
 #[cfg(test)]

@@ -87,6 +87,16 @@ pub enum SyncCall {
         index: u64,
         timeout_ms: u64,
     },
+    /// A fault into service `service` (instance `instance`, or every one)
+    /// of the run, asked by `test`; answered [`SyncReply::Done`] once done.
+    Fault {
+        service: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<u32>,
+        #[serde(flatten)]
+        action: crate::fault::FaultAction,
+        test: String,
+    },
 }
 
 /// The answer to a [`SyncCall`].
@@ -103,6 +113,8 @@ pub enum SyncReply {
     Message {
         payload: String,
     },
+    /// A fault was done.
+    Done,
     Error {
         kind: SyncFailure,
         message: String,
@@ -144,6 +156,17 @@ pub enum ToMachine {
     /// The shard's [`FromMachine::ShardDone`] arrived: the machine may forget
     /// everything of that shard.
     AckShardDone { run: String, shard: u32 },
+    /// Do fault `id` to the service instance of shard `shard` (a service
+    /// shard this machine runs); its runner answers with a
+    /// [`crate::event::EventKind::Fault`] event of that shard. Sent again
+    /// after a reconnect until that event arrives; done once.
+    Fault {
+        run: String,
+        shard: u32,
+        id: crate::fault::FaultId,
+        #[serde(flatten)]
+        action: crate::fault::FaultAction,
+    },
     /// Every entry of the run is done: stop its services here (SIGTERM,
     /// then SIGKILL after their `stop_timeout`); each service shard then
     /// finishes.

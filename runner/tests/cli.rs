@@ -157,7 +157,7 @@ fn suite_inspect_shows_kind_tests_and_imports() {
     assert!(shown.contains("kind:    ensemble suite"), "{shown}");
     assert!(shown.contains("  ignored  (ignored)"), "{shown}");
     assert!(shown.contains("  tagged_with_timeout  (tags: demo, tags; timeout: 5s)"), "{shown}");
-    assert!(shown.contains("ensemble:suite/context@0.2.0"), "{shown}");
+    assert!(shown.contains("ensemble:suite/context@0.3.0"), "{shown}");
     let out = ensemble(&["suite", "inspect", ensemble_artifacts::LIBTEST_DEMO], dir.path());
     let shown = text(&out);
     assert!(shown.contains("kind:    libtest harness") && shown.contains("tests::adds"), "{shown}");
@@ -228,7 +228,7 @@ fn plan_check_names_the_entry_and_the_param_a_suite_needs_or_does_not_read() {
     assert!(!text(&out).contains("PASS ["), "{}", text(&out));
     // `suite inspect` shows what the suite declares.
     let out = ensemble(&["suite", "inspect", ensemble_artifacts::BASICS], dir.path());
-    assert!(text(&out).contains("kind:    ensemble suite (ABI 0.2)"), "{}", text(&out));
+    assert!(text(&out).contains("kind:    ensemble suite (ABI 0.3)"), "{}", text(&out));
     assert!(
         text(&out).contains("greeting (string, required)  the greeting greeting_param checks"),
         "{}",

@@ -167,14 +167,14 @@ async fn network_access_needs_a_grant() {
     let denied =
         run(&suite, "connect", &env(&[("addr", &addr)], Capabilities::default(), Arc::default())).await;
     assert_eq!(denied.outcome, Outcome::Failed, "{denied:?}");
-    let other_port = Capabilities { net: vec!["127.0.0.1:1".into()], env: vec![] };
+    let other_port = Capabilities { net: vec!["127.0.0.1:1".into()], ..Default::default() };
     let denied = run(&suite, "connect", &env(&[("addr", &addr)], other_port, Arc::default())).await;
     assert_eq!(
         denied.outcome,
         Outcome::Failed,
         "a grant for another port does not open this one: {denied:?}"
     );
-    let granted = Capabilities { net: vec![addr.clone()], env: vec![] };
+    let granted = Capabilities { net: vec![addr.clone()], ..Default::default() };
     let ok = run(&suite, "connect", &env(&[("addr", &addr)], granted, Arc::default())).await;
     assert_eq!(ok.outcome, Outcome::Passed, "{ok:?}");
     drop(listener);
@@ -190,7 +190,7 @@ async fn environment_variables_need_a_grant() {
     let denied =
         run(&suite, "read_env", &env(&[("name", var)], Capabilities::default(), Arc::default())).await;
     assert_eq!(denied.outcome, Outcome::Failed, "{denied:?}");
-    let caps = Capabilities { net: vec![], env: vec![var.into()] };
+    let caps = Capabilities { env: vec![var.into()], ..Default::default() };
     let ok = run(&suite, "read_env", &env(&[("name", var)], caps, Arc::default())).await;
     assert_eq!(ok.outcome, Outcome::Passed, "{ok:?}");
 }
@@ -350,11 +350,11 @@ fn component_of(wit: &str) -> Vec<u8> {
 fn suite_wit(version: &str) -> String {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../suites/wit/suite.wit");
     let text = std::fs::read_to_string(dir).unwrap();
-    text.replace("package ensemble:suite@0.2.0;", &format!("package ensemble:suite@{version};"))
+    text.replace("package ensemble:suite@0.3.0;", &format!("package ensemble:suite@{version};"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn suites_of_abi_0_1_and_0_2_run_and_an_unknown_version_is_named() {
+async fn suites_of_abi_0_1_0_2_and_0_3_run_and_an_unknown_version_is_named() {
     let sb = sandbox();
     // 0.1, built from the kept copy of its WIT: it runs, it declares nothing.
     let old = load(&sb, artifacts::ABI_0_1).await;
@@ -368,9 +368,20 @@ async fn suites_of_abi_0_1_and_0_2_run_and_an_unknown_version_is_named() {
     let described = old.describe(&env_).await.unwrap();
     assert_eq!((described.tests.len(), described.params), (3, None));
 
-    // 0.2: its params, as declared.
+    // 0.2, built from the kept copy of its WIT: it runs and declares its params.
+    let kept = load(&sb, artifacts::ABI_0_2).await;
+    assert_eq!(kept.abi(), Some("0.2"));
+    let word = [("word", "ensemble")];
+    let env_02 = env(&word, Capabilities::default(), port.clone());
+    assert_eq!(run(&kept, "reads_param", &env_02).await.outcome, Outcome::Passed);
+    let refused = run(&kept, "signals", &env_02).await;
+    assert!(msg(&refused).contains("no sync in this test"), "sync answers a 0.2 suite in its own terms");
+    let declared = kept.describe(&env_02).await.unwrap().params.expect("0.2 suites declare their params");
+    assert_eq!(declared.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["word"]);
+
+    // 0.3 (the SDK's): its params, as declared.
     let new = load(&sb, artifacts::BASICS).await;
-    assert_eq!(new.abi(), Some("0.2"));
+    assert_eq!(new.abi(), Some("0.3"));
     let params = new.describe(&env_).await.unwrap().params.expect("0.2 suites declare their params");
     let shown: Vec<(&str, &str, bool, Option<&str>)> =
         params.iter().map(|p| (p.name.as_str(), p.kind.as_str(), p.required, p.default.as_deref())).collect();
@@ -386,16 +397,16 @@ async fn suites_of_abi_0_1_and_0_2_run_and_an_unknown_version_is_named() {
 
     // A later patch release of a known ABI links (semver); another minor
     // version, or a major one, is refused naming both sides.
-    let patch = sb.load(Arc::new(component_of(&suite_wit("0.2.7")))).await;
-    assert!(patch.is_ok_and(|s| s.abi() == Some("0.2")), "0.2.7 is 0.2");
-    for version in ["0.3.0", "1.0.0"] {
+    let patch = sb.load(Arc::new(component_of(&suite_wit("0.3.7")))).await;
+    assert!(patch.is_ok_and(|s| s.abi() == Some("0.3")), "0.3.7 is 0.3");
+    for version in ["0.4.0", "1.0.0"] {
         let err = match sb.load(Arc::new(component_of(&suite_wit(version)))).await {
             Ok(_) => panic!("a suite of ABI {version} loaded"),
             Err(e) => e.to_string(),
         };
         assert!(
             err.contains(&format!("built for suite ABI {version}"))
-                && err.contains("runs suite ABI 0.1 and 0.2"),
+                && err.contains("runs suite ABI 0.1, 0.2 and 0.3"),
             "{err}"
         );
     }

@@ -67,6 +67,11 @@ const SUITES: &[(&str, &str, &str)] = &[
         "resp_client",
         "The `resp-client` suite: a Redis-protocol client of the plan's service `db`, over TCP.",
     ),
+    (
+        "KV_TCP_CLIENT",
+        "kv_tcp_client",
+        "The `kv-tcp-client` suite: a client of ensemble-kv (the plan's service `kv`) over TCP, with faults.",
+    ),
     ("SKEWED", "skewed", "The `skewed` suite: 24 tests of skewed durations (param `scale_ms`)."),
     (
         "BENCH_PARTIES",
@@ -74,6 +79,7 @@ const SUITES: &[(&str, &str, &str)] = &[
         "The `bench-parties` suite: barrier rounds and event bursts for benchmarks.",
     ),
     ("ABI_0_1", "abi_0_1", "The `abi-0-1` suite, built for suite ABI 0.1 from the kept `suites/wit-0.1`."),
+    ("ABI_0_2", "abi_0_2", "The `abi-0-2` suite, built for suite ABI 0.2 from the kept `suites/wit-0.2`."),
 ];
 
 fn main() {
@@ -122,7 +128,7 @@ fn main() {
 fn watch_sources(suites_dir: &Path) {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed={}", suites_dir.join("wit").display());
-    for dir in ["sdk", "examples", "wit", "wit-0.1"] {
+    for dir in ["sdk", "examples", "wit", "wit-0.1", "wit-0.2"] {
         watch_dir(&suites_dir.join(dir));
     }
 }

@@ -119,6 +119,11 @@ pub struct Grants {
     net: Arc<Vec<NetGrant>>,
     deny: Arc<Vec<NetGrant>>,
     env: Vec<(String, String)>,
+    /// The services the entry may inject faults into (`*`: every one). The
+    /// coordinator checks again: it alone routes faults.
+    faults: Vec<String>,
+    /// Where the run's services are, host names resolved (`services.addresses`).
+    services: Arc<Addresses>,
 }
 
 impl Grants {
@@ -155,7 +160,23 @@ impl Grants {
         let mut env: Vec<(String, String)> =
             caps.env.iter().filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v))).collect();
         env.extend(ensemble_protocol::service::env_vars(services));
-        Ok(Grants { net: Arc::new(net), deny: Arc::new(policy.deny_net.clone()), env })
+        Ok(Grants {
+            net: Arc::new(net),
+            deny: Arc::new(policy.deny_net.clone()),
+            env,
+            faults: caps.faults.clone(),
+            services: Arc::new(services.clone()),
+        })
+    }
+
+    /// Where service `name`'s instances are, in instance order.
+    pub fn service_addresses(&self, name: &str) -> &[ensemble_protocol::service::ServiceAddr] {
+        self.services.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether the entry may inject faults into `service`.
+    pub fn may_fault(&self, service: &str) -> bool {
+        ensemble_protocol::plan::faults_granted(&self.faults, service)
     }
 
     /// The WASI context of one instance: the granted access plus captured stdio.
@@ -325,6 +346,7 @@ mod tests {
         Capabilities {
             net: net.iter().map(|s| s.to_string()).collect(),
             env: env.iter().map(|s| s.to_string()).collect(),
+            faults: Vec::new(),
         }
     }
 
@@ -405,7 +427,7 @@ mod tests {
     #[test]
     fn env_grants_take_only_named_variables() {
         // SAFETY-free: PATH is always set in test environments; HOME may be too.
-        let grants = Grants::new(&Capabilities { net: vec![], env: vec!["PATH".into()] }).unwrap();
+        let grants = Grants::new(&Capabilities { env: vec!["PATH".into()], ..Default::default() }).unwrap();
         assert_eq!(grants.env.len(), 1);
         assert_eq!(grants.env[0].0, "PATH");
     }

@@ -1,11 +1,12 @@
-//! The host side of the suite world: `context`, `sync`, `log` and `attach`
-//! imports.
+//! The host side of the suite world: `context`, `sync`, `log`, `attach` and
+//! `services` imports.
 //!
 //! The bindings are generated from `suites/wit` — the single definition of the
 //! ABI. Sync calls are forwarded, unchanged in meaning, to the run's sync
 //! service through the [`SyncPort`] of the test environment; the guest's
 //! subscription resource is only a topic name plus a cursor, so the service
-//! keeps no per-subscriber state.
+//! keeps no per-subscriber state. Faults (`services`, ABI 0.3) are sync
+//! calls too: the coordinator routes them to the machine of the service.
 
 use std::sync::Arc;
 
@@ -18,10 +19,24 @@ use super::TestEnv;
 use super::limits::MemoryLimiter;
 
 /// The bindings of the suite world as it is now (`suites/wit`).
-pub mod v02 {
+pub mod v03 {
     wasmtime::component::bindgen!({
         world: "suite",
         path: "../suites/wit",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "ensemble:suite/sync.subscription": super::Subscription,
+        },
+    });
+}
+
+/// The bindings of suite ABI 0.2 (`suites/wit-0.2`, kept as it shipped):
+/// the world of 0.3 without `services`.
+pub mod v02 {
+    wasmtime::component::bindgen!({
+        world: "suite",
+        path: "../suites/wit-0.2",
         imports: { default: async | trappable },
         exports: { default: async },
         with: {
@@ -281,6 +296,43 @@ impl HostState {
         })
     }
 
+    /// A fault into `service`: refused here when the entry is not granted
+    /// it (the coordinator refuses it again), else routed by the
+    /// coordinator to the service's machine; answers once it is done.
+    async fn fault(
+        &mut self,
+        service: String,
+        instance: Option<u32>,
+        action: ensemble_protocol::fault::FaultAction,
+    ) -> SyncResult<()> {
+        self.count_call()?;
+        if self.test.is_empty() {
+            return Err(SyncFault(
+                SyncFailure::Invalid,
+                "faults belong to a test; none runs while the suite lists its tests".into(),
+            ));
+        }
+        if let Err(why) = ensemble_protocol::service::check_name(&service) {
+            return Err(SyncFault(SyncFailure::Invalid, format!("no service {service:?}: {why}")));
+        }
+        if !self.env.grants.may_fault(&service) {
+            return Err(SyncFault(
+                SyncFailure::Denied,
+                format!(
+                    "role {} may not {} service {service}: the plan entry is not granted faults into it \
+                     (add `faults = [\"{service}\"]` to the entry's capabilities)",
+                    self.env.role,
+                    action.describe()
+                ),
+            ));
+        }
+        let call = SyncCall::Fault { service, instance, action, test: self.test.clone() };
+        match self.port().call(call).await {
+            SyncReply::Done => Ok(()),
+            other => unexpected(other),
+        }
+    }
+
     fn attach(&mut self, name: String, content: Vec<u8>) -> Result<(), String> {
         if self.test.is_empty() {
             return Err("attachments belong to a test; none runs while the suite lists its tests".into());
@@ -301,7 +353,9 @@ macro_rules! suite_host {
                     SyncFailure::Timeout => Self::Timeout(message),
                     SyncFailure::Lost => Self::Lost(message),
                     SyncFailure::Cancelled => Self::Cancelled(message),
-                    SyncFailure::Invalid => Self::Invalid(message),
+                    SyncFailure::Invalid | SyncFailure::Denied | SyncFailure::Failed => {
+                        Self::Invalid(message)
+                    }
                 }
             }
         }
@@ -415,3 +469,81 @@ macro_rules! suite_host {
 
 suite_host!(v01);
 suite_host!(v02);
+suite_host!(v03);
+
+/// `services` (ABI 0.3): faults, each one sync call.
+mod faults {
+    use ensemble_protocol::fault::{FaultAction, Signal};
+    use ensemble_protocol::wire::SyncFailure;
+
+    use super::v03::ensemble::suite::services::{Address, FaultError, Host, Signal as WitSignal};
+    use super::{HostState, SyncFault};
+
+    impl From<SyncFault> for FaultError {
+        fn from(SyncFault(kind, message): SyncFault) -> Self {
+            match kind {
+                SyncFailure::Denied => Self::Denied(message),
+                SyncFailure::Invalid => Self::Unknown(message),
+                SyncFailure::Cancelled => Self::Cancelled(message),
+                SyncFailure::Failed | SyncFailure::Lost | SyncFailure::Timeout => Self::Failed(message),
+            }
+        }
+    }
+
+    type Answer = wasmtime::Result<Result<(), FaultError>>;
+
+    impl HostState {
+        async fn fault_call(
+            &mut self,
+            service: String,
+            instance: Option<u32>,
+            action: FaultAction,
+        ) -> Answer {
+            Ok(self.fault(service, instance, action).await.map_err(Into::into))
+        }
+    }
+
+    impl Host for HostState {
+        async fn addresses(&mut self, service: String) -> wasmtime::Result<Vec<Address>> {
+            Ok(self
+                .env
+                .grants
+                .service_addresses(&service)
+                .iter()
+                .map(|a| Address {
+                    machine: a.machine.clone(),
+                    host: a.host.clone(),
+                    port: a.port,
+                    ports: a.ports.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                })
+                .collect())
+        }
+        async fn stop(&mut self, service: String, instance: Option<u32>) -> Answer {
+            self.fault_call(service, instance, FaultAction::Stop).await
+        }
+        async fn start(&mut self, service: String, instance: Option<u32>) -> Answer {
+            self.fault_call(service, instance, FaultAction::Start).await
+        }
+        async fn restart(&mut self, service: String, instance: Option<u32>) -> Answer {
+            self.fault_call(service, instance, FaultAction::Restart).await
+        }
+        async fn kill(&mut self, service: String, instance: Option<u32>, signal: WitSignal) -> Answer {
+            let signal = match signal {
+                WitSignal::Term => Signal::Term,
+                WitSignal::Kill => Signal::Kill,
+                WitSignal::Int => Signal::Int,
+                WitSignal::Hup => Signal::Hup,
+                WitSignal::Quit => Signal::Quit,
+                WitSignal::Usr1 => Signal::Usr1,
+                WitSignal::Usr2 => Signal::Usr2,
+            };
+            self.fault_call(service, instance, FaultAction::Kill { signal }).await
+        }
+        async fn pause(&mut self, service: String, instance: Option<u32>) -> Answer {
+            self.fault_call(service, instance, FaultAction::Pause).await
+        }
+        async fn resume(&mut self, service: String, instance: Option<u32>) -> Answer {
+            self.fault_call(service, instance, FaultAction::Resume).await
+        }
+    }
+}

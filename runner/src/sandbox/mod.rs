@@ -35,16 +35,16 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use cache::ArtifactCache;
 pub use caps::{Grants, HostPolicy};
 pub use host::SyncPort;
-use host::{HostState, v01, v02};
+use host::{HostState, v01, v02, v03};
 use limits::MemoryLimiter;
 use output::Capture;
 
 /// The suite ABI this runner builds for (the WIT package version).
-pub const SUITE_WORLD: &str = "ensemble:suite/tests@0.2.0";
+pub const SUITE_WORLD: &str = "ensemble:suite/tests@0.3.0";
 
 /// The suite ABI versions this runner runs: a suite built for any patch
-/// release of one of these (`0.1.x`, `0.2.x`) links, as semver allows.
-pub const SUITE_ABIS: [&str; 2] = ["0.1", "0.2"];
+/// release of one of these (`0.1.x`, `0.2.x`, `0.3.x`) links, as semver allows.
+pub const SUITE_ABIS: [&str; 3] = ["0.1", "0.2", "0.3"];
 
 /// The interface every suite exports, before its version.
 const TESTS_EXPORT: &str = "ensemble:suite/tests@";
@@ -281,6 +281,7 @@ impl Sandbox {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         v01::Suite::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
         v02::Suite::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+        v03::Suite::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
 
         let ticker = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker.clone(), engine.weak());
@@ -450,7 +451,7 @@ impl Sandbox {
                     "the suite was built for suite ABI {version}; this runner (ensemble {}) runs suite ABI {}: \
                      build the suite against a WIT this runner knows, or update the runner",
                     env!("CARGO_PKG_VERSION"),
-                    SUITE_ABIS.join(" and "),
+                    listed(&SUITE_ABIS, "and"),
                 ))
             })?),
             None => None,
@@ -458,8 +459,8 @@ impl Sandbox {
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             SuiteError::Invalid(format!(
                 "the suite needs imports that Ensemble does not provide ({e:#}); a suite may import \
-                 ensemble:suite/{{context,sync,log,attach}} of suite ABI {} and WASI 0.2 (imports: {})",
-                SUITE_ABIS.join(" or "),
+                 ensemble:suite/{{context,sync,log,attach,services}} of suite ABI {} and WASI 0.2 (imports: {})",
+                listed(&SUITE_ABIS, "or"),
                 imports.join(", ")
             ))
         })?;
@@ -469,10 +470,10 @@ impl Sandbox {
                     "the suite exports {TESTS_EXPORT}{version} with the wrong shape: {e:#}"
                 ))
             };
-            KindPre::Suite(if abi == "0.1" {
-                SuiteAbi::V01(v01::SuitePre::new(pre).map_err(wrong_shape)?)
-            } else {
-                SuiteAbi::V02(v02::SuitePre::new(pre).map_err(wrong_shape)?)
+            KindPre::Suite(match abi {
+                "0.1" => SuiteAbi::V01(v01::SuitePre::new(pre).map_err(wrong_shape)?),
+                "0.2" => SuiteAbi::V02(v02::SuitePre::new(pre).map_err(wrong_shape)?),
+                _ => SuiteAbi::V03(v03::SuitePre::new(pre).map_err(wrong_shape)?),
             })
         } else if exports.iter().any(|e| e.starts_with("wasi:cli/run@0.2")) {
             let pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(|e| {
@@ -502,6 +503,15 @@ fn check_header(bytes: &[u8]) -> Result<(), SuiteError> {
         ));
     }
     Ok(())
+}
+
+/// `a, b and c`: a list for a sentence.
+fn listed(items: &[&str], conjunction: &str) -> String {
+    match items.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} {conjunction} {last}", rest.join(", ")),
+    }
 }
 
 /// The `major.minor` of a suite ABI version this runner runs, if it does.
@@ -629,36 +639,46 @@ impl SuiteAbi {
         Ok(match self {
             SuiteAbi::V01(pre) => list!(pre),
             SuiteAbi::V02(pre) => list!(pre),
+            SuiteAbi::V03(pre) => list!(pre),
         })
     }
 
-    /// The tests and params of a suite of ABI 0.2, the first to describe
-    /// itself (older ones cannot say; see [`LoadedSuite::describe`]).
+    /// The tests and params of a suite of ABI 0.2 or later, which describe
+    /// themselves (older ones cannot say; see [`LoadedSuite::describe`]).
     async fn describe(
-        pre: &v02::SuitePre<HostState>,
+        &self,
         store: &mut Store<HostState>,
     ) -> wasmtime::Result<(Vec<TestCase>, Vec<ParamMeta>)> {
-        use v02::ensemble::suite::types::ParamType as T;
-        let suite = pre.instantiate_async(&mut *store).await?;
-        let info = suite.ensemble_suite_tests().call_describe(&mut *store).await?;
-        let params = info
-            .params
-            .into_iter()
-            .map(|p| ParamMeta {
-                name: p.name,
-                kind: match p.type_ {
-                    T::String => ParamType::String,
-                    T::Integer => ParamType::Integer,
-                    T::Float => ParamType::Float,
-                    T::Boolean => ParamType::Boolean,
-                    T::Duration => ParamType::Duration,
-                },
-                required: p.required,
-                default: p.default,
-                help: p.help,
-            })
-            .collect();
-        Ok((info.tests.into_iter().map(|t| test_case!(t)).collect(), params))
+        macro_rules! describe {
+            ($abi:ident, $pre:expr) => {{
+                use $abi::ensemble::suite::types::ParamType as T;
+                let suite = $pre.instantiate_async(&mut *store).await?;
+                let info = suite.ensemble_suite_tests().call_describe(&mut *store).await?;
+                let params = info
+                    .params
+                    .into_iter()
+                    .map(|p| ParamMeta {
+                        name: p.name,
+                        kind: match p.type_ {
+                            T::String => ParamType::String,
+                            T::Integer => ParamType::Integer,
+                            T::Float => ParamType::Float,
+                            T::Boolean => ParamType::Boolean,
+                            T::Duration => ParamType::Duration,
+                        },
+                        required: p.required,
+                        default: p.default,
+                        help: p.help,
+                    })
+                    .collect();
+                (info.tests.into_iter().map(|t| test_case!(t)).collect(), params)
+            }};
+        }
+        Ok(match self {
+            SuiteAbi::V01(_) => (self.list(store).await?, Vec::new()),
+            SuiteAbi::V02(pre) => describe!(v02, pre),
+            SuiteAbi::V03(pre) => describe!(v03, pre),
+        })
     }
 
     async fn run(
@@ -678,6 +698,11 @@ impl SuiteAbi {
                 crate::metrics::metrics().instantiate.observe(began.elapsed().as_secs_f64());
                 verdict!(v02, suite.ensemble_suite_tests().call_run(&mut *store, name).await?)
             }
+            SuiteAbi::V03(pre) => {
+                let suite = pre.instantiate_async(&mut *store).await?;
+                crate::metrics::metrics().instantiate.observe(began.elapsed().as_secs_f64());
+                verdict!(v03, suite.ensemble_suite_tests().call_run(&mut *store, name).await?)
+            }
         })
     }
 }
@@ -686,6 +711,7 @@ impl SuiteAbi {
 enum SuiteAbi {
     V01(v01::SuitePre<HostState>),
     V02(v02::SuitePre<HostState>),
+    V03(v03::SuitePre<HostState>),
 }
 
 enum KindPre {
@@ -724,6 +750,7 @@ impl LoadedSuite {
         match self.pre {
             KindPre::Suite(SuiteAbi::V01(_)) => Some("0.1"),
             KindPre::Suite(SuiteAbi::V02(_)) => Some("0.2"),
+            KindPre::Suite(SuiteAbi::V03(_)) => Some("0.3"),
             _ => None,
         }
     }
@@ -732,6 +759,7 @@ impl LoadedSuite {
         match &self.pre {
             KindPre::Suite(SuiteAbi::V01(p)) => p.engine(),
             KindPre::Suite(SuiteAbi::V02(p)) => p.engine(),
+            KindPre::Suite(SuiteAbi::V03(p)) => p.engine(),
             KindPre::Libtest(p) | KindPre::Command(p) => p.engine(),
         }
     }
@@ -812,13 +840,13 @@ impl LoadedSuite {
     /// its tests and, from suites of ABI 0.2 on, the params it reads
     /// (checked: named, each once, a required one without a default).
     pub async fn describe(&self, env: &Arc<TestEnv>) -> Result<Described, SuiteError> {
-        let KindPre::Suite(SuiteAbi::V02(pre)) = &self.pre else {
-            return Ok(Described { tests: self.list(env).await?, params: None });
+        let abi = match &self.pre {
+            KindPre::Suite(abi @ (SuiteAbi::V02(_) | SuiteAbi::V03(_))) => abi,
+            _ => return Ok(Described { tests: self.list(env).await?, params: None }),
         };
         let timeout = env.test_timeout;
         let (mut store, capture) = self.store(env, "", &[], timeout);
-        let described =
-            Self::within(&mut store, timeout, async |store| SuiteAbi::describe(pre, store).await).await;
+        let described = Self::within(&mut store, timeout, async |store| abi.describe(store).await).await;
         let (tests, params) = match described {
             Finished::Returned(both) => both,
             Finished::Trapped(e) => {

@@ -162,6 +162,10 @@ impl Agent {
         // not run twice.
         let mut assigned: std::collections::HashSet<(String, u32)> = Default::default();
         let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<String>();
+        // The service instances running here, by run and shard: where
+        // their faults go.
+        let mut faults: HashMap<(String, u32), mpsc::UnboundedSender<crate::services::Order>> =
+            HashMap::new();
         let tasks = TaskTracker::new();
         // Shards take this machine's slots strictly in the order assigned:
         // the coordinator assigns shards that wait for each other first, and
@@ -176,6 +180,7 @@ impl Agent {
                         *shards -= 1;
                         if *shards == 0 {
                             runs.remove(&run);
+                            faults.retain(|(r, _), _| r != &run);
                         }
                     }
                     continue;
@@ -210,14 +215,23 @@ impl Agent {
                         // A service holds no slot: it lives as long as the
                         // run, beside the shards that test it.
                         let (this, ended) = (self.clone(), ended_tx.clone());
+                        let (orders_tx, orders) = mpsc::unbounded_channel();
+                        faults.insert((assignment.run.clone(), assignment.shard.shard), orders_tx);
                         tasks.spawn(async move {
                             let run = assignment.run.clone();
-                            this.run_service(*assignment, link).await;
+                            this.run_service(*assignment, link, orders).await;
                             this.active.fetch_sub(1, Ordering::SeqCst);
                             let _ = ended.send(run);
                         });
                     } else {
                         let _ = queue_tx.send((*assignment, link));
+                    }
+                }
+                ToMachine::Fault { run, shard, id, action } => {
+                    // Only a service of this run, running here: the shard
+                    // names it. One that ended is answered by its end.
+                    if let Some(orders) = faults.get(&(run, shard)) {
+                        let _ = orders.send(crate::services::Order { id, action });
                     }
                 }
                 ToMachine::StopServices { run } => {
@@ -294,11 +308,17 @@ impl Agent {
     }
 
     /// A service shard: the instance runs until the run ends here.
-    async fn run_service(&self, a: Assignment, link: Arc<ShardLink>) {
+    async fn run_service(
+        &self,
+        a: Assignment,
+        link: Arc<ShardLink>,
+        orders: mpsc::UnboundedReceiver<crate::services::Order>,
+    ) {
         let Some(spec) = a.service.as_deref() else { return };
         let emit = |event: EventKind| link.emit(event);
         let stop = link.cancel.services.clone();
-        let error = crate::services::run(spec, &a.run, &a.shard, &self.services, &emit, stop).await.err();
+        let error =
+            crate::services::run(spec, &a.run, &a.shard, &self.services, &emit, stop, orders).await.err();
         if let Some(e) = &error {
             tracing::warn!(shard = a.shard.shard, service = %spec.name, "service failed: {e}");
         }

@@ -12,6 +12,13 @@
 //! (128 plus the signal when a signal ended it). A group whose processes
 //! leave it (`setsid`, daemons) escapes, as with every process-group
 //! supervisor.
+//!
+//! Faults reach the group through the keeper: the runner writes commands
+//! on its stdin, one a line (`signal STOP`, `signal HUP`, …), and the keeper
+//! sends that signal to the group. The keeper itself is in a group of its
+//! own, so a paused service (SIGSTOP) never stops its keeper: it still
+//! watches the runner, and a stop of a paused service continues it after
+//! SIGTERM so that it can act on it.
 
 /// The hidden command that runs a keeper.
 pub const COMMAND: &str = "__keep-service";
@@ -45,7 +52,11 @@ pub fn keeper_main(args: &[String]) -> i32 {
             return 1;
         }
     };
-    runtime.block_on(keep(parent, std::time::Duration::from_millis(grace), program, arg0, program_args))
+    let code =
+        runtime.block_on(keep(parent, std::time::Duration::from_millis(grace), program, arg0, program_args));
+    // The read of stdin may still block a thread: do not wait for it.
+    runtime.shutdown_background();
+    code
 }
 
 #[cfg(unix)]
@@ -65,7 +76,12 @@ async fn keep(parent: i32, grace: std::time::Duration, program: &str, arg0: &str
     if !parent_alive() {
         return 1; // the runner is already gone: start nothing
     }
-    let mut child = match tokio::process::Command::new(program).arg0(arg0).args(args).process_group(0).spawn()
+    let mut child = match tokio::process::Command::new(program)
+        .arg0(arg0)
+        .args(args)
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .spawn()
     {
         Ok(c) => c,
         Err(e) => {
@@ -81,6 +97,9 @@ async fn keep(parent: i32, grace: std::time::Duration, program: &str, arg0: &str
     };
     let mut tick = tokio::time::interval(TICK);
     let mut kill_at: Option<tokio::time::Instant> = None;
+    let mut commands = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
+    let mut commands_open = true;
+    let mut paused = false;
     loop {
         let until_kill = async {
             match kill_at {
@@ -110,15 +129,57 @@ async fn keep(parent: i32, grace: std::time::Duration, program: &str, arg0: &str
             Some(()) = async { tokio::select! { s = term.recv() => s, s = int.recv() => s, s = hup.recv() => s } } => {
                 if kill_at.is_none() {
                     kill_group(Signal::TERM);
+                    if paused {
+                        kill_group(Signal::CONT);
+                    }
                     kill_at = Some(tokio::time::Instant::now() + grace);
                 }
             }
+            line = commands.next_line(), if commands_open => match line {
+                Ok(Some(line)) => match command_signal(&line) {
+                    Some(sig) => {
+                        paused = match sig {
+                            Signal::STOP => true,
+                            Signal::CONT => false,
+                            _ => paused,
+                        };
+                        kill_group(sig);
+                    }
+                    None => eprintln!("ensemble keeper: unknown command {line:?}"),
+                },
+                // The runner closed the pipe (or is gone: the tick sees that).
+                Ok(None) | Err(_) => commands_open = false,
+            },
             () = until_kill => {
                 kill_group(Signal::KILL);
                 kill_at = None;
             }
         }
     }
+}
+
+/// The signal of a command line (`signal NAME`), if it is one.
+#[cfg(unix)]
+fn command_signal(line: &str) -> Option<rustix::process::Signal> {
+    use rustix::process::Signal;
+    let name = line.trim().strip_prefix("signal ")?;
+    Some(match name {
+        "TERM" => Signal::TERM,
+        "KILL" => Signal::KILL,
+        "INT" => Signal::INT,
+        "HUP" => Signal::HUP,
+        "QUIT" => Signal::QUIT,
+        "USR1" => Signal::USR1,
+        "USR2" => Signal::USR2,
+        "STOP" => Signal::STOP,
+        "CONT" => Signal::CONT,
+        _ => return None,
+    })
+}
+
+/// The command line that has the keeper send `signal` to the group.
+pub fn signal_command(signal: &str) -> String {
+    format!("signal {signal}\n")
 }
 
 /// Windows has no keeper yet: services there are started directly.

@@ -21,6 +21,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ensemble_protocol::event::{EventKind, ShardRef};
+use ensemble_protocol::fault::{FaultAction, FaultId, FaultStep, Signal};
 use ensemble_protocol::service::{
     MAX_SERVICE_OUTPUT, Readiness, Service, ServiceAddr, ServiceState, Values, expand,
 };
@@ -219,16 +220,138 @@ pub fn end_leftovers(owner: &str) -> usize {
 /// One line of output, from stdout (`false`) or stderr.
 type Line = (bool, String);
 
+/// A fault for this instance, ordered by the coordinator.
+#[derive(Clone, Copy, Debug)]
+pub struct Order {
+    pub id: FaultId,
+    pub action: FaultAction,
+}
+
+/// Everything an instance's lives share: what was worked out once, at its
+/// first start (the program, its arguments, ports and `{dir}`), so that a
+/// restart comes back on the same address with the same data.
+struct Prepared<'a> {
+    spec: &'a Service,
+    shard: &'a ShardRef,
+    program: &'a str,
+    path: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    dir: PathBuf,
+    values: Values,
+    readiness: Readiness,
+    address: ServiceAddr,
+}
+
+/// One life of the instance's process: from a start to its exit.
+struct Life {
+    child: tokio::process::Child,
+    /// The keeper's command pipe (Unix): signals for the group.
+    control: Option<tokio::process::ChildStdin>,
+    lines: mpsc::Receiver<Line>,
+    lines_open: bool,
+    began: Instant,
+    ready: bool,
+    ready_by: tokio::time::Instant,
+    paused: bool,
+    /// A fault signalled it: the exit that follows fails nothing.
+    exit_expected: bool,
+}
+
+/// What happened to a life while the instance waited.
+enum Happening {
+    Line(Option<Line>),
+    Exited(std::io::Result<std::process::ExitStatus>),
+    Probe,
+    NotReadyInTime,
+}
+
+type Emit<'a> = &'a (dyn Fn(EventKind) + Send + Sync);
+
+impl Prepared<'_> {
+    fn state(&self, emit: Emit<'_>, state: ServiceState) {
+        emit(EventKind::Service { shard: self.shard.clone(), service: self.spec.name.clone(), state });
+    }
+
+    /// Starts a life of the process (its `Started` event said).
+    fn start(&self, host: &Host, emit: Emit<'_>) -> Result<Life, String> {
+        let mut env = self.env.clone();
+        if let Some(owner) = &host.owner {
+            env.push((OWNER_VAR.to_string(), owner.clone()));
+        }
+        // The resolved path is started (what was checked), under the name
+        // the plan wrote: multi-call programs (redis-server, busybox) read it.
+        let mut child =
+            spawn(&self.path, self.program, &self.args, &env, &self.dir, self.spec.stop_timeout.0)
+                .map_err(|e| format!("service {}: starting {}: {e}", self.spec.name, self.path.display()))?;
+        let pid = child.id().unwrap_or(0);
+        let mut shown = vec![self.path.display().to_string()];
+        shown.extend(self.args.iter().cloned());
+        self.state(emit, ServiceState::Started { pid, command: shown });
+        let (tx, lines) = mpsc::channel::<Line>(1024);
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(read_lines(out, false, tx.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(read_lines(err, true, tx));
+        }
+        let control = child.stdin.take();
+        let mut life = Life {
+            child,
+            control,
+            lines,
+            lines_open: true,
+            began: Instant::now(),
+            ready: false,
+            ready_by: tokio::time::Instant::now() + self.spec.ready_timeout.0,
+            paused: false,
+            exit_expected: false,
+        };
+        if self.readiness == Readiness::Started {
+            self.mark_ready(&mut life, emit);
+        }
+        Ok(life)
+    }
+
+    fn mark_ready(&self, life: &mut Life, emit: Emit<'_>) {
+        life.ready = true;
+        let after_ms = u64::try_from(life.began.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.state(emit, ServiceState::Ready { address: self.address.clone(), after_ms });
+    }
+
+    /// The next thing that happens to `life`.
+    async fn next(&self, life: &mut Life, probe: &mut tokio::time::Interval) -> Happening {
+        let probes = matches!(self.readiness, Readiness::Tcp(_) | Readiness::Http(_));
+        tokio::select! {
+            line = life.lines.recv(), if life.lines_open => Happening::Line(line),
+            status = life.child.wait() => Happening::Exited(status),
+            _ = probe.tick(), if !life.ready && probes => Happening::Probe,
+            () = tokio::time::sleep_until(life.ready_by), if !life.ready => Happening::NotReadyInTime,
+        }
+    }
+
+    /// Stops a life as the run's end does: SIGTERM, SIGKILL after the
+    /// grace; its output read meanwhile. Returns how it ended.
+    async fn stop(&self, life: &mut Life, out: &mut Output, emit: Emit<'_>) -> String {
+        self.state(emit, ServiceState::Stopping);
+        let status = stop_child(life, self.spec.stop_timeout.0, out, emit).await;
+        drain(&mut life.lines, out, emit).await;
+        status
+    }
+}
+
 /// Runs one instance of `spec` for shard `shard` of `run` until `stop`
-/// fires (the run's end or a cancel), reporting through `emit`. `Err`
-/// says why the service failed the run.
+/// fires (the run's end or a cancel), reporting through `emit` and doing
+/// the faults of `orders` (each answered by a `fault` event). `Err` says
+/// why the service failed the run.
 pub async fn run(
     spec: &Service,
     run: &str,
     shard: &ShardRef,
     host: &Host,
-    emit: &(dyn Fn(EventKind) + Send + Sync),
+    emit: Emit<'_>,
     stop: CancellationToken,
+    mut orders: mpsc::UnboundedReceiver<Order>,
 ) -> Result<(), String> {
     let state =
         |state: ServiceState| EventKind::Service { shard: shard.clone(), service: spec.name.clone(), state };
@@ -236,158 +359,290 @@ pub async fn run(
         emit(state(ServiceState::Failed { message: message.clone() }));
         Err(message)
     };
-    let program = match spec.command.first() {
-        Some(p) => p,
-        None => return failed(format!("service {} has no command", spec.name)),
-    };
-    let path = match host.allow_exec.check(&spec.name, program) {
-        Ok(p) => p,
-        Err(e) => return failed(e),
-    };
     // `{dir}`: a fresh directory only this user can enter (mkdtemp),
-    // removed when the instance ends.
+    // removed when the instance ends (restarts keep it).
     let scratch = match tempfile::Builder::new().prefix(&scratch_prefix(run, shard.shard)).tempdir() {
         Ok(d) => d,
         Err(e) => return failed(format!("service {}: making its directory: {e}", spec.name)),
     };
-    let dir = scratch.path().to_path_buf();
+    let prepared = match prepare(spec, run, shard, host, scratch.path()) {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
+    let mut out = Output::new(spec, shard);
+    let mut life = match prepared.start(host, emit) {
+        Ok(l) => Some(l),
+        Err(e) => return failed(e),
+    };
+    let mut probe = tokio::time::interval(PROBE_EVERY);
+    // Faults that answer once the service is ready (start, restart).
+    let mut waiting: Vec<(Order, Instant)> = Vec::new();
+    let mut taken: std::collections::HashSet<FaultId> = Default::default();
+    let mut orders_open = true;
+    let answer = |order: &Order, began: Instant, outcome: Result<(), String>| {
+        let step = match outcome {
+            Ok(()) => {
+                FaultStep::Done { took_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX) }
+            }
+            Err(message) => FaultStep::Failed { message },
+        };
+        emit(EventKind::Fault {
+            shard: shard.clone(),
+            service: spec.name.clone(),
+            service_instance: Some(shard.instance),
+            action: order.action,
+            id: order.id,
+            test: String::new(),
+            step,
+        });
+    };
+    loop {
+        enum Next {
+            Stop,
+            Order(Option<Order>),
+            Life(Happening),
+        }
+        let next = tokio::select! {
+            // A stop asked for wins over an exit seen at the same time.
+            biased;
+            () = stop.cancelled() => Next::Stop,
+            order = orders.recv(), if orders_open => Next::Order(order),
+            h = async {
+                match life.as_mut() {
+                    Some(l) => prepared.next(l, &mut probe).await,
+                    None => std::future::pending().await,
+                }
+            } => Next::Life(h),
+        };
+        match next {
+            Next::Stop => {
+                for (order, began) in waiting.drain(..) {
+                    answer(&order, began, Err("the run's services are stopping".into()));
+                }
+                if let Some(mut l) = life.take() {
+                    let status = prepared.stop(&mut l, &mut out, emit).await;
+                    emit(state(ServiceState::Exited { status, expected: true, last_output: String::new() }));
+                }
+                return Ok(());
+            }
+            Next::Order(None) => orders_open = false,
+            Next::Order(Some(order)) => {
+                // A fault resent after a reconnect is done once.
+                if !taken.insert(order.id) {
+                    continue;
+                }
+                let began = Instant::now();
+                match do_fault(&prepared, host, &mut life, &mut out, emit, order.action).await {
+                    Err(why) => answer(&order, began, Err(why)),
+                    Ok(()) if life.as_ref().is_some_and(|l| !l.ready) => waiting.push((order, began)),
+                    Ok(()) => answer(&order, began, Ok(())),
+                }
+            }
+            Next::Life(Happening::Line(Some((err, text)))) => {
+                let l = life.as_mut().expect("a life is running");
+                let ready_line =
+                    !l.ready && matches!(&prepared.readiness, Readiness::Log(m) if text.contains(m.as_str()));
+                out.line(emit, err, text);
+                if ready_line {
+                    prepared.mark_ready(l, emit);
+                }
+            }
+            Next::Life(Happening::Line(None)) => {
+                if let Some(l) = life.as_mut() {
+                    l.lines_open = false;
+                }
+            }
+            Next::Life(Happening::Probe) => {
+                if probe_ready(&prepared.readiness, &prepared.values).await
+                    && let Some(l) = life.as_mut()
+                {
+                    prepared.mark_ready(l, emit);
+                }
+            }
+            Next::Life(Happening::NotReadyInTime) => {
+                let message = format!(
+                    "service {} on {} was not ready within {} ({}){}",
+                    spec.name,
+                    shard.machine,
+                    spec.ready_timeout,
+                    describe(&prepared.readiness),
+                    out.tail_note()
+                );
+                for (order, began) in waiting.drain(..) {
+                    answer(&order, began, Err(message.clone()));
+                }
+                emit(state(ServiceState::Failed { message: message.clone() }));
+                if let Some(mut l) = life.take() {
+                    stop_child(&mut l, spec.stop_timeout.0, &mut out, emit).await;
+                }
+                return Err(message);
+            }
+            Next::Life(Happening::Exited(status)) => {
+                let mut l = life.take().expect("a life is running");
+                drain(&mut l.lines, &mut out, emit).await;
+                let status = describe_status(status);
+                let was_ready = l.ready;
+                if l.exit_expected {
+                    // A fault's signal ended it: it is stopped, as asked.
+                    emit(state(ServiceState::Exited { status, expected: true, last_output: String::new() }));
+                    for (order, began) in waiting.drain(..) {
+                        answer(
+                            &order,
+                            began,
+                            Err("it exited (a signal a fault sent) before it was ready".into()),
+                        );
+                    }
+                    continue;
+                }
+                let when = if was_ready { "while the run went on" } else { "before it was ready" };
+                let message = format!(
+                    "service {} on {} exited ({status}) {when}{}",
+                    spec.name,
+                    shard.machine,
+                    out.tail_note()
+                );
+                for (order, began) in waiting.drain(..) {
+                    answer(&order, began, Err(message.clone()));
+                }
+                emit(state(ServiceState::Exited { status, expected: false, last_output: out.tail() }));
+                return Err(message);
+            }
+        }
+        // Faults waiting for readiness are done once it is back.
+        if life.as_ref().is_some_and(|l| l.ready) {
+            for (order, began) in waiting.drain(..) {
+                answer(&order, began, Ok(()));
+            }
+        }
+    }
+}
+
+/// What an instance's lives share, worked out once: the program checked
+/// against `--allow-exec`, free ports, the command and environment filled in.
+fn prepare<'a>(
+    spec: &'a Service,
+    run: &str,
+    shard: &'a ShardRef,
+    host: &Host,
+    dir: &Path,
+) -> Result<Prepared<'a>, String> {
+    let program = spec.command.first().ok_or_else(|| format!("service {} has no command", spec.name))?;
+    let path = host.allow_exec.check(&spec.name, program)?;
     // Each port's listener is held until all are picked: no two alike.
     let mut ports = BTreeMap::new();
     let mut held = Vec::new();
     for name in spec.port_names() {
-        match std::net::TcpListener::bind(("0.0.0.0", 0)).and_then(|l| Ok((l.local_addr()?.port(), l))) {
-            Ok((p, l)) => {
-                ports.insert(name, p);
-                held.push(l);
-            }
-            Err(e) => return failed(format!("service {}: finding a free port: {e}", spec.name)),
-        }
+        let (p, l) = std::net::TcpListener::bind(("0.0.0.0", 0))
+            .and_then(|l| Ok((l.local_addr()?.port(), l)))
+            .map_err(|e| format!("service {}: finding a free port: {e}", spec.name))?;
+        ports.insert(name, p);
+        held.push(l);
     }
     drop(held);
     let values =
         Values { ports, host: host.advertise.clone(), dir: dir.display().to_string(), run: run.to_string() };
     let filled = |t: &str| expand(t, &values).map_err(|e| format!("service {}: {e}", spec.name));
-    let args: Vec<String> = match spec.command[1..].iter().map(|a| filled(a)).collect() {
-        Ok(a) => a,
-        Err(e) => return failed(e),
-    };
+    let args = spec.command[1..].iter().map(|a| filled(a)).collect::<Result<Vec<_>, _>>()?;
     if let Some(name) = spec.env.keys().find(|k| !env_allowed(&host.allow_exec, k)) {
-        return failed(format!(
+        return Err(format!(
             "service {}: the plan sets {name}, a variable of the dynamic loader, which a runner sets for no \
              plan (it would start code its operator did not allow)",
             spec.name
         ));
     }
-    let env: Vec<(String, String)> = match spec.env.iter().map(|(k, v)| Ok((k.clone(), filled(v)?))).collect()
-    {
-        Ok(e) => e,
-        Err(e) => return failed(e),
-    };
+    let env =
+        spec.env.iter().map(|(k, v)| Ok((k.clone(), filled(v)?))).collect::<Result<Vec<_>, String>>()?;
     let readiness = match spec.readiness() {
         Readiness::Tcp(t) => Readiness::Tcp(filled(&t).unwrap_or(t)),
         Readiness::Http(h) => Readiness::Http(filled(&h).unwrap_or(h)),
         Readiness::Log(l) => Readiness::Log(filled(&l).unwrap_or(l)),
         Readiness::Started => Readiness::Started,
     };
-    let mut env = env;
-    if let Some(owner) = &host.owner {
-        env.push((OWNER_VAR.to_string(), owner.clone()));
-    }
-    // The resolved path is started (what was checked), under the name the
-    // plan wrote: multi-call programs (redis-server, busybox) read it.
-    let mut child = match spawn(&path, program, &args, &env, &dir, spec.stop_timeout.0) {
-        Ok(c) => c,
-        Err(e) => return failed(format!("service {}: starting {}: {e}", spec.name, path.display())),
-    };
-    let pid = child.id().unwrap_or(0);
-    let mut shown = vec![path.display().to_string()];
-    shown.extend(args.iter().cloned());
-    emit(state(ServiceState::Started { pid, command: shown }));
-    let (tx, mut lines) = mpsc::channel::<Line>(1024);
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(read_lines(out, false, tx.clone()));
-    }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(read_lines(err, true, tx.clone()));
-    }
-    drop(tx);
-    let mut out = Output::new(spec, shard);
     let address = ServiceAddr {
         machine: shard.machine.clone(),
         host: host.advertise.clone(),
         port: values.ports.get("").copied(),
         ports: values.ports.iter().filter(|(k, _)| !k.is_empty()).map(|(k, v)| (k.clone(), *v)).collect(),
     };
-    let began = Instant::now();
-    let deadline = tokio::time::sleep(spec.ready_timeout.0);
-    tokio::pin!(deadline);
-    let mut probe = tokio::time::interval(PROBE_EVERY);
-    let mut ready = false;
-    let mut lines_open = true;
-    let mark_ready = |ready: &mut bool| {
-        *ready = true;
-        let after_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
-        emit(state(ServiceState::Ready { address: address.clone(), after_ms }));
-    };
-    if readiness == Readiness::Started {
-        mark_ready(&mut ready);
+    Ok(Prepared { spec, shard, program, path, args, env, dir: dir.to_path_buf(), values, readiness, address })
+}
+
+/// Does `action` to the instance. `Ok` with a life not yet ready: the
+/// fault is done once it is (start, restart).
+async fn do_fault(
+    p: &Prepared<'_>,
+    host: &Host,
+    life: &mut Option<Life>,
+    out: &mut Output,
+    emit: Emit<'_>,
+    action: FaultAction,
+) -> Result<(), String> {
+    let name = &p.spec.name;
+    let not_running = || format!("service {name} on {} is not running (a fault stopped it)", p.shard.machine);
+    match action {
+        FaultAction::Stop | FaultAction::Restart => {
+            if let Some(mut l) = life.take() {
+                let status = p.stop(&mut l, out, emit).await;
+                p.state(emit, ServiceState::Exited { status, expected: true, last_output: String::new() });
+            }
+            if action == FaultAction::Restart {
+                *life = Some(p.start(host, emit)?);
+            }
+            Ok(())
+        }
+        FaultAction::Start => {
+            if life.is_none() {
+                *life = Some(p.start(host, emit)?);
+            }
+            Ok(())
+        }
+        FaultAction::Kill { signal } => {
+            let l = life.as_mut().ok_or_else(not_running)?;
+            send_signal(l, signal_name(signal)).await.map_err(|e| format!("service {name}: {e}"))?;
+            l.exit_expected = true;
+            p.state(emit, ServiceState::Signalled { signal });
+            if signal == Signal::Kill {
+                // Done once it is gone: a start right after finds it stopped.
+                let mut l = life.take().expect("checked above");
+                let status = wait_exit(&mut l, p.spec.stop_timeout.0, out, emit).await;
+                drain(&mut l.lines, out, emit).await;
+                p.state(emit, ServiceState::Exited { status, expected: true, last_output: String::new() });
+            }
+            Ok(())
+        }
+        FaultAction::Pause | FaultAction::Resume => {
+            let l = life.as_mut().ok_or_else(not_running)?;
+            let pause = action == FaultAction::Pause;
+            if l.paused != pause {
+                send_signal(l, if pause { "STOP" } else { "CONT" })
+                    .await
+                    .map_err(|e| format!("service {name}: {e}"))?;
+                l.paused = pause;
+                p.state(emit, if pause { ServiceState::Paused } else { ServiceState::Resumed });
+            }
+            Ok(())
+        }
     }
-    let ended_by_itself = loop {
-        tokio::select! {
-            // A stop asked for wins over an exit seen at the same time.
-            biased;
-            () = stop.cancelled() => break None,
-            line = lines.recv(), if lines_open => match line {
-                Some((err, text)) => {
-                    if !ready && matches!(&readiness, Readiness::Log(l) if text.contains(l.as_str())) {
-                        out.line(emit, err, text);
-                        mark_ready(&mut ready);
-                    } else {
-                        out.line(emit, err, text);
-                    }
-                }
-                None => lines_open = false,
-            },
-            status = child.wait() => break Some(status),
-            _ = probe.tick(), if !ready && matches!(readiness, Readiness::Tcp(_) | Readiness::Http(_)) => {
-                if probe_ready(&readiness, &values).await {
-                    mark_ready(&mut ready);
-                }
-            }
-            () = &mut deadline, if !ready => {
-                let message = format!(
-                    "service {} on {} was not ready within {} ({}){}",
-                    spec.name, shard.machine, spec.ready_timeout, describe(&readiness), out.tail_note()
-                );
-                emit(state(ServiceState::Failed { message: message.clone() }));
-                stop_child(&mut child, spec.stop_timeout.0, &mut lines, &mut out, emit).await;
-                return Err(message);
-            }
+}
+
+/// The keeper's name of `signal`.
+fn signal_name(signal: Signal) -> &'static str {
+    &signal.name()[3..]
+}
+
+/// Has the keeper send `signal` (`TERM`, `STOP`, …) to the service's group.
+/// Without a keeper (Windows) only `KILL` can be sent.
+async fn send_signal(life: &mut Life, signal: &str) -> Result<(), String> {
+    match life.control.as_mut() {
+        Some(control) => {
+            use tokio::io::AsyncWriteExt;
+            let line = keeper::signal_command(signal);
+            control.write_all(line.as_bytes()).await.map_err(|e| format!("signalling it: {e}"))?;
+            control.flush().await.map_err(|e| format!("signalling it: {e}"))
         }
-    };
-    let status = match ended_by_itself {
-        Some(status) if !stop.is_cancelled() => status,
-        // It ended just as it was told to stop: as asked.
-        other => {
-            let status = match other {
-                Some(status) => describe_status(status),
-                None => {
-                    emit(state(ServiceState::Stopping));
-                    stop_child(&mut child, spec.stop_timeout.0, &mut lines, &mut out, emit).await
-                }
-            };
-            drain(&mut lines, &mut out, emit).await;
-            emit(state(ServiceState::Exited { status, expected: true, last_output: String::new() }));
-            return Ok(());
-        }
-    };
-    drain(&mut lines, &mut out, emit).await;
-    let status = describe_status(status);
-    let when = if ready { "while the run went on" } else { "before it was ready" };
-    let message =
-        format!("service {} on {} exited ({status}) {when}{}", spec.name, shard.machine, out.tail_note());
-    emit(state(ServiceState::Exited { status, expected: false, last_output: out.tail() }));
-    Err(message)
+        None if signal == "KILL" => life.child.start_kill().map_err(|e| format!("killing it: {e}")),
+        None => Err(format!("SIG{signal} needs a Unix machine; this one can only kill a service")),
+    }
 }
 
 /// The instance's output as log events, within [`MAX_SERVICE_OUTPUT`],
@@ -490,7 +745,7 @@ async fn read_lines(mut from: impl AsyncRead + Unpin, err: bool, to: mpsc::Sende
 
 /// The lines still buffered once the process ended (a short wait for the
 /// pipes to close).
-async fn drain(lines: &mut mpsc::Receiver<Line>, out: &mut Output, emit: &(dyn Fn(EventKind) + Send + Sync)) {
+async fn drain(lines: &mut mpsc::Receiver<Line>, out: &mut Output, emit: Emit<'_>) {
     let until = tokio::time::Instant::now() + Duration::from_secs(2);
     while let Ok(Some((err, text))) = tokio::time::timeout_at(until, lines.recv()).await {
         out.line(emit, err, text);
@@ -534,8 +789,9 @@ fn spawn(
         }
     }
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    // The keeper takes its commands (signals for faults) on stdin.
     cmd.current_dir(dir)
-        .stdin(Stdio::null())
+        .stdin(if cfg!(unix) { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -547,28 +803,29 @@ fn spawn(
 /// not end a little after that. Its output is read meanwhile, so a service
 /// that writes while it shuts down is not blocked on a full pipe. Returns
 /// how it ended.
-async fn stop_child(
-    child: &mut tokio::process::Child,
-    grace: Duration,
-    lines: &mut mpsc::Receiver<Line>,
-    out: &mut Output,
-    emit: &(dyn Fn(EventKind) + Send + Sync),
-) -> String {
+async fn stop_child(life: &mut Life, grace: Duration, out: &mut Output, emit: Emit<'_>) -> String {
     // Our own child, not yet reaped (id() is Some), so the pid is still its.
     #[cfg(unix)]
-    if let Some(pid) = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)) {
+    if let Some(pid) = life.child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
     #[cfg(not(unix))]
-    let _ = child.start_kill();
+    let _ = life.child.start_kill();
+    wait_exit(life, grace, out, emit).await
+}
+
+/// Waits for the life's end, reading its output; kills the keeper if it
+/// has not ended a little after `grace`. Returns how it ended.
+async fn wait_exit(life: &mut Life, grace: Duration, out: &mut Output, emit: Emit<'_>) -> String {
+    let Life { child, lines, lines_open, .. } = life;
     let give_up = tokio::time::Instant::now() + grace + Duration::from_secs(5);
-    let mut open = true;
+    let open = lines_open;
     loop {
         tokio::select! {
             status = child.wait() => return describe_status(status),
-            line = lines.recv(), if open => match line {
+            line = lines.recv(), if *open => match line {
                 Some((err, text)) => out.line(emit, err, text),
-                None => open = false,
+                None => *open = false,
             },
             () = tokio::time::sleep_until(give_up) => {
                 let _ = child.start_kill();

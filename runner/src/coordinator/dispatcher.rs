@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ensemble_protocol::event::{Event, EventKind, Outcome, ShardInfo, ShardRef, Summary, SyncOp};
+use ensemble_protocol::fault::FaultStep;
 use ensemble_protocol::filter::{Durations, Partition, PartitionKind, Selection};
 use ensemble_protocol::plan::{Execution, Plan};
 use ensemble_protocol::service::{Addresses, ServiceAddr, ServiceState};
@@ -44,6 +45,8 @@ use super::intake::Intake;
 use super::matching::ShardPlan;
 use super::sync::SyncService;
 use crate::report::Reporter;
+
+mod faults;
 use crate::time::now_us;
 
 /// A plan entry's suite, resolved to content.
@@ -373,6 +376,8 @@ pub struct Dispatcher {
     entries_started: bool,
     /// The machines were told to stop the run's services.
     services_stopped: bool,
+    /// Faults in progress and how many were asked.
+    faults: faults::Faults,
 }
 
 impl Dispatcher {
@@ -495,6 +500,7 @@ impl Dispatcher {
             ready: BTreeMap::new(),
             entries_started: false,
             services_stopped: false,
+            faults: Default::default(),
         }
     }
 
@@ -776,7 +782,8 @@ impl Dispatcher {
                                 .or_default()
                                 .insert(sref.instance, address.clone());
                         }
-                        ServiceState::Stopping => d.services_stopped = true,
+                        // A stop a fault asked for is not the run's end.
+                        ServiceState::Stopping if !d.owes_fault(sref.shard) => d.services_stopped = true,
                         ServiceState::Failed { message } if d.cancelled.is_none() && !d.services_stopped => {
                             d.cancelled = Some(CancelReason::ServiceFailed {
                                 service: service.clone(),
@@ -796,6 +803,7 @@ impl Dispatcher {
                         _ => {}
                     }
                 }
+                EventKind::Fault { .. } => d.resume_fault(&sref, &e.kind),
                 EventKind::Sync { op, call, .. } => {
                     match (op, call) {
                         // A plain signal's answer, or the signal a
@@ -875,6 +883,7 @@ impl Dispatcher {
         if self.services_stopped {
             self.send(m, ToMachine::StopServices { run: self.run.clone() });
         }
+        self.resend_faults(m);
     }
 
     /// The run's machines, by their index.
@@ -1026,6 +1035,16 @@ impl Dispatcher {
                         .into(),
             };
         }
+        if matches!(event, EventKind::Fault { .. }) {
+            event = self.fault_event(index, event);
+        }
+        let answered = match &event {
+            EventKind::Fault { id, step: FaultStep::Done { .. }, .. } => Some((*id, None)),
+            EventKind::Fault { id, step: FaultStep::Failed { message }, .. } => {
+                Some((*id, Some(message.clone())))
+            }
+            _ => None,
+        };
         let running = self.running_test.get(&shard).map_or(&[][..], Vec::as_slice);
         if let Err(why) = self.attached.check(shard, running, &event) {
             crate::throttled!(warn, 30, run = %self.run, shard, "refusing an attachment: {why}");
@@ -1068,6 +1087,7 @@ impl Dispatcher {
             EventKind::Service { service, state, .. } => Some((service.clone(), state.clone())),
             _ => None,
         };
+        let finished = matches!(event, EventKind::ShardFinished { .. });
         if self.spent > self.max_spent {
             event = lightened(event);
         }
@@ -1084,6 +1104,12 @@ impl Dispatcher {
         }
         if let Some((service, state)) = service {
             self.service_event(&sref, &service, &state);
+        }
+        if let Some((id, failure)) = answered {
+            self.fault_answered(shard, id, failure);
+        }
+        if finished && self.shards[index].service.is_some() {
+            self.faults_end_with(&sref, "its service shard finished");
         }
         self.send_durable(m, ToMachine::Ack { run: self.run.clone(), shard, seq });
     }
@@ -1129,6 +1155,10 @@ impl Dispatcher {
         // as they happen (a restart rebuilds the counts from that record);
         // only waits run apart.
         let wait = match call {
+            SyncCall::Fault { service, instance, action, test } => {
+                self.handle_fault(shard, id, service, instance, action, test);
+                return;
+            }
             SyncCall::Signal { state } => {
                 let reply = self
                     .take_signal(shard, id, &state)
@@ -1256,6 +1286,10 @@ impl Dispatcher {
         }
         if self.done.insert(shard) {
             self.forget_sync(shard);
+            if let Some(&i) = self.by_no.get(&shard) {
+                let sref = self.shards[i].shard.clone();
+                self.faults_end_with(&sref, "it ended");
+            }
             self.advance();
         }
     }
@@ -1315,6 +1349,7 @@ impl Dispatcher {
             );
             self.done.insert(sref.shard);
             self.forget_sync(sref.shard);
+            self.faults_end_with(&sref, &format!("machine {name} was lost"));
         }
         if lost_service.is_some() || self.fail_fast {
             self.handle_cancel(CancelReason::MachineLost { machine: name, reason: reason.to_string() });

@@ -146,6 +146,10 @@ impl SyncService {
                 Err(e) => (e, None),
             },
             SyncCall::Publish { topic, payload } => self.publish(topic, payload),
+            // Faults are routed by the dispatcher, which knows the services.
+            SyncCall::Fault { service, .. } => {
+                (Self::err(SyncFailure::Invalid, format!("a fault into {service} is not a sync call")), None)
+            }
             SyncCall::Next { topic, index, timeout_ms } => {
                 if let Some(why) = sync_name_problem("topic", &topic) {
                     return (Self::err(SyncFailure::Invalid, why), None);

@@ -941,3 +941,166 @@ async fn only_a_services_own_shard_speaks_for_it() {
     h.event(0, 3, 2, ready_at(7000));
     assert_eq!(h.assigned(1), [2]);
 }
+
+/// [`with_service`]'s plan, the client granted faults into `db`.
+fn fault_plan() -> Plan {
+    let mut plan = plan("");
+    plan.services.push(
+        toml::from_str(
+            r#"name = "db"
+profile = "a"
+command = ["db-server", "--port", "{port}"]"#,
+        )
+        .unwrap(),
+    );
+    plan.entries[1].capabilities.faults = vec!["db".into()];
+    plan
+}
+
+/// [`fault_plan`]'s run, `db` ready.
+fn with_faults() -> Harness {
+    let plan = fault_plan();
+    let mut infos = crate::fuzzing::tier_machines(&["a", "b"]);
+    for m in &mut infos {
+        m.allow_exec = vec!["db-server".into()];
+    }
+    let names = vec!["server".to_string(), "client".to_string()];
+    let shards = matching::place(&plan, &names, &[], &infos, &[]).unwrap();
+    let (suites, links, to, events, reporters) = Harness::parts();
+    let mut d = Dispatcher::new(RUN.into(), &plan, suites, links, shards, reporters);
+    d.start();
+    let mut h = Harness { d, to, events };
+    h.event(0, 3, 1, ready_at(7000));
+    h.sent(0);
+    h.sent(1);
+    h
+}
+
+fn restart_of_db() -> SyncCall {
+    SyncCall::Fault {
+        service: "db".into(),
+        instance: None,
+        action: ensemble_protocol::fault::FaultAction::Restart,
+        test: "survives".into(),
+    }
+}
+
+fn fault_orders(sent: &[ToMachine]) -> Vec<(u32, ensemble_protocol::fault::FaultId)> {
+    sent.iter()
+        .filter_map(|m| match m {
+            ToMachine::Fault { shard, id, .. } => Some((*shard, *id)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn fault_step(id: ensemble_protocol::fault::FaultId, step: ensemble_protocol::fault::FaultStep) -> EventKind {
+    EventKind::Fault {
+        shard: sref(3),
+        service: "db".into(),
+        service_instance: None,
+        action: ensemble_protocol::fault::FaultAction::Restart,
+        id,
+        test: String::new(),
+        step,
+    }
+}
+
+#[tokio::test]
+async fn a_fault_goes_to_the_services_machine_and_is_answered_once_done() {
+    use ensemble_protocol::fault::{FaultId, FaultStep};
+    let mut h = with_faults();
+    h.sync(1, 2, 5, restart_of_db());
+    let id = FaultId { caller: 2, call: 5 };
+    assert_eq!(fault_orders(&h.sent(0)), [(3, id)], "the order goes to the machine of db");
+    assert!(h.replies(1).is_empty(), "answered once done, not before");
+    assert!(h.kinds().iter().any(|k| matches!(
+        k,
+        EventKind::Fault { shard, step: FaultStep::Asked { instances: 1 }, test, .. }
+            if shard.shard == 2 && test == "survives"
+    )));
+    // Asked again after a reconnect: it is the same fault, still going.
+    h.sync(1, 2, 5, restart_of_db());
+    assert!(fault_orders(&h.sent(0)).is_empty() && h.replies(1).is_empty());
+    // The service's machine reconnects: the order is sent again (it does it once).
+    h.d.handle(Inbound::Connected { machine: 0 });
+    assert_eq!(fault_orders(&h.sent(0)), [(3, id)]);
+    // Another shard of that machine cannot answer for db.
+    h.event(0, 1, 1, fault_step(id, FaultStep::Done { took_ms: 1 }));
+    assert!(h.replies(1).is_empty());
+    assert!(
+        h.kinds().iter().any(
+            |k| matches!(k, EventKind::Log { message, .. } if message.contains("refused a fault event"))
+        )
+    );
+    // db's own shard says it is done: the caller hears it.
+    h.event(0, 3, 2, fault_step(id, FaultStep::Done { took_ms: 12 }));
+    assert_eq!(h.replies(1), [(5, SyncReply::Done)]);
+    let stored = h.kinds();
+    assert!(stored.iter().any(|k| matches!(
+        k,
+        EventKind::Fault { shard, step: FaultStep::Done { took_ms: 12 }, test, service_instance: Some(0), .. }
+            if shard.shard == 3 && test == "survives"
+    )), "the instance's event carries the test that asked: {stored:?}");
+    // The call resent after that gets the same answer; nothing is done again.
+    h.sync(1, 2, 5, restart_of_db());
+    assert_eq!(h.replies(1), [(5, SyncReply::Done)]);
+    assert!(fault_orders(&h.sent(0)).is_empty());
+    // A restart's stop is not the run's end: db is still wanted.
+    assert!(!h.d.services_stopped);
+}
+
+#[tokio::test]
+async fn a_fault_without_the_grant_or_into_no_such_service_is_refused_naming_why() {
+    use ensemble_protocol::event::SyncFailure;
+    let mut h = with_faults();
+    // The server's entry is granted nothing.
+    h.sync(0, 1, 1, restart_of_db());
+    let replies = h.replies(0);
+    assert!(
+        matches!(&replies[..], [(1, SyncReply::Error { kind: SyncFailure::Denied, message })]
+            if message.contains("faults = [\"db\"]") && message.contains("role server")),
+        "{replies:?}"
+    );
+    // The client may fault db, and only db: no other service of this run
+    // (nor any other run's) can be named.
+    let SyncCall::Fault { action, test, .. } = restart_of_db() else { unreachable!() };
+    h.d.assignments[1].capabilities.faults = vec!["*".into()];
+    h.sync(1, 2, 2, SyncCall::Fault { service: "cache".into(), instance: None, action, test: test.clone() });
+    h.sync(1, 2, 3, SyncCall::Fault { service: "db".into(), instance: Some(4), action, test });
+    let replies = h.replies(1);
+    assert!(
+        matches!(&replies[..], [
+            (2, SyncReply::Error { kind: SyncFailure::Invalid, message: a }),
+            (3, SyncReply::Error { kind: SyncFailure::Invalid, message: b }),
+        ] if a.contains("no service \"cache\" (db)") && b.contains("no instance 4")),
+        "{replies:?}"
+    );
+    assert!(fault_orders(&h.sent(0)).is_empty());
+}
+
+#[tokio::test]
+async fn a_fault_whose_service_ends_first_fails_and_a_resumed_coordinator_finishes_one() {
+    use ensemble_protocol::fault::{FaultId, FaultStep};
+    let mut h = with_faults();
+    h.sync(1, 2, 7, restart_of_db());
+    let id = FaultId { caller: 2, call: 7 };
+    assert_eq!(fault_orders(&h.sent(0)), [(3, id)]);
+    // A restarted coordinator takes the run up from what was stored: the
+    // fault is still owed, and ordered again once db's machine is back.
+    let stored = h.events.lock().unwrap().clone();
+    let (suites, links, to, events, reporters) = Harness::parts();
+    let mut d = Dispatcher::resume(RUN.into(), &fault_plan(), suites, links, &stored, reporters).unwrap();
+    d.resume_start();
+    let mut again = Harness { d, to, events };
+    assert_eq!(fault_orders(&again.sent(0)), [(3, id)]);
+    again.event(0, 3, 2, fault_step(id, FaultStep::Done { took_ms: 3 }));
+    assert_eq!(again.replies(1), [(7, SyncReply::Done)]);
+    // In the first life, db ends before it answers: the caller hears why.
+    h.event(0, 3, 2, EventKind::ShardFinished { shard: sref(3), summary: Summary::default(), error: None });
+    let replies = h.replies(1);
+    assert!(
+        matches!(&replies[..], [(7, SyncReply::Error { message, .. })] if message.contains("ended before the fault was done")),
+        "{replies:?}"
+    );
+}

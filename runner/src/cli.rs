@@ -1034,6 +1034,9 @@ async fn report(args: ReportArgs) -> Result<i32, Failure> {
     }
     let verdict = verdict
         .ok_or_else(|| bad(anyhow::anyhow!("the run has no end (run-finished): is the log whole?")))?;
+    for line in crate::report::fault_summary(&events) {
+        println!("{line}");
+    }
     println!("{} run: {verdict}", if args.merge.len() > 1 { "Merged" } else { "The" });
     Ok(verdict.exit_code())
 }

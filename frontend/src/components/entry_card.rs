@@ -49,6 +49,7 @@ pub fn EntryCard(props: &Props) -> Html {
     let params_err = ed.error(&EntryText::Params.path(i));
     let net_err = ed.error(&EntryText::Net.path(i));
     let env_err = ed.error(&EntryText::Env.path(i));
+    let faults_err = ed.error(&EntryText::Faults.path(i));
     let filter_err = ed.error(&EntryText::Filter.path(i));
 
     let on_role = dispatch(EditorAction::SetRole);
@@ -66,6 +67,7 @@ pub fn EntryCard(props: &Props) -> Html {
     let on_params = text(EntryText::Params);
     let on_net = text(EntryText::Net);
     let on_env = text(EntryText::Env);
+    let on_faults = text(EntryText::Faults);
     let on_filter = text(EntryText::Filter);
     let new_profile = {
         let ed = ed.clone();
@@ -141,6 +143,11 @@ pub fn EntryCard(props: &Props) -> Html {
                     <input id={id("env")} type="text" value={ed.entry_text(i, EntryText::Env)}
                         aria-invalid={aria_error(&id("env"), &env_err).0}
                         oninput={Callback::from(move |e: InputEvent| on_env(input_value(&e)))} />
+                </Field>
+                <Field id={id("faults")} label="Services it may fault" hint={Some(AttrValue::from("service names, comma separated; * for every one: its tests may stop, restart, kill, pause and resume them"))} error={faults_err.clone()}>
+                    <input id={id("faults")} type="text" value={ed.entry_text(i, EntryText::Faults)} placeholder="none"
+                        aria-invalid={aria_error(&id("faults"), &faults_err).0}
+                        oninput={Callback::from(move |e: InputEvent| on_faults(input_value(&e)))} />
                 </Field>
                 <Field id={id("filter")} label="Tests to run" hint={Some(AttrValue::from("a filter such as test(put) and not tag(slow); empty: every test"))} error={filter_err.clone()}>
                     <input id={id("filter")} type="text" value={ed.entry_text(i, EntryText::Filter)} placeholder="every test"

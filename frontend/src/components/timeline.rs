@@ -84,8 +84,8 @@ pub fn Timeline(props: &Props) -> Html {
             });
             let marks = lane.marks.iter().filter_map(|&k| view.sync.get(k)).filter(|s| s.shard == shard.shard).map(|s| {
                 html! {
-                    <span class={classes!("mark", s.failed.then_some("failed"))} style={format!("left:{:.3}%", frac(s.at_us))}
-                        title={format!("{}: {}", s.role, s.text)}></span>
+                    <span class={classes!("mark", s.failed.then_some("failed"), s.fault.then_some("fault"))} style={format!("left:{:.3}%", frac(s.at_us))}
+                        title={format!("{}: {}", s.role, s.text)} data-fault={s.fault.then(|| s.text.clone())}></span>
                 }
             });
             // What the track's empty stretches were: before its first test
@@ -154,7 +154,8 @@ pub fn Timeline(props: &Props) -> Html {
                     <span class="key failed"></span>{"failed "}
                     <span class="key running"></span>{"running "}
                     <span class="key skipped"></span>{"skipped or cancelled "}
-                    <span class="key mark-key"></span>{"sync event "}
+                    <span class="key mark-key"></span>{"sync or service event "}
+                    <span class="key fault-key"></span>{"fault "}
                     <span class="key phase-key"></span>{"before the first test"}
                 </p>
             }

@@ -85,6 +85,8 @@ pub enum EntryText {
     Params,
     Net,
     Env,
+    /// The services it may fault.
+    Faults,
     Filter,
 }
 
@@ -119,6 +121,7 @@ impl EntryText {
             EntryText::Params => format!("entries[{i}].params"),
             EntryText::Net => format!("entries[{i}].capabilities.net"),
             EntryText::Env => format!("entries[{i}].capabilities.env"),
+            EntryText::Faults => format!("entries[{i}].capabilities.faults"),
             EntryText::Filter => format!("entries[{i}].filter"),
         }
     }
@@ -347,6 +350,7 @@ impl EditorState {
             }
             EntryText::Net => e.capabilities.net.join(", "),
             EntryText::Env => e.capabilities.env.join(", "),
+            EntryText::Faults => e.capabilities.faults.join(", "),
             EntryText::Filter => e.filter.clone().unwrap_or_default(),
         }
     }
@@ -587,6 +591,7 @@ impl Reducible for EditorState {
                             EntryText::Params => e.params = parse_params(t)?,
                             EntryText::Net => e.capabilities.net = parse_list(t),
                             EntryText::Env => e.capabilities.env = parse_list(t),
+                            EntryText::Faults => e.capabilities.faults = parse_list(t),
                             // Checked with the rest of the plan (its problems).
                             EntryText::Filter => {
                                 e.filter = Some(t.trim().to_string()).filter(|f| !f.is_empty())

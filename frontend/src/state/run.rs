@@ -107,6 +107,8 @@ pub struct SyncRow {
     pub text: String,
     /// Barrier failures are worth a colour.
     pub failed: bool,
+    /// A fault into a service (asked, done or failed): a mark of its own.
+    pub fault: bool,
 }
 
 /// One machine's lane.
@@ -596,12 +598,63 @@ impl RunView {
                     role: shard.role.clone(),
                     text,
                     failed,
+                    fault: false,
                 });
                 let k = self.sync.len() - 1;
                 self.lane_mut(&shard.machine).marks.push(k);
             }
             EventKind::Service { shard, service, state } => {
                 self.service(ev.seq, ev.at_us, shard, &service, state)
+            }
+            EventKind::Fault { shard, service, service_instance, action, test, step, .. } => {
+                use ensemble_protocol::fault::FaultStep;
+                let what = action.describe();
+                let (text, failed) = match &step {
+                    FaultStep::Asked { .. } => {
+                        (format!("fault: {} ({test}) asks to {what} service {service}", shard.role), false)
+                    }
+                    FaultStep::Done { took_ms } => {
+                        (format!("fault: {what} of service {service} done in {took_ms} ms"), false)
+                    }
+                    FaultStep::Failed { message } => {
+                        (format!("fault: {what} of service {service} failed: {message}"), true)
+                    }
+                };
+                // On the track that asked (or did it), and, for an ask, on
+                // each service track it goes to: the fault where it happened.
+                let mut tracks = vec![(shard.machine.clone(), shard.shard, shard.role.clone())];
+                if matches!(step, FaultStep::Asked { .. }) {
+                    let lane_of = format!("{}{service}", ensemble_protocol::service::GRANT_PREFIX);
+                    for lane in &self.lanes {
+                        for s in &lane.shards {
+                            if s.role == lane_of && service_instance.is_none_or(|n| n == s.instance) {
+                                tracks.push((lane.machine.clone(), s.shard, s.role.clone()));
+                            }
+                        }
+                    }
+                }
+                for (machine, on, role) in tracks {
+                    self.sync.push(SyncRow {
+                        seq: ev.seq,
+                        shard: on,
+                        at_us: ev.at_us,
+                        machine: machine.clone(),
+                        role,
+                        text: text.clone(),
+                        failed,
+                        fault: true,
+                    });
+                    let k = self.sync.len() - 1;
+                    self.lane_mut(&machine).marks.push(k);
+                }
+                // The service's own row keeps the fault in its log.
+                if !matches!(step, FaultStep::Asked { .. }) {
+                    let i = self.row(&shard, &format!("service:{service}"));
+                    let row = Rc::make_mut(&mut self.rows[i]);
+                    if row.logs.len() < MAX_LOGS_PER_TEST {
+                        row.logs.push(format!("[fault] {text}"));
+                    }
+                }
             }
             EventKind::ShardFinished { shard, error, .. } => {
                 self.shard_times.entry(shard.shard).or_insert((ev.at_us, None)).1 = Some(ev.at_us);
@@ -652,9 +705,16 @@ impl RunView {
                 Some(Status::Done(Outcome::Failed)),
             ),
             ServiceState::Failed { message } => (message, true, Some(Status::Done(Outcome::Failed))),
+            ServiceState::Paused => (format!("service {service} paused"), false, None),
+            ServiceState::Resumed => (format!("service {service} resumed"), false, None),
+            ServiceState::Signalled { signal } => (format!("service {service} sent {signal}"), false, None),
         };
         let row = Rc::make_mut(&mut self.rows[i]);
         row.started_us.get_or_insert(at_us);
+        if status == Some(Status::Running) {
+            // Back after a fault stopped it: running again.
+            row.finished_us = None;
+        }
         if let Some(status) = status {
             row.status = status;
             if matches!(status, Status::Done(_)) {
@@ -675,6 +735,7 @@ impl RunView {
             role: shard.role.clone(),
             text,
             failed,
+            fault: false,
         });
         let k = self.sync.len() - 1;
         self.lane_mut(&shard.machine).marks.push(k);

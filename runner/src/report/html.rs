@@ -37,6 +37,24 @@ struct Report {
     t0_us: i64,
     shard_errors: Vec<ShardError>,
     tests: Vec<Row>,
+    /// What happened to the run's services, faults among it, in order.
+    services: Vec<ServiceMark>,
+}
+
+/// One moment of a service's life on the timeline: a state it reported or
+/// a fault step.
+#[derive(Serialize)]
+struct ServiceMark {
+    /// Microseconds from `t0_us`.
+    at_us: i64,
+    service: String,
+    /// The instance's machine (the caller's for a fault's ask).
+    machine: String,
+    /// `state` or `fault`.
+    kind: &'static str,
+    text: String,
+    /// A failure: a fault that failed, a service that failed or exited.
+    bad: bool,
 }
 
 #[derive(Serialize)]
@@ -158,6 +176,44 @@ impl Reporter for HtmlReport {
                 let attachment = Attachment { name: name.clone(), size: *size, data: data.clone() };
                 self.row(shard, test).attachments.push(attachment);
             }
+            EventKind::Service { shard, service, state } => {
+                use ensemble_protocol::service::ServiceState as S;
+                let (text, bad) = match state {
+                    S::Started { pid, .. } => (format!("started (pid {pid})"), false),
+                    S::Ready { after_ms, .. } => (format!("ready after {after_ms} ms"), false),
+                    S::Stopping => ("stopping".to_string(), false),
+                    S::Exited { status, expected, .. } => (format!("exited ({status})"), !*expected),
+                    S::Failed { message } => (format!("failed: {message}"), true),
+                    S::Paused => ("paused".to_string(), false),
+                    S::Resumed => ("resumed".to_string(), false),
+                    S::Signalled { signal } => (format!("sent {signal}"), false),
+                };
+                self.report.services.push(ServiceMark {
+                    at_us: at,
+                    service: service.clone(),
+                    machine: shard.machine.clone(),
+                    kind: "state",
+                    text,
+                    bad,
+                });
+            }
+            EventKind::Fault { shard, service, action, test, step, .. } => {
+                use ensemble_protocol::fault::FaultStep;
+                let what = action.describe();
+                let (text, bad) = match step {
+                    FaultStep::Asked { .. } => (format!("{what} asked by {} ({test})", shard.role), false),
+                    FaultStep::Done { took_ms } => (format!("{what} done in {took_ms} ms"), false),
+                    FaultStep::Failed { message } => (format!("{what} failed: {message}"), true),
+                };
+                self.report.services.push(ServiceMark {
+                    at_us: at,
+                    service: service.clone(),
+                    machine: shard.machine.clone(),
+                    kind: "fault",
+                    text,
+                    bad,
+                });
+            }
             EventKind::ShardFinished { shard, error: Some(error), .. } => {
                 self.report.shard_errors.push(ShardError {
                     role: shard.role.clone(),
@@ -201,6 +257,10 @@ h1 { font-size: 1.4rem; margin: 0 0 .25rem; }
 .bar.failed, .bar.timed-out, .bar.crashed, .bar.lost { background: #dc2626; }
 .bar.skipped, .bar.cancelled { background: #9ca3af; }
 .bar.flaky { background: #d97706; }
+.mark { position: absolute; top: -2px; width: 3px; height: 18px; background: #2563eb; }
+.mark.fault { background: #7c3aed; width: 5px; }
+.mark.bad { background: #dc2626; }
+#faults td.bad { color: #b91c1c; font-weight: 600; }
 #controls { display: flex; flex-wrap: wrap; gap: .5rem; margin: 1rem 0 .5rem; }
 #controls input { flex: 1; min-width: 12rem; padding: .4rem; }
 table { width: 100%; border-collapse: collapse; background: #fff; }
@@ -222,7 +282,11 @@ const BODY: &str = r#"<header>
 <ul id="counts" aria-label="counts"></ul>
 <div id="errors"></div>
 <h2>Timeline</h2>
-<div id="timeline" aria-label="timeline, a lane per machine"></div>
+<div id="timeline" aria-label="timeline, a lane per machine and per service"></div>
+<section id="services-section" hidden>
+<h2>Services and faults</h2>
+<table id="faults"><thead><tr><th>time</th><th>service</th><th>machine</th><th>what</th></tr></thead><tbody></tbody></table>
+</section>
 <h2>Tests</h2>
 <div id="controls">
 <input id="filter" type="search" placeholder="filter: test, role, machine or message" aria-label="filter the tests">
@@ -266,6 +330,7 @@ const SCRIPT: &str = r#"
   const lanes = new Map();
   let end = 1;
   for (const t of data.tests) { if (t.end_us) end = Math.max(end, t.end_us); }
+  for (const m of data.services) end = Math.max(end, m.at_us);
   for (const t of data.tests) {
     if (t.start_us == null || t.end_us == null) continue;
     if (!lanes.has(t.machine)) {
@@ -280,6 +345,27 @@ const SCRIPT: &str = r#"
     bar.title = t.role + ' ' + t.test + ': ' + t.outcome + ' in ' + secs(t.duration_ms);
     lanes.get(t.machine).appendChild(bar);
   }
+  // A lane per service, a mark per state and fault; and the list of them.
+  const serviceLanes = new Map();
+  for (const m of data.services) {
+    if (!serviceLanes.has(m.service)) {
+      const lane = el('div', undefined, 'lane'); lane.dataset.service = m.service;
+      lane.appendChild(el('span', 'service ' + m.service, 'lane-name'));
+      const track = el('div', undefined, 'lane-track'); lane.appendChild(track);
+      $('timeline').appendChild(lane); serviceLanes.set(m.service, track);
+    }
+    const mark = el('div', undefined, 'mark ' + m.kind + (m.bad ? ' bad' : ''));
+    mark.style.left = (100 * Math.max(0, m.at_us) / end) + '%';
+    mark.title = secs(m.at_us / 1000) + ' ' + m.service + ' on ' + m.machine + ': ' + m.text;
+    serviceLanes.get(m.service).appendChild(mark);
+    const tr = el('tr'); tr.dataset.kind = m.kind;
+    tr.appendChild(el('td', secs(m.at_us / 1000)));
+    tr.appendChild(el('td', m.service));
+    tr.appendChild(el('td', m.machine));
+    tr.appendChild(el('td', (m.kind === 'fault' ? 'fault: ' : '') + m.text, m.bad ? 'bad' : ''));
+    document.querySelector('#faults tbody').appendChild(tr);
+  }
+  $('services-section').hidden = data.services.length === 0;
 
   // The table, a page at a time.
   const PAGE = 500;

@@ -229,6 +229,33 @@ impl Reporter for TerminalReporter {
                         )
                     }
                     ServiceState::Failed { message } => message.clone(),
+                    ServiceState::Paused => format!("service {service} on {} paused", shard.machine),
+                    ServiceState::Resumed => format!("service {service} on {} resumed", shard.machine),
+                    ServiceState::Signalled { signal } => {
+                        format!("service {service} on {} sent {signal}", shard.machine)
+                    }
+                };
+                self.line(&format!("  {text}"));
+            }
+            EventKind::Fault { shard, service, action, test, step, .. } => {
+                use ensemble_protocol::fault::FaultStep;
+                let what = action.describe();
+                let text = match step {
+                    FaultStep::Asked { .. } => {
+                        format!(
+                            "fault: {}@{} {test} asks to {what} service {service}",
+                            shard.role, shard.machine
+                        )
+                    }
+                    FaultStep::Done { took_ms } => {
+                        format!(
+                            "fault: {what} of service {service} on {} done in {took_ms} ms",
+                            shard.machine
+                        )
+                    }
+                    FaultStep::Failed { message } => {
+                        format!("fault: {what} of service {service} on {} failed: {message}", shard.machine)
+                    }
                 };
                 self.line(&format!("  {text}"));
             }

@@ -1,8 +1,8 @@
 // Types of @ensemble/suite (index.js): write Ensemble test suites in JavaScript.
-// The ABI is the WIT world `suite` of package ensemble:suite@0.2.0.
+// The ABI is the WIT world `suite` of package ensemble:suite@0.3.0.
 
-/** The SDK's version; it speaks the `ensemble:suite@0.2.0` ABI. */
-export const VERSION: '0.2.0';
+/** The SDK's version; it speaks the `ensemble:suite@0.3.0` ABI. */
+export const VERSION: '0.3.0';
 
 // --- outcomes -----------------------------------------------------------------
 
@@ -199,3 +199,40 @@ export const tests: {
   describe(): { tests: TestInfo[]; params: ParamInfo[] };
   run(name: string): TestResult | Promise<TestResult>;
 };
+
+export type FaultErrorKind = 'denied' | 'unknown' | 'failed' | 'cancelled';
+/** A fault was not done; uncaught, it fails the test. */
+export class FaultError extends Failed {
+  constructor(kind: FaultErrorKind, text: string);
+  readonly kind: FaultErrorKind;
+  readonly text: string;
+}
+export type Signal = 'TERM' | 'KILL' | 'INT' | 'HUP' | 'QUIT' | 'USR1' | 'USR2';
+/**
+ * Faults into the run's services, on whatever machine runs them; each
+ * returns once done. Needs the entry's grant `faults = ["NAME"]`.
+ */
+export const fault: {
+  stop(service: string, instance?: number): void;
+  start(service: string, instance?: number): void;
+  restart(service: string, instance?: number): void;
+  kill(service: string, signal?: Signal, instance?: number): void;
+  pause(service: string, instance?: number): void;
+  resume(service: string, instance?: number): void;
+};
+
+/** Where one instance of a service of the run is. */
+export class ServiceAddress {
+  readonly machine: string;
+  readonly host: string;
+  readonly port: number | undefined;
+  readonly ports: Record<string, number>;
+  /** `host:port`; `port` names a `{port.NAME}`. */
+  addr(port?: string): string;
+  /** `http://host:port` + `path`. */
+  url(path?: string, port?: string): string;
+}
+/** The address of the run's service `name` (its first instance by default). */
+export function service(name: string, instance?: number): ServiceAddress;
+/** Every instance of the run's service `name`. */
+export function serviceAddrs(name: string): ServiceAddress[];

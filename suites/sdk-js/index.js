@@ -3,7 +3,7 @@
  *
  * Write Ensemble test suites in JavaScript.
  *
- * A suite is a WebAssembly component implementing the `ensemble:suite@0.2.0`
+ * A suite is a WebAssembly component implementing the `ensemble:suite@0.3.0`
  * WIT world (suites/wit/suite.wit); componentize-js builds one from an ES
  * module (the *app*). This module turns plain functions into the component's
  * tests:
@@ -45,19 +45,28 @@ import {
   machine as hostMachine,
   param as hostParam,
   params as hostParams,
-} from 'ensemble:suite/context@0.2.0';
+} from 'ensemble:suite/context@0.3.0';
 import {
   signal as hostSignal,
   barrier as hostBarrier,
   signalAndWait as hostSignalAndWait,
   publish as hostPublish,
   subscribe as hostSubscribe,
-} from 'ensemble:suite/sync@0.2.0';
-import { log as hostLog } from 'ensemble:suite/log@0.2.0';
-import { attach as hostAttach } from 'ensemble:suite/attach@0.2.0';
+} from 'ensemble:suite/sync@0.3.0';
+import { log as hostLog } from 'ensemble:suite/log@0.3.0';
+import { attach as hostAttach } from 'ensemble:suite/attach@0.3.0';
+import {
+  addresses as hostAddresses,
+  stop as hostStop,
+  start as hostStart,
+  restart as hostRestart,
+  kill as hostKill,
+  pause as hostPause,
+  resume as hostResume,
+} from 'ensemble:suite/services@0.3.0';
 
-/** The SDK's version; it speaks the `ensemble:suite@0.2.0` ABI. */
-export const VERSION = '0.2.0';
+/** The SDK's version; it speaks the `ensemble:suite@0.3.0` ABI. */
+export const VERSION = '0.3.0';
 
 // ---------------------------------------------------------------------------
 // Outcomes
@@ -659,6 +668,131 @@ function syncCall(what, call) {
   }
 }
 
+// ---------------------------------------------------------------------------
+// Services
+// ---------------------------------------------------------------------------
+
+/**
+ * Where one instance of a service of the run is: `host` (an IP address),
+ * `port` (its `{port}`), `ports` (its `{port.NAME}` ports by name) and the
+ * `machine` that runs it. Reaching it needs the entry's grant
+ * `net = ["service:NAME"]`.
+ */
+export class ServiceAddress {
+  constructor(address) {
+    this.machine = address.machine;
+    this.host = address.host;
+    this.port = address.port;
+    this.ports = Object.fromEntries(address.ports ?? []);
+  }
+
+  /** `host:port` (an IPv6 host in brackets); `port` names a `{port.NAME}`. */
+  addr(port) {
+    const number = port === undefined ? this.port : this.ports[port];
+    if (number === undefined) fail(`the service on ${this.machine} has no port ${port ?? '{port}'}`);
+    return this.host.includes(':') ? `[${this.host}]:${number}` : `${this.host}:${number}`;
+  }
+
+  /** `http://host:port` followed by `path`; `port` names a `{port.NAME}`. */
+  url(path = '/', port) {
+    return `http://${this.addr(port)}${path}`;
+  }
+}
+
+/**
+ * Every instance of the run's service `name`, in instance order.
+ * @param {string} name
+ * @returns {ServiceAddress[]}
+ */
+export function serviceAddrs(name) {
+  inTest(`serviceAddrs(${show(name)})`);
+  return hostAddresses(String(name)).map((a) => new ServiceAddress(a));
+}
+
+/**
+ * The address of the run's service `name` (instance `instance`, the first
+ * by default); fails the test when the run has no such service.
+ * @param {string} name
+ * @param {number} [instance]
+ * @returns {ServiceAddress}
+ */
+export function service(name, instance = 0) {
+  const all = serviceAddrs(name);
+  if (all.length === 0) fail(`the run has no service ${show(name)}: is it in the plan's [[services]], and ready?`);
+  if (all[instance] === undefined) fail(`service ${show(name)} has ${all.length} instance(s); there is no instance ${instance}`);
+  return all[instance];
+}
+
+// ---------------------------------------------------------------------------
+// Faults
+// ---------------------------------------------------------------------------
+
+const FAULT_KINDS = ['denied', 'unknown', 'failed', 'cancelled'];
+const SIGNALS = ['term', 'kill', 'int', 'hup', 'quit', 'usr1', 'usr2'];
+
+/**
+ * A `fault` was not done. `kind` is `"denied"` (the plan entry is not
+ * granted faults into the service; `text` names the grant), `"unknown"` (no
+ * such service or instance), `"failed"` (tried, and it did not work) or
+ * `"cancelled"` (the run is over). The message reads `fault KIND: TEXT`.
+ */
+export class FaultError extends Failed {
+  constructor(kind, text) {
+    super(`fault ${kind}: ${text}`);
+    this.name = 'FaultError';
+    this.kind = kind;
+    this.text = text;
+  }
+}
+
+function faultCall(what, call) {
+  inTest(what);
+  try {
+    return call();
+  } catch (error) {
+    const payload = error?.payload;
+    if (payload && FAULT_KINDS.includes(payload.tag)) {
+      throw new FaultError(payload.tag, String(payload.val));
+    }
+    throw error;
+  }
+}
+
+const target = (instance) => (instance === undefined || instance === null ? undefined : Number(instance));
+
+/**
+ * Faults into the run's services, on whatever machine runs them. Each call
+ * returns once the fault is done (`restart`: once the service is ready
+ * again; `stop`: once it exited). `instance` picks one instance of a service
+ * on several machines (omitted: every one). The plan entry needs the grant
+ * `capabilities = { faults = ["db"] }`. Failures throw `FaultError`.
+ */
+export const fault = Object.freeze({
+  /** @param {string} service @param {number} [instance] */
+  stop: (service, instance) => faultCall(`fault.stop(${show(service)})`, () => hostStop(service, target(instance))),
+  /** @param {string} service @param {number} [instance] */
+  start: (service, instance) => faultCall(`fault.start(${show(service)})`, () => hostStart(service, target(instance))),
+  /** @param {string} service @param {number} [instance] */
+  restart: (service, instance) =>
+    faultCall(`fault.restart(${show(service)})`, () => hostRestart(service, target(instance))),
+  /**
+   * Sends `signal` (`'TERM'`, `'KILL'`, `'INT'`, `'HUP'`, `'QUIT'`, `'USR1'`, `'USR2'`).
+   * @param {string} service @param {string} [signal] @param {number} [instance]
+   */
+  kill: (service, signal = 'KILL', instance) => {
+    const name = String(signal).toLowerCase().replace(/^sig/, '');
+    if (!SIGNALS.includes(name)) {
+      throw new FaultError('unknown', `no signal ${show(signal)}; kill sends one of ${SIGNALS.join(', ')}`);
+    }
+    return faultCall(`fault.kill(${show(service)}, ${show(name)})`, () => hostKill(service, target(instance), name));
+  },
+  /** @param {string} service @param {number} [instance] */
+  pause: (service, instance) => faultCall(`fault.pause(${show(service)})`, () => hostPause(service, target(instance))),
+  /** @param {string} service @param {number} [instance] */
+  resume: (service, instance) =>
+    faultCall(`fault.resume(${show(service)})`, () => hostResume(service, target(instance))),
+});
+
 /**
  * A cursor over one topic, from its first message; made by `sync.subscribe()`.
  */
@@ -889,11 +1023,12 @@ function shortStack(stack) {
   return frames.join('\n');
 }
 
-// An async test waits on timers only: the imports block, and fetch is not
-// built in. Counting the live timers tells a test that still waits from one
-// whose promise nothing can settle any more, which would otherwise abort the
-// instance with an obscure "event loop error".
+// An async test waits on timers and requests (`fetch`); the imports block.
+// Counting the live timers and requests in flight tells a test that still
+// waits from one whose promise nothing can settle any more, which would
+// otherwise abort the instance with an obscure "event loop error".
 const liveTimers = new Set();
+let requestsInFlight = 0;
 /** Called after a timer fired or was cleared while an async test runs. */
 let onTimerEvent = null;
 /** Called with what a timer's callback threw while an async test runs. */
@@ -944,6 +1079,54 @@ function trackTimers() {
 }
 trackTimers();
 
+// A request is in flight from `fetch` until its response arrives, and so
+// is the reading of its body (`text()`, `json()`, …): the test's promise
+// may still settle. (A body read through `response.body` is not counted.)
+function inFlight(start) {
+  requestsInFlight += 1;
+  const settled = () => {
+    requestsInFlight -= 1;
+    onTimerEvent?.();
+  };
+  let pending;
+  try {
+    pending = start();
+  } catch (error) {
+    settled();
+    throw error;
+  }
+  return pending.then(
+    (value) => {
+      settled();
+      return value;
+    },
+    (error) => {
+      settled();
+      throw error;
+    },
+  );
+}
+
+const BODY_READERS = ['text', 'json', 'arrayBuffer', 'blob', 'formData', 'bytes'];
+
+function trackRequests() {
+  const g = globalThis;
+  const realFetch = g.fetch;
+  if (typeof realFetch !== 'function') return;
+  g.fetch = function fetch(...args) {
+    return inFlight(() => realFetch.apply(this, args)).then((response) => {
+      for (const name of BODY_READERS) {
+        const read = response[name];
+        if (typeof read === 'function') {
+          response[name] = (...a) => inFlight(() => read.apply(response, a));
+        }
+      }
+      return response;
+    });
+  };
+}
+trackRequests();
+
 /** The result of an async test, failing it when its promise can no longer settle. */
 function settle(promise) {
   if (typeof realSetTimeout !== 'function') return promise.then(() => PASS, outcome);
@@ -959,10 +1142,10 @@ function settle(promise) {
     onTimerError = (error) => done(outcome(error));
     promise.then(() => done(PASS), (error) => done(outcome(error)));
     const check = () => {
-      if (!settled && liveTimers.size === 0) {
+      if (!settled && liveTimers.size === 0 && requestsInFlight === 0) {
         done({
           tag: 'fail',
-          val: "the test's promise never settled: it awaits something nothing is left to resolve (no timer is pending)",
+          val: "the test's promise never settled: it awaits something nothing is left to resolve (no timer or request is pending)",
         });
       }
     };

@@ -412,14 +412,15 @@ fn build_js(dir: &Path) -> Result<PathBuf, String> {
             std::path::absolute(&out.partial).map_err(|e| format!("{}: {e}", out.partial.display()))?;
         let wit =
             std::path::absolute(out.support.join("wit")).map_err(|e| format!("{}: {e}", dir.display()))?;
-        // Ensemble provides WASI 0.2 without wasi:http; componentize-js
-        // maps its working directory into the build, so run it in the stage.
+        // Suites make requests (`fetch`, over wasi:http, checked against
+        // the entry's grants) but serve none; componentize-js maps its
+        // working directory into the build, so run it in the stage.
         let mut cmd = Command::new(componentize);
         cmd.current_dir(stage)
             .arg("bundle.js")
             .arg("--wit")
             .arg(wit)
-            .args(["--world-name", "suite", "--disable", "http", "fetch-event", "-o"])
+            .args(["--world-name", "suite", "--disable", "fetch-event", "-o"])
             .arg(wasm);
         run(cmd, "componentize-js", dir)
     })

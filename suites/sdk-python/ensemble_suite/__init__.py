@@ -1,6 +1,6 @@
 """Write Ensemble test suites in Python.
 
-A suite is a WebAssembly component implementing the ``ensemble:suite@0.2.0``
+A suite is a WebAssembly component implementing the ``ensemble:suite@0.3.0``
 WIT world; ``componentize-py`` builds one from a Python module (the *app
 module*). This package turns plain functions into that component's tests::
 
@@ -57,6 +57,7 @@ try:
     from wit_world.imports import attach as _attach
     from wit_world.imports import context as _context
     from wit_world.imports import log as _log
+    from wit_world.imports import services as _services
     from wit_world.imports import sync as _sync
     from wit_world.imports import types as _types
 except ImportError as _error:  # pragma: no cover - only outside a componentize-py build
@@ -67,7 +68,7 @@ except ImportError as _error:  # pragma: no cover - only outside a componentize-
         "editor with `componentize-py -d WIT -w suite bindings DIR`"
     ) from _error
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "Tests",
@@ -86,6 +87,12 @@ __all__ = [
     "SyncInvalid",
     "sync",
     "Subscription",
+    "fault",
+    "FaultError",
+    "FaultDenied",
+    "FaultUnknown",
+    "FaultFailed",
+    "FaultCancelled",
     "log",
     "attach",
     "run_id",
@@ -202,6 +209,54 @@ _SYNC_ERRORS = {
     _sync.SyncError_Lost: SyncLost,
     _sync.SyncError_Cancelled: SyncCancelled,
     _sync.SyncError_Invalid: SyncInvalid,
+}
+
+
+class FaultError(Failed):
+    """A :data:`fault` was not done; uncaught, it fails the test with its message.
+
+    ``kind`` is ``"denied"`` (the plan entry is not granted faults into the
+    service: the text names the grant), ``"unknown"`` (no such service or
+    instance), ``"failed"`` (tried, and it did not work) or ``"cancelled"``
+    (the run is over); one subclass each.
+    """
+
+    kind = "error"
+
+    def __init__(self, text: str) -> None:
+        super().__init__(f"fault {self.kind}: {text}")
+        self.text = text
+
+
+class FaultDenied(FaultError):
+    """The plan entry is not granted faults into the service."""
+
+    kind = "denied"
+
+
+class FaultUnknown(FaultError):
+    """The run has no such service or instance."""
+
+    kind = "unknown"
+
+
+class FaultFailed(FaultError):
+    """The fault was tried and did not work."""
+
+    kind = "failed"
+
+
+class FaultCancelled(FaultError):
+    """The run was cancelled, or is over."""
+
+    kind = "cancelled"
+
+
+_FAULT_ERRORS = {
+    _services.FaultError_Denied: FaultDenied,
+    _services.FaultError_Unknown: FaultUnknown,
+    _services.FaultError_Failed: FaultFailed,
+    _services.FaultError_Cancelled: FaultCancelled,
 }
 
 # ---------------------------------------------------------------------------
@@ -919,6 +974,74 @@ class _Sync:
 
 
 sync = _Sync()
+
+
+def _call_fault(what: str, call: Callable[[], T]) -> T:
+    _in_test(f"fault.{what}")
+    try:
+        return call()
+    except Err as error:
+        kind = _FAULT_ERRORS.get(type(error.value), FaultFailed)
+        raise kind(getattr(error.value, "value", str(error.value))) from None
+
+
+_SIGNALS = {
+    "TERM": "TERM", "KILL": "KILL", "INT": "INT", "HUP": "HUP", "QUIT": "QUIT", "USR1": "USR1", "USR2": "USR2",
+}
+
+
+class _Fault:
+    """Faults into the run's services, on whatever machine runs them (``fault.*``).
+
+    Each call answers once the fault is done: ``restart`` once the service is
+    ready again, ``stop`` once it exited. ``instance`` picks one instance of a
+    service that runs on several machines (``None``: every one). The plan
+    entry needs the grant: ``capabilities = { faults = ["db"] }``. Every call
+    raises :class:`FaultError` when the fault is not done.
+    """
+
+    Error = FaultError
+    Denied = FaultDenied
+    Unknown = FaultUnknown
+    Failed = FaultFailed
+    Cancelled = FaultCancelled
+
+    def stop(self, service: str, instance: Optional[int] = None) -> None:
+        """SIGTERM, then SIGKILL after its ``stop_timeout``; returns once it exited."""
+        _call_fault(f"stop({service!r})", lambda: _services.stop(service, instance))
+
+    def start(self, service: str, instance: Optional[int] = None) -> None:
+        """Starts a stopped service again (same ports, same ``{dir}``); returns once it is ready."""
+        _call_fault(f"start({service!r})", lambda: _services.start(service, instance))
+
+    def restart(self, service: str, instance: Optional[int] = None) -> None:
+        """Stops and starts it; returns once it is ready again."""
+        _call_fault(f"restart({service!r})", lambda: _services.restart(service, instance))
+
+    def kill(self, service: str, signal: str = "KILL", instance: Optional[int] = None) -> None:
+        """Sends ``signal`` (``"TERM"``, ``"KILL"``, ``"INT"``, ``"HUP"``, ``"QUIT"``,
+        ``"USR1"``, ``"USR2"``); returns once it is sent (``"KILL"``: once it exited)."""
+        name = str(signal).upper()
+        name = name[3:] if name.startswith("SIG") else name
+        if name not in _SIGNALS:
+            raise FaultUnknown(f"no signal {signal!r}; kill sends one of {', '.join(_SIGNALS)}")
+        sig = getattr(_services.Signal, name)
+        _call_fault(f"kill({service!r}, {name!r})", lambda: _services.kill(service, instance, sig))
+
+    def pause(self, service: str, instance: Optional[int] = None) -> None:
+        """SIGSTOP: it holds still, its connections open, until :meth:`resume`."""
+        _call_fault(f"pause({service!r})", lambda: _services.pause(service, instance))
+
+    def resume(self, service: str, instance: Optional[int] = None) -> None:
+        """SIGCONT after a pause."""
+        _call_fault(f"resume({service!r})", lambda: _services.resume(service, instance))
+
+    def __repr__(self) -> str:
+        return "<ensemble_suite.fault>"
+
+
+fault = _Fault()
+"""Faults into the run's services: ``fault.restart("db")``, ``fault.pause("db")``, …"""
 """The sync functions: ``sync.signal``, ``sync.barrier``, ``sync.signal_and_wait``,
 ``sync.publish``, ``sync.subscribe``."""
 

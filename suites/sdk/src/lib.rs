@@ -79,6 +79,12 @@
 //! write leveled lines with [`log`] and attach files with [`attach`]: both
 //! are kept with its result and shown in the run view and the reports.
 //!
+//! # Services and faults
+//!
+//! [`service`] finds a service of the run (the programs under test that
+//! the plan's `[[services]]` start); [`fault`] stops, restarts, signals,
+//! pauses and resumes it, on whatever machine it runs.
+//!
 //! # State between tests
 //!
 //! Every test runs in its own, fresh instance: statics, `thread_local!`s and
@@ -96,6 +102,7 @@ mod service;
 mod suite;
 
 pub mod attach;
+pub mod fault;
 pub mod log;
 pub mod sync;
 
@@ -128,6 +135,7 @@ pub mod bindings {
 
 /// The items most suites need: `use ensemble_sdk::prelude::*;`.
 pub mod prelude {
+    pub use crate::fault::{self, FaultError, Signal};
     pub use crate::sync::{self, SyncError};
     pub use crate::{
         Failure, IntoTestResult, Param, TestResult, attach, check, check_eq, check_ne, fail, instance_count,

@@ -2,8 +2,11 @@
 //!
 //! Starts `ensemble serve` and two `ensemble runner` processes (labels
 //! `tier=server` and `tier=client`), builds and uploads the example suites,
-//! stores the distributed demo plan (kv-server and kv-client on different
-//! machines) and prints the URL and the commands to try. Ctrl-C stops it all.
+//! stores the distributed demo plan — a real server (`ensemble-kv`, native,
+//! started as the plan's service by the server machine's runner) tested
+//! over TCP by a client on the other machine, which pauses and restarts it
+//! mid-test — and the sync example (kv-server and kv-client), and prints
+//! the URL and the commands to try. Ctrl-C stops it all.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -26,6 +29,46 @@ fn demo_plan_path() -> PathBuf {
 /// too when this host has the Python and JavaScript component tools.
 fn polyglot_plan_path() -> PathBuf {
     demo_plan_path().with_file_name("polyglot.toml")
+}
+
+/// The demo's server under test with a Rust and a Python client, stored
+/// too when this host has componentize-py.
+fn kv_polyglot_plan_path() -> PathBuf {
+    demo_plan_path().with_file_name("kv-polyglot.toml")
+}
+
+/// The sync example: two suites meeting through the coordinator's sync.
+fn sync_plan_path() -> PathBuf {
+    demo_plan_path().with_file_name("kv-sync.toml")
+}
+
+/// The directory of `ensemble-kv`, the demo's server under test: beside
+/// this binary, where the workspace's build puts it; built there first
+/// when the demo runs through cargo (`cargo run` builds only `ensemble`).
+fn kv_server_dir(exe: &Path) -> anyhow::Result<PathBuf> {
+    let dir = exe.parent().context("the ensemble binary has no directory")?.to_path_buf();
+    let kv = dir.join(format!("ensemble-kv{}", std::env::consts::EXE_SUFFIX));
+    if kv.is_file() {
+        return Ok(dir);
+    }
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        bail!(
+            "the demo's server under test, {}, is missing: build it with `cargo build -p ensemble-kv` \
+             (the same profile as this binary)",
+            kv.display()
+        );
+    };
+    println!("Building ensemble-kv, the demo's server under test…");
+    let mut build = Command::new(cargo);
+    build.args(["build", "-p", "ensemble-kv"]);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().context("running cargo to build ensemble-kv")?;
+    if !status.success() || !kv.is_file() {
+        bail!("building ensemble-kv failed ({status}); its error is above");
+    }
+    Ok(dir)
 }
 
 /// Example suites (crates under `suites/examples`) added to the catalog
@@ -116,6 +159,8 @@ struct Up {
     plan_path: PathBuf,
     /// The polyglot plan's id, or why it was not stored.
     polyglot: Result<String, String>,
+    /// The kv-polyglot plan's id, stored with the same tools.
+    kv_polyglot: Option<String>,
 }
 
 pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
@@ -180,11 +225,22 @@ async fn set_up(
     let Some(url) = first.trim().strip_prefix("ensemble serve: listening on ").map(str::to_string) else {
         bail!("ensemble serve did not start (its error is above)");
     };
+    // The server machine may start ensemble-kv (found on its PATH); the
+    // client machine may reach the run's services.
+    let kv_dir = kv_server_dir(&exe)?;
+    let path = std::env::join_paths(
+        std::iter::once(kv_dir).chain(std::env::var_os("PATH").iter().flat_map(std::env::split_paths)),
+    )?;
     println!("Starting two runners: runner-server (tier=server) and runner-client (tier=client)…");
-    for (name, tier) in [("runner-server", "server"), ("runner-client", "client")] {
+    for (name, tier, grant) in [
+        ("runner-server", "server", ["--allow-exec", "ensemble-kv"]),
+        ("runner-client", "client", ["--allow-net", "service:*"]),
+    ] {
         let child = Command::new(&exe)
             .args(["runner", "--join", &url, "--name", name, "--label", &format!("tier={tier}")])
+            .args(grant)
             .env("ENSEMBLE_JOIN_TOKEN", &join_token)
+            .env("PATH", &path)
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting runner {name}"))?;
@@ -206,6 +262,8 @@ async fn set_up(
     let plan = file.upload(&client).await?;
     let examples = path.parent().map(Path::to_path_buf).unwrap_or_default().join("../examples");
     let plan_id = client.create_plan(&plan).await?.id;
+    let sync_example = crate::prepare::resolve(&sync_plan_path()).await?.upload(&client).await?;
+    client.create_plan(&sync_example).await?;
     // The polyglot plan needs componentize-py, esbuild and componentize-js:
     // without them the demo goes on, saying what to install.
     let polyglot = match crate::prepare::resolve(&polyglot_plan_path()).await {
@@ -215,6 +273,13 @@ async fn set_up(
         }
         Err(e) => Err(e.to_string()),
     };
+    let kv_polyglot = match crate::prepare::resolve(&kv_polyglot_plan_path()).await {
+        Ok(file) => {
+            let plan = file.upload(&client).await?;
+            Some(client.create_plan(&plan).await?.id)
+        }
+        Err(_) => None,
+    };
     // More suites in the catalog, to build plans of one's own in the browser.
     for name in CATALOG {
         let crate_dir = examples.join(name);
@@ -223,17 +288,27 @@ async fn set_up(
             .map_err(|e| anyhow::anyhow!("building the example suite {name}: {e}"))?;
         client.ensure_suite(&suite.name, &suite.sha256, &suite.bytes).await?;
     }
-    Ok(Up { url, token, plan_name: plan.name, plan_id, plan_path: path, polyglot })
+    Ok(Up { url, token, plan_name: plan.name, plan_id, plan_path: path, polyglot, kv_polyglot })
 }
 
 fn print_banner(up: &Up) {
-    let Up { url, token, plan_name, plan_id, plan_path, polyglot } = up;
+    let Up { url, token, plan_name, plan_id, plan_path, polyglot, kv_polyglot } = up;
     println!();
     println!("Ensemble demo is up: {url}");
     println!(
         "  machines: coordinator (the server itself), runner-server (tier=server), runner-client (tier=client)"
     );
-    println!("  plan:     {plan_name:?} stored as {plan_id} — kv-server and kv-client on different machines");
+    println!(
+        "  plan:     {plan_name:?} stored as {plan_id} — a real server (ensemble-kv) on runner-server, \
+         tested over TCP from runner-client, paused and restarted mid-test"
+    );
+    if let Some(id) = kv_polyglot {
+        println!(
+            "  plan:     \"kv-polyglot\" stored as {id} — the same server, restarted by a Rust client while \
+             Python (TCP) and JavaScript (HTTP) clients read back across it"
+        );
+    }
+    println!("  plan:     \"kv-sync\" — kv-server and kv-client meeting through sync, on different machines");
     match polyglot {
         Ok(id) => println!(
             "  plan:     \"polyglot\" stored as {id} — the Rust kv-server with Python and JavaScript clients"
@@ -244,7 +319,7 @@ fn print_banner(up: &Up) {
         ),
     }
     println!();
-    println!("  suites:   kv-server, kv-client, {}", CATALOG.join(", "));
+    println!("  suites:   kv-tcp-client, kv-server, kv-client, {}", CATALOG.join(", "));
     println!();
     let open = format!("{url}/?token={}", ensemble_protocol::api::encode(token));
     println!("  token:    {token}");

@@ -97,11 +97,10 @@ async fn independent_tests_run_at_once_with_the_same_outcomes_and_one_at_a_time_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tests_of_a_suite_that_uses_sync_run_one_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
-    let plan =
-        std::fs::read_to_string(ensemble_tests::repo_root().join("suites/plans/demo-distributed.toml"))
-            .unwrap()
-            .replace("\"../examples/kv-server\"", &format!("{:?}", ensemble_artifacts::KV_SERVER))
-            .replace("\"../examples/kv-client\"", &format!("{:?}", ensemble_artifacts::KV_CLIENT));
+    let plan = std::fs::read_to_string(ensemble_tests::repo_root().join("suites/plans/kv-sync.toml"))
+        .unwrap()
+        .replace("\"../examples/kv-server\"", &format!("{:?}", ensemble_artifacts::KV_SERVER))
+        .replace("\"../examples/kv-client\"", &format!("{:?}", ensemble_artifacts::KV_CLIENT));
     assert!(!plan.contains("../examples"), "the plan names the built suites:\n{plan}");
     let seen = seen(&run(dir.path(), "kv", &plan).await);
     assert!(seen.outcomes.values().all(|o| *o == Outcome::Passed), "{:?}", seen.outcomes);

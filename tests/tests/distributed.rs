@@ -63,7 +63,7 @@ async fn the_distributed_demo_runs_its_roles_on_two_machines() {
     let out = ensemble_async(
         &[
             "run",
-            "suites/plans/demo-distributed.toml",
+            "suites/plans/kv-sync.toml",
             "--server",
             &server.url,
             "--token",
@@ -120,7 +120,7 @@ async fn unsatisfiable_plans_are_refused_with_an_explanation() {
     let _a = start_runner(dir.path(), &server, "only-server", &["tier=server"], None);
     server.wait_online(1).await;
     let out = ensemble_async(
-        &["run", "suites/plans/demo-distributed.toml", "--server", &server.url, "--token", TOKEN],
+        &["run", "suites/plans/kv-sync.toml", "--server", &server.url, "--token", TOKEN],
         &dir.path().join("cache-cli"),
     )
     .await;

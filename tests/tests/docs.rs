@@ -43,7 +43,7 @@ suite = "s.wasm"
 profile = "p"
 role = "r"
 params = { k = 1 }
-capabilities = { net = ["127.0.0.1:1"], env = ["E"] }
+capabilities = { net = ["127.0.0.1:1"], env = ["E"], faults = ["db"] }
 filter = "not tag(slow)"
 tests = ["a"]
 split = "tests"

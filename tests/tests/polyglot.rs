@@ -152,7 +152,7 @@ async fn the_polyglot_plan_passes_across_runner_processes() {
         let suite = suites.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("{name} in {suites:?}"));
         let params: Vec<&str> = suite.params.iter().flatten().map(|p| p.name.as_str()).collect();
         assert!(params.contains(&"keys") && params.contains(&"timeout_ms"), "{name}: {params:?}");
-        assert_eq!(suite.abi.as_deref(), Some("0.2"), "{name}");
+        assert_eq!(suite.abi.as_deref(), Some("0.3"), "{name}");
     }
 }
 

@@ -91,7 +91,7 @@ async fn runners_and_clients_reach_a_tls_server_trusting_its_ca() {
     let out = ensemble_async(
         &[
             "run",
-            "suites/plans/demo-distributed.toml",
+            "suites/plans/kv-sync.toml",
             "--server",
             &server.url,
             "--token",

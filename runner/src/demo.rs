@@ -159,8 +159,8 @@ struct Up {
     plan_path: PathBuf,
     /// The polyglot plan's id, or why it was not stored.
     polyglot: Result<String, String>,
-    /// The kv-polyglot plan's id, stored with the same tools.
-    kv_polyglot: Option<String>,
+    /// The kv-polyglot plan's id, or why it was not stored (the same tools).
+    kv_polyglot: Result<String, String>,
 }
 
 pub async fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
@@ -276,9 +276,9 @@ async fn set_up(
     let kv_polyglot = match crate::prepare::resolve(&kv_polyglot_plan_path()).await {
         Ok(file) => {
             let plan = file.upload(&client).await?;
-            Some(client.create_plan(&plan).await?.id)
+            Ok(client.create_plan(&plan).await?.id)
         }
-        Err(_) => None,
+        Err(e) => Err(e.to_string()),
     };
     // More suites in the catalog, to build plans of one's own in the browser.
     for name in CATALOG {
@@ -302,11 +302,15 @@ fn print_banner(up: &Up) {
         "  plan:     {plan_name:?} stored as {plan_id} — a real server (ensemble-kv) on runner-server, \
          tested over TCP from runner-client, paused and restarted mid-test"
     );
-    if let Some(id) = kv_polyglot {
-        println!(
+    match kv_polyglot {
+        Ok(id) => println!(
             "  plan:     \"kv-polyglot\" stored as {id} — the same server, restarted by a Rust client while \
              Python (TCP) and JavaScript (HTTP) clients read back across it"
-        );
+        ),
+        Err(why) => println!(
+            "  (the \"kv-polyglot\" plan is not stored: {})",
+            why.lines().last().unwrap_or_default().trim()
+        ),
     }
     println!("  plan:     \"kv-sync\" — kv-server and kv-client meeting through sync, on different machines");
     match polyglot {

@@ -36,9 +36,11 @@ mod tests {
                 "HELLO_COMMAND",
                 "MANY_TESTS",
                 "RESP_CLIENT",
+                "KV_TCP_CLIENT",
                 "SKEWED",
                 "BENCH_PARTIES",
-                "ABI_0_1"
+                "ABI_0_1",
+                "ABI_0_2"
             ]
         );
         for (name, path) in ALL {

@@ -285,6 +285,41 @@ async fn no_process_of_a_service_outlives_its_runner_killed_mid_run() {
     eprintln!("every process of the service was gone {:?} after its runner was killed", killed.elapsed());
 }
 
+/// A service that stops its own keeper (SIGSTOP to its parent) cannot
+/// outlive the run: the runner kills the keeper once it does not end the
+/// service in time, and every process carrying the instance's mark with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_stops_its_keeper_is_still_ended_with_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _runners) = setup(dir.path(), "sh").await;
+    let client = format!("sha256:{}", server.upload(ensemble_artifacts::RESP_CLIENT, "resp-client").await);
+    let run = server
+        .start_run(json!({
+            "name": "keeper stopped",
+            "profiles": profiles(),
+            "services": [{ "name": "db", "profile": "db-box",
+                           "command": ["sh", "-c", "kill -STOP $PPID; sleep 600 & echo up; sleep 600"],
+                           "ready": { "log": "up" }, "stop_timeout": "1s", "env": { "SUT_MARK": "{run}" } }],
+            "entries": [{ "suite": client, "profile": "clients", "tests": ["outside_is_refused"] }],
+        }))
+        .await;
+    let events = server.events(&run).await;
+    assert_eq!(verdict(&events).0, Verdict::Passed, "{events:#?}");
+    // The run ended once its service did: nothing of it is left.
+    let ended = Instant::now();
+    let mut left = marked(&run);
+    while !left.is_empty() && ended.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+        left = marked(&run);
+    }
+    assert!(left.is_empty(), "left: {left:?}");
+    assert!(
+        matches!(states(&events, "db").last(), Some((_, ServiceState::Exited { expected: true, status, .. })) if status.contains("SIGKILL")),
+        "{:?}",
+        states(&events, "db")
+    );
+}
+
 #[test]
 fn a_standalone_run_starts_the_service_its_plan_names() {
     needs("redis-server");

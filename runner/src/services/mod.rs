@@ -10,8 +10,12 @@
 //! `service:NAME`, bounded); the runner checks readiness (a TCP port, an HTTP
 //! path, a line of output) within the plan's `ready_timeout`, reports the
 //! address, and then waits: for the run's end (stop: SIGTERM to the group,
-//! SIGKILL after `stop_timeout`), or for the program to exit on its own,
-//! which fails the run with its status and last output.
+//! SIGKILL after `stop_timeout`), for faults (stop, start, restart, signals,
+//! pause, resume: each a new life on the same ports and `{dir}`, or a
+//! signal the keeper sends the group), or for the program to exit on its
+//! own, which fails the run with its status and last output. A keeper that
+//! does not end the instance in time (a service stopped it) is killed, and
+//! every process carrying the instance's mark with it.
 
 pub mod keeper;
 
@@ -184,9 +188,25 @@ pub fn owner_of(machine: &str, cache_dir: &Path) -> String {
 /// with the runner), with its process group. Returns how many it found.
 /// Linux reads `/proc`; elsewhere there is nothing to read, and 0.
 pub fn end_leftovers(owner: &str) -> usize {
+    let found = end_marked(OWNER_VAR, owner);
+    if found > 0 {
+        tracing::warn!(found, "ended processes of services a previous run of this runner left behind");
+    }
+    found
+}
+
+/// The variable that marks the processes of one service instance (its
+/// runner, run and shard), so that a keeper that had to be killed leaves
+/// nothing behind: the runner ends what carries the mark.
+const INSTANCE_VAR: &str = "ENSEMBLE_SERVICE_INSTANCE";
+
+/// SIGKILLs every process (other than this one) whose environment holds
+/// `var=value`, with its process group. Returns how many it found. Linux
+/// reads `/proc`; elsewhere there is nothing to read, and 0.
+fn end_marked(var: &str, value: &str) -> usize {
     #[cfg(target_os = "linux")]
     {
-        let mark = format!("{OWNER_VAR}={owner}");
+        let mark = format!("{var}={value}");
         let me = std::process::id();
         let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
         let mut found = 0;
@@ -205,14 +225,11 @@ pub fn end_leftovers(owner: &str) -> usize {
             }
             let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
         }
-        if found > 0 {
-            tracing::warn!(found, "ended processes of services a previous run of this runner left behind");
-        }
         found
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = owner;
+        let _ = (var, value);
         0
     }
 }
@@ -241,11 +258,15 @@ struct Prepared<'a> {
     values: Values,
     readiness: Readiness,
     address: ServiceAddr,
+    /// This instance's mark ([`INSTANCE_VAR`]).
+    mark: String,
 }
 
 /// One life of the instance's process: from a start to its exit.
 struct Life {
     child: tokio::process::Child,
+    /// Its instance's mark: what a killed keeper leaves is ended by it.
+    mark: String,
     /// The keeper's command pipe (Unix): signals for the group.
     control: Option<tokio::process::ChildStdin>,
     lines: mpsc::Receiver<Line>,
@@ -279,6 +300,7 @@ impl Prepared<'_> {
         if let Some(owner) = &host.owner {
             env.push((OWNER_VAR.to_string(), owner.clone()));
         }
+        env.push((INSTANCE_VAR.to_string(), self.mark.clone()));
         // The resolved path is started (what was checked), under the name
         // the plan wrote: multi-call programs (redis-server, busybox) read it.
         let mut child =
@@ -298,6 +320,7 @@ impl Prepared<'_> {
         let control = child.stdin.take();
         let mut life = Life {
             child,
+            mark: self.mark.clone(),
             control,
             lines,
             lines_open: true,
@@ -564,7 +587,21 @@ fn prepare<'a>(
         port: values.ports.get("").copied(),
         ports: values.ports.iter().filter(|(k, _)| !k.is_empty()).map(|(k, v)| (k.clone(), *v)).collect(),
     };
-    Ok(Prepared { spec, shard, program, path, args, env, dir: dir.to_path_buf(), values, readiness, address })
+    // Unique on this host: this runner's pid, the run and the shard.
+    let mark = format!("{}/{run}/{}", std::process::id(), shard.shard);
+    Ok(Prepared {
+        spec,
+        shard,
+        program,
+        path,
+        args,
+        env,
+        dir: dir.to_path_buf(),
+        values,
+        readiness,
+        address,
+        mark,
+    })
 }
 
 /// Does `action` to the instance. `Ok` with a life not yet ready: the
@@ -817,7 +854,7 @@ async fn stop_child(life: &mut Life, grace: Duration, out: &mut Output, emit: Em
 /// Waits for the life's end, reading its output; kills the keeper if it
 /// has not ended a little after `grace`. Returns how it ended.
 async fn wait_exit(life: &mut Life, grace: Duration, out: &mut Output, emit: Emit<'_>) -> String {
-    let Life { child, lines, lines_open, .. } = life;
+    let Life { child, lines, lines_open, mark, .. } = life;
     let give_up = tokio::time::Instant::now() + grace + Duration::from_secs(5);
     let open = lines_open;
     loop {
@@ -828,8 +865,13 @@ async fn wait_exit(life: &mut Life, grace: Duration, out: &mut Output, emit: Emi
                 None => *open = false,
             },
             () = tokio::time::sleep_until(give_up) => {
+                // The keeper did not end it (someone stopped the keeper):
+                // the keeper goes, and so does everything of the instance.
                 let _ = child.start_kill();
-                return describe_status(child.wait().await);
+                let status = describe_status(child.wait().await);
+                let ended = end_marked(INSTANCE_VAR, mark);
+                tracing::warn!(ended, "a service's keeper did not stop it in time: killed it and its processes");
+                return status;
             }
         }
     }

@@ -74,13 +74,16 @@ fn plan(client: &str, kv: &Path) -> serde_json::Value {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_restarts_and_pauses_a_server_on_another_machine_mid_run() {
+/// A server without a machine of its own, and runners `db` (allowed to
+/// start ensemble-kv, role=db), `c1` (role=chaos) and `c2` (role=reader),
+/// online, with kv-tcp-client uploaded: (kv, scratch, server, runners, suite).
+async fn three_machines()
+-> (PathBuf, tempfile::TempDir, ensemble_tests::Server, [ensemble_tests::Proc; 3], String) {
     let kv = kv_server();
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
     let allow = kv.display().to_string();
-    let _runners = [
+    let runners = [
         start_runner_with(dir.path(), &server, "db", &["role=db"], None, &["--allow-exec", &allow]),
         start_runner_with(dir.path(), &server, "c1", &["role=chaos"], None, &["--allow-net", "service:*"]),
         start_runner_with(dir.path(), &server, "c2", &["role=reader"], None, &["--allow-net", "service:*"]),
@@ -88,6 +91,12 @@ async fn a_client_restarts_and_pauses_a_server_on_another_machine_mid_run() {
     server.wait_online(3).await;
     let client =
         format!("sha256:{}", server.upload(ensemble_artifacts::KV_TCP_CLIENT, "kv-tcp-client").await);
+    (kv, dir, server, runners, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_restarts_and_pauses_a_server_on_another_machine_mid_run() {
+    let (kv, dir, server, _runners, client) = three_machines().await;
     let run = server.start_run(plan(&client, &kv)).await;
     let events = server.events(&run).await;
     assert_eq!(verdict(&events), Verdict::Passed, "{events:#?}");
@@ -203,6 +212,66 @@ async fn a_client_restarts_and_pauses_a_server_on_another_machine_mid_run() {
         lines.lines().any(|l| l.contains("\"type\":\"fault\"") && l.contains("\"step\":\"done\"")),
         "{lines}"
     );
+}
+
+/// Two runs with a service of the same name on the same machine: a restart
+/// asked in one never touches the other's (routing is by the run's own
+/// service shards), whose service lives once, from its start to its run's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_reaches_only_its_own_runs_service() {
+    let (kv, _dir, server, _runners, client) = three_machines().await;
+    let basics = format!("sha256:{}", server.upload(ensemble_artifacts::BASICS, "basics").await);
+    let service = json!([{
+        "name": "kv", "profile": "db-box",
+        "command": [kv.display().to_string(), "--port", "{port}", "--bind", "{host}", "--data", "{dir}"],
+        "ready": { "tcp": "{port}" },
+    }]);
+    // The other run: its own kv, and a test that takes a while on c2.
+    let other = server
+        .start_run(json!({
+            "name": "other run",
+            "profiles": [{ "name": "db-box", "labels": { "role": "db" } }, { "name": "reader-box", "labels": { "role": "reader" } }],
+            "services": service,
+            "entries": [{ "suite": basics, "profile": "reader-box", "tests": ["naps"], "params": { "nap_ms": "3000", "greeting": "hi" } }],
+        }))
+        .await;
+    server.watch(&other, 1, |e| !matches!(e.kind, EventKind::TestStarted { .. })).await;
+    // This run restarts its kv, by the same name, meanwhile.
+    let run = server
+        .start_run(json!({
+            "name": "this run",
+            "profiles": [{ "name": "db-box", "labels": { "role": "db" } }, { "name": "chaos-box", "labels": { "role": "chaos" } }],
+            "services": service,
+            "entries": [{ "suite": client, "profile": "chaos-box", "tests": ["survives_a_restart"],
+                          "capabilities": { "net": ["service:kv"], "faults": ["kv"] } }],
+        }))
+        .await;
+    let events = server.events(&run).await;
+    assert_eq!(verdict(&events), Verdict::Passed, "{events:#?}");
+    seq_of(&events, 0, |k| matches!(k, EventKind::Fault { step: FaultStep::Done { .. }, .. }));
+    let others = server.events(&other).await;
+    assert_eq!(verdict(&others), Verdict::Passed, "{others:#?}");
+    // The other run's kv lived once: started, ready, stopped at its run's end.
+    let life: Vec<&ServiceState> = others
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Service { state, .. } => Some(state),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(
+            life[..],
+            [
+                ServiceState::Started { .. },
+                ServiceState::Ready { .. },
+                ServiceState::Stopping,
+                ServiceState::Exited { expected: true, .. }
+            ]
+        ),
+        "{life:?}"
+    );
+    assert!(!others.iter().any(|e| matches!(e.kind, EventKind::Fault { .. })), "no fault in the other run");
 }
 
 /// The browser's timeline shows the faults where they happened: on the

@@ -225,16 +225,17 @@ async fn set_up(
     let Some(url) = first.trim().strip_prefix("ensemble serve: listening on ").map(str::to_string) else {
         bail!("ensemble serve did not start (its error is above)");
     };
-    // The server machine may start ensemble-kv (found on its PATH); the
-    // client machine may reach the run's services.
+    // The server machine may start ensemble-kv (found on its PATH); both
+    // may reach the run's services (kv-polyglot's restarting client shares
+    // the server's machine).
     let kv_dir = kv_server_dir(&exe)?;
     let path = std::env::join_paths(
         std::iter::once(kv_dir).chain(std::env::var_os("PATH").iter().flat_map(std::env::split_paths)),
     )?;
     println!("Starting two runners: runner-server (tier=server) and runner-client (tier=client)…");
     for (name, tier, grant) in [
-        ("runner-server", "server", ["--allow-exec", "ensemble-kv"]),
-        ("runner-client", "client", ["--allow-net", "service:*"]),
+        ("runner-server", "server", &["--allow-exec", "ensemble-kv", "--allow-net", "service:*"][..]),
+        ("runner-client", "client", &["--allow-net", "service:*"][..]),
     ] {
         let child = Command::new(&exe)
             .args(["runner", "--join", &url, "--name", name, "--label", &format!("tier={tier}")])

@@ -235,6 +235,22 @@ fn ensemble_demo_brings_up_a_ready_setup() {
                 true
             })
             .await;
+        // The same server with Python and JavaScript clients, on the demo's machines.
+        let req = ensemble_protocol::api::RunRequest { plan_id: named("kv-polyglot"), ..Default::default() };
+        let polyglot = client.start_run(&req).await.unwrap().id;
+        let mut polyglot_summary = None;
+        server
+            .watch(&polyglot, 1, |e| {
+                if let EventKind::RunFinished { summary: s, .. } = &e.kind {
+                    polyglot_summary = Some(*s);
+                }
+                true
+            })
+            .await;
+        assert!(
+            polyglot_summary.is_some_and(|s| s.success() && s.passed == 3),
+            "kv-polyglot on the demo's machines: {polyglot_summary:?}"
+        );
         (machines, roles, summary)
     });
     // Stop the demo the way a person does (Ctrl-C), so it stops its children.

@@ -590,7 +590,7 @@ impl RunView {
                         (format!("publish on {topic} (message {message_seq})"), false)
                     }
                 };
-                self.sync.push(SyncRow {
+                self.mark(SyncRow {
                     seq: ev.seq,
                     shard: shard.shard,
                     at_us: ev.at_us,
@@ -600,8 +600,6 @@ impl RunView {
                     failed,
                     fault: false,
                 });
-                let k = self.sync.len() - 1;
-                self.lane_mut(&shard.machine).marks.push(k);
             }
             EventKind::Service { shard, service, state } => {
                 self.service(ev.seq, ev.at_us, shard, &service, state)
@@ -634,18 +632,16 @@ impl RunView {
                     }
                 }
                 for (machine, on, role) in tracks {
-                    self.sync.push(SyncRow {
+                    self.mark(SyncRow {
                         seq: ev.seq,
                         shard: on,
                         at_us: ev.at_us,
-                        machine: machine.clone(),
+                        machine,
                         role,
                         text: text.clone(),
                         failed,
                         fault: true,
                     });
-                    let k = self.sync.len() - 1;
-                    self.lane_mut(&machine).marks.push(k);
                 }
                 // The service's own row keeps the fault in its log.
                 if !matches!(step, FaultStep::Asked { .. }) {
@@ -727,7 +723,7 @@ impl RunView {
         if row.logs.len() < MAX_LOGS_PER_TEST {
             row.logs.push(format!("[service] {text}"));
         }
-        self.sync.push(SyncRow {
+        self.mark(SyncRow {
             seq,
             shard: shard.shard,
             at_us,
@@ -737,8 +733,14 @@ impl RunView {
             failed,
             fault: false,
         });
+    }
+
+    /// A mark on the timeline: kept, and shown on its machine's lane.
+    fn mark(&mut self, row: SyncRow) {
+        let machine = row.machine.clone();
+        self.sync.push(row);
         let k = self.sync.len() - 1;
-        self.lane_mut(&shard.machine).marks.push(k);
+        self.lane_mut(&machine).marks.push(k);
     }
 
     /// Rows the filter keeps, in arrival order.

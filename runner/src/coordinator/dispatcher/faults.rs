@@ -134,7 +134,9 @@ impl Dispatcher {
                 .collect();
             names.dedup();
             let known = if names.is_empty() { "it has none".to_string() } else { names.join(", ") };
-            return Err((SyncFailure::Invalid, format!("the run has no service {service:?} ({known})")));
+            // A machine's word, echoed: at most a line of it.
+            let shown: String = service.chars().take(64).collect();
+            return Err((SyncFailure::Invalid, format!("the run has no service {shown:?} ({known})")));
         }
         let targets: Vec<usize> = match instance {
             None => of_service,

@@ -757,8 +757,8 @@ async fn a_cancel_always_ends_the_run_even_when_a_machine_stays_silent() {
     assert!(why.contains("did not wind the cancelled run down within 200ms"), "{why}");
 }
 
-/// The two-entry plan with a service `db` on profile `a` (shard 3, on m0).
-fn with_service() -> Harness {
+/// The two-entry plan with a service `db` on profile `a`.
+fn service_plan() -> Plan {
     let mut plan = plan("");
     plan.services.push(
         toml::from_str(
@@ -768,14 +768,24 @@ command = ["db-server", "--port", "{port}"]"#,
         )
         .unwrap(),
     );
+    plan
+}
+
+/// [`service_plan`]'s run (`db` is shard 3, on m0).
+fn with_service() -> Harness {
+    harness_of(&service_plan())
+}
+
+/// A started run of `plan` (with a service `db` on profile `a`).
+fn harness_of(plan: &Plan) -> Harness {
     let mut infos = crate::fuzzing::tier_machines(&["a", "b"]);
     for m in &mut infos {
         m.allow_exec = vec!["db-server".into()];
     }
     let names = vec!["server".to_string(), "client".to_string()];
-    let shards = matching::place(&plan, &names, &[], &infos, &[]).unwrap();
+    let shards = matching::place(plan, &names, &[], &infos, &[]).unwrap();
     let (suites, links, to, events, reporters) = Harness::parts();
-    let mut d = Dispatcher::new(RUN.into(), &plan, suites, links, shards, reporters);
+    let mut d = Dispatcher::new(RUN.into(), plan, suites, links, shards, reporters);
     d.start();
     Harness { d, to, events }
 }
@@ -942,34 +952,16 @@ async fn only_a_services_own_shard_speaks_for_it() {
     assert_eq!(h.assigned(1), [2]);
 }
 
-/// [`with_service`]'s plan, the client granted faults into `db`.
+/// [`service_plan`], the client granted faults into `db`.
 fn fault_plan() -> Plan {
-    let mut plan = plan("");
-    plan.services.push(
-        toml::from_str(
-            r#"name = "db"
-profile = "a"
-command = ["db-server", "--port", "{port}"]"#,
-        )
-        .unwrap(),
-    );
+    let mut plan = service_plan();
     plan.entries[1].capabilities.faults = vec!["db".into()];
     plan
 }
 
 /// [`fault_plan`]'s run, `db` ready.
 fn with_faults() -> Harness {
-    let plan = fault_plan();
-    let mut infos = crate::fuzzing::tier_machines(&["a", "b"]);
-    for m in &mut infos {
-        m.allow_exec = vec!["db-server".into()];
-    }
-    let names = vec!["server".to_string(), "client".to_string()];
-    let shards = matching::place(&plan, &names, &[], &infos, &[]).unwrap();
-    let (suites, links, to, events, reporters) = Harness::parts();
-    let mut d = Dispatcher::new(RUN.into(), &plan, suites, links, shards, reporters);
-    d.start();
-    let mut h = Harness { d, to, events };
+    let mut h = harness_of(&fault_plan());
     h.event(0, 3, 1, ready_at(7000));
     h.sent(0);
     h.sent(1);

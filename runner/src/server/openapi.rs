@@ -348,9 +348,8 @@ fn app_page() {}
 mod tests {
     use std::collections::BTreeSet;
     use std::sync::Arc;
-    use std::time::Duration;
 
-    use crate::coordinator::{Coordinator, CoordinatorConfig};
+    use crate::coordinator::Coordinator;
     use crate::sandbox::{Sandbox, SandboxOptions};
     use crate::store::Store;
 
@@ -362,22 +361,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let options = SandboxOptions { cache_dir: None, max_instances: 1, ..SandboxOptions::default() };
         let sandbox = Arc::new(Sandbox::new(options).unwrap());
-        let config = CoordinatorConfig {
-            name: "openapi".into(),
-            token: Some("t".into()),
-            join_token: None,
-            heartbeat_timeout: Duration::from_secs(10),
-            restart_grace: Duration::from_secs(10),
-            offline_retention: Duration::from_secs(10),
-            max_suite_bytes: 1 << 20,
-            shutdown_grace: Duration::from_secs(1),
-            loopback_only: true,
-            metrics_token: None,
-            webhook_secret: "s".into(),
-            webhook_allow: Vec::new(),
-            min_schedule_interval: std::time::Duration::from_secs(60),
-            public_url: "http://127.0.0.1".into(),
-        };
+        let config = crate::coordinator::test_config("openapi");
         let core = Coordinator::new(store, sandbox, config);
         let _filter = crate::server::routes(&core);
         let mounted = crate::server::route::mounted();

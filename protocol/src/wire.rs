@@ -235,9 +235,138 @@ pub fn sync_payload_problem(payload: &str) -> Option<String> {
 /// than send a frame the coordinator would refuse.
 pub const MAX_FRAME: usize = 64 << 20;
 
+/// The largest WebSocket message a machine sends. A larger frame goes as
+/// binary parts ([`split_frame`]), so what the coordinator holds for a
+/// connection before it has counted it is one part, and a whole frame is
+/// put together only in room its intake budget gave it first.
+pub const MAX_PART: usize = 256 << 10;
+
+/// Bytes before the first part's share of the frame: its length, big-endian.
+const PART_HEADER: usize = 8;
+
+/// How a frame travels: whole, as one text message, or in binary parts.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parts {
+    Whole(String),
+    /// Every part [`MAX_PART`] bytes but the last; the first starts with
+    /// the frame's length (8 bytes, big-endian).
+    Split(Vec<Vec<u8>>),
+}
+
+/// `text` as the messages that carry it (see [`Parts`]).
+pub fn split_frame(text: String) -> Parts {
+    if text.len() <= MAX_PART {
+        return Parts::Whole(text);
+    }
+    let mut bytes = Vec::with_capacity(PART_HEADER + text.len());
+    bytes.extend_from_slice(&(text.len() as u64).to_be_bytes());
+    bytes.extend_from_slice(text.as_bytes());
+    Parts::Split(bytes.chunks(MAX_PART).map(<[u8]>::to_vec).collect())
+}
+
+/// The length a frame's first part declares, checked: over
+/// [`MAX_FRAME`], or a part that is not the first of a split frame, is
+/// refused with what was wrong.
+pub fn declared_length(first: &[u8]) -> Result<usize, String> {
+    if first.len() != MAX_PART {
+        return Err(format!(
+            "a frame's first part is {} bytes; parts are {MAX_PART} bytes but the last",
+            first.len()
+        ));
+    }
+    let mut header = [0u8; PART_HEADER];
+    header.copy_from_slice(&first[..PART_HEADER]);
+    let total = u64::from_be_bytes(header);
+    match usize::try_from(total) {
+        Ok(n) if n > MAX_PART && n <= MAX_FRAME => Ok(n),
+        _ => Err(format!(
+            "a split frame declares {total} bytes; split frames are {} to {MAX_FRAME} bytes",
+            MAX_PART + 1
+        )),
+    }
+}
+
+/// A split frame being put together, in room for its declared length.
+#[derive(Debug)]
+pub struct Assembly {
+    total: usize,
+    bytes: Vec<u8>,
+}
+
+impl Assembly {
+    /// Starts from the first part (whose length [`declared_length`] checked).
+    pub fn start(first: &[u8]) -> Result<Assembly, String> {
+        let total = declared_length(first)?;
+        let mut bytes = Vec::with_capacity(total);
+        bytes.extend_from_slice(&first[PART_HEADER..]);
+        Ok(Assembly { total, bytes })
+    }
+
+    /// Takes the next part: the frame once it is whole (it must be UTF-8
+    /// text), or an error naming what broke the rule.
+    pub fn push(&mut self, part: &[u8]) -> Result<Option<String>, String> {
+        let left = self.total - self.bytes.len();
+        if part.len() > left || (part.len() < left && part.len() != MAX_PART) {
+            return Err(format!(
+                "a part of {} bytes, with {left} bytes of the frame left (parts are {MAX_PART} bytes but the last)",
+                part.len()
+            ));
+        }
+        self.bytes.extend_from_slice(part);
+        if self.bytes.len() < self.total {
+            return Ok(None);
+        }
+        String::from_utf8(std::mem::take(&mut self.bytes))
+            .map(Some)
+            .map_err(|_| "a split frame is not UTF-8 text".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_over_a_part_go_in_parts_and_come_back_whole() {
+        assert_eq!(split_frame("small".into()), Parts::Whole("small".into()));
+        let edge = "e".repeat(MAX_PART);
+        assert_eq!(split_frame(edge.clone()), Parts::Whole(edge));
+        for len in [MAX_PART + 1, 3 * MAX_PART - PART_HEADER, 3 * MAX_PART + 17] {
+            let text: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            let Parts::Split(parts) = split_frame(text.clone()) else { panic!("{len} bytes went whole") };
+            assert!(parts.iter().all(|p| p.len() <= MAX_PART));
+            assert_eq!(declared_length(&parts[0]), Ok(len));
+            let mut assembly = Assembly::start(&parts[0]).unwrap();
+            let (last, middle) = parts[1..].split_last().unwrap();
+            for part in middle {
+                assert_eq!(assembly.push(part), Ok(None));
+            }
+            assert_eq!(assembly.push(last), Ok(Some(text)));
+        }
+    }
+
+    #[test]
+    fn parts_that_break_the_rule_are_refused_saying_how() {
+        let part = |total: u64, len: usize| {
+            let mut p = total.to_be_bytes().to_vec();
+            p.resize(len, b'x');
+            p
+        };
+        assert!(declared_length(&part(1 << 20, 100)).unwrap_err().contains("first part is 100 bytes"));
+        let too_big = declared_length(&part(MAX_FRAME as u64 + 1, MAX_PART)).unwrap_err();
+        assert!(too_big.contains("declares 67108865 bytes"), "{too_big}");
+        assert!(declared_length(&part(u64::MAX, MAX_PART)).is_err());
+        assert!(declared_length(&part(10, MAX_PART)).is_err(), "a small frame goes whole");
+
+        let total = 2 * MAX_PART as u64;
+        let mut short = Assembly::start(&part(total, MAX_PART)).unwrap();
+        assert!(short.push(&[b'x'; 10]).unwrap_err().contains("a part of 10 bytes"));
+        let mut long = Assembly::start(&part(total, MAX_PART)).unwrap();
+        assert!(long.push(&vec![b'x'; MAX_PART + 9]).is_err(), "more than the frame has left");
+        let mut binary = Assembly::start(&part(total, MAX_PART)).unwrap();
+        assert_eq!(binary.push(&vec![0xff; MAX_PART]), Ok(None));
+        assert!(binary.push(&[0xff; PART_HEADER]).unwrap_err().contains("not UTF-8"));
+    }
     use crate::event::Summary;
 
     #[test]

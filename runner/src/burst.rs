@@ -9,15 +9,24 @@ use futures::{Sink, SinkExt};
 pub const BURST: usize = 256;
 
 /// Feeds `first`, then what `more` has ready (at most [`BURST`] in all),
-/// and flushes once.
-pub async fn write<S, M>(sink: &mut S, first: M, mut more: impl FnMut() -> Option<M>) -> Result<(), S::Error>
+/// and flushes once. Each is one or more messages (a frame split in parts).
+pub async fn write<S, M, I>(
+    sink: &mut S,
+    first: I,
+    mut more: impl FnMut() -> Option<I>,
+) -> Result<(), S::Error>
 where
     S: Sink<M> + Unpin,
+    I: IntoIterator<Item = M>,
 {
-    sink.feed(first).await?;
+    for message in first {
+        sink.feed(message).await?;
+    }
     for _ in 1..BURST {
         let Some(next) = more() else { break };
-        sink.feed(next).await?;
+        for message in next {
+            sink.feed(message).await?;
+        }
     }
     sink.flush().await
 }

@@ -45,6 +45,8 @@ pub struct Metrics {
     machines: Family<Labels, Gauge>,
     runs: Family<Labels, Gauge>,
     shards_pending: Family<Labels, Gauge>,
+    /// What machines said that is not yet handled and stored, bytes.
+    intake: Gauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -77,6 +79,7 @@ impl Metrics {
             machines: Family::default(),
             runs: Family::default(),
             shards_pending: Family::default(),
+            intake: Gauge::default(),
         };
         {
             let mut r = m.registry.lock().expect("metrics lock");
@@ -111,6 +114,11 @@ impl Metrics {
                 "Shards of queued runs waiting for machines, by plan and profile (what an autoscaler scales on)",
                 m.shards_pending.clone(),
             );
+            r.register(
+                "ensemble_intake_bytes",
+                "What machines sent that is not yet handled and stored, in the intake's room (128 MiB at most)",
+                m.intake.clone(),
+            );
         }
         m
     }
@@ -144,6 +152,7 @@ impl Metrics {
                 let labels = vec![("plan".to_string(), plan), ("profile".to_string(), profile)];
                 self.shards_pending.get_or_create(&labels).set(n);
             }
+            self.intake.set(s.intake_bytes);
         }
         let mut out = String::new();
         encode(&mut out, &registry).expect("writing to a String");
@@ -160,6 +169,8 @@ pub struct Scrape {
     pub runs: Vec<(&'static str, i64)>,
     /// Shards of queued runs, by (plan, profile).
     pub shards_pending: std::collections::BTreeMap<(String, String), i64>,
+    /// Room of the intake in use (`coordinator::intake`), bytes.
+    pub intake_bytes: i64,
 }
 
 #[cfg(test)]
@@ -176,6 +187,7 @@ mod tests {
         let mut scrape = Scrape {
             machines: vec![("online", 2), ("offline", 0)],
             runs: vec![("queued", 1)],
+            intake_bytes: 4096,
             ..Scrape::default()
         };
         scrape.shards_pending.insert(("kv".into(), "client-box".into()), 3);
@@ -190,6 +202,7 @@ mod tests {
             "ensemble_barrier_wait_seconds_count 1",
             "ensemble_events_total 0",
             "ensemble_watchers 0",
+            "ensemble_intake_bytes 4096",
             "# TYPE ensemble_instantiate_seconds histogram",
         ] {
             assert!(text.contains(line), "{line} is not in\n{text}");

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 
 pub use ensemble_client::{Client, ClientError, tls_with_roots};
 use ensemble_protocol::api::{MachineStatus, routes};
-use ensemble_protocol::wire::{Facts, FromMachine, MachineInfo, ToMachine};
+use ensemble_protocol::wire::{Facts, FromMachine, MachineInfo, Parts, ToMachine, split_frame};
 use ensemble_protocol::{Event, PROTOCOL_VERSION, Plan};
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -571,8 +571,17 @@ impl FakeMachine {
         }
     }
 
+    /// Sends `msg` as a machine does: one text message, or binary parts
+    /// when it is larger than one (`wire::split_frame`).
     pub async fn send(&mut self, msg: &FromMachine) {
-        self.ws.send(Message::text(serde_json::to_string(msg).unwrap())).await.unwrap();
+        match split_frame(serde_json::to_string(msg).unwrap()) {
+            Parts::Whole(text) => self.ws.send(Message::text(text)).await.unwrap(),
+            Parts::Split(parts) => {
+                for part in parts {
+                    self.ws.send(Message::binary(part)).await.unwrap();
+                }
+            }
+        }
     }
 
     /// The next message that is not a ping (pings are answered).

@@ -8,7 +8,7 @@ use std::path::Path;
 use ensemble_protocol::EventKind;
 use ensemble_protocol::api::{RunState, routes};
 use ensemble_protocol::event::Outcome;
-use ensemble_tests::{ensemble, start_runner_with, start_server};
+use ensemble_tests::{FakeMachine, ensemble, start_runner_with, start_server};
 use serde_json::json;
 
 const TOKEN: &str = "bounds-token";
@@ -587,4 +587,104 @@ fn zones() -> [&'static str; 16] {
         "America/Sao_Paulo",
         "Pacific/Auckland",
     ]
+}
+
+/// Machines' large frames are put together only in the room of the
+/// coordinator's intake (128 MiB for all machines): 16 machines sending a
+/// 40 MiB frame each at once took 40 MiB a connection before (and 64 MiB
+/// × 1,024 connections was the only bound). A message over one part is
+/// refused whole: the machine is disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machines_sending_large_frames_together_are_bounded_in_total() {
+    use ensemble_protocol::wire::{FromMachine, MAX_PART, ToMachine};
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    async fn intake_bytes(server: &ensemble_tests::Server) -> u64 {
+        let resp = server.client().request(reqwest::Method::GET, "/metrics").send().await.unwrap();
+        resp.text()
+            .await
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("ensemble_intake_bytes "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+    const MACHINES: usize = 16;
+    const FRAME: usize = 40 << 20;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_server(dir.path(), &data, TOKEN, &["--no-local-machine"]);
+    let before = server.proc.peak_rss().unwrap_or(0);
+    // Each sends a frame of 40 MiB (not a message: skipped once whole),
+    // part by part but the last; then, told to go on, the last part, and
+    // asks to be drained: the answer comes once the coordinator has read
+    // the frame.
+    let (sent_tx, mut sent) = tokio::sync::mpsc::unbounded_channel();
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut machines = Vec::new();
+    for i in 0..MACHINES {
+        let mut m = FakeMachine::join(&server, &format!("big-{i}"), &[]).await;
+        let (sent_tx, go) = (sent_tx.clone(), go.clone());
+        let told = go.notified_owned();
+        machines.push(tokio::spawn(async move {
+            let mut first = (FRAME as u64).to_be_bytes().to_vec();
+            first.resize(MAX_PART, b'x');
+            m.ws.send(Message::binary(first)).await.unwrap();
+            let mut left = FRAME - (MAX_PART - 8);
+            while left > MAX_PART {
+                m.ws.send(Message::binary(vec![b'x'; MAX_PART])).await.unwrap();
+                left -= MAX_PART;
+            }
+            let _ = sent_tx.send(i);
+            told.await;
+            m.ws.send(Message::binary(vec![b'x'; left])).await.unwrap();
+            m.send(&FromMachine::Drain).await;
+            while !matches!(m.recv().await, ToMachine::Drained) {}
+        }));
+    }
+    // Every machine has sent all but its last part, or the intake is full
+    // and the machines it admitted have (the others are not read: TCP
+    // holds them back).
+    let (mut done, full) = (0, 3 * FRAME as u64);
+    while done < MACHINES {
+        tokio::select! {
+            _ = sent.recv() => done += 1,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+        }
+        if done >= 3 && intake_bytes(&server).await >= full {
+            break;
+        }
+    }
+    let held = intake_bytes(&server).await;
+    go.notify_waiters();
+    let all = futures::future::join_all(machines);
+    tokio::time::timeout(std::time::Duration::from_secs(300), all).await.expect("every frame was read");
+    eprintln!("{done} machines had sent their frames but the last part; the intake held {} MiB", held >> 20);
+    let peak = server.proc.peak_rss().unwrap_or(0);
+    eprintln!(
+        "{MACHINES} machines x {} MiB: server peak RSS {} MB (before them {} MB)",
+        FRAME >> 20,
+        peak >> 20,
+        before >> 20
+    );
+    assert!(
+        peak.saturating_sub(before) < 300 << 20,
+        "the server grew by {} MB for frames it should hold at most 128 MiB of",
+        peak.saturating_sub(before) >> 20
+    );
+
+    // A message over one part, whole, is not read: the connection ends.
+    let mut loud = FakeMachine::join(&server, "loud", &[]).await;
+    let _ = loud.ws.send(Message::text("x".repeat(MAX_PART + 1))).await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            match loud.ws.next().await {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a machine sending an oversized message was not disconnected");
 }

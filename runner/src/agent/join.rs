@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use ensemble_client::{Client, ClientError, Tls};
 use ensemble_protocol::PROTOCOL_VERSION;
 use ensemble_protocol::api::{ErrorKind, routes};
-use ensemble_protocol::wire::{FromMachine, MAX_FRAME, MachineInfo, ToMachine};
+use ensemble_protocol::wire::{FromMachine, MAX_FRAME, MachineInfo, Parts, ToMachine, split_frame};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -234,7 +234,7 @@ async fn session(
         Err(e) => return Err(e.into()),
     };
     let (mut tx, mut rx) = ws.split();
-    let send = |msg: &FromMachine| Message::text(frame(msg));
+    let send = messages;
     let identity = identity_file(opts);
     let hello = FromMachine::Hello {
         protocol: PROTOCOL_VERSION,
@@ -242,7 +242,7 @@ async fn session(
         machine: opts.info.clone(),
         secret: std::fs::read_to_string(&identity).ok().map(|s| s.trim().to_string()),
     };
-    tx.send(send(&hello)).await?;
+    crate::burst::write(&mut tx, send(&hello), || None).await?;
     match rx.next().await {
         Some(Ok(Message::Text(t))) => match serde_json::from_str::<ToMachine>(&t)? {
             ToMachine::Welcome { coordinator, machine_secret, .. } => {
@@ -273,7 +273,7 @@ async fn session(
         other => bail!("the coordinator closed the connection before welcoming us ({other:?})"),
     }
     for msg in link.replay() {
-        tx.send(send(&msg)).await?;
+        crate::burst::write(&mut tx, send(&msg), || None).await?;
     }
     let mut heartbeat = tokio::time::interval(opts.heartbeat);
     // Asked (again, on this connection) once `drain` fires.
@@ -286,9 +286,9 @@ async fn session(
             }
             _ = drain.cancelled(), if !drain_asked => {
                 drain_asked = true;
-                tx.send(send(&FromMachine::Drain)).await?;
+                crate::burst::write(&mut tx, send(&FromMachine::Drain), || None).await?;
             }
-            _ = heartbeat.tick() => tx.send(send(&FromMachine::Heartbeat)).await?,
+            _ = heartbeat.tick() => crate::burst::write(&mut tx, send(&FromMachine::Heartbeat), || None).await?,
             out = outbox.recv() => {
                 let Some(msg) = out else { return Ok(Ended::Stopped) };
                 // What else is queued goes in the same write.
@@ -311,7 +311,8 @@ async fn session(
                     };
                     match link.incoming(msg) {
                         Some(ToMachine::Ping { id, coordinator_us }) => {
-                            tx.send(send(&FromMachine::Pong { id, coordinator_us, machine_us: now_us() })).await?;
+                            let pong = FromMachine::Pong { id, coordinator_us, machine_us: now_us() };
+                            crate::burst::write(&mut tx, send(&pong), || None).await?;
                         }
                         Some(ToMachine::Rejected { reason, retry: false }) => return Err(Refused::by_coordinator(reason).into()),
                         Some(ToMachine::Drained) => {
@@ -332,6 +333,15 @@ async fn session(
                 Some(Err(e)) => return Err(e.into()),
             },
         }
+    }
+}
+
+/// A message as the WebSocket messages that carry it: its frame whole, or
+/// in parts when it is larger than one (`wire::split_frame`).
+fn messages(msg: &FromMachine) -> Vec<Message> {
+    match split_frame(frame(msg)) {
+        Parts::Whole(text) => vec![Message::text(text)],
+        Parts::Split(parts) => parts.into_iter().map(Message::binary).collect(),
     }
 }
 
@@ -373,7 +383,7 @@ mod tests {
             seq: 9,
             at_us: 5,
             event: EventKind::TestFinished {
-                shard,
+                shard: shard.clone(),
                 test: "t".into(),
                 outcome: Outcome::Passed,
                 duration_ms: 3,
@@ -392,8 +402,29 @@ mod tests {
         };
         assert_eq!(outcome, Outcome::Failed);
         assert!(message.unwrap().contains("over the limit of 67108864 a frame may carry"));
-        // Small ones go as they are.
+        // Small ones go as they are, in one text message; large ones in
+        // binary parts of at most one part's size.
         assert_eq!(frame(&FromMachine::Heartbeat), serde_json::to_string(&FromMachine::Heartbeat).unwrap());
+        assert!(matches!(&messages(&FromMachine::Heartbeat)[..], [Message::Text(_)]));
+        let large = FromMachine::Event {
+            run: "run-1".into(),
+            shard: 1,
+            seq: 10,
+            at_us: 5,
+            event: EventKind::Log {
+                shard,
+                test: "t".into(),
+                level: "info".into(),
+                message: "m".repeat(3 << 20),
+            },
+        };
+        let parts = messages(&large);
+        assert_eq!(parts.len(), 13, "3 MiB and a little in parts of 256 KiB");
+        assert!(
+            parts
+                .iter()
+                .all(|m| matches!(m, Message::Binary(b) if b.len() <= ensemble_protocol::wire::MAX_PART))
+        );
     }
 
     #[tokio::test]

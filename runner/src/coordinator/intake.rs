@@ -42,6 +42,11 @@ impl Default for Budget {
 }
 
 impl Budget {
+    /// Bytes of the budget in use (in whole kibibytes).
+    pub fn in_use(&self) -> usize {
+        (TOTAL / UNIT).saturating_sub(self.0.available_permits()) * UNIT
+    }
+
     /// The gate of a new connection.
     pub fn gate(&self) -> Gate {
         Gate { machine: Arc::new(Semaphore::new(PER_MACHINE / UNIT)), total: self.0.clone() }

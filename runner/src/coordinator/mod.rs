@@ -1192,6 +1192,7 @@ impl Coordinator {
             machines,
             runs: vec![("running", runs.len() as i64 - queued), ("queued", queued)],
             shards_pending,
+            intake_bytes: i64::try_from(self.intake.in_use()).unwrap_or(i64::MAX),
         }
     }
 

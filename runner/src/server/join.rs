@@ -2,7 +2,11 @@
 //!
 //! A machine sends `hello` first (with the token unless its Authorization
 //! header carried it); the server answers `welcome` or `rejected` and closes.
-//! Then both sides exchange one JSON message per text frame. The server
+//! Then both sides exchange one JSON message per text frame; a machine's
+//! frame larger than one WebSocket message (256 KiB) comes in binary parts
+//! (`wire::split_frame`), and room for all of it is taken from the intake
+//! before its second part is read, so what machines can make the server
+//! hold while frames are put together is bounded in total. The server
 //! probes the machine's clock with pings — a burst at join, then periodically
 //! — and keeps the lowest-round-trip estimate. A frame that is not a valid
 //! message is logged with what was wrong and skipped; the link stays up.
@@ -12,18 +16,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ensemble_protocol::PROTOCOL_VERSION;
-use ensemble_protocol::wire::{FromMachine, ToMachine};
+use ensemble_protocol::wire::{Assembly, FromMachine, ToMachine, declared_length};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use warp::ws::{Message, WebSocket};
 
 use crate::coordinator::Coordinator;
+use crate::coordinator::intake::{Gate, Intake};
 use crate::time::now_us;
 
 /// A machine that does not take a message within this long is disconnected.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest hello accepted.
 const MAX_HELLO: usize = 64 << 10;
+/// How long a machine has to send every part of a split frame (64 MiB
+/// at 1 MiB/s, with room): its room in the intake is not held longer.
+const ASSEMBLY_TIME: Duration = Duration::from_secs(120);
 /// Pings sent right after a machine joins, to estimate its clock quickly.
 const JOIN_PINGS: u64 = 8;
 /// How often the clock estimate is refreshed afterwards.
@@ -31,6 +39,58 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 
 fn text(msg: &ToMachine) -> Message {
     Message::text(serde_json::to_string(msg).expect("wire messages serialize"))
+}
+
+/// A split frame being put together, in the room its intake gave it.
+struct Assembling {
+    frame: Assembly,
+    intake: Intake,
+    deadline: tokio::time::Instant,
+}
+
+/// Fires at `deadline`; never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for room for `bytes` a machine sent; `None` when the coordinator
+/// stops first. Waiting for the store is not the machine's silence.
+async fn admit(
+    gate: &Gate,
+    bytes: usize,
+    stop: &tokio_util::sync::CancellationToken,
+    core: &Coordinator,
+    name: &str,
+) -> Option<Intake> {
+    let admit = gate.admit(bytes);
+    tokio::pin!(admit);
+    loop {
+        tokio::select! {
+            intake = &mut admit => return Some(intake),
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                core.on_message(name, FromMachine::Heartbeat, None);
+            }
+        }
+    }
+}
+
+/// Handles one frame a machine sent, in the room `intake` holds for it.
+fn take(core: &Coordinator, name: &str, body: &str, intake: Intake) {
+    match serde_json::from_str::<FromMachine>(body) {
+        Ok(FromMachine::Pong { coordinator_us, machine_us, .. }) => {
+            core.clock_sample(name, coordinator_us, machine_us, now_us());
+            core.on_message(name, FromMachine::Heartbeat, None);
+        }
+        Ok(msg) => core.on_message(name, msg, Some(intake)),
+        Err(e) => {
+            crate::throttled!(warn, 30, machine = ?name, "skipping a frame that is not a valid message: {e}: {:?}",
+            body.chars().take(200).collect::<String>())
+        }
+    }
 }
 
 /// Serves one machine's connection until it closes or the coordinator stops.
@@ -105,6 +165,7 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
     }
 
     let gate = core.intake_gate();
+    let mut assembling: Option<Assembling> = None;
     let mut ping_id = 0u64;
     let mut pings = tokio::time::interval(Duration::from_millis(20));
     let stop = core.stopping();
@@ -125,7 +186,7 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
                 // A machine that does not read is let go (it reconnects).
                 Some(msg) => {
                     // What else is queued goes in the same write.
-                    let burst = crate::burst::write(&mut tx, text(&msg), || out_rx.try_recv().ok().map(|m| text(&m)));
+                    let burst = crate::burst::write(&mut tx, [text(&msg)], || out_rx.try_recv().ok().map(|m| [text(&m)]));
                     if !matches!(tokio::time::timeout(SEND_TIMEOUT, burst).await, Ok(Ok(()))) {
                         break
                     }
@@ -133,32 +194,48 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
                 // The registry dropped this connection (kicked, lost or replaced).
                 None => break,
             },
+            _ = until(assembling.as_ref().map(|a| a.deadline)) => {
+                crate::throttled!(warn, 30, machine = ?name,
+                    "a split frame did not arrive whole within {} s; disconnecting", ASSEMBLY_TIME.as_secs());
+                break;
+            }
             incoming = rx.next() => match incoming {
                 Some(Ok(frame)) if frame.is_text() => {
                     // Nothing more is read from the machine until what it
                     // said before is stored (see `coordinator::intake`).
-                    let admit = gate.admit(frame.as_bytes().len());
-                    tokio::pin!(admit);
-                    let intake = loop {
-                        tokio::select! {
-                            intake = &mut admit => break Some(intake),
-                            _ = stop.cancelled() => break None,
-                            // Waiting for the store is not the machine's silence.
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                                core.on_message(&name, FromMachine::Heartbeat, None);
-                            }
-                        }
-                    };
-                    let Some(intake) = intake else { break };
+                    let Some(intake) = admit(&gate, frame.as_bytes().len(), &stop, &core, &name).await else { break };
                     let Ok(body) = frame.to_str() else { continue };
-                    match serde_json::from_str::<FromMachine>(body) {
-                        Ok(FromMachine::Pong { coordinator_us, machine_us, .. }) => {
-                            core.clock_sample(&name, coordinator_us, machine_us, now_us());
-                            core.on_message(&name, FromMachine::Heartbeat, None);
+                    take(&core, &name, body, intake);
+                }
+                // A frame larger than one message, in parts: room for all
+                // of it is taken before the rest is read.
+                Some(Ok(frame)) if frame.is_binary() => {
+                    // A machine sending a large frame slowly is not silent.
+                    core.on_message(&name, FromMachine::Heartbeat, None);
+                    let part = frame.as_bytes();
+                    let whole = match assembling.as_mut() {
+                        Some(a) => a.frame.push(part),
+                        None => match declared_length(part) {
+                            Ok(total) => {
+                                let Some(intake) = admit(&gate, total, &stop, &core, &name).await else { break };
+                                let frame = Assembly::start(part).expect("its length was checked");
+                                let deadline = tokio::time::Instant::now() + ASSEMBLY_TIME;
+                                assembling = Some(Assembling { frame, intake, deadline });
+                                Ok(None)
+                            }
+                            Err(why) => Err(why),
+                        },
+                    };
+                    match whole {
+                        Ok(None) => {}
+                        Ok(Some(body)) => {
+                            let done = assembling.take().expect("a frame was being put together");
+                            take(&core, &name, &body, done.intake);
                         }
-                        Ok(msg) => core.on_message(&name, msg, Some(intake)),
-                        Err(e) => crate::throttled!(warn, 30, machine = ?name, "skipping a frame that is not a valid message: {e}: {:?}",
-                            body.chars().take(200).collect::<String>()),
+                        Err(why) => {
+                            crate::throttled!(warn, 30, machine = ?name, "disconnecting: {why}");
+                            break;
+                        }
                     }
                 }
                 Some(Ok(frame)) if frame.is_close() => break,

@@ -34,8 +34,9 @@ use crate::coordinator::{Coordinator, CoordinatorConfig};
 use crate::sandbox::Sandbox;
 use crate::store::Store;
 
-/// The largest frame a machine may send (see `wire::MAX_FRAME`).
-const MAX_MACHINE_FRAME: usize = ensemble_protocol::wire::MAX_FRAME;
+/// The largest message a machine may send: a frame larger than this comes
+/// in parts (`wire::MAX_PART`), put together in the intake's room.
+const MAX_MACHINE_MESSAGE: usize = ensemble_protocol::wire::MAX_PART;
 
 /// Every route: the API, the machines' WebSocket, the app, and the error body.
 pub fn routes(core: &Arc<Coordinator>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
@@ -49,10 +50,12 @@ pub fn routes(core: &Arc<Coordinator>) -> warp::filters::BoxedFilter<(warp::repl
         .and(listen::connection())
         .map(move |ws: warp::ws::Ws, addr, held| {
             let core = join_core.clone();
-            ws.max_message_size(MAX_MACHINE_FRAME).on_upgrade(move |socket| async move {
-                let _slot: Option<listen::Held> = held;
-                join::serve_machine(socket, addr, core).await
-            })
+            ws.max_message_size(MAX_MACHINE_MESSAGE).max_frame_size(MAX_MACHINE_MESSAGE).on_upgrade(
+                move |socket| async move {
+                    let _slot: Option<listen::Held> = held;
+                    join::serve_machine(socket, addr, core).await
+                },
+            )
         });
     // Everything under /api answers only to its own origin (and, on
     // loopback, to loopback names).

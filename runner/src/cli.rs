@@ -340,7 +340,7 @@ struct ServeArgs {
     #[arg(long, default_value = "64MiB")]
     max_suite_size: ensemble_protocol::units::ByteSize,
     #[command(flatten)]
-    attachments: AttachmentArgs,
+    retention: RetentionArgs,
     #[command(flatten)]
     policy: PolicyArgs,
     /// Serve HTTPS/WSS with this certificate chain (PEM); needs --tls-key.
@@ -414,10 +414,17 @@ struct RunnerArgs {
     cache: CacheArgs,
 }
 
-/// How long the server keeps the files tests attach (swept at start and
-/// every hour; `ensemble gc` sweeps at once).
+/// How long the server keeps runs and the files tests attach (swept at
+/// start and every hour; `ensemble gc` sweeps at once).
 #[derive(Args, Debug)]
-struct AttachmentArgs {
+struct RetentionArgs {
+    /// Finished runs that started longer ago than this are removed, with
+    /// their events and results.
+    #[arg(long, default_value = "365d", value_parser = parse_duration)]
+    run_retention: std::time::Duration,
+    /// The most finished runs kept: past it, the oldest are removed first.
+    #[arg(long, default_value_t = 100_000)]
+    max_runs: u64,
     /// Files attached by runs that started longer ago than this are removed
     /// (their names and sizes stay in the run's events).
     #[arg(long, default_value = "30d", value_parser = parse_duration)]
@@ -428,23 +435,25 @@ struct AttachmentArgs {
     attachment_budget: ensemble_protocol::units::ByteSize,
 }
 
-impl AttachmentArgs {
-    fn policy(&self) -> crate::server::AttachmentPolicy {
-        crate::server::AttachmentPolicy {
-            retention: self.attachment_retention,
-            budget: self.attachment_budget.0,
+impl RetentionArgs {
+    fn policy(&self) -> crate::server::Retention {
+        crate::server::Retention {
+            runs: self.run_retention,
+            max_runs: self.max_runs,
+            attachments: self.attachment_retention,
+            attachment_budget: self.attachment_budget.0,
         }
     }
 }
 
-/// `ensemble gc`: sweep a data directory's attachments now.
+/// `ensemble gc`: sweep a data directory's runs and attachments now.
 #[derive(Args, Debug)]
 struct GcArgs {
     /// The server's data directory.
     #[arg(long, default_value = "ensemble-data")]
     data_dir: PathBuf,
     #[command(flatten)]
-    attachments: AttachmentArgs,
+    retention: RetentionArgs,
 }
 
 /// What plans may grant the suites this machine runs. Nothing by default:
@@ -1099,14 +1108,8 @@ async fn gc(args: GcArgs) -> Result<i32, Failure> {
         )));
     }
     let store = crate::store::Store::open(&args.data_dir).map_err(internal)?;
-    let policy = args.attachments.policy();
-    let cutoff =
-        crate::time::now_us().saturating_sub(i64::try_from(policy.retention.as_micros()).unwrap_or(i64::MAX));
-    let swept = tokio::task::spawn_blocking(move || store.sweep_attachments(cutoff, policy.budget))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
-    println!("ensemble gc: {swept}");
+    let swept = crate::server::sweep(&store, args.retention.policy()).await.map_err(internal)?;
+    println!("ensemble gc: {}; {}", swept.0, swept.1);
     Ok(exit::SUCCESS)
 }
 
@@ -1181,7 +1184,7 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
             webhook_allow: args.allow_webhook_to.clone(),
             min_schedule_interval: args.min_schedule_interval,
         },
-        attachments: args.attachments.policy(),
+        retention: args.retention.policy(),
         local_machine: local,
         // Suites on the server's own machine never reach the server itself.
         policy: args.policy.policy("ensemble serve", vec![listen_grant(addr)]),

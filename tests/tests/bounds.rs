@@ -504,6 +504,24 @@ async fn attachments_are_bounded_per_run_and_swept_past_the_budget() {
     assert!(err.to_string().contains("no longer kept"), "{err}");
     let out = ensemble(&["gc", "--data-dir", dir.path().to_str().unwrap()], dir.path());
     assert_eq!(out.status.code(), Some(2), "a directory that is not a data dir is refused");
+
+    // Runs are kept to a count (and an age), the oldest first, with their
+    // events and the files only they referred to.
+    let later = server
+        .start_run(json!({
+            "name": "later", "profiles": [{ "name": "a", "labels": { "tier": "a" } }],
+            "entries": [{ "suite": hostile, "profile": "a", "tests": ["passes"], "params": { "only": "passes" } }]
+        }))
+        .await;
+    server.events(&later).await;
+    let out = ensemble(&["gc", "--data-dir", data_dir, "--max-runs", "1"], dir.path());
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && said.contains("removed 1 run(s) and their"), "{said}");
+    assert!(said.contains("kept 1;"), "{said}");
+    let err = server.client().run(&run).await.unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+    assert_eq!(server.client().run(&later).await.unwrap().state, RunState::Passed);
+    assert_eq!(disk_use(&data.join("attachments")), 0, "the removed run's files are gone too");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -144,36 +144,48 @@ pub struct ServeOptions {
     pub services: crate::services::Host,
     /// Terminate TLS with this configuration (`--tls-cert`/`--tls-key`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// How long attached files are kept, and the most they may weigh.
-    pub attachments: AttachmentPolicy,
+    /// How long runs and attached files are kept, and how many or how much.
+    pub retention: Retention,
 }
 
-/// How long the server keeps the files tests attach, and the most they may
-/// weigh in all (`serve --attachment-retention`, `--attachment-budget`).
+/// How long the server keeps runs and the files tests attach, and the
+/// most it keeps (`serve --run-retention`, `--max-runs`,
+/// `--attachment-retention`, `--attachment-budget`).
 #[derive(Clone, Copy, Debug)]
-pub struct AttachmentPolicy {
-    pub retention: std::time::Duration,
-    pub budget: u64,
+pub struct Retention {
+    pub runs: std::time::Duration,
+    pub max_runs: u64,
+    pub attachments: std::time::Duration,
+    pub attachment_budget: u64,
 }
 
-/// How often the server sweeps attachments past their retention or budget.
+/// How often the server sweeps runs and attachments past their retention.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Sweeps the store's attachments now and every [`SWEEP_EVERY`] until `stop`.
-async fn sweep_attachments(
-    store: Store,
-    policy: AttachmentPolicy,
-    stop: tokio_util::sync::CancellationToken,
-) {
+/// Removes what is past `policy` now: runs first, then the attachment
+/// files (those of the runs removed too).
+pub async fn sweep(
+    store: &Store,
+    policy: Retention,
+) -> anyhow::Result<(crate::store::SweptRuns, crate::store::Swept)> {
+    let before = |age: std::time::Duration| {
+        crate::time::now_us().saturating_sub(i64::try_from(age.as_micros()).unwrap_or(i64::MAX))
+    };
+    let (runs_cutoff, files_cutoff) = (before(policy.runs), before(policy.attachments));
+    let runs = store.call(move |s| s.sweep_runs(runs_cutoff, policy.max_runs)).await?;
+    let files = store.call(move |s| s.sweep_attachments(files_cutoff, policy.attachment_budget)).await?;
+    Ok((runs, files))
+}
+
+/// Sweeps the store now and every [`SWEEP_EVERY`] until `stop`.
+async fn sweeper(store: Store, policy: Retention, stop: tokio_util::sync::CancellationToken) {
     loop {
-        let s = store.clone();
-        let cutoff = crate::time::now_us()
-            .saturating_sub(i64::try_from(policy.retention.as_micros()).unwrap_or(i64::MAX));
-        match tokio::task::spawn_blocking(move || s.sweep_attachments(cutoff, policy.budget)).await {
-            Ok(Ok(swept)) if swept.files > 0 => tracing::info!("attachments: {swept}"),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!("sweeping attachments: {e:#}"),
-            Err(e) => tracing::warn!("sweeping attachments: {e}"),
+        match sweep(&store, policy).await {
+            Ok((runs, files)) if runs.runs > 0 || files.files > 0 => {
+                tracing::info!("retention: {runs}; {files}")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("sweeping runs and attachments: {e:#}"),
         }
         tokio::select! {
             () = tokio::time::sleep(SWEEP_EVERY) => {}
@@ -189,7 +201,7 @@ pub async fn serve(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     let store = Store::open(&opts.data_dir)?;
-    let sweeper = tokio::spawn(sweep_attachments(store.clone(), opts.attachments, shutdown.clone()));
+    let sweeper = tokio::spawn(sweeper(store.clone(), opts.retention, shutdown.clone()));
     let core = Coordinator::new(store.clone(), sandbox.clone(), opts.config);
     core.resume_runs(opts.local_machine.as_ref().map(|m| m.name.as_str())).await?;
     let mut local = None;

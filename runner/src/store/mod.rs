@@ -70,6 +70,20 @@ impl std::fmt::Display for Swept {
     }
 }
 
+/// What a run sweep removed and kept ([`Store::sweep_runs`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweptRuns {
+    pub runs: u64,
+    pub events: u64,
+    pub kept_runs: u64,
+}
+
+impl std::fmt::Display for SweptRuns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "removed {} run(s) and their {} event(s); kept {}", self.runs, self.events, self.kept_runs)
+    }
+}
+
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -486,6 +500,41 @@ impl Store {
             swept.bytes += size;
             swept.kept_files -= 1;
             swept.kept_bytes -= size;
+        }
+        Ok(swept)
+    }
+
+    /// Removes finished runs past their retention: those that started
+    /// before `cutoff_us`, then, while more than `max_runs` finished runs
+    /// are kept, the oldest. A run goes whole (its events, results and
+    /// deliveries with it), one transaction each, so the store takes other
+    /// writes between them; the attachment sweep then removes the files no
+    /// run refers to. Running and queued runs are never removed.
+    pub fn sweep_runs(&self, cutoff_us: i64, max_runs: u64) -> anyhow::Result<SweptRuns> {
+        let finished: Vec<(String, i64)> = {
+            let db = self.db();
+            let mut stmt = db.prepare(
+                "SELECT id, started_us FROM runs WHERE json_extract(body, '$.state') NOT IN ('running', 'queued') \
+                 ORDER BY started_us, id",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+        };
+        let over = (finished.len() as u64).saturating_sub(max_runs);
+        let mut swept = SweptRuns { kept_runs: finished.len() as u64, ..SweptRuns::default() };
+        for (i, (run, started_us)) in finished.iter().enumerate() {
+            if *started_us >= cutoff_us && i as u64 >= over {
+                break;
+            }
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            let events = tx.execute("DELETE FROM events WHERE run = ?1", [run])?;
+            tx.execute("DELETE FROM results WHERE run = ?1", [run])?;
+            tx.execute("DELETE FROM deliveries WHERE run = ?1", [run])?;
+            tx.execute("DELETE FROM runs WHERE id = ?1", [run])?;
+            tx.commit()?;
+            swept.runs += 1;
+            swept.events += events as u64;
+            swept.kept_runs -= 1;
         }
         Ok(swept)
     }
@@ -1128,5 +1177,49 @@ mod tests {
         // The events keep the name.
         assert_eq!(s.attachment_name("run-1", &shas[1]).unwrap().as_deref(), Some("f.bin"));
         assert_eq!(s.sweep_attachments(0, 1500).unwrap().files, 0, "nothing more to do");
+    }
+
+    #[test]
+    fn finished_runs_past_their_retention_or_the_count_are_swept_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        // Runs started at 10..=50; the oldest is still running.
+        let states =
+            [RunState::Running, RunState::Passed, RunState::Failed, RunState::Cancelled, RunState::Passed];
+        for (i, state) in states.into_iter().enumerate() {
+            let id = format!("run-{i}");
+            let started_us = 10 * (i as i64 + 1);
+            s.put_run(&RunMeta {
+                id: id.clone(),
+                plan: plan(),
+                state,
+                started_us,
+                finished_us: None,
+                summary: None,
+                reruns: None,
+                scheduled: None,
+            })
+            .unwrap();
+            let mut events = vec![Event {
+                run: id,
+                seq: 1,
+                at_us: started_us,
+                machine_at_us: None,
+                kind: EventKind::RunStarted { plan: "p".into(), shards: Vec::new() },
+            }];
+            s.write_batch(&mut events, &[]).unwrap();
+        }
+        // Retention: finished runs that started before 25 go (run-1), with their events.
+        let swept = s.sweep_runs(25, u64::MAX).unwrap();
+        assert_eq!(swept, SweptRuns { runs: 1, events: 1, kept_runs: 3 });
+        assert!(s.run("run-1").unwrap().is_none());
+        assert!(s.events("run-1", 1).unwrap().is_empty());
+        assert!(s.run("run-0").unwrap().is_some(), "a running run is never removed");
+        // Count: past 2 finished runs, the oldest go first.
+        let swept = s.sweep_runs(0, 2).unwrap();
+        assert_eq!(swept, SweptRuns { runs: 1, events: 1, kept_runs: 2 });
+        assert!(s.run("run-2").unwrap().is_none());
+        assert!(s.run("run-3").unwrap().is_some() && s.run("run-4").unwrap().is_some());
+        assert_eq!(s.sweep_runs(0, 2).unwrap().runs, 0, "nothing more to do");
     }
 }

@@ -68,7 +68,7 @@ pub(crate) fn test_config(name: &str) -> CoordinatorConfig {
 }
 
 #[cfg(test)]
-mod readiness_tests {
+mod tests {
     use super::*;
     use crate::sandbox::SandboxOptions;
 
@@ -107,6 +107,35 @@ mod readiness_tests {
         // A request alone probes afresh.
         assert!(core.readiness().await.ready);
         assert_eq!(core.ready_probes.load(Ordering::Acquire), 3);
+        core.shutdown().await;
+    }
+
+    /// Plans are kept to a count: a new one past it is refused, saying
+    /// how to make room; saving one of them again still works.
+    #[tokio::test]
+    async fn a_new_plan_past_the_count_the_server_keeps_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let text = format!(
+            "name = \"p\"\n[[profiles]]\nname = \"a\"\n[[entries]]\nsuite = \"sha256:{}\"\nprofile = \"a\"\n",
+            "a".repeat(64)
+        );
+        let plan: Plan = toml::from_str(&text).unwrap();
+        for i in 0..MAX_PLANS {
+            let stored = ensemble_protocol::api::StoredPlan {
+                id: format!("plan-{i}"),
+                plan: plan.clone(),
+                created_us: 0,
+                updated_us: 0,
+                schedules: Vec::new(),
+            };
+            store.put_plan(&stored).unwrap();
+        }
+        let options = SandboxOptions { cache_dir: None, max_instances: 1, ..SandboxOptions::default() };
+        let core = Coordinator::new(store, Arc::new(Sandbox::new(options).unwrap()), test_config("plans"));
+        let err = core.save_plan(None, plan.clone()).await.unwrap_err();
+        assert!(err.message().contains("at most 10000 plans: delete one"), "{}", err.message());
+        assert!(core.save_plan(Some("plan-7".into()), plan).await.is_ok(), "an existing plan is saved again");
         core.shutdown().await;
     }
 }
@@ -166,6 +195,9 @@ pub struct CoordinatorConfig {
     /// The shortest time between two runs of one schedule.
     pub min_schedule_interval: Duration,
 }
+
+/// The most plans the server keeps (a new one past it is refused).
+pub const MAX_PLANS: u64 = 10_000;
 
 struct ActiveRun {
     inbound: mpsc::UnboundedSender<Inbound>,
@@ -699,7 +731,16 @@ impl Coordinator {
                 let created = self.plan(&id).await?.created_us;
                 (id, created, false)
             }
-            None => (format!("plan-{now:x}"), now, true),
+            None => {
+                let plans = self.store.call(|s| s.plan_count()).await.map_err(internal)?;
+                if plans >= MAX_PLANS {
+                    return Err(ApiError::new(
+                        ErrorKind::Conflict,
+                        format!("the server keeps at most {MAX_PLANS} plans: delete one to save another"),
+                    ));
+                }
+                (format!("plan-{now:x}"), now, true)
+            }
         };
         let stored = StoredPlan { id, plan, created_us: created, updated_us: now, schedules: Vec::new() };
         let row = stored.clone();

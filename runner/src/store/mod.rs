@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use ensemble_protocol::api::{Delivery, PastResult, RunMeta, RunState, StoredPlan, SuiteMeta, SuiteSummary};
+use ensemble_protocol::api::{Delivery, PastResult, RunMeta, StoredPlan, SuiteMeta, SuiteSummary};
 use ensemble_protocol::{Event, EventKind, Outcome, attachment};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -156,7 +156,8 @@ WHERE json_extract(e.body, '$.type') = 'test-finished'";
 /// every stored result.
 const SCHEMA_VERSION: i64 = 1;
 
-/// The most event bytes one page of [`Store::events_page`] reads.
+/// The most bytes of stored bodies one page reads: of events
+/// ([`Store::events_page`]) and of lists of plans and runs (`Store::page`).
 pub const PAGE_BYTES: usize = 16 << 20;
 
 fn outcome_of(s: String) -> Outcome {
@@ -256,11 +257,34 @@ impl Store {
     /// The runs stored as running or queued: after a restart, those the coordinator
     /// takes up again (or marks interrupted).
     pub fn running_runs(&self) -> anyhow::Result<Vec<RunMeta>> {
-        Ok(self
-            .runs()?
-            .into_iter()
-            .filter(|r| matches!(r.state, RunState::Running | RunState::Queued))
-            .collect())
+        self.all(
+            "SELECT body FROM runs WHERE json_extract(body, '$.state') IN ('running', 'queued') \
+             ORDER BY started_us DESC, id",
+            [],
+        )
+    }
+
+    /// Like [`Store::all`], for a page of a list: it ends early once the
+    /// bodies read weigh more than [`PAGE_BYTES`] (one item at least), so a
+    /// page is bounded in bytes as in items. The next page is at the
+    /// offset plus the items this one has.
+    fn page<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> anyhow::Result<Vec<T>> {
+        let db = self.db();
+        let mut stmt = db.prepare(sql)?;
+        let mut rows = stmt.query(args)?;
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        while bytes <= PAGE_BYTES
+            && let Some(row) = rows.next()?
+        {
+            let body: String = row.get(0)?;
+            bytes += body.len();
+            out.push(parse(body)?);
+        }
+        Ok(out)
     }
 
     // ---- suites ----
@@ -566,15 +590,20 @@ impl Store {
     }
 
     pub fn plans(&self) -> anyhow::Result<Vec<StoredPlan>> {
-        self.plans_page(u32::MAX, 0)
+        self.all("SELECT body FROM plans ORDER BY json_extract(body, '$.created_us'), id", [])
     }
 
     /// At most `limit` plans from `offset`, oldest first.
     pub fn plans_page(&self, limit: u32, offset: u32) -> anyhow::Result<Vec<StoredPlan>> {
-        self.all(
+        self.page(
             "SELECT body FROM plans ORDER BY json_extract(body, '$.created_us'), id LIMIT ?1 OFFSET ?2",
             params![limit, offset],
         )
+    }
+
+    /// How many plans are stored.
+    pub fn plan_count(&self) -> anyhow::Result<u64> {
+        Ok(self.db().query_row("SELECT COUNT(*) FROM plans", [], |r| r.get(0))?)
     }
 
     /// Deletes a plan; false when there was none.
@@ -596,20 +625,14 @@ impl Store {
         self.one("SELECT body FROM runs WHERE id = ?1", id)
     }
 
-    /// Every run, newest first.
-    pub fn runs(&self) -> anyhow::Result<Vec<RunMeta>> {
-        self.runs_page(u32::MAX, 0, None)
-    }
-
-    /// At most `limit` runs from `offset`, newest first.
     /// A page of the runs, newest first: of the plan named `plan`, or all.
     pub fn runs_page(&self, limit: u32, offset: u32, plan: Option<&str>) -> anyhow::Result<Vec<RunMeta>> {
         match plan {
-            None => self.all(
+            None => self.page(
                 "SELECT body FROM runs ORDER BY started_us DESC, id LIMIT ?1 OFFSET ?2",
                 params![limit, offset],
             ),
-            Some(plan) => self.all(
+            Some(plan) => self.page(
                 "SELECT body FROM runs WHERE json_extract(body, '$.plan.name') = ?3 \
                  ORDER BY started_us DESC, id LIMIT ?1 OFFSET ?2",
                 params![limit, offset, plan],
@@ -823,6 +846,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ensemble_protocol::api::RunState;
     use ensemble_protocol::{EventKind, Plan, Summary};
 
     fn plan() -> Plan {
@@ -1069,6 +1093,30 @@ mod tests {
         assert_eq!(s.plans_page(1, 0).unwrap()[0].id, "p1");
         assert!(s.delete_plan("p1").unwrap());
         assert!(!s.delete_plan("p1").unwrap());
+    }
+
+    #[test]
+    fn a_page_of_plans_is_bounded_in_bytes_as_in_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for i in 0..4 {
+            let mut plan = plan();
+            plan.description = "d".repeat(6 << 20);
+            s.put_plan(&StoredPlan {
+                id: format!("big-{i}"),
+                plan,
+                created_us: i,
+                updated_us: i,
+                schedules: Vec::new(),
+            })
+            .unwrap();
+        }
+        assert_eq!(s.plan_count().unwrap(), 4);
+        // 16 MiB a page: the third plan crosses it and ends the page.
+        let first: Vec<String> = s.plans_page(1000, 0).unwrap().into_iter().map(|p| p.id).collect();
+        assert_eq!(first, ["big-0", "big-1", "big-2"]);
+        assert_eq!(s.plans_page(1000, 3).unwrap().len(), 1, "the next page starts past them");
+        assert_eq!(s.plans().unwrap().len(), 4, "the scheduler reads them all");
     }
 
     #[test]

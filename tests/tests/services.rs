@@ -285,6 +285,51 @@ async fn no_process_of_a_service_outlives_its_runner_killed_mid_run() {
     eprintln!("every process of the service was gone {:?} after its runner was killed", killed.elapsed());
 }
 
+/// A runner drained while its coordinator is out of reach ends the
+/// services it runs once the coordinator must have counted it lost (the
+/// run they served has failed there), and stops: it does not wait for a
+/// run's end nobody can tell it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_drained_while_its_coordinator_is_gone_ends_its_services_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, mut runners) = setup(dir.path(), "sh").await;
+    let client = format!("sha256:{}", server.upload(ensemble_artifacts::RESP_CLIENT, "resp-client").await);
+    let run = server
+        .start_run(json!({
+            "name": "offline drain",
+            "profiles": profiles(),
+            "services": [{ "name": "db", "profile": "db-box",
+                           "command": ["sh", "-c", "echo up; sleep 600"],
+                           "ready": { "log": "up" }, "env": { "SUT_MARK": "{run}" } }],
+            "entries": [{ "suite": client, "profile": "clients", "tests": ["hold"],
+                          "params": { "hold_ms": "600000" }, "capabilities": { "net": ["service:db"] } }],
+        }))
+        .await;
+    server
+        .watch(&run, 1, |e| !matches!(&e.kind, EventKind::Service { state: ServiceState::Ready { .. }, .. }))
+        .await;
+    assert!(!marked(&run).is_empty(), "the service runs");
+    server.proc.kill();
+    let db = runners.remove(0);
+    let pid = rustix::process::Pid::from_raw(db.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    let drained = Instant::now();
+    let mut db = db;
+    // Bounded: 30 s of grace, and room for a loaded machine.
+    let status = loop {
+        if let Some(status) = db.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(drained.elapsed() < Duration::from_secs(120), "still running: {}", db.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (code, log) = (status.code(), db.log());
+    eprintln!("the drained runner stopped {:?} after SIGTERM", drained.elapsed());
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("ensemble runner: stopped (drained"), "{log}");
+    assert!(marked(&run).is_empty(), "the service's processes are gone: {:?}", marked(&run));
+}
+
 /// A service that stops its own keeper (SIGSTOP to its parent) cannot
 /// outlive the run: the runner kills the keeper once it does not end the
 /// service in time, and every process carrying the instance's mark with it.

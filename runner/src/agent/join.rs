@@ -148,14 +148,24 @@ pub async fn join(
     let (outbox_tx, mut outbox_rx) = mpsc::unbounded_channel();
     let agent_task = tokio::spawn(agent.clone().serve(inbox_rx, outbox_tx, shutdown.child_token()));
     let mut link = Link::default();
-    let mut retry = Retry { backoff: Duration::from_millis(100), joined: false, failed: false };
+    let mut retry =
+        Retry { backoff: Duration::from_millis(100), joined: false, failed: false, failed_since: None };
     let result = loop {
         if shutdown.is_cancelled() {
             break Ok(Ended::Stopped);
         }
         // Draining while the coordinator cannot be reached: no work can
-        // come, so once the shards here are done there is nothing to wait for.
-        if drain.is_cancelled() && agent.active_shards() == 0 && retry.failed {
+        // come, so once the shards here are done there is nothing to wait
+        // for. Services wait for their run's end, which only the
+        // coordinator tells: once it has been out of reach long enough to
+        // have counted this machine lost (and failed the runs it served),
+        // they are ended too.
+        let unreachable_for = retry.failed_since.map_or(Duration::ZERO, |t| t.elapsed());
+        if drain.is_cancelled()
+            && retry.failed
+            && (agent.active_shards() == 0
+                || (agent.active_test_shards() == 0 && unreachable_for >= SERVICES_OFFLINE_GRACE))
+        {
             break Ok(Ended::Drained);
         }
         let ends = Ends { drain: &drain, shutdown: &shutdown };
@@ -170,6 +180,7 @@ pub async fn join(
                 tracing::debug!("{what}: {e:#}; trying again in {:?}", retry.backoff);
                 eprintln!("ensemble runner: {what}: {e:#}; trying again");
                 retry.failed = true;
+                retry.failed_since.get_or_insert_with(std::time::Instant::now);
                 tokio::select! {
                     _ = tokio::time::sleep(retry.backoff) => {}
                     _ = drain.cancelled(), if agent.active_shards() == 0 => {}
@@ -193,7 +204,16 @@ struct Retry {
     joined: bool,
     /// The last connection attempt (or connection) failed.
     failed: bool,
+    /// Since when the coordinator has been out of reach (the first failure
+    /// since the last welcome).
+    failed_since: Option<std::time::Instant>,
 }
+
+/// How long a draining runner that cannot reach its coordinator keeps the
+/// services it runs: past the coordinator's heartbeat timeout (10 s by
+/// default), after which it has counted the machine lost and failed the
+/// runs those services served.
+pub const SERVICES_OFFLINE_GRACE: Duration = Duration::from_secs(30);
 
 /// What ends a machine besides the coordinator: a drain, or a stop.
 #[derive(Clone, Copy)]
@@ -261,7 +281,12 @@ async fn session(
                     }
                 }
                 tracing::info!(%coordinator, machine = %opts.info.name, "joined");
-                *retry = Retry { backoff: Duration::from_millis(100), joined: true, failed: false };
+                *retry = Retry {
+                    backoff: Duration::from_millis(100),
+                    joined: true,
+                    failed: false,
+                    failed_since: None,
+                };
                 eprintln!("ensemble runner: {} joined {} ({coordinator})", opts.info.name, opts.url);
             }
             ToMachine::Rejected { reason, retry: false } => {

@@ -120,6 +120,8 @@ pub struct Agent {
     policy: HostPolicy,
     /// Shards assigned here and not finished.
     active: std::sync::atomic::AtomicUsize,
+    /// Of those, services.
+    active_services: std::sync::atomic::AtomicUsize,
     /// What services may start here, and this machine's address for them.
     services: crate::services::Host,
 }
@@ -131,7 +133,15 @@ impl Agent {
         suites: Arc<dyn SuiteSource>,
         policy: HostPolicy,
     ) -> Self {
-        Self { info, sandbox, suites, policy, active: Default::default(), services: Default::default() }
+        Self {
+            info,
+            sandbox,
+            suites,
+            policy,
+            active: Default::default(),
+            active_services: Default::default(),
+            services: Default::default(),
+        }
     }
 
     /// Lets this machine start services as `host` says.
@@ -143,6 +153,12 @@ impl Agent {
     /// How many shards assigned here have not finished.
     pub fn active_shards(&self) -> usize {
         self.active.load(Ordering::SeqCst)
+    }
+
+    /// The shards running here that are not services (which live as long
+    /// as their run, until the coordinator says it is over).
+    pub fn active_test_shards(&self) -> usize {
+        self.active_shards().saturating_sub(self.active_services.load(Ordering::SeqCst))
     }
 
     /// Serves assignments until `inbox` closes or `shutdown` fires; waits for
@@ -215,11 +231,13 @@ impl Agent {
                         // A service holds no slot: it lives as long as the
                         // run, beside the shards that test it.
                         let (this, ended) = (self.clone(), ended_tx.clone());
+                        self.active_services.fetch_add(1, Ordering::SeqCst);
                         let (orders_tx, orders) = mpsc::unbounded_channel();
                         faults.insert((assignment.run.clone(), assignment.shard.shard), orders_tx);
                         tasks.spawn(async move {
                             let run = assignment.run.clone();
                             this.run_service(*assignment, link, orders).await;
+                            this.active_services.fetch_sub(1, Ordering::SeqCst);
                             this.active.fetch_sub(1, Ordering::SeqCst);
                             let _ = ended.send(run);
                         });

@@ -5,9 +5,12 @@
 //! plan that validates never fails later, on a machine, for a grant.
 //!
 //! A `net` grant is `host:port`: the host is an IP address (IPv6 in brackets
-//! or bare), `localhost` (127.0.0.1 and ::1) or `*`; the port is 1–65535 or
-//! `*`. Host *names* are refused: the sandbox checks the address a guest
-//! connects to, and guests get no name lookups, so a name could never match.
+//! or bare), `localhost` (127.0.0.1 and ::1), a host name
+//! (`api.example.com`) or `*`; the port is 1–65535 or `*`. A name admits no
+//! address by itself: the runner resolves the names an entry is granted
+//! (and only those) when its shard starts, the guest's lookups of them get
+//! those addresses, and its connections are checked against them — so a
+//! name that resolves elsewhere later (DNS rebinding) gains nothing.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -20,6 +23,27 @@ pub enum HostPattern {
     /// `localhost`: the IPv4 and IPv6 loopback addresses.
     Localhost,
     Ip(IpAddr),
+    /// A host name, lowercase, without a trailing dot.
+    Name(String),
+}
+
+/// The longest host name (RFC 1035).
+const MAX_NAME: usize = 253;
+
+/// `host` as a host name of a grant: lowercase, no trailing dot; labels
+/// of letters, digits and `-` (1–63 bytes, not starting or ending with
+/// `-`), at least one letter in the last.
+pub fn host_name(host: &str) -> Option<String> {
+    let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let labels: Vec<&str> = name.split('.').collect();
+    let label_ok = |l: &&str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let last_ok = labels.last().is_some_and(|l| l.bytes().any(|b| b.is_ascii_alphabetic()));
+    (name.len() <= MAX_NAME && labels.iter().all(label_ok) && last_ok).then_some(name)
 }
 
 /// One parsed `net` grant.
@@ -49,12 +73,14 @@ impl NetGrant {
             "" => return Err(format!("{pattern:?} has no host; use \"*\" for any host")),
             "*" => HostPattern::Any,
             "localhost" => HostPattern::Localhost,
-            h => match h.parse::<IpAddr>() {
-                Ok(ip) => HostPattern::Ip(ip),
-                Err(_) => {
+            h => match (h.parse::<IpAddr>(), host_name(h)) {
+                (Ok(ip), _) => HostPattern::Ip(ip),
+                (_, Some(name)) if name == "localhost" => HostPattern::Localhost,
+                (_, Some(name)) => HostPattern::Name(name),
+                _ => {
                     return Err(format!(
-                        "{pattern:?}: the host must be an IP address, \"localhost\" or \"*\" \
-                         (suites connect by address and get no name lookups)"
+                        "{pattern:?}: the host must be an IP address, a host name (letters, digits, \
+                         '-' and '.'), \"localhost\" or \"*\""
                     ));
                 }
             },
@@ -62,7 +88,8 @@ impl NetGrant {
         Ok(NetGrant { host, port })
     }
 
-    /// Whether a connection to `addr` is within this grant.
+    /// Whether a connection to `addr` is within this grant (a name admits
+    /// only the addresses it was resolved to, as grants of their own).
     pub fn allows(&self, addr: SocketAddr) -> bool {
         let ip = addr.ip().to_canonical();
         let host_ok = match &self.host {
@@ -71,6 +98,7 @@ impl NetGrant {
                 ip == IpAddr::V4(Ipv4Addr::LOCALHOST) || ip == IpAddr::V6(Ipv6Addr::LOCALHOST)
             }
             HostPattern::Ip(h) => h.to_canonical() == ip,
+            HostPattern::Name(_) => false,
         };
         host_ok && self.port.is_none_or(|p| p == addr.port())
     }
@@ -89,6 +117,7 @@ impl NetGrant {
             (HostPattern::Localhost, HostPattern::Localhost) => true,
             (HostPattern::Localhost, HostPattern::Ip(ip)) => loopback(ip),
             (HostPattern::Ip(a), HostPattern::Ip(b)) => a.to_canonical() == b.to_canonical(),
+            (HostPattern::Name(a), HostPattern::Name(b)) => a == b,
             _ => false,
         };
         host && wider.port.is_none_or(|p| self.port == Some(p))
@@ -102,6 +131,7 @@ impl fmt::Display for NetGrant {
             HostPattern::Localhost => f.write_str("localhost")?,
             HostPattern::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]")?,
             HostPattern::Ip(ip) => write!(f, "{ip}")?,
+            HostPattern::Name(name) => f.write_str(name)?,
         }
         match self.port {
             Some(p) => write!(f, ":{p}"),
@@ -157,7 +187,10 @@ mod tests {
 
     #[test]
     fn bad_grants_say_what_is_wrong() {
-        assert!(NetGrant::parse("example.com:80").unwrap_err().contains("IP address"));
+        assert!(NetGrant::parse("exa mple.com:80").unwrap_err().contains("host name"));
+        assert!(NetGrant::parse("-bad.example:80").is_err());
+        assert!(NetGrant::parse("example.123:80").is_err(), "a last label of digits is no name");
+        assert!(NetGrant::parse(&format!("{}.com:80", "a".repeat(64))).is_err());
         assert!(NetGrant::parse("127.0.0.1").unwrap_err().contains("host:port"));
         assert!(NetGrant::parse(":80").unwrap_err().contains("no host"));
         assert!(NetGrant::parse("127.0.0.1:0").unwrap_err().contains("port"));
@@ -179,11 +212,24 @@ mod tests {
         assert!(!g("127.0.0.1:*").within(&g("127.0.0.1:80")), "any port is wider than one");
         assert!(!g("*:80").within(&g("127.0.0.1:80")));
         assert!(!g("10.0.0.1:80").within(&g("localhost:*")));
+        assert!(g("api.example.com:443").within(&g("API.example.com.:*")));
+        assert!(g("api.example.com:443").within(&g("*:443")));
+        assert!(!g("api.example.com:443").within(&g("other.example.com:443")));
+        assert!(!g("api.example.com:443").within(&g("10.0.0.1:443")), "a name is not an address");
+    }
+
+    #[test]
+    fn names_are_grants_that_admit_no_address_by_themselves() {
+        let g = NetGrant::parse("Api.Example.COM.:443").unwrap();
+        assert_eq!(g.host, HostPattern::Name("api.example.com".into()));
+        assert!(!g.allows(addr("93.184.216.34:443")));
+        assert_eq!(NetGrant::parse("LOCALHOST:80").unwrap().host, HostPattern::Localhost);
+        assert_eq!(host_name("db-1.internal").as_deref(), Some("db-1.internal"));
     }
 
     #[test]
     fn grants_print_as_they_parse() {
-        for g in ["127.0.0.1:8080", "*:443", "localhost:*", "[::1]:80"] {
+        for g in ["127.0.0.1:8080", "*:443", "localhost:*", "[::1]:80", "api.example.com:443"] {
             assert_eq!(NetGrant::parse(g).unwrap().to_string(), g);
         }
     }

@@ -471,6 +471,11 @@ struct PolicyArgs {
     /// services; comma-separated or repeated).
     #[arg(long = "allow-net", value_name = "HOST:PORT", value_delimiter = ',', value_parser = parse_net)]
     allow_net: Vec<String>,
+    /// Resolve host name NAME to ADDRESS for suites on this machine rather
+    /// than with its resolver (repeat for more addresses or names): for
+    /// names plans grant (`api.test:443`) that no DNS server here knows.
+    #[arg(long = "add-host", value_name = "NAME=ADDRESS", value_parser = parse_add_host)]
+    add_host: Vec<(String, std::net::IpAddr)>,
     /// Programs a plan's services may start on this machine: names looked
     /// up on PATH, absolute paths, `DIR/*` for a directory's programs, or
     /// `*` for any (comma-separated or repeated). None by default.
@@ -493,7 +498,9 @@ impl PolicyArgs {
             .filter_map(|g| ensemble_protocol::service::granted_service(g))
             .map(str::to_string)
             .collect();
-        HostPolicy::allowing(command, self.allow_env.clone(), net, deny_net).with_services(services)
+        HostPolicy::allowing(command, self.allow_env.clone(), net, deny_net)
+            .with_services(services)
+            .with_hosts(self.add_host.clone())
     }
 
     /// What services may start here, reached at `advertise` (or
@@ -529,10 +536,22 @@ fn parse_net(s: &str) -> Result<String, String> {
     }
 }
 
+fn parse_add_host(s: &str) -> Result<(String, std::net::IpAddr), String> {
+    let (name, address) = s.split_once('=').ok_or_else(|| format!("{s:?} is not NAME=ADDRESS"))?;
+    let name =
+        ensemble_protocol::grant::host_name(name).ok_or_else(|| format!("{name:?} is not a host name"))?;
+    let bare = address.trim_start_matches('[').trim_end_matches(']');
+    let ip = bare.parse().map_err(|_| format!("{address:?} is not an IP address"))?;
+    Ok((name, ip))
+}
+
 fn parse_webhook_host(s: &str) -> Result<HostPattern, String> {
-    NetGrant::parse(&format!("{s}:*"))
-        .map(|g| g.host)
-        .map_err(|_| format!("{s:?} is not an IP address, \"localhost\" or \"*\""))
+    match NetGrant::parse(&format!("{s}:*")).map(|g| g.host) {
+        Ok(HostPattern::Name(_)) | Err(_) => {
+            Err(format!("{s:?} is not an IP address, \"localhost\" or \"*\""))
+        }
+        Ok(host) => Ok(host),
+    }
 }
 
 #[derive(Args, Debug)]

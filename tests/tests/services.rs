@@ -66,7 +66,8 @@ fn marked(mark: &str) -> Vec<u32> {
 }
 
 /// A server without a machine of its own, and runners `db` (allowed to
-/// start `exec`) and `c1`, `c2` (allowed to reach the run's services).
+/// start `exec`) and `c1`, `c2` (allowed to reach the run's services, and
+/// `web.test`, a name they resolve to 127.0.0.1).
 async fn setup(dir: &Path, exec: &str) -> (Server, Vec<ensemble_tests::Proc>) {
     let server = start_server(dir, &dir.join("data"), TOKEN, &["--no-local-machine"]);
     let mut runners =
@@ -78,7 +79,7 @@ async fn setup(dir: &Path, exec: &str) -> (Server, Vec<ensemble_tests::Proc>) {
             name,
             &["role=client"],
             None,
-            &["--allow-net", "service:*"],
+            &["--allow-net", "service:*,web.test:*", "--add-host", "web.test=127.0.0.1"],
         ));
     }
     server.wait_online(3).await;
@@ -398,6 +399,11 @@ async fn suites_speak_http_to_a_service_over_wasi_http_within_their_grants() {
                 { "suite": probe, "profile": "clients", "role": "granted",
                   "params": { "expect": "Directory listing" }, "capabilities": { "net": ["service:web"] } },
                 { "suite": probe, "profile": "clients", "role": "ungranted", "tests": ["get_ok"] },
+                { "suite": probe, "profile": "clients", "role": "named",
+                  "tests": ["get_by_name", "connect_by_name", "lookup_is_denied"],
+                  "capabilities": { "net": ["web.test:*"] } },
+                { "suite": probe, "profile": "clients", "role": "unnamed",
+                  "tests": ["get_by_name", "connect_by_name"], "capabilities": { "net": ["service:web"] } },
             ],
         }))
         .await;
@@ -427,6 +433,27 @@ async fn suites_speak_http_to_a_service_over_wasi_http_within_their_grants() {
     for (outcome, text) in ungranted {
         assert_eq!(outcome, Outcome::Failed, "a request not granted fails: {text}");
         assert!(text.contains("denied"), "{text}");
+    }
+    // A granted host name: the guest's lookup and wasi:http resolve it to
+    // what the runner resolved it to (`--add-host` here), and no other name
+    // resolves at all.
+    for test in ["get_by_name", "connect_by_name", "lookup_is_denied"] {
+        let found = result("named", test);
+        assert_eq!(found.len(), 2, "{test} ran on both clients");
+        for (outcome, text) in found {
+            assert_eq!(outcome, Outcome::Passed, "{test}: {text}");
+        }
+    }
+    for (_, text) in result("named", "lookup_is_denied") {
+        assert!(text.contains("the name lookup of \"not-granted.test\" was denied"), "{text}");
+    }
+    // Without the name's grant, neither reaches it (the service's address
+    // is granted, the name is not).
+    for test in ["get_by_name", "connect_by_name"] {
+        for (outcome, text) in result("unnamed", test) {
+            assert_eq!(outcome, Outcome::Failed, "{test}: {text}");
+            assert!(text.contains("denied"), "{test}: {text}");
+        }
     }
     // The refusals failed requests, not the runners: both clients are still
     // online and the service was stopped at the end.

@@ -12,8 +12,9 @@
 //! grants say (the coordinator's own), and `ENSEMBLE_*` variables are never
 //! granted.
 
-use std::net::ToSocketAddrs;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ensemble_protocol::Capabilities;
 use ensemble_protocol::grant::{HostPattern, NetGrant, check_env_name};
@@ -37,6 +38,9 @@ pub struct HostPolicy {
     pub allow_services: Vec<String>,
     /// Never reachable, whatever the grants (the coordinator's own address).
     pub deny_net: Vec<NetGrant>,
+    /// Host names resolved to these addresses here rather than by the
+    /// system's resolver (`--add-host NAME=ADDRESS`).
+    pub hosts: Vec<(String, IpAddr)>,
     /// The flag that widens the policy, for messages (`ensemble runner`).
     pub command: String,
 }
@@ -60,8 +64,32 @@ impl HostPolicy {
             allow_net: Some(net),
             allow_services: Vec::new(),
             deny_net,
+            hosts: Vec::new(),
             command: command.into(),
         }
+    }
+
+    /// Resolves host names granted to suites to these addresses here
+    /// (`--add-host`), before the system's resolver.
+    pub fn with_hosts(mut self, hosts: Vec<(String, IpAddr)>) -> HostPolicy {
+        self.hosts = hosts;
+        self
+    }
+
+    /// The addresses granted name `name` stands for on this machine:
+    /// `--add-host`'s, or else what the system resolves it to, once.
+    fn resolve(&self, name: &str, port: u16) -> Result<Vec<IpAddr>, String> {
+        let given: Vec<IpAddr> = self.hosts.iter().filter(|(n, _)| n == name).map(|(_, ip)| *ip).collect();
+        if !given.is_empty() {
+            return Ok(given);
+        }
+        let found = (name, port).to_socket_addrs().map_err(|e| {
+            format!("the plan grants net {name}:{port}, but {name} does not resolve on this machine: {e}")
+        })?;
+        let mut ips: Vec<IpAddr> = found.map(|a| a.ip().to_canonical()).collect();
+        ips.sort();
+        ips.dedup();
+        Ok(ips)
     }
 
     /// Lets plans grant the run's services named here (`*`: all of them).
@@ -124,6 +152,10 @@ pub struct Grants {
     faults: Vec<String>,
     /// Where the run's services are, host names resolved (`services.addresses`).
     services: Arc<Addresses>,
+    /// The host names the entry is granted, with the addresses they were
+    /// resolved to when its shard started: the guest's lookups are answered
+    /// from here alone, and its connections checked against these addresses.
+    names: Arc<std::collections::BTreeMap<String, Vec<IpAddr>>>,
 }
 
 impl Grants {
@@ -140,9 +172,8 @@ impl Grants {
     /// addresses. Every entry sees the services' variables
     /// (`DB_SERVICE_HOST`, …), granted or not.
     pub fn within(caps: &Capabilities, policy: &HostPolicy, services: &Addresses) -> Result<Grants, String> {
-        // A runner may advertise a name (`--advertise db.lan`): suites get
-        // no name lookups, so they see, and are granted, what it resolves
-        // to here, once.
+        // A runner may advertise a name (`--advertise db.lan`): suites see,
+        // and are granted, what it resolves to here, once.
         let services = &resolved(services)?;
         // Plain grants are checked against `--allow-net` addresses; service
         // grants against `--allow-net service:…`, whatever address the
@@ -156,6 +187,32 @@ impl Grants {
         }
         caps.env.iter().try_for_each(|name| check_env_name(name))?;
         policy.check(caps, &net)?;
+        // Granted names: resolved here, once, to grants of their addresses
+        // (a name that resolves elsewhere later gains nothing).
+        let mut names = std::collections::BTreeMap::new();
+        for grant in &net {
+            match &grant.host {
+                HostPattern::Name(name) => {
+                    let ips = policy.resolve(name, grant.port.unwrap_or(0))?;
+                    reached.extend(
+                        ips.iter().map(|ip| NetGrant { host: HostPattern::Ip(*ip), port: grant.port }),
+                    );
+                    names.entry(name.clone()).or_insert_with(Vec::new).extend(ips);
+                }
+                HostPattern::Localhost => {
+                    names.insert(
+                        "localhost".to_string(),
+                        vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
+                    );
+                }
+                HostPattern::Any | HostPattern::Ip(_) => {}
+            }
+        }
+        for ips in names.values_mut() {
+            ips.sort();
+            ips.dedup();
+        }
+        net.retain(|g| !matches!(g.host, HostPattern::Name(_)));
         net.append(&mut reached);
         let mut env: Vec<(String, String)> =
             caps.env.iter().filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v))).collect();
@@ -166,7 +223,16 @@ impl Grants {
             env,
             faults: caps.faults.clone(),
             services: Arc::new(services.clone()),
+            names: Arc::new(names),
         })
+    }
+
+    /// What a guest's lookup of `name` answers: an address as itself, a
+    /// granted name as the addresses it was resolved to when the shard
+    /// started; any other name is refused, without asking any resolver
+    /// (lookups could carry data out), with the grant that would allow it.
+    pub fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, String> {
+        lookup_in(&self.names, name)
     }
 
     /// Where service `name`'s instances are, in instance order.
@@ -215,20 +281,33 @@ impl Grants {
 pub struct HttpGate {
     net: Arc<Vec<NetGrant>>,
     deny: Arc<Vec<NetGrant>>,
+    names: Arc<std::collections::BTreeMap<String, Vec<IpAddr>>>,
     capture: Capture,
+}
+
+impl HttpGate {
+    /// Notes `text` in the test's stderr (a refusal, and why).
+    pub fn note(&self, text: &str) {
+        self.capture.note(text);
+    }
 }
 
 impl Grants {
     /// The HTTP gate of one instance, whose refusals `capture` records.
     pub fn http_gate(&self, capture: &Capture) -> HttpGate {
-        HttpGate { net: self.net.clone(), deny: self.deny.clone(), capture: capture.clone() }
+        HttpGate {
+            net: self.net.clone(),
+            deny: self.deny.clone(),
+            names: self.names.clone(),
+            capture: capture.clone(),
+        }
     }
 }
 
 impl wasmtime_wasi_http::WasiHttpHooks for HttpGate {
     fn send_request(
         &mut self,
-        mut request: http::Request<wasmtime_wasi_http::WasiBody>,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<
@@ -243,7 +322,8 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpGate {
             > + Send,
     > {
         drop(fut);
-        let (net, deny, capture) = (self.net.clone(), self.deny.clone(), self.capture.clone());
+        let (net, deny, names, capture) =
+            (self.net.clone(), self.deny.clone(), self.names.clone(), self.capture.clone());
         Box::new(async move {
             use http_body_util::BodyExt;
             let uri = request.uri().clone();
@@ -253,46 +333,92 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpGate {
                 return Err(wasmtime_wasi_http::Error::HttpRequestUriInvalid);
             };
             let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-            let literal = host.parse::<std::net::IpAddr>().ok();
-            let addrs: Vec<std::net::SocketAddr> = match literal {
-                Some(ip) => vec![std::net::SocketAddr::new(ip, port)],
-                None => match tokio::net::lookup_host((host.as_str(), port)).await {
-                    Ok(found) => found.collect(),
-                    Err(_) => Vec::new(),
-                },
+            let shown = ensemble_protocol::service::join_host_port(&host, port);
+            // Names resolve only as granted (no resolver is asked for any
+            // other), to the addresses found when the shard started.
+            let addrs: Vec<std::net::SocketAddr> = match lookup_in(&names, &host) {
+                Ok(ips) => ips.into_iter().map(|ip| std::net::SocketAddr::new(ip, port)).collect(),
+                Err(_) => Vec::new(),
             };
             let allowed = |a: &std::net::SocketAddr| {
                 net.iter().any(|g| g.allows(*a)) && !deny.iter().any(|d| d.allows(*a))
             };
-            if addrs.is_empty() || !addrs.iter().all(allowed) {
-                let shown = ensemble_protocol::service::join_host_port(&host, port);
+            let Some(pinned) = addrs.iter().copied().find(allowed) else {
                 capture.note(&format!(
                     "ensemble: the HTTP request to {uri} was denied: no net grant of this plan entry covers \
                      {shown} (grant it in capabilities.net, e.g. \"service:NAME\" or \"{shown}\")\n"
                 ));
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
-            }
-            // Plain HTTP to a name goes to the address just checked, not to
-            // whatever the name resolves to next (the Host header keeps the name).
-            if !tls && literal.is_none() {
-                let pinned = addrs[0];
-                let mut parts = uri.into_parts();
-                if let Ok(authority) = pinned.to_string().parse() {
-                    parts.authority = Some(authority);
-                }
-                if let Ok(pinned_uri) = http::Uri::from_parts(parts) {
-                    *request.uri_mut() = pinned_uri;
-                }
-            }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            };
+            // The request goes to the address just checked, whatever the
+            // name resolves to now (the Host header, and TLS, keep the name).
+            let (response, io) = send_pinned(request, pinned, &host, tls, options).await?;
             Ok((
-                response.map(BodyExt::boxed_unsync),
+                response.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync()),
                 Box::new(io)
                     as Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
             ))
         })
     }
 }
+
+/// Sends `request` over a connection to `addr` (TLS for `host` when `tls`),
+/// whatever its URI's host resolves to: the response, and the connection's
+/// work to drive until its body is read.
+async fn send_pinned(
+    mut request: http::Request<wasmtime_wasi_http::WasiBody>,
+    addr: std::net::SocketAddr,
+    host: &str,
+    tls: bool,
+    options: Option<wasmtime_wasi_http::RequestOptions>,
+) -> Result<
+    (
+        http::Response<hyper::body::Incoming>,
+        impl std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send + use<>,
+    ),
+    wasmtime_wasi_http::Error,
+> {
+    use wasmtime_wasi_http::Error;
+    let limit = |d: Option<Duration>| d.unwrap_or(Duration::from_secs(600));
+    let connect = limit(options.and_then(|o| o.connect_timeout));
+    let first_byte = limit(options.and_then(|o| o.first_byte_timeout));
+    let tcp = match tokio::time::timeout(connect, tokio::net::TcpStream::connect(addr)).await {
+        Ok(stream) => stream.map_err(Error::Connect)?,
+        Err(_) => return Err(Error::ConnectionTimeout),
+    };
+    let stream: Box<dyn Stream> = if tls {
+        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
+        let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|_| Error::HttpRequestUriInvalid)?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        Box::new(connector.connect(name, tcp).await.map_err(Error::Tls)?)
+    } else {
+        Box::new(tcp)
+    };
+    let handshake =
+        hyper::client::conn::http1::Builder::new().handshake(wasmtime_wasi_http::io::TokioIo::new(stream));
+    let (mut sender, conn) =
+        tokio::time::timeout(connect, handshake).await.map_err(|_| Error::ConnectionTimeout)??;
+    // The request line carries the path alone (the authority is the Host header).
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    *request.uri_mut() =
+        http::Uri::builder().path_and_query(path).build().map_err(|_| Error::HttpRequestUriInvalid)?;
+    let conn = tokio::spawn(conn);
+    let response = tokio::time::timeout(first_byte, sender.send_request(request))
+        .await
+        .map_err(|_| Error::ConnectionReadTimeout)??;
+    Ok((response, async move {
+        match conn.await {
+            Ok(done) => done.map_err(Error::from),
+            Err(_) => Ok(()),
+        }
+    }))
+}
+
+/// A connection an HTTP request goes over: TCP, or TLS over it.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
 /// The addresses a `service:NAME` grant (`pattern`) stands for: every
 /// port of every instance of the service (`*`: of every service), each host
@@ -317,6 +443,24 @@ fn service_grants(pattern: &str, name: &str, services: &Addresses) -> Result<Vec
         out.push(NetGrant { host: HostPattern::Ip(ip), port: Some(port) });
     }
     Ok(out)
+}
+
+/// [`Grants::lookup`] in `names`.
+fn lookup_in(
+    names: &std::collections::BTreeMap<String, Vec<IpAddr>>,
+    name: &str,
+) -> Result<Vec<IpAddr>, String> {
+    let bare = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let key = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    names.get(&key).cloned().ok_or_else(|| {
+        format!(
+            "ensemble: the name lookup of {name:?} was denied: no net grant of this plan entry names it \
+             (grant it in capabilities.net, e.g. \"{key}:PORT\")\n"
+        )
+    })
 }
 
 /// `services` with every host that is a name replaced by the address it
@@ -422,6 +566,32 @@ mod tests {
         assert!(Grants::within(&caps(&["service:db"], &[]), &allowed, &services).is_ok());
         let missing = Grants::within(&caps(&["service:cache"], &[]), &allowed, &services).unwrap_err();
         assert!(missing.contains("no service \"cache\""), "{missing}");
+    }
+
+    #[test]
+    fn granted_names_resolve_once_and_only_they_are_looked_up() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let policy = HostPolicy::allowing(
+            "ensemble runner",
+            vec![],
+            vec![NetGrant::parse("api.test:443").unwrap(), NetGrant::parse("localhost:*").unwrap()],
+            vec![],
+        )
+        .with_hosts(vec![("api.test".into(), ip("10.0.0.5")), ("api.test".into(), ip("10.0.0.6"))]);
+        let grants =
+            Grants::within(&caps(&["API.test:443", "localhost:8080"], &[]), &policy, &Addresses::new())
+                .unwrap();
+        assert_eq!(grants.lookup("api.test.").unwrap(), [ip("10.0.0.5"), ip("10.0.0.6")]);
+        assert_eq!(grants.lookup("localhost").unwrap(), [ip("127.0.0.1"), ip("::1")]);
+        assert_eq!(grants.lookup("[::1]").unwrap(), [ip("::1")], "an address is itself");
+        let denied = grants.lookup("other.test").unwrap_err();
+        assert!(denied.contains("\"other.test:PORT\""), "{denied}");
+        // Connections: the addresses the name resolved to, at its port.
+        let reach = |a: &str| grants.net.iter().any(|g| g.allows(a.parse().unwrap()));
+        assert!(reach("10.0.0.6:443") && !reach("10.0.0.6:80") && !reach("10.0.0.7:443"));
+        // A name the machine does not allow is refused, naming the flag.
+        let why = Grants::within(&caps(&["other.test:443"], &[]), &policy, &Addresses::new()).unwrap_err();
+        assert!(why.contains("--allow-net other.test:443"), "{why}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod command;
 pub mod compile;
 mod host;
 mod limits;
+mod lookup;
 pub mod output;
 
 use std::collections::{BTreeMap, HashMap};
@@ -276,6 +277,8 @@ impl Sandbox {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // Name lookups answer granted names only (`lookup`).
+        lookup::add_to_linker(&mut linker)?;
         // Outgoing HTTP for every suite, each request checked against the
         // entry's net grants (`caps::HttpGate`).
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;

@@ -48,8 +48,8 @@ class Conn:
 
     def __init__(self) -> None:
         at = service(SERVICE.get())
-        # An address, not a name: a suite gets no name lookups (and
-        # socket.create_connection would look the address up).
+        # An address, not a name: socket.create_connection would look the
+        # address up (and only granted names resolve).
         family = socket.AF_INET6 if ":" in at.host else socket.AF_INET
         try:
             self.sock = socket.socket(family, socket.SOCK_STREAM)

@@ -6,6 +6,9 @@
 //! |---|---|---|
 //! | `get_ok` | `GET` of `path` on the service answers 2xx (and contains `expect`, if set) | `service` (default `web`), `path` (default `/`), `expect` |
 //! | `outside_is_denied` | passes iff `GET` of `outside` fails | `outside`, default `http://127.0.0.1:9/` |
+//! | `get_by_name` | `GET` of `path` on the service's port at host name `name` answers 2xx | `service`, `path`, `name` |
+//! | `connect_by_name` | a TCP connection to `name` at the service's port (the suite looks the name up) | `service`, `name` |
+//! | `lookup_is_denied` | passes iff looking up `denied_name` fails | `denied_name`, default `not-granted.test` |
 
 use ensemble_sdk::prelude::*;
 use wstd::http::{Body, Client, Request};
@@ -13,6 +16,9 @@ use wstd::http::{Body, Client, Request};
 const SERVICE: Param<String> = Param::new("service", "the plan's service to ask").default("web");
 const PATH: Param<String> = Param::new("path", "the path get_ok asks for").default("/");
 const EXPECT: Param<String> = Param::new("expect", "text the answer of get_ok must contain");
+const NAME: Param<String> = Param::new("name", "a host name the plan grants, for the tests by name").default("web.test");
+const DENIED_NAME: Param<String> =
+    Param::new("denied_name", "a host name the plan does not grant").default("not-granted.test");
 const OUTSIDE: Param<String> =
     Param::new("outside", "a URL the plan does not grant, for outside_is_denied").default("http://127.0.0.1:9/");
 
@@ -51,8 +57,41 @@ fn outside_is_denied() -> TestResult {
     }
 }
 
+fn get_by_name() -> TestResult {
+    let at = service(&SERVICE.get()?)?;
+    let url = format!("http://{}:{}{}", NAME.get()?, at.port, PATH.get()?);
+    let (status, body) = get(&url).map_err(fail)?;
+    check!((200..300).contains(&status), "GET {url} answered {status}");
+    println!("GET {url}: {status}, {} bytes", body.len());
+    Ok(())
+}
+
+fn connect_by_name() -> TestResult {
+    let at = service(&SERVICE.get()?)?;
+    let name = NAME.get()?;
+    let stream = std::net::TcpStream::connect((name.as_str(), at.port))
+        .map_err(|e| fail(format!("connecting to {name}:{}: {e}", at.port)))?;
+    println!("connected to {name}:{} at {}", at.port, stream.peer_addr().map_err(|e| fail(e.to_string()))?);
+    Ok(())
+}
+
+fn lookup_is_denied() -> TestResult {
+    use std::net::ToSocketAddrs;
+    let name = DENIED_NAME.get()?;
+    match (name.as_str(), 80).to_socket_addrs() {
+        Ok(found) => Err(fail(format!("{name} resolved to {:?}, but the plan does not grant it", found.collect::<Vec<_>>()))),
+        Err(e) => {
+            println!("the lookup of {name} was refused as it should be: {e}");
+            Ok(())
+        }
+    }
+}
+
 ensemble_sdk::suite! {
-    params(SERVICE, PATH, EXPECT, OUTSIDE),
+    params(SERVICE, PATH, EXPECT, NAME, DENIED_NAME, OUTSIDE),
     get_ok,
     outside_is_denied,
+    get_by_name,
+    connect_by_name,
+    lookup_is_denied,
 }

@@ -513,6 +513,7 @@ impl PolicyArgs {
         name: &str,
         cache_dir: &Path,
     ) -> crate::services::Host {
+        crate::services::die_together();
         let owner = crate::services::owner_of(name, cache_dir);
         let ended = crate::services::end_leftovers(&owner);
         if ended > 0 {

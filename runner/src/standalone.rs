@@ -79,6 +79,7 @@ pub async fn run(
     let tasks = TaskTracker::new();
     let (in_tx, mut in_rx) = mpsc::unbounded_channel();
     let mut links = Vec::new();
+    crate::services::die_together();
     for (index, info) in infos.into_iter().enumerate() {
         let (to_tx, to_rx) = mpsc::unbounded_channel();
         let (agent_in_tx, agent_in_rx) = mpsc::unbounded_channel();

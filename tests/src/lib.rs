@@ -412,6 +412,19 @@ pub fn start_foreign_runner(
     bin: &Path,
     labels: &[&str],
 ) -> Proc {
+    start_foreign_runner_with(dir, server, name, kind, bin, labels, &[])
+}
+
+/// [`start_foreign_runner`] with more flags for `ensemble runner`.
+pub fn start_foreign_runner_with(
+    dir: &Path,
+    server: &Server,
+    name: &str,
+    kind: &Foreign,
+    bin: &Path,
+    labels: &[&str],
+    extra: &[&str],
+) -> Proc {
     let log = dir.join(format!("runner-{name}-{}.log", unique()));
     let (launcher, launcher_args) = kind.launcher.split_first().expect("a launcher");
     let mut cmd = Command::new(launcher);
@@ -420,6 +433,7 @@ pub fn start_foreign_runner(
     for l in labels {
         cmd.args(["--label", l]);
     }
+    cmd.args(extra);
     let child = cmd
         .current_dir(dir)
         .env("ENSEMBLE_CACHE_DIR", dir.join(format!("cache-{name}")))

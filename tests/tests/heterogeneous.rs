@@ -16,7 +16,8 @@ use ensemble_protocol::event::SyncOp;
 use ensemble_protocol::{EventKind, Outcome};
 use ensemble_tests::browser::Browser;
 use ensemble_tests::{
-    AARCH64, WINDOWS, build_foreign_runners, start_foreign_runner, start_runner, start_server,
+    AARCH64, WINDOWS, build_foreign_runners, start_foreign_runner, start_foreign_runner_with, start_runner,
+    start_runner_with, start_server,
 };
 use serde_json::json;
 
@@ -235,4 +236,92 @@ fn release_binaries_come_with_their_sums() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&said.stdout).trim(), format!("ensemble {version}"));
+}
+
+/// Windows has no process groups: a service there runs in a job object,
+/// ended whole when its run is over, and ended with its runner even when the
+/// runner is killed outright (the runner's own job closes with it). The
+/// service is a real server, the Windows build of `ensemble serve`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windows_runners_service_ends_with_its_run_and_with_its_runner_killed() {
+    use ensemble_protocol::service::ServiceState;
+    use std::time::{Duration, Instant};
+    let bins = tokio::task::spawn_blocking(|| build_foreign_runners(&[&WINDOWS])).await.unwrap();
+    // The program as Windows names it: Wine's drive Z: is the root.
+    let exe = format!("Z:{}", bins[0].to_str().unwrap().replace('/', "\\"));
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let x86 = start_runner_with(dir.path(), &server, "x86-box", &[], None, &["--allow-net", "service:*"]);
+    let mut win = start_foreign_runner_with(
+        dir.path(),
+        &server,
+        "win-box",
+        &WINDOWS,
+        &bins[0],
+        &[],
+        &["--allow-exec", &exe],
+    );
+    let logs = |win: &ensemble_tests::Proc| format!("x86:\n{}\nwindows:\n{}", x86.log(), win.log());
+    server.client().wait_machines(2, Duration::from_secs(300)).await.unwrap();
+    let client = format!("sha256:{}", server.upload(ensemble_artifacts::RESP_CLIENT, "resp-client").await);
+    let plan = |test: &str, hold_ms: &str| {
+        json!({
+            "name": "windows service",
+            "profiles": [
+                { "name": "win", "labels": { "os": "windows" } },
+                { "name": "clients", "labels": { "os": "linux" } },
+            ],
+            "services": [{
+                "name": "web", "profile": "win",
+                "command": [exe, "serve", "--listen", "127.0.0.1:{port}", "--data-dir", "{dir}", "--no-local-machine"],
+                "ready": { "tcp": "{port}" }, "ready_timeout": "120s", "stop_timeout": "5s",
+            }],
+            "entries": [{ "suite": client, "profile": "clients", "tests": [test],
+                          "params": { "hold_ms": hold_ms }, "capabilities": { "net": ["service:web"] } }],
+        })
+    };
+    let ready_port = |events: &[ensemble_protocol::Event]| {
+        events.iter().find_map(|e| match &e.kind {
+            EventKind::Service { state: ServiceState::Ready { address, .. }, .. } => address.port,
+            _ => None,
+        })
+    };
+    // Whether something still listens at the port, for up to `within`.
+    let listening_after = |port: u16, within: Duration| {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    };
+
+    // A run that ends: its service is stopped with it.
+    let run = server.start_run(plan("outside_is_refused", "1")).await;
+    let events = server.events(&run).await;
+    let port = ready_port(&events)
+        .unwrap_or_else(|| panic!("the service became ready: {events:#?}\n{}", logs(&win)));
+    assert!(!listening_after(port, Duration::from_secs(10)), "the service outlived its run\n{}", logs(&win));
+
+    // A run whose runner is killed: the service goes with it.
+    let run = server.start_run(plan("hold", "600000")).await;
+    let mut port = None;
+    server
+        .watch(&run, 1, |e| {
+            if let EventKind::Service { state: ServiceState::Ready { address, .. }, .. } = &e.kind {
+                port = address.port;
+            }
+            port.is_none()
+        })
+        .await;
+    let port = port.expect("the service became ready");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(), "it serves");
+    win.kill();
+    assert!(
+        !listening_after(port, Duration::from_secs(10)),
+        "the service outlived its runner by 10 s\n{}",
+        logs(&win)
+    );
 }

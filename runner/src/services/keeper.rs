@@ -182,7 +182,8 @@ pub fn signal_command(signal: &str) -> String {
     format!("signal {signal}\n")
 }
 
-/// Windows has no keeper yet: services there are started directly.
+/// Windows needs no keeper: services there are held in job objects
+/// (`services::job`).
 #[cfg(not(unix))]
 pub fn keeper_main(_args: &[String]) -> i32 {
     eprintln!("ensemble {COMMAND} runs on Unix only");

@@ -17,6 +17,8 @@
 //! does not end the instance in time (a service stopped it) is killed, and
 //! every process carrying the instance's mark with it.
 
+#[cfg(windows)]
+pub mod job;
 pub mod keeper;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -183,6 +185,16 @@ pub fn owner_of(machine: &str, cache_dir: &Path) -> String {
     id[..24].to_string()
 }
 
+/// Makes every process this one starts from now on end with it, however it
+/// ends (Windows: a job object; on Unix each service's keeper already
+/// watches its runner, and its group dies with it).
+pub fn die_together() {
+    #[cfg(windows)]
+    if let Err(e) = job::hold_descendants() {
+        tracing::warn!("services may outlive this process: no job object holds them: {e}");
+    }
+}
+
 /// Ends what a previous life of this runner left running: every process
 /// whose environment carries its mark (a service whose keeper was killed
 /// with the runner), with its process group. Returns how many it found.
@@ -277,6 +289,9 @@ struct Life {
     paused: bool,
     /// A fault signalled it: the exit that follows fails nothing.
     exit_expected: bool,
+    /// Windows: the job its processes run in, ended whole when it stops.
+    #[cfg(windows)]
+    job: Option<job::Job>,
 }
 
 /// What happened to a life while the instance waited.
@@ -329,7 +344,16 @@ impl Prepared<'_> {
             ready_by: tokio::time::Instant::now() + self.spec.ready_timeout.0,
             paused: false,
             exit_expected: false,
+            #[cfg(windows)]
+            job: None,
         };
+        // Windows: the service and what it starts go in a job of its own
+        // (the runner's own job holds them meanwhile: see `job`).
+        #[cfg(windows)]
+        match job::Job::new().and_then(|j| j.assign_child(&life.child).map(|()| j)) {
+            Ok(j) => life.job = Some(j),
+            Err(e) => tracing::warn!(service = %self.spec.name, "no job object for the service: {e}"),
+        }
         if self.readiness == Readiness::Started {
             self.mark_ready(&mut life, emit);
         }
@@ -845,6 +869,10 @@ async fn stop_child(life: &mut Life, grace: Duration, out: &mut Output, emit: Em
     #[cfg(unix)]
     if let Some(pid) = life.child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    #[cfg(windows)]
+    if let Some(job) = &life.job {
+        let _ = job.kill();
     }
     #[cfg(not(unix))]
     let _ = life.child.start_kill();

@@ -706,3 +706,46 @@ async fn machines_sending_large_frames_together_are_bounded_in_total() {
     .await;
     assert!(ended.is_ok(), "a machine sending an oversized message was not disconnected");
 }
+
+/// A test holds at most 1,024 TCP sockets at once (each is a descriptor of
+/// its runner's): one that opens 3,000 connections to a granted address is
+/// refused past the bound, the runner saying why, and the machine goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_holds_a_bounded_number_of_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let _runner =
+        start_runner_with(dir.path(), &server, "box", &["tier=a"], None, &["--allow-net", "127.0.0.1:*"]);
+    server.wait_online(1).await;
+    // A listener that takes every connection and holds it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten().take(10_000) {
+            held.push(stream);
+        }
+    });
+    let hostile = format!("sha256:{}", server.upload(ensemble_artifacts::HOSTILE, "hostile").await);
+    let run = server
+        .start_run(json!({
+            "name": "sockets", "profiles": [{ "name": "a", "labels": { "tier": "a" } }],
+            "entries": [{ "suite": hostile, "profile": "a", "tests": ["socket_flood"],
+                          "params": { "only": "socket_flood", "addr": addr, "times": "3000" },
+                          "capabilities": { "net": [addr] } }]
+        }))
+        .await;
+    let events = server.events(&run).await;
+    let output = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::TestFinished { test, outcome, output, message, .. } if test == "socket_flood" => {
+                Some((*outcome, format!("{} {output}", message.clone().unwrap_or_default())))
+            }
+            _ => None,
+        })
+        .expect("socket_flood finished");
+    assert_eq!(output.0, Outcome::Passed, "{}", output.1);
+    assert!(output.1.contains("held 1024 connections"), "{}", output.1);
+    assert!(output.1.contains("the test holds 1024 already, the most a test may hold"), "{}", output.1);
+}

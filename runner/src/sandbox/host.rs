@@ -96,6 +96,8 @@ pub struct HostState {
     /// `wasi:http`: its context, and the gate its requests pass.
     pub(super) http: wasmtime_wasi_http::WasiHttpCtx,
     pub(super) http_gate: super::caps::HttpGate,
+    /// TCP sockets the test holds now (see `net::MAX_SOCKETS`).
+    pub(super) sockets: u32,
 }
 
 /// The most sync calls one test attempt may make: each is an event on the

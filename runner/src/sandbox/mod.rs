@@ -18,7 +18,7 @@ mod command;
 pub mod compile;
 mod host;
 mod limits;
-mod lookup;
+mod net;
 pub mod output;
 
 use std::collections::{BTreeMap, HashMap};
@@ -277,8 +277,8 @@ impl Sandbox {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        // Name lookups answer granted names only (`lookup`).
-        lookup::add_to_linker(&mut linker)?;
+        // Name lookups answer granted names only; sockets are bounded (`net`).
+        net::add_to_linker(&mut linker)?;
         // Outgoing HTTP for every suite, each request checked against the
         // entry's net grants (`caps::HttpGate`).
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -786,6 +786,7 @@ impl LoadedSuite {
             spent: Default::default(),
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             http_gate: env.grants.http_gate(&capture),
+            sockets: 0,
         };
         let mut store = Store::new(self.engine(), state);
         store.limiter(|s| &mut s.limiter);

@@ -17,6 +17,7 @@
 //! | `output_flood` | writes `mib` MiB of lines to stdout, then passes | `mib`, default 64 |
 //! | `log_flood` | logs `times` lines of 64 KiB, then passes (the log budget drops most) | `times`, default 20000 |
 //! | `attach_flood` | attaches `files` files of `mib` MiB, each different, then passes | `files`, default 8; `mib` |
+//! | `socket_flood` | opens `times` connections to `addr` and holds them; passes iff the runner refuses one first (its bound held) | `addr`, `times` |
 //! | `passes` | passes at once (per-test overhead benchmark) | |
 //!
 //! With param `only` set to a test's name, every other test skips at once:
@@ -152,6 +153,23 @@ fn attach_flood() -> TestResult {
     Ok(())
 }
 
+fn socket_flood() -> TestResult {
+    only("socket_flood")?;
+    let addr = ADDR.get()?;
+    let times = TIMES.get()?;
+    let mut held = Vec::new();
+    for _ in 0..times {
+        match std::net::TcpStream::connect(&addr) {
+            Ok(stream) => held.push(stream),
+            Err(e) => {
+                println!("held {} connections to {addr}, then: {e}", held.len());
+                return Ok(());
+            }
+        }
+    }
+    Err(fail(format!("held {} connections to {addr}: nothing bounded them", held.len())))
+}
+
 fn passes() -> TestResult {
     only("passes")?;
     Ok(())
@@ -169,5 +187,6 @@ ensemble_sdk::suite! {
     output_flood,
     log_flood,
     attach_flood,
+    socket_flood,
     passes,
 }

@@ -425,6 +425,11 @@ struct RetentionArgs {
     /// The most finished runs kept: past it, the oldest are removed first.
     #[arg(long, default_value_t = 100_000)]
     max_runs: u64,
+    /// The most uploaded suites may weigh in all: past it, suites no stored
+    /// plan or kept run names go, oldest first (they also go once older
+    /// than --run-retention).
+    #[arg(long, default_value = "20GiB")]
+    suite_budget: ensemble_protocol::units::ByteSize,
     /// Files attached by runs that started longer ago than this are removed
     /// (their names and sizes stay in the run's events).
     #[arg(long, default_value = "30d", value_parser = parse_duration)]
@@ -440,6 +445,7 @@ impl RetentionArgs {
         crate::server::Retention {
             runs: self.run_retention,
             max_runs: self.max_runs,
+            suite_budget: self.suite_budget.0,
             attachments: self.attachment_retention,
             attachment_budget: self.attachment_budget.0,
         }
@@ -1129,7 +1135,7 @@ async fn gc(args: GcArgs) -> Result<i32, Failure> {
     }
     let store = crate::store::Store::open(&args.data_dir).map_err(internal)?;
     let swept = crate::server::sweep(&store, args.retention.policy()).await.map_err(internal)?;
-    println!("ensemble gc: {}; {}", swept.0, swept.1);
+    println!("ensemble gc: {}; {}; {}", swept.0, swept.1, swept.2);
     Ok(exit::SUCCESS)
 }
 

@@ -522,6 +522,20 @@ async fn attachments_are_bounded_per_run_and_swept_past_the_budget() {
     assert_eq!(err.status(), Some(404), "{err}");
     assert_eq!(server.client().run(&later).await.unwrap().state, RunState::Passed);
     assert_eq!(disk_use(&data.join("attachments")), 0, "the removed run's files are gone too");
+
+    // Suites no plan or kept run names go too, past their age or the
+    // budget (this one is made older than the minutes a sweep spares).
+    let unnamed = server.upload(ensemble_artifacts::BASICS, "basics").await;
+    let db = rusqlite::Connection::open(data.join("ensemble.db")).unwrap();
+    db.execute("UPDATE suites SET body = json_set(body, '$.uploaded_us', 1) WHERE sha256 = ?1", [&unnamed])
+        .unwrap();
+    drop(db);
+    let out = ensemble(&["gc", "--data-dir", data_dir, "--suite-budget", "1KiB"], dir.path());
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && said.contains("removed 1 suite(s)"), "{said}");
+    assert_eq!(server.client().suite(&unnamed).await.unwrap_err().status(), Some(404));
+    let named = hostile.strip_prefix("sha256:").unwrap();
+    assert!(server.client().suite(named).await.is_ok(), "the kept run's suite stays");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,6 +155,7 @@ pub struct ServeOptions {
 pub struct Retention {
     pub runs: std::time::Duration,
     pub max_runs: u64,
+    pub suite_budget: u64,
     pub attachments: std::time::Duration,
     pub attachment_budget: u64,
 }
@@ -162,30 +163,31 @@ pub struct Retention {
 /// How often the server sweeps runs and attachments past their retention.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Removes what is past `policy` now: runs first, then the attachment
-/// files (those of the runs removed too).
+/// Removes what is past `policy` now: runs first, then the suites and
+/// attachment files no kept run needs (those of the runs removed too).
 pub async fn sweep(
     store: &Store,
     policy: Retention,
-) -> anyhow::Result<(crate::store::SweptRuns, crate::store::Swept)> {
+) -> anyhow::Result<(crate::store::SweptRuns, crate::store::SweptSuites, crate::store::Swept)> {
     let before = |age: std::time::Duration| {
         crate::time::now_us().saturating_sub(i64::try_from(age.as_micros()).unwrap_or(i64::MAX))
     };
     let (runs_cutoff, files_cutoff) = (before(policy.runs), before(policy.attachments));
     let runs = store.call(move |s| s.sweep_runs(runs_cutoff, policy.max_runs)).await?;
+    let suites = store.call(move |s| s.sweep_suites(runs_cutoff, policy.suite_budget)).await?;
     let files = store.call(move |s| s.sweep_attachments(files_cutoff, policy.attachment_budget)).await?;
-    Ok((runs, files))
+    Ok((runs, suites, files))
 }
 
 /// Sweeps the store now and every [`SWEEP_EVERY`] until `stop`.
 async fn sweeper(store: Store, policy: Retention, stop: tokio_util::sync::CancellationToken) {
     loop {
         match sweep(&store, policy).await {
-            Ok((runs, files)) if runs.runs > 0 || files.files > 0 => {
-                tracing::info!("retention: {runs}; {files}")
+            Ok((runs, suites, files)) if runs.runs > 0 || suites.suites > 0 || files.files > 0 => {
+                tracing::info!("retention: {runs}; {suites}; {files}")
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!("sweeping runs and attachments: {e:#}"),
+            Err(e) => tracing::warn!("sweeping runs, suites and attachments: {e:#}"),
         }
         tokio::select! {
             () = tokio::time::sleep(SWEEP_EVERY) => {}

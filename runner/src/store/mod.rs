@@ -84,6 +84,29 @@ impl std::fmt::Display for SweptRuns {
     }
 }
 
+/// What a suite sweep removed and kept ([`Store::sweep_suites`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweptSuites {
+    pub suites: u64,
+    pub bytes: u64,
+    pub kept: u64,
+    pub kept_bytes: u64,
+}
+
+impl std::fmt::Display for SweptSuites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use ensemble_protocol::units::ByteSize;
+        write!(
+            f,
+            "removed {} suite(s), {}; kept {}, {}",
+            self.suites,
+            ByteSize(self.bytes),
+            self.kept,
+            ByteSize(self.kept_bytes)
+        )
+    }
+}
+
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -322,6 +345,61 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Removes suites no stored plan and no kept run names: those uploaded
+    /// before `cutoff_us`, then, oldest first, while all suites weigh more
+    /// than `budget` bytes. A suite some plan or run names is kept, and so
+    /// is one uploaded in the last minutes (the plan or run naming it may
+    /// be on its way).
+    pub fn sweep_suites(&self, cutoff_us: i64, budget: u64) -> anyhow::Result<SweptSuites> {
+        let spared =
+            crate::time::now_us().saturating_sub(i64::try_from(SWEEP_SPARES.as_micros()).unwrap_or(i64::MAX));
+        let (named, suites) = {
+            let db = self.db();
+            let mut stmt = db.prepare(
+                "SELECT json_extract(e.value, '$.suite') FROM plans, json_each(plans.body, '$.plan.entries') e \
+                 UNION SELECT json_extract(e.value, '$.suite') FROM runs, json_each(runs.body, '$.plan.entries') e",
+            )?;
+            let named: std::collections::HashSet<String> = stmt
+                .query_map([], |r| r.get::<_, Option<String>>(0))?
+                .filter_map(|r| r.transpose())
+                .map(|r| r.map(|s| s.strip_prefix("sha256:").unwrap_or(&s).to_string()))
+                .collect::<Result<_, _>>()?;
+            let mut stmt = db.prepare(
+                "SELECT sha256, coalesce(body->>'uploaded_us', 0), coalesce(body->>'size', 0) FROM suites \
+                 ORDER BY 2, 1",
+            )?;
+            let suites: Vec<(String, i64, u64)> =
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+            (named, suites)
+        };
+        let mut swept = SweptSuites {
+            kept: suites.len() as u64,
+            kept_bytes: suites.iter().map(|s| s.2).sum(),
+            ..SweptSuites::default()
+        };
+        for (sha, uploaded_us, size) in suites {
+            if named.contains(&sha)
+                || uploaded_us >= spared
+                || (uploaded_us >= cutoff_us && swept.kept_bytes <= budget)
+            {
+                continue;
+            }
+            self.db().execute("DELETE FROM suites WHERE sha256 = ?1", [&sha])?;
+            if let Some(path) = self.suite_path(&sha) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(anyhow::Error::from(e).context(format!("removing suite {sha}"))),
+                }
+            }
+            swept.suites += 1;
+            swept.bytes += size;
+            swept.kept -= 1;
+            swept.kept_bytes -= size;
+        }
+        Ok(swept)
     }
 
     pub fn suites(&self) -> anyhow::Result<Vec<SuiteSummary>> {
@@ -1269,5 +1347,66 @@ mod tests {
         assert!(s.run("run-2").unwrap().is_none());
         assert!(s.run("run-3").unwrap().is_some() && s.run("run-4").unwrap().is_some());
         assert_eq!(s.sweep_runs(0, 2).unwrap().runs, 0, "nothing more to do");
+    }
+
+    #[test]
+    fn suites_no_plan_or_run_names_are_swept_past_their_age_or_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let sha = |i: u8| format!("{i:02x}").repeat(32);
+        for i in 1..=4u8 {
+            let meta = SuiteMeta {
+                sha256: sha(i),
+                name: format!("s{i}"),
+                size: 1000,
+                kind: "ensemble suite".into(),
+                tests: vec![],
+                imports: vec![],
+                exports: vec![],
+                uploaded_us: i64::from(i) * 10,
+                params: None,
+                abi: None,
+            };
+            s.put_suite(&meta, &[i; 1000]).unwrap();
+        }
+        // A plan names suite 1, a run suite 2; 3 and 4 are named by none.
+        let naming = |i: u8| {
+            let mut plan = plan();
+            plan.entries[0].suite = format!("sha256:{}", sha(i));
+            plan
+        };
+        s.put_plan(&StoredPlan {
+            id: "p".into(),
+            plan: naming(1),
+            created_us: 0,
+            updated_us: 0,
+            schedules: vec![],
+        })
+        .unwrap();
+        s.put_run(&RunMeta {
+            id: "r".into(),
+            plan: naming(2),
+            state: RunState::Passed,
+            started_us: 0,
+            finished_us: None,
+            summary: None,
+            reruns: None,
+            scheduled: None,
+        })
+        .unwrap();
+        // Age: unnamed suites uploaded before 35 go (3); named ones stay.
+        let swept = s.sweep_suites(35, u64::MAX).unwrap();
+        assert_eq!((swept.suites, swept.kept), (1, 3));
+        assert!(s.suite(&sha(3)).unwrap().is_none() && s.suite_bytes(&sha(3)).unwrap().is_none());
+        // Budget: past it the oldest unnamed go, never a named one.
+        let swept = s.sweep_suites(0, 0).unwrap();
+        assert_eq!((swept.suites, swept.kept, swept.kept_bytes), (1, 2, 2000));
+        assert!(s.suite(&sha(1)).unwrap().is_some() && s.suite(&sha(2)).unwrap().is_some());
+        // One uploaded in the last minutes is spared: what names it may be on its way.
+        let mut fresh = s.suite(&sha(1)).unwrap().unwrap();
+        fresh.sha256 = sha(9);
+        fresh.uploaded_us = crate::time::now_us();
+        s.put_suite(&fresh, b"new").unwrap();
+        assert_eq!(s.sweep_suites(i64::MAX, 0).unwrap().suites, 0);
     }
 }

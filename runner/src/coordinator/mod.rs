@@ -625,29 +625,26 @@ impl Coordinator {
             .ok_or_else(|| not_found("suite", sha256))
     }
 
-    pub async fn suite_bytes(&self, sha256: &str) -> Result<Vec<u8>, ApiError> {
-        let sha = sha256.to_string();
-        self.store
-            .call(move |s| s.suite_bytes(&sha))
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| not_found("suite", sha256))
+    /// The file a suite's bytes are kept in: read as it is sent, never whole.
+    pub fn suite_file(&self, sha256: &str) -> Result<std::path::PathBuf, ApiError> {
+        self.store.suite_path(sha256).filter(|p| p.is_file()).ok_or_else(|| not_found("suite", sha256))
     }
 
-    /// A file a test of run `id` attached: its name there and its bytes.
-    pub async fn attachment(&self, id: &str, sha256: &str) -> Result<(String, Vec<u8>), ApiError> {
+    /// A file a test of run `id` attached: its name there and the file its
+    /// bytes are kept in (read as they are sent, never whole).
+    pub async fn attachment(&self, id: &str, sha256: &str) -> Result<(String, std::path::PathBuf), ApiError> {
         self.run(id).await?;
         let (run, sha) = (id.to_string(), sha256.to_string());
         let found = self
             .store
             .call(move |s| {
                 let Some(name) = s.attachment_name(&run, &sha)? else { return Ok(None) };
-                Ok(Some((name, s.attachment_bytes(&sha)?)))
+                Ok(Some((name, s.attachment_path(&sha).filter(|p| p.is_file()))))
             })
             .await
             .map_err(internal)?;
         match found {
-            Some((name, Some(bytes))) => Ok((name, bytes)),
+            Some((name, Some(path))) => Ok((name, path)),
             Some((name, None)) => Err(ApiError::new(
                 ErrorKind::NotFound,
                 format!(

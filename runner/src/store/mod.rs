@@ -641,6 +641,11 @@ impl Store {
         Ok(swept)
     }
 
+    /// Where the attachment bytes of `sha256` are kept (if it is a sha256).
+    pub fn attachment_path(&self, sha256: &str) -> Option<PathBuf> {
+        attachment::is_sha256(sha256).then(|| self.attachments_dir.join(sha256))
+    }
+
     /// The bytes stored under `sha256`; None when there are none.
     pub fn attachment_bytes(&self, sha256: &str) -> anyhow::Result<Option<Vec<u8>>> {
         if !attachment::is_sha256(sha256) {

@@ -50,6 +50,22 @@ fn body(max: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone 
 }
 
 /// UTF-8 text of a body.
+/// A stored file as a response, read from disk as it is sent (warp's file
+/// reply, with its `Range` and conditional handling): a download never holds
+/// the file in memory, however large or slowly read.
+async fn file_reply(path: std::path::PathBuf) -> Result<warp::reply::Response, Rejection> {
+    use tower_service::Service;
+    let request =
+        warp::http::Request::get("/").body(http_body_util::Empty::<Bytes>::new()).expect("a valid request");
+    let mut file = warp::service(warp::fs::file(path));
+    // A task of its own: warp's routing state must not nest in this request's.
+    match tokio::spawn(async move { file.call(request).await }).await {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(never)) => match never {},
+        Err(e) => Err(reject(ErrorKind::Internal, format!("reading a stored file: {e}"))),
+    }
+}
+
 fn text(body: &Bytes, what: &str) -> Result<String, Rejection> {
     String::from_utf8(body.to_vec())
         .map_err(|_| reject(ErrorKind::BadRequest, format!("the {what} is not UTF-8")))

@@ -94,8 +94,8 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
     );
     let attachment = at2(Method::GET, "/api/runs/{id}/attachments/{sha256}").and(authorized(core)).and_then(
         |id: String, sha: String, core: Arc<Coordinator>| async move {
-            let (name, bytes) = core.attachment(&id, &sha).await.map_err(fail)?;
-            Ok::<_, Rejection>(attachment_reply(&name, bytes))
+            let (name, path) = core.attachment(&id, &sha).await.map_err(fail)?;
+            Ok::<_, Rejection>(attachment_reply(&name, super::file_reply(path).await?))
         },
     );
     events
@@ -117,7 +117,7 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
 /// An attachment's bytes as a download: shown inline by a browser only for
 /// the few kinds it shows safely (text, JSON, raster images), never sniffed,
 /// and sandboxed even then — the bytes come from a suite, which is hostile.
-fn attachment_reply(name: &str, bytes: Vec<u8>) -> warp::reply::Response {
+fn attachment_reply(name: &str, mut reply: warp::reply::Response) -> warp::reply::Response {
     use warp::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, HeaderValue};
     let kind = ensemble_protocol::attachment::content_type(name);
     let ascii: String =
@@ -127,7 +127,6 @@ fn attachment_reply(name: &str, bytes: Vec<u8>) -> warp::reply::Response {
         ascii.replace('"', "_"),
         ensemble_protocol::api::encode(name)
     );
-    let mut reply = warp::reply::Response::new(bytes.into());
     let headers = reply.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
     if let Ok(v) = HeaderValue::from_str(&disposition) {

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ensemble_protocol::api::ListQuery;
 use ensemble_protocol::api::UploadQuery;
+use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::header::CONTENT_TYPE;
-use warp::{Filter, Reply};
 
 use super::{authorized, body, machine_or_person};
 use crate::coordinator::Coordinator;
@@ -40,10 +40,12 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
     let bytes = at1(&[Method::GET, Method::HEAD], "/api/suites/{sha256}")
         .and(machine_or_person(core))
         .and_then(|sha: String, core: Arc<Coordinator>| async move {
-            let bytes = core.suite_bytes(&sha).await.map_err(fail)?;
-            Ok::<_, warp::Rejection>(
-                warp::reply::with_header(bytes, CONTENT_TYPE, "application/wasm").into_response(),
-            )
+            let path = core.suite_file(&sha).map_err(fail)?;
+            let mut reply = super::file_reply(path).await?;
+            reply
+                .headers_mut()
+                .insert(CONTENT_TYPE, warp::http::HeaderValue::from_static("application/wasm"));
+            Ok::<_, warp::Rejection>(reply)
         });
     list.or(upload).unify().or(inspect).unify().or(bytes).unify().boxed()
 }

@@ -977,7 +977,7 @@ impl Coordinator {
             ));
         }
         let key = id.to_string();
-        let events = self.store.call(move |s| s.events(&key, 1)).await.map_err(internal)?;
+        let events = self.store.call(move |s| s.events_outline(&key)).await.map_err(internal)?;
         let uses_sync: Vec<bool> =
             self.resolve_suites(&meta.plan).await?.iter().map(|s| s.uses_sync).collect();
         rerun::failures_plan(&meta.plan, &events, &uses_sync).map_err(|why| {
@@ -1264,7 +1264,7 @@ impl Coordinator {
     async fn resume_run(self: &Arc<Self>, meta: RunMeta, local: Option<&str>) -> Result<(), String> {
         let key = meta.id.clone();
         let run = key.clone();
-        let events = self.store.call(move |s| s.events(&run, 1)).await.map_err(|e| format!("{e:#}"))?;
+        let events = self.store.call(move |s| s.events_outline(&run)).await.map_err(|e| format!("{e:#}"))?;
         let suites = self.resolve_suites(&meta.plan).await.map_err(|e| e.error.message)?;
         let last = events.last().map_or(0, |e| e.seq);
         let started = events.iter().find_map(|e| match &e.kind {

@@ -904,6 +904,20 @@ impl Store {
         self.event_bodies(run, from, limit)?.into_iter().map(|(_, body)| Ok(parse(body)?)).collect()
     }
 
+    /// Every event of `run`, in order, without what its state is not
+    /// rebuilt from: tests' output and messages, and log lines' text (a run
+    /// keeps up to 2 GiB of those). What a resumed run or a rerun reads.
+    pub fn events_outline(&self, run: &str) -> anyhow::Result<Vec<Event>> {
+        self.all(
+            "SELECT CASE body->>'type' \
+               WHEN 'test-finished' THEN json_remove(body, '$.output', '$.message') \
+               WHEN 'log' THEN json_set(body, '$.message', '') \
+               ELSE body END \
+             FROM events WHERE run = ?1 ORDER BY seq",
+            [run],
+        )
+    }
+
     /// [`Store::events_page`] as stored: each event's number and JSON,
     /// which is what a watcher is sent, so a replay need not parse and
     /// print every event again.
@@ -1166,6 +1180,7 @@ mod tests {
         let running: Vec<String> = s.running_runs().unwrap().into_iter().map(|r| r.id).collect();
         assert_eq!(running, ["Running"]);
         assert_eq!(s.events("Passed", 1).unwrap().len(), 1);
+        assert_eq!(s.events_outline("Passed").unwrap().len(), 1);
         assert_eq!(s.runs_page(1, 0, None).unwrap().len(), 1);
         assert_eq!(s.runs_page(10, 1, None).unwrap().len(), 1);
         assert!(s.runs_page(10, 2, None).unwrap().is_empty());
@@ -1413,5 +1428,54 @@ mod tests {
         fresh.uploaded_us = crate::time::now_us();
         s.put_suite(&fresh, b"new").unwrap();
         assert_eq!(s.sweep_suites(i64::MAX, 0).unwrap().suites, 0);
+    }
+
+    #[test]
+    fn a_runs_outline_leaves_out_outputs_and_log_text_and_keeps_the_rest() {
+        use ensemble_protocol::Outcome;
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let shard = ensemble_protocol::ShardRef {
+            shard: 1,
+            machine: "m".into(),
+            role: "r".into(),
+            suite: "s".into(),
+            instance: 0,
+        };
+        let event =
+            |seq: u64, kind: EventKind| Event { run: "r".into(), seq, at_us: 1, machine_at_us: None, kind };
+        let mut events = vec![
+            event(
+                1,
+                EventKind::Log {
+                    shard: shard.clone(),
+                    test: "t".into(),
+                    level: "info".into(),
+                    message: "x".repeat(1 << 20),
+                },
+            ),
+            event(
+                2,
+                EventKind::TestFinished {
+                    shard: shard.clone(),
+                    test: "t".into(),
+                    outcome: Outcome::Failed,
+                    duration_ms: 1,
+                    attempt: 1,
+                    message: Some("why".into()),
+                    output: "o".repeat(1 << 20),
+                },
+            ),
+            event(
+                3,
+                EventKind::ShardFinished { shard, summary: Summary::default(), error: Some("kept".into()) },
+            ),
+        ];
+        s.write_batch(&mut events, &[]).unwrap();
+        let outline = s.events_outline("r").unwrap();
+        assert!(matches!(&outline[0].kind, EventKind::Log { message, .. } if message.is_empty()));
+        assert!(matches!(&outline[1].kind,
+            EventKind::TestFinished { outcome: Outcome::Failed, test, message: None, output, .. } if test == "t" && output.is_empty()));
+        assert!(matches!(&outline[2].kind, EventKind::ShardFinished { error: Some(e), .. } if e == "kept"));
     }
 }

@@ -5,12 +5,18 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ensemble_protocol::{Event, EventKind, Plan};
 
+/// The most bytes of failed tests' names a rerun's plan lists.
+pub const MAX_NAMED: usize = 1 << 20;
+
 /// `plan` narrowed to what did not pass in `events`: each entry to the
 /// tests of its role that failed, timed out, crashed or were lost; an
 /// entry whose shard failed before its tests could report runs whole; the
 /// entries whose suites use sync (`uses_sync`) run whole together when
 /// any of them did not pass, since their tests wait for each other; the
-/// other entries are left out. Err when everything passed.
+/// other entries are left out. The failed tests' names a rerun lists weigh
+/// at most [`MAX_NAMED`] in all: an entry whose names would go past it runs
+/// whole, so a rerun's plan is never much larger than its run's. Err when
+/// everything passed.
 pub fn failures_plan(plan: &Plan, events: &[Event], uses_sync: &[bool]) -> Result<Plan, String> {
     let mut failed: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     let mut whole: BTreeSet<&str> = BTreeSet::new();
@@ -30,11 +36,15 @@ pub fn failures_plan(plan: &Plan, events: &[Event], uses_sync: &[bool]) -> Resul
         plan.entries.iter().zip(uses_sync).any(|(e, &sync)| sync && missed(&e.role_name()));
     let mut rerun = plan.clone();
     rerun.entries.clear();
+    let mut named = 0usize;
     for (entry, &sync) in plan.entries.iter().zip(uses_sync) {
         let role = entry.role_name();
-        if (sync && coordinating_missed) || whole.contains(role.as_str()) {
+        let weight = failed.get(role.as_str()).map_or(0, |t| t.iter().map(|n| n.len() + 4).sum::<usize>());
+        let too_many = named + weight > MAX_NAMED;
+        if (sync && coordinating_missed) || whole.contains(role.as_str()) || (weight > 0 && too_many) {
             rerun.entries.push(entry.clone());
         } else if let Some(tests) = failed.get(role.as_str()) {
+            named += weight;
             let mut narrowed = entry.clone();
             narrowed.tests = Some(tests.iter().cloned().collect());
             rerun.entries.push(narrowed);
@@ -116,5 +126,18 @@ mod tests {
 
         let all_passed = vec![finished("a", "ok", Outcome::Passed)];
         assert!(failures_plan(&plan(), &all_passed, &sync).unwrap_err().contains("no failed"));
+    }
+
+    #[test]
+    fn a_rerun_names_a_bounded_weight_of_tests_and_runs_the_rest_whole() {
+        let sync = [false, false, true, true];
+        // Entry a: 20 failures of 1,000 bytes; entry b: 2,000 of 1,000 (2 MB).
+        let mut events: Vec<Event> =
+            (0..20).map(|i| finished("a", &format!("{i:01000}"), Outcome::Failed)).collect();
+        events.extend((0..2000).map(|i| finished("b", &format!("{i:01000}"), Outcome::Failed)));
+        let rerun = failures_plan(&plan(), &events, &sync).unwrap();
+        let tests = tests_of(&rerun);
+        assert_eq!(tests[0].1.as_ref().map(Vec::len), Some(20), "a's failures are named");
+        assert_eq!(tests[1], ("b".to_string(), None), "b's would weigh too much: it runs whole");
     }
 }

@@ -44,7 +44,15 @@ impl Pollable for Lookup {
     async fn ready(&mut self) {}
 }
 
-/// Replaces `wasmtime-wasi`'s lookups in `linker` with the granted ones.
+/// The note a test's output gets when a socket is refused.
+fn refused() -> String {
+    format!(
+        "ensemble: a socket was refused: the test holds {MAX_SOCKETS} already, the most a test may hold\n"
+    )
+}
+
+/// Replaces `wasmtime-wasi`'s lookups in `linker` with the granted ones,
+/// and its sockets with counted ones.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut lookup = linker.instance(IP_NAME_LOOKUP)?;
@@ -82,9 +90,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     create.func_wrap("create-tcp-socket", |mut store, (family,): (IpAddressFamily,)| {
         let state = store.data_mut();
         if state.sockets >= MAX_SOCKETS {
-            state.http_gate.note(&format!(
-                "ensemble: a socket was refused: the test holds {MAX_SOCKETS} already, the most a test may hold\n"
-            ));
+            state.http_gate.note(&refused());
             return Ok((Err(ErrorCode::NewSocketLimit),));
         }
         match state.sockets().create_tcp_socket(family) {
@@ -100,6 +106,21 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         let state = store.data_mut();
         state.sockets = state.sockets.saturating_sub(1);
         HostTcpSocket::drop(&mut state.sockets(), Resource::new_own(rep))
+    })?;
+    // A connection a listening socket accepts is a socket of the test's too.
+    tcp.func_wrap("[method]tcp-socket.accept", |mut store, (this,): (Resource<TcpSocket>,)| {
+        let state = store.data_mut();
+        if state.sockets >= MAX_SOCKETS {
+            state.http_gate.note(&refused());
+            return Ok((Err(ErrorCode::NewSocketLimit),));
+        }
+        match HostTcpSocket::accept(&mut state.sockets(), this) {
+            Ok(accepted) => {
+                state.sockets += 1;
+                Ok((Ok(accepted),))
+            }
+            Err(e) => Ok((Err(e.downcast()?),)),
+        }
     })?;
     linker.allow_shadowing(false);
     Ok(())

@@ -164,7 +164,9 @@ impl Reporter for HtmlReport {
                 row.outcome = Some(outcome.as_str());
                 row.duration_ms = *duration_ms;
                 row.attempt = *attempt;
-                row.start_us = start.or(Some(at - (*duration_ms as i64) * 1000));
+                // A log may claim any duration: it is checked, never wrapped.
+                let took_us = i64::try_from(*duration_ms).unwrap_or(i64::MAX).saturating_mul(1000);
+                row.start_us = start.or(Some(at.saturating_sub(took_us)));
                 row.end_us = Some(at);
                 row.message = message.clone();
                 row.output = output.clone();
@@ -460,5 +462,29 @@ mod tests {
         assert_eq!(page.matches("</script>").count(), 2, "only the page's own two scripts close");
         assert!(!page.contains("<!-- x") && !page.contains("<b>p</b>"), "{page}");
         assert!(!page.contains("http://") && !page.contains("https://"), "nothing to fetch");
+    }
+
+    #[test]
+    fn a_claimed_duration_of_any_size_is_drawn_without_overflow() {
+        let mut html = HtmlReport::new(PathBuf::from("unused.html"));
+        let shard = ensemble_protocol::ShardRef {
+            shard: 1,
+            machine: "m".into(),
+            role: "r".into(),
+            suite: "s".into(),
+            instance: 0,
+        };
+        let kind = EventKind::TestFinished {
+            shard,
+            test: "t".into(),
+            outcome: ensemble_protocol::Outcome::Passed,
+            duration_ms: u64::MAX,
+            attempt: 1,
+            message: None,
+            output: String::new(),
+        };
+        html.event(&Event { run: "r".into(), seq: 1, at_us: 5, machine_at_us: None, kind }).unwrap();
+        let row = &html.report.tests[0];
+        assert!(row.start_us.unwrap() < row.end_us.unwrap(), "{:?}..{:?}", row.start_us, row.end_us);
     }
 }

@@ -190,6 +190,12 @@ pub enum FromMachine {
         /// The secret the coordinator issued at this name's first join.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         secret: Option<String>,
+        /// The shards this process holds, by run (8,192 at most): assigned to it and not yet
+        /// acknowledged done. A started shard of this machine that is not
+        /// here was lost with a previous process (a restarted runner).
+        /// `None`: it does not say (then nothing is lost for it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        holding: Option<std::collections::BTreeMap<String, Vec<u32>>>,
     },
     /// The answer to [`ToMachine::Ping`], with the machine's clock reading.
     Pong { id: u64, coordinator_us: i64, machine_us: i64 },
@@ -449,6 +455,7 @@ mod tests {
                 protocol: 1,
                 token: Some("t".into()),
                 secret: Some("s".into()),
+                holding: None,
                 machine: MachineInfo {
                     name: "m".into(),
                     labels: [("os".to_string(), "linux".to_string())].into(),

@@ -82,6 +82,7 @@ async fn machine(client: Client, name: String, events: u64, rate: f64, joined: m
         protocol: PROTOCOL_VERSION,
         token: None,
         secret: None,
+        holding: None,
         machine: MachineInfo {
             name: name.clone(),
             labels: BTreeMap::new(),

@@ -565,6 +565,7 @@ impl FakeMachine {
             protocol: PROTOCOL_VERSION,
             token: None,
             secret,
+            holding: None,
             machine: MachineInfo {
                 name: name.into(),
                 labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),

@@ -12,7 +12,7 @@
 use ensemble_protocol::Verdict;
 use ensemble_protocol::api::{RunState, routes};
 use ensemble_protocol::event::{Event, EventKind, Outcome};
-use ensemble_tests::{Server, restart_server, start_runner, start_server};
+use ensemble_tests::{Server, restart_server, start_runner, start_runner_with, start_server};
 use futures::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -231,4 +231,50 @@ async fn shards_whose_machines_do_not_come_back_after_a_restart_end_lost_saying_
     let EventKind::RunFinished { verdict, .. } = &seen.last().unwrap().kind else { panic!() };
     assert_eq!(*verdict, Verdict::Failed);
     assert_eq!(server.client().run(&run).await.unwrap().state, RunState::Failed);
+}
+
+/// A runner killed and started again at once under the same name (what
+/// systemd's `Restart=always` or a pod restart does): the shard its old
+/// process was running ends lost as soon as the new one joins, saying why —
+/// before, the machine was back, so nothing was ever lost and the run waited
+/// forever. The run finishes, and the machine takes new work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_restarted_at_once_loses_the_shards_its_old_process_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let mut runner = start_runner_with(dir.path(), &server, "phoenix", &["tier=a"], None, &[]);
+    server.wait_online(1).await;
+    let hostile = format!("sha256:{}", server.upload(ensemble_artifacts::HOSTILE, "hostile").await);
+    let plan = |test: &str| {
+        json!({
+            "name": "restarted", "settings": { "test_timeout": "1h" },
+            "profiles": [{ "name": "a", "labels": { "tier": "a" } }],
+            "entries": [{ "suite": hostile, "profile": "a", "tests": [test], "params": { "only": test } }]
+        })
+    };
+    let run = server.start_run(plan("long_sleep")).await;
+    server.watch(&run, 1, |e| !matches!(e.kind, EventKind::TestStarted { .. })).await;
+    runner.kill();
+    let _again = start_runner_with(dir.path(), &server, "phoenix", &["tier=a"], None, &[]);
+    let events = tokio::time::timeout(std::time::Duration::from_secs(120), server.events(&run))
+        .await
+        .expect("the run ended once its runner came back without the shard");
+    let lost = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::TestFinished { test, outcome: Outcome::Lost, message, .. } if test == "long_sleep" => {
+                message.clone()
+            }
+            _ => None,
+        })
+        .expect("the test ended lost");
+    assert!(
+        lost.contains("machine phoenix was lost: its runner restarted and no longer holds the shard"),
+        "{lost}"
+    );
+    assert_eq!(server.client().run(&run).await.unwrap().state, RunState::Failed);
+    // The machine is usable: a new run passes on it.
+    let next = server.start_run(plan("passes")).await;
+    server.events(&next).await;
+    assert_eq!(server.client().run(&next).await.unwrap().state, RunState::Passed);
 }

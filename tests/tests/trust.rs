@@ -271,9 +271,9 @@ async fn huge_and_secret_seeking_plans_are_refused_small() {
     assert!(reason.contains("not a valid machine name") && !retry, "{reason}");
     assert!(!server.proc.log().contains("\nERROR forged line"), "names are logged escaped");
     assert!(client.machines().await.unwrap().is_empty());
-    // A hello over 64 KiB is refused unread.
+    // A hello over 128 KiB is refused unread.
     let mut ws = server.machine_client().websocket(routes::MACHINE_JOIN).await.unwrap();
-    ws.send(Message::text(format!("{{\"type\": \"hello\", \"pad\": \"{}\"}}", "x".repeat(70 << 10))))
+    ws.send(Message::text(format!("{{\"type\": \"hello\", \"pad\": \"{}\"}}", "x".repeat(140 << 10))))
         .await
         .unwrap();
     let Some(Ok(Message::Text(reply))) = ws.next().await else { panic!("no answer") };

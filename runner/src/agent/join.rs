@@ -261,6 +261,7 @@ async fn session(
         token: None,
         machine: opts.info.clone(),
         secret: std::fs::read_to_string(&identity).ok().map(|s| s.trim().to_string()),
+        holding: link.holding(),
     };
     crate::burst::write(&mut tx, send(&hello), || None).await?;
     match rx.next().await {

@@ -11,7 +11,7 @@
 //! Invariant: a message leaves the buffer only on its acknowledgement
 //! (`ack` up to a seq, `ack-shard-done`, or the sync call's reply).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ensemble_protocol::wire::{FromMachine, ToMachine};
 use tokio::sync::mpsc;
@@ -22,7 +22,13 @@ pub struct Link {
     events: BTreeMap<(String, u32), VecDeque<(u64, FromMachine)>>,
     syncs: BTreeMap<u64, FromMachine>,
     done: BTreeMap<(String, u32), FromMachine>,
+    /// The shards assigned here and not yet acknowledged done: what this
+    /// process holds, as its hello says.
+    held: BTreeSet<(String, u32)>,
 }
+
+/// The most shards a hello lists; a machine holding more does not say.
+const MAX_HELD: usize = 8_192;
 
 impl Link {
     /// Keeps an outgoing message until it is acknowledged.
@@ -61,7 +67,12 @@ impl Link {
                 let key = (run, shard);
                 self.done.remove(&key);
                 self.events.remove(&key);
+                self.held.remove(&key);
                 None
+            }
+            ToMachine::Assign { assignment } => {
+                self.held.insert((assignment.run.clone(), assignment.shard.shard));
+                Some(ToMachine::Assign { assignment })
             }
             ToMachine::SyncReply { id, reply } => {
                 self.syncs.remove(&id);
@@ -77,6 +88,19 @@ impl Link {
         out.extend(self.syncs.values().cloned());
         out.extend(self.done.values().cloned());
         out
+    }
+
+    /// The shards this process holds, by run (for its hello); `None` when
+    /// there are too many to list.
+    pub fn holding(&self) -> Option<BTreeMap<String, Vec<u32>>> {
+        if self.held.len() > MAX_HELD {
+            return None;
+        }
+        let mut by_run: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (run, shard) in &self.held {
+            by_run.entry(run.clone()).or_default().push(*shard);
+        }
+        Some(by_run)
     }
 
     /// How many messages wait for an acknowledgement.

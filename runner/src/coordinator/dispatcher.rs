@@ -96,7 +96,8 @@ pub enum Inbound {
     /// The machine is gone (connection lost past the heartbeat timeout).
     Lost { machine: usize, reason: String },
     /// The machine (re)connected: it is told again what it may have missed.
-    Connected { machine: usize },
+    /// With the shards of the run the machine says it holds, if it says.
+    Connected { machine: usize, holding: Option<Vec<u32>> },
     /// Stop the run.
     Cancel { reason: CancelReason },
 }
@@ -852,7 +853,7 @@ impl Dispatcher {
             self.handle_cancel(reason);
         }
         for m in 0..self.machines.len() {
-            self.handle_connected(m);
+            self.handle_connected(m, None);
         }
         self.stop_services_when_done();
     }
@@ -860,14 +861,22 @@ impl Dispatcher {
     /// Machine `m` (re)connected: the shards of the current group it has not
     /// said a word about are assigned again (a machine ignores an
     /// assignment it holds), and a cancelled run is cancelled again.
-    pub fn handle_connected(&mut self, m: usize) {
+    /// Machine `m` (re)connected, holding the shards of this run in
+    /// `holding` (when it says). A started shard it no longer holds — its
+    /// runner restarted — is lost at once; one not started is assigned again.
+    pub fn handle_connected(&mut self, m: usize, holding: Option<Vec<u32>>) {
         let mut group = self.service_shards.clone();
         if self.entries_started {
             group.extend(self.groups.get(self.group).cloned().unwrap_or_default());
         }
+        let mut forgotten = Vec::new();
         for i in group {
             let no = self.shards[i].shard.shard;
             if self.shards[i].machine_index != m || self.done.contains(&no) {
+                continue;
+            }
+            if self.last_seq.contains_key(&no) && holding.as_ref().is_some_and(|h| !h.contains(&no)) {
+                forgotten.push(i);
                 continue;
             }
             if self.last_seq.contains_key(&no) {
@@ -884,6 +893,7 @@ impl Dispatcher {
             self.send(m, ToMachine::StopServices { run: self.run.clone() });
         }
         self.resend_faults(m);
+        self.lose(m, forgotten, "its runner restarted and no longer holds the shard");
     }
 
     /// The run's machines, by their index.
@@ -929,7 +939,7 @@ impl Dispatcher {
                 self.intake = None;
             }
             Inbound::Lost { machine, reason } => self.handle_lost(machine, &reason),
-            Inbound::Connected { machine } => self.handle_connected(machine),
+            Inbound::Connected { machine, holding } => self.handle_connected(machine, holding),
             Inbound::Cancel { reason } => self.handle_cancel(reason),
         }
     }
@@ -1303,12 +1313,17 @@ impl Dispatcher {
 
     /// Machine `m` is gone: what it had not finished is lost.
     pub fn handle_lost(&mut self, m: usize, reason: &str) {
-        let name = self.machines.get(m).map_or_else(|| "?".to_string(), |l| l.info.name.clone());
         let gone: Vec<usize> = (0..self.shards.len())
             .filter(|&i| {
                 self.shards[i].machine_index == m && !self.done.contains(&self.shards[i].shard.shard)
             })
             .collect();
+        self.lose(m, gone, reason);
+    }
+
+    /// The shards `gone` (by index) of machine `m` are lost, for `reason`.
+    fn lose(&mut self, m: usize, gone: Vec<usize>, reason: &str) {
+        let name = self.machines.get(m).map_or_else(|| "?".to_string(), |l| l.info.name.clone());
         if gone.is_empty() {
             return;
         }

@@ -508,18 +508,22 @@ impl Coordinator {
     }
 
     /// Registers a connection of a machine; see [`Machines::connect`].
+    /// A machine connected, holding the shards `holding` says (by run), if
+    /// it says: its runs tell it again what it may have missed while away,
+    /// and lose at once what a restarted runner no longer holds.
     pub fn connect(
         &self,
         info: MachineInfo,
         tx: mpsc::UnboundedSender<ToMachine>,
         local: bool,
+        holding: Option<&std::collections::BTreeMap<String, Vec<u32>>>,
     ) -> Result<u64, String> {
         let name = info.name.clone();
         let generation = self.machines.connect(info, tx, local)?;
-        // Its runs tell it again what it may have missed while away.
-        for run in self.runs.lock().expect("runs lock").values() {
+        for (id, run) in self.runs.lock().expect("runs lock").iter() {
             if let Some(&machine) = run.machines.get(&name) {
-                let _ = run.inbound.send(Inbound::Connected { machine });
+                let holding = holding.map(|h| h.get(id).cloned().unwrap_or_default());
+                let _ = run.inbound.send(Inbound::Connected { machine, holding });
             }
         }
         Ok(generation)

@@ -27,8 +27,9 @@ use crate::time::now_us;
 
 /// A machine that does not take a message within this long is disconnected.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-/// The largest hello accepted.
-const MAX_HELLO: usize = 64 << 10;
+/// The largest hello accepted (it lists the shards a machine holds, 8,192
+/// at most).
+const MAX_HELLO: usize = 128 << 10;
 /// How long a machine has to send every part of a split frame (64 MiB
 /// at 1 MiB/s, with room): its room in the intake is not held longer.
 const ASSEMBLY_TIME: Duration = Duration::from_secs(120);
@@ -111,8 +112,11 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
         let _ = tx.send(text(&reject(why, false))).await;
         return;
     }
-    let (protocol, info, secret) = match first.to_str().ok().map(serde_json::from_str::<FromMachine>) {
-        Some(Ok(FromMachine::Hello { protocol, machine, secret, .. })) => (protocol, machine, secret),
+    let (protocol, info, secret, holding) = match first.to_str().ok().map(serde_json::from_str::<FromMachine>)
+    {
+        Some(Ok(FromMachine::Hello { protocol, machine, secret, holding, .. })) => {
+            (protocol, machine, secret, holding)
+        }
         other => {
             let why = match other {
                 Some(Err(e)) => format!("the first frame is not a hello message: {e}"),
@@ -144,7 +148,7 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
     };
     let name = info.name.clone();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-    let generation = match core.connect(info, out_tx, false) {
+    let generation = match core.connect(info, out_tx, false, holding.as_ref()) {
         Ok(g) => g,
         Err(why) => {
             // Its old connection may still be closing: the machine retries.

@@ -1015,7 +1015,7 @@ async fn a_fault_goes_to_the_services_machine_and_is_answered_once_done() {
     h.sync(1, 2, 5, restart_of_db());
     assert!(fault_orders(&h.sent(0)).is_empty() && h.replies(1).is_empty());
     // The service's machine reconnects: the order is sent again (it does it once).
-    h.d.handle(Inbound::Connected { machine: 0 });
+    h.d.handle(Inbound::Connected { machine: 0, holding: None });
     assert_eq!(fault_orders(&h.sent(0)), [(3, id)]);
     // Another shard of that machine cannot answer for db.
     h.event(0, 1, 1, fault_step(id, FaultStep::Done { took_ms: 1 }));

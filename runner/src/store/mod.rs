@@ -183,6 +183,16 @@ const SCHEMA_VERSION: i64 = 1;
 /// ([`Store::events_page`]) and of lists of plans and runs (`Store::page`).
 pub const PAGE_BYTES: usize = 16 << 20;
 
+/// Removes a stored file a sweep let go (`what` names it in an error); one
+/// already gone is fine.
+fn remove_stored(path: &Path, what: &str) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow::Error::from(e).context(format!("removing {what}"))),
+    }
+}
+
 fn outcome_of(s: String) -> Outcome {
     serde_json::from_value(serde_json::Value::String(s)).unwrap_or(Outcome::Lost)
 }
@@ -388,11 +398,7 @@ impl Store {
             }
             self.db().execute("DELETE FROM suites WHERE sha256 = ?1", [&sha])?;
             if let Some(path) = self.suite_path(&sha) {
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(anyhow::Error::from(e).context(format!("removing suite {sha}"))),
-                }
+                remove_stored(&path, &format!("suite {sha}"))?;
             }
             swept.suites += 1;
             swept.bytes += size;
@@ -593,11 +599,7 @@ impl Store {
             if newest >= cutoff_us && swept.kept_bytes <= budget {
                 break;
             }
-            match std::fs::remove_file(self.attachments_dir.join(&name)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(anyhow::Error::from(e).context(format!("removing attachment {name}"))),
-            }
+            remove_stored(&self.attachments_dir.join(&name), &format!("attachment {name}"))?;
             swept.files += 1;
             swept.bytes += size;
             swept.kept_files -= 1;

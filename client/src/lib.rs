@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ensemble_protocol::api::{
-    ApiError, Delivery, ErrorKind, Health, HistoryQuery, MachineDisconnected, MachineDraining, MachineStatus,
-    PlanDeleted, RunCancelling, RunCreated, RunMeta, RunRequest, StoredPlan, SuiteMeta, SuiteSummary,
-    TestHistory, routes,
+    ApiError, CancelRequest, Delivery, ErrorKind, Health, HistoryQuery, MachineDisconnected, MachineDraining,
+    MachineStatus, PlanDeleted, RunCancelling, RunCreated, RunMeta, RunRequest, StoredPlan, SuiteMeta,
+    SuiteSummary, TestHistory, routes,
 };
 use ensemble_protocol::{Event, EventKind, Plan};
 use futures::StreamExt;
@@ -567,9 +567,14 @@ impl Client {
     }
 
     pub async fn cancel_run(&self, id: &str) -> Result<RunCancelling> {
+        self.cancel_run_saying(id, &CancelRequest::default()).await
+    }
+
+    /// Cancels run `id`, saying who asks and why (kept with the run).
+    pub async fn cancel_run_saying(&self, id: &str, req: &CancelRequest) -> Result<RunCancelling> {
         self.json(
             &format!("cancelling run {id}"),
-            self.request(reqwest::Method::POST, &routes::run_cancel(id)),
+            self.request(reqwest::Method::POST, &routes::run_cancel(id)).json(req),
         )
         .await
     }

@@ -515,6 +515,9 @@ pub enum ErrorKind {
     InvalidSuite,
     /// The plan is valid but the machines online now cannot run it.
     Unsatisfiable,
+    /// The server's store cannot take writes (its disk is full, or fails):
+    /// nothing was changed; try again once an operator made room.
+    StoreUnavailable,
     /// The server failed (I/O, a bug).
     Internal,
 }
@@ -534,6 +537,7 @@ impl ErrorKind {
             Conflict,
             PayloadTooLarge,
             UnsupportedMediaType,
+            StoreUnavailable,
         ]
         .into_iter()
         .find(|k| k.status() == status)
@@ -552,6 +556,7 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::InvalidPlan | ErrorKind::InvalidSuite => 422,
+            ErrorKind::StoreUnavailable => 507,
             ErrorKind::Internal => 500,
         }
     }
@@ -685,7 +690,46 @@ pub struct RunCreated {
     pub id: String,
 }
 
-/// `POST /api/runs/{id}/cancel`: the run was asked to stop.
+/// The body of `POST /api/runs/{id}/cancel` (optional, every field too):
+/// who asks and why, kept with the run and shown with its verdict.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Who asks (at most [`CancelRequest::MAX_BY`] bytes); without it, the
+    /// run says "cancelled by a user".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// Why (at most [`CancelRequest::MAX_WHY`] bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+impl CancelRequest {
+    pub const MAX_BY: usize = 200;
+    pub const MAX_WHY: usize = 2000;
+
+    /// The request's fields, or what is wrong with one (named).
+    pub fn check(&self) -> Result<(), String> {
+        for (field, value, most) in [("by", &self.by, Self::MAX_BY), ("why", &self.why, Self::MAX_WHY)] {
+            if let Some(v) = value {
+                if v.len() > most {
+                    return Err(format!(
+                        "the cancel's {field} is {} bytes; at most {most} are kept",
+                        v.len()
+                    ));
+                }
+                if v.chars().any(char::is_control) {
+                    return Err(format!("the cancel's {field} has a control character"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `POST /api/runs/{id}/cancel`: the run was asked to stop, and the cancel
+/// is stored (a coordinator restarted after this finishes cancelling).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunCancelling {

@@ -458,7 +458,7 @@ mod tests {
                 summary: Summary::default(),
                 duration_ms: 5,
                 shard_errors: 1,
-                cancelled: Some(CancelReason::User),
+                cancelled: Some(CancelReason::user()),
                 verdict: Verdict::Failed,
             },
         ];

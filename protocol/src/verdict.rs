@@ -19,8 +19,14 @@ use crate::outcome::{Outcome, Summary};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum CancelReason {
-    /// Somebody asked (the API, the browser's Cancel button).
-    User,
+    /// Somebody asked (the API, the browser's Cancel button): `by` says
+    /// who (as they named themselves), `why` what they said.
+    User {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
+    },
     /// `fail_fast` is set and this test did not pass.
     FailFast { test: String, role: String, outcome: Outcome },
     /// `fail_fast` is set and a machine of the run was lost.
@@ -39,6 +45,11 @@ pub enum CancelReason {
 }
 
 impl CancelReason {
+    /// A cancel by somebody who did not say who or why.
+    pub fn user() -> CancelReason {
+        CancelReason::User { by: None, why: None }
+    }
+
     /// Whether the run stopped because of its own tests (a failure), rather
     /// than from outside.
     pub fn is_failure(&self) -> bool {
@@ -56,7 +67,13 @@ impl CancelReason {
 impl fmt::Display for CancelReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CancelReason::User => f.write_str("cancelled by a user"),
+            CancelReason::User { by, why } => {
+                write!(f, "cancelled by {}", by.as_deref().unwrap_or("a user"))?;
+                match why {
+                    Some(why) => write!(f, ": {why}"),
+                    None => Ok(()),
+                }
+            }
             CancelReason::FailFast { test, role, outcome } => {
                 write!(f, "fail-fast: {test} ({role}) {outcome}")
             }
@@ -148,10 +165,10 @@ mod tests {
         assert_eq!(Verdict::decide(&green, 0, None), Verdict::Passed);
         assert_eq!(Verdict::decide(&red, 0, None), Verdict::Failed);
         assert_eq!(Verdict::decide(&green, 1, None), Verdict::Failed, "a shard that could not run fails");
-        assert_eq!(Verdict::decide(&green, 0, Some(&CancelReason::User)), Verdict::Cancelled);
+        assert_eq!(Verdict::decide(&green, 0, Some(&CancelReason::user())), Verdict::Cancelled);
         assert_eq!(Verdict::decide(&green, 0, Some(&CancelReason::ShuttingDown)), Verdict::Cancelled);
         assert_eq!(
-            Verdict::decide(&red, 0, Some(&CancelReason::User)),
+            Verdict::decide(&red, 0, Some(&CancelReason::user())),
             Verdict::Cancelled,
             "it did not finish"
         );
@@ -164,7 +181,7 @@ mod tests {
     #[test]
     fn reasons_round_trip_and_read_well() {
         let reasons = [
-            CancelReason::User,
+            CancelReason::user(),
             CancelReason::FailFast { test: "t".into(), role: "r".into(), outcome: Outcome::TimedOut },
             CancelReason::MachineLost { machine: "m".into(), reason: "silent".into() },
             CancelReason::ShuttingDown,

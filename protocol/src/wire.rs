@@ -419,7 +419,7 @@ mod tests {
                 }),
             },
             ToMachine::StopServices { run: "r".into() },
-            ToMachine::Cancel { run: "r".into(), reason: CancelReason::User },
+            ToMachine::Cancel { run: "r".into(), reason: CancelReason::user() },
             ToMachine::AckShardDone { run: "r".into(), shard: 1 },
             ToMachine::Drained,
             ToMachine::SyncReply {

@@ -278,3 +278,70 @@ async fn a_runner_restarted_at_once_loses_the_shards_its_old_process_held() {
     server.events(&next).await;
     assert_eq!(server.client().run(&next).await.unwrap().state, RunState::Passed);
 }
+
+/// A cancel is a record: once acknowledged it is stored, and a coordinator
+/// killed just after finishes cancelling — the running run ends cancelled
+/// by whoever asked, the queued one ends at once instead of starting when
+/// its machine frees up. Before, the restarted coordinator took both up
+/// again as if nobody had asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_acknowledged_before_a_crash_is_finished_after_the_restart() {
+    use ensemble_protocol::CancelReason;
+    use ensemble_protocol::api::CancelRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = ["--no-local-machine"];
+    let mut server = start_server(dir.path(), &data, TOKEN, &args);
+    let _runner = start_runner_with(dir.path(), &server, "busy", &["tier=a"], None, &["--slots", "1"]);
+    server.wait_online(1).await;
+    // Both runs wait at a barrier for a party that never comes; the
+    // second needs the one slot the first holds, so it is queued.
+    let profile = json!({ "labels": { "tier": "a" } });
+    let settings = json!({ "test_timeout": "1h", "barrier_timeout": "1h", "queue_timeout": "1h" });
+    let parties = ensemble_artifacts::BENCH_PARTIES;
+    let running = server.start_stuck_run(parties, profile.clone(), settings.clone()).await;
+    server.watch(&running, 1, |e| !matches!(e.kind, EventKind::TestStarted { .. })).await;
+    let queued = server.start_stuck_run(parties, profile.clone(), settings.clone()).await;
+    server.watch(&queued, 1, |e| !matches!(e.kind, EventKind::RunQueued { .. })).await;
+    let ask = |why: &str| CancelRequest { by: Some("ops@example".into()), why: Some(why.into()) };
+    server.client().cancel_run_saying(&running, &ask("maintenance")).await.unwrap();
+    server.client().cancel_run_saying(&queued, &ask("not needed")).await.unwrap();
+    server.proc.kill();
+    server = restart_server(dir.path(), &data, &server, &args);
+    for (run, why) in [(&running, "maintenance"), (&queued, "not needed")] {
+        let events = tokio::time::timeout(std::time::Duration::from_secs(120), server.events(run))
+            .await
+            .unwrap_or_else(|_| panic!("run {run} ({why}) ended after the restart"));
+        let Some(EventKind::RunFinished { cancelled, verdict, .. }) = events.last().map(|e| &e.kind) else {
+            panic!("{events:?}")
+        };
+        let by = CancelReason::User { by: Some("ops@example".into()), why: Some(why.into()) };
+        assert_eq!(cancelled.as_ref(), Some(&by), "{run}");
+        assert_eq!(*verdict, Verdict::Cancelled, "{run}");
+        assert_eq!(server.client().run(run).await.unwrap().state, RunState::Cancelled);
+        if run == &queued {
+            let ran = events.iter().any(|e| matches!(&e.kind, EventKind::TestStarted { .. }));
+            assert!(!ran, "the queued run never started a test: {events:?}");
+        }
+    }
+    // A cancel with a body that is not what the API takes is refused, naming it.
+    server.wait_online(1).await;
+    let other = server.start_stuck_run(parties, profile, settings).await;
+    let bad = server
+        .client()
+        .request(reqwest::Method::POST, &ensemble_protocol::api::routes::run_cancel(&other))
+        .body(r#"{"by": "x", "when": "now"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("unknown field `when`"));
+    // A cancel that does not say who (the browser's button) is a user's.
+    server.client().cancel_run(&other).await.unwrap();
+    let events = server.events(&other).await;
+    let Some(EventKind::RunFinished { cancelled: Some(reason), .. }) = events.last().map(|e| &e.kind) else {
+        panic!("{events:?}")
+    };
+    assert_eq!(reason, &CancelReason::user());
+    assert_eq!(reason.to_string(), "cancelled by a user");
+}

@@ -259,7 +259,7 @@ async fn a_run_can_be_cancelled_through_the_api() {
         .await;
     assert_eq!(cancel.unwrap().await.unwrap().unwrap().cancelling, run);
     let Some(EventKind::RunFinished { cancelled, verdict, .. }) = last else { panic!("{last:?}") };
-    assert_eq!(cancelled, Some(CancelReason::User));
+    assert_eq!(cancelled, Some(CancelReason::user()));
     assert_eq!(verdict, Verdict::Cancelled);
     assert_eq!(server.client().run(&run).await.unwrap().state, RunState::Cancelled);
 }

@@ -1140,7 +1140,7 @@ mod tests {
         assert_eq!((v.failures(), v.state(None)), (0, RunState::Failed));
         assert_eq!(v.finished.as_ref().map(|f| f.shard_errors), Some(1));
         // Stopped from outside before a failure: cancelled, and why in words.
-        let v = end(0, Some(CancelReason::User), Verdict::Cancelled);
+        let v = end(0, Some(CancelReason::user()), Verdict::Cancelled);
         assert_eq!(v.state(Some(RunState::Running)), RunState::Cancelled);
         let why = v.finished.and_then(|f| f.cancelled).map(|r| r.to_string());
         assert_eq!(why.as_deref(), Some("cancelled by a user"));

@@ -200,7 +200,7 @@ mod tests {
         agent_out_tx.send(event(1, 1)).unwrap();
         assert_eq!(delivered.recv().await.unwrap(), event(1, 1));
         coord_tx.send(ToMachine::Ack { run: "r".into(), shard: 1, seq: 1 }).unwrap();
-        let cancel = ToMachine::Cancel { run: "r".into(), reason: ensemble_protocol::CancelReason::User };
+        let cancel = ToMachine::Cancel { run: "r".into(), reason: ensemble_protocol::CancelReason::user() };
         coord_tx.send(cancel.clone()).unwrap();
         assert_eq!(to_agent_rx.recv().await.unwrap(), cancel, "the ack stays in the link");
         drop(coord_tx);

@@ -227,7 +227,20 @@ pub fn new_run_id() -> String {
     format!("run-{:x}-{}", now_us(), N.fetch_add(1, Ordering::Relaxed))
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+/// A failure of the server as an API error: a store that cannot take
+/// writes (a full disk) says so (507, nothing was changed), anything
+/// else is internal.
+fn internal(e: impl Into<anyhow::Error>) -> ApiError {
+    let e: anyhow::Error = e.into();
+    if crate::store::cannot_write(&e) {
+        crate::throttled!(error, 30, "the store cannot take writes: {e:#}");
+        return ApiError::new(
+            ErrorKind::StoreUnavailable,
+            format!(
+                "the coordinator's store cannot take writes ({e:#}); nothing was changed: make room on its disk"
+            ),
+        );
+    }
     tracing::error!("internal error: {e:#}");
     ApiError::new(ErrorKind::Internal, format!("internal error: {e:#}"))
 }
@@ -822,14 +835,23 @@ impl Coordinator {
         self.runs.lock().expect("runs lock").get(id).map(|r| r.events.subscribe())
     }
 
-    /// Asks a running run to stop.
-    pub fn cancel_run(&self, id: &str) -> Result<RunCancelling, ApiError> {
+    /// Asks a running (or queued) run to stop, for `reason`: the cancel is
+    /// stored before it is acknowledged, so a coordinator restarted after
+    /// this finishes cancelling the run (see [`Coordinator::resume_runs`]).
+    pub async fn cancel_run(&self, id: &str, reason: CancelReason) -> Result<RunCancelling, ApiError> {
+        let not_running = || ApiError::new(ErrorKind::Conflict, format!("run {id:?} is not running"));
+        if !self.runs.lock().expect("runs lock").contains_key(id) {
+            return Err(not_running());
+        }
+        let (key, kept) = (id.to_string(), reason.clone());
+        self.store.call(move |s| s.put_cancel(&key, now_us(), &kept)).await.map_err(internal)?;
         let runs = self.runs.lock().expect("runs lock");
         match runs.get(id) {
-            Some(r) if r.inbound.send(Inbound::Cancel { reason: CancelReason::User }).is_ok() => {
+            Some(r) if r.inbound.send(Inbound::Cancel { reason }).is_ok() => {
                 Ok(RunCancelling { cancelling: id.to_string() })
             }
-            _ => Err(ApiError::new(ErrorKind::Conflict, format!("run {id:?} is not running"))),
+            // It ended meanwhile: the kept cancel is no longer read.
+            _ => Err(not_running()),
         }
     }
 
@@ -920,7 +942,7 @@ impl Coordinator {
         self.store.call(move |s| s.put_run(&row)).await.map_err(internal)?;
         let job = Job { ticket: self.queue.lock().expect("queue lock").ticket(), ..job };
         let deadline = tokio::time::Instant::now() + job.plan.settings.queue_timeout.0;
-        self.launch_queued(meta, 0, job, deadline);
+        self.launch_queued(meta, 0, job, deadline, None);
         Ok(RunCreated { id })
     }
 
@@ -1075,11 +1097,17 @@ impl Coordinator {
         committed: u64,
         job: Job,
         deadline: tokio::time::Instant,
+        cancelled: Option<CancelReason>,
     ) {
         let id = meta.id.clone();
         let mut opened = self.open(meta, committed);
         let stream = std::mem::replace(&mut opened.stream, Stream::new(id.clone(), 0, Vec::new()));
-        match self.try_start(&id, &job, stream, &opened.committed) {
+        let started = match cancelled {
+            // A cancelled run never starts.
+            Some(reason) => Err((stream, Err(reason))),
+            None => self.try_start(&id, &job, stream, &opened.committed).map_err(|(s, why)| (s, Ok(why))),
+        };
+        match started {
             Ok(dispatcher) => self.drive(id, Some(dispatcher), false, opened),
             Err((stream, why)) => {
                 let core = self.clone();
@@ -1133,15 +1161,16 @@ impl Coordinator {
         Ok(dispatcher)
     }
 
-    /// Waits, saying for what, until [`Coordinator::try_start`] starts the
-    /// run; or ends it unstarted (`run-finished`, no dispatcher) when it is
-    /// cancelled or waited past `deadline`.
+    /// Waits, saying for what (`why`), until [`Coordinator::try_start`]
+    /// starts the run; or ends it unstarted (`run-finished`, no dispatcher)
+    /// when it is cancelled (`why` may already say so) or waited past
+    /// `deadline`.
     async fn wait_for_machines(
         &self,
         id: &str,
         job: &Job,
         mut stream: Stream,
-        mut why: Unplaced,
+        why: Result<Unplaced, CancelReason>,
         deadline: tokio::time::Instant,
         opened: &mut Opened,
     ) -> Option<Dispatcher> {
@@ -1149,31 +1178,39 @@ impl Coordinator {
         let mut machines = self.machines.subscribe();
         let mut moved = self.queue_moved.subscribe();
         let mut said = String::new();
-        let ended = loop {
-            if why.message() != said {
-                said = why.message().to_string();
-                tracing::info!(run = %id, "the run waits: {said}");
-                stream.emit(EventKind::RunQueued { waiting_for: said.clone() });
-                self.wants(id, job);
-            }
-            tokio::select! {
-                _ = machines.changed() => {}
-                _ = moved.changed() => {}
-                _ = tokio::time::sleep_until(deadline) => {
-                    let waited_ms = u64::try_from((tokio::time::Instant::now() - waited_from).as_millis()).unwrap_or(u64::MAX);
-                    break CancelReason::QueueTimeout { waited_ms, waiting_for: said };
+        let (mut why, cancelled) = match why {
+            Ok(why) => (why, None),
+            Err(cancelled) => (Unplaced::Busy(String::new()), Some(cancelled)),
+        };
+        let ended = if let Some(reason) = cancelled {
+            reason
+        } else {
+            loop {
+                if why.message() != said {
+                    said = why.message().to_string();
+                    tracing::info!(run = %id, "the run waits: {said}");
+                    stream.emit(EventKind::RunQueued { waiting_for: said.clone() });
+                    self.wants(id, job);
                 }
-                input = opened.inbound.recv() => match input {
-                    Some(Inbound::Cancel { reason }) => break reason,
-                    Some(_) => continue,
-                    None => break CancelReason::ShuttingDown,
-                },
-            }
-            machines.borrow_and_update();
-            moved.borrow_and_update();
-            match self.try_start(id, job, stream, &opened.committed) {
-                Ok(dispatcher) => return Some(dispatcher),
-                Err((back, now)) => (stream, why) = (back, now),
+                tokio::select! {
+                    _ = machines.changed() => {}
+                    _ = moved.changed() => {}
+                    _ = tokio::time::sleep_until(deadline) => {
+                        let waited_ms = u64::try_from((tokio::time::Instant::now() - waited_from).as_millis()).unwrap_or(u64::MAX);
+                        break CancelReason::QueueTimeout { waited_ms, waiting_for: said };
+                    }
+                    input = opened.inbound.recv() => match input {
+                        Some(Inbound::Cancel { reason }) => break reason,
+                        Some(_) => continue,
+                        None => break CancelReason::ShuttingDown,
+                    },
+                }
+                machines.borrow_and_update();
+                moved.borrow_and_update();
+                match self.try_start(id, job, stream, &opened.committed) {
+                    Ok(dispatcher) => return Some(dispatcher),
+                    Err((back, now)) => (stream, why) = (back, now),
+                }
             }
         };
         tracing::info!(run = %id, "the run ends before it started: {ended}");
@@ -1269,6 +1306,12 @@ impl Coordinator {
         let key = meta.id.clone();
         let run = key.clone();
         let events = self.store.call(move |s| s.events_outline(&run)).await.map_err(|e| format!("{e:#}"))?;
+        // Asked to stop before the restart: it finishes cancelling.
+        let run = key.clone();
+        let cancelled = self.store.call(move |s| s.cancel_of(&run)).await.map_err(|e| format!("{e:#}"))?;
+        if let Some(reason) = &cancelled {
+            tracing::info!(run = %key, %reason, "the run was cancelled before the restart");
+        }
         let suites = self.resolve_suites(&meta.plan).await.map_err(|e| e.error.message)?;
         let last = events.last().map_or(0, |e| e.seq);
         let started = events.iter().find_map(|e| match &e.kind {
@@ -1287,7 +1330,7 @@ impl Coordinator {
             let ticket = self.queue.lock().expect("queue lock").ticket();
             let durations = self.durations_for(&meta.plan, meta.started_us).await.unwrap_or_default();
             let job = Job { ticket, plan: meta.plan.clone(), suites, durations };
-            self.launch_queued(meta, last, job, deadline);
+            self.launch_queued(meta, last, job, deadline, cancelled);
             return Ok(());
         };
         let mut names: Vec<String> = Vec::new();
@@ -1311,10 +1354,14 @@ impl Coordinator {
             run.placed = dispatcher.placed_machines();
             run.pending.clear();
         }
-        self.drive(key.clone(), Some(dispatcher), true, opened);
         let Some(inbound) = self.runs.lock().expect("runs lock").get(&key).map(|r| r.inbound.clone()) else {
             return Ok(());
         };
+        if let Some(reason) = cancelled {
+            // Before anything else the run hears.
+            let _ = inbound.send(Inbound::Cancel { reason });
+        }
+        self.drive(key.clone(), Some(dispatcher), true, opened);
         if let Some(i) = local.and_then(|l| names.iter().position(|n| n == l)) {
             let reason = "it is the coordinator's own machine, which restarted with it".to_string();
             let _ = inbound.send(Inbound::Lost { machine: i, reason });

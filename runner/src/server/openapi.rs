@@ -16,9 +16,9 @@ use std::sync::OnceLock;
 use ensemble_protocol::Event;
 use ensemble_protocol::Plan;
 use ensemble_protocol::api::{
-    ApiError, Delivery, EventsQuery, Health, HistoryQuery, ListQuery, MachineDisconnected, MachineDraining,
-    MachineStatus, MachinesQuery, PlanDeleted, Readiness, RunCancelling, RunCreated, RunMeta, RunRequest,
-    RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, UploadQuery,
+    ApiError, CancelRequest, Delivery, EventsQuery, Health, HistoryQuery, ListQuery, MachineDisconnected,
+    MachineDraining, MachineStatus, MachinesQuery, PlanDeleted, Readiness, RunCancelling, RunCreated,
+    RunMeta, RunRequest, RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, UploadQuery,
 };
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -275,10 +275,14 @@ fn run_start() {}
     responses((status = 200, body = RunMeta), (status = "4XX", body = ApiError)))]
 fn run_get() {}
 
-/// Asks a running run to stop.
+/// Asks a running or queued run to stop. The cancel is stored (with who
+/// asks and why, when the optional body says) before it is acknowledged: a
+/// coordinator restarted after it finishes cancelling the run.
 #[utoipa::path(post, path = "/api/runs/{id}/cancel", tag = "runs",
     params(("id" = String, Path, description = "The run's id")),
-    responses((status = 200, body = RunCancelling), (status = "4XX", body = ApiError)))]
+    request_body(content = Option<CancelRequest>, content_type = "application/json"),
+    responses((status = 200, body = RunCancelling), (status = "4XX", body = ApiError),
+        (status = 507, description = "The store cannot take writes (its disk is full)", body = ApiError)))]
 fn run_cancel() {}
 
 /// The run's events as a WebSocket: the stored ones from `from`, then live

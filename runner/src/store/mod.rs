@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use ensemble_protocol::api::{Delivery, PastResult, RunMeta, StoredPlan, SuiteMeta, SuiteSummary};
-use ensemble_protocol::{Event, EventKind, Outcome, attachment};
+use ensemble_protocol::{CancelReason, Event, EventKind, Outcome, attachment};
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod checkpoint;
@@ -159,6 +159,7 @@ CREATE INDEX IF NOT EXISTS results_by_test ON results (plan, role, test, at_us);
 CREATE TABLE IF NOT EXISTS probes (name TEXT PRIMARY KEY, at_us INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (run TEXT NOT NULL, n INTEGER NOT NULL, body TEXT NOT NULL,
                                        PRIMARY KEY (run, n));
+CREATE TABLE IF NOT EXISTS cancels (run TEXT PRIMARY KEY, at_us INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS schedules (plan TEXT NOT NULL, schedule TEXT NOT NULL, last_us INTEGER NOT NULL,
                                       fired INTEGER NOT NULL, run TEXT, error TEXT,
                                       PRIMARY KEY (plan, schedule));
@@ -191,6 +192,31 @@ fn remove_stored(path: &Path, what: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(anyhow::Error::from(e).context(format!("removing {what}"))),
     }
+}
+
+/// Whether `e` says the store cannot take writes now — its disk (or its
+/// quota, `--store-max-size`) is full, fails or is read-only — rather than
+/// a bug: the writes may work again once an operator makes room.
+pub fn cannot_write(e: &anyhow::Error) -> bool {
+    use rusqlite::ErrorCode;
+    use std::io::ErrorKind;
+    e.chain().any(|cause| {
+        if let Some(rusqlite::Error::SqliteFailure(f, _)) = cause.downcast_ref::<rusqlite::Error>() {
+            return matches!(
+                f.code,
+                ErrorCode::DiskFull
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::ReadOnly
+                    | ErrorCode::CannotOpen
+            );
+        }
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::ReadOnlyFilesystem
+            )
+        })
+    })
 }
 
 fn outcome_of(s: String) -> Outcome {
@@ -295,6 +321,23 @@ impl Store {
              ORDER BY started_us DESC, id",
             [],
         )
+    }
+
+    /// Keeps the cancel of run `run` (the first one asked stays): a
+    /// coordinator restarted after it finishes cancelling the run.
+    pub fn put_cancel(&self, run: &str, at_us: i64, reason: &CancelReason) -> anyhow::Result<()> {
+        self.db().execute(
+            "INSERT OR IGNORE INTO cancels (run, at_us, body) VALUES (?1, ?2, ?3)",
+            params![run, at_us, json(reason)],
+        )?;
+        Ok(())
+    }
+
+    /// The cancel kept for run `run`, if it was asked to stop.
+    pub fn cancel_of(&self, run: &str) -> anyhow::Result<Option<CancelReason>> {
+        let body: Option<String> =
+            self.db().query_row("SELECT body FROM cancels WHERE run = ?1", [run], |r| r.get(0)).optional()?;
+        body.map(|b| serde_json::from_str(&b).context("a stored cancel")).transpose()
     }
 
     /// Like [`Store::all`], for a page of a list: it ends early once the
@@ -634,6 +677,7 @@ impl Store {
             let events = tx.execute("DELETE FROM events WHERE run = ?1", [run])?;
             tx.execute("DELETE FROM results WHERE run = ?1", [run])?;
             tx.execute("DELETE FROM deliveries WHERE run = ?1", [run])?;
+            tx.execute("DELETE FROM cancels WHERE run = ?1", [run])?;
             tx.execute("DELETE FROM runs WHERE id = ?1", [run])?;
             tx.commit()?;
             swept.runs += 1;

@@ -321,7 +321,7 @@ async fn fail_fast_cancels_every_machine_and_fails_the_run() {
 #[tokio::test]
 async fn a_cancelled_sequential_run_still_lists_the_later_shards_as_cancelled() {
     let mut h = Harness::new("execution = \"sequential\"");
-    h.d.handle(Inbound::Cancel { reason: CancelReason::User });
+    h.d.handle(Inbound::Cancel { reason: CancelReason::user() });
     h.finish_shard(0, 1, Outcome::Cancelled);
     let sent = h.sent(1);
     assert!(
@@ -730,7 +730,7 @@ async fn a_cancel_always_ends_the_run_even_when_a_machine_stays_silent() {
     // never says a word again.
     let (tx, mut rx) = mpsc::unbounded_channel();
     let run = tokio::spawn(async move { d.drive(&mut rx).await });
-    tx.send(Inbound::Cancel { reason: CancelReason::User }).unwrap();
+    tx.send(Inbound::Cancel { reason: CancelReason::user() }).unwrap();
     while !to[1].try_recv().is_ok_and(|m| matches!(m, ToMachine::Cancel { .. })) {
         tokio::task::yield_now().await;
     }
@@ -747,7 +747,7 @@ async fn a_cancel_always_ends_the_run_even_when_a_machine_stays_silent() {
     // ends, cancelled.
     let result: RunResult = run.await.unwrap();
     assert_eq!(result.verdict, Verdict::Cancelled);
-    assert_eq!(result.cancelled, Some(CancelReason::User));
+    assert_eq!(result.cancelled, Some(CancelReason::user()));
     let events = events.lock().unwrap();
     let lost = events.iter().find_map(|e| match &e.kind {
         EventKind::ShardFinished { shard, error: Some(why), .. } if shard.shard == 1 => Some(why.clone()),
@@ -895,7 +895,7 @@ async fn a_service_that_fails_fails_the_run_and_its_entries_end_cancelled() {
 async fn a_run_cancelled_while_its_services_start_ends_without_waiting() {
     let mut h = with_service();
     h.sent(0);
-    h.d.handle(Inbound::Cancel { reason: CancelReason::User });
+    h.d.handle(Inbound::Cancel { reason: CancelReason::user() });
     // The entries never started: they are assigned to report their tests
     // cancelled, rather than waiting to be lost.
     assert!(h.sent(1).iter().any(|x| matches!(x, ToMachine::Assign { .. })));

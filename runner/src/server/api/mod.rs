@@ -49,6 +49,34 @@ fn body(max: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone 
     warp::body::content_length_limit(max).and(warp::body::bytes())
 }
 
+/// A body of at most `max` bytes, with or without a `Content-Length` (an
+/// empty one, a browser's or a client's bare POST, is fine).
+fn small_body(max: usize) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::body::stream().and_then(move |parts| collect_body(parts, max))
+}
+
+async fn collect_body<B: bytes::Buf>(
+    parts: impl futures::Stream<Item = Result<B, warp::Error>>,
+    max: usize,
+) -> Result<Bytes, Rejection> {
+    use futures::StreamExt;
+    let mut parts = std::pin::pin!(parts);
+    let mut body = Vec::new();
+    while let Some(part) = parts.next().await {
+        let mut part = part.map_err(|e| reject(ErrorKind::BadRequest, format!("reading the body: {e}")))?;
+        if body.len() + part.remaining() > max {
+            return Err(reject(ErrorKind::PayloadTooLarge, format!("the body is over {max} bytes")));
+        }
+        while part.has_remaining() {
+            let chunk = part.chunk();
+            body.extend_from_slice(chunk);
+            let n = chunk.len();
+            part.advance(n);
+        }
+    }
+    Ok(Bytes::from(body))
+}
+
 /// UTF-8 text of a body.
 /// A stored file as a response, read from disk as it is sent (warp's file
 /// reply, with its `Range` and conditional handling): a download never holds

@@ -6,16 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ensemble_protocol::EventKind;
+use ensemble_protocol::api::CancelRequest;
 use ensemble_protocol::api::RunsQuery;
 use ensemble_protocol::api::{ApiError, ErrorKind, EventsQuery, RunRequest};
+use ensemble_protocol::{CancelReason, EventKind};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 use warp::filters::BoxedFilter;
 use warp::ws::{Message, WebSocket};
 use warp::{Filter, Rejection, Reply};
 
-use super::{MAX_PLAN_BYTES, authorized, body};
+use super::{MAX_PLAN_BYTES, authorized, body, small_body};
 use crate::coordinator::Coordinator;
 use crate::report::store::{Live, Stored};
 use crate::server::error::{fail, json, json_with, reject};
@@ -49,12 +50,13 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
                 core.run(&id).await.map(|r| json(&r)).map_err(fail)
             },
         );
-    let cancel =
-        at1(&[Method::POST], "/api/runs/{id}/cancel").and(authorized(core)).and_then(
-            |id: String, core: Arc<Coordinator>| async move {
-                core.cancel_run(&id).map(|r| json(&r)).map_err(fail)
-            },
-        );
+    let cancel = at1(&[Method::POST], "/api/runs/{id}/cancel")
+        .and(authorized(core))
+        .and(small_body(CANCEL_BODY))
+        .and_then(|id: String, core: Arc<Coordinator>, body: Bytes| async move {
+            let reason = cancel_reason(&body).map_err(|e| reject(ErrorKind::BadRequest, e))?;
+            core.cancel_run(&id, reason).await.map(|r| json(&r)).map_err(fail)
+        });
     // The same stream also under `/api/events/{id}`, a prefix of WebSockets
     // only, which a dev proxy (Trunk's) can route apart from the REST API.
     let under_runs = at1(&[Method::GET], "/api/runs/{id}/events");
@@ -148,6 +150,21 @@ const PAGE_BYTES: usize = 4 << 20;
 /// watchers there are.
 const REPLAY_BUDGET_KIB: usize = 64 << 10;
 /// How often a watcher of a quiet run is pinged.
+/// The most bytes a cancel's body may have (who and why).
+const CANCEL_BODY: usize = 8 << 10;
+
+/// Who cancels and why, from a cancel's body (may be empty: nobody said).
+fn cancel_reason(body: &[u8]) -> Result<CancelReason, String> {
+    let req: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelRequest::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| format!("the cancel's body is not valid JSON: {e}"))?
+    };
+    req.check()?;
+    let said = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+    Ok(CancelReason::User { by: said(req.by), why: said(req.why) })
+}
+
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// A watcher that does not take an event within this long is dropped (it
 /// resumes from where it was when it comes back).

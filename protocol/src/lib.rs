@@ -53,4 +53,4 @@ pub use verdict::{CancelReason, Verdict};
 
 /// Version of the wire protocol spoken between coordinator, machines and watchers.
 /// Bumped on every incompatible change of a type in this crate.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;

@@ -134,6 +134,11 @@ pub enum ToMachine {
         /// later hello; nobody else can take the name.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         machine_secret: Option<String>,
+        /// The coordinator's heartbeat timeout: it pings more often than
+        /// this, so a machine that hears nothing for this long knows the
+        /// link went silent (a half-open connection) and reconnects.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        heartbeat_timeout_ms: Option<u64>,
     },
     /// The join was refused (name taken, protocol mismatch, a bad hello);
     /// the connection closes after this message. With `retry`, the machine
@@ -149,6 +154,11 @@ pub enum ToMachine {
     Assign { assignment: Box<Assignment> },
     /// Stop the run's shards on this machine: running tests end, the rest are skipped.
     Cancel { run: String, reason: CancelReason },
+    /// The coordinator counts this shard lost (the machine was silent past
+    /// its heartbeat timeout, or its run is over): stop it at once and
+    /// forget it — nothing more of it is taken. Sent when a machine comes
+    /// back holding such a shard.
+    Lost { run: String, shard: u32, reason: String },
     /// The answer to the machine's sync call `id`.
     SyncReply { id: u64, reply: SyncReply },
     /// Events of `shard` up to `seq` are stored; the machine may forget them.
@@ -427,7 +437,13 @@ mod tests {
                 reply: SyncReply::Error { kind: SyncFailure::Lost, message: "role server on m".into() },
             },
             ToMachine::Ack { run: "r".into(), shard: 1, seq: 9 },
-            ToMachine::Welcome { protocol: 1, coordinator: "c".into(), machine_secret: Some("s".into()) },
+            ToMachine::Welcome {
+                protocol: 1,
+                coordinator: "c".into(),
+                machine_secret: Some("s".into()),
+                heartbeat_timeout_ms: Some(10_000),
+            },
+            ToMachine::Lost { run: "r".into(), shard: 2, reason: "the run is over".into() },
             ToMachine::Rejected { reason: "bad token".into(), retry: true },
             ToMachine::Ping { id: 1, coordinator_us: 2 },
         ];

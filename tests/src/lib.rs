@@ -20,6 +20,7 @@ use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 pub mod browser;
+pub mod proxy;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -266,6 +267,19 @@ pub fn start_runner_with(
     token: Option<&str>,
     extra: &[&str],
 ) -> Proc {
+    start_runner_at(dir, server, &server.url, name, labels, token, extra)
+}
+
+/// [`start_runner_with`] joining `server` at `url` (a proxy in front of it).
+pub fn start_runner_at(
+    dir: &Path,
+    server: &Server,
+    url: &str,
+    name: &str,
+    labels: &[&str],
+    token: Option<&str>,
+    extra: &[&str],
+) -> Proc {
     let id = unique();
     let log = dir.join(format!("runner-{name}-{id}.log"));
     // The token from a file, as the README says to pass it (not on the
@@ -273,7 +287,7 @@ pub fn start_runner_with(
     let token_file = dir.join(format!("join-token-{name}-{id}"));
     std::fs::write(&token_file, token.unwrap_or(&server.join_token)).expect("token file");
     let mut cmd = Command::new(ensemble_bin());
-    cmd.args(["runner", "--join", &server.url, "--name", name, "--token-file"]).arg(&token_file);
+    cmd.args(["runner", "--join", url, "--name", name, "--token-file"]).arg(&token_file);
     for l in labels {
         cmd.args(["--label", l]);
     }

@@ -234,7 +234,9 @@ async fn session(
     ends: Ends<'_>,
 ) -> anyhow::Result<Ended> {
     let Ends { drain, shutdown } = ends;
-    let ws = match client.websocket(routes::MACHINE_JOIN).await {
+    let connected = tokio::time::timeout(HANDSHAKE, client.websocket(routes::MACHINE_JOIN)).await;
+    let connected = connected.map_err(|_| anyhow::anyhow!("no answer within {} s", HANDSHAKE.as_secs()))?;
+    let ws = match connected {
         Ok(ws) => ws,
         // An untrusted certificate, or a scheme that does not match the
         // server's, will not fix itself by retrying.
@@ -263,10 +265,17 @@ async fn session(
         secret: std::fs::read_to_string(&identity).ok().map(|s| s.trim().to_string()),
         holding: link.holding(),
     };
-    crate::burst::write(&mut tx, send(&hello), || None).await?;
-    match rx.next().await {
+    within(HANDSHAKE, crate::burst::write(&mut tx, send(&hello), || None)).await?;
+    let welcome = tokio::time::timeout(HANDSHAKE, rx.next()).await;
+    let welcome =
+        welcome.map_err(|_| anyhow::anyhow!("no welcome within {} s of the hello", HANDSHAKE.as_secs()))?;
+    let mut silence = DEFAULT_SILENCE;
+    match welcome {
         Some(Ok(Message::Text(t))) => match serde_json::from_str::<ToMachine>(&t)? {
-            ToMachine::Welcome { coordinator, machine_secret, .. } => {
+            ToMachine::Welcome { coordinator, machine_secret, heartbeat_timeout_ms, .. } => {
+                if let Some(ms) = heartbeat_timeout_ms {
+                    silence = Duration::from_millis(ms).max(MIN_SILENCE);
+                }
                 if let Some(secret) = machine_secret {
                     // This name's identity with this coordinator, from now on.
                     // Not kept, this name could not join again: stop here.
@@ -299,9 +308,14 @@ async fn session(
         other => bail!("the coordinator closed the connection before welcoming us ({other:?})"),
     }
     for msg in link.replay() {
-        crate::burst::write(&mut tx, send(&msg), || None).await?;
+        within(silence, crate::burst::write(&mut tx, send(&msg), || None)).await?;
     }
     let mut heartbeat = tokio::time::interval(opts.heartbeat);
+    // The coordinator pings more often than its heartbeat timeout: a link
+    // that carries nothing from it that long is silent (half-open, or a
+    // NAT that dropped it) and is given up, as the coordinator gives up
+    // this machine.
+    let mut heard = tokio::time::Instant::now();
     // Asked (again, on this connection) once `drain` fires.
     let mut drain_asked = false;
     loop {
@@ -312,9 +326,14 @@ async fn session(
             }
             _ = drain.cancelled(), if !drain_asked => {
                 drain_asked = true;
-                crate::burst::write(&mut tx, send(&FromMachine::Drain), || None).await?;
+                within(silence, crate::burst::write(&mut tx, send(&FromMachine::Drain), || None)).await?;
             }
-            _ = heartbeat.tick() => crate::burst::write(&mut tx, send(&FromMachine::Heartbeat), || None).await?,
+            _ = tokio::time::sleep_until(heard + silence) => {
+                bail!("the coordinator was silent for {} s (its heartbeat timeout)", silence.as_secs_f32())
+            }
+            _ = heartbeat.tick() => {
+                within(silence, crate::burst::write(&mut tx, send(&FromMachine::Heartbeat), || None)).await?
+            }
             out = outbox.recv() => {
                 let Some(msg) = out else { return Ok(Ended::Stopped) };
                 // What else is queued goes in the same write.
@@ -324,9 +343,11 @@ async fn session(
                     link.outgoing(&msg);
                     Some(send(&msg))
                 };
-                crate::burst::write(&mut tx, send(&msg), more).await?;
+                within(silence, crate::burst::write(&mut tx, send(&msg), more)).await?;
             }
-            incoming = rx.next() => match incoming {
+            incoming = rx.next() => {
+                heard = tokio::time::Instant::now();
+                match incoming {
                 Some(Ok(Message::Text(t))) => {
                     let msg = match serde_json::from_str::<ToMachine>(&t) {
                         Ok(m) => m,
@@ -338,7 +359,7 @@ async fn session(
                     match link.incoming(msg) {
                         Some(ToMachine::Ping { id, coordinator_us }) => {
                             let pong = FromMachine::Pong { id, coordinator_us, machine_us: now_us() };
-                            crate::burst::write(&mut tx, send(&pong), || None).await?;
+                            within(silence, crate::burst::write(&mut tx, send(&pong), || None)).await?;
                         }
                         Some(ToMachine::Rejected { reason, retry: false }) => return Err(Refused::by_coordinator(reason).into()),
                         Some(ToMachine::Drained) => {
@@ -357,8 +378,29 @@ async fn session(
                 Some(Ok(Message::Close(_))) | None => bail!("the coordinator closed the connection"),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),
-            },
+            }},
         }
+    }
+}
+
+/// How long connecting, the hello and the welcome may take.
+const HANDSHAKE: Duration = Duration::from_secs(15);
+
+/// How long a link may carry nothing from a coordinator that does not say
+/// its heartbeat timeout (an older one), and the least any may set.
+const DEFAULT_SILENCE: Duration = Duration::from_secs(30);
+const MIN_SILENCE: Duration = Duration::from_secs(1);
+
+/// A write to the coordinator, given up when it does not finish within
+/// `limit` (a link that takes nothing more is as silent as one that says
+/// nothing).
+async fn within<E: Into<anyhow::Error>>(
+    limit: Duration,
+    write: impl std::future::Future<Output = Result<(), E>>,
+) -> anyhow::Result<()> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(done) => done.map_err(Into::into),
+        Err(_) => bail!("a write to the coordinator did not finish within {} s", limit.as_secs_f32()),
     }
 }
 

@@ -70,6 +70,18 @@ impl Link {
                 self.held.remove(&key);
                 None
             }
+            // Counted lost: nothing more of it is taken, so nothing is kept;
+            // the agent stops it.
+            ToMachine::Lost { run, shard, reason } => {
+                let key = (run, shard);
+                self.done.remove(&key);
+                self.events.remove(&key);
+                self.held.remove(&key);
+                self.syncs.retain(|_, m| {
+                    !matches!(m, FromMachine::Sync { run, shard, .. } if *run == key.0 && *shard == key.1)
+                });
+                Some(ToMachine::Lost { run: key.0, shard: key.1, reason })
+            }
             ToMachine::Assign { assignment } => {
                 self.held.insert((assignment.run.clone(), assignment.shard.shard));
                 Some(ToMachine::Assign { assignment })

@@ -182,6 +182,8 @@ impl Agent {
         // their faults go.
         let mut faults: HashMap<(String, u32), mpsc::UnboundedSender<crate::services::Order>> =
             HashMap::new();
+        // The shards running here, by run and shard: what a `lost` stops.
+        let mut links: HashMap<(String, u32), std::sync::Weak<ShardLink>> = HashMap::new();
         let tasks = TaskTracker::new();
         // Shards take this machine's slots strictly in the order assigned:
         // the coordinator assigns shards that wait for each other first, and
@@ -197,6 +199,7 @@ impl Agent {
                         if *shards == 0 {
                             runs.remove(&run);
                             faults.retain(|(r, _), _| r != &run);
+                            links.retain(|(r, _), _| r != &run);
                         }
                     }
                     continue;
@@ -210,12 +213,12 @@ impl Agent {
                         tracing::debug!(run = %assignment.run, shard = assignment.shard.shard, "already assigned here");
                         continue;
                     }
-                    let (cancel, shards) = runs.entry(assignment.run.clone()).or_insert_with(|| {
+                    let (cancel, count) = runs.entry(assignment.run.clone()).or_insert_with(|| {
                         let token = shutdown.child_token();
                         let services = token.child_token();
                         (Arc::new(RunCancel { token, services, why: Mutex::default() }), 0)
                     });
-                    *shards += 1;
+                    *count += 1;
                     self.active.fetch_add(1, Ordering::SeqCst);
                     let cancel = cancel.clone();
                     let link = Arc::new(ShardLink {
@@ -225,8 +228,12 @@ impl Agent {
                         seq: Mutex::new(0),
                         pending: pending.clone(),
                         next_id: next_id.clone(),
+                        stop: cancel.token.child_token(),
+                        services_stop: cancel.services.child_token(),
+                        lost: Mutex::default(),
                         cancel,
                     });
+                    links.insert((assignment.run.clone(), assignment.shard.shard), Arc::downgrade(&link));
                     if assignment.service.is_some() {
                         // A service holds no slot: it lives as long as the
                         // run, beside the shards that test it.
@@ -261,6 +268,12 @@ impl Agent {
                     tracing::info!(%run, %reason, "cancelling run");
                     if let Some((c, _)) = runs.get(&run) {
                         c.cancel(reason.to_string());
+                    }
+                }
+                ToMachine::Lost { run, shard, reason } => {
+                    if let Some(link) = links.get(&(run.clone(), shard)).and_then(std::sync::Weak::upgrade) {
+                        tracing::warn!(%run, shard, "the coordinator counts this shard lost ({reason}); stopping it");
+                        link.lose(reason);
                     }
                 }
                 ToMachine::SyncReply { id, reply } => {
@@ -322,7 +335,7 @@ impl Agent {
             tracing::warn!(shard = a.shard.shard, suite = %a.shard.suite, "shard failed: {e}");
         }
         link.emit(EventKind::ShardFinished { shard: a.shard.clone(), summary, error });
-        let _ = link.outbox.send(FromMachine::ShardDone { run: a.run.clone(), shard: a.shard.shard });
+        link.done();
     }
 
     /// A service shard: the instance runs until the run ends here.
@@ -334,14 +347,14 @@ impl Agent {
     ) {
         let Some(spec) = a.service.as_deref() else { return };
         let emit = |event: EventKind| link.emit(event);
-        let stop = link.cancel.services.clone();
+        let stop = link.services_stop.clone();
         let error =
             crate::services::run(spec, &a.run, &a.shard, &self.services, &emit, stop, orders).await.err();
         if let Some(e) = &error {
             tracing::warn!(shard = a.shard.shard, service = %spec.name, "service failed: {e}");
         }
         link.emit(EventKind::ShardFinished { shard: a.shard.clone(), summary: Summary::default(), error });
-        let _ = link.outbox.send(FromMachine::ShardDone { run: a.run.clone(), shard: a.shard.shard });
+        link.done();
     }
 
     async fn run_tests(
@@ -416,8 +429,8 @@ impl Agent {
             if decision == Decision::FilteredOut {
                 finish(now(Outcome::Skipped, skipped(FILTERED_OUT.into())), summary);
                 continue;
-            } else if cancel.token.is_cancelled() {
-                finish(now(Outcome::Cancelled, cancel.stopped()), summary);
+            } else if link.stop.is_cancelled() {
+                finish(now(Outcome::Cancelled, link.stopped()), summary);
                 continue;
             } else if decision == Decision::Ignored {
                 finish(now(Outcome::Skipped, skipped("ignored".into())), summary);
@@ -466,7 +479,6 @@ impl Agent {
         link: &Arc<ShardLink>,
         retries: u32,
     ) -> (Outcome, TestRun, u32) {
-        let cancel = &link.cancel;
         let mut attempt = 1;
         loop {
             link.emit(EventKind::TestStarted { shard: link.shard.clone(), test: test.name.clone(), attempt });
@@ -474,10 +486,10 @@ impl Agent {
                 // A cancel that came while the test ended decides: the test
                 // may have ended because of it (a wait it broke).
                 biased;
-                _ = cancel.token.cancelled() => cancel.stopped(),
+                _ = link.stop.cancelled() => link.stopped(),
                 r = suite.run(test, env) => r,
             };
-            if run.outcome.is_failure() && attempt <= retries && !cancel.token.is_cancelled() {
+            if run.outcome.is_failure() && attempt <= retries && !link.stop.is_cancelled() {
                 attempt += 1;
                 continue;
             }
@@ -585,10 +597,53 @@ struct ShardLink {
     pending: Pending,
     next_id: Arc<AtomicU64>,
     cancel: Arc<RunCancel>,
+    /// Stops this shard: the run's cancel (a child of its token), or the
+    /// coordinator counting the shard lost.
+    stop: CancellationToken,
+    /// Stops this shard's service: the run's end or cancel, or the loss.
+    services_stop: CancellationToken,
+    /// Why the coordinator counts this shard lost: then it says no more.
+    lost: Mutex<Option<String>>,
 }
 
 impl ShardLink {
+    /// The coordinator counts this shard lost: it stops at once, and
+    /// nothing more of it is sent (it would be refused).
+    fn lose(&self, reason: String) {
+        self.lost.lock().expect("lost lock").get_or_insert(reason);
+        self.stop.cancel();
+        self.services_stop.cancel();
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost.lock().expect("lost lock").is_some()
+    }
+
+    /// A test the stop ended, or kept from starting.
+    fn stopped(&self) -> TestRun {
+        match self.lost.lock().expect("lost lock").clone() {
+            Some(why) => TestRun {
+                outcome: Outcome::Lost,
+                message: Some(format!("the coordinator counts this shard lost: {why}")),
+                output: String::new(),
+                duration: Duration::ZERO,
+            },
+            None => self.cancel.stopped(),
+        }
+    }
+
+    /// Says the shard is done (unless it was lost).
+    fn done(&self) {
+        if !self.is_lost() {
+            let _ =
+                self.outbox.send(FromMachine::ShardDone { run: self.run.clone(), shard: self.shard.shard });
+        }
+    }
+
     fn emit(&self, event: EventKind) {
+        if self.is_lost() {
+            return;
+        }
         let mut seq = self.seq.lock().expect("seq lock");
         *seq += 1;
         let msg = FromMachine::Event {
@@ -618,9 +673,9 @@ impl SyncPort for ShardLink {
         }
         tokio::select! {
             r = rx => r.unwrap_or_else(|_| gone()),
-            _ = self.cancel.token.cancelled() => {
+            _ = self.stop.cancelled() => {
                 self.pending.lock().expect("pending lock").remove(&id);
-                SyncReply::Error { kind: SyncFailure::Cancelled, message: self.cancel.reason() }
+                SyncReply::Error { kind: SyncFailure::Cancelled, message: self.stopped().message.unwrap_or_default() }
             }
         }
     }

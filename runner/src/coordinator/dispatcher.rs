@@ -346,6 +346,9 @@ pub struct Dispatcher {
     /// and recorded at once: a call resent while it waits only waits again.
     signalled: HashMap<(u32, u64), u64>,
     done: HashSet<u32>,
+    /// Of those, the shards that ended lost, with why: a machine that comes
+    /// back holding one is told to stop it ([`ToMachine::Lost`]).
+    lost: HashMap<u32, String>,
     cancelled: Option<CancelReason>,
     sync: Arc<SyncService>,
     ops_tx: mpsc::UnboundedSender<SyncDone>,
@@ -484,6 +487,7 @@ impl Dispatcher {
             sync_calls: HashMap::new(),
             signalled: HashMap::new(),
             done: HashSet::new(),
+            lost: HashMap::new(),
             cancelled: None,
             sync: Arc::new(SyncService::new()),
             ops_tx,
@@ -894,6 +898,16 @@ impl Dispatcher {
         }
         self.resend_faults(m);
         self.lose(m, forgotten, "its runner restarted and no longer holds the shard");
+        // Shards it still holds that are over here — lost while it was
+        // away (or done, its last word here already): it stops them now
+        // (nothing more of them is taken) and is free for new work.
+        for &no in holding.iter().flatten() {
+            let owned = self.by_no.get(&no).is_some_and(|&i| self.shards[i].machine_index == m);
+            if owned && self.done.contains(&no) {
+                let reason = self.lost.get(&no).cloned().unwrap_or_else(|| "the shard is over".into());
+                self.send(m, ToMachine::Lost { run: self.run.clone(), shard: no, reason });
+            }
+        }
     }
 
     /// The run's machines, by their index.
@@ -1353,6 +1367,7 @@ impl Dispatcher {
                     output: String::new(),
                 });
             }
+            self.lost.insert(sref.shard, why.clone());
             self.stream.emit(EventKind::ShardFinished {
                 shard: sref.clone(),
                 summary: lost,

@@ -533,10 +533,19 @@ impl Coordinator {
     ) -> Result<u64, String> {
         let name = info.name.clone();
         let generation = self.machines.connect(info, tx, local)?;
-        for (id, run) in self.runs.lock().expect("runs lock").iter() {
+        let runs = self.runs.lock().expect("runs lock");
+        for (id, run) in runs.iter() {
             if let Some(&machine) = run.machines.get(&name) {
                 let holding = holding.map(|h| h.get(id).cloned().unwrap_or_default());
                 let _ = run.inbound.send(Inbound::Connected { machine, holding });
+            }
+        }
+        // Shards of runs that are over here (they ended while the machine
+        // was away, or before a restart of this coordinator): it stops them.
+        for (run, shards) in holding.into_iter().flatten().filter(|(run, _)| !runs.contains_key(*run)) {
+            for &shard in shards {
+                let reason = format!("run {run} is over");
+                self.machines.send(&name, ToMachine::Lost { run: run.clone(), shard, reason });
             }
         }
         Ok(generation)

@@ -162,6 +162,9 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
         protocol: PROTOCOL_VERSION,
         coordinator: core.config.name.clone(),
         machine_secret,
+        heartbeat_timeout_ms: Some(
+            u64::try_from(core.config.heartbeat_timeout.as_millis()).unwrap_or(u64::MAX),
+        ),
     };
     if tx.send(text(&welcome)).await.is_err() {
         core.disconnected(&name, generation);
@@ -179,7 +182,10 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
             _ = pings.tick() => {
                 ping_id += 1;
                 if ping_id == JOIN_PINGS {
-                    pings = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+                    // Often enough that a machine hearing nothing for the
+                    // heartbeat timeout knows the link is silent.
+                    let every = PING_EVERY.min(core.config.heartbeat_timeout / 3).max(Duration::from_millis(100));
+                    pings = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 }
                 let ping = text(&ToMachine::Ping { id: ping_id, coordinator_us: now_us() });
                 if !matches!(tokio::time::timeout(SEND_TIMEOUT, tx.send(ping)).await, Ok(Ok(()))) {

@@ -12,7 +12,7 @@
 use ensemble_protocol::Verdict;
 use ensemble_protocol::api::{RunState, routes};
 use ensemble_protocol::event::{Event, EventKind, Outcome};
-use ensemble_tests::{Server, restart_server, start_runner, start_runner_with, start_server};
+use ensemble_tests::{Rng, Server, restart_server, start_runner, start_runner_with, start_server};
 use futures::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -20,19 +20,6 @@ use tokio_tungstenite::tungstenite::Message;
 const TOKEN: &str = "crash-token";
 /// Kill points drawn for each run.
 const KILLS_PER_RUN: usize = 5;
-
-/// splitmix64: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -120,7 +107,7 @@ async fn a_coordinator_killed_anywhere_in_coordinating_runs_loses_nothing_and_th
         let run = server.start_run(plan.clone()).await;
         let mut points: Vec<u64> = match length {
             None => Vec::new(),
-            Some(n) => (0..KILLS_PER_RUN).map(|_| 1 + rng.next() % n).collect(),
+            Some(n) => (0..KILLS_PER_RUN).map(|_| 1 + rng.draw() % n).collect(),
         };
         points.sort_unstable();
         points.dedup();

@@ -42,6 +42,9 @@ pub enum CancelReason {
     /// A service of the run failed: it never became ready, or it exited
     /// while the run went on.
     ServiceFailed { service: String, machine: String, message: String },
+    /// The coordinator's store could not record the run (its disk is full,
+    /// or fails): what was not stored is not counted, and the run stops.
+    StoreFailed { message: String },
 }
 
 impl CancelReason {
@@ -60,6 +63,7 @@ impl CancelReason {
                 | CancelReason::QueueTimeout { .. }
                 | CancelReason::OverLimit { .. }
                 | CancelReason::ServiceFailed { .. }
+                | CancelReason::StoreFailed { .. }
         )
     }
 }
@@ -89,6 +93,9 @@ impl fmt::Display for CancelReason {
             CancelReason::OverLimit { limit } => write!(f, "the run went over a limit: {limit}"),
             CancelReason::ServiceFailed { service, machine, message } => {
                 write!(f, "service {service} on {machine} failed: {message}")
+            }
+            CancelReason::StoreFailed { message } => {
+                write!(f, "the coordinator's store could not record the run: {message}")
             }
         }
     }

@@ -339,6 +339,12 @@ struct ServeArgs {
     /// The largest suite upload accepted.
     #[arg(long, default_value = "64MiB")]
     max_suite_size: ensemble_protocol::units::ByteSize,
+    /// The most the store's database may grow to (none: its disk is the
+    /// bound). Past it, writes fail as on a full disk: runs that cannot
+    /// record fail, new runs and uploads are refused (507) and /readyz is
+    /// unready until runs are removed (`ensemble gc`) or retention frees room.
+    #[arg(long)]
+    store_max_size: Option<ensemble_protocol::units::ByteSize>,
     #[command(flatten)]
     retention: RetentionArgs,
     #[command(flatten)]
@@ -448,6 +454,7 @@ impl RetentionArgs {
             suite_budget: self.suite_budget.0,
             attachments: self.attachment_retention,
             attachment_budget: self.attachment_budget.0,
+            store_max_bytes: None,
         }
     }
 }
@@ -1210,7 +1217,10 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
             webhook_allow: args.allow_webhook_to.clone(),
             min_schedule_interval: args.min_schedule_interval,
         },
-        retention: args.retention.policy(),
+        retention: crate::server::Retention {
+            store_max_bytes: args.store_max_size.map(|s| s.0),
+            ..args.retention.policy()
+        },
         local_machine: local,
         // Suites on the server's own machine never reach the server itself.
         policy: args.policy.policy("ensemble serve", vec![listen_grant(addr)]),

@@ -237,7 +237,8 @@ fn internal(e: impl Into<anyhow::Error>) -> ApiError {
         return ApiError::new(
             ErrorKind::StoreUnavailable,
             format!(
-                "the coordinator's store cannot take writes ({e:#}); nothing was changed: make room on its disk"
+                "the coordinator's store cannot take writes ({e:#}); nothing was changed: \
+                 free room on its disk, or remove old runs (`ensemble gc`)"
             ),
         );
     }
@@ -702,6 +703,7 @@ impl Coordinator {
         let meta = self.sandbox.inspect(bytes.clone(), &name).await.map_err(|e| {
             ApiError::new(ErrorKind::InvalidSuite, format!("the upload {name:?} is not a usable suite: {e}"))
         })?;
+        self.store_has_room().await?;
         let stored = meta.clone();
         self.store.call(move |s| s.put_suite(&stored, &bytes)).await.map_err(internal)?;
         Ok((meta, true))
@@ -748,6 +750,7 @@ impl Coordinator {
         if !problems.is_empty() {
             return Err(ApiError::from(ensemble_protocol::PlanError { file: None, problems }));
         }
+        self.store_has_room().await?;
         let now = now_us();
         let (id, created, new) = match id {
             Some(id) => {
@@ -875,6 +878,16 @@ impl Coordinator {
         self.start_run_scheduled(req, None).await
     }
 
+    /// Refuses (507) a write to a store that lately found no room for one
+    /// (a full disk, the quota), unless a probe finds room now: a small
+    /// write might still fit where the next event would not.
+    async fn store_has_room(&self) -> Result<(), ApiError> {
+        if self.store.fault().is_none() {
+            return Ok(());
+        }
+        self.store.call(|s| s.probe_write(now_us())).await.map_err(internal)
+    }
+
     /// [`Coordinator::start_run`], for the schedule `scheduled` when one
     /// starts it.
     async fn start_run_scheduled(
@@ -885,6 +898,7 @@ impl Coordinator {
         if self.run_tasks.is_closed() {
             return Err(ApiError::new(ErrorKind::Conflict, "the coordinator is shutting down"));
         }
+        self.store_has_room().await?;
         let active = self.runs.lock().expect("runs lock").len();
         if active >= MAX_ACTIVE_RUNS {
             return Err(ApiError::new(
@@ -1031,14 +1045,23 @@ impl Coordinator {
         self.runs.lock().expect("runs lock").insert(
             id.clone(),
             ActiveRun {
-                inbound: inbound_tx,
+                inbound: inbound_tx.clone(),
                 machines: HashMap::new(),
                 placed: Vec::new(),
                 pending: Vec::new(),
                 events: events.clone(),
             },
         );
-        let writer = self.run_tasks.spawn(write_events(self.store.clone(), records_rx, events, committed_tx));
+        // A store that cannot record the run fails it (and stops its
+        // machines); the writer does not keep the run's input open.
+        let cancel = inbound_tx.downgrade();
+        let fail = move |message: String| {
+            if let Some(run) = cancel.upgrade() {
+                let _ = run.send(Inbound::Cancel { reason: CancelReason::StoreFailed { message } });
+            }
+        };
+        let (store, stop) = (self.store.clone(), self.shutdown.clone());
+        let writer = self.run_tasks.spawn(write_events(store, records_rx, events, committed_tx, fail, stop));
         Opened { stream: Stream::new(id, committed, reporters), inbound, committed: committed_rx, writer }
     }
 

@@ -100,53 +100,136 @@ const BATCH: usize = 4096;
 /// Commits records in batches, then says how far it got (`committed`, the
 /// last seq on disk) and broadcasts their events; returns when every sender
 /// is gone and everything is written.
+///
+/// A batch the store cannot take for want of room is stored one record at
+/// a time, as far as it fits. A record the store cannot take (its disk is
+/// full, or fails) fails the run: `fail` is told why (once; the run stops
+/// its machines), what was not stored is dropped — none of it was
+/// acknowledged, so nothing acknowledged is lost — and only the run's end
+/// is kept, numbered after the last event stored and saying the store
+/// failed. It is tried again every second until the store takes it (an
+/// operator made room) or `stop` fires.
 pub async fn write_events(
     store: Store,
     mut rx: mpsc::UnboundedReceiver<Record>,
     live: broadcast::Sender<Live>,
     committed: watch::Sender<u64>,
+    fail: impl Fn(String) + Send,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut stored = *committed.borrow();
+    // Why the store could not record this run.
+    let mut failed: Option<String> = None;
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let records = std::mem::take(&mut batch);
-        let written = store
-            .call(move |s| {
-                let mut events = Vec::with_capacity(records.len());
-                let mut runs = Vec::new();
-                for r in records {
-                    match r {
-                        Record::Event(e) => events.push(e),
-                        Record::WithState(e, meta) => {
-                            events.push(e);
-                            runs.push(*meta);
-                        }
-                    }
-                }
-                let bodies = s.write_batch(&mut events, &runs)?;
-                Ok((events, bodies))
+        let mut pending: std::collections::VecDeque<Rec> = batch
+            .drain(..)
+            .map(|r| match r {
+                Record::Event(e) => (e, None),
+                Record::WithState(e, meta) => (e, Some(meta)),
             })
-            .await;
-        match written {
-            Ok((events, bodies)) => {
-                if let Some(last) = events.last() {
-                    committed.send_replace(last.seq);
-                }
-                crate::metrics::metrics().events_stored.inc_by(events.len() as u64);
-                for (e, json) in events.into_iter().zip(bodies) {
-                    if matches!(e.kind, EventKind::RunFinished { .. }) {
-                        tracing::info!(run = %e.run, "run finished");
-                    }
-                    let live_event = if json.len() > LIVE_MAX_BYTES {
-                        Live::Stored(e.seq)
-                    } else {
-                        Live::Event(std::sync::Arc::new(Stored { event: e, json }))
-                    };
-                    // No watcher is fine: they replay from the store when they come.
-                    let _ = live.send(live_event);
+            .collect();
+        let mut size = BATCH;
+        while !pending.is_empty() {
+            if let Some(why) = &failed {
+                only_the_end(&mut pending, stored, why);
+                if pending.is_empty() {
+                    break;
                 }
             }
-            Err(e) => tracing::error!("could not store a batch of events: {e:#}"),
+            let recs: Vec<Rec> = pending.drain(..size.min(pending.len())).collect();
+            let tried = recs.len();
+            let (back, result) = commit(&store, recs).await;
+            match result {
+                Ok(bodies) => publish(back, bodies, &live, &committed, &mut stored),
+                Err(e) => {
+                    store.note(&e);
+                    for r in back.into_iter().rev() {
+                        pending.push_front(r);
+                    }
+                    if tried > 1 && crate::store::cannot_write(&e) {
+                        // Near full: what fits is stored, one by one.
+                        size = 1;
+                        continue;
+                    }
+                    if failed.is_none() {
+                        let why = format!("{e:#}");
+                        tracing::error!("could not store an event; the run fails: {why}");
+                        fail(why.clone());
+                        failed = Some(why);
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            }
         }
+    }
+}
+
+/// A record as the writer keeps it: the event, with the run's new state.
+type Rec = (Event, Option<Box<RunMeta>>);
+
+/// Writes `recs` in one transaction; gives them back with the outcome.
+async fn commit(store: &Store, recs: Vec<Rec>) -> (Vec<Rec>, anyhow::Result<Vec<String>>) {
+    let written = store
+        .call(move |s| {
+            let (mut events, metas): (Vec<Event>, Vec<Option<Box<RunMeta>>>) = recs.into_iter().unzip();
+            let runs: Vec<RunMeta> = metas.iter().flatten().map(|m| (**m).clone()).collect();
+            let result = s.write_batch(&mut events, &runs);
+            Ok((events.into_iter().zip(metas).collect(), result))
+        })
+        .await;
+    written.unwrap_or_else(|e| (Vec::new(), Err(e)))
+}
+
+/// Keeps of `pending` only the run's end, numbered after the last stored
+/// event and saying the store failed (`why`).
+fn only_the_end(pending: &mut std::collections::VecDeque<Rec>, stored: u64, why: &str) {
+    use ensemble_protocol::{CancelReason, Verdict};
+    pending.retain(|(e, _)| matches!(e.kind, EventKind::RunFinished { .. }));
+    pending.truncate(1);
+    for (e, meta) in pending.iter_mut() {
+        e.seq = stored + 1;
+        if let EventKind::RunFinished { cancelled, verdict, .. } = &mut e.kind
+            && !matches!(cancelled, Some(CancelReason::StoreFailed { .. }))
+        {
+            *cancelled = Some(CancelReason::StoreFailed { message: why.to_string() });
+            *verdict = Verdict::Failed;
+        }
+        if let Some(meta) = meta {
+            meta.state = RunState::Failed;
+        }
+    }
+}
+
+/// Says how far the store got, and sends what it took to live watchers.
+fn publish(
+    recs: Vec<Rec>,
+    bodies: Vec<String>,
+    live: &broadcast::Sender<Live>,
+    committed: &watch::Sender<u64>,
+    stored: &mut u64,
+) {
+    let events: Vec<Event> = recs.into_iter().map(|(e, _)| e).collect();
+    if let Some(last) = events.last() {
+        committed.send_replace(last.seq);
+        *stored = last.seq;
+    }
+    crate::metrics::metrics().events_stored.inc_by(events.len() as u64);
+    for (e, json) in events.into_iter().zip(bodies) {
+        if matches!(e.kind, EventKind::RunFinished { .. }) {
+            tracing::info!(run = %e.run, "run finished");
+        }
+        let live_event = if json.len() > LIVE_MAX_BYTES {
+            Live::Stored(e.seq)
+        } else {
+            Live::Event(std::sync::Arc::new(Stored { event: e, json }))
+        };
+        // No watcher is fine: they replay from the store when they come.
+        let _ = live.send(live_event);
     }
 }
 
@@ -177,7 +260,8 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         let (live, mut watch) = broadcast::channel(16);
         let (committed, _) = watch::channel(0);
-        let writer = tokio::spawn(write_events(store.clone(), rx, live, committed));
+        let writer =
+            tokio::spawn(write_events(store.clone(), rx, live, committed, |_| {}, Default::default()));
         let mut rec = RunRecorder::new(meta, tx);
         let ev = |seq, kind| Event { run: "r".into(), seq, at_us: 0, machine_at_us: None, kind };
         rec.event(&ev(1, EventKind::RunStarted { plan: "p".into(), shards: vec![] })).unwrap();

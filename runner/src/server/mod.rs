@@ -158,6 +158,8 @@ pub struct Retention {
     pub suite_budget: u64,
     pub attachments: std::time::Duration,
     pub attachment_budget: u64,
+    /// The most the store's database may grow to (`--store-max-size`).
+    pub store_max_bytes: Option<u64>,
 }
 
 /// How often the server sweeps runs and attachments past their retention.
@@ -203,6 +205,9 @@ pub async fn serve(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     let store = Store::open(&opts.data_dir)?;
+    if let Some(bytes) = opts.retention.store_max_bytes {
+        store.limit_size(bytes)?;
+    }
     let sweeper = tokio::spawn(sweeper(store.clone(), opts.retention, shutdown.clone()));
     let core = Coordinator::new(store.clone(), sandbox.clone(), opts.config);
     core.resume_runs(opts.local_machine.as_ref().map(|m| m.name.as_str())).await?;

@@ -115,7 +115,14 @@ pub struct Store {
     suites_dir: PathBuf,
     attachments_dir: PathBuf,
     checkpoints: Arc<Checkpointer>,
+    /// Why the last write failed for want of room (a full disk, or the
+    /// quota), until a probe finds room again ([`Store::probe_write`]).
+    fault: Arc<Mutex<Option<String>>>,
 }
+
+/// The room a readiness probe writes (and removes at once): a store that
+/// cannot take this much is not ready.
+const PROBE_ROOM: i64 = 64 << 10;
 
 /// The store's connection, locked; the rows written while it is held count
 /// towards the next checkpoint.
@@ -159,6 +166,7 @@ CREATE INDEX IF NOT EXISTS results_by_test ON results (plan, role, test, at_us);
 CREATE TABLE IF NOT EXISTS probes (name TEXT PRIMARY KEY, at_us INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (run TEXT NOT NULL, n INTEGER NOT NULL, body TEXT NOT NULL,
                                        PRIMARY KEY (run, n));
+CREATE TABLE IF NOT EXISTS room (pad BLOB);
 CREATE TABLE IF NOT EXISTS cancels (run TEXT PRIMARY KEY, at_us INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS schedules (plan TEXT NOT NULL, schedule TEXT NOT NULL, last_us INTEGER NOT NULL,
                                       fired INTEGER NOT NULL, run TEXT, error TEXT,
@@ -270,14 +278,57 @@ impl Store {
             db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         let checkpoints = Arc::new(Checkpointer::start(&path)?);
-        Ok(Store { db: Arc::new(Mutex::new(db)), suites_dir, attachments_dir, checkpoints })
+        Ok(Store {
+            db: Arc::new(Mutex::new(db)),
+            suites_dir,
+            attachments_dir,
+            checkpoints,
+            fault: Arc::default(),
+        })
     }
 
-    /// Commits a write (readiness probes): fails when the store cannot
-    /// take writes (a full or read-only disk, a locked database).
+    /// Commits a write that needs room — [`PROBE_ROOM`] bytes of new pages,
+    /// removed in the same transaction — (readiness probes): fails when
+    /// the store cannot take writes (a full or read-only disk, the quota
+    /// reached, a locked database). Room found clears a fault noted before.
     pub fn probe_write(&self, at_us: i64) -> anyhow::Result<()> {
-        self.db()
-            .execute("INSERT OR REPLACE INTO probes (name, at_us) VALUES ('ready', ?1)", params![at_us])?;
+        let probed = (|| {
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            tx.execute("INSERT OR REPLACE INTO probes (name, at_us) VALUES ('ready', ?1)", params![at_us])?;
+            tx.execute("INSERT INTO room (pad) VALUES (zeroblob(?1))", [PROBE_ROOM])?;
+            tx.execute("DELETE FROM room", [])?;
+            tx.commit()?;
+            anyhow::Ok(())
+        })();
+        match &probed {
+            Ok(()) => *self.fault.lock().expect("fault lock") = None,
+            Err(e) => self.note(e),
+        }
+        probed
+    }
+
+    /// Notes a failed write: one for want of room (see [`cannot_write`])
+    /// stands until a probe finds room again.
+    pub fn note(&self, e: &anyhow::Error) {
+        if cannot_write(e) {
+            *self.fault.lock().expect("fault lock") = Some(format!("{e:#}"));
+        }
+    }
+
+    /// Why the store takes no writes, if a write failed for want of room
+    /// and no probe found room since.
+    pub fn fault(&self) -> Option<String> {
+        self.fault.lock().expect("fault lock").clone()
+    }
+
+    /// Keeps the database within `bytes` (`serve --store-max-size`): past
+    /// it, writes fail as on a full disk.
+    pub fn limit_size(&self, bytes: u64) -> anyhow::Result<()> {
+        let db = self.db();
+        let page: u64 = db.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let pages = (bytes / page.max(1)).max(1);
+        db.pragma_update(None, "max_page_count", pages)?;
         Ok(())
     }
 

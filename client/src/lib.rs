@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use ensemble_protocol::api::{
     ApiError, CancelRequest, Delivery, ErrorKind, Health, HistoryQuery, MachineDisconnected, MachineDraining,
-    MachineStatus, PlanDeleted, RunCancelling, RunCreated, RunMeta, RunRequest, StoredPlan, SuiteMeta,
-    SuiteSummary, TestHistory, routes,
+    MachineForgotten, MachineStatus, PlanDeleted, RunCancelling, RunCreated, RunMeta, RunRequest, StoredPlan,
+    SuiteMeta, SuiteSummary, TestHistory, routes,
 };
 use ensemble_protocol::{Event, EventKind, Plan};
 use futures::StreamExt;
@@ -413,6 +413,16 @@ impl Client {
     pub async fn wait_machines(&self, min_online: usize, wait: Duration) -> Result<Vec<MachineStatus>> {
         let path = format!("{}?min_online={min_online}&wait_ms={}", routes::MACHINES, wait.as_millis());
         self.get("waiting for machines", &path).await
+    }
+
+    /// Releases machine name `name` from its secret (see the API's
+    /// `/api/machines/{name}/forget`).
+    pub async fn forget_machine(&self, name: &str) -> Result<MachineForgotten> {
+        self.json(
+            &format!("forgetting machine {name}"),
+            self.request(reqwest::Method::POST, &routes::machine_forget(name)),
+        )
+        .await
     }
 
     /// Drains a machine: it finishes its shards, takes no new ones, then stops.

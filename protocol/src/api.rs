@@ -750,6 +750,15 @@ pub struct MachineDisconnected {
     pub disconnected: String,
 }
 
+/// `POST /api/machines/{name}/forget`: the name is no longer bound to the
+/// secret its machine was given at its first join; the next machine that
+/// joins under it takes it (a machine whose identity file was lost).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MachineForgotten {
+    pub forgotten: String,
+}
+
 /// `POST /api/machines/{name}/drain`: the machine takes no new shards; it
 /// is told to stop once `running` (its shards now) are done.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -875,6 +884,10 @@ pub mod routes {
     /// `POST`: the machine finishes its shards, takes no new ones, then stops.
     pub fn machine_drain(name: &str) -> String {
         format!("{MACHINES}/{}/drain", encode(name))
+    }
+    /// Releases the machine's name from its secret (`POST`).
+    pub fn machine_forget(name: &str) -> String {
+        format!("{MACHINES}/{}/forget", encode(name))
     }
     /// The suite's bytes (`GET`, `HEAD`).
     pub fn suite(sha256: &str) -> String {

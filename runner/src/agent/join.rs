@@ -74,6 +74,39 @@ impl Refused {
     }
 }
 
+/// The secret this machine keeps in `file` for its name `name` at the
+/// coordinator `url` (none before its first join). A file that cannot be
+/// read, or does not hold a secret, stops the runner, saying how to recover:
+/// guessing would only be refused, again and again.
+fn kept_secret(file: &std::path::Path, name: &str, url: &str) -> Result<Option<String>, Refused> {
+    let recover = format!(
+        "restore the file from a backup; or start this runner with another --name; or remove the file and \
+         release the name at the coordinator (POST {url}/api/machines/{name}/forget with the API token) so \
+         this runner takes it again"
+    );
+    match std::fs::read(file) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let secret = text.trim();
+            if secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(Some(secret.to_string()))
+            } else {
+                Err(Refused(format!(
+                    "this machine's identity file {} is damaged (it does not hold the secret the coordinator \
+                     gave the name {name:?} at its first join), so it cannot prove its name. To recover: {recover}",
+                    file.display()
+                )))
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Refused(format!(
+            "this machine's identity file {} cannot be read ({e}), so it cannot prove its name {name:?}. \
+             To recover: {recover}",
+            file.display()
+        ))),
+    }
+}
+
 /// Options of `ensemble runner`.
 pub struct JoinOptions {
     pub url: String,
@@ -262,7 +295,7 @@ async fn session(
         protocol: PROTOCOL_VERSION,
         token: None,
         machine: opts.info.clone(),
-        secret: std::fs::read_to_string(&identity).ok().map(|s| s.trim().to_string()),
+        secret: kept_secret(&identity, &opts.info.name, &opts.url)?,
         holding: link.holding(),
     };
     within(HANDSHAKE, crate::burst::write(&mut tx, send(&hello), || None)).await?;

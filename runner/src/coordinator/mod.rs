@@ -146,8 +146,8 @@ use std::time::Duration;
 
 use ensemble_protocol::api::{
     ApiError, Delivery, ErrorKind, HistoryQuery, ListQuery, MachineDisconnected, MachineDraining,
-    MachineState, MachineStatus, PlanDeleted, Readiness, RunCancelling, RunCreated, RunMeta, RunRequest,
-    RunState, RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, suite_sha,
+    MachineForgotten, MachineState, MachineStatus, PlanDeleted, Readiness, RunCancelling, RunCreated,
+    RunMeta, RunRequest, RunState, RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, suite_sha,
 };
 use ensemble_protocol::wire::{FromMachine, MachineInfo, SyncFailure, SyncReply, ToMachine};
 use ensemble_protocol::{CancelReason, EventKind, Plan, Schedule};
@@ -438,6 +438,26 @@ impl Coordinator {
         } else {
             Err(ApiError::new(ErrorKind::NotFound, format!("no remote machine named {name:?}")))
         }
+    }
+
+    /// Releases machine name `name` from the secret it was bound to (its
+    /// identity file was lost or damaged): the next machine joining under
+    /// it takes it. Refused while a machine of that name is connected.
+    pub async fn forget_machine(&self, name: &str) -> Result<MachineForgotten, ApiError> {
+        if self.machines.connected(name) {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "machine {name:?} is connected: stop it (or disconnect it) before forgetting its name"
+                ),
+            ));
+        }
+        let key = name.to_string();
+        if !self.store.call(move |s| s.forget_machine(&key)).await.map_err(internal)? {
+            return Err(not_found("machine name", name));
+        }
+        tracing::warn!(machine = %name, "the machine name is released from its secret");
+        Ok(MachineForgotten { forgotten: name.to_string() })
     }
 
     /// Drains machine `name`: no new shards; told to stop once its shards

@@ -420,7 +420,7 @@ impl Sandbox {
         let component =
             loaded.map_err(|e| SuiteError::Internal(format!("loading the compiled suite: {e:#}")))?;
         if let Some(cache) = &self.cache {
-            cache.adopt(&out, sha);
+            cache.store_artifact(sha, &artifact);
         }
         Ok(Some(component))
     }

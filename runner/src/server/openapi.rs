@@ -17,8 +17,9 @@ use ensemble_protocol::Event;
 use ensemble_protocol::Plan;
 use ensemble_protocol::api::{
     ApiError, CancelRequest, Delivery, EventsQuery, Health, HistoryQuery, ListQuery, MachineDisconnected,
-    MachineDraining, MachineStatus, MachinesQuery, PlanDeleted, Readiness, RunCancelling, RunCreated,
-    RunMeta, RunRequest, RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, UploadQuery,
+    MachineDraining, MachineForgotten, MachineStatus, MachinesQuery, PlanDeleted, Readiness, RunCancelling,
+    RunCreated, RunMeta, RunRequest, RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory,
+    UploadQuery,
 };
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -47,7 +48,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     ),
     paths(
         health, document_route, healthz, readyz, metrics,
-        machines, machine_disconnect, machine_drain, machine_join,
+        machines, machine_disconnect, machine_drain, machine_forget, machine_join,
         suites, suite_upload, suite_inspect, suite_bytes, suite_head,
         plans, plan_create, plan_import, plan_get, plan_toml, plan_put, plan_delete,
         runs, run_start, run_get, run_cancel, run_events, events, run_deliveries, run_attachment,
@@ -157,6 +158,14 @@ fn machine_disconnect() {}
     params(("name" = String, Path, description = "The machine's name")),
     responses((status = 200, body = MachineDraining), (status = "4XX", body = ApiError)))]
 fn machine_drain() {}
+
+/// Releases a machine name from the secret its machine was given at its
+/// first join (its identity file was lost or damaged): the next machine
+/// that joins under the name takes it. Refused (409) while it is connected.
+#[utoipa::path(post, path = "/api/machines/{name}/forget", tag = "machines",
+    params(("name" = String, Path, description = "The machine's name")),
+    responses((status = 200, body = MachineForgotten), (status = "4XX", body = ApiError)))]
+fn machine_forget() {}
 
 /// The machines' WebSocket (`ensemble runner --join`): a machine says
 /// hello, takes shards and reports events (`protocol::wire`).

@@ -843,6 +843,11 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Unbinds `name` from its secret; false if it was not bound.
+    pub fn forget_machine(&self, name: &str) -> anyhow::Result<bool> {
+        Ok(self.db().execute("DELETE FROM machines WHERE name = ?1", [name])? == 1)
+    }
+
     /// Writes `events` and `runs` in one transaction.
     /// Returns each event as stored (its JSON, which is also what watchers
     /// are sent), in order.

@@ -1,5 +1,5 @@
 //! `/api/machines`: the machines, long-polled for a count online,
-//! disconnecting one, and draining one. (The machines' own WebSocket is `server::join`.)
+//! disconnecting one, draining one, and releasing a name from its secret. (The machines' own WebSocket is `server::join`.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +33,12 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
             core.drain_machine(&name).map(|r| json(&r)).map_err(fail)
         },
     );
-    list.or(disconnect).unify().or(drain).unify().boxed()
+    let forget = at1(&[Method::POST], "/api/machines/{name}/forget").and(authorized(core)).and_then(
+        |name: String, core: Arc<Coordinator>| async move {
+            core.forget_machine(&name).await.map(|r| json(&r)).map_err(fail)
+        },
+    );
+    list.or(disconnect).unify().or(drain).unify().or(forget).unify().boxed()
 }
 
 async fn list(core: Arc<Coordinator>, query: MachinesQuery) -> warp::reply::Response {

@@ -1,0 +1,140 @@
+//! A runner's caches damaged while it was down — suites and compiled
+//! suites truncated, swapped for another suite's, or unreadable — are
+//! found out (hash, header, size) and fetched or compiled again: the runner
+//! never runs wrong code and never crashes. A damaged identity file stops
+//! the runner with a message saying how to recover, and the recovery works.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ensemble_protocol::api::RunState;
+use ensemble_protocol::event::EventKind;
+use ensemble_tests::{Proc, Server, start_runner, start_server};
+use serde_json::json;
+
+const TOKEN: &str = "cache-token";
+
+/// The files under `dir` whose names end with `suffix`, sorted.
+fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.file_name().is_some_and(|n| n.to_string_lossy().ends_with(suffix)) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The cache file of `sha256` among `paths`.
+fn of(paths: &[PathBuf], sha256: &str) -> PathBuf {
+    paths
+        .iter()
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(sha256))
+        .unwrap_or_else(|| panic!("no cache file of {sha256} in {paths:?}"))
+        .clone()
+}
+
+/// Runs both suites on the runner; returns the tests each reported, by role.
+async fn run_both(server: &Server, parties: &str, hello: &str) -> Vec<(String, String)> {
+    let run = server
+        .start_run(json!({
+            "name": "cached",
+            "profiles": [{ "name": "a", "labels": { "tier": "a" } }],
+            "entries": [
+                { "suite": format!("sha256:{parties}"), "profile": "a", "role": "parties" },
+                { "suite": format!("sha256:{hello}"), "profile": "a", "role": "hello" }
+            ]
+        }))
+        .await;
+    let events =
+        tokio::time::timeout(Duration::from_secs(300), server.events(&run)).await.expect("the run ended");
+    assert_eq!(server.client().run(&run).await.unwrap().state, RunState::Passed, "{events:?}");
+    let mut tests: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::TestFinished { shard, test, .. } => Some((shard.role.clone(), test.clone())),
+            _ => None,
+        })
+        .collect();
+    tests.sort();
+    tests
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_caches_are_fetched_or_compiled_again_and_never_run_wrong_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let cache = dir.path().join("cache-keeper");
+    let mut runner: Proc = start_runner(dir.path(), &server, "keeper", &["tier=a"], None);
+    server.wait_online(1).await;
+    let parties = server.upload(ensemble_artifacts::BENCH_PARTIES, "parties").await;
+    let hello = server.upload(ensemble_artifacts::HELLO_COMMAND, "hello").await;
+    let first = run_both(&server, &parties, &hello).await;
+    assert!(first.iter().any(|(role, _)| role == "hello") && first.iter().any(|(role, _)| role == "parties"));
+    runner.kill();
+
+    // Damage every cached file while the runner is down.
+    let (suites, compiled) = (files(&cache, ".wasm"), files(&cache, ".cwasm"));
+    assert_eq!((suites.len(), compiled.len()), (2, 2), "{suites:?} {compiled:?}");
+    let (parties_wasm, hello_wasm) = (of(&suites, &parties), of(&suites, &hello));
+    let (parties_cwasm, hello_cwasm) = (of(&compiled, &parties), of(&compiled, &hello));
+    // The parties suite's file is cut short; the hello suite's is the parties suite's.
+    let bytes = std::fs::read(&parties_wasm).unwrap();
+    std::fs::write(&parties_wasm, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(&hello_wasm, &bytes).unwrap();
+    // The hello suite's compiled file is the parties suite's (a valid
+    // artifact of this very engine, of other code); the parties suite's one
+    // cannot be read at all (a directory where the file was).
+    std::fs::copy(&parties_cwasm, &hello_cwasm).unwrap();
+    std::fs::remove_file(&parties_cwasm).unwrap();
+    std::fs::create_dir(&parties_cwasm).unwrap();
+
+    let runner = start_runner(dir.path(), &server, "keeper", &["tier=a"], None);
+    server.wait_online(1).await;
+    let again = run_both(&server, &parties, &hello).await;
+    assert_eq!(again, first, "the same tests of the same suites ran");
+    let log = runner.log();
+    assert!(
+        log.contains("the cached compiled suite is damaged (it is the artifact of another suite)"),
+        "{log}"
+    );
+    assert!(log.contains("the cached compiled suite cannot be read"), "{log}");
+    // Put right on disk, too.
+    assert_eq!(
+        std::fs::read(&parties_wasm).unwrap(),
+        std::fs::read(ensemble_artifacts::BENCH_PARTIES).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(&hello_wasm).unwrap(),
+        std::fs::read(ensemble_artifacts::HELLO_COMMAND).unwrap()
+    );
+    assert!(parties_cwasm.is_file());
+    drop(runner);
+
+    // A damaged identity file stops the runner, saying how to recover.
+    let identity = files(&cache.join("identities"), "");
+    assert_eq!(identity.len(), 1, "{identity:?}");
+    std::fs::write(&identity[0], "not a secret\n").unwrap();
+    let mut refused = start_runner(dir.path(), &server, "keeper", &["tier=a"], None);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = refused.child.wait().unwrap();
+        (status, refused.log())
+    });
+    let (status, log) = tokio::time::timeout(Duration::from_secs(60), status).await.unwrap().unwrap();
+    assert!(!status.success());
+    assert!(log.contains("identity file") && log.contains("is damaged"), "{log}");
+    assert!(log.contains("/api/machines/keeper/forget"), "{log}");
+    // The recovery it names works: the name is released, the file removed.
+    server.client().forget_machine("keeper").await.unwrap();
+    std::fs::remove_file(&identity[0]).unwrap();
+    let _back = start_runner(dir.path(), &server, "keeper", &["tier=a"], None);
+    server.wait_online(1).await;
+    assert_eq!(run_both(&server, &parties, &hello).await, first);
+}

@@ -291,8 +291,9 @@ async fn a_cancel_acknowledged_before_a_crash_is_finished_after_the_restart() {
     let queued = server.start_stuck_run(parties, profile.clone(), settings.clone()).await;
     server.watch(&queued, 1, |e| !matches!(e.kind, EventKind::RunQueued { .. })).await;
     let ask = |why: &str| CancelRequest { by: Some("ops@example".into()), why: Some(why.into()) };
-    server.client().cancel_run_saying(&running, &ask("maintenance")).await.unwrap();
+    // The queued run first: the running one's end frees its slot.
     server.client().cancel_run_saying(&queued, &ask("not needed")).await.unwrap();
+    server.client().cancel_run_saying(&running, &ask("maintenance")).await.unwrap();
     server.proc.kill();
     server = restart_server(dir.path(), &data, &server, &args);
     for (run, why) in [(&running, "maintenance"), (&queued, "not needed")] {

@@ -1,5 +1,5 @@
 //! Silent links: a real TCP proxy between a runner and its coordinator
-//! holds, delays or passes their traffic, as a flaky network does. A link
+//! holds, delays, cuts or passes their traffic, as a flaky network does. A link
 //! that goes silent without closing is given up on both sides within the
 //! heartbeat timeout; one that comes back sooner goes on with nothing lost
 //! or doubled; a machine that comes back after it was counted lost stops
@@ -106,13 +106,16 @@ async fn a_link_silent_for_less_than_the_heartbeat_timeout_goes_on_with_nothing_
         matches!(&e.kind, EventKind::Log { shard, message, .. }
             if shard.role == "left" && *message == format!("released {n}"))
     };
-    // Held for a second at round 10, then slowed down until round 40.
+    // Held for a second at round 10, slowed down until round 40, then its
+    // connection cut (the runner reconnects and resends what was not
+    // acknowledged).
     server.watch(&run, 1, |e| !released(e, 10)).await;
     proxy.set(Fault::Blackhole);
     tokio::time::sleep(Duration::from_secs(1)).await;
     proxy.set(Fault::Delay(Duration::from_millis(20)));
     server.watch(&run, 1, |e| !released(e, 40)).await;
     proxy.set(Fault::Pass);
+    proxy.cut();
     let events =
         tokio::time::timeout(Duration::from_secs(300), server.events(&run)).await.expect("the run ended");
     assert_eq!(server.client().run(&run).await.unwrap().state, RunState::Passed, "{events:?}");

@@ -1245,17 +1245,20 @@ impl Coordinator {
                     self.wants(id, job);
                 }
                 tokio::select! {
+                    // A cancel that came before the machines freed up wins:
+                    // a run cancelled while queued never starts.
+                    biased;
+                    input = opened.inbound.recv() => match input {
+                        Some(Inbound::Cancel { reason }) => break reason,
+                        Some(_) => continue,
+                        None => break CancelReason::ShuttingDown,
+                    },
                     _ = machines.changed() => {}
                     _ = moved.changed() => {}
                     _ = tokio::time::sleep_until(deadline) => {
                         let waited_ms = u64::try_from((tokio::time::Instant::now() - waited_from).as_millis()).unwrap_or(u64::MAX);
                         break CancelReason::QueueTimeout { waited_ms, waiting_for: said };
                     }
-                    input = opened.inbound.recv() => match input {
-                        Some(Inbound::Cancel { reason }) => break reason,
-                        Some(_) => continue,
-                        None => break CancelReason::ShuttingDown,
-                    },
                 }
                 machines.borrow_and_update();
                 moved.borrow_and_update();

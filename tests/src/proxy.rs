@@ -21,7 +21,8 @@ pub enum Fault {
     Pass,
     /// Nothing passes, either way; connections stay open.
     Blackhole,
-    /// Each chunk passes this long after it arrived.
+    /// Each chunk waits this long before it passes, one after another (a
+    /// slow link: later chunks wait behind earlier ones).
     Delay(Duration),
 }
 

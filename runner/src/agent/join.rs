@@ -17,7 +17,7 @@ use ensemble_client::{Client, ClientError, Tls};
 use ensemble_protocol::PROTOCOL_VERSION;
 use ensemble_protocol::api::{ErrorKind, routes};
 use ensemble_protocol::wire::{FromMachine, MAX_FRAME, MachineInfo, Parts, ToMachine, split_frame};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -340,8 +340,9 @@ async fn session(
         },
         other => bail!("the coordinator closed the connection before welcoming us ({other:?})"),
     }
+    let patience = silence.max(WRITE_PATIENCE);
     for msg in link.replay() {
-        within(silence, crate::burst::write(&mut tx, send(&msg), || None)).await?;
+        within(patience, crate::burst::write(&mut tx, send(&msg), || None)).await?;
     }
     let mut heartbeat = tokio::time::interval(opts.heartbeat);
     // The coordinator pings more often than its heartbeat timeout: a link
@@ -352,20 +353,24 @@ async fn session(
     // Asked (again, on this connection) once `drain` fires.
     let mut drain_asked = false;
     loop {
-        tokio::select! {
+        let incoming = tokio::select! {
             _ = shutdown.cancelled() => {
                 let _ = tx.close().await;
                 return Ok(Ended::Stopped);
             }
             _ = drain.cancelled(), if !drain_asked => {
                 drain_asked = true;
-                within(silence, crate::burst::write(&mut tx, send(&FromMachine::Drain), || None)).await?;
+                within(patience, crate::burst::write(&mut tx, send(&FromMachine::Drain), || None)).await?;
+                continue;
             }
-            _ = tokio::time::sleep_until(heard + silence) => {
-                bail!("the coordinator was silent for {} s (its heartbeat timeout)", silence.as_secs_f32())
-            }
+            _ = tokio::time::sleep_until(heard + silence) => match rx.next().now_or_never() {
+                // It spoke as the time ran out (this loop was writing).
+                Some(incoming) => incoming,
+                None => bail!("the coordinator was silent for {} s (its heartbeat timeout)", silence.as_secs_f32()),
+            },
             _ = heartbeat.tick() => {
-                within(silence, crate::burst::write(&mut tx, send(&FromMachine::Heartbeat), || None)).await?
+                within(patience, crate::burst::write(&mut tx, send(&FromMachine::Heartbeat), || None)).await?;
+                continue;
             }
             out = outbox.recv() => {
                 let Some(msg) = out else { return Ok(Ended::Stopped) };
@@ -376,45 +381,54 @@ async fn session(
                     link.outgoing(&msg);
                     Some(send(&msg))
                 };
-                within(silence, crate::burst::write(&mut tx, send(&msg), more)).await?;
+                within(patience, crate::burst::write(&mut tx, send(&msg), more)).await?;
+                continue;
             }
-            incoming = rx.next() => {
-                heard = tokio::time::Instant::now();
-                match incoming {
-                Some(Ok(Message::Text(t))) => {
-                    let msg = match serde_json::from_str::<ToMachine>(&t) {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::warn!("skipping a frame that is not a valid message: {e}");
-                            continue;
-                        }
-                    };
-                    match link.incoming(msg) {
-                        Some(ToMachine::Ping { id, coordinator_us }) => {
-                            let pong = FromMachine::Pong { id, coordinator_us, machine_us: now_us() };
-                            within(silence, crate::burst::write(&mut tx, send(&pong), || None)).await?;
-                        }
-                        Some(ToMachine::Rejected { reason, retry: false }) => return Err(Refused::by_coordinator(reason).into()),
-                        Some(ToMachine::Drained) => {
-                            let _ = tx.close().await;
-                            return Ok(Ended::Drained);
-                        }
-                        Some(ToMachine::Rejected { reason, retry: true }) => {
-                            bail!("the coordinator asked to retry: {reason}")
-                        }
-                        Some(other) => {
-                            let _ = inbox.send(other);
-                        }
-                        None => {}
+            incoming = rx.next() => incoming,
+        };
+        heard = tokio::time::Instant::now();
+        match incoming {
+            Some(Ok(Message::Text(t))) => {
+                let msg = match serde_json::from_str::<ToMachine>(&t) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!("skipping a frame that is not a valid message: {e}");
+                        continue;
                     }
+                };
+                match link.incoming(msg) {
+                    Some(ToMachine::Ping { id, coordinator_us }) => {
+                        let pong = FromMachine::Pong { id, coordinator_us, machine_us: now_us() };
+                        within(patience, crate::burst::write(&mut tx, send(&pong), || None)).await?;
+                    }
+                    Some(ToMachine::Rejected { reason, retry: false }) => {
+                        return Err(Refused::by_coordinator(reason).into());
+                    }
+                    Some(ToMachine::Drained) => {
+                        let _ = tx.close().await;
+                        return Ok(Ended::Drained);
+                    }
+                    Some(ToMachine::Rejected { reason, retry: true }) => {
+                        bail!("the coordinator asked to retry: {reason}")
+                    }
+                    Some(other) => {
+                        let _ = inbox.send(other);
+                    }
+                    None => {}
                 }
-                Some(Ok(Message::Close(_))) | None => bail!("the coordinator closed the connection"),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
-            }},
+            }
+            Some(Ok(Message::Close(_))) | None => bail!("the coordinator closed the connection"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
         }
     }
 }
+
+/// How long one write to the coordinator may take (at least): a frame may
+/// be large (64 MiB) and the link slow, and a coordinator waiting for its
+/// store reads nothing meanwhile. A link that is silent is found out by what
+/// it does not say (the heartbeat timeout), between writes.
+const WRITE_PATIENCE: Duration = Duration::from_secs(120);
 
 /// How long connecting, the hello and the welcome may take.
 const HANDSHAKE: Duration = Duration::from_secs(15);

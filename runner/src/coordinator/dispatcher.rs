@@ -770,8 +770,12 @@ impl Dispatcher {
                     }
                 }
                 EventKind::ShardFinished { error, .. } => {
-                    if let Some(e) = error {
-                        d.could_not_run(&sref, e);
+                    if let Some(why) = error {
+                        d.could_not_run(&sref, why);
+                        // Ended here, not by its machine: it was lost.
+                        if e.machine_at_us.is_none() {
+                            d.lost.insert(sref.shard, why.clone());
+                        }
                     }
                     d.done.insert(sref.shard);
                 }
@@ -898,14 +902,15 @@ impl Dispatcher {
         }
         self.resend_faults(m);
         self.lose(m, forgotten, "its runner restarted and no longer holds the shard");
-        // Shards it still holds that are over here — lost while it was
-        // away (or done, its last word here already): it stops them now
-        // (nothing more of them is taken) and is free for new work.
+        // Shards it still holds that ended lost while it was away: it stops
+        // them now (nothing more of them is taken) and is free for new work.
+        // (One it finished is not: its replayed end is acknowledged once
+        // what it said is stored.)
         for &no in holding.iter().flatten() {
             let owned = self.by_no.get(&no).is_some_and(|&i| self.shards[i].machine_index == m);
-            if owned && self.done.contains(&no) {
-                let reason = self.lost.get(&no).cloned().unwrap_or_else(|| "the shard is over".into());
-                self.send(m, ToMachine::Lost { run: self.run.clone(), shard: no, reason });
+            if let Some(why) = self.lost.get(&no).filter(|_| owned) {
+                let (run, reason) = (self.run.clone(), why.clone());
+                self.send(m, ToMachine::Lost { run, shard: no, reason });
             }
         }
     }

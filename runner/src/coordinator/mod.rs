@@ -516,27 +516,33 @@ impl Coordinator {
 
     /// Checks a joining machine's identity: a name that joined before must
     /// bring the secret it was given then; a new name is bound to a fresh
-    /// secret, returned to hand over in the welcome.
-    pub async fn admit(&self, name: &str, secret: Option<String>) -> Result<Option<String>, String> {
+    /// secret, returned to hand over in the welcome. A refusal says whether
+    /// trying again may help (the store failed, rather than the identity).
+    pub async fn admit(&self, name: &str, secret: Option<String>) -> Result<Option<String>, (String, bool)> {
         use sha2::{Digest, Sha256};
         let hash = |s: &str| hex::encode(Sha256::digest(s.as_bytes()));
+        let store_failed = |e: anyhow::Error| (format!("the coordinator's store failed: {e:#}"), true);
         let key = name.to_string();
-        let known = self.store.call(move |s| s.machine_secret(&key)).await.map_err(|e| e.to_string())?;
+        let known = self.store.call(move |s| s.machine_secret(&key)).await.map_err(store_failed)?;
         match (known, secret) {
             (Some(expected), Some(given)) if crate::secret::token_ok(&expected, &hash(&given)) => Ok(None),
-            (Some(_), _) => Err(format!(
-                "the machine name {name:?} belongs to another machine (it brought no secret, or the wrong one); \
-                 start this runner with another --name, or with the cache dir it joined from before"
+            (Some(_), _) => Err((
+                format!(
+                    "the machine name {name:?} belongs to another machine (it brought no secret, or the wrong one); \
+                     start this runner with another --name, or with the cache dir it joined from before"
+                ),
+                false,
             )),
             (None, _) => {
-                let fresh = crate::secret::random_secret().map_err(|e| e.to_string())?;
+                let fresh = crate::secret::random_secret().map_err(|e| (e.to_string(), true))?;
                 let (key, digest) = (name.to_string(), hash(&fresh));
-                let bound = self
-                    .store
-                    .call(move |s| s.bind_machine(&key, &digest))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if bound { Ok(Some(fresh)) } else { Err(format!("the machine name {name:?} was just taken")) }
+                let bound =
+                    self.store.call(move |s| s.bind_machine(&key, &digest)).await.map_err(store_failed)?;
+                if bound {
+                    Ok(Some(fresh))
+                } else {
+                    Err((format!("the machine name {name:?} was just taken"), true))
+                }
             }
         }
     }
@@ -1103,7 +1109,11 @@ impl Coordinator {
                 let result = dispatcher.drive(&mut opened.inbound).await;
                 tracing::info!(run = %id, verdict = %result.verdict, "run over");
             }
-            core.close_run(&id, opened.writer).await;
+            // Nobody reads the run's input any more: what comes for it now
+            // is dropped (its room freed) while its end is being stored.
+            let Opened { inbound, writer, .. } = opened;
+            drop(inbound);
+            core.close_run(&id, writer).await;
         });
     }
 

@@ -9,7 +9,7 @@
 //! state, which comes from the event's verdict.
 
 use ensemble_protocol::api::{RunMeta, RunState};
-use ensemble_protocol::{Event, EventKind};
+use ensemble_protocol::{Event, EventKind, Summary};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::Reporter;
@@ -119,8 +119,8 @@ pub async fn write_events(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut stored = *committed.borrow();
-    // Why the store could not record this run.
-    let mut failed: Option<String> = None;
+    // Why the store could not record this run, and what it holds of it.
+    let mut failed: Option<(String, Summary)> = None;
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut pending: std::collections::VecDeque<Rec> = batch
             .drain(..)
@@ -131,8 +131,8 @@ pub async fn write_events(
             .collect();
         let mut size = BATCH;
         while !pending.is_empty() {
-            if let Some(why) = &failed {
-                only_the_end(&mut pending, stored, why);
+            if let Some((why, summary)) = &failed {
+                only_the_end(&mut pending, stored, why, summary);
                 if pending.is_empty() {
                     break;
                 }
@@ -147,8 +147,9 @@ pub async fn write_events(
                     for r in back.into_iter().rev() {
                         pending.push_front(r);
                     }
-                    if tried > 1 && crate::store::cannot_write(&e) {
-                        // Near full: what fits is stored, one by one.
+                    if tried > 1 {
+                        // Near full (or one record the store refuses): what
+                        // fits is stored, one by one.
                         size = 1;
                         continue;
                     }
@@ -156,7 +157,10 @@ pub async fn write_events(
                         let why = format!("{e:#}");
                         tracing::error!("could not store an event; the run fails: {why}");
                         fail(why.clone());
-                        failed = Some(why);
+                        // What the run's end counts: the tests stored.
+                        let run = pending.front().map(|(e, _)| e.run.clone()).unwrap_or_default();
+                        let summary = store.call(move |s| s.stored_summary(&run)).await.unwrap_or_default();
+                        failed = Some((why, summary));
                         continue;
                     }
                     tokio::select! {
@@ -186,21 +190,24 @@ async fn commit(store: &Store, recs: Vec<Rec>) -> (Vec<Rec>, anyhow::Result<Vec<
 }
 
 /// Keeps of `pending` only the run's end, numbered after the last stored
-/// event and saying the store failed (`why`).
-fn only_the_end(pending: &mut std::collections::VecDeque<Rec>, stored: u64, why: &str) {
+/// event, saying the store failed (`why`) and counting the tests stored
+/// (`summary`).
+fn only_the_end(pending: &mut std::collections::VecDeque<Rec>, stored: u64, why: &str, summary: &Summary) {
     use ensemble_protocol::{CancelReason, Verdict};
     pending.retain(|(e, _)| matches!(e.kind, EventKind::RunFinished { .. }));
     pending.truncate(1);
     for (e, meta) in pending.iter_mut() {
         e.seq = stored + 1;
-        if let EventKind::RunFinished { cancelled, verdict, .. } = &mut e.kind
-            && !matches!(cancelled, Some(CancelReason::StoreFailed { .. }))
-        {
-            *cancelled = Some(CancelReason::StoreFailed { message: why.to_string() });
+        if let EventKind::RunFinished { cancelled, verdict, summary: counted, .. } = &mut e.kind {
+            if !matches!(cancelled, Some(CancelReason::StoreFailed { .. })) {
+                *cancelled = Some(CancelReason::StoreFailed { message: why.to_string() });
+            }
             *verdict = Verdict::Failed;
+            *counted = *summary;
         }
         if let Some(meta) = meta {
             meta.state = RunState::Failed;
+            meta.summary = Some(*summary);
         }
     }
 }

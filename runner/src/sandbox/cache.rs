@@ -8,11 +8,13 @@
 //! half-written artifact, and concurrent writers of one key are harmless.
 //!
 //! A cache on disk can still be damaged (a full disk, a crash mid-copy, a
-//! person): each file starts with a header naming the suite it is for and
-//! the sha256 of the artifact after it, checked before the artifact is
-//! loaded — wasmtime trusts an artifact's code, so a truncated, replaced or
-//! swapped file must never reach it. One that fails the check is removed
-//! and the suite compiled again.
+//! mistaken copy or restore): each file starts with a header naming the
+//! suite it is for and the sha256 of the artifact after it, checked before
+//! the artifact is loaded — wasmtime trusts an artifact's code, so a
+//! truncated, altered or swapped file must never reach it. One that fails
+//! the check is removed and the suite compiled again. (The check is not a
+//! seal: whoever may write this directory may as well replace the runner's
+//! own binary, so the directory is the operator's to keep private.)
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -82,11 +84,12 @@ impl ArtifactCache {
             }
         };
         // SAFETY: `deserialize` trusts its bytes to be an artifact produced by
-        // `Component::serialize` of a compatible engine. These are exactly the
-        // bytes this cache stored for this suite (their sha256, in the header,
-        // was checked just now), under a fingerprint of the engine's
-        // configuration; wasmtime additionally checks the artifact's own
-        // header and rejects artifacts of another version or configuration.
+        // `Component::serialize` of a compatible engine. Only this cache
+        // writes these files (the directory is private to the runner's
+        // user), and the header checked just now shows these are the bytes
+        // it stored for this suite, undamaged, under a fingerprint of the
+        // engine's configuration; wasmtime additionally checks the artifact's
+        // own header and rejects artifacts of another version or configuration.
         #[allow(unsafe_code)]
         let loaded = unsafe { Component::deserialize(engine, artifact) };
         match loaded {

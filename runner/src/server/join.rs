@@ -65,6 +65,7 @@ async fn admit(
     stop: &tokio_util::sync::CancellationToken,
     core: &Coordinator,
     name: &str,
+    tx: &mut futures::stream::SplitSink<WebSocket, Message>,
 ) -> Option<Intake> {
     let admit = gate.admit(bytes);
     tokio::pin!(admit);
@@ -74,6 +75,11 @@ async fn admit(
             _ = stop.cancelled() => return None,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
                 core.on_message(name, FromMachine::Heartbeat, None);
+                // The machine hears from a coordinator that waits for its
+                // store too: the link is slow, not silent.
+                if !matches!(tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::ping(Vec::new()))).await, Ok(Ok(()))) {
+                    return None;
+                }
             }
         }
     }
@@ -140,9 +146,9 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
     }
     let machine_secret = match core.admit(&info.name, secret).await {
         Ok(fresh) => fresh,
-        Err(why) => {
+        Err((why, retry)) => {
             crate::throttled!(warn, 30, ?peer, machine = ?info.name, "refused a machine: {why}");
-            let _ = tx.send(text(&reject(why, false))).await;
+            let _ = tx.send(text(&reject(why, retry))).await;
             return;
         }
     };
@@ -213,7 +219,7 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
                 Some(Ok(frame)) if frame.is_text() => {
                     // Nothing more is read from the machine until what it
                     // said before is stored (see `coordinator::intake`).
-                    let Some(intake) = admit(&gate, frame.as_bytes().len(), &stop, &core, &name).await else { break };
+                    let Some(intake) = admit(&gate, frame.as_bytes().len(), &stop, &core, &name, &mut tx).await else { break };
                     let Ok(body) = frame.to_str() else { continue };
                     take(&core, &name, body, intake);
                 }
@@ -227,7 +233,7 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
                         Some(a) => a.frame.push(part),
                         None => match declared_length(part) {
                             Ok(total) => {
-                                let Some(intake) = admit(&gate, total, &stop, &core, &name).await else { break };
+                                let Some(intake) = admit(&gate, total, &stop, &core, &name, &mut tx).await else { break };
                                 let frame = Assembly::start(part).expect("its length was checked");
                                 let deadline = tokio::time::Instant::now() + ASSEMBLY_TIME;
                                 assembling = Some(Assembling { frame, intake, deadline });

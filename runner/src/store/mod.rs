@@ -627,8 +627,14 @@ impl Store {
                 .and_then(|f| f.set_modified(std::time::SystemTime::now()));
         } else {
             let tmp = self.attachments_dir.join(format!(".upload-{sha256}-{}", std::process::id()));
-            std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &path)?;
+            let written = std::fs::write(&tmp, bytes)
+                .with_context(|| format!("writing {}", tmp.display()))
+                .and_then(|()| std::fs::rename(&tmp, &path).map_err(anyhow::Error::from));
+            if written.is_err() {
+                // A part written to a full disk takes no room it cannot use.
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written?;
         }
         Ok(())
     }
@@ -843,6 +849,17 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// The outcomes of the tests of `run` stored so far, counted.
+    pub fn stored_summary(&self, run: &str) -> anyhow::Result<ensemble_protocol::Summary> {
+        let db = self.db();
+        let mut stmt = db.prepare_cached("SELECT outcome FROM results WHERE run = ?1")?;
+        let mut summary = ensemble_protocol::Summary::default();
+        for outcome in stmt.query_map([run], |r| r.get::<_, String>(0))? {
+            summary.add(outcome_of(outcome?));
+        }
+        Ok(summary)
+    }
+
     /// Unbinds `name` from its secret; false if it was not bound.
     pub fn forget_machine(&self, name: &str) -> anyhow::Result<bool> {
         Ok(self.db().execute("DELETE FROM machines WHERE name = ?1", [name])? == 1)
@@ -855,9 +872,12 @@ impl Store {
     pub fn write_batch(&self, events: &mut [Event], runs: &[RunMeta]) -> anyhow::Result<Vec<String>> {
         for e in events.iter_mut() {
             if let EventKind::Attachment { sha256, data, .. } = &mut e.kind
-                && let Some(blob) = data.take()
+                && let Some(blob) = data.as_ref()
             {
+                // The bytes stay with the event until they are on disk: a
+                // batch tried again (a full disk) writes them again.
                 self.put_attachment(sha256, &blob.0)?;
+                *data = None;
             }
         }
         let mut db = self.db();

@@ -149,7 +149,6 @@ const PAGE_BYTES: usize = 4 << 20;
 /// is dropped; meanwhile others wait, so memory stays bounded however many
 /// watchers there are.
 const REPLAY_BUDGET_KIB: usize = 64 << 10;
-/// How often a watcher of a quiet run is pinged.
 /// The most bytes a cancel's body may have (who and why).
 const CANCEL_BODY: usize = 8 << 10;
 
@@ -165,6 +164,7 @@ fn cancel_reason(body: &[u8]) -> Result<CancelReason, String> {
     Ok(CancelReason::User { by: said(req.by), why: said(req.why) })
 }
 
+/// How often a watcher of a quiet run is pinged.
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// A watcher that does not take an event within this long is dropped (it
 /// resumes from where it was when it comes back).

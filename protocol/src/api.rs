@@ -382,7 +382,8 @@ pub struct TestHistory {
     /// Results that passed only on a retry.
     pub flaky: u32,
     /// Times the outcome turned from passing to failing or back, oldest to
-    /// newest (skips ignored).
+    /// newest (skipped, cancelled and lost results ignored: they say
+    /// nothing of the test — a lost one went with its machine).
     pub flips: u32,
     pub duration_p50_ms: Option<u64>,
     pub duration_p90_ms: Option<u64>,
@@ -391,19 +392,12 @@ pub struct TestHistory {
 impl TestHistory {
     /// The history of `results` (newest first).
     pub fn of(plan: &str, role: &str, test: &str, results: Vec<PastResult>) -> TestHistory {
-        let decided: Vec<bool> = results
-            .iter()
-            .rev()
-            .filter(|r| !matches!(r.outcome, Outcome::Skipped | Outcome::Cancelled))
-            .map(|r| !r.outcome.is_failure())
-            .collect();
+        let says =
+            |r: &&PastResult| !matches!(r.outcome, Outcome::Skipped | Outcome::Cancelled | Outcome::Lost);
+        let decided: Vec<bool> = results.iter().rev().filter(says).map(|r| !r.outcome.is_failure()).collect();
         let passed = decided.iter().filter(|p| **p).count();
         let flips = decided.windows(2).filter(|w| w[0] != w[1]).count() as u32;
-        let mut durations: Vec<u64> = results
-            .iter()
-            .filter(|r| !matches!(r.outcome, Outcome::Skipped | Outcome::Cancelled))
-            .map(|r| r.duration_ms)
-            .collect();
+        let mut durations: Vec<u64> = results.iter().filter(says).map(|r| r.duration_ms).collect();
         durations.sort_unstable();
         let percentile =
             |p: usize| (!durations.is_empty()).then(|| durations[(durations.len() - 1) * p / 100]);
@@ -974,7 +968,7 @@ mod tests {
     fn a_history_counts_flips_passes_and_durations_skips_aside() {
         let r =
             |outcome, duration_ms| PastResult { run: "r".into(), outcome, duration_ms, attempt: 1, at_us: 0 };
-        // Newest first: failed, skipped, flaky, passed, failed (oldest).
+        // Newest first: failed, skipped, flaky, lost, passed, failed (oldest).
         let h = TestHistory::of(
             "p",
             "role",
@@ -983,11 +977,12 @@ mod tests {
                 r(Outcome::Failed, 50),
                 r(Outcome::Skipped, 0),
                 r(Outcome::Flaky, 30),
+                r(Outcome::Lost, 30_000),
                 r(Outcome::Passed, 10),
                 r(Outcome::Failed, 20),
             ],
         );
-        // Oldest to newest, skips aside: fail, pass, pass, fail: 2 flips.
+        // Oldest to newest, skips and losses aside: fail, pass, pass, fail: 2 flips.
         assert_eq!(h.flips, 2);
         assert_eq!(h.flaky, 1);
         assert_eq!(h.pass_rate, Some(0.5));

@@ -152,6 +152,7 @@ pub fn Timeline(props: &Props) -> Html {
                 <p class="legend">
                     <span class="key passed"></span>{"passed "}
                     <span class="key failed"></span>{"failed "}
+                    <span class="key lost"></span>{"lost with its machine "}
                     <span class="key running"></span>{"running "}
                     <span class="key skipped"></span>{"skipped or cancelled "}
                     <span class="key mark-key"></span>{"sync or service event "}

@@ -482,11 +482,13 @@ impl Agent {
         let mut attempt = 1;
         loop {
             link.emit(EventKind::TestStarted { shard: link.shard.clone(), test: test.name.clone(), attempt });
+            let began = std::time::Instant::now();
             let run = tokio::select! {
                 // A cancel that came while the test ended decides: the test
                 // may have ended because of it (a wait it broke).
                 biased;
-                _ = link.stop.cancelled() => link.stopped(),
+                // It lasted from its start to the stop, whatever its end.
+                _ = link.stop.cancelled() => TestRun { duration: began.elapsed(), ..link.stopped() },
                 r = suite.run(test, env) => r,
             };
             if run.outcome.is_failure() && attempt <= retries && !link.stop.is_cancelled() {

@@ -336,6 +336,9 @@ pub struct Dispatcher {
     /// The tests each shard is running (several at once when they are
     /// independent), to report them lost with their machine.
     running_test: HashMap<u32, Vec<String>>,
+    /// When each of those started (the coordinator's clock): a test lost
+    /// with its machine lasted from then to its loss.
+    test_began: HashMap<(u32, String), i64>,
     /// What each shard's running attempt attached, checked again here.
     attached: Attached,
     /// Sync calls by (shard, call id): a machine that reconnects resends the
@@ -483,6 +486,7 @@ impl Dispatcher {
             shard_errors: Vec::new(),
             last_seq: HashMap::new(),
             running_test: HashMap::new(),
+            test_began: HashMap::new(),
             attached: Attached::new(plan.settings.attachment_limit.0),
             sync_calls: HashMap::new(),
             signalled: HashMap::new(),
@@ -756,7 +760,7 @@ impl Dispatcher {
                 *d.last_seq.entry(sref.shard).or_default() += 1;
             }
             match &e.kind {
-                EventKind::TestStarted { test, .. } => d.test_started(sref.shard, test),
+                EventKind::TestStarted { test, .. } => d.test_started(sref.shard, test, e.at_us),
                 EventKind::TestFinished { outcome, test, .. } => {
                     d.test_finished(sref.shard, test);
                     d.summary.add(*outcome);
@@ -981,12 +985,13 @@ impl Dispatcher {
         }
     }
 
-    fn test_started(&mut self, shard: u32, test: &str) {
+    fn test_started(&mut self, shard: u32, test: &str, at_us: i64) {
         let running = self.running_test.entry(shard).or_default();
         // A shard runs at most `test_threads` (≤ 1024) tests at once; a
         // machine that claims more is not believed past this.
         if running.len() < MAX_RUNNING_TESTS && !running.iter().any(|t| t == test) {
             running.push(test.to_string());
+            self.test_began.insert((shard, test.to_string()), at_us);
         }
     }
 
@@ -994,6 +999,7 @@ impl Dispatcher {
         if let Some(running) = self.running_test.get_mut(&shard) {
             running.retain(|t| t != test);
         }
+        self.test_began.remove(&(shard, test.to_string()));
     }
 
     /// The shard's index when machine `m` runs shard number `shard`.
@@ -1090,7 +1096,7 @@ impl Dispatcher {
         }
         match &event {
             EventKind::TestStarted { test, .. } => {
-                self.test_started(shard, test);
+                self.test_started(shard, test, now_us());
                 self.attached.reset(shard, test);
             }
             EventKind::TestFinished { outcome, test, .. } => {
@@ -1362,11 +1368,14 @@ impl Dispatcher {
             for test in tests {
                 self.summary.add(Outcome::Lost);
                 lost.add(Outcome::Lost);
+                // It lasted from its start to its loss, whatever its end.
+                let began = self.test_began.remove(&(sref.shard, test.clone()));
+                let lasted = began.map_or(0, |t| now_us().saturating_sub(t).max(0) / 1000);
                 self.stream.emit(EventKind::TestFinished {
                     shard: sref.clone(),
                     test,
                     outcome: Outcome::Lost,
-                    duration_ms: 0,
+                    duration_ms: u64::try_from(lasted).unwrap_or(0),
                     attempt: 1,
                     message: Some(why.clone()),
                     output: String::new(),

@@ -376,6 +376,23 @@ async fn a_lost_machine_loses_its_running_test_and_fails_waits_at_once() {
 }
 
 #[tokio::test]
+async fn a_test_lost_with_its_machine_lasted_from_its_start_to_its_loss() {
+    let mut h = Harness::new("");
+    // It started half a minute ago (as a restarted coordinator reads it).
+    let started = crate::time::now_us() - 30_000_000;
+    h.d.test_started(2, "waits", started);
+    h.d.handle(Inbound::Lost { machine: 1, reason: "silent for 10s".into() });
+    let lasted = h.kinds().into_iter().find_map(|k| match k {
+        EventKind::TestFinished { test, outcome: Outcome::Lost, duration_ms, .. } if test == "waits" => {
+            Some(duration_ms)
+        }
+        _ => None,
+    });
+    let lasted = lasted.expect("the running test is reported lost");
+    assert!((30_000..60_000).contains(&lasted), "{lasted} ms");
+}
+
+#[tokio::test]
 async fn with_fail_fast_a_lost_machine_stops_the_run() {
     let mut h = Harness::new("fail_fast = true");
     h.d.handle(Inbound::Lost { machine: 1, reason: "gone".into() });

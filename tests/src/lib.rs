@@ -23,6 +23,17 @@ pub mod browser;
 pub mod proxy;
 pub mod soak;
 
+/// A plan named `name` that runs test `test` of the `hostile` example suite
+/// (stored as `suite`, `sha256:…`) on a machine labelled `tier=a`, with an
+/// hour for it.
+pub fn hostile_test_plan(name: &str, suite: &str, test: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": name, "settings": { "test_timeout": "1h" },
+        "profiles": [{ "name": "a", "labels": { "tier": "a" } }],
+        "entries": [{ "suite": suite, "profile": "a", "tests": [test], "params": { "only": test } }]
+    })
+}
+
 /// splitmix64: small, seeded, reproducible.
 pub struct Rng(pub u64);
 

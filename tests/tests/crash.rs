@@ -12,7 +12,9 @@
 use ensemble_protocol::Verdict;
 use ensemble_protocol::api::{RunState, routes};
 use ensemble_protocol::event::{Event, EventKind, Outcome};
-use ensemble_tests::{Rng, Server, restart_server, start_runner, start_runner_with, start_server};
+use ensemble_tests::{
+    Rng, Server, hostile_test_plan, restart_server, start_runner, start_runner_with, start_server,
+};
 use futures::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -232,13 +234,7 @@ async fn a_runner_restarted_at_once_loses_the_shards_its_old_process_held() {
     let mut runner = start_runner_with(dir.path(), &server, "phoenix", &["tier=a"], None, &[]);
     server.wait_online(1).await;
     let hostile = format!("sha256:{}", server.upload(ensemble_artifacts::HOSTILE, "hostile").await);
-    let plan = |test: &str| {
-        json!({
-            "name": "restarted", "settings": { "test_timeout": "1h" },
-            "profiles": [{ "name": "a", "labels": { "tier": "a" } }],
-            "entries": [{ "suite": hostile, "profile": "a", "tests": [test], "params": { "only": test } }]
-        })
-    };
+    let plan = |test: &str| hostile_test_plan("restarted", &hostile, test);
     let run = server.start_run(plan("long_sleep")).await;
     server.watch(&run, 1, |e| !matches!(e.kind, EventKind::TestStarted { .. })).await;
     runner.kill();

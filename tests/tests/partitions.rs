@@ -12,7 +12,7 @@ use std::time::Duration;
 use ensemble_protocol::api::RunState;
 use ensemble_protocol::event::{EventKind, Outcome};
 use ensemble_tests::proxy::{Fault, Proxy};
-use ensemble_tests::{Proc, Server, start_runner_at, start_runner_with, start_server};
+use ensemble_tests::{Proc, Server, hostile_test_plan, start_runner_at, start_runner_with, start_server};
 use serde_json::json;
 
 const TOKEN: &str = "partition-token";
@@ -43,13 +43,7 @@ async fn a_silent_link_is_given_up_on_both_sides_and_the_machine_back_stops_what
         start_runner_at(dir.path(), &server, &proxy.url(), "island", &["tier=a"], None, &["--slots", "1"]);
     server.wait_online(1).await;
     let hostile = format!("sha256:{}", server.upload(ensemble_artifacts::HOSTILE, "hostile").await);
-    let plan = |test: &str| {
-        json!({
-            "name": "partitioned", "settings": { "test_timeout": "1h" },
-            "profiles": [{ "name": "a", "labels": { "tier": "a" } }],
-            "entries": [{ "suite": hostile, "profile": "a", "tests": [test], "params": { "only": test } }]
-        })
-    };
+    let plan = |test: &str| hostile_test_plan("partitioned", &hostile, test);
     let run = server.start_run(plan("long_sleep")).await;
     server.watch(&run, 1, |e| !matches!(e.kind, EventKind::TestStarted { .. })).await;
     proxy.set(Fault::Blackhole);

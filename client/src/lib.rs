@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use ensemble_protocol::api::{
     ApiError, CancelRequest, Delivery, ErrorKind, Health, HistoryQuery, MachineDisconnected, MachineDraining,
-    MachineForgotten, MachineStatus, PlanDeleted, RunCancelling, RunCreated, RunMeta, RunRequest, StoredPlan,
-    SuiteMeta, SuiteSummary, TestHistory, routes,
+    MachineForgotten, MachineStatus, MachineUndrained, PlanDeleted, RunCancelling, RunCreated, RunMeta,
+    RunRequest, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, routes,
 };
 use ensemble_protocol::{Event, EventKind, Plan};
 use futures::StreamExt;
@@ -430,6 +430,15 @@ impl Client {
         self.json(
             &format!("draining machine {name}"),
             self.request(reqwest::Method::POST, &routes::machine_drain(name)),
+        )
+        .await
+    }
+
+    /// Takes a machine off draining: it gets shards again.
+    pub async fn undrain_machine(&self, name: &str) -> Result<MachineUndrained> {
+        self.json(
+            &format!("undraining machine {name}"),
+            self.request(reqwest::Method::POST, &routes::machine_undrain(name)),
         )
         .await
     }

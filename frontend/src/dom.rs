@@ -36,6 +36,28 @@ pub fn focus_first(selector: &str) {
     }
 }
 
+/// Saves `bytes` as a download named `name` (through an object URL that
+/// lives only for the click).
+pub fn save_file(bytes: &[u8], name: &str) -> Result<(), String> {
+    use wasm_bindgen::JsCast;
+    let fail = |what: &str, e: wasm_bindgen::JsValue| format!("{what}: {e:?}");
+    let array = js_sys::Uint8Array::from(bytes);
+    let parts = js_sys::Array::of1(&array);
+    let blob = web_sys::Blob::new_with_u8_array_sequence(&parts).map_err(|e| fail("making the file", e))?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(|e| fail("making its address", e))?;
+    let document = web_sys::window().and_then(|w| w.document()).ok_or("no document")?;
+    let link = document
+        .create_element("a")
+        .map_err(|e| fail("making a link", e))?
+        .dyn_into::<web_sys::HtmlAnchorElement>()
+        .map_err(|_| "not a link".to_string())?;
+    link.set_href(&url);
+    link.set_download(name);
+    link.click();
+    let _ = web_sys::Url::revoke_object_url(&url);
+    Ok(())
+}
+
 /// The browser's timezone (an IANA name), or UTC when it does not say.
 pub fn time_zone() -> String {
     let format = js_sys::Intl::DateTimeFormat::new(&js_sys::Array::new(), &js_sys::Object::new());

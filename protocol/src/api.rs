@@ -33,6 +33,10 @@ pub enum MachineState {
     /// reconnects first (its shards then go on).
     Disconnected,
     Offline,
+    /// Drained and gone as asked: it finished its shards and its runner
+    /// stopped. The drain ends there: the next process under its name (or
+    /// an undrain) starts afresh.
+    Drained,
 }
 
 impl MachineState {
@@ -762,6 +766,14 @@ pub struct MachineDraining {
     pub running: u32,
 }
 
+/// `POST /api/machines/{name}/undrain`: the machine takes shards again (a
+/// drained machine that left is shown as it is: disconnected or offline).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MachineUndrained {
+    pub undrained: String,
+}
+
 /// `GET /api/machines` query: `min_online=N` waits (up to `wait_ms`, default
 /// 10 s) until N machines are online, so clients wait for an event instead of
 /// polling.
@@ -840,6 +852,16 @@ pub struct UploadQuery {
     pub name: Option<String>,
 }
 
+/// `POST /api/tickets`: a single-use ticket that opens one run event
+/// WebSocket (`?ticket=T`) within `expires_in_ms`, in place of the token:
+/// what a browser uses, so no address it builds carries the token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Ticket {
+    pub ticket: String,
+    pub expires_in_ms: u64,
+}
+
 /// The run event WebSocket's query: replay from this sequence number (default 1).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
@@ -853,6 +875,8 @@ pub mod routes {
     use super::encode;
 
     pub const HEALTH: &str = "/api/health";
+    /// `POST`: a ticket for one run event WebSocket.
+    pub const TICKETS: &str = "/api/tickets";
     /// Liveness for probes: 200 while the process serves.
     pub const HEALTHZ: &str = "/healthz";
     /// Readiness for probes: the store takes writes and machines can join.
@@ -878,6 +902,10 @@ pub mod routes {
     /// `POST`: the machine finishes its shards, takes no new ones, then stops.
     pub fn machine_drain(name: &str) -> String {
         format!("{MACHINES}/{}/drain", encode(name))
+    }
+    /// `POST`: the machine takes shards again.
+    pub fn machine_undrain(name: &str) -> String {
+        format!("{MACHINES}/{}/undrain", encode(name))
     }
     /// Releases the machine's name from its secret (`POST`).
     pub fn machine_forget(name: &str) -> String {

@@ -206,6 +206,10 @@ pub enum FromMachine {
         /// `None`: it does not say (then nothing is lost for it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         holding: Option<std::collections::BTreeMap<String, Vec<u32>>>,
+        /// Drawn at random when the runner process starts: a hello with
+        /// another one is a new process (a drain of the old one is over).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
     },
     /// The answer to [`ToMachine::Ping`], with the machine's clock reading.
     Pong { id: u64, coordinator_us: i64, machine_us: i64 },
@@ -472,6 +476,7 @@ mod tests {
                 token: Some("t".into()),
                 secret: Some("s".into()),
                 holding: None,
+                instance: Some("7f3a".into()),
                 machine: MachineInfo {
                     name: "m".into(),
                     labels: [("os".to_string(), "linux".to_string())].into(),

@@ -12,6 +12,47 @@ pub fn token_ok(expected: &str, given: &str) -> bool {
     expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
 }
 
+/// How long a ticket opens a WebSocket.
+pub const TICKET_LIFE: std::time::Duration = std::time::Duration::from_secs(30);
+/// The most tickets outstanding at once: past it, the oldest goes.
+const MAX_TICKETS: usize = 4096;
+
+/// Short-lived, single-use tickets: what a browser puts in a WebSocket's
+/// address in place of the API token (it cannot give a WebSocket a
+/// header), so no address the app builds carries the token. A ticket is
+/// issued to a caller with the token and opens one connection within
+/// [`TICKET_LIFE`].
+#[derive(Default)]
+pub struct Tickets {
+    issued: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl Tickets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::time::Instant>> {
+        self.issued.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A new ticket (32 random bytes, hex).
+    pub fn issue(&self) -> anyhow::Result<String> {
+        let ticket = random_secret()?;
+        let now = std::time::Instant::now();
+        let mut issued = self.lock();
+        issued.retain(|_, at| now.duration_since(*at) < TICKET_LIFE);
+        if issued.len() >= MAX_TICKETS
+            && let Some(oldest) = issued.iter().min_by_key(|(_, at)| **at).map(|(t, _)| t.clone())
+        {
+            issued.remove(&oldest);
+        }
+        issued.insert(ticket.clone(), now);
+        Ok(ticket)
+    }
+
+    /// Whether `ticket` was issued and is unused and in time; it is used now.
+    pub fn redeem(&self, ticket: &str) -> bool {
+        self.lock().remove(ticket).is_some_and(|at| at.elapsed() < TICKET_LIFE)
+    }
+}
+
 /// A secret of the server's when it is given none (its API token, its join
 /// token): read from `dir/file`, or made (32 random bytes, hex) and written
 /// there, readable by its owner only. Returns the secret and the file.

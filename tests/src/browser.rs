@@ -123,14 +123,24 @@ impl Browser {
     /// [`Browser::start`] as a phone: Chromium's mobile emulation of a
     /// `width`×`height` CSS-pixel screen (touch, device pixel ratio 3).
     pub async fn start_phone(width: u32, height: u32) -> anyhow::Result<Browser> {
-        Self::launch(&[], Some((width, height))).await
+        Self::launch(&[], Some((width, height)), false).await
+    }
+
+    /// [`Browser::start`] keeping a log of every request the page makes
+    /// (WebSockets too) for [`Browser::requested_urls`].
+    pub async fn start_logging_network() -> anyhow::Result<Browser> {
+        Self::launch(&[], None, true).await
     }
 
     async fn start_with(extra_args: &[&str]) -> anyhow::Result<Browser> {
-        Self::launch(extra_args, None).await
+        Self::launch(extra_args, None, false).await
     }
 
-    async fn launch(extra_args: &[&str], phone: Option<(u32, u32)>) -> anyhow::Result<Browser> {
+    async fn launch(
+        extra_args: &[&str],
+        phone: Option<(u32, u32)>,
+        network: bool,
+    ) -> anyhow::Result<Browser> {
         let chromium = binary("ENSEMBLE_CHROMIUM", "/usr/bin/chromium")?;
         let chromedriver = binary("ENSEMBLE_CHROMEDRIVER", "/usr/bin/chromedriver")?;
         let profile = tempfile::Builder::new()
@@ -143,6 +153,15 @@ impl Browser {
         let driver = Driver::start(&chromedriver, profile.path()).await?;
         let mut builder = ClientBuilder::new(HttpConnector::new());
         let mut caps = capabilities(&chromium, &user_data, extra_args);
+        caps["goog:chromeOptions"]["prefs"] = json!({
+            "download.default_directory": profile.path().join("downloads"),
+            "download.prompt_for_download": false,
+        });
+        if network {
+            caps["goog:loggingPrefs"]["performance"] = json!("ALL");
+            caps["goog:chromeOptions"]["perfLoggingPrefs"] =
+                json!({ "enableNetwork": true, "enablePage": false });
+        }
         if let Some((width, height)) = phone {
             caps["goog:chromeOptions"]["mobileEmulation"] = json!({ "deviceMetrics": { "width": width, "height": height, "pixelRatio": 3.0, "touch": true } });
         }
@@ -183,6 +202,37 @@ impl Browser {
     /// chromedriver's log (`chromedriver.log`, with Chromium's own), removed on drop.
     pub fn profile_dir(&self) -> &Path {
         self.profile.path()
+    }
+
+    /// The bytes of the file the page downloaded as `name` (into the
+    /// profile's `downloads/`), once it is whole.
+    pub async fn downloaded(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+        let path = self.profile.path().join("downloads").join(name);
+        let partial = self.profile.path().join("downloads").join(format!("{name}.crdownload"));
+        self.wait_until(&format!("the download {name}"), async |_| {
+            Ok((path.is_file() && !partial.exists()).then(|| std::fs::read(&path).ok()).flatten())
+        })
+        .await
+    }
+
+    /// Every URL the page requested so far (documents, fetches, scripts,
+    /// WebSockets), from a browser made by [`Browser::start_logging_network`].
+    pub async fn requested_urls(&self) -> anyhow::Result<Vec<String>> {
+        let entries =
+            self.bounded("reading the network log", self.client.issue_cmd(BrowserLog("performance"))).await?;
+        let mut urls = Vec::new();
+        for entry in entries.as_array().into_iter().flatten() {
+            let Some(message) = entry.get("message").and_then(Json::as_str) else { continue };
+            let Ok(message) = serde_json::from_str::<Json>(message) else { continue };
+            let params = &message["message"]["params"];
+            let url = match message["message"]["method"].as_str() {
+                Some("Network.requestWillBeSent") => params["request"]["url"].as_str(),
+                Some("Network.webSocketCreated") => params["url"].as_str(),
+                _ => None,
+            };
+            urls.extend(url.map(str::to_string));
+        }
+        Ok(urls)
     }
 
     /// Navigates to `url` and waits for the page to load.
@@ -337,7 +387,8 @@ impl Browser {
     /// Every browser console entry of the session so far, as `LEVEL message`
     /// (messages, uncaught errors, failed requests).
     pub async fn console_log(&self) -> anyhow::Result<Vec<String>> {
-        let entries = self.bounded("reading the browser console", self.client.issue_cmd(BrowserLog)).await?;
+        let entries =
+            self.bounded("reading the browser console", self.client.issue_cmd(BrowserLog("browser"))).await?;
         Ok(self.keep_console(&entries))
     }
 
@@ -390,7 +441,7 @@ impl Browser {
             Ok(other) => other.to_string(),
             Err(e) => e,
         };
-        let (entries, error) = match bounded(self.client.issue_cmd(BrowserLog)).await {
+        let (entries, error) = match bounded(self.client.issue_cmd(BrowserLog("browser"))).await {
             Ok(entries) => (self.keep_console(&entries), None),
             Err(e) => (self.keep_console(&Json::Null), Some(e)),
         };
@@ -502,7 +553,9 @@ fn is_transient(error: &CmdError) -> bool {
 
 /// chromedriver's (non-standard, but Selenium's) command for the browser console.
 #[derive(Debug)]
-struct BrowserLog;
+/// A chromedriver log by type (`browser`: the console; `performance`: the
+/// DevTools events, of which the network's).
+struct BrowserLog(&'static str);
 
 impl WebDriverCompatibleCommand for BrowserLog {
     fn endpoint(&self, base_url: &url::Url, session_id: Option<&str>) -> Result<url::Url, url::ParseError> {
@@ -510,7 +563,7 @@ impl WebDriverCompatibleCommand for BrowserLog {
     }
 
     fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(json!({ "type": "browser" }).to_string()))
+        (http::Method::POST, Some(json!({ "type": self.0 }).to_string()))
     }
 }
 

@@ -618,6 +618,7 @@ impl FakeMachine {
             token: None,
             secret,
             holding: None,
+            instance: None,
             machine: MachineInfo {
                 name: name.into(),
                 labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),

@@ -1,6 +1,8 @@
 //! Draining machines: a drained machine (through the API, or its runner
 //! sent SIGTERM) finishes the shard it runs, is given no new one, and its
-//! runner stops on its own once the coordinator says it is drained.
+//! runner stops on its own once the coordinator says it is drained. The
+//! drain ends when the machine leaves (its next runner takes work), or
+//! when it is undrained.
 
 use ensemble_protocol::EventKind;
 use ensemble_protocol::api::MachineState;
@@ -163,4 +165,80 @@ async fn the_machines_page_drains_a_machine_after_asking() {
     server.client().cancel_run(&run).await.unwrap();
     let (code, log) = exits(runner).await;
     assert_eq!(code, Some(0), "a drained machine stops once its shards are done: {log}");
+}
+
+/// Waits (30 s at most, checking every 50 ms) until machine `name` is in `state`.
+async fn becomes(server: &Server, name: &str, state: MachineState) {
+    let client = server.client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = state_of(&client.machines().await.unwrap(), name);
+        if now == state {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{name} is {now:?}, not {state:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_ends_when_the_machine_leaves_and_undrain_gives_it_work_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let client = server.client();
+    let runner = start_runner(dir.path(), &server, "box-b", &[], None);
+    server.wait_online(1).await;
+
+    // Drained while idle, its runner stops at once; the machine shows as
+    // drained, not as a crashed one.
+    client.drain_machine("box-b").await.unwrap();
+    let (code, log) = exits(runner).await;
+    assert_eq!(code, Some(0), "{log}");
+    becomes(&server, "box-b", MachineState::Drained).await;
+
+    // Started again, it stays up and takes work: the drain ended when it left.
+    let mut again = start_runner(dir.path(), &server, "box-b", &[], None);
+    becomes(&server, "box-b", MachineState::Online).await;
+    let run = start_on(&server, "box-b").await;
+    all_passed_on(&server, &run, "box-b").await;
+    assert!(again.child.try_wait().unwrap().is_none(), "the restarted runner stays up: {}", again.log());
+
+    // Draining while it runs a shard, then undrained: it keeps its runner
+    // and takes the next run.
+    let profile = serde_json::json!({ "machine": "box-b" });
+    let stuck =
+        server.start_stuck_run(ensemble_artifacts::BENCH_PARTIES, profile, serde_json::json!({})).await;
+    first_test_started(&server, &stuck).await;
+    client.drain_machine("box-b").await.unwrap();
+    assert_eq!(state_of(&client.machines().await.unwrap(), "box-b"), MachineState::Draining);
+    let undrained = client.undrain_machine("box-b").await.unwrap();
+    assert_eq!(undrained.undrained, "box-b");
+    assert_eq!(state_of(&client.machines().await.unwrap(), "box-b"), MachineState::Busy);
+    client.cancel_run(&stuck).await.unwrap();
+    let next = start_on(&server, "box-b").await;
+    all_passed_on(&server, &next, "box-b").await;
+    assert!(again.child.try_wait().unwrap().is_none(), "undrained, it stays up: {}", again.log());
+    let err = client.undrain_machine("box-b").await.unwrap_err().to_string();
+    assert!(err.contains("no machine named \"box-b\" is draining"), "{err}");
+
+    // The page: a drained machine that left shows as drained, with Undrain.
+    client.drain_machine("box-b").await.unwrap();
+    let (code, log) = exits(again).await;
+    assert_eq!(code, Some(0), "{log}");
+    let browser = ensemble_tests::browser::Browser::start().await.unwrap();
+    let b = &browser;
+    let steps = async {
+        b.goto(&format!("{}/machines?token={TOKEN}", server.url)).await?;
+        b.wait_text("tr[data-machine='box-b'] .state", "drained").await?;
+        b.click("tr[data-machine='box-b'] button.undrain").await?;
+        b.wait_text("#machines-banner", "\"box-b\" takes shards again").await?;
+        b.wait_absent("tr[data-machine='box-b'] button.undrain").await?;
+        // Gone, it is shown as any machine that left (disconnected, then offline).
+        b.wait_css("tr[data-machine='box-b'] .state:not(.drained)").await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = steps.await {
+        panic!("{e:#}\n{}", browser.diagnostics().await);
+    }
+    browser.close().await.unwrap();
 }

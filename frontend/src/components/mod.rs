@@ -1,5 +1,6 @@
 //! Small building blocks of the pages.
 
+pub mod download;
 pub mod entry_card;
 pub mod field;
 pub mod flaky_list;

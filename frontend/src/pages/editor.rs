@@ -9,6 +9,7 @@ use yew::prelude::*;
 use crate::format::{local_time, plural};
 use yew_router::prelude::*;
 
+use crate::components::download::Download;
 use crate::components::entry_card::EntryCard;
 use crate::components::field::{Field, aria_error};
 use crate::components::flaky_list::FlakyList;
@@ -325,7 +326,7 @@ pub fn EditorPage(props: &Props) -> Html {
     let problem_count = ed.problems().len();
     let entries_err = ed.error("entries");
     let profiles_err = ed.error("profiles");
-    let export = ed.id.as_ref().map(|id| session.api.plan_toml_url(id));
+    let export = ed.id.as_ref().map(|id| ensemble_protocol::api::routes::plan_toml(id));
     let title =
         if props.id.is_none() { "New test plan".to_string() } else { format!("Plan: {}", ed.plan.name) };
 
@@ -335,8 +336,8 @@ pub fn EditorPage(props: &Props) -> Html {
                 <h1>{title}</h1>
                 <div class="actions">
                     if ed.dirty { <span class="muted" id="unsaved">{"Unsaved changes"}</span> }
-                    if let Some(href) = export {
-                        <a class="button" href={href} download={format!("{}.toml", ed.plan.name)}>{"Export TOML"}</a>
+                    if let Some(path) = export {
+                        <Download class="button" {path} name={format!("{}.toml", ed.plan.name)}>{"Export TOML"}</Download>
                     }
                 </div>
             </div>

@@ -1,5 +1,5 @@
 //! Machines, live: state, labels, facts, clock offset and what each runs;
-//! draining one; and how to add one.
+//! draining one (and undraining it); and how to add one.
 
 use ensemble_protocol::api::MachineState;
 use yew::prelude::*;
@@ -25,6 +25,7 @@ pub fn MachinesPage() -> Html {
             MachineState::Draining => "draining",
             MachineState::Disconnected => "disconnected",
             MachineState::Offline => "offline",
+            MachineState::Drained => "drained",
         };
         let drain = {
             let (session, banner, name) = (session.clone(), banner.clone(), m.info.name.clone());
@@ -44,7 +45,20 @@ pub fn MachinesPage() -> Html {
                 });
             })
         };
+        let undrain = {
+            let (session, banner, name) = (session.clone(), banner.clone(), m.info.name.clone());
+            Callback::from(move |_| {
+                let (session, banner, name) = (session.clone(), banner.clone(), name.clone());
+                wasm_bindgen_futures::spawn_local(async move {
+                    banner.set(Some(match session.api.undrain_machine(&name).await {
+                        Ok(d) => (true, format!("{:?} takes shards again", d.undrained)),
+                        Err(e) => (false, failure_text(&session, e)),
+                    }));
+                });
+            })
+        };
         let can_drain = !m.local && matches!(m.state, MachineState::Online | MachineState::Busy);
+        let can_undrain = matches!(m.state, MachineState::Draining | MachineState::Drained);
         let f = &m.info.facts;
         html! {
             <tr key={m.info.name.clone()} data-machine={m.info.name.clone()}>
@@ -70,6 +84,10 @@ pub fn MachinesPage() -> Html {
                     if can_drain {
                         <button type="button" class="drain" onclick={drain}
                             title="Finish its shards, take no new ones, then stop its runner">{"Drain"}</button>
+                    }
+                    if can_undrain {
+                        <button type="button" class="undrain" onclick={undrain}
+                            title="Give it shards again (a runner that already stopped, at its next start)">{"Undrain"}</button>
                     }
                 </td>
             </tr>

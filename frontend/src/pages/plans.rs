@@ -4,6 +4,7 @@ use ensemble_protocol::api::StoredPlan;
 use yew::prelude::*;
 use yew_router::prelude::*;
 
+use crate::components::download::Download;
 use crate::dom::{file_text, picked_files};
 use crate::format::local_time;
 use crate::hooks::{failure_text, use_session};
@@ -140,7 +141,7 @@ pub fn PlansPage() -> Html {
                         }));
                     })
                 };
-                let export = session.api.plan_toml_url(&id);
+                let export = ensemble_protocol::api::routes::plan_toml(&id);
                 let file = format!("{}.toml", p.plan.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-"));
                 html! {
                     <tr key={id.clone()} data-plan={p.plan.name.clone()}>
@@ -157,7 +158,7 @@ pub fn PlansPage() -> Html {
                         <td class="actions">
                             <button type="button" class="primary small" onclick={run} aria-label={format!("Run {}", p.plan.name)}>{"Run"}</button>
                             <button type="button" class="small" onclick={duplicate} aria-label={format!("Duplicate {}", p.plan.name)}>{"Duplicate"}</button>
-                            <a class="button small" href={export} download={file} aria-label={format!("Export {} as TOML", p.plan.name)}>{"Export TOML"}</a>
+                            <Download class="button small" path={export} name={file} label={format!("Export {} as TOML", p.plan.name)}>{"Export TOML"}</Download>
                             <button type="button" class="small danger" onclick={delete} aria-label={format!("Delete {}", p.plan.name)}>{"Delete"}</button>
                         </td>
                     </tr>

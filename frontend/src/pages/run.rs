@@ -12,6 +12,7 @@ use ensemble_protocol::api::{MachineState, RunMeta, RunState, TestHistory};
 use yew::prelude::*;
 use yew_router::prelude::*;
 
+use crate::components::download::Download;
 use crate::components::flaky_list::FlakyList;
 use crate::components::matrix::MatrixView;
 use crate::components::run_state::StateBadge;
@@ -581,7 +582,7 @@ pub fn RunPage(props: &Props) -> Html {
                                     <ul class="attachments" id="attachments">
                                         { for r.attachments.iter().map(|a| html! {
                                             <li>
-                                                <a href={session.api.attachment_url(&props.id, &a.sha256)} download={a.name.clone()}>{a.name.clone()}</a>
+                                                <Download path={ensemble_protocol::api::routes::run_attachment(&props.id, &a.sha256)} name={a.name.clone()}>{a.name.clone()}</Download>
                                                 <span class="muted">{format!(" {}", bytes(a.size))}</span>
                                                 if r.attempt > 1 { <span class="muted">{format!(" · attempt {}", a.attempt)}</span> }
                                             </li>

@@ -6,8 +6,8 @@ use std::fmt;
 
 use ensemble_protocol::Plan;
 use ensemble_protocol::api::{
-    self, ApiError, ErrorKind, HistoryQuery, MachineDraining, MachineStatus, RunCreated, RunMeta, RunRequest,
-    RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, routes,
+    self, ApiError, ErrorKind, HistoryQuery, MachineDraining, MachineStatus, MachineUndrained, RunCreated,
+    RunMeta, RunRequest, RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, Ticket, routes,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
@@ -56,26 +56,25 @@ impl Api {
         }
     }
 
-    /// `path` with the token as a query parameter: for links the browser
-    /// follows itself (downloads) and for WebSockets, which take no headers.
-    pub fn url_with_token(&self, path: &str) -> String {
-        match &self.token {
-            Some(t) => {
-                let sep = if path.contains('?') { '&' } else { '?' };
-                format!("{path}{sep}token={}", api::encode(t))
-            }
-            None => path.to_string(),
+    /// The WebSocket path of run `id`'s events from `from`: with a
+    /// single-use ticket when the server wants a token (a WebSocket takes
+    /// no header, and the token itself goes in no address the app builds).
+    pub async fn events_path(&self, id: &str, from: u64) -> ApiResult<String> {
+        let path = routes::events(id, from);
+        if self.token.is_none() {
+            return Ok(path);
         }
+        let ticket: Ticket = self.json(Request::post(routes::TICKETS), None).await?;
+        let sep = if path.contains('?') { '&' } else { '?' };
+        Ok(format!("{path}{sep}ticket={}", api::encode(&ticket.ticket)))
     }
 
-    /// The link that downloads a stored plan as TOML.
-    pub fn plan_toml_url(&self, id: &str) -> String {
-        self.url_with_token(&routes::plan_toml(id))
-    }
-
-    /// The link that downloads a file a test of run `id` attached.
-    pub fn attachment_url(&self, id: &str, sha256: &str) -> String {
-        self.url_with_token(&routes::run_attachment(id, sha256))
+    /// Downloads `path` (a plan's TOML, an attachment) as the file `name`:
+    /// fetched with the token in its header, then saved from memory.
+    pub async fn download(&self, path: &str, name: &str) -> ApiResult<()> {
+        let resp = self.send(Request::get(path), None).await?;
+        let blob = resp.binary().await.map_err(|e| ApiFailure::Network(format!("unreadable answer: {e}")))?;
+        crate::dom::save_file(&blob, name).map_err(ApiFailure::Network)
     }
 
     async fn send(&self, req: RequestBuilder, body: Option<Body>) -> ApiResult<Response> {
@@ -200,6 +199,11 @@ impl Api {
     pub async fn drain_machine(&self, name: &str) -> ApiResult<MachineDraining> {
         self.json(Request::post(&routes::machine_drain(name)), None).await
     }
+
+    /// Takes a machine off draining: it gets shards again.
+    pub async fn undrain_machine(&self, name: &str) -> ApiResult<MachineUndrained> {
+        self.json(Request::post(&routes::machine_undrain(name)), None).await
+    }
 }
 
 enum Body {
@@ -274,14 +278,5 @@ mod tests {
             failure.to_string(),
             "invalid plan: 2 problems\n  name: bad\n  entries[0].role: bad (HTTP 422)"
         );
-    }
-
-    #[test]
-    fn token_links_encode_the_token() {
-        let api = Api::new(Some("a b&c".into()));
-        assert_eq!(api.plan_toml_url("p 1"), "/api/plans/p%201/toml?token=a%20b%26c");
-        assert_eq!(api.url_with_token("/x?y=1"), "/x?y=1&token=a%20b%26c");
-        assert_eq!(Api::new(None).plan_toml_url("p"), "/api/plans/p/toml");
-        assert_eq!(api.attachment_url("r 1", "ab"), "/api/runs/r%201/attachments/ab?token=a%20b%26c");
     }
 }

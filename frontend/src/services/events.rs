@@ -4,7 +4,6 @@
 //! live events until the run ends.
 
 use ensemble_protocol::Event;
-use ensemble_protocol::api::routes;
 use futures::StreamExt;
 use futures::future::{AbortHandle, Abortable, Either, select};
 use gloo_net::websocket::Message;
@@ -54,9 +53,13 @@ pub fn watch(
     on_events: Callback<Vec<Event>>,
     on_end: Callback<StreamEnd>,
 ) -> Watch {
-    let url = ws_url(&api.url_with_token(&routes::events(run, from)));
+    let (api, run) = (api.clone(), run.to_string());
     let (handle, registration) = AbortHandle::new_pair();
     let task = async move {
+        let url = match api.events_path(&run, from).await {
+            Ok(path) => ws_url(&path),
+            Err(e) => return on_end.emit(StreamEnd::Failed(e.to_string())),
+        };
         let mut socket = match WebSocket::open(&url) {
             Ok(s) => s,
             Err(e) => return on_end.emit(StreamEnd::Failed(e.to_string())),

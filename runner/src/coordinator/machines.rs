@@ -83,6 +83,8 @@ struct Entry {
     /// (`told`, per connection).
     draining: bool,
     told: bool,
+    /// The runner process behind the connection (its hello's `instance`).
+    instance: Option<String>,
 }
 
 impl Entry {
@@ -101,11 +103,14 @@ impl Entry {
             running: BTreeMap::new(),
             draining: false,
             told: false,
+            instance: None,
         }
     }
 
     fn status(&self) -> MachineStatus {
-        let state = if self.offline || self.awaited {
+        let state = if self.draining && self.told && self.conn.is_none() && !self.local {
+            MachineState::Drained
+        } else if self.offline || self.awaited {
             MachineState::Offline
         } else if self.conn.is_none() && !self.local {
             MachineState::Disconnected
@@ -185,15 +190,17 @@ impl Machines {
         self.lock().values().filter(|e| !e.offline && e.conn.is_some()).count()
     }
 
-    /// Registers a connection of machine `info`; returns its generation, or
-    /// why it is refused. A remote machine that proved its identity replaces
-    /// its own stale connection; the server's own machine is never replaced,
-    /// and never replaces a live one.
+    /// Registers a connection of machine `info` (from runner process
+    /// `instance`, when it says); returns its generation, or why it is
+    /// refused. A remote machine that proved its identity replaces its own
+    /// stale connection; the server's own machine is never replaced, and
+    /// never replaces a live one.
     pub fn connect(
         &self,
         info: MachineInfo,
         tx: mpsc::UnboundedSender<ToMachine>,
         local: bool,
+        instance: Option<&str>,
     ) -> Result<u64, String> {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let mut entries = self.lock();
@@ -212,7 +219,20 @@ impl Machines {
             entry.clock = Clock::default();
             entry.draining = false;
         }
-        // A draining machine that reconnects is told again once idle.
+        // A drain ends when the machine leaves: a new runner process under
+        // the name (another instance; or, from a runner that does not say,
+        // one back after it was told it is drained) takes work again. The
+        // same process back after a blip is still draining, and is told
+        // again once idle.
+        let new_process = match (instance, entry.instance.as_deref()) {
+            (Some(new), Some(old)) => new != old,
+            _ => entry.told,
+        };
+        if entry.draining && new_process {
+            tracing::info!(machine = %info.name, "a new runner process joined: its drain is over");
+            entry.draining = false;
+        }
+        entry.instance = instance.map(str::to_string);
         entry.told = false;
         entry.info = info;
         entry.conn = Some(Conn { generation, tx });
@@ -266,6 +286,24 @@ impl Machines {
         };
         self.bump();
         Some(running)
+    }
+
+    /// Takes remote machine `name` off draining: it gets shards again (if
+    /// its runner already stopped, its next start does). False when it is
+    /// not draining (or there is no such machine).
+    pub fn undrain(&self, name: &str) -> bool {
+        let undrained = match self.lock().get_mut(name) {
+            Some(e) if e.draining => {
+                e.draining = false;
+                e.told = false;
+                true
+            }
+            _ => false,
+        };
+        if undrained {
+            self.bump();
+        }
+        undrained
     }
 
     /// Whether a draining machine is still to be told it is drained.
@@ -529,26 +567,26 @@ mod tests {
     fn a_machine_replaces_its_stale_connection_and_never_the_local_one() {
         let m = Arc::new(Machines::default());
         let (tx1, _rx1) = mpsc::unbounded_channel();
-        let g1 = m.connect(info("a"), tx1, false).unwrap();
+        let g1 = m.connect(info("a"), tx1, false, None).unwrap();
         let (tx2, _rx2) = mpsc::unbounded_channel();
         // The same (proven) machine again replaces its stale connection.
-        let g2 = m.connect(info("a"), tx2.clone(), false).unwrap();
+        let g2 = m.connect(info("a"), tx2.clone(), false, None).unwrap();
         m.disconnect("a", g1); // the old connection's late close
         assert_eq!(m.links().len(), 1);
         m.disconnect("a", g2);
         assert_eq!(m.links().len(), 0);
         let (tx3, _rx3) = mpsc::unbounded_channel();
-        m.connect(info("local"), tx3.clone(), true).unwrap();
-        assert!(m.connect(info("local"), tx3, false).unwrap_err().contains("already connected"));
+        m.connect(info("local"), tx3.clone(), true, None).unwrap();
+        assert!(m.connect(info("local"), tx3, false, None).unwrap_err().contains("already connected"));
     }
 
     #[test]
     fn a_drained_machine_gets_no_work_and_is_told_once_idle_once_per_connection() {
         let m = Arc::new(Machines::default());
         let (tx, mut rx) = mpsc::unbounded_channel();
-        m.connect(info("a"), tx, false).unwrap();
+        let g1 = m.connect(info("a"), tx, false, Some("p1")).unwrap();
         let (local_tx, _local_rx) = mpsc::unbounded_channel();
-        m.connect(info("local"), local_tx, true).unwrap();
+        m.connect(info("local"), local_tx, true, None).unwrap();
         let shard =
             ShardRef { shard: 1, machine: "a".into(), role: "r".into(), suite: "s".into(), instance: 0 };
         m.hold("a", "run", &shard, true);
@@ -567,19 +605,48 @@ mod tests {
         m.tell_drained(|_| true);
         assert_eq!(rx.try_recv().ok(), Some(ToMachine::Drained));
         assert!(rx.try_recv().is_err(), "told once");
-        // Back on a new connection (a blip), it is still draining and told again.
+        // Back on a new connection of the same process (a blip), it is
+        // still draining and told again.
+        m.disconnect("a", g1);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        m.connect(info("a"), tx, false).unwrap();
+        let g2 = m.connect(info("a"), tx, false, Some("p1")).unwrap();
         m.tell_drained(|_| true);
         assert_eq!(rx.try_recv().ok(), Some(ToMachine::Drained));
+        // Its runner stopped as told: drained, not disconnected.
+        m.disconnect("a", g2);
+        let state = |m: &Machines| m.statuses().iter().find(|s| s.info.name == "a").unwrap().state;
+        assert_eq!(state(&m), MachineState::Drained);
+        // A new process under the name takes work again.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let g3 = m.connect(info("a"), tx, false, Some("p2")).unwrap();
+        assert_eq!(state(&m), MachineState::Online);
+        assert_eq!(m.links().len(), 2, "the drain is over");
+        m.tell_drained(|_| true);
+        assert!(rx.try_recv().is_err());
+        // A runner that does not say which process it is: back after it
+        // was told it is drained, it is a new one.
+        assert_eq!(m.drain("a"), Some(0));
+        m.tell_drained(|_| true);
+        assert_eq!(rx.try_recv().ok(), Some(ToMachine::Drained));
+        m.disconnect("a", g3);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        m.connect(info("a"), tx, false, None).unwrap();
+        assert_eq!(state(&m), MachineState::Online);
+        // Undrain: shards again, and only for a draining machine.
+        assert_eq!(m.drain("a"), Some(0));
+        assert_eq!(m.links().len(), 1);
+        assert!(m.undrain("a"));
+        assert_eq!(m.links().len(), 2);
+        assert!(!m.undrain("a"), "not draining");
+        assert!(!m.undrain("nobody"));
     }
 
     #[test]
     fn silent_remote_machines_expire_and_local_ones_never() {
         let m = Machines::default();
         let (tx, _rx) = mpsc::unbounded_channel();
-        m.connect(info("remote"), tx.clone(), false).unwrap();
-        m.connect(info("local"), tx, true).unwrap();
+        m.connect(info("remote"), tx.clone(), false, None).unwrap();
+        m.connect(info("local"), tx, true, None).unwrap();
         let lost = m.expire(Duration::ZERO, Duration::from_secs(3600));
         assert_eq!(lost.len(), 1);
         assert_eq!(lost[0].0, "remote");
@@ -592,7 +659,7 @@ mod tests {
     fn offline_machines_are_forgotten_after_the_retention_period() {
         let m = Machines::default();
         let (tx, _rx) = mpsc::unbounded_channel();
-        m.connect(info("gone"), tx, false).unwrap();
+        m.connect(info("gone"), tx, false, None).unwrap();
         assert_eq!(m.expire(Duration::ZERO, Duration::from_secs(3600)).len(), 1);
         assert_eq!(m.lock().len(), 1, "listed while within the retention period");
         m.expire(Duration::ZERO, Duration::ZERO);
@@ -600,7 +667,7 @@ mod tests {
 
         let (tx, _rx) = mpsc::unbounded_channel();
         for i in 0..MAX_OFFLINE + 5 {
-            m.connect(info(&format!("m{i}")), tx.clone(), false).unwrap();
+            m.connect(info(&format!("m{i}")), tx.clone(), false, None).unwrap();
             m.expire(Duration::ZERO, Duration::from_secs(3600));
         }
         let listed = m.lock();

@@ -146,8 +146,9 @@ use std::time::Duration;
 
 use ensemble_protocol::api::{
     ApiError, Delivery, ErrorKind, HistoryQuery, ListQuery, MachineDisconnected, MachineDraining,
-    MachineForgotten, MachineState, MachineStatus, PlanDeleted, Readiness, RunCancelling, RunCreated,
-    RunMeta, RunRequest, RunState, RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, suite_sha,
+    MachineForgotten, MachineState, MachineStatus, MachineUndrained, PlanDeleted, Readiness, RunCancelling,
+    RunCreated, RunMeta, RunRequest, RunState, RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory,
+    suite_sha,
 };
 use ensemble_protocol::wire::{FromMachine, MachineInfo, SyncFailure, SyncReply, ToMachine};
 use ensemble_protocol::{CancelReason, EventKind, Plan, Schedule};
@@ -300,6 +301,8 @@ pub struct Coordinator {
     /// the store one write at a time, never a queue of them).
     ready_probe: tokio::sync::Mutex<String>,
     ready_probes: std::sync::atomic::AtomicU64,
+    /// What browsers open run event WebSockets with instead of the token.
+    pub tickets: crate::secret::Tickets,
 }
 
 /// A run's plumbing, before it starts or waits: its event stream (into the
@@ -349,6 +352,7 @@ impl Coordinator {
             schedules_waiting: Mutex::default(),
             ready_probe: tokio::sync::Mutex::default(),
             ready_probes: std::sync::atomic::AtomicU64::new(0),
+            tickets: crate::secret::Tickets::default(),
         });
         core.tasks.spawn(Self::watchdog(Arc::downgrade(&core), core.shutdown.clone()));
         core.tasks.spawn(Self::drainer(Arc::downgrade(&core), core.shutdown.clone()));
@@ -483,6 +487,16 @@ impl Coordinator {
         Ok(MachineDraining { draining: name.to_string(), running })
     }
 
+    /// Takes machine `name` off draining: it gets shards again (its runner,
+    /// if it already stopped, at its next start).
+    pub fn undrain_machine(&self, name: &str) -> Result<MachineUndrained, ApiError> {
+        if !self.machines.undrain(name) {
+            return Err(ApiError::new(ErrorKind::Conflict, format!("no machine named {name:?} is draining")));
+        }
+        tracing::info!(machine = %name, "undrained: it takes shards again");
+        Ok(MachineUndrained { undrained: name.to_string() })
+    }
+
     /// Tells drained machines that are idle, and that no active run counts
     /// on, that they may stop.
     fn tell_drained(&self) {
@@ -557,9 +571,10 @@ impl Coordinator {
         tx: mpsc::UnboundedSender<ToMachine>,
         local: bool,
         holding: Option<&std::collections::BTreeMap<String, Vec<u32>>>,
+        instance: Option<&str>,
     ) -> Result<u64, String> {
         let name = info.name.clone();
-        let generation = self.machines.connect(info, tx, local)?;
+        let generation = self.machines.connect(info, tx, local, instance)?;
         let runs = self.runs.lock().expect("runs lock");
         for (id, run) in runs.iter() {
             if let Some(&machine) = run.machines.get(&name) {

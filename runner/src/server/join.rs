@@ -30,6 +30,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest hello accepted (it lists the shards a machine holds, 8,192
 /// at most).
 const MAX_HELLO: usize = 128 << 10;
+/// The longest runner process id a hello may carry.
+const MAX_INSTANCE: usize = 64;
 /// How long a machine has to send every part of a split frame (64 MiB
 /// at 1 MiB/s, with room): its room in the intake is not held longer.
 const ASSEMBLY_TIME: Duration = Duration::from_secs(120);
@@ -118,10 +120,10 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
         let _ = tx.send(text(&reject(why, false))).await;
         return;
     }
-    let (protocol, info, secret, holding) = match first.to_str().ok().map(serde_json::from_str::<FromMachine>)
-    {
-        Some(Ok(FromMachine::Hello { protocol, machine, secret, holding, .. })) => {
-            (protocol, machine, secret, holding)
+    let hello = first.to_str().ok().map(serde_json::from_str::<FromMachine>);
+    let (protocol, info, secret, holding, instance) = match hello {
+        Some(Ok(FromMachine::Hello { protocol, machine, secret, holding, instance, .. })) => {
+            (protocol, machine, secret, holding, instance)
         }
         other => {
             let why = match other {
@@ -136,6 +138,13 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
     if protocol != PROTOCOL_VERSION {
         let why =
             format!("protocol version {protocol} is not supported; this server speaks {PROTOCOL_VERSION}");
+        let _ = tx.send(text(&reject(why, false))).await;
+        return;
+    }
+    if let Some(long) = instance.as_ref().filter(|i| i.len() > MAX_INSTANCE) {
+        let why =
+            format!("the hello's instance is {} bytes long, over the limit of {MAX_INSTANCE}", long.len());
+        crate::throttled!(warn, 30, ?peer, "{why}");
         let _ = tx.send(text(&reject(why, false))).await;
         return;
     }
@@ -154,7 +163,7 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
     };
     let name = info.name.clone();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-    let generation = match core.connect(info, out_tx, false, holding.as_ref()) {
+    let generation = match core.connect(info, out_tx, false, holding.as_ref(), instance.as_deref()) {
         Ok(g) => g,
         Err(why) => {
             // Its old connection may still be closing: the machine retries.

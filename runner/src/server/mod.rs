@@ -217,7 +217,7 @@ pub async fn serve(
         let (agent_in_tx, agent_in_rx) = tokio::sync::mpsc::unbounded_channel();
         let (agent_out_tx, agent_out_rx) = tokio::sync::mpsc::unbounded_channel();
         let name = info.name.clone();
-        core.connect(info.clone(), to_tx, true, None).map_err(anyhow::Error::msg)?;
+        core.connect(info.clone(), to_tx, true, None, None).map_err(anyhow::Error::msg)?;
         let agent = Arc::new(
             Agent::new(info, sandbox, Arc::new(StoreSuites(store)), opts.policy).with_services(opts.services),
         );

@@ -17,9 +17,9 @@ use ensemble_protocol::Event;
 use ensemble_protocol::Plan;
 use ensemble_protocol::api::{
     ApiError, CancelRequest, Delivery, EventsQuery, Health, HistoryQuery, ListQuery, MachineDisconnected,
-    MachineDraining, MachineForgotten, MachineStatus, MachinesQuery, PlanDeleted, Readiness, RunCancelling,
-    RunCreated, RunMeta, RunRequest, RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory,
-    UploadQuery,
+    MachineDraining, MachineForgotten, MachineStatus, MachineUndrained, MachinesQuery, PlanDeleted,
+    Readiness, RunCancelling, RunCreated, RunMeta, RunRequest, RunsQuery, StoredPlan, SuiteMeta,
+    SuiteSummary, TestHistory, Ticket, UploadQuery,
 };
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -48,10 +48,10 @@ pub fn document() -> utoipa::openapi::OpenApi {
     ),
     paths(
         health, document_route, healthz, readyz, metrics,
-        machines, machine_disconnect, machine_drain, machine_forget, machine_join,
+        machines, machine_disconnect, machine_drain, machine_undrain, machine_forget, machine_join,
         suites, suite_upload, suite_inspect, suite_bytes, suite_head,
         plans, plan_create, plan_import, plan_get, plan_toml, plan_put, plan_delete,
-        runs, run_start, run_get, run_cancel, run_events, events, run_deliveries, run_attachment,
+        runs, run_start, run_get, run_cancel, run_events, events, ticket, run_deliveries, run_attachment,
         test_history, flaky_tests,
         app_asset, app_page,
     ),
@@ -101,6 +101,14 @@ impl utoipa::Modify for Security {
             SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
                 "token",
                 "The API token as a query parameter, for links and WebSockets.",
+            ))),
+        );
+        components.add_security_scheme(
+            "ticket_query",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "ticket",
+                "A single-use ticket from `POST /api/tickets`, for a run's event WebSocket: what the \
+                 browser app uses, so that no address it builds carries the token.",
             ))),
         );
         components.add_security_scheme("join_token", bearer("The join token machines present."));
@@ -158,6 +166,14 @@ fn machine_disconnect() {}
     params(("name" = String, Path, description = "The machine's name")),
     responses((status = 200, body = MachineDraining), (status = "4XX", body = ApiError)))]
 fn machine_drain() {}
+
+/// Takes a machine off draining: it gets shards again (a drained machine
+/// whose runner already stopped, at its next start). 409 when it is not
+/// draining.
+#[utoipa::path(post, path = "/api/machines/{name}/undrain", tag = "machines",
+    params(("name" = String, Path, description = "The machine's name")),
+    responses((status = 200, body = MachineUndrained), (status = "4XX", body = ApiError)))]
+fn machine_undrain() {}
 
 /// Releases a machine name from the secret its machine was given at its
 /// first join (its identity file was lost or damaged): the next machine
@@ -294,9 +310,16 @@ fn run_get() {}
         (status = 507, description = "The store cannot take writes (its disk is full)", body = ApiError)))]
 fn run_cancel() {}
 
+/// A single-use ticket that opens one run event WebSocket (`?ticket=T`)
+/// within `expires_in_ms`, in place of the token in its address.
+#[utoipa::path(post, path = "/api/tickets", tag = "runs",
+    responses((status = 201, body = Ticket), (status = "4XX", body = ApiError)))]
+fn ticket() {}
+
 /// The run's events as a WebSocket: the stored ones from `from`, then live
 /// until the run finishes; each text frame is one `Event` as JSON.
 #[utoipa::path(get, path = "/api/runs/{id}/events", tag = "runs",
+    security(("token" = []), ("token_query" = []), ("ticket_query" = [])),
     params(("id" = String, Path, description = "The run's id"), EventsQuery),
     responses(
         (status = 101, description = "Upgraded to a WebSocket of `Event` frames"),
@@ -307,6 +330,7 @@ fn run_events() {}
 /// The same stream under a WebSocket-only prefix, which a dev proxy can
 /// route apart from the REST API.
 #[utoipa::path(get, path = "/api/events/{id}", tag = "runs",
+    security(("token" = []), ("token_query" = []), ("ticket_query" = [])),
     params(("id" = String, Path, description = "The run's id"), EventsQuery),
     responses(
         (status = 101, description = "Upgraded to a WebSocket of `Event` frames"),

@@ -33,12 +33,17 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
             core.drain_machine(&name).map(|r| json(&r)).map_err(fail)
         },
     );
+    let undrain = at1(&[Method::POST], "/api/machines/{name}/undrain").and(authorized(core)).and_then(
+        |name: String, core: Arc<Coordinator>| async move {
+            core.undrain_machine(&name).map(|r| json(&r)).map_err(fail)
+        },
+    );
     let forget = at1(&[Method::POST], "/api/machines/{name}/forget").and(authorized(core)).and_then(
         |name: String, core: Arc<Coordinator>| async move {
             core.forget_machine(&name).await.map(|r| json(&r)).map_err(fail)
         },
     );
-    list.or(disconnect).unify().or(drain).unify().or(forget).unify().boxed()
+    list.or(disconnect).unify().or(drain).unify().or(undrain).unify().or(forget).unify().boxed()
 }
 
 async fn list(core: Arc<Coordinator>, query: MachinesQuery) -> warp::reply::Response {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ensemble_protocol::api::CancelRequest;
 use ensemble_protocol::api::RunsQuery;
-use ensemble_protocol::api::{ApiError, ErrorKind, EventsQuery, RunRequest};
+use ensemble_protocol::api::{ApiError, ErrorKind, EventsQuery, RunRequest, Ticket, routes};
 use ensemble_protocol::{CancelReason, EventKind};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
@@ -65,7 +65,11 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
         .or(under_events)
         .unify()
         .and(warp::ws())
-        .and(authorized(core))
+        .and(crate::server::auth::required_or_ticket(core.clone()))
+        .and(warp::any().map({
+            let core = core.clone();
+            move || core.clone()
+        }))
         .and(warp::query::<EventsQuery>())
         .and(crate::server::listen::connection())
         .and_then(
@@ -89,6 +93,13 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
                 )
             },
         );
+    let ticket = at(Method::POST, routes::TICKETS).and(authorized(core)).and_then(
+        |core: Arc<Coordinator>| async move {
+            let ticket = core.tickets.issue().map_err(|e| reject(ErrorKind::Internal, format!("{e:#}")))?;
+            let expires_in_ms = crate::secret::TICKET_LIFE.as_millis() as u64;
+            Ok::<_, Rejection>(json_with(&Ticket { ticket, expires_in_ms }, 201))
+        },
+    );
     let deliveries = at1(&[Method::GET], "/api/runs/{id}/deliveries").and(authorized(core)).and_then(
         |id: String, core: Arc<Coordinator>| async move {
             core.deliveries(&id).await.map(|d| json(&d)).map_err(fail)
@@ -112,6 +123,8 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
         .or(attachment)
         .unify()
         .or(deliveries)
+        .unify()
+        .or(ticket)
         .unify()
         .boxed()
 }

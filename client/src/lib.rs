@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use ensemble_protocol::api::{
     ApiError, CancelRequest, Delivery, ErrorKind, Health, HistoryQuery, MachineDisconnected, MachineDraining,
-    MachineForgotten, MachineStatus, MachineUndrained, PlanDeleted, RunCancelling, RunCreated, RunMeta,
-    RunRequest, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, routes,
+    MachineForgotten, MachineStatus, MachineUndrained, PlanDeleted, RerunPreview, RunCancelling, RunCreated,
+    RunMeta, RunRequest, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, routes,
 };
 use ensemble_protocol::{Event, EventKind, Plan};
 use futures::StreamExt;
@@ -430,6 +430,15 @@ impl Client {
         self.json(
             &format!("draining machine {name}"),
             self.request(reqwest::Method::POST, &routes::machine_drain(name)),
+        )
+        .await
+    }
+
+    /// What rerunning run `id`'s failures would run.
+    pub async fn rerun_preview(&self, id: &str) -> Result<RerunPreview> {
+        self.json(
+            &format!("asking what a rerun of run {id} runs"),
+            self.request(reqwest::Method::GET, &routes::run_rerun(id)),
         )
         .await
     }

@@ -83,3 +83,25 @@ pub fn use_machine_refresh(session: &SessionHandle) {
         }
     });
 }
+
+/// The id of the stored plan named `name` (plan names are unique), once
+/// the server said; None while it has not, or when no stored plan has it.
+#[hook]
+pub fn use_plan_id(name: Option<String>) -> Option<String> {
+    let session = use_session();
+    let id = use_state(|| None::<String>);
+    use_effect_with(name, {
+        let id = id.clone();
+        move |name: &Option<String>| {
+            id.set(None);
+            if let Some(name) = name.clone() {
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Ok(plans) = session.api.plans().await {
+                        id.set(plans.into_iter().find(|p| p.plan.name == name).map(|p| p.id));
+                    }
+                });
+            }
+        }
+    });
+    (*id).clone()
+}

@@ -852,6 +852,17 @@ pub struct UploadQuery {
     pub name: Option<String>,
 }
 
+/// `GET /api/runs/{id}/rerun`: what `rerun_failed` of the run would run:
+/// `failed` tests did not pass, and the rerun runs `tests` in all (the
+/// failed ones, the tests of suites that coordinate with them, and whole
+/// parts whose shard failed before its tests could report).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RerunPreview {
+    pub failed: u32,
+    pub tests: u32,
+}
+
 /// `POST /api/tickets`: a single-use ticket that opens one run event
 /// WebSocket (`?ticket=T`) within `expires_in_ms`, in place of the token:
 /// what a browser uses, so no address it builds carries the token.
@@ -931,6 +942,10 @@ pub mod routes {
     }
     pub fn run(id: &str) -> String {
         format!("{RUNS}/{}", encode(id))
+    }
+    /// `GET`: what rerunning the run's failures would run.
+    pub fn run_rerun(id: &str) -> String {
+        format!("{RUNS}/{}/rerun", encode(id))
     }
     pub fn run_cancel(id: &str) -> String {
         format!("{RUNS}/{}/cancel", encode(id))

@@ -359,6 +359,26 @@ pub fn faults_granted(faults: &[String], service: &str) -> bool {
     faults.iter().any(|f| f == "*" || f == service)
 }
 
+/// A param's value as the TOML type its suite declares, when the text is
+/// exactly how [`scalar_map`] reads that type back.
+fn typed_param(kind: crate::api::ParamType, text: &str) -> Option<toml::Value> {
+    use crate::api::ParamType;
+    match kind {
+        ParamType::Integer => {
+            text.parse::<i64>().ok().filter(|n| n.to_string() == text).map(toml::Value::Integer)
+        }
+        ParamType::Float => text
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite() && f.to_string() == text)
+            .map(toml::Value::Float),
+        ParamType::Boolean => {
+            text.parse::<bool>().ok().filter(|b| b.to_string() == text).map(toml::Value::Boolean)
+        }
+        ParamType::String | ParamType::Duration => None,
+    }
+}
+
 /// Params are strings to the suite, but people write `keys = 100` in TOML.
 fn scalar_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
     #[derive(Deserialize)]
@@ -508,6 +528,29 @@ impl Plan {
     /// Writes the plan back as TOML (export); `from_toml` reads it unchanged.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("plans always serialize to TOML")
+    }
+
+    /// [`Plan::to_toml`] with each param its suite declares an integer,
+    /// float or boolean (`declared[i]` for entry `i`, as
+    /// [`Plan::param_problems`] takes) written as that TOML type —
+    /// `nap_ms = 4000`, not `"4000"` — when its value is exactly how that
+    /// type reads back; `from_toml` reads the same plan either way.
+    pub fn to_toml_typed(&self, declared: &[Option<&[ParamMeta]>]) -> String {
+        let Ok(mut table) = toml::Table::try_from(self) else { return self.to_toml() };
+        let entries = table.get_mut("entries").and_then(toml::Value::as_array_mut);
+        for (i, entry) in entries.into_iter().flatten().enumerate() {
+            let Some(Some(metas)) = declared.get(i) else { continue };
+            let Some(params) = entry.get_mut("params").and_then(toml::Value::as_table_mut) else { continue };
+            for (key, value) in params.iter_mut() {
+                let (Some(meta), Some(text)) = (metas.iter().find(|m| m.name == *key), value.as_str()) else {
+                    continue;
+                };
+                if let Some(typed) = typed_param(meta.kind, text) {
+                    *value = typed;
+                }
+            }
+        }
+        toml::to_string_pretty(&table).unwrap_or_else(|_| self.to_toml())
     }
 
     /// The profile an entry runs on, by name.
@@ -972,6 +1015,46 @@ profile = "client-box"
 
     fn declared(name: &str, kind: crate::api::ParamType, required: bool) -> ParamMeta {
         ParamMeta { name: name.into(), kind, required, default: None, help: format!("what {name} is") }
+    }
+
+    #[test]
+    fn an_export_writes_params_as_the_types_their_suites_declare() {
+        use crate::api::ParamType as T;
+        let mut plan = Plan::from_toml(DEMO).unwrap();
+        plan.entries[0].params = [
+            ("keys", "100"),
+            ("verbose", "true"),
+            ("ratio", "0.5"),
+            ("greeting", "42"),
+            ("padded", "007"),
+            ("wait", "30s"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let declared = [
+            declared("keys", T::Integer, false),
+            declared("verbose", T::Boolean, false),
+            declared("ratio", T::Float, false),
+            declared("greeting", T::String, false),
+            declared("padded", T::Integer, false),
+            declared("wait", T::Duration, false),
+        ];
+        // Nothing declared: as the plain export, key for key and line for line.
+        assert_eq!(plan.to_toml_typed(&[]), plan.to_toml());
+        let text = plan.to_toml_typed(&[Some(&declared), None]);
+        for line in [
+            "keys = 100",
+            "verbose = true",
+            "ratio = 0.5",
+            "greeting = \"42\"",
+            "padded = \"007\"",
+            "wait = \"30s\"",
+        ] {
+            assert!(text.lines().any(|l| l.trim() == line), "{line} in\n{text}");
+        }
+        assert!(text.starts_with("name = \"demo\""), "the plan's own order:\n{text}");
+        assert_eq!(Plan::from_toml(&text).unwrap(), plan, "it reads back the same");
     }
 
     #[test]

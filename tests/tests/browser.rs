@@ -240,6 +240,20 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
     browser.close().await.unwrap();
 }
 
+/// Records the run header (state, time, tests title) at every change of
+/// the page, into `window.headers`.
+const RECORD_HEADER: &str = r#"
+window.headers = [];
+const text = (id) => (document.getElementById(id) || {}).textContent || '';
+const note = () => {
+  const now = [text('run-state'), text('run-elapsed'), text('tests-title')];
+  const last = window.headers[window.headers.length - 1];
+  if (now[0] && (!last || last.join('|') !== now.join('|'))) window.headers.push(now);
+};
+new MutationObserver(note).observe(document.documentElement, { subtree: true, childList: true, characterData: true });
+note();
+"#;
+
 /// Ten thousand tests: the run view renders a window of the table and a
 /// bounded number of bars, so the page stays usable while the whole run
 /// streams in and after. The time to show every result is printed (speed is
@@ -309,6 +323,26 @@ async fn a_ten_thousand_test_run_stays_usable() {
         b.click("#clear-block").await?;
         b.wait_text("#tests-title", "Tests (10000 of 10000)").await?;
         b.wait_absent("#block-filter").await?;
+        // Opened again once over: the header shows the run's end and its own
+        // time while the page still takes in the backlog of events, and
+        // never another time or state after.
+        b.goto(&format!("{}/runs/{run}", server.url)).await?;
+        b.execute(RECORD_HEADER, vec![]).await?;
+        b.wait_text("#tests-title", "Tests (10000 of 10000)").await?;
+        let seen = b.execute("return window.headers", vec![]).await?;
+        let seen: Vec<(String, String, String)> = serde_json::from_value(seen)?;
+        let finals: Vec<&(String, String, String)> =
+            seen.iter().filter(|(s, _, _)| s.contains("failed")).collect();
+        let early = finals.iter().any(|(_, _, title)| !title.contains("10000 of 10000"));
+        anyhow::ensure!(early, "the end shown only with the last events: {seen:?}");
+        let first_final = seen.iter().position(|(s, _, _)| s.contains("failed")).unwrap_or(0);
+        let times: std::collections::BTreeSet<&str> =
+            seen[first_final..].iter().map(|(_, t, _)| t.as_str()).collect();
+        anyhow::ensure!(times.len() == 1, "the header's time changed after the end: {times:?}");
+        anyhow::ensure!(
+            seen[first_final..].iter().all(|(s, _, _)| s.contains("failed")),
+            "the state went back after the end: {seen:?}"
+        );
         eprintln!("10000-test run view: all 10000 results shown {loaded:?} after the page opened");
         anyhow::Ok(())
     };

@@ -38,6 +38,8 @@ pub fn EditorPage(props: &Props) -> Html {
     let banner = use_state(|| None::<(bool, String)>);
     let busy = use_state(|| false);
     let pick = use_state(String::new);
+    // The server has no plan of the route's id (a mistyped or stale link).
+    let missing = use_state(|| None::<String>);
 
     // Which suites use sync: the catalog says, and the execution setting's
     // warning needs it.
@@ -51,11 +53,13 @@ pub fn EditorPage(props: &Props) -> Html {
         let ed = ed.clone();
         let session = session.clone();
         let banner = banner.clone();
+        let missing = missing.clone();
         move |id: &Option<String>| {
             if let Some(id) = id.clone().filter(|id| ed.id.as_deref() != Some(id.as_str())) {
                 wasm_bindgen_futures::spawn_local(async move {
                     match session.api.plan(&id).await {
                         Ok(stored) => ed.dispatch(EditorAction::Load(stored)),
+                        Err(ApiFailure::Server { status: 404, .. }) => missing.set(Some(id)),
                         Err(e) => banner.set(Some((false, failure_text(&session, e)))),
                     }
                 });
@@ -329,6 +333,30 @@ pub fn EditorPage(props: &Props) -> Html {
     let export = ed.id.as_ref().map(|id| ensemble_protocol::api::routes::plan_toml(id));
     let title =
         if props.id.is_none() { "New test plan".to_string() } else { format!("Plan: {}", ed.plan.name) };
+
+    // A stored plan's page shows no form until the plan is there: an empty
+    // one would offer to create or save what is not the plan.
+    if let Some(id) = props.id.as_ref().filter(|id| ed.id.as_deref() != Some(id.as_str())) {
+        let gone = missing.as_deref() == Some(id.as_str());
+        return html! {
+            <section class="page editor">
+                <div class="page-head"><h1>{format!("Plan {id}")}</h1></div>
+                if gone {
+                    <p class="banner error" role="alert" id="plan-missing">
+                        {format!("This server has no plan {id:?}: the link may be mistyped, or the plan was deleted.")}
+                    </p>
+                    <div class="actions">
+                        <Link<Route> to={Route::Plans} classes="button">{"All plans"}</Link<Route>>
+                        <Link<Route> to={Route::NewPlan} classes="button">{"New plan"}</Link<Route>>
+                    </div>
+                } else if let Some((_, text)) = &*banner {
+                    <p class="banner error" role="alert" id="editor-banner">{text.clone()}</p>
+                } else {
+                    <p class="muted" id="plan-loading">{"Loading the plan…"}</p>
+                }
+            </section>
+        };
+    }
 
     html! {
         <section class="page editor">

@@ -173,8 +173,9 @@ pub fn PlansPage() -> Html {
                 <h1>{"Test plans"}</h1>
                 <div class="actions">
                     <Link<Route> to={Route::NewPlan} classes="button primary" >{"New plan"}</Link<Route>>
-                    <label class="button" for="import-toml">{"Import TOML…"}</label>
+                    // The input first: its focus ring shows on the label after it.
                     <input id="import-toml" class="visually-hidden" type="file" accept=".toml" multiple=true onchange={on_import} />
+                    <label class="button" for="import-toml">{"Import TOML…"}</label>
                 </div>
             </div>
             if let Some((ok, msg)) = &*banner {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use ensemble_protocol::Outcome;
-use ensemble_protocol::api::{MachineState, RunMeta, RunState, TestHistory};
+use ensemble_protocol::api::{MachineState, RerunPreview, RunMeta, RunState, TestHistory};
 use yew::prelude::*;
 use yew_router::prelude::*;
 
@@ -20,7 +20,7 @@ use crate::components::test_table::TestTable;
 use crate::components::timeline::Timeline;
 use crate::dom::{input_value, select_value};
 use crate::format::{bytes, duration_ms, offset_us};
-use crate::hooks::{failure_text, use_session};
+use crate::hooks::{failure_text, use_plan_id, use_session};
 use crate::routes::Route;
 use crate::services::ApiFailure;
 use crate::services::events::{self, StreamEnd, Watch};
@@ -37,6 +37,8 @@ pub struct Props {
 const SYNC_SHOWN: usize = 200;
 /// How often a live run's timeline moves on between events.
 const TICK_MS: u32 = 500;
+/// The server's record of a live run is asked for at most this often.
+const META_EVERY_MS: f64 = 2_000.0;
 
 /// A test a link names: its name, role and machine (`?test=&role=&machine=`).
 type TestLink = (String, Option<String>, Option<String>);
@@ -154,6 +156,57 @@ pub fn RunPage(props: &Props) -> Html {
             view.dispatch(RunAction::Stream(Stream::Connecting));
             *watch.borrow_mut() = Some(events::watch(&api, id, view.last_seq + 1, on_events, on_end));
             move || drop(watch.borrow_mut().take())
+        }
+    });
+
+    let plan_id = use_plan_id(view.plan.clone());
+
+    // What a rerun of the failures runs (with the tests that coordinate
+    // with them), for its button.
+    let rerun_preview = use_state(|| None::<RerunPreview>);
+    use_effect_with((props.id.clone(), view.finished.is_some()), {
+        let (api, preview) = (session.api.clone(), rerun_preview.clone());
+        move |(id, finished): &(String, bool)| {
+            preview.set(None);
+            if *finished {
+                let id = id.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Ok(p) = api.rerun_preview(&id).await {
+                        preview.set(Some(p));
+                    }
+                });
+            }
+        }
+    });
+
+    // The server's record of the run, at once and again (every 2 s at most)
+    // while events come: the header shows the run's end as soon as the
+    // server has it, even while the page is still taking in a long backlog
+    // of events, and a rerun's link is there from the start.
+    let meta_asked = use_mut_ref(|| (String::new(), 0.0f64));
+    use_effect_with((props.id.clone(), view.last_seq, view.finished.is_some()), {
+        let (session, meta, missing, asked) =
+            (session.clone(), meta.clone(), missing.clone(), meta_asked.clone());
+        move |(id, _, finished): &(String, u64, bool)| {
+            let now = js_sys::Date::now();
+            let due = {
+                let mut asked = asked.borrow_mut();
+                let due = !*finished && (asked.0 != *id || now - asked.1 >= META_EVERY_MS);
+                if due {
+                    *asked = (id.clone(), now);
+                }
+                due
+            };
+            if due {
+                let id = id.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    match session.api.run(&id).await {
+                        Ok(m) => meta.set(Some(m)),
+                        Err(ApiFailure::Server { status: 404, .. }) => missing.set(true),
+                        Err(_) => {} // the stream's own handling says what is wrong
+                    }
+                });
+            }
         }
     });
 
@@ -313,7 +366,7 @@ pub fn RunPage(props: &Props) -> Html {
         let id = props.id.clone();
         Callback::from(move |_| {
             let sure = crate::dom::confirm(&format!(
-                "Cancel run {id}? Its running tests are stopped and the rest skipped."
+                "Cancel run {id}? Its running tests are stopped, and they and the tests not yet started end cancelled."
             ));
             if !sure {
                 return;
@@ -365,7 +418,14 @@ pub fn RunPage(props: &Props) -> Html {
     // Not over yet: it can be cancelled, and a broken stream reconnects.
     let running = matches!(state, RunState::Running | RunState::Queued);
     let (t0, t1) = view.span();
-    let elapsed = view.finished.as_ref().map_or(((t1 - t0) / 1000).max(0) as u64, |f| f.duration_ms);
+    // The run's time: its own once it is over (the verdict streamed, or the
+    // server's record), else from its start to now.
+    let recorded = meta.as_ref().filter(|_| !running).and_then(|m| m.finished_us.map(|f| f - m.started_us));
+    let elapsed = match (&view.finished, recorded) {
+        (Some(f), _) => f.duration_ms,
+        (None, Some(us)) => (us / 1000).max(0) as u64,
+        (None, None) => ((t1 - t0) / 1000).max(0) as u64,
+    };
     let clocks: BTreeMap<String, String> = session
         .machines
         .iter()
@@ -463,6 +523,9 @@ pub fn RunPage(props: &Props) -> Html {
                         <small class="muted">{" · plan "}
                             <Link<Route, crate::routes::PlanQuery> to={Route::Runs} query={Some(crate::routes::PlanQuery { plan: p.clone() })}
                                 classes="plan-link">{p.clone()}</Link<Route, crate::routes::PlanQuery>>
+                            if let Some(id) = plan_id.clone() {
+                                {" · "}<Link<Route> to={Route::Plan { id }} classes="edit-plan">{"edit"}</Link<Route>>
+                            }
                         </small>
                     }
                 </h1>
@@ -480,7 +543,7 @@ pub fn RunPage(props: &Props) -> Html {
                     if view.finished.is_some() && failures > 0 {
                         <button type="button" id="rerun-failed" onclick={rerun}
                             title="Run again the tests that failed, timed out, crashed or were lost, on this plan">
-                            {format!("Rerun {failures} failed")}
+                            {rerun_label(failures, *rerun_preview)}
                         </button>
                     }
                     if !running && meta.is_some() {
@@ -658,4 +721,21 @@ fn history_line(h: &TestHistory) -> String {
         parts.push(format!("p50 {}, p90 {}", duration_ms(p50), duration_ms(p90)));
     }
     parts.join(" · ")
+}
+
+/// The rerun button's words: the failed tests, and those that run with
+/// them because they coordinate (the server's count, once it is known).
+fn rerun_label(failures: u32, preview: Option<RerunPreview>) -> String {
+    match preview {
+        Some(p) if p.tests > p.failed => {
+            format!(
+                "Rerun {} failed (+{} that coordinate with {})",
+                p.failed,
+                p.tests - p.failed,
+                if p.failed == 1 { "it" } else { "them" }
+            )
+        }
+        Some(p) => format!("Rerun {} failed", p.failed),
+        None => format!("Rerun {failures} failed"),
+    }
 }

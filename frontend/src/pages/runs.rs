@@ -7,7 +7,7 @@ use yew_router::prelude::*;
 
 use crate::components::run_state::StateBadge;
 use crate::format::{duration_ms, local_time};
-use crate::hooks::{failure_text, use_session};
+use crate::hooks::{failure_text, use_plan_id, use_session};
 use crate::routes::{PlanQuery, Route};
 use crate::services::storage::query_pairs;
 
@@ -53,6 +53,7 @@ pub fn RunsPage() -> Html {
             move || alive.set(false)
         }
     });
+    let plan_id = use_plan_id(plan.clone());
     let shown: Option<Vec<&RunMeta>> =
         runs.as_ref().map(|l| l.iter().filter(|r| plan.as_ref().is_none_or(|p| r.plan.name == *p)).collect());
     html! {
@@ -60,7 +61,12 @@ pub fn RunsPage() -> Html {
             <div class="page-head">
                 <h1>{match &plan { Some(p) => format!("Runs of plan {p}"), None => "Runs".to_string() }}</h1>
                 if plan.is_some() {
-                    <div class="actions"><Link<Route> to={Route::Runs} classes="button">{"All runs"}</Link<Route>></div>
+                    <div class="actions">
+                        if let Some(id) = plan_id {
+                            <Link<Route> to={Route::Plan { id }} classes="button edit-plan">{"Edit plan"}</Link<Route>>
+                        }
+                        <Link<Route> to={Route::Runs} classes="button">{"All runs"}</Link<Route>>
+                    </div>
                 }
             </div>
             if let Some(e) = &*error { <p class="banner error" role="alert">{e.clone()}</p> }
@@ -78,7 +84,12 @@ pub fn RunsPage() -> Html {
                             let query = PlanQuery { plan: r.plan.name.clone() };
                             html! {
                                 <tr key={r.id.clone()} data-run={r.id.clone()}>
-                                    <td><Link<Route> to={Route::Run { id: r.id.clone() }}>{r.id.clone()}</Link<Route>></td>
+                                    <td>
+                                        <Link<Route> to={Route::Run { id: r.id.clone() }}>{r.id.clone()}</Link<Route>>
+                                        if let Some(of) = &r.reruns {
+                                            <small class="muted rerun-of">{" rerun of "}<Link<Route> to={Route::Run { id: of.clone() }}>{of.clone()}</Link<Route>></small>
+                                        }
+                                    </td>
                                     <td data-label="Plan">
                                         <Link<Route, PlanQuery> to={Route::Runs} query={Some(query)} classes="plan-link">{r.plan.name.clone()}</Link<Route, PlanQuery>>
                                     </td>

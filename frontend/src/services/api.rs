@@ -6,8 +6,9 @@ use std::fmt;
 
 use ensemble_protocol::Plan;
 use ensemble_protocol::api::{
-    self, ApiError, ErrorKind, HistoryQuery, MachineDraining, MachineStatus, MachineUndrained, RunCreated,
-    RunMeta, RunRequest, RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, Ticket, routes,
+    self, ApiError, ErrorKind, HistoryQuery, MachineDraining, MachineStatus, MachineUndrained, RerunPreview,
+    RunCreated, RunMeta, RunRequest, RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, Ticket,
+    routes,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
@@ -198,6 +199,11 @@ impl Api {
     /// Drains a machine: it finishes its shards, takes no new ones, then stops.
     pub async fn drain_machine(&self, name: &str) -> ApiResult<MachineDraining> {
         self.json(Request::post(&routes::machine_drain(name)), None).await
+    }
+
+    /// What rerunning run `id`'s failures would run.
+    pub async fn rerun_preview(&self, id: &str) -> ApiResult<RerunPreview> {
+        self.json(Request::get(&routes::run_rerun(id)), None).await
     }
 
     /// Takes a machine off draining: it gets shards again.

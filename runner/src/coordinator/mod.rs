@@ -146,9 +146,9 @@ use std::time::Duration;
 
 use ensemble_protocol::api::{
     ApiError, Delivery, ErrorKind, HistoryQuery, ListQuery, MachineDisconnected, MachineDraining,
-    MachineForgotten, MachineState, MachineStatus, MachineUndrained, PlanDeleted, Readiness, RunCancelling,
-    RunCreated, RunMeta, RunRequest, RunState, RunsQuery, StoredPlan, SuiteMeta, SuiteSummary, TestHistory,
-    suite_sha,
+    MachineForgotten, MachineState, MachineStatus, MachineUndrained, PlanDeleted, Readiness, RerunPreview,
+    RunCancelling, RunCreated, RunMeta, RunRequest, RunState, RunsQuery, StoredPlan, SuiteMeta, SuiteSummary,
+    TestHistory, suite_sha,
 };
 use ensemble_protocol::wire::{FromMachine, MachineInfo, SyncFailure, SyncReply, ToMachine};
 use ensemble_protocol::{CancelReason, EventKind, Plan, Schedule};
@@ -772,6 +772,16 @@ impl Coordinator {
     }
 
     /// Creates (`id == None`) or replaces a plan; returns it and whether it is new.
+    /// Stored plan `id` as TOML, each param written as the type its suite
+    /// declares (`nap_ms = 4000`).
+    pub async fn plan_toml(&self, id: &str) -> Result<String, ApiError> {
+        let stored = self.plan(id).await?;
+        let metas = self.entry_suites(&stored.plan).await?;
+        let declared: Vec<Option<&[ensemble_protocol::api::ParamMeta]>> =
+            metas.iter().map(|m| m.as_ref().and_then(|m| m.params.as_deref())).collect();
+        Ok(stored.plan.to_toml_typed(&declared))
+    }
+
     pub async fn save_plan(
         &self,
         id: Option<String>,
@@ -1054,6 +1064,27 @@ impl Coordinator {
         }
         let name = plan.name.clone();
         self.store.call(move |s| s.durations(&name, before_us)).await.map_err(internal)
+    }
+
+    /// What rerunning finished run `id`'s failures would run.
+    pub async fn rerun_preview(&self, id: &str) -> Result<RerunPreview, ApiError> {
+        let plan = self.failures_of(id).await?;
+        let key = id.to_string();
+        let events = self.store.call(move |s| s.events_outline(&key)).await.map_err(internal)?;
+        let failed = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                ensemble_protocol::EventKind::TestFinished { shard, test, outcome, .. }
+                    if outcome.is_failure() =>
+                {
+                    Some((shard.role.as_str(), test.as_str()))
+                }
+                _ => None,
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let tests = rerun::tests_of(&plan, &events);
+        Ok(RerunPreview { failed: u32::try_from(failed).unwrap_or(u32::MAX), tests: tests.max(1) })
     }
 
     /// The plan that runs again what did not pass in finished run `id`

@@ -8,6 +8,23 @@ use ensemble_protocol::{Event, EventKind, Plan};
 /// The most bytes of failed tests' names a rerun's plan lists.
 pub const MAX_NAMED: usize = 1 << 20;
 
+/// How many tests the rerun `rerun` (from [`failures_plan`] of `events`)
+/// runs: the tests it names, and for a part it runs whole, the tests its
+/// role ran in `events`.
+pub fn tests_of(rerun: &Plan, events: &[Event]) -> u32 {
+    let mut by_role: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for e in events {
+        if let EventKind::TestFinished { shard, test, .. } = &e.kind {
+            by_role.entry(shard.role.as_str()).or_default().insert(test.as_str());
+        }
+    }
+    let count = |entry: &ensemble_protocol::plan::Entry| match &entry.tests {
+        Some(named) => named.len(),
+        None => by_role.get(entry.role_name().as_str()).map_or(0, BTreeSet::len),
+    };
+    u32::try_from(rerun.entries.iter().map(count).sum::<usize>()).unwrap_or(u32::MAX)
+}
+
 /// `plan` narrowed to what did not pass in `events`: each entry to the
 /// tests of its role that failed, timed out, crashed or were lost; an
 /// entry whose shard failed before its tests could report runs whole; the

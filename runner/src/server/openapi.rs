@@ -18,8 +18,8 @@ use ensemble_protocol::Plan;
 use ensemble_protocol::api::{
     ApiError, CancelRequest, Delivery, EventsQuery, Health, HistoryQuery, ListQuery, MachineDisconnected,
     MachineDraining, MachineForgotten, MachineStatus, MachineUndrained, MachinesQuery, PlanDeleted,
-    Readiness, RunCancelling, RunCreated, RunMeta, RunRequest, RunsQuery, StoredPlan, SuiteMeta,
-    SuiteSummary, TestHistory, Ticket, UploadQuery,
+    Readiness, RerunPreview, RunCancelling, RunCreated, RunMeta, RunRequest, RunsQuery, StoredPlan,
+    SuiteMeta, SuiteSummary, TestHistory, Ticket, UploadQuery,
 };
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -51,7 +51,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         machines, machine_disconnect, machine_drain, machine_undrain, machine_forget, machine_join,
         suites, suite_upload, suite_inspect, suite_bytes, suite_head,
         plans, plan_create, plan_import, plan_get, plan_toml, plan_put, plan_delete,
-        runs, run_start, run_get, run_cancel, run_events, events, ticket, run_deliveries, run_attachment,
+        runs, run_start, run_get, run_cancel, run_events, events, ticket, run_rerun, run_deliveries, run_attachment,
         test_history, flaky_tests,
         app_asset, app_page,
     ),
@@ -309,6 +309,14 @@ fn run_get() {}
     responses((status = 200, body = RunCancelling), (status = "4XX", body = ApiError),
         (status = 507, description = "The store cannot take writes (its disk is full)", body = ApiError)))]
 fn run_cancel() {}
+
+/// What rerunning the run's failures (`rerun_failed`) would run: how
+/// many tests failed and how many the rerun runs in all. 409 while the run
+/// goes on, or when nothing failed.
+#[utoipa::path(get, path = "/api/runs/{id}/rerun", tag = "runs",
+    params(("id" = String, Path, description = "The run's id")),
+    responses((status = 200, body = RerunPreview), (status = "4XX", body = ApiError)))]
+fn run_rerun() {}
 
 /// A single-use ticket that opens one run event WebSocket (`?ticket=T`)
 /// within `expires_in_ms`, in place of the token in its address.

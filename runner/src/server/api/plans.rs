@@ -52,9 +52,9 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
         );
     let export = at1(&[Method::GET], "/api/plans/{id}/toml").and(authorized(core)).and_then(
         |id: String, core: Arc<Coordinator>| async move {
-            let p = core.plan(&id).await.map_err(fail)?;
+            let toml = core.plan_toml(&id).await.map_err(fail)?;
             Ok::<_, Rejection>(
-                warp::reply::with_header(p.plan.to_toml(), CONTENT_TYPE, "application/toml").into_response(),
+                warp::reply::with_header(toml, CONTENT_TYPE, "application/toml").into_response(),
             )
         },
     );

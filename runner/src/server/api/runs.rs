@@ -100,6 +100,11 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
             Ok::<_, Rejection>(json_with(&Ticket { ticket, expires_in_ms }, 201))
         },
     );
+    let rerun = at1(&[Method::GET], "/api/runs/{id}/rerun").and(authorized(core)).and_then(
+        |id: String, core: Arc<Coordinator>| async move {
+            core.rerun_preview(&id).await.map(|p| json(&p)).map_err(fail)
+        },
+    );
     let deliveries = at1(&[Method::GET], "/api/runs/{id}/deliveries").and(authorized(core)).and_then(
         |id: String, core: Arc<Coordinator>| async move {
             core.deliveries(&id).await.map(|d| json(&d)).map_err(fail)
@@ -125,6 +130,8 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
         .or(deliveries)
         .unify()
         .or(ticket)
+        .unify()
+        .or(rerun)
         .unify()
         .boxed()
 }

@@ -36,6 +36,14 @@ pub fn focus_first(selector: &str) {
     }
 }
 
+/// Whether the page is laid out for a phone (the stylesheet's
+/// `max-width: 700px`).
+pub fn is_phone() -> bool {
+    web_sys::window()
+        .and_then(|w| w.match_media("(max-width: 700px)").ok().flatten())
+        .is_some_and(|m| m.matches())
+}
+
 /// Saves `bytes` as a download named `name` (through an object URL that
 /// lives only for the click).
 pub fn save_file(bytes: &[u8], name: &str) -> Result<(), String> {

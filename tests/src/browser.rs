@@ -126,6 +126,11 @@ impl Browser {
         Self::launch(&[], Some((width, height)), false).await
     }
 
+    /// [`Browser::start`] with a `width`×`height` window (a desktop screen).
+    pub async fn start_sized(width: u32, height: u32) -> anyhow::Result<Browser> {
+        Self::launch(&[&format!("--window-size={width},{height}")], None, false).await
+    }
+
     /// [`Browser::start`] keeping a log of every request the page makes
     /// (WebSockets too) for [`Browser::requested_urls`].
     pub async fn start_logging_network() -> anyhow::Result<Browser> {
@@ -215,7 +220,7 @@ impl Browser {
         .await
     }
 
-    /// Every URL the page requested so far (documents, fetches, scripts,
+    /// The URLs the page requested since the last call (documents, fetches, scripts,
     /// WebSockets), from a browser made by [`Browser::start_logging_network`].
     pub async fn requested_urls(&self) -> anyhow::Result<Vec<String>> {
         let entries =

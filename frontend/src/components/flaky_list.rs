@@ -42,17 +42,18 @@ pub fn FlakyList(props: &Props) -> Html {
             <p class="muted">{"No test of this plan flipped between passing and failing, or passed only on a retry, in its last 20 runs."}</p>
         },
         Some(Ok(list)) => html! {
-            <table class="flaky-tests">
-                <thead><tr><th>{"test"}</th><th>{"role"}</th><th class="num">{"flips"}</th><th class="num">{"passed on a retry"}</th><th class="num">{"passed"}</th><th>{"recent results, newest first"}</th></tr></thead>
+            // A list table: cards on a phone.
+            <table class="list flaky-tests">
+                <thead><tr><th scope="col">{"test"}</th><th scope="col">{"role"}</th><th scope="col" class="num">{"flips"}</th><th scope="col" class="num">{"passed on a retry"}</th><th scope="col" class="num">{"passed"}</th><th scope="col">{"recent results, newest first"}</th></tr></thead>
                 <tbody>
                     { for list.iter().map(|t| html! {
                         <tr data-test={t.test.clone()} data-role={t.role.clone()}>
-                            <td>{t.test.clone()}</td>
-                            <td>{t.role.clone()}</td>
-                            <td class="num">{t.flips}</td>
-                            <td class="num">{t.flaky}</td>
-                            <td class="num">{t.pass_rate.map(|r| format!("{:.0}%", r * 100.0)).unwrap_or_default()}</td>
-                            <td><ol class="history-strip">{ for t.results.iter().map(|r| html! {
+                            <th scope="row" class="test-name">{t.test.clone()}</th>
+                            <td data-label="Role">{t.role.clone()}</td>
+                            <td class="num" data-label="Flips">{t.flips}</td>
+                            <td class="num" data-label="Passed on a retry">{t.flaky}</td>
+                            <td class="num" data-label="Passed">{t.pass_rate.map(|r| format!("{:.0}%", r * 100.0)).unwrap_or_default()}</td>
+                            <td data-label="Recent results"><ol class="history-strip">{ for t.results.iter().map(|r| html! {
                                 <li class={classes!("status", r.outcome.as_str())} title={format!("run {}", r.run)}>{r.outcome.as_str()}</li>
                             }) }</ol></td>
                         </tr>

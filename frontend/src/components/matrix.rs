@@ -38,13 +38,13 @@ pub fn MatrixView(props: &Props) -> Html {
                     Callback::from(move |_| on_pick.emit(key.clone()))
                 };
                 html! {
-                    <td data-profile={col.profile.clone()}>
+                    <td data-profile={col.profile.clone()} data-label={col.profile.clone()}>
                         <button type="button" class={classes!("status", o.as_str())} onclick={pick}
                             aria-label={format!("{} on {}: {}", row.test, col.profile, o.as_str())}>{o.as_str()}</button>
                     </td>
                 }
             }
-            None => html! { <td data-profile={col.profile.clone()} class="muted" title="not run on this profile">{"—"}</td> },
+            None => html! { <td data-profile={col.profile.clone()} data-label={col.profile.clone()} class="muted" title="not run on this profile">{"—"}</td> },
         });
         html! {
             <tr class={classes!(row.differs.then_some("differs"))} data-test={row.test.clone()} data-role={row.role.clone()}>

@@ -6,8 +6,10 @@ use yew::prelude::*;
 use crate::format::duration_ms;
 use crate::state::RunView;
 
-/// Height of one row in pixels (the stylesheet agrees: `.tests tr`).
+/// Height of one row in pixels (the stylesheet agrees: `.tests td`)...
 pub const ROW_HEIGHT: usize = 32;
+/// ...and on a phone, where a row is a tap target.
+pub const PHONE_ROW_HEIGHT: usize = 40;
 /// Height of the scrolling area in rows.
 const VISIBLE: usize = 14;
 /// Rows rendered beyond the visible ones, above and below.
@@ -45,8 +47,9 @@ pub fn TestTable(props: &Props) -> Html {
             scroll.set(el.scroll_top().max(0) as usize);
         })
     };
+    let row_height = if crate::dom::is_phone() { PHONE_ROW_HEIGHT } else { ROW_HEIGHT };
     let n = props.rows.len();
-    let first = (*scroll / ROW_HEIGHT).saturating_sub(OVERSCAN).min(n);
+    let first = (*scroll / row_height).saturating_sub(OVERSCAN).min(n);
     let last = (first + VISIBLE + 2 * OVERSCAN).min(n);
     let view = &*props.view;
     let rows = props.rows[first..last].iter().map(|&i| {
@@ -72,10 +75,10 @@ pub fn TestTable(props: &Props) -> Html {
             </tr>
         }
     });
-    let above = first * ROW_HEIGHT;
-    let below = (n - last) * ROW_HEIGHT;
+    let above = first * row_height;
+    let below = (n - last) * row_height;
     html! {
-        <div class="tests-scroll" id="tests-scroll" {onscroll} style={format!("max-height:{}px", (VISIBLE + 1) * ROW_HEIGHT)} tabindex="0" aria-label="tests">
+        <div class="tests-scroll" id="tests-scroll" {onscroll} style={format!("max-height:{}px", (VISIBLE + 1) * row_height)} tabindex="0" aria-label="tests">
             <table class="tests" id="tests">
                 <thead><tr><th scope="col">{"Test"}</th><th scope="col">{"Status"}</th><th scope="col">{"Duration"}</th><th scope="col">{"Machine"}</th><th scope="col">{"Role"}</th></tr></thead>
                 <tbody>

@@ -481,6 +481,21 @@ pub fn RunPage(props: &Props) -> Html {
             </li>
         }
     };
+    let zeros: Vec<&str> = [
+        ("passed", view.count(Outcome::Passed)),
+        ("failed", view.count(Outcome::Failed)),
+        ("timed out", view.count(Outcome::TimedOut)),
+        ("crashed", view.count(Outcome::Crashed)),
+        ("lost", view.count(Outcome::Lost)),
+        ("flaky", view.count(Outcome::Flaky)),
+        ("skipped", view.count(Outcome::Skipped)),
+        ("running", view.running),
+        ("pending", view.pending() as u32),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n == 0)
+    .map(|(label, _)| label)
+    .collect();
     // A cross-platform run: its outcomes across profiles (again as tests end).
     let matrix = use_memo((view.last_seq, view.compares_profiles()), {
         let view = view.clone();
@@ -581,6 +596,10 @@ pub fn RunPage(props: &Props) -> Html {
                 {count("pending", view.pending() as u32, "pending")}
                 if view.filtered_out > 0 {
                     {count("filtered out", view.filtered_out, "filtered-out")}
+                }
+                // On a phone the zero counts are one line.
+                if !zeros.is_empty() {
+                    <li class="count zeros" data-count="zeros">{format!("none {}", zeros.join(", "))}</li>
                 }
             </ul>
 

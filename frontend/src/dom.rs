@@ -36,6 +36,22 @@ pub fn focus_first(selector: &str) {
     }
 }
 
+/// Scrolls the first element matching `selector` into view, as little as
+/// it takes (it keeps the focus where it is).
+pub fn scroll_into_view(selector: &str) {
+    let element =
+        web_sys::window().and_then(|w| w.document()).and_then(|d| d.query_selector(selector).ok().flatten());
+    if let Some(e) = element {
+        let options = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&options, &"block".into(), &"nearest".into());
+        if let Ok(f) = js_sys::Reflect::get(&e, &"scrollIntoView".into()) {
+            if let Ok(f) = wasm_bindgen::JsCast::dyn_into::<js_sys::Function>(f) {
+                let _ = f.call1(&e, &options);
+            }
+        }
+    }
+}
+
 /// Whether the page is laid out for a phone (the stylesheet's
 /// `max-width: 700px`).
 pub fn is_phone() -> bool {

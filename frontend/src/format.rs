@@ -54,6 +54,35 @@ pub fn local_time(us: i64) -> String {
     }
 }
 
+/// `us` as the time in timezone `zone` (an IANA name), with the zone's
+/// name; None when the browser does not know the zone (so it also checks
+/// a zone as it is typed).
+pub fn time_in_zone(us: i64, zone: &str) -> Option<String> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        use wasm_bindgen::JsCast;
+        let options = js_sys::Object::new();
+        js_sys::Reflect::set(&options, &"timeZone".into(), &zone.into()).ok()?;
+        js_sys::Reflect::set(&options, &"dateStyle".into(), &"medium".into()).ok()?;
+        js_sys::Reflect::set(&options, &"timeStyle".into(), &"short".into()).ok()?;
+        // Made through Reflect, which catches the RangeError an unknown
+        // zone throws.
+        let intl = js_sys::Reflect::get(&js_sys::global(), &"Intl".into()).ok()?;
+        let class: js_sys::Function =
+            js_sys::Reflect::get(&intl, &"DateTimeFormat".into()).ok()?.dyn_into().ok()?;
+        let args = js_sys::Array::of2(&wasm_bindgen::JsValue::UNDEFINED, &options);
+        let format = js_sys::Reflect::construct(&class, &args).ok()?;
+        let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(us as f64 / 1000.0));
+        let call: js_sys::Function = js_sys::Reflect::get(&format, &"format".into()).ok()?.dyn_into().ok()?;
+        let text = call.call1(&format, &date).ok()?.as_string()?;
+        Some(format!("{text} {zone}"))
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        Some(format!("{}s {zone}", us / 1_000_000))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

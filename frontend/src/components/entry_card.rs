@@ -69,13 +69,42 @@ pub fn EntryCard(props: &Props) -> Html {
     let on_env = text(EntryText::Env);
     let on_faults = text(EntryText::Faults);
     let on_filter = text(EntryText::Filter);
+    // The new profile is further down the page: focus goes to its labels
+    // (which scrolls it into view) once it is drawn.
     let new_profile = {
         let ed = ed.clone();
-        Callback::from(move |_| ed.dispatch(EditorAction::NewProfileFor(i)))
+        Callback::from(move |_| {
+            let at = ed.plan.profiles.len();
+            ed.dispatch(EditorAction::NewProfileFor(i));
+            gloo_timers::callback::Timeout::new(0, move || {
+                crate::dom::focus_first(&format!("#profile-{at}-labels"))
+            })
+            .forget();
+        })
     };
     let remove = {
         let ed = ed.clone();
         Callback::from(move |_| ed.dispatch(EditorAction::RemoveEntry(i)))
+    };
+    // The catalog, newest first (a path's own name first of all).
+    let wanted = std::path::Path::new(&entry.suite)
+        .file_name()
+        .map(|n| n.to_string_lossy().replace('-', "_"))
+        .unwrap_or_default();
+    let mut catalog = session.suites.clone();
+    catalog.sort_by(|a, b| {
+        (b.name.replace('-', "_") == wanted)
+            .cmp(&(a.name.replace('-', "_") == wanted))
+            .then(b.uploaded_us.cmp(&a.uploaded_us))
+    });
+    let swap = {
+        let (ed, catalog) = (ed.clone(), catalog.clone());
+        Callback::from(move |e: Event| {
+            let sha = select_value(&e);
+            if let Some(meta) = catalog.iter().find(|c| c.sha256 == sha) {
+                ed.dispatch(EditorAction::SwapSuite(i, meta.clone()));
+            }
+        })
     };
 
     let linked = entry.profile.as_ref().and_then(|p| ed.plan.profile(p));
@@ -100,6 +129,22 @@ pub fn EntryCard(props: &Props) -> Html {
         <fieldset class="card entry" data-index={i.to_string()} data-role={entry.role_name()}>
             <legend>{format!("Suite {}: {}", i + 1, entry.role_name())}</legend>
             <p class="suite-line">{suite_line}</p>
+            if suite.is_none() {
+                <div class="banner waiting swap-suite" id={id("swap")}>
+                    <p>{if suite_sha(&entry.suite).is_some() {
+                        "This server has no such suite: this plan cannot run here until the entry names one it has."
+                    } else {
+                        "A path names a suite on the machine that wrote the plan: this server cannot run or schedule it. Pick the suite from this server's catalog, or upload it (below, under Add suite) and pick it here."
+                    }}</p>
+                    <label for={id("swap-suite")}>{"Use instead"}</label>
+                    <select id={id("swap-suite")} onchange={swap}>
+                        <option value="" selected=true>{"— a suite of this server —"}</option>
+                        { for catalog.iter().map(|c| html! {
+                            <option value={c.sha256.clone()}>{format!("{} · {} · sha256:{}", c.name, plural(c.test_count as usize, "test"), short_sha(&c.sha256))}</option>
+                        }) }
+                    </select>
+                </div>
+            }
             <div class="grid">
                 if show_role {
                     <Field id={id("role")} label="Role" hint={Some(AttrValue::from("what the other parts call this one"))} error={role_err.clone()}>

@@ -7,6 +7,8 @@ use std::rc::Rc;
 use ensemble_protocol::matrix::Matrix;
 use yew::prelude::*;
 
+use crate::state::run::Show;
+
 /// Rows drawn at most (the differing ones come first).
 const SHOWN: usize = 200;
 
@@ -15,6 +17,10 @@ pub struct Props {
     pub matrix: Rc<Matrix>,
     /// A cell was picked: (role, test, profile).
     pub on_pick: Callback<(String, String, String)>,
+    /// The tests the summary's chips pick: rows with such an outcome on
+    /// some profile.
+    #[prop_or(Show::All)]
+    pub show: Show,
 }
 
 #[component]
@@ -29,7 +35,13 @@ pub fn MatrixView(props: &Props) -> Html {
             m.rows.len()
         )
     };
-    let rows = m.rows.iter().take(SHOWN).map(|row| {
+    let picked: Vec<&ensemble_protocol::matrix::Row> = m
+        .rows
+        .iter()
+        .filter(|r| props.show == Show::All || r.cells.iter().flatten().any(|o| props.show.keeps_outcome(*o)))
+        .collect();
+    let hidden = m.rows.len() - picked.len();
+    let rows = picked.iter().take(SHOWN).map(|row| {
         let cells = m.columns.iter().zip(&row.cells).map(|(col, cell)| match cell {
             Some(o) => {
                 let pick = {
@@ -72,8 +84,11 @@ pub fn MatrixView(props: &Props) -> Html {
                     <tbody>{ for rows }</tbody>
                 </table>
             </div>
-            if m.rows.len() > SHOWN {
-                <p class="muted">{format!("{} more tests not listed here (the table below has every test).", m.rows.len() - SHOWN)}</p>
+            if hidden > 0 {
+                <p class="muted" id="matrix-filtered">{format!("Only the {} tests ({} more are not: pick \"all\" to see them).", props.show.name(), hidden)}</p>
+            }
+            if picked.len() > SHOWN {
+                <p class="muted">{format!("{} more tests not listed here (the table below has every test).", picked.len() - SHOWN)}</p>
             }
         </section>
     }

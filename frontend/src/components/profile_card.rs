@@ -120,6 +120,11 @@ pub fn ProfileCard(props: &Props) -> Html {
                     {": "}{matching.iter().map(|m| m.info.name.clone()).collect::<Vec<_>>().join(", ")}
                 }
             </p>
+            if profile.machine.is_none() && profile.labels.is_empty() && matching.iter().any(|m| m.local) {
+                <p class="banner waiting" id={id("any")}>
+                    {"No labels: any machine matches, the server's own too. Pick a label above to choose machines."}
+                </p>
+            }
             <p class="muted" id={id("users")}>{if users.is_empty() { "No suite uses this profile yet.".to_string() } else { format!("Used by: {}", users.join(", ")) }}</p>
             <button type="button" class="small danger" onclick={remove} aria-label={format!("Remove profile {}", profile.name)}>{"Remove profile"}</button>
         </fieldset>

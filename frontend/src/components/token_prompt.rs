@@ -37,6 +37,11 @@ pub fn TokenPrompt(props: &Props) -> Html {
         <section class="page narrow">
             <h1>{"Access token"}</h1>
             <p>{"This server asks for a token: the one "}<code>{"ensemble serve --token"}</code>{" was started with (or "}<code>{"ENSEMBLE_TOKEN"}</code>{"). It is kept in this browser."}</p>
+            <p class="muted" id="token-where">
+                {"Started without one, "}<code>{"ensemble serve"}</code>{" made it and keeps it in the file "}<code>{"token"}</code>
+                {" in its data directory ("}<code>{"DATA_DIR/token"}</code>{", "}<code>{"--data-dir"}</code>
+                {"); it also prints a link that signs this browser in. "}<code>{"ensemble demo"}</code>{" prints that link too."}
+            </p>
             if props.refused {
                 <p class="banner error" role="alert" id="token-refused">
                     {"The server refused that token (HTTP 401). Check the token the server was started with and try again."}

@@ -3,7 +3,7 @@
 
 use ensemble_protocol::PlanType;
 use ensemble_protocol::api::SuiteSummary;
-use ensemble_protocol::plan::Execution;
+use ensemble_protocol::plan::{Execution, NotifyFormat, NotifyOn};
 use yew::prelude::*;
 
 use crate::format::{local_time, plural};
@@ -275,11 +275,30 @@ pub fn EditorPage(props: &Props) -> Html {
         let s = &ed.plan.schedule[i];
         let (cron_id, tz_id) = (format!("schedule-{i}-cron"), format!("schedule-{i}-timezone"));
         let cron_err = ed.error(&format!("schedule[{i}].cron"));
-        let tz_err = ed.error(&format!("schedule[{i}].timezone"));
+        // A zone the browser does not know is said as it is typed (the
+        // server checks it again when the plan is saved).
+        let tz_err = ed.error(&format!("schedule[{i}].timezone")).or_else(|| {
+            let zone = s.timezone.trim();
+            (!zone.is_empty() && crate::format::time_in_zone(0, zone).is_none()).then(|| {
+                format!(
+                    "{zone:?} is not a timezone this browser knows: an IANA name such as UTC or Europe/Berlin"
+                )
+            })
+        });
         let (on_cron, on_tz, on_remove) = (ed.clone(), ed.clone(), ed.clone());
         let status = match ed.schedule_status(i) {
             Some(st) => {
-                let next = st.next_us.map(|t| format!("Next run: {}", local_time(t)));
+                // In the schedule's own zone, and in this browser's when it differs.
+                let zone = s.timezone.trim();
+                let next = st.next_us.map(|t| {
+                    let there = crate::format::time_in_zone(t, zone)
+                        .unwrap_or_else(|| format!("{} (your time)", local_time(t)));
+                    if zone == time_zone() {
+                        format!("Next run: {there}")
+                    } else {
+                        format!("Next run: {there} ({} your time, {})", local_time(t), time_zone())
+                    }
+                });
                 let error = st.error.as_ref().map(|e| format!("Last time it did not start: {e}"));
                 html! {
                     <p class="muted" id={format!("schedule-{i}-status")}>
@@ -313,6 +332,47 @@ pub fn EditorPage(props: &Props) -> Html {
                 {status}
                 <button type="button" id={format!("schedule-{i}-remove")}
                     onclick={Callback::from(move |_| on_remove.dispatch(EditorAction::RemoveSchedule(i)))}>{"Remove schedule"}</button>
+            </div>
+        }
+    };
+    let add_notify = {
+        let ed = ed.clone();
+        Callback::from(move |_| ed.dispatch(EditorAction::AddNotify))
+    };
+    let notify_row = |i: usize| {
+        let n = &ed.plan.notify[i];
+        let url_id = format!("notify-{i}-url");
+        let url_err = ed.error(&format!("notify[{i}].url"));
+        let (on_url, on_on, on_format, on_remove) = (ed.clone(), ed.clone(), ed.clone(), ed.clone());
+        html! {
+            <div class="card notify" id={format!("notify-{i}")}>
+                <div class="grid">
+                    <Field id={url_id.clone()} label="URL" hint={Some(AttrValue::from("http:// or https://, e.g. a Slack incoming webhook"))} error={url_err.clone()}>
+                        <input id={url_id.clone()} type="text" value={n.url.clone()} placeholder="https://hooks.example.com/ensemble"
+                            aria-invalid={aria_error(&url_id, &url_err).0} aria-describedby={aria_error(&url_id, &url_err).1}
+                            oninput={Callback::from(move |e: InputEvent| on_url.dispatch(EditorAction::SetNotifyUrl(i, input_value(&e))))} />
+                    </Field>
+                    <Field id={format!("notify-{i}-on")} label="Which runs">
+                        <select id={format!("notify-{i}-on")} onchange={Callback::from(move |e: Event| {
+                            let on = if select_value(&e) == "failed" { NotifyOn::Failed } else { NotifyOn::Finished };
+                            on_on.dispatch(EditorAction::SetNotifyOn(i, on))
+                        })}>
+                            <option value="finished" selected={n.on == NotifyOn::Finished}>{"Every finished run"}</option>
+                            <option value="failed" selected={n.on == NotifyOn::Failed}>{"Runs that did not pass"}</option>
+                        </select>
+                    </Field>
+                    <Field id={format!("notify-{i}-format")} label="Body">
+                        <select id={format!("notify-{i}-format")} onchange={Callback::from(move |e: Event| {
+                            let format = if select_value(&e) == "slack" { NotifyFormat::Slack } else { NotifyFormat::Json };
+                            on_format.dispatch(EditorAction::SetNotifyFormat(i, format))
+                        })}>
+                            <option value="json" selected={n.format == NotifyFormat::Json}>{"Ensemble's JSON"}</option>
+                            <option value="slack" selected={n.format == NotifyFormat::Slack}>{"Slack-style text"}</option>
+                        </select>
+                    </Field>
+                </div>
+                <button type="button" id={format!("notify-{i}-remove")}
+                    onclick={Callback::from(move |_| on_remove.dispatch(EditorAction::RemoveNotify(i)))}>{"Remove webhook"}</button>
             </div>
         }
     };
@@ -454,6 +514,13 @@ pub fn EditorPage(props: &Props) -> Html {
                     if !schedules_err.is_empty() { <p class="field-error" role="alert">{schedules_err.join("; ")}</p> }
                     { for (0..ed.plan.schedule.len()).map(schedule_row) }
                     <button type="button" id="add-schedule" onclick={add_schedule}>{"Add schedule"}</button>
+                </section>
+
+                <section class="step" aria-labelledby="step-webhooks">
+                    <h2 id="step-webhooks">{"6. Webhooks"}</h2>
+                    <p class="muted">{"The server posts each finished run of this plan (or each one that did not pass) to these URLs, signed with its webhook secret."}</p>
+                    { for (0..ed.plan.notify.len()).map(notify_row) }
+                    <button type="button" id="add-notify" onclick={add_notify}>{"Add webhook"}</button>
                 </section>
 
                 if ed.id.is_some() && !ed.plan.name.trim().is_empty() {

@@ -75,7 +75,25 @@ pub fn PlansPage() -> Html {
                         }
                         other => other,
                     })?;
-                    Ok(format!("Imported {name} as plan {:?}", stored.plan.name))
+                    // Suites named by path run from `ensemble run` only:
+                    // say so now, not when the plan fails to run.
+                    let paths: Vec<String> = stored
+                        .plan
+                        .entries
+                        .iter()
+                        .filter(|e| ensemble_protocol::api::suite_sha(&e.suite).is_none())
+                        .map(|e| e.suite.clone())
+                        .collect();
+                    if paths.is_empty() {
+                        Ok(format!("Imported {name} as plan {:?}", stored.plan.name))
+                    } else {
+                        Ok(format!(
+                            "Imported {name} as plan {:?}, but it names {} by path ({}): this server cannot run or schedule it until each names a suite it has. Open the plan to pick them from the catalog or upload them.",
+                            stored.plan.name,
+                            crate::format::plural(paths.len(), "suite"),
+                            paths.join(", ")
+                        ))
+                    }
                 }));
             }
         })

@@ -335,6 +335,11 @@ pub fn RunPage(props: &Props) -> Html {
         let view = view.clone();
         Callback::from(move |i: usize| {
             selected.set(Some(i));
+            // On a phone the detail is under the table: bring it up.
+            if crate::dom::is_phone() {
+                gloo_timers::callback::Timeout::new(0, || crate::dom::scroll_into_view("#test-detail"))
+                    .forget();
+            }
             if let Some(r) = view.rows.get(i) {
                 set_query(&[
                     ("test", Some(r.test.clone())),
@@ -465,6 +470,8 @@ pub fn RunPage(props: &Props) -> Html {
                     let picked = if *show == t { Show::All } else { t };
                     set_query(&[("show", (picked != Show::All).then(|| picked.name().to_string()))]);
                     show.set(picked);
+                    // What it changed may be below the fold (under a matrix).
+                    crate::dom::scroll_into_view("#tests-panel");
                 }
             })
         };
@@ -606,11 +613,11 @@ pub fn RunPage(props: &Props) -> Html {
             <Timeline view={view.clone()} version={view.version} clocks={clocks} alerts={alerts} on_select={on_select.clone()} {on_block} />
 
             if let Some(m) = (*matrix).clone().filter(|m| !m.columns.is_empty()) {
-                <MatrixView matrix={m} {on_pick} />
+                <MatrixView matrix={m} {on_pick} show={*show} />
             }
 
             <div class="run-columns">
-                <section class="tests-panel" aria-labelledby="tests-title">
+                <section class="tests-panel" id="tests-panel" aria-labelledby="tests-title">
                     <h2 id="tests-title">{format!("Tests ({} of {})", rows.len(), view.rows.len())}</h2>
                     <div class="inline filters">
                         <label for="test-filter">{"Filter"}</label>

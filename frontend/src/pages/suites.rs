@@ -8,8 +8,8 @@ use crate::components::upload::SuiteUpload;
 use crate::format::{bytes, local_time, plural, short_sha};
 use crate::hooks::{failure_text, use_fresh_suites, use_session};
 
-/// Tests listed per suite at most (a suite may have thousands).
-const TESTS_SHOWN: usize = 200;
+/// Tests listed per page of a suite's tests (a suite may have thousands).
+const TESTS_PER_PAGE: usize = 200;
 
 #[component]
 pub fn SuitesPage() -> Html {
@@ -47,6 +47,8 @@ fn SuiteCard(props: &SuiteCardProps) -> Html {
     // None: not loaded (yet); Some(Err): the fetch failed.
     let tests = use_state(|| None::<Result<SuiteMeta, String>>);
     let asked = use_mut_ref(|| false);
+    let search = use_state(String::new);
+    let page = use_state(|| 0usize);
     let ontoggle = {
         let (session, tests, sha) = (session.clone(), tests.clone(), s.sha256.clone());
         Callback::from(move |_: Event| {
@@ -74,23 +76,64 @@ fn SuiteCard(props: &SuiteCardProps) -> Html {
                 { match &*tests {
                     None => html! { <p class="muted">{"Loading…"}</p> },
                     Some(Err(e)) => html! { <p class="error" role="alert">{e.clone()}</p> },
-                    Some(Ok(meta)) => html! {
-                        <>
-                            <ul class="test-list">
-                                { for meta.tests.iter().take(TESTS_SHOWN).map(|t| html! {
-                                    <li>
-                                        <code>{t.name.clone()}</code>
-                                        if t.ignored { <span class="chip">{"ignored"}</span> }
-                                        { for t.tags.iter().map(|tag| html! { <span class="chip">{tag.clone()}</span> }) }
-                                        if let Some(ms) = t.timeout_ms { <small class="muted">{format!(" timeout {ms} ms")}</small> }
-                                    </li>
-                                }) }
-                            </ul>
-                            if meta.tests.len() > TESTS_SHOWN {
-                                <p class="muted">{format!("… and {} more", meta.tests.len() - TESTS_SHOWN)}</p>
-                            }
-                        </>
-                    },
+                    Some(Ok(meta)) => {
+                        let needle = search.to_lowercase();
+                        let found: Vec<&ensemble_protocol::api::TestMeta> = meta
+                            .tests
+                            .iter()
+                            .filter(|t| needle.is_empty() || t.name.to_lowercase().contains(&needle) || t.tags.iter().any(|g| g.to_lowercase().contains(&needle)))
+                            .collect();
+                        let pages = found.len().div_ceil(TESTS_PER_PAGE).max(1);
+                        let at = (*page).min(pages - 1);
+                        let oninput = {
+                            let (search, page) = (search.clone(), page.clone());
+                            Callback::from(move |e: InputEvent| {
+                                search.set(crate::dom::input_value(&e));
+                                page.set(0);
+                            })
+                        };
+                        let go = |to: usize| {
+                            let page = page.clone();
+                            Callback::from(move |_| page.set(to))
+                        };
+                        let id = format!("tests-search-{}", short_sha(&s.sha256));
+                        html! {
+                            <>
+                                if meta.tests.len() > 10 {
+                                    <div class="inline test-search">
+                                        <label for={id.clone()}>{"Search"}</label>
+                                        <input id={id} type="search" class="suite-test-search" placeholder="test name or tag" value={(*search).clone()} {oninput} />
+                                    </div>
+                                }
+                                <p class="muted tests-shown">{
+                                    if found.is_empty() { "No test matches.".to_string() }
+                                    else if pages == 1 && needle.is_empty() { plural(found.len(), "test") }
+                                    else {
+                                        let first = at * TESTS_PER_PAGE + 1;
+                                        let last = ((at + 1) * TESTS_PER_PAGE).min(found.len());
+                                        format!("{first}–{last} of {}{}", plural(found.len(), "test"), if needle.is_empty() { String::new() } else { format!(" matching {:?}", *search) })
+                                    }
+                                }</p>
+                                <ul class="test-list">
+                                    { for found.iter().skip(at * TESTS_PER_PAGE).take(TESTS_PER_PAGE).map(|t| html! {
+                                        <li>
+                                            <code>{t.name.clone()}</code>
+                                            if t.ignored { <span class="chip">{"ignored"}</span> }
+                                            { for t.tags.iter().map(|tag| html! { <span class="chip">{tag.clone()}</span> }) }
+                                            if let Some(ms) = t.timeout_ms { <small class="muted">{format!(" timeout {ms} ms")}</small> }
+                                        </li>
+                                    }) }
+                                </ul>
+                                if pages > 1 {
+                                    <nav class="pager" aria-label="pages of tests">
+                                        <button type="button" class="small prev" disabled={at == 0} onclick={go(at.saturating_sub(1))}>{"Previous"}</button>
+                                        <span class="muted">{format!(" page {} of {pages} ", at + 1)}</span>
+                                        <button type="button" class="small next" disabled={at + 1 >= pages} onclick={go(at + 1)}>{"Next"}</button>
+                                    </nav>
+                                }
+                            </>
+                        }
+                    }
                 } }
                 if !s.imports.is_empty() {
                     <details class="imports">

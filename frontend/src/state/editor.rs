@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use ensemble_protocol::api::{ApiError, ParamMeta, SHA_PREFIX, ScheduleStatus, StoredPlan, SuiteSummary};
 use ensemble_protocol::plan::{Execution, Problem};
+use ensemble_protocol::plan::{Notify, NotifyFormat, NotifyOn};
 use ensemble_protocol::service::{Readiness, Ready, Service};
 use ensemble_protocol::units::{ByteSize, HumanDuration};
 use ensemble_protocol::{Entry, Plan, PlanType, Profile, Schedule, Settings};
@@ -136,6 +137,9 @@ pub enum EditorAction {
     SetType(PlanType),
     AddSuite(SuiteSummary),
     RemoveEntry(usize),
+    /// The entry runs this catalog suite instead (in place of a path, or
+    /// of a suite this server does not have); its role and settings stay.
+    SwapSuite(usize, SuiteSummary),
     SetRole(usize, String),
     LinkProfile(usize, Option<String>),
     /// Create a profile named after the entry's role and link it.
@@ -161,6 +165,12 @@ pub enum EditorAction {
     RemoveSchedule(usize),
     SetScheduleCron(usize, String),
     SetScheduleTimezone(usize, String),
+    /// A new webhook (`[[notify]]`): an empty URL to fill in.
+    AddNotify,
+    RemoveNotify(usize),
+    SetNotifyUrl(usize, String),
+    SetNotifyOn(usize, NotifyOn),
+    SetNotifyFormat(usize, NotifyFormat),
     /// A save was tried: show every problem.
     Submitted,
     Saved(StoredPlan),
@@ -554,6 +564,16 @@ impl Reducible for EditorState {
                     split: None,
                 });
             }
+            EditorAction::SwapSuite(i, meta) => {
+                s.learn(&meta);
+                if let Some(e) = s.plan.entries.get_mut(i) {
+                    if e.role.is_none() {
+                        // Its role was its path's name: it keeps it.
+                        e.role = Some(e.role_name());
+                    }
+                    e.suite = format!("{SHA_PREFIX}{}", meta.sha256);
+                }
+            }
             EditorAction::RemoveEntry(i) if i < s.plan.entries.len() => {
                 s.plan.entries.remove(i);
                 s.forget_under("entries[");
@@ -730,6 +750,33 @@ impl Reducible for EditorState {
                     s.touched.insert(format!("schedule[{i}].timezone"));
                 }
             }
+            EditorAction::AddNotify => {
+                s.plan.notify.push(Notify {
+                    url: String::new(),
+                    on: NotifyOn::default(),
+                    format: NotifyFormat::default(),
+                });
+            }
+            EditorAction::RemoveNotify(i) if i < s.plan.notify.len() => {
+                s.plan.notify.remove(i);
+                s.forget_under("notify[");
+            }
+            EditorAction::SetNotifyUrl(i, url) => {
+                if let Some(n) = s.plan.notify.get_mut(i) {
+                    n.url = url.trim().to_string();
+                    s.touched.insert(format!("notify[{i}].url"));
+                }
+            }
+            EditorAction::SetNotifyOn(i, on) => {
+                if let Some(n) = s.plan.notify.get_mut(i) {
+                    n.on = on;
+                }
+            }
+            EditorAction::SetNotifyFormat(i, format) => {
+                if let Some(n) = s.plan.notify.get_mut(i) {
+                    n.format = format;
+                }
+            }
             EditorAction::Submitted => s.submitted = true,
             EditorAction::Saved(stored) => {
                 // Keep what is typed; the stored plan is what was sent.
@@ -746,7 +793,8 @@ impl Reducible for EditorState {
             EditorAction::RemoveEntry(_)
             | EditorAction::RemoveProfile(_)
             | EditorAction::RemoveService(_)
-            | EditorAction::RemoveSchedule(_) => {}
+            | EditorAction::RemoveSchedule(_)
+            | EditorAction::RemoveNotify(_) => {}
         }
         Rc::new(s)
     }

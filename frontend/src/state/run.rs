@@ -198,6 +198,11 @@ impl Show {
         Show::ALL.into_iter().find(|s| s.name() == n).unwrap_or(Show::All)
     }
 
+    /// Whether a finished test with outcome `o` is one of these.
+    pub fn keeps_outcome(self, o: Outcome) -> bool {
+        self.keeps(Status::Done(o))
+    }
+
     fn keeps(self, s: Status) -> bool {
         match self {
             Show::All => true,

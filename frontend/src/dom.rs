@@ -41,14 +41,13 @@ pub fn focus_first(selector: &str) {
 pub fn scroll_into_view(selector: &str) {
     let element =
         web_sys::window().and_then(|w| w.document()).and_then(|d| d.query_selector(selector).ok().flatten());
-    if let Some(e) = element {
-        let options = js_sys::Object::new();
-        let _ = js_sys::Reflect::set(&options, &"block".into(), &"nearest".into());
-        if let Ok(f) = js_sys::Reflect::get(&e, &"scrollIntoView".into()) {
-            if let Ok(f) = wasm_bindgen::JsCast::dyn_into::<js_sys::Function>(f) {
-                let _ = f.call1(&e, &options);
-            }
-        }
+    let Some(e) = element else { return };
+    let options = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&options, &"block".into(), &"nearest".into());
+    if let Ok(f) = js_sys::Reflect::get(&e, &"scrollIntoView".into())
+        && let Ok(f) = wasm_bindgen::JsCast::dyn_into::<js_sys::Function>(f)
+    {
+        let _ = f.call1(&e, &options);
     }
 }
 

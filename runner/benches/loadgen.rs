@@ -83,6 +83,7 @@ async fn machine(client: Client, name: String, events: u64, rate: f64, joined: m
         token: None,
         secret: None,
         holding: None,
+        instance: None,
         machine: MachineInfo {
             name: name.clone(),
             labels: BTreeMap::new(),

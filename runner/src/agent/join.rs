@@ -484,6 +484,23 @@ fn frame(msg: &FromMachine) -> String {
     serde_json::to_string(&shrunk).expect("wire messages serialize")
 }
 
+/// This runner process, for the coordinator to tell it from the next one
+/// under the same name: 16 random hex digits, drawn once.
+fn this_process() -> &'static str {
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        if getrandom::fill(&mut bytes).is_err() {
+            // No randomness: the process id and the start time tell it apart.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            bytes = (u64::from(std::process::id()) << 32 | u64::from(nanos)).to_be_bytes();
+        }
+        hex::encode(bytes)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,21 +567,4 @@ mod tests {
         assert_eq!(coordinator_addresses("https://[::1]/base").await, [grant("[::1]:443")]);
         assert!(coordinator_addresses("no url").await.is_empty());
     }
-}
-
-/// This runner process, for the coordinator to tell it from the next one
-/// under the same name: 16 random hex digits, drawn once.
-fn this_process() -> &'static str {
-    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    INSTANCE.get_or_init(|| {
-        let mut bytes = [0u8; 8];
-        if getrandom::fill(&mut bytes).is_err() {
-            // No randomness: the process id and the start time tell it apart.
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            bytes = (u64::from(std::process::id()) << 32 | u64::from(nanos)).to_be_bytes();
-        }
-        hex::encode(bytes)
-    })
 }

@@ -309,7 +309,7 @@ fn print_banner(up: &Up) {
              Python (TCP) and JavaScript (HTTP) clients read back across it"
         ),
         Err(why) => println!(
-            "  (the \"kv-polyglot\" plan is not stored: {})",
+            "  (the \"kv-polyglot\" plan is not stored: {}; `cargo xtask test` installs the suite tools)",
             why.lines().last().unwrap_or_default().trim()
         ),
     }
@@ -319,7 +319,7 @@ fn print_banner(up: &Up) {
             "  plan:     \"polyglot\" stored as {id} — the Rust kv-server with Python and JavaScript clients"
         ),
         Err(why) => println!(
-            "  (the \"polyglot\" plan is not stored: {})",
+            "  (the \"polyglot\" plan is not stored: {}; `cargo xtask test` installs the suite tools)",
             why.lines().last().unwrap_or_default().trim()
         ),
     }

@@ -151,7 +151,7 @@ impl Drop for Proc {
     }
 }
 
-/// A tool the tests use: from the virtual environment `.ci/run` makes for
+/// A tool the tests use: from the virtual environment the test command (`cargo xtask test`) makes for
 /// Python tools (`target/ci-venv`), or else from the PATH.
 pub fn ci_tool(name: &str) -> PathBuf {
     let venv = repo_root().join("target/ci-venv/bin").join(name);
@@ -162,7 +162,7 @@ pub fn ci_tool(name: &str) -> PathBuf {
         .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()));
     on_path.unwrap_or_else(|| {
         panic!(
-            "{name} is needed: .ci/run installs it (Python tools into target/ci-venv with the versions \
+            "{name} is needed: `cargo xtask test` installs it (Python tools into target/ci-venv with the versions \
              it pins; chromium, systemd and buildah with apt-get)"
         )
     })
@@ -342,7 +342,7 @@ pub fn start_runner_at(
 
 /// A kind of machine other than this one that the tests start runners of:
 /// the runner built for its Rust target, started here through an emulator
-/// or a compatibility layer. The tools are Debian packages (`.ci/run`
+/// or a compatibility layer. The tools are Debian packages (`cargo xtask test`
 /// installs them).
 #[derive(Debug)]
 pub struct Foreign {
@@ -391,7 +391,7 @@ pub fn build_foreign_runners(kinds: &[&Foreign]) -> Vec<PathBuf> {
     }
     assert!(
         missing.is_empty(),
-        "runners for other machines need: {} (.ci/run installs them)",
+        "runners for other machines need: {} (`cargo xtask test` installs them)",
         missing.join("; ")
     );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -1,5 +1,5 @@
 //! Every page of the app passes axe-core's automated accessibility checks
-//! (from npm, installed by `.ci/run` into `target/ci-node`, injected into the
+//! (from npm, installed by the test command, `cargo xtask test`, into `target/ci-node`, injected into the
 //! page) with no serious or critical violation, and everything the keyboard
 //! reaches shows that it has the focus.
 
@@ -8,14 +8,11 @@ use ensemble_tests::{repo_root, start_server};
 
 const TOKEN: &str = "a11y-token";
 
-/// axe-core's script, as `.ci/run` installs it.
+/// axe-core's script, as `cargo xtask test` installs it.
 fn axe() -> String {
     let path = repo_root().join("target/ci-node/node_modules/axe-core/axe.min.js");
     std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; .ci/run installs it (npm install --prefix target/ci-node axe-core@4.10.3)",
-            path.display()
-        )
+        panic!("{}: {e}; the test command (`cargo xtask test`) installs it", path.display())
     })
 }
 

@@ -1,6 +1,6 @@
 //! The deployment files under `deploy/`: the Kubernetes manifests validate
 //! against the Kubernetes schemas (`kubernetes-validate`, installed by
-//! `.ci/run`), what they name exists (the probes answer, the scaled
+//! `cargo xtask test`), what they name exists (the probes answer, the scaled
 //! Deployment and the Secret's keys are there; the metrics they use are
 //! checked in `operations.rs`), and the systemd units pass
 //! `systemd-analyze verify`.

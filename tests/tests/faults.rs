@@ -377,7 +377,7 @@ async fn the_run_view_marks_faults_on_the_service_lane_and_the_editor_grants_the
 fn python_and_javascript_clients_read_back_across_a_restart_a_rust_client_makes() {
     let kv = kv_server();
     let dir = tempfile::tempdir().unwrap();
-    // ensemble-kv from this build and the Python suite tools of `.ci/run`.
+    // ensemble-kv from this build and the Python suite tools of `cargo xtask test`.
     let path = std::env::join_paths(
         [kv.parent().unwrap().to_path_buf(), ensemble_tests::repo_root().join("target/ci-tools")]
             .into_iter()

@@ -7,8 +7,8 @@
 //! across CPU kinds: its server on aarch64, its client on x86_64.
 //!
 //! The runners for the other machines are built by this test (the `cross`
-//! profile, one cargo run; `.ci/run` builds them beforehand, so here it is a
-//! quick check), with the tools `.ci/run` installs from Debian.
+//! profile, one cargo run; `cargo xtask test` builds them beforehand, so here it is a
+//! quick check), with the tools `cargo xtask test` installs from Debian.
 
 use std::collections::BTreeMap;
 

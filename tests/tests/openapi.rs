@@ -1,5 +1,5 @@
 //! The API document (`/api/openapi.json`): served without a token, a valid
-//! OpenAPI 3.1 document (`openapi-spec-validator`, installed by `.ci/run`),
+//! OpenAPI 3.1 document (`openapi-spec-validator`, installed by `cargo xtask test`),
 //! and every operation it describes is answered by the running server (no
 //! "no such endpoint", no "method not allowed"). That the server mounts no
 //! route the document leaves out is the runner's unit test

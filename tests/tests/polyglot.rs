@@ -3,7 +3,7 @@
 //! real runner processes; `ensemble suite new --lang python|js` makes
 //! projects that build and pass; build failures and missing tools are
 //! named. The Python and JavaScript suites are built by `ensemble suite
-//! build` with componentize-py, esbuild and componentize-js, which `.ci/run`
+//! build` with componentize-py, esbuild and componentize-js, which `cargo xtask test`
 //! installs (pinned).
 
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! machines a plan picks, reached by sandboxed suites on other machines over
 //! real TCP, stopped at the run's end, and never left behind, even when
 //! their runner is SIGKILLed. The server under test is Redis from Debian
-//! (`.ci/run` installs `redis-server`); the other services are plain shell
+//! (`cargo xtask test` installs `redis-server`); the other services are plain shell
 //! programs, so the rule is shown for any program the operator allows.
 
 use std::path::Path;
@@ -16,13 +16,15 @@ use serde_json::json;
 
 const TOKEN: &str = "services-token";
 
-/// The program's path, or a failure saying `.ci/run` installs it.
+/// The program's path, or a failure saying `cargo xtask test` installs it.
 fn needs(program: &str) -> String {
     let found = std::env::var_os("PATH")
         .and_then(|p| std::env::split_paths(&p).map(|d| d.join(program)).find(|p| p.is_file()));
     found
         .unwrap_or_else(|| {
-            panic!("{program} is not installed: `.ci/run` installs it (apt-get install redis-server)")
+            panic!(
+                "{program} is not installed: `cargo xtask test` installs it (apt-get install redis-server)"
+            )
         })
         .display()
         .to_string()

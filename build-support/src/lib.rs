@@ -20,6 +20,43 @@ pub const HOST_ONLY_VARS: [&str; 7] = [
     "RUSTC_WRAPPER",
 ];
 
+/// What cargo tells the package it builds or tests (`CARGO_PKG_NAME`,
+/// `CARGO_MANIFEST_DIR`, a build script's `OUT_DIR` and `TARGET`, …): a
+/// nested cargo must not inherit it, or the build scripts it reruns see
+/// another package's values and rebuild what the outer build had built.
+const PACKAGE_VAR_PREFIXES: [&str; 5] =
+    ["CARGO_PKG_", "CARGO_CFG_", "CARGO_FEATURE_", "CARGO_MANIFEST_", "DEP_"];
+const PACKAGE_VARS: [&str; 14] = [
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+    "TARGET",
+    "HOST",
+    "NUM_JOBS",
+    "OPT_LEVEL",
+    "DEBUG",
+    "PROFILE",
+    "RUSTC_LINKER",
+    "CARGO_MAKEFLAGS",
+];
+
+/// Clears from `command` what a nested cargo must not inherit: the
+/// host-only build settings ([`HOST_ONLY_VARS`]) and every variable cargo
+/// sets for the package it is building or testing.
+pub fn clean_cargo_env(command: &mut Command) {
+    for var in HOST_ONLY_VARS.iter().chain(&PACKAGE_VARS) {
+        command.env_remove(var);
+    }
+    for (key, _) in env::vars_os() {
+        if key.to_str().is_some_and(|k| PACKAGE_VAR_PREFIXES.iter().any(|p| k.starts_with(p))) {
+            command.env_remove(key);
+        }
+    }
+}
+
 /// Fails with the command to run when the standard library of `target` is
 /// missing (rustup does not add targets on its own on every machine).
 pub fn check_target_installed(target: &str) {
@@ -81,9 +118,7 @@ pub fn nested_cargo(
         .arg(manifest)
         .arg("--target-dir")
         .arg(target_dir);
-    for var in HOST_ONLY_VARS {
-        command.env_remove(var);
-    }
+    clean_cargo_env(&mut command);
     for (k, v) in env {
         command.env(k, v);
     }

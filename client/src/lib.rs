@@ -76,6 +76,12 @@ impl ClientError {
             || self.kind().is_some_and(|k| k.is_bad_input() || k == ErrorKind::Unauthorized)
     }
 
+    /// Whether no answer came: nothing listens at the address, or the
+    /// network failed (as opposed to an answer that refused).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ClientError::Transport { .. })
+    }
+
     /// Whether the server refused the token.
     pub fn is_unauthorized(&self) -> bool {
         self.kind() == Some(ErrorKind::Unauthorized)
@@ -219,7 +225,25 @@ pub fn server_url(input: &str) -> std::result::Result<String, String> {
         _ => return Err(format!("{input:?} is not a server URL (no http:// or https://); {expected}")),
     };
     let host = url.host().map(|h| h.to_string()).unwrap_or_default();
-    let base = match url.port() {
+    // A port is written out: without one, http:// would quietly mean 80,
+    // where no `ensemble serve` listens unless told to.
+    let authority =
+        input.split_once("://").map_or("", |(_, rest)| rest).split(['/', '?', '#']).next().unwrap_or("");
+    let port_written = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if !port_written {
+        let default = url.port_or_known_default().unwrap_or(80);
+        return Err(format!(
+            "{input:?} has no port: write it as {}://{host}:PORT (`ensemble serve` listens on 7878 unless told \
+             otherwise; {}://{host}:{default} if the server is on the scheme's default port)",
+            url.scheme(),
+            url.scheme()
+        ));
+    }
+    // The port as written, the scheme's default too (a base URL read
+    // back reads the same).
+    let base = match url.port_or_known_default() {
         Some(port) => format!("{}://{host}:{port}", url.scheme()),
         None => format!("{}://{host}", url.scheme()),
     };
@@ -765,8 +789,8 @@ mod tests {
     #[test]
     fn a_server_url_is_a_scheme_a_host_and_a_port_and_nothing_else() {
         assert_eq!(server_url("http://127.0.0.1:7878").unwrap(), "http://127.0.0.1:7878");
-        assert_eq!(server_url("https://ci.example:443/").unwrap(), "https://ci.example");
-        assert_eq!(server_url("http://[::1]:80/").unwrap(), "http://[::1]");
+        assert_eq!(server_url("https://ci.example:443/").unwrap(), "https://ci.example:443");
+        assert_eq!(server_url("http://[::1]:80/").unwrap(), "http://[::1]:80");
         for (input, says) in [
             ("127.0.0.1:7981", "no http:// or https://"),
             ("localhost:7878", "no http:// or https://"),
@@ -775,6 +799,8 @@ mod tests {
             ("http://h:1/?token=x", "more than a scheme, host and port"),
             ("http://me:pw@h:1", "pass the token with --token"),
             ("", "no http:// or https://"),
+            ("http://127.0.0.1", "has no port: write it as http://127.0.0.1:PORT"),
+            ("https://[::1]/", "has no port"),
         ] {
             let err = server_url(input).unwrap_err();
             assert!(err.contains(says), "{input:?}: {err}");

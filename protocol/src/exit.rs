@@ -6,5 +6,8 @@ pub const SUCCESS: i32 = 0;
 pub const TESTS_FAILED: i32 = 1;
 /// The plan, a suite or the command line was invalid; nothing ran.
 pub const BAD_INPUT: i32 = 2;
-/// Ensemble itself failed (I/O, internal error, coordinator unreachable).
+/// Ensemble itself failed (I/O, an internal error).
 pub const INTERNAL: i32 = 3;
+/// The server could not be reached: nothing answers at the address (not
+/// started, another port, a firewall) or the network failed; nothing ran.
+pub const UNREACHABLE: i32 = 4;

@@ -716,6 +716,19 @@ fn internal(error: impl Into<anyhow::Error>) -> Failure {
     Failure { code: exit::INTERNAL, error: error.into() }
 }
 
+/// A client call's failure: bad input (an address that is no server's, a
+/// refused token) is the user's to fix (2), as is a server out of reach
+/// (4); anything else is ensemble's (3).
+fn client_failure(e: ensemble_client::ClientError) -> Failure {
+    if e.is_bad_input() {
+        bad(e)
+    } else if e.is_unreachable() {
+        Failure { code: exit::UNREACHABLE, error: e.into() }
+    } else {
+        internal(e)
+    }
+}
+
 /// Parses the command line, runs the command, returns the exit code.
 pub fn main() -> i32 {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -840,7 +853,7 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
     // address, something else listening there or a wrong token is refused
     // at once.
     if let Some(client) = args.remote.client()? {
-        client.machines().await.map_err(|e| if e.is_bad_input() { bad(e) } else { internal(e) })?;
+        client.machines().await.map_err(client_failure)?;
         let request = match (&args.rerun_failed, &args.plan) {
             (Some(run), _) => RunRequest { rerun_failed: Some(run.clone()), ..RunRequest::default() },
             (None, Some(path)) => {
@@ -1079,7 +1092,15 @@ async fn report(args: ReportArgs) -> Result<i32, Failure> {
     for line in crate::report::fault_summary(&events) {
         println!("{line}");
     }
-    println!("{} run: {verdict}", if args.merge.len() > 1 { "Merged" } else { "The" });
+    let counts = events.iter().rev().find_map(|e| match &e.kind {
+        ensemble_protocol::EventKind::RunFinished { summary, .. } => Some(summary.describe()),
+        _ => None,
+    });
+    println!(
+        "{} run: {verdict} ({})",
+        if args.merge.len() > 1 { "Merged" } else { "The" },
+        counts.unwrap_or_default()
+    );
     Ok(verdict.exit_code())
 }
 
@@ -1087,8 +1108,6 @@ async fn report(args: ReportArgs) -> Result<i32, Failure> {
 /// code comes from the run's verdict, as in a standalone run.
 async fn run_remote(args: &RunArgs, request: &RunRequest, client: &Client) -> Result<i32, Failure> {
     use ensemble_protocol::api::ErrorKind;
-    let client_failure =
-        |e: ensemble_client::ClientError| if e.is_bad_input() { bad(e) } else { internal(e) };
     // A run id that is not the server's, or a run with nothing to rerun, is
     // the caller's to fix.
     let rerun_mistake = |e: &ensemble_client::ClientError| {

@@ -154,15 +154,16 @@ mod tests {
         let got = apply(args(&["ensemble", "serve", "--name", "n", "--slots=5"]), &file, &cli).unwrap();
         assert_eq!(
             got,
+            // In the file's order.
             args(&[
                 "ensemble",
                 "serve",
+                "--listen",
+                "127.0.0.1:1",
                 "--label",
                 "a=1",
                 "--label",
                 "b=2",
-                "--listen",
-                "127.0.0.1:1",
                 "--no-local-machine",
                 "--name",
                 "n",

@@ -61,6 +61,9 @@ fn kv_server_dir(exe: &Path) -> anyhow::Result<PathBuf> {
     println!("Building ensemble-kv, the demo's server under test…");
     let mut build = Command::new(cargo);
     build.args(["build", "-p", "ensemble-kv"]);
+    // Not as the package `cargo run` ran (its variables would make build
+    // scripts rerun, and the next build rebuild them).
+    ensemble_build_support::clean_cargo_env(&mut build);
     if dir.file_name().is_some_and(|n| n == "release") {
         build.arg("--release");
     }

@@ -159,11 +159,19 @@ pub fn inspect(data: &[u8]) {
     let _ = rt.block_on(sandbox().inspect(Arc::new(data.to_vec()), "fuzz"));
 }
 
-fn replay_store() -> &'static Store {
-    static STORE: OnceLock<Store> = OnceLock::new();
-    STORE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("ensemble-fuzz-replay-{}", std::process::id()));
-        let store = Store::open(&dir).expect("a store");
+/// The replay target's store, in a temporary directory of its own, made
+/// at the first input and removed by [`finish`].
+/// (The store first: it closes before its directory goes.)
+static REPLAY: std::sync::Mutex<Option<(Store, tempfile::TempDir)>> = std::sync::Mutex::new(None);
+
+fn with_replay_store<T>(f: impl FnOnce(&Store) -> T) -> T {
+    let mut held = REPLAY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (store, _) = held.get_or_insert_with(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("ensemble-fuzz-replay-")
+            .tempdir()
+            .expect("a temporary directory");
+        let store = Store::open(dir.path()).expect("a store");
         let mut events: Vec<Event> = (1..=50)
             .map(|seq| Event {
                 run: "r".into(),
@@ -180,8 +188,15 @@ fn replay_store() -> &'static Store {
             })
             .collect();
         store.write_batch(&mut events, &[]).expect("events stored");
-        store
-    })
+        (store, dir)
+    });
+    f(store)
+}
+
+/// Closes the replay target's store and removes its directory (a corpus
+/// replay calls it when done; a fuzzing process that never does leaves it).
+pub fn finish() {
+    REPLAY.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
 }
 
 /// The replay query: run id, first seq and page size from the bytes.
@@ -192,7 +207,7 @@ pub fn replay(data: &[u8]) {
     let from = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
     let limit = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
     let run = String::from_utf8_lossy(&data[12..]);
-    let page = replay_store().events_page(&run, from, limit).expect("the query runs");
+    let page = with_replay_store(|store| store.events_page(&run, from, limit)).expect("the query runs");
     assert!(page.len() <= limit as usize);
     assert!(page.windows(2).all(|w| w[0].seq < w[1].seq), "in order");
 }

@@ -66,7 +66,18 @@ pub async fn resolve(path: &Path) -> Result<PlanFile, Prepared> {
     let suites = tokio::task::spawn_blocking(move || suites::resolve_all(&for_build, &dir))
         .await
         .map_err(|e| Prepared::Internal(e.into()))?
-        .map_err(|e| invalid(path, e.problem))?;
+        .map_err(|e| {
+            // The plan is fine: this machine lacks a tool to build its suite.
+            if e.problem.message.contains(suites::lang::MISSING_TOOL) {
+                Prepared::Invalid(format!(
+                    "a tool is missing to build a suite of {}\n  {}",
+                    path.display(),
+                    e.problem
+                ))
+            } else {
+                invalid(path, e.problem)
+            }
+        })?;
     // An entry without a role takes its suite's name: the crate's for a
     // crate directory (even `suite = "."`), the file's stem for a .wasm.
     let mut plan = plan;

@@ -80,9 +80,7 @@ pub fn build_crate(dir: &Path) -> Result<PathBuf, String> {
     cmd.args(["build", "--release", "--target", "wasm32-wasip2", "--message-format=json-render-diagnostics"])
         .arg("--manifest-path")
         .arg(&manifest);
-    for var in ensemble_build_support::HOST_ONLY_VARS {
-        cmd.env_remove(var);
-    }
+    ensemble_build_support::clean_cargo_env(&mut cmd);
     cmd.stderr(std::process::Stdio::inherit());
     eprintln!("Building suite crate {} for wasm32-wasip2…", dir.display());
     let out = cmd.output().map_err(|e| format!("could not run cargo to build {}: {e}", dir.display()))?;

@@ -36,10 +36,11 @@ impl SyncPort for Port {
     }
 }
 
+/// A sandbox compiling in memory (the test of the on-disk cache makes its
+/// own): nothing is left on disk.
 fn sandbox() -> Arc<Sandbox> {
-    let dir = tempfile::tempdir().unwrap().keep();
     Arc::new(
-        Sandbox::new(SandboxOptions { cache_dir: Some(dir), max_instances: 16, ..SandboxOptions::default() })
+        Sandbox::new(SandboxOptions { cache_dir: None, max_instances: 16, ..SandboxOptions::default() })
             .unwrap(),
     )
 }

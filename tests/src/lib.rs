@@ -146,8 +146,65 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// The process and everything it started go, however the test ends
+    /// (a panic too).
     fn drop(&mut self) {
-        self.kill();
+        kill_tree(&mut self.child);
+    }
+}
+
+/// The processes `pid` started, and theirs, from `/proc` (Linux; empty
+/// elsewhere).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut next = vec![pid];
+    while let Some(p) = next.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
+        for task in tasks.flatten() {
+            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+                if !found.contains(&child) {
+                    found.push(child);
+                    next.push(child);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// SIGKILLs `child` and every process under it, then reaps `child`.
+pub fn kill_tree(child: &mut Child) {
+    let under = descendants(child.id());
+    let _ = child.kill();
+    for pid in under {
+        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+    let _ = child.wait();
+}
+
+/// A child process a test owns: it and every process under it are killed
+/// when the guard drops, however the test ends.
+pub struct Owned(pub Child);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        kill_tree(&mut self.0);
+    }
+}
+
+impl std::ops::Deref for Owned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Owned {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
     }
 }
 
@@ -396,6 +453,7 @@ pub fn build_foreign_runners(kinds: &[&Foreign]) -> Vec<PathBuf> {
     );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
+    ensemble_build_support::clean_cargo_env(&mut cmd);
     cmd.args(["build", "--locked", "-p", "ensemble-runner", "--bin", "ensemble", "--profile", "cross"]);
     for kind in kinds {
         cmd.args(["--target", kind.triple]);

@@ -107,16 +107,19 @@ fn ensemble_demo_brings_up_a_ready_setup() {
     let test_command = &commands[1];
     let ci = std::fs::read_to_string(ensemble_tests::repo_root().join(".ci/run")).unwrap();
     assert!(ci.lines().any(|l| l.trim() == test_command), ".ci/run does not run `{test_command}`");
-    let mut demo = Command::new(ensemble_tests::ensemble_bin())
-        .args(&args)
-        .args(["--listen", &format!("127.0.0.1:{busy}")])
-        .current_dir(ensemble_tests::repo_root())
-        .env("ENSEMBLE_CACHE_DIR", dir.path().join("cache"))
-        .env("TMPDIR", &tmp)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Owned: it and its coordinator and runners go however the test ends.
+    let mut demo = ensemble_tests::Owned(
+        Command::new(ensemble_tests::ensemble_bin())
+            .args(&args)
+            .args(["--listen", &format!("127.0.0.1:{busy}")])
+            .current_dir(ensemble_tests::repo_root())
+            .env("ENSEMBLE_CACHE_DIR", dir.path().join("cache"))
+            .env("TMPDIR", &tmp)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
     let mut moved = None;
     let url = loop {
@@ -308,8 +311,9 @@ fn the_demo_leaves_nothing_behind_when_it_fails_or_is_stopped_while_starting() {
     assert!(left().is_empty(), "a failed demo left {:?} behind", left());
 
     // Stopped while its runners join.
-    let mut child =
-        demo(&dir.path().join("cache")).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = ensemble_tests::Owned(
+        demo(&dir.path().join("cache")).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap(),
+    );
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map(|l| l.unwrap());
     lines.by_ref().find(|l| l.starts_with("Starting two runners")).expect("the demo says what it starts");
     assert_eq!(left().len(), 1, "its scratch data exists while it runs");

@@ -94,19 +94,26 @@ async fn a_wrong_token_and_a_wrong_scheme_are_the_callers_to_fix() {
 /// The first line a runner joining `url` prints about why it waits (then
 /// it is stopped).
 fn why_a_runner_waits(url: &str, name: &str, cache: &std::path::Path) -> String {
-    let mut runner = Command::new(ensemble_bin())
-        .args(["runner", "--join", url, "--token", "t", "--name", name])
-        .env("ENSEMBLE_CACHE_DIR", cache)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    why_a_runner_waits_with(url, "t", name, cache)
+}
+
+/// [`why_a_runner_waits`] with token `token`; or why it stopped.
+fn why_a_runner_waits_with(url: &str, token: &str, name: &str, cache: &std::path::Path) -> String {
+    let mut runner = ensemble_tests::Owned(
+        Command::new(ensemble_bin())
+            .args(["runner", "--join", url, "--token", token, "--name", name])
+            .env("ENSEMBLE_CACHE_DIR", cache)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let line = BufReader::new(runner.stderr.take().unwrap())
         .lines()
         .map(|l| l.unwrap())
-        .find(|l| l.starts_with("ensemble runner:"))
+        .find(|l| l.starts_with("ensemble runner:") || l.starts_with("error:"))
         .expect("the runner says why it waits");
-    runner.kill().unwrap();
+    let _ = runner.kill();
     let _ = runner.wait();
     line
 }
@@ -256,4 +263,63 @@ async fn ctrl_c_stops_a_runner_and_a_server_cleanly_and_says_so() {
     assert!(status.success(), "{status:?}: {log}");
     assert_eq!(log.lines().last(), Some("ensemble serve: stopped"), "{log}");
     assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
+}
+
+#[test]
+fn a_server_out_of_reach_and_an_address_without_a_port_say_so_with_their_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let plan = "suites/plans/demo.toml";
+    // Nothing listens: the user's environment, not ensemble's failure.
+    let url = format!("http://127.0.0.1:{}", closed_port());
+    let out = ensemble(&["run", plan, "--server", &url], &cache);
+    assert_eq!(out.status.code(), Some(ensemble_protocol::exit::UNREACHABLE), "{}", text(&out));
+    assert!(text(&out).contains("nothing listens at that address"), "{}", text(&out));
+    // No port: not quietly port 80.
+    let out = ensemble(&["run", plan, "--server", "http://127.0.0.1"], &cache);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("\"http://127.0.0.1\" has no port: write it as http://127.0.0.1:PORT"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_token_given_where_the_other_goes_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let cache = dir.path().join("cache");
+    // The join token to `run`.
+    let out = ensemble_tests::ensemble_async(
+        &["run", "suites/plans/demo.toml", "--server", &server.url, "--token", &server.join_token],
+        &cache,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("that is the join token"), "{}", text(&out));
+    // The API token to a runner.
+    let line = why_a_runner_waits_with(&server.url, TOKEN, "mixed-up", &cache);
+    assert!(line.contains("that is the API token: a runner joins with the join token"), "{line}");
+}
+
+#[test]
+fn a_missing_suite_tool_is_named_as_such_not_as_an_invalid_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let suite = dir.path().join("py-suite");
+    let out = ensemble(&["suite", "new", suite.to_str().unwrap(), "--lang", "python"], &cache);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // A PATH without the suite tools.
+    let out = Command::new(ensemble_bin())
+        .args(["run", suite.join("plan.toml").to_str().unwrap()])
+        .env("ENSEMBLE_CACHE_DIR", &cache)
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let shown = text(&out);
+    assert!(shown.contains("a tool is missing to build a suite of"), "{shown}");
+    assert!(shown.contains("needs `componentize-py`"), "{shown}");
+    assert!(!shown.contains("invalid plan"), "{shown}");
 }

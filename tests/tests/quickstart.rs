@@ -62,7 +62,11 @@ fn install(command: &str, root: &Path) {
     let mut args: Vec<&str> = command.split_whitespace().skip(1).collect();
     let root_arg = root.display().to_string();
     args.extend(["--root", &root_arg, "--debug", "--offline"]);
-    let out = Command::new("cargo")
+    let mut cargo = Command::new("cargo");
+    // Not as the test package (its variables would make build scripts
+    // rerun here, and the demo's build after the tests rebuild them).
+    ensemble_build_support::clean_cargo_env(&mut cargo);
+    let out = cargo
         .args(&args)
         .current_dir(repo_root())
         .env("CARGO_TARGET_DIR", &target_dir)

@@ -121,12 +121,21 @@ async fn the_parts_of_a_split_plan_merge_into_one_report_as_a_stored_run_does() 
         &cache,
     );
     assert_eq!(out.status.code(), Some(1), "the merged run failed as basics does: {}", text(&out));
+    // It says the counts, not only the verdict.
+    assert!(
+        text(&out).contains("Merged run: failed (") && text(&out).contains(" passed, 2 failed"),
+        "{}",
+        text(&out)
+    );
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("tests=\"11\" failures=\"2\""), "{xml}");
     let merged = data(&html);
     assert_eq!(merged["tests"].as_array().unwrap().len(), 11);
     assert_eq!(merged["summary"]["failed"], 2);
     assert_eq!(merged["verdict"], "failed");
+    // The parts together ran every test: none is filtered out (each part
+    // filtered out what the other ran).
+    assert_eq!(merged["filtered_out"], 0, "{merged}");
 
     // A log cut short is refused, named.
     let cut = dir.path().join("cut.jsonl");

@@ -423,12 +423,13 @@ pub fn RunPage(props: &Props) -> Html {
     // Not over yet: it can be cancelled, and a broken stream reconnects.
     let running = matches!(state, RunState::Running | RunState::Queued);
     let (t0, t1) = view.span();
-    // The run's time: its own once it is over (the verdict streamed, or the
-    // server's record), else from its start to now.
+    // The run's time: its own once it is over (the server's record, as the
+    // runs list shows it, else the verdict streamed), else from its start
+    // to now.
     let recorded = meta.as_ref().filter(|_| !running).and_then(|m| m.finished_us.map(|f| f - m.started_us));
-    let elapsed = match (&view.finished, recorded) {
-        (Some(f), _) => f.duration_ms,
-        (None, Some(us)) => (us / 1000).max(0) as u64,
+    let elapsed = match (recorded, &view.finished) {
+        (Some(us), _) => (us / 1000).max(0) as u64,
+        (None, Some(f)) => f.duration_ms,
         (None, None) => ((t1 - t0) / 1000).max(0) as u64,
     };
     let clocks: BTreeMap<String, String> = session

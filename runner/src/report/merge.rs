@@ -118,7 +118,37 @@ pub fn merge(logs: Vec<(String, Vec<Event>)>) -> anyhow::Result<Vec<Event>> {
         e.run = run.clone();
         e.seq = i as u64 + 1;
     }
+    count_filtered_once(&mut out);
     Ok(out)
+}
+
+/// The parts of a partitioned plan each filtered out what the others ran:
+/// for each role's instance, what none of its parts ran is filtered out,
+/// counted once (on its first shard), not once per part.
+fn count_filtered_once(events: &mut [Event]) {
+    use std::collections::{BTreeMap, BTreeSet};
+    // (role, instance) -> (tests it had in all, tests any part ran)
+    let mut groups: BTreeMap<(String, u32), (u32, BTreeSet<String>)> = BTreeMap::new();
+    for e in events.iter() {
+        if let EventKind::ShardStarted { shard, tests, filtered_out } = &e.kind {
+            let had = u32::try_from(tests.len()).unwrap_or(u32::MAX).saturating_add(*filtered_out);
+            let group = groups.entry((shard.role.clone(), shard.instance)).or_default();
+            group.0 = group.0.max(had);
+            group.1.extend(tests.iter().cloned());
+        }
+    }
+    let mut counted = BTreeSet::new();
+    for e in events.iter_mut() {
+        if let EventKind::ShardStarted { shard, filtered_out, .. } = &mut e.kind {
+            let key = (shard.role.clone(), shard.instance);
+            let (had, ran) = &groups[&key];
+            *filtered_out = if counted.insert(key) {
+                had.saturating_sub(u32::try_from(ran.len()).unwrap_or(u32::MAX))
+            } else {
+                0
+            };
+        }
+    }
 }
 
 fn add(total: &mut Summary, s: &Summary) {
@@ -186,6 +216,39 @@ mod tests {
             })
             .collect();
         ("part.jsonl".into(), events)
+    }
+
+    #[test]
+    fn what_no_part_ran_is_filtered_out_once() {
+        let started = |tests: &[&str], filtered_out: u32| {
+            let sref =
+                ShardRef { shard: 1, machine: "m".into(), role: "r".into(), suite: "s".into(), instance: 0 };
+            EventKind::ShardStarted {
+                shard: sref,
+                tests: tests.iter().map(|t| t.to_string()).collect(),
+                filtered_out,
+            }
+        };
+        let mut a = log(1, Summary { failed: 1, ..Summary::default() });
+        a.1.insert(
+            1,
+            Event { run: "r".into(), seq: 0, at_us: 0, machine_at_us: None, kind: started(&["t", "u"], 3) },
+        );
+        let mut b = log(1, Summary { failed: 1, ..Summary::default() });
+        b.1.insert(
+            1,
+            Event { run: "r".into(), seq: 0, at_us: 0, machine_at_us: None, kind: started(&["v", "w"], 3) },
+        );
+        let merged = merge(vec![a, b]).unwrap();
+        let filtered: Vec<u32> = merged
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::ShardStarted { filtered_out, .. } => Some(*filtered_out),
+                _ => None,
+            })
+            .collect();
+        // Five tests in all, four ran across the two parts: one filtered out.
+        assert_eq!(filtered, [1, 0]);
     }
 
     #[test]

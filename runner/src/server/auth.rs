@@ -18,9 +18,30 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
     header.and_then(|h| h.strip_prefix("Bearer "))
 }
 
+/// What a person who gave the join token where the API token goes is told.
+const JOIN_NOT_API: &str = "that is the join token, which lets runners join and nothing else: give the \
+     API token (`ensemble serve` prints it, and keeps the one it made in DATA_DIR/token)";
+/// What a runner given the API token is told.
+const API_NOT_JOIN: &str = "that is the API token: a runner joins with the join token (`ensemble serve \
+     --join-token`, or the one it made in DATA_DIR/join-token)";
+
+/// The tokens a route takes, and the other kind with what to say to a
+/// request that brings it instead.
+struct Tokens {
+    expected: Option<Vec<String>>,
+    other: Option<(String, &'static str)>,
+}
+
 /// Requires the server's API token when it has one.
 pub fn required(core: Arc<Coordinator>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    token(move || core.config.token.clone().map(|t| vec![t]), "--token or ENSEMBLE_TOKEN")
+    token(move || api_tokens(&core), "--token or ENSEMBLE_TOKEN")
+}
+
+fn api_tokens(core: &Coordinator) -> Tokens {
+    Tokens {
+        expected: core.config.token.clone().map(|t| vec![t]),
+        other: core.config.join_token.clone().map(|t| (t, JOIN_NOT_API)),
+    }
 }
 
 /// [`required`], or a ticket (`?ticket=T`) from `POST /api/tickets`,
@@ -49,7 +70,7 @@ pub fn required_or_ticket(core: Arc<Coordinator>) -> impl Filter<Extract = (), E
                             ))
                         }
                         None => check(
-                            core.config.token.clone().map(|t| vec![t]),
+                            api_tokens(&core),
                             header.as_deref(),
                             &query,
                             addr,
@@ -65,14 +86,20 @@ pub fn required_or_ticket(core: Arc<Coordinator>) -> impl Filter<Extract = (), E
 /// Requires the server's join token (machines) when it has one.
 pub fn join_required(core: Arc<Coordinator>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     token(
-        move || core.config.join_token.clone().map(|t| vec![t]),
+        move || Tokens {
+            expected: core.config.join_token.clone().map(|t| vec![t]),
+            other: core.config.token.clone().map(|t| (t, API_NOT_JOIN)),
+        },
         "the runner's --token or ENSEMBLE_JOIN_TOKEN",
     )
 }
 
 /// Requires the metrics token when the server has one (`--metrics-token`).
 pub fn metrics_required(core: Arc<Coordinator>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    token(move || core.config.metrics_token.clone().map(|t| vec![t]), "--metrics-token")
+    token(
+        move || Tokens { expected: core.config.metrics_token.clone().map(|t| vec![t]), other: None },
+        "--metrics-token",
+    )
 }
 
 /// Requires either token: for what machines fetch (suite bytes) as well as people.
@@ -81,7 +108,7 @@ pub fn either_required(core: Arc<Coordinator>) -> impl Filter<Extract = (), Erro
         move || {
             let tokens: Vec<String> =
                 core.config.token.iter().chain(core.config.join_token.iter()).cloned().collect();
-            (!tokens.is_empty()).then_some(tokens)
+            Tokens { expected: (!tokens.is_empty()).then_some(tokens), other: None }
         },
         "--token or ENSEMBLE_TOKEN",
     )
@@ -90,7 +117,7 @@ pub fn either_required(core: Arc<Coordinator>) -> impl Filter<Extract = (), Erro
 /// Requires one of the tokens `expected()` gives (none: open), naming `how`
 /// to pass it.
 fn token(
-    expected: impl Fn() -> Option<Vec<String>> + Clone + Send + Sync + 'static,
+    expected: impl Fn() -> Tokens + Clone + Send + Sync + 'static,
     how: &'static str,
 ) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
@@ -110,15 +137,21 @@ fn token(
 /// Whether the request (its `Authorization` header, or `?token=`) has one
 /// of the tokens `expected` (none expected: yes).
 fn check(
-    expected: Option<Vec<String>>,
+    tokens: Tokens,
     header: Option<&str>,
     query: &HashMap<String, String>,
     addr: Option<std::net::SocketAddr>,
     how: &str,
 ) -> Result<(), Rejection> {
-    let Some(expected) = expected else { return Ok(()) };
+    let Some(expected) = tokens.expected else { return Ok(()) };
     match bearer(header).or(query.get("token").map(String::as_str)) {
         Some(given) if expected.iter().any(|e| token_ok(e, given)) => Ok(()),
+        // The other kind of token: the server knows which it is, so says.
+        Some(given) if tokens.other.as_ref().is_some_and(|(other, _)| token_ok(other, given)) => {
+            let hint = tokens.other.map(|(_, hint)| hint).unwrap_or_default();
+            crate::throttled!(warn, 20, peer = ?addr, "rejected a request with the other kind of token");
+            Err(reject(ErrorKind::Unauthorized, format!("wrong token: {hint}")))
+        }
         Some(_) => {
             crate::throttled!(warn, 20, peer = ?addr, "rejected a request with a wrong token");
             Err(reject(ErrorKind::Unauthorized, format!("wrong token (pass it with {how})")))

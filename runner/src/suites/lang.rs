@@ -267,6 +267,10 @@ fn unless_fresh(
 
 /// Finds a build tool: in the project's `node_modules/.bin` (JavaScript),
 /// else on PATH. The error says which tool, for what, and how to install it.
+/// What the message of a missing tool says (callers tell it from a bad
+/// suite by it: the plan is fine, the machine lacks a tool).
+pub const MISSING_TOOL: &str = "which is not on PATH";
+
 fn tool(name: &str, dir: &Path, lang: Lang, install: &str) -> Result<PathBuf, String> {
     let local = dir.join("node_modules/.bin").join(name);
     if local.is_file() {
@@ -280,7 +284,7 @@ fn tool(name: &str, dir: &Path, lang: Lang, install: &str) -> Result<PathBuf, St
         .find(|p| p.is_file());
     found.ok_or_else(|| {
         format!(
-            "building the {} suite {} needs `{name}`, which is not on PATH; install it with `{install}`",
+            "building the {} suite {} needs `{name}`, {MISSING_TOOL}; install it with `{install}` (`cargo xtask test` installs the pinned suite tools)",
             lang.name(),
             dir.display()
         )

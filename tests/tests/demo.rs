@@ -33,7 +33,7 @@ fn the_demo_plan_passes_with_both_roles_coordinating() {
     let dir = tempfile::tempdir().unwrap();
     // The README's standalone command; the reports it names go to a scratch
     // directory.
-    let args: Vec<String> = readme_command("ensemble run suites/plans/demo.toml")
+    let args: Vec<String> = readme_command("target/debug/ensemble run suites/plans/demo.toml")
         .into_iter()
         .map(|a| if a.starts_with("out.") { dir.path().join(a).display().to_string() } else { a })
         .collect();
@@ -162,7 +162,7 @@ fn ensemble_demo_brings_up_a_ready_setup() {
     // It is the README's "from another terminal" command, with this demo's
     // address; run as written (the token from the environment), it passes.
     let from_another_terminal: Vec<String> =
-        readme_command("ensemble run suites/plans/demo-distributed.toml")
+        readme_command("target/debug/ensemble run suites/plans/demo-distributed.toml")
             .into_iter()
             .map(|a| if a.starts_with("http://127.0.0.1:") { url.clone() } else { a })
             .collect();

@@ -7,7 +7,7 @@
 //! not collide and its lane names are not cut, the zero counts are one
 //! line, and the tests table keeps the machine. With
 //! `ENSEMBLE_UPDATE_SCREENSHOTS=1` it writes the README's screenshots of
-//! the run page (a lost test, a rerun) on a phone and on a desktop.
+//! the run page (a rerun whose test was lost) on a phone and on a desktop.
 
 use ensemble_protocol::EventKind;
 use ensemble_tests::browser::{Browser, app_pages, screenshot};
@@ -71,17 +71,29 @@ return problems;
 
 /// The pages, with a day of use on the server: [`app_pages`] and a rerun
 /// of its run, a flaky test (its plan ran again, passing), a stored plan
-/// with a schedule and webhooks, a run with a test lost with its machine,
-/// and a drained machine. The run with the lost test comes first.
+/// with a schedule and webhooks, a rerun whose test was lost with its
+/// machine, and a drained machine. The rerun with the lost test comes first.
 async fn a_day_of_use(dir: &std::path::Path, server: &Server) -> Vec<(String, &'static str)> {
     let client = server.client();
-    // A test lost with its machine (the server gives up on it after 2 s).
     let mut lost_box = start_runner(dir, server, "lost-box", &["site=far"], None);
     let _drained_box = start_runner(dir, server, "drained-box", &["site=near"], None);
     server.wait_online(3).await;
-    let lost = server
-        .start_stuck_run(ensemble_artifacts::BENCH_PARTIES, json!({ "labels": { "site": "far" } }), json!({}))
-        .await;
+    // A test that times out at its barrier, rerun; the rerun's test is
+    // lost with its machine (the server gives up on it after 2 s).
+    let far = json!({ "labels": { "site": "far" } });
+    let timed_out =
+        server.start_stuck_run(ensemble_artifacts::BENCH_PARTIES, far, json!({ "test_timeout": "1s" })).await;
+    server.events(&timed_out).await;
+    let lost: ensemble_protocol::api::RunCreated = client
+        .request(reqwest::Method::POST, ensemble_protocol::api::routes::RUNS)
+        .json(&json!({ "rerun_failed": timed_out }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lost = lost.id;
     server.watch(&lost, 1, |e| !matches!(e.kind, EventKind::TestStarted { .. })).await;
     lost_box.kill();
     server.events(&lost).await;
@@ -139,6 +151,7 @@ async fn the_app_fits_a_phone_and_its_taps() {
                 anyhow::ensure!(width_seen == width, "the phone's viewport is {width_seen}");
                 if i == 0 && width == 390 {
                     b.wait_text("#summary", "lost").await?;
+                    b.wait_css("#reruns").await?;
                     b.screenshot_to(screenshot(dir.path(), "phone-run.png")).await?;
                 }
                 b.execute(CHECK, vec![]).await
@@ -161,6 +174,7 @@ async fn the_app_fits_a_phone_and_its_taps() {
     let steps = async {
         browser.goto(&format!("{}{}?token={}", server.url, pages[0].0, server.token)).await?;
         browser.wait_text("#summary", "lost").await?;
+        browser.wait_css("#reruns").await?;
         browser.screenshot_to(screenshot(dir.path(), "run-desktop.png")).await
     };
     if let Err(e) = steps.await {

@@ -69,6 +69,11 @@ if (machine && !shown(machine)) problems.push('the tests table lost its machine 
 return problems;
 "#;
 
+/// A run of run `id`'s failures.
+fn rerun_of(id: &str) -> ensemble_protocol::api::RunRequest {
+    ensemble_protocol::api::RunRequest { rerun_failed: Some(id.to_string()), ..Default::default() }
+}
+
 /// The pages, with a day of use on the server: [`app_pages`] and a rerun
 /// of its run, a flaky test (its plan ran again, passing), a stored plan
 /// with a schedule and webhooks, a rerun whose test was lost with its
@@ -84,16 +89,7 @@ async fn a_day_of_use(dir: &std::path::Path, server: &Server) -> Vec<(String, &'
     let timed_out =
         server.start_stuck_run(ensemble_artifacts::BENCH_PARTIES, far, json!({ "test_timeout": "1s" })).await;
     server.events(&timed_out).await;
-    let lost: ensemble_protocol::api::RunCreated = client
-        .request(reqwest::Method::POST, ensemble_protocol::api::routes::RUNS)
-        .json(&json!({ "rerun_failed": timed_out }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let lost = lost.id;
+    let lost = client.start_run(&rerun_of(&timed_out)).await.unwrap().id;
     server.watch(&lost, 1, |e| !matches!(e.kind, EventKind::TestStarted { .. })).await;
     lost_box.kill();
     server.events(&lost).await;
@@ -103,15 +99,7 @@ async fn a_day_of_use(dir: &std::path::Path, server: &Server) -> Vec<(String, &'
     let mut pages = app_pages(server, ensemble_artifacts::BASICS).await;
     let first = pages.iter().find_map(|(p, _)| p.strip_prefix("/runs/")).unwrap().to_string();
     // Its failures again: a rerun.
-    let rerun: ensemble_protocol::api::RunCreated = client
-        .request(reqwest::Method::POST, ensemble_protocol::api::routes::RUNS)
-        .json(&json!({ "rerun_failed": first }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rerun = client.start_run(&rerun_of(&first)).await.unwrap();
     server.events(&rerun.id).await;
     // The plan again, passing what failed: flaky tests.
     let stored = client.plans().await.unwrap().into_iter().next().unwrap();

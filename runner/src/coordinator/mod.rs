@@ -1068,9 +1068,7 @@ impl Coordinator {
 
     /// What rerunning finished run `id`'s failures would run.
     pub async fn rerun_preview(&self, id: &str) -> Result<RerunPreview, ApiError> {
-        let plan = self.failures_of(id).await?;
-        let key = id.to_string();
-        let events = self.store.call(move |s| s.events_outline(&key)).await.map_err(internal)?;
+        let (plan, events) = self.failures_with_events(id).await?;
         let failed = events
             .iter()
             .filter_map(|e| match &e.kind {
@@ -1090,6 +1088,14 @@ impl Coordinator {
     /// The plan that runs again what did not pass in finished run `id`
     /// (see [`rerun::failures_plan`]).
     async fn failures_of(&self, id: &str) -> Result<Plan, ApiError> {
+        self.failures_with_events(id).await.map(|(plan, _)| plan)
+    }
+
+    /// [`Coordinator::failures_of`], with the run's event outline it read.
+    async fn failures_with_events(
+        &self,
+        id: &str,
+    ) -> Result<(Plan, Vec<ensemble_protocol::Event>), ApiError> {
         let meta = self.run(id).await?;
         if matches!(meta.state, RunState::Queued | RunState::Running) {
             return Err(ApiError::new(
@@ -1101,9 +1107,10 @@ impl Coordinator {
         let events = self.store.call(move |s| s.events_outline(&key)).await.map_err(internal)?;
         let uses_sync: Vec<bool> =
             self.resolve_suites(&meta.plan).await?.iter().map(|s| s.uses_sync).collect();
-        rerun::failures_plan(&meta.plan, &events, &uses_sync).map_err(|why| {
+        let plan = rerun::failures_plan(&meta.plan, &events, &uses_sync).map_err(|why| {
             ApiError::new(ErrorKind::Conflict, format!("run {id:?} has nothing to rerun: {why}"))
-        })
+        })?;
+        Ok((plan, events))
     }
 
     /// Opens a run's plumbing (see [`Opened`]) and lists it as active.

@@ -4,6 +4,7 @@
 //! so that no address it builds carries the token.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ensemble_protocol::api::ErrorKind;
@@ -47,40 +48,40 @@ fn api_tokens(core: &Coordinator) -> Tokens {
 /// [`required`], or a ticket (`?ticket=T`) from `POST /api/tickets`,
 /// which is used up: for WebSockets, which a browser opens with no header.
 pub fn required_or_ticket(core: Arc<Coordinator>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    credentials()
+        .and_then(move |header: Option<String>, query: HashMap<String, String>, addr: Option<SocketAddr>| {
+            let core = core.clone();
+            async move {
+                match query.get("ticket") {
+                    Some(ticket) if core.tickets.redeem(ticket) => Ok(()),
+                    Some(_) => {
+                        crate::throttled!(warn, 20, peer = ?addr, "rejected a request with a bad ticket");
+                        Err(reject(
+                            ErrorKind::Unauthorized,
+                            format!(
+                                "the ticket is unknown, used or expired (a ticket from POST /api/tickets \
+                                 opens one connection within {} s)",
+                                crate::secret::TICKET_LIFE.as_secs()
+                            ),
+                        ))
+                    }
+                    None => {
+                        check(api_tokens(&core), header.as_deref(), &query, addr, "--token or ENSEMBLE_TOKEN")
+                    }
+                }
+            }
+        })
+        .untuple_one()
+}
+
+/// What a request brings to prove who it is: its `Authorization` header,
+/// its query (`?token=`, `?ticket=`) and its peer's address (for the logs).
+fn credentials()
+-> impl Filter<Extract = (Option<String>, HashMap<String, String>, Option<SocketAddr>), Error = Rejection> + Clone
+{
     warp::header::optional::<String>("authorization")
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::addr::remote())
-        .and_then(
-            move |header: Option<String>,
-                  query: HashMap<String, String>,
-                  addr: Option<std::net::SocketAddr>| {
-                let core = core.clone();
-                async move {
-                    match query.get("ticket") {
-                        Some(ticket) if core.tickets.redeem(ticket) => Ok(()),
-                        Some(_) => {
-                            crate::throttled!(warn, 20, peer = ?addr, "rejected a request with a bad ticket");
-                            Err(reject(
-                                ErrorKind::Unauthorized,
-                                format!(
-                                    "the ticket is unknown, used or expired (a ticket from POST /api/tickets \
-                                     opens one connection within {} s)",
-                                    crate::secret::TICKET_LIFE.as_secs()
-                                ),
-                            ))
-                        }
-                        None => check(
-                            api_tokens(&core),
-                            header.as_deref(),
-                            &query,
-                            addr,
-                            "--token or ENSEMBLE_TOKEN",
-                        ),
-                    }
-                }
-            },
-        )
-        .untuple_one()
 }
 
 /// Requires the server's join token (machines) when it has one.
@@ -120,17 +121,11 @@ fn token(
     expected: impl Fn() -> Tokens + Clone + Send + Sync + 'static,
     how: &'static str,
 ) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-        .and(warp::query::<HashMap<String, String>>())
-        .and(warp::addr::remote())
-        .and_then(
-            move |header: Option<String>,
-                  query: HashMap<String, String>,
-                  addr: Option<std::net::SocketAddr>| {
-                let expected = expected();
-                async move { check(expected, header.as_deref(), &query, addr, how) }
-            },
-        )
+    credentials()
+        .and_then(move |header: Option<String>, query: HashMap<String, String>, addr: Option<SocketAddr>| {
+            let expected = expected();
+            async move { check(expected, header.as_deref(), &query, addr, how) }
+        })
         .untuple_one()
 }
 
@@ -140,7 +135,7 @@ fn check(
     tokens: Tokens,
     header: Option<&str>,
     query: &HashMap<String, String>,
-    addr: Option<std::net::SocketAddr>,
+    addr: Option<SocketAddr>,
     how: &str,
 ) -> Result<(), Rejection> {
     let Some(expected) = tokens.expected else { return Ok(()) };

@@ -97,7 +97,7 @@ pub async fn app_pages(server: &crate::Server, basics: &str) -> Vec<(String, &'s
     ]
 }
 
-/// Where a screenshot goes: the README's folder (`docs/screenshots/`) when
+/// Where a screenshot goes: the book's folder (`docs/screenshots/`) when
 /// `ENSEMBLE_UPDATE_SCREENSHOTS` is set, else `dir` (taking them still
 /// checks they can be taken).
 pub fn screenshot(dir: &Path, name: &str) -> std::path::PathBuf {

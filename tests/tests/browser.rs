@@ -4,7 +4,7 @@
 //! upload and from the catalog, each linked to its own machine profile),
 //! see why the coordinating pair cannot run in sequence, run it, watch both machines' lanes, reload mid-run, open a failure.
 //!
-//! With `ENSEMBLE_UPDATE_SCREENSHOTS=1` the test also writes the README's
+//! With `ENSEMBLE_UPDATE_SCREENSHOTS=1` the test also writes the book's
 //! screenshots to `docs/screenshots/`.
 
 use ensemble_tests::browser::{Browser, screenshot};

@@ -160,3 +160,197 @@ fn every_filter_the_filter_guide_shows_parses() {
     }
     assert!(shown >= 10, "the guide's tables of expressions: {shown}");
 }
+
+/// The Markdown files a reader follows links through: the README and every
+/// page of the book in `docs/`.
+fn markdown_files() -> Vec<std::path::PathBuf> {
+    let mut files = vec![repo_root().join("README.md")];
+    let mut book: Vec<_> = std::fs::read_dir(repo_root().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    book.sort();
+    files.extend(book);
+    files
+}
+
+/// The link targets of a Markdown text (`[text](target)`, `![alt](target)`
+/// and `src="target"`), outside code blocks and code spans.
+fn link_targets(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        // Outside code spans: the even pieces between backticks.
+        let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        for (open, close) in [("](", ')'), ("src=\"", '"')] {
+            let mut rest = prose.as_str();
+            while let Some(i) = rest.find(open) {
+                rest = &rest[i + open.len()..];
+                if let Some(end) = rest.find(close) {
+                    out.push(rest[..end].to_string());
+                    rest = &rest[end..];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A heading's anchor, as GitHub and mdBook make it: lower case, letters,
+/// digits, `-` and `_` kept, spaces to `-`, everything else dropped.
+fn anchor_of(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            ' ' => Some('-'),
+            _ => None,
+        })
+        .collect()
+}
+
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut fenced = false;
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced && line.starts_with('#') {
+            out.insert(anchor_of(line.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_link_of_the_readme_and_the_book_leads_somewhere() {
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    for file in markdown_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let name = file.strip_prefix(repo_root()).unwrap().display().to_string();
+        for target in link_targets(&text) {
+            if target.starts_with("https://")
+                || target.starts_with("http://")
+                || target.starts_with("mailto:")
+            {
+                continue;
+            }
+            checked += 1;
+            let (path, anchor) = target.split_once('#').unwrap_or((&target, ""));
+            let resolved = if path.is_empty() { file.clone() } else { file.parent().unwrap().join(path) };
+            if !resolved.exists() {
+                broken.push(format!("{name}: {target}: no such file"));
+                continue;
+            }
+            // The book is built from `docs/` alone: its pages link within it.
+            let docs = repo_root().join("docs").canonicalize().unwrap();
+            if file.starts_with(repo_root().join("docs"))
+                && !resolved.canonicalize().unwrap().starts_with(&docs)
+            {
+                broken.push(format!(
+                    "{name}: {target}: outside docs/, so not in the book (name the file in code)"
+                ));
+                continue;
+            }
+            if !anchor.is_empty() && resolved.extension().is_some_and(|e| e == "md") {
+                let heads = anchors(&std::fs::read_to_string(&resolved).unwrap());
+                if !heads.contains(anchor) {
+                    broken.push(format!("{name}: {target}: no heading #{anchor} there"));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    assert!(checked >= 40, "the README and the book link to each other: {checked} links");
+}
+
+#[test]
+fn the_book_has_every_page_of_docs_in_its_summary() {
+    let summary = read("docs/SUMMARY.md");
+    let listed: BTreeSet<String> = link_targets(&summary).into_iter().collect();
+    for file in markdown_files().into_iter().skip(1) {
+        let page = file.file_name().unwrap().to_str().unwrap().to_string();
+        if page != "SUMMARY.md" {
+            assert!(
+                listed.contains(&page),
+                "docs/{page} is not in docs/SUMMARY.md, so the book leaves it out"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_readme_is_short() {
+    let lines = read("README.md").lines().count();
+    assert!(lines <= 250, "README.md has {lines} lines; the rest belongs in the book (docs/)");
+}
+
+/// `mdbook build` (the pinned mdbook `cargo xtask test` installs) builds the
+/// book without a warning, and every link between its pages lands on a page
+/// and an id that exist.
+#[test]
+fn the_book_builds_and_its_pages_link_to_what_exists() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("mdbook")
+        .args(["build", "docs", "--dest-dir"])
+        .arg(out_dir.path())
+        .current_dir(repo_root())
+        .output()
+        .unwrap_or_else(|e| panic!("mdbook: {e} (`cargo xtask test` installs it into target/ci-tools)"));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "mdbook build docs failed:\n{said}");
+    assert!(!said.contains("WARN") && !said.contains("ERROR"), "mdbook build docs warned:\n{said}");
+
+    let mut pages = Vec::new();
+    let mut stack = vec![out_dir.path().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "html") {
+                pages.push(path);
+            }
+        }
+    }
+    let ids = |html: &str| -> BTreeSet<String> {
+        html.split(" id=\"").skip(1).filter_map(|s| s.split('"').next()).map(str::to_string).collect()
+    };
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for page in &pages {
+        let html = std::fs::read_to_string(page).unwrap();
+        for href in html.split(" href=\"").skip(1).filter_map(|s| s.split('"').next()) {
+            if href.contains("://") || href.starts_with("mailto:") || href.starts_with("javascript:") {
+                continue;
+            }
+            let (path, anchor) = href.split_once('#').unwrap_or((href, ""));
+            let target = if path.is_empty() { page.clone() } else { page.parent().unwrap().join(path) };
+            checked += 1;
+            if !target.exists() {
+                broken.push(format!("{}: {href}", page.strip_prefix(out_dir.path()).unwrap().display()));
+            } else if !anchor.is_empty()
+                && target.extension().is_some_and(|e| e == "html")
+                && !ids(&std::fs::read_to_string(&target).unwrap()).contains(anchor)
+            {
+                broken.push(format!(
+                    "{}: {href} (no such id)",
+                    page.strip_prefix(out_dir.path()).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "the built book's broken links:\n{}", broken.join("\n"));
+    assert!(pages.len() >= 17 && checked >= 100, "{} pages, {checked} links", pages.len());
+}

@@ -1,5 +1,5 @@
 //! The first hour of a newcomer: the mistakes people make first each get a
-//! message that says what to do, and the exit code the README documents.
+//! message that says what to do, and the exit code the book documents (docs/command-line.md).
 //! Real processes; no server is needed for most of them.
 
 use std::io::{BufRead, BufReader};

@@ -6,7 +6,7 @@
 //! checkbox is a tap target of at least 40 px, the timeline's axis labels do
 //! not collide and its lane names are not cut, the zero counts are one
 //! line, and the tests table keeps the machine. With
-//! `ENSEMBLE_UPDATE_SCREENSHOTS=1` it writes the README's screenshots of
+//! `ENSEMBLE_UPDATE_SCREENSHOTS=1` it writes the README's and the book's screenshots of
 //! the run page (a rerun whose test was lost) on a phone and on a desktop.
 
 use ensemble_protocol::EventKind;

@@ -276,6 +276,10 @@ async fn no_process_of_a_service_outlives_its_runner_killed_mid_run() {
         .await;
     let before = marked(&run);
     assert!(before.len() >= 3, "the shell and its two sleeps run: {before:?}");
+    // The service runs in its `{dir}`, which goes with it.
+    let scratch = std::fs::read_link(format!("/proc/{}/cwd", before[0])).unwrap();
+    assert!(scratch.file_name().unwrap().to_str().unwrap().starts_with("ensemble-service-"), "{scratch:?}");
+    assert!(scratch.is_dir());
     runners[0].kill(); // SIGKILL: the runner gets no word in
     let killed = Instant::now();
     let mut left = before.clone();
@@ -286,6 +290,11 @@ async fn no_process_of_a_service_outlives_its_runner_killed_mid_run() {
     }
     assert!(left.is_empty(), "left after {:?}: {left:?}", killed.elapsed());
     eprintln!("every process of the service was gone {:?} after its runner was killed", killed.elapsed());
+    // Its keeper removes the directory once the group is gone.
+    while scratch.exists() && killed.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!scratch.exists(), "the service's directory is left: {}", scratch.display());
 }
 
 /// A runner drained while its coordinator is out of reach ends the

@@ -95,8 +95,13 @@ const VENVS: &[(&str, &[&str])] = &[
 /// axe-core, injected into every page by the accessibility test.
 const AXE: &str = "axe-core@4.10.3";
 
+/// mdBook, which builds the book in `docs/` (its test checks the links),
+/// from crates.io without its server and file watcher.
+const MDBOOK: &str = "0.5.4";
+
 /// The tools the tests find on `PATH`, linked into `target/ci-tools`.
 const TOOLS: &[(&str, &str)] = &[
+    ("mdbook", "target/ci-mdbook/bin/mdbook"),
     ("componentize-py", "target/ci-py/bin/componentize-py"),
     ("esbuild", "target/ci-js/node_modules/.bin/esbuild"),
     ("componentize-js", "target/ci-js/node_modules/.bin/componentize-js"),
@@ -188,6 +193,7 @@ fn setup(root: &Path) -> Result<Vec<String>, Stop> {
         step("axe-core in target/ci-node", || axe(root))?;
         step("JavaScript suite tools in target/ci-js", || js_tools(root))?;
     }
+    step("mdbook in target/ci-mdbook", || mdbook(root))?;
     step("tools on PATH in target/ci-tools", || tool_links(root))?;
     Ok(missing)
 }
@@ -369,6 +375,43 @@ fn js_tools(root: &Path) -> Result<((), String), Stop> {
     Ok(((), "installed the lockfile's versions".into()))
 }
 
+fn mdbook(root: &Path) -> Result<((), String), Stop> {
+    let path = root.join("target/ci-mdbook");
+    let want = format!("mdbook {MDBOOK}");
+    if stamped(&path, &want) && path.join("bin/mdbook").is_file() {
+        return Ok(((), format!("{want}: there")));
+    }
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    without_package_env(&mut cargo);
+    run(
+        &format!("cargo install {want}"),
+        cargo
+            .args(["install", "--quiet", "--locked", "mdbook", "--version", MDBOOK])
+            .args(["--no-default-features", "--features", "search", "--root"])
+            .arg(&path)
+            .current_dir(root),
+    )?;
+    stamp(&path, &want)?;
+    Ok(((), format!("installed {want}")))
+}
+
+/// Leaves out of `command`'s environment the variables cargo set for this
+/// xtask as a package: nested builds are not this package's.
+fn without_package_env(command: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| {
+            k.starts_with("CARGO_PKG_")
+                || k == "CARGO_MANIFEST_DIR"
+                || k == "CARGO_CRATE_NAME"
+                || k == "CARGO_BIN_NAME"
+                || k == "CARGO_PRIMARY_PACKAGE"
+                || k == "CARGO_MANIFEST_PATH"
+        }) {
+            command.env_remove(key);
+        }
+    }
+}
+
 fn tool_links(root: &Path) -> Result<((), String), Stop> {
     let dir = root.join("target/ci-tools");
     std::fs::create_dir_all(&dir).map_err(|e| Stop::Failed(format!("{}: {e}", dir.display())))?;
@@ -431,18 +474,7 @@ fn test(root: &Path, args: &[String], missing: &[String]) -> Result<ExitCode, St
     }
     // The test binaries start nested cargo builds: none of this xtask's
     // own package variables go to them.
-    for (key, _) in std::env::vars_os() {
-        if key.to_str().is_some_and(|k| {
-            k.starts_with("CARGO_PKG_")
-                || k == "CARGO_MANIFEST_DIR"
-                || k == "CARGO_CRATE_NAME"
-                || k == "CARGO_BIN_NAME"
-                || k == "CARGO_PRIMARY_PACKAGE"
-                || k == "CARGO_MANIFEST_PATH"
-        }) {
-            cargo.env_remove(key);
-        }
-    }
+    without_package_env(&mut cargo);
     println!(
         "xtask: cargo test {}",
         if args.is_empty() { "--workspace --no-fail-fast".to_string() } else { args.join(" ") }

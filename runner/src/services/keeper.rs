@@ -8,7 +8,8 @@
 //! whole group, and SIGKILL after the grace. When the program exits, the
 //! keeper kills what is left of its group (workers it forked). When the
 //! runner is gone (SIGKILLed, crashed: the keeper's parent changes), the
-//! keeper kills the whole group at once. Its exit code is the program's
+//! keeper kills the whole group at once, and removes the service's `{dir}`
+//! (its working directory, which the runner would have removed). Its exit code is the program's
 //! (128 plus the signal when a signal ended it). A group whose processes
 //! leave it (`setsid`, daemons) escapes, as with every process-group
 //! supervisor.
@@ -66,6 +67,11 @@ async fn keep(parent: i32, grace: std::time::Duration, program: &str, arg0: &str
     use tokio::signal::unix::{SignalKind, signal};
 
     let parent_alive = || getppid().is_some_and(|p| p.as_raw_nonzero().get() == parent);
+    // The runner starts the keeper in the service's `{dir}`: it is the
+    // keeper's to remove when the runner cannot.
+    let scratch = std::env::current_dir()
+        .ok()
+        .filter(|d| d.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(super::SCRATCH)));
     // Listen before starting anything: a stop that comes early is not lost.
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
@@ -123,6 +129,9 @@ async fn keep(parent: i32, grace: std::time::Duration, program: &str, arg0: &str
                 if !parent_alive() {
                     kill_group(Signal::KILL);
                     let _ = child.wait().await;
+                    if let Some(dir) = &scratch {
+                        let _ = std::fs::remove_dir_all(dir);
+                    }
                     return 137;
                 }
             }

@@ -975,11 +975,14 @@ async fn http_ok(host: &str, port: u16, path: &str) -> bool {
     parts.next().is_some_and(|v| v.starts_with("HTTP/")) && parts.next().is_some_and(|c| c.starts_with('2'))
 }
 
+/// What the name of every service's `{dir}` starts with.
+pub(crate) const SCRATCH: &str = "ensemble-service-";
+
 /// The name `{dir}` starts with: the run and the shard, readable in `ls`.
 fn scratch_prefix(run: &str, shard: u32) -> String {
     let safe: String =
         run.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(64).collect();
-    format!("ensemble-service-{safe}-{shard}-")
+    format!("{SCRATCH}{safe}-{shard}-")
 }
 
 #[cfg(test)]

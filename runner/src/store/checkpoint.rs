@@ -9,6 +9,11 @@
 //! writer) once [`WAL_PAGES`] pages were added to the log since the last
 //! one. Commits then only append to the log.
 //!
+//! A checkpoint that could not copy the whole log (rows were committed
+//! while it ran) goes again once the writes pause for [`RETRY`], so the log
+//! starts over at the next commit instead of growing for another
+//! [`WAL_PAGES`].
+//!
 //! The log's length is read from its file (a header, then frames of a page
 //! and a header each). With `journal_size_limit = 0` SQLite truncates the
 //! file whenever it starts the log over after a complete checkpoint, so a
@@ -29,12 +34,18 @@ const FRAME_HEADER: u64 = 24;
 /// Rows written between two looks at the log's size.
 const ROWS_PER_LOOK: u64 = 512;
 
+/// How long writes must pause before a checkpoint that left part of the
+/// log goes again (doubled after each that still leaves part: a reader
+/// holds it), and how many times it goes again.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+const RETRIES: u32 = 6;
+
 #[derive(Default)]
 struct Pending {
     rows: u64,
     closed: bool,
-    /// Checkpoints run so far.
-    runs: u64,
+    /// Checkpoints that copied the whole log.
+    complete: u64,
 }
 
 #[derive(Default)]
@@ -80,17 +91,18 @@ impl Checkpointer {
 
 #[cfg(test)]
 impl Checkpointer {
-    /// Checkpoints run so far.
-    pub fn runs(&self) -> u64 {
-        self.shared.pending.lock().expect("checkpoint lock").runs
+    /// Checkpoints that copied the whole log so far.
+    pub fn complete(&self) -> u64 {
+        self.shared.pending.lock().expect("checkpoint lock").complete
     }
 
-    /// Waits until `n` checkpoints have run (false: not within `within`).
-    pub fn wait_for_runs(&self, n: u64, within: std::time::Duration) -> bool {
+    /// Waits until `n` checkpoints have copied the whole log (false: not
+    /// within `within`).
+    pub fn wait_for_complete(&self, n: u64, within: std::time::Duration) -> bool {
         let pending = self.shared.pending.lock().expect("checkpoint lock");
         let (pending, _) =
-            self.shared.ran.wait_timeout_while(pending, within, |p| p.runs < n).expect("checkpoint lock");
-        pending.runs >= n
+            self.shared.ran.wait_timeout_while(pending, within, |p| p.complete < n).expect("checkpoint lock");
+        pending.complete >= n
     }
 }
 
@@ -110,14 +122,30 @@ fn run(db: &Connection, wal: &Path, shared: &Shared) {
         || std::fs::metadata(wal).map_or(0, |m| m.len().saturating_sub(WAL_HEADER) / (page + FRAME_HEADER));
     // Frames in the log at the last checkpoint.
     let mut checkpointed = 0;
+    // The last checkpoint left part of the log, and how many times it went
+    // again since.
+    let mut behind = false;
+    let mut retried = 0;
     loop {
-        let closed = {
+        let (closed, quiet) = {
             let mut pending = shared.pending.lock().expect("checkpoint lock");
-            while pending.rows < ROWS_PER_LOOK && !pending.closed {
-                pending = shared.wake.wait(pending).expect("checkpoint lock");
+            let mut quiet = false;
+            if behind {
+                let (p, waited) = shared
+                    .wake
+                    .wait_timeout_while(pending, RETRY * (1 << retried), |p| {
+                        p.rows < ROWS_PER_LOOK && !p.closed
+                    })
+                    .expect("checkpoint lock");
+                pending = p;
+                quiet = waited.timed_out();
+            } else {
+                while pending.rows < ROWS_PER_LOOK && !pending.closed {
+                    pending = shared.wake.wait(pending).expect("checkpoint lock");
+                }
             }
             pending.rows = 0;
-            pending.closed
+            (pending.closed, quiet)
         };
         if closed {
             // The store's connection is gone: this one closes last, and
@@ -126,22 +154,36 @@ fn run(db: &Connection, wal: &Path, shared: &Shared) {
         }
         let now = frames();
         let added = if now >= checkpointed { now - checkpointed } else { now };
-        if added >= WAL_PAGES {
-            checkpoint(db);
+        if added >= WAL_PAGES || quiet {
+            behind = !checkpoint(db);
+            retried = if quiet && behind { retried + 1 } else { 0 };
+            if retried == RETRIES {
+                // Left to the next checkpoint the log's growth calls for.
+                (behind, retried) = (false, 0);
+            }
             checkpointed = frames();
-            shared.pending.lock().expect("checkpoint lock").runs += 1;
+            let mut pending = shared.pending.lock().expect("checkpoint lock");
+            pending.complete += u64::from(!behind);
             shared.ran.notify_all();
         }
     }
 }
 
 /// A passive checkpoint: copies what it can without waiting on anyone.
-fn checkpoint(db: &Connection) {
+/// Whether it copied the whole log.
+fn checkpoint(db: &Connection) -> bool {
     let done = db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
     });
     match done {
-        Ok((_, log, copied)) => tracing::trace!(log, copied, "checkpointed the store's write-ahead log"),
-        Err(e) => tracing::warn!("could not checkpoint the store's write-ahead log: {e}"),
+        Ok((busy, log, copied)) => {
+            tracing::trace!(log, copied, "checkpointed the store's write-ahead log");
+            busy == 0 && copied >= log
+        }
+        Err(e) => {
+            tracing::warn!("could not checkpoint the store's write-ahead log: {e}");
+            // Not again at once: at the next look, as before.
+            true
+        }
     }
 }

@@ -1210,19 +1210,18 @@ mod tests {
         }
         assert!(wal_len() >= threshold, "a commit checkpointed: the log is {} bytes", wal_len());
         // More rows, a log's worth in one commit, wake the checkpointer,
-        // which finds the log long and copies it while nothing is written.
-        // A checkpoint already under way when they were written (woken by
-        // the rows before, late on a loaded machine) leaves their part, so
-        // the round goes again; each round's own checkpoint copies all.
-        let runs = |s: &Store| s.checkpoints.runs();
+        // which finds the log long and copies it. A checkpoint already under
+        // way when they were written (woken by the rows before, late on a
+        // loaded machine) leaves their part: it goes again once the writes
+        // pause, and copies all.
         let mut started_over = None;
         for _ in 0..5 {
-            let before = runs(&s);
+            let before = s.checkpoints.complete();
             let mut more: Vec<Event> = (seq + 1..=seq + 2_100).map(log).collect();
             seq += 2_100;
             s.write_batch(&mut more, &[]).unwrap();
-            let ran = s.checkpoints.wait_for_runs(before + 1, std::time::Duration::from_secs(60));
-            assert!(ran, "a checkpoint ran");
+            let ran = s.checkpoints.wait_for_complete(before + 1, std::time::Duration::from_secs(60));
+            assert!(ran, "a checkpoint copied the whole log");
             // Everything is in the database now: the next commit starts the
             // log over, cut back.
             seq += 1;

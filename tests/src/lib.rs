@@ -549,6 +549,9 @@ pub fn start_foreign_runner_with(
         .env("ENSEMBLE_CACHE_DIR", dir.join(format!("cache-{name}")))
         .env("ENSEMBLE_LOG", "info")
         .env("WINEPREFIX", dir.join(format!("wine-{name}")))
+        // Wine keeps its server's directory (`wine-XXXXXX`, which outlives
+        // the server) in the temporary directory: the test's, removed with it.
+        .env("TMPDIR", dir)
         .env("WINEDEBUG", "-all")
         // No Mono or Gecko installer dialogs in a new prefix.
         .env("WINEDLLOVERRIDES", "mscoree,mshtml=")

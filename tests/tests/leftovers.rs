@@ -1,7 +1,8 @@
 //! A test that starts processes leaves none behind, even when it fails: a
 //! server and a shell with children of its own are started by a test that
 //! then panics (run here in a process of its own, as `cargo test` would run
-//! it); once that process has ended, none of them is alive.
+//! it); once that process has ended, none of them is alive, and nothing is
+//! left in its temporary directory.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -39,9 +40,13 @@ fn a_failing_test_leaves_no_process_behind() {
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pids");
+    // The failing test's temporary directory (`/tmp` in a `cargo test`).
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "a_failing_test_leaves_no_process_behind", "--nocapture", "--test-threads=1"])
         .env(CHILD, &file)
+        .env("TMPDIR", &tmp)
         .output()
         .unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -62,4 +67,6 @@ fn a_failing_test_leaves_no_process_behind() {
         assert!(Instant::now() < deadline, "left behind by a failing test: {left:?}\n{said}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "left in the temporary directory by a failing test: {left:?}\n{said}");
 }

@@ -479,6 +479,7 @@ fn test(root: &Path, args: &[String], missing: &[String]) -> Result<ExitCode, St
         "xtask: cargo test {}",
         if args.is_empty() { "--workspace --no-fail-fast".to_string() } else { args.join(" ") }
     );
+    let temp_before = temp_entries();
     let mut child = cargo
         .current_dir(root)
         .env("PATH", path)
@@ -509,6 +510,19 @@ fn test(root: &Path, args: &[String], missing: &[String]) -> Result<ExitCode, St
         totals.binaries,
         took(started.elapsed())
     );
+    // What the run left in the temporary directory (other programs on this
+    // machine may have written there too: said, not failed on).
+    let left: Vec<String> = temp_entries().difference(&temp_before).cloned().collect();
+    if !left.is_empty() {
+        let shown: Vec<&str> = left.iter().take(8).map(String::as_str).collect();
+        println!(
+            "xtask: {} new entries in {} since the tests started: {}{}",
+            left.len(),
+            std::env::temp_dir().display(),
+            shown.join(", "),
+            if left.len() > shown.len() { ", …" } else { "" }
+        );
+    }
     if !missing.is_empty() {
         return Err(Stop::Unprepared(missing.to_vec()));
     }
@@ -517,6 +531,13 @@ fn test(root: &Path, args: &[String], missing: &[String]) -> Result<ExitCode, St
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The names in the temporary directory.
+fn temp_entries() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(std::env::temp_dir())
+        .map(|dir| dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
 }
 
 /// The counts of every `test result:` line.

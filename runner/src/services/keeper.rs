@@ -9,10 +9,10 @@
 //! keeper kills what is left of its group (workers it forked). When the
 //! runner is gone (SIGKILLed, crashed: the keeper's parent changes), the
 //! keeper kills the whole group at once, and removes the service's `{dir}`
-//! (its working directory, which the runner would have removed). Its exit code is the program's
-//! (128 plus the signal when a signal ended it). A group whose processes
-//! leave it (`setsid`, daemons) escapes, as with every process-group
-//! supervisor.
+//! (its working directory, which the runner would have removed). Its exit
+//! code is the program's (128 plus the signal when a signal ended it). A
+//! group whose processes leave it (`setsid`, daemons) escapes, as with every
+//! process-group supervisor.
 //!
 //! Faults reach the group through the keeper: the runner writes commands
 //! on its stdin, one a line (`signal STOP`, `signal HUP`, …), and the keeper

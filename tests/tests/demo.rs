@@ -136,10 +136,13 @@ fn ensemble_demo_brings_up_a_ready_setup() {
     let scratch: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(scratch.len(), 1, "the demo's data dir: {scratch:?}");
     // It made a token, and prints it and a URL that carries it.
+    // What it printed about its plans, for the messages below.
+    let mut printed = Vec::new();
     let (token, open) = {
         let mut token = None;
         loop {
             let line = lines.next().expect("the demo prints its token and link").unwrap();
+            printed.push(line.clone());
             if let Some(t) = line.trim().strip_prefix("token:") {
                 token = Some(t.trim().to_string());
             }
@@ -210,7 +213,12 @@ fn ensemble_demo_brings_up_a_ready_setup() {
         // The polyglot plan is in the catalog too (this host has the
         // component tools of Python and JavaScript; tests/tests/polyglot.rs
         // runs it).
-        assert!(named("polyglot").is_some(), "{:?}", plans.iter().map(|p| &p.plan.name).collect::<Vec<_>>());
+        assert!(
+            named("polyglot").is_some(),
+            "{:?}; the demo said:\n{}",
+            plans.iter().map(|p| &p.plan.name).collect::<Vec<_>>(),
+            printed.join("\n")
+        );
         assert!(named("kv-sync").is_some(), "the sync example is stored too");
         let req =
             ensemble_protocol::api::RunRequest { plan_id: named("demo-distributed"), ..Default::default() };

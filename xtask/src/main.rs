@@ -92,6 +92,14 @@ const VENVS: &[(&str, &[&str])] = &[
     ("target/ci-py", &["componentize-py==0.25.1"]),
 ];
 
+/// The Node.js the JavaScript suite tools need at least (their native
+/// parser's `engines`; npm leaves it out on an older Node, and
+/// componentize-js then cannot load), and the one installed from the npm
+/// registry into `target/ci-nodejs` where the machine's is older (Debian
+/// 12's is 18).
+const NODE_MAJOR: u32 = 20;
+const NODE: &str = "20.20.2";
+
 /// axe-core, injected into every page by the accessibility test.
 const AXE: &str = "axe-core@4.10.3";
 
@@ -190,6 +198,7 @@ fn setup(root: &Path) -> Result<Vec<String>, Stop> {
         step(&format!("Python tools in {dir}"), || venv(root, dir, pins))?;
     }
     if have_npm {
+        step(&format!("Node.js {NODE_MAJOR} or later"), || nodejs(root))?;
         step("axe-core in target/ci-node", || axe(root))?;
         step("JavaScript suite tools in target/ci-js", || js_tools(root))?;
     }
@@ -354,13 +363,70 @@ fn axe(root: &Path) -> Result<((), String), Stop> {
 }
 
 /// The JavaScript suite tools, pinned by `build-support/js-tools`'s lockfile.
+/// The major version of the `node` first on `path`'s PATH, if it runs.
+fn node_major(path: &std::ffi::OsStr) -> Option<u32> {
+    let out = Command::new("node").arg("--version").env("PATH", path).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().strip_prefix('v')?.split('.').next()?.parse().ok()
+}
+
+/// PATH with `target/ci-tools` first, as the tests and the installs see it.
+fn tools_path(root: &Path) -> std::ffi::OsString {
+    let mut dirs = vec![root.join("target/ci-tools")];
+    dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
+/// A Node.js new enough for the JavaScript suite tools: the machine's, or
+/// the pinned one from the npm registry, linked into `target/ci-tools`
+/// (first on the tests' PATH, and on npm's below).
+fn nodejs(root: &Path) -> Result<((), String), Stop> {
+    let tools = root.join("target/ci-tools");
+    let link = tools.join("node");
+    if std::fs::symlink_metadata(&link).is_err()
+        && let Some(major) = node_major(&std::env::var_os("PATH").unwrap_or_default())
+        && major >= NODE_MAJOR
+    {
+        return Ok(((), format!("the machine's, {major}")));
+    }
+    let platform = match std::env::consts::ARCH {
+        "x86_64" => "linux-x64",
+        "aarch64" => "linux-arm64",
+        other => return Err(Stop::Failed(format!("no Node.js package for {other}"))),
+    };
+    let package = format!("node-{platform}@{NODE}");
+    let path = root.join("target/ci-nodejs");
+    let binary = path.join(format!("node_modules/node-{platform}/bin/node"));
+    if !(stamped(&path, &package) && binary.is_file()) {
+        std::fs::create_dir_all(&path).map_err(|e| Stop::Failed(format!("{}: {e}", path.display())))?;
+        run(
+            &format!("npm install {package}"),
+            Command::new("npm")
+                .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&path)
+                .arg(&package),
+        )?;
+        stamp(&path, &package)?;
+    }
+    std::fs::create_dir_all(&tools).map_err(|e| Stop::Failed(format!("{}: {e}", tools.display())))?;
+    if std::fs::read_link(&link).ok().as_deref() != Some(binary.as_path()) {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&binary, &link)
+            .map_err(|e| Stop::Failed(format!("{}: {e}", link.display())))?;
+    }
+    Ok(((), format!("{package} in target/ci-nodejs (the machine's is older)")))
+}
+
 fn js_tools(root: &Path) -> Result<((), String), Stop> {
     let path = root.join("target/ci-js");
     let source = root.join("build-support/js-tools");
     let lock = std::fs::read(source.join("package-lock.json"))
         .map_err(|e| Stop::Failed(format!("the lockfile: {e}")))?;
+    // npm leaves out what the Node it runs on is too old for: installed
+    // again when that Node changes.
+    let node = node_major(&tools_path(root)).map(|m| format!("node {m}")).unwrap_or_default();
     let same = std::fs::read(path.join("package-lock.json")).is_ok_and(|had| had == lock);
-    if same && path.join("node_modules/.bin/componentize-js").exists() {
+    if same && stamped(&path, &node) && path.join("node_modules/.bin/componentize-js").exists() {
         return Ok(((), "the lockfile's versions: there".into()));
     }
     std::fs::create_dir_all(&path).map_err(|e| Stop::Failed(format!("{}: {e}", path.display())))?;
@@ -370,9 +436,13 @@ fn js_tools(root: &Path) -> Result<((), String), Stop> {
     }
     run(
         "npm ci",
-        Command::new("npm").args(["ci", "--silent", "--no-audit", "--no-fund", "--prefix"]).arg(&path),
+        Command::new("npm")
+            .args(["ci", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&path)
+            .env("PATH", tools_path(root)),
     )?;
-    Ok(((), "installed the lockfile's versions".into()))
+    stamp(&path, &node)?;
+    Ok(((), format!("installed the lockfile's versions ({node})")))
 }
 
 fn mdbook(root: &Path) -> Result<((), String), Stop> {
@@ -459,10 +529,7 @@ fn cross_build(root: &Path) -> Option<std::process::Child> {
 /// Runs every test binary; one summary line at the end.
 fn test(root: &Path, args: &[String], missing: &[String]) -> Result<ExitCode, Stop> {
     let started = Instant::now();
-    let tools = root.join("target/ci-tools");
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let path = std::env::join_paths(std::iter::once(tools).chain(std::env::split_paths(&path)))
-        .map_err(|e| Stop::Failed(format!("PATH: {e}")))?;
+    let path = tools_path(root);
     let args: Vec<&str> = args.iter().map(String::as_str).skip_while(|a| *a == "--").collect();
     let mut cross = if args.is_empty() { cross_build(root) } else { None };
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));

@@ -458,7 +458,10 @@ pub fn build_foreign_runners(kinds: &[&Foreign]) -> Vec<PathBuf> {
     for kind in kinds {
         cmd.args(["--target", kind.triple]);
     }
-    let out = cmd.current_dir(repo_root()).output().expect("cargo runs");
+    // MinGW's dlltool (Windows imports) leaves empty files in the temporary
+    // directory: a scratch one, removed after the build.
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let out = cmd.current_dir(repo_root()).env("TMPDIR", scratch.path()).output().expect("cargo runs");
     assert!(
         out.status.success(),
         "building the runners for other machines failed: {cmd:?}\n{}",

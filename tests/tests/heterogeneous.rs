@@ -208,9 +208,15 @@ fn release_binaries_come_with_their_sums() {
     let bins = build_foreign_runners(&[&AARCH64, &WINDOWS]);
     let out = tempfile::tempdir().unwrap();
     let script = ensemble_tests::repo_root().join("build-support/release-binaries");
-    let run = std::process::Command::new(&script)
+    let mut release = std::process::Command::new(&script);
+    // Not as this test's package (its variables would rebuild crates the
+    // build above made), and dlltool's leftovers in a scratch directory.
+    ensemble_build_support::clean_cargo_env(&mut release);
+    let scratch = tempfile::tempdir().unwrap();
+    let run = release
         .args(["--profile", "cross", "--target", AARCH64.triple, "--target", WINDOWS.triple, "--out"])
         .arg(out.path())
+        .env("TMPDIR", scratch.path())
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));

@@ -509,6 +509,10 @@ fn cross_build(root: &Path) -> Option<std::process::Child> {
     }
     let log = std::fs::File::create(root.join("target/cross-build.log")).ok()?;
     let err = log.try_clone().ok()?;
+    // MinGW's dlltool leaves empty files in the temporary directory: this
+    // one, removed once the build ends.
+    let scratch = root.join(CROSS_TMP);
+    std::fs::create_dir_all(&scratch).ok()?;
     Command::new("nice")
         .args(["-n", "19", "cargo", "build", "--locked", "-p", "ensemble-runner", "--bin", "ensemble"])
         .args([
@@ -520,11 +524,15 @@ fn cross_build(root: &Path) -> Option<std::process::Child> {
             "x86_64-pc-windows-gnu",
         ])
         .current_dir(root)
+        .env("TMPDIR", &scratch)
         .stdout(log)
         .stderr(err)
         .spawn()
         .ok()
 }
+
+/// The cross build's temporary directory.
+const CROSS_TMP: &str = "target/cross-build-tmp";
 
 /// Runs every test binary; one summary line at the end.
 fn test(root: &Path, args: &[String], missing: &[String]) -> Result<ExitCode, Stop> {
@@ -565,6 +573,7 @@ fn test(root: &Path, args: &[String], missing: &[String]) -> Result<ExitCode, St
     let mut cross_failed = false;
     if let Some(c) = cross.as_mut() {
         cross_failed = !c.wait().is_ok_and(|s| s.success());
+        let _ = std::fs::remove_dir_all(root.join(CROSS_TMP));
         if cross_failed {
             eprintln!("xtask: the runners for the other machines did not build: target/cross-build.log");
         }

@@ -666,6 +666,10 @@ impl Driver {
             // when Chromium does not start.
             .arg(format!("--log-path={}", log.display()))
             .arg("--enable-chrome-logs")
+            // Chromium's scratch directories (`.org.chromium.Chromium.*`,
+            // `scoped_dir*`), which a killed Chromium leaves: in the
+            // session's own directory, removed with it.
+            .env("TMPDIR", dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr_file)

@@ -501,6 +501,8 @@ async fn a_runner_that_starts_ends_what_its_previous_life_left_running() {
         })
         .collect();
     assert_eq!(keepers.len(), 1, "{keepers:?}");
+    let scratch = std::fs::read_link(format!("/proc/{}/cwd", keepers[0])).unwrap();
+    assert!(scratch.file_name().unwrap().to_str().unwrap().starts_with("ensemble-service-"), "{scratch:?}");
     let keeper = rustix::process::Pid::from_raw(keepers[0] as i32).unwrap();
     rustix::process::kill_process(keeper, rustix::process::Signal::KILL).unwrap();
     runners[0].kill();
@@ -513,6 +515,11 @@ async fn a_runner_that_starts_ends_what_its_previous_life_left_running() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(marked(&run), Vec::<u32>::new(), "runner log:\n{}", next.log());
+    // And removes the service's `{dir}`, which nobody was left to remove.
+    while scratch.exists() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!scratch.exists(), "{} is left; runner log:\n{}", scratch.display(), next.log());
 }
 
 #[test]

@@ -197,12 +197,17 @@ pub fn die_together() {
 
 /// Ends what a previous life of this runner left running: every process
 /// whose environment carries its mark (a service whose keeper was killed
-/// with the runner), with its process group. Returns how many it found.
+/// with the runner), with its process group, and removes the services'
+/// `{dir}`s it left. Returns how many processes it found.
 /// Linux reads `/proc`; elsewhere there is nothing to read, and 0.
 pub fn end_leftovers(owner: &str) -> usize {
     let found = end_marked(OWNER_VAR, owner);
     if found > 0 {
         tracing::warn!(found, "ended processes of services a previous run of this runner left behind");
+    }
+    let removed = remove_scratch_of(owner);
+    if removed > 0 {
+        tracing::warn!(removed, "removed service directories a previous run of this runner left behind");
     }
     found
 }
@@ -408,7 +413,8 @@ pub async fn run(
     };
     // `{dir}`: a fresh directory only this user can enter (mkdtemp),
     // removed when the instance ends (restarts keep it).
-    let scratch = match tempfile::Builder::new().prefix(&scratch_prefix(run, shard.shard)).tempdir() {
+    let prefix = scratch_prefix(host.owner.as_deref(), run, shard.shard);
+    let scratch = match tempfile::Builder::new().prefix(&prefix).tempdir() {
         Ok(d) => d,
         Err(e) => return failed(format!("service {}: making its directory: {e}", spec.name)),
     };
@@ -978,11 +984,26 @@ async fn http_ok(host: &str, port: u16, path: &str) -> bool {
 /// What the name of every service's `{dir}` starts with.
 pub(crate) const SCRATCH: &str = "ensemble-service-";
 
-/// The name `{dir}` starts with: the run and the shard, readable in `ls`.
-fn scratch_prefix(run: &str, shard: u32) -> String {
+/// The name `{dir}` starts with: the runner's owner mark (so that its next
+/// life finds what a dead one left), the run and the shard, readable in `ls`.
+fn scratch_prefix(owner: Option<&str>, run: &str, shard: u32) -> String {
     let safe: String =
         run.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(64).collect();
-    format!("{SCRATCH}{safe}-{shard}-")
+    match owner {
+        Some(owner) => format!("{SCRATCH}{owner}-{safe}-{shard}-"),
+        None => format!("{SCRATCH}{safe}-{shard}-"),
+    }
+}
+
+/// Removes the `{dir}`s a previous life of the runner `owner` left in the
+/// temporary directory (its keepers were killed with it). Returns how many.
+fn remove_scratch_of(owner: &str) -> usize {
+    let prefix = format!("{SCRATCH}{owner}-");
+    let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else { return 0 };
+    dir.flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)))
+        .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
+        .count()
 }
 
 #[cfg(test)]

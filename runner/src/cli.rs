@@ -601,6 +601,11 @@ struct CacheArgs {
     /// The most memory compiling one suite may take.
     #[arg(long, default_value = "2GiB")]
     compile_memory: ensemble_protocol::units::ByteSize,
+    /// Which compilers make a new suite's code: `tiered` starts a large
+    /// suite on the baseline compiler (seconds sooner) and swaps in the
+    /// optimized code when the background compile ends.
+    #[arg(long, value_enum, default_value_t, env = "ENSEMBLE_COMPILE_TIERS")]
+    compile_tiers: crate::sandbox::Tiers,
 }
 
 impl CacheArgs {
@@ -642,8 +647,13 @@ impl CacheArgs {
                 ..b
             }
         });
-        let sandbox =
-            Sandbox::new(SandboxOptions { cache_dir: Some(dir), max_instances, compile, ..defaults });
+        let sandbox = Sandbox::new(SandboxOptions {
+            cache_dir: Some(dir),
+            max_instances,
+            compile,
+            tiers: self.compile_tiers,
+            ..defaults
+        });
         Ok(Arc::new(sandbox.map_err(internal)?))
     }
 }

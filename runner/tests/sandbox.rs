@@ -12,7 +12,8 @@ use ensemble_protocol::Capabilities;
 use ensemble_protocol::Outcome;
 use ensemble_protocol::wire::{SyncCall, SyncFailure, SyncReply};
 use ensemble_runner::sandbox::{
-    Grants, LoadedSuite, MAX_LOADED, Sandbox, SandboxOptions, SuiteKind, SyncPort, TestCase, TestEnv, TestRun,
+    Grants, LoadedSuite, MAX_LOADED, Sandbox, SandboxOptions, SuiteKind, SyncPort, TestCase, TestEnv,
+    TestRun, Tier, Tiers,
 };
 
 /// Records log lines; refuses sync (these suites run alone).
@@ -313,6 +314,79 @@ async fn compiled_suites_are_cached_on_disk() {
     let second = Arc::new(Sandbox::new(opts()).unwrap());
     let again = load(&second, artifacts::HELLO_COMMAND).await;
     assert_eq!(again.sha256, suite.sha256);
+}
+
+/// Every outcome of `suite`'s tests (at most ~200 of them, evenly spread),
+/// by name, with the messages of those that did not crash (a crash's
+/// backtrace names code addresses, which differ between compilers).
+async fn outcomes(suite: &LoadedSuite, env: &Arc<TestEnv>) -> BTreeMap<String, (Outcome, Option<String>)> {
+    use futures::StreamExt;
+    let tests = suite.list(env).await.unwrap();
+    let stride = tests.len().div_ceil(200).max(1);
+    // Two at a time: the hostile suite's tests that time out overlap.
+    futures::stream::iter(tests.iter().step_by(stride).filter(|t| !t.ignored))
+        .map(async |t| {
+            let r = suite.run(t, env).await;
+            let message = if r.outcome == Outcome::Crashed { None } else { r.message };
+            (t.name.clone(), (r.outcome, message))
+        })
+        .buffer_unordered(2)
+        .collect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_suite_has_the_same_outcomes_on_both_tiers() {
+    let on = |tiers| {
+        Arc::new(
+            Sandbox::new(SandboxOptions { cache_dir: None, max_instances: 4, tiers, ..Default::default() })
+                .unwrap(),
+        )
+    };
+    let (baseline, optimized) = (on(Tiers::Baseline), on(Tiers::Optimized));
+    // The params some suites read; sync is refused alike on both tiers.
+    let params = [("greeting", "hello"), ("expected", "hello"), ("scale_ms", "1")];
+    let env = env_with_timeout(&params, Capabilities::default(), Arc::default(), Duration::from_secs(5));
+    for (name, path) in artifacts::ALL {
+        let bytes = Arc::new(std::fs::read(path).unwrap());
+        let (b, o) = (baseline.load(bytes.clone()).await.unwrap(), optimized.load(bytes).await.unwrap());
+        assert_eq!((b.tier(), o.tier()), (Tier::Baseline, Tier::Optimized), "{name}");
+        assert_eq!((b.settled().await, o.settled().await), (Tier::Baseline, Tier::Optimized), "{name}");
+        let (on_baseline, on_optimized) = tokio::join!(outcomes(&b, &env), outcomes(&o, &env));
+        assert!(!on_baseline.is_empty(), "{name} ran no test");
+        assert_eq!(on_baseline, on_optimized, "{name}: the tiers differ");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_suite_starts_on_the_baseline_tier_and_switches_to_optimized_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = ensemble_runner::sandbox::compile::CompileBudget {
+        exe: env!("CARGO_BIN_EXE_ensemble").into(),
+        timeout: Duration::from_secs(120),
+        memory: 2 << 30,
+    };
+    let opts = || SandboxOptions {
+        cache_dir: Some(dir.path().to_path_buf()),
+        max_instances: 4,
+        compile: Some(budget.clone()),
+        // Every suite is "large" here: the examples are small.
+        tier_above: 0,
+        ..SandboxOptions::default()
+    };
+    let env = env(&[("greeting", "hello"), ("expected", "hello")], Capabilities::default(), Arc::default());
+    let sb = Arc::new(Sandbox::new(opts()).unwrap());
+    let suite = load(&sb, artifacts::BASICS).await;
+    assert_eq!(suite.tier(), Tier::Baseline, "compiled in a child on the baseline tier first");
+    let first = outcomes(&suite, &env).await;
+    assert_eq!(first["adds"].0, Outcome::Passed);
+    assert_eq!(suite.settled().await, Tier::Optimized, "the background compile swapped its code in");
+    assert_eq!(outcomes(&suite, &env).await, first, "the same outcomes on the optimized code");
+    // The cache keeps the optimized artifact only; the next process loads it.
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let again = load(&Arc::new(Sandbox::new(opts()).unwrap()), artifacts::BASICS).await;
+    assert_eq!(again.tier(), Tier::Optimized);
 }
 
 #[tokio::test]

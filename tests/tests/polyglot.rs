@@ -214,19 +214,28 @@ fn the_python_and_javascript_sdks_report_each_outcome_with_its_message() {
         ),
     )
     .unwrap();
-    let json = dir.path().join("out.jsonl");
-    let out = {
-        let _one_at_a_time = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
-        ensemble(&["run", plan.to_str().unwrap(), "--json", json.to_str().unwrap()], dir.path())
-    };
-    let shown = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{shown}");
-    let mut seen = BTreeMap::new();
-    for e in events_of(&json) {
-        if let EventKind::TestFinished { shard, test, outcome, message, .. } = e.kind {
-            seen.insert(format!("{} {test}", shard.role), (outcome, message.unwrap_or_default()));
+    // On each compiler tier (a cache of its own each): the same outcomes
+    // and messages, to the letter.
+    let on = |tier: &str| {
+        let json = dir.path().join(format!("{tier}.jsonl"));
+        let out = {
+            let _one_at_a_time = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+            let plan = plan.to_str().unwrap();
+            let cache = dir.path().join(tier);
+            ensemble(&["run", plan, "--json", json.to_str().unwrap(), "--compile-tiers", tier], &cache)
+        };
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{tier}: {shown}");
+        let mut seen = BTreeMap::new();
+        for e in events_of(&json) {
+            if let EventKind::TestFinished { shard, test, outcome, message, .. } = e.kind {
+                seen.insert(format!("{} {test}", shard.role), (outcome, message.unwrap_or_default()));
+            }
         }
-    }
+        (seen, shown)
+    };
+    let (seen, shown) = on("baseline");
+    assert_eq!(on("optimized").0, seen, "the tiers differ");
     let expect = |key: &str, outcome: Outcome, starts: &[&str]| {
         let (got, message) = seen.get(key).unwrap_or_else(|| panic!("{key} did not run: {seen:?}"));
         assert_eq!(*got, outcome, "{key}: {message}");

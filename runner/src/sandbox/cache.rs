@@ -102,6 +102,11 @@ impl ArtifactCache {
         }
     }
 
+    /// Forgets the artifact of suite `sha256` (superseded by another tier's).
+    pub fn remove(&self, sha256: &str) {
+        let _ = std::fs::remove_file(self.path(sha256));
+    }
+
     /// Stores a compiled component; failures only cost a recompile later.
     pub fn store(&self, sha256: &str, component: &Component) {
         match component.serialize() {

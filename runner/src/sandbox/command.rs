@@ -10,7 +10,8 @@ use std::sync::Arc;
 use ensemble_protocol::Outcome;
 
 use super::output::Capture;
-use super::{Finished, KindPre, LoadedSuite, SuiteError, SuiteKind, TestCase, TestEnv};
+use super::{Code, Finished, LoadedSuite, SuiteError, SuiteKind, TestCase, TestEnv};
+use wasmtime_wasi::p2::bindings::CommandPre;
 
 /// The name of the single test of a plain command suite.
 pub const COMMAND_TEST: &str = "main";
@@ -102,16 +103,18 @@ fn ignored_reason(text: &str) -> Option<String> {
 }
 
 /// Runs the harness with listing arguments; returns its stdout.
-async fn run_listing(suite: &LoadedSuite, env: &Arc<TestEnv>, ignored: bool) -> Result<String, SuiteError> {
-    let KindPre::Libtest(pre) = &suite.pre else {
-        return Err(SuiteError::Internal("not a libtest harness".into()));
-    };
+async fn run_listing(
+    code: &Code,
+    pre: &CommandPre<super::HostState>,
+    env: &Arc<TestEnv>,
+    ignored: bool,
+) -> Result<String, SuiteError> {
     let mut args: Vec<String> = ["suite.wasm", "--list", "--format", "terse"].map(String::from).to_vec();
     if ignored {
         args.push("--ignored".into());
     }
     let timeout = env.test_timeout;
-    let (mut store, capture) = suite.store(env, "", &args, timeout);
+    let (mut store, capture) = LoadedSuite::store(code, env, "", &args, timeout);
     let done = LoadedSuite::within(&mut store, timeout, async |store| {
         let cmd = pre.instantiate_async(&mut *store).await?;
         cmd.wasi_cli_run().call_run(&mut *store).await
@@ -129,9 +132,13 @@ fn parse_terse(out: &str) -> Vec<String> {
     out.lines().filter_map(|l| l.strip_suffix(": test")).map(str::to_string).collect()
 }
 
-pub async fn list_libtest(suite: &LoadedSuite, env: &Arc<TestEnv>) -> Result<Vec<TestCase>, SuiteError> {
-    let all = parse_terse(&run_listing(suite, env, false).await?);
-    let ignored = parse_terse(&run_listing(suite, env, true).await?);
+pub async fn list_libtest(
+    code: &Code,
+    pre: &CommandPre<super::HostState>,
+    env: &Arc<TestEnv>,
+) -> Result<Vec<TestCase>, SuiteError> {
+    let all = parse_terse(&run_listing(code, pre, env, false).await?);
+    let ignored = parse_terse(&run_listing(code, pre, env, true).await?);
     Ok(all
         .into_iter()
         .map(|name| TestCase { ignored: ignored.contains(&name), name, tags: vec![], timeout: None })

@@ -12,7 +12,10 @@
 //!
 //! The child writes the compiled artifact (`Component::serialize`) to a
 //! file the parent names; the parent loads it, with the same engine
-//! configuration ([`super::engine_config`]), as it loads its disk cache.
+//! configuration ([`super::engine_config`] of the same [`Tier`]), as it
+//! loads its disk cache. A compile in the background (the optimized tier of
+//! a suite already running on the baseline one) runs at the lowest CPU
+//! priority: the tests come first, idle cores optimize.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -22,7 +25,7 @@ use ensemble_protocol::units::{ByteSize, HumanDuration};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::SuiteError;
+use super::{SuiteError, Tier};
 
 /// The hidden command the child runs.
 pub const COMMAND: &str = "__compile-suite";
@@ -56,12 +59,19 @@ impl CompileBudget {
         self.timeout.as_secs().saturating_add(1).saturating_mul(cores).saturating_add(10)
     }
 
-    /// Compiles `bytes` in a child process into the artifact file `out`.
-    /// The child is killed when the time is up or when this future is
-    /// dropped. `Ok(false)` when no child can be started here (say, a
-    /// runner under an emulator that cannot start its own binary again):
-    /// the caller compiles in its own process instead.
-    pub async fn compile(&self, bytes: &[u8], out: &Path) -> Result<bool, SuiteError> {
+    /// Compiles `bytes` for `tier` in a child process into the artifact
+    /// file `out` (at the lowest CPU priority when `idle`). The child is
+    /// killed when the time is up or when this future is dropped.
+    /// `Ok(false)` when no child can be started here (say, a runner under
+    /// an emulator that cannot start its own binary again): the caller
+    /// compiles in its own process instead.
+    pub async fn compile(
+        &self,
+        bytes: &[u8],
+        out: &Path,
+        tier: Tier,
+        idle: bool,
+    ) -> Result<bool, SuiteError> {
         let dir = out.parent().unwrap_or(Path::new("."));
         let input = tempfile::Builder::new().prefix(".suite-").tempfile_in(dir).map_err(|e| {
             SuiteError::Internal(format!("staging the suite to compile in {}: {e}", dir.display()))
@@ -75,6 +85,8 @@ impl CompileBudget {
             .arg(self.memory.to_string())
             .arg(std::process::id().to_string())
             .arg(self.cpu_seconds().to_string())
+            .arg(tier.as_str())
+            .arg(if idle { "idle" } else { "now" })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -133,15 +145,38 @@ fn first_line(s: &str) -> &str {
 const INVALID: i32 = 2;
 
 /// The child: `__compile-suite INPUT OUTPUT MEMORY_BYTES PARENT_PID
-/// CPU_SECONDS`. Returns its exit code: 0 with the artifact written,
+/// CPU_SECONDS TIER PRIORITY` (`baseline` or `optimized`; `now` or
+/// `idle`). Returns its exit code: 0 with the artifact written,
 /// [`INVALID`] with the reason on stderr. It dies with its parent (Linux),
 /// and the kernel stops it past its memory and CPU time (Unix), so no
 /// compile outlives the process that asked for it, even one SIGKILLed.
 pub fn child_main(args: &[String]) -> i32 {
-    let [input, output, memory, parent, cpu] = args else {
-        eprintln!("usage: ensemble {COMMAND} INPUT OUTPUT MEMORY_BYTES PARENT_PID CPU_SECONDS");
+    let [input, output, memory, parent, cpu, tier, priority] = args else {
+        eprintln!("usage: ensemble {COMMAND} INPUT OUTPUT MEMORY_BYTES PARENT_PID CPU_SECONDS TIER PRIORITY");
         return 64;
     };
+    let Some(tier) = Tier::parse(tier) else {
+        eprintln!("unknown tier {tier} (baseline or optimized)");
+        return 64;
+    };
+    #[cfg(unix)]
+    if priority == "idle" {
+        // Best effort: at worst the optimized tier competes with the tests.
+        let _ = rustix::process::nice(19);
+    }
+    #[cfg(windows)]
+    if priority == "idle" {
+        use windows_sys::Win32::System::Threading::{
+            GetCurrentProcess, IDLE_PRIORITY_CLASS, SetPriorityClass,
+        };
+        // SAFETY: the pseudo-handle of this process, always valid.
+        #[allow(unsafe_code)]
+        unsafe {
+            SetPriorityClass(GetCurrentProcess(), IDLE_PRIORITY_CLASS);
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
+    let _ = priority;
     let memory: u64 = memory.parse().unwrap_or(DEFAULT_MEMORY);
     #[cfg(target_os = "linux")]
     {
@@ -168,7 +203,7 @@ pub fn child_main(args: &[String]) -> i32 {
     let _ = parent;
     #[cfg(not(unix))]
     let _ = (memory, parent, cpu);
-    let engine = match Engine::new(&super::engine_config()) {
+    let engine = match Engine::new(&super::engine_config(tier)) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("cannot set up the compiler: {e:#}");

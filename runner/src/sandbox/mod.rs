@@ -8,6 +8,12 @@
 //! pre-instantiated. Every test then runs in a fresh instance with its own
 //! store, memory limit, captured output and timeout.
 //!
+//! Compiling is tiered ([`Tier`]): a large suite the cache does not hold is
+//! first compiled by wasmtime's baseline compiler (Winch: one pass, several
+//! times faster than Cranelift, slower code) so its tests start at once,
+//! and by Cranelift in the background; the optimized code replaces the
+//! baseline code between two instances, and only it is kept in the cache.
+//!
 //! Invariants: a guest can never take the runner down — traps, timeouts and
 //! limit hits all end as a [`TestRun`]; and a guest sees only what its
 //! [`Grants`] allow.
@@ -57,6 +63,49 @@ pub const WASMTIME_VERSION: &str = "48.0.8";
 const TICK: Duration = Duration::from_millis(10);
 /// A guest that ignores cancellation is trapped this long after its deadline.
 const HARD_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// A suite's compiled code: which compiler made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    /// Winch, wasmtime's baseline compiler: a suite's first minutes.
+    Baseline,
+    /// Cranelift, wasmtime's optimizing compiler: the code a suite keeps.
+    Optimized,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Baseline => "baseline",
+            Tier::Optimized => "optimized",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Tier> {
+        [Tier::Baseline, Tier::Optimized].into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// Which compilers a sandbox uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tiers {
+    /// A large suite (1 MiB or more) that the cache does not hold
+    /// optimized: baseline first, optimized in the background. Smaller
+    /// ones, and cached ones, go straight to the optimized tier.
+    #[default]
+    Tiered,
+    /// Optimized only: every new suite waits for Cranelift, and runs its
+    /// fastest from its first test.
+    Optimized,
+    /// Baseline only, never optimized: the quickest start, for one-off
+    /// runs of large suites, and to compare the tiers.
+    Baseline,
+}
+
+/// The smallest suite compiled on the baseline tier first: below it,
+/// Cranelift takes well under a second (a 200 KB Rust suite ~70 ms) and
+/// a second compile would cost more than it saves.
+pub const TIER_ABOVE: usize = 1 << 20;
 
 /// Why a suite could not be loaded or listed.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +191,10 @@ pub struct SandboxOptions {
     /// compiles in this process, with no bound (for tests and tools that
     /// only load suites they trust).
     pub compile: Option<compile::CompileBudget>,
+    /// Which compilers to use ([`Tiers::Tiered`] by default).
+    pub tiers: Tiers,
+    /// The smallest suite tiered ([`TIER_ABOVE`] by default).
+    pub tier_above: usize,
 }
 
 impl Default for SandboxOptions {
@@ -151,17 +204,23 @@ impl Default for SandboxOptions {
             max_instances: 64,
             max_memory: 4 << 30,
             compile: None,
+            tiers: Tiers::default(),
+            tier_above: TIER_ABOVE,
         }
     }
 }
 
-/// The engine configuration every compile and load uses; the pool of
-/// instances is added by [`Sandbox::new`] (it does not change what is
-/// compiled, so a child compiling without one makes artifacts this engine
-/// loads).
-pub(crate) fn engine_config() -> Config {
+/// The engine configuration every compile and load of a tier uses; the
+/// pool of instances is added by [`Sandbox::new`] (it does not change what
+/// is compiled, so a child compiling without one makes artifacts this
+/// engine loads).
+pub(crate) fn engine_config(tier: Tier) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true).wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
+    config.strategy(match tier {
+        Tier::Baseline => wasmtime::Strategy::Winch,
+        Tier::Optimized => wasmtime::Strategy::Cranelift,
+    });
     config
 }
 
@@ -188,11 +247,21 @@ pub const MAX_LISTED_BYTES: usize = 8 << 20;
 /// Suites kept loaded in memory besides those in use.
 pub const MAX_LOADED: usize = 32;
 
-/// The per-process engine, linker and caches.
-pub struct Sandbox {
+/// One compiler's engine, with its linker and artifact cache.
+struct Engines {
     engine: Engine,
     linker: Linker<HostState>,
     cache: Option<ArtifactCache>,
+}
+
+/// The per-process engines, linkers and caches.
+pub struct Sandbox {
+    /// The optimized tier: every suite ends here.
+    optimized: Engines,
+    /// The baseline tier, when tiers are on and this CPU has it.
+    baseline: Option<Engines>,
+    tiers: Tiers,
+    tier_above: usize,
     loaded: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<LoadedSuite>>>>>,
     ticker: Arc<AtomicBool>,
     spare: Arc<tokio::sync::Semaphore>,
@@ -200,6 +269,8 @@ pub struct Sandbox {
     /// Compiles in child processes at once: one per core (each uses them
     /// all, and holds up to its memory budget).
     compiling: tokio::sync::Semaphore,
+    /// Background compiles to the optimized tier at once: one.
+    optimizing: tokio::sync::Semaphore,
 }
 
 impl Drop for Sandbox {
@@ -243,6 +314,47 @@ fn spare_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1)
 }
 
+/// `config` with the pool of instances every sandbox engine has.
+fn pooled(mut config: Config, max_instances: u32, max_memory: u64) -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(max_instances)
+        .total_core_instances(max_instances * 8)
+        .max_core_instances_per_component(32)
+        .total_memories(max_instances * 2)
+        .max_memories_per_component(4)
+        .total_tables(max_instances * 8)
+        .max_tables_per_component(16)
+        .total_stacks(max_instances)
+        .max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX))
+        .max_unused_warm_slots(8)
+        // A fresh instance per test reuses a warm slot: reset what the
+        // last test dirtied in place (found with PAGEMAP_SCAN where the
+        // kernel has it, Linux 6.7+) instead of unmapping it. Unmapping
+        // cost a TLB shootdown on every core and a page fault per page
+        // on the next test: half the time of a trivial test on 2 cores.
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT / 16)
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        .decommit_batch_size(8);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// The linker of the suite world and WASI for `engine`.
+fn suite_linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    // Name lookups answer granted names only; sockets are bounded (`net`).
+    net::add_to_linker(&mut linker)?;
+    // Outgoing HTTP for every suite, each request checked against the
+    // entry's net grants (`caps::HttpGate`).
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    v01::Suite::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+    v02::Suite::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+    v03::Suite::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
 /// Hex sha256 of suite bytes: the suite's identity everywhere.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -252,63 +364,52 @@ impl Sandbox {
     pub fn new(opts: SandboxOptions) -> anyhow::Result<Sandbox> {
         let spare = spare_cores();
         let max_instances = opts.max_instances.saturating_add(spare as u32);
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(max_instances)
-            .total_core_instances(max_instances * 8)
-            .max_core_instances_per_component(32)
-            .total_memories(max_instances * 2)
-            .max_memories_per_component(4)
-            .total_tables(max_instances * 8)
-            .max_tables_per_component(16)
-            .total_stacks(max_instances)
-            .max_memory_size(usize::try_from(opts.max_memory).unwrap_or(usize::MAX))
-            .max_unused_warm_slots(8)
-            // A fresh instance per test reuses a warm slot: reset what the
-            // last test dirtied in place (found with PAGEMAP_SCAN where the
-            // kernel has it, Linux 6.7+) instead of unmapping it. Unmapping
-            // cost a TLB shootdown on every core and a page fault per page
-            // on the next test: half the time of a trivial test on 2 cores.
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT / 16)
-            .pagemap_scan(wasmtime::Enabled::Auto)
-            .decommit_batch_size(8);
-        let mut config = engine_config();
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        // Name lookups answer granted names only; sockets are bounded (`net`).
-        net::add_to_linker(&mut linker)?;
-        // Outgoing HTTP for every suite, each request checked against the
-        // entry's net grants (`caps::HttpGate`).
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        v01::Suite::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
-        v02::Suite::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
-        v03::Suite::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+        let engines = |tier| -> anyhow::Result<Engines> {
+            let engine = Engine::new(&pooled(engine_config(tier), max_instances, opts.max_memory))?;
+            let linker = suite_linker(&engine)?;
+            let cache = opts.cache_dir.as_ref().map(|dir| ArtifactCache::new(dir, &engine));
+            Ok(Engines { engine, linker, cache })
+        };
+        let optimized = engines(Tier::Optimized)?;
+        let baseline = match opts.tiers {
+            Tiers::Optimized => None,
+            // Winch runs on x86-64 (with AVX for SIMD) and aarch64: elsewhere
+            // the optimized tier does it all.
+            Tiers::Tiered => engines(Tier::Baseline)
+                .inspect_err(|e| tracing::debug!("no baseline compiler on this machine: {e:#}"))
+                .ok(),
+            Tiers::Baseline => Some(engines(Tier::Baseline)?),
+        };
 
         let ticker = Arc::new(AtomicBool::new(false));
-        let (stop, ticking) = (ticker.clone(), engine.weak());
+        let stop = ticker.clone();
+        let ticking: Vec<_> = std::iter::once(&optimized).chain(&baseline).map(|e| e.engine.weak()).collect();
         std::thread::Builder::new().name("ensemble-epoch".into()).spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(TICK);
-                match ticking.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
+                let mut alive = false;
+                for engine in ticking.iter().filter_map(|e| e.upgrade()) {
+                    engine.increment_epoch();
+                    alive = true;
+                }
+                if !alive {
+                    break;
                 }
             }
         })?;
-        let cache = opts.cache_dir.map(|dir| ArtifactCache::new(dir, &engine));
         let spare = Arc::new(tokio::sync::Semaphore::new(spare));
         let compiling = tokio::sync::Semaphore::new(spare_cores() + 1);
         Ok(Sandbox {
-            engine,
-            linker,
-            cache,
+            optimized,
+            baseline,
+            tiers: opts.tiers,
+            tier_above: opts.tier_above,
             loaded: Mutex::default(),
             ticker,
             spare,
             budget: opts.compile,
             compiling,
+            optimizing: tokio::sync::Semaphore::new(1),
         })
     }
 
@@ -321,10 +422,6 @@ impl Sandbox {
         self.spare.clone()
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// How many suites are loaded in memory now (see [`MAX_LOADED`]).
     pub fn loaded_count(&self) -> usize {
         self.loaded.lock().expect("sandbox lock").len()
@@ -335,6 +432,10 @@ impl Sandbox {
     /// most [`MAX_LOADED`] suites stay loaded beyond those in use: past it,
     /// those nobody holds are forgotten (the disk cache brings them back
     /// quickly), so a long-lived process does not keep every suite it ever saw.
+    ///
+    /// A large suite not cached optimized is returned on the baseline tier
+    /// and optimized in the background (see [`Tiers`]); its tests switch
+    /// to the optimized code as it is ready ([`LoadedSuite::settled`]).
     pub async fn load(self: &Arc<Self>, bytes: Arc<Vec<u8>>) -> Result<Arc<LoadedSuite>, SuiteError> {
         let sha = sha256_hex(&bytes);
         let cell = {
@@ -350,48 +451,155 @@ impl Sandbox {
         };
         let this = self.clone();
         cell.get_or_try_init(|| async move {
-            let cached = this.cache.as_ref().and_then(|c| c.load(&this.engine, &sha));
-            let budget = match (&this.budget, cached) {
-                (Some(budget), None) => budget.clone(),
-                // In this process: from the cache, or compiled with no bound.
-                (_, cached) => {
-                    return tokio::task::spawn_blocking(move || {
-                        let component = match cached {
-                            Some(c) => c,
-                            None => this.compile(&bytes, &sha)?,
-                        };
-                        this.load_component(component, &bytes, sha).map(Arc::new)
-                    })
-                    .await
-                    .map_err(|e| SuiteError::Internal(format!("compiling the suite panicked: {e}")))?;
+            if let Some(component) = this.cached(Tier::Optimized, &sha).await? {
+                return this.loaded_suite(component, Tier::Optimized, bytes, sha).await;
+            }
+            let baseline_first = this.baseline.is_some()
+                && (this.tiers == Tiers::Baseline || bytes.len() >= this.tier_above);
+            if baseline_first {
+                let began = Instant::now();
+                match this.compiled(Tier::Baseline, &bytes, &sha, false).await {
+                    Ok(component) => {
+                        let suite = this.loaded_suite(component, Tier::Baseline, bytes.clone(), sha).await?;
+                        if this.tiers == Tiers::Tiered {
+                            tracing::info!(suite = %suite.sha256, took = ?began.elapsed(), "compiled on the baseline tier; optimizing in the background");
+                            this.optimize_later(&suite, bytes);
+                        } else {
+                            suite.settled.send_replace(true);
+                        }
+                        return Ok(suite);
+                    }
+                    Err(e) if this.tiers == Tiers::Baseline => return Err(e),
+                    // Winch declines some proposals (GC, tail calls,
+                    // exceptions, ...): Cranelift compiles those, or says
+                    // what is wrong with the suite.
+                    Err(e) => tracing::debug!(suite = %sha, "the baseline compiler declined the suite ({e}); compiling it optimized"),
                 }
-            };
-            check_header(&bytes)?;
-            let compiled = this.compile_within(&budget, &bytes, &sha).await?;
-            tokio::task::spawn_blocking(move || {
-                let component = match compiled {
-                    Some(c) => c,
-                    None => this.compile(&bytes, &sha)?,
-                };
-                this.load_component(component, &bytes, sha).map(Arc::new)
-            })
-            .await
-            .map_err(|e| SuiteError::Internal(format!("loading the suite panicked: {e}")))?
+            }
+            let component = this.compiled(Tier::Optimized, &bytes, &sha, false).await?;
+            this.loaded_suite(component, Tier::Optimized, bytes, sha).await
         })
         .await
         .cloned()
     }
 
-    /// Compiles in a child process within `budget` (see [`compile`]), into
-    /// the disk cache when there is one; `None` when no child can be
-    /// started here (the caller compiles in this process).
+    fn engines(&self, tier: Tier) -> &Engines {
+        match (tier, &self.baseline) {
+            (Tier::Baseline, Some(baseline)) => baseline,
+            _ => &self.optimized,
+        }
+    }
+
+    /// The component of `tier` from the disk cache, if it holds one.
+    async fn cached(self: &Arc<Self>, tier: Tier, sha: &str) -> Result<Option<Component>, SuiteError> {
+        let (this, sha) = (self.clone(), sha.to_string());
+        tokio::task::spawn_blocking(move || {
+            let engines = this.engines(tier);
+            engines.cache.as_ref().and_then(|c| c.load(&engines.engine, &sha))
+        })
+        .await
+        .map_err(|e| SuiteError::Internal(format!("reading the compiled suite panicked: {e}")))
+    }
+
+    /// The suite compiled for `tier`: from the cache, or compiled in a
+    /// child process within the budget (`idle`: at the lowest priority),
+    /// or in this process when there is no budget or no child can start.
+    async fn compiled(
+        self: &Arc<Self>,
+        tier: Tier,
+        bytes: &Arc<Vec<u8>>,
+        sha: &str,
+        idle: bool,
+    ) -> Result<Component, SuiteError> {
+        if let Some(component) = self.cached(tier, sha).await? {
+            return Ok(component);
+        }
+        check_header(bytes)?;
+        if let Some(budget) = &self.budget
+            && let Some(component) = self.compile_within(budget, tier, bytes, sha, idle).await?
+        {
+            return Ok(component);
+        }
+        let (this, bytes, sha) = (self.clone(), bytes.clone(), sha.to_string());
+        tokio::task::spawn_blocking(move || this.compile(tier, &bytes, &sha))
+            .await
+            .map_err(|e| SuiteError::Internal(format!("compiling the suite panicked: {e}")))?
+    }
+
+    /// Links and pre-instantiates a compiled component as a new suite.
+    async fn loaded_suite(
+        self: &Arc<Self>,
+        component: Component,
+        tier: Tier,
+        bytes: Arc<Vec<u8>>,
+        sha: String,
+    ) -> Result<Arc<LoadedSuite>, SuiteError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let (pre, imports, exports) = this.link(component, tier, &bytes)?;
+            Ok(Arc::new(LoadedSuite {
+                sha256: sha,
+                size: bytes.len(),
+                imports,
+                exports,
+                code: std::sync::RwLock::new(Arc::new(Code { pre, tier })),
+                settled: tokio::sync::watch::Sender::new(tier == Tier::Optimized),
+            }))
+        })
+        .await
+        .map_err(|e| SuiteError::Internal(format!("loading the suite panicked: {e}")))?
+    }
+
+    /// Compiles `suite` optimized in the background (one such compile at a
+    /// time, at the lowest priority), swaps the code in and drops the
+    /// baseline artifact from the cache. If that fails, the suite keeps its
+    /// baseline code (it runs the same, slower).
+    fn optimize_later(self: &Arc<Self>, suite: &Arc<LoadedSuite>, bytes: Arc<Vec<u8>>) {
+        let (this, suite) = (self.clone(), suite.clone());
+        tokio::spawn(async move {
+            let began = Instant::now();
+            let optimized = async {
+                let _turn =
+                    this.optimizing.acquire().await.map_err(|e| SuiteError::Internal(e.to_string()))?;
+                let component = this.compiled(Tier::Optimized, &bytes, &suite.sha256, true).await?;
+                let this = this.clone();
+                let bytes = bytes.clone();
+                tokio::task::spawn_blocking(move || this.link(component, Tier::Optimized, &bytes))
+                    .await
+                    .map_err(|e| SuiteError::Internal(format!("loading the suite panicked: {e}")))?
+            }
+            .await;
+            match optimized {
+                Ok((pre, _, _)) => {
+                    *suite.code.write().expect("suite code lock") =
+                        Arc::new(Code { pre, tier: Tier::Optimized });
+                    if let Some(cache) = this.baseline.as_ref().and_then(|b| b.cache.as_ref()) {
+                        cache.remove(&suite.sha256);
+                    }
+                    tracing::info!(suite = %suite.sha256, took = ?began.elapsed(), "optimized: the suite's next instances run Cranelift's code");
+                }
+                Err(e) => {
+                    tracing::warn!(suite = %suite.sha256, "the suite keeps its baseline code: optimizing it failed: {e}")
+                }
+            }
+            suite.settled.send_replace(true);
+        });
+    }
+
+    /// Compiles for `tier` in a child process within `budget` (see
+    /// [`compile`]), into the tier's disk cache when there is one; `None`
+    /// when no child can be started here (the caller compiles in this
+    /// process).
     async fn compile_within(
         &self,
         budget: &compile::CompileBudget,
+        tier: Tier,
         bytes: &[u8],
         sha: &str,
+        idle: bool,
     ) -> Result<Option<Component>, SuiteError> {
-        let staging = match &self.cache {
+        let engines = self.engines(tier);
+        let staging = match &engines.cache {
             Some(cache) => cache.dir().to_path_buf(),
             None => std::env::temp_dir(),
         };
@@ -404,47 +612,55 @@ impl Sandbox {
                 SuiteError::Internal(format!("staging a compiled suite in {}: {e}", staging.display()))
             })?
             .into_temp_path();
-        let _turn = self.compiling.acquire().await.map_err(|e| SuiteError::Internal(e.to_string()))?;
-        if !budget.compile(bytes, &out).await? {
+        // A background compile does not hold up the new suites' turns.
+        let _turn = if idle {
+            None
+        } else {
+            Some(self.compiling.acquire().await.map_err(|e| SuiteError::Internal(e.to_string()))?)
+        };
+        if !budget.compile(bytes, &out, tier, idle).await? {
             return Ok(None);
         }
         let artifact = std::fs::read(&out)
             .map_err(|e| SuiteError::Internal(format!("reading the compiled suite: {e}")))?;
         // SAFETY: the artifact was written just now by `Component::serialize`
-        // in this binary's compile command, with this engine's configuration
-        // (`engine_config`); wasmtime checks its header and configuration
-        // again. Loaded from memory: a system that cannot map the file (Wine)
-        // still loads it.
+        // in this binary's compile command, with this tier's engine
+        // configuration (`engine_config`); wasmtime checks its header and
+        // configuration again. Loaded from memory: a system that cannot map
+        // the file (Wine) still loads it.
         #[allow(unsafe_code)]
-        let loaded = unsafe { Component::deserialize(&self.engine, &artifact) };
+        let loaded = unsafe { Component::deserialize(&engines.engine, &artifact) };
         let component =
             loaded.map_err(|e| SuiteError::Internal(format!("loading the compiled suite: {e:#}")))?;
-        if let Some(cache) = &self.cache {
+        if let Some(cache) = &engines.cache {
             cache.store_artifact(sha, &artifact);
         }
         Ok(Some(component))
     }
 
-    /// Compiles in this process (no bound), into the disk cache.
-    fn compile(&self, bytes: &[u8], sha: &str) -> Result<Component, SuiteError> {
-        check_header(bytes)?;
-        let component = Component::new(&self.engine, bytes)
+    /// Compiles for `tier` in this process (no bound), into the disk cache.
+    fn compile(&self, tier: Tier, bytes: &[u8], sha: &str) -> Result<Component, SuiteError> {
+        let engines = self.engines(tier);
+        let component = Component::new(&engines.engine, bytes)
             .map_err(|e| SuiteError::Invalid(format!("not a valid WebAssembly component: {e:#}")))?;
-        if let Some(cache) = &self.cache {
+        if let Some(cache) = &engines.cache {
             cache.store(sha, &component);
         }
         Ok(component)
     }
 
-    fn load_component(
+    /// Links a component compiled for `tier`: its pre-instantiated kind,
+    /// imports and exports.
+    fn link(
         &self,
         component: Component,
+        tier: Tier,
         bytes: &[u8],
-        sha: String,
-    ) -> Result<LoadedSuite, SuiteError> {
+    ) -> Result<(KindPre, Vec<String>, Vec<String>), SuiteError> {
+        let Engines { engine, linker, .. } = self.engines(tier);
         let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
+        let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
         // The version first: a suite of an ABI this runner does not run
         // also imports interfaces of that version, which would not link.
         let tests_export = exports.iter().find_map(|e| e.strip_prefix(TESTS_EXPORT));
@@ -459,7 +675,7 @@ impl Sandbox {
             })?),
             None => None,
         };
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
             SuiteError::Invalid(format!(
                 "the suite needs imports that Ensemble does not provide ({e:#}); a suite may import \
                  ensemble:suite/{{context,sync,log,attach,services}} of suite ABI {} and WASI 0.2 (imports: {})",
@@ -489,7 +705,7 @@ impl Sandbox {
                 if exports.is_empty() { "none".to_string() } else { exports.join(", ") }
             )));
         };
-        Ok(LoadedSuite { sha256: sha, size: bytes.len(), imports, exports, pre: kind_pre })
+        Ok((kind_pre, imports, exports))
     }
 }
 
@@ -729,7 +945,28 @@ pub struct LoadedSuite {
     pub size: usize,
     pub imports: Vec<String>,
     pub exports: Vec<String>,
+    /// The code new instances run: baseline until the optimized code
+    /// replaces it (an instance keeps the code it started with).
+    code: std::sync::RwLock<Arc<Code>>,
+    /// Whether the code is final (optimized, or no optimizing under way).
+    settled: tokio::sync::watch::Sender<bool>,
+}
+
+/// A suite's code of one tier, pre-instantiated.
+struct Code {
     pre: KindPre,
+    tier: Tier,
+}
+
+impl Code {
+    fn engine(&self) -> &Engine {
+        match &self.pre {
+            KindPre::Suite(SuiteAbi::V01(p)) => p.engine(),
+            KindPre::Suite(SuiteAbi::V02(p)) => p.engine(),
+            KindPre::Suite(SuiteAbi::V03(p)) => p.engine(),
+            KindPre::Libtest(p) | KindPre::Command(p) => p.engine(),
+        }
+    }
 }
 
 /// What one instance did, before it is judged.
@@ -740,8 +977,26 @@ enum Finished<T> {
 }
 
 impl LoadedSuite {
+    /// The code new instances run now.
+    fn code(&self) -> Arc<Code> {
+        self.code.read().expect("suite code lock").clone()
+    }
+
+    /// Which compiler made the code new instances run now.
+    pub fn tier(&self) -> Tier {
+        self.code().tier
+    }
+
+    /// The suite's final tier, once any optimizing in the background has
+    /// ended (at once when none is under way).
+    pub async fn settled(&self) -> Tier {
+        let mut settled = self.settled.subscribe();
+        let _ = settled.wait_for(|done| *done).await;
+        self.tier()
+    }
+
     pub fn kind(&self) -> SuiteKind {
-        match self.pre {
+        match self.code().pre {
             KindPre::Suite(_) => SuiteKind::Suite,
             KindPre::Libtest(_) => SuiteKind::Libtest,
             KindPre::Command(_) => SuiteKind::Command,
@@ -750,7 +1005,7 @@ impl LoadedSuite {
 
     /// The suite ABI (`major.minor`) a suite-world component was built for.
     pub fn abi(&self) -> Option<&'static str> {
-        match self.pre {
+        match self.code().pre {
             KindPre::Suite(SuiteAbi::V01(_)) => Some("0.1"),
             KindPre::Suite(SuiteAbi::V02(_)) => Some("0.2"),
             KindPre::Suite(SuiteAbi::V03(_)) => Some("0.3"),
@@ -758,18 +1013,10 @@ impl LoadedSuite {
         }
     }
 
-    fn engine(&self) -> &Engine {
-        match &self.pre {
-            KindPre::Suite(SuiteAbi::V01(p)) => p.engine(),
-            KindPre::Suite(SuiteAbi::V02(p)) => p.engine(),
-            KindPre::Suite(SuiteAbi::V03(p)) => p.engine(),
-            KindPre::Libtest(p) | KindPre::Command(p) => p.engine(),
-        }
-    }
-
-    /// A fresh store for one instance, with its limits and captured output.
+    /// A fresh store for one instance of `code`, with its limits and
+    /// captured output.
     fn store(
-        &self,
+        code: &Code,
         env: &Arc<TestEnv>,
         test: &str,
         args: &[String],
@@ -788,7 +1035,7 @@ impl LoadedSuite {
             http_gate: env.grants.http_gate(&capture),
             sockets: 0,
         };
-        let mut store = Store::new(self.engine(), state);
+        let mut store = Store::new(code.engine(), state);
         store.limiter(|s| &mut s.limiter);
         // Yield to tokio at every tick so that the test's timeout (and a
         // cancelled run) can drop the call even in a busy loop; trap as a last
@@ -824,13 +1071,14 @@ impl LoadedSuite {
 
     async fn list_unchecked(&self, env: &Arc<TestEnv>) -> Result<Vec<TestCase>, SuiteError> {
         let timeout = env.test_timeout;
-        match &self.pre {
+        let code = self.code();
+        match &code.pre {
             KindPre::Suite(abi) => {
-                let (mut store, capture) = self.store(env, "", &[], timeout);
+                let (mut store, capture) = Self::store(&code, env, "", &[], timeout);
                 let listed = Self::within(&mut store, timeout, async |store| abi.list(store).await).await;
                 Self::listed(listed, &capture, timeout)
             }
-            KindPre::Libtest(_) => command::list_libtest(self, env).await,
+            KindPre::Libtest(pre) => command::list_libtest(&code, pre, env).await,
             KindPre::Command(_) => Ok(vec![TestCase {
                 name: command::COMMAND_TEST.to_string(),
                 tags: vec![],
@@ -844,12 +1092,13 @@ impl LoadedSuite {
     /// its tests and, from suites of ABI 0.2 on, the params it reads
     /// (checked: named, each once, a required one without a default).
     pub async fn describe(&self, env: &Arc<TestEnv>) -> Result<Described, SuiteError> {
-        let abi = match &self.pre {
+        let code = self.code();
+        let abi = match &code.pre {
             KindPre::Suite(abi @ (SuiteAbi::V02(_) | SuiteAbi::V03(_))) => abi,
             _ => return Ok(Described { tests: self.list(env).await?, params: None }),
         };
         let timeout = env.test_timeout;
-        let (mut store, capture) = self.store(env, "", &[], timeout);
+        let (mut store, capture) = Self::store(&code, env, "", &[], timeout);
         let described = Self::within(&mut store, timeout, async |store| abi.describe(store).await).await;
         let (tests, params) = match described {
             Finished::Returned(both) => both,
@@ -883,9 +1132,10 @@ impl LoadedSuite {
     pub async fn run(&self, test: &TestCase, env: &Arc<TestEnv>) -> TestRun {
         let timeout = test.timeout.unwrap_or(env.test_timeout);
         let started = Instant::now();
-        let (outcome, message, capture, store) = match &self.pre {
+        let code = self.code();
+        let (outcome, message, capture, store) = match &code.pre {
             KindPre::Suite(abi) => {
-                let (mut store, capture) = self.store(env, &test.name, &[], timeout);
+                let (mut store, capture) = Self::store(&code, env, &test.name, &[], timeout);
                 let done =
                     Self::within(&mut store, timeout, async |store| abi.run(store, &test.name).await).await;
                 let (o, m) = match done {
@@ -896,7 +1146,7 @@ impl LoadedSuite {
             }
             KindPre::Libtest(pre) | KindPre::Command(pre) => {
                 let args = command::args_for(self.kind(), test);
-                let (mut store, capture) = self.store(env, &test.name, &args, timeout);
+                let (mut store, capture) = Self::store(&code, env, &test.name, &args, timeout);
                 let done = Self::within(&mut store, timeout, async |store| {
                     let began = Instant::now();
                     let cmd = pre.instantiate_async(&mut *store).await?;

@@ -10,7 +10,9 @@
 //! 3. A wide run: the 10,000 trivial tests of `many-tests` split over 2
 //!    runners, from the request that starts the run to its last result at a
 //!    watcher (goal < 1 s).
-//! 4. The browser app over the wire: the page and its files as a browser
+//! 4. The runner's footprint: an idle runner's resident memory, and the
+//!    binary's size.
+//! 5. The browser app over the wire: the page and its files as a browser
 //!    that takes brotli gets them on a first load, against the same files
 //!    uncompressed; and on a reload (the files are immutable and the page
 //!    answers its ETag with 304: nothing).
@@ -212,6 +214,24 @@ async fn app_bytes(server: &Server) {
     );
 }
 
+/// An idle runner's resident memory (joined, before any run: the median
+/// of the runners) and the size of the binary.
+fn footprint(runners: &[ensemble_tests::Proc]) {
+    let mut rss: Vec<u64> = runners.iter().filter_map(|r| r.rss()).collect();
+    rss.sort();
+    let Some(&idle) = rss.get(rss.len() / 2) else { return };
+    let idle = idle as f64 / (1 << 20) as f64;
+    let bin = std::fs::metadata(env!("CARGO_BIN_EXE_ensemble")).map_or(0, |m| m.len()) as f64 / 1e6;
+    println!(
+        "row footprint: idle runner RSS {idle:.1} MiB = {:.2}× the 20 MB goal ({}); the binary (runner, coordinator \
+         and app in one) {bin:.1} MB = {:.2}× the 25 MB goal of a runner-only build ({})",
+        idle * 1.048_576 / 20.0,
+        met(idle * 1.048_576 <= 20.0),
+        bin / 25.0,
+        met(bin <= 25.0),
+    );
+}
+
 fn main() {
     // `cargo bench` passes --bench; there is nothing to filter here.
     let dir = tempfile::tempdir().unwrap();
@@ -231,6 +251,7 @@ fn main() {
             })
             .collect();
         server.wait_online(RUNNERS).await;
+        footprint(&_runners);
         let sha = server.upload(ensemble_artifacts::BENCH_PARTIES, "bench-parties").await;
         barrier_latency(&server, &sha).await;
         event_rate(&server, &sha).await;

@@ -589,7 +589,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     s.parse::<ensemble_protocol::units::HumanDuration>().map(|d| d.0)
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Clone, Debug)]
 struct CacheArgs {
     /// Where compiled suites are cached [default: ~/.cache/ensemble/compiled].
     #[arg(long, value_name = "DIR", env = "ENSEMBLE_CACHE_DIR", hide_env_values = true)]
@@ -1226,7 +1226,13 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
         allow_exec: args.policy.allow_exec.clone(),
         ..machine_info(args.name.clone(), args.labels.clone(), args.slots)
     });
-    let sandbox = args.cache.sandbox_for(local.as_ref().map_or(0, |m| m.slots as usize))?;
+    let mut cache = args.cache.clone();
+    if local.is_none() && cache.compile_tiers == crate::sandbox::Tiers::Tiered {
+        // It only inspects uploads (lists their tests): the baseline code
+        // does that, and optimizing in the background would be for nobody.
+        cache.compile_tiers = crate::sandbox::Tiers::Baseline;
+    }
+    let sandbox = cache.sandbox_for(local.as_ref().map_or(0, |m| m.slots as usize))?;
     let opts = crate::server::ServeOptions {
         listener,
         data_dir: args.data_dir.clone(),

@@ -56,6 +56,15 @@ fn env_with_timeout(
     port: Arc<Port>,
     timeout: Duration,
 ) -> Arc<TestEnv> {
+    env_with_grants(params, Grants::new(&caps).unwrap(), port, timeout)
+}
+
+fn env_with_grants(
+    params: &[(&str, &str)],
+    grants: Grants,
+    port: Arc<Port>,
+    timeout: Duration,
+) -> Arc<TestEnv> {
     Arc::new(TestEnv {
         run_id: "run-test".into(),
         role: "hostile".into(),
@@ -63,7 +72,7 @@ fn env_with_timeout(
         instance_count: 1,
         machine: "local".into(),
         params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
-        grants: Grants::new(&caps).unwrap(),
+        grants,
         memory_limit: 64 << 20,
         output_limit: 64 << 10,
         attachment_limit: 64 << 10,
@@ -485,4 +494,47 @@ async fn suites_of_abi_0_1_0_2_and_0_3_run_and_an_unknown_version_is_named() {
             "{err}"
         );
     }
+}
+
+/// A server that answers every request at once, without reading its body,
+/// and closes: what many servers do for a `GET`.
+async fn answering_at_once() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let ok = hyper::service::service_fn(|_| async {
+                    let body = http_body_util::Full::new(bytes::Bytes::from_static(b"ok"));
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+                });
+                let mut conn = hyper::server::conn::http1::Builder::new();
+                let _ = conn.keep_alive(false).serve_connection(hyper_util::rt::TokioIo::new(tcp), ok).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_requests_succeed_when_the_server_answers_before_the_body_ends() {
+    use ensemble_protocol::service::ServiceAddr;
+    let addr = answering_at_once().await;
+    let services = BTreeMap::from([(
+        "web".to_string(),
+        vec![ServiceAddr {
+            machine: "here".into(),
+            host: "127.0.0.1".into(),
+            port: Some(addr.port()),
+            ports: BTreeMap::new(),
+        }],
+    )]);
+    let caps = Capabilities { net: vec!["service:web".into()], ..Capabilities::default() };
+    let grants = Grants::within(&caps, &ensemble_runner::sandbox::HostPolicy::open(), &services).unwrap();
+    let env = env_with_grants(&[("gets", "500")], grants, Arc::default(), Duration::from_secs(120));
+    let suite = load(&sandbox(), artifacts::HTTP_PROBE).await;
+    // The guest finishes each request's empty body while the answer comes
+    // and the connection closes: every one of 500 GETs must still pass.
+    let r = run(&suite, "gets", &env).await;
+    assert_eq!(r.outcome, Outcome::Passed, "{r:?}");
 }

@@ -366,7 +366,7 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpGate {
 /// whatever its URI's host resolves to: the response, and the connection's
 /// work to drive until its body is read.
 async fn send_pinned(
-    mut request: http::Request<wasmtime_wasi_http::WasiBody>,
+    request: http::Request<wasmtime_wasi_http::WasiBody>,
     addr: std::net::SocketAddr,
     host: &str,
     tls: bool,
@@ -396,6 +396,7 @@ async fn send_pinned(
     } else {
         Box::new(tcp)
     };
+    let mut request = request.map(|body| Drained(Some(body)));
     let handshake =
         hyper::client::conn::http1::Builder::new().handshake(wasmtime_wasi_http::io::TokioIo::new(stream));
     let (mut sender, conn) =
@@ -414,6 +415,59 @@ async fn send_pinned(
             Err(_) => Ok(()),
         }
     }))
+}
+
+/// A request's body, read to its end and discarded in the background when
+/// the connection lets go of it first. A server may answer before the
+/// request's body ends (a `GET` whose empty body the guest is still
+/// finishing) and close the connection: the guest's last write or flush
+/// then met a closed stream, and the request failed ("connection reset")
+/// although its answer had come. Bounded: at most [`DRAINED`] bytes, and
+/// no longer than the guest keeps its body open (its test's time).
+struct Drained(Option<wasmtime_wasi_http::WasiBody>);
+
+/// The most bytes of a request body read and discarded after its
+/// connection let go of it; past it the guest's writes fail.
+const DRAINED: usize = 16 << 20;
+
+impl hyper::body::Body for Drained {
+    type Data = bytes::Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match self.get_mut().0.as_mut() {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(hyper::body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.0.as_ref().map_or_else(|| hyper::body::SizeHint::with_exact(0), hyper::body::Body::size_hint)
+    }
+}
+
+impl Drop for Drained {
+    fn drop(&mut self) {
+        use http_body_util::BodyExt;
+        let Some(mut body) = self.0.take().filter(|b| !hyper::body::Body::is_end_stream(b)) else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            let mut read = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                read = read.saturating_add(frame.data_ref().map_or(0, bytes::Bytes::len));
+                if read > DRAINED {
+                    return;
+                }
+            }
+        });
+    }
 }
 
 /// A connection an HTTP request goes over: TCP, or TLS over it.

@@ -9,6 +9,7 @@
 //! | `get_by_name` | `GET` of `path` on the service's port at host name `name` answers 2xx | `service`, `path`, `name` |
 //! | `connect_by_name` | a TCP connection to `name` at the service's port (the suite looks the name up) | `service`, `name` |
 //! | `lookup_is_denied` | passes iff looking up `denied_name` fails | `denied_name`, default `not-granted.test` |
+//! | `gets` | `gets` GETs of `path` on the service, one after another, each answering 2xx (the benchmark of HTTP from a sandbox) | `service`, `path`, `gets` (default 100) |
 
 use ensemble_sdk::prelude::*;
 use wstd::http::{Body, Client, Request};
@@ -19,6 +20,7 @@ const EXPECT: Param<String> = Param::new("expect", "text the answer of get_ok mu
 const NAME: Param<String> = Param::new("name", "a host name the plan grants, for the tests by name").default("web.test");
 const DENIED_NAME: Param<String> =
     Param::new("denied_name", "a host name the plan does not grant").default("not-granted.test");
+const GETS: Param<u32> = Param::new("gets", "how many GETs the test gets makes").default("100");
 const OUTSIDE: Param<String> =
     Param::new("outside", "a URL the plan does not grant, for outside_is_denied").default("http://127.0.0.1:9/");
 
@@ -87,11 +89,22 @@ fn lookup_is_denied() -> TestResult {
     }
 }
 
+fn gets() -> TestResult {
+    let at = service(&SERVICE.get()?)?;
+    let url = at.url(&PATH.get()?);
+    for i in 0..GETS.get()? {
+        let (status, _) = get(&url).map_err(|e| fail(format!("request {}: {e}", i + 1)))?;
+        check!((200..300).contains(&status), "GET {url} (request {}) answered {status}", i + 1);
+    }
+    Ok(())
+}
+
 ensemble_sdk::suite! {
-    params(SERVICE, PATH, EXPECT, NAME, DENIED_NAME, OUTSIDE),
+    params(SERVICE, PATH, EXPECT, NAME, DENIED_NAME, OUTSIDE, GETS),
     get_ok,
     outside_is_denied,
     get_by_name,
     connect_by_name,
     lookup_is_denied,
+    gets,
 }

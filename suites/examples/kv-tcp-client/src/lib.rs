@@ -12,6 +12,7 @@
 //! | `reads_back_after_a_restart` | the peer side: writes its keys, signals `kv-written`, waits for `kv-restarted`, reads every key back on a new connection | `keys` |
 //! | `holds_still_while_paused` | pauses the service, sends a write it cannot answer, resumes it, then reads the answer and the value | |
 //! | `faults_need_a_grant` | passes iff a restart is refused for want of the grant (run it where the plan grants no faults) | |
+//! | `pings` | `pings` round trips of `PING` on one connection, one after another (the benchmark of TCP from a sandbox) | `pings`, default 1000 |
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -21,6 +22,7 @@ use ensemble_sdk::prelude::*;
 
 const SERVICE: Param<String> = Param::new("service", "the plan's service to reach").default("kv");
 const KEYS: Param<u32> = Param::new("keys", "how many keys a test writes").default("20");
+const PINGS: Param<u32> = Param::new("pings", "how many PINGs the test pings sends").default("1000");
 const PEERS: Param<u32> =
     Param::new("peers", "other clients survives_a_restart waits for (state kv-written)").default("0");
 
@@ -156,12 +158,21 @@ fn faults_need_a_grant() -> TestResult {
     }
 }
 
+fn pings() -> TestResult {
+    let mut c = Conn::open()?;
+    for _ in 0..PINGS.get()? {
+        check_eq!(c.call("PING")?, "PONG");
+    }
+    Ok(())
+}
+
 ensemble_sdk::suite! {
-    params(SERVICE, KEYS, PEERS),
+    params(SERVICE, KEYS, PEERS, PINGS),
     ping,
     writes_then_reads,
     survives_a_restart,
     reads_back_after_a_restart,
     holds_still_while_paused,
     faults_need_a_grant,
+    pings,
 }

@@ -1294,10 +1294,6 @@ impl Dispatcher {
     /// A sync call finished: show it on the timeline and answer it.
     pub fn handle_sync_done(&mut self, d: SyncDone) {
         let Some(&index) = self.by_no.get(&d.shard) else { return };
-        if let Some(op) = d.op {
-            let shard = self.shards[index].shard.clone();
-            self.stream.emit(EventKind::Sync { shard, op, call: Some(d.id) });
-        }
         let kept = match d.read {
             Some((topic, index)) => Kept::Message { topic, index },
             None => Kept::Reply(d.reply.clone()),
@@ -1305,10 +1301,24 @@ impl Dispatcher {
         if !self.done.contains(&d.shard) {
             self.sync_calls.insert((d.shard, d.id), Some(kept));
         }
-        self.send_durable(
-            self.shards[index].machine_index,
-            ToMachine::SyncReply { id: d.id, reply: d.reply },
-        );
+        let mut answer = Some(ToMachine::SyncReply { id: d.id, reply: d.reply });
+        let machine = self.shards[index].machine_index;
+        // A release is answered once what came before it is committed —
+        // the signals that satisfied the barrier among it — not after its
+        // own record: a restart recounts the committed signals, and a party
+        // that asks again is released again, with the same answer. That
+        // saves the parties of a round a commit each way.
+        let released = matches!(d.op, Some(SyncOp::BarrierReleased { .. }));
+        if released && let Some(answer) = answer.take() {
+            self.send_durable(machine, answer);
+        }
+        if let Some(op) = d.op {
+            let shard = self.shards[index].shard.clone();
+            self.stream.emit(EventKind::Sync { shard, op, call: Some(d.id) });
+        }
+        if let Some(answer) = answer {
+            self.send_durable(machine, answer);
+        }
     }
 
     fn handle_shard_done(&mut self, m: usize, shard: u32) {

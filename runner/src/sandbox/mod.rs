@@ -262,12 +262,27 @@ struct Engines {
     cache: Option<ArtifactCache>,
 }
 
+impl Engines {
+    fn new(tier: Tier, max_instances: u32, opts: &SandboxOptions) -> anyhow::Result<Engines> {
+        let engine = Engine::new(&pooled(engine_config(tier), max_instances, opts.max_memory))?;
+        let linker = suite_linker(&engine)?;
+        let cache = opts.cache_dir.as_ref().map(|dir| ArtifactCache::new(dir, &engine));
+        Ok(Engines { engine, linker, cache })
+    }
+}
+
 /// The per-process engines, linkers and caches.
 pub struct Sandbox {
     /// The optimized tier: every suite ends here.
     optimized: Engines,
-    /// The baseline tier, when tiers are on and this CPU has it.
-    baseline: Option<Engines>,
+    /// The baseline tier, made when a suite first needs it (a process that
+    /// never sees a large new suite does not pay for a second engine);
+    /// `None` inside where this machine has no baseline compiler.
+    baseline: std::sync::OnceLock<Option<Engines>>,
+    /// The engines whose epochs the ticker thread advances.
+    ticking: Arc<Mutex<Vec<wasmtime::EngineWeak>>>,
+    max_instances: u32,
+    opts: SandboxOptions,
     tiers: Tiers,
     tier_above: usize,
     loaded: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<LoadedSuite>>>>>,
@@ -372,52 +387,37 @@ impl Sandbox {
     pub fn new(opts: SandboxOptions) -> anyhow::Result<Sandbox> {
         let spare = spare_cores();
         let max_instances = opts.max_instances.saturating_add(spare as u32);
-        let engines = |tier| -> anyhow::Result<Engines> {
-            let engine = Engine::new(&pooled(engine_config(tier), max_instances, opts.max_memory))?;
-            let linker = suite_linker(&engine)?;
-            let cache = opts.cache_dir.as_ref().map(|dir| ArtifactCache::new(dir, &engine));
-            Ok(Engines { engine, linker, cache })
-        };
-        let optimized = engines(Tier::Optimized)?;
-        let baseline = match opts.tiers {
-            Tiers::Optimized => None,
-            // Winch runs on x86-64 (with AVX for SIMD) and aarch64: elsewhere
-            // the optimized tier does it all.
-            Tiers::Tiered => engines(Tier::Baseline)
-                .inspect_err(|e| tracing::debug!("no baseline compiler on this machine: {e:#}"))
-                .ok(),
-            Tiers::Baseline => Some(engines(Tier::Baseline)?),
-        };
-
+        let optimized = Engines::new(Tier::Optimized, max_instances, &opts)?;
         let ticker = Arc::new(AtomicBool::new(false));
-        let stop = ticker.clone();
-        let ticking: Vec<_> = std::iter::once(&optimized).chain(&baseline).map(|e| e.engine.weak()).collect();
+        let ticking = Arc::new(Mutex::new(vec![optimized.engine.weak()]));
+        let (stop, engines) = (ticker.clone(), ticking.clone());
         std::thread::Builder::new().name("ensemble-epoch".into()).spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(TICK);
-                let mut alive = false;
-                for engine in ticking.iter().filter_map(|e| e.upgrade()) {
-                    engine.increment_epoch();
-                    alive = true;
-                }
-                if !alive {
+                let alive: Vec<Engine> =
+                    engines.lock().expect("ticking lock").iter().filter_map(|e| e.upgrade()).collect();
+                if alive.is_empty() {
                     break;
                 }
+                alive.iter().for_each(Engine::increment_epoch);
             }
         })?;
         let spare = Arc::new(tokio::sync::Semaphore::new(spare));
         let compiling = tokio::sync::Semaphore::new(spare_cores() + 1);
         Ok(Sandbox {
             optimized,
-            baseline,
+            baseline: std::sync::OnceLock::new(),
+            ticking,
+            max_instances,
             tiers: opts.tiers,
             tier_above: opts.tier_above,
             loaded: Mutex::default(),
             ticker,
             spare,
-            budget: opts.compile,
+            budget: opts.compile.clone(),
             compiling,
             optimizing: tokio::sync::Semaphore::new(1),
+            opts,
         })
     }
 
@@ -462,8 +462,9 @@ impl Sandbox {
             if let Some(component) = this.cached(Tier::Optimized, &sha).await? {
                 return this.loaded_suite(component, Tier::Optimized, bytes, sha).await;
             }
-            let baseline_first = this.baseline.is_some()
-                && (this.tiers == Tiers::Baseline || bytes.len() >= this.tier_above);
+            let baseline_first = this.tiers != Tiers::Optimized
+                && (this.tiers == Tiers::Baseline || bytes.len() >= this.tier_above)
+                && this.baseline().is_some();
             if baseline_first {
                 let began = Instant::now();
                 match this.compiled(Tier::Baseline, &bytes, &sha, false).await {
@@ -491,10 +492,25 @@ impl Sandbox {
     }
 
     fn engines(&self, tier: Tier) -> &Engines {
-        match (tier, &self.baseline) {
+        match (tier, self.baseline()) {
             (Tier::Baseline, Some(baseline)) => baseline,
             _ => &self.optimized,
         }
+    }
+
+    /// The baseline tier's engines, made on first use; `None` where this
+    /// machine has no baseline compiler (Winch runs on x86-64 and aarch64):
+    /// the optimized tier then does it all.
+    fn baseline(&self) -> Option<&Engines> {
+        self.baseline
+            .get_or_init(|| {
+                let made = Engines::new(Tier::Baseline, self.max_instances, &self.opts)
+                    .inspect_err(|e| tracing::debug!("no baseline compiler on this machine: {e:#}"))
+                    .ok()?;
+                self.ticking.lock().expect("ticking lock").push(made.engine.weak());
+                Some(made)
+            })
+            .as_ref()
     }
 
     /// The component of `tier` from the disk cache, if it holds one.
@@ -580,7 +596,7 @@ impl Sandbox {
                 Ok((pre, _, _)) => {
                     *suite.code.write().expect("suite code lock") =
                         Arc::new(Code { pre, tier: Tier::Optimized });
-                    if let Some(cache) = this.baseline.as_ref().and_then(|b| b.cache.as_ref()) {
+                    if let Some(cache) = this.baseline().and_then(|b| b.cache.as_ref()) {
                         cache.remove(&suite.sha256);
                     }
                     tracing::info!(suite = %suite.sha256, took = ?began.elapsed(), "optimized: the suite's next instances run Cranelift's code");

@@ -107,7 +107,8 @@ async fn event_rate(server: &Server, sha: &str) {
         (0..RUNNERS).map(|i| json!({ "name": format!("m{i}"), "machine": format!("bench-{i}") })).collect();
     let plan = json!({
         "name": "event-bench", "type": "distributed",
-        "settings": { "test_timeout": "10m" },
+        // Log lines count against the output limit of their test.
+        "settings": { "test_timeout": "10m", "output_limit": "8MiB" },
         "profiles": profiles, "entries": entries,
     });
     let run = server.start_run(plan).await;

@@ -4,13 +4,15 @@
 //!
 //! - **cold compile**: loading the component in a sandbox with an empty
 //!   artifact cache (Cranelift compiles every function; an interpreted
-//!   suite carries its interpreter, megabytes of code);
+//!   suite carries its interpreter, megabytes of code), and the same on
+//!   the baseline tier (Winch), which a machine's first runs of a large
+//!   suite use while Cranelift compiles in the background;
 //! - **cached load**: loading it in a fresh sandbox over the warm on-disk
 //!   cache (read, deserialize, link, pre-instantiate), which is what every
 //!   machine pays after the first compile;
 //! - **per-test cost**: a fresh instance and one small test
 //!   (`client::waits_for_server`: read the params, pass a barrier), run as
-//!   the agent runs tests.
+//!   the agent runs tests, on Cranelift's code and on the baseline's.
 //!
 //! The Python and JavaScript components are built with `ensemble suite
 //! build` (this build's binary), which needs componentize-py, esbuild and
@@ -25,7 +27,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use ensemble_protocol::Outcome;
 use ensemble_protocol::wire::{SyncCall, SyncReply};
-use ensemble_runner::sandbox::{Grants, LoadedSuite, Sandbox, SandboxOptions, SyncPort, TestCase, TestEnv};
+use ensemble_runner::sandbox::{
+    Grants, LoadedSuite, Sandbox, SandboxOptions, SyncPort, TestCase, TestEnv, Tiers,
+};
 
 /// Every barrier is already released; every signal or publish is the first.
 struct Released;
@@ -59,8 +63,8 @@ fn build(dir: &str) -> PathBuf {
     root.join(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-fn sandbox(cache: Option<PathBuf>) -> Arc<Sandbox> {
-    Arc::new(Sandbox::new(SandboxOptions { cache_dir: cache, ..SandboxOptions::default() }).unwrap())
+fn sandbox(cache: Option<PathBuf>, tiers: Tiers) -> Arc<Sandbox> {
+    Arc::new(Sandbox::new(SandboxOptions { cache_dir: cache, tiers, ..SandboxOptions::default() }).unwrap())
 }
 
 /// The median of `n` timings of `each`.
@@ -99,21 +103,21 @@ fn main() {
         sync: Arc::new(Released),
     });
 
-    let cold = |case: &Case| -> Duration {
-        let sb = sandbox(None);
+    let cold = |case: &Case, tiers: Tiers| -> Duration {
+        let sb = sandbox(None, tiers);
         let started = Instant::now();
         drop(rt.block_on(sb.load(case.bytes.clone())).unwrap());
         started.elapsed()
     };
     let cache = tempfile::tempdir().unwrap();
     let cached = |case: &Case| -> Duration {
-        let sb = sandbox(Some(cache.path().to_path_buf()));
+        let sb = sandbox(Some(cache.path().to_path_buf()), Tiers::Optimized);
         let started = Instant::now();
         drop(rt.block_on(sb.load(case.bytes.clone())).unwrap());
         started.elapsed()
     };
-    let per_test = |case: &Case| -> Duration {
-        let sb = sandbox(None);
+    let per_test = |case: &Case, tiers: Tiers| -> Duration {
+        let sb = sandbox(None, tiers);
         let suite: Arc<LoadedSuite> = rt.block_on(sb.load(case.bytes.clone())).unwrap();
         let test: TestCase = rt
             .block_on(suite.list(&env))
@@ -138,17 +142,23 @@ fn main() {
 
     let mut figures = Vec::new();
     for case in &cases {
-        let compile = median(3, || cold(case));
+        let compile = median(3, || cold(case, Tiers::Optimized));
         cached(case); // fills the cache
         let load = median(11, || cached(case));
-        let test = per_test(case);
+        let test = per_test(case, Tiers::Optimized);
+        // The baseline tier: what a machine's first runs of a large suite
+        // use until the optimized code is ready.
+        let (quick, slow) = (median(3, || cold(case, Tiers::Baseline)), per_test(case, Tiers::Baseline));
         println!(
-            "{}: {} bytes, cold compile {:.2} s, cached load {:.2} ms, per test {:.3} ms",
+            "{}: {} bytes, cold compile {:.2} s, cached load {:.2} ms, per test {:.3} ms; on the baseline tier: \
+             compile {:.2} s, per test {:.3} ms",
             case.label,
             case.bytes.len(),
             compile.as_secs_f64(),
             load.as_secs_f64() * 1e3,
-            test.as_secs_f64() * 1e3
+            test.as_secs_f64() * 1e3,
+            quick.as_secs_f64(),
+            slow.as_secs_f64() * 1e3,
         );
         figures.push((case.label, case.bytes.len(), compile, load, test));
     }

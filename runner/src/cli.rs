@@ -890,9 +890,20 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
         Some(path) => read_durations(path)?,
         None => Default::default(),
     };
-    let result = crate::standalone::run(&file.plan, &file.suites, &uses_sync, &durations, sandbox, reporters)
-        .await
-        .map_err(bad)?;
+    let result =
+        crate::standalone::run(&file.plan, &file.suites, &uses_sync, &durations, sandbox.clone(), reporters)
+            .await
+            .map_err(bad)?;
+    // A large suite ran on the baseline tier: finish its optimized code,
+    // which the cache then keeps, or every later run would start there again.
+    let optimizing = sandbox.optimizing();
+    if optimizing > 0 {
+        eprintln!(
+            "ensemble: finishing the optimized code of {optimizing} suite(s) for the next runs (it is cached; \
+             --compile-tiers baseline skips it)"
+        );
+        sandbox.optimized().await;
+    }
     Ok(result.verdict.exit_code())
 }
 

@@ -103,6 +103,13 @@ fn the_polyglot_plan_passes_standalone() {
     assert_eq!(machines["server"], "server-box");
     assert_eq!(machines["py-client"], "python-box");
     assert_eq!(machines["js-client"], "js-box");
+    // New large suites start on the baseline tier, and the run finishes
+    // their optimized code before it exits: the next run starts there.
+    assert!(shown.contains("finishing the optimized code of 2 suite(s)"), "{shown}");
+    let again = ensemble(&["run", "suites/plans/polyglot.toml"], dir.path());
+    let shown = text(&again);
+    assert_eq!(again.status.code(), Some(0), "{shown}");
+    assert!(!shown.contains("finishing the optimized code"), "the cache held the optimized code: {shown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

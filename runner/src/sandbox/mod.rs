@@ -294,6 +294,8 @@ pub struct Sandbox {
     compiling: tokio::sync::Semaphore,
     /// Background compiles to the optimized tier at once: one.
     optimizing: tokio::sync::Semaphore,
+    /// Background compiles to the optimized tier under way or waiting.
+    pending: tokio::sync::watch::Sender<usize>,
 }
 
 impl Drop for Sandbox {
@@ -417,6 +419,7 @@ impl Sandbox {
             budget: opts.compile.clone(),
             compiling,
             optimizing: tokio::sync::Semaphore::new(1),
+            pending: tokio::sync::watch::Sender::new(0),
             opts,
         })
     }
@@ -579,6 +582,7 @@ impl Sandbox {
     /// baseline code (it runs the same, slower).
     fn optimize_later(self: &Arc<Self>, suite: &Arc<LoadedSuite>, bytes: Arc<Vec<u8>>) {
         let (this, suite) = (self.clone(), suite.clone());
+        self.pending.send_modify(|n| *n += 1);
         tokio::spawn(async move {
             let began = Instant::now();
             let optimized = async {
@@ -606,7 +610,21 @@ impl Sandbox {
                 }
             }
             suite.settled.send_replace(true);
+            this.pending.send_modify(|n| *n -= 1);
         });
+    }
+
+    /// How many suites are being optimized in the background now.
+    pub fn optimizing(&self) -> usize {
+        *self.pending.borrow()
+    }
+
+    /// Waits until no suite is being optimized in the background: what a
+    /// process that is about to exit does so that the cache holds the
+    /// optimized code for the next (each compile within its budget).
+    pub async fn optimized(&self) {
+        let mut pending = self.pending.subscribe();
+        let _ = pending.wait_for(|n| *n == 0).await;
     }
 
     /// Compiles for `tier` in a child process within `budget` (see

@@ -353,6 +353,10 @@ async fn every_example_suite_has_the_same_outcomes_on_both_tiers() {
         )
     };
     let (baseline, optimized) = (on(Tiers::Baseline), on(Tiers::Optimized));
+    // Small suites, tiered: one engine, never the baseline compiler's.
+    let tiered = on(Tiers::Tiered);
+    assert_eq!(load(&tiered, artifacts::BASICS).await.tier(), Tier::Optimized);
+    assert_eq!(tiered.engines_made(), 1, "a small suite made the baseline engine");
     // The params some suites read; sync is refused alike on both tiers.
     let params = [("greeting", "hello"), ("expected", "hello"), ("scale_ms", "1")];
     let env = env_with_timeout(&params, Capabilities::default(), Arc::default(), Duration::from_secs(5));
@@ -365,6 +369,7 @@ async fn every_example_suite_has_the_same_outcomes_on_both_tiers() {
         assert!(!on_baseline.is_empty(), "{name} ran no test");
         assert_eq!(on_baseline, on_optimized, "{name}: the tiers differ");
     }
+    assert_eq!((baseline.engines_made(), optimized.engines_made()), (2, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

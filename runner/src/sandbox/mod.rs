@@ -495,9 +495,9 @@ impl Sandbox {
     }
 
     fn engines(&self, tier: Tier) -> &Engines {
-        match (tier, self.baseline()) {
-            (Tier::Baseline, Some(baseline)) => baseline,
-            _ => &self.optimized,
+        match tier {
+            Tier::Baseline => self.baseline().unwrap_or(&self.optimized),
+            Tier::Optimized => &self.optimized,
         }
     }
 
@@ -612,6 +612,12 @@ impl Sandbox {
             suite.settled.send_replace(true);
             this.pending.send_modify(|n| *n -= 1);
         });
+    }
+
+    /// How many engines this sandbox has made: 1, or 2 once a suite
+    /// needed the baseline tier.
+    pub fn engines_made(&self) -> usize {
+        1 + usize::from(self.baseline.get().is_some_and(Option::is_some))
     }
 
     /// How many suites are being optimized in the background now.

@@ -604,7 +604,7 @@ struct CacheArgs {
     /// Which compilers make a new suite's code: `tiered` starts a large
     /// suite on the baseline compiler (seconds sooner) and swaps in the
     /// optimized code when the background compile ends.
-    #[arg(long, value_enum, default_value_t, env = "ENSEMBLE_COMPILE_TIERS")]
+    #[arg(long, value_enum, default_value_t, env = "ENSEMBLE_COMPILE_TIERS", hide_env_values = true)]
     compile_tiers: crate::sandbox::Tiers,
 }
 

@@ -391,7 +391,7 @@ async fn a_new_suite_starts_on_the_baseline_tier_and_switches_to_optimized_code(
     let env = env(&[("greeting", "hello"), ("expected", "hello")], Capabilities::default(), Arc::default());
     let sb = Arc::new(Sandbox::new(opts()).unwrap());
     let suite = load(&sb, artifacts::BASICS).await;
-    assert_eq!(suite.tier(), Tier::Baseline, "compiled in a child on the baseline tier first");
+    assert_eq!(suite.loaded_on(), Tier::Baseline, "compiled in a child on the baseline tier first");
     let first = outcomes(&suite, &env).await;
     assert_eq!(first["adds"].0, Outcome::Passed);
     assert_eq!(suite.settled().await, Tier::Optimized, "the background compile swapped its code in");

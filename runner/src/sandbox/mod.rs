@@ -570,6 +570,7 @@ impl Sandbox {
                 exports,
                 code: std::sync::RwLock::new(Arc::new(Code { pre, tier })),
                 settled: tokio::sync::watch::Sender::new(tier == Tier::Optimized),
+                loaded_on: tier,
             }))
         })
         .await
@@ -997,6 +998,8 @@ pub struct LoadedSuite {
     code: std::sync::RwLock<Arc<Code>>,
     /// Whether the code is final (optimized, or no optimizing under way).
     settled: tokio::sync::watch::Sender<bool>,
+    /// The tier it was loaded on.
+    loaded_on: Tier,
 }
 
 /// A suite's code of one tier, pre-instantiated.
@@ -1032,6 +1035,11 @@ impl LoadedSuite {
     /// Which compiler made the code new instances run now.
     pub fn tier(&self) -> Tier {
         self.code().tier
+    }
+
+    /// Which compiler made the code it was loaded with.
+    pub fn loaded_on(&self) -> Tier {
+        self.loaded_on
     }
 
     /// The suite's final tier, once any optimizing in the background has

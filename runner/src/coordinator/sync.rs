@@ -6,9 +6,12 @@
 //! timeouts, and when a party of the run is lost (or the run is cancelled)
 //! every wait still pending fails at once with the reason — no hang.
 //!
-//! The service is per run and in memory: one `Mutex` for the state plus a
-//! `Notify` that wakes every waiter on each change. Waiters re-check their
-//! condition, so spurious wake-ups are harmless.
+//! The service is per run and in memory: one `Mutex` for the state, and
+//! each pending wait registered under its state or topic with the count it
+//! waits for. A signal or a publish wakes only the waits it satisfies (and
+//! a broken run every one): a barrier of N parties costs N wake-ups, not
+//! one per party per signal (N²/2). A woken wait checks again under the
+//! lock.
 //!
 //! Bounds (per run; a call over one fails `invalid`, naming the limit):
 //! names of states and topics at most [`MAX_NAME`] bytes, at most
@@ -17,7 +20,7 @@
 //! [`MAX_TOPIC_BYTES`] and [`MAX_MESSAGES`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ensemble_protocol::event::SyncOp;
@@ -33,13 +36,45 @@ struct State {
     messages: usize,
     /// Set when a party is lost or the run is cancelled: every wait fails.
     broken: Option<(SyncFailure, String)>,
+    /// The pending waits, by what they wait on.
+    waits: HashMap<On, Vec<Wait>>,
+}
+
+/// What a wait waits on: a state's count, or a topic's number of messages.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum On {
+    State(String),
+    Topic(String),
+}
+
+/// A pending wait: woken once its count reaches `at`.
+struct Wait {
+    at: u64,
+    wake: Arc<Notify>,
+}
+
+impl State {
+    /// Wakes the waits on `on` that a count of `now` satisfies, and forgets them.
+    fn reached(&mut self, on: On, now: u64) {
+        if let std::collections::hash_map::Entry::Occupied(mut list) = self.waits.entry(on) {
+            list.get_mut().retain(|w| {
+                let done = w.at <= now;
+                if done {
+                    w.wake.notify_one();
+                }
+                !done
+            });
+            if list.get().is_empty() {
+                list.remove();
+            }
+        }
+    }
 }
 
 /// Coordination state of one run.
 #[derive(Default)]
 pub struct SyncService {
     state: Mutex<State>,
-    changed: Notify,
 }
 
 pub use ensemble_protocol::wire::{MAX_SYNC_NAME as MAX_NAME, MAX_SYNC_PAYLOAD as MAX_PAYLOAD};
@@ -74,8 +109,9 @@ impl SyncService {
         if st.broken.is_none() {
             st.broken = Some((kind, reason));
         }
-        drop(st);
-        self.changed.notify_waiters();
+        for wait in st.waits.drain().flat_map(|(_, list)| list) {
+            wait.wake.notify_one();
+        }
     }
 
     fn err(kind: SyncFailure, message: String) -> SyncReply {
@@ -112,7 +148,7 @@ impl SyncService {
             st.topic_bytes += list.iter().map(|(_, p)| p.len()).sum::<usize>();
             st.topics.insert(topic, list.into_iter().map(|(_, payload)| payload).collect());
         }
-        SyncService { state: Mutex::new(st), changed: Notify::new() }
+        SyncService { state: Mutex::new(st) }
     }
 
     /// The answer a call got, from the operation it left (none from one
@@ -155,8 +191,9 @@ impl SyncService {
                     return (Self::err(SyncFailure::Invalid, why), None);
                 }
                 let what = format!("message {} of topic {topic:?}", index.saturating_add(1));
+                let on = (On::Topic(topic.clone()), index.saturating_add(1));
                 let got = self
-                    .wait(timeout_ms, &what, |st| {
+                    .wait(timeout_ms, &what, on, |st| {
                         st.topics.get(&topic).and_then(|l| l.get(usize::try_from(index).ok()?)).cloned()
                     })
                     .await;
@@ -188,9 +225,10 @@ impl SyncService {
             st.messages += 1;
             let list = st.topics.entry(topic.clone()).or_default();
             list.push(payload.clone());
-            list.len() as u64
+            let seq = list.len() as u64;
+            st.reached(On::Topic(topic.clone()), seq);
+            seq
         };
-        self.changed.notify_waiters();
         (SyncReply::Value { value: seq }, Some(SyncOp::Publish { topic, message_seq: seq, payload }))
     }
 
@@ -219,9 +257,10 @@ impl SyncService {
             check_name("state", state, &st.counters).map_err(|why| Self::err(SyncFailure::Invalid, why))?;
             let c = st.counters.entry(state.to_string()).or_default();
             *c += 1;
-            *c
+            let value = *c;
+            st.reached(On::State(state.to_string()), value);
+            value
         };
-        self.changed.notify_waiters();
         Ok(value)
     }
 
@@ -239,7 +278,7 @@ impl SyncService {
         }
         let what = format!("barrier {state:?} to reach {target}");
         let res = self
-            .wait(timeout_ms, &what, |st| {
+            .wait(timeout_ms, &what, (On::State(state.clone()), target), |st| {
                 (st.counters.get(&state).copied().unwrap_or(0) >= target).then_some(())
             })
             .await;
@@ -261,11 +300,14 @@ impl SyncService {
         }
     }
 
-    /// Waits until `ready` yields a value, the run breaks, or the timeout.
+    /// Waits until `ready` yields a value, the run breaks, or the timeout;
+    /// `on` is what `ready` reads and the count that satisfies it, under
+    /// which the wait is woken.
     async fn wait<T>(
         &self,
         timeout_ms: u64,
         what: &str,
+        (on, at): (On, u64),
         ready: impl Fn(&State) -> Option<T>,
     ) -> Result<T, SyncReply> {
         // A peer's number, not checked elsewhere: past a year is "never".
@@ -273,26 +315,29 @@ impl SyncService {
         let deadline = now
             .checked_add(Duration::from_millis(timeout_ms))
             .unwrap_or_else(|| now + Duration::from_secs(366 * 24 * 3600));
+        let wake = Arc::new(Notify::new());
         loop {
-            // Register for the wake-up before checking, so no change is missed.
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
             {
-                let st = self.state.lock().expect("sync lock");
+                let mut st = self.state.lock().expect("sync lock");
                 if let Some(v) = ready(&st) {
                     return Ok(v);
                 }
                 if let Some((kind, reason)) = &st.broken {
                     return Err(Self::err(*kind, format!("{what}: {reason}")));
                 }
+                // Registered under the lock that changes the count: a wake-up
+                // between here and the await below is kept (`notify_one`).
+                st.waits.entry(on.clone()).or_default().push(Wait { at, wake: wake.clone() });
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let current = {
-                    let st = self.state.lock().expect("sync lock");
-                    ready(&st)
-                };
-                return current.ok_or_else(|| {
+            if tokio::time::timeout_at(deadline, wake.notified()).await.is_err() {
+                let mut st = self.state.lock().expect("sync lock");
+                if let Some(list) = st.waits.get_mut(&on) {
+                    list.retain(|w| !Arc::ptr_eq(&w.wake, &wake));
+                    if list.is_empty() {
+                        st.waits.remove(&on);
+                    }
+                }
+                return ready(&st).ok_or_else(|| {
                     Self::err(SyncFailure::Timeout, format!("{what}: timed out after {timeout_ms} ms"))
                 });
             }
@@ -327,6 +372,53 @@ mod tests {
         let (reply, op) = waiter.await.unwrap();
         assert_eq!(reply, SyncReply::Released);
         assert_eq!(op, Some(SyncOp::BarrierReleased { state: "ready".into(), target: 2, signalled: None }));
+    }
+
+    /// The waits still registered.
+    fn pending(s: &SyncService) -> Vec<u64> {
+        let st = s.state.lock().unwrap();
+        let mut at: Vec<u64> = st.waits.values().flatten().map(|w| w.at).collect();
+        at.sort();
+        at
+    }
+
+    /// Yields until `n` waits are registered.
+    async fn registered(s: &SyncService, n: usize) {
+        while pending(s).len() < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_signal_wakes_only_the_waits_it_satisfies_and_none_is_left_behind() {
+        let s = Arc::new(SyncService::new());
+        let waiters: Vec<_> = (1..=3)
+            .map(|target| {
+                let s = s.clone();
+                tokio::spawn(async move { s.handle(barrier("round", target, 60_000)).await })
+            })
+            .collect();
+        let reader = tokio::spawn({
+            let s = s.clone();
+            async move { s.handle(SyncCall::Next { topic: "t".into(), index: 1, timeout_ms: 60_000 }).await }
+        });
+        registered(&s, 4).await;
+        assert_eq!(pending(&s), [1, 2, 2, 3], "barriers to 1, 2, 3 and the second message");
+        s.signal("round").unwrap();
+        assert_eq!(pending(&s), [2, 2, 3], "the first signal woke the barrier to 1 only");
+        s.publish("t".into(), "a".into());
+        assert_eq!(pending(&s), [2, 2, 3], "one message is not the second");
+        s.publish("t".into(), "b".into());
+        s.signal("round").unwrap();
+        s.signal("round").unwrap();
+        assert_eq!(pending(&s), Vec::<u64>::new());
+        for w in waiters {
+            assert_eq!(w.await.unwrap().0, SyncReply::Released);
+        }
+        assert_eq!(reader.await.unwrap().0, SyncReply::Message { payload: "b".into() });
+        // A wait that times out takes its registration with it.
+        s.handle(barrier("never", 1, 10)).await;
+        assert_eq!(pending(&s), Vec::<u64>::new());
     }
 
     #[tokio::test]

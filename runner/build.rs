@@ -5,7 +5,8 @@
 //! script and wasm, `style.css`), each named by its content's hash and
 //! also compressed (brotli, gzip), listed in `assets.rs`. A hashed name
 //! never changes meaning, so browsers keep the file for good; `index.html`
-//! points at the current names.
+//! points at the current names. A runner-only build (no `coordinator`
+//! feature) has no app and builds none.
 
 use std::env;
 use std::fs;
@@ -26,6 +27,10 @@ fn main() {
     println!("cargo:rerun-if-changed={}", root.join("Cargo.lock").display());
     watch_dir(&frontend);
     watch_dir(&root.join("protocol"));
+    // A runner-only build (without the `coordinator` feature) serves no app.
+    if env::var_os("CARGO_FEATURE_COORDINATOR").is_none() {
+        return;
+    }
     // Fuzz builds (cargo-fuzz sets `--cfg fuzzing`) exercise the core, not
     // the app: they embed empty assets instead of building it.
     if env::var_os("CARGO_CFG_FUZZING").is_some() {

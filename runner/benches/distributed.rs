@@ -216,20 +216,47 @@ async fn app_bytes(server: &Server) {
 }
 
 /// An idle runner's resident memory (joined, before any run: the median
-/// of the runners) and the size of the binary.
-fn footprint(runners: &[ensemble_tests::Proc]) {
+/// of the runners), and the size of the binary: the full one, and the
+/// runner-only build (`--no-default-features`), whose own runner joins
+/// too and is measured idle the same way. Sizes as built, and without
+/// the symbol table (`strip`, when this machine has it).
+async fn footprint(server: &Server, dir: &std::path::Path, runners: &[ensemble_tests::Proc]) {
+    let lean_bin = tokio::task::spawn_blocking(ensemble_tests::build_runner_only).await.unwrap();
+    let url = server.url.clone();
+    let lean =
+        ensemble_tests::start_runner_of(&lean_bin, dir, server, &url, "lean", &["tier=lean"], None, &[]);
+    server.wait_online(runners.len() + 1).await;
+    let mib = |rss: Option<u64>| rss.map_or(0.0, |r| r as f64 / (1 << 20) as f64);
     let mut rss: Vec<u64> = runners.iter().filter_map(|r| r.rss()).collect();
     rss.sort();
-    let Some(&idle) = rss.get(rss.len() / 2) else { return };
-    let idle = idle as f64 / (1 << 20) as f64;
-    let bin = std::fs::metadata(env!("CARGO_BIN_EXE_ensemble")).map_or(0, |m| m.len()) as f64 / 1e6;
+    let idle = mib(rss.get(rss.len() / 2).copied());
+    let lean_idle = mib(lean.rss());
+    drop(lean);
+    let size = |path: &std::path::Path| std::fs::metadata(path).map_or(0.0, |m| m.len() as f64 / 1e6);
+    let stripped = |path: &std::path::Path| {
+        let out = dir.join("stripped");
+        let ok = std::process::Command::new("strip")
+            .arg("--strip-all")
+            .arg("-o")
+            .arg(&out)
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok { format!("{:.1} MB", size(&out)) } else { "strip is not here".to_string() }
+    };
+    let full = std::path::Path::new(env!("CARGO_BIN_EXE_ensemble"));
+    let lean_size = size(&lean_bin);
     println!(
-        "row footprint: idle runner RSS {idle:.1} MiB = {:.2}× the 20 MB goal ({}); the binary (runner, coordinator \
-         and app in one) {bin:.1} MB = {:.2}× the 25 MB goal of a runner-only build ({})",
+        "row footprint: idle runner RSS {idle:.1} MiB = {:.2}× the 20 MB goal ({}); runner-only build \
+         {lean_idle:.1} MiB; the binary (runner, coordinator and app in one) {:.1} MB ({} without its symbol \
+         table); the runner-only build {lean_size:.1} MB ({} without) = {:.2}× the 25 MB goal ({})",
         idle * 1.048_576 / 20.0,
         met(idle * 1.048_576 <= 20.0),
-        bin / 25.0,
-        met(bin <= 25.0),
+        size(full),
+        stripped(full),
+        stripped(&lean_bin),
+        lean_size / 25.0,
+        met(lean_size <= 25.0),
     );
 }
 
@@ -252,7 +279,7 @@ fn main() {
             })
             .collect();
         server.wait_online(RUNNERS).await;
-        footprint(&_runners);
+        footprint(&server, dir.path(), &_runners).await;
         let sha = server.upload(ensemble_artifacts::BENCH_PARTIES, "bench-parties").await;
         barrier_latency(&server, &sha).await;
         event_rate(&server, &sha).await;

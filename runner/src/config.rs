@@ -47,6 +47,21 @@ pub fn path(args: &[OsString]) -> Option<PathBuf> {
     default.is_file().then_some(default)
 }
 
+/// The command of `args` (the command line, program first) and where it
+/// is: the first argument that is neither an option nor the value of a
+/// global option.
+pub fn command(args: &[OsString]) -> Option<(usize, String)> {
+    let mut at = 1;
+    while let Some(a) = args.get(at).map(|a| a.to_string_lossy()) {
+        match a.as_ref() {
+            "--config" | "--log-format" => at += 2,
+            a if a.starts_with('-') => at += 1,
+            _ => break,
+        }
+    }
+    args.get(at).map(|a| (at, a.to_string_lossy().into_owned()))
+}
+
 /// `args` with the settings of `file` for its command put in as flags, right
 /// after the command's name; `cli` is the command line's definition.
 pub fn apply(args: Vec<OsString>, file: &Path, cli: &clap::Command) -> anyhow::Result<Vec<OsString>> {
@@ -63,17 +78,7 @@ pub fn apply(args: Vec<OsString>, file: &Path, cli: &clap::Command) -> anyhow::R
             );
         }
     }
-    // The command is the first argument that is neither an option nor the
-    // value of a global option.
-    let mut at = 1;
-    while let Some(a) = args.get(at).map(|a| a.to_string_lossy()) {
-        match a.as_ref() {
-            "--config" | "--log-format" => at += 2,
-            a if a.starts_with('-') => at += 1,
-            _ => break,
-        }
-    }
-    let Some(command) = args.get(at).map(|a| a.to_string_lossy().into_owned()) else { return Ok(args) };
+    let Some((at, command)) = command(&args) else { return Ok(args) };
     if !COMMANDS.contains(&command.as_str()) {
         return Ok(args);
     }
@@ -81,7 +86,8 @@ pub fn apply(args: Vec<OsString>, file: &Path, cli: &clap::Command) -> anyhow::R
     let settings = settings
         .as_table()
         .with_context(|| format!("{}: [{command}] must be a table of settings", file.display()))?;
-    let sub = cli.find_subcommand(&command).expect("a command the CLI has");
+    // A runner-only build has no `serve`: the command line's parser says so.
+    let Some(sub) = cli.find_subcommand(&command) else { return Ok(args) };
     let mut flags: Vec<OsString> = Vec::new();
     for (key, value) in settings {
         let Some(arg) = sub.get_arguments().find(|a| a.get_long() == Some(key.as_str())) else {

@@ -30,6 +30,14 @@
 //! - [`config`]: the optional config file of `serve` and `runner`.
 //! - [`fuzzing`]: entry points of the fuzz targets (`fuzz/`) and their corpora.
 //!
+//! - [`listen`]: the accept loop of the server and of a runner's metrics.
+//!
+//! The modules of the coordinator, its store, the browser app and the
+//! reports (and the commands that use them) are built with the
+//! `coordinator` feature, on by default. Without it (`cargo build -p
+//! ensemble-runner --no-default-features`), the binary is a runner only:
+//! `ensemble runner --join`, for the machines of a fleet.
+//!
 //! The REST client is its own crate, `ensemble-client`.
 
 // The API's warp filter chain is deep; release builds need more room to
@@ -40,21 +48,33 @@ pub mod agent;
 pub mod burst;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "coordinator")]
 pub mod coordinator;
+#[cfg(feature = "coordinator")]
 pub mod demo;
+#[cfg(feature = "coordinator")]
 pub mod fuzzing;
+pub mod listen;
 pub mod metrics;
+#[cfg(feature = "coordinator")]
 pub mod prepare;
+#[cfg(feature = "coordinator")]
 pub mod report;
 pub mod sandbox;
+#[cfg(feature = "coordinator")]
 pub mod scaffold;
 pub mod secret;
+#[cfg(feature = "coordinator")]
 pub mod server;
 pub mod services;
 pub mod signals;
+#[cfg(feature = "coordinator")]
 pub mod standalone;
+#[cfg(feature = "coordinator")]
 pub mod store;
+#[cfg(feature = "coordinator")]
 pub mod suites;
 pub mod throttle;
 pub mod time;
+#[cfg(feature = "coordinator")]
 pub mod tls;

@@ -160,6 +160,20 @@ impl Metrics {
     }
 }
 
+/// The answer to `GET /metrics`: the process's metrics in the OpenMetrics
+/// text format (which Prometheus reads), with the coordinator's state
+/// when there is one.
+pub fn reply(scrape: Option<Scrape>) -> warp::reply::Response {
+    use warp::Reply;
+    let text = metrics().text(scrape);
+    warp::reply::with_header(
+        text,
+        "content-type",
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    )
+    .into_response()
+}
+
 /// The coordinator's state at a scrape.
 #[derive(Debug, Default)]
 pub struct Scrape {

@@ -375,13 +375,28 @@ pub fn start_runner_at(
     token: Option<&str>,
     extra: &[&str],
 ) -> Proc {
+    start_runner_of(&ensemble_bin(), dir, server, url, name, labels, token, extra)
+}
+
+/// [`start_runner_at`] with the binary `bin` (e.g. [`build_runner_only`]'s).
+#[allow(clippy::too_many_arguments)]
+pub fn start_runner_of(
+    bin: &Path,
+    dir: &Path,
+    server: &Server,
+    url: &str,
+    name: &str,
+    labels: &[&str],
+    token: Option<&str>,
+    extra: &[&str],
+) -> Proc {
     let id = unique();
     let log = dir.join(format!("runner-{name}-{id}.log"));
     // The token from a file, as the README says to pass it (not on the
     // command line, where every local user can read it).
     let token_file = dir.join(format!("join-token-{name}-{id}"));
     std::fs::write(&token_file, token.unwrap_or(&server.join_token)).expect("token file");
-    let mut cmd = Command::new(ensemble_bin());
+    let mut cmd = Command::new(bin);
     cmd.args(["runner", "--join", url, "--name", name, "--token-file"]).arg(&token_file);
     for l in labels {
         cmd.args(["--label", l]);
@@ -481,6 +496,41 @@ pub fn build_foreign_runners(kinds: &[&Foreign]) -> Vec<PathBuf> {
             }
         })
         .collect()
+}
+
+/// Builds the runner-only binary (the runner crate without its
+/// `coordinator` feature: no coordinator, store, app or reports) in this
+/// target directory, as the `runner-only` example (the full binary's
+/// entry point under another name, so the two do not replace each other),
+/// and returns its path.
+pub fn build_runner_only() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    ensemble_build_support::clean_cargo_env(&mut cmd);
+    cmd.args([
+        "build",
+        "--locked",
+        "-p",
+        "ensemble-runner",
+        "--no-default-features",
+        "--example",
+        "runner-only",
+    ]);
+    // In the profile of the binary beside this test (a bench's is release).
+    let dir = ensemble_bin().parent().expect("target/<profile>/ensemble").to_path_buf();
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some(profile) => {
+            cmd.args(["--profile", profile]);
+        }
+    }
+    let out = cmd.current_dir(repo_root()).output().expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "building the runner-only binary failed: {cmd:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join("examples").join(format!("runner-only{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// Puts beside the Windows binaries in `dir` what Wine 8 (Debian 12's)

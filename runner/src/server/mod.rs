@@ -18,7 +18,7 @@ pub mod auth;
 pub mod error;
 pub mod guard;
 mod join;
-pub mod listen;
+use crate::listen;
 pub mod openapi;
 pub mod route;
 mod ui;
@@ -85,13 +85,7 @@ fn not_framed(mut reply: warp::reply::Response) -> warp::reply::Response {
 /// The process's metrics in the OpenMetrics text format (which Prometheus
 /// reads), with the coordinator's state when there is one.
 pub fn metrics_reply(core: Option<&Coordinator>) -> warp::reply::Response {
-    let text = crate::metrics::metrics().text(core.map(Coordinator::metrics_scrape));
-    warp::reply::with_header(
-        text,
-        "content-type",
-        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-    )
-    .into_response()
+    crate::metrics::reply(core.map(Coordinator::metrics_scrape))
 }
 
 /// `/healthz` (alive: it answers) and `/readyz` (ready: 200, or 503 with

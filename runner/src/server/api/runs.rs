@@ -71,7 +71,7 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
             move || core.clone()
         }))
         .and(warp::query::<EventsQuery>())
-        .and(crate::server::listen::connection())
+        .and(crate::listen::connection())
         .and_then(
             |id: String, ws: warp::ws::Ws, core: Arc<Coordinator>, query: EventsQuery, held| async move {
                 core.run(&id).await.map_err(fail)?;
@@ -83,7 +83,7 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
                     ws.max_message_size(MAX_WATCHER_MESSAGE)
                         .max_frame_size(MAX_WATCHER_MESSAGE)
                         .on_upgrade(move |socket| async move {
-                            let _slot: Option<crate::server::listen::Held> = held;
+                            let _slot: Option<crate::listen::Held> = held;
                             tokio::select! {
                                 _ = watch_run(socket, core, id, from) => {}
                                 _ = stop.cancelled() => {}

@@ -502,8 +502,14 @@ pub fn build_foreign_runners(kinds: &[&Foreign]) -> Vec<PathBuf> {
 /// `coordinator` feature: no coordinator, store, app or reports) in this
 /// target directory, as the `runner-only` example (the full binary's
 /// entry point under another name, so the two do not replace each other),
-/// and returns its path.
+/// and returns its path. Built once per test process: a second build,
+/// even a fresh one, links the file again under a runner starting from it.
 pub fn build_runner_only() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_runner_only_now).clone()
+}
+
+fn build_runner_only_now() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     ensemble_build_support::clean_cargo_env(&mut cmd);

@@ -498,6 +498,48 @@ pub fn build_foreign_runners(kinds: &[&Foreign]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The demo's key/value server, built with the workspace.
+pub fn kv_server() -> PathBuf {
+    let bin = ensemble_bin().with_file_name(format!("ensemble-kv{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.is_file(), "{} is missing: `cargo test --workspace` builds it", bin.display());
+    bin
+}
+
+/// A plan around the kv service (`ensemble-kv` at `kv`) on the machine
+/// labelled role=db: kv-tcp-client (`client`, a suite reference) on
+/// role=chaos restarts and pauses it, and one on role=reader checks what
+/// survived and that faults need a grant.
+pub fn kv_fault_plan(client: &str, kv: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "name": "faults",
+        "settings": { "test_timeout": "60s", "barrier_timeout": "60s" },
+        "profiles": [
+            { "name": "db-box", "labels": { "role": "db" } },
+            { "name": "chaos-box", "labels": { "role": "chaos" } },
+            { "name": "reader-box", "labels": { "role": "reader" } },
+        ],
+        "services": [{
+            "name": "kv", "profile": "db-box",
+            "command": [kv.display().to_string(), "--port", "{port}", "--bind", "{host}", "--data", "{dir}"],
+            "ready": { "tcp": "{port}" },
+        }],
+        "entries": [
+            {
+                "suite": client, "profile": "chaos-box", "role": "chaos",
+                "tests": ["survives_a_restart", "holds_still_while_paused"],
+                "params": { "peers": "1", "keys": "30" },
+                "capabilities": { "net": ["service:kv"], "faults": ["kv"] },
+            },
+            {
+                "suite": client, "profile": "reader-box", "role": "reader",
+                "tests": ["reads_back_after_a_restart", "faults_need_a_grant"],
+                "params": { "keys": "30" },
+                "capabilities": { "net": ["service:kv"] },
+            },
+        ],
+    })
+}
+
 /// Builds the runner-only binary (the runner crate without its
 /// `coordinator` feature: no coordinator, store, app or reports) in this
 /// target directory, as the `runner-only` example (the full binary's

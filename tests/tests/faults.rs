@@ -5,24 +5,16 @@
 //! it. Every fault is on the run's one timeline, where it happened; the
 //! run's verdict is the suites' checks.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ensemble_protocol::event::Outcome;
 use ensemble_protocol::fault::{FaultAction, FaultStep};
 use ensemble_protocol::service::ServiceState;
 use ensemble_protocol::{Event, EventKind, Verdict};
-use ensemble_tests::{ensemble, start_runner_with, start_server};
+use ensemble_tests::{ensemble, kv_fault_plan, kv_server, start_runner_with, start_server};
 use serde_json::json;
 
 const TOKEN: &str = "faults-token";
-
-/// The demo's key/value server, built with the workspace.
-fn kv_server() -> PathBuf {
-    let bin =
-        ensemble_tests::ensemble_bin().with_file_name(format!("ensemble-kv{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.is_file(), "{} is missing: `cargo test --workspace` builds it", bin.display());
-    bin
-}
 
 fn verdict(events: &[Event]) -> Verdict {
     events
@@ -41,37 +33,6 @@ fn seq_of(events: &[Event], after: u64, pick: impl Fn(&EventKind) -> bool) -> u6
         .find(|e| e.seq > after && pick(&e.kind))
         .map(|e| e.seq)
         .unwrap_or_else(|| panic!("no such event after {after}: {events:#?}"))
-}
-
-fn plan(client: &str, kv: &Path) -> serde_json::Value {
-    json!({
-        "name": "faults",
-        "settings": { "test_timeout": "60s", "barrier_timeout": "60s" },
-        "profiles": [
-            { "name": "db-box", "labels": { "role": "db" } },
-            { "name": "chaos-box", "labels": { "role": "chaos" } },
-            { "name": "reader-box", "labels": { "role": "reader" } },
-        ],
-        "services": [{
-            "name": "kv", "profile": "db-box",
-            "command": [kv.display().to_string(), "--port", "{port}", "--bind", "{host}", "--data", "{dir}"],
-            "ready": { "tcp": "{port}" },
-        }],
-        "entries": [
-            {
-                "suite": client, "profile": "chaos-box", "role": "chaos",
-                "tests": ["survives_a_restart", "holds_still_while_paused"],
-                "params": { "peers": "1", "keys": "30" },
-                "capabilities": { "net": ["service:kv"], "faults": ["kv"] },
-            },
-            {
-                "suite": client, "profile": "reader-box", "role": "reader",
-                "tests": ["reads_back_after_a_restart", "faults_need_a_grant"],
-                "params": { "keys": "30" },
-                "capabilities": { "net": ["service:kv"] },
-            },
-        ],
-    })
 }
 
 /// A server without a machine of its own, and runners `db` (allowed to
@@ -97,7 +58,7 @@ async fn three_machines()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_restarts_and_pauses_a_server_on_another_machine_mid_run() {
     let (kv, dir, server, _runners, client) = three_machines().await;
-    let run = server.start_run(plan(&client, &kv)).await;
+    let run = server.start_run(kv_fault_plan(&client, &kv)).await;
     let events = server.events(&run).await;
     assert_eq!(verdict(&events), Verdict::Passed, "{events:#?}");
     let passed: Vec<(&str, &str)> = events

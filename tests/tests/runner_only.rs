@@ -5,23 +5,15 @@
 //! the faults another machine's suite asks of that service. Its command
 //! line has the runner's commands only, and says so.
 
-use std::path::PathBuf;
-
 use ensemble_protocol::event::SyncOp;
 use ensemble_protocol::fault::{FaultAction, FaultStep};
 use ensemble_protocol::{EventKind, Outcome, Verdict};
-use ensemble_tests::{build_runner_only, start_runner_of, start_runner_with, start_server};
+use ensemble_tests::{
+    build_runner_only, kv_fault_plan, kv_server, start_runner_of, start_runner_with, start_server,
+};
 use serde_json::json;
 
 const TOKEN: &str = "runner-only-token";
-
-/// The demo's key/value server, built with the workspace.
-fn kv_server() -> PathBuf {
-    let bin =
-        ensemble_tests::ensemble_bin().with_file_name(format!("ensemble-kv{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.is_file(), "{} is missing: `cargo test --workspace` builds it", bin.display());
-    bin
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_only_build_runs_suites_services_and_faults_beside_full_runners() {
@@ -72,39 +64,14 @@ async fn a_runner_only_build_runs_suites_services_and_faults_beside_full_runners
     let client = upload(ensemble_artifacts::KV_TCP_CLIENT, "kv-tcp-client").await;
     let basics = upload(ensemble_artifacts::BASICS, "basics").await;
     let libtest = upload(ensemble_artifacts::LIBTEST_DEMO, "libtest-demo").await;
-    let run = server
-        .start_run(json!({
-            "name": "runner-only",
-            "settings": { "test_timeout": "60s", "barrier_timeout": "60s" },
-            "profiles": [
-                { "name": "db-box", "labels": { "role": "db" } },
-                { "name": "chaos-box", "labels": { "role": "chaos" } },
-                { "name": "reader-box", "labels": { "role": "reader" } },
-            ],
-            "services": [{
-                "name": "kv", "profile": "db-box",
-                "command": [kv.display().to_string(), "--port", "{port}", "--bind", "{host}", "--data", "{dir}"],
-                "ready": { "tcp": "{port}" },
-            }],
-            "entries": [
-                {
-                    "suite": client, "profile": "chaos-box", "role": "chaos",
-                    "tests": ["survives_a_restart", "holds_still_while_paused"],
-                    "params": { "peers": "1", "keys": "30" },
-                    "capabilities": { "net": ["service:kv"], "faults": ["kv"] },
-                },
-                {
-                    "suite": client, "profile": "reader-box", "role": "reader",
-                    "tests": ["reads_back_after_a_restart"],
-                    "params": { "keys": "30" },
-                    "capabilities": { "net": ["service:kv"] },
-                },
-                { "suite": basics, "profile": "chaos-box", "role": "basics",
-                  "params": { "greeting": "hi", "expected": "hi" } },
-                { "suite": libtest, "profile": "db-box", "role": "libtest" },
-            ],
-        }))
-        .await;
+    // The faults plan (the kv service on db, its chaos client on c1, its
+    // reader on c2), with an SDK suite on c1 and a libtest harness on db.
+    let mut plan = kv_fault_plan(&client, &kv);
+    let entries = plan["entries"].as_array_mut().unwrap();
+    entries.push(json!({ "suite": basics, "profile": "chaos-box", "role": "basics",
+                         "params": { "greeting": "hi", "expected": "hi" } }));
+    entries.push(json!({ "suite": libtest, "profile": "db-box", "role": "libtest" }));
+    let run = server.start_run(plan).await;
     let events = server.events(&run).await;
     let outcome = |role: &str, test: &str| {
         events.iter().find_map(|e| match &e.kind {
@@ -121,6 +88,7 @@ async fn a_runner_only_build_runs_suites_services_and_faults_beside_full_runners
         ("chaos", "survives_a_restart", "c1", Outcome::Passed),
         ("chaos", "holds_still_while_paused", "c1", Outcome::Passed),
         ("reader", "reads_back_after_a_restart", "c2", Outcome::Passed),
+        ("reader", "faults_need_a_grant", "c2", Outcome::Passed),
         ("basics", "adds", "c1", Outcome::Passed),
         ("basics", "greeting_param", "c1", Outcome::Passed),
         ("basics", "fails_check_eq", "c1", Outcome::Failed),

@@ -184,7 +184,15 @@ pub enum ToMachine {
     /// The machine was drained: its shards are done and no run it is part
     /// of goes on; it gets no more work and may stop.
     Drained,
+    /// Suites (by sha256, at most [`MAX_PRECOMPILE`]) that saved plans place
+    /// on this machine: it may fetch and compile them now, in the
+    /// background, so that their runs start on compiled code. A hint: the
+    /// machine answers nothing, and a run never waits for it.
+    Precompile { suites: Vec<String> },
 }
+
+/// The most suites one [`ToMachine::Precompile`] names.
+pub const MAX_PRECOMPILE: usize = 64;
 
 /// Machine → coordinator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -436,6 +444,7 @@ mod tests {
             ToMachine::Cancel { run: "r".into(), reason: CancelReason::user() },
             ToMachine::AckShardDone { run: "r".into(), shard: 1 },
             ToMachine::Drained,
+            ToMachine::Precompile { suites: vec!["ab".repeat(32)] },
             ToMachine::SyncReply {
                 id: 3,
                 reply: SyncReply::Error { kind: SyncFailure::Lost, message: "role server on m".into() },

@@ -132,6 +132,11 @@ struct RunnerArgs {
     /// (sandbox instantiation and test durations; port 0 picks one, printed).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Do not compile the suites of the coordinator's saved plans before
+    /// their runs (by default they are fetched and compiled into the cache
+    /// in the background, at the lowest priority, one at a time).
+    #[arg(long)]
+    no_precompile: bool,
     #[command(flatten)]
     policy: PolicyArgs,
     #[command(flatten)]
@@ -477,6 +482,7 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
         cache_dir,
         heartbeat: args.heartbeat,
         tls: ensemble_client::tls_config(args.ca_file.as_deref()).map_err(bad)?,
+        precompile: !args.no_precompile,
     };
     match crate::agent::join::join(opts, sandbox, drain, shutdown).await {
         Ok(crate::agent::join::Ended::Stopped) => {

@@ -42,6 +42,9 @@ pub struct Metrics {
     pub instantiate: Histogram,
     /// Running one test attempt on this machine, seconds.
     pub test_duration: Histogram,
+    /// Suites this machine was asked to precompile ahead of their runs, by
+    /// what came of it.
+    precompiled: Family<Labels, Counter>,
     machines: Family<Labels, Gauge>,
     runs: Family<Labels, Gauge>,
     shards_pending: Family<Labels, Gauge>,
@@ -76,6 +79,7 @@ impl Metrics {
             instantiate: seconds(0.00001, 20),
             // 100 µs to ~ 27 min.
             test_duration: seconds(0.0001, 24),
+            precompiled: Family::default(),
             machines: Family::default(),
             runs: Family::default(),
             shards_pending: Family::default(),
@@ -104,6 +108,11 @@ impl Metrics {
                 m.test_duration.clone(),
             );
             r.register(
+                "ensemble_suites_precompiled",
+                "Suites this process's machine was asked to compile ahead of their runs, by result",
+                m.precompiled.clone(),
+            );
+            r.register(
                 "ensemble_machines",
                 "Machines known to the coordinator, by state",
                 m.machines.clone(),
@@ -126,6 +135,12 @@ impl Metrics {
     /// A test finished with `outcome`.
     pub fn test_finished(&self, outcome: &str) {
         self.tests.get_or_create(&label("outcome", outcome)).inc();
+    }
+
+    /// A suite asked to be precompiled ahead of its runs was `result`
+    /// (`compiled`, `cached`, `skipped` or `failed`).
+    pub fn suite_precompiled(&self, result: &str) {
+        self.precompiled.get_or_create(&label("result", result)).inc();
     }
 
     /// A run finished with `verdict`.
@@ -197,6 +212,7 @@ mod tests {
         m.test_finished("passed");
         m.test_finished("passed");
         m.run_finished("failed");
+        m.suite_precompiled("compiled");
         m.barrier_wait.observe(0.003);
         let mut scrape = Scrape {
             machines: vec![("online", 2), ("offline", 0)],
@@ -209,6 +225,7 @@ mod tests {
         for line in [
             "ensemble_tests_total{outcome=\"passed\"} 2",
             "ensemble_runs_finished_total{verdict=\"failed\"} 1",
+            "ensemble_suites_precompiled_total{result=\"compiled\"} 1",
             "ensemble_machines{state=\"online\"} 2",
             "ensemble_machines{state=\"offline\"} 0",
             "ensemble_runs{state=\"queued\"} 1",

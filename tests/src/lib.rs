@@ -669,6 +669,61 @@ fn unique() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Samples of an OpenMetrics text page, by name with labels
+/// (`name{a="b"}`), checked line by line: every line is a comment or a
+/// sample with a number, and the page ends with `# EOF`.
+pub fn metric_samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    assert!(text.ends_with("# EOF\n"), "no # EOF at the end:\n{text}");
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            let kind = line.split_whitespace().nth(1).unwrap_or_default();
+            assert!(["TYPE", "HELP", "UNIT", "EOF"].contains(&kind), "a comment of no known kind: {line}");
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.starts_with("ensemble_") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "a bad metric name: {line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')), "{line}");
+        }
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line}"));
+        out.insert(series.to_string(), value);
+    }
+    out
+}
+
+/// `GET url`, where `url` is `http://host:port/path`.
+pub async fn http_get(url: &str, token: Option<&str>) -> (u16, String) {
+    let slash = url["http://".len()..].find('/').map_or(url.len(), |i| i + "http://".len());
+    let (base, path) = url.split_at(slash);
+    let client = ensemble_client::Client::new(
+        base,
+        token.map(str::to_string),
+        ensemble_client::tls_with_roots(rustls::RootCertStore::empty()),
+    )
+    .unwrap();
+    let resp = client.request(reqwest::Method::GET, path).send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// The metrics page of a runner started with `--metrics-listen`, as
+/// [`metric_samples`]; the address is the one its log names.
+pub async fn runner_metrics(runner: &Proc) -> std::collections::BTreeMap<String, f64> {
+    let log = runner.log();
+    let url = log
+        .lines()
+        .find_map(|l| l.strip_prefix("ensemble runner: metrics at "))
+        .unwrap_or_else(|| panic!("the runner names its metrics address: {log}"))
+        .to_string();
+    let (status, text) = http_get(&url, None).await;
+    assert_eq!(status, 200, "{text}");
+    metric_samples(&text)
+}
+
 impl Server {
     /// A client with the join token, for tests that act as a machine.
     pub fn machine_client(&self) -> Client {

@@ -5,51 +5,12 @@
 use std::collections::BTreeMap;
 
 use ensemble_protocol::EventKind;
-use ensemble_tests::{Server, ensemble_async, start_runner_with, start_server};
+use ensemble_tests::{
+    Server, ensemble_async, http_get as get, metric_samples as samples, start_runner_with, start_server,
+};
 
 const TOKEN: &str = "ops-token";
 const METRICS_TOKEN: &str = "scrape-me";
-
-/// Samples of an OpenMetrics text page, by name with labels
-/// (`name{a="b"}`), checked line by line: every line is a comment or a
-/// sample with a number, and the page ends with `# EOF`.
-fn samples(text: &str) -> BTreeMap<String, f64> {
-    assert!(text.ends_with("# EOF\n"), "no # EOF at the end:\n{text}");
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        if line.starts_with('#') {
-            let kind = line.split_whitespace().nth(1).unwrap_or_default();
-            assert!(["TYPE", "HELP", "UNIT", "EOF"].contains(&kind), "a comment of no known kind: {line}");
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line}"));
-        let name = series.split('{').next().unwrap();
-        assert!(
-            name.starts_with("ensemble_") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-            "a bad metric name: {line}"
-        );
-        if let Some(labels) = series.strip_prefix(name) {
-            assert!(labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')), "{line}");
-        }
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line}"));
-        out.insert(series.to_string(), value);
-    }
-    out
-}
-
-/// `GET url`, where `url` is `http://host:port/path`.
-async fn get(url: &str, token: Option<&str>) -> (u16, String) {
-    let slash = url["http://".len()..].find('/').map_or(url.len(), |i| i + "http://".len());
-    let (base, path) = url.split_at(slash);
-    let client = ensemble_client::Client::new(
-        base,
-        token.map(str::to_string),
-        ensemble_client::tls_with_roots(rustls::RootCertStore::empty()),
-    )
-    .unwrap();
-    let resp = client.request(reqwest::Method::GET, path).send().await.unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
-}
 
 async fn scrape(server: &Server) -> BTreeMap<String, f64> {
     let (status, text) = get(&format!("{}/metrics", server.url), Some(METRICS_TOKEN)).await;
@@ -158,15 +119,7 @@ async fn probes_answer_and_metrics_parse_and_move_during_runs() {
     assert!(value(&done, "ensemble_barrier_wait_seconds_count") >= 1.0, "{done:#?}");
 
     // The runner's own metrics: its sandbox's instances and tests.
-    let log = runner.log();
-    let url = log
-        .lines()
-        .find_map(|l| l.strip_prefix("ensemble runner: metrics at "))
-        .unwrap_or_else(|| panic!("the runner names its metrics address: {log}"))
-        .to_string();
-    let (status, text) = get(&url, None).await;
-    assert_eq!(status, 200, "{text}");
-    let own = samples(&text);
+    let own = ensemble_tests::runner_metrics(&runner).await;
     let tests = value(&own, "ensemble_test_duration_seconds_count");
     assert!(tests >= 6.0, "the tests it ran: {tests}");
     assert!(value(&own, "ensemble_instantiate_seconds_count") >= tests - 1.0);

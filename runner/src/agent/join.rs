@@ -119,6 +119,8 @@ pub struct JoinOptions {
     pub policy: HostPolicy,
     /// What services may start here, and the address they are reached at.
     pub services: crate::services::Host,
+    /// Whether it compiles suites ahead of their runs when told to.
+    pub precompile: bool,
 }
 
 /// Where the secret that proves this machine's name to this coordinator is
@@ -175,7 +177,8 @@ pub async fn join(
     let suites = Arc::new(RemoteSuites::new(client.clone(), opts.cache_dir.join("suites")));
     let agent = Arc::new(
         Agent::new(opts.info.clone(), sandbox, suites, opts.policy.clone())
-            .with_services(opts.services.clone()),
+            .with_services(opts.services.clone())
+            .with_precompile(opts.precompile),
     );
     let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
     let (outbox_tx, mut outbox_rx) = mpsc::unbounded_channel();

@@ -21,14 +21,15 @@ pub mod link;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ensemble_protocol::api::imports_sync;
+use ensemble_protocol::attachment::is_sha256;
 use ensemble_protocol::event::{EventKind, Outcome, ShardRef, Summary};
 use ensemble_protocol::filter::{Decision, Listed, Selector, TestFacts};
 use ensemble_protocol::wire::{
-    Assignment, Facts, FromMachine, MachineInfo, SyncCall, SyncFailure, SyncReply, ToMachine,
+    Assignment, Facts, FromMachine, MAX_PRECOMPILE, MachineInfo, SyncCall, SyncFailure, SyncReply, ToMachine,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -124,7 +125,14 @@ pub struct Agent {
     active_services: std::sync::atomic::AtomicUsize,
     /// What services may start here, and this machine's address for them.
     services: crate::services::Host,
+    /// Whether it compiles suites ahead of their runs when the coordinator
+    /// names them ([`ToMachine::Precompile`]).
+    precompile: bool,
 }
+
+/// Suites waiting to be precompiled, at most; more are dropped (the hint
+/// comes again with the next plan saved, and a run compiles what it needs).
+const PRECOMPILE_QUEUE: usize = 256;
 
 impl Agent {
     pub fn new(
@@ -141,7 +149,15 @@ impl Agent {
             active: Default::default(),
             active_services: Default::default(),
             services: Default::default(),
+            precompile: true,
         }
+    }
+
+    /// Whether it compiles the suites the coordinator names ahead of
+    /// their runs (on by default).
+    pub fn with_precompile(mut self, precompile: bool) -> Self {
+        self.precompile = precompile;
+        self
     }
 
     /// Lets this machine start services as `host` says.
@@ -190,6 +206,10 @@ impl Agent {
         // counts on them not queueing behind others.
         let (queue_tx, queue_rx) = mpsc::unbounded_channel::<(Assignment, Arc<ShardLink>)>();
         tasks.spawn(self.clone().start_in_order(queue_rx, ended_tx.clone(), tasks.clone(), shutdown.clone()));
+        let (precompile_tx, precompile_rx) = mpsc::channel::<String>(PRECOMPILE_QUEUE);
+        if self.precompile {
+            tasks.spawn(self.clone().precompile_ahead(precompile_rx, shutdown.clone()));
+        }
         loop {
             let msg = tokio::select! {
                 m = inbox.recv() => m,
@@ -259,6 +279,17 @@ impl Agent {
                         let _ = orders.send(crate::services::Order { id, action });
                     }
                 }
+                ToMachine::Precompile { suites } if self.precompile => {
+                    let named = suites.into_iter().take(MAX_PRECOMPILE).filter(|s| is_sha256(s));
+                    for sha in named.filter(|sha| !self.sandbox.is_precompiled(sha)) {
+                        if precompile_tx.try_send(sha).is_err() {
+                            tracing::debug!(
+                                "{PRECOMPILE_QUEUE} suites wait to be precompiled already; dropping the rest"
+                            );
+                            break;
+                        }
+                    }
+                }
                 ToMachine::StopServices { run } => {
                     if let Some((c, _)) = runs.get(&run) {
                         c.services.cancel();
@@ -286,6 +317,7 @@ impl Agent {
                 ToMachine::Ack { .. }
                 | ToMachine::AckShardDone { .. }
                 | ToMachine::Drained
+                | ToMachine::Precompile { .. }
                 | ToMachine::Welcome { .. }
                 | ToMachine::Rejected { .. }
                 | ToMachine::Ping { .. } => {}
@@ -295,6 +327,48 @@ impl Agent {
         drop(queue_tx);
         tasks.close();
         tasks.wait().await;
+    }
+
+    /// Precompiles the suites of `queue` one by one (see [`Sandbox::precompile`]):
+    /// fetched, then compiled at the lowest priority into the cache, so
+    /// that the runs the coordinator's saved plans place here start on
+    /// compiled code. A failure only costs the run that comes a compile.
+    async fn precompile_ahead(
+        self: Arc<Self>,
+        mut queue: mpsc::Receiver<String>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let next = tokio::select! {
+                next = queue.recv() => next,
+                _ = shutdown.cancelled() => None,
+            };
+            let Some(sha) = next else { return };
+            if self.sandbox.is_precompiled(&sha) {
+                crate::metrics::metrics().suite_precompiled(crate::sandbox::Precompiled::Cached.as_str());
+                continue;
+            }
+            let began = Instant::now();
+            let precompiled = async {
+                let bytes = self.suites.fetch(&sha).await.map_err(|e| format!("fetching it: {e:#}"))?;
+                self.sandbox.precompile(bytes).await.map_err(|e| e.to_string())
+            };
+            // Stopping ends a compile under way (its process is killed).
+            let precompiled = tokio::select! {
+                precompiled = precompiled => precompiled,
+                _ = shutdown.cancelled() => return,
+            };
+            match precompiled {
+                Ok(done) => {
+                    crate::metrics::metrics().suite_precompiled(done.as_str());
+                    tracing::info!(suite = %sha, took = ?began.elapsed(), "precompiled ahead of its runs: {}", done.as_str());
+                }
+                Err(e) => {
+                    crate::metrics::metrics().suite_precompiled("failed");
+                    tracing::warn!(suite = %sha, "could not precompile the suite ahead of its runs (a run compiles it): {e}");
+                }
+            }
+        }
     }
 
     /// Starts the shards of `queue` one by one as slots free up, each

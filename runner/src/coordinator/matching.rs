@@ -75,6 +75,22 @@ pub(crate) fn entry_profiles<'p>(plan: &'p Plan, entry: &ensemble_protocol::plan
     }
 }
 
+/// The suites (sha256, each once, in entry order) of `plan`'s entries that
+/// a machine like `machine` could be given: those placed on a profile it
+/// matches. Entries that do not name a stored suite by hash have none.
+pub fn suites_for<'p>(plan: &'p Plan, machine: &MachineInfo) -> Vec<&'p str> {
+    let mut suites: Vec<&str> = Vec::new();
+    for entry in &plan.entries {
+        if let Some(sha) = ensemble_protocol::plan::suite_sha(&entry.suite)
+            && !suites.contains(&sha)
+            && entry_profiles(plan, entry).iter().any(|p| p.matches(machine))
+        {
+            suites.push(sha);
+        }
+    }
+    suites
+}
+
 /// Places `plan` (entry `i`'s suite named `suite_names[i]`, using sync when
 /// `uses_sync[i]`) on `machines`, of which `busy[i]` says what machine `i`
 /// does for other runs (missing: nothing). Picks `count` machines per
@@ -317,6 +333,27 @@ profile = "servers"
 suite = "client.wasm"
 profile = "clients"
 "#;
+
+    #[test]
+    fn a_machine_precompiles_the_suites_of_the_entries_it_could_be_given() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let toml = format!(
+            "name = \"p\"\ntype = \"cross-platform\"\n\
+             [[profiles]]\nname = \"servers\"\nlabels = {{ os = \"linux\" }}\n\
+             [[profiles]]\nname = \"clients\"\nlabels = {{ os = \"windows\" }}\n\
+             [[entries]]\nsuite = \"sha256:{a}\"\nprofile = \"servers\"\n\
+             [[entries]]\nsuite = \"sha256:{a}\"\nrole = \"again\"\nprofile = \"servers\"\n\
+             [[entries]]\nsuite = \"sha256:{b}\"\n\
+             [[entries]]\nsuite = \"client.wasm\"\nprofile = \"clients\"\n"
+        );
+        let plan = Plan::from_toml(&toml).unwrap();
+        // An entry of its own profile, twice (named once), and an entry on
+        // every profile; not a suite given by path, nor a profile it does
+        // not match.
+        assert_eq!(suites_for(&plan, &machine("l1", "linux")), [a.as_str(), b.as_str()]);
+        assert_eq!(suites_for(&plan, &machine("w1", "windows")), [b.as_str()]);
+        assert!(suites_for(&plan, &machine("m1", "macos")).is_empty());
+    }
 
     #[test]
     fn distributed_entries_go_to_their_profiles() {

@@ -150,7 +150,7 @@ use ensemble_protocol::api::{
     RunCancelling, RunCreated, RunMeta, RunRequest, RunState, RunsQuery, StoredPlan, SuiteMeta, SuiteSummary,
     TestHistory, suite_sha,
 };
-use ensemble_protocol::wire::{FromMachine, MachineInfo, SyncFailure, SyncReply, ToMachine};
+use ensemble_protocol::wire::{FromMachine, MAX_PRECOMPILE, MachineInfo, SyncFailure, SyncReply, ToMachine};
 use ensemble_protocol::{CancelReason, EventKind, Plan, Schedule};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -196,6 +196,9 @@ pub struct CoordinatorConfig {
     /// The shortest time between two runs of one schedule.
     pub min_schedule_interval: Duration,
 }
+
+/// The plans saved last whose suites a machine that joins precompiles.
+pub const PRECOMPILE_PLANS: u32 = 100;
 
 /// The most plans the server keeps (a new one past it is refused).
 pub const MAX_PLANS: u64 = 10_000;
@@ -593,6 +596,65 @@ impl Coordinator {
         Ok(generation)
     }
 
+    /// Tells machine `name` (just joined) to compile the suites that the
+    /// plans saved last ([`PRECOMPILE_PLANS`]) could place on it, before their
+    /// runs: a machine new to the fleet, or with an emptied cache, is then
+    /// ready by the time they run. See [`ToMachine::Precompile`].
+    pub async fn precompile_machine(&self, name: &str) {
+        let Some(info) = self.machines.links().into_iter().map(|l| l.info).find(|i| i.name == name) else {
+            return;
+        };
+        let plans = match self.store.call(|s| s.recent_plans(PRECOMPILE_PLANS)).await {
+            Ok(plans) => plans,
+            Err(e) => {
+                tracing::debug!("reading the plans a joined machine could precompile: {e:#}");
+                return;
+            }
+        };
+        let mut suites: Vec<String> = Vec::new();
+        for stored in &plans {
+            for sha in matching::suites_for(&stored.plan, &info) {
+                if suites.len() < MAX_PRECOMPILE && !suites.iter().any(|s| s == sha) {
+                    suites.push(sha.to_string());
+                }
+            }
+        }
+        let stored = self.store.call(move |s| {
+            let mut kept = Vec::with_capacity(suites.len());
+            for sha in suites {
+                if s.suite(&sha)?.is_some() {
+                    kept.push(sha);
+                }
+            }
+            Ok(kept)
+        });
+        match stored.await {
+            Ok(suites) if !suites.is_empty() => {
+                self.machines.send(name, ToMachine::Precompile { suites });
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("reading the suites a joined machine could precompile: {e:#}"),
+        }
+    }
+
+    /// Tells each machine that can take work now and that `plan` could
+    /// place entries on to compile those entries' suites (the ones stored,
+    /// `stored[i]` being entry `i`'s), before the plan runs.
+    fn precompile_plan(&self, plan: &Plan, stored: &[Option<SuiteMeta>]) {
+        let uploaded = |sha: &str| stored.iter().flatten().any(|m| m.sha256 == sha);
+        for link in self.machines.links() {
+            let suites: Vec<String> = matching::suites_for(plan, &link.info)
+                .into_iter()
+                .filter(|sha| uploaded(sha))
+                .take(MAX_PRECOMPILE)
+                .map(str::to_string)
+                .collect();
+            if !suites.is_empty() {
+                self.machines.send(&link.info.name, ToMachine::Precompile { suites });
+            }
+        }
+    }
+
     /// The connection `generation` of `name` closed.
     pub fn disconnected(&self, name: &str, generation: u64) {
         self.machines.disconnect(name, generation);
@@ -831,6 +893,7 @@ impl Coordinator {
             .await
             .map_err(internal)?;
         self.schedules_changed();
+        self.precompile_plan(&stored.plan, &metas);
         let stored = self.with_schedules(vec![stored]).await?.remove(0);
         Ok((stored, new))
     }

@@ -102,6 +102,12 @@ impl ArtifactCache {
         }
     }
 
+    /// Whether an artifact of suite `sha256` is stored (not checked: that
+    /// is [`ArtifactCache::load`]'s, which compiles again if it is damaged).
+    pub fn holds(&self, sha256: &str) -> bool {
+        self.path(sha256).is_file()
+    }
+
     /// Forgets the artifact of suite `sha256` (superseded by another tier's).
     pub fn remove(&self, sha256: &str) {
         let _ = std::fs::remove_file(self.path(sha256));

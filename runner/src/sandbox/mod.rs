@@ -86,6 +86,27 @@ impl Tier {
     }
 }
 
+/// What [`Sandbox::precompile`] did with a suite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precompiled {
+    /// Compiled now, into the disk cache.
+    Compiled,
+    /// Already compiled (in memory or on disk).
+    Cached,
+    /// Nothing: no disk cache or no compile process here.
+    Skipped,
+}
+
+impl Precompiled {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precompiled::Compiled => "compiled",
+            Precompiled::Cached => "cached",
+            Precompiled::Skipped => "skipped",
+        }
+    }
+}
+
 /// Which compilers a sandbox uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Tiers {
@@ -632,6 +653,56 @@ impl Sandbox {
     pub async fn optimized(&self) {
         let mut pending = self.pending.subscribe();
         let _ = pending.wait_for(|n| *n == 0).await;
+    }
+
+    /// Compiles a suite into the disk cache ahead of its runs, so that its
+    /// first run loads compiled code instead of compiling it: at the lowest
+    /// CPU priority, in a child process within the compile budget, one at
+    /// a time (it takes its turn with the background compiles of the
+    /// tiers, so the two never compile one suite twice). Nothing is loaded
+    /// in memory. The tier is the one a run would end on: optimized, or
+    /// the baseline when this sandbox runs on it alone.
+    ///
+    /// Does nothing ([`Precompiled::Skipped`]) where it could not help: no
+    /// disk cache, or no child process to compile in (compiling in this
+    /// process would not be at a low priority, nor stoppable).
+    pub async fn precompile(self: &Arc<Self>, bytes: Arc<Vec<u8>>) -> Result<Precompiled, SuiteError> {
+        let sha = sha256_hex(&bytes);
+        let tier = self.precompiled_tier();
+        let (Some(budget), Some(cache)) = (&self.budget, &self.engines(tier).cache) else {
+            return Ok(Precompiled::Skipped);
+        };
+        if self.is_precompiled(&sha) {
+            return Ok(Precompiled::Cached);
+        }
+        let _turn = self.optimizing.acquire().await.map_err(|e| SuiteError::Internal(e.to_string()))?;
+        // A run may have compiled it while this waited for its turn.
+        if cache.holds(&sha) {
+            return Ok(Precompiled::Cached);
+        }
+        check_header(&bytes)?;
+        Ok(match self.compile_within(budget, tier, &bytes, &sha, true).await? {
+            Some(_) => Precompiled::Compiled,
+            None => Precompiled::Skipped,
+        })
+    }
+
+    /// The tier [`Sandbox::precompile`] compiles for.
+    fn precompiled_tier(&self) -> Tier {
+        if self.tiers == Tiers::Baseline && self.baseline().is_some() {
+            Tier::Baseline
+        } else {
+            Tier::Optimized
+        }
+    }
+
+    /// Whether suite `sha` is compiled as [`Sandbox::precompile`] would
+    /// leave it: loaded in memory on that tier, or in its disk cache.
+    pub fn is_precompiled(&self, sha: &str) -> bool {
+        let tier = self.precompiled_tier();
+        let loaded = self.loaded.lock().expect("sandbox lock").get(sha).and_then(|c| c.get().cloned());
+        loaded.is_some_and(|s| s.code.read().expect("suite code lock").tier == tier)
+            || self.engines(tier).cache.as_ref().is_some_and(|c| c.holds(sha))
     }
 
     /// Compiles for `tier` in a child process within `budget` (see

@@ -185,6 +185,10 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
         core.disconnected(&name, generation);
         return;
     }
+    tokio::spawn({
+        let (core, name) = (core.clone(), name.clone());
+        async move { core.precompile_machine(&name).await }
+    });
 
     let gate = core.intake_gate();
     let mut assembling: Option<Assembling> = None;

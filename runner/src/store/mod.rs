@@ -787,6 +787,14 @@ impl Store {
         )
     }
 
+    /// The `limit` plans saved last, newest first.
+    pub fn recent_plans(&self, limit: u32) -> anyhow::Result<Vec<StoredPlan>> {
+        self.page(
+            "SELECT body FROM plans ORDER BY json_extract(body, '$.updated_us') DESC, id LIMIT ?1",
+            params![limit],
+        )
+    }
+
     /// How many plans are stored.
     pub fn plan_count(&self) -> anyhow::Result<u64> {
         Ok(self.db().query_row("SELECT COUNT(*) FROM plans", [], |r| r.get(0))?)

@@ -17,14 +17,23 @@
 //! baseline compiler first). The `row` lines give the tiered figures
 //! against the goals and against Cranelift alone.
 //!
+//! 3. **saved first**: the polyglot plan saved on a fresh server before it
+//!    runs (as the app, or a schedule, runs plans): its fresh runners
+//!    compile its suites in the background once it is saved; when they
+//!    say they are done, the run starts. From the run's start to the first
+//!    result of each client, as in 1.
+//!
 //! `cargo bench -p ensemble-runner --bench cold_start` (needs the Python
 //! and JavaScript tools that `cargo xtask test` installs).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use ensemble_protocol::api::RunRequest;
+use ensemble_protocol::wire::{Facts, MachineInfo};
 use ensemble_protocol::{Event, EventKind};
-use ensemble_tests::{Server, ensemble, start_bench_server, start_runner_with};
+use ensemble_tests::{Proc, Server, ensemble, runner_metrics, start_bench_server, start_runner_with};
 
 /// `ensemble run PLAN` against `server`; its events.
 fn run(server: &Server, plan: &Path, dir: &Path) -> Vec<Event> {
@@ -65,27 +74,83 @@ fn first_results(events: &[Event], key: impl Fn(&EventKind) -> Option<String>) -
     first
 }
 
-/// A fresh server and `n` fresh runners labelled `label`, compiling with
-/// `tiers`; the events of `plan` run on them.
-fn cold_run(tiers: &str, runners: &[(&str, &str)], plan: &Path) -> Vec<Event> {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_bench_server(PathBuf::from(env!("CARGO_BIN_EXE_ensemble")), dir.path());
-    let _runners: Vec<_> = runners
+/// A fresh server in `dir` and fresh runners (name, label) with `flags`.
+fn fresh(dir: &Path, runners: &[(&str, &str)], flags: &[&str]) -> (Server, Vec<Proc>) {
+    let server = start_bench_server(PathBuf::from(env!("CARGO_BIN_EXE_ensemble")), dir);
+    let procs = runners
         .iter()
         .map(|(name, label)| {
-            start_runner_with(
-                dir.path(),
-                &server,
-                name,
-                &[label],
-                None,
-                &["--slots", "1", "--compile-tiers", tiers],
-            )
+            let flags: Vec<&str> = ["--slots", "1"].into_iter().chain(flags.iter().copied()).collect();
+            start_runner_with(dir, &server, name, &[label], None, &flags)
         })
         .collect();
+    (server, procs)
+}
+
+/// A fresh server and fresh runners, compiling with `tiers`; the events
+/// of `plan` run on them.
+fn cold_run(tiers: &str, runners: &[(&str, &str)], plan: &Path) -> Vec<Event> {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _runners) = fresh(dir.path(), runners, &["--compile-tiers", tiers]);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(server.wait_online(runners.len()));
     run(&server, plan, dir.path())
+}
+
+/// Suites a runner says it compiled ahead of their runs (or found
+/// compiled, or could not compile).
+fn precompiled(metrics: &BTreeMap<String, f64>) -> f64 {
+    metrics.iter().filter(|(k, _)| k.starts_with("ensemble_suites_precompiled_total")).map(|(_, v)| v).sum()
+}
+
+/// A fresh server and fresh `runners`; `plan` is saved on the server
+/// first, and run once every runner has compiled the suites it could be
+/// given. Its events, and the seconds from the save until the runners
+/// were done compiling.
+fn saved_run(runners: &[(&str, &str)], plan: &Path) -> (Vec<Event>, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, procs) = fresh(dir.path(), runners, &["--metrics-listen", "127.0.0.1:0"]);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        server.wait_online(runners.len()).await;
+        let file = ensemble_runner::prepare::resolve(plan).await.expect("the plan resolves");
+        let client = server.client();
+        let plan = file.upload(&client).await.expect("its suites upload");
+        let began = Instant::now();
+        let saved = client.create_plan(&plan).await.unwrap();
+        for (proc, (name, label)) in procs.iter().zip(runners) {
+            let (key, value) = label.split_once('=').unwrap();
+            let machine = MachineInfo {
+                name: name.to_string(),
+                labels: [(key.to_string(), value.to_string())].into(),
+                slots: 1,
+                facts: Facts::default(),
+                allow_exec: Vec::new(),
+            };
+            let mut suites: Vec<&str> = plan
+                .entries
+                .iter()
+                .filter(|e| {
+                    e.profile.as_deref().and_then(|p| plan.profile(p)).is_some_and(|p| p.matches(&machine))
+                })
+                .map(|e| e.suite.as_str())
+                .collect();
+            suites.sort_unstable();
+            suites.dedup();
+            let done = tokio::time::timeout(Duration::from_secs(600), async {
+                while precompiled(&runner_metrics(proc).await) < suites.len() as f64 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+            done.await.unwrap_or_else(|_| {
+                panic!("{name} did not compile its {} suites:\n{}", suites.len(), proc.log())
+            });
+        }
+        let ready = began.elapsed().as_secs_f64();
+        let request = RunRequest { plan_id: Some(saved.id), ..Default::default() };
+        let run = client.start_run(&request).await.unwrap().id;
+        (server.events(&run).await, ready)
+    })
 }
 
 fn main() {
@@ -125,6 +190,12 @@ fn main() {
         assert_eq!(firsts.len(), 4, "a result on each of the four");
         four_s.insert(tiers, firsts.values().copied().fold(0.0, f64::max));
     }
+    let (events, ready) = saved_run(&three, &polyglot);
+    let firsts = first_results(&events, role);
+    println!(
+        "polyglot saved first (its runners compiled it in {ready:.1} s): run start to first result {firsts:?}"
+    );
+    let (py_saved, js_saved) = (firsts["py-client"], firsts["js-client"]);
     let ((py, js), (py_was, js_was)) = (polyglot_s["tiered"], polyglot_s["optimized"]);
     let worst = py.max(js);
     println!(
@@ -134,6 +205,13 @@ fn main() {
         if worst <= 0.5 { "met" } else { "not met" },
         100.0 * py / py_was,
         100.0 * js / js_was,
+    );
+    let saved = py_saved.max(js_saved);
+    println!(
+        "row cold start, polyglot saved before it runs (its fresh runners compiled it in the background, \
+         {ready:.1} s): first result Python {py_saved:.2} s, JavaScript {js_saved:.2} s = {:.2}× the 0.5 s goal ({})",
+        saved / 0.5,
+        if saved <= 0.5 { "met" } else { "not met" },
     );
     let (now, was) = (four_s["tiered"], four_s["optimized"]);
     println!(

@@ -658,8 +658,8 @@ impl Sandbox {
     /// Compiles a suite into the disk cache ahead of its runs, so that its
     /// first run loads compiled code instead of compiling it: at the lowest
     /// CPU priority, in a child process within the compile budget, one at
-    /// a time (it takes its turn with the background compiles of the
-    /// tiers, so the two never compile one suite twice). Nothing is loaded
+    /// a time (it takes its turn with the tiers' background compiles, so
+    /// a suite's optimized code is never compiled twice). Nothing is loaded
     /// in memory. The tier is the one a run would end on: optimized, or
     /// the baseline when this sandbox runs on it alone.
     ///

@@ -85,6 +85,9 @@ struct Entry {
     told: bool,
     /// The runner process behind the connection (its hello's `instance`).
     instance: Option<String>,
+    /// That process was told the suites to precompile
+    /// ([`Machines::first_hint`]).
+    hinted: bool,
 }
 
 impl Entry {
@@ -104,6 +107,7 @@ impl Entry {
             draining: false,
             told: false,
             instance: None,
+            hinted: false,
         }
     }
 
@@ -232,6 +236,12 @@ impl Machines {
             tracing::info!(machine = %info.name, "a new runner process joined: its drain is over");
             entry.draining = false;
         }
+        // The same process back after a blip holds the hints it had; any
+        // other connection (another process, or one that does not say)
+        // is told them again.
+        if !matches!((instance, entry.instance.as_deref()), (Some(new), Some(old)) if new == old) {
+            entry.hinted = false;
+        }
         entry.instance = instance.map(str::to_string);
         entry.told = false;
         entry.info = info;
@@ -244,6 +254,19 @@ impl Machines {
         drop(entries);
         self.bump();
         Ok(generation)
+    }
+
+    /// Whether machine `name` is to be told now which suites to
+    /// precompile: once per runner process, so a link that comes and goes
+    /// does not make the coordinator work them out again each time.
+    pub fn first_hint(&self, name: &str) -> bool {
+        match self.lock().get_mut(name) {
+            Some(e) if !e.hinted => {
+                e.hinted = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The connection `generation` of `name` closed.
@@ -578,6 +601,24 @@ mod tests {
         let (tx3, _rx3) = mpsc::unbounded_channel();
         m.connect(info("local"), tx3.clone(), true, None).unwrap();
         assert!(m.connect(info("local"), tx3, false, None).unwrap_err().contains("already connected"));
+    }
+
+    #[test]
+    fn a_runner_process_is_told_what_to_precompile_once() {
+        let m = Machines::default();
+        let join = |instance: Option<&str>| {
+            let (tx, _rx) = mpsc::unbounded_channel();
+            let g = m.connect(info("a"), tx, false, instance).unwrap();
+            let first = m.first_hint("a");
+            m.disconnect("a", g);
+            first
+        };
+        assert!(join(Some("p1")));
+        assert!(!join(Some("p1")), "the same process, back after a blip, holds its hints");
+        assert!(join(Some("p2")), "a new process is told");
+        assert!(join(None), "one that does not say which process it is, every time");
+        assert!(join(None));
+        assert!(!m.first_hint("nobody"));
     }
 
     #[test]

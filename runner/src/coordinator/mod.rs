@@ -599,8 +599,12 @@ impl Coordinator {
     /// Tells machine `name` (just joined) to compile the suites that the
     /// plans saved last ([`PRECOMPILE_PLANS`]) could place on it, before their
     /// runs: a machine new to the fleet, or with an emptied cache, is then
-    /// ready by the time they run. See [`ToMachine::Precompile`].
+    /// ready by the time they run. Once per runner process: the same
+    /// process back after a blip has them. See [`ToMachine::Precompile`].
     pub async fn precompile_machine(&self, name: &str) {
+        if !self.machines.first_hint(name) {
+            return;
+        }
         let Some(info) = self.machines.links().into_iter().map(|l| l.info).find(|i| i.name == name) else {
             return;
         };

@@ -127,16 +127,7 @@ fn saved_run(runners: &[(&str, &str)], plan: &Path) -> (Vec<Event>, f64) {
                 facts: Facts::default(),
                 allow_exec: Vec::new(),
             };
-            let mut suites: Vec<&str> = plan
-                .entries
-                .iter()
-                .filter(|e| {
-                    e.profile.as_deref().and_then(|p| plan.profile(p)).is_some_and(|p| p.matches(&machine))
-                })
-                .map(|e| e.suite.as_str())
-                .collect();
-            suites.sort_unstable();
-            suites.dedup();
+            let suites = ensemble_runner::coordinator::matching::suites_for(&plan, &machine);
             let done = tokio::time::timeout(Duration::from_secs(600), async {
                 while precompiled(&runner_metrics(proc).await) < suites.len() as f64 {
                     tokio::time::sleep(Duration::from_millis(100)).await;

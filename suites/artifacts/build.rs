@@ -63,6 +63,11 @@ const SUITES: &[(&str, &str, &str)] = &[
     ("HELLO_COMMAND", "hello_command", "The `hello-command` WASI command: one test, exit code 0 passes."),
     ("MANY_TESTS", "many_tests", "The `many-tests` suite: 10,000 tests, `t05000` fails."),
     (
+        "SDK_THOUSAND",
+        "sdk_thousand",
+        "The `sdk-thousand` SDK suite: `libtest-thousand`'s 1,000 trivial tests, for benchmarks.",
+    ),
+    (
         "RESP_CLIENT",
         "resp_client",
         "The `resp-client` suite: a Redis-protocol client of the plan's service `db`, over TCP.",

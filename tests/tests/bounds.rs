@@ -84,6 +84,7 @@ async fn hostile_suites_are_bounded_and_the_machine_stays_usable() {
                 { "suite": listing, "profile": "a", "role": "huge-name", "params": { "listing": "huge-name" } },
                 { "suite": listing, "profile": "a", "role": "many", "params": { "listing": "many" } },
                 { "suite": listing, "profile": "a", "role": "long-timeout", "params": { "listing": "long-timeout" } },
+                { "suite": listing, "profile": "a", "role": "twice", "params": { "listing": "twice" } },
             ]
         }))
         .await;
@@ -97,6 +98,9 @@ async fn hostile_suites_are_bounded_and_the_machine_stays_usable() {
     let why = shard_error(&events, "many").expect("450,000 tests are refused");
     assert!(why.contains("450000 tests, more than the 100000 a suite may list"), "{why}");
     assert_eq!(finished(&events, "long-timeout", "fine").map(|f| f.0), Some(Outcome::Passed));
+    // A name is a test's identity: a listing that repeats one is refused.
+    let why = shard_error(&events, "twice").expect("a name listed twice is refused");
+    assert!(why.contains("the suite lists the test `fine` twice"), "{why}");
     let largest = events.iter().map(|e| serde_json::to_string(e).unwrap().len()).max().unwrap();
     assert!(largest < 64 << 10, "the largest event is {largest} bytes");
     assert_eq!(server.client().run(&run).await.unwrap().state, RunState::Failed);

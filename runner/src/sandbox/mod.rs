@@ -868,8 +868,13 @@ fn check_listed(tests: &[TestCase]) -> Result<(), String> {
         return Err(format!("{} tests, more than the {MAX_TESTS} a suite may list", tests.len()));
     }
     let mut total = 0usize;
+    let mut names = std::collections::HashSet::with_capacity(tests.len());
     for t in tests {
         let shown: String = t.name.chars().take(64).collect();
+        // A name is a test's identity in every event, report and rerun.
+        if !names.insert(t.name.as_str()) {
+            return Err(format!("the test `{shown}` twice"));
+        }
         if t.name.len() > MAX_TEST_NAME {
             return Err(format!(
                 "a test whose name is {} bytes long (`{shown}…`), over the limit of {MAX_TEST_NAME}",
@@ -1427,6 +1432,8 @@ mod tests {
         assert!(check_listed(&tag).unwrap_err().contains("tag of 129 bytes"));
         let heavy: Vec<TestCase> = (0..10_000).map(|i| case(format!("{i:01000}"), vec![])).collect();
         assert!(check_listed(&heavy).unwrap_err().contains("add up to more than 8MiB"));
+        let twice = [case("a".into(), vec![]), case("b".into(), vec![]), case("a".into(), vec![])];
+        assert_eq!(check_listed(&twice).unwrap_err(), "the test `a` twice");
     }
 
     #[test]

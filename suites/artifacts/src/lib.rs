@@ -35,6 +35,7 @@ mod tests {
                 "LIBTEST_THOUSAND",
                 "HELLO_COMMAND",
                 "MANY_TESTS",
+                "SDK_THOUSAND",
                 "RESP_CLIENT",
                 "KV_TCP_CLIENT",
                 "SKEWED",

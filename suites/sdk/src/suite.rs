@@ -91,12 +91,24 @@ impl Suite {
     ///
     /// If two tests share a name. In a `static` (as [`suite!`](crate::suite)
     /// uses it) that is a compile-time error.
-    pub const fn new(tests: &'static [TestCase]) -> Self {
+    pub const fn new<const N: usize>(tests: &'static [TestCase; N]) -> Self {
+        // The names' hashes, sorted, so that a name and its twin are
+        // neighbours: n·log n steps of const evaluation. Comparing every
+        // pair took so many that rustc stopped compiling a suite of 1,000
+        // tests ("constant evaluation is taking a long time").
+        let mut keys = [(0u64, 0usize); N];
         let mut i = 0;
-        while i < tests.len() {
+        while i < N {
+            keys[i] = (fnv1a(tests[i].name), i);
+            i += 1;
+        }
+        heapsort(&mut keys);
+        let mut i = 0;
+        while i < N {
+            // Different names may share a hash: compare within the run.
             let mut j = i + 1;
-            while j < tests.len() {
-                if str_eq(tests[i].name, tests[j].name) {
+            while j < N && keys[j].0 == keys[i].0 {
+                if str_eq(tests[keys[i].1].name, tests[keys[j].1].name) {
                     panic!("two tests of the suite have the same name");
                 }
                 j += 1;
@@ -207,6 +219,54 @@ fn to_wit(result: TestResult) -> wit::TestResult {
 }
 
 /// `a == b`, usable in `const fn` (where `PartialEq` is not).
+/// FNV-1a, 64 bits: a hash that `const` code can compute.
+const fn fnv1a(s: &str) -> u64 {
+    let bytes = s.as_bytes();
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}
+
+/// Sorts `keys` by their first field, in place, in `const` code (where the
+/// slice methods are not `const`).
+const fn heapsort(keys: &mut [(u64, usize)]) {
+    let n = keys.len();
+    let mut start = n / 2;
+    while start > 0 {
+        start -= 1;
+        sift_down(keys, start, n);
+    }
+    let mut end = n;
+    while end > 1 {
+        end -= 1;
+        keys.swap(0, end);
+        sift_down(keys, 0, end);
+    }
+}
+
+/// Moves `keys[root]` down the max-heap `keys[..end]` to its place.
+const fn sift_down(keys: &mut [(u64, usize)], mut root: usize, end: usize) {
+    loop {
+        let mut child = 2 * root + 1;
+        if child >= end {
+            return;
+        }
+        if child + 1 < end && keys[child + 1].0 > keys[child].0 {
+            child += 1;
+        }
+        if keys[root].0 >= keys[child].0 {
+            return;
+        }
+        keys.swap(root, child);
+        root = child;
+    }
+}
+
 const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
@@ -308,6 +368,36 @@ mod tests {
         assert!(!failure.is_skip());
         assert!(failure.message().starts_with("no test named `nope`"), "{}", failure.message());
         assert!(failure.message().contains("passes, fails"));
+    }
+
+    #[test]
+    fn heapsort_sorts_by_hash_keeping_indices() {
+        let mut keys = [(5, 0), (1, 1), (9, 2), (1, 3), (0, 4), (7, 5)];
+        heapsort(&mut keys);
+        let hashes: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        assert_eq!(hashes, [0, 1, 1, 5, 7, 9]);
+        let mut indices: Vec<usize> = keys.iter().map(|k| k.1).collect();
+        indices.sort();
+        assert_eq!(indices, [0, 1, 2, 3, 4, 5]);
+    }
+
+    fn noop() -> TestResult {
+        Ok(())
+    }
+
+    #[test]
+    fn a_name_twice_panics_wherever_it_is() {
+        static ONCE: [TestCase; 3] =
+            [TestCase::new("a", noop), TestCase::new("b", noop), TestCase::new("c", noop)];
+        assert_eq!(Suite::new(&ONCE).tests().len(), 3);
+        static TWICE: [TestCase; 4] = [
+            TestCase::new("c", noop),
+            TestCase::new("a", noop),
+            TestCase::new("b", noop),
+            TestCase::new("a", noop),
+        ];
+        let panicked = std::panic::catch_unwind(|| Suite::new(&TWICE)).unwrap_err();
+        assert_eq!(panicked.downcast_ref::<&str>(), Some(&"two tests of the suite have the same name"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! | `huge-name` | one test whose name is 70 MiB long |
 //! | `many` | 450,000 tests |
 //! | `long-timeout` | one test asking for a timeout of `u64::MAX` ms |
+//! | `twice` | the tests `fine`, `other` and `fine` again |
 //! | unset | one test, `fine`, which passes |
 //!
 //! A hand-written implementation of the suite ABI: `suite!` lists a fixed
@@ -27,6 +28,7 @@ impl Guest for HostileListing {
             Some("huge-name") => vec![test("n".repeat(70 << 20))],
             Some("many") => (0..450_000).map(|i| test(format!("t{i:06}"))).collect(),
             Some("long-timeout") => vec![TestInfo { timeout_ms: Some(u64::MAX), ..test("fine".into()) }],
+            Some("twice") => vec![test("fine".into()), test("other".into()), test("fine".into())],
             _ => vec![test("fine".into())],
         }
     }
@@ -37,7 +39,7 @@ impl Guest for HostileListing {
             type_: ParamType::String,
             required: false,
             default: None,
-            help: "which hostile listing to return: huge-name, many or long-timeout".into(),
+            help: "which hostile listing to return: huge-name, many, long-timeout or twice".into(),
         };
         SuiteInfo { tests: Self::list(), params: vec![listing] }
     }

@@ -564,8 +564,11 @@ fn build_runner_only_now() -> PathBuf {
         "--example",
         "runner-only",
     ]);
-    // In the profile of the binary beside this test (a bench's is release).
+    // In the profile of the binary beside this test (a bench's is release),
+    // and its target directory: the clean environment leaves out a
+    // CARGO_TARGET_DIR the run was given, and the binary is looked for here.
     let dir = ensemble_bin().parent().expect("target/<profile>/ensemble").to_path_buf();
+    cmd.arg("--target-dir").arg(dir.parent().expect("target/<profile>"));
     match dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => {}
         Some(profile) => {

@@ -210,7 +210,8 @@ macro_rules! __suite {
     ([$($decl:expr),*] $( $( #[ $($attr:tt)* ] )* $first:ident $(:: $rest:ident)* ),* $(,)?) => {
         /// The tests of this crate's suite, as declared with `ensemble_sdk::suite!`.
         #[allow(dead_code)]
-        pub(crate) static ENSEMBLE_SUITE: $crate::Suite = $crate::Suite::new(&[
+        pub(crate) static ENSEMBLE_SUITE: $crate::Suite = {
+            const __ENSEMBLE_TESTS: &[$crate::TestCase] = &[
             $(
                 $crate::__test_case!(
                     @attrs
@@ -226,7 +227,11 @@ macro_rules! __suite {
                     $( [ $($attr)* ] )*
                 )
             ),*
-        ]).with_params(&[$($decl),*]);
+            ];
+            // Sorted hashes of the names: a test is found in log n steps.
+            static __ENSEMBLE_INDEX: [(u64, usize); __ENSEMBLE_TESTS.len()] = $crate::Suite::__index(__ENSEMBLE_TESTS);
+            $crate::Suite::__indexed(__ENSEMBLE_TESTS, &__ENSEMBLE_INDEX).with_params(&[$($decl),*])
+        };
 
         // The export is FFI glue (`export_name`, `link_section`, `unsafe`):
         // allowed here so that suites may `#![deny(unsafe_code)]`.

@@ -82,6 +82,13 @@ impl TestCase {
 pub struct Suite {
     tests: &'static [TestCase],
     params: &'static [ParamDecl],
+    /// The names' hashes, sorted, each with its test's index: what [`find`]
+    /// searches in log n steps (a fresh instance per test finds its one test
+    /// in every instance). Empty where the suite was made without one
+    /// ([`Suite::new`]): then `find` reads the list.
+    ///
+    /// [`find`]: Suite::find
+    index: &'static [(u64, usize)],
 }
 
 impl Suite {
@@ -92,10 +99,24 @@ impl Suite {
     /// If two tests share a name. In a `static` (as [`suite!`](crate::suite)
     /// uses it) that is a compile-time error.
     pub const fn new<const N: usize>(tests: &'static [TestCase; N]) -> Self {
-        // The names' hashes, sorted, so that a name and its twin are
-        // neighbours: n·log n steps of const evaluation. Comparing every
-        // pair took so many that rustc stopped compiling a suite of 1,000
-        // tests ("constant evaluation is taking a long time").
+        let _ = Self::__index::<N>(tests);
+        Self { tests, params: &[], index: &[] }
+    }
+
+    /// The names' hashes of `tests` (`N` of them), sorted, each with its
+    /// test's index: for [`Suite::__indexed`], which [`suite!`](crate::suite)
+    /// keeps in a `static` of its own.
+    ///
+    /// # Panics
+    ///
+    /// If two tests share a name, or `tests` is not `N` long.
+    #[doc(hidden)]
+    pub const fn __index<const N: usize>(tests: &[TestCase]) -> [(u64, usize); N] {
+        assert!(tests.len() == N, "the index is as long as the list");
+        // Sorted, a name and its twin are neighbours: n·log n steps of
+        // const evaluation. Comparing every pair took so many that rustc
+        // stopped compiling a suite of 1,000 tests ("constant evaluation is
+        // taking a long time").
         let mut keys = [(0u64, 0usize); N];
         let mut i = 0;
         while i < N {
@@ -115,7 +136,15 @@ impl Suite {
             }
             i += 1;
         }
-        Self { tests, params: &[] }
+        keys
+    }
+
+    /// `tests` with their `index` from [`Suite::__index`] (what
+    /// [`suite!`](crate::suite) declares).
+    #[doc(hidden)]
+    pub const fn __indexed(tests: &'static [TestCase], index: &'static [(u64, usize)]) -> Self {
+        assert!(index.len() == tests.len(), "the index is as long as the list");
+        Self { tests, params: &[], index }
     }
 
     /// The suite with the params it reads declared (see [`Param`](crate::Param)).
@@ -151,7 +180,17 @@ impl Suite {
 
     /// The test called `name`, if any.
     pub fn find(&self, name: &str) -> Option<&'static TestCase> {
-        self.tests.iter().find(|test| test.name == name)
+        if self.index.is_empty() {
+            return self.tests.iter().find(|test| test.name == name);
+        }
+        let hash = fnv1a(name);
+        // The first key of `hash`, then its run (names that share a hash).
+        let first = self.index.partition_point(|&(h, _)| h < hash);
+        self.index[first..]
+            .iter()
+            .take_while(|&&(h, _)| h == hash)
+            .map(|&(_, i)| &self.tests[i])
+            .find(|test| test.name == name)
     }
 
     /// Runs the test called `name` in the current instance; an unknown name
@@ -398,6 +437,29 @@ mod tests {
         ];
         let panicked = std::panic::catch_unwind(|| Suite::new(&TWICE)).unwrap_err();
         assert_eq!(panicked.downcast_ref::<&str>(), Some(&"two tests of the suite have the same name"));
+    }
+
+    #[test]
+    fn the_index_finds_every_test_and_only_those() {
+        let tests: Vec<TestCase> =
+            (0..300).map(|i| TestCase::new(String::leak(format!("t{}::case", i * 7)), noop)).collect();
+        let tests: &'static [TestCase] = tests.leak();
+        let index: &'static [(u64, usize)] = Box::leak(Box::new(Suite::__index::<300>(tests)));
+        let suite = Suite::__indexed(tests, index);
+        for test in tests {
+            assert_eq!(suite.find(test.name()).map(TestCase::name), Some(test.name()));
+        }
+        for unknown in ["t1::case", "", "t0::cas", "t0::casee"] {
+            assert!(suite.find(unknown).is_none(), "{unknown}");
+        }
+        // Names that share a hash sit in one run, compared name by name.
+        static ABC: [TestCase; 3] =
+            [TestCase::new("a", noop), TestCase::new("b", noop), TestCase::new("c", noop)];
+        let h = fnv1a("c");
+        let shared: &'static [(u64, usize)] = Box::leak(Box::new([(h, 0), (h, 1), (h, 2)]));
+        let suite = Suite::__indexed(&ABC, shared);
+        assert_eq!(suite.find("c").map(TestCase::name), Some("c"));
+        assert!(suite.find("b").is_none(), "b's own hash is not in this index");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! which tests are ignored) and each test runs alone, in its own instance, with
 //! `--exact NAME`. Any other command is one test whose exit code 0 passes.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use ensemble_protocol::Outcome;
@@ -138,7 +139,8 @@ pub async fn list_libtest(
     env: &Arc<TestEnv>,
 ) -> Result<Vec<TestCase>, SuiteError> {
     let all = parse_terse(&run_listing(code, pre, env, false).await?);
-    let ignored = parse_terse(&run_listing(code, pre, env, true).await?);
+    let ignored: HashSet<String> =
+        parse_terse(&run_listing(code, pre, env, true).await?).into_iter().collect();
     Ok(all
         .into_iter()
         .map(|name| TestCase { ignored: ignored.contains(&name), name, tags: vec![], timeout: None })

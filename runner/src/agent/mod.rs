@@ -437,7 +437,6 @@ impl Agent {
         link: &Arc<ShardLink>,
         summary: &mut Summary,
     ) -> Result<(), String> {
-        let cancel = &link.cancel;
         // Grants first: a plan this machine does not allow fails before any download.
         let grants = Grants::within(&a.capabilities, &self.policy, &a.services)?;
         let bytes =
@@ -478,70 +477,35 @@ impl Agent {
             0 => usize::MAX,
             n => n as usize,
         };
-        let mut running: JoinSet<Finished> = JoinSet::new();
-        let mut own_lane_free = true;
-        let finish = |done: Finished, summary: &mut Summary| {
-            let Finished { name, outcome, run, attempt, .. } = done;
-            summary.add(outcome);
-            if outcome.is_failure() && a.limits.fail_fast {
-                // Stop here at once; the coordinator stops the other machines.
-                cancel.cancel(format!("fail-fast: {name} ({}) {outcome}", a.shard.role));
-            }
-            link.emit(EventKind::TestFinished {
-                shard: a.shard.clone(),
-                test: name,
-                outcome,
-                duration_ms: u64::try_from(run.duration.as_millis()).unwrap_or(u64::MAX),
-                attempt,
-                message: run.message.map(|m| cut(m, MAX_MESSAGE)),
-                output: cut(run.output, MAX_OUTPUT),
-            });
-        };
-        for (test, decision) in tests {
-            let now =
-                |outcome, run| Finished { name: test.name.clone(), outcome, run, attempt: 1, lane: None };
-            if decision == Decision::FilteredOut {
-                finish(now(Outcome::Skipped, skipped(FILTERED_OUT.into())), summary);
-                continue;
-            } else if link.stop.is_cancelled() {
-                finish(now(Outcome::Cancelled, link.stopped()), summary);
-                continue;
-            } else if decision == Decision::Ignored {
-                finish(now(Outcome::Skipped, skipped("ignored".into())), summary);
-                continue;
-            }
-            // A lane: the shard's own when it is free, else a spare one,
-            // whichever comes first; meanwhile, finished tests are reported.
-            let lane = loop {
-                if own_lane_free {
-                    own_lane_free = false;
-                    break None;
+        let lanes = Arc::new(Lanes {
+            queue: Mutex::new(tests.into_iter().map(|(t, d)| (t.clone(), d)).collect::<Vec<_>>().into_iter()),
+            summary: Mutex::new(*summary),
+            suite,
+            env,
+            link: link.clone(),
+            retries: a.limits.retries,
+            fail_fast: a.limits.fail_fast,
+        });
+        // The shard's own lane runs here; each spare lane it gets runs a
+        // lane of its own, taking the next test as it ends one (no task per
+        // test: a trivial test took longer to hand over than to run).
+        let own = lanes.clone().run(None);
+        tokio::pin!(own);
+        let mut helpers: JoinSet<()> = JoinSet::new();
+        loop {
+            let spare = spare.as_ref().filter(|_| helpers.len() + 1 < most && lanes.left());
+            tokio::select! {
+                () = &mut own => break,
+                Ok(lane) = async { spare.expect("only with spare lanes").clone().acquire_owned().await },
+                    if spare.is_some() => {
+                    helpers.spawn(lanes.clone().run(Some(lane)));
                 }
-                let spare = spare.as_ref().filter(|_| running.len() < most);
-                let done = tokio::select! {
-                    Ok(lane) = async { spare.expect("only with spare lanes").clone().acquire_owned().await },
-                        if spare.is_some() => break Some(lane),
-                    Some(done) = running.join_next() => done,
-                };
-                let done = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-                own_lane_free |= done.lane.is_none();
-                finish(done, summary);
-            };
-            let (suite, test, env, link) = (suite.clone(), test.clone(), env.clone(), link.clone());
-            let (retries, fail_fast) = (a.limits.retries, a.limits.fail_fast);
-            running.spawn(async move {
-                let (outcome, run, attempt) =
-                    Self::run_with_retries(&suite, &test, &env, &link, retries).await;
-                if outcome.is_failure() && fail_fast {
-                    // At once: no test of the shard starts after this one ended.
-                    link.cancel.cancel(format!("fail-fast: {} ({}) {outcome}", test.name, link.shard.role));
-                }
-                Finished { name: test.name, outcome, run, attempt, lane }
-            });
+            }
         }
-        while let Some(done) = running.join_next().await {
-            finish(done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())), summary);
+        while let Some(done) = helpers.join_next().await {
+            done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         }
+        *summary = *lanes.summary.lock().expect("summary lock");
         Ok(())
     }
 
@@ -576,13 +540,58 @@ impl Agent {
     }
 }
 
-/// A test that ended, and the lane it ran in (`None`: the shard's own).
-struct Finished {
-    name: String,
-    outcome: Outcome,
-    run: TestRun,
-    attempt: u32,
-    lane: Option<tokio::sync::OwnedSemaphorePermit>,
+/// What the lanes of one shard share: the tests not started yet, in order,
+/// and the shard's summary.
+struct Lanes {
+    queue: Mutex<std::vec::IntoIter<(TestCase, Decision)>>,
+    summary: Mutex<Summary>,
+    suite: Arc<LoadedSuite>,
+    env: Arc<TestEnv>,
+    link: Arc<ShardLink>,
+    retries: u32,
+    fail_fast: bool,
+}
+
+impl Lanes {
+    /// Whether tests are left to start.
+    fn left(&self) -> bool {
+        self.queue.lock().expect("queue lock").len() > 0
+    }
+
+    /// One lane: the next test, until none is left. A spare lane is held
+    /// until then (`lane`).
+    async fn run(self: Arc<Self>, lane: Option<tokio::sync::OwnedSemaphorePermit>) {
+        loop {
+            let next = self.queue.lock().expect("queue lock").next();
+            let Some((test, decision)) = next else { break };
+            let link = &self.link;
+            let (outcome, run, attempt) = if decision == Decision::FilteredOut {
+                (Outcome::Skipped, skipped(FILTERED_OUT.into()), 1)
+            } else if link.stop.is_cancelled() {
+                (Outcome::Cancelled, link.stopped(), 1)
+            } else if decision == Decision::Ignored {
+                (Outcome::Skipped, skipped("ignored".into()), 1)
+            } else {
+                Agent::run_with_retries(&self.suite, &test, &self.env, link, self.retries).await
+            };
+            self.summary.lock().expect("summary lock").add(outcome);
+            if outcome.is_failure() && self.fail_fast {
+                // At once: no test of the shard starts after this one ended;
+                // the coordinator stops the other machines.
+                link.cancel.cancel(format!("fail-fast: {} ({}) {outcome}", test.name, link.shard.role));
+            }
+            link.emit(EventKind::TestFinished {
+                shard: link.shard.clone(),
+                test: test.name,
+                outcome,
+                duration_ms: u64::try_from(run.duration.as_millis()).unwrap_or(u64::MAX),
+                attempt,
+                message: run.message.map(|m| cut(m, MAX_MESSAGE)),
+                output: cut(run.output, MAX_OUTPUT),
+            });
+        }
+        drop(lane);
+    }
 }
 
 /// The reason a test left out by the selection is reported with.

@@ -78,3 +78,10 @@ pub mod throttle;
 pub mod time;
 #[cfg(feature = "coordinator")]
 pub mod tls;
+
+/// The cores this process may use (its CPU quota and affinity), read once:
+/// the standard library reads the cgroup files again at every call.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}

@@ -73,7 +73,7 @@ pub fn local_facts() -> Facts {
     Facts {
         os: std::env::consts::OS.to_string(),
         arch: std::env::consts::ARCH.to_string(),
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        cpus: u32::try_from(crate::cores()).unwrap_or(u32::MAX),
         memory_bytes: total_memory(),
         ensemble_version: env!("CARGO_PKG_VERSION").to_string(),
         wasmtime_version: crate::sandbox::WASMTIME_VERSION.to_string(),

@@ -55,7 +55,7 @@ impl CompileBudget {
     /// The CPU time the child may use at most: its time on every core, and
     /// some (the kernel's stop if nobody else stops it).
     fn cpu_seconds(&self) -> u64 {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let cores = crate::cores() as u64;
         self.timeout.as_secs().saturating_add(1).saturating_mul(cores).saturating_add(10)
     }
 

@@ -357,7 +357,7 @@ impl Sandbox {
 
 /// Cores beyond the first: the spare lanes (see [`Sandbox::spare_lanes`]).
 fn spare_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1)
+    crate::cores().saturating_sub(1)
 }
 
 /// `config` with the pool of instances every sandbox engine has.

@@ -11,3 +11,7 @@ pub const INTERNAL: i32 = 3;
 /// The server could not be reached: nothing answers at the address (not
 /// started, another port, a firewall) or the network failed; nothing ran.
 pub const UNREACHABLE: i32 = 4;
+/// Its standard output or error was closed by the reader (`ensemble … |
+/// head`): it stopped there, as a process that a closed pipe ends does
+/// (128 + SIGPIPE, what a shell reports for `ls | head`'s `ls`).
+pub const CLOSED_OUTPUT: i32 = 141;

@@ -2,7 +2,8 @@
 //!
 //! Every command returns an exit code from [`ensemble_protocol::exit`]:
 //! 0 all passed, 1 a test failed (or timed out, crashed, was lost), 2 bad
-//! plan/suite/usage, 3 internal error.
+//! plan/suite/usage, 3 internal error, 4 the server unreachable, 141 the
+//! output closed by its reader.
 
 #[cfg(feature = "coordinator")]
 mod coordinated;
@@ -28,7 +29,9 @@ const EXIT_CODES: &str = "Exit codes:
   0  every test passed (skipped and ignored tests do not count against a run)
   1  a test failed, timed out, crashed or was lost
   2  the plan, a suite or the command line is invalid; nothing ran
-  3  ensemble itself failed (I/O, internal error)";
+  3  ensemble itself failed (I/O, internal error)
+  4  the server could not be reached; nothing ran
+  141  the output was closed by its reader (piped into `head`, say): it stopped there";
 
 #[derive(Parser, Debug)]
 #[command(name = "ensemble", version, about = "A distributed test runner for WebAssembly test suites", after_help = EXIT_CODES)]
@@ -328,9 +331,43 @@ fn internal(error: impl Into<anyhow::Error>) -> Failure {
     Failure { code: exit::INTERNAL, error: error.into() }
 }
 
+/// A print to a standard output or error that the reader closed
+/// (`ensemble suite inspect S | head`) ends the process quietly with
+/// [`exit::CLOSED_OUTPUT`], as the closed pipe ends `ls`, instead of
+/// panicking with a backtrace. Rust ignores SIGPIPE, so `println!` panics
+/// on the error; restoring the signal instead would let a closed socket or
+/// a service keeper's pipe end a runner.
+#[cfg(unix)]
+fn end_quietly_on_closed_output() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if is_closed_output(message) {
+            std::process::exit(exit::CLOSED_OUTPUT);
+        }
+        report(info);
+    }));
+}
+
+/// Whether a panic's message is the standard library's for a print to a
+/// closed pipe ("failed printing to stdout: Broken pipe (os error 32)").
+#[cfg(unix)]
+fn is_closed_output(message: &str) -> bool {
+    let epipe = format!("(os error {})", rustix::io::Errno::PIPE.raw_os_error());
+    (message.starts_with("failed printing to stdout") || message.starts_with("failed printing to stderr"))
+        && message.ends_with(&epipe)
+}
+
 /// Sets the process up (its heap, its limit of open files), parses the
 /// command line, runs the command, returns the exit code.
 pub fn main() -> i32 {
+    #[cfg(unix)]
+    end_quietly_on_closed_output();
     bounded_heap();
     #[cfg(unix)]
     raise_open_files();

@@ -237,3 +237,30 @@ fn plan_check_names_the_entry_and_the_param_a_suite_needs_or_does_not_read() {
     );
     assert!(text(&out).contains("nap_ms (integer, default 0)"), "{}", text(&out));
 }
+
+/// A reader that closes the output early (`ensemble suite inspect S | head`)
+/// ends the command quietly, with the code a closed pipe gives: no panic,
+/// no backtrace.
+#[cfg(unix)]
+#[test]
+fn a_closed_output_ends_the_command_quietly() {
+    use std::io::Read;
+    let cache = tempfile::tempdir().unwrap();
+    // Its list of 10,000 tests is more than a pipe holds (~90 KB).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ensemble"))
+        .args(["suite", "inspect", ensemble_artifacts::MANY_TESTS])
+        .env("ENSEMBLE_CACHE_DIR", cache.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    stdout.read_exact(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("suite:"), "{}", String::from_utf8_lossy(&first));
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(ensemble_protocol::exit::CLOSED_OUTPUT), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -252,6 +252,11 @@ struct CacheArgs {
     /// Where compiled suites are cached [default: ~/.cache/ensemble/compiled].
     #[arg(long, value_name = "DIR", env = "ENSEMBLE_CACHE_DIR", hide_env_values = true)]
     cache_dir: Option<PathBuf>,
+    /// The most the cache directory holds: compiled suites and the suites
+    /// fetched from a coordinator. Past it the least recently used are
+    /// removed (compiled or fetched again when a run needs them).
+    #[arg(long, default_value = "4GiB", env = "ENSEMBLE_CACHE_MAX_SIZE", hide_env_values = true)]
+    cache_max_size: ensemble_protocol::units::ByteSize,
     /// The longest compiling one suite may take (in a process of its own,
     /// ended at the limit or when nobody waits for it any more).
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
@@ -290,6 +295,18 @@ impl CacheArgs {
         Ok(dir)
     }
 
+    /// Brings the cache directory within its bound in the background: what
+    /// a long-lived process does at its start, since the bound may have
+    /// been lowered since the cache filled (later, each store trims it).
+    fn trim_later(&self) -> Result<(), Failure> {
+        let (dir, max) = (self.dir()?, self.cache_max_size.0);
+        std::thread::Builder::new()
+            .name("ensemble-trim".into())
+            .spawn(move || crate::sandbox::cache::trim(&dir, max, None))
+            .map_err(internal)?;
+        Ok(())
+    }
+
     /// A sandbox whose instance pool holds `parallel` shards' tests at
     /// once (each shard runs one test instance at a time), and never fewer
     /// than the default.
@@ -308,6 +325,7 @@ impl CacheArgs {
         });
         let sandbox = Sandbox::new(SandboxOptions {
             cache_dir: Some(dir),
+            cache_max_size: self.cache_max_size.0,
             max_instances,
             compile,
             tiers: self.compile_tiers,
@@ -487,6 +505,7 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
     };
     let sandbox = args.cache.sandbox_for(info.slots as usize)?;
     let cache_dir = args.cache.dir()?;
+    args.cache.trim_later()?;
     let (drain, shutdown) = crate::signals::drain_then_stop();
     let told = drain.clone();
     tokio::spawn(async move {
@@ -517,6 +536,7 @@ async fn runner(args: RunnerArgs) -> Result<i32, Failure> {
         token: token_from(&args.token, &args.token_file, "--token-file")?,
         info,
         cache_dir,
+        cache_max_size: args.cache.cache_max_size.0,
         heartbeat: args.heartbeat,
         tls: ensemble_client::tls_config(args.ca_file.as_deref()).map_err(bad)?,
         precompile: !args.no_precompile,

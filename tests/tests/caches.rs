@@ -3,13 +3,15 @@
 //! found out (hash, header, size) and fetched or compiled again: the runner
 //! never runs wrong code and never crashes. A damaged identity file stops
 //! the runner with a message saying how to recover, and the recovery works.
+//! A cache past its bound loses the suites used least recently, and only
+//! those.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ensemble_protocol::api::RunState;
 use ensemble_protocol::event::EventKind;
-use ensemble_tests::{Proc, Server, start_runner, start_server};
+use ensemble_tests::{Proc, Server, start_runner, start_runner_with, start_server};
 use serde_json::json;
 
 const TOKEN: &str = "cache-token";
@@ -65,6 +67,78 @@ async fn run_both(server: &Server, parties: &str, hello: &str) -> Vec<(String, S
         .collect();
     tests.sort();
     tests
+}
+
+/// Runs one suite on the runner, which passes.
+async fn run_one(server: &Server, sha256: &str) {
+    let run = server
+        .start_run(json!({
+            "name": "one",
+            "profiles": [{ "name": "a", "labels": { "tier": "a" } }],
+            "entries": [{ "suite": format!("sha256:{sha256}"), "profile": "a" }]
+        }))
+        .await;
+    let events =
+        tokio::time::timeout(Duration::from_secs(300), server.events(&run)).await.expect("the run ended");
+    assert_eq!(server.client().run(&run).await.unwrap().state, RunState::Passed, "{events:?}");
+}
+
+/// The bytes of the cache files (fetched and compiled) of `sha256` in `cache`.
+fn held(cache: &Path, sha256: &str) -> Vec<(PathBuf, u64)> {
+    [files(cache, ".wasm"), files(cache, ".cwasm")]
+        .concat()
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(sha256))
+        .map(|p| {
+            let len = std::fs::metadata(&p).unwrap().len();
+            (p, len)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_past_its_bound_loses_the_suites_used_least_recently() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let cache = dir.path().join("cache-bounded");
+    let mut runner = start_runner(dir.path(), &server, "bounded", &["tier=a"], None);
+    server.wait_online(1).await;
+    let parties = server.upload(ensemble_artifacts::BENCH_PARTIES, "parties").await;
+    let hello = server.upload(ensemble_artifacts::HELLO_COMMAND, "hello").await;
+    run_one(&server, &parties).await;
+    run_one(&server, &hello).await;
+    runner.kill();
+    let (p, h) = (held(&cache, &parties), held(&cache, &hello));
+    assert_eq!((p.len(), h.len()), (2, 2), "each suite fetched and compiled: {p:?} {h:?}");
+    let hello_bytes: u64 = h.iter().map(|(_, len)| len).sum();
+
+    // Started again with room for the suite used last only: at its start
+    // the runner removes the other's files (used before), and only those.
+    let bound = hello_bytes.to_string();
+    let _runner =
+        start_runner_with(dir.path(), &server, "bounded", &["tier=a"], None, &["--cache-max-size", &bound]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !held(&cache, &parties).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cache was not trimmed: {:?}",
+            held(&cache, &parties)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(held(&cache, &hello), h, "the suite used last stays");
+    // Its identity was not the cache's: it joins under its name again.
+    server.wait_online(1).await;
+
+    // Run again, the suite is fetched and compiled again, and the one not
+    // used since makes room for it.
+    run_one(&server, &parties).await;
+    assert!(held(&cache, &hello).is_empty(), "{:?}", held(&cache, &hello));
+    let again = held(&cache, &parties);
+    assert!(again.iter().any(|(p, _)| p.extension().is_some_and(|e| e == "cwasm")), "{again:?}");
+    let total: u64 = again.iter().map(|(_, len)| len).sum();
+    // Within the bound, or over it with only the file stored last (kept).
+    assert!(total <= hello_bytes || again.len() == 1, "{again:?}: over {bound} bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,15 +28,20 @@ use crate::sandbox::{HostPolicy, Sandbox, sha256_hex};
 use crate::time::now_us;
 use ensemble_protocol::grant::{HostPattern, NetGrant};
 
-/// Suites fetched from the coordinator by sha256, cached on disk.
+/// Suites fetched from the coordinator by sha256, cached on disk in
+/// `suites/` of the cache directory, which is kept within its bound.
 pub struct RemoteSuites {
     client: Client,
+    cache_dir: PathBuf,
     dir: PathBuf,
+    max_size: u64,
 }
 
 impl RemoteSuites {
-    pub fn new(client: Client, dir: PathBuf) -> Self {
-        Self { client, dir }
+    /// Suites from `client`, kept in the cache directory `cache_dir` of at
+    /// most `max_size` bytes (see [`crate::sandbox::cache::trim`]).
+    pub fn new(client: Client, cache_dir: PathBuf, max_size: u64) -> Self {
+        Self { client, dir: cache_dir.join("suites"), cache_dir, max_size }
     }
 }
 
@@ -47,6 +52,7 @@ impl SuiteSource for RemoteSuites {
         if let Ok(bytes) = tokio::fs::read(&path).await
             && sha256_hex(&bytes) == sha256
         {
+            crate::sandbox::cache::touch(&path);
             return Ok(Arc::new(bytes));
         }
         let bytes = self.client.suite_bytes(sha256).await?;
@@ -55,8 +61,10 @@ impl SuiteSource for RemoteSuites {
         }
         tokio::fs::create_dir_all(&self.dir).await.ok();
         let tmp = self.dir.join(format!(".{sha256}.{}", std::process::id()));
-        if tokio::fs::write(&tmp, &bytes).await.is_ok() {
-            let _ = tokio::fs::rename(&tmp, &path).await;
+        if tokio::fs::write(&tmp, &bytes).await.is_ok() && tokio::fs::rename(&tmp, &path).await.is_ok() {
+            let (root, max) = (self.cache_dir.clone(), self.max_size);
+            let _ = tokio::task::spawn_blocking(move || crate::sandbox::cache::trim(&root, max, Some(&path)))
+                .await;
         }
         Ok(Arc::new(bytes))
     }
@@ -113,6 +121,8 @@ pub struct JoinOptions {
     pub token: Option<String>,
     pub info: MachineInfo,
     pub cache_dir: PathBuf,
+    /// The most the cache directory holds.
+    pub cache_max_size: u64,
     pub heartbeat: Duration,
     pub tls: Tls,
     /// What plans may grant on this machine.
@@ -174,7 +184,7 @@ pub async fn join(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Ended> {
     let client = Client::new(&opts.url, opts.token.clone(), opts.tls.clone())?;
-    let suites = Arc::new(RemoteSuites::new(client.clone(), opts.cache_dir.join("suites")));
+    let suites = Arc::new(RemoteSuites::new(client.clone(), opts.cache_dir.clone(), opts.cache_max_size));
     let agent = Arc::new(
         Agent::new(opts.info.clone(), sandbox, suites, opts.policy.clone())
             .with_services(opts.services.clone())

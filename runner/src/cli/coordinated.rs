@@ -864,6 +864,7 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
         cache.compile_tiers = crate::sandbox::Tiers::Baseline;
     }
     let sandbox = cache.sandbox_for(local.as_ref().map_or(0, |m| m.slots as usize))?;
+    cache.trim_later()?;
     let opts = crate::server::ServeOptions {
         listener,
         data_dir: args.data_dir.clone(),

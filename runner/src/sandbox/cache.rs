@@ -25,9 +25,16 @@
 //! does not change under a running suite. Reading the 35 MB artifact of a
 //! Python suite, hashing it with sha256 and copying it into wasmtime's
 //! memory took 72 ms; checking and mapping it takes ~20 ms.
+//!
+//! The directory is bounded ([`trim`]): every suite a machine ever ran or
+//! precompiled leaves its compiled code here (and a joined runner the
+//! suite's bytes, under `suites/`), and a CI that uploads a new build of a
+//! suite at every commit would otherwise fill the disk. Past the bound the
+//! least recently used go first; each load marks its file used.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -37,16 +44,19 @@ use wasmtime::component::Component;
 pub struct ArtifactCache {
     dir: PathBuf,
     fingerprint: String,
+    max_size: u64,
 }
 
 impl ArtifactCache {
-    pub fn new(dir: impl Into<PathBuf>, engine: &Engine) -> Self {
+    /// The cache in `dir` for `engine`'s artifacts, bounded to `max_size`
+    /// bytes with whatever else [`trim`] counts there.
+    pub fn new(dir: impl Into<PathBuf>, engine: &Engine, max_size: u64) -> Self {
         // DefaultHasher::new() uses fixed keys: stable for one build of the binary,
         // which is all a cache key needs (the wasmtime version is part of it too).
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let fingerprint = format!("wasmtime{}-{:016x}", super::WASMTIME_VERSION, h.finish());
-        Self { dir: dir.into(), fingerprint }
+        Self { dir: dir.into(), fingerprint, max_size }
     }
 
     /// The default location: the platform's cache directory for ensemble
@@ -100,7 +110,10 @@ impl ArtifactCache {
             }
         }
         match deserialize(engine, &path) {
-            Ok(c) => Some(c),
+            Ok(c) => {
+                touch(&path);
+                Some(c)
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), "ignoring unusable cached artifact: {e:#}");
                 let _ = std::fs::remove_file(&path);
@@ -113,6 +126,12 @@ impl ArtifactCache {
     /// is [`ArtifactCache::load`]'s, which compiles again if it is damaged).
     pub fn holds(&self, sha256: &str) -> bool {
         self.path(sha256).is_file()
+    }
+
+    /// Marks the artifact of suite `sha256` used now (wanted again: [`trim`]
+    /// removes it after the ones used before it).
+    pub fn touch(&self, sha256: &str) {
+        touch(&self.path(sha256));
     }
 
     /// Forgets the artifact of suite `sha256` (superseded by another tier's).
@@ -141,10 +160,108 @@ impl ArtifactCache {
             drop(file);
             std::fs::rename(&tmp, self.path(sha256))
         };
-        if let Err(e) = write() {
-            tracing::warn!(dir = %self.dir.display(), "could not cache a compiled suite: {e}");
+        match write() {
+            Ok(()) => {
+                trim(&self.dir, self.max_size, Some(&self.path(sha256)));
+            }
+            Err(e) => tracing::warn!(dir = %self.dir.display(), "could not cache a compiled suite: {e}"),
         }
     }
+}
+
+/// What a cache directory holds at most by default: compiled suites and a
+/// joined runner's fetched suites together (`--cache-max-size`).
+pub const DEFAULT_MAX_SIZE: u64 = 4 << 30;
+
+/// A temporary file not written to for this long is a leftover of a writer
+/// that ended before renaming it (one being written is newer).
+const STALE: Duration = Duration::from_secs(3600);
+
+/// What [`trim`] removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Cached files removed to stay within the bound, and their bytes.
+    pub files: usize,
+    pub bytes: u64,
+    /// Leftover temporary files removed.
+    pub leftovers: usize,
+    /// Bytes the cached files kept take.
+    pub kept: u64,
+}
+
+/// Keeps the cache directory `root` within `max` bytes: counts the compiled
+/// suites in it (`*.cwasm`, of any engine version) and the fetched suites
+/// in `root/suites` (`*.wasm`) and, while they take more, removes the one
+/// used least recently (by its modification time: a load sets it) — never
+/// `keep`, the file just stored, even alone over the bound. Also removes
+/// the temporary files of writers that ended before renaming them. Nothing
+/// else in `root` is looked at (a machine's identity lives there). A file
+/// that cannot be removed (in use, on some systems) is skipped; another
+/// process may trim at the same time, and a file it removed first is gone
+/// either way. Whoever loses a file to it compiles or fetches it again.
+pub fn trim(root: &Path, max: u64, keep: Option<&Path>) -> Trimmed {
+    let mut done = Trimmed::default();
+    let now = SystemTime::now();
+    let mut cached = Vec::new();
+    for (dir, ext, temp) in [(root.to_path_buf(), "cwasm", ".tmp-"), (root.join("suites"), "wasm", ".")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let modified = meta.modified().unwrap_or(now);
+            let path = entry.path();
+            if name.starts_with(temp) || name.starts_with(".compiled-") {
+                let stale = now.duration_since(modified).is_ok_and(|age| age > STALE);
+                if stale && std::fs::remove_file(&path).is_ok() {
+                    done.leftovers += 1;
+                }
+            } else if path.extension().is_some_and(|e| e == ext) {
+                cached.push((modified, path, meta.len()));
+            }
+        }
+    }
+    done.kept = cached.iter().map(|(_, _, len)| len).sum();
+    // The least recently used first.
+    cached.sort();
+    for (_, path, len) in cached {
+        if done.kept <= max {
+            break;
+        }
+        if keep == Some(path.as_path()) {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                done.files += 1;
+                done.bytes += len;
+                done.kept -= len;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => done.kept -= len,
+            Err(e) => {
+                tracing::debug!(path = %path.display(), "the cache keeps a file it could not remove: {e}")
+            }
+        }
+    }
+    if done.files > 0 {
+        tracing::info!(
+            dir = %root.display(),
+            removed = done.files,
+            freed = done.bytes,
+            kept = done.kept,
+            "the cache was over its bound ({max} bytes): removed the suites used least recently"
+        );
+    }
+    done
+}
+
+/// Marks the cached file `path` used now. Best effort: a file that cannot
+/// be marked is only removed sooner.
+pub fn touch(path: &Path) {
+    let _ = std::fs::File::options().write(true).open(path).and_then(|f| f.set_modified(SystemTime::now()));
 }
 
 /// Loads the checked artifact at the start of `path`: mapped as it is on
@@ -291,7 +408,7 @@ mod tests {
     fn only_the_artifact_stored_for_the_suite_whole_passes_the_check() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::default();
-        let cache = ArtifactCache::new(dir.path(), &engine);
+        let cache = ArtifactCache::new(dir.path(), &engine, DEFAULT_MAX_SIZE);
         let (a, b) = ("a".repeat(64), "b".repeat(64));
         let artifact = vec![7u8; (3 << 20) + 5];
         cache.store_artifact(&a, &artifact);
@@ -320,7 +437,7 @@ mod tests {
     fn a_stored_component_loads_from_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::default();
-        let cache = ArtifactCache::new(dir.path(), &engine);
+        let cache = ArtifactCache::new(dir.path(), &engine, DEFAULT_MAX_SIZE);
         let component = Component::new(&engine, "(component)").unwrap();
         let a = "a".repeat(64);
         assert!(cache.load(&engine, &a).is_none(), "nothing stored yet");
@@ -334,5 +451,75 @@ mod tests {
         std::fs::write(&path, file).unwrap();
         assert!(cache.load(&engine, &a).is_none());
         assert!(!cache.holds(&a), "the damaged file is removed");
+    }
+
+    /// Writes `len` bytes at `path`, last used `age` ago.
+    fn file(path: &Path, len: usize, age: Duration) -> PathBuf {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, vec![1u8; len]).unwrap();
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(SystemTime::now() - age).unwrap();
+        path.to_path_buf()
+    }
+
+    #[test]
+    fn trimming_removes_the_least_recently_used_suites_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let min = |m: u64| Duration::from_secs(60 * m);
+        // Compiled suites (two engine versions) and fetched suites, oldest first.
+        let old_engine = file(&root.join("a-wasmtime40.0.0-1.cwasm"), 400, min(50));
+        let fetched_old = file(&root.join("suites/b.wasm"), 300, min(40));
+        let compiled = file(&root.join("c-wasmtime48.0.8-2.cwasm"), 200, min(30));
+        let fetched = file(&root.join("suites/c.wasm"), 100, min(20));
+        // Not the cache's to count or remove, however old or large.
+        let identity = file(&root.join("identities/me@http://x"), 5000, min(600));
+        let other = file(&root.join("notes.txt"), 5000, min(600));
+        let nested = file(&root.join("suites/deeper/d.wasm"), 5000, min(600));
+        // Leftovers of writers that ended: an hour old goes, a fresh one is being written.
+        let leftovers = [
+            file(&root.join(".tmp-1-0"), 50, min(90)),
+            file(&root.join(".compiled-x"), 50, min(61)),
+            file(&root.join("suites/.b.7"), 50, min(70)),
+        ];
+        let writing = file(&root.join(".tmp-2-0"), 50, min(1));
+
+        let all = 1000;
+        assert_eq!(trim(root, all, None), Trimmed { leftovers: 3, kept: all, ..Trimmed::default() });
+        assert!(leftovers.iter().all(|p| !p.exists()) && writing.exists());
+
+        // 500 bytes may stay: the two used least recently go, the rest stay.
+        assert_eq!(trim(root, 500, None), Trimmed { files: 2, bytes: 700, kept: 300, ..Trimmed::default() });
+        assert!(!old_engine.exists() && !fetched_old.exists() && compiled.exists() && fetched.exists());
+
+        // A load marks its file used: the other one is the older now.
+        touch(&compiled);
+        assert_eq!(trim(root, 250, None), Trimmed { files: 1, bytes: 100, kept: 200, ..Trimmed::default() });
+        assert!(compiled.exists() && !fetched.exists());
+
+        // The file just stored stays, even alone over the bound.
+        let stored = file(&root.join("e-wasmtime48.0.8-2.cwasm"), 900, min(0));
+        assert_eq!(
+            trim(root, 100, Some(&stored)),
+            Trimmed { files: 1, bytes: 200, kept: 900, ..Trimmed::default() }
+        );
+        assert!(stored.exists() && !compiled.exists());
+        for kept in [&identity, &other, &nested, &writing] {
+            assert!(kept.exists(), "{} was not the cache's", kept.display());
+        }
+        // A cache directory that is not there yet is within any bound.
+        assert_eq!(trim(&root.join("none"), 0, None), Trimmed::default());
+    }
+
+    #[test]
+    fn storing_an_artifact_keeps_the_directory_within_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = ArtifactCache::new(dir.path(), &engine, 10_000);
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        cache.store_artifact(&a, &[7u8; 6000]);
+        assert!(cache.holds(&a));
+        cache.store_artifact(&b, &[8u8; 6000]);
+        assert!(cache.holds(&b) && !cache.holds(&a), "the older artifact made room for the new one");
     }
 }

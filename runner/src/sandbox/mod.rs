@@ -18,7 +18,7 @@
 //! limit hits all end as a [`TestRun`]; and a guest sees only what its
 //! [`Grants`] allow.
 
-mod cache;
+pub mod cache;
 pub mod caps;
 mod command;
 pub mod compile;
@@ -204,6 +204,8 @@ pub struct TestRun {
 pub struct SandboxOptions {
     /// Where compiled artifacts are cached; `None` disables the disk cache.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// The most the cache directory holds (see [`cache::trim`]).
+    pub cache_max_size: u64,
     /// Test instances that may be alive at once (pool size), besides the
     /// spare lanes (see [`Sandbox::spare_lanes`]), which add their own.
     pub max_instances: u32,
@@ -223,6 +225,7 @@ impl Default for SandboxOptions {
     fn default() -> Self {
         Self {
             cache_dir: Some(ArtifactCache::default_dir()),
+            cache_max_size: cache::DEFAULT_MAX_SIZE,
             max_instances: 64,
             max_memory: 4 << 30,
             compile: None,
@@ -287,7 +290,7 @@ impl Engines {
     fn new(tier: Tier, max_instances: u32, opts: &SandboxOptions) -> anyhow::Result<Engines> {
         let engine = Engine::new(&pooled(engine_config(tier), max_instances, opts.max_memory))?;
         let linker = suite_linker(&engine)?;
-        let cache = opts.cache_dir.as_ref().map(|dir| ArtifactCache::new(dir, &engine));
+        let cache = opts.cache_dir.as_ref().map(|dir| ArtifactCache::new(dir, &engine, opts.cache_max_size));
         Ok(Engines { engine, linker, cache })
     }
 }
@@ -673,11 +676,14 @@ impl Sandbox {
             return Ok(Precompiled::Skipped);
         };
         if self.is_precompiled(&sha) {
+            // Wanted again: the cache keeps it over the ones not asked for since.
+            cache.touch(&sha);
             return Ok(Precompiled::Cached);
         }
         let _turn = self.optimizing.acquire().await.map_err(|e| SuiteError::Internal(e.to_string()))?;
         // A run may have compiled it while this waited for its turn.
         if cache.holds(&sha) {
+            cache.touch(&sha);
             return Ok(Precompiled::Cached);
         }
         check_header(&bytes)?;

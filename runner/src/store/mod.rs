@@ -163,6 +163,13 @@ CREATE TABLE IF NOT EXISTS results (run TEXT NOT NULL, seq INTEGER NOT NULL, pla
                                     duration_ms INTEGER NOT NULL, attempt INTEGER NOT NULL,
                                     at_us INTEGER NOT NULL, PRIMARY KEY (run, seq));
 CREATE INDEX IF NOT EXISTS results_by_test ON results (plan, role, test, at_us);
+-- The orders the lists are read in: a page reads its rows only, not every
+-- stored body (a run's holds its plan, up to 4 MiB) to sort them. A query
+-- uses an expression's index only when it writes the expression the same.
+CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_us DESC, id);
+CREATE INDEX IF NOT EXISTS runs_by_plan ON runs (json_extract(body, '$.plan.name'), started_us DESC, id);
+CREATE INDEX IF NOT EXISTS plans_by_created ON plans (json_extract(body, '$.created_us'), id);
+CREATE INDEX IF NOT EXISTS plans_by_updated ON plans (json_extract(body, '$.updated_us') DESC, id);
 CREATE TABLE IF NOT EXISTS probes (name TEXT PRIMARY KEY, at_us INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (run TEXT NOT NULL, n INTEGER NOT NULL, body TEXT NOT NULL,
                                        PRIMARY KEY (run, n));
@@ -183,6 +190,24 @@ SELECT e.run, e.seq, json_extract(r.body, '$.plan.name'), json_extract(e.body, '
        json_extract(e.body, '$.duration_ms'), json_extract(e.body, '$.attempt'), json_extract(e.body, '$.at_us')
 FROM events e JOIN runs r ON r.id = e.run
 WHERE json_extract(e.body, '$.type') = 'test-finished'";
+
+// The lists, in the orders `SCHEMA`'s indexes keep (checked by the test
+// `every_list_reads_its_page_from_an_index`).
+const PLANS: &str = "SELECT body FROM plans ORDER BY json_extract(body, '$.created_us'), id";
+const PLANS_PAGE: &str =
+    "SELECT body FROM plans ORDER BY json_extract(body, '$.created_us'), id LIMIT ?1 OFFSET ?2";
+const RECENT_PLANS: &str =
+    "SELECT body FROM plans ORDER BY json_extract(body, '$.updated_us') DESC, id LIMIT ?1";
+const RUNS_PAGE: &str = "SELECT body FROM runs ORDER BY started_us DESC, id LIMIT ?1 OFFSET ?2";
+const RUNS_PAGE_OF_PLAN: &str = "SELECT body FROM runs WHERE json_extract(body, '$.plan.name') = ?3 \
+                                 ORDER BY started_us DESC, id LIMIT ?1 OFFSET ?2";
+const DURATIONS: &str = "SELECT role, test, MAX(duration_ms) FROM results WHERE run = ( \
+                             SELECT id FROM runs WHERE json_extract(body, '$.plan.name') = ?1 \
+                             AND json_extract(body, '$.plan.settings.partition') IS NULL \
+                             AND json_extract(body, '$.reruns') IS NULL \
+                             AND json_extract(body, '$.finished_us') < ?2 \
+                             ORDER BY started_us DESC LIMIT 1) \
+                         AND outcome NOT IN ('skipped', 'lost', 'cancelled') GROUP BY role, test";
 
 /// The schema's version (`PRAGMA user_version`): 1 once `results` holds
 /// every stored result.
@@ -776,23 +801,17 @@ impl Store {
     }
 
     pub fn plans(&self) -> anyhow::Result<Vec<StoredPlan>> {
-        self.all("SELECT body FROM plans ORDER BY json_extract(body, '$.created_us'), id", [])
+        self.all(PLANS, [])
     }
 
     /// At most `limit` plans from `offset`, oldest first.
     pub fn plans_page(&self, limit: u32, offset: u32) -> anyhow::Result<Vec<StoredPlan>> {
-        self.page(
-            "SELECT body FROM plans ORDER BY json_extract(body, '$.created_us'), id LIMIT ?1 OFFSET ?2",
-            params![limit, offset],
-        )
+        self.page(PLANS_PAGE, params![limit, offset])
     }
 
     /// The `limit` plans saved last, newest first.
     pub fn recent_plans(&self, limit: u32) -> anyhow::Result<Vec<StoredPlan>> {
-        self.page(
-            "SELECT body FROM plans ORDER BY json_extract(body, '$.updated_us') DESC, id LIMIT ?1",
-            params![limit],
-        )
+        self.page(RECENT_PLANS, params![limit])
     }
 
     /// How many plans are stored.
@@ -822,15 +841,8 @@ impl Store {
     /// A page of the runs, newest first: of the plan named `plan`, or all.
     pub fn runs_page(&self, limit: u32, offset: u32, plan: Option<&str>) -> anyhow::Result<Vec<RunMeta>> {
         match plan {
-            None => self.page(
-                "SELECT body FROM runs ORDER BY started_us DESC, id LIMIT ?1 OFFSET ?2",
-                params![limit, offset],
-            ),
-            Some(plan) => self.page(
-                "SELECT body FROM runs WHERE json_extract(body, '$.plan.name') = ?3 \
-                 ORDER BY started_us DESC, id LIMIT ?1 OFFSET ?2",
-                params![limit, offset, plan],
-            ),
+            None => self.page(RUNS_PAGE, params![limit, offset]),
+            Some(plan) => self.page(RUNS_PAGE_OF_PLAN, params![limit, offset, plan]),
         }
     }
 
@@ -901,16 +913,32 @@ impl Store {
                 tx.prepare_cached("INSERT OR IGNORE INTO events (run, seq, body) VALUES (?1, ?2, ?3)")?;
             let mut result = tx.prepare_cached(
                 "INSERT OR IGNORE INTO results (run, seq, plan, role, test, outcome, duration_ms, attempt, at_us) \
-                 SELECT ?1, ?2, json_extract(body, '$.plan.name'), ?3, ?4, ?5, ?6, ?7, ?8 FROM runs WHERE id = ?1",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
+            // Each run's plan name, read once a batch: the run's body holds
+            // its whole plan, which reading the name parses.
+            let mut plan_of =
+                tx.prepare_cached("SELECT json_extract(body, '$.plan.name') FROM runs WHERE id = ?1")?;
+            let mut plans: HashMap<String, Option<String>> = HashMap::new();
             for e in events {
                 let body = json(e);
                 put.execute(params![e.run, e.seq as i64, body])?;
                 bodies.push(body);
                 if let EventKind::TestFinished { shard, test, outcome, duration_ms, attempt, .. } = &e.kind {
+                    let plan = match plans.get(&e.run) {
+                        Some(plan) => plan.clone(),
+                        None => {
+                            let plan = plan_of.query_row([&e.run], |r| r.get(0)).optional()?.flatten();
+                            plans.insert(e.run.clone(), plan.clone());
+                            plan
+                        }
+                    };
+                    // A result of a run not stored, or of no plan name, is not kept.
+                    let Some(plan) = plan else { continue };
                     result.execute(params![
                         e.run,
                         e.seq as i64,
+                        plan,
                         shard.role,
                         test,
                         outcome.as_str(),
@@ -981,15 +1009,7 @@ impl Store {
         before_us: i64,
     ) -> anyhow::Result<ensemble_protocol::filter::Durations> {
         let db = self.db();
-        let mut stmt = db.prepare_cached(
-            "SELECT role, test, MAX(duration_ms) FROM results WHERE run = ( \
-                 SELECT id FROM runs WHERE json_extract(body, '$.plan.name') = ?1 \
-                 AND json_extract(body, '$.plan.settings.partition') IS NULL \
-                 AND json_extract(body, '$.reruns') IS NULL \
-                 AND json_extract(body, '$.finished_us') < ?2 \
-                 ORDER BY started_us DESC LIMIT 1) \
-             AND outcome NOT IN ('skipped', 'lost', 'cancelled') GROUP BY role, test",
-        )?;
+        let mut stmt = db.prepare_cached(DURATIONS)?;
         let mut out = ensemble_protocol::filter::Durations::new();
         let rows = stmt.query_map(params![plan, before_us], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
@@ -1137,11 +1157,44 @@ mod tests {
         };
         assert_eq!(outcomes(&store), [Outcome::Failed, Outcome::Passed]);
         assert_eq!(store.recent_results("p", 5).unwrap().len(), 2);
+        // The result of a run not stored has no plan to be kept under.
+        let stray = Event { run: "r2".into(), ..event(3, Outcome::Passed) };
+        store.write_batch(&mut [stray], &[]).unwrap();
+        let kept: i64 = store.db().query_row("SELECT COUNT(*) FROM results", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 2);
         // A store from before results were kept: they come from its events.
         store.db().execute_batch("DELETE FROM results; PRAGMA user_version = 0;").unwrap();
         drop(store);
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(outcomes(&reopened), [Outcome::Failed, Outcome::Passed]);
+    }
+
+    #[test]
+    fn every_list_reads_its_page_from_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let db = store.db();
+        for (sql, index) in [
+            (PLANS, "plans_by_created"),
+            (PLANS_PAGE, "plans_by_created"),
+            (RECENT_PLANS, "plans_by_updated"),
+            (RUNS_PAGE, "runs_by_start"),
+            (RUNS_PAGE_OF_PLAN, "runs_by_plan"),
+            (DURATIONS, "runs_by_plan"),
+        ] {
+            let mut stmt = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let nulls = rusqlite::params_from_iter(vec![rusqlite::types::Null; stmt.parameter_count()]);
+            let steps: Vec<String> =
+                stmt.query_map(nulls, |r| r.get(3)).unwrap().map(Result::unwrap).collect();
+            let plan = steps.join("; ");
+            assert!(plan.contains(&format!("INDEX {index}")), "{sql}: {plan}");
+            // Neither every stored body read, nor sorted.
+            for step in &steps {
+                let whole = (step.starts_with("SCAN runs") || step.starts_with("SCAN plans"))
+                    && !step.contains("INDEX");
+                assert!(!whole && !step.contains("FOR ORDER BY"), "{sql}: {plan}");
+            }
+        }
     }
 
     #[test]

@@ -548,6 +548,13 @@ impl Client {
         self.get("listing plans", routes::PLANS).await
     }
 
+    /// A page of the plans, oldest first: at most `limit` from `offset`
+    /// (fewer when their bodies reach the server's page budget; none past
+    /// the last).
+    pub async fn plans_page(&self, limit: u32, offset: u32) -> Result<Vec<StoredPlan>> {
+        self.get("listing plans", &format!("{}?limit={limit}&offset={offset}", routes::PLANS)).await
+    }
+
     pub async fn plan(&self, id: &str) -> Result<StoredPlan> {
         self.get(&format!("reading plan {id}"), &routes::plan(id)).await
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ensemble_protocol::Plan;
 use ensemble_protocol::api::{RunRequest, RunState};
-use ensemble_tests::{Proc, Server, runner_metrics, start_runner_with, start_server};
+use ensemble_tests::{Proc, Server, ensemble_async, runner_metrics, start_runner_with, start_server};
 use serde_json::json;
 
 const TOKEN: &str = "precompile-token";
@@ -113,4 +113,60 @@ async fn a_saved_plans_suites_are_compiled_on_its_machines_before_it_runs() {
     for (runner, name) in [(&other, "box-b"), (&late_b, "late-b"), (&refuses, "refuses-a")] {
         assert!(artifact(dir.path(), name, &hello).is_none(), "{name} compiled the suite:\n{}", runner.log());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_saved_from_the_command_line_is_compiled_before_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let metrics = ["--metrics-listen", "127.0.0.1:0"];
+    let a = start_runner_with(dir.path(), &server, "cli-a", &["tier=a"], None, &metrics);
+    server.wait_online(1).await;
+    let plan = dir.path().join("plan.toml");
+    let toml = format!(
+        "name = \"from-cli\"\n[[profiles]]\nname = \"a\"\nlabels = {{ tier = \"a\" }}\n\
+         [[entries]]\nsuite = {:?}\nprofile = \"a\"\n",
+        ensemble_artifacts::HELLO_COMMAND
+    );
+    std::fs::write(&plan, toml).unwrap();
+    let token = dir.path().join("api-token");
+    std::fs::write(&token, &server.token).unwrap();
+    let (plan, token) = (plan.to_str().unwrap(), token.to_str().unwrap());
+    let cache = dir.path().join("cli-cache");
+    let args = ["plan", "save", plan, "--server", &server.url, "--token-file", token];
+    let save = || ensemble_async(&args, &cache);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+
+    // Saved: the suite uploaded, the plan stored naming it by sha256, and
+    // the machine the plan picks compiles it.
+    let out = save().await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Saved plan \"from-cli\"") && text(&out.stdout).contains("a new plan")
+    );
+    let client = server.client();
+    let plans = client.plans().await.unwrap();
+    assert_eq!(plans.len(), 1, "{plans:#?}");
+    let hello = plans[0].plan.entries[0].suite.strip_prefix("sha256:").expect("named by sha256").to_string();
+    assert_eq!(client.suite(&hello).await.unwrap().name, "hello-command");
+    precompiled(&a, 1.0).await;
+    assert!(artifact(dir.path(), "cli-a", &hello).is_some());
+
+    // Saved again: the same plan replaced, not a second one.
+    let out = save().await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("replacing the plan of that name"), "{}", text(&out.stdout));
+    let again = client.plans().await.unwrap();
+    assert_eq!((again.len(), &again[0].id), (1, &plans[0].id));
+
+    // Two plans of that name on the server: which one is meant is the user's to say.
+    let other = client.create_plan(&plans[0].plan).await.unwrap();
+    let out = save().await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(said.contains("2 plans") && said.contains(&plans[0].id) && said.contains(&other.id), "{said}");
+    // Without a server there is nowhere to save it.
+    let out = ensemble_async(&["plan", "save", plan], &cache).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--server"), "{}", text(&out.stderr));
 }

@@ -58,6 +58,7 @@ pub(super) async fn dispatch(command: Command) -> Result<i32, Failure> {
         Command::Serve(args) => serve(*args).await,
         Command::Demo(args) => crate::demo::demo(args.listen, args.data_dir).await.map_err(internal),
         Command::Plan(PlanCommand::Check { file, no_suites, cache }) => check(&file, no_suites, &cache).await,
+        Command::Plan(PlanCommand::Save { file, remote }) => save(&file, &remote).await,
         Command::Suite(SuiteCommand::Inspect { file, cache }) => inspect(&file, &cache).await,
         Command::Report(args) => report(args).await,
         Command::Durations(args) => durations(args).await,
@@ -158,7 +159,7 @@ pub(super) struct ReportArgs {
 
 /// Where a coordinator is, and how to talk to it.
 #[derive(Args, Debug)]
-struct ServerArgs {
+pub(super) struct ServerArgs {
     /// The coordinator (`ensemble serve`) to talk to: http(s)://HOST:PORT.
     #[arg(long, value_name = "URL")]
     server: Option<String>,
@@ -431,6 +432,15 @@ pub(super) enum PlanCommand {
         #[command(flatten)]
         cache: CacheArgs,
     },
+    /// Save a plan on the server (`--server`), its suites uploaded: the
+    /// server's plan of the same name is replaced, or a new one made. The
+    /// machines that could run it compile its suites now, so that its runs
+    /// (`ensemble run PLAN --server URL`, the app) start on compiled code.
+    Save {
+        file: PathBuf,
+        #[command(flatten)]
+        remote: ServerArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -543,6 +553,57 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
         sandbox.optimized().await;
     }
     Ok(result.verdict.exit_code())
+}
+
+async fn save(path: &Path, remote: &ServerArgs) -> Result<i32, Failure> {
+    let Some(client) = remote.client()? else {
+        return Err(bad(anyhow::anyhow!("plan save needs --server URL: the server keeps the plans")));
+    };
+    // A mistyped address or a wrong token is refused before suites are built.
+    client.machines().await.map_err(client_failure)?;
+    let file = prepare::resolve(path).await.map_err(prepared)?;
+    let plan = file.upload(&client).await.map_err(prepared)?;
+    let same: Vec<String> = plans_named(&client, &plan.name).await?.into_iter().map(|p| p.id).collect();
+    let (saved, how) = match same.as_slice() {
+        [] => (client.create_plan(&plan).await, "a new plan"),
+        [id] => (client.update_plan(id, &plan).await, "replacing the plan of that name"),
+        ids => {
+            return Err(bad(anyhow::anyhow!(
+                "{}: {} plans on the server are named {:?} (ids {}): delete or rename all but one, or rename this one",
+                path.display(),
+                ids.len(),
+                plan.name,
+                ids.join(", ")
+            )));
+        }
+    };
+    let saved = saved.map_err(|e| {
+        if e.is_bad_input() { bad(anyhow::anyhow!("{}: {e}", path.display())) } else { client_failure(e) }
+    })?;
+    println!(
+        "Saved plan {:?} as {} ({how}): the machines that could run it compile its suites now.",
+        saved.plan.name, saved.id
+    );
+    Ok(exit::SUCCESS)
+}
+
+/// The server's plans named `name`, read page by page.
+async fn plans_named(
+    client: &Client,
+    name: &str,
+) -> Result<Vec<ensemble_protocol::api::StoredPlan>, Failure> {
+    // Plans kept on a server: 10,000; a page holds one at least.
+    const PAGES: usize = 10_001;
+    let (mut found, mut offset) = (Vec::new(), 0u32);
+    for _ in 0..PAGES {
+        let page = client.plans_page(1000, offset).await.map_err(client_failure)?;
+        if page.is_empty() {
+            return Ok(found);
+        }
+        offset = offset.saturating_add(u32::try_from(page.len()).unwrap_or(u32::MAX));
+        found.extend(page.into_iter().filter(|p| p.plan.name == name));
+    }
+    Err(internal(anyhow::anyhow!("the server's list of plans did not end after {PAGES} pages")))
 }
 
 async fn check(path: &Path, no_suites: bool, cache: &CacheArgs) -> Result<i32, Failure> {

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use ensemble_protocol::api::{
     ApiError, CancelRequest, Delivery, ErrorKind, Health, HistoryQuery, MachineDisconnected, MachineDraining,
-    MachineForgotten, MachineStatus, MachineUndrained, PlanDeleted, RerunPreview, RunCancelling, RunCreated,
-    RunMeta, RunRequest, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, routes,
+    MachineForgotten, MachineStatus, MachineUndrained, PlanDeleted, PlansQuery, RerunPreview, RunCancelling,
+    RunCreated, RunMeta, RunRequest, StoredPlan, SuiteMeta, SuiteSummary, TestHistory, routes,
 };
 use ensemble_protocol::{Event, EventKind, Plan};
 use futures::StreamExt;
@@ -548,11 +548,11 @@ impl Client {
         self.get("listing plans", routes::PLANS).await
     }
 
-    /// A page of the plans, oldest first: at most `limit` from `offset`
-    /// (fewer when their bodies reach the server's page budget; none past
-    /// the last).
-    pub async fn plans_page(&self, limit: u32, offset: u32) -> Result<Vec<StoredPlan>> {
-        self.get("listing plans", &format!("{}?limit={limit}&offset={offset}", routes::PLANS)).await
+    /// A page of the plans, oldest first, as `query` asks: all, or those of
+    /// one name (fewer than its limit when their bodies reach the server's
+    /// page budget; none past the last).
+    pub async fn plans_page(&self, query: &PlansQuery) -> Result<Vec<StoredPlan>> {
+        self.get("listing plans", &query.url()).await
     }
 
     pub async fn plan(&self, id: &str) -> Result<StoredPlan> {

@@ -843,6 +843,39 @@ impl RunsQuery {
     }
 }
 
+/// `GET /api/plans` query: a page of the plans, oldest first, of one name
+/// or of all.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+pub struct PlansQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u32>,
+    /// Only the plans of this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl PlansQuery {
+    /// `(limit, offset)` as [`ListQuery::page`] has them.
+    pub fn page(&self) -> (u32, u32) {
+        ListQuery { limit: self.limit, offset: self.offset }.page()
+    }
+
+    /// `GET /api/plans` with this query.
+    pub fn url(&self) -> String {
+        with_query(
+            routes::PLANS,
+            &[
+                ("limit", self.limit.map(|n| n.to_string())),
+                ("offset", self.offset.map(|n| n.to_string())),
+                ("name", self.name.clone()),
+            ],
+        )
+    }
+}
+
 /// `POST /api/suites` query: the suite's display name (default: the start of
 /// its sha256).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

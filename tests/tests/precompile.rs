@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ensemble_protocol::Plan;
-use ensemble_protocol::api::{RunRequest, RunState};
+use ensemble_protocol::api::{PlansQuery, RunRequest, RunState};
 use ensemble_tests::{Proc, Server, ensemble_async, runner_metrics, start_runner_with, start_server};
 use serde_json::json;
 
@@ -159,8 +159,17 @@ async fn a_plan_saved_from_the_command_line_is_compiled_before_it_runs() {
     let again = client.plans().await.unwrap();
     assert_eq!((again.len(), &again[0].id), (1, &plans[0].id));
 
-    // Two plans of that name on the server: which one is meant is the user's to say.
+    // Two plans of that name on the server (and one of another): the server
+    // lists those of the name, and which one is meant is the user's to say.
     let other = client.create_plan(&plans[0].plan).await.unwrap();
+    let renamed = Plan { name: "another".into(), ..plans[0].plan.clone() };
+    client.create_plan(&renamed).await.unwrap();
+    let query = PlansQuery { name: Some("from-cli".into()), ..Default::default() };
+    let mut named: Vec<String> = client.plans_page(&query).await.unwrap().into_iter().map(|p| p.id).collect();
+    let mut both = [plans[0].id.clone(), other.id.clone()];
+    named.sort();
+    both.sort();
+    assert_eq!(named, both);
     let out = save().await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let said = text(&out.stderr);

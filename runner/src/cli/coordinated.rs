@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use ensemble_client::Client;
 use ensemble_protocol::Verdict;
-use ensemble_protocol::api::{RunRequest, RunState};
+use ensemble_protocol::api::{PlansQuery, RunRequest, RunState};
 use ensemble_protocol::exit;
 use ensemble_protocol::filter::Filter;
 use ensemble_protocol::grant::{HostPattern, NetGrant};
@@ -587,7 +587,7 @@ async fn save(path: &Path, remote: &ServerArgs) -> Result<i32, Failure> {
     Ok(exit::SUCCESS)
 }
 
-/// The server's plans named `name`, read page by page.
+/// The server's plans named `name` (`GET /api/plans?name=`), page by page.
 async fn plans_named(
     client: &Client,
     name: &str,
@@ -596,11 +596,13 @@ async fn plans_named(
     const PAGES: usize = 10_001;
     let (mut found, mut offset) = (Vec::new(), 0u32);
     for _ in 0..PAGES {
-        let page = client.plans_page(1000, offset).await.map_err(client_failure)?;
+        let query = PlansQuery { limit: Some(1000), offset: Some(offset), name: Some(name.to_string()) };
+        let page = client.plans_page(&query).await.map_err(client_failure)?;
         if page.is_empty() {
             return Ok(found);
         }
         offset = offset.saturating_add(u32::try_from(page.len()).unwrap_or(u32::MAX));
+        // The server filters by name; an older one that does not sends them all.
         found.extend(page.into_iter().filter(|p| p.plan.name == name));
     }
     Err(internal(anyhow::anyhow!("the server's list of plans did not end after {PAGES} pages")))

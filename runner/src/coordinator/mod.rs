@@ -146,9 +146,9 @@ use std::time::Duration;
 
 use ensemble_protocol::api::{
     ApiError, Delivery, ErrorKind, HistoryQuery, ListQuery, MachineDisconnected, MachineDraining,
-    MachineForgotten, MachineState, MachineStatus, MachineUndrained, PlanDeleted, Readiness, RerunPreview,
-    RunCancelling, RunCreated, RunMeta, RunRequest, RunState, RunsQuery, StoredPlan, SuiteMeta, SuiteSummary,
-    TestHistory, suite_sha,
+    MachineForgotten, MachineState, MachineStatus, MachineUndrained, PlanDeleted, PlansQuery, Readiness,
+    RerunPreview, RunCancelling, RunCreated, RunMeta, RunRequest, RunState, RunsQuery, StoredPlan, SuiteMeta,
+    SuiteSummary, TestHistory, suite_sha,
 };
 use ensemble_protocol::wire::{FromMachine, MAX_PRECOMPILE, MachineInfo, SyncFailure, SyncReply, ToMachine};
 use ensemble_protocol::{CancelReason, EventKind, Plan, Schedule};
@@ -819,9 +819,13 @@ impl Coordinator {
     // ---- plans ----
 
     /// A page of the plans (see [`ListQuery`]).
-    pub async fn plans(&self, query: ListQuery) -> Result<Vec<StoredPlan>, ApiError> {
+    pub async fn plans(&self, query: PlansQuery) -> Result<Vec<StoredPlan>, ApiError> {
         let (limit, offset) = query.page();
-        let plans = self.store.call(move |s| s.plans_page(limit, offset)).await.map_err(internal)?;
+        let plans = self
+            .store
+            .call(move |s| s.plans_page(limit, offset, query.name.as_deref()))
+            .await
+            .map_err(internal)?;
         self.with_schedules(plans).await
     }
 

@@ -18,8 +18,8 @@ use ensemble_protocol::Plan;
 use ensemble_protocol::api::{
     ApiError, CancelRequest, Delivery, EventsQuery, Health, HistoryQuery, ListQuery, MachineDisconnected,
     MachineDraining, MachineForgotten, MachineStatus, MachineUndrained, MachinesQuery, PlanDeleted,
-    Readiness, RerunPreview, RunCancelling, RunCreated, RunMeta, RunRequest, RunsQuery, StoredPlan,
-    SuiteMeta, SuiteSummary, TestHistory, Ticket, UploadQuery,
+    PlansQuery, Readiness, RerunPreview, RunCancelling, RunCreated, RunMeta, RunRequest, RunsQuery,
+    StoredPlan, SuiteMeta, SuiteSummary, TestHistory, Ticket, UploadQuery,
 };
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -232,8 +232,8 @@ fn suite_bytes() {}
     responses((status = 200, description = "Stored"), (status = 404, description = "Not stored")))]
 fn suite_head() {}
 
-/// The stored plans, oldest first.
-#[utoipa::path(get, path = "/api/plans", tag = "plans", params(ListQuery),
+/// The stored plans, oldest first: all, or those of one name.
+#[utoipa::path(get, path = "/api/plans", tag = "plans", params(PlansQuery),
     responses((status = 200, body = Vec<StoredPlan>), (status = "4XX", body = ApiError)))]
 fn plans() {}
 

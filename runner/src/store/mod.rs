@@ -170,6 +170,7 @@ CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_us DESC, id);
 CREATE INDEX IF NOT EXISTS runs_by_plan ON runs (json_extract(body, '$.plan.name'), started_us DESC, id);
 CREATE INDEX IF NOT EXISTS plans_by_created ON plans (json_extract(body, '$.created_us'), id);
 CREATE INDEX IF NOT EXISTS plans_by_updated ON plans (json_extract(body, '$.updated_us') DESC, id);
+CREATE INDEX IF NOT EXISTS plans_by_name ON plans (json_extract(body, '$.plan.name'), json_extract(body, '$.created_us'), id);
 CREATE TABLE IF NOT EXISTS probes (name TEXT PRIMARY KEY, at_us INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (run TEXT NOT NULL, n INTEGER NOT NULL, body TEXT NOT NULL,
                                        PRIMARY KEY (run, n));
@@ -196,6 +197,8 @@ WHERE json_extract(e.body, '$.type') = 'test-finished'";
 const PLANS: &str = "SELECT body FROM plans ORDER BY json_extract(body, '$.created_us'), id";
 const PLANS_PAGE: &str =
     "SELECT body FROM plans ORDER BY json_extract(body, '$.created_us'), id LIMIT ?1 OFFSET ?2";
+const PLANS_PAGE_NAMED: &str = "SELECT body FROM plans WHERE json_extract(body, '$.plan.name') = ?3 \
+                                ORDER BY json_extract(body, '$.created_us'), id LIMIT ?1 OFFSET ?2";
 const RECENT_PLANS: &str =
     "SELECT body FROM plans ORDER BY json_extract(body, '$.updated_us') DESC, id LIMIT ?1";
 const RUNS_PAGE: &str = "SELECT body FROM runs ORDER BY started_us DESC, id LIMIT ?1 OFFSET ?2";
@@ -804,9 +807,12 @@ impl Store {
         self.all(PLANS, [])
     }
 
-    /// At most `limit` plans from `offset`, oldest first.
-    pub fn plans_page(&self, limit: u32, offset: u32) -> anyhow::Result<Vec<StoredPlan>> {
-        self.page(PLANS_PAGE, params![limit, offset])
+    /// At most `limit` plans from `offset`, oldest first: named `name`, or all.
+    pub fn plans_page(&self, limit: u32, offset: u32, name: Option<&str>) -> anyhow::Result<Vec<StoredPlan>> {
+        match name {
+            None => self.page(PLANS_PAGE, params![limit, offset]),
+            Some(name) => self.page(PLANS_PAGE_NAMED, params![limit, offset, name]),
+        }
     }
 
     /// The `limit` plans saved last, newest first.
@@ -1177,6 +1183,7 @@ mod tests {
         for (sql, index) in [
             (PLANS, "plans_by_created"),
             (PLANS_PAGE, "plans_by_created"),
+            (PLANS_PAGE_NAMED, "plans_by_name"),
             (RECENT_PLANS, "plans_by_updated"),
             (RUNS_PAGE, "runs_by_start"),
             (RUNS_PAGE_OF_PLAN, "runs_by_plan"),
@@ -1370,7 +1377,7 @@ mod tests {
         let name = plan().name;
         assert_eq!(s.runs_page(10, 0, Some(&name)).unwrap().len(), 2);
         assert!(s.runs_page(10, 0, Some("another plan")).unwrap().is_empty());
-        assert_eq!(s.plans_page(1, 0).unwrap()[0].id, "p1");
+        assert_eq!(s.plans_page(1, 0, None).unwrap()[0].id, "p1");
         assert!(s.delete_plan("p1").unwrap());
         assert!(!s.delete_plan("p1").unwrap());
     }
@@ -1393,10 +1400,27 @@ mod tests {
         }
         assert_eq!(s.plan_count().unwrap(), 4);
         // 16 MiB a page: the third plan crosses it and ends the page.
-        let first: Vec<String> = s.plans_page(1000, 0).unwrap().into_iter().map(|p| p.id).collect();
+        let first: Vec<String> = s.plans_page(1000, 0, None).unwrap().into_iter().map(|p| p.id).collect();
         assert_eq!(first, ["big-0", "big-1", "big-2"]);
-        assert_eq!(s.plans_page(1000, 3).unwrap().len(), 1, "the next page starts past them");
+        assert_eq!(s.plans_page(1000, 3, None).unwrap().len(), 1, "the next page starts past them");
         assert_eq!(s.plans().unwrap().len(), 4, "the scheduler reads them all");
+    }
+
+    #[test]
+    fn a_page_of_plans_of_one_name_holds_those_only_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for (id, name, created_us) in [("a2", "a", 30), ("b1", "b", 10), ("a1", "a", 20), ("a3", "a", 40)] {
+            let mut plan = plan();
+            plan.name = name.to_string();
+            s.put_plan(&StoredPlan { id: id.into(), plan, created_us, updated_us: 0, schedules: Vec::new() })
+                .unwrap();
+        }
+        let ids = |page: Vec<StoredPlan>| page.into_iter().map(|p| p.id).collect::<Vec<_>>();
+        assert_eq!(ids(s.plans_page(1000, 0, Some("a")).unwrap()), ["a1", "a2", "a3"]);
+        assert_eq!(ids(s.plans_page(1, 1, Some("a")).unwrap()), ["a2"]);
+        assert_eq!(ids(s.plans_page(1000, 0, Some("b")).unwrap()), ["b1"]);
+        assert!(s.plans_page(1000, 0, Some("c")).unwrap().is_empty());
     }
 
     #[test]

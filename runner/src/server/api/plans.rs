@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ensemble_protocol::Plan;
 use ensemble_protocol::api::ApiError;
-use ensemble_protocol::api::ListQuery;
+use ensemble_protocol::api::PlansQuery;
 use warp::filters::BoxedFilter;
 use warp::http::header::CONTENT_TYPE;
 use warp::{Filter, Rejection, Reply};
@@ -24,8 +24,8 @@ fn parse_json(body: &Bytes) -> Result<Plan, Rejection> {
 }
 
 pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> {
-    let list = at(Method::GET, "/api/plans").and(authorized(core)).and(warp::query::<ListQuery>()).and_then(
-        |core: Arc<Coordinator>, query: ListQuery| async move {
+    let list = at(Method::GET, "/api/plans").and(authorized(core)).and(warp::query::<PlansQuery>()).and_then(
+        |core: Arc<Coordinator>, query: PlansQuery| async move {
             core.plans(query).await.map(|p| json(&p)).map_err(fail)
         },
     );

@@ -438,7 +438,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::default();
         let cache = ArtifactCache::new(dir.path(), &engine, DEFAULT_MAX_SIZE);
-        let component = Component::new(&engine, "(component)").unwrap();
+        let component = Component::new(&engine, wat::parse_str("(component)").unwrap()).unwrap();
         let a = "a".repeat(64);
         assert!(cache.load(&engine, &a).is_none(), "nothing stored yet");
         cache.store(&a, &component);

@@ -184,6 +184,12 @@ const MAX_RUNNING_TESTS: usize = 4096;
 /// The most sync calls whose answers a run keeps for resending (each until
 /// its shard is done); a call past it is answered with an error.
 const MAX_KEPT_CALLS: usize = 1_000_000;
+/// The most sync calls of one shard that wait at once (barriers, topic
+/// reads). A suite's instance makes one call at a time, and a shard runs
+/// at most as many instances at once as a plan's test threads may be
+/// (1,024): a machine that has more waiting is not an honest runner, and
+/// each wait holds a task and its names on the coordinator.
+pub const MAX_WAITING_CALLS: usize = 1024;
 
 /// The most bytes of text (output, messages, log lines, attachments) one
 /// run's events may make the coordinator keep: past it, the run is
@@ -204,6 +210,14 @@ fn weight(event: &EventKind) -> u64 {
         EventKind::ShardStarted { tests, .. } => tests.iter().map(String::len).sum(),
         EventKind::TestStarted { test, .. } => test.len(),
         EventKind::ShardFinished { error, .. } => error.as_ref().map_or(0, String::len),
+        EventKind::Sync { op, .. } => match op {
+            SyncOp::Signal { state, .. }
+            | SyncOp::BarrierReleased { state, .. }
+            | SyncOp::BarrierWaiting { state, .. } => state.len(),
+            SyncOp::BarrierFailed { state, reason, .. } => state.len() + reason.len(),
+            SyncOp::TopicWaiting { topic, .. } => topic.len(),
+            SyncOp::Publish { topic, payload, .. } => topic.len() + payload.len(),
+        },
         _ => 0,
     };
     256u64.saturating_add(text as u64)
@@ -348,6 +362,8 @@ pub struct Dispatcher {
     /// The signal each signal-and-wait took (by shard and call id), taken
     /// and recorded at once: a call resent while it waits only waits again.
     signalled: HashMap<(u32, u64), u64>,
+    /// How many sync calls of each shard wait ([`MAX_WAITING_CALLS`]).
+    waiting: HashMap<u32, usize>,
     done: HashSet<u32>,
     /// Of those, the shards that ended lost, with why: a machine that comes
     /// back holding one is told to stop it ([`ToMachine::Lost`]).
@@ -490,6 +506,7 @@ impl Dispatcher {
             attached: Attached::new(plan.settings.attachment_limit.0),
             sync_calls: HashMap::new(),
             signalled: HashMap::new(),
+            waiting: HashMap::new(),
             done: HashSet::new(),
             lost: HashMap::new(),
             cancelled: None,
@@ -1131,11 +1148,7 @@ impl Dispatcher {
         // The machine's clock, corrected onto the coordinator's timeline.
         self.stream.push(event, at_us.saturating_sub(offset), Some(at_us));
         if over {
-            let limit = format!(
-                "its events hold more than {} of output, messages, logs and attachments, the most one run may keep",
-                ensemble_protocol::units::ByteSize(self.max_spent)
-            );
-            self.handle_cancel(CancelReason::OverLimit { limit });
+            self.over_spent();
         }
         if let Some((service, state)) = service {
             self.service_event(&sref, &service, &state);
@@ -1186,6 +1199,19 @@ impl Dispatcher {
             self.send_durable(m, ToMachine::SyncReply { id, reply });
             return;
         }
+        let waits =
+            matches!(call, SyncCall::Barrier { .. } | SyncCall::SignalAndWait { .. } | SyncCall::Next { .. });
+        if waits && self.waiting.get(&shard).is_some_and(|&n| n >= MAX_WAITING_CALLS) {
+            let reply = SyncReply::Error {
+                kind: SyncFailure::Invalid,
+                message: format!(
+                    "shard {shard} has {MAX_WAITING_CALLS} sync calls waiting, the most one shard may have at \
+                     once (a running test makes one at a time)"
+                ),
+            };
+            self.send_durable(m, ToMachine::SyncReply { id, reply });
+            return;
+        }
         // Signals and publishes happen here, one at a time, and are recorded
         // as they happen (a restart rebuilds the counts from that record);
         // only waits run apart.
@@ -1218,6 +1244,7 @@ impl Dispatcher {
             wait => (wait, None),
         };
         self.sync_calls.insert(key, None);
+        *self.waiting.entry(shard).or_default() += 1;
         // What it waits on, for people watching, unless it need not wait.
         let waiting = match &wait {
             (SyncCall::Barrier { state, target, .. }, _) => {
@@ -1234,7 +1261,7 @@ impl Dispatcher {
         };
         if let (Some(op), Some(&index)) = (waiting, self.by_no.get(&shard)) {
             let sref = self.shards[index].shard.clone();
-            self.stream.emit(EventKind::Sync { shard: sref, op, call: Some(id) });
+            self.emit_sync(sref, op, id);
         }
         let (sync, ops) = (self.sync.clone(), self.ops_tx.clone());
         let read = match &wait {
@@ -1267,7 +1294,7 @@ impl Dispatcher {
         if let Some(&index) = self.by_no.get(&shard) {
             let sref = self.shards[index].shard.clone();
             let op = SyncOp::Signal { state: state.to_string(), value };
-            self.stream.emit(EventKind::Sync { shard: sref, op, call: Some(id) });
+            self.emit_sync(sref, op, id);
         }
         Ok(value)
     }
@@ -1298,6 +1325,11 @@ impl Dispatcher {
             Some((topic, index)) => Kept::Message { topic, index },
             None => Kept::Reply(d.reply.clone()),
         };
+        if matches!(self.sync_calls.get(&(d.shard, d.id)), Some(None))
+            && let Some(n) = self.waiting.get_mut(&d.shard)
+        {
+            *n = n.saturating_sub(1);
+        }
         if !self.done.contains(&d.shard) {
             self.sync_calls.insert((d.shard, d.id), Some(kept));
         }
@@ -1314,7 +1346,7 @@ impl Dispatcher {
         }
         if let Some(op) = d.op {
             let shard = self.shards[index].shard.clone();
-            self.stream.emit(EventKind::Sync { shard, op, call: Some(d.id) });
+            self.emit_sync(shard, op, d.id);
         }
         if let Some(answer) = answer {
             self.send_durable(machine, answer);
@@ -1344,6 +1376,34 @@ impl Dispatcher {
     fn forget_sync(&mut self, shard: u32) {
         self.sync_calls.retain(|(s, _), _| *s != shard);
         self.signalled.retain(|(s, _), _| *s != shard);
+        self.waiting.remove(&shard);
+    }
+
+    /// Puts sync operation `op` of call `call` on the timeline, counted
+    /// against the bytes one run's events may keep like a machine's events:
+    /// signals, names and messages are the suites' own text. Past that
+    /// bound the run is cancelled, and later operations are answered but
+    /// no longer shown (nor stored).
+    fn emit_sync(&mut self, shard: ShardRef, op: SyncOp, call: u64) {
+        if self.spent > self.max_spent {
+            return;
+        }
+        let kind = EventKind::Sync { shard, op, call: Some(call) };
+        self.spent = self.spent.saturating_add(weight(&kind));
+        self.stream.emit(kind);
+        if self.spent > self.max_spent {
+            self.over_spent();
+        }
+    }
+
+    /// The run's events went over the bytes one run may keep: it is
+    /// cancelled, saying so.
+    fn over_spent(&mut self) {
+        let limit = format!(
+            "its events hold more than {} of output, messages, logs, attachments and sync operations, the most one run may keep",
+            ensemble_protocol::units::ByteSize(self.max_spent)
+        );
+        self.handle_cancel(CancelReason::OverLimit { limit });
     }
 
     /// Machine `m` is gone: what it had not finished is lost.

@@ -190,7 +190,7 @@ impl SyncService {
                 if let Some(why) = sync_name_problem("topic", &topic) {
                     return (Self::err(SyncFailure::Invalid, why), None);
                 }
-                let what = format!("message {} of topic {topic:?}", index.saturating_add(1));
+                let what = format!("message {} of topic {}", index.saturating_add(1), shown(&topic));
                 let on = (On::Topic(topic.clone()), index.saturating_add(1));
                 let got = self
                     .wait(timeout_ms, &what, on, |st| {
@@ -276,7 +276,7 @@ impl SyncService {
         if let Some(why) = sync_name_problem("state", &state) {
             return (Self::err(SyncFailure::Invalid, why), None);
         }
-        let what = format!("barrier {state:?} to reach {target}");
+        let what = format!("barrier {} to reach {target}", shown(&state));
         let res = self
             .wait(timeout_ms, &what, (On::State(state.clone()), target), |st| {
                 (st.counters.get(&state).copied().unwrap_or(0) >= target).then_some(())
@@ -343,6 +343,14 @@ impl SyncService {
             }
         }
     }
+}
+
+/// A sync name as an answer shows it: quoted, its first 64 characters. A
+/// name may be 1 KiB of characters that quoting makes six times as long,
+/// and the answers of waits are kept until their shards are done.
+fn shown(name: &str) -> String {
+    let head: String = name.chars().take(64).collect();
+    if head.len() < name.len() { format!("{head:?}…") } else { format!("{head:?}") }
 }
 
 #[cfg(test)]
@@ -477,6 +485,20 @@ mod tests {
         let SyncReply::Error { kind, message } = reply else { panic!("{reply:?}") };
         assert_eq!(kind, SyncFailure::Timeout);
         assert!(message.contains("barrier \"never\" to reach 1: timed out"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_shows_a_long_name_by_its_start() {
+        // 1 KiB of control characters: quoted whole, six times as long.
+        let name = "\u{1}".repeat(MAX_NAME);
+        let s = SyncService::new();
+        let (reply, _) = s.handle(barrier(&name, 1, 1)).await;
+        let SyncReply::Error { message, .. } = reply else { panic!("{reply:?}") };
+        assert!(
+            message.starts_with(&format!("barrier \"{}\"… to reach 1: timed out", "\\u{1}".repeat(64))),
+            "{message}"
+        );
+        assert!(message.len() < 600, "{} bytes", message.len());
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use ensemble_protocol::verdict::{CancelReason, Verdict};
 use ensemble_protocol::wire::{FromMachine, SyncCall, SyncReply, ToMachine};
 use tokio::sync::{mpsc, watch};
 
-use super::{Dispatcher, Inbound, MachineLink, RunResult, SuiteRef};
+use super::{Dispatcher, Inbound, MAX_WAITING_CALLS, MachineLink, RunResult, SuiteRef};
 use crate::coordinator::matching;
 use crate::report::Reporter;
 
@@ -737,6 +737,77 @@ async fn a_run_whose_events_weigh_too_much_is_cancelled_failed_saying_which_limi
     let kinds = h.kinds();
     let Some(EventKind::Log { message, .. }) = kinds.last() else { panic!("{:?}", kinds.last()) };
     assert!(message.starts_with("(left out: the run went over"), "{message}");
+}
+
+#[tokio::test]
+async fn sync_operations_count_against_the_bytes_a_run_may_keep() {
+    let mut h = Harness::new("");
+    h.d.max_spent = 10_000;
+    h.sent(0);
+    let publish = |h: &mut Harness, id| {
+        h.sync(0, 1, id, SyncCall::Publish { topic: "t".into(), payload: "x".repeat(3_000) });
+    };
+    for id in 1..=5 {
+        publish(&mut h, id);
+    }
+    let sent = h.sent(0);
+    let cancels: Vec<&CancelReason> = sent
+        .iter()
+        .filter_map(|m| match m {
+            ToMachine::Cancel { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancels.len(), 1, "{sent:?}");
+    let CancelReason::OverLimit { limit } = cancels[0] else { panic!("{cancels:?}") };
+    assert!(limit.contains("sync operations"), "{limit}");
+    // Later operations are answered, and no longer shown or kept.
+    let shown = |h: &Harness| h.kinds().iter().filter(|k| matches!(k, EventKind::Sync { .. })).count();
+    let before = shown(&h);
+    assert_eq!(before, 4, "shown until the bound was crossed");
+    publish(&mut h, 6);
+    h.sync(0, 1, 7, SyncCall::Signal { state: "s".into() });
+    assert_eq!(h.replies(0).len(), 2);
+    assert_eq!(shown(&h), before);
+}
+
+#[tokio::test]
+async fn a_shard_has_no_more_sync_calls_waiting_than_it_may_run_tests() {
+    let mut h = Harness::new("");
+    h.sent(0);
+    let wait = || SyncCall::Barrier { state: "all".into(), target: 2, timeout_ms: 600_000 };
+    let max = MAX_WAITING_CALLS as u64;
+    for id in 1..=max {
+        h.sync(0, 1, id, wait());
+    }
+    assert!(h.replies(0).is_empty(), "{max} waits wait");
+    // One more wait is refused at once, naming the bound; a signal is not
+    // a wait, and a call resent is not a new one.
+    h.sync(0, 1, max + 1, wait());
+    h.sync(0, 1, max + 2, SyncCall::Signal { state: "other".into() });
+    h.sync(0, 1, 1, wait());
+    let replies = h.replies(0);
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    match &replies[0] {
+        (id, SyncReply::Error { message, .. }) if *id == max + 1 => {
+            assert!(message.contains("1024 sync calls waiting"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(replies[1], (max + 2, SyncReply::Value { value: 1 }));
+    assert_eq!(h.d.waiting[&1], MAX_WAITING_CALLS);
+    // Released, they make room again.
+    h.sync(1, 2, 1, SyncCall::Signal { state: "all".into() });
+    h.sync(1, 2, 2, SyncCall::Signal { state: "all".into() });
+    for _ in 0..max {
+        let done = h.d.ops_rx.recv().await.unwrap();
+        h.d.handle_sync_done(done);
+    }
+    assert_eq!(h.d.waiting[&1], 0);
+    assert_eq!(h.replies(0).len(), MAX_WAITING_CALLS);
+    h.sync(0, 1, max + 3, SyncCall::Barrier { state: "later".into(), target: 2, timeout_ms: 600_000 });
+    assert!(h.replies(0).is_empty());
+    assert_eq!(h.d.waiting[&1], 1);
 }
 
 #[tokio::test]

@@ -34,6 +34,9 @@ pub const MAX_PORTS: usize = 16;
 /// The most a service's output may put on the run's timeline, per instance
 /// (lines past it are counted, not kept).
 pub const MAX_SERVICE_OUTPUT: u64 = 8 << 20;
+/// What a line of output costs against [`MAX_SERVICE_OUTPUT`] besides its
+/// text: the event around it (an empty line is not free).
+pub const SERVICE_LINE_COST: u64 = 64;
 
 /// A program under test, started by the runners of its profile's machines.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

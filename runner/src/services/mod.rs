@@ -740,7 +740,7 @@ impl Output {
                 break;
             }
         }
-        let size = text.len() as u64;
+        let size = text.len() as u64 + ensemble_protocol::service::SERVICE_LINE_COST;
         if self.spent.saturating_add(size) > MAX_SERVICE_OUTPUT {
             if self.dropped == 0 {
                 emit(EventKind::Log {
@@ -1025,5 +1025,34 @@ mod tests {
         // plan is the operator's own.
         assert!(!env_allowed(&allow, "LD_PRELOAD") && !env_allowed(&allow, "DYLD_INSERT_LIBRARIES"));
         assert!(env_allowed(&allow, "MODE") && env_allowed(&AllowExec::open(), "LD_LIBRARY_PATH"));
+    }
+
+    #[test]
+    fn empty_lines_count_against_a_services_output_too() {
+        let spec: Service =
+            serde_json::from_value(serde_json::json!({ "name": "db", "profile": "p", "command": ["db"] }))
+                .unwrap();
+        let shard = ShardRef {
+            shard: 1,
+            machine: "m".into(),
+            role: "service:db".into(),
+            suite: "db".into(),
+            instance: 0,
+        };
+        let mut out = Output::new(&spec, &shard);
+        let events = std::sync::Mutex::new(Vec::new());
+        let emit = |e: EventKind| events.lock().unwrap().push(e);
+        let lines = MAX_SERVICE_OUTPUT / ensemble_protocol::service::SERVICE_LINE_COST;
+        for _ in 0..lines + 10 {
+            out.line(&emit, false, String::new());
+        }
+        let events = events.into_inner().unwrap();
+        assert_eq!(events.len() as u64, lines + 1, "the lines within the bound, then one note");
+        let Some(EventKind::Log { level, message, .. }) = events.last() else {
+            panic!("{:?}", events.last())
+        };
+        assert_eq!(level, "warn");
+        assert!(message.contains("later lines are not kept"), "{message}");
+        assert_eq!(out.dropped, 10);
     }
 }

@@ -939,6 +939,7 @@ async fn serve(args: ServeArgs) -> Result<i32, Failure> {
             offline_retention: args.forget_offline_after,
             restart_grace: args.restart_grace,
             max_suite_bytes: usize::try_from(args.max_suite_size.0).unwrap_or(usize::MAX),
+            suite_budget: args.retention.suite_budget.0,
             shutdown_grace: SHUTDOWN_GRACE,
             loopback_only: addr.ip().is_loopback(),
             metrics_token: args.metrics_token.clone(),

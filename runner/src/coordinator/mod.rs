@@ -57,6 +57,7 @@ pub(crate) fn test_config(name: &str) -> CoordinatorConfig {
         restart_grace: Duration::from_secs(10),
         offline_retention: Duration::from_secs(10),
         max_suite_bytes: 1 << 20,
+        suite_budget: 1 << 30,
         shutdown_grace: Duration::from_secs(1),
         loopback_only: true,
         metrics_token: None,
@@ -138,6 +139,46 @@ mod tests {
         assert!(core.save_plan(Some("plan-7".into()), plan).await.is_ok(), "an existing plan is saved again");
         core.shutdown().await;
     }
+
+    /// Uploads are held to the suite budget as they come, not an hour
+    /// later: suites nothing names go first, oldest first, and an upload
+    /// that still finds no room is refused, saying what to do.
+    #[tokio::test]
+    async fn an_upload_past_the_suite_budget_makes_room_or_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let basics = std::fs::read(ensemble_artifacts::BASICS).unwrap();
+        // Distinct suites: the same component with a custom section of its own.
+        let variant = |n: u8| [basics.as_slice(), &[0, 3, 1, b'x', n]].concat();
+        let size = basics.len() as u64 + 5;
+        let mut config = test_config("uploads");
+        config.suite_budget = 2 * size + size / 2;
+        let options = SandboxOptions { cache_dir: None, max_instances: 1, ..SandboxOptions::default() };
+        let core = Coordinator::new(store.clone(), Arc::new(Sandbox::new(options).unwrap()), config);
+        let (a, new) = core.add_suite(Some("a".into()), variant(1)).await.unwrap();
+        assert!(new);
+        core.add_suite(Some("b".into()), variant(2)).await.unwrap();
+        // Both are recent: nothing may go, and the third is refused.
+        let err = core.add_suite(Some("c".into()), variant(3)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::StoreUnavailable);
+        assert!(
+            err.message().contains("past its budget") && err.message().contains("--suite-budget"),
+            "{}",
+            err.message()
+        );
+        assert_eq!(store.suites().unwrap().len(), 2, "nothing of the refused upload is kept");
+        // A suite the server has is no new upload.
+        assert!(!core.add_suite(Some("a".into()), variant(1)).await.unwrap().1);
+        // Once the first is an hour old (and nothing names it), it makes room.
+        let old = SuiteMeta { uploaded_us: a.uploaded_us - 3_600_000_000, ..a.clone() };
+        store.put_suite(&old, &variant(1)).unwrap();
+        let (c, new) = core.add_suite(Some("c".into()), variant(3)).await.unwrap();
+        assert!(new);
+        let kept: Vec<String> = store.suites().unwrap().into_iter().map(|s| s.sha256).collect();
+        assert!(!kept.contains(&a.sha256) && kept.contains(&c.sha256) && kept.len() == 2, "{kept:?}");
+        assert!(store.suites_size().unwrap() <= 2 * size + size / 2);
+        core.shutdown().await;
+    }
 }
 
 use std::collections::HashMap;
@@ -180,6 +221,10 @@ pub struct CoordinatorConfig {
     /// How long an offline machine stays listed before it is forgotten.
     pub offline_retention: Duration,
     pub max_suite_bytes: usize,
+    /// The most bytes of suites the server keeps (`serve --suite-budget`):
+    /// an upload past it first removes suites nothing names, then is
+    /// refused.
+    pub suite_budget: u64,
     /// How long a shutdown waits for cancelled runs to wind down.
     pub shutdown_grace: Duration,
     /// The server listens on loopback only: it answers only to loopback names.
@@ -275,6 +320,8 @@ pub const MAX_ACTIVE_RUNS: usize = 1000;
 
 /// The coordinator's shared state.
 pub struct Coordinator {
+    /// Held from an upload's budget check to its suite stored.
+    storing_suite: tokio::sync::Mutex<()>,
     store: Store,
     sandbox: Arc<Sandbox>,
     pub config: CoordinatorConfig,
@@ -354,6 +401,7 @@ impl Coordinator {
             schedules_changed: Arc::default(),
             schedules_waiting: Mutex::default(),
             ready_probe: tokio::sync::Mutex::default(),
+            storing_suite: tokio::sync::Mutex::default(),
             ready_probes: std::sync::atomic::AtomicU64::new(0),
             tickets: crate::secret::Tickets::default(),
         });
@@ -811,6 +859,33 @@ impl Coordinator {
             ApiError::new(ErrorKind::InvalidSuite, format!("the upload {name:?} is not a usable suite: {e}"))
         })?;
         self.store_has_room().await?;
+        // One upload at a time from the budget check to the suite stored:
+        // two at once would both find room for one.
+        let _storing = self.storing_suite.lock().await;
+        let (size, budget) = (bytes.len() as u64, self.config.suite_budget);
+        let room = budget.saturating_sub(size);
+        let mut kept = self.store.call(|s| s.suites_size()).await.map_err(internal)?;
+        if kept > room {
+            // Suites no plan or run names go first, oldest first (the hourly
+            // sweep's rule, at once).
+            let swept = self.store.call(move |s| s.sweep_suites(i64::MIN, room)).await.map_err(internal)?;
+            kept = swept.kept_bytes;
+        }
+        if kept > room {
+            use ensemble_protocol::units::ByteSize;
+            return Err(ApiError::new(
+                ErrorKind::StoreUnavailable,
+                format!(
+                    "the server keeps {} of suites, and {name:?} ({}) would take them past its budget of {} \
+                     (`serve --suite-budget`); the suites that stored plans or kept runs name stay, and so do \
+                     those uploaded in the last {} minutes: delete plans or runs that name others, or raise the budget",
+                    ByteSize(kept),
+                    ByteSize(size),
+                    ByteSize(budget),
+                    crate::store::SWEEP_SPARES.as_secs() / 60,
+                ),
+            ));
+        }
         let stored = meta.clone();
         self.store.call(move |s| s.put_suite(&stored, &bytes)).await.map_err(internal)?;
         Ok((meta, true))

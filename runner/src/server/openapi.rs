@@ -206,6 +206,8 @@ fn suites() {}
         (status = 201, description = "Stored", body = SuiteMeta),
         (status = 200, description = "Already stored", body = SuiteMeta),
         (status = "4XX", description = "Not a usable suite (`invalid-suite`), or too large", body = ApiError),
+        (status = 507, description = "No room: the suites kept would go past the server's suite budget \
+            once those nothing names were removed, or its store cannot take writes", body = ApiError),
     ))]
 fn suite_upload() {}
 

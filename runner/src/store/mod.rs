@@ -45,7 +45,7 @@ pub struct ScheduleRecord {
 
 /// How recent an attachment file a sweep leaves alone whatever the events
 /// say: its run's events may still be on their way to the store.
-const SWEEP_SPARES: std::time::Duration = std::time::Duration::from_secs(600);
+pub(crate) const SWEEP_SPARES: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// What an attachment sweep removed and kept ([`Store::sweep_attachments`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -468,6 +468,13 @@ impl Store {
 
     pub fn suite(&self, sha256: &str) -> anyhow::Result<Option<SuiteMeta>> {
         self.one("SELECT body FROM suites WHERE sha256 = ?1", sha256)
+    }
+
+    /// The bytes of all suites kept, as uploaded.
+    pub fn suites_size(&self) -> anyhow::Result<u64> {
+        let size: i64 =
+            self.db().query_row("SELECT coalesce(sum(body->>'size'), 0) FROM suites", [], |r| r.get(0))?;
+        Ok(u64::try_from(size).unwrap_or(0))
     }
 
     pub fn suite_bytes(&self, sha256: &str) -> anyhow::Result<Option<Vec<u8>>> {

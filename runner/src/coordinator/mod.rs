@@ -244,6 +244,10 @@ pub struct CoordinatorConfig {
 
 /// The plans saved last whose suites a machine that joins precompiles.
 pub const PRECOMPILE_PLANS: u32 = 100;
+/// The most results the flaky tests of a plan are found in
+/// ([`Coordinator::flaky_tests`]): those of its last runs whose results
+/// fit (~200 bytes each in memory, and more in the answer).
+pub const MAX_RECENT_RESULTS: u64 = 200_000;
 
 /// The most plans the server keeps (a new one past it is refused).
 pub const MAX_PLANS: u64 = 10_000;
@@ -1181,7 +1185,11 @@ impl Coordinator {
     /// `query.limit()` runs (see [`TestHistory::is_flaky`]), most flips first.
     pub async fn flaky_tests(&self, query: HistoryQuery) -> Result<Vec<TestHistory>, ApiError> {
         let (plan, runs) = (query.plan.clone(), query.limit());
-        let results = self.store.call(move |s| s.recent_results(&plan, runs)).await.map_err(internal)?;
+        let results = self
+            .store
+            .call(move |s| s.recent_results(&plan, runs, MAX_RECENT_RESULTS))
+            .await
+            .map_err(internal)?;
         let mut by_test: std::collections::BTreeMap<(String, String), Vec<_>> = Default::default();
         for (role, test, result) in results {
             by_test.entry((role, test)).or_default().push(result);

@@ -372,7 +372,9 @@ fn run_attachment() {}
     responses((status = 200, body = TestHistory), (status = "4XX", body = ApiError)))]
 fn test_history() {}
 
-/// The histories of a plan's flaky tests in its recent runs (`plan`).
+/// The histories of a plan's flaky tests in its recent runs (`plan`):
+/// its last `limit` runs, or fewer when those hold more than 200,000
+/// results (the newest runs whose results fit).
 #[utoipa::path(get, path = "/api/tests/flaky", tag = "tests", params(HistoryQuery),
     responses((status = 200, body = Vec<TestHistory>), (status = "4XX", body = ApiError)))]
 fn flaky_tests() {}

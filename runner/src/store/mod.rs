@@ -984,16 +984,37 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Every result of the last `runs` runs of plan `plan` that have
-    /// results, as (role, test, result), newest first.
-    pub fn recent_results(&self, plan: &str, runs: u32) -> anyhow::Result<Vec<(String, String, PastResult)>> {
+    /// The results of the last `runs` runs of plan `plan` that have
+    /// results, as (role, test, result), newest first — of fewer runs when
+    /// those hold more than `max` results (the newest runs whose results
+    /// fit, or the newest `max` results of the newest run).
+    pub fn recent_results(
+        &self,
+        plan: &str,
+        runs: u32,
+        max: u64,
+    ) -> anyhow::Result<Vec<(String, String, PastResult)>> {
         let db = self.db();
         let mut stmt = db.prepare_cached(
-            "SELECT role, test, run, outcome, duration_ms, attempt, at_us FROM results WHERE plan = ?1 AND run IN \
-             (SELECT run FROM results WHERE plan = ?1 GROUP BY run ORDER BY MAX(at_us) DESC LIMIT ?2) \
-             ORDER BY at_us DESC, seq DESC",
+            "SELECT run, count(*) FROM results WHERE plan = ?1 GROUP BY run ORDER BY MAX(at_us) DESC LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![plan, runs], |r| {
+        let counts: Vec<(String, u64)> =
+            stmt.query_map(params![plan, runs], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        let mut taken = Vec::new();
+        let mut rows = 0u64;
+        for (run, count) in counts {
+            if !taken.is_empty() && rows.saturating_add(count) > max {
+                break;
+            }
+            rows = rows.saturating_add(count);
+            taken.push(run);
+        }
+        let mut stmt = db.prepare_cached(
+            "SELECT role, test, run, outcome, duration_ms, attempt, at_us FROM results WHERE plan = ?1 AND run IN \
+             (SELECT value FROM json_each(?2)) ORDER BY at_us DESC, seq DESC LIMIT ?3",
+        )?;
+        let taken = serde_json::to_string(&taken)?;
+        let rows = stmt.query_map(params![plan, taken, max], |r| {
             Ok((
                 r.get(0)?,
                 r.get(1)?,
@@ -1137,6 +1158,61 @@ mod tests {
     }
 
     #[test]
+    fn a_plans_recent_results_are_those_of_its_newest_runs_that_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let shard = ensemble_protocol::ShardRef {
+            shard: 1,
+            machine: "m".into(),
+            role: "x".into(),
+            suite: "x".into(),
+            instance: 0,
+        };
+        // Three runs, oldest first, of 3, 3 and 2 results.
+        for (n, results) in [(1i64, 3u64), (2, 3), (3, 2)] {
+            let id = format!("r{n}");
+            let run = RunMeta {
+                id: id.clone(),
+                plan: plan(),
+                state: RunState::Passed,
+                started_us: n,
+                finished_us: None,
+                summary: None,
+                reruns: None,
+                scheduled: None,
+            };
+            let mut events: Vec<Event> = (1..=results)
+                .map(|seq| Event {
+                    run: id.clone(),
+                    seq,
+                    at_us: n * 1_000 + seq as i64,
+                    machine_at_us: None,
+                    kind: crate::coordinator::test_finished(
+                        shard.clone(),
+                        &format!("t{seq}"),
+                        Outcome::Passed,
+                    ),
+                })
+                .collect();
+            store.write_batch(&mut events, &[run]).unwrap();
+        }
+        let runs = |max| -> Vec<String> {
+            let mut runs: Vec<String> =
+                store.recent_results("p", 10, max).unwrap().into_iter().map(|(_, _, r)| r.run).collect();
+            runs.dedup();
+            runs
+        };
+        assert_eq!(store.recent_results("p", 10, 100).unwrap().len(), 8);
+        assert_eq!(store.recent_results("p", 2, 100).unwrap().len(), 5, "the last two runs");
+        assert_eq!(runs(5), ["r3", "r2"], "the newest runs whose results fit");
+        assert_eq!(store.recent_results("p", 10, 5).unwrap().len(), 5);
+        assert_eq!(runs(4), ["r3"]);
+        // The newest run alone over the bound: its newest results.
+        let newest = store.recent_results("p", 10, 1).unwrap();
+        assert_eq!((newest.len(), newest[0].1.as_str()), (1, "t2"));
+    }
+
+    #[test]
     fn results_are_kept_as_written_and_filled_in_from_older_stores() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -1169,7 +1245,7 @@ mod tests {
             s.results_of("p", "x", "t", 10).unwrap().iter().map(|r| r.outcome).collect()
         };
         assert_eq!(outcomes(&store), [Outcome::Failed, Outcome::Passed]);
-        assert_eq!(store.recent_results("p", 5).unwrap().len(), 2);
+        assert_eq!(store.recent_results("p", 5, 100).unwrap().len(), 2);
         // The result of a run not stored has no plan to be kept under.
         let stray = Event { run: "r2".into(), ..event(3, Outcome::Passed) };
         store.write_batch(&mut [stray], &[]).unwrap();

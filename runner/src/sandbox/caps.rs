@@ -283,6 +283,11 @@ pub struct HttpGate {
     deny: Arc<Vec<NetGrant>>,
     names: Arc<std::collections::BTreeMap<String, Vec<IpAddr>>>,
     capture: Capture,
+    /// The test's HTTP connections open now, at most
+    /// [`super::net::MAX_SOCKETS`]: each is a socket of the runner's, held
+    /// until its response is read or dropped.
+    connections: Arc<tokio::sync::Semaphore>,
+    max_connections: u32,
 }
 
 impl HttpGate {
@@ -300,6 +305,8 @@ impl Grants {
             deny: self.deny.clone(),
             names: self.names.clone(),
             capture: capture.clone(),
+            connections: Arc::new(tokio::sync::Semaphore::new(super::net::MAX_SOCKETS as usize)),
+            max_connections: super::net::MAX_SOCKETS,
         }
     }
 }
@@ -324,7 +331,17 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpGate {
         drop(fut);
         let (net, deny, names, capture) =
             (self.net.clone(), self.deny.clone(), self.names.clone(), self.capture.clone());
+        let connection = self.connections.clone().try_acquire_owned();
+        let max = self.max_connections;
         Box::new(async move {
+            let Ok(connection) = connection else {
+                capture.note(&format!(
+                    "ensemble: an HTTP request was refused: the test has {} connections open already, the \
+                     most a test may (each is open until its response is read or dropped)\n",
+                    max
+                ));
+                return Err(wasmtime_wasi_http::Error::ConnectionLimitReached);
+            };
             use http_body_util::BodyExt;
             let uri = request.uri().clone();
             let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
@@ -352,7 +369,7 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpGate {
             };
             // The request goes to the address just checked, whatever the
             // name resolves to now (the Host header, and TLS, keep the name).
-            let (response, io) = send_pinned(request, pinned, &host, tls, options).await?;
+            let (response, io) = send_pinned(request, pinned, &host, tls, options, connection).await?;
             Ok((
                 response.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync()),
                 Box::new(io)
@@ -371,6 +388,7 @@ async fn send_pinned(
     host: &str,
     tls: bool,
     options: Option<wasmtime_wasi_http::RequestOptions>,
+    connection: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<
     (
         http::Response<hyper::body::Incoming>,
@@ -405,7 +423,11 @@ async fn send_pinned(
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
     *request.uri_mut() =
         http::Uri::builder().path_and_query(path).build().map_err(|_| Error::HttpRequestUriInvalid)?;
-    let conn = tokio::spawn(conn);
+    // The connection counts as the test's until it closes.
+    let conn = tokio::spawn(async move {
+        let _counted = connection;
+        conn.await
+    });
     let response = tokio::time::timeout(first_byte, sender.send_request(request))
         .await
         .map_err(|_| Error::ConnectionReadTimeout)??;
@@ -546,6 +568,67 @@ mod tests {
             env: env.iter().map(|s| s.to_string()).collect(),
             faults: Vec::new(),
         }
+    }
+
+    /// A test's HTTP connections are counted while they are open, and a
+    /// request past the bound is refused at once, saying why.
+    #[tokio::test]
+    async fn a_tests_http_connections_are_bounded_and_counted_until_they_close() {
+        use http_body_util::BodyExt;
+        use wasmtime_wasi_http::WasiHttpHooks;
+        // A server that takes connections, answers none, and closes them
+        // all when told.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (took, mut taken) = tokio::sync::mpsc::unbounded_channel();
+        let close = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn({
+            let close = close.clone();
+            async move {
+                let mut held = Vec::new();
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => {
+                            held.push(accepted.unwrap().0);
+                            took.send(()).unwrap();
+                        }
+                        _ = close.notified() => held.clear(),
+                    }
+                }
+            }
+        });
+        let grants = Grants::within(
+            &caps(&[&format!("127.0.0.1:{port}")], &[]),
+            &HostPolicy::open(),
+            &Addresses::new(),
+        )
+        .unwrap();
+        let capture = Capture::new(1 << 20);
+        let mut gate = grants.http_gate(&capture);
+        (gate.connections, gate.max_connections) = (Arc::new(tokio::sync::Semaphore::new(2)), 2);
+        let mut send = || {
+            let body = http_body_util::Empty::<bytes::Bytes>::new().map_err(|e| match e {}).boxed_unsync();
+            let request = http::Request::get(format!("http://127.0.0.1:{port}/")).body(body).unwrap();
+            Box::into_pin(gate.send_request(request, None, Box::new(async { Ok(()) })))
+        };
+        let open: Vec<_> = (0..2).map(|_| tokio::spawn(send())).collect();
+        for _ in 0..2 {
+            taken.recv().await.unwrap();
+        }
+        // Both are open (no answer yet): a third is refused without a connection.
+        match send().await {
+            Err(wasmtime_wasi_http::Error::ConnectionLimitReached) => {}
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        assert!(capture.text().contains("the test has 2 connections open already"), "{}", capture.text());
+        // Closed, they are given back.
+        close.notify_one();
+        for request in open {
+            assert!(request.await.unwrap().is_err(), "the server closed without an answer");
+        }
+        let all =
+            tokio::time::timeout(std::time::Duration::from_secs(30), gate.connections.acquire_many(2)).await;
+        assert!(all.is_ok(), "the closed connections are no longer counted");
     }
 
     #[test]

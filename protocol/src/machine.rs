@@ -44,6 +44,10 @@ const MAX_LABEL_KEY: usize = 64;
 const MAX_LABEL_VALUE: usize = 256;
 /// The longest reported fact.
 const MAX_FACT: usize = 256;
+/// The most programs a machine may let services start (`--allow-exec`),
+/// and the longest (a path).
+pub const MAX_ALLOW_EXEC: usize = 256;
+const MAX_ALLOW_EXEC_ENTRY: usize = 4096;
 
 /// Checks a machine name: 1 to 64 of letters, digits, `.`, `_` and `-`.
 pub fn check_name(name: &str) -> Result<(), String> {
@@ -94,6 +98,19 @@ impl MachineInfo {
                 return Err(format!("a fact of {} bytes is over the limit of {MAX_FACT}", fact.len()));
             }
         }
+        if self.allow_exec.len() > MAX_ALLOW_EXEC {
+            return Err(format!(
+                "--allow-exec names {} programs, more than the limit of {MAX_ALLOW_EXEC} (a directory's `DIR/*` names all of it)",
+                self.allow_exec.len()
+            ));
+        }
+        if let Some(long) = self.allow_exec.iter().find(|p| p.len() > MAX_ALLOW_EXEC_ENTRY) {
+            let shown: String = long.chars().take(64).collect();
+            return Err(format!(
+                "--allow-exec {shown}… is {} bytes long, over the limit of {MAX_ALLOW_EXEC_ENTRY}",
+                long.len()
+            ));
+        }
         Ok(())
     }
 }
@@ -124,6 +141,13 @@ mod tests {
         let mut big = info("m");
         big.labels.insert("k".into(), "v".repeat(1 << 20));
         assert!(big.check().is_err());
+        let mut programs = info("m");
+        programs.allow_exec = (0..MAX_ALLOW_EXEC).map(|i| format!("/opt/bin/p{i}")).collect();
+        assert!(programs.check().is_ok());
+        programs.allow_exec.push("/opt/bin/one-more".into());
+        assert!(programs.check().unwrap_err().contains("more than the limit of 256"));
+        programs.allow_exec = vec![format!("/{}", "d".repeat(5000))];
+        assert!(programs.check().unwrap_err().contains("over the limit of 4096"));
     }
 
     #[test]

@@ -283,6 +283,31 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl EventKind {
+    /// The bytes of text the event carries (output, messages, names and
+    /// sync payloads): what keeping it costs, besides a small fixed part.
+    pub fn text_bytes(&self) -> u64 {
+        let text = match self {
+            EventKind::TestFinished { output, message, test, .. } => {
+                output.len() + message.as_ref().map_or(0, String::len) + test.len()
+            }
+            EventKind::Log { message, test, level, .. } => message.len() + test.len() + level.len(),
+            EventKind::Attachment { name, test, .. } => name.len() + test.len(),
+            EventKind::ShardStarted { tests, .. } => tests.iter().map(String::len).sum(),
+            EventKind::TestStarted { test, .. } => test.len(),
+            EventKind::ShardFinished { error, .. } => error.as_ref().map_or(0, String::len),
+            EventKind::Sync { op, .. } => match op {
+                SyncOp::Signal { state, .. }
+                | SyncOp::BarrierReleased { state, .. }
+                | SyncOp::BarrierWaiting { state, .. } => state.len(),
+                SyncOp::BarrierFailed { state, reason, .. } => state.len() + reason.len(),
+                SyncOp::TopicWaiting { topic, .. } => topic.len(),
+                SyncOp::Publish { topic, payload, .. } => topic.len() + payload.len(),
+            },
+            _ => 0,
+        };
+        text as u64
+    }
+
     /// What a machine sends instead of this event when the event, as
     /// written, is `bytes` long and over the frame limit
     /// ([`crate::wire::MAX_FRAME`]): the same event with its large parts

@@ -50,6 +50,9 @@ pub struct Metrics {
     shards_pending: Family<Labels, Gauge>,
     /// What machines said that is not yet handled and stored, bytes.
     intake: Gauge,
+    /// Events this process's machines made that their coordinator has not
+    /// acknowledged yet (`agent::link::Backlog`), bytes.
+    pub unacknowledged: Gauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -84,6 +87,7 @@ impl Metrics {
             runs: Family::default(),
             shards_pending: Family::default(),
             intake: Gauge::default(),
+            unacknowledged: Gauge::default(),
         };
         {
             let mut r = m.registry.lock().expect("metrics lock");
@@ -127,6 +131,11 @@ impl Metrics {
                 "ensemble_intake_bytes",
                 "What machines sent that is not yet handled and stored, in the intake's room (128 MiB at most)",
                 m.intake.clone(),
+            );
+            r.register(
+                "ensemble_unacknowledged_event_bytes",
+                "Events this machine's shards made that the coordinator has not stored yet (its tests start while under 64 MiB)",
+                m.unacknowledged.clone(),
             );
         }
         m

@@ -92,10 +92,11 @@ pub async fn run(
         let agent = Arc::new(
             Agent::new(info.clone(), sandbox.clone(), store.clone(), HostPolicy::open()).with_services(host),
         );
+        let backlog = agent.backlog();
         tasks.spawn(agent.serve(agent_in_rx, agent_out_tx, shutdown.child_token()));
         // In-process machines share the coordinator's clock.
         let in_tx = in_tx.clone();
-        tasks.spawn(pump_in_process(agent_out_rx, agent_in_tx, to_rx, move |msg| {
+        tasks.spawn(pump_in_process(agent_out_rx, agent_in_tx, to_rx, backlog, move |msg| {
             in_tx.send(Inbound::Message { machine: index, msg, clock_offset_us: 0, intake: None }).is_ok()
         }));
         links.push(MachineLink { info, port: Arc::new(to_tx) });

@@ -172,3 +172,48 @@ async fn offline_machines_are_forgotten_and_the_list_stays_small() {
     assert!(ended.is_ok(), "a machine that never reads is not kept once offline");
     assert!(server.proc.peak_rss().unwrap_or(0) < RSS_LIMIT);
 }
+
+/// A runner keeps each event it sends until the coordinator has stored it,
+/// and counts their bytes while it does (its lanes start tests only while
+/// they are under a bound): once a run has ended, it holds none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_holds_its_events_only_until_they_are_stored() {
+    const HELD: &str = "ensemble_unacknowledged_event_bytes";
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    let runner = ensemble_tests::start_runner_with(
+        dir.path(),
+        &server,
+        "counted",
+        &["tier=a"],
+        None,
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
+    server.wait_online(1).await;
+    let many = server.upload(ensemble_artifacts::MANY_TESTS, "many").await;
+    let plan = json!({
+        "name": "held",
+        "profiles": [{ "name": "a", "labels": { "tier": "a" } }],
+        "entries": [{ "suite": format!("sha256:{many}"), "profile": "a", "role": "many" }],
+    });
+    let run = server.start_run(plan).await;
+    let events = tokio::time::timeout(std::time::Duration::from_secs(300), server.events(&run))
+        .await
+        .expect("the run ended");
+    let finished = events.iter().filter(|e| matches!(e.kind, EventKind::TestFinished { .. })).count();
+    assert_eq!(finished, 10_000);
+    // The last acknowledgements reach the runner after the run's end:
+    // read until they have (or a minute passes).
+    let held = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            let metrics = ensemble_tests::runner_metrics(&runner).await;
+            let held = metrics.get(HELD).copied().unwrap_or_else(|| panic!("no {HELD}: {metrics:#?}"));
+            if held == 0.0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(held.is_ok(), "the runner still holds events it sent:\n{}", runner.log());
+}

@@ -193,7 +193,7 @@ pub async fn join(
     let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
     let (outbox_tx, mut outbox_rx) = mpsc::unbounded_channel();
     let agent_task = tokio::spawn(agent.clone().serve(inbox_rx, outbox_tx, shutdown.child_token()));
-    let mut link = Link::default();
+    let mut link = Link::counting(agent.backlog());
     let mut retry =
         Retry { backoff: Duration::from_millis(100), joined: false, failed: false, failed_since: None };
     let result = loop {

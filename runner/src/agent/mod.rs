@@ -128,6 +128,8 @@ pub struct Agent {
     /// Whether it compiles suites ahead of their runs when the coordinator
     /// names them ([`ToMachine::Precompile`]).
     precompile: bool,
+    /// Its shards' events not yet acknowledged ([`link::Backlog`]).
+    backlog: Arc<link::Backlog>,
 }
 
 /// Suites waiting to be precompiled, at most; more are dropped (the hint
@@ -150,7 +152,14 @@ impl Agent {
             active_services: Default::default(),
             services: Default::default(),
             precompile: true,
+            backlog: Arc::default(),
         }
+    }
+
+    /// Where its shards' unacknowledged events are counted: the link
+    /// that carries them gives their bytes back ([`link::Link::counting`]).
+    pub fn backlog(&self) -> Arc<link::Backlog> {
+        self.backlog.clone()
     }
 
     /// Whether it compiles the suites the coordinator names ahead of
@@ -251,6 +260,7 @@ impl Agent {
                         stop: cancel.token.child_token(),
                         services_stop: cancel.services.child_token(),
                         lost: Mutex::default(),
+                        backlog: self.backlog.clone(),
                         cancel,
                     });
                     links.insert((assignment.run.clone(), assignment.shard.shard), Arc::downgrade(&link));
@@ -562,6 +572,13 @@ impl Lanes {
     /// until then (`lane`).
     async fn run(self: Arc<Self>, lane: Option<tokio::sync::OwnedSemaphorePermit>) {
         loop {
+            // A test starts once the machine's unacknowledged events are
+            // within their bound (or the shard is stopped: it reports the
+            // rest cancelled).
+            tokio::select! {
+                _ = self.link.backlog.within(link::MAX_BACKLOG) => {}
+                _ = self.link.stop.cancelled() => {}
+            }
             let next = self.queue.lock().expect("queue lock").next();
             let Some((test, decision)) = next else { break };
             let link = &self.link;
@@ -689,6 +706,8 @@ struct ShardLink {
     services_stop: CancellationToken,
     /// Why the coordinator counts this shard lost: then it says no more.
     lost: Mutex<Option<String>>,
+    /// The machine's unacknowledged events, which this shard's add to.
+    backlog: Arc<link::Backlog>,
 }
 
 impl ShardLink {
@@ -731,6 +750,7 @@ impl ShardLink {
         }
         let mut seq = self.seq.lock().expect("seq lock");
         *seq += 1;
+        self.backlog.add(&event);
         let msg = FromMachine::Event {
             run: self.run.clone(),
             shard: self.shard.shard,

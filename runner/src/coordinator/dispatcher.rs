@@ -199,28 +199,11 @@ pub const MAX_RUN_BYTES: u64 = 2 << 30;
 /// What an event from a machine costs the store: its text and bytes,
 /// besides a small fixed part.
 fn weight(event: &EventKind) -> u64 {
-    let text = match event {
-        EventKind::TestFinished { output, message, test, .. } => {
-            output.len() + message.as_ref().map_or(0, String::len) + test.len()
-        }
-        EventKind::Log { message, test, level, .. } => message.len() + test.len() + level.len(),
-        EventKind::Attachment { size, name, test, .. } => {
-            usize::try_from(*size).unwrap_or(usize::MAX).saturating_add(name.len() + test.len())
-        }
-        EventKind::ShardStarted { tests, .. } => tests.iter().map(String::len).sum(),
-        EventKind::TestStarted { test, .. } => test.len(),
-        EventKind::ShardFinished { error, .. } => error.as_ref().map_or(0, String::len),
-        EventKind::Sync { op, .. } => match op {
-            SyncOp::Signal { state, .. }
-            | SyncOp::BarrierReleased { state, .. }
-            | SyncOp::BarrierWaiting { state, .. } => state.len(),
-            SyncOp::BarrierFailed { state, reason, .. } => state.len() + reason.len(),
-            SyncOp::TopicWaiting { topic, .. } => topic.len(),
-            SyncOp::Publish { topic, payload, .. } => topic.len() + payload.len(),
-        },
+    let attached = match event {
+        EventKind::Attachment { size, .. } => *size,
         _ => 0,
     };
-    256u64.saturating_add(text as u64)
+    256u64.saturating_add(event.text_bytes()).saturating_add(attached)
 }
 
 /// What is kept of a machine's event once its run went over

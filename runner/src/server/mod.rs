@@ -215,9 +215,10 @@ pub async fn serve(
         let agent = Arc::new(
             Agent::new(info, sandbox, Arc::new(StoreSuites(store)), opts.policy).with_services(opts.services),
         );
+        let backlog = agent.backlog();
         let agent_task = tokio::spawn(agent.serve(agent_in_rx, agent_out_tx, shutdown.child_token()));
         let deliver_core = core.clone();
-        let pump = tokio::spawn(pump_in_process(agent_out_rx, agent_in_tx, to_rx, move |msg| {
+        let pump = tokio::spawn(pump_in_process(agent_out_rx, agent_in_tx, to_rx, backlog, move |msg| {
             deliver_core.on_message(&name, msg, None);
             true
         }));

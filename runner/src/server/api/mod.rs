@@ -45,8 +45,35 @@ fn machine_or_person(
 }
 
 /// A request body of at most `max` bytes.
-fn body(max: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(max).and(warp::body::bytes())
+fn body(max: u64) -> impl Filter<Extract = (Bytes, BodyRoom), Error = Rejection> + Clone {
+    warp::body::content_length_limit(max)
+        .and(warp::header::<u64>("content-length"))
+        .then(BodyRoom::take)
+        .and(warp::body::bytes())
+        .map(|room, bytes| (bytes, room))
+        .untuple_one()
+}
+
+/// Room for the request bodies held in memory at once — suite uploads (64
+/// MiB each), plans and run requests (4 MiB) — twice each body's length:
+/// a request waits for its share before its body is read, and gives it
+/// back once it is answered. (Each waits on a connection of its own, and
+/// connections are bounded.)
+const BODIES_KIB: usize = 512 << 10;
+static BODIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BODIES_KIB);
+
+/// A request body's share of [`BODIES`], held while it is handled.
+struct BodyRoom {
+    _share: tokio::sync::SemaphorePermit<'static>,
+}
+
+impl BodyRoom {
+    /// The share of a body of `length` bytes, once it is free: twice the
+    /// body, as handling it (parsing, inspecting) makes a copy.
+    async fn take(length: u64) -> BodyRoom {
+        let kib = length.saturating_mul(2).div_ceil(1024).clamp(1, BODIES_KIB as u64) as u32;
+        BodyRoom { _share: BODIES.acquire_many(kib).await.expect("never closed") }
+    }
 }
 
 /// A body of at most `max` bytes, with or without a `Content-Length` (an
@@ -128,4 +155,29 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
         .unify()
         .map(Reply::into_response)
         .boxed()
+}
+
+#[cfg(test)]
+mod body_room {
+    use super::*;
+
+    /// A body's share of the room is taken once it is free, and held
+    /// until what handles the body lets it go.
+    #[tokio::test]
+    async fn a_body_waits_for_its_share_of_the_room_and_gives_it_back() {
+        let all = BODIES_KIB as u32;
+        let taken = BODIES.acquire_many(all - 4).await.unwrap();
+        // 4 KiB of body needs 8 KiB of room: it waits.
+        let read = tokio::spawn(BodyRoom::take(4096));
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!read.is_finished(), "the body was read without room for it");
+        drop(taken);
+        let room = read.await.unwrap();
+        // Held while it is handled; all of it free again once let go.
+        drop(room);
+        let free = tokio::time::timeout(std::time::Duration::from_secs(30), BODIES.acquire_many(all)).await;
+        assert!(free.is_ok(), "the room was not given back");
+    }
 }

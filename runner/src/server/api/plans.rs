@@ -12,7 +12,7 @@ use warp::filters::BoxedFilter;
 use warp::http::header::CONTENT_TYPE;
 use warp::{Filter, Rejection, Reply};
 
-use super::{MAX_PLAN_BYTES, authorized, body, text};
+use super::{BodyRoom, MAX_PLAN_BYTES, authorized, body, text};
 use crate::coordinator::Coordinator;
 use crate::server::error::{created, fail, json};
 use crate::server::guard::{JSON, TOML, content_type};
@@ -33,14 +33,16 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
         .and(authorized(core))
         .and(content_type(JSON))
         .and(body(MAX_PLAN_BYTES))
-        .and_then(|core: Arc<Coordinator>, body: Bytes| async move {
+        .and_then(|core: Arc<Coordinator>, body: Bytes, room: BodyRoom| async move {
+            let _held = room;
             core.save_plan(None, parse_json(&body)?).await.map(created).map_err(fail)
         });
     let import = at(Method::POST, "/api/plans/import")
         .and(authorized(core))
         .and(content_type(TOML))
         .and(body(MAX_PLAN_BYTES))
-        .and_then(|core: Arc<Coordinator>, body: Bytes| async move {
+        .and_then(|core: Arc<Coordinator>, body: Bytes, room: BodyRoom| async move {
+            let _held = room;
             let plan = Plan::from_toml(&text(&body, "TOML")?).map_err(|e| fail(ApiError::from(e)))?;
             core.save_plan(None, plan).await.map(created).map_err(fail)
         });
@@ -62,7 +64,8 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
         .and(authorized(core))
         .and(content_type(JSON))
         .and(body(MAX_PLAN_BYTES))
-        .and_then(|id: String, core: Arc<Coordinator>, body: Bytes| async move {
+        .and_then(|id: String, core: Arc<Coordinator>, body: Bytes, room: BodyRoom| async move {
+            let _held = room;
             core.save_plan(Some(id), parse_json(&body)?).await.map(created).map_err(fail)
         });
     let delete = at1(&[Method::DELETE], "/api/plans/{id}").and(authorized(core)).and_then(

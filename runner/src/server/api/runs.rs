@@ -16,7 +16,7 @@ use warp::filters::BoxedFilter;
 use warp::ws::{Message, WebSocket};
 use warp::{Filter, Rejection, Reply};
 
-use super::{MAX_PLAN_BYTES, authorized, body, small_body};
+use super::{BodyRoom, MAX_PLAN_BYTES, authorized, body, small_body};
 use crate::coordinator::Coordinator;
 use crate::report::store::{Live, Stored};
 use crate::server::error::{fail, json, json_with, reject};
@@ -38,7 +38,8 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
         .and(authorized(core))
         .and(content_type(JSON))
         .and(body(MAX_PLAN_BYTES))
-        .and_then(|core: Arc<Coordinator>, body: Bytes| async move {
+        .and_then(|core: Arc<Coordinator>, body: Bytes, room: BodyRoom| async move {
+            let _held = room;
             let req: RunRequest = serde_json::from_slice(&body).map_err(|e| {
                 reject(ErrorKind::BadRequest, format!("the run request is not valid JSON: {e}"))
             })?;

@@ -10,7 +10,7 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::header::CONTENT_TYPE;
 
-use super::{authorized, body, machine_or_person};
+use super::{BodyRoom, authorized, body, machine_or_person};
 use crate::coordinator::Coordinator;
 use crate::server::error::{created, fail, json};
 use crate::server::guard::{WASM, content_type};
@@ -29,7 +29,8 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
         .and(content_type(WASM))
         .and(warp::query::<UploadQuery>())
         .and(body(max))
-        .and_then(|core: Arc<Coordinator>, query: UploadQuery, body: Bytes| async move {
+        .and_then(|core: Arc<Coordinator>, query: UploadQuery, body: Bytes, room: BodyRoom| async move {
+            let _held = room;
             core.add_suite(query.name, body.to_vec()).await.map(created).map_err(fail)
         });
     let inspect = at1(&[Method::GET], "/api/suites/{sha256}/inspect").and(authorized(core)).and_then(

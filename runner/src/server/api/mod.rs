@@ -44,36 +44,51 @@ fn machine_or_person(
     super::auth::either_required(core.clone()).map(move || handle.clone())
 }
 
-/// A request body of at most `max` bytes.
-fn body(max: u64) -> impl Filter<Extract = (Bytes, BodyRoom), Error = Rejection> + Clone {
+/// A request body of at most `max` bytes, read once its share of `room`
+/// is free.
+fn body(
+    max: u64,
+    room: &'static Room,
+) -> impl Filter<Extract = (Bytes, BodyRoom), Error = Rejection> + Clone {
     warp::body::content_length_limit(max)
         .and(warp::header::<u64>("content-length"))
-        .then(BodyRoom::take)
+        .then(move |length| room.take(length))
         .and(warp::body::bytes())
         .map(|room, bytes| (bytes, room))
         .untuple_one()
 }
 
-/// Room for the request bodies held in memory at once — suite uploads (64
-/// MiB each), plans and run requests (4 MiB) — twice each body's length:
-/// a request waits for its share before its body is read, and gives it
-/// back once it is answered. (Each waits on a connection of its own, and
+/// Room for request bodies held in memory at once, counted at twice each
+/// body's length (handling it — parsing, inspecting — makes a copy): a
+/// request waits for its share before its body is read, and gives it back
+/// once it is answered. (Each waits on a connection of its own, and
 /// connections are bounded.)
-const BODIES_KIB: usize = 512 << 10;
-static BODIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BODIES_KIB);
-
-/// A request body's share of [`BODIES`], held while it is handled.
-struct BodyRoom {
-    _share: tokio::sync::SemaphorePermit<'static>,
+struct Room {
+    kib: usize,
+    free: tokio::sync::Semaphore,
 }
 
-impl BodyRoom {
-    /// The share of a body of `length` bytes, once it is free: twice the
-    /// body, as handling it (parsing, inspecting) makes a copy.
-    async fn take(length: u64) -> BodyRoom {
-        let kib = length.saturating_mul(2).div_ceil(1024).clamp(1, BODIES_KIB as u64) as u32;
-        BodyRoom { _share: BODIES.acquire_many(kib).await.expect("never closed") }
+impl Room {
+    const fn of_mib(mib: usize) -> Room {
+        Room { kib: mib << 10, free: tokio::sync::Semaphore::const_new(mib << 10) }
     }
+
+    /// The share of a body of `length` bytes, once it is free.
+    async fn take(&'static self, length: u64) -> BodyRoom {
+        let kib = length.saturating_mul(2).div_ceil(1024).clamp(1, self.kib as u64) as u32;
+        BodyRoom { _share: self.free.acquire_many(kib).await.expect("never closed") }
+    }
+}
+
+/// Suite uploads' room (64 MiB each unless `serve --max-suite-size` says).
+static UPLOADS: Room = Room::of_mib(384);
+/// Plans' and run requests' room (4 MiB each): apart from uploads', so
+/// that large uploads under way never hold up a run's start.
+static PLANS: Room = Room::of_mib(256);
+
+/// A request body's share of its [`Room`], held while it is handled.
+struct BodyRoom {
+    _share: tokio::sync::SemaphorePermit<'static>,
 }
 
 /// A body of at most `max` bytes, with or without a `Content-Length` (an
@@ -165,19 +180,22 @@ mod body_room {
     /// until what handles the body lets it go.
     #[tokio::test]
     async fn a_body_waits_for_its_share_of_the_room_and_gives_it_back() {
-        let all = BODIES_KIB as u32;
-        let taken = BODIES.acquire_many(all - 4).await.unwrap();
+        static ROOM: Room = Room::of_mib(1);
+        let taken = ROOM.free.acquire_many(1020).await.unwrap();
         // 4 KiB of body needs 8 KiB of room: it waits.
-        let read = tokio::spawn(BodyRoom::take(4096));
+        let read = tokio::spawn(ROOM.take(4096));
         for _ in 0..100 {
             tokio::task::yield_now().await;
         }
         assert!(!read.is_finished(), "the body was read without room for it");
         drop(taken);
         let room = read.await.unwrap();
-        // Held while it is handled; all of it free again once let go.
+        assert_eq!(ROOM.free.available_permits(), 1024 - 8);
         drop(room);
-        let free = tokio::time::timeout(std::time::Duration::from_secs(30), BODIES.acquire_many(all)).await;
-        assert!(free.is_ok(), "the room was not given back");
+        assert_eq!(ROOM.free.available_permits(), 1024);
+        // A body larger than the room waits for all of it, not forever.
+        let all = ROOM.take(u64::MAX).await;
+        assert_eq!(ROOM.free.available_permits(), 0);
+        drop(all);
     }
 }

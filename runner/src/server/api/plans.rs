@@ -32,7 +32,7 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
     let create = at(Method::POST, "/api/plans")
         .and(authorized(core))
         .and(content_type(JSON))
-        .and(body(MAX_PLAN_BYTES))
+        .and(body(MAX_PLAN_BYTES, &super::PLANS))
         .and_then(|core: Arc<Coordinator>, body: Bytes, room: BodyRoom| async move {
             let _held = room;
             core.save_plan(None, parse_json(&body)?).await.map(created).map_err(fail)
@@ -40,7 +40,7 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
     let import = at(Method::POST, "/api/plans/import")
         .and(authorized(core))
         .and(content_type(TOML))
-        .and(body(MAX_PLAN_BYTES))
+        .and(body(MAX_PLAN_BYTES, &super::PLANS))
         .and_then(|core: Arc<Coordinator>, body: Bytes, room: BodyRoom| async move {
             let _held = room;
             let plan = Plan::from_toml(&text(&body, "TOML")?).map_err(|e| fail(ApiError::from(e)))?;
@@ -63,7 +63,7 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
     let put = at1(&[Method::PUT], "/api/plans/{id}")
         .and(authorized(core))
         .and(content_type(JSON))
-        .and(body(MAX_PLAN_BYTES))
+        .and(body(MAX_PLAN_BYTES, &super::PLANS))
         .and_then(|id: String, core: Arc<Coordinator>, body: Bytes, room: BodyRoom| async move {
             let _held = room;
             core.save_plan(Some(id), parse_json(&body)?).await.map(created).map_err(fail)

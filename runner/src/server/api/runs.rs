@@ -37,7 +37,7 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
     let start = at(Method::POST, "/api/runs")
         .and(authorized(core))
         .and(content_type(JSON))
-        .and(body(MAX_PLAN_BYTES))
+        .and(body(MAX_PLAN_BYTES, &super::PLANS))
         .and_then(|core: Arc<Coordinator>, body: Bytes, room: BodyRoom| async move {
             let _held = room;
             let req: RunRequest = serde_json::from_slice(&body).map_err(|e| {

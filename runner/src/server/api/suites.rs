@@ -28,7 +28,7 @@ pub fn routes(core: &Arc<Coordinator>) -> BoxedFilter<(warp::reply::Response,)> 
         .and(authorized(core))
         .and(content_type(WASM))
         .and(warp::query::<UploadQuery>())
-        .and(body(max))
+        .and(body(max, &super::UPLOADS))
         .and_then(|core: Arc<Coordinator>, query: UploadQuery, body: Bytes, room: BodyRoom| async move {
             let _held = room;
             core.add_suite(query.name, body.to_vec()).await.map(created).map_err(fail)

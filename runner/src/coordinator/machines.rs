@@ -61,6 +61,32 @@ impl Clock {
 struct Conn {
     generation: u64,
     tx: mpsc::UnboundedSender<ToMachine>,
+    /// The bytes of messages queued on it and not yet taken by the
+    /// connection's writer, when the writer counts them
+    /// ([`Machines::count_queue`]).
+    queued: Option<Arc<AtomicU64>>,
+}
+
+/// The most bytes of messages queued for one machine's connection (see
+/// [`queued_bytes`]): a machine that reads slower than its answers come —
+/// a topic's message of up to 1 MiB is sent again for each call that asks
+/// for it, and a call costs the machine ~100 bytes — is disconnected past
+/// it, and reconnects to ask again.
+pub const MAX_QUEUED: u64 = 256 << 20;
+
+/// What a message queued for a machine holds, about: its text, and a fixed
+/// part for the rest.
+pub fn queued_bytes(msg: &ToMachine) -> u64 {
+    use ensemble_protocol::wire::SyncReply;
+    let text = match msg {
+        ToMachine::SyncReply { reply: SyncReply::Message { payload }, .. } => payload.len(),
+        ToMachine::SyncReply { reply: SyncReply::Error { message, .. }, .. } => message.len(),
+        ToMachine::Lost { reason, .. } => reason.len(),
+        ToMachine::Precompile { suites } => suites.iter().map(String::len).sum(),
+        ToMachine::Assign { .. } => 4096,
+        _ => 0,
+    };
+    256u64.saturating_add(text as u64)
 }
 
 struct Entry {
@@ -163,11 +189,18 @@ pub struct Machines {
     entries: Mutex<BTreeMap<String, Entry>>,
     changed: watch::Sender<u64>,
     generation: AtomicU64,
+    /// [`MAX_QUEUED`], unless a test says otherwise.
+    max_queued: u64,
 }
 
 impl Default for Machines {
     fn default() -> Self {
-        Machines { entries: Mutex::default(), changed: watch::channel(0).0, generation: AtomicU64::new(0) }
+        Machines {
+            entries: Mutex::default(),
+            changed: watch::channel(0).0,
+            generation: AtomicU64::new(0),
+            max_queued: MAX_QUEUED,
+        }
     }
 }
 
@@ -245,7 +278,7 @@ impl Machines {
         entry.instance = instance.map(str::to_string);
         entry.told = false;
         entry.info = info;
-        entry.conn = Some(Conn { generation, tx });
+        entry.conn = Some(Conn { generation, tx, queued: None });
         entry.offline = false;
         entry.offline_since = None;
         entry.local = local;
@@ -254,6 +287,16 @@ impl Machines {
         drop(entries);
         self.bump();
         Ok(generation)
+    }
+
+    /// Counts the bytes queued on connection `generation` of `name` from
+    /// now on, for its writer to take off as it writes them
+    /// ([`queued_bytes`]); past [`MAX_QUEUED`] the connection is closed.
+    /// None when that connection is gone.
+    pub fn count_queue(&self, name: &str, generation: u64) -> Option<Arc<AtomicU64>> {
+        let mut entries = self.lock();
+        let conn = entries.get_mut(name)?.conn.as_mut().filter(|c| c.generation == generation)?;
+        Some(conn.queued.get_or_insert_with(Arc::default).clone())
     }
 
     /// Whether machine `name` is to be told now which suites to
@@ -363,9 +406,27 @@ impl Machines {
         } else {
             false
         };
-        let sent = e.conn.as_ref().is_some_and(|c| c.tx.send(msg).is_ok());
+        let mut closed = false;
+        let sent = match &e.conn {
+            Some(Conn { queued: Some(queued), .. })
+                if queued.load(Ordering::SeqCst).saturating_add(queued_bytes(&msg)) > self.max_queued =>
+            {
+                crate::throttled!(warn, 30, machine = %name, queued = queued.load(Ordering::SeqCst),
+                    "a machine reads its messages slower than they come: disconnecting it (it reconnects)");
+                e.conn = None;
+                closed = true;
+                false
+            }
+            Some(c) => {
+                if let Some(queued) = &c.queued {
+                    queued.fetch_add(queued_bytes(&msg), Ordering::SeqCst);
+                }
+                c.tx.send(msg).is_ok()
+            }
+            None => false,
+        };
         drop(entries);
-        if assigned {
+        if assigned || closed {
             self.bump();
         }
         sent
@@ -584,6 +645,45 @@ mod tests {
         wild.add(i64::MAX, i64::MIN, i64::MIN);
         wild.add(i64::MIN, i64::MAX, i64::MAX);
         assert!(wild.uncertainty_us >= 0);
+    }
+
+    /// A connection whose writer counts its queue is closed once more is
+    /// queued than a machine may leave unread; one that reads keeps going.
+    #[test]
+    fn a_machine_that_does_not_read_what_it_asked_for_is_disconnected() {
+        use ensemble_protocol::wire::SyncReply;
+        let m = Arc::new(Machines { max_queued: 10_000, ..Machines::default() });
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let g = m.connect(info("a"), tx, false, None).unwrap();
+        let queued = m.count_queue("a", g).unwrap();
+        let message =
+            |n: u64| ToMachine::SyncReply { id: n, reply: SyncReply::Message { payload: "x".repeat(3_000) } };
+        for n in 0..3 {
+            assert!(m.send("a", message(n)));
+        }
+        assert_eq!(queued.load(Ordering::SeqCst), 3 * 3_256);
+        // Its writer takes one off: there is room for one more.
+        let taken = rx.try_recv().unwrap();
+        queued.fetch_sub(queued_bytes(&taken), Ordering::SeqCst);
+        assert!(m.send("a", message(3)));
+        // The next is over the bound: not sent, and the connection is closed.
+        assert!(!m.send("a", message(4)));
+        assert_eq!(m.links().len(), 0, "disconnected");
+        let mut left = 0;
+        while let Ok(ToMachine::SyncReply { .. }) = rx.try_recv() {
+            left += 1;
+        }
+        assert_eq!(left, 3, "what was queued stays for the writer; then the channel ends");
+        assert!(rx.try_recv().is_err());
+        // It reconnects; a connection that does not count (the server's
+        // own machine's) is never cut.
+        let (tx, _rx) = mpsc::unbounded_channel();
+        m.connect(info("a"), tx, false, None).unwrap();
+        let (local, _local_rx) = mpsc::unbounded_channel();
+        m.connect(info("local"), local, true, None).unwrap();
+        for n in 0..10 {
+            assert!(m.send("local", message(n)));
+        }
     }
 
     #[test]

@@ -616,6 +616,12 @@ impl Coordinator {
         }
     }
 
+    /// Counts what is queued for connection `generation` of machine `name`
+    /// (see [`machines::Machines::count_queue`]).
+    pub fn count_queue(&self, name: &str, generation: u64) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+        self.machines.count_queue(name, generation)
+    }
+
     /// Registers a connection of a machine; see [`Machines::connect`].
     /// A machine connected, holding the shards `holding` says (by run), if
     /// it says: its runs tell it again what it may have missed while away,

@@ -173,6 +173,13 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
         }
     };
     crate::throttled!(info, 600, ?peer, machine = ?name, "machine joined");
+    // What is queued for this machine counts until written here.
+    let queued = core.count_queue(&name, generation).unwrap_or_default();
+    let took = |msg: ToMachine| {
+        queued
+            .fetch_sub(crate::coordinator::machines::queued_bytes(&msg), std::sync::atomic::Ordering::SeqCst);
+        text(&msg)
+    };
     let welcome = ToMachine::Welcome {
         protocol: PROTOCOL_VERSION,
         coordinator: core.config.name.clone(),
@@ -215,7 +222,7 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
                 // A machine that does not read is let go (it reconnects).
                 Some(msg) => {
                     // What else is queued goes in the same write.
-                    let burst = crate::burst::write(&mut tx, [text(&msg)], || out_rx.try_recv().ok().map(|m| [text(&m)]));
+                    let burst = crate::burst::write(&mut tx, [took(msg)], || out_rx.try_recv().ok().map(|m| [took(m)]));
                     if !matches!(tokio::time::timeout(SEND_TIMEOUT, burst).await, Ok(Ok(()))) {
                         break
                     }

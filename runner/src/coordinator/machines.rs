@@ -62,9 +62,20 @@ struct Conn {
     generation: u64,
     tx: mpsc::UnboundedSender<ToMachine>,
     /// The bytes of messages queued on it and not yet taken by the
-    /// connection's writer, when the writer counts them
-    /// ([`Machines::count_queue`]).
+    /// connection's writer ([`Machines::count_queue`]); none for the
+    /// server's own machine.
     queued: Option<Arc<AtomicU64>>,
+}
+
+impl Conn {
+    /// Queues `msg`, counted when the connection counts; false when the
+    /// connection is closed. Every message to a machine goes this way.
+    fn send(&self, msg: ToMachine) -> bool {
+        if let Some(queued) = &self.queued {
+            queued.fetch_add(queued_bytes(&msg), Ordering::SeqCst);
+        }
+        self.tx.send(msg).is_ok()
+    }
 }
 
 /// The most bytes of messages queued for one machine's connection (see
@@ -278,7 +289,9 @@ impl Machines {
         entry.instance = instance.map(str::to_string);
         entry.told = false;
         entry.info = info;
-        entry.conn = Some(Conn { generation, tx, queued: None });
+        // A remote connection's queue counts from its first message; the
+        // server's own machine's is never cut.
+        entry.conn = Some(Conn { generation, tx, queued: (!local).then(Arc::default) });
         entry.offline = false;
         entry.offline_since = None;
         entry.local = local;
@@ -289,14 +302,13 @@ impl Machines {
         Ok(generation)
     }
 
-    /// Counts the bytes queued on connection `generation` of `name` from
-    /// now on, for its writer to take off as it writes them
-    /// ([`queued_bytes`]); past [`MAX_QUEUED`] the connection is closed.
-    /// None when that connection is gone.
+    /// The bytes queued on remote connection `generation` of `name`, for
+    /// its writer to take off as it writes them ([`queued_bytes`]); past
+    /// [`MAX_QUEUED`] the connection is closed. None when that connection
+    /// is gone.
     pub fn count_queue(&self, name: &str, generation: u64) -> Option<Arc<AtomicU64>> {
-        let mut entries = self.lock();
-        let conn = entries.get_mut(name)?.conn.as_mut().filter(|c| c.generation == generation)?;
-        Some(conn.queued.get_or_insert_with(Arc::default).clone())
+        let entries = self.lock();
+        entries.get(name)?.conn.as_ref().filter(|c| c.generation == generation)?.queued.clone()
     }
 
     /// Whether machine `name` is to be told now which suites to
@@ -388,7 +400,7 @@ impl Machines {
                 && idle(name)
                 && let Some(conn) = &e.conn
             {
-                e.told = conn.tx.send(ToMachine::Drained).is_ok();
+                e.told = conn.send(ToMachine::Drained);
                 if e.told {
                     tracing::info!(machine = %name, "drained: told the machine it may stop");
                 }
@@ -417,12 +429,7 @@ impl Machines {
                 closed = true;
                 false
             }
-            Some(c) => {
-                if let Some(queued) = &c.queued {
-                    queued.fetch_add(queued_bytes(&msg), Ordering::SeqCst);
-                }
-                c.tx.send(msg).is_ok()
-            }
+            Some(c) => c.send(msg),
             None => false,
         };
         drop(entries);

@@ -176,8 +176,9 @@ pub async fn serve_machine(socket: WebSocket, peer: Option<SocketAddr>, core: Ar
     // What is queued for this machine counts until written here.
     let queued = core.count_queue(&name, generation).unwrap_or_default();
     let took = |msg: ToMachine| {
-        queued
-            .fetch_sub(crate::coordinator::machines::queued_bytes(&msg), std::sync::atomic::Ordering::SeqCst);
+        use std::sync::atomic::Ordering::SeqCst;
+        let size = crate::coordinator::machines::queued_bytes(&msg);
+        let _ = queued.fetch_update(SeqCst, SeqCst, |q| Some(q.saturating_sub(size)));
         text(&msg)
     };
     let welcome = ToMachine::Welcome {

@@ -169,9 +169,12 @@ mod tests {
         assert_eq!(store.suites().unwrap().len(), 2, "nothing of the refused upload is kept");
         // A suite the server has is no new upload.
         assert!(!core.add_suite(Some("a".into()), variant(1)).await.unwrap().1);
-        // Once the first is an hour old (and nothing names it), it makes room.
+        // Once the first is an hour old (and nothing names it), it makes
+        // room — but not within a minute of the last upload that looked.
         let old = SuiteMeta { uploaded_us: a.uploaded_us - 3_600_000_000, ..a.clone() };
         store.put_suite(&old, &variant(1)).unwrap();
+        assert!(core.add_suite(Some("c".into()), variant(3)).await.is_err(), "swept again at once");
+        *core.storing_suite.lock().await = None;
         let (c, new) = core.add_suite(Some("c".into()), variant(3)).await.unwrap();
         assert!(new);
         let kept: Vec<String> = store.suites().unwrap().into_iter().map(|s| s.sha256).collect();
@@ -248,6 +251,9 @@ pub const PRECOMPILE_PLANS: u32 = 100;
 /// ([`Coordinator::flaky_tests`]): those of its last runs whose results
 /// fit (~200 bytes each in memory, and more in the answer).
 pub const MAX_RECENT_RESULTS: u64 = 200_000;
+/// How often an upload past the suite budget may remove suites to make
+/// room: finding what no plan or run names reads every stored one.
+const UPLOAD_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// The most plans the server keeps (a new one past it is refused).
 pub const MAX_PLANS: u64 = 10_000;
@@ -325,7 +331,9 @@ pub const MAX_ACTIVE_RUNS: usize = 1000;
 /// The coordinator's shared state.
 pub struct Coordinator {
     /// Held from an upload's budget check to its suite stored.
-    storing_suite: tokio::sync::Mutex<()>,
+    /// and when an upload last removed suites to make room (a sweep reads
+    /// every stored plan and run: at most once a minute this way).
+    storing_suite: tokio::sync::Mutex<Option<std::time::Instant>>,
     store: Store,
     sandbox: Arc<Sandbox>,
     pub config: CoordinatorConfig,
@@ -871,13 +879,14 @@ impl Coordinator {
         self.store_has_room().await?;
         // One upload at a time from the budget check to the suite stored:
         // two at once would both find room for one.
-        let _storing = self.storing_suite.lock().await;
+        let mut last_sweep = self.storing_suite.lock().await;
         let (size, budget) = (bytes.len() as u64, self.config.suite_budget);
         let room = budget.saturating_sub(size);
         let mut kept = self.store.call(|s| s.suites_size()).await.map_err(internal)?;
-        if kept > room {
+        if kept > room && last_sweep.is_none_or(|t| t.elapsed() >= UPLOAD_SWEEP_EVERY) {
             // Suites no plan or run names go first, oldest first (the hourly
             // sweep's rule, at once).
+            *last_sweep = Some(std::time::Instant::now());
             let swept = self.store.call(move |s| s.sweep_suites(i64::MIN, room)).await.map_err(internal)?;
             kept = swept.kept_bytes;
         }
@@ -888,7 +897,8 @@ impl Coordinator {
                 format!(
                     "the server keeps {} of suites, and {name:?} ({}) would take them past its budget of {} \
                      (`serve --suite-budget`); the suites that stored plans or kept runs name stay, and so do \
-                     those uploaded in the last {} minutes: delete plans or runs that name others, or raise the budget",
+                     those uploaded in the last {} minutes (the others are removed to make room, once a minute at \
+                     most): delete plans or runs that name others, or raise the budget",
                     ByteSize(kept),
                     ByteSize(size),
                     ByteSize(budget),

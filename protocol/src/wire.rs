@@ -109,9 +109,12 @@ pub enum SyncReply {
     },
     /// A barrier was reached.
     Released,
-    /// A topic message (next).
+    /// A topic message (next). Shared, not copied, between the answers to
+    /// every call that reads it: a message of 1 MiB read by a thousand
+    /// waiting calls is one 1 MiB in the coordinator.
     Message {
-        payload: String,
+        #[serde(with = "shared_text")]
+        payload: std::sync::Arc<str>,
     },
     /// A fault was done.
     Done,
@@ -501,5 +504,21 @@ mod tests {
             let json = serde_json::to_string(&m).unwrap();
             assert_eq!(serde_json::from_str::<FromMachine>(&json).unwrap(), m, "{json}");
         }
+    }
+}
+
+/// A shared text as a JSON string (serde's own impl for `Arc<str>` is
+/// behind a feature every crate of the build would then be rebuilt with).
+mod shared_text {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(text: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(d).map(Arc::from)
     }
 }

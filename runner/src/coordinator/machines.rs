@@ -663,8 +663,10 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let g = m.connect(info("a"), tx, false, None).unwrap();
         let queued = m.count_queue("a", g).unwrap();
-        let message =
-            |n: u64| ToMachine::SyncReply { id: n, reply: SyncReply::Message { payload: "x".repeat(3_000) } };
+        let message = |n: u64| ToMachine::SyncReply {
+            id: n,
+            reply: SyncReply::Message { payload: "x".repeat(3_000).into() },
+        };
         for n in 0..3 {
             assert!(m.send("a", message(n)));
         }

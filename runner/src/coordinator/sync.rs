@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 #[derive(Default)]
 struct State {
     counters: HashMap<String, u64>,
-    topics: HashMap<String, Vec<String>>,
+    topics: HashMap<String, Vec<Arc<str>>>,
     /// Bytes and count of every message of every topic.
     topic_bytes: usize,
     messages: usize,
@@ -146,7 +146,7 @@ impl SyncService {
             list.sort_by_key(|(seq, _)| *seq);
             st.messages += list.len();
             st.topic_bytes += list.iter().map(|(_, p)| p.len()).sum::<usize>();
-            st.topics.insert(topic, list.into_iter().map(|(_, payload)| payload).collect());
+            st.topics.insert(topic, list.into_iter().map(|(_, payload)| Arc::from(payload)).collect());
         }
         SyncService { state: Mutex::new(st) }
     }
@@ -224,7 +224,7 @@ impl SyncService {
             st.topic_bytes += payload.len();
             st.messages += 1;
             let list = st.topics.entry(topic.clone()).or_default();
-            list.push(payload.clone());
+            list.push(Arc::from(payload.as_str()));
             let seq = list.len() as u64;
             st.reached(On::Topic(topic.clone()), seq);
             seq
@@ -244,7 +244,7 @@ impl SyncService {
 
     /// Message `index` (from 0) of `topic`, if it was published: what a
     /// call that read it is answered again with.
-    pub fn message(&self, topic: &str, index: u64) -> Option<String> {
+    pub fn message(&self, topic: &str, index: u64) -> Option<Arc<str>> {
         let st = self.state.lock().expect("sync lock");
         st.topics.get(topic).and_then(|l| l.get(usize::try_from(index).ok()?)).cloned()
     }
@@ -474,7 +474,7 @@ mod tests {
         }
         for (i, want) in ["a", "b"].iter().enumerate() {
             let call = SyncCall::Next { topic: "t".into(), index: i as u64, timeout_ms: 10 };
-            assert_eq!(s.handle(call).await.0, SyncReply::Message { payload: want.to_string() });
+            assert_eq!(s.handle(call).await.0, SyncReply::Message { payload: (*want).into() });
         }
     }
 
@@ -553,7 +553,7 @@ mod tests {
         assert_eq!(reply, SyncReply::Value { value: 3 }, "both signals counted, and the next is third");
         for (i, want) in ["one", "two"].iter().enumerate() {
             let call = SyncCall::Next { topic: "t".into(), index: i as u64, timeout_ms: 10 };
-            assert_eq!(restored.handle(call).await.0, SyncReply::Message { payload: want.to_string() });
+            assert_eq!(restored.handle(call).await.0, SyncReply::Message { payload: (*want).into() });
         }
     }
 }

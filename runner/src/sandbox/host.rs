@@ -292,7 +292,7 @@ impl HostState {
         Ok(match reply {
             SyncReply::Message { payload } => {
                 self.table.get_mut(sub)?.next_index += 1;
-                Ok(payload)
+                Ok(payload.to_string())
             }
             other => unexpected(other),
         })

@@ -694,7 +694,7 @@ async fn answers_kept_for_resends_hold_no_copy_of_a_message_and_go_with_their_sh
     assert_eq!(kept_bytes, 0, "no answer keeps a copy of the message");
     // Resent after a reconnect: answered again, with the message.
     h.sync(0, 1, 7, SyncCall::Next { topic: "t".into(), index: 0, timeout_ms: 1_000 });
-    assert_eq!(h.replies(0), [(7, SyncReply::Message { payload: mib })]);
+    assert_eq!(h.replies(0), [(7, SyncReply::Message { payload: mib.into() })]);
     // The shard is done: its answers go.
     h.d.handle(Inbound::Message {
         machine: 0,
@@ -808,6 +808,41 @@ async fn a_shard_has_no_more_sync_calls_waiting_than_it_may_run_tests() {
     h.sync(0, 1, max + 3, SyncCall::Barrier { state: "later".into(), target: 2, timeout_ms: 600_000 });
     assert!(h.replies(0).is_empty());
     assert_eq!(h.d.waiting[&1], 1);
+}
+
+#[tokio::test]
+async fn a_message_read_by_many_waiting_calls_is_held_once() {
+    let mut h = Harness::new("");
+    h.sent(0);
+    let readers = MAX_WAITING_CALLS as u64;
+    for id in 1..=readers {
+        h.sync(0, 1, id, SyncCall::Next { topic: "t".into(), index: 0, timeout_ms: 600_000 });
+    }
+    let mib = "m".repeat(1 << 20);
+    h.sync(1, 2, 1, SyncCall::Publish { topic: "t".into(), payload: mib.clone() });
+    // Every waiting read is answered before any answer is sent: what they
+    // hold together is what one reply would.
+    let mut done = Vec::new();
+    for _ in 0..readers {
+        done.push(h.d.ops_rx.recv().await.unwrap());
+    }
+    let payloads: Vec<_> = done
+        .iter()
+        .map(|d| match &d.reply {
+            SyncReply::Message { payload } => payload.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(payloads.iter().all(|p| std::sync::Arc::ptr_eq(p, &payloads[0])), "each reader got a copy");
+    assert_eq!(&*payloads[0], mib);
+    for d in done {
+        h.d.handle_sync_done(d);
+    }
+    let sent = h.replies(0);
+    assert_eq!(sent.len(), MAX_WAITING_CALLS);
+    assert!(sent.iter().all(
+        |(_, r)| matches!(r, SyncReply::Message { payload } if std::sync::Arc::ptr_eq(payload, &payloads[0]))
+    ));
 }
 
 #[tokio::test]

@@ -766,13 +766,20 @@ impl Server {
     /// (the `parties` suite at path `parties`: its `barriers` test, two
     /// parties, one instance) on the machines `profile` (a plan profile
     /// without its name) picks, with the plan `settings`: it runs until it
-    /// is cancelled or its test times out. Returns its id.
+    /// is cancelled or its test times out — after an hour unless `settings`
+    /// say otherwise, so a loaded machine never sees it end early. Returns
+    /// its id.
     pub async fn start_stuck_run(
         &self,
         parties: &str,
         mut profile: serde_json::Value,
-        settings: serde_json::Value,
+        mut settings: serde_json::Value,
     ) -> String {
+        for limit in ["test_timeout", "barrier_timeout"] {
+            if settings.get(limit).is_none() {
+                settings[limit] = "1h".into();
+            }
+        }
         let suite = format!("sha256:{}", self.upload(parties, "parties").await);
         profile["name"] = "p".into();
         self.start_run(serde_json::json!({

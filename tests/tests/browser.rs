@@ -115,7 +115,7 @@ async fn a_person_builds_and_runs_a_distributed_plan_in_the_browser() {
         b.wait_text("#entry-1-matches", "1 machine online matches now").await?;
         let client_profile = b.wait_css("#profile-1-name").await?.prop("value").await?.unwrap_or_default();
         b.select_by_value("#entry-2-profile", &client_profile).await?;
-        b.fill("#entry-2-params", "greeting=hello\nnap_ms=6000").await?;
+        b.fill("#entry-2-params", "greeting=hello\nnap_ms=20000").await?;
         // Which of basics' tests run: a filter, checked as it is typed.
         b.fill("#entry-2-filter", "tag(").await?;
         b.wait_text("#entry-2-filter-error", "at column 5: expected `)`").await?;

@@ -90,13 +90,13 @@ async fn a_coordinator_killed_anywhere_in_coordinating_runs_loses_nothing_and_th
     let kv_client = server.upload(ensemble_artifacts::KV_CLIENT, "kv-client").await;
     let plan = json!({
         "name": "kv-crash", "type": "distributed",
-        "settings": { "execution": "parallel", "barrier_timeout": "60s", "test_timeout": "60s" },
+        "settings": { "execution": "parallel", "barrier_timeout": "10m", "test_timeout": "10m" },
         "profiles": [{ "name": "s", "labels": { "tier": "server" } }, { "name": "c", "labels": { "tier": "client" } }],
         "entries": [
             { "suite": format!("sha256:{kv_server}"), "profile": "s", "role": "server",
-              "params": { "keys": 100, "clients": 1, "timeout_ms": 60000 } },
+              "params": { "keys": 100, "clients": 1, "timeout_ms": 600000 } },
             { "suite": format!("sha256:{kv_client}"), "profile": "c", "role": "client",
-              "params": { "keys": 100, "timeout_ms": 60000 } }
+              "params": { "keys": 100, "timeout_ms": 600000 } }
         ]
     });
 

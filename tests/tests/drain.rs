@@ -22,7 +22,7 @@ async fn start_on(server: &Server, machine: &str) -> String {
         .start_run(serde_json::json!({
             "name": format!("on {machine}"),
             "profiles": [{ "name": "p", "machine": machine }],
-            "entries": [{ "suite": suite, "profile": "p", "params": { "scale_ms": "20" } }],
+            "entries": [{ "suite": suite, "profile": "p", "params": { "scale_ms": "100" } }],
         }))
         .await
 }

@@ -82,7 +82,7 @@ async fn floods_are_bounded_and_an_honest_run_beside_them_completes() {
     let run = server
         .start_run(json!({
             "name": "beside-floods", "type": "distributed",
-            "settings": { "output_limit": "8MiB" },
+            "settings": { "output_limit": "8MiB", "test_timeout": "30m" },
             "profiles": [{ "name": "server", "labels": { "tier": "server" } },
                          { "name": "a", "labels": { "tier": "a" } }],
             "entries": [

@@ -35,7 +35,7 @@ async fn logged(runner: &Proc, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_link_is_given_up_on_both_sides_and_the_machine_back_stops_what_was_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let args = ["--no-local-machine", "--heartbeat-timeout", "3s"];
+    let args = ["--no-local-machine", "--heartbeat-timeout", "10s"];
     let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &args);
     let proxy = Proxy::start(address(&server)).await;
     // One slot: a shard it kept running would hold it, and the next run with it.
@@ -60,10 +60,10 @@ async fn a_silent_link_is_given_up_on_both_sides_and_the_machine_back_stops_what
         })
         .expect("the test ended lost");
     assert!(lost.contains("machine island was lost: silent for"), "{lost}");
-    assert!(lost.contains("(heartbeat timeout 3"), "{lost}");
+    assert!(lost.contains("(heartbeat timeout 10"), "{lost}");
     assert_eq!(server.client().run(&run).await.unwrap().state, RunState::Failed);
     // So does the runner: nothing came from the coordinator for its timeout.
-    logged(&runner, "the coordinator was silent for 3 s").await;
+    logged(&runner, "the coordinator was silent for 10 s").await;
     proxy.set(Fault::Pass);
     // Back, it is told the shard it holds is lost, and stops it at once.
     logged(&runner, "the coordinator counts this shard lost").await;

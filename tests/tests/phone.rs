@@ -84,7 +84,7 @@ async fn a_day_of_use(dir: &std::path::Path, server: &Server) -> Vec<(String, &'
     let _drained_box = start_runner(dir, server, "drained-box", &["site=near"], None);
     server.wait_online(3).await;
     // A test that times out at its barrier, rerun; the rerun's test is
-    // lost with its machine (the server gives up on it after 2 s).
+    // lost with its machine (the server gives up on it after 10 s).
     let far = json!({ "labels": { "site": "far" } });
     let timed_out =
         server.start_stuck_run(ensemble_artifacts::BENCH_PARTIES, far, json!({ "test_timeout": "1s" })).await;
@@ -119,7 +119,7 @@ async fn a_day_of_use(dir: &std::path::Path, server: &Server) -> Vec<(String, &'
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_fits_a_phone_and_its_taps() {
     let dir = tempfile::tempdir().unwrap();
-    let args = ["--heartbeat-timeout", "2s"];
+    let args = ["--heartbeat-timeout", "10s"];
     let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &args);
     let pages = a_day_of_use(dir.path(), &server).await;
     let mut found = Vec::new();

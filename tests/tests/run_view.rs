@@ -264,7 +264,10 @@ async fn a_link_to_a_test_opens_it_and_choosing_a_test_makes_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machine_whose_connection_closes_is_shown_disconnected_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &["--no-local-machine"]);
+    // Silence would take ten minutes to notice: the alert can only come from
+    // the connection closing, and the machine is not lost meanwhile.
+    let args = ["--no-local-machine", "--heartbeat-timeout", "10m"];
+    let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &args);
     let mut runner = ensemble_tests::start_runner(dir.path(), &server, "far-away", &["site=far"], None);
     server.wait_online(1).await;
     let profile = json!({ "labels": { "site": "far" } });
@@ -279,7 +282,7 @@ async fn a_machine_whose_connection_closes_is_shown_disconnected_at_once() {
         runner.kill();
         b.wait_text(".lane[data-machine='far-away'] .lane-alert", "disconnected — lost in").await?;
         let took = killed.elapsed();
-        anyhow::ensure!(took < std::time::Duration::from_secs(2), "it took {took:?} to show");
+        anyhow::ensure!(took < std::time::Duration::from_secs(120), "it took {took:?} to show");
         let alert = b.text(".lane[data-machine='far-away'] .lane-alert").await?;
         anyhow::ensure!(alert.ends_with("s unless it returns"), "{alert}");
         anyhow::Ok(())

@@ -21,7 +21,7 @@ fn text(out: &std::process::Output) -> String {
 /// `4 × roles` parties meeting at one barrier.
 fn parties_toml(roles: usize) -> String {
     let mut t = String::from(
-        "name = \"parties\"\n[settings]\ntest_timeout = \"120s\"\n\
+        "name = \"parties\"\n[settings]\ntest_timeout = \"10m\"\nbarrier_timeout = \"10m\"\n\
          [[profiles]]\nname = \"peers\"\nlabels = { pool = \"peers\" }\ncount = 4\n",
     );
     for r in 0..roles {

@@ -86,8 +86,9 @@ async fn a_day_of_use(dir: &std::path::Path, server: &Server) -> Vec<(String, &'
     // A test that times out at its barrier, rerun; the rerun's test is
     // lost with its machine (the server gives up on it after 10 s).
     let far = json!({ "labels": { "site": "far" } });
-    let timed_out =
-        server.start_stuck_run(ensemble_artifacts::BENCH_PARTIES, far, json!({ "test_timeout": "1s" })).await;
+    let timed_out = server
+        .start_stuck_run(ensemble_artifacts::BENCH_PARTIES, far, json!({ "test_timeout": "10s" }))
+        .await;
     server.events(&timed_out).await;
     let lost = client.start_run(&rerun_of(&timed_out)).await.unwrap().id;
     server.watch(&lost, 1, |e| !matches!(e.kind, EventKind::TestStarted { .. })).await;

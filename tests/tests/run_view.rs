@@ -171,14 +171,16 @@ async fn after_a_reload_the_elapsed_time_is_the_runs_not_the_pages() {
         b.goto(&page).await?;
         b.wait_text("#run-state", "running").await?;
         // Long enough that a clock restarted by the reload would show it.
-        b.wait_until("the run to be 3 s old", async |c| {
+        b.wait_until("the run to be 10 s old", async |c| {
             let text = c.execute(elapsed_text, vec![]).await?;
-            Ok(text.as_str().and_then(shown_ms).filter(|ms| *ms >= 3_000))
+            Ok(text.as_str().and_then(shown_ms).filter(|ms| *ms >= 10_000))
         })
         .await?;
         b.goto(&page).await?;
         b.wait_text("#run-state", "running").await?;
-        // Read the clock just after it ticks, and the server's beside it.
+        // Read the clock just after it ticks, between two readings of the
+        // server's: however slow the machine, the tick came between them.
+        let server_before = (client.health().await?.now_us - started_us) / 1000;
         let before = b.execute(elapsed_text, vec![]).await?;
         let shown = b
             .wait_until("the clock to tick", async |c| {
@@ -186,10 +188,10 @@ async fn after_a_reload_the_elapsed_time_is_the_runs_not_the_pages() {
                 Ok(text.as_str().filter(|t| !t.is_empty() && Some(*t) != before.as_str()).and_then(shown_ms))
             })
             .await?;
-        let server_ms = (client.health().await?.now_us - started_us) / 1000;
+        let server_after = (client.health().await?.now_us - started_us) / 1000;
         anyhow::ensure!(
-            (shown - server_ms).abs() <= 500,
-            "after the reload the page says {shown} ms, the server {server_ms} ms"
+            server_before - 1_000 <= shown && shown <= server_after + 1_000,
+            "after the reload the page says {shown} ms, the server {server_before}–{server_after} ms"
         );
         anyhow::Ok(())
     };
@@ -299,7 +301,7 @@ async fn a_test_that_times_out_at_a_barrier_says_which() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
     server.wait_online(1).await;
-    let settings = json!({ "test_timeout": "1s" });
+    let settings = json!({ "test_timeout": "10s" });
     let run = server.start_stuck_run(ensemble_artifacts::BENCH_PARTIES, json!({}), settings).await;
     server.events(&run).await;
     let browser = Browser::start().await.unwrap();
@@ -324,7 +326,7 @@ async fn the_runs_list_names_each_outcome_and_links_a_plans_history() {
     let server = start_server(dir.path(), &dir.path().join("data"), TOKEN, &[]);
     server.wait_online(1).await;
     // A run whose test times out (not "failed"), and one of another plan.
-    let settings = json!({ "test_timeout": "1s" });
+    let settings = json!({ "test_timeout": "10s" });
     let timed_out = server.start_stuck_run(ensemble_artifacts::BENCH_PARTIES, json!({}), settings).await;
     server.events(&timed_out).await;
     let suite = format!("sha256:{}", server.upload(ensemble_artifacts::HELLO_COMMAND, "hello").await);

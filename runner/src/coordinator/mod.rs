@@ -207,7 +207,7 @@ use matching::Unplaced;
 use crate::report::Reporter;
 use crate::report::store::{Live, RunRecorder, write_events};
 use crate::sandbox::{Sandbox, sha256_hex};
-use crate::store::Store;
+use crate::store::{Binding, Store};
 use crate::time::now_us;
 
 /// Settings of a coordinator.
@@ -257,6 +257,9 @@ const UPLOAD_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// The most plans the server keeps (a new one past it is refused).
 pub const MAX_PLANS: u64 = 10_000;
+/// The most machine names the server keeps an identity for (~150 bytes
+/// each): a new name past it is refused until names are released.
+pub const MAX_MACHINE_NAMES: u64 = 100_000;
 
 struct ActiveRun {
     inbound: mpsc::UnboundedSender<Inbound>,
@@ -591,7 +594,8 @@ impl Coordinator {
         }
     }
 
-    /// Checks a joining machine's identity: a name that joined before must
+    /// Checks a joining machine's identity (at most [`MAX_MACHINE_NAMES`]
+    /// names are kept): a name that joined before must
     /// bring the secret it was given then; a new name is bound to a fresh
     /// secret, returned to hand over in the welcome. A refusal says whether
     /// trying again may help (the store failed, rather than the identity).
@@ -613,12 +617,22 @@ impl Coordinator {
             (None, _) => {
                 let fresh = crate::secret::random_secret().map_err(|e| (e.to_string(), true))?;
                 let (key, digest) = (name.to_string(), hash(&fresh));
-                let bound =
-                    self.store.call(move |s| s.bind_machine(&key, &digest)).await.map_err(store_failed)?;
-                if bound {
-                    Ok(Some(fresh))
-                } else {
-                    Err((format!("the machine name {name:?} was just taken"), true))
+                let bound = self
+                    .store
+                    .call(move |s| s.bind_machine(&key, &digest, MAX_MACHINE_NAMES))
+                    .await
+                    .map_err(store_failed)?;
+                match bound {
+                    Binding::Bound => Ok(Some(fresh)),
+                    Binding::Taken => Err((format!("the machine name {name:?} was just taken"), true)),
+                    Binding::Full => Err((
+                        format!(
+                            "the coordinator holds the identities of {MAX_MACHINE_NAMES} machine names, the most it \
+                             keeps: release names no longer used (POST /api/machines/NAME/forget) before a new one \
+                             joins"
+                        ),
+                        false,
+                    )),
                 }
             }
         }

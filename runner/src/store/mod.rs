@@ -873,13 +873,20 @@ impl Store {
             .optional()?)
     }
 
-    /// Binds `name` to a secret (by its sha256); false if it is bound already.
-    pub fn bind_machine(&self, name: &str, secret_sha256: &str) -> anyhow::Result<bool> {
-        let n = self.db().execute(
-            "INSERT OR IGNORE INTO machines (name, secret_sha256) VALUES (?1, ?2)",
-            params![name, secret_sha256],
+    /// Binds `name` to a secret (by its sha256), unless it is bound
+    /// already or `max` names are.
+    pub fn bind_machine(&self, name: &str, secret_sha256: &str, max: u64) -> anyhow::Result<Binding> {
+        let db = self.db();
+        let n = db.execute(
+            "INSERT OR IGNORE INTO machines (name, secret_sha256) \
+             SELECT ?1, ?2 WHERE (SELECT count(*) FROM machines) < ?3",
+            params![name, secret_sha256, i64::try_from(max).unwrap_or(i64::MAX)],
         )?;
-        Ok(n == 1)
+        if n == 1 {
+            return Ok(Binding::Bound);
+        }
+        let taken = db.query_row("SELECT 1 FROM machines WHERE name = ?1", [name], |_| Ok(())).optional()?;
+        Ok(if taken.is_some() { Binding::Taken } else { Binding::Full })
     }
 
     /// The outcomes of the tests of `run` stored so far, counted.
@@ -1124,6 +1131,17 @@ impl Store {
     }
 }
 
+/// What [`Store::bind_machine`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// The name is bound to the secret.
+    Bound,
+    /// Another machine bound it first.
+    Taken,
+    /// As many names as may be are bound; none is added.
+    Full,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1135,6 +1153,22 @@ mod tests {
             "name = \"p\"\n[[profiles]]\nname = \"a\"\n[[entries]]\nsuite = \"x.wasm\"\nprofile = \"a\"\n",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn machine_names_are_bound_once_and_up_to_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        assert_eq!(store.bind_machine("a", "sa", 2).unwrap(), Binding::Bound);
+        assert_eq!(store.bind_machine("a", "other", 2).unwrap(), Binding::Taken);
+        assert_eq!(store.bind_machine("b", "sb", 2).unwrap(), Binding::Bound);
+        assert_eq!(store.bind_machine("c", "sc", 2).unwrap(), Binding::Full);
+        assert_eq!(store.bind_machine("a", "other", 2).unwrap(), Binding::Taken, "a known name is not new");
+        assert_eq!(store.machine_secret("c").unwrap(), None);
+        // A name released makes room for another.
+        assert!(store.forget_machine("b").unwrap());
+        assert_eq!(store.bind_machine("c", "sc", 2).unwrap(), Binding::Bound);
+        assert_eq!(store.machine_secret("a").unwrap().as_deref(), Some("sa"));
     }
 
     #[cfg(unix)]

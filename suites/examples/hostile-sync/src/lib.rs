@@ -14,7 +14,8 @@ use std::time::Duration;
 use ensemble_sdk::prelude::*;
 
 const ONLY: Param<String> = Param::new("only", "run only the test of this name; the others skip at once");
-const TIMES: Param<u32> = Param::new("times", "how many fresh subscriptions sync_reread reads through").default("1500");
+const TIMES: Param<u32> =
+    Param::new("times", "how many fresh subscriptions sync_reread reads through").default("1500");
 
 /// Skips the test unless param `only` is unset or names it.
 fn only(test: &str) -> TestResult {

@@ -148,7 +148,8 @@ fn attach_flood() -> TestResult {
         let head = format!("{seed}/{file}\n");
         let mut bytes = vec![0u8; size];
         bytes[..head.len().min(size)].copy_from_slice(&head.as_bytes()[..head.len().min(size)]);
-        attach::bytes(&format!("part-{file}.bin"), &bytes).map_err(|e| fail(format!("attaching part {file}: {e}")))?;
+        attach::bytes(&format!("part-{file}.bin"), &bytes)
+            .map_err(|e| fail(format!("attaching part {file}: {e}")))?;
     }
     Ok(())
 }

@@ -17,17 +17,19 @@ use wstd::http::{Body, Client, Request};
 const SERVICE: Param<String> = Param::new("service", "the plan's service to ask").default("web");
 const PATH: Param<String> = Param::new("path", "the path get_ok asks for").default("/");
 const EXPECT: Param<String> = Param::new("expect", "text the answer of get_ok must contain");
-const NAME: Param<String> = Param::new("name", "a host name the plan grants, for the tests by name").default("web.test");
+const NAME: Param<String> =
+    Param::new("name", "a host name the plan grants, for the tests by name").default("web.test");
 const DENIED_NAME: Param<String> =
     Param::new("denied_name", "a host name the plan does not grant").default("not-granted.test");
 const GETS: Param<u32> = Param::new("gets", "how many GETs the test gets makes").default("100");
-const OUTSIDE: Param<String> =
-    Param::new("outside", "a URL the plan does not grant, for outside_is_denied").default("http://127.0.0.1:9/");
+const OUTSIDE: Param<String> = Param::new("outside", "a URL the plan does not grant, for outside_is_denied")
+    .default("http://127.0.0.1:9/");
 
 /// `GET url`: the status and the body as text.
 fn get(url: &str) -> Result<(u16, String), String> {
     wstd::runtime::block_on(async {
-        let request = Request::get(url).body(Body::empty()).map_err(|e| format!("building GET {url}: {e}"))?;
+        let request =
+            Request::get(url).body(Body::empty()).map_err(|e| format!("building GET {url}: {e}"))?;
         let response = Client::new().send(request).await.map_err(|e| format!("GET {url}: {e}"))?;
         let status = response.status().as_u16();
         let mut body = response.into_body();
@@ -81,7 +83,10 @@ fn lookup_is_denied() -> TestResult {
     use std::net::ToSocketAddrs;
     let name = DENIED_NAME.get()?;
     match (name.as_str(), 80).to_socket_addrs() {
-        Ok(found) => Err(fail(format!("{name} resolved to {:?}, but the plan does not grant it", found.collect::<Vec<_>>()))),
+        Ok(found) => Err(fail(format!(
+            "{name} resolved to {:?}, but the plan does not grant it",
+            found.collect::<Vec<_>>()
+        ))),
         Err(e) => {
             println!("the lookup of {name} was refused as it should be: {e}");
             Ok(())

@@ -37,8 +37,8 @@ impl Conn {
     fn open() -> Result<Conn, Failure> {
         let name = SERVICE.get()?;
         let at = service(&name)?;
-        let stream =
-            TcpStream::connect(at.addr()).map_err(|e| fail(format!("connecting to {name} at {}: {e}", at.addr())))?;
+        let stream = TcpStream::connect(at.addr())
+            .map_err(|e| fail(format!("connecting to {name} at {}: {e}", at.addr())))?;
         Ok(Conn { stream, buf: Vec::new() })
     }
 
@@ -151,7 +151,10 @@ fn faults_need_a_grant() -> TestResult {
     let name = SERVICE.get()?;
     match fault::restart(&name) {
         Err(FaultError::Denied(why)) => {
-            check!(why.contains(&format!("faults = [\"{name}\"]")), "the refusal does not name the grant: {why}");
+            check!(
+                why.contains(&format!("faults = [\"{name}\"]")),
+                "the refusal does not name the grant: {why}"
+            );
             Ok(())
         }
         other => Err(fail(format!("restart without a grant answered {other:?}"))),

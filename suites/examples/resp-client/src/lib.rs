@@ -20,7 +20,8 @@ const SERVICE: Param<String> = Param::new("service", "the plan's service to reac
 const TIMES: Param<u32> = Param::new("times", "how many increments counts_together makes").default("10");
 const HOLD_MS: Param<u32> = Param::new("hold_ms", "how long hold waits before it pings").default("0");
 const OUTSIDE: Param<String> =
-    Param::new("outside", "an address the plan does not grant, for outside_is_refused").default("127.0.0.1:9");
+    Param::new("outside", "an address the plan does not grant, for outside_is_refused")
+        .default("127.0.0.1:9");
 
 /// A connection to the service.
 struct Conn {
@@ -33,8 +34,8 @@ impl Conn {
     fn open() -> Result<Conn, Failure> {
         let name = SERVICE.get()?;
         let at = service(&name)?;
-        let stream =
-            TcpStream::connect(at.addr()).map_err(|e| fail(format!("connecting to {name} at {}: {e}", at.addr())))?;
+        let stream = TcpStream::connect(at.addr())
+            .map_err(|e| fail(format!("connecting to {name} at {}: {e}", at.addr())))?;
         Ok(Conn { stream, buf: Vec::new() })
     }
 

@@ -354,8 +354,8 @@ fn internal(error: impl Into<anyhow::Error>) -> Failure {
 /// [`exit::CLOSED_OUTPUT`], as the closed pipe ends `ls`, instead of
 /// panicking with a backtrace. Rust ignores SIGPIPE, so `println!` panics
 /// on the error; restoring the signal instead would let a closed socket or
-/// a service keeper's pipe end a runner.
-#[cfg(unix)]
+/// a service keeper's pipe end a runner. On Windows, where there is no
+/// SIGPIPE, the print fails the same way with the pipe's own error codes.
 fn end_quietly_on_closed_output() {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -365,26 +365,31 @@ fn end_quietly_on_closed_output() {
             .map(String::as_str)
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or_default();
-        if is_closed_output(message) {
+        if is_closed_output(message, CLOSED_PIPE_ERRORS) {
             std::process::exit(exit::CLOSED_OUTPUT);
         }
         report(info);
     }));
 }
 
-/// Whether a panic's message is the standard library's for a print to a
-/// closed pipe ("failed printing to stdout: Broken pipe (os error 32)").
+/// The OS errors of a write to a pipe whose reader is gone: EPIPE; on
+/// Windows ERROR_BROKEN_PIPE and ERROR_NO_DATA ("the pipe is being closed").
 #[cfg(unix)]
-fn is_closed_output(message: &str) -> bool {
-    let epipe = format!("(os error {})", rustix::io::Errno::PIPE.raw_os_error());
+const CLOSED_PIPE_ERRORS: &[i32] = &[rustix::io::Errno::PIPE.raw_os_error()];
+#[cfg(windows)]
+const CLOSED_PIPE_ERRORS: &[i32] = &[109, 232];
+
+/// Whether a panic's message is the standard library's for a print to a
+/// closed pipe ("failed printing to stdout: Broken pipe (os error 32)"),
+/// one of `errors` being the pipe's.
+fn is_closed_output(message: &str, errors: &[i32]) -> bool {
     (message.starts_with("failed printing to stdout") || message.starts_with("failed printing to stderr"))
-        && message.ends_with(&epipe)
+        && errors.iter().any(|code| message.ends_with(&format!("(os error {code})")))
 }
 
 /// Sets the process up (its heap, its limit of open files), parses the
 /// command line, runs the command, returns the exit code.
 pub fn main() -> i32 {
-    #[cfg(unix)]
     end_quietly_on_closed_output();
     bounded_heap();
     #[cfg(unix)]
@@ -629,5 +634,21 @@ mod tests {
             .filter(|n| !runner_only.contains(&n.as_str()))
             .collect();
         assert_eq!(full, COORDINATOR_COMMANDS);
+    }
+
+    /// The standard library's message for a print to a closed pipe, on
+    /// Linux and on Windows (whose codes are checked here on any system).
+    #[test]
+    fn a_print_to_a_closed_pipe_is_told_from_other_failures() {
+        let linux = "failed printing to stdout: Broken pipe (os error 32)";
+        let windows = "failed printing to stdout: The pipe is being closed. (os error 232)";
+        let windows_broken = "failed printing to stderr: The pipe has been ended. (os error 109)";
+        assert!(is_closed_output(linux, &[32]));
+        assert!(is_closed_output(windows, &[109, 232]) && is_closed_output(windows_broken, &[109, 232]));
+        assert!(!is_closed_output(linux, &[109, 232]), "another system's code");
+        assert!(!is_closed_output("failed printing to stdout: No space left on device (os error 28)", &[32]));
+        assert!(!is_closed_output("index out of bounds (os error 32)", &[32]), "not a print");
+        #[cfg(unix)]
+        assert!(is_closed_output(linux, CLOSED_PIPE_ERRORS));
     }
 }

@@ -526,9 +526,10 @@ pub struct Selection {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub other_part: bool,
     /// Recorded durations (ms) of the role's tests, for `duration:K/N`
-    /// and `split`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub durations: Option<std::collections::BTreeMap<String, u64>>,
+    /// and `split`: one copy shared by every shard of the role.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "shared_durations")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<std::collections::BTreeMap<String, u64>>))]
+    pub durations: Option<std::sync::Arc<RoleDurations>>,
     /// The entry's tests are divided among its machines (`split =
     /// "tests"`): this shard's share, as a `duration` part (by count when
     /// no durations are recorded), after any partition.
@@ -538,7 +539,29 @@ pub struct Selection {
 
 /// Recorded test durations in milliseconds, by role, then test: what
 /// `duration:K/N` partitions balance (`ensemble durations` writes them).
-pub type Durations = std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>;
+pub type Durations = std::collections::BTreeMap<String, RoleDurations>;
+
+/// One role's recorded test durations in milliseconds, by test.
+pub type RoleDurations = std::collections::BTreeMap<String, u64>;
+
+/// A role's durations as a JSON object, shared in memory (serde's own
+/// impl for `Arc` is behind a feature every crate of the build would then
+/// be rebuilt with).
+mod shared_durations {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::RoleDurations;
+
+    pub fn serialize<S: Serializer>(d: &Option<Arc<RoleDurations>>, s: S) -> Result<S::Ok, S::Error> {
+        d.as_deref().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<RoleDurations>>, D::Error> {
+        Option::<RoleDurations>::deserialize(d).map(|o| o.map(Arc::new))
+    }
+}
 
 /// The part (1-based) of each of `tests`, balanced by `durations`:
 /// longest first (then by name), each to the part with the least time so
@@ -579,7 +602,7 @@ pub enum Decision {
 
 /// A [`Selection`] with its filter parsed, ready to decide.
 pub struct Selector {
-    durations: Option<std::collections::BTreeMap<String, u64>>,
+    durations: Option<std::sync::Arc<RoleDurations>>,
     split: Option<Partition>,
     filter: Option<Filter>,
     tests: Option<std::collections::BTreeSet<String>>,
@@ -845,7 +868,7 @@ mod tests {
         assert_eq!((load(1), load(2)), (140, 140), "{parts:?}");
         assert_eq!(balance(&tests, &durations, 2), parts, "the same every time");
         // As a partition: disjoint, complete, and by count with no durations.
-        for durations in [Some(durations.clone()), None] {
+        for durations in [Some(std::sync::Arc::new(durations.clone())), None] {
             let mut seen = BTreeSet::new();
             for index in 1..=3 {
                 let selection = Selection {

@@ -436,7 +436,7 @@ mod tests {
                         profile: "p".into(),
                         partition: Some("hash:2/3".parse().unwrap()),
                         other_part: false,
-                        durations: Some([("a".to_string(), 5)].into()),
+                        durations: Some(std::sync::Arc::new([("a".to_string(), 5)].into())),
                         split: Some("duration:1/2".parse().unwrap()),
                     },
                     services: Default::default(),

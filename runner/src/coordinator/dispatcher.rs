@@ -288,12 +288,15 @@ pub fn limits(plan: &Plan) -> Limits {
 impl Dispatcher {
     /// Hands each shard split by `duration:K/N` or by its entry's `split`
     /// its role's recorded durations (without them, its part is dealt by
-    /// count).
+    /// count): one copy a role, however many shards it is split into.
     pub fn with_durations(mut self, durations: &Durations) -> Dispatcher {
+        let mut shared: HashMap<&str, Arc<ensemble_protocol::filter::RoleDurations>> = HashMap::new();
         for a in &mut self.assignments {
             let by_duration = |p: Option<Partition>| p.is_some_and(|p| p.kind == PartitionKind::Duration);
             if by_duration(a.selection.partition) || by_duration(a.selection.split) {
-                a.selection.durations = durations.get(&a.shard.role).cloned();
+                a.selection.durations = durations.get_key_value(&a.shard.role).map(|(role, d)| {
+                    shared.entry(role.as_str()).or_insert_with(|| Arc::new(d.clone())).clone()
+                });
             }
         }
         self

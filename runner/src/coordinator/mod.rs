@@ -257,6 +257,9 @@ const UPLOAD_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// The most plans the server keeps (a new one past it is refused).
 pub const MAX_PLANS: u64 = 10_000;
+/// The most bytes of recorded durations a split plan's run is balanced by
+/// (its shards share them): past it, its parts are dealt by count.
+pub const MAX_DURATION_BYTES: usize = 64 << 20;
 /// The most machine names the server keeps an identity for (~150 bytes
 /// each): a new name past it is refused until names are released.
 pub const MAX_MACHINE_NAMES: u64 = 100_000;
@@ -1247,7 +1250,7 @@ impl Coordinator {
             return Ok(Default::default());
         }
         let name = plan.name.clone();
-        self.store.call(move |s| s.durations(&name, before_us)).await.map_err(internal)
+        self.store.call(move |s| s.durations(&name, before_us, MAX_DURATION_BYTES)).await.map_err(internal)
     }
 
     /// What rerunning finished run `id`'s failures would run.

@@ -1043,11 +1043,14 @@ impl Store {
     /// longest of a test's instances). Every job of a split plan that
     /// starts after that run gets the same answer, and so the same parts,
     /// however the others' results come in; a coordinator taking a run up
-    /// again after a restart asks with the run's start.
+    /// again after a restart asks with the run's start. Past `max_bytes`
+    /// of names (a run may hold millions of results), none: every part is
+    /// then dealt by count, alike in every job.
     pub fn durations(
         &self,
         plan: &str,
         before_us: i64,
+        max_bytes: usize,
     ) -> anyhow::Result<ensemble_protocol::filter::Durations> {
         let db = self.db();
         let mut stmt = db.prepare_cached(DURATIONS)?;
@@ -1055,8 +1058,18 @@ impl Store {
         let rows = stmt.query_map(params![plan, before_us], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
         })?;
+        let mut bytes = 0usize;
         for row in rows {
             let (role, test, ms) = row?;
+            // A map's entry costs about a pointer's words besides its name.
+            bytes = bytes.saturating_add(test.len() + 32);
+            if bytes > max_bytes {
+                tracing::warn!(
+                    plan,
+                    "the recorded durations are over {max_bytes} bytes: parts are dealt by count"
+                );
+                return Ok(Default::default());
+            }
             out.entry(role).or_default().insert(test, ms as u64);
         }
         Ok(out)
@@ -1189,6 +1202,44 @@ mod tests {
         std::fs::set_permissions(data.join("ensemble.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
         let _again = Store::open(&data).unwrap();
         assert_eq!(mode(&data.join("ensemble.db")), 0o600);
+    }
+
+    #[test]
+    fn recorded_durations_past_their_bound_are_none_so_parts_are_dealt_by_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let shard = ensemble_protocol::ShardRef {
+            shard: 1,
+            machine: "m".into(),
+            role: "x".into(),
+            suite: "x".into(),
+            instance: 0,
+        };
+        let run = RunMeta {
+            id: "r".into(),
+            plan: plan(),
+            state: RunState::Passed,
+            started_us: 1,
+            finished_us: Some(10),
+            summary: None,
+            reruns: None,
+            scheduled: None,
+        };
+        let mut events: Vec<Event> = (1..=3u64)
+            .map(|seq| Event {
+                run: "r".into(),
+                seq,
+                at_us: seq as i64,
+                machine_at_us: None,
+                kind: crate::coordinator::test_finished(shard.clone(), &format!("t{seq}"), Outcome::Passed),
+            })
+            .collect();
+        store.write_batch(&mut events, &[run]).unwrap();
+        let all = store.durations("p", 100, 1 << 20).unwrap();
+        assert_eq!(all["x"].keys().collect::<Vec<_>>(), ["t1", "t2", "t3"]);
+        // Two names fit in 70 bytes (34 each), three do not: none are given.
+        assert!(store.durations("p", 100, 70).unwrap().is_empty());
+        assert_eq!(store.durations("p", 100, 102).unwrap()["x"].len(), 3);
     }
 
     #[test]

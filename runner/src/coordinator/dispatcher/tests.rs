@@ -810,6 +810,36 @@ async fn a_shard_has_no_more_sync_calls_waiting_than_it_may_run_tests() {
     assert_eq!(h.d.waiting[&1], 1);
 }
 
+#[test]
+fn the_shards_of_a_split_role_share_its_recorded_durations() {
+    let plan = Plan::from_toml(
+        "name = \"p\"\n[[profiles]]\nname = \"a\"\nlabels = { tier = \"a\" }\ncount = 2\n\
+         [[entries]]\nsuite = \"s.wasm\"\nprofile = \"a\"\nrole = \"r\"\nsplit = \"tests\"\n",
+    )
+    .unwrap();
+    let infos: Vec<_> = ["m1", "m2"]
+        .iter()
+        .map(|n| {
+            let mut info = crate::fuzzing::tier_machines(&["a"]).remove(0);
+            info.name = n.to_string();
+            info
+        })
+        .collect();
+    let shards = matching::place(&plan, &["s".to_string()], &[], &infos, &[]).unwrap();
+    let links = infos
+        .into_iter()
+        .map(|info| MachineLink { info, port: Arc::new(mpsc::unbounded_channel::<ToMachine>().0) })
+        .collect();
+    let suites = vec![SuiteRef { name: "s".into(), sha256: "sha-s".into(), uses_sync: false }];
+    let durations = [("r".to_string(), [("t".to_string(), 5u64)].into())].into();
+    let d = Dispatcher::new(RUN.into(), &plan, suites, links, shards, Vec::new()).with_durations(&durations);
+    let got: Vec<_> =
+        d.assignments.iter().map(|a| a.selection.durations.clone().expect("its durations")).collect();
+    assert_eq!(got.len(), 2, "a shard on each machine");
+    assert!(Arc::ptr_eq(&got[0], &got[1]), "one copy for the role");
+    assert_eq!(got[0]["t"], 5);
+}
+
 #[tokio::test]
 async fn a_message_read_by_many_waiting_calls_is_held_once() {
     let mut h = Harness::new("");

@@ -544,6 +544,15 @@ pub type Durations = std::collections::BTreeMap<String, RoleDurations>;
 /// One role's recorded test durations in milliseconds, by test.
 pub type RoleDurations = std::collections::BTreeMap<String, u64>;
 
+/// [`Durations`] as a run holds them: each role's once, shared by every
+/// shard of the role.
+pub type SharedDurations = std::collections::BTreeMap<String, std::sync::Arc<RoleDurations>>;
+
+/// `durations`, each role's made shareable (moved, not copied).
+pub fn shared(durations: Durations) -> SharedDurations {
+    durations.into_iter().map(|(role, d)| (role, std::sync::Arc::new(d))).collect()
+}
+
 /// A role's durations as a JSON object, shared in memory (serde's own
 /// impl for `Arc` is behind a feature every crate of the build would then
 /// be rebuilt with).

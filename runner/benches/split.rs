@@ -78,7 +78,7 @@ fn main() {
             &plan,
             std::slice::from_ref(&suite),
             &[false],
-            durations,
+            &ensemble_protocol::filter::shared(durations.clone()),
             sandbox.clone(),
             reporters,
         ))

@@ -62,7 +62,7 @@ pub async fn run(
     plan: &Plan,
     suites: &[LocalSuite],
     uses_sync: &[bool],
-    durations: &ensemble_protocol::filter::Durations,
+    durations: &ensemble_protocol::filter::SharedDurations,
     sandbox: Arc<Sandbox>,
     reporters: Vec<Box<dyn Reporter>>,
 ) -> Result<RunResult, Unplaced> {

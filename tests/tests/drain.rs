@@ -15,7 +15,8 @@ async fn skewed(server: &Server) -> String {
     format!("sha256:{}", server.upload(ensemble_artifacts::SKEWED, "skewed").await)
 }
 
-/// A run of the `skewed` suite (about two seconds) on machine `machine`.
+/// A run of the `skewed` suite on machine `machine`: 24 tests sleeping 9 s
+/// in all, so that it still runs when a drain lands, however loaded the machine.
 async fn start_on(server: &Server, machine: &str) -> String {
     let suite = skewed(server).await;
     server

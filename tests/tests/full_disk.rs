@@ -83,7 +83,7 @@ async fn a_full_store_fails_what_cannot_record_refuses_new_work_and_recovers_wit
     assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));
     ready_becomes(&server, 200).await;
     // The run that could not record ended failed, saying why.
-    let events = tokio::time::timeout(Duration::from_secs(120), server.events(&overflows)).await.unwrap();
+    let events = tokio::time::timeout(Duration::from_secs(300), server.events(&overflows)).await.unwrap();
     let Some(EventKind::RunFinished {
         cancelled: Some(CancelReason::StoreFailed { message }), verdict, ..
     }) = events.last().map(|e| &e.kind)

@@ -535,7 +535,7 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
     let uses_sync = file.load(&sandbox).await.map_err(prepared)?;
     let reporters = reporters(&args)?;
     let durations = match &args.durations {
-        Some(path) => read_durations(path)?,
+        Some(path) => ensemble_protocol::filter::shared(read_durations(path)?),
         None => Default::default(),
     };
     let result =

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use ensemble_protocol::event::{Event, EventKind, Outcome, ShardInfo, ShardRef, Summary, SyncOp};
 use ensemble_protocol::fault::FaultStep;
-use ensemble_protocol::filter::{Durations, Partition, PartitionKind, Selection};
+use ensemble_protocol::filter::{Partition, PartitionKind, Selection, SharedDurations};
 use ensemble_protocol::plan::{Execution, Plan};
 use ensemble_protocol::service::{Addresses, ServiceAddr, ServiceState};
 use ensemble_protocol::verdict::{CancelReason, Verdict};
@@ -289,14 +289,11 @@ impl Dispatcher {
     /// Hands each shard split by `duration:K/N` or by its entry's `split`
     /// its role's recorded durations (without them, its part is dealt by
     /// count): one copy a role, however many shards it is split into.
-    pub fn with_durations(mut self, durations: &Durations) -> Dispatcher {
-        let mut shared: HashMap<&str, Arc<ensemble_protocol::filter::RoleDurations>> = HashMap::new();
+    pub fn with_durations(mut self, durations: &SharedDurations) -> Dispatcher {
         for a in &mut self.assignments {
             let by_duration = |p: Option<Partition>| p.is_some_and(|p| p.kind == PartitionKind::Duration);
             if by_duration(a.selection.partition) || by_duration(a.selection.split) {
-                a.selection.durations = durations.get_key_value(&a.shard.role).map(|(role, d)| {
-                    shared.entry(role.as_str()).or_insert_with(|| Arc::new(d.clone())).clone()
-                });
+                a.selection.durations = durations.get(&a.shard.role).cloned();
             }
         }
         self

@@ -387,8 +387,9 @@ struct Job {
     ticket: u64,
     plan: Plan,
     suites: Vec<SuiteRef>,
-    /// Recorded durations of the plan's tests, for `duration:K/N`.
-    durations: ensemble_protocol::filter::Durations,
+    /// Recorded durations of the plan's tests, for `duration:K/N` and
+    /// `split`: each role's once.
+    durations: ensemble_protocol::filter::SharedDurations,
 }
 
 impl Job {
@@ -1242,15 +1243,24 @@ impl Coordinator {
         &self,
         plan: &Plan,
         before_us: i64,
-    ) -> Result<ensemble_protocol::filter::Durations, ApiError> {
+    ) -> Result<ensemble_protocol::filter::SharedDurations, ApiError> {
         use ensemble_protocol::filter::PartitionKind;
-        let by_duration = plan.settings.partition.is_some_and(|p| p.kind == PartitionKind::Duration)
-            || plan.entries.iter().any(|e| e.split.is_some());
-        if !by_duration {
+        // A duration partition splits every role; `split` only its entries'.
+        let roles: Option<std::collections::BTreeSet<String>> = if plan
+            .settings
+            .partition
+            .is_some_and(|p| p.kind == PartitionKind::Duration)
+        {
+            None
+        } else {
+            Some(plan.entries.iter().filter(|e| e.split.is_some()).filter_map(|e| e.role.clone()).collect())
+        };
+        if roles.as_ref().is_some_and(|r| r.is_empty()) {
             return Ok(Default::default());
         }
         let name = plan.name.clone();
-        self.store.call(move |s| s.durations(&name, before_us, MAX_DURATION_BYTES)).await.map_err(internal)
+        let read = move |s: &Store| s.durations(&name, before_us, roles.as_ref(), MAX_DURATION_BYTES);
+        self.store.call(read).await.map(ensemble_protocol::filter::shared).map_err(internal)
     }
 
     /// What rerunning finished run `id`'s failures would run.

@@ -1043,13 +1043,15 @@ impl Store {
     /// longest of a test's instances). Every job of a split plan that
     /// starts after that run gets the same answer, and so the same parts,
     /// however the others' results come in; a coordinator taking a run up
-    /// again after a restart asks with the run's start. Past `max_bytes`
-    /// of names (a run may hold millions of results), none: every part is
-    /// then dealt by count, alike in every job.
+    /// again after a restart asks with the run's start. Only the roles
+    /// `roles` names (all when `None`); past `max_bytes` of their names (a
+    /// run may hold millions of results), none: every part is then dealt by
+    /// count, alike in every job.
     pub fn durations(
         &self,
         plan: &str,
         before_us: i64,
+        roles: Option<&std::collections::BTreeSet<String>>,
         max_bytes: usize,
     ) -> anyhow::Result<ensemble_protocol::filter::Durations> {
         let db = self.db();
@@ -1061,6 +1063,9 @@ impl Store {
         let mut bytes = 0usize;
         for row in rows {
             let (role, test, ms) = row?;
+            if roles.is_some_and(|r| !r.contains(&role)) {
+                continue;
+            }
             // A map's entry costs about a pointer's words besides its name.
             bytes = bytes.saturating_add(test.len() + 32);
             if bytes > max_bytes {
@@ -1235,11 +1240,16 @@ mod tests {
             })
             .collect();
         store.write_batch(&mut events, &[run]).unwrap();
-        let all = store.durations("p", 100, 1 << 20).unwrap();
+        let all = store.durations("p", 100, None, 1 << 20).unwrap();
         assert_eq!(all["x"].keys().collect::<Vec<_>>(), ["t1", "t2", "t3"]);
         // Two names fit in 70 bytes (34 each), three do not: none are given.
-        assert!(store.durations("p", 100, 70).unwrap().is_empty());
-        assert_eq!(store.durations("p", 100, 102).unwrap()["x"].len(), 3);
+        assert!(store.durations("p", 100, None, 70).unwrap().is_empty());
+        assert_eq!(store.durations("p", 100, None, 102).unwrap()["x"].len(), 3);
+        // Only the roles asked for are read, and count.
+        let other: std::collections::BTreeSet<String> = ["y".to_string()].into();
+        assert!(store.durations("p", 100, Some(&other), 70).unwrap().is_empty());
+        let x: std::collections::BTreeSet<String> = ["x".to_string()].into();
+        assert_eq!(store.durations("p", 100, Some(&x), 102).unwrap()["x"].len(), 3);
     }
 
     #[test]

@@ -831,7 +831,7 @@ fn the_shards_of_a_split_role_share_its_recorded_durations() {
         .map(|info| MachineLink { info, port: Arc::new(mpsc::unbounded_channel::<ToMachine>().0) })
         .collect();
     let suites = vec![SuiteRef { name: "s".into(), sha256: "sha-s".into(), uses_sync: false }];
-    let durations = [("r".to_string(), [("t".to_string(), 5u64)].into())].into();
+    let durations = [("r".to_string(), Arc::new([("t".to_string(), 5u64)].into()))].into();
     let d = Dispatcher::new(RUN.into(), &plan, suites, links, shards, Vec::new()).with_durations(&durations);
     let got: Vec<_> =
         d.assignments.iter().map(|a| a.selection.durations.clone().expect("its durations")).collect();

@@ -1209,10 +1209,9 @@ mod tests {
         assert_eq!(mode(&data.join("ensemble.db")), 0o600);
     }
 
-    #[test]
-    fn recorded_durations_past_their_bound_are_none_so_parts_are_dealt_by_count() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    /// Stores run `id` of plan `p`, started at `n` and finished at
+    /// `finished_us`, with `results` passed tests `t1`, `t2`… of role `x`.
+    fn store_passed_run(store: &Store, id: &str, n: i64, finished_us: Option<i64>, results: u64) {
         let shard = ensemble_protocol::ShardRef {
             shard: 1,
             machine: "m".into(),
@@ -1221,25 +1220,32 @@ mod tests {
             instance: 0,
         };
         let run = RunMeta {
-            id: "r".into(),
+            id: id.into(),
             plan: plan(),
             state: RunState::Passed,
-            started_us: 1,
-            finished_us: Some(10),
+            started_us: n,
+            finished_us,
             summary: None,
             reruns: None,
             scheduled: None,
         };
-        let mut events: Vec<Event> = (1..=3u64)
+        let mut events: Vec<Event> = (1..=results)
             .map(|seq| Event {
-                run: "r".into(),
+                run: id.into(),
                 seq,
-                at_us: seq as i64,
+                at_us: n * 1_000 + seq as i64,
                 machine_at_us: None,
                 kind: crate::coordinator::test_finished(shard.clone(), &format!("t{seq}"), Outcome::Passed),
             })
             .collect();
         store.write_batch(&mut events, &[run]).unwrap();
+    }
+
+    #[test]
+    fn recorded_durations_past_their_bound_are_none_so_parts_are_dealt_by_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store_passed_run(&store, "r", 1, Some(10), 3);
         let all = store.durations("p", 100, None, 1 << 20).unwrap();
         assert_eq!(all["x"].keys().collect::<Vec<_>>(), ["t1", "t2", "t3"]);
         // Two names fit in 70 bytes (34 each), three do not: none are given.
@@ -1256,40 +1262,9 @@ mod tests {
     fn a_plans_recent_results_are_those_of_its_newest_runs_that_fit() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let shard = ensemble_protocol::ShardRef {
-            shard: 1,
-            machine: "m".into(),
-            role: "x".into(),
-            suite: "x".into(),
-            instance: 0,
-        };
         // Three runs, oldest first, of 3, 3 and 2 results.
         for (n, results) in [(1i64, 3u64), (2, 3), (3, 2)] {
-            let id = format!("r{n}");
-            let run = RunMeta {
-                id: id.clone(),
-                plan: plan(),
-                state: RunState::Passed,
-                started_us: n,
-                finished_us: None,
-                summary: None,
-                reruns: None,
-                scheduled: None,
-            };
-            let mut events: Vec<Event> = (1..=results)
-                .map(|seq| Event {
-                    run: id.clone(),
-                    seq,
-                    at_us: n * 1_000 + seq as i64,
-                    machine_at_us: None,
-                    kind: crate::coordinator::test_finished(
-                        shard.clone(),
-                        &format!("t{seq}"),
-                        Outcome::Passed,
-                    ),
-                })
-                .collect();
-            store.write_batch(&mut events, &[run]).unwrap();
+            store_passed_run(&store, &format!("r{n}"), n, None, results);
         }
         let runs = |max| -> Vec<String> {
             let mut runs: Vec<String> =

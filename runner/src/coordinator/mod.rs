@@ -336,9 +336,9 @@ pub const MAX_ACTIVE_RUNS: usize = 1000;
 
 /// The coordinator's shared state.
 pub struct Coordinator {
-    /// Held from an upload's budget check to its suite stored.
-    /// and when an upload last removed suites to make room (a sweep reads
-    /// every stored plan and run: at most once a minute this way).
+    /// Held from an upload's budget check to its suite stored; holds when
+    /// an upload last removed suites to make room (a sweep reads every
+    /// stored plan and run: at most once a minute this way).
     storing_suite: tokio::sync::Mutex<Option<std::time::Instant>>,
     store: Store,
     sandbox: Arc<Sandbox>,
